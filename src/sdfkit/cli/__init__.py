@@ -1,0 +1,76 @@
+"""The ``sdf`` command: a thin shell over the library (nothing here computes).
+
+Each stage's commands live in their own module and register themselves on ``app``. Heavy
+libraries are imported inside command bodies, so ``sdf --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from ..errors import SdfError
+
+
+class SdfGroup(TyperGroup):
+    """Turns ``SdfError`` into a one-line message and its exit code, never a traceback."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SdfError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+
+
+def new_app(help: str) -> typer.Typer:
+    return typer.Typer(
+        cls=SdfGroup,
+        help=help,
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        rich_markup_mode=None,
+    )
+
+
+app = new_app("sdfkit: build, audit and export Synthetic Document Finetuning corpora.")
+
+CorpusOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--corpus",
+        envvar="SDF_CORPUS",
+        help="Corpus workspace directory (default ./corpus, or $SDF_CORPUS).",
+        show_default=False,
+    ),
+]
+
+
+def open_store(corpus: Path | None):  # noqa: ANN201 - returns sdfkit.Store
+    from ..store import Store
+
+    return Store(corpus)
+
+
+@app.callback()
+def _root(corpus: CorpusOpt = None) -> None:
+    """sdfkit: build, audit and export Synthetic Document Finetuning corpora."""
+    if corpus is not None:
+        os.environ["SDF_CORPUS"] = str(corpus)
+
+
+# Registration: each module adds its commands to ``app``.
+from . import audit as _audit  # noqa: E402,F401
+from . import core as _core  # noqa: E402,F401
+from . import export as _export  # noqa: E402,F401
+from . import generate as _generate  # noqa: E402,F401
+from . import train as _train  # noqa: E402,F401
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,101 @@
+"""``sdf`` commands of the foundation: universe checks, ingest, SQL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from . import CorpusOpt, app, new_app, open_store
+
+universe_app = new_app("Universe files: validate them.")
+app.add_typer(universe_app, name="universe")
+
+
+@universe_app.command("check")
+def universe_check(
+    files: Annotated[
+        list[Path], typer.Argument(help="Universe files (.md with YAML front matter).")
+    ],
+) -> None:
+    """Validate universe files; errors name the file and the field."""
+    from ..universe import load_universes
+
+    for u in load_universes(files):
+        typer.echo(
+            f"ok  {u.source_path}: id={u.id} concept={u.concept} facts={len(u.key_facts)} "
+            f"keywords={len(u.required_keywords)} eval_prompts={len(u.eval_prompts)}"
+        )
+
+
+@app.command()
+def ingest(
+    files: Annotated[list[Path], typer.Argument(help="JSONL or Parquet files of documents.")],
+    map_: Annotated[
+        list[str] | None,
+        typer.Option("--map", help="COLUMN=FIELD: store COLUMN is the input's FIELD (repeatable)."),
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="COLUMN=VALUE: the same value for every row (repeatable)."),
+    ] = None,
+    tokenizer: Annotated[
+        str | None, typer.Option(help="Tokenizer for n_tokens (default o200k_harmony; hf:<model>).")
+    ] = None,
+    skip_bad: Annotated[
+        bool, typer.Option("--skip-bad", help="Skip and count bad rows instead of stopping.")
+    ] = False,
+    max_bytes: Annotated[int, typer.Option(help="Largest accepted row, in bytes.")] = 1_000_000,
+    corpus: CorpusOpt = None,
+) -> None:
+    """Add documents from existing corpora; re-ingesting the same documents adds nothing."""
+    from ..ingest import ingest_files, parse_assignments
+    from ..progress import counter
+
+    store = open_store(corpus)
+    with counter("ingest", unit="rows") as tick:
+        res = ingest_files(
+            files,
+            store=store,
+            mapping=parse_assignments(map_, "--map"),
+            constants=parse_assignments(set_, "--set"),
+            tokenizer=tokenizer,
+            skip_bad=skip_bad,
+            max_bytes=max_bytes,
+            progress=tick,
+        )
+    typer.echo(res.summary())
+    for ex in res.skip_examples:
+        typer.echo(f"  skipped {ex}", err=True)
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="SQL text, a .sql file, or a named query.")],
+    format: Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")] = "table",
+    out: Annotated[
+        Path | None, typer.Option(help="Write to a .csv, .parquet, .json or .jsonl file instead.")
+    ] = None,
+    corpus: CorpusOpt = None,
+) -> None:
+    """Query the corpus (views: documents, documents_raw, grades, exclusions, ...)."""
+    from ..sql import FORMATS, QueryError, run_sql, to_text, write_out
+
+    if format not in FORMATS:
+        raise QueryError(f"unknown --format {format!r}: use one of {', '.join(FORMATS)}")
+    df = run_sql(query, open_store(corpus))
+    if out is not None:
+        write_out(df, out)
+        typer.echo(f"wrote {df.height} rows to {out}")
+    else:
+        typer.echo(to_text(df, format))
+
+
+@app.command()
+def queries() -> None:
+    """List the named queries (from ./queries and sdfkit's own)."""
+    from ..sql import list_queries
+
+    for name, desc in list_queries().items():
+        typer.echo(f"{name:32s} {desc}")

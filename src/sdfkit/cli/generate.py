@@ -1,0 +1,3 @@
+"""`sdf` commands of the generate stage (registered on the shared app)."""
+
+from __future__ import annotations

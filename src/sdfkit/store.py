@@ -1,0 +1,359 @@
+"""The corpus store: append-only Parquet parts as the record, a DuckDB catalog on top.
+
+Layout of a corpus directory (``./corpus`` unless ``--corpus``/``SDF_CORPUS`` says otherwise)::
+
+    corpus/
+      documents/part-<time>-<uid>.parquet   # the record: one row per document, append-only
+      <table>/part-*.parquet                # per-document results (signatures, names, embeddings...)
+      sdf.duckdb                            # catalog: a view per Parquet table + small tables
+
+Every Parquet part is written to a hidden temporary file and renamed into place, so a crash
+leaves either the whole part or nothing; views only read ``part-*.parquet``. Small mutable
+tables (runs, batches, ledger, audit results, selections) live inside ``sdf.duckdb`` where a
+transaction makes each write atomic. Views use absolute paths, so the database also opens in
+the stock ``duckdb`` CLI (re-opened by sdfkit, the views follow the corpus if it moves).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+if TYPE_CHECKING:  # pragma: no cover
+    import duckdb
+    import polars as pl
+
+DB_NAME = "sdf.duckdb"
+DOCUMENTS = "documents_raw"
+PART_GLOB = "part-*.parquet"
+
+#: The columns of a stored document, in order. ``meta`` holds ingested fields that map to no
+#: column (a JSON object as text).
+DOCUMENT_SCHEMA = pa.schema(
+    [
+        ("doc_id", pa.string()),
+        ("text", pa.large_string()),
+        ("chars", pa.int64()),
+        ("n_tokens", pa.int64()),
+        ("tokenizer", pa.string()),
+        ("universe", pa.string()),
+        ("concept", pa.string()),
+        ("fact", pa.string()),
+        ("doc_type", pa.string()),
+        ("idea", pa.string()),
+        ("model", pa.string()),
+        ("prompt_hash", pa.string()),
+        ("run", pa.string()),
+        ("batch_id", pa.string()),
+        ("custom_id", pa.string()),
+        ("seed_names", pa.list_(pa.string())),
+        ("source", pa.string()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+        ("meta", pa.string()),
+    ]
+)
+DOCUMENT_COLUMNS = [f.name for f in DOCUMENT_SCHEMA]
+
+
+def default_corpus_dir() -> Path:
+    """``$SDF_CORPUS`` if set, else ``./corpus`` under the current directory."""
+    return Path(os.environ.get("SDF_CORPUS") or "corpus")
+
+
+def doc_id_for(text: str) -> str:
+    """Content hash of a document's text: the first 32 hex digits of its sha256."""
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _ident(name: str) -> str:
+    if not name.replace("_", "").isalnum():
+        raise ValueError(f"not a valid table name: {name!r}")
+    return '"' + name + '"'
+
+
+@dataclass
+class Store:
+    """A corpus directory. Cheap to construct; nothing is opened until used."""
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(root) if root is not None else default_corpus_dir()
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def db_path(self) -> Path:
+        return self.root / DB_NAME
+
+    def table_dir(self, name: str) -> Path:
+        _ident(name)
+        return self.root / ("documents" if name == DOCUMENTS else name)
+
+    def parts(self, name: str) -> list[Path]:
+        d = self.table_dir(name)
+        return sorted(d.glob(PART_GLOB)) if d.is_dir() else []
+
+    def parquet_tables(self) -> list[str]:
+        """Names of the Parquet-backed tables present (``documents_raw`` for the record)."""
+        if not self.root.is_dir():
+            return []
+        names = []
+        for d in sorted(self.root.iterdir()):
+            if d.is_dir() and any(d.glob(PART_GLOB)):
+                names.append(DOCUMENTS if d.name == "documents" else d.name)
+        return names
+
+    # ------------------------------------------------------------- connection
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A DuckDB connection on the catalog, with every Parquet table's view refreshed.
+
+        The ``documents`` view is the record joined with grades and exclusions.
+        """
+        import duckdb
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        if read_only and not self.db_path.exists():
+            read_only = False
+        con = duckdb.connect(str(self.db_path), read_only=read_only)
+        try:
+            if not read_only:
+                self._refresh_views(con)
+            yield con
+        finally:
+            con.close()
+
+    def _refresh_views(self, con: duckdb.DuckDBPyConnection) -> None:
+        from . import schema as _schema
+
+        con.execute("BEGIN")
+        try:
+            _schema.create_tables(con)
+            present = set(self.parquet_tables())
+            for name in sorted(present | {DOCUMENTS}):
+                glob = (self.table_dir(name) / PART_GLOB).resolve()
+                if name in present:
+                    src = f"read_parquet({_sql_str(str(glob))}, union_by_name = true)"
+                    con.execute(f"CREATE OR REPLACE VIEW {_ident(name)} AS SELECT * FROM {src}")
+                else:
+                    con.execute(
+                        f"CREATE OR REPLACE VIEW {_ident(name)} AS SELECT * FROM _documents_empty"
+                    )
+            _schema.create_views(con, present)
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+
+    # ----------------------------------------------------------------- reads
+    def query(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> pl.DataFrame:
+        """Run SQL against the corpus and return a polars DataFrame."""
+        import polars as pl
+
+        with self.connect() as con:
+            rel = con.sql(sql, params=params) if params else con.sql(sql)
+            if rel is None:  # a statement that returns no rows (CREATE, INSERT, ...)
+                return pl.DataFrame()
+            tbl = rel.to_arrow_table()
+        return pl.from_arrow(tbl)  # type: ignore[return-value]
+
+    def keys(self, name: str = DOCUMENTS, key: str = "doc_id") -> set[str]:
+        """The set of keys already stored in a Parquet table (reads only that column)."""
+        out: set[str] = set()
+        for part in self.parts(name):
+            col = pq.read_table(part, columns=[key]).column(key)
+            out.update(col.to_pylist())
+        return out
+
+    def read(self, name: str = DOCUMENTS, columns: list[str] | None = None) -> pa.Table:
+        """Every row of a Parquet table as one Arrow table (empty table if none)."""
+        parts = self.parts(name)
+        if not parts:
+            schema = DOCUMENT_SCHEMA if name == DOCUMENTS else pa.schema([])
+            if columns:
+                schema = pa.schema([schema.field(c) for c in columns if c in schema.names])
+            return schema.empty_table()
+        import pyarrow.dataset as ds
+
+        return ds.dataset([str(p) for p in parts], format="parquet").to_table(columns=columns)
+
+    # ---------------------------------------------------------------- writes
+    def append(
+        self,
+        name: str,
+        table: pa.Table | Iterable[pa.RecordBatch],
+        key: str | None = "doc_id",
+        schema: pa.Schema | None = None,
+    ) -> int:
+        """Append rows to a Parquet table as ONE new part, atomically.
+
+        Rows whose ``key`` is already stored (or repeated within ``table``) are dropped, so
+        appending the same rows twice adds nothing. Returns the number of rows added.
+        """
+        existing = self.keys(name, key) if key else set()
+        batches = [table] if isinstance(table, pa.Table) else table
+        with self.part_writer(name, schema=schema) as writer:
+            for batch in batches:
+                if isinstance(batch, pa.Table):
+                    sub_batches = batch.to_batches()
+                else:
+                    sub_batches = [batch]
+                for b in sub_batches:
+                    if key:
+                        keep = []
+                        for i, k in enumerate(b.column(key).to_pylist()):
+                            if k not in existing:
+                                existing.add(k)
+                                keep.append(i)
+                        if len(keep) != b.num_rows:
+                            b = b.take(pa.array(keep, type=pa.int64()))
+                    writer.write(b)
+        return writer.rows
+
+    @contextmanager
+    def part_writer(self, name: str, schema: pa.Schema | None = None) -> Iterator[PartWriter]:
+        """Stream record batches into one new part; it appears only if the block succeeds."""
+        if schema is None and name == DOCUMENTS:
+            schema = DOCUMENT_SCHEMA
+        d = self.table_dir(name)
+        d.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        final = d / f"part-{stamp}-{uuid.uuid4().hex[:12]}.parquet"
+        tmp = d / f".tmp-{final.name}"
+        writer = PartWriter(tmp, schema)
+        try:
+            yield writer
+            writer.close()
+            if writer.rows:
+                _fsync(tmp)
+                os.replace(tmp, final)
+                _fsync_dir(d)
+        finally:
+            writer.close()
+            if tmp.exists():
+                tmp.unlink()
+
+    def save_table(self, name: str, data: Any, mode: str = "replace") -> None:
+        """Store a small table inside ``sdf.duckdb`` (replace or append) in one transaction.
+
+        ``data`` may be a polars DataFrame, an Arrow table or a list of dicts.
+        """
+        import polars as pl
+
+        if isinstance(data, list):
+            data = pl.DataFrame(data)
+        if isinstance(data, pl.DataFrame):
+            data = data.to_arrow()
+        with self.connect() as con:
+            con.register("_incoming", data)
+            con.execute("BEGIN")
+            try:
+                exists = con.execute(
+                    "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]
+                ).fetchall()[0][0]
+                if mode == "replace" or not exists:
+                    con.execute(f"CREATE OR REPLACE TABLE {_ident(name)} AS FROM _incoming")
+                else:
+                    con.execute(f"INSERT INTO {_ident(name)} BY NAME FROM _incoming")
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+            finally:
+                con.unregister("_incoming")
+
+    def clean_temporaries(self) -> int:
+        """Remove leftover ``.tmp-*`` files of interrupted writes (never visible as data)."""
+        n = 0
+        if self.root.is_dir():
+            for tmp in self.root.glob("*/.tmp-*"):
+                tmp.unlink()
+                n += 1
+        return n
+
+
+class PartWriter:
+    """Writes record batches to one Parquet file (zstd); the schema is taken from the first."""
+
+    def __init__(self, path: Path, schema: pa.Schema | None) -> None:
+        self.path = path
+        self.schema = schema
+        self.rows = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._closed = False
+
+    def write(self, batch: pa.RecordBatch | pa.Table) -> None:
+        if batch.num_rows == 0:
+            return
+        if self.schema is not None:
+            batch = _conform(batch, self.schema)
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, batch.schema, compression="zstd")
+        if isinstance(batch, pa.RecordBatch):
+            self._writer.write_batch(batch)
+        else:
+            self._writer.write_table(batch)
+        self.rows += batch.num_rows
+
+    def close(self) -> None:
+        if not self._closed and self._writer is not None:
+            self._writer.close()
+        self._closed = True
+
+
+def _conform(batch: pa.RecordBatch | pa.Table, schema: pa.Schema) -> pa.RecordBatch | pa.Table:
+    """Order and cast columns to ``schema``; missing columns become nulls."""
+    cols = []
+    for field in schema:
+        if field.name in batch.schema.names:
+            col = batch.column(field.name)
+            if col.type != field.type:
+                col = col.cast(field.type)
+            cols.append(col)
+        else:
+            cols.append(pa.nulls(batch.num_rows, type=field.type))
+    if isinstance(batch, pa.RecordBatch):
+        return pa.RecordBatch.from_arrays(cols, schema=schema)
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def meta_json(fields: dict[str, Any]) -> str | None:
+    """Serialise unmapped fields to the ``meta`` column (None when there are none)."""
+    if not fields:
+        return None
+    return json.dumps(fields, ensure_ascii=False, sort_keys=True, default=str)

@@ -1,0 +1,157 @@
+"""Token counting and encoding under a named tokenizer.
+
+Names:
+- ``o200k_harmony`` (default; alias ``gpt-oss``): gpt-oss's tokenizer, bundled offline by the
+  ``quicktok-v1`` package and exact against official tiktoken (see DEPS.md).
+- ``o200k_base``, ``cl100k_base``, ``llama3``, ``qwen3``: other quicktok-bundled encodings.
+- ``hf:<model>``: the model's own Hugging Face tokenizer (needs the network or a local cache).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from .errors import SdfError
+
+DEFAULT_TOKENIZER = "o200k_harmony"
+ALIASES = {"gpt-oss": "o200k_harmony", "harmony": "o200k_harmony"}
+QUICKTOK_ENCODINGS = {"o200k_harmony", "o200k_base", "cl100k_base", "llama3", "qwen3"}
+
+
+class TokenizerError(SdfError, RuntimeError):
+    """A tokenizer could not be loaded; the message says why and what to do."""
+
+
+@dataclass
+class Tokenizer:
+    """One loaded tokenizer with a uniform, batch-first interface."""
+
+    name: str
+    backend: str  # "quicktok" or "hf"
+    impl: Any
+
+    # ----------------------------------------------------------- encoding
+    def encode_batch(self, texts: list[str], threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Encode texts as ordinary text (special-token strings are plain text).
+
+        Returns ``(tokens, offsets)``: document i is ``tokens[offsets[i]:offsets[i+1]]``.
+        """
+        if self.backend == "quicktok":
+            toks, offsets = self.impl.encode_batch(list(texts), threads or _threads(), False)
+            return np.asarray(toks, dtype=np.uint32), np.asarray(offsets, dtype=np.int64)
+        ids = self.impl(list(texts), add_special_tokens=False)["input_ids"]
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        flat = np.fromiter((t for x in ids for t in x), dtype=np.uint32, count=int(offsets[-1]))
+        return flat, offsets
+
+    def encode(self, text: str) -> list[int]:
+        toks, _ = self.encode_batch([text])
+        return toks.tolist()
+
+    def count_batch(self, texts: list[str], threads: int = 0) -> np.ndarray:
+        """Token counts for many texts (int64 array)."""
+        if not texts:
+            return np.zeros(0, dtype=np.int64)
+        _, offsets = self.encode_batch(texts, threads)
+        return np.diff(offsets)
+
+    def decode(self, ids: list[int]) -> str:
+        if self.backend == "quicktok":
+            return self.impl.decode([int(i) for i in ids])
+        return self.impl.decode([int(i) for i in ids])
+
+    def special_token(self, text: str) -> int:
+        """Id of a special token given as text, e.g. ``<|endoftext|>``."""
+        if self.backend == "quicktok":
+            return int(self.impl.encode_single_token(text))
+        tid = self.impl.convert_tokens_to_ids(text)
+        if tid is None or tid == self.impl.unk_token_id:
+            raise TokenizerError(f"tokenizer {self.name} has no special token {text!r}")
+        return int(tid)
+
+    # ------------------------------------------------------------ identity
+    @property
+    def eos_id(self) -> int:
+        """End-of-text id (quicktok's ``eot_token``, HF's ``eos_token_id``)."""
+        if self.backend == "quicktok":
+            return int(self.impl.eot_token)
+        return int(self.impl.eos_token_id)
+
+    @property
+    def n_vocab(self) -> int:
+        if self.backend == "quicktok":
+            return int(self.impl.n_vocab)
+        return len(self.impl)
+
+    @property
+    def vocab_hash(self) -> str:
+        return _vocab_hash(self)
+
+
+@lru_cache(maxsize=16)
+def _vocab_hash_cached(name: str) -> str:
+    tok = get_tokenizer(name)
+    h = hashlib.sha256()
+    if tok.backend == "quicktok":
+        for piece in tok.impl.token_byte_values():
+            h.update(len(piece).to_bytes(4, "little"))
+            h.update(piece)
+        for special in sorted(tok.impl.special_tokens_set):
+            h.update(special.encode("utf-8"))
+            h.update(tok.impl.encode_single_token(special).to_bytes(8, "little"))
+    else:
+        for piece, idx in sorted(tok.impl.get_vocab().items(), key=lambda kv: kv[1]):
+            h.update(f"{idx}\t{piece}\n".encode())
+    return h.hexdigest()
+
+
+def _vocab_hash(tok: Tokenizer) -> str:
+    return _vocab_hash_cached(tok.name)
+
+
+def _threads() -> int:
+    return int(os.environ.get("SDF_THREADS") or os.cpu_count() or 1)
+
+
+def canonical_name(name: str | None) -> str:
+    name = (name or os.environ.get("SDF_TOKENIZER") or DEFAULT_TOKENIZER).strip()
+    return ALIASES.get(name, name)
+
+
+@lru_cache(maxsize=16)
+def get_tokenizer(name: str | None = None) -> Tokenizer:
+    """Load a tokenizer by name (see module docstring). Raises ``TokenizerError``."""
+    name = canonical_name(name)
+    if name in QUICKTOK_ENCODINGS:
+        import quicktok
+
+        return Tokenizer(name=name, backend="quicktok", impl=quicktok.get_encoding(name))
+    if name.startswith("hf:"):
+        model = name[3:]
+        if not model:
+            raise TokenizerError("hf: needs a model name, e.g. hf:openai/gpt-oss-20b")
+        try:
+            from transformers import AutoTokenizer
+
+            impl = AutoTokenizer.from_pretrained(model)
+        except Exception as exc:  # network, auth, unknown repo
+            raise TokenizerError(
+                f"could not load the Hugging Face tokenizer for {model!r} "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
+                "It needs the network (or a local HF cache); offline, use the default "
+                f"'{DEFAULT_TOKENIZER}' or another bundled encoding: "
+                + ", ".join(sorted(QUICKTOK_ENCODINGS))
+            ) from None
+        return Tokenizer(name=name, backend="hf", impl=impl)
+    raise TokenizerError(
+        f"unknown tokenizer {name!r}: use one of "
+        + ", ".join(sorted(QUICKTOK_ENCODINGS))
+        + " or hf:<model>"
+    )
