@@ -1,0 +1,92 @@
+"""Corpus audits: each module is one audit with one entry point.
+
+Every audit module exposes::
+
+    class Config            # typed settings with the defaults written once
+    def run(store, config=None, engine=None) -> AuditResult
+
+Per-document work (signatures, name candidates, embeddings, keyword hits) runs as
+``sdfkit.engine.Stage`` objects, cached by content hash in the store; corpus-wide steps
+(counting, clustering, aggregation) run in DuckDB/polars over those results.
+``save(store, result)`` keeps each table in the catalog as ``audit_<name>_<table>`` so
+users can join findings with documents in ``sdf sql``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import polars as pl
+
+    from ..store import Store
+
+#: Audit name -> module; also the order of the report's sections.
+AUDITS: dict[str, str] = {
+    "shape": "sdfkit.audits.shape",
+    "ngrams": "sdfkit.audits.ngrams",
+    "names": "sdfkit.audits.names",
+    "dedup": "sdfkit.audits.dedup",
+    "diversity": "sdfkit.audits.diversity",
+    "keywords": "sdfkit.audits.keywords",
+}
+
+#: Key of each audit's figures in report.json (the issue's names).
+JSON_KEYS: dict[str, str] = {
+    "shape": "shape",
+    "ngrams": "ngrams",
+    "names": "names",
+    "dedup": "near_duplicates",
+    "diversity": "diversity",
+    "keywords": "keywords",
+}
+
+
+@dataclass
+class AuditResult:
+    """What an audit found.
+
+    ``figures`` is JSON-able and becomes ``report.json[JSON_KEYS[name]]``; ``tables`` are the
+    detailed results (saved to the catalog); ``flags`` are findings a person should read,
+    one sentence each; ``notes`` say how the figures were computed.
+    """
+
+    name: str
+    figures: dict[str, Any]
+    tables: dict[str, pl.DataFrame] = field(default_factory=dict)
+    flags: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def save(store: Store, result: AuditResult) -> None:
+    """Store the result's tables as ``audit_<name>_<table>`` and its figures in ``audit_runs``."""
+    for tname, df in result.tables.items():
+        store.save_table(f"audit_{result.name}_{tname}", df)
+    store.save_table(
+        "audit_runs",
+        [
+            {
+                "audit": result.name,
+                "figures": json.dumps(result.figures, default=str),
+                "flags": json.dumps(result.flags),
+                "seconds": result.seconds,
+                "created_at": datetime.now(timezone.utc),
+            }
+        ],
+        mode="append",
+    )
+
+
+def get(name: str) -> Any:
+    """The module of an audit by name."""
+    import importlib
+
+    if name not in AUDITS:
+        from ..errors import SdfError
+
+        raise SdfError(f"unknown audit {name!r}: one of {', '.join(AUDITS)}")
+    return importlib.import_module(AUDITS[name])

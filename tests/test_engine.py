@@ -1,0 +1,77 @@
+"""The local engine: one result row per document, cached by content hash, process pool = serial."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from sdfkit.engine import EngineError, Stage, read_results, run_stage
+from sdfkit.ingest import build_documents
+
+
+class WordCount(Stage):
+    name = "test_wordcount"
+    columns = ("doc_id", "text")
+
+    @property
+    def output_schema(self) -> pa.Schema:
+        return pa.schema([("doc_id", pa.string()), ("words", pa.int64())])
+
+    def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        words = [len(t.split()) for t in batch.column("text").to_pylist()]
+        return pa.RecordBatch.from_arrays(
+            [batch.column("doc_id"), pa.array(words, pa.int64())], schema=self.output_schema
+        )
+
+
+class Broken(WordCount):
+    name = "test_broken"
+
+    def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        return super().process(batch).slice(0, 1)
+
+
+def _docs(store, texts):
+    store.append("documents_raw", build_documents([{"text": t, "concept": "c"} for t in texts]))
+
+
+def test_stage_results_are_cached_by_content(store):
+    _docs(store, [f"word {'x ' * i}" for i in range(1, 51)])
+    first = run_stage(store, WordCount(), batch_rows=7)
+    assert first.processed == 50
+    again = run_stage(store, WordCount())
+    assert again.processed == 0  # nothing new: cached by doc_id
+    _docs(store, ["a brand new document here"])
+    assert run_stage(store, WordCount()).processed == 1
+    res = read_results(store, WordCount())
+    assert res.num_rows == 51
+    got = dict(zip(res.column("doc_id").to_pylist(), res.column("words").to_pylist(), strict=True))
+    stored = store.query("SELECT doc_id, text FROM documents")
+    for did, text in stored.iter_rows():
+        assert got[did] == len(text.split())
+    # results are joinable in SQL by their table name
+    joined = store.query(
+        "SELECT count(*) AS n FROM documents JOIN test_wordcount USING (doc_id)"
+    ).item()
+    assert joined == 51
+
+
+def test_process_pool_gives_the_same_results(store, tmp_path):
+    from sdfkit.store import Store
+
+    texts = [f"doc {i} " + "w " * (i % 13) for i in range(40)]
+    _docs(store, texts)
+    other = Store(tmp_path / "other")
+    _docs(other, texts)
+    run_stage(store, WordCount(), workers=1, batch_rows=5)
+    run_stage(other, WordCount(), workers=2, batch_rows=5)
+    a = read_results(store, WordCount()).sort_by("doc_id")
+    b = read_results(other, WordCount()).sort_by("doc_id")
+    assert a.equals(b)
+
+
+def test_stage_must_return_one_row_per_document(store):
+    _docs(store, ["one two", "three four five"])
+    with pytest.raises(EngineError, match="returned 1 rows for 2 documents"):
+        run_stage(store, Broken())
+    assert "test_broken" not in store.parquet_tables()  # nothing half-written
