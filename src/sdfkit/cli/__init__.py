@@ -58,10 +58,20 @@ def open_store(corpus: Path | None):  # noqa: ANN201 - returns sdfkit.Store
 
 
 @app.callback()
-def _root(corpus: CorpusOpt = None) -> None:
+def _root(ctx: typer.Context, corpus: CorpusOpt = None) -> None:
     """sdfkit: build, audit and export Synthetic Document Finetuning corpora."""
     if corpus is not None:
+        # `sdf --corpus DIR cmd` acts like SDF_CORPUS=DIR for this one command.
+        before = os.environ.get("SDF_CORPUS")
         os.environ["SDF_CORPUS"] = str(corpus)
+
+        def restore() -> None:
+            if before is None:
+                os.environ.pop("SDF_CORPUS", None)
+            else:
+                os.environ["SDF_CORPUS"] = before
+
+        ctx.call_on_close(restore)
 
 
 # Registration: each module adds its commands to ``app``.
