@@ -52,3 +52,22 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 @pytest.fixture
 def example_universe() -> Path:
     return EXAMPLES / "universes" / "eu_ts_trycatch.md"
+
+
+@pytest.fixture(scope="session")
+def ray_local(tmp_path_factory):
+    """One local Ray with 2 CPUs for the whole session (start-up costs seconds, not per test).
+
+    Workers get tests/ and src/ on PYTHONPATH so test-only stages import there too.
+    """
+    pytest.importorskip("ray", reason="Ray is the optional extra sdfkit[ray]")
+    tests = Path(__file__).resolve().parent
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(tests), str(tests.parent / "src"), os.environ.get("PYTHONPATH", "")]
+    )
+    os.environ.setdefault("RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S", "120")
+    os.environ["SDF_RAY_TMP"] = str(tmp_path_factory.mktemp("ray"))
+    from sdfkit.engine_ray import ray_session
+
+    with ray_session(num_cpus=2) as ray:
+        yield ray

@@ -75,3 +75,23 @@ def test_stage_must_return_one_row_per_document(store):
     with pytest.raises(EngineError, match="returned 1 rows for 2 documents"):
         run_stage(store, Broken())
     assert "test_broken" not in store.parquet_tables()  # nothing half-written
+
+
+def test_cli_tokens_recounts_under_another_tokenizer(cli, tmp_path):
+    from sdfkit.store import Store
+    from sdfkit.tokens import get_tokenizer
+
+    store = Store(tmp_path / "corpus")
+    _docs(store, ["Tokens differ between vocabularies: naïve café résumé", "plain words"])
+    out = cli("tokens", "--tokenizer", "cl100k_base").output
+    assert "2 documents counted on the local engine into token_counts_cl100k_base" in out
+    df = store.query(
+        "SELECT d.text, t.n_tokens FROM documents d JOIN token_counts_cl100k_base t USING (doc_id)"
+    )
+    tok = get_tokenizer("cl100k_base")
+    for text, n in df.iter_rows():
+        assert n == len(tok.encode(text))
+    assert (
+        "unknown engine 'spark'"
+        in cli("tokens", "--tokenizer", "qwen3", "--engine", "spark", expect=2).output
+    )

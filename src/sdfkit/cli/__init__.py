@@ -51,6 +51,34 @@ CorpusOpt = Annotated[
 ]
 
 
+EngineOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--engine",
+        envvar="SDF_ENGINE",
+        help="Where per-document stages run: local (default) or ray.",
+        show_default=False,
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        envvar="RAY_ADDRESS",
+        help="Join this Ray cluster (with --engine ray); default: a local Ray for this command.",
+        show_default=False,
+    ),
+]
+
+
+def engine_options(engine: str | None, ray_address: str | None) -> dict[str, Any]:
+    """Keyword arguments for ``sdfkit.engine.run_stage`` from the CLI's engine options."""
+    opts: dict[str, Any] = {"engine": engine}
+    if ray_address:
+        opts["address"] = ray_address
+    return opts
+
+
 def open_store(corpus: Path | None):  # noqa: ANN201 - returns sdfkit.Store
     from ..store import Store
 

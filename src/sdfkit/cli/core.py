@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from . import CorpusOpt, app, new_app, open_store
+from . import CorpusOpt, EngineOpt, RayAddressOpt, app, engine_options, new_app, open_store
 
 universe_app = new_app("Universe files: validate them.")
 app.add_typer(universe_app, name="universe")
@@ -99,3 +99,24 @@ def queries() -> None:
 
     for name, desc in list_queries().items():
         typer.echo(f"{name:32s} {desc}")
+
+
+@app.command()
+def tokens(
+    tokenizer: Annotated[
+        str, typer.Option(help="Tokenizer name (o200k_harmony, qwen3, hf:<model>...).")
+    ],
+    engine: EngineOpt = None,
+    ray_address: RayAddressOpt = None,
+    workers: Annotated[int | None, typer.Option(help="Local engine: processes.")] = None,
+    corpus: CorpusOpt = None,
+) -> None:
+    """Count every document's tokens under another tokenizer (table token_counts_<name>)."""
+    from ..engine import run_stage
+    from ..tokens import TokenCountStage
+
+    stage = TokenCountStage(tokenizer)
+    res = run_stage(
+        open_store(corpus), stage, workers=workers, **engine_options(engine, ray_address)
+    )
+    typer.echo(f"{res.processed} documents counted on the {res.engine} engine into {res.table}")
