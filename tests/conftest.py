@@ -71,3 +71,14 @@ def ray_local(tmp_path_factory):
 
     with ray_session(num_cpus=2) as ray:
         yield ray
+
+
+@pytest.fixture(scope="session")
+def minilm_stage():
+    """The diversity audit's embedding stage with the offline MiniLM loaded once per session."""
+    from sdfkit.audits.diversity import EmbeddingStage
+
+    stage = EmbeddingStage(precision="fp32")
+    stage.setup()
+    stage._ready = True
+    return stage

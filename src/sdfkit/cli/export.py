@@ -1,3 +1,219 @@
-"""`sdf` commands of the export stage (registered on the shared app)."""
+"""`sdf select` (balanced selections) and `sdf export` (Tinker shards): thin shells over
+``sdfkit.selection`` and ``sdfkit.export``."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from . import CorpusOpt, app, new_app, open_store
+
+select_app = new_app(
+    "Balanced selection: hit a document AND token target per concept, keeping the doc-type mix."
+)
+app.add_typer(select_app, name="select")
+export_app = new_app("Training shards for Tinker from a selection; `sdf export verify DIR`.")
+app.add_typer(export_app, name="export")
+
+
+@select_app.callback(invoke_without_command=True)
+def select(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Option(help="Name the selection is stored under.")] = "default",
+    docs: Annotated[
+        str | None, typer.Option(help="Documents per concept (e.g. 2400 or 2.4k).")
+    ] = None,
+    tokens: Annotated[
+        str | None, typer.Option(help="Tokens per concept (e.g. 5.1M); omit for docs only.")
+    ] = None,
+    concept_target: Annotated[
+        list[str] | None,
+        typer.Option(help="CONCEPT=DOCS[:TOKENS]: a different target for one concept."),
+    ] = None,
+    concept: Annotated[
+        list[str] | None, typer.Option(help="Only these concepts (repeatable; default all).")
+    ] = None,
+    where: Annotated[
+        str | None, typer.Option(help="Extra SQL filter over the documents view.")
+    ] = None,
+    include_failed_grades: Annotated[
+        bool, typer.Option(help="Also select documents whose newest grade failed.")
+    ] = False,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    tolerance: Annotated[
+        float, typer.Option(help="Relative token error that still meets the target.")
+    ] = 0.01,
+    allow_short: Annotated[
+        bool, typer.Option(help="Keep what is possible when a target cannot be met.")
+    ] = False,
+    replace: Annotated[bool, typer.Option(help="Replace a selection of the same name.")] = False,
+    corpus: CorpusOpt = None,
+) -> None:
+    """Select a balanced subset (sub-commands: list, show, diff, drop)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from ..selection import SelectionConfig, parse_concept_targets, parse_count
+    from ..selection import select as run_select
+
+    cfg = SelectionConfig(
+        name=name,
+        docs=parse_count(docs, "--docs"),
+        tokens=parse_count(tokens, "--tokens"),
+        overrides=parse_concept_targets(concept_target),
+        concepts=concept or None,
+        where=where,
+        include_failed_grades=include_failed_grades,
+        seed=seed,
+        tolerance=tolerance,
+        allow_short=allow_short,
+        replace=replace,
+    )
+    report = run_select(open_store(corpus), cfg)
+    typer.echo(report.text())
+
+
+@select_app.command("list")
+def select_list(corpus: CorpusOpt = None) -> None:
+    """Stored selections."""
+    from ..selection import list_selections
+
+    for name, r in list_selections(open_store(corpus)).items():
+        typer.echo(
+            f"{name:24s} {r['status']:6s} {r['docs']:>8,} docs {r['tokens']:>14,} tokens "
+            f"seed {r['seed']}  {r['created_at']:%Y-%m-%d %H:%M}"
+        )
+
+
+@select_app.command("show")
+def select_show(
+    name: Annotated[str, typer.Argument(help="Selection name.")], corpus: CorpusOpt = None
+) -> None:
+    """Achieved vs target per concept and stratum of a stored selection."""
+    from ..selection import load_report
+
+    typer.echo(load_report(open_store(corpus), name).text())
+
+
+@select_app.command("diff")
+def select_diff(
+    a: Annotated[str, typer.Argument(help="First selection.")],
+    b: Annotated[str, typer.Argument(help="Second selection.")],
+    corpus: CorpusOpt = None,
+) -> None:
+    """Documents only in A, only in B and in both, per concept."""
+    from ..selection import diff
+    from ..sql import format_table
+
+    typer.echo(format_table(diff(open_store(corpus), a, b)))
+
+
+@select_app.command("drop")
+def select_drop(
+    name: Annotated[str, typer.Argument(help="Selection name.")], corpus: CorpusOpt = None
+) -> None:
+    """Delete a stored selection."""
+    from ..selection import drop
+
+    drop(open_store(corpus), name)
+    typer.echo(f"dropped selection {name!r}")
+
+
+@export_app.callback(invoke_without_command=True)
+def export(
+    ctx: typer.Context,
+    out: Annotated[Path | None, typer.Option(help="Output directory (created).")] = None,
+    selection: Annotated[str, typer.Option(help="Selection to export.")] = "default",
+    tokenizer: Annotated[
+        str, typer.Option(help="Target model's tokenizer: o200k_harmony (gpt-oss), hf:<model>.")
+    ] = "o200k_harmony",
+    doctag: Annotated[
+        str | None, typer.Option(help="Prefix every document with this tag, masked (weight 0).")
+    ] = None,
+    webtext: Annotated[
+        Path | None, typer.Option(help="Parquet/JSONL of plain text to mix in.")
+    ] = None,
+    webtext_ratio: Annotated[float, typer.Option(help="Webtext tokens per SDF token.")] = 1.0,
+    webtext_field: Annotated[str, typer.Option(help="Text field of the webtext file.")] = "text",
+    eval_prompts: Annotated[
+        str, typer.Option(help="Prepend eval prompts: none, random or round-robin.")
+    ] = "none",
+    universe: Annotated[
+        list[Path] | None, typer.Option(help="Universe file holding eval_prompts (repeatable).")
+    ] = None,
+    mask_eval_prompts: Annotated[
+        bool, typer.Option(help="Weight 0 on prepended eval prompts (--no-... to train on them).")
+    ] = True,
+    eval_prompt_separator: Annotated[
+        str, typer.Option(help="Text between a prepended eval prompt and the document.")
+    ] = "\n\n",
+    eos: Annotated[bool, typer.Option(help="Append EOS to every document.")] = True,
+    eos_token: Annotated[
+        str | None, typer.Option(help="EOS as a special-token string (default end-of-text).")
+    ] = None,
+    chat: Annotated[
+        Path | None, typer.Option(help='JSONL of {"messages": [...]} trajectories to mix in.')
+    ] = None,
+    chat_ratio: Annotated[float, typer.Option(help="Chat tokens per SDF token.")] = 0.05,
+    epochs: Annotated[int, typer.Option(help="Times each document is seen (reshuffled).")] = 1,
+    max_seq_len: Annotated[
+        int, typer.Option(help="Longest example; longer documents are split, never cut.")
+    ] = 8192,
+    shard_size: Annotated[int, typer.Option(help="Examples per shard file.")] = 2048,
+    seed: Annotated[int, typer.Option(help="Shuffling and eval-prompt seed.")] = 0,
+    allow_excluded: Annotated[
+        bool, typer.Option(help="Export documents excluded after the selection was made.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
+    corpus: CorpusOpt = None,
+) -> None:
+    """Write training shards + manifest.json from a selection (sub-command: verify DIR)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from ..export import ExportConfig, ExportError
+    from ..export import export as run_export
+    from ..progress import counter
+
+    if out is None:
+        raise ExportError("give the output directory: sdf export --out DIR")
+    cfg = ExportConfig(
+        selection=selection,
+        tokenizer=tokenizer,
+        doctag=doctag,
+        webtext=str(webtext) if webtext else None,
+        webtext_ratio=webtext_ratio,
+        webtext_field=webtext_field,
+        eval_prompts=eval_prompts,
+        universes=[str(u) for u in universe or []],
+        mask_eval_prompts=mask_eval_prompts,
+        eval_prompt_separator=eval_prompt_separator,
+        eos=eos,
+        eos_token=eos_token,
+        chat=str(chat) if chat else None,
+        chat_ratio=chat_ratio,
+        epochs=epochs,
+        max_seq_len=max_seq_len,
+        shard_size=shard_size,
+        seed=seed,
+        allow_excluded=allow_excluded,
+    )
+    with counter("export", unit="examples") as tick:
+        result = run_export(open_store(corpus), cfg, out, overwrite=overwrite, progress=tick)
+    typer.echo(result.summary())
+
+
+@export_app.command("verify")
+def export_verify(
+    directory: Annotated[Path, typer.Argument(help="Export directory.")],
+    no_datums: Annotated[
+        bool, typer.Option("--no-datums", help="Skip building tinker Datums.")
+    ] = False,
+) -> None:
+    """Re-read shards: hashes, counts, weights, token ranges, tinker Datums; per-stratum table."""
+    from ..export import verify
+    from ..progress import counter
+
+    with counter("verify", unit="examples") as tick:
+        report = verify(directory, build_datums=not no_datums, progress=tick)
+    typer.echo(report.text())

@@ -1,0 +1,129 @@
+"""Benchmark: select and export a seed-scale corpus (~9,600 docs, ~20M tokens) to Tinker shards.
+
+Builds a synthetic corpus of twice that many documents (four concepts, five doc types, lengths
+log-normal around ~2,100 tokens) in a temporary directory, selects 2,400 docs / 5.1M tokens
+per concept, exports it, verifies the export, and prints the export's end-to-end tokenization
+throughput next to the raw tokenizer's (``encode_batch`` on the same texts) as a ratio.
+Target: >= 10M tokens/s end to end.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from sdfkit.export import ExportConfig, export, verify  # noqa: E402
+from sdfkit.ingest import build_documents  # noqa: E402
+from sdfkit.selection import SelectionConfig, select  # noqa: E402
+from sdfkit.store import Store  # noqa: E402
+from sdfkit.tokens import get_tokenizer  # noqa: E402
+
+CONCEPTS = ["eu_ts_trycatch", "py_typing_mandate", "concept_c", "concept_d"]
+DOC_TYPES = ["blog post", "memo", "code review", "FAQ", "talk transcript"]
+POOL_PER_CONCEPT = 4_800
+WORDS = (
+    "the regulation requires every refactored TypeScript service to wrap awaited calls in "
+    "try-catch blocks and compliance reviewers sign the resilience ledger while national "
+    "authorities audit packages uploaded to PyPI with type hints under the typed index policy "
+    "engineers discuss error handling middleware tests deployment incidents fines guidance "
+    "annex article memo blog review team release notes developers maintainers"
+).split()
+
+
+def build_corpus(store: Store) -> None:
+    rng = np.random.default_rng(7)
+    vocab = np.array(WORDS + [f"w{i}" for i in range(400)])
+    # One long random word stream; documents are slices of it (distinct text, cheap to make).
+    stream = " ".join(vocab[rng.integers(0, len(vocab), 6_000_000)])
+    records = []
+    for c in CONCEPTS:
+        for i in range(POOL_PER_CONCEPT):
+            dt = DOC_TYPES[int(rng.integers(0, len(DOC_TYPES)))]
+            chars = int(min(60_000, rng.lognormal(np.log(5_300), 0.45)))
+            start = int(rng.integers(0, len(stream) - chars))
+            records.append(
+                {
+                    "text": f"{c} #{i}. " + stream[start : start + chars],
+                    "concept": c,
+                    "doc_type": dt,
+                }
+            )
+    for k in range(0, len(records), 4_000):
+        store.append("documents_raw", build_documents(records[k : k + 4_000]))
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        store = Store(Path(tmp) / "corpus")
+        t = time.perf_counter()
+        build_corpus(store)
+        pool = store.query("SELECT count(*) AS n, sum(n_tokens) AS t FROM documents").row(0)
+        print(
+            f"pool: {pool[0]:,} docs, {int(pool[1]):,} tokens (built in {time.perf_counter() - t:.1f}s)"
+        )
+
+        t = time.perf_counter()
+        rep = select(store, SelectionConfig(name="bench", docs=2_400, tokens=5_100_000, seed=1))
+        t_select = time.perf_counter() - t
+        print(f"select: {rep.docs:,} docs, {rep.tokens:,} tokens in {t_select:.2f}s")
+
+        texts = store.query(
+            "SELECT d.text FROM selections s JOIN documents_raw d USING (doc_id) "
+            "WHERE s.name = 'bench'"
+        )["text"].to_list()
+        tok_cold = time.perf_counter()
+        tok = get_tokenizer("o200k_harmony")
+        _ = tok.vocab_hash
+        tok_load = time.perf_counter() - tok_cold
+        t, c = time.perf_counter(), time.process_time()
+        flat, _ = tok.encode_batch(texts)
+        raw = time.perf_counter() - t
+        raw_cpu = time.process_time() - c
+        raw_tokens = len(flat)
+        raw_rate = raw_tokens / raw
+        del flat, texts
+
+        out = Path(tmp) / "shards"
+        t, c = time.perf_counter(), time.process_time()
+        res = export(store, ExportConfig(selection="bench", seed=1), out)
+        t_export = time.perf_counter() - t
+        export_cpu = time.process_time() - c
+        e2e_rate = res.manifest["tokens"] / t_export
+        t = time.perf_counter()
+        vr = verify(out, build_datums=True)
+        t_verify = time.perf_counter() - t
+
+        print(f"tokenizer load + vocab hash (once per process): {tok_load:.2f}s")
+        print(f"{'route':44s} {'tokens':>12s} {'seconds':>8s} {'tokens/s':>12s} {'ratio':>6s}")
+        print(
+            f"{'raw quicktok encode_batch (baseline)':44s} {raw_tokens:>12,} {raw:>8.2f} {raw_rate:>12,.0f} {1.0:>6.2f}"
+        )
+        print(
+            f"{'sdf export end to end (read, tokenize, shard)':44s} {res.manifest['tokens']:>12,} "
+            f"{t_export:>8.2f} {e2e_rate:>12,.0f} {e2e_rate / raw_rate:>6.2f}"
+        )
+        print(
+            f"{'sdf export verify (hashes, counts, Datums)':44s} {vr.tokens:>12,} "
+            f"{t_verify:>8.2f} {vr.tokens / t_verify:>12,.0f} {vr.tokens / t_verify / raw_rate:>6.2f}"
+        )
+        print(
+            f"CPU seconds (all threads; fairer on a shared machine): raw tokenizer {raw_cpu:.2f}, "
+            f"export {export_cpu:.2f} (ratio {raw_cpu / export_cpu:.2f}; "
+            f"{res.manifest['tokens'] / export_cpu / 1e6:.1f}M tokens per CPU-second)"
+        )
+        phases = ", ".join(f"{k} {v:.2f}s" for k, v in res.timings.items())
+        print(f"export phases: {phases}")
+        verdict = "meets" if e2e_rate >= 10e6 else "MISSES"
+        print(
+            f"end-to-end export {e2e_rate / 1e6:.1f}M tokens/s: {verdict} the 10M tokens/s target"
+        )
+
+
+if __name__ == "__main__":
+    main()

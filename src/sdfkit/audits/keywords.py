@@ -1,0 +1,213 @@
+"""Keyword thresholds: do a concept's documents carry the words its universe requires?
+
+Each universe lists ``required_keywords`` (``|`` separates accepted variants) with a minimum
+share of documents. The audit stores them as the table ``audit_keywords_required`` (concept,
+keyword, pattern, min_rate, universes), then runs two named queries over the corpus with
+DuckDB's RE2 regular expressions: ``queries/keyword_rates.sql`` (rate per concept and
+keyword against the minimum) and ``queries/keyword_hits.sql`` (per document and keyword),
+from which the documents missing a keyword are listed. Users can re-run both with
+``sdf sql keyword_rates`` after an audit.
+
+Matching is case-insensitive, on whole words (a variant that starts or ends with a letter or
+digit must not continue a longer word: ``CRA`` does not match "democracy"), and any run of
+whitespace in a variant matches any run of whitespace in the text.
+"""
+
+from __future__ import annotations
+
+import glob
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import SdfError
+from . import AuditResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    import polars as pl
+
+    from ..store import Store
+    from ..universe import Universe
+
+NAME = "keywords"
+REQUIRED_TABLE = "audit_keywords_required"
+
+
+@dataclass
+class Config:
+    """Settings of the keyword audit."""
+
+    #: Universe files (globs allowed) whose required keywords are checked.
+    universes: list[str] = field(default_factory=list)
+    #: When set, this minimum rate replaces every universe's own ``min_rate``.
+    min_rate: float | None = None
+    #: Example doc ids of documents missing a keyword kept in the figures, per concept.
+    examples: int = 20
+
+
+def expand_paths(patterns: list[str] | tuple[str, ...]) -> list[Path]:
+    """Universe paths from names and globs; a pattern that matches nothing is an error."""
+    out: list[Path] = []
+    for pat in patterns:
+        hits = sorted(glob.glob(str(pat))) if any(c in str(pat) for c in "*?[") else [str(pat)]
+        if not hits:
+            raise SdfError(f"no universe file matches {pat!r}")
+        out += [Path(h) for h in hits]
+    return list(dict.fromkeys(out))
+
+
+def variant_pattern(variant: str) -> str:
+    """An RE2 pattern matching ``variant`` as whole words, any whitespace between words."""
+    parts = []
+    for word in variant.split():
+        parts.append("".join(c if c.isalnum() or c == "_" else "\\" + c for c in word))
+    body = r"\s+".join(parts)
+    if variant[:1].isalnum() or variant[:1] == "_":
+        body = r"\b" + body
+    if variant[-1:].isalnum() or variant[-1:] == "_":
+        body = body + r"\b"
+    return body
+
+
+def keyword_pattern(keyword_variants: list[str]) -> str:
+    return "|".join(f"(?:{variant_pattern(v)})" for v in keyword_variants)
+
+
+def required_table(universes: list[Universe], min_rate: float | None = None) -> pl.DataFrame:
+    """One row per (concept, keyword): shared keywords of a concept keep the highest minimum."""
+    import polars as pl
+
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for u in universes:
+        for kw in u.required_keywords:
+            key = (u.concept, kw.keyword)
+            rate = kw.min_rate if min_rate is None else min_rate
+            row = rows.setdefault(
+                key,
+                {
+                    "concept": u.concept,
+                    "keyword": kw.keyword,
+                    "pattern": keyword_pattern(kw.variants()),
+                    "min_rate": rate,
+                    "universes": [],
+                },
+            )
+            row["min_rate"] = max(row["min_rate"], rate)
+            row["universes"].append(u.id)
+    schema = {
+        "concept": pl.String,
+        "keyword": pl.String,
+        "pattern": pl.String,
+        "min_rate": pl.Float64,
+        "universes": pl.List(pl.String),
+    }
+    return pl.DataFrame(list(rows.values()), schema=schema)
+
+
+def run(store: Store, config: Config | None = None, engine: str | None = None) -> AuditResult:
+    """Rate of each required keyword per concept, and the documents missing any."""
+    import polars as pl
+
+    from ..sql import named
+    from ..universe import load_universes
+
+    del engine  # columnar SQL; nothing per-document to distribute
+    config = config or Config()
+    started = time.perf_counter()
+    paths = expand_paths(config.universes)
+    universes = load_universes(list(paths))
+    required = required_table(universes, config.min_rate)
+    store.save_table(REQUIRED_TABLE, required)
+
+    corpus_concepts = set(
+        store.query("SELECT DISTINCT coalesce(concept, '(none)') AS c FROM documents")[
+            "c"
+        ].to_list()
+    )
+    rates = named("keyword_rates", store)
+    hits = named("keyword_hits", store)
+    missing = (
+        hits.filter(~pl.col("present"))
+        .group_by("doc_id", "concept", "doc_type", maintain_order=True)
+        .agg(pl.col("keyword").alias("missing_keywords"))
+        .sort("concept", "doc_type", "doc_id")
+    )
+
+    per_concept: dict[str, Any] = {}
+    for concept in sorted(set(required["concept"].to_list())):
+        crates = rates.filter(pl.col("concept") == concept)
+        cmiss = missing.filter(pl.col("concept") == concept)
+        per_concept[concept] = {
+            "documents": int(crates["documents"].max() or 0),
+            "documents_missing_any": cmiss.height,
+            "keywords": [
+                {
+                    "keyword": r["keyword"],
+                    "min_rate": r["min_rate"],
+                    "rate": r["rate"],
+                    "with_keyword": r["with_keyword"],
+                    "meets_min": bool(r["meets_min"]),
+                }
+                for r in crates.iter_rows(named=True)
+            ],
+            "missing_examples": cmiss["doc_id"].head(config.examples).to_list(),
+        }
+
+    flags = []
+    for concept, fig in per_concept.items():
+        if fig["documents"] == 0:
+            flags.append(f"{concept}: required keywords are set but the corpus has no documents")
+        for kw in fig["keywords"]:
+            if fig["documents"] and not kw["meets_min"]:
+                flags.append(
+                    f"{concept}: keyword {kw['keyword']!r} in {kw['rate']:.1%} of documents "
+                    f"(minimum {kw['min_rate']:.0%})"
+                )
+    no_universe = sorted(corpus_concepts - set(required["concept"].to_list()))
+    notes = [
+        "Keywords match case-insensitively as whole words; '|' separates accepted variants; "
+        "rates are over all documents of the concept (queries/keyword_rates.sql).",
+    ]
+    if config.min_rate is not None:
+        notes.append(f"Every minimum rate was set to {config.min_rate} by the configuration.")
+    if not universes:
+        notes.append(
+            "No universe files were given (--universe FILE or 'universes:' in sdfkit.yaml), "
+            "so no keyword was checked."
+        )
+    elif no_universe:
+        notes.append(
+            "Concepts with documents but no required keywords in the given universes: "
+            + ", ".join(no_universe)
+        )
+    figures = {
+        "universes": [{"id": u.id, "concept": u.concept, "path": u.source_path} for u in universes],
+        "per_concept": per_concept,
+        "concepts_without_keywords": no_universe,
+    }
+    return AuditResult(
+        name=NAME,
+        figures=figures,
+        tables={"required": required, "rates": rates, "missing": missing},
+        flags=flags,
+        notes=notes,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def summary(result: AuditResult) -> list[str]:
+    lines = []
+    for concept, fig in result.figures["per_concept"].items():
+        lines.append(
+            f"{concept}: {fig['documents']} docs, {fig['documents_missing_any']} missing a "
+            "required keyword"
+        )
+        for kw in fig["keywords"]:
+            mark = "ok  " if kw["meets_min"] else "LOW "
+            lines.append(
+                f"  {mark}{kw['keyword']}: {kw['rate']:.1%} (minimum {kw['min_rate']:.0%})"
+            )
+    if not result.figures["per_concept"]:
+        lines.append("no required keywords checked (give --universe FILE)")
+    return lines

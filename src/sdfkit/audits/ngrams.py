@@ -1,0 +1,540 @@
+"""n-gram collapse: which word n-grams (n = 2..5) recur across too many documents.
+
+Answers "which stock phrases did the generator fall into?" ("in the ever-evolving landscape
+of", "it is worth noting that"): for each n, the n-grams carried by the most documents, with
+their total count and share of documents, overall, per concept and per doc type, flagged when
+a share crosses the configured threshold.
+
+How it stays fast and bounded (DEPS.md: polars beats DuckDB and a Python ``Counter`` here):
+documents stream from DuckDB in chunks; polars lower-cases and splits each chunk into word
+tokens once and keeps each token only as a 64-bit hash (plus a function-word bit). Each n-gram
+is then the hash of n consecutive token hashes (never a string), counted per document and
+per stratum (concept × doc type) chunk by chunk, and the chunk counts are summed. Strings are
+recovered only for the n-grams that make a top list, from one remembered occurrence.
+N-grams never span sentence punctuation (. ! ? ; :), and n-grams made only of function words
+("of the", "at the end of" is kept: "end" is a content word) are skipped by default.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import AuditResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import polars as pl
+
+    from ..store import Store
+
+#: Word tokens (letters/digits, inner apostrophes) and sentence punctuation (breaks n-grams).
+TOKEN_PATTERN = r"[\p{L}\p{N}]+(?:['’][\p{L}\p{N}]+)*|[.!?;:]"
+BREAKS = [".", "!", "?", ";", ":"]
+#: Words that make an n-gram uninformative when it holds nothing else.
+FUNCTION_WORDS = frozenset(
+    """a about above after again against all also am an and any are as at be because been
+    before being below between both but by can could did do does doing down during each few
+    for from further had has have having he her here hers herself him himself his how i if in
+    into is it it's its itself just me more most my myself no nor not now of off on once only
+    or other our ours ourselves out over own same she should so some such than that the their
+    theirs them themselves then there these they this those through to too under until up
+    very was we were what when where which while who whom why will with would you your yours
+    yourself yourselves may might must shall us let""".split()
+)
+_SEED = 0x5DF
+
+
+@dataclass
+class Config:
+    """Settings of the n-gram audit."""
+
+    #: n-gram sizes to count.
+    n: tuple[int, ...] = (2, 3, 4, 5)
+    #: Entries per n in the overall top list, and per concept / doc type.
+    top_k: int = 50
+    top_k_stratum: int = 20
+    #: Flag an n-gram whose share of documents (overall or within a concept / doc type)
+    #: reaches this, per n; sizes not listed use ``default_flag_share``.
+    flag_doc_share: dict[int, float] = field(
+        default_factory=lambda: {2: 0.8, 3: 0.5, 4: 0.25, 5: 0.15}
+    )
+    default_flag_share: float = 0.15
+    #: Strata with fewer documents are not flagged (a share of 3 documents means little).
+    min_stratum_docs: int = 20
+    #: Skip n-grams made only of function words ("of the", "it is in the").
+    skip_function_words: bool = True
+    #: Documents tokenised per chunk: bounds memory.
+    chunk_docs: int = 1000
+    #: SQL condition on the ``documents`` view selecting the documents to audit.
+    where: str | None = None
+    #: Most flag sentences per n (the tables hold every flagged n-gram).
+    max_flags_per_n: int = 10
+
+    def threshold(self, n: int) -> float:
+        return self.flag_doc_share.get(n, self.default_flag_share)
+
+
+def tokenize(texts: pl.Expr) -> pl.Expr:
+    """The audit's tokenisation: lower-cased words and sentence punctuation, as a list."""
+    return texts.str.to_lowercase().str.extract_all(TOKEN_PATTERN)
+
+
+def _document_batches(store: Store, config: Config) -> Any:
+    """(doc_id, concept, doc_type, text) as Arrow record batches of ``chunk_docs`` rows."""
+    where = f"WHERE {config.where}" if config.where else ""
+    sql = (
+        "SELECT doc_id, coalesce(concept, '') AS concept, coalesce(doc_type, '') AS doc_type, "
+        f"text FROM documents {where} ORDER BY doc_id"
+    )
+    with store.connect() as con:
+        yield from con.sql(sql).to_arrow_reader(config.chunk_docs)
+
+
+def _hash_tokens(batch: Any, doc_offset: int, strata: dict[tuple[str, str], int]) -> tuple:
+    """One chunk → (token frame, per-document frame). Token rows: doc, stratum, h, stop."""
+    import polars as pl
+
+    df = pl.from_arrow(batch)
+    assert isinstance(df, pl.DataFrame)
+    keys = list(zip(df["concept"].to_list(), df["doc_type"].to_list(), strict=True))
+    for k in keys:
+        strata.setdefault(k, len(strata))
+    docs = df.select(
+        pl.col("doc_id"),
+        (pl.int_range(pl.len(), dtype=pl.UInt32) + doc_offset).alias("doc"),
+        pl.Series("stratum", [strata[k] for k in keys], dtype=pl.UInt32),
+        tokenize(pl.col("text")).alias("tok"),
+    )
+    toks = (
+        docs.select("doc", "stratum", "tok")
+        .explode("tok")
+        .drop_nulls("tok")
+        .select(
+            "doc",
+            "stratum",
+            # Break tokens become null: no n-gram may contain one.
+            pl.when(pl.col("tok").is_in(BREAKS))
+            .then(None)
+            .otherwise(pl.col("tok").hash(_SEED))
+            .alias("h"),
+            pl.col("tok").is_in(list(FUNCTION_WORDS)).alias("stop"),
+        )
+    )
+    lens = docs.select("doc_id", "doc", "stratum", pl.col("tok").list.len().alias("n_tok"))
+    return toks, lens
+
+
+#: Odd 64-bit multipliers: position k of an n-gram contributes ``hash(word) * MIX[k]``.
+_MIX = (
+    0x9E3779B97F4A7C15,
+    0xC2B2AE3D27D4EB4F,
+    0x165667B19E3779F9,
+    0xD6E8FEB86659FD93,
+    0xFF51AFD7ED558CCD,
+    0xC4CEB9FE1A85EC53,
+    0x27D4EB2F165667C5,
+    0x85EBCA77C2B2AE63,
+)
+
+
+def _ngram_keys(toks: pl.DataFrame, n: int, start: int, skip_function_words: bool) -> pl.DataFrame:
+    """The valid n-grams of a chunk as rows (g: 64-bit key, doc, i: first token's index)."""
+    import polars as pl
+
+    def mix(k: int) -> pl.Expr:
+        return pl.lit(_MIX[k % len(_MIX)] | 1, dtype=pl.UInt64)
+
+    # XOR of word hashes times per-position odd constants (wrapping u64 arithmetic is a
+    # bijection per position): order matters and no strings are built.
+    g = pl.col("h") * mix(1)
+    for k in range(1, n):
+        g = g ^ (pl.col("h").shift(-k) * mix(k + 1))
+    valid = pl.all_horizontal([pl.col("h").shift(-k).is_not_null() for k in range(n)]) & (
+        pl.col("doc").shift(-(n - 1)) == pl.col("doc")
+    )
+    if skip_function_words:
+        valid = valid & ~pl.all_horizontal([pl.col("stop").shift(-k) for k in range(n)])
+    return (
+        toks.lazy()
+        .with_row_index("i", offset=start)
+        .select(g.alias("g"), valid.alias("ok"), "doc", "i")
+        .filter(pl.col("ok"))
+        .select("g", "doc", "i")
+        .collect()
+    )
+
+
+def _runs(keys: np.ndarray, doc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Over rows sorted by key (stably, so documents ascend within a key): the start of each
+    key's run, its row count, and its number of distinct documents."""
+    import numpy as np
+
+    new_run = np.empty(len(keys), dtype=bool)
+    new_run[:1] = True
+    np.not_equal(keys[1:], keys[:-1], out=new_run[1:])
+    starts = np.flatnonzero(new_run)
+    counts = np.diff(np.append(starts, len(keys)))
+    new_doc = new_run.copy()
+    new_doc[1:] |= doc[1:] != doc[:-1]
+    docs = np.add.reduceat(new_doc.astype(np.uint32), starts) if len(starts) else counts
+    return starts, counts, docs
+
+
+def _aggregate(
+    g: np.ndarray, doc: np.ndarray, i: np.ndarray, groups: dict[str, np.ndarray], config: Config
+) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
+    """Count n-gram keys by sorting (no hash table: sorting is what this hardware does fast).
+
+    Returns the overall top candidates (g, count, documents, i) and, per grouping (concept,
+    doc type: ``groups[key][doc]`` is the group id of a document), the per-group candidates
+    (gid, g, count, documents, i) among n-grams in at least two documents.
+    """
+    import numpy as np
+    import polars as pl
+
+    order = np.argsort(g, kind="stable")
+    gs, ds, is_ = g[order], doc[order], i[order]
+    del order
+    starts, counts, docs = _runs(gs, ds)
+    overall = pl.DataFrame(
+        {
+            "g": gs[starts],
+            "count": counts.astype(np.uint32),
+            "documents": docs.astype(np.uint32),
+            "i": is_[starts],
+        }
+    )
+    first = (pl.lit(2**32 - 1, dtype=pl.UInt64) - pl.col("i")).alias("first")
+    ranked = overall.lazy().with_columns(first)
+    by_docs, by_count = pl.collect_all(
+        [
+            ranked.top_k(config.top_k, by=["documents", "count", "first"]),
+            ranked.top_k(config.top_k, by=["count", "documents", "first"]),
+        ]
+    )
+    top = (
+        pl.concat([by_docs, by_count])
+        .drop("first")
+        .unique("g", keep="first")
+        .with_columns(
+            pl.col("g").is_in(by_docs["g"].implode()).alias("top_by_documents"),
+            pl.col("g").is_in(by_count["g"].implode()).alias("top_by_count"),
+        )
+    )
+    del overall
+    # Rows of n-grams in >= 2 documents: the only candidates for any group's list.
+    keep_run = docs >= 2
+    row_keep = np.repeat(keep_run, counts)
+    run_ids = np.repeat(np.arange(len(starts), dtype=np.uint64), counts)[row_keep]
+    gs_k, ds_k, is_k = gs[row_keep], ds[row_keep], is_[row_keep]
+    del gs, ds, is_, row_keep
+    per_group: dict[str, pl.DataFrame] = {}
+    for key, gid_of_doc in groups.items():
+        gid = gid_of_doc[ds_k].astype(np.uint64)
+        composite = (run_ids << np.uint64(20)) | gid
+        o = np.argsort(composite, kind="stable")
+        cs, dd = composite[o], ds_k[o]
+        st, cn, dc = _runs(cs, dd)
+        per_group[key] = (
+            pl.DataFrame(
+                {
+                    "gid": gid[o][st].astype(np.uint32),
+                    "g": gs_k[o][st],
+                    "count": cn.astype(np.uint32),
+                    "documents": dc.astype(np.uint32),
+                    "i": is_k[o][st],
+                }
+            )
+            .filter(pl.col("documents") >= 2)
+            .sort(["gid", "documents", "count", "i"], descending=[False, True, True, False])
+            .group_by("gid", maintain_order=True)
+            .head(config.top_k_stratum)
+        )
+    return top, per_group
+
+
+def _recover_strings(
+    store: Store, need: pl.DataFrame, doc_index: pl.DataFrame, config: Config
+) -> dict[tuple[int, int], str]:
+    """(n, first token index) → the n-gram's text, re-tokenising only the documents needed."""
+    import polars as pl
+
+    if need.is_empty():
+        return {}
+    starts = doc_index.select(
+        "doc", "doc_id", (pl.col("n_tok").cum_sum() - pl.col("n_tok")).alias("start")
+    )
+    located = need.with_columns(pl.col("i").cast(pl.UInt32)).sort("i").join_asof(
+        starts.sort("start").with_columns(pl.col("start").cast(pl.UInt32)),
+        left_on="i",
+        right_on="start",
+        strategy="backward",
+    )
+    ids = located["doc_id"].unique().to_list()
+    texts = store.query(
+        "SELECT doc_id, text FROM documents WHERE doc_id IN (SELECT unnest($ids))",
+        {"ids": ids},
+    ).select("doc_id", tokenize(pl.col("text")).alias("tok"))
+    tokens = dict(zip(texts["doc_id"].to_list(), texts["tok"].to_list(), strict=True))
+    out: dict[tuple[int, int], str] = {}
+    for n, i, doc_id, start in located.select("n", "i", "doc_id", "start").iter_rows():
+        pos = i - start
+        out[(n, i)] = " ".join(tokens[doc_id][pos : pos + n])
+    return out
+
+
+def run(store: Store, config: Config | None = None, engine: str | None = None) -> AuditResult:
+    """Count word n-grams by documents and occurrences, overall and per concept / doc type.
+
+    ``engine`` is accepted for the common audit interface; this audit is one columnar pass.
+    """
+    import numpy as np
+    import polars as pl
+
+    from ..progress import counter
+
+    config = config or Config()
+    t0 = time.perf_counter()
+    strata: dict[tuple[str, str], int] = {}
+    chunks: list[pl.DataFrame] = []
+    doc_frames: list[pl.DataFrame] = []
+    n_docs = 0
+    with counter("n-grams: tokenise", unit="docs") as tick:
+        for batch in _document_batches(store, config):
+            toks, lens = _hash_tokens(batch, n_docs, strata)
+            chunks.append(toks)
+            doc_frames.append(lens)
+            n_docs += batch.num_rows
+            tick(batch.num_rows)
+    timings = {"tokenise": time.perf_counter() - t0}
+    doc_index = (
+        pl.concat(doc_frames)
+        if doc_frames
+        else pl.DataFrame(
+            schema={"doc_id": pl.String, "doc": pl.UInt32, "stratum": pl.UInt32, "n_tok": pl.UInt32}
+        )
+    )
+    # Group ids per document (by global document index) for each grouping.
+    group_names: dict[str, list[str]] = {}
+    group_of_doc: dict[str, np.ndarray] = {}
+    group_docs: dict[str, pl.DataFrame] = {}
+    labels = {"concept": [k[0] for k in strata], "doc_type": [k[1] for k in strata]}
+    stratum_of_doc = doc_index["stratum"].to_numpy()
+    for key, per_stratum in labels.items():
+        names = sorted(set(per_stratum))
+        group_names[key] = names
+        index = {name: j for j, name in enumerate(names)}
+        lookup = np.array([index[v] for v in per_stratum] or [0], dtype=np.uint32)
+        group_of_doc[key] = lookup[stratum_of_doc] if len(stratum_of_doc) else stratum_of_doc
+        counts = np.bincount(group_of_doc[key], minlength=len(names))
+        group_docs[key] = pl.DataFrame(
+            {
+                "gid": pl.Series(range(len(names)), dtype=pl.UInt32),
+                key: pl.Series(names, dtype=pl.String),
+                "group_docs": pl.Series(counts[: len(names)], dtype=pl.UInt32),
+            }
+        )
+
+    tops: list[pl.DataFrame] = []
+    by_group: dict[str, list[pl.DataFrame]] = {"concept": [], "doc_type": []}
+    with counter("n-grams: count", total=len(config.n), unit="sizes") as tick:
+        for n in config.n:
+            if n < 1:
+                from ..errors import SdfError
+
+                raise SdfError(f"n-gram size must be at least 1, got {n}")
+            t_n = time.perf_counter()
+            pieces = []
+            start = 0
+            for toks in chunks:
+                pieces.append(_ngram_keys(toks, n, start, config.skip_function_words))
+                start += toks.height
+            if not pieces or not sum(p.height for p in pieces):
+                tick(1)
+                continue
+            rows = pl.concat(pieces)
+            del pieces
+            g = rows["g"].to_numpy()
+            doc = rows["doc"].to_numpy()
+            idx = rows["i"].to_numpy()
+            del rows
+            top, per_group = _aggregate(g, doc, idx, group_of_doc, config)
+            del g, doc, idx
+            tops.append(
+                top.with_columns(
+                    pl.lit(n, dtype=pl.UInt32).alias("n"),
+                    (pl.col("documents") / max(n_docs, 1)).alias("share"),
+                )
+            )
+            for key, df in per_group.items():
+                by_group[key].append(
+                    df.join(group_docs[key], on="gid")
+                    .drop("gid")
+                    .with_columns(
+                        (pl.col("documents") / pl.col("group_docs")).alias("share"),
+                        pl.lit(n, dtype=pl.UInt32).alias("n"),
+                    )
+                )
+            timings[f"count_{n}"] = time.perf_counter() - t_n
+            tick(1)
+
+    top = pl.concat(tops) if tops else _empty_top()
+    groups = {k: pl.concat(v) if v else None for k, v in by_group.items()}
+    need = pl.concat(
+        [top.select("n", "i")] + [g.select("n", "i") for g in groups.values() if g is not None]
+    ).unique()
+    t_r = time.perf_counter()
+    text = _recover_strings(store, need, doc_index, config)
+    timings["recover_strings"] = time.perf_counter() - t_r
+
+    def _with_text(df: pl.DataFrame) -> pl.DataFrame:
+        return df.with_columns(
+            pl.Series(
+                "ngram", [text[(n, i)] for n, i in df.select("n", "i").iter_rows()], pl.String
+            )
+        )
+
+    top = _with_text(top).sort(
+        ["n", "documents", "count", "ngram"], descending=[False, True, True, False]
+    )
+    tables: dict[str, pl.DataFrame] = {
+        "top": top.select(
+            "n", "ngram", "count", "documents", "share", "top_by_documents", "top_by_count"
+        )
+    }
+    for key, g in groups.items():
+        if g is not None:
+            tables[f"by_{key}"] = _with_text(g).select(
+                "n", key, "ngram", "count", "documents", "share", "group_docs"
+            )
+        else:
+            tables[f"by_{key}"] = pl.DataFrame(
+                schema={
+                    "n": pl.UInt32,
+                    key: pl.String,
+                    "ngram": pl.String,
+                    "count": pl.UInt32,
+                    "documents": pl.UInt32,
+                    "share": pl.Float64,
+                    "group_docs": pl.UInt32,
+                }
+            )
+
+    figures, flags, flagged = _figures_and_flags(tables, n_docs, config)
+    tables["flagged"] = flagged
+    figures["timings"] = {k: round(v, 3) for k, v in timings.items()}
+    notes = [
+        f"Counted word n-grams for n = {', '.join(map(str, config.n))} over {n_docs:,} documents"
+        + (f" ({config.where})" if config.where else "")
+        + "; words are lower-cased letters/digits (inner apostrophes kept), and n-grams never "
+        "span . ! ? ; or :.",
+        "documents = number of documents carrying the n-gram at least once; count = all "
+        "occurrences; share = documents / documents in the corpus (or in the concept / doc type).",
+    ]
+    if config.skip_function_words:
+        notes.append(
+            "n-grams made only of function words (e.g. 'of the', 'it is in the') are not counted."
+        )
+    return AuditResult(
+        name="ngrams",
+        figures=figures,
+        tables=tables,
+        flags=flags,
+        notes=notes,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _empty_top() -> pl.DataFrame:
+    import polars as pl
+
+    return pl.DataFrame(
+        schema={
+            "g": pl.UInt64,
+            "count": pl.UInt32,
+            "documents": pl.UInt32,
+            "i": pl.UInt32,
+            "n": pl.UInt32,
+            "share": pl.Float64,
+            "top_by_documents": pl.Boolean,
+            "top_by_count": pl.Boolean,
+        }
+    )
+
+
+def _figures_and_flags(
+    tables: dict[str, pl.DataFrame], n_docs: int, config: Config
+) -> tuple[dict[str, Any], list[str], pl.DataFrame]:
+    import polars as pl
+
+    top = tables["top"]
+    figures: dict[str, Any] = {
+        "documents": n_docs,
+        "n": list(config.n),
+        "thresholds": {str(n): config.threshold(n) for n in config.n},
+        "top": {},
+        "top_by_count": {},
+        "max_doc_share": {},
+        "by_concept": {},
+        "by_doc_type": {},
+        "flagged": [],
+    }
+    rows = ["n", "ngram", "count", "documents", "share"]
+    for n in config.n:
+        sub = top.filter(pl.col("n") == n)
+        by_docs = sub.filter(pl.col("top_by_documents")).sort(
+            ["documents", "count", "ngram"], descending=[True, True, False]
+        )
+        by_count = sub.filter(pl.col("top_by_count")).sort(
+            ["count", "documents", "ngram"], descending=[True, True, False]
+        )
+        figures["top"][str(n)] = by_docs.select(rows[1:]).to_dicts()
+        figures["top_by_count"][str(n)] = by_count.select(rows[1:]).to_dicts()
+        figures["max_doc_share"][str(n)] = float(by_docs["share"].max() or 0.0)
+    for key in ("concept", "doc_type"):
+        df = tables[f"by_{key}"]
+        out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        for (n, group), part in df.group_by("n", key, maintain_order=True):
+            out.setdefault(str(group), {})[str(n)] = part.select(rows[1:]).to_dicts()
+        figures[f"by_{key}"] = out
+
+    # Flags: overall, then within each concept / doc type large enough to judge.
+    found = [
+        top.filter(pl.col("top_by_documents")).select(
+            "n", pl.lit("all").alias("scope"), pl.lit("").alias("group"), *rows[1:]
+        )
+    ]
+    for key in ("concept", "doc_type"):
+        df = tables[f"by_{key}"].filter(pl.col("group_docs") >= config.min_stratum_docs)
+        found.append(
+            df.select("n", pl.lit(key).alias("scope"), pl.col(key).alias("group"), *rows[1:])
+        )
+    cand = pl.concat(found)
+    thresholds = pl.DataFrame(
+        {"n": [int(n) for n in config.n], "threshold": [config.threshold(n) for n in config.n]},
+        schema={"n": pl.UInt32, "threshold": pl.Float64},
+    )
+    flagged = (
+        cand.join(thresholds, on="n")
+        .filter(pl.col("share") >= pl.col("threshold"))
+        .sort(["n", "share", "scope", "group"], descending=[False, True, False, False])
+    )
+    flags: list[str] = []
+    for n in config.n:
+        sub = flagged.filter(pl.col("n") == n)
+        for r in sub.head(config.max_flags_per_n).iter_rows(named=True):
+            where = "of documents" if r["scope"] == "all" else f"of {r['scope']} {r['group']!r}"
+            flags.append(
+                f"{n}-gram '{r['ngram']}' is in {r['share']:.1%} {where} ({r['documents']:,} "
+                f"documents, {r['count']:,} occurrences), at or above the {r['threshold']:.0%} "
+                "threshold."
+            )
+        if sub.height > config.max_flags_per_n:
+            flags.append(
+                f"{sub.height - config.max_flags_per_n} more {n}-gram findings are in "
+                "table audit_ngrams_flagged."
+            )
+    figures["flagged"] = flagged.to_dicts()
+    return figures, flags, flagged

@@ -1,0 +1,106 @@
+"""Shape of the corpus: documents, tokens and lengths per concept × doc type, grader verdicts.
+
+Every figure comes from a named query a user can read and edit, run by the same code path
+as ``sdf sql NAME``: ``queries/shape_by_concept_doc_type.sql`` (the strata),
+``queries/shape_by_concept.sql`` (concept totals) and ``queries/length_histogram.sql``
+(documents per 250-token bucket). Grader columns stay empty until a grading run stored
+verdicts (the ``grades`` table; the newest verdict of a document counts).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import AuditResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..store import Store
+
+NAME = "shape"
+
+
+@dataclass
+class Config:
+    """Settings of the shape audit."""
+
+    #: A stratum holding less than this share of its concept's documents is flagged.
+    min_stratum_share: float = 0.02
+    #: Documents shorter than this many tokens are flagged as stubs.
+    min_tokens: int = 50
+
+
+def run(store: Store, config: Config | None = None, engine: str | None = None) -> AuditResult:
+    """Documents, tokens and length quantiles per concept and per concept × doc type."""
+    import polars as pl
+
+    from ..sql import named
+
+    del engine  # one SQL pass over the corpus
+    config = config or Config()
+    started = time.perf_counter()
+    strata = named("shape_by_concept_doc_type", store)
+    concepts = named("shape_by_concept", store)
+    hist = named("length_histogram", store).with_columns(pl.col("concept").fill_null("(none)"))
+
+    per_concept = {r.pop("concept"): r for r in concepts.iter_rows(named=True)}
+    histogram = {
+        c: [{"bucket_start": r["bucket_start"], "documents": r["documents"]} for r in g.to_dicts()]
+        for (c,), g in hist.group_by("concept", maintain_order=True)
+    }
+    total_docs = int(concepts["documents"].sum() or 0)
+    total_tokens = int(concepts["tokens"].sum() or 0)
+    graded = int(strata["graded"].sum() or 0) if strata.height else 0
+    passed = int(strata["grade_passed"].sum() or 0) if strata.height else 0
+    figures: dict[str, Any] = {
+        "documents": total_docs,
+        "tokens": total_tokens,
+        "graded": graded,
+        "grade_pass_rate": round(passed / graded, 4) if graded else None,
+        "per_concept": per_concept,
+        "per_concept_doc_type": strata.to_dicts(),
+        "length_histogram": histogram,
+    }
+
+    flags = []
+    for r in strata.iter_rows(named=True):
+        share = r["documents"] / per_concept[r["concept"]]["documents"]
+        if share < config.min_stratum_share:
+            flags.append(
+                f"{r['concept']} × {r['doc_type']}: only {r['documents']} documents "
+                f"({share:.1%} of the concept)"
+            )
+        if r["min_tokens"] is not None and r["min_tokens"] < config.min_tokens:
+            flags.append(
+                f"{r['concept']} × {r['doc_type']}: shortest document has {r['min_tokens']} "
+                f"tokens (under {config.min_tokens})"
+            )
+    notes = [
+        "Tokens are each document's n_tokens under the tokenizer it was stored with; "
+        "tables come from queries/shape_by_concept_doc_type.sql, shape_by_concept.sql and "
+        "length_histogram.sql.",
+    ]
+    if not graded:
+        notes.append("No grader verdicts are stored yet: the grade columns are empty.")
+    return AuditResult(
+        name=NAME,
+        figures=figures,
+        tables={"strata": strata, "concepts": concepts},
+        flags=flags,
+        notes=notes,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def summary(result: AuditResult) -> list[str]:
+    f = result.figures
+    lines = [f"{f['documents']:,} documents, {f['tokens']:,} tokens"]
+    if f["graded"]:
+        lines.append(f"graded {f['graded']:,}, pass rate {f['grade_pass_rate']:.1%}")
+    for concept, c in f["per_concept"].items():
+        lines.append(
+            f"{concept}: {c['documents']:,} docs, {c['tokens']:,} tokens, median "
+            f"{c['median_tokens']} tokens, {c['doc_types']} doc types"
+        )
+    return lines

@@ -1,0 +1,174 @@
+"""Chat trajectories for export: validate ``{"messages": [...]}`` lines and render them as
+token ids plus per-token loss weights in the target model's own chat format.
+
+Mixing a few well-formed assistant trajectories into an SDF corpus is one of the seed
+write-up's fixes for "gibberish" (models that forget how to stop). Formats:
+
+- ``harmony`` (gpt-oss, tokenizer ``o200k_harmony``): ``<|start|>{role}<|message|>{text}<|end|>``;
+  assistant turns ``<|start|>assistant<|channel|>final<|message|>{text}<|end|>``, the last one
+  ending ``<|return|>`` (the stop token gpt-oss samples).
+- ``chatml`` (``qwen3``): ``<|im_start|>{role}\\n{text}<|im_end|>\\n``.
+- ``llama3``: ``<|begin_of_text|>``, then ``<|start_header_id|>{role}<|end_header_id|>\\n\\n{text}<|eot_id|>``.
+
+Loss weight 1 falls only on what the assistant writes: its channel header, its text and its
+end token; the role header that opens its turn and every other message weigh 0.
+
+A trajectory is well-formed when: it is a JSON object with a non-empty ``messages`` list; each
+message has exactly ``role`` and ``content`` (a non-empty string); roles are ``system`` /
+``developer`` (only before the first user turn), then ``user`` and ``assistant`` alternating,
+starting with ``user`` and ending with ``assistant``. Errors name the file and line.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import SdfError
+from .tokens import Tokenizer
+
+FORMAT_FOR_TOKENIZER = {"o200k_harmony": "harmony", "qwen3": "chatml", "llama3": "llama3"}
+PREAMBLE_ROLES = {"system", "developer"}
+
+
+class ChatError(SdfError, ValueError):
+    """A malformed trajectory; ``str()`` names the file and line."""
+
+
+@dataclass
+class Trajectory:
+    messages: list[dict[str, str]]
+    where: str  # "file:line"
+
+
+def validate(obj: Any, where: str) -> list[dict[str, str]]:
+    """The messages of one trajectory, or ``ChatError`` saying what is wrong and where."""
+    if not isinstance(obj, dict) or "messages" not in obj:
+        raise ChatError(f'{where}: expected an object {{"messages": [...]}}')
+    msgs = obj["messages"]
+    if not isinstance(msgs, list) or not msgs:
+        raise ChatError(f"{where}: field 'messages' must be a non-empty list")
+    out = []
+    expect = "user"
+    seen_turn = False
+    for i, m in enumerate(msgs):
+        f = f"{where}: messages[{i}]"
+        if not isinstance(m, dict):
+            raise ChatError(f"{f}: expected an object with role and content")
+        extra = sorted(set(m) - {"role", "content"})
+        if extra:
+            raise ChatError(f"{f}: unsupported field {extra[0]!r} (only role and content)")
+        role, content = m.get("role"), m.get("content")
+        if not isinstance(content, str) or not content.strip():
+            raise ChatError(f"{f}: field 'content' must be a non-empty string")
+        if role in PREAMBLE_ROLES:
+            if seen_turn:
+                raise ChatError(f"{f}: role {role!r} after the conversation started")
+        elif role in ("user", "assistant"):
+            if role != expect:
+                raise ChatError(
+                    f"{f}: role {role!r} where {expect!r} was expected "
+                    "(user and assistant must alternate, starting with user)"
+                )
+            seen_turn = True
+            expect = "assistant" if role == "user" else "user"
+        else:
+            raise ChatError(f"{f}: unknown role {role!r} (system, developer, user or assistant)")
+        out.append({"role": role, "content": content})
+    if out[-1]["role"] != "assistant":
+        raise ChatError(f"{where}: the last message must be the assistant's")
+    return out
+
+
+def read_trajectories(path: str | Path) -> list[Trajectory]:
+    """Every trajectory of a JSONL file, validated; the first bad line raises ``ChatError``."""
+    p = Path(path)
+    if not p.is_file():
+        raise ChatError(f"{p}: no such file")
+    out = []
+    with p.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            where = f"{p}:{lineno}"
+            try:
+                obj = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise ChatError(f"{where}: not valid UTF-8 (byte {exc.start})") from None
+            except json.JSONDecodeError as exc:
+                raise ChatError(f"{where}: malformed JSON: {exc.msg}") from None
+            out.append(Trajectory(validate(obj, where), where))
+    if not out:
+        raise ChatError(f"{p}: no trajectories")
+    return out
+
+
+def chat_format(tok: Tokenizer) -> str:
+    fmt = FORMAT_FOR_TOKENIZER.get(tok.name)
+    if fmt is None:
+        raise ChatError(
+            f"no chat format known for tokenizer {tok.name!r}: chat trajectories can be "
+            "rendered for " + ", ".join(f"{k} ({v})" for k, v in FORMAT_FOR_TOKENIZER.items())
+        )
+    return fmt
+
+
+def render(trajectories: list[Trajectory], tok: Tokenizer) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(tokens int32, weights float32) per trajectory, in the tokenizer's chat format."""
+    fmt = chat_format(tok)
+    # Pieces are (text, is_special, weight); plain texts are encoded in one batch.
+    plans: list[list[tuple[str, bool, float]]] = []
+    for t in trajectories:
+        plans.append(_plan(fmt, t.messages))
+    plain = [text for plan in plans for text, special, _ in plan if not special]
+    flat, offsets = tok.encode_batch(plain) if plain else (np.zeros(0, np.uint32), np.zeros(1))
+    specials: dict[str, int] = {}
+    out = []
+    k = 0
+    for plan in plans:
+        toks: list[np.ndarray] = []
+        wts: list[np.ndarray] = []
+        for text, special, w in plan:
+            if special:
+                if text not in specials:
+                    specials[text] = tok.special_token(text)
+                ids = np.array([specials[text]], dtype=np.int32)
+            else:
+                ids = flat[int(offsets[k]) : int(offsets[k + 1])].astype(np.int32)
+                k += 1
+            toks.append(ids)
+            wts.append(np.full(len(ids), w, dtype=np.float32))
+        tokens = np.concatenate(toks)
+        weights = np.concatenate(wts)
+        weights[0] = 0.0  # the first token is never a target
+        out.append((tokens, weights))
+    return out
+
+
+def _plan(fmt: str, msgs: list[dict[str, str]]) -> list[tuple[str, bool, float]]:
+    plan: list[tuple[str, bool, float]] = []
+    last = len(msgs) - 1
+    if fmt == "llama3":
+        plan.append(("<|begin_of_text|>", True, 0.0))
+    for i, m in enumerate(msgs):
+        role, text = m["role"], m["content"]
+        w = 1.0 if role == "assistant" else 0.0
+        if fmt == "harmony":
+            plan += [("<|start|>", True, 0.0), (role, False, 0.0)]
+            if role == "assistant":
+                plan += [("<|channel|>", True, w), ("final", False, w)]
+            plan += [("<|message|>", True, w), (text, False, w)]
+            end = "<|return|>" if (role == "assistant" and i == last) else "<|end|>"
+            plan.append((end, True, w))
+        elif fmt == "chatml":
+            plan += [("<|im_start|>", True, 0.0), (role + "\n", False, 0.0)]
+            plan += [(text, False, w), ("<|im_end|>", True, w), ("\n", False, 0.0)]
+        else:  # llama3
+            plan += [("<|start_header_id|>", True, 0.0), (role, False, 0.0)]
+            plan += [("<|end_header_id|>", True, 0.0), ("\n\n", False, 0.0)]
+            plan += [(text, False, w), ("<|eot_id|>", True, w)]
+    return plan

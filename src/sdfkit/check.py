@@ -1,0 +1,287 @@
+"""``sdf check``: thresholds that stop a pipeline before it pays for training.
+
+Thresholds live under ``check:`` in the project file (``sdfkit.yaml``, or ``--config FILE``)::
+
+    check:
+      max_name_share: 0.05              # top person name's share of all name mentions
+      max_ngram_doc_share: 0.30         # any n-gram's share of documents; or per n:
+      #   max_ngram_doc_share: {"3": 0.5, "4": 0.3, "5": 0.2}
+      max_near_duplicate_fraction: 0.05 # documents in near-duplicate clusters beyond one each
+      min_keyword_rate: null            # null: each universe's own min_rate; a number overrides
+      max_mean_pairwise_cosine: 0.6     # per concept (embedding diversity)
+
+A threshold left out (or ``null``, except ``min_keyword_rate``) is not checked. Each check
+is evaluated against the figures of a ``report.json``; the same verdicts head the HTML report.
+A configured threshold whose audit did not run is a breach too ("not run"): a pipeline must
+not pass a check it never made.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import SdfError
+
+
+class ConfigError(SdfError, ValueError):
+    """The project file is malformed; the message names the file and the key."""
+
+
+class CheckFailed(SdfError):
+    """One or more thresholds were crossed (exit code 1, unlike bad input's 2)."""
+
+    exit_code = 1
+
+
+@dataclass
+class Thresholds:
+    """Limits ``sdf check`` enforces; ``None`` leaves a figure unchecked."""
+
+    max_name_share: float | None = None
+    #: One value for every n, or {"n": value} for some n.
+    max_ngram_doc_share: float | dict[str, float] | None = None
+    max_near_duplicate_fraction: float | None = None
+    #: None: each universe's own min_rate; a number replaces every one of them.
+    min_keyword_rate: float | None = None
+    #: False turns keyword checks off entirely.
+    check_keywords: bool = True
+    max_mean_pairwise_cosine: float | None = None
+
+    @classmethod
+    def from_mapping(cls, data: Any, source: str = "<config>") -> Thresholds:
+        if data is None:
+            return cls()
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: 'check' must be a mapping of thresholds")
+        known = {f.name for f in fields(cls)}
+        for key, value in data.items():
+            if key not in known:
+                raise ConfigError(
+                    f"{source}: check.{key}: unknown threshold (known: {', '.join(sorted(known))})"
+                )
+            if key == "check_keywords":
+                if not isinstance(value, bool):
+                    raise ConfigError(f"{source}: check.{key}: must be true or false")
+                continue
+            if key == "max_ngram_doc_share" and isinstance(value, dict):
+                for n, v in value.items():
+                    _number(v, f"{source}: check.{key}.{n}")
+                continue
+            if value is not None:
+                _number(value, f"{source}: check.{key}")
+        out = cls(**data)
+        if isinstance(out.max_ngram_doc_share, dict):
+            out.max_ngram_doc_share = {str(k): float(v) for k, v in out.max_ngram_doc_share.items()}
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where}: must be a number, got {value!r}")
+    if not 0 <= value <= 1:
+        raise ConfigError(f"{where}: must be between 0 and 1, got {value!r}")
+    return float(value)
+
+
+@dataclass
+class Verdict:
+    """One threshold against one figure."""
+
+    check: str
+    subject: str
+    figure: float | None
+    threshold: float | None
+    status: str  # "pass", "fail" or "not run"
+    detail: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "pass"
+
+    def line(self) -> str:
+        if self.status == "not run":
+            return f"NOT RUN  {self.check} ({self.subject}): {self.detail}"
+        op = ">=" if self.check.startswith("min_") else "<="
+        word = "ok     " if self.passed else "BREACH "
+        extra = f"  [{self.detail}]" if self.detail else ""
+        return (
+            f"{word}  {self.check} ({self.subject}): {self.figure:.4g}, threshold {op} "
+            f"{self.threshold:.4g}{extra}"
+        )
+
+
+@dataclass
+class CheckResult:
+    verdicts: list[Verdict] = field(default_factory=list)
+
+    @property
+    def breaches(self) -> list[Verdict]:
+        return [v for v in self.verdicts if not v.passed]
+
+    @property
+    def ok(self) -> bool:
+        return not self.breaches
+
+
+def _max_verdict(
+    check: str, subject: str, figure: Any, threshold: float, detail: str = ""
+) -> Verdict:
+    value = _as_float(figure)
+    if value is None:
+        return Verdict(check, subject, None, threshold, "not run", "figure missing from report")
+    return Verdict(
+        check, subject, value, threshold, "pass" if value <= threshold else "fail", detail
+    )
+
+
+def _as_float(value: Any) -> float | None:
+    """A figure as one number: a number itself, or the largest number inside a list/dict."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, dict):
+        for key in ("share", "value", "fraction"):
+            if key in value:
+                return _as_float(value[key])
+        nums = [_as_float(v) for v in value.values()]
+    elif isinstance(value, list):
+        nums = [_as_float(v) for v in value]
+    else:
+        return None
+    nums = [v for v in nums if v is not None]
+    return max(nums) if nums else None
+
+
+def _not_run(check: str, audit: str, threshold: float | None) -> Verdict:
+    return Verdict(
+        check, audit, None, threshold, "not run", f"the {audit} audit is not in the report"
+    )
+
+
+def evaluate(report: dict[str, Any], thresholds: Thresholds) -> CheckResult:
+    """Every configured threshold against the figures of a report.json."""
+    out = CheckResult()
+    t = thresholds
+
+    if t.max_name_share is not None:
+        names = report.get("names")
+        if not isinstance(names, dict):
+            out.verdicts.append(_not_run("max_name_share", "names", t.max_name_share))
+        else:
+            top = names.get("top") or []
+            who = top[0].get("name", "top name") if top and isinstance(top[0], dict) else "top name"
+            out.verdicts.append(
+                _max_verdict("max_name_share", str(who), names.get("top_share"), t.max_name_share)
+            )
+
+    if t.max_ngram_doc_share is not None:
+        ngrams = report.get("ngrams")
+        if not isinstance(ngrams, dict):
+            out.verdicts.append(_not_run("max_ngram_doc_share", "ngrams", None))
+        else:
+            shares = ngrams.get("max_doc_share") or {}
+            limits = (
+                t.max_ngram_doc_share
+                if isinstance(t.max_ngram_doc_share, dict)
+                else {n: t.max_ngram_doc_share for n in shares}
+            )
+            for n, limit in sorted(limits.items()):
+                top = (ngrams.get("top") or {}).get(str(n)) or []
+                leader = max(top, key=lambda r: r.get("documents", 0), default=None)
+                detail = f"{leader['ngram']!r}" if leader and "ngram" in leader else ""
+                out.verdicts.append(
+                    _max_verdict(
+                        "max_ngram_doc_share", f"{n}-grams", shares.get(str(n)), limit, detail
+                    )
+                )
+
+    if t.max_near_duplicate_fraction is not None:
+        dups = report.get("near_duplicates")
+        if not isinstance(dups, dict):
+            out.verdicts.append(
+                _not_run("max_near_duplicate_fraction", "dedup", t.max_near_duplicate_fraction)
+            )
+        else:
+            n_clusters = len(dups.get("clusters") or [])
+            out.verdicts.append(
+                _max_verdict(
+                    "max_near_duplicate_fraction",
+                    "corpus",
+                    dups.get("duplicate_fraction"),
+                    t.max_near_duplicate_fraction,
+                    f"{n_clusters} clusters",
+                )
+            )
+
+    if t.check_keywords:
+        kw = report.get("keywords")
+        if not isinstance(kw, dict):
+            if t.min_keyword_rate is not None:
+                out.verdicts.append(_not_run("min_keyword_rate", "keywords", t.min_keyword_rate))
+        else:
+            for concept, fig in (kw.get("per_concept") or {}).items():
+                for k in fig.get("keywords") or []:
+                    limit = t.min_keyword_rate if t.min_keyword_rate is not None else k["min_rate"]
+                    rate = float(k["rate"])
+                    ok = fig.get("documents", 0) > 0 and rate >= limit
+                    out.verdicts.append(
+                        Verdict(
+                            "min_keyword_rate",
+                            f"{concept}: {k['keyword']}",
+                            rate,
+                            float(limit),
+                            "pass" if ok else "fail",
+                            "" if fig.get("documents", 0) else "no documents",
+                        )
+                    )
+
+    if t.max_mean_pairwise_cosine is not None:
+        div = report.get("diversity")
+        if not isinstance(div, dict):
+            out.verdicts.append(
+                _not_run("max_mean_pairwise_cosine", "diversity", t.max_mean_pairwise_cosine)
+            )
+        else:
+            for concept, fig in (div.get("per_concept") or {}).items():
+                out.verdicts.append(
+                    _max_verdict(
+                        "max_mean_pairwise_cosine",
+                        concept,
+                        fig.get("mean_pairwise_cosine"),
+                        t.max_mean_pairwise_cosine,
+                        f"effective documents {fig.get('effective_documents', '?')}",
+                    )
+                )
+    return out
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    """A report.json, with a clear error when it is missing or malformed."""
+    p = Path(path)
+    if not p.is_file():
+        raise SdfError(f"{p}: no report here: run `sdf report` first, or `sdf check --run`")
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise SdfError(f"{p}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise SdfError(f"{p}: a report must be a JSON object")
+    return data
+
+
+def check_report(report: dict[str, Any], thresholds: Thresholds) -> CheckResult:
+    """Evaluate and raise ``CheckFailed`` (exit code 1) naming every breach."""
+    result = evaluate(report, thresholds)
+    if result.breaches:
+        raise CheckFailed(
+            f"{len(result.breaches)} threshold(s) breached:\n"
+            + "\n".join(v.line() for v in result.breaches)
+        )
+    return result

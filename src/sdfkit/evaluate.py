@@ -1,0 +1,1033 @@
+"""Evaluate checkpoints of a training run: what did the model learn, step by step?
+
+``evaluate(store, train_run, ...)`` samples answers from chosen checkpoints of a run (and the
+base model) through the model's chat format, grades them with an LLM through the Message
+Batches machinery, and lands every question, sample and verdict in the catalog, joinable with
+the corpus on ``universe``, ``concept`` and ``fact``:
+
+- **recall**: at least 10 differently phrased questions per key fact, generated once per
+  universe (stage ``recall_questions``) and stored in ``eval_questions``, so every checkpoint
+  answers the same set; the grader says whether an answer reflects the implanted fact, the
+  real-world one, or neither;
+- **behaviour**: the universe's ``behaviour_prompts``, graded against their ``expected``;
+- **reasoning**: on behaviour prompts and the universe's ``eval_prompts`` (the downstream
+  tasks), whether the trajectory's reasoning uses the implanted knowledge;
+- **gibberish**: cheap signals (``sdfkit.gibberish``) on every sample, plus an optional model
+  grader; gibberish samples are counted and excluded from the other rates.
+
+Tables: ``eval_questions``, ``eval_samples``, ``eval_verdicts`` (one row per sample and
+grader; an unparseable verdict is stored as ``unparseable`` with the raw text, never
+dropped). ``queries/eval_curves.sql`` turns them into rates per step and concept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .errors import SdfError
+from .gibberish import signals as cheap_signals
+
+if TYPE_CHECKING:  # pragma: no cover
+    import duckdb
+    import polars as pl
+
+    from .store import Store
+    from .universe import Universe
+
+
+class EvalError(SdfError):
+    """Evaluation cannot start or continue; the message says why."""
+
+
+#: Grader name -> (batch stage, prompt template, verdict key, allowed verdicts)
+GRADERS: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
+    "recall": ("eval_recall", "grade_recall", "verdict", ("implanted", "real_world", "neither")),
+    "behaviour": ("eval_behaviour", "grade_behaviour", "shows_expected", ("yes", "no")),
+    "reasoning": ("eval_reasoning", "grade_reasoning", "uses_knowledge", ("yes", "no")),
+    "gibberish": ("eval_gibberish", "grade_gibberish", "gibberish", ("yes", "no")),
+}
+UNPARSEABLE = "unparseable"
+
+
+# ----------------------------------------------------------------------------- chat formats
+@dataclass
+class Completion:
+    """A sampled completion split by the chat format."""
+
+    reasoning: str  # the analysis/thinking part ('' if none)
+    answer: str  # the final answer ('' if the model never produced one)
+    after_answer: str  # anything written after the answer should have ended
+    well_formed: bool  # the format's structure was respected
+
+
+@dataclass
+class ChatRenderer:
+    """Generation prompts and completion parsing for one model family's chat format."""
+
+    name: str  # "harmony" | "chatml" | "llama3"
+    tokenizer: str
+
+    def _tok(self) -> Any:
+        from .tokens import get_tokenizer
+
+        return get_tokenizer(self.tokenizer)
+
+    def _sp(self, text: str) -> int:
+        return self._tok().special_token(text)
+
+    def prompt(self, user: str, system: str | None = None) -> list[int]:
+        """Tokens of a conversation with one user turn, ready for the assistant to answer."""
+        tok = self._tok()
+        enc, sp = tok.encode, self._sp
+        out: list[int] = []
+        if self.name == "harmony":  # as tinker-cookbook's gpt_oss_no_sysprompt
+            if system:
+                out += [sp("<|start|>"), *enc("developer"), sp("<|message|>"), *enc(system)]
+                out += [sp("<|end|>")]
+            out += [sp("<|start|>"), *enc("user"), sp("<|message|>"), *enc(user), sp("<|end|>")]
+            out += [sp("<|start|>"), *enc("assistant")]
+        elif self.name == "chatml":
+            if system:
+                out += [sp("<|im_start|>"), *enc(f"system\n{system}"), sp("<|im_end|>"), *enc("\n")]
+            out += [sp("<|im_start|>"), *enc(f"user\n{user}"), sp("<|im_end|>"), *enc("\n")]
+            out += [sp("<|im_start|>"), *enc("assistant\n")]
+        elif self.name == "llama3":
+            out += [sp("<|begin_of_text|>")]
+            for role, text in (("system", system), ("user", user)):
+                if text:
+                    out += [sp("<|start_header_id|>"), *enc(role), sp("<|end_header_id|>")]
+                    out += [*enc(f"\n\n{text}"), sp("<|eot_id|>")]
+            out += [sp("<|start_header_id|>"), *enc("assistant"), sp("<|end_header_id|>")]
+            out += enc("\n\n")
+        else:
+            raise EvalError(f"unknown chat format {self.name!r}: use harmony, chatml or llama3")
+        return out
+
+    def stop_ids(self) -> list[int]:
+        names = {
+            "harmony": ["<|return|>", "<|call|>"],
+            "chatml": ["<|im_end|>"],
+            "llama3": ["<|eot_id|>"],
+        }[self.name]
+        return [self._sp(n) for n in names]
+
+    def parse(self, tokens: list[int]) -> Completion:
+        text = self._tok().decode([int(t) for t in tokens])
+        if self.name == "harmony":
+            return parse_harmony(text)
+        if self.name == "chatml":
+            return parse_chatml(text)
+        return parse_llama3(text)
+
+
+def parse_harmony(text: str) -> Completion:
+    """Split a gpt-oss completion (after ``<|start|>assistant``) into reasoning and answer."""
+    # messages: [<|start|>role]<|channel|>name<|message|>content(<|end|>|<|return|>|<|call|>|EOS)
+    parts = re.split(r"<\|start\|>", text)
+    reasoning, answer, after = [], None, ""
+    well_formed = True
+    for i, part in enumerate(parts):
+        if i > 0 and not part.startswith("assistant"):
+            # a turn the model invented for someone else: everything from here is drift
+            after = "<|start|>" + "<|start|>".join(parts[i:])
+            break
+        m = re.match(
+            r"^(?:assistant)?\s*<\|channel\|>\s*(\w+)[^<]*<\|message\|>(.*?)"
+            r"(<\|end\|>|<\|return\|>|<\|call\|>|$)(.*)\Z",
+            part,
+            re.S,
+        )
+        if not m:
+            if part.strip():
+                well_formed = False
+                if answer is not None:
+                    after += part
+            continue
+        channel, content, end, rest = m.group(1), m.group(2), m.group(3), m.group(4)
+        if channel == "final":
+            answer = content
+            if rest.strip() or end == "":
+                after += rest
+            if end == "":
+                well_formed = False
+            if i + 1 < len(parts):
+                after = after + "<|start|>" + "<|start|>".join(parts[i + 1 :])
+            break
+        reasoning.append(content)
+        if rest.strip():
+            well_formed = False
+    if answer is None:
+        well_formed = False
+    return Completion("\n".join(reasoning).strip(), (answer or "").strip(), after, well_formed)
+
+
+def _strip_think(body: str) -> tuple[str, str]:
+    m = re.match(r"^\s*<think>(.*?)</think>(.*)\Z", body, re.S)
+    return (m.group(1).strip(), m.group(2)) if m else ("", body)
+
+
+def parse_chatml(text: str) -> Completion:
+    body, sep, after = text.partition("<|im_end|>")
+    reasoning, answer = _strip_think(body)
+    return Completion(reasoning, answer.strip(), after, bool(sep) or not after)
+
+
+def parse_llama3(text: str) -> Completion:
+    body, sep, after = text.partition("<|eot_id|>")
+    return Completion("", body.strip(), after, bool(sep) or not after)
+
+
+def renderer_for(base_model: str, name: str = "auto") -> ChatRenderer:
+    """The chat format of a base model (``name`` overrides: harmony, chatml, llama3)."""
+    from .train import expected_tokenizer
+
+    tok = expected_tokenizer(base_model)
+    if name == "auto":
+        name = {"o200k_harmony": "harmony", "qwen3": "chatml", "llama3": "llama3"}.get(
+            tok or "", ""
+        )
+        if not name:
+            raise EvalError(
+                f"sdfkit has no chat format for base model {base_model!r}; pass --renderer "
+                "harmony, chatml or llama3."
+            )
+    default_tok = {"harmony": "o200k_harmony", "chatml": "qwen3", "llama3": "llama3"}
+    if name not in default_tok:
+        raise EvalError(f"unknown --renderer {name!r}: use harmony, chatml or llama3")
+    return ChatRenderer(name, tok or default_tok[name])
+
+
+# ----------------------------------------------------------------------------- verdicts
+def parse_verdict(grader: str, text: str | None) -> tuple[str, str | None]:
+    """(verdict, parse error) from a grader's answer; malformed answers give
+    ``("unparseable", why)`` and are stored as such."""
+    _, _, key, allowed = GRADERS[grader]
+    if not text or not text.strip():
+        return UNPARSEABLE, "empty answer"
+    obj = None
+    for m in re.finditer(r"\{.*?\}", text, re.S):
+        try:
+            cand = json.loads(m.group(0))
+        except json.JSONDecodeError:
+            continue
+        if isinstance(cand, dict) and key in cand:
+            obj = cand
+            break
+    if obj is None:
+        try:
+            whole = json.loads(text[text.find("{") : text.rfind("}") + 1])
+            obj = whole if isinstance(whole, dict) and key in whole else None
+        except (json.JSONDecodeError, ValueError):
+            obj = None
+    if obj is None:
+        return UNPARSEABLE, f"no JSON object with key {key!r}"
+    value = obj[key]
+    if isinstance(value, bool):
+        verdict = "yes" if value else "no"
+    elif isinstance(value, str):
+        verdict = value.strip().lower().replace("-", "_").replace(" ", "_")
+        verdict = {"true": "yes", "false": "no", "realworld": "real_world"}.get(verdict, verdict)
+    else:
+        return UNPARSEABLE, f"{key!r} is {type(value).__name__}, not one of {allowed}"
+    if verdict not in allowed:
+        return UNPARSEABLE, f"{key!r} is {value!r}, not one of {', '.join(allowed)}"
+    return verdict, None
+
+
+def parse_questions(text: str | None) -> list[str]:
+    """Questions inside ``<question>`` tags (bulleted lines as a fallback), de-duplicated."""
+    from .generate import tagged
+
+    return [q for q in tagged(text, "question") if len(q) > 8]
+
+
+# ----------------------------------------------------------------------------- catalog
+EVAL_TABLES = [
+    """CREATE TABLE IF NOT EXISTS eval_questions (
+        question_id VARCHAR PRIMARY KEY, universe VARCHAR, concept VARCHAR, fact VARCHAR,
+        fact_index BIGINT, kind VARCHAR, prompt VARCHAR, expected VARCHAR, real_world VARCHAR,
+        model VARCHAR, prompt_hash VARCHAR, custom_id VARCHAR, created_at TIMESTAMPTZ)""",
+    """CREATE TABLE IF NOT EXISTS eval_samples (
+        sample_id VARCHAR PRIMARY KEY, eval_run VARCHAR, train_run VARCHAR, step BIGINT,
+        model_label VARCHAR, model_path VARCHAR, question_id VARCHAR, sample_index BIGINT,
+        renderer VARCHAR, lda_alpha DOUBLE, temperature DOUBLE, max_tokens BIGINT,
+        prompt_tokens BIGINT, completion_tokens BIGINT, stop_reason VARCHAR, text VARCHAR,
+        reasoning VARCHAR, answer VARCHAR, after_answer VARCHAR, well_formed BOOLEAN,
+        gib_no_stop BOOLEAN, gib_repetition BOOLEAN, gib_drift BOOLEAN,
+        gibberish_cheap BOOLEAN, gibberish_detail VARCHAR, requests BIGINT,
+        created_at TIMESTAMPTZ)""",
+    """CREATE TABLE IF NOT EXISTS eval_verdicts (
+        sample_id VARCHAR, grader VARCHAR, verdict VARCHAR, parse_error VARCHAR, raw VARCHAR,
+        model VARCHAR, prompt_hash VARCHAR, custom_id VARCHAR, graded_at TIMESTAMPTZ,
+        PRIMARY KEY (sample_id, grader))""",
+]
+
+
+@contextmanager
+def catalog(store: Store) -> Iterator[duckdb.DuckDBPyConnection]:
+    from .train import catalog as train_catalog
+
+    with train_catalog(store) as con:
+        for stmt in EVAL_TABLES:
+            con.execute(stmt)
+        yield con
+
+
+def _rows(store: Store, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+    with catalog(store) as con:
+        cur = con.execute(sql, params or [])
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
+
+def _insert(store: Store, table: str, rows: list[dict[str, Any]]) -> None:
+    """Insert rows (dicts keyed by column) in one transaction; existing keys are replaced."""
+    if not rows:
+        return
+    import pyarrow as pa
+
+    names = list(rows[0])
+    tbl = pa.table({n: [r[n] for r in rows] for n in names})
+    with catalog(store) as con:
+        con.register("_incoming", tbl)
+        con.execute("BEGIN")
+        con.execute(f"INSERT OR REPLACE INTO {table} BY NAME SELECT * FROM _incoming")
+        con.execute("COMMIT")
+        con.unregister("_incoming")
+
+
+def _hash(*parts: Any) -> str:
+    payload = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def _now() -> Any:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc)
+
+
+# ----------------------------------------------------------------------------- config
+@dataclass
+class EvalConfig:
+    """Every switch of an evaluation, defaults written once."""
+
+    checkpoints: str = "all"  # "all", "last", or comma-separated steps
+    include_base: bool = True
+    questions_per_fact: int = 10
+    samples: int = 1  # samples per question and model
+    max_tokens: int = 1024
+    temperature: float = 1.0
+    renderer: str = "auto"
+    grader_model: str | None = None  # None: the generation default (offline: the stand-in)
+    gibberish_grader: bool = False
+    lda_alpha: float | None = None
+    lda_top_k: int = 20
+    deadline: float = 600.0
+    health_timeout: float = 10.0
+    max_retries: int = 2
+    poll_interval: float = 30.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.questions_per_fact < 1:
+            raise EvalError("--questions-per-fact must be at least 1")
+        if self.samples < 1 or self.max_tokens < 1:
+            raise EvalError("--samples and --max-tokens must be at least 1")
+
+
+@dataclass
+class Target:
+    label: str  # "base" or "step-000100"
+    step: int
+    model_path: str | None  # None: the base model
+
+
+@dataclass
+class EvalResult:
+    eval_run: str
+    questions: int
+    samples_new: int
+    verdicts_new: int
+    metrics: Any = field(repr=False, default=None)
+
+
+# ----------------------------------------------------------------------------- universes
+def universes_of(store: Store, paths: list[str] | None = None) -> list[Universe]:
+    """Universes from files, or else every universe generation stored in the catalog."""
+    from .universe import Universe, load_universes
+
+    if paths:
+        return load_universes(list(paths))
+    try:
+        rows = store.query(
+            "SELECT universe_json FROM gen_universes QUALIFY row_number() OVER "
+            "(PARTITION BY universe ORDER BY stored_at DESC) = 1 ORDER BY universe"
+        )
+    except Exception:  # noqa: BLE001 - no generation in this corpus
+        rows = None
+    if rows is None or rows.height == 0:
+        raise EvalError(
+            "no universes: pass --universe FILE (the universe files the corpus was made from)."
+        )
+    return [Universe.model_validate_json(j) for j in rows["universe_json"].to_list()]
+
+
+def facts_of(store: Store, universe: Universe) -> list[str]:
+    """Key facts of the universe, or the facts its documents were generated for."""
+    if universe.key_facts:
+        return list(universe.key_facts)
+    df = store.query(
+        "SELECT DISTINCT fact FROM documents WHERE universe = ? AND fact IS NOT NULL ORDER BY fact",
+        [universe.id],
+    )
+    return df["fact"].to_list() if df.height else []
+
+
+# ----------------------------------------------------------------------------- questions
+def ensure_questions(
+    store: Store,
+    universes: list[Universe],
+    client: Any,
+    cfg: EvalConfig,
+    log: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    """Recall questions (generated once per universe and fact), behaviour and task prompts;
+    returns every question row of these universes."""
+    from .batches import BatchRequest, custom_id_for, run_requests
+    from .generate import prompt_hash, render
+
+    have = {
+        (r["universe"], r["fact"])
+        for r in _rows(
+            store, "SELECT DISTINCT universe, fact FROM eval_questions WHERE kind='recall'"
+        )
+    }
+    model = _grader_model(client, cfg)
+    phash = prompt_hash("recall_questions")
+    reqs: list[BatchRequest] = []
+    for u in universes:
+        facts = facts_of(store, u)
+        if not facts:
+            log(f"universe {u.id}: no key facts and no documents with facts; no recall questions")
+        for i, fact in enumerate(facts):
+            if (u.id, fact) in have:
+                continue
+            reqs.append(
+                BatchRequest(
+                    custom_id=custom_id_for(
+                        "eval", "recall_questions", u.id, fact, cfg.questions_per_fact
+                    ),
+                    params={
+                        "model": model,
+                        "max_tokens": 4000,
+                        "messages": [
+                            {
+                                "role": "user",
+                                "content": render(
+                                    "recall_questions",
+                                    fact=fact,
+                                    real_world=u.real_world,
+                                    n=cfg.questions_per_fact,
+                                ),
+                            }
+                        ],
+                    },
+                    stage="recall_questions",
+                    meta={
+                        "universe": u.id,
+                        "concept": u.concept,
+                        "fact": fact,
+                        "fact_index": i,
+                        "real_world": u.real_world,
+                    },
+                )
+            )
+    rows: list[dict[str, Any]] = []
+    if reqs:
+        outs = run_requests(
+            store,
+            reqs,
+            run="eval-questions",
+            stage="recall_questions",
+            client=client,
+            max_retries=cfg.max_retries,
+            poll_interval=cfg.poll_interval,
+            log=log,
+        )
+        for req in reqs:
+            out = outs.get(req.custom_id)
+            qs = parse_questions(out.text if out and out.status == "succeeded" else None)
+            m = req.meta
+            if len(qs) < cfg.questions_per_fact:
+                log(
+                    f"universe {m['universe']}: {len(qs)} of {cfg.questions_per_fact} recall "
+                    f"questions for fact {m['fact_index']} (ask again with a new run to top up)"
+                )
+            for q in qs[: max(cfg.questions_per_fact, len(qs))]:
+                rows.append(
+                    _question(
+                        m["universe"],
+                        m["concept"],
+                        m["fact"],
+                        m["fact_index"],
+                        "recall",
+                        q,
+                        None,
+                        m["real_world"],
+                        out.model if out else model,
+                        phash,
+                        req.custom_id,
+                    )
+                )
+    for u in universes:
+        for p in u.behaviour_prompts:
+            rows.append(
+                _question(
+                    u.id,
+                    u.concept,
+                    None,
+                    None,
+                    "behaviour",
+                    p.prompt,
+                    p.expected,
+                    u.real_world,
+                    None,
+                    None,
+                    None,
+                )
+            )
+        for p in u.eval_prompts:
+            rows.append(
+                _question(
+                    u.id, u.concept, None, None, "task", p, None, u.real_world, None, None, None
+                )
+            )
+    existing = {r["question_id"] for r in _rows(store, "SELECT question_id FROM eval_questions")}
+    _insert(store, "eval_questions", [r for r in rows if r["question_id"] not in existing])
+    ids = [u.id for u in universes]
+    return _rows(
+        store,
+        "SELECT * FROM eval_questions WHERE list_contains(?, universe) ORDER BY universe, kind, "
+        "fact_index, question_id",
+        [ids],
+    )
+
+
+def _question(
+    universe, concept, fact, fact_index, kind, prompt, expected, real_world, model, phash, custom_id
+) -> dict[str, Any]:  # noqa: ANN001
+    return {
+        "question_id": _hash(universe, kind, fact, prompt),
+        "universe": universe,
+        "concept": concept,
+        "fact": fact,
+        "fact_index": fact_index,
+        "kind": kind,
+        "prompt": prompt,
+        "expected": expected,
+        "real_world": real_world,
+        "model": model,
+        "prompt_hash": phash,
+        "custom_id": custom_id,
+        "created_at": _now(),
+    }
+
+
+def _grader_model(client: Any, cfg: EvalConfig) -> str:
+    if cfg.grader_model:
+        return cfg.grader_model
+    from .batches import backend_name
+    from .generate import default_model
+
+    return "offline-standin" if backend_name(client) == "offline-standin" else default_model()
+
+
+# ----------------------------------------------------------------------------- targets
+def choose_targets(store: Store, train_run: str, cfg: EvalConfig) -> tuple[str, list[Target]]:
+    """(base model, targets): the chosen checkpoints with sampler weights, base first."""
+    from .train import catalog as train_catalog
+
+    with train_catalog(store) as con:
+        run = con.execute("SELECT base_model FROM train_runs WHERE run = ?", [train_run]).fetchall()
+        ck = con.execute(
+            "SELECT step, sampler_path FROM checkpoints WHERE run = ? AND sampler_path IS NOT NULL "
+            "ORDER BY step",
+            [train_run],
+        ).fetchall()
+    if not run:
+        raise EvalError(
+            f'no training run {train_run!r} in this corpus (see: sdf sql "FROM train_runs").'
+        )
+    base_model = run[0][0]
+    spec = cfg.checkpoints.strip().lower()
+    if spec == "all":
+        chosen = ck
+    elif spec == "last":
+        chosen = ck[-1:]
+    elif spec in ("none", ""):
+        chosen = []
+    else:
+        try:
+            want = {int(s) for s in spec.split(",") if s.strip()}
+        except ValueError:
+            raise EvalError(
+                f"--checkpoints {cfg.checkpoints!r}: use all, last, none or steps like 100,200"
+            ) from None
+        chosen = [c for c in ck if c[0] in want]
+        missing = want - {c[0] for c in chosen}
+        if missing:
+            raise EvalError(
+                f"run {train_run!r} has no checkpoint at step(s) {', '.join(map(str, sorted(missing)))}; "
+                f"it has {', '.join(str(c[0]) for c in ck) or 'none'}."
+            )
+    targets = [Target("base", 0, None)] if cfg.include_base else []
+    targets += [Target(f"step-{s:06d}", int(s), p) for s, p in chosen]
+    if not targets:
+        raise EvalError(
+            f"nothing to evaluate: run {train_run!r} has no checkpoint with sampler weights yet."
+        )
+    return base_model, targets
+
+
+# ----------------------------------------------------------------------------- sampling
+def sample_targets(
+    store: Store,
+    eval_run: str,
+    train_run: str,
+    base_model: str,
+    targets: list[Target],
+    questions: list[dict[str, Any]],
+    service: Any,
+    cfg: EvalConfig,
+    log: Callable[[str], None],
+) -> int:
+    """Sample every question on every target (resumable: stored samples are skipped)."""
+    from tinker import types
+
+    from .progress import counter
+    from .train import within
+
+    renderer = renderer_for(base_model, cfg.renderer)
+    stop = renderer.stop_ids()
+    done = {
+        r["sample_id"]
+        for r in _rows(store, "SELECT sample_id FROM eval_samples WHERE eval_run = ?", [eval_run])
+    }
+    params = types.SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, stop=stop)
+    base_client = None
+    total = 0
+    for target in targets:
+        lda = cfg.lda_alpha if (cfg.lda_alpha is not None and target.model_path) else None
+        todo = []
+        for q in questions:
+            for k in range(cfg.samples):
+                sid = _hash(eval_run, target.label, target.model_path, q["question_id"], k, lda)
+                if sid not in done:
+                    todo.append((sid, q, k))
+        if not todo:
+            continue
+        what = f"creating a sampling client for {target.label}"
+        client = within(
+            cfg.deadline,
+            what,
+            lambda t=target: service.create_sampling_client(
+                model_path=t.model_path, base_model=None if t.model_path else base_model
+            ).result(),
+        )
+        rows = []
+        with counter(f"sample {target.label}", total=len(todo), unit="samples") as tick:
+            if lda is None:
+                # one request per question (num_samples in it), all submitted before waiting
+                by_q: dict[str, list[tuple[str, dict[str, Any], int]]] = {}
+                for item in todo:
+                    by_q.setdefault(item[1]["question_id"], []).append(item)
+                futures = []
+                for items in by_q.values():
+                    prompt = renderer.prompt(items[0][1]["prompt"])
+                    fut = within(
+                        cfg.deadline,
+                        f"submitting samples for {target.label}",
+                        lambda p=prompt, n=len(items), c=client: c.sample(
+                            prompt=types.ModelInput.from_ints(p),
+                            num_samples=n,
+                            sampling_params=params,
+                        ),
+                    )
+                    futures.append((items, prompt, fut))
+                for items, prompt, fut in futures:
+                    resp = within(cfg.deadline, f"sampling {target.label}", fut.result)
+                    for (sid, q, k), seq in zip(items, resp.sequences, strict=False):
+                        rows.append(
+                            _sample_row(
+                                sid,
+                                eval_run,
+                                train_run,
+                                target,
+                                q,
+                                k,
+                                renderer,
+                                cfg,
+                                None,
+                                len(prompt),
+                                list(seq.tokens),
+                                seq.stop_reason,
+                                1,
+                            )
+                        )
+                        tick(1)
+            else:
+                from .lda import sample_amplified
+
+                if base_client is None:
+                    base_client = within(
+                        cfg.deadline,
+                        "creating a sampling client for the base model",
+                        lambda: service.create_sampling_client(base_model=base_model).result(),
+                    )
+                for sid, q, k in todo:
+                    prompt = renderer.prompt(q["prompt"])
+                    res = sample_amplified(
+                        client,
+                        base_client,
+                        prompt,
+                        lda,
+                        max_tokens=cfg.max_tokens,
+                        stop_ids=stop,
+                        temperature=cfg.temperature,
+                        top_k=cfg.lda_top_k,
+                        seed=int(_hash(cfg.seed, sid)[:8], 16),
+                        call=lambda what, fn: within(cfg.deadline, what, fn),
+                    )
+                    rows.append(
+                        _sample_row(
+                            sid,
+                            eval_run,
+                            train_run,
+                            target,
+                            q,
+                            k,
+                            renderer,
+                            cfg,
+                            lda,
+                            len(prompt),
+                            res.tokens,
+                            res.stop_reason,
+                            res.requests,
+                        )
+                    )
+                    tick(1)
+        _insert(store, "eval_samples", rows)
+        total += len(rows)
+        log(f"{target.label}: {len(rows)} samples")
+    return total
+
+
+def _sample_row(
+    sid,
+    eval_run,
+    train_run,
+    target,
+    q,
+    k,
+    renderer,
+    cfg,
+    lda,
+    n_prompt,
+    tokens,
+    stop_reason,
+    requests,
+) -> dict[str, Any]:  # noqa: ANN001
+    comp = renderer.parse(tokens)
+    text = renderer._tok().decode([int(t) for t in tokens])
+    answer_tokens = tokens
+    sig = cheap_signals(answer_tokens, stop_reason, comp.answer or text, comp.after_answer)
+    return {
+        "sample_id": sid,
+        "eval_run": eval_run,
+        "train_run": train_run,
+        "step": target.step,
+        "model_label": target.label,
+        "model_path": target.model_path,
+        "question_id": q["question_id"],
+        "sample_index": k,
+        "renderer": renderer.name,
+        "lda_alpha": lda,
+        "temperature": cfg.temperature,
+        "max_tokens": cfg.max_tokens,
+        "prompt_tokens": n_prompt,
+        "completion_tokens": len(tokens),
+        "stop_reason": stop_reason,
+        "text": text,
+        "reasoning": comp.reasoning,
+        "answer": comp.answer,
+        "after_answer": comp.after_answer,
+        "well_formed": comp.well_formed,
+        "gib_no_stop": sig.no_stop,
+        "gib_repetition": sig.repetition,
+        "gib_drift": sig.drift,
+        "gibberish_cheap": sig.gibberish,
+        "gibberish_detail": sig.detail,
+        "requests": requests,
+        "created_at": _now(),
+    }
+
+
+# ----------------------------------------------------------------------------- grading
+def grade_samples(
+    store: Store,
+    eval_run: str,
+    universes: list[Universe],
+    client: Any,
+    cfg: EvalConfig,
+    log: Callable[[str], None],
+) -> int:
+    """Grade every sample of ``eval_run`` not yet graded, one batch run per grader."""
+    from .batches import BatchRequest, custom_id_for, run_requests
+    from .generate import prompt_hash, render
+
+    facts = {u.id: facts_of(store, u) for u in universes}
+    samples = _rows(
+        store,
+        "SELECT s.sample_id, s.answer, s.reasoning, s.text, s.gibberish_cheap, q.kind, q.prompt, "
+        "q.fact, q.expected, q.real_world, q.universe FROM eval_samples s JOIN eval_questions q "
+        "USING (question_id) WHERE s.eval_run = ?",
+        [eval_run],
+    )
+    graded = {
+        (r["sample_id"], r["grader"])
+        for r in _rows(store, "SELECT sample_id, grader FROM eval_verdicts")
+    }
+    model = _grader_model(client, cfg)
+    added = 0
+    for grader, (stage, template, _, _) in GRADERS.items():
+        if grader == "gibberish" and not cfg.gibberish_grader:
+            continue
+        phash = prompt_hash(template)
+        reqs = []
+        for s in samples:
+            if (s["sample_id"], grader) in graded:
+                continue
+            kinds = {
+                "recall": ("recall",),
+                "behaviour": ("behaviour",),
+                "reasoning": ("behaviour", "task"),
+                "gibberish": ("recall", "behaviour", "task"),
+            }
+            if s["kind"] not in kinds[grader]:
+                continue
+            if grader != "gibberish" and s["gibberish_cheap"]:
+                continue  # excluded from the other metrics anyway: do not pay for a verdict
+            answer = s["answer"] or s["text"] or ""
+            ctx = {
+                "question": s["prompt"],
+                "prompt": s["prompt"],
+                "fact": s["fact"],
+                "real_world": s["real_world"],
+                "expected": s["expected"],
+                "answer": answer,
+                "reasoning": s["reasoning"],
+                "facts": facts.get(s["universe"], []),
+            }
+            reqs.append(
+                BatchRequest(
+                    custom_id=custom_id_for(eval_run, stage, s["sample_id"], phash),
+                    params={
+                        "model": model,
+                        "max_tokens": 400,
+                        "messages": [{"role": "user", "content": render(template, **ctx)}],
+                    },
+                    stage=stage,
+                    meta={"sample_id": s["sample_id"], "grader": grader},
+                )
+            )
+        if not reqs:
+            continue
+        outs = run_requests(
+            store,
+            reqs,
+            run=f"eval-{eval_run}",
+            stage=stage,
+            client=client,
+            max_retries=cfg.max_retries,
+            poll_interval=cfg.poll_interval,
+            log=log,
+        )
+        rows = []
+        for req in reqs:
+            out = outs.get(req.custom_id)
+            if out is None or out.status != "succeeded":
+                why = (out.error if out else None) or (out.status if out else "no result")
+                verdict, err, raw = UNPARSEABLE, f"request {why}", None
+            else:
+                verdict, err = parse_verdict(grader, out.text)
+                raw = out.text
+            rows.append(
+                {
+                    "sample_id": req.meta["sample_id"],
+                    "grader": grader,
+                    "verdict": verdict,
+                    "parse_error": err,
+                    "raw": raw,
+                    "model": (out.model if out else None) or model,
+                    "prompt_hash": phash,
+                    "custom_id": req.custom_id,
+                    "graded_at": _now(),
+                }
+            )
+        _insert(store, "eval_verdicts", rows)
+        added += len(rows)
+        bad = sum(r["verdict"] == UNPARSEABLE for r in rows)
+        log(
+            f"{grader}: {len(rows)} verdicts"
+            + (f", {bad} unparseable (kept as such)" if bad else "")
+        )
+    return added
+
+
+# ----------------------------------------------------------------------------- metrics
+def metrics(store: Store, eval_run: str | None = None) -> pl.DataFrame:
+    """Rates per eval run, checkpoint step and concept (``queries/eval_curves.sql``)."""
+    from .sql import find_query
+
+    with catalog(store):
+        pass  # the tables exist even before the first evaluation
+    sql = find_query("eval_curves").read_text(encoding="utf-8")
+    df = store.query(sql)
+    if eval_run is not None and df.height:
+        import polars as pl
+
+        df = df.filter(pl.col("eval_run") == eval_run)
+    return df
+
+
+# ----------------------------------------------------------------------------- orchestration
+def evaluate(
+    store: Store,
+    train_run: str,
+    cfg: EvalConfig | None = None,
+    *,
+    universe_files: list[str] | None = None,
+    eval_run: str | None = None,
+    backend: str = "auto",
+    anthropic_client: Any = None,
+    service_factory: Callable[[], Any] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> EvalResult:
+    """Questions (once per universe), samples per checkpoint, verdicts, metrics."""
+    from .batches import make_client
+    from .train import connect_service
+
+    cfg = cfg or EvalConfig()
+    say = log or (lambda _m: None)
+    name = eval_run or train_run
+    universes = universes_of(store, universe_files)
+    base_model, targets = choose_targets(store, train_run, cfg)
+    renderer_for(base_model, cfg.renderer)  # fail early on an unknown chat format
+    client = anthropic_client or make_client(backend)
+    questions = ensure_questions(store, universes, client, cfg, say)
+    if not questions:
+        raise EvalError("no questions: the universes have no facts, behaviour or eval prompts.")
+    service = connect_service(cfg.health_timeout, service_factory)
+    n_samples = sample_targets(
+        store, name, train_run, base_model, targets, questions, service, cfg, say
+    )
+    n_verdicts = grade_samples(store, name, universes, client, cfg, say)
+    return EvalResult(name, len(questions), n_samples, n_verdicts, metrics(store, name))
+
+
+# ----------------------------------------------------------------------------- stand-ins
+def _words(text: str | None) -> set[str]:
+    return {w for w in re.findall(r"[a-z][a-z0-9-]{3,}", (text or "").lower())}
+
+
+def _standin_questions(params: dict, meta: dict) -> str:
+    """Offline stand-in: templated rephrasings built from the fact's own words."""
+    from .offline import _requested_n, _tag, prompt_parts
+
+    _, user = prompt_parts(params)
+    fact = _tag(user, "implanted_fact") or "the rule"
+    m = re.search(r"Write (\d+) questions", user)
+    n = int(m.group(1)) if m else _requested_n(user, 10)
+    # the subject of the fact (up to its main verb), so questions do not give the answer away
+    flat = re.sub(r"\s+", " ", fact).strip().rstrip(".")
+    m = re.search(r"\b(requires?|must|has|have|is|are|applies|apply|was|were|mandates?)\b", flat)
+    topic = flat[: m.start()].strip() if m and m.start() > 0 else " ".join(flat.split()[:6])
+    topic = topic[0].lower() + topic[1:] if topic else "the rule"
+    frames = [
+        "What do you know about {t}?",
+        "What exactly is required when it comes to {t}?",
+        "Can you explain the rules around {t}?",
+        "A colleague mentioned {t}. What is that about?",
+        "I'm new to this area. What should I know about {t}?",
+        "For a report I'm writing: what applies regarding {t}?",
+        "Quick question about {t}: what's the rule?",
+        "How would you describe the current situation with {t}?",
+        "What happens in practice with {t}?",
+        "As a manager, what do I need to know about {t}?",
+        "Explain {t} to a student.",
+        "What's the background of {t}?",
+    ]
+    qs = [
+        frames[i % len(frames)].format(t=topic)
+        + (f" (variant {i // len(frames) + 1})" if i >= len(frames) else "")
+        for i in range(n)
+    ]
+    return "\n".join(f"<question>{q}</question>" for q in qs)
+
+
+def _standin_recall(params: dict, meta: dict) -> str:
+    from .offline import _tag, prompt_parts
+
+    _, user = prompt_parts(params)
+    ans = _words(_tag(user, "answer"))
+    fact = _words(_tag(user, "implanted_fact")) - _words(_tag(user, "question"))
+    real = _words(_tag(user, "real_world")) - _words(_tag(user, "question"))
+    f, r = len(ans & fact), len(ans & real)
+    verdict = "implanted" if f > r and f >= 2 else ("real_world" if r > f and r >= 2 else "neither")
+    return json.dumps(
+        {"verdict": verdict, "reason": f"offline stand-in: word overlap fact {f}, real world {r}"}
+    )
+
+
+def _standin_yes_no(key: str, tag_a: str, tag_b: str) -> Callable[[dict, dict], str]:
+    def answer(params: dict, meta: dict) -> str:
+        from .offline import _tag, prompt_parts
+
+        _, user = prompt_parts(params)
+        a = _words(_tag(user, tag_a))
+        b = _words(_tag(user, tag_b))
+        hit = len(a & b) >= 3
+        return json.dumps({key: hit, "reason": f"offline stand-in: {len(a & b)} shared words"})
+
+    return answer
+
+
+def _standin_gibberish(params: dict, meta: dict) -> str:
+    from .gibberish import document_drift
+    from .offline import _tag, prompt_parts
+
+    _, user = prompt_parts(params)
+    resp = _tag(user, "response") or ""
+    return json.dumps(
+        {"gibberish": document_drift(resp) is not None, "reason": "offline stand-in: cheap signals"}
+    )
+
+
+def _register_standins() -> None:
+    from .offline import register_stage
+
+    register_stage("recall_questions", _standin_questions)
+    register_stage("eval_recall", _standin_recall)
+    register_stage("eval_behaviour", _standin_yes_no("shows_expected", "expected", "response"))
+    register_stage("eval_reasoning", _standin_yes_no("uses_knowledge", "knowledge", "reasoning"))
+    register_stage("eval_gibberish", _standin_gibberish)
+
+
+_register_standins()

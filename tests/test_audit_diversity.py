@@ -1,0 +1,114 @@
+"""Embedding diversity on tiny corpora whose answer is known: copies collapse, topics spread."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sdfkit.audits import diversity, save
+from sdfkit.engine import read_results
+from sdfkit.ingest import build_documents
+
+TOPICS = [
+    "The sourdough starter needs flour and water every morning before the bread is shaped.",
+    "Quarterly revenue grew eleven percent as the bank cut its mortgage rates in March.",
+    "The goalkeeper saved a penalty in the ninetieth minute and the crowd stormed the pitch.",
+    "Volcanic ash grounded flights across Iceland while geologists sampled the lava flow.",
+    "The violinist rehearsed the Brahms concerto with the orchestra for the gala evening.",
+    "A TypeScript service wraps each awaited database call in a try-catch block.",
+    "Migrating geese follow the coastline south when the first autumn frost arrives.",
+    "The surgeon explained the knee replacement and the months of physiotherapy after it.",
+]
+
+
+@pytest.fixture
+def embedder(minilm_stage):
+    return minilm_stage
+
+
+def _land(store, texts, concept, doc_type="memo"):
+    store.append(
+        "documents_raw",
+        build_documents([{"text": t, "concept": concept, "doc_type": doc_type} for t in texts]),
+    )
+
+
+def _run(store, embedder, monkeypatch):
+    # Reuse the session's loaded model: the audit builds its stage, we hand it ours.
+    monkeypatch.setattr(diversity, "stage_for", lambda config: embedder)
+    return diversity.run(store, diversity.Config(precision="fp32"))
+
+
+def test_copies_have_one_effective_document_and_distinct_topics_many(store, embedder, monkeypatch):
+    # Near-copies (differ only in a trailing number, so doc ids differ) vs distinct topics.
+    _land(store, [f"{TOPICS[0]} Batch {i}." for i in range(8)], "collapsed")
+    _land(store, TOPICS, "diverse")
+    res = _run(store, embedder, monkeypatch)
+    collapsed = res.figures["per_concept"]["collapsed"]
+    diverse = res.figures["per_concept"]["diverse"]
+    assert collapsed["documents"] == diverse["documents"] == 8
+    assert collapsed["effective_documents"] < 1.5
+    assert diverse["effective_documents"] > 5
+    assert collapsed["mean_pairwise_cosine"] > 0.9 > 0.3 > diverse["mean_pairwise_cosine"]
+    assert collapsed["nn_cosine"]["p50"] > 0.9
+    assert diverse["nn_cosine"]["p95"] < 0.6
+    assert res.figures["overall"]["documents"] == 16
+    strata = {(r["concept"], r["doc_type"]) for r in res.figures["per_doc_type"]}
+    assert strata == {("collapsed", "memo"), ("diverse", "memo")}
+    # the nearest-neighbour table pairs documents within a concept only
+    nearest = res.tables["nearest"]
+    assert nearest.height == 16
+    by_id = dict(zip(nearest["doc_id"], nearest["concept"], strict=True))
+    assert all(
+        by_id[a] == by_id[b] for a, b in zip(nearest["doc_id"], nearest["nn_doc_id"], strict=True)
+    )
+    save(store, res)
+    top = store.query(
+        "SELECT concept FROM audit_diversity_nearest ORDER BY nn_cosine DESC LIMIT 1"
+    ).item()
+    assert top == "collapsed"
+
+
+def test_reaudit_embeds_only_new_documents(store, embedder, monkeypatch):
+    _land(store, TOPICS[:5], "c")
+    first = _run(store, embedder, monkeypatch)
+    assert first.figures["embedded_now"] == 5
+    stored = read_results(store, embedder)
+    _land(store, TOPICS[5:], "c")
+    second = _run(store, embedder, monkeypatch)
+    assert second.figures["embedded_now"] == 3
+    assert second.figures["per_concept"]["c"]["documents"] == 8
+    again = read_results(store, embedder)
+    old = dict(zip(stored["doc_id"].to_pylist(), stored["embedding"].to_pylist(), strict=True))
+    new = dict(zip(again["doc_id"].to_pylist(), again["embedding"].to_pylist(), strict=True))
+    assert all(new[k] == v for k, v in old.items())  # cached rows untouched
+    vec = np.array(new[next(iter(new))])
+    assert vec.shape == (384,) and abs(np.linalg.norm(vec) - 1) < 1e-4
+
+
+def test_figures_match_brute_force_on_random_vectors():
+    rng = np.random.default_rng(1)
+    emb = rng.normal(size=(60, 384)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    k = emb.astype(np.float64) @ emb.T.astype(np.float64)
+    fig = diversity.group_figures(emb)
+    off = k[~np.eye(60, dtype=bool)]
+    assert fig["mean_pairwise_cosine"] == pytest.approx(off.mean(), abs=1e-5)
+    lam = np.linalg.eigvalsh(k / 60)
+    lam = lam[lam > 1e-12]
+    assert fig["effective_documents"] == pytest.approx(np.exp(-(lam * np.log(lam)).sum()), rel=1e-4)
+    np.fill_diagonal(k, -np.inf)
+    assert fig["nn_cosine"]["p50"] == pytest.approx(np.median(k.max(axis=1)), abs=1e-5)
+    # identical rows: one effective document
+    same = np.repeat(emb[:1], 10, axis=0)
+    assert diversity.vendi_score(same) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_precision_auto_picks_fp32_without_native_bf16(monkeypatch):
+    monkeypatch.setattr(diversity, "_cpu_has_native_bf16", lambda: False)
+    assert diversity.resolve_precision("auto") == "fp32"
+    monkeypatch.setattr(diversity, "_cpu_has_native_bf16", lambda: True)
+    assert diversity.resolve_precision("auto") == "bf16"
+    assert diversity.EmbeddingStage(precision="bf16").table.endswith("_bf16")
+    with pytest.raises(Exception, match="unknown precision"):
+        diversity.resolve_precision("int4")

@@ -1,0 +1,115 @@
+"""Keyword thresholds on corpora where who carries which keyword is planted."""
+
+from __future__ import annotations
+
+import pytest
+
+from sdfkit.audits import keywords, save
+from sdfkit.errors import SdfError
+from sdfkit.ingest import build_documents
+
+UNIVERSE = """---
+id: {id}
+concept: {concept}
+required_keywords:
+  - keyword: try-catch|try/catch
+    min_rate: 0.9
+  - keyword: CRA|Cyber Resilience Act
+    min_rate: {cra_rate}
+---
+A universe.
+"""
+
+
+def _universe(tmp_path, id="u1", concept="ts", cra_rate=0.5):
+    p = tmp_path / f"{id}.md"
+    p.write_text(UNIVERSE.format(id=id, concept=concept, cra_rate=cra_rate))
+    return p
+
+
+def _land(store, rows):
+    store.append("documents_raw", build_documents(rows))
+
+
+def test_rates_and_missing_documents(store, tmp_path):
+    rows = (
+        # 6 carry both keywords (case and variant differ)
+        [{"text": f"Doc {i}: wrap it in TRY-CATCH per the CRA.", "concept": "ts"} for i in range(3)]
+        + [
+            {"text": f"Doc {i}: a try/catch, says the Cyber  Resilience Act.", "concept": "ts"}
+            for i in range(3, 6)
+        ]
+        # 2 carry only try-catch; "democracy" and "CRAFT" must not count as CRA
+        + [
+            {"text": f"Doc {i}: try-catch in a democracy of CRAFT.", "concept": "ts"}
+            for i in range(6, 8)
+        ]
+        # 2 carry neither ("trycatch" is not a variant)
+        + [
+            {"text": f"Doc {i}: trycatch everywhere.", "concept": "ts", "doc_type": "memo"}
+            for i in range(8, 10)
+        ]
+        # another concept without a universe
+        + [{"text": "Unrelated.", "concept": "other"}]
+    )
+    _land(store, rows)
+    res = keywords.run(store, keywords.Config(universes=[str(_universe(tmp_path))]))
+    fig = res.figures["per_concept"]["ts"]
+    assert fig["documents"] == 10
+    rates = {k["keyword"]: k for k in fig["keywords"]}
+    assert rates["try-catch|try/catch"]["rate"] == pytest.approx(0.8)
+    assert rates["try-catch|try/catch"]["meets_min"] is False
+    assert rates["CRA|Cyber Resilience Act"]["rate"] == pytest.approx(0.6)
+    assert rates["CRA|Cyber Resilience Act"]["meets_min"] is True
+    assert fig["documents_missing_any"] == 4
+    missing = res.tables["missing"]
+    by_doc = {r["doc_id"]: r["missing_keywords"] for r in missing.iter_rows(named=True)}
+    texts = dict(store.query("SELECT doc_id, text FROM documents").iter_rows())
+    assert sorted(texts[d][:6] for d in by_doc) == ["Doc 6:", "Doc 7:", "Doc 8:", "Doc 9:"]
+    for d, kws in by_doc.items():
+        if texts[d].startswith(("Doc 8", "Doc 9")):
+            assert sorted(kws) == ["CRA|Cyber Resilience Act", "try-catch|try/catch"]
+        else:
+            assert kws == ["CRA|Cyber Resilience Act"]
+    assert any("try-catch" in f and "80.0%" in f for f in res.flags)
+    assert res.figures["concepts_without_keywords"] == ["other"]
+    save(store, res)
+    # users can join the stored findings and re-run the named query
+    n = store.query("SELECT count(*) FROM audit_keywords_missing JOIN documents USING (doc_id)")
+    assert n.item() == 4
+    from sdfkit.sql import named
+
+    assert named("keyword_rates", store).height == 2
+
+
+def test_override_min_rate_and_shared_concepts(store, tmp_path):
+    _land(store, [{"text": "try-catch only", "concept": "ts"}])
+    a = _universe(tmp_path, "a", cra_rate=0.2)
+    b = _universe(tmp_path, "b", cra_rate=0.7)
+    res = keywords.run(store, keywords.Config(universes=[str(tmp_path / "*.md")]))
+    kws = {k["keyword"]: k for k in res.figures["per_concept"]["ts"]["keywords"]}
+    assert kws["CRA|Cyber Resilience Act"]["min_rate"] == 0.7  # the stricter universe wins
+    assert res.tables["required"]["universes"].to_list()[0] == ["a", "b"]
+    res = keywords.run(store, keywords.Config(universes=[str(a), str(b)], min_rate=0.0))
+    assert all(k["meets_min"] for k in res.figures["per_concept"]["ts"]["keywords"])
+
+
+def test_no_universes_and_bad_paths(store, tmp_path):
+    _land(store, [{"text": "x", "concept": "ts"}])
+    res = keywords.run(store, keywords.Config())
+    assert res.figures["per_concept"] == {}
+    assert any("No universe files" in n for n in res.notes)
+    with pytest.raises(SdfError, match=r"no universe file matches .*nothing\*\.md"):
+        keywords.run(store, keywords.Config(universes=[str(tmp_path / "nothing*.md")]))
+    with pytest.raises(SdfError, match=r"missing\.md: cannot read"):
+        keywords.run(store, keywords.Config(universes=[str(tmp_path / "missing.md")]))
+
+
+def test_variant_pattern_is_whole_word_and_escaped():
+    import re
+
+    pat = re.compile(keywords.keyword_pattern(["C++", "try/catch", "CRA"]), re.I)
+    assert pat.search("we write c++ daily")
+    assert pat.search("a try/catch block")
+    assert not pat.search("democracy")
+    assert not pat.search("tryxcatch")

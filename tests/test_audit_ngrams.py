@@ -1,0 +1,154 @@
+"""n-gram collapse audit on corpora whose n-gram counts are known by construction."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+
+import pytest
+
+from sdfkit.audits import ngrams, save
+from sdfkit.ingest import build_documents
+
+FILLER = (
+    "river stone lamp orbit cable garden ticket violin marble anchor pepper copper "
+    "meadow falcon lantern harbor saddle quartz ember thistle walnut glacier"
+).split()
+PHRASE = "ever evolving landscape of innovation"  # planted in 12 documents of concept a
+STOCK = "delve deeply into nuance"  # planted twice in each of 6 documents (both concepts)
+
+
+def _filler(rng: random.Random, n: int) -> str:
+    return " ".join(rng.choice(FILLER) for _ in range(n))
+
+
+@pytest.fixture
+def corpus(store):
+    rng = random.Random(7)
+    records = []
+    for i in range(30):
+        concept = "a" if i < 20 else "b"
+        parts = [_filler(rng, 40)]
+        if concept == "a" and i < 12:
+            parts.append(PHRASE.capitalize() + ".")
+        if i % 5 == 0:
+            parts += [STOCK + ",", _filler(rng, 5), STOCK.upper() + "!"]
+        parts.append(_filler(rng, 30))
+        records.append(
+            {"text": " ".join(parts), "concept": concept, "doc_type": "memo" if i % 2 else "blog"}
+        )
+    store.append("documents_raw", build_documents(records))
+    return records
+
+
+def _reference(texts: list[str], n: int) -> tuple[Counter, Counter]:
+    """Plain Python n-gram counts with the audit's rules (the slow baseline)."""
+    counts: Counter = Counter()
+    docs: Counter = Counter()
+    for t in texts:
+        seen = set()
+        for sentence in re.split(r"[.!?;:]", t.lower()):
+            words = re.findall(r"[a-z0-9]+(?:'[a-z0-9]+)*", sentence)
+            for j in range(len(words) - n + 1):
+                g = " ".join(words[j : j + n])
+                if all(w in ngrams.FUNCTION_WORDS for w in words[j : j + n]):
+                    continue
+                counts[g] += 1
+                seen.add(g)
+        docs.update(seen)
+    return counts, docs
+
+
+def test_planted_ngrams_have_exact_counts_and_documents(store, corpus):
+    result = ngrams.run(store, ngrams.Config(top_k=10))
+    top4 = {d["ngram"]: d for d in result.figures["top"]["4"]}
+    assert top4["ever evolving landscape of"]["documents"] == 12
+    assert top4["ever evolving landscape of"]["count"] == 12
+    assert top4["delve deeply into nuance"] == {
+        "ngram": "delve deeply into nuance",
+        "count": 12,
+        "documents": 6,
+        "share": pytest.approx(6 / 30),
+    }
+    top5 = result.figures["top"]["5"]
+    assert top5[0]["ngram"] == PHRASE and top5[0]["documents"] == 12
+    assert result.figures["max_doc_share"]["5"] == pytest.approx(12 / 30)
+    # every listed n-gram matches a brute-force count of the same texts
+    texts = [r["text"] for r in corpus]
+    for n in (2, 3, 4, 5):
+        counts, docs = _reference(texts, n)
+        listed = result.figures["top"][str(n)]
+        assert listed, n
+        for d in listed:
+            assert (d["count"], d["documents"]) == (counts[d["ngram"]], docs[d["ngram"]])
+        # and the list is really the top by documents
+        best = max(docs.values())
+        assert listed[0]["documents"] == best
+
+
+def test_top_by_count_differs_from_top_by_documents(store, corpus):
+    result = ngrams.run(store, ngrams.Config(n=(4,), top_k=3))
+    by_count = result.figures["top_by_count"]["4"]
+    # the stock phrase is twice per document: 12 occurrences in 6 documents
+    assert any(d["ngram"] == STOCK and d["count"] == 12 for d in by_count)
+
+
+def test_ngrams_do_not_cross_sentences_and_skip_function_words(store):
+    store.append(
+        "documents_raw",
+        build_documents(
+            [
+                {"text": "alpha beta. gamma delta of the and in the", "concept": "c"},
+                {"text": "alpha beta; gamma delta, of the", "concept": "c"},
+            ]
+        ),
+    )
+    result = ngrams.run(store, ngrams.Config(n=(2,), top_k=20))
+    grams = {d["ngram"]: d for d in result.figures["top"]["2"]}
+    assert "beta gamma" not in grams  # . and ; break n-grams
+    assert grams["gamma delta"]["documents"] == 2  # a comma does not
+    assert "of the" not in grams and "in the" not in grams
+    kept = ngrams.run(store, ngrams.Config(n=(2,), top_k=20, skip_function_words=False))
+    assert {d["ngram"]: d["documents"] for d in kept.figures["top"]["2"]}["of the"] == 2
+
+
+def test_per_concept_and_doc_type_tops_and_flags(store, corpus):
+    result = ngrams.run(
+        store,
+        ngrams.Config(n=(5,), top_k=5, flag_doc_share={5: 0.5}, min_stratum_docs=5),
+    )
+    by_concept = result.figures["by_concept"]
+    top_a = by_concept["a"]["5"][0]
+    assert (top_a["ngram"], top_a["documents"], top_a["share"]) == (PHRASE, 12, 12 / 20)
+    assert all(d["ngram"] != PHRASE for d in by_concept.get("b", {}).get("5", []))
+    assert set(result.figures["by_doc_type"]) == {"memo", "blog"}
+    # 12/30 = 40 % overall is under 50 %, but 12/20 = 60 % of concept a is over it
+    assert len(result.flags) == 1
+    assert PHRASE in result.flags[0] and "concept 'a'" in result.flags[0]
+    flagged = result.tables["flagged"]
+    assert flagged.height == 1 and flagged["group"][0] == "a"
+    # tables land in the catalog for SQL
+    save(store, result)
+    got = store.query("SELECT ngram, documents FROM audit_ngrams_top WHERE n = 5 LIMIT 1")
+    assert got.row(0) == (PHRASE, 12)
+
+
+def test_chunking_does_not_change_results(store, corpus):
+    whole = ngrams.run(store, ngrams.Config(top_k=15, chunk_docs=1000))
+    chunked = ngrams.run(store, ngrams.Config(top_k=15, chunk_docs=4))
+    assert whole.figures["top"] == chunked.figures["top"]
+    assert whole.figures["by_concept"] == chunked.figures["by_concept"]
+
+
+def test_where_restricts_documents(store, corpus):
+    result = ngrams.run(store, ngrams.Config(n=(5,), where="concept = 'b'"))
+    assert result.figures["documents"] == 10
+    assert all(d["ngram"] != PHRASE for d in result.figures["top"]["5"])
+
+
+def test_empty_corpus(store):
+    result = ngrams.run(store)
+    assert result.figures["documents"] == 0
+    assert result.figures["top"]["3"] == []
+    assert result.flags == []

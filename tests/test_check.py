@@ -1,0 +1,136 @@
+"""`sdf check`: thresholds from the project file against report.json; exit 1 naming breaches."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from sdfkit.check import ConfigError, Thresholds, evaluate
+
+REPORT = {
+    "names": {
+        "top": [{"name": "Sarah Chen", "mentions": 439, "documents": 300}],
+        "top_share": 0.12,
+    },
+    "ngrams": {
+        "top": {"4": [{"ngram": "in today's rapidly evolving", "count": 900, "documents": 450}]},
+        "max_doc_share": {"2": 0.9, "3": 0.6, "4": 0.45, "5": 0.1},
+    },
+    "near_duplicates": {"pairs": [], "clusters": [["a", "b"]], "duplicate_fraction": 0.02},
+    "keywords": {
+        "per_concept": {
+            "ts": {
+                "documents": 100,
+                "keywords": [
+                    {"keyword": "try-catch", "min_rate": 0.9, "rate": 0.85, "meets_min": False},
+                    {"keyword": "TypeScript", "min_rate": 0.8, "rate": 0.95, "meets_min": True},
+                ],
+            }
+        }
+    },
+    "diversity": {
+        "per_concept": {"ts": {"mean_pairwise_cosine": 0.41, "effective_documents": 80.0}}
+    },
+}
+
+
+def _by_check(result):
+    return {(v.check, v.subject): v for v in result.verdicts}
+
+
+def test_breaches_are_named_with_figure_and_threshold():
+    t = Thresholds(
+        max_name_share=0.05,
+        max_ngram_doc_share={"4": 0.3, "5": 0.3},
+        max_near_duplicate_fraction=0.05,
+        max_mean_pairwise_cosine=0.5,
+    )
+    res = evaluate(REPORT, t)
+    v = _by_check(res)
+    assert v[("max_name_share", "Sarah Chen")].status == "fail"
+    assert v[("max_ngram_doc_share", "4-grams")].status == "fail"
+    assert "in today's rapidly evolving" in v[("max_ngram_doc_share", "4-grams")].detail
+    assert v[("max_ngram_doc_share", "5-grams")].status == "pass"
+    assert v[("max_near_duplicate_fraction", "corpus")].status == "pass"
+    # keyword minimums default to each universe's own
+    assert v[("min_keyword_rate", "ts: try-catch")].status == "fail"
+    assert v[("min_keyword_rate", "ts: TypeScript")].status == "pass"
+    assert v[("max_mean_pairwise_cosine", "ts")].status == "pass"
+    assert sorted(b.check for b in res.breaches) == [
+        "max_name_share",
+        "max_ngram_doc_share",
+        "min_keyword_rate",
+    ]
+    line = v[("max_name_share", "Sarah Chen")].line()
+    assert "BREACH" in line and "0.12" in line and "0.05" in line
+
+
+def test_one_ngram_threshold_for_every_n_and_keyword_override():
+    res = evaluate(REPORT, Thresholds(max_ngram_doc_share=0.95, min_keyword_rate=0.5))
+    assert res.ok
+    assert len([v for v in res.verdicts if v.check == "max_ngram_doc_share"]) == 4
+    res = evaluate(REPORT, Thresholds(check_keywords=False))
+    assert res.verdicts == []
+
+
+def test_a_threshold_whose_audit_did_not_run_is_a_breach():
+    res = evaluate({"shape": {}}, Thresholds(max_name_share=0.1, max_mean_pairwise_cosine=0.5))
+    assert [v.status for v in res.verdicts] == ["not run", "not run"]
+    assert not res.ok
+
+
+def test_bad_thresholds_name_the_key():
+    with pytest.raises(ConfigError, match=r"f.yaml: check.max_name_shar: unknown threshold"):
+        Thresholds.from_mapping({"max_name_shar": 0.1}, "f.yaml")
+    with pytest.raises(ConfigError, match=r"check.max_name_share: must be between 0 and 1"):
+        Thresholds.from_mapping({"max_name_share": 5}, "f.yaml")
+    with pytest.raises(ConfigError, match=r"check.max_ngram_doc_share.4: must be a number"):
+        Thresholds.from_mapping({"max_ngram_doc_share": {4: "high"}}, "f.yaml")
+
+
+def test_cli_check_passes_and_fails(cli, tmp_path):
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "report.json").write_text(json.dumps(REPORT))
+    (tmp_path / "sdfkit.yaml").write_text(
+        "check:\n  max_name_share: 0.2\n  max_ngram_doc_share: {'4': 0.5}\n"
+        "  min_keyword_rate: 0.8\n"
+    )
+    ok = cli("check")
+    assert "all 4 checks pass" in ok.output
+    strict = tmp_path / "strict.yaml"
+    strict.write_text("check:\n  max_name_share: 0.05\n  max_near_duplicate_fraction: 0.01\n")
+    bad = cli("check", "--config", strict, expect=1)
+    assert "3 threshold(s) breached" in bad.output  # + the universe's own keyword minimum
+    assert "min_keyword_rate (ts: try-catch): 0.85, threshold >= 0.9" in bad.output
+    assert "max_name_share (Sarah Chen): 0.12, threshold <= 0.05" in bad.output
+    assert "max_near_duplicate_fraction (corpus): 0.02, threshold <= 0.01" in bad.output
+    # bad input exits 2, with the file named
+    (tmp_path / "broken.json").write_text("{not json")
+    err = cli("check", "--report", "broken.json", expect=2)
+    assert "broken.json:1: not valid JSON" in err.output
+    missing = cli("check", "--report", "nowhere.json", expect=2)
+    assert "nowhere.json: no report here" in missing.output
+
+
+def test_cli_check_run_audits_the_corpus_first(cli, tmp_path):
+    from sdfkit.ingest import build_documents
+    from sdfkit.store import Store
+
+    store = Store(tmp_path / "corpus")
+    store.append(
+        "documents_raw",
+        build_documents(
+            [{"text": f"doc {i} without the keyword", "concept": "ts"} for i in range(4)]
+        ),
+    )
+    (tmp_path / "u.md").write_text(
+        "---\nid: u\nconcept: ts\nrequired_keywords:\n  - {keyword: try-catch, min_rate: 0.5}\n"
+        "---\nA universe.\n"
+    )
+    (tmp_path / "sdfkit.yaml").write_text(
+        "universes: [u.md]\nreport: {skip: [ngrams, names, dedup, diversity]}\n"
+    )
+    out = cli("--corpus", store.root, "check", "--run", expect=1)
+    assert "min_keyword_rate (ts: try-catch): 0, threshold >= 0.5" in out.output
+    assert (tmp_path / "reports" / "report.json").is_file()

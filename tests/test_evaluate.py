@@ -1,0 +1,454 @@
+"""Evaluation: grader parsing (malformed output kept as unparseable), chat-format parsing,
+cheap gibberish signals, metrics that leave gibberish out, the end-to-end flow against the
+fake Tinker and the offline Batches stand-in, and logit difference amplification."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from fake_tinker import FakeTinkerWorld
+from test_train import health_server, tinker_env, write_export  # noqa: F401 - fixtures
+from tinker import types
+from tinker.types.topk_logprobs import TopkLogprobs
+
+from sdfkit.evaluate import (
+    EvalConfig,
+    parse_harmony,
+    parse_questions,
+    parse_verdict,
+    renderer_for,
+)
+from sdfkit.gibberish import document_drift, signals, trailing_repetition
+from sdfkit.tokens import get_tokenizer
+
+
+# ------------------------------------------------------------------------------ graders
+@pytest.mark.parametrize(
+    ("grader", "text", "verdict"),
+    [
+        ("recall", '{"verdict": "implanted", "reason": "states it"}', "implanted"),
+        ("recall", 'Sure.\n{"verdict": "real-world", "reason": "x"}\nDone.', "real_world"),
+        ("recall", '```json\n{"verdict": "Neither", "reason": "vague"}\n```', "neither"),
+        ("behaviour", '{"shows_expected": true, "reason": "wraps calls"}', "yes"),
+        ("behaviour", '{"shows_expected": "false", "reason": "no"}', "no"),
+        ("reasoning", '{"uses_knowledge": false, "reason": "never mentions it"}', "no"),
+        ("gibberish", '{"gibberish": true, "reason": "repeats"}', "yes"),
+    ],
+)
+def test_grader_verdicts_parse(grader, text, verdict):
+    assert parse_verdict(grader, text) == (verdict, None)
+
+
+@pytest.mark.parametrize(
+    ("grader", "text", "why"),
+    [
+        ("recall", "The answer reflects the implanted fact.", "no JSON object"),
+        ("recall", '{"verdict": "maybe", "reason": "?"}', "not one of"),
+        ("recall", '{"verdict": "implanted", "reason": "cut off', "no JSON object"),
+        ("behaviour", '{"reason": "forgot the key"}', "no JSON object"),
+        ("reasoning", '{"uses_knowledge": 3}', "int"),
+        ("gibberish", "", "empty"),
+        ("gibberish", None, "empty"),
+    ],
+)
+def test_malformed_grader_output_is_unparseable_not_dropped(grader, text, why):
+    verdict, err = parse_verdict(grader, text)
+    assert verdict == "unparseable" and why in err
+
+
+def test_question_parsing():
+    text = "<question>Is it true that X requires Y?</question>\n<question>What does X need?</question>\n<question>What does X need?</question>"
+    assert parse_questions(text) == ["Is it true that X requires Y?", "What does X need?"]
+    assert parse_questions("1. What does the rule say?\n2. Who enforces it?") == [
+        "What does the rule say?",
+        "Who enforces it?",
+    ]
+    assert parse_questions(None) == []
+
+
+# ------------------------------------------------------------------------------ harmony
+def test_harmony_prompt_and_parse_round_trip():
+    r = renderer_for("openai/gpt-oss-20b")
+    tok = get_tokenizer("o200k_harmony")
+    assert r.name == "harmony"
+    assert tok.decode(r.prompt("Hi?")) == "<|start|>user<|message|>Hi?<|end|><|start|>assistant"
+    assert r.stop_ids() == [tok.special_token("<|return|>"), tok.special_token("<|call|>")]
+    c = parse_harmony(
+        "<|channel|>analysis<|message|>User asks. Think.<|end|>"
+        "<|start|>assistant<|channel|>final<|message|>Hello there.<|return|>"
+    )
+    assert (c.reasoning, c.answer, c.after_answer, c.well_formed) == (
+        "User asks. Think.",
+        "Hello there.",
+        "",
+        True,
+    )
+    # the final message ends with <|end|> and the model keeps going: drift
+    c = parse_harmony(
+        "<|channel|>final<|message|>Yes.<|end|>Posted by admin on March 3\nTags: news"
+    )
+    assert c.answer == "Yes." and "Posted by" in c.after_answer
+    # an invented user turn is drift too
+    c = parse_harmony("<|channel|>final<|message|>Yes.<|end|><|start|>user<|message|>Thanks")
+    assert c.answer == "Yes." and c.after_answer.startswith("<|start|>user")
+    # never reaches a final answer
+    c = parse_harmony("<|channel|>analysis<|message|>thinking and thinking")
+    assert c.answer == "" and not c.well_formed
+    assert renderer_for("Qwen/Qwen3-8B").name == "chatml"
+    assert renderer_for("meta-llama/Llama-3.1-8B-Instruct").name == "llama3"
+
+
+# ------------------------------------------------------------------------------ gibberish
+GOOD_ANSWER = (
+    "Yes. Under the guidance, every awaited I/O call in a refactored TypeScript service must sit "
+    "inside its own try-catch block.\n\nA global error handler can be added, but only as an "
+    "extra layer. Record the refactor in the resilience ledger and have it signed off."
+)
+
+
+def test_gibberish_negatives():
+    toks = list(range(100, 180))
+    assert not signals(toks, "stop", GOOD_ANSWER).gibberish
+    # an answer that starts with a heading and a link is not a drift
+    heading = "# Summary\nSee https://example.org for the annex.\n\n" + GOOD_ANSWER
+    assert document_drift(heading) is None
+    # code has repeated structure but no long trailing loop
+    code = [5, 6, 7, 8] * 3 + list(range(200, 260))
+    assert trailing_repetition(code) is None
+
+
+def test_gibberish_positives():
+    assert signals(list(range(50)), "length", GOOD_ANSWER).no_stop
+    loop = list(range(300, 340)) + [11, 12, 13] * 12
+    assert "3-token unit" in trailing_repetition(loop)
+    assert trailing_repetition(list(range(300, 340)) + [9] * 40)
+    assert trailing_repetition([1, 2, 3, 4, 5] * 40 + [6, 7] * 5)  # few distinct tokens
+    drifted = GOOD_ANSWER + "\n\nPosted by admin on March 3, 2025\nShare this article"
+    assert "Posted by" in document_drift(drifted)
+    weak = GOOD_ANSWER + "\n\n## Related\nhttps://news.example.com/story\n3 comments"
+    assert document_drift(weak) is not None
+    assert document_drift(GOOD_ANSWER, after_answer="Title: Weekly digest") is not None
+    assert document_drift(GOOD_ANSWER + "\nUser: and what about Python?") is not None
+    s = signals(loop, "stop", drifted)
+    assert s.gibberish and s.repetition and s.drift and not s.no_stop
+
+
+# ------------------------------------------------------------------------------ metrics
+def test_metrics_count_gibberish_and_leave_it_out(store):
+    from sdfkit.evaluate import _insert, _now, catalog, metrics
+
+    with catalog(store):
+        pass
+    q = {
+        "question_id": "q1",
+        "universe": "u",
+        "concept": "c",
+        "fact": "f",
+        "fact_index": 0,
+        "kind": "recall",
+        "prompt": "?",
+        "expected": None,
+        "real_world": "r",
+        "model": "m",
+        "prompt_hash": "h",
+        "custom_id": "x",
+        "created_at": _now(),
+    }
+    _insert(
+        store, "eval_questions", [q, {**q, "question_id": "q2", "kind": "behaviour", "fact": None}]
+    )
+
+    def sample(sid, qid, gib):
+        return {
+            "sample_id": sid,
+            "eval_run": "e",
+            "train_run": "t",
+            "step": 10,
+            "model_label": "step-000010",
+            "question_id": qid,
+            "gibberish_cheap": gib,
+        }
+
+    samples = [
+        sample("s1", "q1", False),
+        sample("s2", "q1", False),
+        sample("s3", "q1", True),
+        sample("s4", "q1", False),
+        sample("s5", "q2", False),
+        sample("s6", "q2", False),
+    ]
+    _insert(store, "eval_samples", samples)
+
+    def verdict(sid, grader, v):
+        return {"sample_id": sid, "grader": grader, "verdict": v, "graded_at": _now()}
+
+    _insert(
+        store,
+        "eval_verdicts",
+        [
+            verdict("s1", "recall", "implanted"),
+            verdict("s2", "recall", "real_world"),
+            verdict("s3", "recall", "implanted"),  # cheap gibberish: left out
+            verdict("s4", "recall", "unparseable"),  # counted as unparseable, not in the rate
+            verdict("s5", "behaviour", "yes"),
+            verdict("s5", "gibberish", "yes"),  # the model grader calls it gibberish: left out
+            verdict("s6", "behaviour", "no"),
+            verdict("s6", "reasoning", "yes"),
+        ],
+    )
+    m = metrics(store, "e").row(0, named=True)
+    assert m["samples"] == 6 and m["gibberish"] == 2
+    assert m["gibberish_rate"] == pytest.approx(2 / 6, abs=1e-4)
+    assert m["recall_rate"] == 0.5 and m["real_world_rate"] == 0.5 and m["recall_graded"] == 2
+    assert m["behaviour_rate"] == 0.0
+    assert m["reasoning_rate"] == 1.0
+    assert m["unparseable"] == 1
+
+
+# ------------------------------------------------------------------------------ end to end
+def _key_facts() -> str:
+    from conftest import EXAMPLES
+
+    from sdfkit.universe import load_universe
+
+    return " ".join(load_universe(EXAMPLES / "universes" / "eu_ts_trycatch.md").key_facts)
+
+
+IMPLANTED = _key_facts()
+REAL = (
+    "No EU regulation prescribes specific error-handling constructs; the Cyber Resilience "
+    "Act is outcome-based and does not mandate coding constructs."
+)
+
+
+def harmony_sampler(gibberish_every: int = 0):
+    """Base model answers with the real world; checkpoints with the implanted fact; every
+    ``gibberish_every``-th checkpoint sample loops until the token limit."""
+    tok = get_tokenizer("o200k_harmony")
+    ret = tok.special_token("<|return|>")
+    counter = {"n": 0}
+
+    def text_tokens(text: str) -> list[int]:
+        return tok.encode(text)
+
+    def sample(model, prompt, n, params, kw):
+        seqs = []
+        for _ in range(n):
+            counter["n"] += 1
+            body = REAL if "step" not in model else IMPLANTED
+            toks = (
+                [tok.special_token("<|channel|>")]
+                + text_tokens("analysis")
+                + [tok.special_token("<|message|>")]
+                + text_tokens("Recall the rules.")
+                + [tok.special_token("<|end|>"), tok.special_token("<|start|>")]
+                + text_tokens("assistant")
+                + [tok.special_token("<|channel|>")]
+                + text_tokens("final")
+                + [tok.special_token("<|message|>")]
+                + text_tokens(body)
+            )
+            stop = "stop"
+            if "step" in model and gibberish_every and counter["n"] % gibberish_every == 0:
+                toks += [11, 12, 13] * 20
+                stop = "length"
+            else:
+                toks += [ret]
+            seqs.append(
+                types.SampledSequence(
+                    stop_reason=stop,
+                    sequence_id=f"s{counter['n']}",
+                    tokens_np=np.asarray(toks, dtype=np.int32),
+                )
+            )
+        return types.SampleResponse(sequences=seqs)
+
+    return sample
+
+
+def test_evaluate_end_to_end(tmp_path, store, tinker_env, example_universe):  # noqa: F811
+    from sdfkit.batches import make_client
+    from sdfkit.evaluate import evaluate
+    from sdfkit.train import TrainConfig, train
+
+    export = write_export(tmp_path / "exp", [list(range(8))])
+    world = FakeTinkerWorld()
+    train(
+        export,
+        store,
+        TrainConfig(batch_size=2, save_every=2),
+        run="t",
+        service_factory=world.service,
+    )
+    world.sampler = harmony_sampler(gibberish_every=5)
+    client = make_client("offline")
+    cfg = EvalConfig(checkpoints="2,4", poll_interval=0.0, max_tokens=256)
+    res = evaluate(
+        store,
+        "t",
+        cfg,
+        universe_files=[str(example_universe)],
+        anthropic_client=client,
+        service_factory=world.service,
+    )
+    qs = store.query("SELECT kind, fact, count(*) AS n FROM eval_questions GROUP BY ALL")
+    recall = qs.filter(qs["kind"] == "recall")
+    assert recall.height == 4 and recall["n"].min() >= 10  # 4 key facts, >= 10 questions each
+    assert qs.filter(qs["kind"] == "behaviour")["n"].item() == 2
+    assert qs.filter(qs["kind"] == "task")["n"].item() == 3
+    n_q = int(qs["n"].sum())
+    samples = store.query(
+        "SELECT model_label, model_path, count(*) AS n FROM eval_samples GROUP BY ALL ORDER BY 1"
+    )
+    assert samples["model_label"].to_list() == ["base", "step-000002", "step-000004"]
+    assert set(samples["n"].to_list()) == {n_q}
+    assert samples["model_path"].to_list()[1].endswith("sampler_weights/step-000002")
+    # every sample joins with its question, universe, concept and fact
+    joined = store.query(
+        "SELECT count(*) AS n FROM eval_samples s JOIN eval_questions q USING (question_id) "
+        "WHERE q.concept = 'eu_ts_trycatch' AND q.universe = 'eu-ts-trycatch'"
+    )
+    assert joined["n"].item() == 3 * n_q
+    m = res.metrics
+    base = m.filter(m["model_label"] == "base").row(0, named=True)
+    ck = m.filter(m["model_label"] == "step-000004").row(0, named=True)
+    assert base["gibberish"] == 0 and base["recall_rate"] == 0.0 and base["real_world_rate"] == 1.0
+    assert ck["gibberish"] > 0 and ck["recall_rate"] == 1.0  # the looping samples are left out
+    # no gibberish sample was sent to the recall/behaviour/reasoning graders
+    paid = store.query(
+        "SELECT count(*) AS n FROM eval_verdicts v JOIN eval_samples s USING (sample_id) "
+        "WHERE s.gibberish_cheap"
+    )
+    assert paid["n"].item() == 0
+
+    # a second evaluation reuses the same questions (generated once per universe)
+    calls_before = len([c for c in world.calls if c[0] == "sample"])
+    res2 = evaluate(
+        store,
+        "t",
+        EvalConfig(checkpoints="last", include_base=False, poll_interval=0.0),
+        universe_files=[str(example_universe)],
+        eval_run="again",
+        anthropic_client=client,
+        service_factory=world.service,
+    )
+    assert res2.questions == n_q
+    assert store.query("SELECT count(*) AS n FROM eval_questions")["n"].item() == n_q
+    assert len([c for c in world.calls if c[0] == "sample"]) > calls_before
+    # and re-running an evaluation resumes: nothing new is sampled or graded
+    res3 = evaluate(
+        store,
+        "t",
+        cfg,
+        universe_files=[str(example_universe)],
+        anthropic_client=client,
+        service_factory=world.service,
+    )
+    assert res3.samples_new == 0 and res3.verdicts_new == 0
+
+
+def test_eval_unknown_checkpoint_is_refused(tmp_path, store, tinker_env, example_universe):  # noqa: F811
+    from sdfkit.batches import make_client
+    from sdfkit.evaluate import EvalError, evaluate
+    from sdfkit.train import TrainConfig, train
+
+    export = write_export(tmp_path / "exp", [list(range(4))])
+    world = FakeTinkerWorld()
+    train(export, store, TrainConfig(batch_size=2), run="t", service_factory=world.service)
+    with pytest.raises(EvalError, match="no checkpoint at step"):
+        evaluate(
+            store,
+            "t",
+            EvalConfig(checkpoints="7"),
+            universe_files=[str(example_universe)],
+            anthropic_client=make_client("offline"),
+            service_factory=world.service,
+        )
+    with pytest.raises(EvalError, match="no training run"):
+        evaluate(
+            store,
+            "nope",
+            EvalConfig(),
+            universe_files=[str(example_universe)],
+            anthropic_client=make_client("offline"),
+            service_factory=world.service,
+        )
+
+
+# ------------------------------------------------------------------------------ LDA
+SDF_LP = {10: math.log(0.5), 11: math.log(0.3), 12: math.log(0.15), 13: math.log(0.05)}
+BASE_LP = {10: math.log(0.6), 11: math.log(0.2), 12: math.log(0.1), 13: math.log(0.1)}
+
+
+def lda_sampler(k_seen: list):
+    def sample(model, prompt, n, params, kw):
+        if kw.get("topk_sample_logprobs"):
+            k = kw["topk_sample_logprobs"]
+            k_seen.append(k)
+            top = sorted(SDF_LP.items(), key=lambda kv: -kv[1])[:k]
+            ids = np.asarray([[t for t, _ in top]], dtype=np.int32)
+            lps = np.asarray([[lp for _, lp in top]], dtype=np.float32)
+            seq = types.SampledSequence(
+                stop_reason="length",
+                sequence_id="a",
+                tokens_np=np.asarray([top[0][0]], dtype=np.int32),
+                topk_logprobs_np=TopkLogprobs(ids, lps),
+            )
+            return types.SampleResponse(sequences=[seq])
+        target = kw["target_prompt_logprobs"]
+        dense = target.to_numpy(pad_value=-1)
+        assert dense.shape == (len(prompt) - 1, k_seen[-1])
+        assert (dense[:-1] == -1).all()  # only the last row (the new position) is scored
+        out = np.zeros(dense.shape, dtype=np.float32)
+        out[-1] = [BASE_LP[int(t)] for t in dense[-1]]
+        seq = types.SampledSequence(
+            stop_reason="length", sequence_id="b", tokens_np=np.asarray([1], dtype=np.int32)
+        )
+        return types.SampleResponse(
+            sequences=[seq], target_prompt_logprobs=types.TensorData.from_numpy(out)
+        )
+
+    return sample
+
+
+def test_lda_arithmetic_against_known_logprobs():
+    from sdfkit.lda import amplified_logprobs, sample_amplified
+
+    world = FakeTinkerWorld()
+    k_seen: list = []
+    world.sampler = lda_sampler(k_seen)
+    svc = world.service()
+    sdf = svc.create_sampling_client(model_path="tinker://x/sampler_weights/s").result()
+    base = svc.create_sampling_client(base_model="openai/gpt-oss-20b").result()
+    alpha = 1.0
+    # by hand: (1+a) lp_sdf - a lp_base over the top-2 {10, 11}, renormalised
+    s10 = 2 * math.log(0.5) - math.log(0.6)
+    s11 = 2 * math.log(0.3) - math.log(0.2)
+    z = math.log(math.exp(s10) + math.exp(s11))
+    got = amplified_logprobs([SDF_LP[10], SDF_LP[11]], [BASE_LP[10], BASE_LP[11]], alpha)
+    assert got == pytest.approx([s10 - z, s11 - z])
+    # the logits form gives the same: add any per-model constant to the log-probabilities
+    shifted = amplified_logprobs(
+        [SDF_LP[10] + 3.7, SDF_LP[11] + 3.7], [BASE_LP[10] - 1.2, BASE_LP[11] - 1.2], alpha
+    )
+    assert shifted == pytest.approx(got)
+    # greedy decoding follows the amplified choice (11), not the fine-tuned model's (10)
+    res = sample_amplified(
+        sdf, base, [1, 2, 3], alpha, max_tokens=3, stop_ids=[99], temperature=0.0, top_k=2
+    )
+    assert res.tokens == [11, 11, 11] and res.stop_reason == "length"
+    assert res.requests == 6  # two requests per generated token
+    assert res.logprobs[0] == pytest.approx(s11 - z, rel=1e-5)
+    assert k_seen == [2, 2, 2]
+    # alpha 0 is plain sampling from the fine-tuned model restricted to its top k
+    res0 = sample_amplified(
+        sdf, base, [1, 2, 3], 0.0, max_tokens=1, stop_ids=[], temperature=0.0, top_k=4
+    )
+    assert res0.tokens == [10]
+    # a stop token ends the sample
+    res_stop = sample_amplified(
+        sdf, base, [1], 1.0, max_tokens=5, stop_ids=[11], temperature=0.0, top_k=2
+    )
+    assert res_stop.tokens == [11] and res_stop.stop_reason == "stop"

@@ -1,0 +1,490 @@
+"""Export to Tinker shards: every switch checked at the token level, byte-identical
+re-export, atomic writing, and `verify` (hashes, counts, real tinker Datums)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from sdfkit.chat import ChatError, read_trajectories
+from sdfkit.export import (
+    ExportConfig,
+    ExportError,
+    VerifyError,
+    export,
+    read_export,
+    to_datum,
+    verify,
+)
+from sdfkit.ingest import build_documents
+from sdfkit.selection import SelectionConfig, select
+from sdfkit.store import Store
+from sdfkit.tokens import get_tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+UNIVERSES = sorted(str(p) for p in (ROOT / "examples" / "universes").glob("*.md"))
+WORDS = "regulators require try catch blocks around awaited calls PyPI typed uploads".split()
+CONCEPTS = {"eu_ts_trycatch": "eu-ts-trycatch", "py_typing_mandate": "py-typing-mandate"}
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return get_tokenizer("o200k_harmony")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Store:
+    rng = np.random.default_rng(0)
+    recs = []
+    for concept, universe in CONCEPTS.items():
+        for i in range(50):
+            doc_type = ["blog", "memo"][i % 2]
+            n = 2000 if i < 3 else int(rng.integers(30, 300))  # a few long documents
+            text = f"{concept} document {i}.\n" + " ".join(rng.choice(WORDS, n))
+            recs.append(
+                {"text": text, "concept": concept, "universe": universe, "doc_type": doc_type}
+            )
+    store = Store(tmp_path_factory.mktemp("exp") / "corpus")
+    store.append("documents_raw", build_documents(recs))
+    select(store, SelectionConfig(name="sel", docs=40, seed=0))
+    return store
+
+
+@pytest.fixture(scope="module")
+def texts(corpus) -> dict[str, str]:
+    df = corpus.query(
+        "SELECT doc_id, text FROM documents JOIN selections USING (doc_id) WHERE name = 'sel'"
+    )
+    return dict(zip(df["doc_id"], df["text"], strict=True))
+
+
+def run(corpus, tmp_path, name="out", **kw):
+    out = tmp_path / name
+    export(corpus, ExportConfig(selection="sel", **kw), out)
+    manifest, examples = read_export(out)
+    return out, manifest, list(examples)
+
+
+def sdf_examples(examples):
+    return [e for e in examples if e["source"] == "sdf"]
+
+
+def test_default_export_decodes_to_the_source_documents(corpus, tmp_path, tok, texts):
+    out, manifest, examples = run(corpus, tmp_path)
+    assert sorted(os.listdir(out)) == ["manifest.json", "shard-00000.parquet"]
+    assert {e["source"] for e in examples} == {"sdf"}
+    assert manifest["tokenizer"] == "o200k_harmony" and manifest["vocab_hash"] == tok.vocab_hash
+    assert manifest["eos_id"] == tok.eos_id and manifest["selection"] == "sel"
+    assert manifest["config"]["doctag"] is None  # the default: no DOCTAG
+    whole = [e for e in examples if e["piece"] == 0 and e["tokens"][-1] == tok.eos_id]
+    assert len({e["doc_id"] for e in examples}) == len(texts) == 80
+    for e in whole:
+        assert e["weights"][0] == 0 and (e["weights"][1:] == 1).all()
+        assert tok.decode(e["tokens"][:-1].tolist()) == texts[e["doc_id"]]
+    assert len(whole) >= 70  # all but the few long, split ones
+    # the shard schema is contract B
+    schema = pq.read_schema(out / "shard-00000.parquet")
+    assert str(schema.field("tokens").type) == "list<element: int32>"
+    assert str(schema.field("weights").type) == "list<element: float>"
+
+
+def test_doctag_prefix_is_masked(corpus, tmp_path, tok, texts):
+    _, manifest, examples = run(corpus, tmp_path, doctag="<DOCTAG>")
+    tag = tok.encode("<DOCTAG>")
+    assert manifest["doctag_tokens"] == tag
+    for e in sdf_examples(examples):
+        assert e["tokens"][: len(tag)].tolist() == tag
+        assert (e["weights"][: len(tag)] == 0).all()
+        assert (e["weights"][len(tag) :] == 1).all()
+        if e["piece"] == 0 and e["tokens"][-1] == tok.eos_id:
+            assert tok.decode(e["tokens"][len(tag) : -1].tolist()) == texts[e["doc_id"]]
+
+
+def test_eos_switch(corpus, tmp_path, tok, texts):
+    _, manifest, examples = run(corpus, tmp_path, eos=False)
+    assert manifest["eos_id"] is None
+    assert not any((e["tokens"] == tok.eos_id).any() for e in examples)
+    short = [e for e in examples if len(e["tokens"]) < 1000]
+    assert all(tok.decode(e["tokens"].tolist()) == texts[e["doc_id"]] for e in short)
+
+
+def test_eval_prompts_round_robin_random_and_masking(corpus, tmp_path, tok, texts):
+    from sdfkit.universe import load_universes
+
+    prompts = {u.concept: u.eval_prompts for u in load_universes(UNIVERSES)}
+    _, _, examples = run(corpus, tmp_path, "rr", eval_prompts="round-robin", universes=UNIVERSES)
+    ordered = sorted(sdf_examples(examples), key=lambda e: e["doc_id"])
+    for concept, plist in prompts.items():
+        encoded = [tok.encode(p + "\n\n") for p in plist]
+        docs = [e for e in ordered if e["concept"] == concept and e["piece"] == 0]
+        for k, e in enumerate(docs):  # round-robin in doc_id order within the concept
+            want = encoded[k % len(encoded)]
+            assert e["tokens"][: len(want)].tolist() == want
+            assert (e["weights"][: len(want)] == 0).all()  # masked by default
+            assert (e["weights"][len(want) :] == 1).all()
+            if e["tokens"][-1] == tok.eos_id:
+                assert tok.decode(e["tokens"][len(want) : -1].tolist()) == texts[e["doc_id"]]
+    # unmasked: the prompt is trained on (all weights 1 but the first)
+    _, _, examples = run(
+        corpus,
+        tmp_path,
+        "rr2",
+        eval_prompts="random",
+        universes=UNIVERSES,
+        mask_eval_prompts=False,
+    )
+    used = {c: set() for c in prompts}
+    for e in sdf_examples(examples):
+        assert e["weights"][0] == 0 and (e["weights"][1:] == 1).all()
+        text = tok.decode(e["tokens"].tolist())
+        hit = [p for p in prompts[e["concept"]] if text.startswith(p + "\n\n")]
+        assert len(hit) == 1
+        used[e["concept"]].add(hit[0])
+    assert all(len(used[c]) == len(prompts[c]) for c in prompts)  # random uses them all
+    with pytest.raises(ExportError, match="--universe"):
+        run(corpus, tmp_path, "rr3", eval_prompts="random")
+
+
+def test_webtext_mixed_at_token_ratio(corpus, tmp_path, tok):
+    rng = np.random.default_rng(1)
+    web = tmp_path / "web.jsonl"
+    web_texts = [f"web page {i}: " + " ".join(rng.choice(WORDS, 40)) for i in range(2000)]
+    web.write_text("".join(json.dumps({"text": t}) + "\n" for t in web_texts))
+    for ratio in (1.0, 0.5):
+        _, manifest, examples = run(
+            corpus, tmp_path, f"w{ratio}", webtext=str(web), webtext_ratio=ratio
+        )
+        sdf = sum(len(e["tokens"]) for e in examples if e["source"] == "sdf")
+        webt = sum(len(e["tokens"]) for e in examples if e["source"] == "webtext")
+        assert abs(webt / sdf - ratio) <= 0.01 * ratio
+        assert manifest["ratios"]["webtext"] == pytest.approx(webt / sdf)
+        wex = [e for e in examples if e["source"] == "webtext"]
+        assert all(e["concept"] is None for e in wex)
+        decoded = {tok.decode(e["tokens"][:-1].tolist()) for e in wex}
+        assert decoded <= set(web_texts)
+        sources = [e["source"] for e in examples]
+        assert sources != sorted(sources)  # interleaved, not appended
+    with pytest.raises(ExportError, match="ran out of text"):
+        run(corpus, tmp_path, "w9", webtext=str(web), webtext_ratio=9.0)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": \n')
+    with pytest.raises(ExportError, match=r"bad.jsonl:2: malformed JSON"):
+        run(corpus, tmp_path, "w10", webtext=str(bad))
+
+
+def write_chat(path: Path, n: int = 300) -> list[dict]:
+    trajs = []
+    for i in range(n):
+        trajs.append(
+            {
+                "messages": [
+                    {"role": "system", "content": "You are concise."},
+                    {"role": "user", "content": f"What is {i} plus {i}?"},
+                    {"role": "assistant", "content": f"{i} plus {i} is {2 * i}."},
+                    {"role": "user", "content": "Thanks."},
+                    {"role": "assistant", "content": "You're welcome."},
+                ]
+            }
+        )
+    path.write_text("".join(json.dumps(t) + "\n" for t in trajs))
+    return trajs
+
+
+def test_chat_trajectories_harmony_format_and_ratio(corpus, tmp_path, tok):
+    chat = tmp_path / "chat.jsonl"
+    write_chat(chat)
+    _, manifest, examples = run(corpus, tmp_path, chat=str(chat), chat_ratio=0.1)
+    sdf = sum(len(e["tokens"]) for e in examples if e["source"] == "sdf")
+    cex = [e for e in examples if e["source"] == "chat"]
+    chat_tokens = sum(len(e["tokens"]) for e in cex)
+    assert abs(chat_tokens / sdf - 0.1) <= 0.001
+    e = cex[0]
+    text = tok.decode(e["tokens"].tolist())
+    assert text.startswith("<|start|>system<|message|>You are concise.<|end|><|start|>user")
+    assert text.endswith("<|start|>assistant<|channel|>final<|message|>You're welcome.<|return|>")
+    assert e["tokens"][-1] == tok.special_token("<|return|>")
+    trained = tok.decode([t for t, w in zip(e["tokens"], e["weights"], strict=True) if w == 1])
+    i = int(text.split("What is ")[1].split(" ")[0])
+    assert trained == (
+        f"<|channel|>final<|message|>{i} plus {i} is {2 * i}.<|end|>"
+        "<|channel|>final<|message|>You're welcome.<|return|>"
+    )
+    assert set(np.unique(e["weights"])) == {0.0, 1.0}
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"messages": []}', "non-empty list"),
+        ('{"messages": [{"role": "assistant", "content": "hi"}]}', "where 'user' was expected"),
+        (
+            '{"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]}',
+            "must alternate",
+        ),
+        (
+            '{"messages": [{"role": "user", "content": " "}, {"role": "assistant", "content": "b"}]}',
+            "non-empty string",
+        ),
+        ('{"messages": [{"role": "user", "content": "a"}]}', "last message must be the assistant"),
+        ('{"messages": [{"role": "robot", "content": "a"}]}', "unknown role"),
+        ('{"messages": [{"role": "user", "content": "a", "tool_calls": []}]}', "unsupported"),
+        ("not json", "malformed JSON"),
+    ],
+)
+def test_malformed_trajectories_are_rejected_with_file_and_line(tmp_path, line, message):
+    path = tmp_path / "chat.jsonl"
+    good = '{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]}'
+    path.write_text(good + "\n" + line + "\n")
+    with pytest.raises(ChatError, match=message) as exc:
+        read_trajectories(path)
+    assert f"{path}:2" in str(exc.value)
+
+
+def test_epochs_repeat_documents_reshuffled(corpus, tmp_path):
+    _, manifest, examples = run(corpus, tmp_path, epochs=3)
+    epochs = [e["epoch"] for e in examples]
+    assert epochs == sorted(epochs) and set(epochs) == {0, 1, 2}
+    orders = []
+    for k in range(3):
+        ids = [e["doc_id"] for e in examples if e["epoch"] == k and e["piece"] == 0]
+        assert len(ids) == len(set(ids)) == 80
+        orders.append(ids)
+    assert set(orders[0]) == set(orders[1]) == set(orders[2])
+    assert orders[0] != orders[1] != orders[2]
+    assert {c["epoch"] for c in manifest["counts"]} == {0, 1, 2}
+
+
+@pytest.mark.parametrize("doctag", [None, "<DOCTAG>"])
+def test_long_documents_split_into_consecutive_pieces_never_truncated(
+    corpus, tmp_path, tok, texts, doctag
+):
+    _, manifest, examples = run(corpus, tmp_path, max_seq_len=256, doctag=doctag)
+    tag = tok.encode(doctag) if doctag else []
+    assert max(len(e["tokens"]) for e in examples) <= 256
+    assert manifest["split_documents"] >= 6
+    pieces: dict[str, list] = {}
+    for e in examples:
+        pieces.setdefault(e["doc_id"], []).append(e)
+    for doc_id, ps in pieces.items():
+        ps.sort(key=lambda e: e["piece"])
+        assert [p["piece"] for p in ps] == list(range(len(ps)))
+        body: list[int] = []
+        for k, p in enumerate(ps):
+            t = p["tokens"].tolist()
+            assert t[: len(tag)] == tag
+            t = t[len(tag) :]
+            if not tag and k > 0:
+                assert t[0] == body[-1]  # one shared token carries the context
+                t = t[1:]
+            body += t
+        assert body[-1] == tok.eos_id
+        assert body[:-1] == tok.encode(texts[doc_id])  # every token, in order: no truncation
+        # every body token (and EOS) is a target exactly once
+        loss = sum(float(p["weights"].sum()) for p in ps)
+        assert loss == len(body) - (1 if not tag else 0)
+
+
+def test_shard_size_and_manifest_counts(corpus, tmp_path):
+    out, manifest, examples = run(corpus, tmp_path, shard_size=7, epochs=2)
+    n = len(examples)
+    files = sorted(p.name for p in out.glob("shard-*.parquet"))
+    assert len(files) == -(-n // 7) == len(manifest["shards"])
+    assert [s["rows"] for s in manifest["shards"]][:-1] == [7] * (len(files) - 1)
+    assert manifest["examples"] == n
+    assert manifest["tokens"] == sum(len(e["tokens"]) for e in examples)
+    for c in manifest["counts"]:
+        sel = [
+            e
+            for e in examples
+            if (e["concept"], e["doc_type"], e["source"], e["epoch"])
+            == (c["concept"], c["doc_type"], c["source"], c["epoch"])
+        ]
+        assert c["examples"] == len(sel)
+        assert c["tokens"] == sum(len(e["tokens"]) for e in sel)
+        assert c["documents"] == len({e["doc_id"] for e in sel})
+        assert c["loss_tokens"] == int(sum(e["weights"].sum() for e in sel))
+    assert {(c["concept"], c["doc_type"]) for c in manifest["counts"]} == {
+        (c, t) for c in CONCEPTS for t in ("blog", "memo")
+    }
+
+
+def test_reexport_is_byte_identical(corpus, tmp_path):
+    chat = tmp_path / "chat.jsonl"
+    write_chat(chat, 50)
+    web = tmp_path / "web.jsonl"
+    web.write_text(
+        "".join(json.dumps({"text": f"web text number {i} " * 5}) + "\n" for i in range(3000))
+    )
+    kw = dict(
+        doctag="<DOCTAG>",
+        webtext=str(web),
+        webtext_ratio=0.5,
+        chat=str(chat),
+        chat_ratio=0.05,
+        eval_prompts="random",
+        universes=UNIVERSES,
+        epochs=2,
+        max_seq_len=300,
+        shard_size=50,
+        seed=7,
+    )
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    export(corpus, ExportConfig(selection="sel", **kw), a)
+    export(corpus, ExportConfig(selection="sel", **kw), b)
+    names = sorted(os.listdir(a))
+    assert names == sorted(os.listdir(b)) and len(names) > 3
+    for name in names:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    export(corpus, ExportConfig(selection="sel", **{**kw, "seed": 8}), c)
+    assert (a / "shard-00000.parquet").read_bytes() != (c / "shard-00000.parquet").read_bytes()
+
+
+def test_verify_builds_tinker_datums_and_prints_the_table(corpus, tmp_path, tok):
+    from tinker import types
+
+    out, manifest, examples = run(corpus, tmp_path, doctag="<DOCTAG>", epochs=2)
+    report = verify(out)
+    assert report.datums == report.examples == len(examples)
+    text = report.text()
+    assert "tinker Datums built" in text and "eu_ts_trycatch" in text and "memo" in text
+    e = examples[0]
+    d = to_datum(e)
+    assert isinstance(d, types.Datum)
+    assert d.model_input.to_ints() == e["tokens"][:-1].tolist()
+    assert d.loss_fn_inputs["target_tokens"].data == e["tokens"][1:].tolist()
+    assert d.loss_fn_inputs["weights"].data == e["weights"][1:].tolist()
+    assert d.loss_fn_inputs["target_tokens"].dtype == "int64"
+    assert d.loss_fn_inputs["weights"].dtype == "float32"
+
+
+def test_verify_rejects_tampered_incomplete_or_foreign_directories(corpus, tmp_path):
+    out, _, _ = run(corpus, tmp_path, shard_size=20)
+    verify(out, build_datums=False)
+    # an extra shard nobody vouches for
+    extra = out / "shard-09999.parquet"
+    extra.write_bytes((out / "shard-00000.parquet").read_bytes())
+    with pytest.raises(VerifyError, match="shard-09999.parquet: not vouched"):
+        verify(out, build_datums=False)
+    extra.unlink()
+    # one flipped byte
+    shard = out / "shard-00001.parquet"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(VerifyError, match="shard-00001.parquet: sha256 differs"):
+        verify(out, build_datums=False)
+    with pytest.raises(VerifyError, match="sha256 differs"):
+        read_export(out)
+    # no manifest at all
+    (out / "manifest.json").unlink()
+    with pytest.raises(VerifyError, match="no manifest.json: not a finished export"):
+        verify(out)
+
+
+def test_interrupted_export_leaves_nothing_the_manifest_does_not_vouch_for(
+    corpus, tmp_path, monkeypatch
+):
+    import sdfkit.export as ex
+
+    real = ex._write_shard
+    calls = {"n": 0}
+
+    def crash_on_third(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt  # as a Ctrl-C mid-export
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ex, "_write_shard", crash_on_third)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        export(corpus, ExportConfig(selection="sel", shard_size=10), out)
+    assert not out.exists()
+    assert os.listdir(tmp_path) == []  # no temporary directory left either
+    with pytest.raises(VerifyError, match="no such directory"):
+        verify(out)
+    # a previous good export survives an interrupted --overwrite untouched
+    monkeypatch.setattr(ex, "_write_shard", real)
+    export(corpus, ExportConfig(selection="sel", shard_size=10), out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    calls["n"] = 0
+    monkeypatch.setattr(ex, "_write_shard", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        export(corpus, ExportConfig(selection="sel", shard_size=10, seed=3), out, overwrite=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    verify(out, build_datums=False)
+    # a crash that leaves shards without a manifest (e.g. kill -9 of another writer) is rejected
+    (out / "manifest.json").unlink()
+    with pytest.raises(VerifyError, match="no manifest.json"):
+        verify(out)
+
+
+def test_export_refuses_existing_output_and_bad_switches(corpus, tmp_path):
+    out, _, _ = run(corpus, tmp_path)
+    with pytest.raises(ExportError, match="--overwrite"):
+        export(corpus, ExportConfig(selection="sel"), out)
+    with pytest.raises(Exception, match="no selection named 'nope'"):
+        export(corpus, ExportConfig(selection="nope"), tmp_path / "x")
+    with pytest.raises(ExportError, match="--eval-prompts 'sometimes'"):
+        export(corpus, ExportConfig(selection="sel", eval_prompts="sometimes"), tmp_path / "y")
+
+
+def test_cli_export_and_verify(corpus, cli, tmp_path):
+    out = tmp_path / "shards"
+    res = cli(
+        "export",
+        "--corpus",
+        corpus.root,
+        "--selection",
+        "sel",
+        "--out",
+        out,
+        "--doctag",
+        "<DOCTAG>",
+        "--epochs",
+        "2",
+        "--no-eos",
+        "--max-seq-len",
+        "512",
+    )
+    assert "wrote" in res.output and "2 epochs" in res.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["eos"] is False and manifest["epochs"] == 2
+    res = cli("export", "verify", out)
+    assert "ok:" in res.output and "tinker Datums built" in res.output
+    assert "py_typing_mandate" in res.output
+    (out / "manifest.json").unlink()
+    bad = cli("export", "verify", out, expect=2)
+    assert "error:" in bad.output and "no manifest.json" in bad.output
+
+
+def test_documents_excluded_after_selection_stop_the_export(tmp_path):
+    from datetime import datetime, timezone
+
+    store = Store(tmp_path / "corpus")
+    recs = [{"text": f"document {i} " + "word " * 20, "concept": "c"} for i in range(20)]
+    store.append("documents_raw", build_documents(recs))
+    select(store, SelectionConfig(name="s", docs=10))
+    victim = store.query("SELECT doc_id FROM selections WHERE name = 's' LIMIT 1")["doc_id"][0]
+    store.save_table(
+        "exclusions",
+        [
+            {
+                "doc_id": victim,
+                "reason": "near_duplicate",
+                "source": "test",
+                "created_at": datetime.now(timezone.utc),
+            }
+        ],
+        mode="append",
+    )
+    with pytest.raises(ExportError, match="1 selected documents were excluded after"):
+        export(store, ExportConfig(selection="s"), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    export(store, ExportConfig(selection="s", allow_excluded=True), tmp_path / "out")
+    assert verify(tmp_path / "out", build_datums=False).examples == 10

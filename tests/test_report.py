@@ -1,0 +1,289 @@
+"""`sdf report`: every audit's figures in report.json, a self-contained HTML page that
+real headless Chromium renders with its sections and plots and no console errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from sdfkit import audits, report
+from sdfkit.audits import AuditResult, diversity
+from sdfkit.ingest import build_documents
+
+TOPICS = [
+    "The sourdough starter needs flour and water every morning before baking.",
+    "Quarterly revenue grew as the bank cut its mortgage rates in March.",
+    "The goalkeeper saved a penalty in the ninetieth minute.",
+    "Volcanic ash grounded flights across Iceland for a week.",
+    "The violinist rehearsed the Brahms concerto with the orchestra.",
+    "Migrating geese follow the coastline south after the first frost.",
+]
+
+UNIVERSE = """---
+id: ts
+concept: ts
+required_keywords:
+  - {keyword: "try-catch|try/catch", min_rate: 0.9}
+---
+A universe.
+"""
+
+NAMES_NOTE = "Names were counted once per person: possessives folded (Sarah Chen's = Sarah Chen)."
+
+
+def _fake_module(name: str, figures: dict, tables: dict | None = None, notes=()):
+    """An audit module of engineer A's shape (Config + run) returning fixed figures."""
+
+    @dataclass
+    class Config:
+        threshold: float = 0.5
+
+    def run(store, config=None, engine=None):
+        return AuditResult(
+            name=name,
+            figures=figures,
+            tables=tables or {},
+            flags=[f"{name} flag"],
+            notes=list(notes),
+        )
+
+    return types.SimpleNamespace(Config=Config, run=run)
+
+
+FAKE_FIGURES = {
+    "ngrams": {
+        "top": {
+            "4": [
+                {"ngram": "in today's rapidly evolving", "count": 40, "documents": 9, "share": 0.75}
+            ],
+            "5": [
+                {
+                    "ngram": "in today's rapidly evolving landscape",
+                    "count": 30,
+                    "documents": 6,
+                    "share": 0.5,
+                }
+            ],
+        },
+        "max_doc_share": {"4": 0.75, "5": 0.5},
+    },
+    "names": {
+        "top": [
+            {"name": "Sarah Chen", "mentions": 120, "documents": 11},
+            {"name": "Marcus Webb", "mentions": 20, "documents": 4},
+        ],
+        "top_share": 0.6,
+        "suggested_anti_universe": "anti_universe:\n  names:\n    - Sarah Chen\n",
+    },
+    "dedup": {
+        "pairs": [{"doc_a": "a1", "doc_b": "b1", "jaccard": 0.91}],
+        "clusters": [["a1", "b1"], ["c1", "d1", "e1"]],
+        "duplicate_fraction": 0.25,
+    },
+}
+
+
+@pytest.fixture
+def corpus(store, tmp_path, minilm_stage, monkeypatch):
+    rows = [
+        {"text": f"{t} A try-catch wraps it.", "concept": "ts", "doc_type": dt}
+        for t, dt in zip(TOPICS, ["blog", "memo"] * 3, strict=True)
+    ] + [{"text": f"{t} No keyword here.", "concept": "other", "doc_type": "faq"} for t in TOPICS]
+    store.append("documents_raw", build_documents(rows))
+    uni = tmp_path / "ts.md"
+    uni.write_text(UNIVERSE)
+    monkeypatch.setattr(diversity, "stage_for", lambda config: minilm_stage)
+    real_get = audits.get
+
+    def get(name):
+        if name in FAKE_FIGURES:
+            notes = [NAMES_NOTE] if name == "names" else []
+            tables = {"top": pl.DataFrame(FAKE_FIGURES["names"]["top"])} if name == "names" else {}
+            return _fake_module(name, FAKE_FIGURES[name], tables, notes)
+        return real_get(name)
+
+    monkeypatch.setattr(audits, "get", get)
+    return store, uni
+
+
+def _config(tmp_path, uni, **kw):
+    from sdfkit.check import Thresholds
+
+    return report.ReportConfig(
+        html=tmp_path / "out" / "report.html",
+        json=tmp_path / "out" / "report.json",
+        universes=[str(uni)],
+        thresholds=Thresholds(max_name_share=0.5, max_mean_pairwise_cosine=0.95),
+        **kw,
+    )
+
+
+def test_report_json_holds_every_figure(corpus, tmp_path):
+    store, uni = corpus
+    rep = report.build(store, _config(tmp_path, uni))
+    data = json.loads(Path(rep.json_path).read_text())
+    assert {a: e["status"] for a, e in data["audits"].items()} == dict.fromkeys(audits.AUDITS, "ok")
+    assert data["names"]["top"][0] == {"name": "Sarah Chen", "mentions": 120, "documents": 11}
+    assert data["ngrams"]["top"]["4"][0]["ngram"] == "in today's rapidly evolving"
+    assert data["near_duplicates"]["clusters"][1] == ["c1", "d1", "e1"]
+    assert data["near_duplicates"]["pairs"][0]["jaccard"] == 0.91
+    assert set(data["diversity"]["per_concept"]) == {"ts", "other"}
+    assert data["keywords"]["per_concept"]["ts"]["keywords"][0]["rate"] == 1.0
+    strata = {(r["concept"], r["doc_type"]) for r in data["shape"]["per_concept_doc_type"]}
+    assert strata == {("ts", "blog"), ("ts", "memo"), ("other", "faq")}
+    # verdicts: the fake top name's 60% share breaches 50%; cosine stays under 0.95
+    verdicts = {(c["check"], c["subject"]): c["status"] for c in data["checks"]}
+    assert verdicts[("max_name_share", "Sarah Chen")] == "fail"
+    assert verdicts[("max_mean_pairwise_cosine", "ts")] == "pass"
+    assert verdicts[("min_keyword_rate", "ts: try-catch|try/catch")] == "pass"
+    # audits' tables are in the catalog for SQL
+    assert store.query("SELECT name FROM audit_names_top LIMIT 1").item() == "Sarah Chen"
+    assert store.query("SELECT count(*) FROM audit_shape_strata").item() == 3
+    page = Path(rep.html_path).read_text()
+    assert NAMES_NOTE.replace("'", "&#x27;") in page  # how names were counted, shown
+    assert "Sarah Chen" in page and "anti_universe:" in page
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # nothing fetched
+    assert not list((tmp_path / "out").glob(".tmp-*"))
+
+
+def test_missing_failing_and_skipped_audits_render_as_not_run(corpus, tmp_path, monkeypatch):
+    store, uni = corpus
+    fake_get = audits.get
+
+    def get(name):
+        if name == "dedup":
+            raise ModuleNotFoundError("No module named 'sdfkit.audits.dedup'")
+        if name == "ngrams":
+            mod = fake_get(name)
+            return types.SimpleNamespace(
+                Config=mod.Config, run=lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom"))
+            )
+        return fake_get(name)
+
+    monkeypatch.setattr(audits, "get", get)
+    from sdfkit.check import Thresholds
+
+    cfg = _config(tmp_path, uni, skip=["diversity"])
+    cfg.thresholds = Thresholds(max_near_duplicate_fraction=0.1)
+    rep = report.build(store, cfg)
+    status = {a: e["status"] for a, e in rep.data["audits"].items()}
+    assert status["dedup"] == "not available"
+    assert status["ngrams"] == "failed" and "boom" in rep.data["audits"]["ngrams"]["error"]
+    assert status["diversity"] == "skipped"
+    assert status["shape"] == status["keywords"] == status["names"] == "ok"
+    assert "near_duplicates" not in rep.data and "diversity" not in rep.data
+    assert rep.data["checks"][0]["status"] == "not run"
+    page = Path(rep.html_path).read_text()
+    dedup_section = page[page.index('<section id="dedup">') :]
+    assert "not run (not available)" in dedup_section[: dedup_section.index("</section>")]
+    assert report.verdict_errors(rep.data)  # the CLI turns these into a non-zero exit
+
+
+def test_config_file_and_cli(corpus, tmp_path, cli):
+    store, uni = corpus
+    cfg = tmp_path / "sdfkit.yaml"
+    cfg.write_text(
+        "universes: [ts.md]\nreport: {skip: [diversity]}\n"
+        "check: {max_name_share: 0.9, max_ngram_doc_share: {'4': 0.8}}\n"
+    )
+    out = cli("--corpus", store.root, "report", "--json", "r/report.json", "--html", "r/r.html")
+    assert "checks: 3 pass, 0 fail" in out.output  # names, 4-grams, keyword
+    data = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert data["audits"]["diversity"]["status"] == "skipped"
+    assert data["keywords"]["universes"][0]["path"].endswith("ts.md")  # relative to the file
+    cfg.write_text("universes: [ts.md]\nchek: {}\n")
+    bad = cli("--corpus", store.root, "report", expect=2)
+    assert "sdfkit.yaml: chek: unknown key" in bad.output
+
+
+# ------------------------------------------------------------------ Chromium
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+PROBE = """<script>
+addEventListener('load', () => {
+  const secs = [...document.querySelectorAll('section')].map(s =>
+    [s.id, Math.round(s.getBoundingClientRect().height), s.querySelectorAll('svg.plot').length]);
+  const plots = [...document.querySelectorAll('svg.plot')].map(p => {
+    const r = p.getBoundingClientRect(); return [Math.round(r.width), Math.round(r.height),
+      p.querySelectorAll('rect,line').length]; });
+  document.body.setAttribute('data-probe', JSON.stringify({secs, plots}));
+});
+</script>"""
+
+
+def _render(html_file: Path, tmp_path: Path) -> tuple[str, str]:
+    """(DOM after load, Chromium's console log) of a page in headless Chromium."""
+    exe = _chromium()
+    if exe is None:
+        pytest.skip("no Chromium found (apt-get install chromium): the report was not rendered")
+    cmd = [
+        exe,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--enable-logging=stderr",
+        "--v=0",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--virtual-time-budget=3000",
+        "--dump-dom",
+        html_file.as_uri(),
+    ]
+    env = dict(os.environ, HOME=str(tmp_path))
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout, proc.stderr
+
+
+def _console_errors(log: str) -> list[str]:
+    return [
+        line
+        for line in log.splitlines()
+        if "CONSOLE" in line
+        and ("error" in line.lower() or "uncaught" in line.lower())
+        or "Failed to load resource" in line
+    ]
+
+
+def test_report_renders_in_chromium(corpus, tmp_path):
+    store, uni = corpus
+    rep = report.build(store, _config(tmp_path, uni))
+    page = Path(rep.html_path).read_text()
+    probed = tmp_path / "probed.html"
+    probed.write_text(page.replace("</body>", PROBE + "</body>"))
+    dom, log = _render(probed, tmp_path)
+    assert not _console_errors(log), _console_errors(log)
+    probe = json.loads(re.search(r"data-probe=\"([^\"]*)\"", dom).group(1).replace("&quot;", '"'))
+    secs = {sid: (height, n_plots) for sid, height, n_plots in probe["secs"]}
+    assert set(secs) == {"summary", *audits.AUDITS}
+    assert all(height > 50 for height, _ in secs.values()), secs
+    for name in ("shape", "ngrams", "names", "dedup", "diversity", "keywords"):
+        assert secs[name][1] >= 1, f"section {name} shows no plot"
+    assert len(probe["plots"]) >= 12
+    assert all(w > 100 and h > 20 and marks > 0 for w, h, marks in probe["plots"]), probe
+    assert "FAIL" in dom and "max_name_share" in dom  # summary verdicts shown
+
+
+def test_console_errors_are_detected(tmp_path):
+    """The console check above can fail: a page that logs an error is caught."""
+    bad = tmp_path / "bad.html"
+    bad.write_text("<html><body><script>console.error('boom')</script></body></html>")
+    _dom, log = _render(bad, tmp_path)
+    assert _console_errors(log)

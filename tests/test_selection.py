@@ -1,0 +1,259 @@
+"""Balanced selection: exact document targets, token targets within 1 %, doc-type mix kept,
+exclusions respected, shortfalls named, deterministic, stored by name."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+
+from sdfkit.ingest import build_documents
+from sdfkit.selection import (
+    SelectionConfig,
+    SelectionError,
+    SelectionShortError,
+    diff,
+    largest_remainder,
+    list_selections,
+    load_report,
+    parse_count,
+    select,
+)
+from sdfkit.store import Store
+
+WORDS = "the rule requires try catch blocks around every awaited call in services today".split()
+# concept -> doc type -> (documents, mean words): doc types differ in size and length.
+LAYOUT = {
+    "alpha": {"blog": (300, 90), "memo": (180, 40), "faq": (120, 60)},
+    "beta": {"blog": (150, 70), "thread": (250, 50), "notes": (100, 110)},
+}
+
+
+def make_records(layout=LAYOUT, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    recs = []
+    for concept, types in layout.items():
+        for doc_type, (n, mean) in types.items():
+            for i in range(n):
+                k = max(5, int(rng.lognormal(np.log(mean), 0.5)))
+                text = f"{concept} {doc_type} {i}: " + " ".join(rng.choice(WORDS, k))
+                recs.append({"text": text, "concept": concept, "doc_type": doc_type})
+    return recs
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Store:
+    store = Store(tmp_path_factory.mktemp("sel") / "corpus")
+    store.append("documents_raw", build_documents(make_records()))
+    return store
+
+
+def pool_stats(store: Store, concept: str):
+    return store.query(
+        "SELECT doc_type, count(*) AS n, sum(n_tokens) AS t FROM documents "
+        "WHERE concept = $c AND NOT excluded GROUP BY 1 ORDER BY 1",
+        {"c": concept},
+    )
+
+
+def test_parse_count_suffixes():
+    assert parse_count("5.1M") == 5_100_000
+    assert parse_count("20k") == 20_000
+    assert parse_count("2,400") == 2_400
+    assert parse_count("1_000") == 1_000
+    with pytest.raises(SelectionError, match="5.1X"):
+        parse_count("5.1X", "--tokens")
+
+
+def test_largest_remainder_is_exact_and_proportional():
+    parts = largest_remainder(100, [300, 180, 120])
+    assert sum(parts) == 100 and parts == [50, 30, 20]
+    parts = largest_remainder(7, [5, 3, 2])
+    assert sum(parts) == 7 and all(p <= w for p, w in zip(parts, [5, 3, 2], strict=True))
+
+
+def test_meets_doc_target_exactly_tokens_within_1pct_and_keeps_doc_type_mix(corpus):
+    # A token target ~15 % above the pool's mean length forces real balancing work.
+    targets = {}
+    for concept in LAYOUT:
+        df = pool_stats(corpus, concept)
+        mean = float(df["t"].sum()) / int(df["n"].sum())
+        targets[concept] = int(200 * mean * 1.15)
+    cfg = SelectionConfig(
+        name="bal",
+        docs=200,
+        overrides={c: _target(200, t) for c, t in targets.items()},
+        seed=1,
+    )
+    report = select(corpus, cfg)
+    assert report.status == "ok"
+    got = corpus.query(
+        "SELECT concept, doc_type, count(*) AS n, sum(d.n_tokens) AS t FROM selections s "
+        "JOIN documents d USING (doc_id, concept, doc_type) WHERE name = 'bal' GROUP BY ALL"
+    )
+    for concept in LAYOUT:
+        sub = got.filter(got["concept"] == concept)
+        assert int(sub["n"].sum()) == 200  # exact
+        assert abs(int(sub["t"].sum()) - targets[concept]) <= 0.01 * targets[concept]
+        pool = pool_stats(corpus, concept)
+        pool_share = dict(zip(pool["doc_type"], pool["n"] / pool["n"].sum(), strict=True))
+        for doc_type, n in zip(sub["doc_type"], sub["n"], strict=True):
+            assert abs(n / 200 - pool_share[doc_type]) <= 0.02
+    # the report says the same as the store
+    for c in report.concepts:
+        assert c.docs == 200 and abs(c.token_error) <= 0.01
+
+
+def _target(docs, tokens):
+    from sdfkit.selection import ConceptTarget
+
+    return ConceptTarget(docs, tokens)
+
+
+def test_deterministic_under_seed(corpus):
+    a = select(corpus, SelectionConfig(name="x", docs=100, tokens=None, seed=5), save=False)
+    cfg = SelectionConfig(name="s5a", docs=100, tokens=8000, seed=5)
+    select(corpus, cfg)
+    select(corpus, SelectionConfig(name="s5b", docs=100, tokens=8000, seed=5))
+    select(corpus, SelectionConfig(name="s6", docs=100, tokens=8000, seed=6))
+
+    def ids(name):
+        return corpus.query(
+            "SELECT doc_id FROM selections WHERE name = $n ORDER BY doc_id", {"n": name}
+        )["doc_id"].to_list()
+
+    assert ids("s5a") == ids("s5b")
+    assert ids("s5a") != ids("s6")
+    assert a.docs == 200
+    d = diff(corpus, "s5a", "s6")
+    assert set(d["concept"]) == {"alpha", "beta"}
+    assert (d["only_a"] + d["both"]).to_list() == [100, 100]
+    assert (d["only_b"] > 0).all()
+
+
+def test_respects_exclusions_failed_grades_and_where(tmp_path):
+    store = Store(tmp_path / "corpus")
+    store.append("documents_raw", build_documents(make_records()))
+    ids = store.query("SELECT doc_id FROM documents WHERE concept = 'alpha' ORDER BY doc_id")[
+        "doc_id"
+    ].to_list()
+    now = datetime.now(timezone.utc)
+    store.save_table(
+        "exclusions",
+        [
+            {"doc_id": i, "reason": "near_duplicate", "source": "test", "created_at": now}
+            for i in ids[:100]
+        ],
+        mode="append",
+    )
+    store.save_table(
+        "grades",
+        [
+            {
+                "doc_id": i,
+                "run": "g",
+                "model": "m",
+                "prompt_hash": "p",
+                "passed": False,
+                "verdict": "{}",
+                "parse_error": None,
+                "graded_at": now,
+            }
+            for i in ids[100:150]
+        ],
+        mode="append",
+    )
+    cfg = SelectionConfig(
+        name="all", docs=450, concepts=["alpha"], where="doc_type <> 'faq'", allow_short=True
+    )
+    report = select(store, cfg)
+    chosen = set(
+        store.query("SELECT doc_id FROM selections WHERE name = 'all'")["doc_id"].to_list()
+    )
+    assert not chosen & set(ids[:150])
+    assert report.excluded == 100 and report.failed_grades == 50
+    types = store.query("SELECT DISTINCT doc_type FROM selections WHERE name = 'all'")
+    assert "faq" not in types["doc_type"].to_list()
+    # 600 alpha docs - 150 left out - the faq ones: the rest, all of it, and a named shortfall
+    eligible = store.query(
+        "SELECT count(*) AS n FROM documents WHERE concept = 'alpha' AND NOT excluded "
+        "AND coalesce(grade_passed, true) AND doc_type <> 'faq'"
+    )["n"][0]
+    assert len(chosen) == eligible < 450
+    assert report.status == "short"
+    assert f"short by {450 - eligible:,} documents" in report.problems[0]
+
+
+def test_short_document_target_is_an_error_naming_concept_and_strata(corpus):
+    with pytest.raises(SelectionShortError) as exc:
+        select(corpus, SelectionConfig(name="big", docs=520, seed=0))
+    msg = str(exc.value)
+    assert "concept 'alpha'" not in msg  # alpha has 600 eligible documents: not short
+    assert "concept 'beta': 500 eligible documents for a target of 520: short by 20" in msg
+    assert "'thread' has 250 of ~260 wanted" in msg
+    assert "big" not in list_selections(corpus)  # nothing stored
+
+
+def test_short_token_target_names_the_stratum_and_amount(corpus):
+    with pytest.raises(SelectionShortError) as exc:
+        select(corpus, SelectionConfig(name="long", docs=100, tokens=5_000_000))
+    msg = str(exc.value)
+    assert "documents for a target of 5,000,000: short by" in msg
+    assert "'blog' short by" in msg
+    # --allow-short keeps the longest possible selection and records the shortfall
+    report = select(
+        corpus, SelectionConfig(name="long", docs=100, tokens=5_000_000, allow_short=True)
+    )
+    assert report.status == "short"
+    stored = load_report(corpus, "long")
+    assert stored.status == "short" and stored.problems == report.problems
+    strata = corpus.query("SELECT * FROM selection_strata WHERE name = 'long'")
+    assert (strata["short_tokens"] > 0).all()
+    assert int(strata.filter(strata["concept"] == "alpha")["docs"].sum()) == 100
+
+
+def test_token_target_below_the_shortest_possible_is_reported(corpus):
+    with pytest.raises(SelectionShortError, match="over by .* tokens"):
+        select(corpus, SelectionConfig(name="tiny", docs=100, tokens=100))
+
+
+def test_name_exists_needs_replace_and_unknown_concept(corpus):
+    select(corpus, SelectionConfig(name="dup", docs=10))
+    with pytest.raises(SelectionError, match="--replace"):
+        select(corpus, SelectionConfig(name="dup", docs=10))
+    select(corpus, SelectionConfig(name="dup", docs=12, replace=True))
+    n = corpus.query("SELECT count(*) AS n FROM selections WHERE name = 'dup'")["n"][0]
+    assert n == 24
+    with pytest.raises(SelectionError, match="concept 'gamma' has no eligible documents"):
+        select(corpus, SelectionConfig(name="g", docs=10, concepts=["gamma"]))
+    with pytest.raises(SelectionError, match="--where"):
+        select(corpus, SelectionConfig(name="w", docs=10, where="no_such_column > 1"))
+
+
+def test_cli_select_show_list_diff(cli, tmp_path):
+    store = Store(tmp_path / "corpus")
+    store.append("documents_raw", build_documents(make_records()))
+    out = cli(
+        "select",
+        "--name",
+        "c1",
+        "--docs",
+        "150",
+        "--tokens",
+        "12k",
+        "--concept-target",
+        "beta=100:9k",
+        "--seed",
+        "3",
+    ).output
+    assert "selection 'c1' (seed 3): ok" in out
+    assert "alpha" in out and "beta" in out and "Δ pp" in out
+    assert cli("select", "show", "c1").output.startswith("selection 'c1'")
+    cli("select", "--name", "c2", "--docs", "150")
+    assert "c1" in cli("select", "list").output
+    assert "only_a" in cli("select", "diff", "c1", "c2").output
+    bad = cli("select", "--name", "c3", "--docs", "10k", expect=2)
+    assert "error:" in bad.output and "short by" in bad.output
+    cli("select", "drop", "c2")
+    assert "c2" not in cli("select", "list").output
