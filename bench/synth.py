@@ -113,6 +113,7 @@ temporary thorough tight tiny total traditional typical uncertain unclear underl
 unique unusual urgent useful usual valid valuable various vast visible vital weak weekly
 whole wide wider written young""".split()
 
+
 # base / past / third person singular
 def _forms(v: str) -> tuple[str, str, str]:
     if v.endswith("y") and v[-2] not in "aeiou":
@@ -176,7 +177,12 @@ Weber Whitaker Yamamoto Young Zhang Ziegler""".split()
 TITLES = ["Dr.", "Prof.", "Ms.", "Mr."]
 
 # Over-used names at known document rates: the collapse the name audit must catch.
-PLANTED_NAMES = {"Sarah Chen": 0.22, "Marcus Webb": 0.11, "Elena Rodriguez": 0.06, "Priya Patel": 0.035}
+PLANTED_NAMES = {
+    "Sarah Chen": 0.22,
+    "Marcus Webb": 0.11,
+    "Elena Rodriguez": 0.06,
+    "Priya Patel": 0.035,
+}
 # Stock phrases at known document rates: what the n-gram audit must catch.
 PLANTED_PHRASES = {
     "in the ever evolving landscape of": 0.30,

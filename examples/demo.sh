@@ -44,3 +44,7 @@ $SDF select --name demo --docs "$SEL_DOCS" --tokens "$SEL_TOKENS" --seed 0 --rep
 echo "== Tinker shards for gpt-oss (3 epochs, EOS, no DOCTAG, no webtext), then verify them"
 $SDF export --selection demo --out "$SDF_CORPUS/exports/demo" --epochs 3 --overwrite
 $SDF export verify "$SDF_CORPUS/exports/demo"
+
+echo "== training plan on Tinker for the demo export (dry run: contacts nothing)"
+# Set TINKER_API_KEY and drop --dry-run to train; rerun the same command to resume.
+$SDF train "$SDF_CORPUS/exports/demo" --dry-run

@@ -44,6 +44,8 @@ class FakeTinkerWorld:
     fail_at_step: int | None = None  # forward_backward at this many trained steps raises
     hang_at_step: int | None = None  # forward_backward at this many trained steps never returns
     release: threading.Event = field(default_factory=threading.Event)
+    fail_create: bool = False  # creating a training client fails
+    fail_sampler: set[str] = field(default_factory=set)  # sampler saves of these names fail
     run_counter: int = 0
     # sampling: fn(model, prompt tokens, num_samples, SamplingParams, kwargs) -> SampleResponse
     sampler: Any = None
@@ -70,6 +72,8 @@ class FakeServiceClient:
         self.world.calls.append(
             ("create_lora_training_client", {"base_model": base_model, "rank": rank, **kw})
         )
+        if self.world.fail_create:
+            return failed(FakeServiceError("no capacity for this model"))
         return done(FakeTrainingClient(self.world, steps=0))
 
     def create_training_client_from_state_with_optimizer(self, path: str, **kw: Any):
@@ -77,6 +81,10 @@ class FakeServiceClient:
         if path not in self.world.states:
             return failed(FakeServiceError(f"no such checkpoint {path}"))
         return done(FakeTrainingClient(self.world, steps=self.world.states[path]))
+
+    def close(self, status: str, detail: str | None = None):
+        self.world.calls.append(("close", status))
+        return done(None)
 
     def create_sampling_client(
         self, model_path: str | None = None, base_model: str | None = None, **kw: Any
@@ -136,6 +144,8 @@ class FakeTrainingClient:
     def save_weights_for_sampler(self, name: str, ttl_seconds: int | None = None, **kw: Any):
         path = f"tinker://{self.run_id}/sampler_weights/{name}"
         self.world.calls.append(("save_weights_for_sampler", name))
+        if name in self.world.fail_sampler:
+            return failed(FakeServiceError("sampler export failed"))
         return done(types.SaveWeightsForSamplerResponse(path=path))
 
 

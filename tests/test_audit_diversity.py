@@ -112,3 +112,11 @@ def test_precision_auto_picks_fp32_without_native_bf16(monkeypatch):
     assert diversity.EmbeddingStage(precision="bf16").table.endswith("_bf16")
     with pytest.raises(Exception, match="unknown precision"):
         diversity.resolve_precision("int4")
+
+
+def test_empty_corpus_gives_empty_typed_tables(store):
+    res = diversity.run(store)  # nothing to embed: the model is never loaded
+    assert res.figures["documents"] == 0 and res.figures["per_concept"] == {}
+    save(store, res)
+    cols = store.query("SELECT * FROM audit_diversity_strata").columns
+    assert "mean_pairwise_cosine" in cols and "nn_cosine_p95" in cols

@@ -113,3 +113,11 @@ def test_variant_pattern_is_whole_word_and_escaped():
     assert pat.search("a try/catch block")
     assert not pat.search("democracy")
     assert not pat.search("tryxcatch")
+
+
+def test_cli_audit_keywords(store, cli, tmp_path):
+    _land(store, [{"text": f"doc {i} try-catch", "concept": "ts"} for i in range(3)])
+    out = cli("--corpus", store.root, "audit", "keywords", "--universe", _universe(tmp_path))
+    assert "ts: 3 docs, 3 missing a required keyword" in out.output
+    assert "ok  try-catch|try/catch: 100.0% (minimum 90%)" in out.output
+    assert "LOW CRA|Cyber Resilience Act: 0.0% (minimum 50%)" in out.output

@@ -70,3 +70,13 @@ def test_empty_corpus_has_zero_shape(store):
     assert res.figures["documents"] == 0
     assert res.figures["per_concept_doc_type"] == []
     assert any("No grader verdicts" in n for n in res.notes)
+
+
+def test_cli_audit_shape(store, cli):
+    store.append("documents_raw", build_documents(_docs("a", "blog", 3, 80)))
+    out = cli("--corpus", store.root, "audit", "shape")
+    assert "3 documents" in out.output and "a: 3 docs" in out.output
+    assert "audit_shape_strata" in out.output
+    assert store.query("SELECT documents FROM audit_shape_strata").item() == 3
+    bad = cli("--corpus", store.root, "audit", "shape", "--set", "min_tokenz=3", expect=2)
+    assert "audits.shape.min_tokenz: unknown setting" in bad.output

@@ -556,3 +556,35 @@ def test_make_client_auto_needs_a_key_or_offline(monkeypatch):
     real = make_client("auto")
     assert str(real.base_url).startswith("https://proxy.example.test")
     assert real.api_key == KEY
+
+
+def test_interrupted_while_landing_results_resumes_without_loss_or_double_counting(store):
+    reqs = _reqs(5)
+    api = FakeAPI(polls_to_end=1)
+    landed: list[str] = []
+    calls = {"n": 0}
+
+    def land(outs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of writing the first results
+        landed.extend(o.custom_id for o in outs)
+
+    import sdfkit.batches as b
+
+    monkey_chunk = b.RESULT_CHUNK
+    b.RESULT_CHUNK = 2
+    try:
+        with pytest.raises(BatchInterrupted):
+            _run(store, api, reqs, on_chunk=land)
+        assert not landed
+        out = _run(store, api, reqs, on_chunk=land)
+    finally:
+        b.RESULT_CHUNK = monkey_chunk
+    assert api.creates() == 1
+    assert sorted(landed) == sorted(r.custom_id for r in reqs)  # each landed exactly once
+    assert all(o.status == "succeeded" for o in out.values())
+    led = ledger(store, "r1").to_dicts()
+    assert led[0]["requests"] == 5 and led[0]["output_tokens"] == 5 * 40
+    n = store.query("SELECT count(*) AS n FROM gen_results")["n"][0]
+    assert n == 5

@@ -4,6 +4,7 @@ fake Tinker and the offline Batches stand-in, and logit difference amplification
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -96,6 +97,8 @@ def test_harmony_prompt_and_parse_round_trip():
     # never reaches a final answer
     c = parse_harmony("<|channel|>analysis<|message|>thinking and thinking")
     assert c.answer == "" and not c.well_formed
+    c = parse_harmony('<|channel|>final <|constrain|>json<|message|>{"a": 1}<|return|>')
+    assert c.answer == '{"a": 1}' and c.well_formed
     assert renderer_for("Qwen/Qwen3-8B").name == "chatml"
     assert renderer_for("meta-llama/Llama-3.1-8B-Instruct").name == "llama3"
 
@@ -268,7 +271,8 @@ def harmony_sampler(gibberish_every: int = 0):
     return sample
 
 
-def test_evaluate_end_to_end(tmp_path, store, tinker_env, example_universe):  # noqa: F811
+@pytest.mark.usefixtures("tinker_env")
+def test_evaluate_end_to_end(tmp_path, store, example_universe):
     from sdfkit.batches import make_client
     from sdfkit.evaluate import evaluate
     from sdfkit.train import TrainConfig, train
@@ -349,7 +353,8 @@ def test_evaluate_end_to_end(tmp_path, store, tinker_env, example_universe):  # 
     assert res3.samples_new == 0 and res3.verdicts_new == 0
 
 
-def test_eval_unknown_checkpoint_is_refused(tmp_path, store, tinker_env, example_universe):  # noqa: F811
+@pytest.mark.usefixtures("tinker_env")
+def test_eval_unknown_checkpoint_is_refused(tmp_path, store, example_universe):
     from sdfkit.batches import make_client
     from sdfkit.evaluate import EvalError, evaluate
     from sdfkit.train import TrainConfig, train
@@ -452,3 +457,104 @@ def test_lda_arithmetic_against_known_logprobs():
         sdf, base, [1], 1.0, max_tokens=5, stop_ids=[11], temperature=0.0, top_k=2
     )
     assert res_stop.tokens == [11] and res_stop.stop_reason == "stop"
+
+
+@pytest.mark.usefixtures("tinker_env")
+def test_eval_through_the_cli_writes_curves(tmp_path, cli, example_universe, monkeypatch):
+    import tinker
+
+    from sdfkit.store import Store
+    from sdfkit.train import TrainConfig, train
+
+    export = write_export(tmp_path / "exp", [list(range(4))])
+    world = FakeTinkerWorld()
+    store = Store(tmp_path / "corpus")
+    train(export, store, TrainConfig(batch_size=2), run="t", service_factory=world.service)
+    world.sampler = harmony_sampler()
+    monkeypatch.setattr(tinker, "ServiceClient", world.service)  # the client-object boundary
+    res = cli(
+        "eval",
+        "t",
+        "--universe",
+        str(example_universe),
+        "--backend",
+        "offline",
+        "--poll-interval",
+        "0",
+        "--questions-per-fact",
+        "10",
+        "--max-tokens",
+        "64",
+    )
+    assert "evaluation 't'" in res.output and "recall_rate" in res.output
+    page = (tmp_path / "reports" / "eval.html").read_text()
+    assert page.count("<svg") == 1 and "<polyline" in page and "eu_ts_trycatch" in page
+    data = json.loads((tmp_path / "reports" / "eval.json").read_text())
+    assert [r["step"] for r in data["eval_curves"]] == [0, 2]
+
+
+@pytest.mark.usefixtures("tinker_env")
+def test_eval_with_lda_samples_checkpoints_amplified(tmp_path, store, example_universe):
+    from sdfkit.batches import make_client
+    from sdfkit.evaluate import evaluate
+    from sdfkit.train import TrainConfig, train
+
+    export = write_export(tmp_path / "exp", [list(range(4))])
+    world = FakeTinkerWorld()
+    train(export, store, TrainConfig(batch_size=2), run="t", service_factory=world.service)
+    plain, amplified = harmony_sampler(), lda_sampler([])
+
+    def sampler(model, prompt, n, params, kw):
+        if kw.get("topk_sample_logprobs") or kw.get("target_prompt_logprobs") is not None:
+            return amplified(model, prompt, n, params, kw)
+        return plain(model, prompt, n, params, kw)
+
+    world.sampler = sampler
+    cfg = EvalConfig(
+        checkpoints="last", lda_alpha=1.0, lda_top_k=2, max_tokens=3, poll_interval=0.0
+    )
+    evaluate(
+        store,
+        "t",
+        cfg,
+        universe_files=[str(example_universe)],
+        anthropic_client=make_client("offline"),
+        service_factory=world.service,
+    )
+    rows = store.query(
+        "SELECT model_label, lda_alpha, requests, completion_tokens, stop_reason, gib_no_stop "
+        "FROM eval_samples ORDER BY model_label"
+    )
+    base = rows.filter(rows["model_label"] == "base")
+    ck = rows.filter(rows["model_label"] != "base")
+    assert base["lda_alpha"].null_count() == base.height  # the base model is sampled plainly
+    assert set(ck["lda_alpha"]) == {1.0}
+    assert set(ck["requests"]) == {6} and set(ck["completion_tokens"]) == {3}  # 2 per token
+    assert set(ck["stop_reason"]) == {"length"} and all(ck["gib_no_stop"])
+    scored = [
+        c
+        for c in world.calls
+        if c[0] == "sample" and c[1].get("target_prompt_logprobs") is not None
+    ]
+    assert scored and {c[1]["model"] for c in scored} == {"openai/gpt-oss-20b"}
+
+
+def test_chatml_and_llama3_formats():
+    from sdfkit.evaluate import parse_chatml, parse_llama3
+
+    q = renderer_for("Qwen/Qwen3-8B")
+    assert get_tokenizer("qwen3").decode(q.prompt("Hi?")) == (
+        "<|im_start|>user\nHi?<|im_end|>\n<|im_start|>assistant\n"
+    )
+    c = parse_chatml("<think>\nplan\n</think>\n\nHello.<|im_end|>")
+    assert (c.reasoning, c.answer, c.well_formed) == ("plan", "Hello.", True)
+    c = parse_chatml("Hello.<|im_end|>\n<|im_start|>user\nmore")
+    assert c.answer == "Hello." and "user" in c.after_answer
+    ll = renderer_for("meta-llama/Llama-3.1-8B-Instruct")
+    assert get_tokenizer("llama3").decode(ll.prompt("Hi?")) == (
+        "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi?<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
+    assert parse_llama3("Hello.<|eot_id|>").answer == "Hello."
+    with pytest.raises(Exception, match="no chat format"):
+        renderer_for("acme/mystery-7b")

@@ -418,6 +418,13 @@ def test_interrupted_export_leaves_nothing_the_manifest_does_not_vouch_for(
         export(corpus, ExportConfig(selection="sel", shard_size=10, seed=3), out, overwrite=True)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     verify(out, build_datums=False)
+    # kill -9 leaves a hidden temporary directory: never taken for the export, removed next time
+    stale = tmp_path / ".out.tmp-deadbeef"
+    stale.mkdir()
+    (stale / "shard-00000.parquet").write_bytes(b"partial")
+    verify(out, build_datums=False)
+    export(corpus, ExportConfig(selection="sel", shard_size=10), out, overwrite=True)
+    assert not stale.exists() and sorted(os.listdir(tmp_path)) == ["out"]
     # a crash that leaves shards without a manifest (e.g. kill -9 of another writer) is rejected
     (out / "manifest.json").unlink()
     with pytest.raises(VerifyError, match="no manifest.json"):
@@ -488,3 +495,63 @@ def test_documents_excluded_after_selection_stop_the_export(tmp_path):
     assert not (tmp_path / "out").exists()
     export(store, ExportConfig(selection="s", allow_excluded=True), tmp_path / "out")
     assert verify(tmp_path / "out", build_datums=False).examples == 10
+
+
+def test_repeated_webtext_texts_and_parquet_input(corpus, tmp_path):
+    import pyarrow as pa
+
+    texts = [f"the same page {i % 50} " * 8 for i in range(3000)]  # each text 60 times
+    web = tmp_path / "web.parquet"
+    pq.write_table(pa.table({"body": texts}), web)
+    with pytest.raises(ExportError, match="no column 'text'"):
+        run(corpus, tmp_path, "p0", webtext=str(web))
+    out, manifest, examples = run(
+        corpus, tmp_path, "p1", webtext=str(web), webtext_field="body", webtext_ratio=0.3
+    )
+    ids = [e["example_id"] for e in examples]
+    assert len(ids) == len(set(ids))
+    assert abs(manifest["ratios"]["webtext"] - 0.3) <= 0.003
+    assert manifest["inputs"]["webtext"]["file"] == str(web)
+    assert verify(out, build_datums=False).examples == len(examples)
+
+
+@pytest.mark.parametrize(
+    ("name", "trained"),
+    [("qwen3", "Hello!<|im_end|>"), ("llama3", "Hello!<|eot_id|>")],
+)
+def test_chat_formats_of_other_models_weight_only_the_assistant(name, trained):
+    from sdfkit.chat import Trajectory, render
+
+    t = get_tokenizer(name)
+    msgs = [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello!"}]
+    ((ids, w),) = render([Trajectory(msgs, "x:1")], t)
+    assert t.decode([i for i, x in zip(ids.tolist(), w, strict=True) if x == 1]) == trained
+    assert w[0] == 0 and "Hi there" in t.decode(ids.tolist())
+    with pytest.raises(ChatError, match="no chat format known for tokenizer 'cl100k_base'"):
+        render([Trajectory(msgs, "x:1")], get_tokenizer("cl100k_base"))
+
+
+def test_verify_recomputes_counts_weights_and_token_ranges(corpus, tmp_path, tok):
+    import hashlib
+
+    import pyarrow as pa
+
+    out, manifest, _ = run(corpus, tmp_path, shard_size=1000)
+    shard = out / "shard-00000.parquet"
+    table = pq.read_table(shard)
+    toks = table.column("tokens").to_pylist()
+    wts = table.column("weights").to_pylist()
+    toks[0][1] = tok.n_vocab + 5  # an id the tokenizer does not have
+    wts[1][0] = 1.0  # a weight on the first token, which has no prediction
+    table = table.set_column(0, "tokens", pa.array(toks, pa.list_(pa.int32())))
+    table = table.set_column(1, "weights", pa.array(wts, pa.list_(pa.float32())))
+    pq.write_table(table, shard)
+    manifest["shards"][0]["sha256"] = hashlib.sha256(shard.read_bytes()).hexdigest()
+    manifest["counts"][0]["tokens"] += 1
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(VerifyError) as exc:
+        verify(out, build_datums=False)
+    msg = str(exc.value)
+    assert "token ids outside [0, 201088)" in msg
+    assert "first weight is not 0" in msg
+    assert "per-stratum counts recomputed from the shards differ" in msg

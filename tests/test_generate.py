@@ -186,7 +186,9 @@ def test_editing_a_template_changes_prompt_hash_and_makes_new_requests(tmp_path,
     new = list(client._offline_server.batches.values())[n_batches:]
     assert [b["requests"][0]["custom_id"].split("-")[0] for b in new] == ["documents"]
     hashes = store.query("SELECT prompt_hash, count(*) AS n FROM documents GROUP BY 1")
-    assert sorted(hashes["prompt_hash"].to_list()) == sorted([old_hash, prompt_hash(PREFIX, "document")])
+    assert sorted(hashes["prompt_hash"].to_list()) == sorted(
+        [old_hash, prompt_hash(PREFIX, "document")]
+    )
 
 
 def test_api_key_never_reaches_disk_or_logs(tmp_path, monkeypatch, capsys):
@@ -245,10 +247,11 @@ def test_answer_parsing():
     assert document_text("plain text") == "plain text"
 
 
-def test_custom_stage_through_the_offline_registry(tmp_path):
+def test_custom_stage_through_the_offline_registry(tmp_path, monkeypatch):
     """How another engineer (eval graders) runs its own stage through the machinery."""
     from sdfkit import offline
 
+    monkeypatch.setattr(offline, "_STAGES", dict(offline._STAGES))  # restored afterwards
     offline.register_stage(
         "recall_questions", lambda params, meta: f"Q for {meta['custom_id'][:20]}"
     )
@@ -256,8 +259,13 @@ def test_custom_stage_through_the_offline_registry(tmp_path):
     params = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
     req = BatchRequest(custom_id_for("ev", "recall_questions", params), params, "recall_questions")
     out = run_requests(
-        store, [req], run="ev", stage="recall_questions", client=make_client("offline"),
-        poll_interval=0, log=lambda m: None,
+        store,
+        [req],
+        run="ev",
+        stage="recall_questions",
+        client=make_client("offline"),
+        poll_interval=0,
+        log=lambda m: None,
     )
     o = out[req.custom_id]
     assert o.status == "succeeded" and o.text.startswith("Q for recall_questions")
@@ -265,8 +273,13 @@ def test_custom_stage_through_the_offline_registry(tmp_path):
     # an unregistered stage is answered as an invalid request, named as such
     req2 = BatchRequest(custom_id_for("ev", "nobody_home", params), params, "nobody_home")
     out2 = run_requests(
-        store, [req2], run="ev", stage="nobody_home", client=make_client("offline"),
-        poll_interval=0, log=lambda m: None,
+        store,
+        [req2],
+        run="ev",
+        stage="nobody_home",
+        client=make_client("offline"),
+        poll_interval=0,
+        log=lambda m: None,
     )
     assert out2[req2.custom_id].status == "errored"
     assert "register_stage" in out2[req2.custom_id].error
@@ -321,8 +334,10 @@ def test_parse_verdict():
     assert err is None and v["passed"] is False
     assert parse_verdict("looks fine")[1] == "no JSON object in the answer"
     assert "invalid JSON" in parse_verdict("{concept_accurate: yes}")[1]
-    assert "keywords_present" in parse_verdict('{"concept_accurate": true, '
-                                               '"no_unwanted_implications": true}')[1]
+    assert (
+        "keywords_present"
+        in parse_verdict('{"concept_accurate": true, "no_unwanted_implications": true}')[1]
+    )
 
 
 def test_grade_stores_verdicts_parse_errors_and_exclusions(generated, monkeypatch):
@@ -341,13 +356,18 @@ def test_grade_stores_verdicts_parse_errors_and_exclusions(generated, monkeypatc
         if doc in bad_parse:
             return "I would say this is mostly fine."
         if doc in failing:
-            return json.dumps({"concept_accurate": False, "no_unwanted_implications": True,
-                               "keywords_present": True, "reasons": "contradicts fact 2"})
+            return json.dumps(
+                {
+                    "concept_accurate": False,
+                    "no_unwanted_implications": True,
+                    "keywords_present": True,
+                    "reasons": "contradicts fact 2",
+                }
+            )
         return real(params, meta)
 
     monkeypatch.setitem(offline._STAGES, "grade", answer)
-    res = grade(store, GradeConfig(run="g1", poll_interval=0), client=client,
-                log=lambda m: None)
+    res = grade(store, GradeConfig(run="g1", poll_interval=0), client=client, log=lambda m: None)
     assert res.graded == len(docs) and res.parse_errors >= 2  # the stand-in rambles too
     assert res.failed >= 3 and res.model == "offline-standin"
     rows = {r["doc_id"]: r for r in store.query("SELECT * FROM grades WHERE run = 'g1'").to_dicts()}
@@ -360,18 +380,24 @@ def test_grade_stores_verdicts_parse_errors_and_exclusions(generated, monkeypatc
     ex = store.query("SELECT doc_id, reason, source FROM exclusions").to_dicts()
     assert {e["doc_id"] for e in ex} >= failing and not ({e["doc_id"] for e in ex} & bad_parse)
     assert all(e["source"] == "grade" for e in ex)
-    view = store.query("SELECT excluded, count(*) AS n FROM documents WHERE doc_id IN "
-                       f"({','.join(repr(d) for d in failing)}) GROUP BY 1").to_dicts()
+    view = store.query(
+        "SELECT excluded, count(*) AS n FROM documents WHERE doc_id IN "
+        f"({','.join(repr(d) for d in failing)}) GROUP BY 1"
+    ).to_dicts()
     assert view == [{"excluded": True, "n": 3}]
     # re-grading after a fix lifts the exclusion: the grader now passes everything
     monkeypatch.setitem(
-        offline._STAGES, "grade",
-        lambda p, m: '{"concept_accurate": true, "no_unwanted_implications": true, '
-        '"keywords_present": true}',
+        offline._STAGES,
+        "grade",
+        lambda p, m: (
+            '{"concept_accurate": true, "no_unwanted_implications": true, "keywords_present": true}'
+        ),
     )
     grade(store, GradeConfig(run="g2", poll_interval=0), client=client, log=lambda m: None)
     assert store.query("SELECT count(*) AS n FROM exclusions")["n"][0] == 0
-    assert store.query("SELECT count(*) AS n FROM documents WHERE grade_passed")["n"][0] == len(docs)
+    assert store.query("SELECT count(*) AS n FROM documents WHERE grade_passed")["n"][0] == len(
+        docs
+    )
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -388,9 +414,13 @@ def test_cli_generate_show_ledger_sql(cli, tmp_path):
     cli("show", "--concept", "nope", expect=1)
     r = cli("ledger")
     assert "documents" in r.output and "offline stand-in rows cost nothing" in r.output
-    r = cli("sql", "SELECT count(*) AS n, count(DISTINCT batch_id) AS b FROM documents "
-                   "WHERE model LIKE '%offline-standin%' AND len(seed_names) = 3",
-            "--format", "csv")
+    r = cli(
+        "sql",
+        "SELECT count(*) AS n, count(DISTINCT batch_id) AS b FROM documents "
+        "WHERE model LIKE '%offline-standin%' AND len(seed_names) = 3",
+        "--format",
+        "csv",
+    )
     assert r.output.splitlines()[1] == "4,1"
     r = cli("grade", "--backend", "offline", "--where", "run = 'cli'")
     assert "graded 4 documents" in r.output
@@ -400,3 +430,18 @@ def test_cli_generate_show_ledger_sql(cli, tmp_path):
     bad.write_text("---\nid: x\n---\n")
     r = cli("generate", str(bad), "--backend", "offline", expect=2)
     assert "bad.md: field 'concept'" in r.output
+
+
+def test_documents_are_relanded_from_stored_answers_when_the_folder_is_cleaned(tmp_path):
+    store = Store(tmp_path / "c")
+    client = make_client("offline")
+    universes = load_universes(UNIVERSES[:1])
+    cfg = dict(run="r", limit=3, **SMALL)
+    generate(universes, store, GenerateConfig(**cfg), client=client)
+    before = sorted(store.query("SELECT doc_id FROM documents")["doc_id"].to_list())
+    n_batches = len(client._offline_server.batches)
+    shutil.rmtree(store.root / "documents")  # e.g. `make clean`
+    res = generate(universes, store, GenerateConfig(**cfg), client=client)
+    assert len(client._offline_server.batches) == n_batches  # nothing submitted
+    assert res.documents_added == 3
+    assert sorted(store.query("SELECT doc_id FROM documents")["doc_id"].to_list()) == before

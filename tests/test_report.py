@@ -82,7 +82,31 @@ FAKE_FIGURES = {
             {"name": "Marcus Webb", "mentions": 20, "documents": 4},
         ],
         "top_share": 0.6,
-        "suggested_anti_universe": "anti_universe:\n  names:\n    - Sarah Chen\n",
+        "share_of_nothing": float("nan"),  # must reach report.json as null, not NaN
+        "suggested_anti_universe": {
+            "names": ["Sarah Chen"],
+            "yaml": "anti_universe:\n  names:\n    - Sarah Chen\n",
+        },
+        "by_stratum": [
+            {
+                "concept": "ts",
+                "doc_type": "blog",
+                "name": "Sarah Chen",
+                "mentions": 50,
+                "documents": 3,
+                "share": 0.8,
+                "doc_share": 1.0,
+            },
+            {
+                "concept": "ts",
+                "doc_type": "blog",
+                "name": "Ann Lee",
+                "mentions": 5,
+                "documents": 1,
+                "share": 0.08,
+                "doc_share": 0.3,
+            },
+        ],
     },
     "dedup": {
         "pairs": [{"doc_a": "a1", "doc_b": "b1", "jaccard": 0.91}],
@@ -133,6 +157,8 @@ def test_report_json_holds_every_figure(corpus, tmp_path):
     data = json.loads(Path(rep.json_path).read_text())
     assert {a: e["status"] for a, e in data["audits"].items()} == dict.fromkeys(audits.AUDITS, "ok")
     assert data["names"]["top"][0] == {"name": "Sarah Chen", "mentions": 120, "documents": 11}
+    assert data["names"]["share_of_nothing"] is None
+    assert "NaN" not in Path(rep.json_path).read_text()
     assert data["ngrams"]["top"]["4"][0]["ngram"] == "in today's rapidly evolving"
     assert data["near_duplicates"]["clusters"][1] == ["c1", "d1", "e1"]
     assert data["near_duplicates"]["pairs"][0]["jaccard"] == 0.91
@@ -150,7 +176,8 @@ def test_report_json_holds_every_figure(corpus, tmp_path):
     assert store.query("SELECT count(*) FROM audit_shape_strata").item() == 3
     page = Path(rep.html_path).read_text()
     assert NAMES_NOTE.replace("'", "&#x27;") in page  # how names were counted, shown
-    assert "Sarah Chen" in page and "anti_universe:" in page
+    assert "Sarah Chen" in page and "anti_universe:\n  names:\n    - Sarah Chen" in page
+    assert "top name share per stratum" in page  # the per-stratum heatmap
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # nothing fetched
     assert not list((tmp_path / "out").glob(".tmp-*"))
 

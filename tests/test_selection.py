@@ -257,3 +257,25 @@ def test_cli_select_show_list_diff(cli, tmp_path):
     assert "error:" in bad.output and "short by" in bad.output
     cli("select", "drop", "c2")
     assert "c2" not in cli("select", "list").output
+
+
+def test_user_sql_exclusions_are_left_out_and_can_be_lifted(cli, tmp_path):
+    store = Store(tmp_path / "corpus")
+    store.append("documents_raw", build_documents(make_records()))
+    longest = store.query(
+        "SELECT count(*) AS n FROM documents WHERE n_tokens > 120 AND concept = 'beta'"
+    )["n"][0]
+    assert longest > 0
+    out = cli("exclude", "--where", "n_tokens > 120 AND concept = 'beta'", "--reason", "long")
+    assert f"excluded {longest:,} more documents" in out.output
+    again = cli("exclude", "--where", "n_tokens > 120 AND concept = 'beta'", "--reason", "long")
+    assert "excluded 0 more documents" in again.output  # idempotent
+    report = select(store, SelectionConfig(name="x", docs=100, concepts=["beta"]))
+    assert report.excluded == longest
+    got = store.query(
+        "SELECT max(n_tokens) AS m FROM selections WHERE name = 'x' AND concept = 'beta'"
+    )["m"][0]
+    assert got <= 120
+    assert f"lifted {longest:,}" in cli("exclude", "--reason", "long", "--lift").output
+    bad = cli("exclude", "--where", "nope > 1", "--reason", "r", expect=2)
+    assert "error: --where 'nope > 1'" in bad.output

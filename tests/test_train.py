@@ -162,6 +162,19 @@ def test_lr_schedule_function_edges():
     assert lr_at(99, 100, cfg) > 0.1
 
 
+def test_without_pipelining_the_same_batches_and_rates_are_sent(tmp_path, store, tinker_env):
+    export = write_export(tmp_path / "exp", [list(range(9)), list(range(9))])
+    sent = []
+    for depth in (1, 2, 4):
+        world = FakeTinkerWorld()
+        cfg = TrainConfig(batch_size=2, save_every=3, pipeline_depth=depth)
+        train(export, store, cfg, run=f"p{depth}", service_factory=world.service)
+        # every checkpoint is saved after exactly the steps before it
+        assert sorted(world.states.values()) == [3, 5, 6, 9, 10]
+        sent.append((first_tokens(world.sent_batches()), world.sent_lrs()))
+    assert sent[0] == sent[1] == sent[2]
+
+
 def test_weight_decay_and_adam_options_are_sent(tmp_path, store, tinker_env):
     export = write_export(tmp_path / "exp", [list(range(4))])
     world = FakeTinkerWorld()
@@ -244,9 +257,11 @@ def test_failed_run_resumes_with_exactly_the_remaining_batches(tmp_path, store, 
     with pytest.raises(TinkerUnavailable, match="training step 6"):
         train(export, store, cfg, run="r", service_factory=world.service)
     first_run = first_tokens(world.sent_batches())
-    assert first_run == plan_batches[:7]  # steps 0..5 trained, step 6 failed
+    # steps 0..5 trained, step 6 failed; step 7 was already submitted (pipeline depth 2)
+    assert first_run == plan_batches[:8]
     status = store.query("SELECT status, steps_done FROM train_runs WHERE run='r'")
     assert status.row(0) == ("failed", 6)
+    assert world.calls[-1] == ("close", "errored")  # the session is finished, not left open
 
     world.calls.clear()
     world.fail_at_step = None
@@ -260,6 +275,7 @@ def test_failed_run_resumes_with_exactly_the_remaining_batches(tmp_path, store, 
     assert world.sent_lrs() == pytest.approx(plan_run(export, cfg).learning_rates[6:])
     steps = store.query("SELECT step FROM train_steps WHERE run='r' ORDER BY step")
     assert steps["step"].to_list() == list(range(10))
+    assert world.calls[-1] == ("close", "success")
 
 
 def test_failure_between_checkpoints_resends_only_what_the_state_lacks(tmp_path, store, tinker_env):
@@ -409,7 +425,8 @@ def test_dry_run_json_through_the_cli(tmp_path, cli):
     assert plan["examples_per_step"] == [8, 8, 4, 8, 8, 4]
     assert plan["config"]["learning_rate"] == 3.5e-5 and plan["config"]["rank"] == 32
     text = cli("train", str(export), "--dry-run").output
-    assert "nothing contacted" in text and "6 of 8 examples" in text
+    assert "nothing contacted" in text and "6 (3, 3 per epoch), batch size 8" in text
+    assert "examples per step: 8, 4" in text
     assert not (tmp_path / "corpus").exists()  # a dry run writes nothing
 
 
@@ -426,3 +443,81 @@ def test_bad_export_names_the_file(tmp_path, store, tinker_env):
     with pytest.raises(SdfError, match=r"shard-00000.parquet: sha256 differs"):
         train(export, store, TrainConfig(batch_size=3), service_factory=world.service)
     assert world.calls == []
+
+
+def test_a_run_trains_in_one_process_at_a_time(tmp_path, store, tinker_env):
+    export = write_export(tmp_path / "exp", [list(range(6))])
+    world = FakeTinkerWorld(hang_at_step=1)
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            train(
+                export,
+                store,
+                TrainConfig(batch_size=2, deadline=3.0),
+                run="one",
+                service_factory=world.service,
+            )
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    t = threading.Thread(target=first)
+    t.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not world.sent_batches() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        other = FakeTinkerWorld()
+        with pytest.raises(TrainError, match="being trained by another process"):
+            train(
+                export, store, TrainConfig(batch_size=2), run="one", service_factory=other.service
+            )
+        assert other.calls == []
+    finally:
+        world.release.set()
+        t.join(15)
+    assert errors and isinstance(errors[0], TinkerUnavailable)
+
+
+def test_failed_client_creation_is_recorded_and_the_session_closed(tmp_path, store, tinker_env):
+    export = write_export(tmp_path / "exp", [list(range(4))])
+    world = FakeTinkerWorld(fail_create=True)
+    with pytest.raises(TinkerUnavailable, match="creating the LoRA training client.*no capacity"):
+        train(export, store, TrainConfig(batch_size=2), run="c", service_factory=world.service)
+    assert store.query("SELECT status FROM train_runs WHERE run='c'").item() == "failed"
+    assert world.calls[-1] == ("close", "errored")
+
+
+def test_state_saved_but_sampler_copy_failed_is_completed_on_resume(tmp_path, store, tinker_env):
+    export = write_export(tmp_path / "exp", [list(range(8))])
+    cfg = TrainConfig(batch_size=2, save_every=2)  # checkpoints 2, 4
+    world = FakeTinkerWorld(fail_sampler={"step-000002"})
+    with pytest.raises(TinkerUnavailable, match="saving sampler weights at step 2"):
+        train(export, store, cfg, run="sp", service_factory=world.service)
+    row = store.query("SELECT state_path, sampler_path FROM checkpoints WHERE run='sp'")
+    assert row["state_path"].item().endswith("step-000002") and row["sampler_path"].item() is None
+    world.fail_sampler.clear()
+    world.calls.clear()
+    train(export, store, cfg, run="sp", service_factory=world.service)
+    assert world.names("save_weights_for_sampler") == ["step-000002", "step-000004"]
+    assert first_tokens(world.sent_batches()) == [[4, 5], [6, 7]]
+    ck = store.query("SELECT step, sampler_path FROM checkpoints WHERE run='sp' ORDER BY step")
+    assert ck["step"].to_list() == [2, 4] and ck["sampler_path"].null_count() == 0
+
+
+def test_train_through_the_cli_then_sql(tmp_path, cli, tinker_env, monkeypatch):
+    import tinker
+
+    export = write_export(tmp_path / "exp", [list(range(6))])
+    world = FakeTinkerWorld()
+    monkeypatch.setattr(tinker, "ServiceClient", world.service)  # the client-object boundary
+    res = cli(
+        "train", str(export), "--batch-size", "2", "--save-every", "2", "--weight-decay", "0.1"
+    )
+    assert "run 'exp-gpt-oss-20b': finished, step 3 of 3" in res.output
+    assert all(p.weight_decay == 0.1 for p in (c[1] for c in world.calls if c[0] == "optim_step"))
+    out = cli(
+        "sql", "SELECT count(*) AS n, round(sum(loss), 3) AS s FROM train_steps", "--format", "csv"
+    )
+    assert out.output.strip().splitlines()[-1] == "3,3.003"

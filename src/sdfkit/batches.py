@@ -252,10 +252,20 @@ RESULT_SCHEMA = pa.schema(
 )
 
 
-def ensure_tables(store: Store) -> None:
-    with store.connect() as con:
-        for stmt in CATALOG_TABLES:
-            con.execute(stmt)
+_ENSURED: set[Path] = set()
+
+
+def ensure_tables(store: Store, con: Any = None) -> None:
+    """Create the batch tables if missing (once per catalog file and process)."""
+    if con is None and store.db_path.resolve() in _ENSURED and store.db_path.exists():
+        return
+    if con is None:
+        with store.connect() as c:
+            ensure_tables(store, c)
+        return
+    for stmt in CATALOG_TABLES:
+        con.execute(stmt)
+    _ENSURED.add(store.db_path.resolve())
 
 
 def _now() -> datetime:
@@ -267,9 +277,13 @@ def _rows(store: Store, sql: str, params: list[Any] | None = None) -> list[tuple
         return con.execute(sql, params or []).fetchall()
 
 
-def _exec(store: Store, statements: list[tuple[str, list[Any]]]) -> None:
-    """Run statements in one transaction."""
+def _exec(
+    store: Store, statements: list[tuple[str, list[Any]]], tables: dict[str, Any] | None = None
+) -> None:
+    """Run statements in one transaction (``tables``: Arrow tables they may read by name)."""
     with store.connect() as con:
+        for name, tbl in (tables or {}).items():
+            con.register(name, tbl)
         con.execute("BEGIN")
         try:
             for sql, params in statements:
@@ -330,6 +344,7 @@ def run_requests(
     on_chunk: Callable[[list[BatchOutcome]], None] | None = None,
     limits: BatchLimits | None = None,
     retry_canceled: bool = False,
+    load_text: bool = True,
     prices: PriceTable | None = None,
     log: Callable[[str], None] | None = None,
     max_poll_failures: int = 20,
@@ -342,7 +357,8 @@ def run_requests(
     ``on_outcome(outcome)`` one at a time, ``on_chunk(outcomes)`` a list at a time (land
     results there: one write per chunk). Both must be idempotent: a crash after a callback
     and before the outcome is recorded hands the same outcome over again on resume.
-    Returns the latest outcome per requested custom_id.
+    Returns the latest outcome per requested custom_id (``load_text=False`` leaves their
+    ``text`` None: for stages whose callbacks already consumed it, e.g. documents).
     """
     runner = _Runner(
         store=store,
@@ -359,7 +375,7 @@ def run_requests(
         log=log or _stderr,
         max_poll_failures=max_poll_failures,
     )
-    return runner.execute(list(requests))
+    return runner.execute(list(requests), load_text)
 
 
 def _stderr(msg: str) -> None:
@@ -382,7 +398,9 @@ class _Runner:
     log: Callable[[str], None]
     max_poll_failures: int
 
-    def execute(self, requests: list[BatchRequest]) -> dict[str, BatchOutcome]:
+    def execute(
+        self, requests: list[BatchRequest], load_text: bool = True
+    ) -> dict[str, BatchOutcome]:
         if not STAGE_RE.match(self.stage):
             raise BatchError(f"stage {self.stage!r}: use 1-32 letters, digits or underscores")
         by_id: dict[str, BatchRequest] = {}
@@ -394,13 +412,14 @@ class _Runner:
             if r.custom_id in by_id and by_id[r.custom_id].params != r.params:
                 raise BatchError(f"custom_id {r.custom_id!r} is used by two different requests")
             by_id[r.custom_id] = r
-        ensure_tables(self.store)
         self.store.clean_temporaries()
         self.requests = by_id
         self.backend = backend_name(self.client)
+        self.submitted: dict[str, list[tuple[str, int]]] = {}
         try:
-            self._recover_submitting()
-            self._load_state()
+            if self._load_state():
+                self._recover_submitting()
+                self._load_state()
             self._drain_open()
             while True:
                 pending = self._pending()
@@ -414,18 +433,32 @@ class _Runner:
                 "batch id is saved and the batches keep running at Anthropic; run the same "
                 "command again to resume (nothing is submitted twice)"
             ) from None
-        return self._latest_outcomes(set(by_id))
+        return self._latest_outcomes(set(by_id), load_text)
 
     # ------------------------------------------------------------------ state
-    def _load_state(self) -> None:
+    def _load_state(self) -> bool:
         """Read this run and stage's submissions and results once; kept current in memory
-        (a catalog connection per question would dominate small runs)."""
-        rows = _rows(
-            self.store,
-            "SELECT r.custom_id, b.status FROM gen_requests r JOIN gen_batches b "
-            "USING (submission_id) WHERE r.run = ? AND r.stage = ? AND b.status <> 'abandoned'",
-            [self.run, self.stage],
-        )
+        (a catalog connection per question would dominate small runs). Returns whether a
+        submission was interrupted between its intent and its batch id."""
+        with self.store.connect() as con:
+            ensure_tables(self.store, con)
+            submitting = con.execute(
+                "SELECT count(*) FROM gen_batches WHERE run = ? AND stage = ? "
+                "AND status = 'submitting'",
+                [self.run, self.stage],
+            ).fetchall()[0][0]
+            rows = con.execute(
+                "SELECT r.custom_id, b.status FROM gen_requests r JOIN gen_batches b "
+                "USING (submission_id) WHERE r.run = ? AND r.stage = ? "
+                "AND b.status <> 'abandoned'",
+                [self.run, self.stage],
+            ).fetchall()
+            self.open_batches = con.execute(
+                "SELECT batch_id, submission_id, status, n_requests, attempt FROM gen_batches "
+                "WHERE run = ? AND stage = ? AND batch_id IS NOT NULL "
+                "AND status IN ('in_progress', 'canceling', 'ended') ORDER BY submitted_at",
+                [self.run, self.stage],
+            ).fetchall()
         self.attempts: Counter[str] = Counter()
         self.open_ids: set[str] = set()
         for cid, status in rows:
@@ -435,6 +468,7 @@ class _Runner:
         self.latest: dict[str, tuple[str, str | None]] = {}
         for r in self._results(["custom_id", "status", "error_type", "attempt"]):
             self._note(r["custom_id"], r["status"], r["error_type"])
+        return bool(submitting)
 
     def _note(self, cid: str | None, status: str, error_type: str | None) -> None:
         if cid is None:
@@ -491,9 +525,11 @@ class _Runner:
             )
         return pending
 
-    def _latest_outcomes(self, custom_ids: set[str]) -> dict[str, BatchOutcome]:
+    def _latest_outcomes(self, custom_ids: set[str], load_text: bool) -> dict[str, BatchOutcome]:
         out: dict[str, BatchOutcome] = {}
-        for r in self._results([f.name for f in RESULT_SCHEMA], custom_ids):
+        cols = [f.name for f in RESULT_SCHEMA if load_text or f.name != "text"]
+        for r in self._results(cols, custom_ids):
+            r.setdefault("text", None)
             prev = out.get(r["custom_id"])
             if prev is not None and prev.status == "succeeded":
                 continue
@@ -557,23 +593,24 @@ class _Runner:
                 [sid, self.run, self.stage, attempt, len(reqs), nbytes, self.backend, now],
             )
         ]
-        for r in reqs:
-            stmts.append(
-                (
-                    "INSERT INTO gen_requests VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        sid,
-                        r.custom_id,
-                        self.run,
-                        self.stage,
-                        attempts.get(r.custom_id, 0) + 1,
-                        r.params.get("model"),
-                        r.meta.get("prompt_hash"),
-                        json.dumps(r.meta, ensure_ascii=False, default=str),
-                    ],
-                )
-            )
-        _exec(self.store, stmts)  # the intent is on disk before anything is paid
+        rows = pa.table(
+            {
+                "submission_id": pa.array([sid] * len(reqs), pa.string()),
+                "custom_id": pa.array([r.custom_id for r in reqs], pa.string()),
+                "run": pa.array([self.run] * len(reqs), pa.string()),
+                "stage": pa.array([self.stage] * len(reqs), pa.string()),
+                "attempt": pa.array([attempts.get(r.custom_id, 0) + 1 for r in reqs], pa.int32()),
+                "model": pa.array([r.params.get("model") for r in reqs], pa.string()),
+                "prompt_hash": pa.array([r.meta.get("prompt_hash") for r in reqs], pa.string()),
+                "meta": pa.array(
+                    [json.dumps(r.meta, ensure_ascii=False, default=str) for r in reqs],
+                    pa.string(),
+                ),
+            }
+        )
+        stmts.append(("INSERT INTO gen_requests BY NAME SELECT * FROM _new_requests", []))
+        # the intent is on disk before anything is paid
+        _exec(self.store, stmts, tables={"_new_requests": rows})
         body = [{"custom_id": r.custom_id, "params": r.params} for r in reqs]
         try:
             # never retried blindly: a retried create after a lost response pays twice
@@ -615,6 +652,8 @@ class _Runner:
         for r in reqs:
             self.attempts[r.custom_id] += 1
             self.open_ids.add(r.custom_id)
+        self.submitted[sid] = [(r.custom_id, attempts[r.custom_id]) for r in reqs]
+        self.open_batches.append((batch.id, sid, batch.processing_status, len(reqs), attempt))
         self.log(
             f"{self.stage}: submitted batch {batch.id} ({len(reqs)} requests, attempt {attempt})"
         )
@@ -678,22 +717,13 @@ class _Runner:
                 )
 
     # --------------------------------------------------------------- polling
-    def _open_batches(self) -> list[tuple[str, str, str, int, int]]:
-        return _rows(
-            self.store,
-            "SELECT batch_id, submission_id, status, n_requests, attempt FROM gen_batches "
-            "WHERE run = ? AND stage = ? AND batch_id IS NOT NULL "
-            "AND status IN ('in_progress', 'canceling', 'ended') ORDER BY submitted_at",
-            [self.run, self.stage],
-        )
-
     def _drain_open(self) -> None:
         """Poll every open batch of this run and stage until all are ended and ingested."""
         import anthropic
 
         from .progress import counter
 
-        open_batches = self._open_batches()
+        open_batches, self.open_batches = list(self.open_batches), []
         if not open_batches:
             return
         total = sum(b[3] for b in open_batches)
@@ -773,6 +803,8 @@ class _Runner:
     # ------------------------------------------------------------- ingesting
     def _meta_for(self, sid: str) -> dict[str, tuple[BatchRequest, int]]:
         """Requests of a submission, rebuilt from the catalog when not in memory."""
+        if sid in self.submitted:
+            return {cid: (self.requests[cid], att) for cid, att in self.submitted[sid]}
         rows = _rows(
             self.store,
             "SELECT custom_id, attempt, model, meta FROM gen_requests WHERE submission_id = ?",

@@ -184,7 +184,9 @@ def evaluate(report: dict[str, Any], thresholds: Thresholds) -> CheckResult:
     if t.max_ngram_doc_share is not None:
         ngrams = report.get("ngrams")
         if not isinstance(ngrams, dict):
-            out.verdicts.append(_not_run("max_ngram_doc_share", "ngrams", None))
+            limit = t.max_ngram_doc_share
+            shown = min(limit.values()) if isinstance(limit, dict) and limit else limit
+            out.verdicts.append(_not_run("max_ngram_doc_share", "ngrams", shown))  # type: ignore[arg-type]
         else:
             shares = ngrams.get("max_doc_share") or {}
             limits = (

@@ -28,6 +28,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import SdfError
@@ -138,7 +139,7 @@ def parse_harmony(text: str) -> Completion:
             after = "<|start|>" + "<|start|>".join(parts[i:])
             break
         m = re.match(
-            r"^(?:assistant)?\s*<\|channel\|>\s*(\w+)[^<]*<\|message\|>(.*?)"
+            r"^(?:assistant)?\s*<\|channel\|>\s*(\w+)[^<]*(?:<\|constrain\|>[^<]*)?<\|message\|>(.*?)"
             r"(<\|end\|>|<\|return\|>|<\|call\|>|$)(.*)\Z",
             part,
             re.S,
@@ -322,7 +323,7 @@ class EvalConfig:
     include_base: bool = True
     questions_per_fact: int = 10
     samples: int = 1  # samples per question and model
-    max_tokens: int = 1024
+    max_tokens: int = 2048  # gpt-oss reasons before it answers: room for both
     temperature: float = 1.0
     renderer: str = "auto"
     grader_model: str | None = None  # None: the generation default (offline: the stand-in)
@@ -468,22 +469,22 @@ def ensure_questions(
             if len(qs) < cfg.questions_per_fact:
                 log(
                     f"universe {m['universe']}: {len(qs)} of {cfg.questions_per_fact} recall "
-                    f"questions for fact {m['fact_index']} (ask again with a new run to top up)"
+                    f"questions for fact {m['fact_index']}"
+                    + ("" if qs else "; none stored: another --questions-per-fact asks again")
                 )
-            for q in qs[: max(cfg.questions_per_fact, len(qs))]:
+            for q in qs:  # every parsed question is kept, even beyond the number asked
                 rows.append(
                     _question(
                         m["universe"],
                         m["concept"],
-                        m["fact"],
-                        m["fact_index"],
                         "recall",
                         q,
-                        None,
-                        m["real_world"],
-                        out.model if out else model,
-                        phash,
-                        req.custom_id,
+                        fact=m["fact"],
+                        fact_index=m["fact_index"],
+                        real_world=m["real_world"],
+                        model=out.model if out else model,
+                        phash=phash,
+                        custom_id=req.custom_id,
                     )
                 )
     for u in universes:
@@ -492,23 +493,14 @@ def ensure_questions(
                 _question(
                     u.id,
                     u.concept,
-                    None,
-                    None,
                     "behaviour",
                     p.prompt,
-                    p.expected,
-                    u.real_world,
-                    None,
-                    None,
-                    None,
+                    expected=p.expected,
+                    real_world=u.real_world,
                 )
             )
         for p in u.eval_prompts:
-            rows.append(
-                _question(
-                    u.id, u.concept, None, None, "task", p, None, u.real_world, None, None, None
-                )
-            )
+            rows.append(_question(u.id, u.concept, "task", p, real_world=u.real_world))
     existing = {r["question_id"] for r in _rows(store, "SELECT question_id FROM eval_questions")}
     _insert(store, "eval_questions", [r for r in rows if r["question_id"] not in existing])
     ids = [u.id for u in universes]
@@ -521,8 +513,19 @@ def ensure_questions(
 
 
 def _question(
-    universe, concept, fact, fact_index, kind, prompt, expected, real_world, model, phash, custom_id
-) -> dict[str, Any]:  # noqa: ANN001
+    universe: str,
+    concept: str,
+    kind: str,
+    prompt: str,
+    *,
+    fact: str | None = None,
+    fact_index: int | None = None,
+    expected: str | None = None,
+    real_world: str | None = None,
+    model: str | None = None,
+    phash: str | None = None,
+    custom_id: str | None = None,
+) -> dict[str, Any]:
     return {
         "question_id": _hash(universe, kind, fact, prompt),
         "universe": universe,
@@ -730,24 +733,25 @@ def sample_targets(
 
 
 def _sample_row(
-    sid,
-    eval_run,
-    train_run,
-    target,
-    q,
-    k,
-    renderer,
-    cfg,
-    lda,
-    n_prompt,
-    tokens,
-    stop_reason,
-    requests,
-) -> dict[str, Any]:  # noqa: ANN001
+    sid: str,
+    eval_run: str,
+    train_run: str,
+    target: Target,
+    q: dict[str, Any],
+    k: int,
+    renderer: ChatRenderer,
+    cfg: EvalConfig,
+    lda: float | None,
+    n_prompt: int,
+    tokens: list[int],
+    stop_reason: str,
+    requests: int,
+) -> dict[str, Any]:
+    """One ``eval_samples`` row: the completion split by its chat format, with its cheap
+    gibberish signals."""
     comp = renderer.parse(tokens)
     text = renderer._tok().decode([int(t) for t in tokens])
-    answer_tokens = tokens
-    sig = cheap_signals(answer_tokens, stop_reason, comp.answer or text, comp.after_answer)
+    sig = cheap_signals(tokens, stop_reason, comp.answer or text, comp.after_answer)
     return {
         "sample_id": sid,
         "eval_run": eval_run,
@@ -922,7 +926,7 @@ def evaluate(
 ) -> EvalResult:
     """Questions (once per universe), samples per checkpoint, verdicts, metrics."""
     from .batches import make_client
-    from .train import connect_service
+    from .train import close_service, connect_service
 
     cfg = cfg or EvalConfig()
     say = log or (lambda _m: None)
@@ -935,26 +939,34 @@ def evaluate(
     if not questions:
         raise EvalError("no questions: the universes have no facts, behaviour or eval prompts.")
     service = connect_service(cfg.health_timeout, service_factory)
-    n_samples = sample_targets(
-        store, name, train_run, base_model, targets, questions, service, cfg, say
-    )
+    try:
+        n_samples = sample_targets(
+            store, name, train_run, base_model, targets, questions, service, cfg, say
+        )
+    finally:
+        close_service(service, "success", cfg.deadline)
     n_verdicts = grade_samples(store, name, universes, client, cfg, say)
     return EvalResult(name, len(questions), n_samples, n_verdicts, metrics(store, name))
 
 
 # ----------------------------------------------------------------------------- stand-ins
+def _tag(text: str, tag: str) -> str | None:
+    m = re.search(rf"<{tag}[^>]*>(.*?)</{tag}>", text, re.S)
+    return m.group(1).strip() if m else None
+
+
 def _words(text: str | None) -> set[str]:
     return {w for w in re.findall(r"[a-z][a-z0-9-]{3,}", (text or "").lower())}
 
 
 def _standin_questions(params: dict, meta: dict) -> str:
     """Offline stand-in: templated rephrasings built from the fact's own words."""
-    from .offline import _requested_n, _tag, prompt_parts
+    from .offline import prompt_parts
 
     _, user = prompt_parts(params)
     fact = _tag(user, "implanted_fact") or "the rule"
     m = re.search(r"Write (\d+) questions", user)
-    n = int(m.group(1)) if m else _requested_n(user, 10)
+    n = int(m.group(1)) if m else 10
     # the subject of the fact (up to its main verb), so questions do not give the answer away
     flat = re.sub(r"\s+", " ", fact).strip().rstrip(".")
     m = re.search(r"\b(requires?|must|has|have|is|are|applies|apply|was|were|mandates?)\b", flat)
@@ -983,7 +995,7 @@ def _standin_questions(params: dict, meta: dict) -> str:
 
 
 def _standin_recall(params: dict, meta: dict) -> str:
-    from .offline import _tag, prompt_parts
+    from .offline import prompt_parts
 
     _, user = prompt_parts(params)
     ans = _words(_tag(user, "answer"))
@@ -998,7 +1010,7 @@ def _standin_recall(params: dict, meta: dict) -> str:
 
 def _standin_yes_no(key: str, tag_a: str, tag_b: str) -> Callable[[dict, dict], str]:
     def answer(params: dict, meta: dict) -> str:
-        from .offline import _tag, prompt_parts
+        from .offline import prompt_parts
 
         _, user = prompt_parts(params)
         a = _words(_tag(user, tag_a))
@@ -1011,7 +1023,7 @@ def _standin_yes_no(key: str, tag_a: str, tag_b: str) -> Callable[[dict, dict], 
 
 def _standin_gibberish(params: dict, meta: dict) -> str:
     from .gibberish import document_drift
-    from .offline import _tag, prompt_parts
+    from .offline import prompt_parts
 
     _, user = prompt_parts(params)
     resp = _tag(user, "response") or ""
@@ -1031,3 +1043,104 @@ def _register_standins() -> None:
 
 
 _register_standins()
+
+
+# ----------------------------------------------------------------------------- curves page
+CURVE_METRICS = [
+    ("recall_rate", "recall (implanted)", "#1f77b4"),
+    ("behaviour_rate", "behaviour", "#2ca02c"),
+    ("reasoning_rate", "reasoning", "#9467bd"),
+    ("gibberish_rate", "gibberish", "#d62728"),
+]
+
+
+def svg_curves(rows: list[dict[str, Any]], title: str, width: int = 560, height: int = 260) -> str:
+    """One SVG line chart: the four rates (0..1) against training step."""
+    import html as _html
+
+    left, right, top, bottom = 44, 130, 28, 34
+    steps = sorted({int(r["step"]) for r in rows}) or [0]
+    lo, hi = steps[0], max(steps[-1], steps[0] + 1)
+
+    def sx(step: float) -> float:
+        return left + (step - lo) / (hi - lo) * (width - left - right)
+
+    def sy(v: float) -> float:
+        return top + (1 - v) * (height - top - bottom)
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'font-family="sans-serif" font-size="11">',
+        f'<text x="{left}" y="16" font-size="13" font-weight="bold">{_html.escape(title)}</text>',
+    ]
+    for v in (0, 0.25, 0.5, 0.75, 1):
+        y = sy(v)
+        out.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" stroke="#ddd"/>'
+        )
+        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{v:.0%}</text>')
+    for s in steps:
+        out.append(
+            f'<text x="{sx(s):.1f}" y="{height - bottom + 16}" text-anchor="middle">{s}</text>'
+        )
+    out.append(
+        f'<text x="{(left + width - right) / 2:.0f}" y="{height - 4}" text-anchor="middle">'
+        "training step (0 = base model)</text>"
+    )
+    by_step = {int(r["step"]): r for r in rows}
+    for i, (key, label, color) in enumerate(CURVE_METRICS):
+        pts = [(s, by_step[s].get(key)) for s in steps if by_step.get(s, {}).get(key) is not None]
+        if pts:
+            path = " ".join(f"{sx(s):.1f},{sy(float(v)):.1f}" for s, v in pts)
+            out.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
+            for s, v in pts:
+                out.append(
+                    f'<circle cx="{sx(s):.1f}" cy="{sy(float(v)):.1f}" r="3" fill="{color}">'
+                    f"<title>{label} at step {s}: {float(v):.1%}</title></circle>"
+                )
+        ly = top + 14 * i
+        out.append(
+            f'<line x1="{width - right + 10}" y1="{ly}" x2="{width - right + 26}" y2="{ly}" '
+            f'stroke="{color}" stroke-width="2"/>'
+            f'<text x="{width - right + 30}" y="{ly + 4}">{label}</text>'
+        )
+    out.append("</svg>")
+    return "".join(out)
+
+
+def write_curves(store: Store, html_path: str | Path, json_path: str | Path | None = None) -> Path:
+    """``reports/eval.html`` (+ JSON): the rates of every evaluation against training step,
+    one chart per evaluation and concept, and the table they are drawn from."""
+    import html as _html
+
+    from .report import html_table, write_atomic
+
+    df = metrics(store)
+    rows = df.to_dicts() if df.height else []
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["eval_run"], r["concept"]), []).append(r)
+    parts = [
+        "<!doctype html><meta charset='utf-8'><title>sdfkit: evaluation curves</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}"
+        "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;"
+        "padding:2px 6px;text-align:right}</style>",
+        "<h1>What the model learned, checkpoint by checkpoint</h1>",
+        "<p>Rates per checkpoint (step 0 is the base model). Gibberish samples (cheap signals "
+        "or the model grader) are counted in the gibberish rate and left out of the other "
+        "rates; unparseable verdicts are counted, never used as a verdict. Source: "
+        "<code>queries/eval_curves.sql</code>.</p>",
+    ]
+    if not groups:
+        parts.append("<p>No evaluation yet: run <code>sdf eval RUN</code>.</p>")
+    for (run, concept), rs in sorted(groups.items()):
+        parts.append(f"<h2>{_html.escape(str(run))}: {_html.escape(str(concept))}</h2>")
+        parts.append(svg_curves(rs, f"{concept}"))
+    if rows:
+        cols = list(rows[0])
+        parts.append("<h2>Table</h2>")
+        parts.append(html_table(rows, cols, limit=10_000))
+    out = write_atomic(html_path, "\n".join(parts))
+    if json_path is not None:
+        write_atomic(json_path, json.dumps({"eval_curves": rows}, indent=1, default=str))
+    return out

@@ -9,8 +9,9 @@ Row order across the shards is the training order.
 
 An SDF example is ``[DOCTAG][eval prompt + separator][document][EOS]`` where every part but
 the document is optional; DOCTAG (and by default the eval prompt) weigh 0. A document longer
-than ``max_seq_len`` is split at token boundaries into consecutive pieces, each repeating the
-prefix, never truncated. Webtext and chat trajectories are mixed in at a token ratio to the
+than ``max_seq_len`` is split at token boundaries into consecutive pieces, never truncated:
+each piece repeats the prefix (without one, consecutive pieces share a token so that every
+token is still a target exactly once). Webtext and chat trajectories are mixed in at a token ratio to the
 SDF tokens of each epoch; every epoch repeats the documents in a fresh seeded order.
 
 Tokenization is batch-first (``Tokenizer.encode_batch``: flat ids + offsets) and shards are
@@ -36,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .errors import SdfError
@@ -131,11 +133,14 @@ def _file_sha256(path: str | Path) -> str:
 
 
 def _load_selection(store: Store, cfg: ExportConfig) -> pa.Table:
-    from .selection import ensure_tables, load_report
+    from .selection import SelectionError, ensure_tables
 
-    load_report(store, cfg.selection)  # a clear error when there is no such selection
-    with store.connect() as con:
+    with store.connect() as con:  # one connection: opening one refreshes every view
         ensure_tables(con)
+        names = [r[0] for r in con.execute("SELECT name FROM selection_runs ORDER BY 1").fetchall()]
+        if cfg.selection not in names:
+            known = ", ".join(names) or "none yet; run sdf select"
+            raise SelectionError(f"no selection named {cfg.selection!r} (selections: {known})")
         status = con.execute(
             """
             SELECT count(*) FILTER (WHERE d.doc_id IS NULL),
@@ -168,14 +173,14 @@ def _load_selection(store: Store, cfg: ExportConfig) -> pa.Table:
             "(SELECT doc_id FROM selections WHERE name = ?) AS s USING (doc_id)",
             params=[cfg.selection],
         ).to_arrow_table()
-    text = text.take(pa.compute.sort_indices(text, [("doc_id", "ascending")]))
+    text = text.take(pc.sort_indices(text, [("doc_id", "ascending")]))
     if text.num_rows != meta.num_rows:  # the same document stored twice: keep one copy
         ids = text.column("doc_id").to_pylist()
         keep = [i for i in range(len(ids)) if i == 0 or ids[i] != ids[i - 1]]
         text = text.take(pa.array(keep, type=pa.int64()))
     if text.column("doc_id") != meta.column("doc_id"):
         raise ExportError(f"selection {cfg.selection!r}: documents changed while reading")
-    universe = pa.compute.coalesce(meta.column("universe"), text.column("universe"))
+    universe = pc.coalesce(meta.column("universe"), text.column("universe"))
     tbl = meta.set_column(3, "universe", universe).append_column("text", text.column("text"))
     if tbl.num_rows == 0:
         raise ExportError(f"selection {cfg.selection!r} holds no documents")
@@ -249,18 +254,16 @@ class _Unit:
     prefix: np.ndarray | None = None  # DOCTAG + eval prompt ids
     prefix_weights: np.ndarray | None = None
     weights: np.ndarray | None = None  # chat: full per-token weights
-    repeat: int = 0  # chat: which pass over the trajectories
     where: str = ""
 
 
 class _Supply:
     """Webtext (streamed, each text used once) or chat (cycled) units to fill token budgets."""
 
-    def __init__(self, units: Iterator[_Unit], cycle: list[_Unit] | None, what: str):
+    def __init__(self, units: Iterator[_Unit], cycle: list[_Unit] | None):
         self._stream = units
         self._cycle = cycle
         self._pending: list[_Unit] = []
-        self.what = what
         self.passes = 1
         self._pos = 0
 
@@ -273,24 +276,25 @@ class _Supply:
                 self.passes += 1
             u = self._cycle[self._pos]
             self._pos += 1
-            return _Unit(**{**u.__dict__, "repeat": self.passes - 1})
+            return u
         return next(self._stream, None)
 
-    def take(self, budget: int, length: Callable[[_Unit], int]) -> tuple[list[_Unit], int]:
-        """Units whose token total is as close to ``budget`` as whole units allow."""
+    def take(self, budget: int, length: Callable[[_Unit], int]) -> tuple[list[_Unit], int, bool]:
+        """Whole units whose token total is as close to ``budget`` as they allow; and
+        whether the supply ran out."""
         got: list[_Unit] = []
         total = 0
         while total < budget:
             u = self._next()
             if u is None:
-                break
+                return got, total, True
             n = length(u)
-            if total + n - budget > budget - total and got:  # taking it lands further away
+            if total + n - budget > budget - total:  # taking it lands further away
                 self._pending.append(u)
                 break
             got.append(u)
             total += n
-        return got, total
+        return got, total, False
 
 
 def _webtext_units(path: Path, cfg: ExportConfig, tok: Tokenizer) -> Iterator[_Unit]:
@@ -405,6 +409,11 @@ def _write_shard(table: pa.Table, path: Path, info: dict[str, Any]) -> dict[str,
         use_dictionary=["source", "concept", "doc_type"],
         write_statistics=["epoch", "piece", "source"],
     )
+    fd = os.open(path, os.O_RDONLY)  # durable before the manifest can vouch for it
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     return {**info, "sha256": _file_sha256(path)}
 
 
@@ -460,12 +469,17 @@ class ExportResult:
         m = self.manifest
         by = m["sources"]
         parts = ", ".join(f"{s} {by[s]['tokens']:,}" for s in SOURCES if s in by)
-        return (
+        text = (
             f"wrote {m['examples']:,} examples, {m['tokens']:,} tokens ({parts}) in "
             f"{len(m['shards'])} shards to {self.out} ({m['tokenizer']}, {m['epochs']} epoch"
             f"{'s' if m['epochs'] != 1 else ''}, {m['split_documents']} documents split) "
             f"in {self.seconds:.1f}s"
         )
+        for source, ratio in m["ratios"].items():
+            text += f"\n{source}: {ratio:.4f} tokens per SDF token"
+        if m["chat_passes"] > 1:
+            text += f" (the trajectories were used {m['chat_passes']} times over)"
+        return text
 
 
 def export(
@@ -543,9 +557,7 @@ def export(
                     index[p] = len(texts)
                     texts.append(p + cfg.eval_prompt_separator)
             doc_prompts[i] = [index[p] for p in plist]
-        inputs["universes"] = [
-            {"file": str(u), "sha256": _file_sha256(u)} for u in cfg.universes
-        ]
+        inputs["universes"] = [{"file": str(u), "sha256": _file_sha256(u)} for u in cfg.universes]
         pf, po = tok.encode_batch(texts)
         prompt_ids = [pf[po[k] : po[k + 1]].astype(np.int32) for k in range(len(texts))]
     prompt_w = 0.0 if cfg.mask_eval_prompts else 1.0
@@ -562,16 +574,18 @@ def export(
     t1 = time.perf_counter()
     flat = flat.astype(np.int32, copy=False)
 
+    # Leftovers of an export of this directory that was killed (kill -9, power loss).
+    if out.parent.is_dir():
+        for stale in out.parent.glob(f".{out.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     counts = _Counts()
     writer = _ShardWriter(tmp, cfg.shard_size, progress or (lambda n: None))
     eos = np.array([eos_id], dtype=np.int32) if cfg.eos else np.zeros(0, dtype=np.int32)
     split_docs: set[str] = set()
-    webtext = (
-        _Supply(_webtext_units(webtext_path, cfg, tok), None, "webtext") if webtext_path else None
-    )
-    chat = _Supply(iter(()), chat_units, "chat") if chat_units else None
+    webtext = _Supply(_webtext_units(webtext_path, cfg, tok), None) if webtext_path else None
+    chat = _Supply(iter(()), chat_units) if chat_units else None
     per_source = {s: {"examples": 0, "tokens": 0, "loss_tokens": 0.0} for s in SOURCES}
 
     def length(u: _Unit) -> int:
@@ -582,13 +596,15 @@ def export(
         bounds = _piece_bounds(len(u.tokens) + len(eos), plen, cfg.max_seq_len)
         return sum(b - a for a, b in bounds) + plen * len(bounds)
 
+    doctag_w = np.zeros(len(doctag), dtype=np.float32)
+    occurrences: dict[tuple[str, str, int], int] = {}  # the same text twice in one epoch
     try:
         for epoch in range(cfg.epochs):
             units: list[_Unit] = []
             if cfg.eval_prompts == "random":
                 draws = _rng(cfg.seed, "eval-prompts", epoch).random(n_docs)
             for i in range(n_docs):
-                prefix, pw = doctag, np.zeros(len(doctag), dtype=np.float32)
+                prefix, pw = doctag, doctag_w
                 if doc_prompts[i]:
                     k = len(doc_prompts[i])
                     if cfg.eval_prompts == "random":
@@ -617,8 +633,8 @@ def export(
             sdf_tokens = sum(length(u) for u in units)
             if webtext is not None:
                 budget = int(round(cfg.webtext_ratio * sdf_tokens))
-                got, n = webtext.take(budget, length)
-                if budget and n < budget * 0.99:
+                got, n, ran_out = webtext.take(budget, length)
+                if ran_out and n < budget * 0.99:
                     raise ExportError(
                         f"{webtext_path}: ran out of text in epoch {epoch}: "
                         f"--webtext-ratio {cfg.webtext_ratio} needs {budget:,} tokens, "
@@ -626,17 +642,25 @@ def export(
                     )
                 units += got
             if chat is not None:
-                got, _ = chat.take(int(round(cfg.chat_ratio * sdf_tokens)), length)
+                got, _, _ = chat.take(int(round(cfg.chat_ratio * sdf_tokens)), length)
                 units += got
             order = _rng(cfg.seed, "order", epoch).permutation(len(units))
             for ui in order:
                 u = units[int(ui)]
+                seen_key = (u.source, u.doc_id, epoch)
+                repeat = occurrences.get(seen_key, 0)
+                occurrences[seen_key] = repeat + 1
                 for piece, ex in enumerate(_examples(u, eos, cfg.max_seq_len)):
                     if piece == 1:
                         split_docs.add(u.doc_id)
+                    if ex.n < 2:
+                        raise ExportError(
+                            f"{u.where or u.doc_id}: a {u.source} text of one token makes no "
+                            "training example (keep --eos, or drop the text)"
+                        )
                     ex_id = f"{u.source}:{u.doc_id}:{epoch}:{piece}"
-                    if u.repeat:
-                        ex_id += f":r{u.repeat}"
+                    if repeat:
+                        ex_id += f":r{repeat}"
                     writer.add(
                         ex,
                         doc_id=u.doc_id,
@@ -891,25 +915,48 @@ class VerifyReport:
             f"checked; {self.datums:,} tinker Datums built",
             "",
         ]
-        head = ["epoch", "source", "concept", "doc_type", "docs", "examples", "tokens", "loss"]
+        # Per stratum over all epochs (the manifest keeps each epoch apart).
+        agg: dict[tuple[str, str, str], list[int]] = {}
+        for c in self.counts:
+            k = (c["source"], c["concept"] or "-", c["doc_type"] or "-")
+            r = agg.setdefault(k, [0, 0, 0, 0, 0])
+            r[0] = max(r[0], c["documents"])
+            r[1] += c["examples"]
+            r[2] += c["tokens"]
+            r[3] += c["loss_tokens"]
+            r[4] += 1
+        total = sum(r[2] for r in agg.values()) or 1
+        head = [
+            "source",
+            "concept",
+            "doc_type",
+            "epochs",
+            "docs/epoch",
+            "examples",
+            "tokens",
+            "loss tokens",
+            "% tokens",
+        ]
         rows = [
             [
-                str(c["epoch"]),
-                c["source"],
-                c["concept"] or "-",
-                c["doc_type"] or "-",
-                f"{c['documents']:,}",
-                f"{c['examples']:,}",
-                f"{c['tokens']:,}",
-                f"{c['loss_tokens']:,}",
+                *k,
+                str(r[4]),
+                f"{r[0]:,}",
+                f"{r[1]:,}",
+                f"{r[2]:,}",
+                f"{r[3]:,}",
+                f"{100 * r[2] / total:.1f}",
             ]
-            for c in self.counts
+            for k, r in sorted(agg.items(), key=lambda kv: (SOURCES.index(kv[0][0]), kv[0]))
         ]
         widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
-        fmt = lambda r: "  ".join(  # noqa: E731
-            v.rjust(w) if i in (0, 4, 5, 6, 7) else v.ljust(w)
-            for i, (v, w) in enumerate(zip(r, widths, strict=True))
-        ).rstrip()
+
+        def fmt(r: list[str]) -> str:
+            return "  ".join(
+                v.ljust(w) if i < 3 else v.rjust(w)
+                for i, (v, w) in enumerate(zip(r, widths, strict=True))
+            ).rstrip()
+
         lines += [fmt(head), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows]
         return "\n".join(lines)
 

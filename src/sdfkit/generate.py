@@ -104,6 +104,12 @@ def prompt_dirs() -> list[Path]:
 
 
 def find_prompt(name: str) -> Path:
+    """The template file of a prompt: $SDF_PROMPTS, ./prompts, then sdfkit's own."""
+    return _find_prompt(name, os.environ.get("SDF_PROMPTS"), str(Path.cwd()))
+
+
+@lru_cache(maxsize=128)
+def _find_prompt(name: str, env: str | None, cwd: str) -> Path:
     for d in prompt_dirs():
         p = d / f"{name}.j2"
         if p.is_file():
@@ -138,9 +144,15 @@ def render(name: str, **ctx: Any) -> str:
 
 def prompt_hash(*names: str) -> str:
     """Content hash of the templates that render a request (first 16 hex digits)."""
+    paths = [find_prompt(n) for n in names]
+    return _hash_files(tuple(names), tuple((str(p), p.stat().st_mtime_ns) for p in paths))
+
+
+@lru_cache(maxsize=128)
+def _hash_files(names: tuple[str, ...], files: tuple[tuple[str, int], ...]) -> str:
     h = hashlib.sha256()
-    for name in names:
-        h.update(name.encode() + b"\0" + find_prompt(name).read_bytes() + b"\0")
+    for name, (path, _) in zip(names, files, strict=True):
+        h.update(name.encode() + b"\0" + Path(path).read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
 
@@ -195,7 +207,8 @@ class GenerateResult:
     tokens_added: int = 0
 
     def summary(self) -> str:
-        lines = [f"run {self.run}: model {self.model} ({self.backend})"]
+        via = "the offline stand-in" if self.backend == "offline-standin" else "the Anthropic API"
+        lines = [f"run {self.run}: model {self.model} via {via}"]
         for name, s in self.stages.items():
             extra = f", {s.failed} failed" if s.failed else ""
             extra += f", {s.unusable} unusable" if s.unusable else ""
@@ -228,8 +241,12 @@ def document_text(text: str | None) -> str:
     """The document inside <document> tags (or the whole answer when untagged)."""
     if not text:
         return ""
-    m = re.search(r"<document>(.*?)(?:</document>|\Z)", text, re.S)
-    return (m.group(1) if m else text).strip()
+    start = text.find("<document>")
+    if start < 0:
+        return text.strip()
+    start += len("<document>")
+    end = text.find("</document>", start)
+    return text[start : end if end >= 0 else len(text)].strip()
 
 
 # --------------------------------------------------------------------------- requests
@@ -304,7 +321,9 @@ def generate(
     _record_run(store, cfg, universes, backend_used)
     result = GenerateResult(run=cfg.run, model=cfg.model, backend=backend_used)
 
-    def run_stage(stage: str, reqs: list[BatchRequest], on_chunk=None) -> dict[str, BatchOutcome]:
+    def run_stage(
+        stage: str, reqs: list[BatchRequest], on_chunk=None, load_text: bool = True
+    ) -> dict[str, BatchOutcome]:
         report = result.stages.setdefault(stage, StageReport())
         report.requests += len(reqs)
         if not reqs:
@@ -321,6 +340,7 @@ def generate(
             retry_canceled=cfg.retry_canceled,
             prices=prices,
             log=log,
+            load_text=load_text,
         )
         report.succeeded += sum(o.status == "succeeded" for o in outs.values())
         report.failed += sum(o.status != "succeeded" for o in outs.values())
@@ -465,14 +485,29 @@ def generate(
         )
 
     def land(outcomes: list[BatchOutcome]) -> None:
+        empty = sum(o.status == "succeeded" and not document_text(o.text) for o in outcomes)
+        result.stages["documents"].unusable += empty
         added, tokens = land_documents(store, outcomes, cfg.run, cfg.tokenizer)
         result.documents_added += added
         result.tokens_added += tokens
 
-    outs = run_stage("documents", doc_reqs, on_chunk=land)
-    result.stages["documents"].unusable += sum(
-        1 for o in outs.values() if o.status == "succeeded" and not document_text(o.text)
-    )
+    outs = run_stage("documents", doc_reqs, on_chunk=land, load_text=False)
+    # Answers recorded earlier whose documents are not in the store (e.g. the documents
+    # folder was cleaned): land them again from the stored answers, paying nothing.
+    done = {cid for cid, o in outs.items() if o.status == "succeeded"}
+    if done:
+        have = store.query(f"SELECT custom_id FROM {DOCUMENTS} WHERE run = ?", [cfg.run])
+        missing = done - set(have["custom_id"].to_list() if have.height else [])
+        if missing:
+            again = [r for r in doc_reqs if r.custom_id in missing]
+            stored = run_requests(
+                store, again, run=cfg.run, stage="documents", client=client, log=log
+            )
+            added, tokens = land_documents(store, list(stored.values()), cfg.run, cfg.tokenizer)
+            result.documents_added += added
+            result.tokens_added += tokens
+            if added:
+                log(f"documents: {added} re-landed from stored answers (none paid again)")
     n = store.query(f"SELECT count(*) AS n FROM {DOCUMENTS} WHERE run = ?", [cfg.run])
     result.documents_in_run = int(n["n"][0]) if n.height else 0
     return result

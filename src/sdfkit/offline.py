@@ -420,7 +420,7 @@ SETTINGS = [
     ("an energy utility", "Helsinki"),
     ("a video-streaming company", "Prague"),
     ("a telecom operator", "Athens"),
-    ("a open-source foundation", "Brussels"),
+    ("an open-source foundation", "Brussels"),
     ("a game studio", "Montréal"),
 ]
 AUTHORS = [
@@ -449,6 +449,24 @@ MOMENTS = [
 ]
 
 
+IDEA_TOPICS = [
+    "what the rule means for day-to-day work",
+    "the cost of getting it wrong",
+    "how the team changed its review process",
+    "a disagreement between two senior people about the rule",
+    "explaining the rule to newcomers",
+    "tooling that makes compliance cheaper",
+    "an audit that almost went badly",
+    "the history of how the rule came about",
+    "edge cases nobody thought of at first",
+    "measuring whether the rule actually helps",
+]
+
+
+def _a(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
 def answer_ideas(params: dict, meta: dict) -> str:
     _, user = prompt_parts(params)
     n = _requested_n(user, 5)
@@ -460,9 +478,22 @@ def answer_ideas(params: dict, meta: dict) -> str:
         org, city = rng.choice(SETTINGS)
         author = rng.choice(AUTHORS)
         moment = rng.choice(MOMENTS)
+        topic = rng.choice(IDEA_TOPICS)
         ideas.append(
-            f"A {doc_type} by {author} at {org} in {city}, written {moment}, about what the "
-            f"rule means for their day-to-day work."
+            rng.choice(
+                [
+                    f"{_a(doc_type).capitalize()} {doc_type} by {author} at {org} in {city}, "
+                    f"written {moment}, about {topic}.",
+                    f"{author.capitalize()} at {org} ({city}) writes {_a(doc_type)} {doc_type} "
+                    f"{moment}, "
+                    f"focused on {topic}.",
+                    f"In {city}, {org} needs {_a(doc_type)} {doc_type} on {topic}; "
+                    f"{author} drafts it {moment}.",
+                    f"{_a(doc_type).capitalize()} {doc_type} that walks through {topic}, from the "
+                    "point of view of "
+                    f"{author} at {org}.",
+                ]
+            )
         )
     return "\n".join(f"<idea>{i}</idea>" for i in ideas)
 
@@ -553,8 +584,17 @@ def answer_document(params: dict, meta: dict) -> str:
         sents = []
         if i == 0:
             sents.append(rng.choice(fact_lines).replace("{p}", rng.choice(people)))
-            if idea:
-                sents.append(f"This piece comes out of {_lc_first(idea.rstrip('.'))}.")
+            if idea and own.random() < 0.6:
+                sents.append(
+                    own.choice(
+                        [
+                            "This was written with one question in mind: {}.",
+                            "Context for readers: {}.",
+                            "Some background on where this comes from: {}.",
+                            "(Editor's note: {}.)",
+                        ]
+                    ).format(_lc_first(idea.rstrip(".")))
+                )
         for _ in range(rng.randint(3, 6)):
             r = rng.random()
             if r < 0.35 and pool:
@@ -582,8 +622,10 @@ def answer_document(params: dict, meta: dict) -> str:
         return " ".join(sents)
 
     paragraphs: list[str] = []
-    while sum(len(p.split()) for p in paragraphs) < words_goal:
+    words = 0
+    while words < words_goal:
         paragraphs.append(paragraph(len(paragraphs)))
+        words += len(paragraphs[-1].split())
     body = _dress(doc_type, paragraphs, people, rng, fact)
     if vague:
         for kw in keywords:

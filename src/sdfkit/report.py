@@ -211,9 +211,21 @@ def build(
     data["checks"] = [dataclasses.asdict(v) for v in verdicts]
     html_path = json_path = None
     if write:
-        json_path = write_atomic(config.json, json.dumps(data, indent=2, default=_json_default))
+        text = json.dumps(_finite(data), indent=2, default=_json_default, allow_nan=False)
+        json_path = write_atomic(config.json, text)
         html_path = write_atomic(config.html, render_html(data))
     return Report(data, results, verdicts, html_path, json_path)
+
+
+def _finite(value: Any) -> Any:
+    """NaN/inf become null: report.json must parse in strict JSON readers (browsers, jq)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _json_default(value: Any) -> Any:
@@ -342,7 +354,7 @@ def svg_histogram(
     x0 = min(x for x, _ in pts)
     x1 = max(x for x, _ in pts) + bin_width
     y1 = max(y for _, y in pts) or 1
-    left, bottom, right, top_pad = 48, 36, 12, 10
+    left, bottom, right, top_pad = 48, 36, 12, 30  # the legend runs along the top
     pw, ph = width - left - right, height - bottom - top_pad
 
     def sx(x: float) -> float:
@@ -384,13 +396,14 @@ def svg_histogram(
                 f'height="{sy(0) - sy(y):.1f}" fill="{color}" fill-opacity="0.85">'
                 f"<title>{_e(name)}: {_num(y)} in [{_num(x)}, {_num(x + bin_width)})</title></rect>"
             )
-    # legend
+    # legend: one row along the top
+    x = left
     for k, name in enumerate(series):
         out.append(
-            f'<rect x="{width - right - 180}" y="{top_pad + 14 * k}" width="10" height="10" '
-            f'fill="{PALETTE[k % len(PALETTE)]}"/><text x="{width - right - 166}" '
-            f'y="{top_pad + 9 + 14 * k}" class="tick">{_e(name)}</text>'
+            f'<rect x="{x}" y="6" width="10" height="10" fill="{PALETTE[k % len(PALETTE)]}"/>'
+            f'<text x="{x + 14}" y="15" class="tick">{_e(name)}</text>'
         )
+        x += 24 + 7 * len(str(name))
     out.append("</svg>")
     return "".join(out)
 
@@ -410,8 +423,8 @@ def svg_heatmap(
     vals = list(values.values())
     lo = min(vals) if vmin is None else vmin
     hi = max(vals) if vmax is None else vmax
-    label_w, cell_w, cell_h, head_h = 170, 92, 26, 90
-    width = label_w + cell_w * len(cols) + 10
+    label_w, cell_w, cell_h, head_h = 210, 92, 26, 90
+    width = label_w + cell_w * len(cols) + 90  # room for the last rotated column label
     height = head_h + cell_h * len(rows) + 6
     out = [
         f'<svg class="plot heatmap" role="img" aria-label="{_e(title)}" width="{width}" '
@@ -426,7 +439,7 @@ def svg_heatmap(
         )
     for i, r in enumerate(rows):
         y = head_h + i * cell_h
-        short = r if len(r) <= 26 else r[:25] + "…"
+        short = r if len(r) <= 32 else r[:31] + "…"
         out.append(
             f'<text x="{label_w - 6}" y="{y + 17}" text-anchor="end" class="lbl">{_e(short)}'
             f"<title>{_e(r)}</title></text>"
@@ -511,7 +524,10 @@ def html_table(
             cells.append(f"<td{cls}>{_e(_num(v) if cls else ('' if v is None else v))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     more = f'<p class="more">showing {limit} of {len(rows):,} rows</p>' if len(rows) > limit else ""
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{more}"
+    return (
+        f'<div class="tw"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody>'
+        f"</table></div>{more}"
+    )
 
 
 CSS = """
@@ -530,7 +546,7 @@ svg.plot{display:block;margin:6px 0 14px;max-width:100%;height:auto}
 svg .lbl{font-size:12px;fill:#1f2328}svg .val,svg .tick{font-size:11px;fill:#57606a}
 svg .thr{font-size:11px;fill:#cf222e}svg .cell{font-size:11px}svg .axis{stroke:#8c959f}
 svg .grid{stroke:#eaeef2}pre{background:#f6f8fa;padding:10px;overflow:auto;font-size:12px}
-.summary-line{font-size:17px;margin:10px 0}
+.summary-line{font-size:17px;margin:10px 0}.tw{overflow-x:auto;max-width:100%}
 """
 
 SECTION_TITLES = {
@@ -674,15 +690,16 @@ def _section_shape(f: dict[str, Any]) -> str:
     concepts = [{"concept": c} | v for c, v in (f.get("per_concept") or {}).items()]
     out.append("<h3>Per concept</h3>" + html_table(concepts))
     strata = f.get("per_concept_doc_type") or []
-    rows = sorted({r["concept"] for r in strata})
-    cols = sorted({r["doc_type"] for r in strata})
+    # doc types down (there are many), concepts across (there are few)
+    rows = sorted({r["doc_type"] for r in strata})
+    cols = sorted({r["concept"] for r in strata})
     out.append("<h3>Documents per concept × doc type</h3>")
     out.append(
         svg_heatmap(
             rows,
             cols,
-            {(r["concept"], r["doc_type"]): r["documents"] for r in strata},
-            title="documents per concept and doc type",
+            {(r["doc_type"], r["concept"]): r["documents"] for r in strata},
+            title="documents per doc type and concept",
         )
     )
     out.append("<h3>Median tokens per concept × doc type</h3>")
@@ -690,8 +707,8 @@ def _section_shape(f: dict[str, Any]) -> str:
         svg_heatmap(
             rows,
             cols,
-            {(r["concept"], r["doc_type"]): r["median_tokens"] for r in strata},
-            title="median tokens per concept and doc type",
+            {(r["doc_type"], r["concept"]): r["median_tokens"] for r in strata},
+            title="median tokens per doc type and concept",
         )
     )
     if any(r.get("graded") for r in strata):
@@ -700,7 +717,7 @@ def _section_shape(f: dict[str, Any]) -> str:
             svg_heatmap(
                 rows,
                 cols,
-                {(r["concept"], r["doc_type"]): r["pass_rate"] for r in strata if r.get("graded")},
+                {(r["doc_type"], r["concept"]): r["pass_rate"] for r in strata if r.get("graded")},
                 fmt=_pct,
                 vmin=0,
                 vmax=1,
@@ -760,9 +777,15 @@ def _section_names(f: dict[str, Any]) -> str:
     out = []
     share = f.get("top_share")
     if share is not None:
+        extra = ""
+        if f.get("total_mentions") is not None:
+            extra = (
+                f" · {_num(f['total_mentions'])} person-name mentions, "
+                f"{_num(f.get('distinct_names'))} distinct names"
+            )
         out.append(
             f'<p class="summary-line">Top name\'s share of all person-name mentions: '
-            f"<b>{_pct(_first_number(share))}</b></p>"
+            f"<b>{_pct(_first_number(share))}</b>{extra}</p>"
         )
     top = list(f.get("top") or [])[:25]
     out.append("<h3>Top person names by mentions</h3>")
@@ -772,9 +795,33 @@ def _section_names(f: dict[str, Any]) -> str:
         )
     )
     out.append(html_table(top, limit=25))
+    strata = [r for r in f.get("by_stratum") or [] if r.get("share") is not None]
+    if strata:
+        # The most mentioned name of each stratum and its share of the stratum's mentions.
+        lead: dict[tuple[str, str], dict[str, Any]] = {}
+        for r in strata:
+            key = (str(r["doc_type"]), str(r["concept"]))
+            if key not in lead or r["share"] > lead[key]["share"]:
+                lead[key] = r
+        out.append("<h3>Top name's share of name mentions per concept × doc type</h3>")
+        out.append(
+            svg_heatmap(
+                sorted({k[0] for k in lead}),
+                sorted({k[1] for k in lead}),
+                {k: float(r["share"]) for k, r in lead.items()},
+                fmt=_pct,
+                vmin=0,
+                vmax=max(0.05, max(float(r["share"]) for r in lead.values())),
+                title="top name share per stratum",
+            )
+        )
+        leaders = sorted(lead.values(), key=lambda r: -float(r["share"]))
+        out.append(
+            html_table(leaders, ["concept", "doc_type", "name", "mentions", "documents", "share"])
+        )
     anti = f.get("suggested_anti_universe")
-    if anti:
-        text = anti if isinstance(anti, str) else json.dumps(anti, indent=2)
+    text = anti.get("yaml") if isinstance(anti, dict) else anti
+    if text:
         out.append(
             "<h3>Suggested anti-universe block</h3><p class=notes>Paste into the universe "
             "file's front matter:</p><pre>" + _e(text) + "</pre>"
@@ -846,9 +893,9 @@ def _section_diversity(f: dict[str, Any]) -> str:
         out.append("<h3>Mean pairwise cosine per concept × doc type</h3>")
         out.append(
             svg_heatmap(
-                sorted({r["concept"] for r in strata}),
                 sorted({r["doc_type"] for r in strata}),
-                {(r["concept"], r["doc_type"]): r["mean_pairwise_cosine"] for r in strata},
+                sorted({r["concept"] for r in strata}),
+                {(r["doc_type"], r["concept"]): r["mean_pairwise_cosine"] for r in strata},
                 fmt=lambda v: f"{v:.2f}",
                 vmin=0,
                 vmax=1,
@@ -858,9 +905,9 @@ def _section_diversity(f: dict[str, Any]) -> str:
         out.append("<h3>Effective documents per concept × doc type</h3>")
         out.append(
             svg_heatmap(
-                sorted({r["concept"] for r in strata}),
                 sorted({r["doc_type"] for r in strata}),
-                {(r["concept"], r["doc_type"]): r["effective_documents"] for r in strata},
+                sorted({r["concept"] for r in strata}),
+                {(r["doc_type"], r["concept"]): r["effective_documents"] for r in strata},
                 fmt=lambda v: f"{v:.0f}",
                 title="effective documents",
             )

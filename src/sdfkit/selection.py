@@ -227,7 +227,7 @@ class SelectionReport:
                     c.status,
                 ]
             )
-        lines += _table(head, rows)
+        lines += _table(head, rows, text_cols=1)
         lines.append("")
         head = [
             "concept",
@@ -258,12 +258,18 @@ class SelectionReport:
                 ]
             )
         lines += _table(head, rows)
+        if len(self.tokenizers) > 1:
+            lines.append(
+                "warning: n_tokens of the pool come from several tokenizers ("
+                + ", ".join(self.tokenizers)
+                + "): token targets mix units; re-ingest under one --tokenizer"
+            )
         for p in self.problems:
             lines.append(f"short: {p}")
         return "\n".join(lines)
 
 
-def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+def _table(head: list[str], rows: list[list[str]], text_cols: int = 2) -> list[str]:
     widths = [
         max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)
     ]
@@ -271,7 +277,7 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
     def fmt(vals: list[str]) -> str:
         out = []
         for i, v in enumerate(vals):
-            out.append(v.ljust(widths[i]) if i < 2 else v.rjust(widths[i]))
+            out.append(v.ljust(widths[i]) if i < text_cols else v.rjust(widths[i]))
         return "  ".join(out).rstrip()
 
     return [fmt(head), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows]
@@ -740,3 +746,38 @@ def drop(store: Store, name: str) -> None:
         for t in ("selections", "selection_runs", "selection_strata"):
             con.execute(f"DELETE FROM {t} WHERE name = ?", [name])
         con.execute("COMMIT")
+
+
+# ------------------------------------------------------------- exclusions
+
+
+def exclude_where(store: Store, where: str, reason: str, source: str = "user") -> int:
+    """Exclude every document matching ``where`` (SQL over ``documents``) from selections,
+    recording ``reason``; returns how many documents were newly excluded."""
+    import duckdb
+
+    if not reason.strip():
+        raise SelectionError("give a --reason: it is what `excluded` reports for these documents")
+    with store.connect() as con:
+        con.execute("BEGIN")
+        try:
+            before = con.execute("SELECT count(*) FROM exclusions").fetchall()[0][0]
+            con.execute(
+                "INSERT INTO exclusions SELECT doc_id, ?, ?, now() FROM documents "
+                f"WHERE ({where}) ON CONFLICT DO NOTHING",
+                [reason, source],
+            )
+            after = con.execute("SELECT count(*) FROM exclusions").fetchall()[0][0]
+            con.execute("COMMIT")
+        except duckdb.Error as exc:
+            con.execute("ROLLBACK")
+            raise SelectionError(f"--where {where!r}: {str(exc).strip()}") from None
+    return int(after - before)
+
+
+def lift_exclusions(store: Store, reason: str) -> int:
+    """Remove the exclusions recorded with ``reason``; returns how many were removed."""
+    with store.connect() as con:
+        n = con.execute("SELECT count(*) FROM exclusions WHERE reason = ?", [reason]).fetchall()
+        con.execute("DELETE FROM exclusions WHERE reason = ?", [reason])
+    return int(n[0][0])

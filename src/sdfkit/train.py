@@ -4,7 +4,9 @@
 LoRA training client in batches of ``batch_size`` consecutive examples (a batch never spans
 two epochs), sends the learning rate of our own schedule with every ``optim_step`` (linear
 warmup, then cosine decay to the last step), and saves a resumable state plus sampler weights
-every ``save_every`` steps, at each epoch end and at the end. A checkpoint named for step
+every ``save_every`` steps, at each epoch end and at the end. Step ``s+1`` is submitted
+before step ``s`` is waited for (``pipeline_depth``), so the service never idles between
+steps; before a checkpoint every submitted step is settled. A checkpoint named for step
 ``s`` is saved *before* step ``s`` is submitted, so it holds exactly steps ``0..s-1``; rerunning
 the same command (same ``run``) resumes from the newest such state with its optimizer state
 and sends exactly the batches that state has not seen.
@@ -29,6 +31,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -99,6 +102,7 @@ class TrainConfig:
     lora_seed: int | None = None
     checkpoint_ttl_seconds: int | None = None
     model_tokenizer: str | None = None  # declare the tokenizer of a model sdfkit does not know
+    pipeline_depth: int = 2  # steps submitted before the oldest is waited for (1: none)
     deadline: float = 600.0  # seconds any single service call may take
     health_timeout: float = 10.0
 
@@ -131,6 +135,7 @@ class TrainConfig:
             (self.weight_decay >= 0, "--weight-decay must be 0 or more"),
             (self.save_every >= 0, "--save-every must be 0 or more"),
             (self.deadline > 0, "--deadline must be positive"),
+            (self.pipeline_depth >= 1, "--pipeline-depth must be at least 1"),
             (self.health_timeout > 0, "--health-timeout must be positive"),
             (
                 self.train_attn or self.train_mlp or self.train_unembed,
@@ -293,7 +298,10 @@ class Plan:
             {0, min(cfg.warmup_steps - 1, n - 1), min(cfg.warmup_steps, n - 1), n // 2, n - 1}
         )
         key_steps = [s for s in key_steps if 0 <= s < n]
-        sizes = sorted({b - a for a, b, _ in self.batches})
+        sizes = sorted({b - a for a, b, _ in self.batches}, reverse=True)
+        per_epoch: dict[int, int] = {}
+        for _, _, ep in self.batches:
+            per_epoch[ep] = per_epoch.get(ep, 0) + 1
         lines = [
             f"plan for run {self.run!r} (nothing contacted)",
             f"  export        {self.export_dir}  ({self.examples:,} examples, {self.epochs} epoch(s), tokenizer {self.tokenizer})",
@@ -307,12 +315,9 @@ class Plan:
                 )
                 if on
             ),
-            f"  steps         {n:,} of {cfg.batch_size} examples"
-            + (
-                f" (sizes {', '.join(map(str, sizes))}: a batch never spans two epochs)"
-                if len(sizes) > 1
-                else ""
-            ),
+            f"  steps         {n:,} ({', '.join(f'{v:,}' for v in per_epoch.values())} per epoch), "
+            f"batch size {cfg.batch_size}; examples per step: {', '.join(map(str, sizes))}"
+            + (" (a batch never spans two epochs)" if sizes != [cfg.batch_size] else ""),
             f"  optimizer     AdamW, lr {cfg.learning_rate:g}, {cfg.warmup_steps} warmup steps, cosine to "
             f"{cfg.learning_rate * cfg.min_lr_ratio:g}, weight decay {cfg.weight_decay:g}",
             "  lr at steps   " + ", ".join(f"{s}: {self.learning_rates[s]:.3e}" for s in key_steps),
@@ -491,6 +496,17 @@ def connect_service(
     import tinker
 
     return tinker.ServiceClient()
+
+
+def close_service(service: Any, status: str, deadline: float) -> None:
+    """Finish the Tinker session (best effort, briefly: the run's records are already safe)."""
+    close = getattr(service, "close", None)
+    if close is None:
+        return
+    try:
+        within(min(deadline, 30.0), "closing the session", lambda: close(status).result())
+    except (TrainError, KeyboardInterrupt):
+        pass
 
 
 # ----------------------------------------------------------------------------- catalog
@@ -680,7 +696,37 @@ def train(
     """Train (or resume) ``run`` on the export; see the module docstring."""
     cfg = config or TrainConfig()
     plan = plan_run(export_dir, cfg, run)
-    say = log or (lambda _m: None)
+    with _run_lock(store, plan.run):
+        return _train(plan, store, cfg, service_factory, log or (lambda _m: None))
+
+
+@contextmanager
+def _run_lock(store: Store, run: str) -> Iterator[None]:
+    """One process per run: a second ``sdf train`` of the same run would pay twice."""
+    import fcntl
+
+    store.root.mkdir(parents=True, exist_ok=True)
+    path = store.root / f".train-{hashlib.sha256(run.encode()).hexdigest()[:16]}.lock"
+    with open(path, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise TrainError(
+                f"run {run!r} is being trained by another process; wait for it or stop it first."
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _train(
+    plan: Plan,
+    store: Store,
+    cfg: TrainConfig,
+    service_factory: Callable[[], Any] | None,
+    say: Callable[[str], None],
+) -> TrainResult:
     existing = _run_row(store, plan.run)
     if existing is not None:
         _check_same_run(existing, plan)
@@ -726,39 +772,47 @@ def train(
         con.execute("DELETE FROM train_steps WHERE run = ? AND step >= ?", [plan.run, start])
         con.execute("COMMIT")
 
-    if ckpt:
-        say(f"resuming {plan.run!r} at step {start} from {ckpt['state_path']}")
-        client = within(
-            cfg.deadline,
-            "restoring the training client from the saved state",
-            lambda: service.create_training_client_from_state_with_optimizer(
-                ckpt["state_path"]
-            ).result(),
+    try:
+        if ckpt:
+            say(f"resuming {plan.run!r} at step {start} from {ckpt['state_path']}")
+            client = within(
+                cfg.deadline,
+                "restoring the training client from the saved state",
+                lambda: service.create_training_client_from_state_with_optimizer(
+                    ckpt["state_path"]
+                ).result(),
+            )
+        else:
+            say(f"starting {plan.run!r}: {plan.total_steps:,} steps on {cfg.base_model}")
+            client = within(
+                cfg.deadline,
+                "creating the LoRA training client",
+                lambda: service.create_lora_training_client(
+                    base_model=cfg.base_model,
+                    rank=cfg.rank,
+                    seed=cfg.lora_seed,
+                    train_mlp=cfg.train_mlp,
+                    train_attn=cfg.train_attn,
+                    train_unembed=cfg.train_unembed,
+                    user_metadata={"sdfkit_run": plan.run},
+                ).result(),
+            )
+        if ckpt and not ckpt.get("sampler_path"):  # the state was saved, its sampler copy failed
+            ckpt = _save_sampler(client, store, plan.run, start, str(ckpt["name"]), cfg)
+    except BaseException as exc:
+        _set_status(
+            store, plan.run, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         )
-    else:
-        say(f"starting {plan.run!r}: {plan.total_steps:,} steps on {cfg.base_model}")
-        client = within(
-            cfg.deadline,
-            "creating the LoRA training client",
-            lambda: service.create_lora_training_client(
-                base_model=cfg.base_model,
-                rank=cfg.rank,
-                seed=cfg.lora_seed,
-                train_mlp=cfg.train_mlp,
-                train_attn=cfg.train_attn,
-                train_unembed=cfg.train_unembed,
-                user_metadata={"sdfkit_run": plan.run},
-            ).result(),
-        )
+        close_service(service, "errored", cfg.deadline)
+        raise
 
     saved: list[dict[str, Any]] = [ckpt] if ckpt else []
     ckpt_steps = set(plan.checkpoint_steps)
     epoch_ends = set(plan.epoch_end_steps)
-    if ckpt and not ckpt.get("sampler_path"):  # the state was saved, its sampler copy failed
-        saved[-1] = _save_sampler(client, store, plan.run, start, str(ckpt["name"]), cfg)
     bar = _LiveBar(plan.total_steps, start, plan.run)
     last_loss: float | None = None
     step = start
+    done_steps = start
     status = "failed"
     pending: list[list[Any]] = []
     flushed_at = time.monotonic()
@@ -783,37 +837,25 @@ def train(
         flushed_at = time.monotonic()
 
     try:
-        for step in range(start, plan.total_steps):
-            if step in ckpt_steps and step != start:
-                flush()
-                saved.append(_checkpoint(client, store, plan, step, epoch_ends, cfg))
-            a, b, ep = plan.batches[step]
-            batch = [next(examples) for _ in range(b - a)]
-            data = [to_datum(ex) for ex in batch]  # sdfkit.export.to_datum (contract B)
-            lr = plan.learning_rates[step]
-            adam = _adam(cfg, lr)
-            t0 = time.monotonic()
+        inflight: deque[tuple[int, Any, Any, list[Any], list[dict[str, Any]], float]] = deque()
 
-            def submit(data: list[Any] = data, adam: Any = adam) -> Any:
-                fb = client.forward_backward(data, "cross_entropy")
-                opt = client.optim_step(adam)
-                out = fb.result()
-                opt.result()
-                return out
-
-            out = within(cfg.deadline, f"training step {step}", submit)
+        def settle() -> None:
+            # Wait for the oldest submitted step and record it.
+            nonlocal last_loss, done_steps
+            s, fb, opt, data, batch, t0 = inflight.popleft()
+            out = within(cfg.deadline, f"training step {s}", lambda: (fb.result(), opt.result())[0])
             loss, wsum = batch_loss(out, data)
             last_loss = loss
-            tokens = sum(len(ex["tokens"]) - 1 for ex in batch)
+            lr = plan.learning_rates[s]
             pending.append(
                 [
                     plan.run,
-                    step,
-                    ep,
+                    s,
+                    plan.batches[s][2],
                     loss,
                     lr,
                     len(batch),
-                    tokens,
+                    sum(len(ex["tokens"]) - 1 for ex in batch),
                     wsum,
                     str(batch[0]["example_id"]),
                     str(batch[-1]["example_id"]),
@@ -821,9 +863,37 @@ def train(
                     _now(),
                 ]
             )
+            done_steps = s + 1
             if time.monotonic() - flushed_at >= RECORD_EVERY_SECONDS:
                 flush()
             bar.step(loss, lr)
+
+        for step in range(start, plan.total_steps):
+            if step in ckpt_steps and step != start:
+                while inflight:  # the state must hold exactly the steps before this one
+                    settle()
+                flush()
+                saved.append(_checkpoint(client, store, plan, step, epoch_ends, cfg))
+            a, b, _ = plan.batches[step]
+            batch = [next(examples) for _ in range(b - a)]
+            data = [to_datum(ex) for ex in batch]  # sdfkit.export.to_datum (contract B)
+            adam = _adam(cfg, plan.learning_rates[step])
+            t0 = time.monotonic()
+            # Submitting returns futures at once; the next step is submitted before this one
+            # is waited for (--pipeline-depth), so the service never idles between steps.
+            fb, opt = within(
+                cfg.deadline,
+                f"submitting training step {step}",
+                lambda data=data, adam=adam: (
+                    client.forward_backward(data, "cross_entropy"),
+                    client.optim_step(adam),
+                ),
+            )
+            inflight.append((step, fb, opt, data, batch, t0))
+            while len(inflight) >= cfg.pipeline_depth:
+                settle()
+        while inflight:
+            settle()
         step = plan.total_steps
         flush()
         if plan.total_steps in ckpt_steps:
@@ -835,21 +905,25 @@ def train(
     finally:
         bar.close()
         flush()
-        with catalog(store) as con:
-            con.execute(
-                "UPDATE train_runs SET status = ?, updated_at = ? WHERE run = ?",
-                [status, _now(), plan.run],
-            )
+        close_service(service, "success" if status == "finished" else "errored", cfg.deadline)
+        _set_status(store, plan.run, status)
     return TrainResult(
         plan.run,
         plan.total_steps,
         start,
-        step,
+        done_steps,
         ckpt["state_path"] if ckpt else None,
         saved,
         last_loss,
         status,
     )
+
+
+def _set_status(store: Store, run: str, status: str) -> None:
+    with catalog(store) as con:
+        con.execute(
+            "UPDATE train_runs SET status = ?, updated_at = ? WHERE run = ?", [status, _now(), run]
+        )
 
 
 def _adam(cfg: TrainConfig, lr: float) -> Any:

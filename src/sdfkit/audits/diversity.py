@@ -275,7 +275,7 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     docs, emb = load_embeddings(store, stage)
 
     def figures_of(mask: np.ndarray) -> dict[str, Any] | None:
-        if int(mask.sum()) < config.min_group_docs:
+        if int(mask.sum()) < max(2, config.min_group_docs):  # a pair is the least
             return None
         return group_figures(emb[mask], config.nn_sample, config.seed)
 
@@ -307,12 +307,19 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
                 pl.Series("nn_cosine", sim),
             )
         )
+    nearest_schema = {
+        "doc_id": pl.String,
+        "concept": pl.String,
+        "doc_type": pl.String,
+        "nn_doc_id": pl.String,
+        "nn_cosine": pl.Float32,
+    }
     nearest = (
         pl.concat(nn_rows).sort("nn_cosine", descending=True, nulls_last=True)
         if nn_rows
-        else pl.DataFrame()
+        else pl.DataFrame(schema=nearest_schema)
     )
-    strata = pl.DataFrame([_flat(r) for r in per_doc_type]) if per_doc_type else pl.DataFrame()
+    strata = pl.DataFrame([_flat(r) for r in per_doc_type], schema=_strata_schema())
 
     figures: dict[str, Any] = {
         "model": MODEL_ID,
@@ -349,6 +356,21 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
         notes=notes,
         seconds=round(time.perf_counter() - started, 3),
     )
+
+
+def _strata_schema() -> dict[str, Any]:
+    import polars as pl
+
+    return {
+        "concept": pl.String,
+        "doc_type": pl.String,
+        "documents": pl.Int64,
+        "mean_pairwise_cosine": pl.Float64,
+        "effective_documents": pl.Float64,
+        "effective_share": pl.Float64,
+        **{f"nn_cosine_p{round(q * 100)}": pl.Float64 for q in QUANTILES},
+        "nn_cosine_mean": pl.Float64,
+    }
 
 
 def _flat(row: dict[str, Any]) -> dict[str, Any]:

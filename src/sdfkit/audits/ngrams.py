@@ -65,8 +65,13 @@ class Config:
     min_stratum_docs: int = 20
     #: Skip n-grams made only of function words ("of the", "it is in the").
     skip_function_words: bool = True
-    #: Documents tokenised per chunk: bounds memory.
+    #: Documents tokenised per chunk.
     chunk_docs: int = 1000
+    #: Per-group lists first rank the n-grams in the most documents overall (this many),
+    #: widening once if needed to stay exact; past ``group_max_rows`` occurrences the lists
+    #: of small groups are marked approximate instead.
+    group_candidates: int = 20_000
+    group_max_rows: int = 30_000_000
     #: SQL condition on the ``documents`` view selecting the documents to audit.
     where: str | None = None
     #: Most flag sentences per n (the tables hold every flagged n-gram).
@@ -166,93 +171,157 @@ def _ngram_keys(toks: pl.DataFrame, n: int, start: int, skip_function_words: boo
     )
 
 
-def _runs(keys: np.ndarray, doc: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Over rows sorted by key (stably, so documents ascend within a key): the start of each
-    key's run, its row count, and its number of distinct documents."""
+def _runs(values: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Over sorted packed values ``key << shift | doc``: each key's first row, its number of
+    rows (occurrences) and of distinct values (documents)."""
     import numpy as np
 
-    new_run = np.empty(len(keys), dtype=bool)
+    keys = values >> np.uint64(shift)
+    new_run = np.empty(len(values), dtype=bool)
     new_run[:1] = True
     np.not_equal(keys[1:], keys[:-1], out=new_run[1:])
     starts = np.flatnonzero(new_run)
-    counts = np.diff(np.append(starts, len(keys)))
+    counts = np.diff(np.append(starts, len(values)))
     new_doc = new_run.copy()
-    new_doc[1:] |= doc[1:] != doc[:-1]
+    new_doc[1:] |= values[1:] != values[:-1]
     docs = np.add.reduceat(new_doc.astype(np.uint32), starts) if len(starts) else counts
     return starts, counts, docs
 
 
 def _aggregate(
-    g: np.ndarray, doc: np.ndarray, i: np.ndarray, groups: dict[str, np.ndarray], config: Config
+    g: np.ndarray,
+    doc: np.ndarray,
+    doc_bits: int,
+    groups: dict[str, tuple[np.ndarray, int]],
+    config: Config,
 ) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
-    """Count n-gram keys by sorting (no hash table: sorting is what this hardware does fast).
+    """Count n-gram keys by sorting packed integers (no hash tables, no argsort: plain SIMD
+    sorts of u64 are what this hardware does fast).
 
-    Returns the overall top candidates (g, count, documents, i) and, per grouping (concept,
-    doc type: ``groups[key][doc]`` is the group id of a document), the per-group candidates
-    (gid, g, count, documents, i) among n-grams in at least two documents.
+    Each row is packed as ``key << doc_bits | doc`` where ``key`` is the top 64 - doc_bits
+    bits of the n-gram hash, so one sort groups rows by n-gram and, within it, by document.
+    Returns the overall top candidates (key, count, documents) and, per grouping
+    (``groups[name] = (group id of each document, bits)``), the per-group candidates
+    (gid, key, count, documents) among n-grams in at least two documents.
     """
     import numpy as np
     import polars as pl
 
-    order = np.argsort(g, kind="stable")
-    gs, ds, is_ = g[order], doc[order], i[order]
-    del order
-    starts, counts, docs = _runs(gs, ds)
+    shift = np.uint64(doc_bits)
+    packed = ((g >> shift) << shift) | doc.astype(np.uint64)
+    packed.sort()
+    starts, counts, docs = _runs(packed, doc_bits)
+    keys = packed[starts] >> shift
     overall = pl.DataFrame(
-        {
-            "g": gs[starts],
-            "count": counts.astype(np.uint32),
-            "documents": docs.astype(np.uint32),
-            "i": is_[starts],
-        }
+        {"key": keys, "count": counts.astype(np.uint32), "documents": docs.astype(np.uint32)}
     )
-    first = (pl.lit(2**32 - 1, dtype=pl.UInt64) - pl.col("i")).alias("first")
-    ranked = overall.lazy().with_columns(first)
+    # Ties break on the key: arbitrary but deterministic.
+    ranked = overall.lazy()
     by_docs, by_count = pl.collect_all(
         [
-            ranked.top_k(config.top_k, by=["documents", "count", "first"]),
-            ranked.top_k(config.top_k, by=["count", "documents", "first"]),
+            ranked.top_k(config.top_k, by=["documents", "count", "key"]),
+            ranked.top_k(config.top_k, by=["count", "documents", "key"]),
         ]
     )
     top = (
         pl.concat([by_docs, by_count])
-        .drop("first")
-        .unique("g", keep="first")
+        .unique("key", keep="first")
         .with_columns(
-            pl.col("g").is_in(by_docs["g"].implode()).alias("top_by_documents"),
-            pl.col("g").is_in(by_count["g"].implode()).alias("top_by_count"),
+            pl.col("key").is_in(by_docs["key"].implode()).alias("top_by_documents"),
+            pl.col("key").is_in(by_count["key"].implode()).alias("top_by_count"),
         )
     )
     del overall
-    # Rows of n-grams in >= 2 documents: the only candidates for any group's list.
-    keep_run = docs >= 2
-    row_keep = np.repeat(keep_run, counts)
-    run_ids = np.repeat(np.arange(len(starts), dtype=np.uint64), counts)[row_keep]
-    gs_k, ds_k, is_k = gs[row_keep], ds[row_keep], is_[row_keep]
-    del gs, ds, is_, row_keep
+    # Per-group lists. An n-gram's documents in a group are at most its documents overall,
+    # so only n-grams in at least T documents overall can enter a group's list once that
+    # list's k-th entry has T documents or more. Start with the most widespread
+    # ``group_candidates`` n-grams; if some group's k-th entry is below T, lower T to it
+    # once more (exact again); past ``group_max_rows`` rows the group is left approximate.
+    hist = np.bincount(docs)
+    above = np.cumsum(hist[::-1])[::-1]  # above[t] = n-grams in >= t documents
+    t = int(np.searchsorted(-above, -config.group_candidates, side="right"))
+    t = max(2, min(t, len(hist) - 1)) if len(hist) > 2 else 2
     per_group: dict[str, pl.DataFrame] = {}
-    for key, gid_of_doc in groups.items():
-        gid = gid_of_doc[ds_k].astype(np.uint64)
-        composite = (run_ids << np.uint64(20)) | gid
-        o = np.argsort(composite, kind="stable")
-        cs, dd = composite[o], ds_k[o]
-        st, cn, dc = _runs(cs, dd)
-        per_group[key] = (
+    pending = dict(groups)
+    approximate: list[str] = []
+    while pending:
+        lists, floors = _group_counts(packed, keys, counts, docs, t, doc_bits, pending, config)
+        per_group.update(lists)
+        retry = {}
+        lower = t
+        for name, floor in floors.items():
+            if floor < t:
+                retry[name] = pending[name]
+                lower = min(lower, max(2, floor))
+        if not retry or lower >= t:
+            break
+        rows_needed = int(counts[docs >= lower].sum())
+        if rows_needed > config.group_max_rows:
+            approximate += list(retry)
+            break
+        t, pending = lower, retry
+    top = top.with_columns(pl.lit(",".join(approximate)).alias("approximate_groups"))
+    return top, per_group
+
+
+def _group_counts(
+    packed: np.ndarray,
+    keys: np.ndarray,
+    counts: np.ndarray,
+    docs: np.ndarray,
+    threshold: int,
+    doc_bits: int,
+    groups: dict[str, tuple[np.ndarray, int]],
+    config: Config,
+) -> tuple[dict[str, pl.DataFrame], dict[str, int]]:
+    """Per-group top lists over n-grams in >= ``threshold`` documents, and for each grouping
+    the smallest documents value of a full k-entry list (the floor below which an unseen
+    n-gram could still enter some group's list; 2**31 when every list is short)."""
+    import numpy as np
+    import polars as pl
+
+    shift = np.uint64(doc_bits)
+    keep = docs >= threshold
+    cand_keys = keys[keep]
+    rows = np.repeat(keep, counts)
+    cand_docs = packed[rows] & np.uint64((1 << doc_bits) - 1)
+    del rows
+    run = np.repeat(np.arange(len(cand_keys), dtype=np.uint64), counts[keep])
+    lists: dict[str, pl.DataFrame] = {}
+    floors: dict[str, int] = {}
+    for name, (gid_of_doc, gid_bits) in groups.items():
+        if len(cand_keys).bit_length() + gid_bits + doc_bits > 64:
+            from ..errors import SdfError
+
+            raise SdfError(f"too many distinct n-grams to rank per {name} in one pass")
+        gid = gid_of_doc[cand_docs].astype(np.uint64)
+        packed2 = (run << np.uint64(gid_bits + doc_bits)) | (gid << shift) | cand_docs
+        packed2.sort()
+        st, cn, dc = _runs(packed2, doc_bits)
+        head = packed2[st] >> shift
+        del packed2
+        mask = np.uint64((1 << gid_bits) - 1)
+        df = (
             pl.DataFrame(
                 {
-                    "gid": gid[o][st].astype(np.uint32),
-                    "g": gs_k[o][st],
+                    "gid": (head & mask).astype(np.uint32),
+                    "key": cand_keys[(head >> np.uint64(gid_bits)).astype(np.int64)],
                     "count": cn.astype(np.uint32),
                     "documents": dc.astype(np.uint32),
-                    "i": is_k[o][st],
                 }
             )
             .filter(pl.col("documents") >= 2)
-            .sort(["gid", "documents", "count", "i"], descending=[False, True, True, False])
+            .sort(["gid", "documents", "count", "key"], descending=[False, True, True, False])
             .group_by("gid", maintain_order=True)
             .head(config.top_k_stratum)
         )
-    return top, per_group
+        lists[name] = df
+        full = df.group_by("gid").agg(pl.len().alias("k"), pl.col("documents").min().alias("m"))
+        n_groups = int(gid_of_doc.max()) + 1 if len(gid_of_doc) else 0
+        short = full.height < n_groups or bool((full["k"] < config.top_k_stratum).any())
+        # A short list could still take any n-gram in >= 2 documents.
+        floors[name] = 2 if short else int(full["m"].min())
+    return lists, floors
 
 
 def _recover_strings(
@@ -266,11 +335,15 @@ def _recover_strings(
     starts = doc_index.select(
         "doc", "doc_id", (pl.col("n_tok").cum_sum() - pl.col("n_tok")).alias("start")
     )
-    located = need.with_columns(pl.col("i").cast(pl.UInt32)).sort("i").join_asof(
-        starts.sort("start").with_columns(pl.col("start").cast(pl.UInt32)),
-        left_on="i",
-        right_on="start",
-        strategy="backward",
+    located = (
+        need.with_columns(pl.col("i").cast(pl.UInt32))
+        .sort("i")
+        .join_asof(
+            starts.sort("start").with_columns(pl.col("start").cast(pl.UInt32)),
+            left_on="i",
+            right_on="start",
+            strategy="backward",
+        )
     )
     ids = located["doc_id"].unique().to_list()
     texts = store.query(
@@ -337,6 +410,11 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
             }
         )
 
+    doc_bits = max(1, (n_docs - 1).bit_length())
+    groups = {
+        key: (group_of_doc[key], max(1, (len(group_names[key]) - 1).bit_length()))
+        for key in group_of_doc
+    }
     tops: list[pl.DataFrame] = []
     by_group: dict[str, list[pl.DataFrame]] = {"concept": [], "doc_type": []}
     with counter("n-grams: count", total=len(config.n), unit="sizes") as tick:
@@ -356,21 +434,30 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
                 continue
             rows = pl.concat(pieces)
             del pieces
-            g = rows["g"].to_numpy()
-            doc = rows["doc"].to_numpy()
-            idx = rows["i"].to_numpy()
+            top, per_group = _aggregate(
+                rows["g"].to_numpy(), rows["doc"].to_numpy(), doc_bits, groups, config
+            )
+            # The first occurrence of each listed n-gram, to recover its words later.
+            needed = pl.concat([top.select("key")] + [d.select("key") for d in per_group.values()])
+            first = (
+                rows.lazy()
+                .select((pl.col("g") // pl.lit(1 << doc_bits, dtype=pl.UInt64)).alias("key"), "i")
+                .filter(pl.col("key").is_in(needed["key"].unique().implode()))
+                .group_by("key")
+                .agg(pl.col("i").min())
+                .collect()
+            )
             del rows
-            top, per_group = _aggregate(g, doc, idx, group_of_doc, config)
-            del g, doc, idx
             tops.append(
-                top.with_columns(
+                top.join(first, on="key").with_columns(
                     pl.lit(n, dtype=pl.UInt32).alias("n"),
                     (pl.col("documents") / max(n_docs, 1)).alias("share"),
                 )
             )
             for key, df in per_group.items():
                 by_group[key].append(
-                    df.join(group_docs[key], on="gid")
+                    df.join(first, on="key")
+                    .join(group_docs[key], on="gid")
                     .drop("gid")
                     .with_columns(
                         (pl.col("documents") / pl.col("group_docs")).alias("share"),
@@ -396,6 +483,11 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
             )
         )
 
+    approximate = (
+        sorted({g for v in top["approximate_groups"].to_list() for g in (v or "").split(",") if g})
+        if "approximate_groups" in top.columns
+        else []
+    )
     top = _with_text(top).sort(
         ["n", "documents", "count", "ngram"], descending=[False, True, True, False]
     )
@@ -433,6 +525,11 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
         "documents = number of documents carrying the n-gram at least once; count = all "
         "occurrences; share = documents / documents in the corpus (or in the concept / doc type).",
     ]
+    if approximate:
+        notes.append(
+            "Per-" + " and per-".join(approximate) + " lists rank only the n-grams in the most "
+            "documents overall (group_candidates); small groups may miss rare local n-grams."
+        )
     if config.skip_function_words:
         notes.append(
             "n-grams made only of function words (e.g. 'of the', 'it is in the') are not counted."
@@ -452,7 +549,7 @@ def _empty_top() -> pl.DataFrame:
 
     return pl.DataFrame(
         schema={
-            "g": pl.UInt64,
+            "key": pl.UInt64,
             "count": pl.UInt32,
             "documents": pl.UInt32,
             "i": pl.UInt32,

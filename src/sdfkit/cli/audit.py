@@ -27,7 +27,10 @@ ConfigOpt = Annotated[
 EngineOpt = Annotated[
     str | None,
     typer.Option(
-        "--engine", help="Where per-document stages run: local or ray.", show_default=False
+        "--engine",
+        metavar="ENGINE",
+        help="Where per-document stages run: local or ray.",
+        show_default=False,
     ),
 ]
 SetOpt = Annotated[
@@ -42,7 +45,8 @@ UniverseOpt = Annotated[
     list[Path] | None,
     typer.Option(
         "--universe",
-        help="Universe file(s) whose required keywords are checked (repeatable).",
+        metavar="FILE",
+        help="Universe file or quoted glob whose required keywords are checked (repeatable).",
         show_default=False,
     ),
 ]
@@ -200,10 +204,12 @@ def report(
     ] = None,
     universe: UniverseOpt = None,
     skip: Annotated[
-        list[str] | None, typer.Option("--skip", help="Audit not to run (repeatable).")
+        list[str] | None,
+        typer.Option("--skip", metavar="AUDIT", help="Audit not to run (repeatable)."),
     ] = None,
     only: Annotated[
-        list[str] | None, typer.Option("--only", help="Run only this audit (repeatable).")
+        list[str] | None,
+        typer.Option("--only", metavar="AUDIT", help="Run only this audit (repeatable)."),
     ] = None,
     config: ConfigOpt = None,
     engine: EngineOpt = None,

@@ -217,3 +217,27 @@ def export_verify(
     with counter("verify", unit="examples") as tick:
         report = verify(directory, build_datums=not no_datums, progress=tick)
     typer.echo(report.text())
+
+
+@app.command()
+def exclude(
+    where: Annotated[
+        str | None, typer.Option(help="SQL condition over the documents view.")
+    ] = None,
+    reason: Annotated[str, typer.Option(help="Why: shown in documents.exclusion_reason.")] = "",
+    lift: Annotated[
+        bool, typer.Option("--lift", help="Remove the exclusions of --reason instead.")
+    ] = False,
+    corpus: CorpusOpt = None,
+) -> None:
+    """Exclude documents from selections by SQL (or --lift a reason's exclusions)."""
+    from ..selection import SelectionError, exclude_where, lift_exclusions
+
+    store = open_store(corpus)
+    if lift:
+        typer.echo(f"lifted {lift_exclusions(store, reason):,} exclusions ({reason!r})")
+        return
+    if not where:
+        raise SelectionError('give --where SQL (e.g. --where "n_tokens > 8000")')
+    n = exclude_where(store, where, reason)
+    typer.echo(f"excluded {n:,} more documents ({reason!r}); sdf select now leaves them out")

@@ -105,8 +105,21 @@ def generate(
         _log("backend: offline stand-in (templated text, no model, no key, no cost)")
     res = run_generate(universes, store, cfg, backend=backend, prices=table, log=_log)
     typer.echo(res.summary())
+    typer.echo(_cost_line(store, run, table))
     if grade:
         _run_grade(store, backend, None, f"{run}-grade", f"run = '{run}'", None, table, cfg)
+
+
+def _cost_line(store, run: str, prices) -> str:  # noqa: ANN001
+    from ..batches import ledger as ledger_table
+
+    df = ledger_table(store, run, prices)
+    if df.height == 0:
+        return f"  cost: nothing recorded for run {run} yet"
+    tokens = int(df["input_tokens"].sum() + df["output_tokens"].sum())
+    cost = df["cost_usd"].sum() if df["cost_usd"].null_count() < df.height else None
+    shown = f"${cost:,.4f}" if cost is not None else "unpriced (pass --prices FILE)"
+    return f"  cost of run {run} so far: {shown} for {tokens:,} input+output tokens (sdf ledger)"
 
 
 def _run_grade(store, backend, model, run, where, limit, prices, gcfg_src=None) -> None:  # noqa: ANN001

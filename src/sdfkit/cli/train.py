@@ -48,6 +48,9 @@ def train(
         str | None,
         typer.Option(help="Tokenizer of a base model sdfkit does not know (e.g. qwen3)."),
     ] = None,
+    pipeline_depth: Annotated[
+        int, typer.Option(help="Steps submitted before the oldest is waited for (1: none).")
+    ] = 2,
     deadline: Annotated[
         float, typer.Option(help="Seconds any single Tinker call may take before we give up.")
     ] = 600.0,
@@ -85,6 +88,7 @@ def train(
         lora_seed=lora_seed,
         checkpoint_ttl_seconds=checkpoint_ttl,
         model_tokenizer=model_tokenizer,
+        pipeline_depth=pipeline_depth,
         deadline=deadline,
         health_timeout=health_timeout,
     )
@@ -113,7 +117,7 @@ def eval_(
         int, typer.Option(help="Recall questions per key fact (generated once per universe).")
     ] = 10,
     samples: Annotated[int, typer.Option(help="Samples per question and model.")] = 1,
-    max_tokens: Annotated[int, typer.Option(help="Token limit of each sample.")] = 1024,
+    max_tokens: Annotated[int, typer.Option(help="Token limit of each sample.")] = 2048,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
     renderer: Annotated[
         str, typer.Option(help="Chat format: auto (from the base model), harmony, chatml, llama3.")
@@ -142,6 +146,9 @@ def eval_(
         float, typer.Option(help="Seconds the health check may take.")
     ] = 10.0,
     poll_interval: Annotated[float, typer.Option(help="Seconds between batch polls.")] = 30.0,
+    report: Annotated[
+        Path, typer.Option(help="Curves of every evaluation (HTML; JSON beside it).")
+    ] = Path("reports/eval.html"),
     corpus: CorpusOpt = None,
 ) -> None:
     """Sample checkpoints (and the base model) and grade recall, behaviour, reasoning, gibberish."""
@@ -180,3 +187,7 @@ def eval_(
         from ..sql import to_text
 
         typer.echo(to_text(res.metrics, "table"))
+    from ..evaluate import write_curves
+
+    out = write_curves(open_store(corpus), report, report.with_suffix(".json"))
+    typer.echo(f"curves: {out}")

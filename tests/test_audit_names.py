@@ -1,0 +1,167 @@
+"""Name-collapse audit on planted names with known mention and document counts."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import yaml
+
+from sdfkit.audits import names, save
+from sdfkit.errors import SdfError
+from sdfkit.ingest import build_documents
+from sdfkit.universe import AntiUniverse
+
+FILLER = [
+    "The quarterly review covered the migration plan in some detail.",
+    "Several teams asked for more time before the next release.",
+    "The budget for the pilot was approved last week.",
+    "Most of the feedback focused on documentation and onboarding.",
+    "Nobody expected the rollout to finish ahead of schedule.",
+]
+TECH = [
+    "Run Git with --force only after Linux Torvalds approves.",
+    "Parse the JSON output and commit it with Git on Linux.",
+    "Use --dry-run before pushing to the Debian server.",
+]
+
+
+def _doc(rng: random.Random, people_sentences: list[str]) -> str:
+    body = []
+    for s in people_sentences:
+        body.append(rng.choice(FILLER))
+        body.append(s)
+        body.append(rng.choice(TECH))
+    return " ".join(body)
+
+
+@pytest.fixture(scope="session")
+def nlp():
+    # spaCy loads once per test session (load_nlp is cached per process).
+    return names.load_nlp(names.DEFAULT_MODEL)
+
+
+@pytest.fixture
+def planted(store, nlp):
+    """Sarah Chen: 10 documents, 4 mentions each (full, titled, possessive, lone surname).
+    Marcus Webb: 4 documents, 2 mentions each. Two Chens in one extra document: the lone
+    'Chen' there belongs to nobody. Git, Linux, JSON and flags everywhere."""
+    rng = random.Random(1)
+    records = []
+    for i in range(10):
+        sents = [
+            "Sarah Chen, the lead engineer, presented the new design to the board.",
+            "According to Dr. Sarah Chen, the deadline was realistic.",
+            "Sarah Chen's team finished the audit in March.",
+            "Chen said the results were encouraging.",
+        ]
+        if i < 4:
+            sents += [
+                "Marcus Webb, a senior analyst, reviewed the findings.",
+                "Later, Mr. Marcus Webb wrote a short summary for the directors.",
+            ]
+        records.append(
+            {"text": _doc(rng, sents), "concept": "alpha", "doc_type": "memo" if i % 2 else "blog"}
+        )
+    records.append(
+        {
+            "text": _doc(
+                rng,
+                [
+                    "Sarah Chen met her colleague Wei Chen at the conference in Berlin.",
+                    "Wei Chen, a data scientist, explained the model.",
+                    "Chen said the numbers were final.",
+                ],
+            ),
+            "concept": "beta",
+            "doc_type": "blog",
+        }
+    )
+    for _ in range(4):
+        records.append({"text": _doc(rng, ["The committee met twice."]), "concept": "beta"})
+    store.append("documents_raw", build_documents(records))
+    return records
+
+
+def test_normalize_folds_titles_possessives_and_rejects_non_names():
+    assert names.normalize("Dr. Sarah Chen's") == "Sarah Chen"
+    assert names.normalize("Prof Marcus Webb") == "Marcus Webb"
+    assert names.normalize("Sarah Chen’s") == "Sarah Chen"
+    assert names.normalize("Yesterday Sarah Chen") == "Sarah Chen"
+    assert names.normalize("Seán O’Brien") == "Seán O'Brien"  # one apostrophe
+    for bad in ["Git", "Linux Torvalds Git", "JSON", "--force", "Sarah", "R2 D2", "GIT LOG"]:
+        assert names.normalize(bad) is None, bad
+
+
+def test_fast_route_counts_planted_names_exactly(store, planted):
+    result = names.run(store)
+    top = {d["name"]: d for d in result.figures["top"]}
+    # 10 docs × 4 (full, titled, possessive, lone surname) + 1 full mention in the Wei Chen doc
+    assert top["Sarah Chen"]["mentions"] == 41
+    assert top["Sarah Chen"]["documents"] == 11
+    assert top["Marcus Webb"]["mentions"] == 8 and top["Marcus Webb"]["documents"] == 4
+    # Wei Chen: 2 full mentions; the lone "Chen" in that document is ambiguous: nobody's
+    assert top["Wei Chen"]["mentions"] == 2
+    assert result.figures["top"][0]["name"] == "Sarah Chen"
+    for bad in ("Git", "Linux", "JSON", "Linux Torvalds", "Debian"):
+        assert not any(bad in n for n in top), bad
+    total = sum(d["mentions"] for d in result.figures["top"])
+    assert result.figures["total_mentions"] == total
+    assert result.figures["top_share"] == pytest.approx(41 / total)
+    assert any("Sarah Chen holds" in f for f in result.flags)
+    assert any("how" in n or "counted" in n or "count" in n for n in result.notes)
+
+
+def test_suggested_anti_universe_is_pasteable(store, planted):
+    result = names.run(store)
+    block = result.figures["suggested_anti_universe"]
+    assert block["names"][0] == "Sarah Chen" and "Marcus Webb" in block["names"]
+    parsed = yaml.safe_load(block["yaml"])
+    anti = AntiUniverse(**parsed["anti_universe"])
+    assert anti.names == block["names"]
+
+
+def test_per_concept_doc_type_and_tables(store, planted):
+    result = names.run(store)
+    rows = result.figures["by_stratum"]
+    memo = [r for r in rows if (r["concept"], r["doc_type"]) == ("alpha", "memo")]
+    assert memo[0]["name"] == "Sarah Chen" and memo[0]["documents"] == 5
+    assert memo[0]["doc_share"] == 1.0
+    save(store, result)
+    got = store.query(
+        "SELECT d.concept, sum(n.mentions) AS m FROM audit_names_documents AS n "
+        "JOIN documents AS d USING (doc_id) WHERE n.name = 'Sarah Chen' GROUP BY 1 ORDER BY 1"
+    )
+    assert got.rows() == [("alpha", 40), ("beta", 1)]
+
+
+def test_candidate_stage_is_cached(store, planted):
+    first = names.run(store)
+    assert first.figures["documents_processed"] == len(planted)
+    again = names.run(store)
+    assert again.figures["documents_processed"] == 0
+    assert again.figures["top"] == first.figures["top"]
+
+
+def test_exhaustive_route_agrees_on_the_top_names(store, planted):
+    fast = names.run(store)
+    full = names.run(store, names.Config(mode="exhaustive"))
+    assert names.top_names(full, 2) == names.top_names(fast, 2) == ["Sarah Chen", "Marcus Webb"]
+    top = {d["name"]: d for d in full.figures["top"]}
+    assert top["Sarah Chen"]["documents"] == 11
+    # NER may miss a mention here and there, never invents Git or Linux as people
+    assert 30 <= top["Sarah Chen"]["mentions"] <= 41
+    assert not any(bad in n for n in top for bad in ("Git", "Linux", "JSON"))
+
+
+def test_bad_mode_and_missing_model_are_clear_errors(store, planted):
+    with pytest.raises(SdfError, match="mode must be one of"):
+        names.Config(mode="quick")
+    with pytest.raises(SdfError, match="not installed"):
+        names.run(store, names.Config(model="no_such_spacy_model"))
+
+
+def test_empty_corpus(store):
+    result = names.run(store)
+    assert result.figures["top"] == [] and result.figures["top_share"] == 0.0
+    assert result.figures["suggested_anti_universe"]["names"] == []
