@@ -53,8 +53,10 @@ def test_copies_have_one_effective_document_and_distinct_topics_many(store, embe
     assert collapsed["nn_cosine"]["p50"] > 0.9
     assert diverse["nn_cosine"]["p95"] < 0.6
     assert res.figures["overall"]["documents"] == 16
-    strata = {(r["concept"], r["doc_type"]) for r in res.figures["per_doc_type"]}
+    strata = {(r["concept"], r["doc_type"]) for r in res.figures["per_concept_doc_type"]}
     assert strata == {("collapsed", "memo"), ("diverse", "memo")}
+    # across concepts, the one doc type holds all 16 documents
+    assert res.figures["per_doc_type"]["memo"]["documents"] == 16
     # the nearest-neighbour table pairs documents within a concept only
     nearest = res.tables["nearest"]
     assert nearest.height == 16

@@ -133,6 +133,10 @@ def test_per_concept_doc_type_and_tables(store, planted):
         "JOIN documents AS d USING (doc_id) WHERE n.name = 'Sarah Chen' GROUP BY 1 ORDER BY 1"
     )
     assert got.rows() == [("alpha", 40), ("beta", 1)]
+    from sdfkit.sql import named
+
+    listed = named("names_top_documents", store)
+    assert listed.filter(listed["name"] == "Sarah Chen").height == 11
 
 
 def test_candidate_stage_is_cached(store, planted):

@@ -132,6 +132,16 @@ def test_per_concept_and_doc_type_tops_and_flags(store, corpus):
     save(store, result)
     got = store.query("SELECT ngram, documents FROM audit_ngrams_top WHERE n = 5 LIMIT 1")
     assert got.row(0) == (PHRASE, 12)
+    from sdfkit.sql import named
+
+    docs = named("ngram_flagged_documents", store)
+    assert docs.height == 12 and set(docs["ngram"]) == {PHRASE}
+    assert all(PHRASE in c for c in docs["context"])
+
+
+def test_thresholds_accept_string_keys():
+    assert ngrams.Config(flag_doc_share={"4": 0.4}).threshold(4) == 0.4
+    assert ngrams.Config(flag_doc_share={"4": 0.4}).threshold(3) == 0.15
 
 
 def test_chunking_does_not_change_results(store, corpus):

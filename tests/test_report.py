@@ -163,6 +163,7 @@ def test_report_json_holds_every_figure(corpus, tmp_path):
     assert data["near_duplicates"]["clusters"][1] == ["c1", "d1", "e1"]
     assert data["near_duplicates"]["pairs"][0]["jaccard"] == 0.91
     assert set(data["diversity"]["per_concept"]) == {"ts", "other"}
+    assert set(data["diversity"]["per_doc_type"]) == {"blog", "memo", "faq"}
     assert data["keywords"]["per_concept"]["ts"]["keywords"][0]["rate"] == 1.0
     strata = {(r["concept"], r["doc_type"]) for r in data["shape"]["per_concept_doc_type"]}
     assert strata == {("ts", "blog"), ("ts", "memo"), ("other", "faq")}
@@ -178,6 +179,7 @@ def test_report_json_holds_every_figure(corpus, tmp_path):
     assert NAMES_NOTE.replace("'", "&#x27;") in page  # how names were counted, shown
     assert "Sarah Chen" in page and "anti_universe:\n  names:\n    - Sarah Chen" in page
     assert "top name share per stratum" in page  # the per-stratum heatmap
+    assert "Per doc type, across concepts" in page
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # nothing fetched
     assert not list((tmp_path / "out").glob(".tmp-*"))
 

@@ -874,6 +874,18 @@ def _section_diversity(f: dict[str, Any]) -> str:
         for c, v in per.items()
     ]
     out.append("<h3>Per concept</h3>" + html_table(rows))
+    by_type = [
+        {
+            "doc_type": t,
+            "documents": v["documents"],
+            "mean_pairwise_cosine": v["mean_pairwise_cosine"],
+            "effective_documents": v["effective_documents"],
+            "nn_cosine_median": v["nn_cosine"].get("p50"),
+        }
+        for t, v in (f.get("per_doc_type") or {}).items()
+    ]
+    if by_type:
+        out.append("<h3>Per doc type, across concepts</h3>" + html_table(by_type))
     out.append("<h3>Mean pairwise cosine per concept</h3>")
     out.append(
         svg_bars(
@@ -888,7 +900,7 @@ def _section_diversity(f: dict[str, Any]) -> str:
     )
     out.append("<h3>Nearest-neighbour cosine (box p25–p75, whiskers p5–p95, line median)</h3>")
     out.append(svg_ranges([(c, v["nn_cosine"]) for c, v in per.items()], title="nearest neighbour"))
-    strata = f.get("per_doc_type") or []
+    strata = f.get("per_concept_doc_type") or []
     if strata:
         out.append("<h3>Mean pairwise cosine per concept × doc type</h3>")
         out.append(

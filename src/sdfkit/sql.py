@@ -92,7 +92,41 @@ def run_sql(
     try:
         return store.query(text, params)  # type: ignore[arg-type]
     except duckdb.Error as exc:
-        raise QueryError(str(exc).strip()) from None
+        raise QueryError(_explain(str(exc).strip())) from None
+
+
+#: Table-name prefix -> the command that makes such tables.
+MADE_BY = {
+    "eval_": "sdf eval",
+    "train_": "sdf train",
+    "checkpoints": "sdf train",
+    "selection": "sdf select",
+    "gen_": "sdf generate",
+    "ledger": "sdf generate",
+}
+
+
+def _explain(message: str) -> str:
+    """Add the command that creates a missing table to DuckDB's message."""
+    import re
+
+    m = re.search(r"Table with name (\w+) does not exist", message)
+    if not m:
+        return message
+    table, first = m.group(1), message.splitlines()[0]
+    command = None
+    audit = re.match(r"audit_([a-z]+)_", table)
+    if audit:
+        from .audits import AUDITS
+
+        if audit.group(1) in AUDITS:
+            command = f"sdf audit {audit.group(1)}` or `sdf report"
+    for prefix, cmd in MADE_BY.items():
+        if command is None and table.startswith(prefix):
+            command = cmd
+    if command is None:
+        return message
+    return f"{table} does not exist yet: it is made by `{command}`; run that first. ({first})"
 
 
 def named(name: str, store: Store | None = None, **params: Any) -> pl.DataFrame:

@@ -2,8 +2,9 @@
 
 Each document is embedded once with the offline all-MiniLM-L6-v2 sentence encoder (the
 ``EmbeddingStage``, cached by content hash in the store table named by ``stage.table``, so a
-re-audit only embeds new documents). Over the unit-normalised embeddings of a group (the
-whole corpus, each concept, each concept × doc type) the audit reports:
+re-audit only embeds new documents). Over the unit-normalised embeddings of a group
+(``overall``; ``per_concept``; ``per_doc_type`` across concepts; ``per_concept_doc_type``,
+a list of strata) the audit reports:
 
 - ``mean_pairwise_cosine``: the average cosine between two different documents, computed
   exactly in O(n·d) from the sum vector: (‖Σe‖² − n) / (n(n − 1)).
@@ -283,7 +284,7 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     concept_arr = docs["concept"].to_numpy()
     type_arr = docs["doc_type"].to_numpy()
     per_concept: dict[str, Any] = {}
-    per_doc_type: list[dict[str, Any]] = []
+    per_concept_doc_type: list[dict[str, Any]] = []
     for concept in sorted(set(concept_arr.tolist())):
         in_concept = concept_arr == concept
         fig = figures_of(in_concept)
@@ -292,7 +293,13 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
         for doc_type in sorted(set(type_arr[in_concept].tolist())):
             fig = figures_of(in_concept & (type_arr == doc_type))
             if fig is not None:
-                per_doc_type.append({"concept": concept, "doc_type": doc_type} | fig)
+                per_concept_doc_type.append({"concept": concept, "doc_type": doc_type} | fig)
+    # Each doc type across concepts: does one format read the same whatever the concept?
+    per_doc_type: dict[str, Any] = {}
+    for doc_type in sorted(set(type_arr.tolist())):
+        fig = figures_of(type_arr == doc_type)
+        if fig is not None:
+            per_doc_type[doc_type] = fig
 
     # Per document: its most similar other document of the same concept (SQL-joinable).
     nn_rows: list[pl.DataFrame] = []
@@ -319,7 +326,7 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
         if nn_rows
         else pl.DataFrame(schema=nearest_schema)
     )
-    strata = pl.DataFrame([_flat(r) for r in per_doc_type], schema=_strata_schema())
+    strata = pl.DataFrame([_flat(r) for r in per_concept_doc_type], schema=_strata_schema())
 
     figures: dict[str, Any] = {
         "model": MODEL_ID,
@@ -330,6 +337,7 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
         "overall": overall,
         "per_concept": per_concept,
         "per_doc_type": per_doc_type,
+        "per_concept_doc_type": per_concept_doc_type,
     }
     flags = []
     for concept, fig in per_concept.items():

@@ -120,7 +120,7 @@ class Config:
     #: Characters of context each side of a mention in a window.
     window_chars: int = 120
     #: Share of a candidate's windows that must tag it PERSON.
-    accept_ratio: float = 0.3
+    accept_ratio: float = 0.5
     #: Count a lone surname for the one person of that surname named in the same document.
     fold_surnames: bool = True
     #: More words that are never part of a name (added to the built-in stop-lists).
@@ -252,7 +252,7 @@ class PersonEntities(Stage):
 
     @property
     def table(self) -> str:
-        return "person_entities_" + re.sub(r"[^0-9A-Za-z]+", "_", self.model) + "_v1"
+        return "person_entities_" + re.sub(r"[^0-9A-Za-z]+", "_", self.model) + "_v2"
 
     @property
     def output_schema(self) -> pa.Schema:
@@ -266,37 +266,24 @@ class PersonEntities(Stage):
         texts = [t or "" for t in batch.column("text").to_pylist()]
         names: list[Counter[str]] = []
         singles: list[Counter[str]] = []
-        for doc in self._nlp.pipe(texts, batch_size=self.batch_size):
+        pipe = self._nlp.pipe(texts, batch_size=self.batch_size)
+        for text, doc in zip(texts, pipe, strict=True):
             full: Counter[str] = Counter()
-            lone: Counter[str] = Counter()
             for ent in doc.ents:
-                if ent.label_ != "PERSON":
-                    continue
-                norm = normalize(ent.text)
-                if norm:
-                    full[norm] += 1
-                else:
-                    word = _single(ent.text)
-                    if word:
-                        lone[word] += 1
+                if ent.label_ == "PERSON":
+                    norm = normalize(ent.text)
+                    if norm:
+                        full[norm] += 1
             names.append(full)
-            singles.append(lone)
+            # Lone surnames are found as in the fast route (capitalised words standing
+            # alone), so both routes fold them by the same rule.
+            lasts = {n.rsplit(" ", 1)[1] for n in full}
+            lone = find_candidates(text)[1] if lasts else Counter()
+            singles.append(Counter({w: c for w, c in lone.items() if w in lasts}))
         return pa.RecordBatch.from_arrays(
             [batch.column("doc_id"), _as_lists(names), _as_lists(singles)],
             schema=_CANDIDATE_SCHEMA,
         )
-
-
-def _single(text: str) -> str | None:
-    """A lone name word ("Chen", "Dr. Chen", "Chen's"), or None."""
-    words = text.replace("’", "'").split()
-    while words and words[0].rstrip(".") in TITLES:
-        words = words[1:]
-    if len(words) != 1:
-        return None
-    w = words[0]
-    w = w[:-2] if w.endswith("'s") else w.rstrip("'")
-    return w if w not in STOP_WORDS and _WORD_RE.fullmatch(w) else None
 
 
 # --------------------------------------------------------------------------- fast route

@@ -78,7 +78,9 @@ class Config:
     max_flags_per_n: int = 10
 
     def threshold(self, n: int) -> float:
-        return self.flag_doc_share.get(n, self.default_flag_share)
+        # keys may be ints or, from YAML/JSON, strings
+        shares = {int(k): float(v) for k, v in self.flag_doc_share.items()}
+        return shares.get(int(n), self.default_flag_share)
 
 
 def tokenize(texts: pl.Expr) -> pl.Expr:
