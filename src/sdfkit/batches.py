@@ -794,6 +794,7 @@ class _Runner:
                     )
                 )
                 if line != last_line:
+                    tick.status(line.split(": ", 1)[-1])
                     self.log(line)
                     last_line = line
                 open_batches = still_open

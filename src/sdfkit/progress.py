@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 
 def enabled() -> bool:
@@ -14,13 +15,27 @@ def enabled() -> bool:
     return os.environ.get("SDF_PROGRESS") == "1" or sys.stderr.isatty()
 
 
+class Tick:
+    """``tick(n)`` advances the bar; ``tick.status(text)`` shows a live status after its label
+    (e.g. batch states and counts while polling)."""
+
+    def __init__(self, progress: Any = None, task: Any = None, label: str = "") -> None:
+        self._progress, self._task, self._label = progress, task, label
+
+    def __call__(self, n: int = 1) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._task, n)
+
+    def status(self, text: str) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, description=f"{self._label} [{text}]")
+
+
 @contextmanager
-def counter(
-    description: str, total: int | None = None, unit: str = "items"
-) -> Iterator[Callable[[int], None]]:
-    """Yields ``tick(n)``; shows a bar (or a spinner without ``total``) on a terminal."""
+def counter(description: str, total: int | None = None, unit: str = "items") -> Iterator[Tick]:
+    """Yields a ``Tick``; shows a bar (or a spinner without ``total``) on a terminal."""
     if not enabled():
-        yield lambda n=1: None
+        yield Tick()
         return
     from rich.progress import (
         BarColumn,
@@ -43,4 +58,4 @@ def counter(
     ]
     with Progress(*cols, transient=False) as prog:
         task = prog.add_task(description, total=total)
-        yield lambda n=1: prog.advance(task, n)
+        yield Tick(prog, task, description)
