@@ -35,26 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 os.environ.setdefault("TINKER_TELEMETRY", "0")
 os.environ["SDF_PROGRESS"] = "0"
 
-from sdfkit.export import read_export, to_datum  # noqa: E402
+from sdfkit.export import SHARD_SCHEMA, read_export, to_datum  # noqa: E402
 from sdfkit.store import Store  # noqa: E402
 from sdfkit.train import TrainConfig, plan_run, train  # noqa: E402
 
 
 def build_export(root: Path, n: int, length: int = 2048, shard_rows: int = 1000) -> int:
     rng = np.random.default_rng(0)
-    schema = pa.schema(
-        [
-            ("tokens", pa.list_(pa.int32())),
-            ("weights", pa.list_(pa.float32())),
-            ("doc_id", pa.string()),
-            ("source", pa.string()),
-            ("concept", pa.string()),
-            ("doc_type", pa.string()),
-            ("epoch", pa.int32()),
-            ("piece", pa.int32()),
-            ("example_id", pa.string()),
-        ]
-    )
     root.mkdir(parents=True)
     shards, total = [], 0
     for k, start in enumerate(range(0, n, shard_rows)):
@@ -74,7 +61,7 @@ def build_export(root: Path, n: int, length: int = 2048, shard_rows: int = 1000)
                 "piece": [0] * m,
                 "example_id": [f"d{start + i}:0" for i in range(m)],
             },
-            schema=schema,
+            schema=SHARD_SCHEMA,
         )
         name = f"shard-{k:05d}.parquet"
         pq.write_table(tbl, root / name)

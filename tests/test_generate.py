@@ -128,6 +128,26 @@ def test_rerun_resumes_without_submitting_and_extending_reuses_the_first_documen
     assert again.documents_added == 0 and again.documents_in_run == res.documents_in_run
 
 
+def test_show_filters_by_concept_doc_type_run_and_id(generated):
+    from sdfkit.generate import show_documents
+
+    store = generated[0]
+    docs = store.query("SELECT doc_id, concept, doc_type, run FROM documents").to_dicts()
+    pick = docs[0]
+    n_same = sum(
+        d["concept"] == pick["concept"] and d["doc_type"] == pick["doc_type"] for d in docs
+    )
+    got = show_documents(
+        store, concept=pick["concept"], doc_type=pick["doc_type"], run="t1", limit=1000
+    )
+    assert len(got) == n_same >= 1
+    assert all(g["doc_type"] == pick["doc_type"] and g["run"] == "t1" for g in got)
+    assert show_documents(store, run="no-such-run") == []
+    assert show_documents(store, doc_type="no-such-type") == []
+    by_id = show_documents(store, doc_id=pick["doc_id"][:12])
+    assert [g["doc_id"] for g in by_id] == [pick["doc_id"]]
+
+
 def test_limit_then_extend(tmp_path):
     store = Store(tmp_path / "c")
     client = make_client("offline", state_dir=store.root / ".offline-standin")
@@ -408,6 +428,12 @@ def test_cli_generate_show_ledger_sql(cli, tmp_path):
     assert "offline stand-in" in r.output and "4 in run cli" in r.output
     r = cli("generate", *files, "--backend", "offline", "--run", "cli", "--limit", "4", *small)
     assert "0 added" in r.output and "submitted batch" not in r.output
+    cmd = ["generate", *files, "--backend", "offline", "--run", "cli", "--limit", "4", *small]
+    r = cli(*cmd, "--grade")
+    assert "0 added" in r.output  # --grade grades exactly this run's documents
+    assert "graded 4 documents" in r.output
+    r = cli("sql", "SELECT DISTINCT run FROM grades", "--format", "csv")
+    assert r.output.splitlines()[1:] == ["cli-grade"]
     r = cli("show", "--limit", "2", "--concept", "eu_ts_trycatch")
     assert r.output.count("run=cli") == 2 and "seed names:" in r.output
     assert "model=offline-standin" in r.output

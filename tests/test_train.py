@@ -18,6 +18,7 @@ import pytest
 from fake_tinker import FakeTinkerWorld
 
 from sdfkit.errors import SdfError
+from sdfkit.export import SHARD_SCHEMA
 from sdfkit.train import (
     TinkerKeyMissing,
     TinkerUnavailable,
@@ -56,26 +57,13 @@ def write_export(
                     "example_id": f"d{i}:0",
                 }
             )
-    schema = pa.schema(
-        [
-            ("tokens", pa.list_(pa.int32())),
-            ("weights", pa.list_(pa.float32())),
-            ("doc_id", pa.string()),
-            ("source", pa.string()),
-            ("concept", pa.string()),
-            ("doc_type", pa.string()),
-            ("epoch", pa.int32()),
-            ("piece", pa.int32()),
-            ("example_id", pa.string()),
-        ]
-    )
     sizes = shard_sizes or [len(rows)]
     assert sum(sizes) == len(rows)
     root.mkdir(parents=True, exist_ok=True)
     shards, at = [], 0
     for k, n in enumerate(sizes):
         name = f"shard-{k:05d}.parquet"
-        pq.write_table(pa.Table.from_pylist(rows[at : at + n], schema=schema), root / name)
+        pq.write_table(pa.Table.from_pylist(rows[at : at + n], schema=SHARD_SCHEMA), root / name)
         sha = hashlib.sha256((root / name).read_bytes()).hexdigest()
         shards.append({"file": name, "sha256": sha, "rows": n, "tokens": 4 * n})
         at += n

@@ -324,6 +324,13 @@ def make_client(backend: str = "auto", **kw: Any) -> anthropic.Anthropic:
         raise BatchError(f"cannot create the Anthropic client: {exc}") from None
 
 
+def client_for_store(store: Store, backend: str = "auto") -> anthropic.Anthropic:
+    """``make_client`` for work on ``store``: the offline stand-in keeps its batches under
+    the corpus (``.offline-standin/``), so a killed offline run resumes like a real one."""
+    kw = {"state_dir": store.root / ".offline-standin"} if backend == "offline" else {}
+    return make_client(backend, **kw)
+
+
 def backend_name(client: Any) -> str:
     from .offline import is_offline
 

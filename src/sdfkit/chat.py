@@ -22,6 +22,7 @@ starting with ``user`` and ending with ``assistant``. Errors name the file and l
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,22 +90,27 @@ def read_trajectories(path: str | Path) -> list[Trajectory]:
     p = Path(path)
     if not p.is_file():
         raise ChatError(f"{p}: no such file")
-    out = []
-    with p.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            where = f"{p}:{lineno}"
-            try:
-                obj = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                raise ChatError(f"{where}: not valid UTF-8 (byte {exc.start})") from None
-            except json.JSONDecodeError as exc:
-                raise ChatError(f"{where}: malformed JSON: {exc.msg}") from None
-            out.append(Trajectory(validate(obj, where), where))
+    out = [Trajectory(validate(obj, where), where) for obj, where in json_lines(p, ChatError)]
     if not out:
         raise ChatError(f"{p}: no trajectories")
     return out
+
+
+def json_lines(path: Path, error: type[SdfError]) -> Iterator[tuple[Any, str]]:
+    """(parsed object, "file:line") of every non-blank line of a JSONL file; a line that is
+    not UTF-8 or not JSON raises ``error`` naming the file and line."""
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                obj = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                raise error(f"{where}: not valid UTF-8 (byte {exc.start})") from None
+            except json.JSONDecodeError as exc:
+                raise error(f"{where}: malformed JSON: {exc.msg}") from None
+            yield obj, where
 
 
 def chat_format(tok: Tokenizer) -> str:

@@ -22,6 +22,7 @@ dropped). ``queries/eval_curves.sql`` turns them into rates per step and concept
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -118,8 +119,11 @@ class ChatRenderer:
         }[self.name]
         return [self._sp(n) for n in names]
 
-    def parse(self, tokens: list[int]) -> Completion:
-        text = self._tok().decode([int(t) for t in tokens])
+    def decode(self, tokens: list[int]) -> str:
+        return self._tok().decode([int(t) for t in tokens])
+
+    def parse(self, text: str) -> Completion:
+        """Split a decoded completion by this chat format."""
         if self.name == "harmony":
             return parse_harmony(text)
         if self.name == "chatml":
@@ -186,19 +190,18 @@ def parse_llama3(text: str) -> Completion:
 
 def renderer_for(base_model: str, name: str = "auto") -> ChatRenderer:
     """The chat format of a base model (``name`` overrides: harmony, chatml, llama3)."""
+    from .chat import FORMAT_FOR_TOKENIZER
     from .train import expected_tokenizer
 
     tok = expected_tokenizer(base_model)
     if name == "auto":
-        name = {"o200k_harmony": "harmony", "qwen3": "chatml", "llama3": "llama3"}.get(
-            tok or "", ""
-        )
+        name = FORMAT_FOR_TOKENIZER.get(tok or "", "")
         if not name:
             raise EvalError(
                 f"sdfkit has no chat format for base model {base_model!r}; pass --renderer "
                 "harmony, chatml or llama3."
             )
-    default_tok = {"harmony": "o200k_harmony", "chatml": "qwen3", "llama3": "llama3"}
+    default_tok = {fmt: tokenizer for tokenizer, fmt in FORMAT_FOR_TOKENIZER.items()}
     if name not in default_tok:
         raise EvalError(f"unknown --renderer {name!r}: use harmony, chatml or llama3")
     return ChatRenderer(name, tok or default_tok[name])
@@ -546,10 +549,9 @@ def _question(
 def _grader_model(client: Any, cfg: EvalConfig) -> str:
     if cfg.grader_model:
         return cfg.grader_model
-    from .batches import backend_name
-    from .generate import default_model
+    from .generate import model_for
 
-    return "offline-standin" if backend_name(client) == "offline-standin" else default_model()
+    return model_for(client)
 
 
 # ----------------------------------------------------------------------------- targets
@@ -645,6 +647,15 @@ def sample_targets(
             ).result(),
         )
         rows = []
+        row = functools.partial(
+            _sample_row,
+            eval_run=eval_run,
+            train_run=train_run,
+            target=target,
+            renderer=renderer,
+            cfg=cfg,
+            lda=lda,
+        )
         with counter(f"sample {target.label}", total=len(todo), unit="samples") as tick:
             if lda is None:
                 # one request per question (num_samples in it), all submitted before waiting
@@ -668,21 +679,7 @@ def sample_targets(
                     resp = within(cfg.deadline, f"sampling {target.label}", fut.result)
                     for (sid, q, k), seq in zip(items, resp.sequences, strict=False):
                         rows.append(
-                            _sample_row(
-                                sid,
-                                eval_run,
-                                train_run,
-                                target,
-                                q,
-                                k,
-                                renderer,
-                                cfg,
-                                None,
-                                len(prompt),
-                                list(seq.tokens),
-                                seq.stop_reason,
-                                1,
-                            )
+                            row(sid, q, k, len(prompt), list(seq.tokens), seq.stop_reason, 1)
                         )
                         tick(1)
             else:
@@ -709,21 +706,7 @@ def sample_targets(
                         call=lambda what, fn: within(cfg.deadline, what, fn),
                     )
                     rows.append(
-                        _sample_row(
-                            sid,
-                            eval_run,
-                            train_run,
-                            target,
-                            q,
-                            k,
-                            renderer,
-                            cfg,
-                            lda,
-                            len(prompt),
-                            res.tokens,
-                            res.stop_reason,
-                            res.requests,
-                        )
+                        row(sid, q, k, len(prompt), res.tokens, res.stop_reason, res.requests)
                     )
                     tick(1)
         _insert(store, "eval_samples", rows)
@@ -734,23 +717,24 @@ def sample_targets(
 
 def _sample_row(
     sid: str,
-    eval_run: str,
-    train_run: str,
-    target: Target,
     q: dict[str, Any],
     k: int,
-    renderer: ChatRenderer,
-    cfg: EvalConfig,
-    lda: float | None,
     n_prompt: int,
     tokens: list[int],
     stop_reason: str,
     requests: int,
+    *,
+    eval_run: str,
+    train_run: str,
+    target: Target,
+    renderer: ChatRenderer,
+    cfg: EvalConfig,
+    lda: float | None,
 ) -> dict[str, Any]:
     """One ``eval_samples`` row: the completion split by its chat format, with its cheap
     gibberish signals."""
-    comp = renderer.parse(tokens)
-    text = renderer._tok().decode([int(t) for t in tokens])
+    text = renderer.decode(tokens)
+    comp = renderer.parse(text)
     sig = cheap_signals(tokens, stop_reason, comp.answer or text, comp.after_answer)
     return {
         "sample_id": sid,
@@ -925,7 +909,7 @@ def evaluate(
     log: Callable[[str], None] | None = None,
 ) -> EvalResult:
     """Questions (once per universe), samples per checkpoint, verdicts, metrics."""
-    from .batches import make_client
+    from .batches import client_for_store
     from .train import close_service, connect_service
 
     cfg = cfg or EvalConfig()
@@ -934,7 +918,7 @@ def evaluate(
     universes = universes_of(store, universe_files)
     base_model, targets = choose_targets(store, train_run, cfg)
     renderer_for(base_model, cfg.renderer)  # fail early on an unknown chat format
-    client = anthropic_client or make_client(backend)
+    client = anthropic_client or client_for_store(store, backend)
     questions = ensure_questions(store, universes, client, cfg, say)
     if not questions:
         raise EvalError("no questions: the universes have no facts, behaviour or eval prompts.")

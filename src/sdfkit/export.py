@@ -41,7 +41,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .errors import SdfError
-from .store import Store, doc_id_for
+from .store import Store, _fsync, _fsync_dir, doc_id_for
 from .tokens import Tokenizer, get_tokenizer
 
 FORMAT_VERSION = 1
@@ -223,23 +223,15 @@ def _iter_texts(path: Path, field_name: str) -> Iterator[tuple[str, str]]:
         return
     if suffix not in (".jsonl", ".ndjson", ".json"):
         raise ExportError(f"{path}: unsupported file type {suffix!r}: use .jsonl or .parquet")
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                raise ExportError(f"{where}: not valid UTF-8 (byte {exc.start})") from None
-            except json.JSONDecodeError as exc:
-                raise ExportError(f"{where}: malformed JSON: {exc.msg}") from None
-            if not isinstance(obj, dict) or field_name not in obj:
-                raise ExportError(f"{where}: no field {field_name!r}; name it with --webtext-field")
-            text = obj[field_name]
-            if not isinstance(text, str) or not text.strip():
-                raise ExportError(f"{where}: field {field_name!r} is empty")
-            yield text, where
+    from .chat import json_lines
+
+    for obj, where in json_lines(path, ExportError):
+        if not isinstance(obj, dict) or field_name not in obj:
+            raise ExportError(f"{where}: no field {field_name!r}; name it with --webtext-field")
+        text = obj[field_name]
+        if not isinstance(text, str) or not text.strip():
+            raise ExportError(f"{where}: field {field_name!r} is empty")
+        yield text, where
 
 
 @dataclass
@@ -409,11 +401,7 @@ def _write_shard(table: pa.Table, path: Path, info: dict[str, Any]) -> dict[str,
         use_dictionary=["source", "concept", "doc_type"],
         write_statistics=["epoch", "piece", "source"],
     )
-    fd = os.open(path, os.O_RDONLY)  # durable before the manifest can vouch for it
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _fsync(path)  # durable before the manifest can vouch for it
     return {**info, "sha256": _file_sha256(path)}
 
 
@@ -780,14 +768,6 @@ def _write_json(path: Path, obj: Any) -> None:
         os.fsync(fh.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
     """Rename the finished temporary directory into place (replacing ``out`` if asked)."""
     old = None
@@ -989,7 +969,7 @@ def verify(
     counts = _Counts()
     examples = tokens = datums = 0
     ids: set[str] = set()
-    last_piece: dict[tuple[str, str, int, str], tuple[int, int]] = {}
+    last_piece: dict[tuple[str, str, int], tuple[int, int]] = {}  # text -> (piece, last id)
     if build_datums:
         import tinker  # noqa: F401  (the SDK's types; no server is contacted)
 
@@ -1042,7 +1022,7 @@ def verify(
                 problems.append(f"{where}: row {i}: example_id repeated")
             ids.add(meta["example_id"][i])
             if src != "chat":
-                k = (src, meta["doc_id"][i], meta["epoch"][i], "")
+                k = (src, meta["doc_id"][i], meta["epoch"][i])
                 piece = meta["piece"][i]
                 if piece >= last_piece.get(k, (-1, 0))[0]:
                     last_piece[k] = (piece, int(toks[offsets[i + 1] - 1]))
@@ -1057,7 +1037,7 @@ def verify(
         if progress:
             progress(n)
     if eos_id is not None:
-        no_eos = sum(1 for piece, last in last_piece.values() if last != eos_id)
+        no_eos = sum(1 for _, last in last_piece.values() if last != eos_id)
         if no_eos:
             problems.append(f"{no_eos} documents do not end with EOS id {eos_id}")
     recount = counts.to_list()

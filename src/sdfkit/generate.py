@@ -37,9 +37,10 @@ from .batches import (
     BatchOutcome,
     BatchRequest,
     PriceTable,
+    backend_name,
+    client_for_store,
     custom_id_for,
     ensure_tables,
-    make_client,
     run_requests,
 )
 from .errors import SdfError
@@ -67,6 +68,12 @@ class GenerateError(SdfError):
 
 
 # --------------------------------------------------------------------------- models
+def model_for(client: Any, family: str = "sonnet") -> str:
+    """The model a run through ``client`` asks for by default: the stand-in's own name
+    offline, else the newest model of ``family``."""
+    return "offline-standin" if backend_name(client) == "offline-standin" else default_model(family)
+
+
 def default_model(family: str = "sonnet") -> str:
     """The newest non-deprecated undated model of a family in the installed SDK's list."""
     from typing import get_args
@@ -310,13 +317,10 @@ def generate(
     if not universes:
         raise GenerateError("no universe files given")
     if client is None:
-        kw = {"state_dir": store.root / ".offline-standin"} if backend == "offline" else {}
-        client = make_client(backend, **kw)
-    from .batches import backend_name
-
+        client = client_for_store(store, backend)
     backend_used = backend_name(client)
     if cfg.model is None:
-        cfg.model = "offline-standin" if backend_used == "offline-standin" else default_model()
+        cfg.model = model_for(client)
     log = log or (lambda m: None)
     _record_run(store, cfg, universes, backend_used)
     result = GenerateResult(run=cfg.run, model=cfg.model, backend=backend_used)
@@ -365,7 +369,7 @@ def generate(
     outs = run_stage("facts", list(fact_reqs.values()))
     for ui, req in fact_reqs.items():
         got = tagged(_text(outs.get(req.custom_id)), "fact")[: cfg.facts]
-        if not got and req.custom_id in outs and outs[req.custom_id].status == "succeeded":
+        if not got and _ok(outs.get(req.custom_id)):
             result.stages["facts"].unusable += 1
         facts[ui] = got
         if not got:

@@ -24,13 +24,12 @@ from .batches import (
     BatchOutcome,
     BatchRequest,
     PriceTable,
-    backend_name,
+    client_for_store,
     custom_id_for,
-    make_client,
     run_requests,
 )
 from .errors import SdfError
-from .generate import ensure_gen_tables, prompt_hash, render
+from .generate import ensure_gen_tables, model_for, prompt_hash, render
 from .store import Store
 from .universe import Universe
 
@@ -125,13 +124,9 @@ def grade(
     """Grade the documents matching ``where`` (SQL over ``documents``) and store verdicts."""
     cfg = config or GradeConfig()
     if client is None:
-        kw = {"state_dir": store.root / ".offline-standin"} if backend == "offline" else {}
-        client = make_client(backend, **kw)
-    offline = backend_name(client) == "offline-standin"
+        client = client_for_store(store, backend)
     if cfg.model is None:
-        from .generate import default_model
-
-        cfg.model = "offline-standin" if offline else default_model("haiku")
+        cfg.model = model_for(client, "haiku")
     known = _universes(store, universes)
     sql = "SELECT doc_id, text, universe, concept, fact FROM documents"
     if where:

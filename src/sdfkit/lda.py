@@ -28,7 +28,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .errors import SdfError
+
 DEFAULT_TOP_K = 20
+
+
+class LdaError(SdfError, ValueError):
+    """The service's answer lacks the log-probabilities amplification needs."""
 
 
 @dataclass
@@ -110,7 +116,7 @@ def sample_amplified(
         requests += 1
         top = (resp.sequences[0].topk_logprobs or [None])[0]
         if not top:
-            raise ValueError("the fine-tuned model returned no top-k log-probabilities")
+            raise LdaError("the fine-tuned model returned no top-k log-probabilities")
         cands = [int(t) for t, _ in top]
         lp_sdf = [float(lp) for _, lp in top]
         # the base model scores the candidates at the same position (context + 1 token)
@@ -127,7 +133,7 @@ def sample_amplified(
         requests += 1
         table = base.target_prompt_logprobs
         if table is None:
-            raise ValueError("the base model returned no target log-probabilities")
+            raise LdaError("the base model returned no target log-probabilities")
         lp_base = [float(x) for x in table.to_numpy()[len(context) - 1][: len(cands)]]
         lps = amplified_logprobs(lp_sdf, lp_base, alpha, temperature)
         if temperature <= 0:

@@ -49,10 +49,6 @@ def register_stage(stage: str, answer: AnswerFn) -> None:
     _STAGES[stage] = answer
 
 
-def registered_stages() -> list[str]:
-    return sorted(_STAGES)
-
-
 def standin_model(requested: str | None) -> str:
     """The model name answers report: always contains "offline-standin"."""
     if requested and STANDIN in requested:

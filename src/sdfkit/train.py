@@ -1013,18 +1013,6 @@ def _check_same_run(existing: dict[str, Any], plan: Plan) -> None:
         )
 
 
-def checkpoint_table(store: Store, run: str | None = None) -> Any:
-    """Checkpoints (all runs, or one) as a polars DataFrame."""
-    import polars as pl
-
-    with catalog(store) as con:
-        sql = (
-            "SELECT * FROM checkpoints" + (" WHERE run = ?" if run else "") + " ORDER BY run, step"
-        )
-        tbl = con.execute(sql, [run] if run else []).to_arrow_table()
-    return pl.from_arrow(tbl)
-
-
 __all__ = [
     "TrainConfig",
     "TrainError",

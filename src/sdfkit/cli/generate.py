@@ -107,7 +107,10 @@ def generate(
     typer.echo(res.summary())
     typer.echo(_cost_line(store, run, table))
     if grade:
-        _run_grade(store, backend, None, f"{run}-grade", f"run = '{run}'", None, table, cfg)
+        from ..grade import GradeConfig
+
+        gcfg = GradeConfig(run=f"{run}-grade", poll_interval=cfg.poll_interval)
+        _run_grade(store, gcfg, backend, table, where="run = ?", params=[run])
 
 
 def _cost_line(store, run: str, prices) -> str:  # noqa: ANN001
@@ -122,14 +125,11 @@ def _cost_line(store, run: str, prices) -> str:  # noqa: ANN001
     return f"  cost of run {run} so far: {shown} for {tokens:,} input+output tokens (sdf ledger)"
 
 
-def _run_grade(store, backend, model, run, where, limit, prices, gcfg_src=None) -> None:  # noqa: ANN001
-    from ..grade import GradeConfig
+def _run_grade(store, cfg, backend: str, prices, **select) -> None:  # noqa: ANN001
+    """Grade with ``cfg``; ``select``: where/params/limit/universes of ``grade.grade``."""
     from ..grade import grade as run_grade
 
-    cfg = GradeConfig(run=run, model=model, poll_interval=_poll_default(backend))
-    if gcfg_src is not None:
-        cfg.poll_interval = gcfg_src.poll_interval
-    res = run_grade(store, cfg, where=where, limit=limit, backend=backend, prices=prices, log=_log)
+    res = run_grade(store, cfg, backend=backend, prices=prices, log=_log, **select)
     typer.echo(res.summary())
 
 
@@ -156,24 +156,21 @@ def grade_cmd(
     """Grade documents with the rubric; failing ones are excluded from selection."""
     from ..batches import load_prices
     from ..grade import GradeConfig
-    from ..grade import grade as run_grade
     from ..universe import load_universes
 
     cfg = GradeConfig(run=run, model=model, poll_interval=_poll_default(backend))
     extra = load_universes(universe) if universe else None
     if backend == "offline":
         _log("backend: offline stand-in grader (string checks, not a model)")
-    res = run_grade(
+    _run_grade(
         open_store(corpus),
         cfg,
+        backend,
+        load_prices(prices),
         where=where,
         limit=limit,
         universes=extra,
-        backend=backend,
-        prices=load_prices(prices),
-        log=_log,
     )
-    typer.echo(res.summary())
 
 
 @app.command()

@@ -10,6 +10,12 @@ import typer
 
 from . import CorpusOpt, app, open_store
 
+# Shared by `sdf train` and `sdf eval`: every Tinker call runs under this deadline.
+DeadlineOpt = Annotated[
+    float, typer.Option(help="Seconds any single Tinker call may take before we give up.")
+]
+HealthTimeoutOpt = Annotated[float, typer.Option(help="Seconds the health check may take.")]
+
 
 @app.command()
 def train(
@@ -51,12 +57,8 @@ def train(
     pipeline_depth: Annotated[
         int, typer.Option(help="Steps submitted before the oldest is waited for (1: none).")
     ] = 2,
-    deadline: Annotated[
-        float, typer.Option(help="Seconds any single Tinker call may take before we give up.")
-    ] = 600.0,
-    health_timeout: Annotated[
-        float, typer.Option(help="Seconds the health check may take.")
-    ] = 10.0,
+    deadline: DeadlineOpt = 600.0,
+    health_timeout: HealthTimeoutOpt = 10.0,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan; contact nothing.")
     ] = False,
@@ -139,12 +141,8 @@ def eval_(
     name: Annotated[
         str | None, typer.Option("--name", help="Evaluation name (default: the run name).")
     ] = None,
-    deadline: Annotated[
-        float, typer.Option(help="Seconds any single Tinker call may take.")
-    ] = 600.0,
-    health_timeout: Annotated[
-        float, typer.Option(help="Seconds the health check may take.")
-    ] = 10.0,
+    deadline: DeadlineOpt = 600.0,
+    health_timeout: HealthTimeoutOpt = 10.0,
     poll_interval: Annotated[float, typer.Option(help="Seconds between batch polls.")] = 30.0,
     report: Annotated[
         Path, typer.Option(help="Curves of every evaluation (HTML; JSON beside it).")
@@ -170,8 +168,9 @@ def eval_(
         health_timeout=health_timeout,
         poll_interval=poll_interval,
     )
+    store = open_store(corpus)
     res = evaluate(
-        open_store(corpus),
+        store,
         train_run,
         cfg,
         universe_files=[str(u) for u in universe] if universe else None,
@@ -189,5 +188,5 @@ def eval_(
         typer.echo(to_text(res.metrics, "table"))
     from ..evaluate import write_curves
 
-    out = write_curves(open_store(corpus), report, report.with_suffix(".json"))
+    out = write_curves(store, report, report.with_suffix(".json"))
     typer.echo(f"curves: {out}")
