@@ -173,3 +173,27 @@ def test_bad_settings_are_clear_errors():
 def test_empty_corpus(store):
     result = dedup.run(store)
     assert result.figures["pairs"] == [] and result.figures["duplicate_fraction"] == 0.0
+
+
+def test_lsh_banding_keeps_pairs_near_the_threshold(store):
+    """20 copies at 3 % edits (Jaccard ~0.75, just above 0.7): every one is found."""
+    from sdfkit.store import doc_id_for
+
+    b, r = dedup.lsh_params(0.7, 128, 0.98)
+    assert b * r <= 128 and 1 - (1 - 0.7**r) ** b >= 0.98
+    rng = random.Random(11)
+    records = []
+    for _ in range(20):
+        words = [rng.choice(VOCAB) for _ in range(400)]
+        records.append({"text": " ".join(words), "concept": "c"})
+        records.append({"text": " ".join(_edit(words, 0.03, rng)), "concept": "c"})
+    store.append("documents_raw", build_documents(records))
+    texts = [r["text"] for r in records]
+    truth = _truth(texts, 0.7)
+    assert len(truth) >= 15  # most copies land above 0.7
+    result = dedup.run(store, dedup.Config(write_exclusions=False))
+    found = {(p["doc_a"], p["doc_b"]) for p in result.tables["pairs"].iter_rows(named=True)}
+    assert found == truth
+    # and nothing between distinct documents
+    distinct = {doc_id_for(t) for t in texts[::2]}
+    assert not any(a in distinct and b in distinct for a, b in found)
