@@ -169,3 +169,61 @@ def test_empty_corpus(store):
     result = names.run(store)
     assert result.figures["top"] == [] and result.figures["top_share"] == 0.0
     assert result.figures["suggested_anti_universe"]["names"] == []
+
+
+@pytest.fixture
+def half_org(store, nlp):
+    """Felix Young: 10 documents × 5 mentions, two of them inside company names the small
+    model tags ORG ("Felix Young Inc.", "The Felix Young Foundation"). Marcus Webb: 12
+    documents × 3 mentions, always PERSON. By mentions Felix leads (50 vs 36); by what NER
+    tags PERSON Marcus does (30 vs 36)."""
+    rng = random.Random(2)
+    person = [
+        "Felix Young, the lead engineer, presented the new design to the board.",
+        "Felix Young, a careful reviewer, signed off on the plan.",
+        "Felix Young, the project sponsor, asked for a second opinion.",
+    ]
+    org = [
+        "Shares of Felix Young Inc. fell after the report.",
+        "The Felix Young Foundation funded the new library.",
+    ]
+    records = []
+    for i in range(10):
+        # ORG contexts first in half the documents: windows sample each document's mentions
+        # in order, so neither kind is always read first.
+        sents = org + person if i % 2 else person + org
+        records.append({"text": _doc(rng, sents), "concept": "alpha", "doc_type": "memo"})
+    for _ in range(12):
+        sents = [
+            "Marcus Webb, a senior analyst, reviewed the findings.",
+            "Later, Marcus Webb wrote a short summary for the directors.",
+            "Marcus Webb, the committee chair, closed the meeting.",
+        ]
+        records.append({"text": _doc(rng, sents), "concept": "beta", "doc_type": "memo"})
+    store.append("documents_raw", build_documents(records))
+    return records
+
+
+def test_ner_estimate_ranks_names_as_the_exhaustive_pass_counts_them(store, half_org):
+    by_estimate = names.run(store, names.Config(top_k=3))
+    top = {d["name"]: d for d in by_estimate.figures["top"]}
+    felix, marcus = top["Felix Young"], top["Marcus Webb"]
+    # counts stay exact; the estimate is what the PERSON tags would give
+    assert (felix["mentions"], felix["documents"]) == (50, 10)
+    assert (marcus["mentions"], marcus["documents"]) == (36, 12)
+    assert 0.5 <= felix["person_ratio"] <= 0.75 and marcus["person_ratio"] == 1.0
+    assert felix["ner_mentions_estimate"] == pytest.approx(50 * felix["person_ratio"], abs=0.1)
+    assert marcus["ner_mentions_estimate"] == 36
+    assert by_estimate.figures["rank_by"] == "ner_estimate"
+    assert names.top_names(by_estimate, 2) == ["Marcus Webb", "Felix Young"]
+    # the exhaustive pass counts only PERSON-tagged mentions: same order as the estimate
+    exhaustive = names.run(store, names.Config(mode="exhaustive", top_k=3))
+    assert names.top_names(exhaustive, 2) == ["Marcus Webb", "Felix Young"]
+    counted = {d["name"]: d["mentions"] for d in exhaustive.figures["top"]}
+    assert abs(counted["Felix Young"] - felix["ner_mentions_estimate"]) <= 6
+    # rank_by="mentions" keeps the exact-count order; shares are the same either way
+    by_mentions = names.run(store, names.Config(top_k=3, rank_by="mentions"))
+    assert names.top_names(by_mentions, 2) == ["Felix Young", "Marcus Webb"]
+    assert by_mentions.figures["top_share"] == by_estimate.figures["top_share"]
+    with pytest.raises(SdfError, match="rank_by must be one of"):
+        names.Config(rank_by="share")

