@@ -122,3 +122,20 @@ def test_empty_corpus_gives_empty_typed_tables(store):
     save(store, res)
     cols = store.query("SELECT * FROM audit_diversity_strata").columns
     assert "mean_pairwise_cosine" in cols and "nn_cosine_p95" in cols
+
+
+def test_sample_per_concept_embeds_the_smallest_hashes_only(store, embedder, monkeypatch):
+    monkeypatch.setattr(diversity, "stage_for", lambda config: embedder)
+    _land(store, [f"{t} Variant {i}." for i, t in enumerate(TOPICS)], "big")
+    _land(store, TOPICS[:3], "small")
+    res = diversity.run(store, diversity.Config(precision="fp32", sample_per_concept=4))
+    big_ids = sorted(store.query("SELECT doc_id FROM documents WHERE concept='big'")["doc_id"])
+    embedded = set(read_results(store, embedder)["doc_id"].to_pylist())
+    small_ids = set(store.query("SELECT doc_id FROM documents WHERE concept='small'")["doc_id"])
+    assert embedded == set(big_ids[:4]) | small_ids  # 4 of 8, and all 3 of the small one
+    assert res.figures["per_concept"]["big"]["documents"] == 4
+    assert res.figures["documents"] == 7 and res.figures["documents_in_corpus"] == 11
+    assert any(n.startswith("Sampled: 7 of 11 documents") for n in res.notes)
+    # a re-audit embeds nothing new; the same sample is drawn again
+    again = diversity.run(store, diversity.Config(precision="fp32", sample_per_concept=4))
+    assert again.figures["embedded_now"] == 0 and again.figures["documents"] == 7
