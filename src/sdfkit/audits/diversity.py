@@ -56,8 +56,8 @@ class Config:
     #: documents with the smallest content hashes: uniform, stable across runs (a re-audit
     #: embeds only new documents that enter it), and the same whichever engine runs it.
     #: Embedding is the report's slowest step on CPU (~7-20 docs/s on 2 cores); the figures
-    #: are statistics of the group, which a sample of 2,000 estimates closely.
-    sample_per_concept: int | None = 2000
+    #: are statistics of the group, which a sample of 1,000 estimates closely.
+    sample_per_concept: int | None = 1000
     #: Nearest neighbours are searched for at most this many documents per group.
     nn_sample: int = 5000
     #: Groups smaller than this get no figures (too few documents to say anything).
