@@ -63,3 +63,85 @@ def test_engine_ray_without_ray_says_how_to_install(monkeypatch, tmp_path):
     store = _corpus(tmp_path / "d", n=3)
     with pytest.raises(EngineError, match=r"pip install 'sdfkit\[ray\]'"):
         run_stage(store, TokenCountStage(), engine="ray")
+
+
+@pytest.fixture(scope="module")
+def synth_corpora(tmp_path_factory):
+    """Two copies of one small synthetic corpus (planted names and near-duplicates)."""
+    import shutil
+    import sys
+
+    sys.path.insert(0, str(TESTS.parent / "bench"))
+    from synth import make_corpus
+
+    root = tmp_path_factory.mktemp("synth")
+    a = Store(root / "a")
+    make_corpus(a, n_docs=60, seed=3, tokens_per_doc=250)
+    (root / "b" / "documents").mkdir(parents=True)
+    for part in a.parts("documents_raw"):
+        shutil.copy(part, root / "b" / "documents" / part.name)
+    return a, Store(root / "b")
+
+
+def _stage_cases():
+    from sdfkit.audits.dedup import MinHashSignatures
+    from sdfkit.audits.names import NameCandidates, PersonEntities
+
+    return [MinHashSignatures(), NameCandidates(), PersonEntities()]
+
+
+@pytest.mark.parametrize("index", range(3), ids=["minhash", "name_candidates", "ner"])
+def test_audit_stages_identical_across_engines(ray_local, synth_corpora, index):
+    a, b = synth_corpora
+    stage = _stage_cases()[index]
+    run_stage(a, stage, engine="local")
+    run_stage(b, stage, engine="ray", batch_rows=16)
+    left, right = read_results(a, stage).sort_by("doc_id"), read_results(b, stage).sort_by("doc_id")
+    assert left.num_rows == 60 and left.equals(right)
+
+
+def test_embeddings_equal_within_tolerance(ray_local, synth_corpora):
+    import numpy as np
+
+    from sdfkit.audits.diversity import EmbeddingStage
+
+    a, b = synth_corpora
+    ids = set(a.read("documents_raw", ["doc_id"]).column("doc_id").to_pylist()[:12])
+    stage = EmbeddingStage(precision="fp32")
+    run_stage(a, stage, engine="local", where=ids)
+    run_stage(b, stage, engine="ray", where=ids, actors=1)
+    left, right = read_results(a, stage).sort_by("doc_id"), read_results(b, stage).sort_by("doc_id")
+    assert left.column("doc_id").to_pylist() == right.column("doc_id").to_pylist()
+    assert left.num_rows == 12
+    x = np.asarray(left.column("embedding").to_pylist())
+    y = np.asarray(right.column("embedding").to_pylist())
+    assert np.abs(x - y).max() < 1e-5
+
+
+def test_report_on_ray_matches_local(ray_local, synth_corpora, cli, tmp_path):
+    import json
+
+    a, b = synth_corpora
+    for store, engine in ((a, "local"), (b, "ray")):
+        cli(
+            "--corpus",
+            store.root,
+            "report",
+            "--engine",
+            engine,
+            "--skip",
+            "diversity",
+            "--json",
+            tmp_path / f"{engine}.json",
+            "--html",
+            tmp_path / f"{engine}.html",
+            expect=None,
+        )
+    local = json.loads((tmp_path / "local.json").read_text())
+    ray = json.loads((tmp_path / "ray.json").read_text())
+    assert local["near_duplicates"]["pairs"], "the synthetic corpus plants near-duplicates"
+    assert local["names"]["top"], "the synthetic corpus plants names"
+    for key in ("near_duplicates", "names", "ngrams"):
+        sub = {"near_duplicates": ("pairs", "clusters"), "names": ("top",), "ngrams": ("top",)}
+        for field in sub[key]:
+            assert ray[key][field] == local[key][field], (key, field)
