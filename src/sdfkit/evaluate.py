@@ -882,12 +882,11 @@ def grade_samples(
 # ----------------------------------------------------------------------------- metrics
 def metrics(store: Store, eval_run: str | None = None) -> pl.DataFrame:
     """Rates per eval run, checkpoint step and concept (``queries/eval_curves.sql``)."""
-    from .sql import find_query
+    from .sql import named
 
     with catalog(store):
         pass  # the tables exist even before the first evaluation
-    sql = find_query("eval_curves").read_text(encoding="utf-8")
-    df = store.query(sql)
+    df = named("eval_curves", store)
     if eval_run is not None and df.height:
         import polars as pl
 
@@ -1029,67 +1028,78 @@ def _register_standins() -> None:
 _register_standins()
 
 
-# ----------------------------------------------------------------------------- curves page
-CURVE_METRICS = [
-    ("recall_rate", "recall (implanted)", "#1f77b4"),
-    ("behaviour_rate", "behaviour", "#2ca02c"),
-    ("reasoning_rate", "reasoning", "#9467bd"),
-    ("gibberish_rate", "gibberish", "#d62728"),
-]
+# ----------------------------------------------------------------------------- curves
+#: Point key -> (legend label, colour) of each curve; the point keys are ``curve_points``'.
+CURVE_METRICS = {
+    "recall": ("recall (implanted)", "#1f77b4"),
+    "behaviour": ("behaviour", "#2ca02c"),
+    "reasoning": ("reasoning", "#9467bd"),
+    "gibberish": ("gibberish", "#d62728"),
+}
+#: ``eval_curves`` column -> point key (every other column keeps its name).
+POINT_KEYS = {
+    "recall_rate": "recall",
+    "real_world_rate": "real_world",
+    "behaviour_rate": "behaviour",
+    "reasoning_rate": "reasoning",
+    "gibberish_rate": "gibberish",
+    "gibberish": "gibberish_samples",
+}
 
 
-def svg_curves(rows: list[dict[str, Any]], title: str, width: int = 560, height: int = 260) -> str:
-    """One SVG line chart: the four rates (0..1) against training step."""
-    import html as _html
-
-    left, right, top, bottom = 44, 130, 28, 34
-    steps = sorted({int(r["step"]) for r in rows}) or [0]
-    lo, hi = steps[0], max(steps[-1], steps[0] + 1)
-
-    def sx(step: float) -> float:
-        return left + (step - lo) / (hi - lo) * (width - left - right)
-
-    def sy(v: float) -> float:
-        return top + (1 - v) * (height - top - bottom)
-
-    out = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'font-family="sans-serif" font-size="11">',
-        f'<text x="{left}" y="16" font-size="13" font-weight="bold">{_html.escape(title)}</text>',
-    ]
-    for v in (0, 0.25, 0.5, 0.75, 1):
-        y = sy(v)
-        out.append(
-            f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" stroke="#ddd"/>'
+def curve_points(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Rows of ``queries/eval_curves.sql`` as curves: concept -> points ordered by evaluation,
+    step and model (base first), each ``{step, recall, behaviour, reasoning, gibberish,
+    samples, ...}`` with rates in 0..1 (``None`` when nothing of that kind was graded)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        point = {POINT_KEYS.get(k, k): v for k, v in r.items() if k != "concept"}
+        out.setdefault(str(r["concept"]), []).append(point)
+    for points in out.values():
+        points.sort(
+            key=lambda p: (str(p.get("eval_run")), int(p["step"]), p.get("model_label") != "base")
         )
-        out.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{v:.0%}</text>')
-    for s in steps:
-        out.append(
-            f'<text x="{sx(s):.1f}" y="{height - bottom + 16}" text-anchor="middle">{s}</text>'
-        )
-    out.append(
-        f'<text x="{(left + width - right) / 2:.0f}" y="{height - 4}" text-anchor="middle">'
-        "training step (0 = base model)</text>"
-    )
-    by_step = {int(r["step"]): r for r in rows}
-    for i, (key, label, color) in enumerate(CURVE_METRICS):
-        pts = [(s, by_step[s].get(key)) for s in steps if by_step.get(s, {}).get(key) is not None]
-        if pts:
-            path = " ".join(f"{sx(s):.1f},{sy(float(v)):.1f}" for s, v in pts)
-            out.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
-            for s, v in pts:
-                out.append(
-                    f'<circle cx="{sx(s):.1f}" cy="{sy(float(v)):.1f}" r="3" fill="{color}">'
-                    f"<title>{label} at step {s}: {float(v):.1%}</title></circle>"
-                )
-        ly = top + 14 * i
-        out.append(
-            f'<line x1="{width - right + 10}" y1="{ly}" x2="{width - right + 26}" y2="{ly}" '
-            f'stroke="{color}" stroke-width="2"/>'
-            f'<text x="{width - right + 30}" y="{ly + 4}">{label}</text>'
-        )
-    out.append("</svg>")
-    return "".join(out)
+    return dict(sorted(out.items()))
+
+
+def curves(store: Store) -> dict[str, list[dict[str, Any]]] | None:
+    """The curves of every evaluation in the catalog, or ``None`` before the first ``sdf eval``.
+
+    Unlike ``metrics`` it creates nothing: a report of a corpus never evaluated stays as it is.
+    """
+    from .sql import QueryError, named
+
+    try:
+        df = named("eval_curves", store)
+    except QueryError as exc:
+        if "does not exist yet" in str(exc):
+            return None
+        raise
+    return curve_points(df.to_dicts()) if df.height else None
+
+
+def svg_curves(points: list[dict[str, Any]], title: str, width: int = 720) -> str:
+    """One line chart of an evaluation's points: the four rates (0..1) against training step."""
+    from .report import svg_lines
+
+    series = {
+        label: [(int(p["step"]), p.get(key)) for p in points]
+        for key, (label, _color) in CURVE_METRICS.items()
+    }
+    colors = dict(CURVE_METRICS.values())
+    return svg_lines(series, "training step (0 = base model)", title, colors=colors, width=width)
+
+
+def curve_charts(concept: str, points: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(title, SVG) per evaluation run of one concept's points."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for p in points:
+        runs.setdefault(str(p.get("eval_run")), []).append(p)
+    out = []
+    for run, pts in runs.items():
+        title = concept if len(runs) == 1 else f"{concept} (evaluation {run!r})"
+        out.append((title, svg_curves(pts, title)))
+    return out
 
 
 def write_curves(store: Store, html_path: str | Path, json_path: str | Path | None = None) -> Path:
@@ -1102,8 +1112,9 @@ def write_curves(store: Store, html_path: str | Path, json_path: str | Path | No
     df = metrics(store)
     rows = df.to_dicts() if df.height else []
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault((r["eval_run"], r["concept"]), []).append(r)
+    for concept, points in curve_points(rows).items():
+        for p in points:
+            groups.setdefault((p["eval_run"], concept), []).append(p)
     parts = [
         "<!doctype html><meta charset='utf-8'><title>sdfkit: evaluation curves</title>",
         "<style>body{font-family:sans-serif;margin:2em;max-width:1100px}"

@@ -506,6 +506,84 @@ def svg_ranges(rows: list[tuple[str, dict[str, float]]], title: str = "", width:
     return "".join(out)
 
 
+def svg_lines(
+    series: dict[str, list[tuple[float, float | None]]],
+    x_label: str,
+    title: str = "",
+    fmt: Any = _pct,
+    y_max: float = 1.0,
+    colors: dict[str, str] | None = None,
+    width: int = 720,
+    height: int = 260,
+) -> str:
+    """Line chart: one polyline per series of (x, y) points on [0, ``y_max``], a legend on the
+    right; ``None`` values are left out. Colours and strokes are attributes, not only CSS, so
+    the chart also draws on pages without this report's stylesheet (``reports/eval.html``)."""
+    pts = {name: [(x, y) for x, y in s if y is not None] for name, s in series.items()}
+    xs = sorted({x for s in series.values() for x, _ in s})
+    if not any(pts.values()):
+        return '<p class="empty">nothing to plot</p>'
+    left, right, top_pad, bottom = 48, 150, 28, 38
+    pw, ph = width - left - right, height - top_pad - bottom
+    x0, x1 = xs[0], xs[-1] if xs[-1] > xs[0] else xs[0] + 1
+
+    def sx(x: float) -> float:
+        return left + pw * (x - x0) / (x1 - x0)
+
+    def sy(y: float) -> float:
+        return top_pad + ph * (1 - float(y) / y_max)
+
+    out = [
+        f'<svg class="plot lines" role="img" aria-label="{_e(title)}" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg" '
+        f'font-family="sans-serif" font-size="11">',
+        f'<text x="{left}" y="16" class="lbl" font-weight="bold">{_e(title)}</text>',
+    ]
+    for i in range(5):
+        y = y_max * i / 4
+        out.append(
+            f'<line x1="{left}" x2="{width - right}" y1="{sy(y):.1f}" y2="{sy(y):.1f}" '
+            f'class="grid" stroke="#eaeef2"/>'
+            f'<text x="{left - 6}" y="{sy(y) + 4:.1f}" text-anchor="end" class="tick">'
+            f"{_e(fmt(y))}</text>"
+        )
+    # a tick per x value when they are few (checkpoints), else eight evenly spaced
+    ticks = xs if len(xs) <= 12 else [x0 + (x1 - x0) * i / 8 for i in range(9)]
+    for x in ticks:
+        out.append(
+            f'<text x="{sx(x):.1f}" y="{height - bottom + 16}" text-anchor="middle" '
+            f'class="tick">{_e(_num(x))}</text>'
+        )
+    out.append(
+        f'<line x1="{left}" x2="{width - right}" y1="{sy(0):.1f}" y2="{sy(0):.1f}" class="axis" '
+        f'stroke="#8c959f"/><line x1="{left}" x2="{left}" y1="{top_pad}" y2="{sy(0):.1f}" '
+        f'class="axis" stroke="#8c959f"/>'
+        f'<text x="{left + pw / 2:.0f}" y="{height - 6}" text-anchor="middle" class="lbl">'
+        f"{_e(x_label)}</text>"
+    )
+    for k, (name, s) in enumerate(pts.items()):
+        color = (colors or {}).get(name, PALETTE[k % len(PALETTE)])
+        if s:
+            path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in s)
+            out.append(
+                f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>'
+            )
+        for x, y in s:
+            out.append(
+                f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{color}">'
+                f"<title>{_e(name)} at {_e(_num(x))}: {_e(fmt(y))}</title></circle>"
+            )
+        ly = top_pad + 16 * k
+        out.append(
+            f'<line x1="{width - right + 10}" x2="{width - right + 28}" y1="{ly}" y2="{ly}" '
+            f'stroke="{color}" stroke-width="2"/>'
+            f'<text x="{width - right + 32}" y="{ly + 4}" class="lbl">{_e(name)}'
+            f"{'' if s else ' (no data)'}</text>"
+        )
+    out.append("</svg>")
+    return "".join(out)
+
+
 def html_table(
     rows: list[dict[str, Any]], columns: list[str] | None = None, limit: int = 50
 ) -> str:
