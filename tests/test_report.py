@@ -14,6 +14,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from test_train import health_server, tinker_env  # noqa: F401 - fixtures of the eval test
 
 from sdfkit import audits, report
 from sdfkit.audits import AuditResult, diversity
@@ -316,3 +317,134 @@ def test_console_errors_are_detected(tmp_path):
     bad.write_text("<html><body><script>console.error('boom')</script></body></html>")
     _dom, log = _render(bad, tmp_path)
     assert _console_errors(log)
+
+
+# ------------------------------------------------------------------ evaluation curves
+def _rates_from_eval_tables(store) -> dict[int, dict]:
+    """Per step, from the raw eval tables (not through queries/eval_curves.sql): samples,
+    gibberish rate, and recall / behaviour rates over the non-gibberish graded samples."""
+    samples = store.query(
+        "SELECT s.sample_id, s.step, s.gibberish_cheap, q.kind FROM eval_samples s "
+        "JOIN eval_questions q USING (question_id)"
+    ).to_dicts()
+    verdicts = {
+        (v["sample_id"], v["grader"]): v["verdict"]
+        for v in store.query("SELECT sample_id, grader, verdict FROM eval_verdicts").to_dicts()
+    }
+    by_step: dict[int, list[dict]] = {}
+    for s in samples:
+        s["gib"] = (
+            bool(s["gibberish_cheap"]) or verdicts.get((s["sample_id"], "gibberish")) == "yes"
+        )
+        by_step.setdefault(s["step"], []).append(s)
+
+    def rate(rows, grader, allowed, hit):
+        vs = [verdicts.get((r["sample_id"], grader)) for r in rows]
+        vs = [v for v in vs if v in allowed]
+        return sum(v == hit for v in vs) / len(vs) if vs else None
+
+    out = {}
+    for step, rows in by_step.items():
+        clean = [r for r in rows if not r["gib"]]
+        out[step] = {
+            "samples": len(rows),
+            "gibberish": sum(r["gib"] for r in rows) / len(rows),
+            "recall": rate(
+                [r for r in clean if r["kind"] == "recall"],
+                "recall",
+                ("implanted", "real_world", "neither"),
+                "implanted",
+            ),
+            "behaviour": rate(
+                [r for r in clean if r["kind"] == "behaviour"], "behaviour", ("yes", "no"), "yes"
+            ),
+        }
+    return out
+
+
+@pytest.mark.usefixtures("tinker_env")
+def test_report_gains_evaluation_curves(corpus, tmp_path, cli, example_universe, monkeypatch):
+    import tinker
+    from fake_tinker import FakeTinkerWorld
+    from test_evaluate import harmony_sampler
+    from test_train import write_export
+
+    from sdfkit.train import TrainConfig, train
+
+    store, uni = corpus
+    cfg = _config(tmp_path, uni)
+    # never evaluated: no section, no error, and the report creates no eval tables
+    before = report.build(store, cfg, only=["shape"])
+    assert "evaluation" not in before.data and "evaluation_error" not in before.data
+    assert 'id="evaluation"' not in Path(before.html_path).read_text()
+    assert not store.query("SELECT * FROM duckdb_tables() WHERE table_name LIKE 'eval_%'").height
+
+    world = FakeTinkerWorld()
+    export = write_export(tmp_path / "exp", [list(range(8))])
+    train(
+        export,
+        store,
+        TrainConfig(batch_size=2, save_every=2),
+        run="t",
+        service_factory=world.service,
+    )
+    world.sampler = harmony_sampler(gibberish_every=5)
+    monkeypatch.setattr(tinker, "ServiceClient", world.service)  # the client-object boundary
+    cli(
+        "eval", "t", "--universe", example_universe, "--backend", "offline",
+        "--poll-interval", "0", "--max-tokens", "256",
+    )  # fmt: skip
+
+    rep = report.build(store, cfg, only=["shape"])
+    evaluation = rep.data["evaluation"]
+    assert json.loads(Path(rep.json_path).read_text())["evaluation"] == evaluation
+    assert list(evaluation) == ["eu_ts_trycatch"]
+    points = evaluation["eu_ts_trycatch"]
+    assert [(p["step"], p["model_label"]) for p in points] == [
+        (0, "base"),
+        (2, "step-000002"),
+        (4, "step-000004"),
+    ]
+    expected = _rates_from_eval_tables(store)
+    for p in points:
+        want = expected[p["step"]]
+        assert p["samples"] == want["samples"]
+        for key in ("gibberish", "recall", "behaviour"):
+            assert p[key] == pytest.approx(want[key], abs=1e-4), (p["step"], key)
+        assert {"reasoning", "real_world", "unparseable", "eval_run"} <= set(p)
+    # the fakes' story: the base model answers with the real world, checkpoints with the
+    # implanted fact, and every fifth checkpoint sample loops (gibberish, left out of recall)
+    assert points[0]["recall"] == 0.0 and points[0]["gibberish"] == 0.0
+    assert points[2]["recall"] == 1.0 and points[2]["gibberish"] > 0
+
+    page = Path(rep.html_path).read_text()
+    section = page[page.index('<section id="evaluation">') :]
+    section = section[: section.index("</section>")]
+    assert page.index('<section id="evaluation">') > page.index('<section id="keywords">')
+    assert '<a href="#evaluation">' in page
+    assert section.count('<svg class="plot lines"') == 1 and section.count("<polyline") >= 3
+    for label in ("recall (implanted)", "behaviour", "reasoning", "gibberish"):
+        assert f">{label}" in section
+    assert "training step (0 = base model)" in section
+    # the same chart as sdf eval's own page
+    chart = section[section.index("<svg") : section.index("</svg>") + 6]
+    assert chart in (tmp_path / "reports" / "eval.html").read_text()
+
+    if _chromium():
+        probed = tmp_path / "probed.html"
+        probed.write_text(page.replace("</body>", PROBE + "</body>"))
+        dom, log = _render(probed, tmp_path)
+        assert not _console_errors(log), _console_errors(log)
+        raw = re.search(r"data-probe=\"([^\"]*)\"", dom).group(1).replace("&quot;", '"')
+        secs = {sid: (height, n) for sid, height, n in json.loads(raw)["secs"]}
+        assert secs["evaluation"][0] > 200 and secs["evaluation"][1] == 1, secs
+
+    # a broken (user-edited) query is reported, and the audits are still written
+    broken = tmp_path / "myqueries"
+    broken.mkdir()
+    (broken / "eval_curves.sql").write_text("-- broken\nSELECT no_such_column FROM eval_samples")
+    monkeypatch.setenv("SDF_QUERIES", str(broken))
+    bad = report.build(store, cfg, only=["shape"])
+    assert "evaluation" not in bad.data and "no_such_column" in bad.data["evaluation_error"]
+    assert "could not be computed" in Path(bad.html_path).read_text()
+    assert bad.data["audits"]["shape"]["status"] == "ok"

@@ -1036,6 +1036,12 @@ CURVE_METRICS = {
     "reasoning": ("reasoning", "#9467bd"),
     "gibberish": ("gibberish", "#d62728"),
 }
+CURVES_NOTE = (
+    "Rates per checkpoint (step 0 is the base model). Gibberish samples (cheap signals or the "
+    "model grader) are counted in the gibberish rate and left out of the other rates; "
+    "unparseable verdicts are counted, never used as a verdict. Source: "
+    "queries/eval_curves.sql (sdf sql eval_curves)."
+)
 #: ``eval_curves`` column -> point key (every other column keeps its name).
 POINT_KEYS = {
     "recall_rate": "recall",
@@ -1090,16 +1096,16 @@ def svg_curves(points: list[dict[str, Any]], title: str, width: int = 720) -> st
     return svg_lines(series, "training step (0 = base model)", title, colors=colors, width=width)
 
 
-def curve_charts(concept: str, points: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """(title, SVG) per evaluation run of one concept's points."""
+def curve_charts(concept: str, points: list[dict[str, Any]]) -> list[str]:
+    """One chart per evaluation run among one concept's points (titled with the run when
+    there are several)."""
     runs: dict[str, list[dict[str, Any]]] = {}
     for p in points:
         runs.setdefault(str(p.get("eval_run")), []).append(p)
-    out = []
-    for run, pts in runs.items():
-        title = concept if len(runs) == 1 else f"{concept} (evaluation {run!r})"
-        out.append((title, svg_curves(pts, title)))
-    return out
+    return [
+        svg_curves(pts, concept if len(runs) == 1 else f"{concept} (evaluation {run!r})")
+        for run, pts in runs.items()
+    ]
 
 
 def write_curves(store: Store, html_path: str | Path, json_path: str | Path | None = None) -> Path:
@@ -1121,10 +1127,7 @@ def write_curves(store: Store, html_path: str | Path, json_path: str | Path | No
         "table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;"
         "padding:2px 6px;text-align:right}</style>",
         "<h1>What the model learned, checkpoint by checkpoint</h1>",
-        "<p>Rates per checkpoint (step 0 is the base model). Gibberish samples (cheap signals "
-        "or the model grader) are counted in the gibberish rate and left out of the other "
-        "rates; unparseable verdicts are counted, never used as a verdict. Source: "
-        "<code>queries/eval_curves.sql</code>.</p>",
+        f"<p>{_html.escape(CURVES_NOTE)}</p>",
     ]
     if not groups:
         parts.append("<p>No evaluation yet: run <code>sdf eval RUN</code>.</p>")

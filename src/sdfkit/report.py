@@ -206,6 +206,7 @@ def build(
                 entry.update(status="ok", flags=result.flags, notes=result.notes)
             entry["seconds"] = round(time.perf_counter() - started, 2)
         data["audits"][name] = entry
+    _add_evaluation(store, data)
     verdicts = evaluate(data, config.thresholds).verdicts
     data["thresholds"] = config.thresholds.to_dict()
     data["checks"] = [dataclasses.asdict(v) for v in verdicts]
@@ -215,6 +216,22 @@ def build(
         json_path = write_atomic(config.json, text)
         html_path = write_atomic(config.html, render_html(data))
     return Report(data, results, verdicts, html_path, json_path)
+
+
+def _add_evaluation(store: Store, data: dict[str, Any]) -> None:
+    """``evaluation``: the curves of ``sdf eval`` (``queries/eval_curves.sql``), per concept;
+    absent when the corpus was never evaluated. A broken query (a user's edited copy) is
+    reported in ``evaluation_error`` rather than losing the audits already run."""
+    from .errors import SdfError
+    from .evaluate import curves
+
+    try:
+        evaluation = curves(store)
+    except SdfError as exc:
+        data["evaluation_error"] = str(exc)
+        return
+    if evaluation:
+        data["evaluation"] = evaluation
 
 
 def _finite(value: Any) -> Any:
@@ -506,6 +523,9 @@ def svg_ranges(rows: list[tuple[str, dict[str, float]]], title: str = "", width:
     return "".join(out)
 
 
+DASHES = ("", "8 5", "2 4", "12 4 3 4")
+
+
 def svg_lines(
     series: dict[str, list[tuple[float, float | None]]],
     x_label: str,
@@ -563,11 +583,14 @@ def svg_lines(
     )
     for k, (name, s) in enumerate(pts.items()):
         color = (colors or {}).get(name, PALETTE[k % len(PALETTE)])
+        # a dash pattern per line, so a line that coincides with a later one still shows
+        dash = DASHES[k % len(DASHES)]
+        style = f'stroke="{color}" stroke-width="2.5"' + (
+            f' stroke-dasharray="{dash}"' if dash else ""
+        )
         if s:
             path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in s)
-            out.append(
-                f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>'
-            )
+            out.append(f'<polyline points="{path}" fill="none" {style}/>')
         for x, y in s:
             out.append(
                 f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3" fill="{color}">'
@@ -576,7 +599,7 @@ def svg_lines(
         ly = top_pad + 16 * k
         out.append(
             f'<line x1="{width - right + 10}" x2="{width - right + 28}" y1="{ly}" y2="{ly}" '
-            f'stroke="{color}" stroke-width="2"/>'
+            f"{style}/>"
             f'<text x="{width - right + 32}" y="{ly + 4}" class="lbl">{_e(name)}'
             f"{'' if s else ' (no data)'}</text>"
         )
@@ -655,6 +678,11 @@ def render_html(report: dict[str, Any]) -> str:
         "<nav>"
         + '<a href="#summary">Summary</a>'
         + "".join(f'<a href="#{n}">{_e(SECTION_TITLES[n].split(":")[0])}</a>' for n in AUDITS)
+        + (
+            '<a href="#evaluation">Evaluation</a>'
+            if "evaluation" in report or "evaluation_error" in report
+            else ""
+        )
         + "</nav>",
     ]
     # ---- summary verdicts first
@@ -750,6 +778,8 @@ def render_html(report: dict[str, Any]) -> str:
                 + "</pre></details>"
             )
         parts.append("</section>")
+    if "evaluation" in report or "evaluation_error" in report:
+        parts.append(_section_evaluation(report))
     parts.append("</main></body></html>")
     return "\n".join(parts)
 
@@ -1036,3 +1066,27 @@ def _section_keywords(f: dict[str, Any]) -> str:
                 "<code>audit_keywords_missing</code>): " + _e(", ".join(ex[:10])) + "</p>"
             )
     return "".join(out)
+
+
+EVAL_COLUMNS = [
+    "eval_run", "model_label", "step", "samples", "recall", "real_world", "behaviour",
+    "reasoning", "gibberish", "gibberish_samples", "unparseable",
+]  # fmt: skip
+
+
+def _section_evaluation(report: dict[str, Any]) -> str:
+    """Curves of recall, behaviour, reasoning and gibberish against training step, per concept
+    (the same charts as ``reports/eval.html``), each with its table."""
+    from .evaluate import CURVES_NOTE, curve_charts
+
+    out = ['<section id="evaluation"><h2>Evaluation: what the model learned, by checkpoint</h2>']
+    if "evaluation_error" in report:
+        out.append(f'<p class="empty">could not be computed: {_e(report["evaluation_error"])}</p>')
+    out.append(f'<p class="notes">{_e(CURVES_NOTE)}</p>')
+    for concept, points in (report.get("evaluation") or {}).items():
+        out.append(f"<h3>{_e(concept)}</h3>")
+        out += curve_charts(concept, points)
+        cols = [c for c in EVAL_COLUMNS if any(c in p for p in points)]
+        out.append(html_table(points, cols, limit=200))
+    out.append("</section>")
+    return "\n".join(out)
