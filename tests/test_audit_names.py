@@ -225,5 +225,7 @@ def test_ner_estimate_ranks_names_as_the_exhaustive_pass_counts_them(store, half
     by_mentions = names.run(store, names.Config(top_k=3, rank_by="mentions"))
     assert names.top_names(by_mentions, 2) == ["Felix Young", "Marcus Webb"]
     assert by_mentions.figures["top_share"] == by_estimate.figures["top_share"]
+    # the share belongs to Felix (most mentions) even where the estimate ranks Marcus first
+    assert by_estimate.figures["top_share_name"] == "Felix Young"
     with pytest.raises(SdfError, match="rank_by must be one of"):
         names.Config(rank_by="share")

@@ -134,3 +134,17 @@ def test_cli_check_run_audits_the_corpus_first(cli, tmp_path):
     out = cli("--corpus", store.root, "check", "--run", expect=1)
     assert "min_keyword_rate (ts: try-catch): 0, threshold >= 0.5" in out.output
     assert (tmp_path / "reports" / "report.json").is_file()
+
+
+def test_name_breach_names_the_share_holder_not_the_first_listed():
+    report = {
+        "names": {
+            "top": [{"name": "Marcus Webb"}, {"name": "Felix Young"}],
+            "top_share": 0.2,
+            "top_share_name": "Felix Young",
+        }
+    }
+    res = evaluate(report, Thresholds(max_name_share=0.1))
+    assert [(v.check, v.subject, v.status) for v in res.verdicts] == [
+        ("max_name_share", "Felix Young", "fail")
+    ]

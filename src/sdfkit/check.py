@@ -176,7 +176,9 @@ def evaluate(report: dict[str, Any], thresholds: Thresholds) -> CheckResult:
             out.verdicts.append(_not_run("max_name_share", "names", t.max_name_share))
         else:
             top = names.get("top") or []
-            who = top[0].get("name", "top name") if top and isinstance(top[0], dict) else "top name"
+            who = names.get("top_share_name") or (
+                top[0].get("name", "top name") if top and isinstance(top[0], dict) else "top name"
+            )
             out.verdicts.append(
                 _max_verdict("max_name_share", str(who), names.get("top_share"), t.max_name_share)
             )

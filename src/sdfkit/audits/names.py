@@ -18,6 +18,9 @@ Two routes, same counting rules:
   when most windows tag it PERSON (and resolves "Ask Sarah Chen" to "Sarah Chen"). Accepted
   names are counted exactly from the candidate table. Candidates below the confirmed ones are
   not named; their mentions bound what any unlisted name could have (``unconfirmed_max``).
+  The lists are ranked by ``ner_mentions_estimate`` (mentions × the share of windows tagged
+  PERSON): the small model calls some people ORG in part of their mentions, and the
+  exhaustive route counts only the tagged ones (``rank_by="mentions"`` ranks by exact counts).
 - ``mode="exhaustive"``: spaCy NER over every document (``PersonEntities`` stage; about 20
   minutes for 20M tokens on 2 cores, DEPS.md), every PERSON entity counted.
 """
@@ -130,7 +133,9 @@ class Config:
     cut_band: tuple[float, float] = (0.6, 1.6)
     #: Characters of context each side of a mention in a window.
     window_chars: int = 120
-    #: Share of a candidate's windows that must tag it PERSON.
+    #: Share of a candidate's windows that must tag it PERSON (to be counted by rank_by
+    #: "mentions", and to be flagged; "ner_estimate" also lists lower-ratio people whose
+    #: estimate reaches the top list, as the exhaustive pass counts their tagged mentions).
     accept_ratio: float = 0.5
     #: Count a lone surname for the one person of that surname named in the same document.
     fold_surnames: bool = True
@@ -334,6 +339,8 @@ class _Verdict:
     windows: int = 0
     person: int = 0
     resolved: Counter[str] | None = None
+    #: Its estimate could fall near the top_k cut (read to windows_at_cut).
+    at_cut: bool = False
 
     @property
     def ratio(self) -> float:
@@ -417,21 +424,28 @@ def _confirm(
     if undecided:
         read(undecided)
     if mentions_of:
-        # Rank by mentions × ratio (candidates some window calls PERSON); the band around
-        # the cut is where an imprecise ratio would swap names in and out of the list.
-        ranked = sorted(
-            (c for c, v in verdicts.items() if v.person),
-            key=lambda c: (-mentions_of.get(c, 0) * verdicts[c].ratio, c),
+        # Estimates (mentions × ratio) at the edges of the band around the cut; a candidate
+        # whose estimate could fall inside the band (ratio plus or minus two pseudo-votes, so
+        # a 0-of-6 person the model mostly calls ORG still counts) gets more windows.
+        estimates = sorted(
+            (mentions_of.get(c, 0) * v.ratio for c, v in verdicts.items()), reverse=True
         )
         lo = int(config.cut_band[0] * config.top_k)
         hi = int(config.cut_band[1] * config.top_k)
-        more = {
-            c: config.windows_at_cut - verdicts[c].windows
-            for c in ranked[lo:hi]
-            if verdicts[c].windows < config.windows_at_cut
-        }
-        if more:
-            read(more)
+        if estimates and lo < len(estimates):
+            high_edge = estimates[lo]
+            low_edge = estimates[min(hi, len(estimates) - 1)]
+            more = {}
+            for c, v in verdicts.items():
+                m = mentions_of.get(c, 0)
+                optimistic = m * (v.person + 2) / (v.windows + 2)
+                pessimistic = m * v.person / (v.windows + 2)
+                if optimistic >= low_edge and pessimistic <= high_edge:
+                    v.at_cut = True
+                    if v.windows < config.windows_at_cut:
+                        more[c] = config.windows_at_cut - v.windows
+            if more:
+                read(more)
     return verdicts
 
 
@@ -500,6 +514,22 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
             .iter_rows()
         }
         nlp = load_nlp(config.model) if confirmed.height else None
+        mentions_of: dict[str, int] = dict(confirmed.iter_rows())
+        # What a name can count with its lone surnames ("Young said"), which the exhaustive
+        # pass adds wherever a full mention is tagged PERSON: an upper bound for the band.
+        with_lone = dict(mentions_of)
+        if config.fold_surnames and singles.height and confirmed.height:
+            lone = (
+                per_norm.filter(pl.col("candidate").is_in(confirmed["candidate"].implode()))
+                .select("doc_id", "candidate")
+                .unique()
+                .with_columns(pl.col("candidate").str.split(" ").list.last().alias("text"))
+                .join(singles, on=["doc_id", "text"])
+                .group_by("candidate")
+                .agg(pl.col("n").sum())
+            )
+            for c, n in lone.iter_rows():
+                with_lone[c] += n
         t_nlp = time.perf_counter()
         verdicts = (
             _confirm(
@@ -509,15 +539,20 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
                 config,
                 nlp,
                 stop,
-                dict(confirmed.iter_rows()) if config.rank_by == "ner_estimate" else None,
+                with_lone if config.rank_by == "ner_estimate" else None,
             )
             if confirmed.height
             else {}
         )
         timings["ner_confirm"] = round(time.perf_counter() - t_nlp, 3)
+        listed = {c for c, v in verdicts.items() if v.windows and v.ratio >= config.accept_ratio}
+        if config.rank_by == "ner_estimate":
+            # A person the model mostly calls ORG still has PERSON-tagged mentions, which the
+            # exhaustive pass counts: list it too when its estimate could reach the top list.
+            listed |= {c for c, v in verdicts.items() if v.person and v.at_cut}
         resolved: dict[str, str] = {}
         for c, v in verdicts.items():
-            if v.windows and v.ratio >= config.accept_ratio and v.resolved:
+            if c in listed and v.resolved:
                 name = v.resolved.most_common(1)[0][0]
                 # the resolved name must be what the candidate's text says (or inside it)
                 if name in c or c in name:
@@ -700,11 +735,18 @@ def _aggregate(
     figures["top"] = top.select(columns).to_dicts()
     # the largest share of any name (the first listed one, unless the ranking is by estimate)
     figures["top_share"] = float(top_all["share"].max() or 0.0) if top.height else 0.0
+    figures["top_share_name"] = (
+        top_all.sort("share", descending=True)["name"][0] if top.height else None
+    )
     figures["by_stratum"] = by_stratum.select("concept", "doc_type", *columns[:-1]).to_dicts()
 
+    # Only names NER confidently calls people are flagged (listed low-ratio ones are not).
     offenders = top_all.filter(
-        (pl.col("share") >= config.flag_mention_share)
-        | (pl.col("doc_share") >= config.flag_doc_share)
+        (
+            (pl.col("share") >= config.flag_mention_share)
+            | (pl.col("doc_share") >= config.flag_doc_share)
+        )
+        & (pl.col("person_ratio") >= min(config.accept_ratio, 1.0) - 1e-9)
     ).head(config.suggest_max)
     flags = []
     for r in offenders.iter_rows(named=True):
