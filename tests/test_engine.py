@@ -70,6 +70,25 @@ def test_process_pool_gives_the_same_results(store, tmp_path):
     assert a.equals(b)
 
 
+def test_sdf_engine_chooses_the_engine(store, monkeypatch, cli):
+    _docs(store, ["one two"])
+    monkeypatch.setenv("SDF_ENGINE", "spark")
+    with pytest.raises(EngineError, match="unknown engine 'spark'"):
+        run_stage(store, WordCount())
+    out = cli("--corpus", store.root, "audit", "dedup", expect=2)
+    assert "unknown engine 'spark'" in out.output
+    monkeypatch.setenv("SDF_ENGINE", "local")
+    assert run_stage(store, WordCount()).engine == "local"
+
+
+def test_bad_sdf_workers_is_a_clear_error(store, monkeypatch):
+    _docs(store, ["one two"])
+    monkeypatch.setenv("SDF_WORKERS", "two")
+    with pytest.raises(EngineError, match="SDF_WORKERS must be a whole number, got 'two'"):
+        run_stage(store, WordCount())
+    assert "test_wordcount" not in store.parquet_tables()
+
+
 def test_stage_must_return_one_row_per_document(store):
     _docs(store, ["one two", "three four five"])
     with pytest.raises(EngineError, match="returned 1 rows for 2 documents"):
@@ -95,3 +114,20 @@ def test_cli_tokens_recounts_under_another_tokenizer(cli, tmp_path):
         "unknown engine 'spark'"
         in cli("tokens", "--tokenizer", "qwen3", "--engine", "spark", expect=2).output
     )
+
+
+def test_ray_address_option_applies_to_one_command(cli, monkeypatch):
+    import os
+
+    import sdfkit.report
+    from sdfkit.errors import SdfError
+
+    def fake_build(*args, **kwargs):
+        raise SdfError(f"would join {os.environ.get('RAY_ADDRESS')}")
+
+    monkeypatch.setattr(sdfkit.report, "build", fake_build)
+    res = cli("report", "--engine", "ray", "--ray-address", "ray://head:10001", expect=2)
+    assert "would join ray://head:10001" in res.output
+    assert "RAY_ADDRESS" not in os.environ  # restored after the command
+    res = cli("check", "--run", "--ray-address", "ray://other:1", expect=2)
+    assert "would join ray://other:1" in res.output

@@ -47,6 +47,18 @@ def test_killed_worker_is_retried_without_gaps_or_duplicates(ray_local, tmp_path
     assert res.processed == 80 and sorted(got) == sorted(ids)  # no gaps, no duplicates
 
 
+def test_corpus_the_workers_cannot_see_is_named(ray_local, tmp_path):
+    from sdfkit.engine import EngineError
+    from sdfkit.engine_ray import check_paths_visible
+
+    seen = tmp_path / "seen.parquet"
+    seen.write_bytes(b"")
+    check_paths_visible(ray_local, [str(seen)])  # visible: no error
+    lost = str(tmp_path / "elsewhere" / "part-0.parquet")
+    with pytest.raises(EngineError, match="Ray workers cannot see the corpus: .*part-0.parquet"):
+        check_paths_visible(ray_local, [str(seen), lost])
+
+
 def test_engine_ray_without_ray_says_how_to_install(monkeypatch, tmp_path):
     import builtins
 

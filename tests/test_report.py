@@ -235,6 +235,26 @@ def test_config_file_and_cli(corpus, tmp_path, cli):
     assert "sdfkit.yaml: chek: unknown key" in bad.output
 
 
+def test_report_path_without_value_is_a_config_error(tmp_path):
+    cfg = tmp_path / "sdfkit.yaml"
+    cfg.write_text("report:\n  html:\n")
+    with pytest.raises(report.ConfigError, match=r"sdfkit.yaml: report.html: must be a file path"):
+        report.load_config(cfg)
+
+
+def test_audit_settings_of_the_wrong_type_are_config_errors():
+    from sdfkit.audits import dedup
+
+    def config_of(**settings):
+        return report.audit_config("dedup", dedup, report.ReportConfig(audits={"dedup": settings}))
+
+    with pytest.raises(report.ConfigError, match=r"audits.dedup.verify: must be true or false"):
+        config_of(verify="maybe")
+    with pytest.raises(report.ConfigError, match=r"audits.dedup.num_perm: must be a number"):
+        config_of(num_perm="many")
+    assert config_of(threshold=1, verify=False, workers=None).threshold == 1
+
+
 # ------------------------------------------------------------------ Chromium
 def _chromium() -> str | None:
     for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):

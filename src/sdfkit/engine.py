@@ -138,6 +138,16 @@ def _run_in_worker(batch: pa.RecordBatch) -> pa.RecordBatch:
     return _WORKER_STAGE(batch)
 
 
+def env_workers() -> int:
+    """Worker processes from ``$SDF_WORKERS`` (default 1), with a clear error when it is not
+    a whole number."""
+    value = os.environ.get("SDF_WORKERS") or "1"
+    try:
+        return int(value)
+    except ValueError:
+        raise EngineError(f"SDF_WORKERS must be a whole number, got {value!r}") from None
+
+
 @dataclass
 class RunResult:
     stage: str
@@ -169,7 +179,7 @@ def run_stage(
     total = count_pending(store, stage, where)
     if total == 0:
         return RunResult(stage.name, stage.table, 0, "local")
-    workers = workers or int(os.environ.get("SDF_WORKERS") or 1)
+    workers = workers or env_workers()
     batches = pending_documents(store, stage, batch_rows, where)
     processed = 0
     with counter(f"{stage.name}", total=total, unit="docs") as tick:

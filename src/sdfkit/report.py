@@ -99,6 +99,8 @@ def load_config(path: str | Path | None = None) -> ReportConfig:
         raise ConfigError(f"{p}: report: must be a mapping (html, json, skip)")
     for key, value in rep.items():
         if key in ("html", "json"):
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError(f"{p}: report.{key}: must be a file path, got {value!r}")
             setattr(cfg, key, Path(value))
         elif key == "skip":
             cfg.skip = _audit_names(value, f"{p}: report.skip")
@@ -142,6 +144,7 @@ def audit_config(name: str, module: Any, config: ReportConfig) -> Any:
                 f"{where}: audits.{name}.{unknown[0]}: unknown setting "
                 f"(known: {', '.join(sorted(known))})"
             )
+        _check_setting_types(name, cls, settings, config.source or "settings")
     try:
         return cls(**settings)
     except (TypeError, ValueError) as exc:
@@ -157,6 +160,22 @@ class Report:
     verdicts: list[Verdict]
     html_path: Path | None
     json_path: Path | None
+
+
+def _check_setting_types(name: str, cls: Any, settings: dict[str, Any], where: str) -> None:
+    """A number or true/false setting given as anything else is a clear error here, not a
+    TypeError deep inside the audit. ``null`` is left to the audit (some take it)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    for key, value in settings.items():
+        default = defaults.get(key)
+        if value is None or default is None or default is dataclasses.MISSING:
+            continue
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{where}: audits.{name}.{key}: must be true or false")
+        elif isinstance(default, (int, float)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{where}: audits.{name}.{key}: must be a number, got {value!r}")
 
 
 def run_audit(store: Store, name: str, config: ReportConfig) -> AuditResult:

@@ -81,6 +81,24 @@ def save(store: Store, result: AuditResult) -> None:
     )
 
 
+def where_sql(store: Store, where: str | None) -> str:
+    """``WHERE <where>`` for an audit's ``where`` setting (a condition on ``documents``), or
+    "" without one; a condition DuckDB cannot bind is a clear error, not a traceback."""
+    if not where:
+        return ""
+    import duckdb
+
+    from ..errors import SdfError
+
+    clause = f"WHERE {where}"
+    try:
+        with store.connect() as con:
+            con.sql(f"SELECT doc_id FROM documents {clause} LIMIT 0").fetchall()
+    except duckdb.Error as exc:
+        raise SdfError(f"where {where!r}: not a valid condition on documents: {exc}") from None
+    return clause
+
+
 def get(name: str) -> Any:
     """The module of an audit by name."""
     import importlib

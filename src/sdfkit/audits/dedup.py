@@ -30,7 +30,7 @@ import pyarrow as pa
 
 from ..engine import Stage
 from ..errors import SdfError
-from . import AuditResult
+from . import AuditResult, where_sql
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -221,7 +221,7 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
 
     config = config or Config()
     t0 = time.perf_counter()
-    where = f"WHERE {config.where}" if config.where else ""
+    where = where_sql(store, config.where)
     docs = store.query(
         f"SELECT doc_id, created_at, chars FROM documents {where} ORDER BY doc_id"
     ).unique("doc_id", keep="first", maintain_order=True)

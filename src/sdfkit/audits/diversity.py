@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 
-from ..engine import Stage, read_results, run_stage
+from ..engine import Stage, env_workers, read_results, run_stage
 from . import AuditResult
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -155,7 +155,7 @@ class EmbeddingStage(Stage):
 
 
 def workers_for(config: Config) -> int:
-    return config.workers or int(os.environ.get("SDF_WORKERS") or 1)
+    return config.workers or env_workers()
 
 
 def stage_for(config: Config) -> EmbeddingStage:

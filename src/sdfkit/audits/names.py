@@ -38,7 +38,7 @@ import pyarrow as pa
 
 from ..engine import Stage
 from ..errors import SdfError
-from . import AuditResult
+from . import AuditResult, where_sql
 
 if TYPE_CHECKING:  # pragma: no cover
     import polars as pl
@@ -466,7 +466,7 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     config = config or Config()
     t0 = time.perf_counter()
     stop = STOP_WORDS | frozenset(config.extra_stop_words)
-    where = f"WHERE {config.where}" if config.where else ""
+    where = where_sql(store, config.where)
     docs = store.query(
         "SELECT doc_id, any_value(coalesce(concept, '')) AS concept, "
         f"any_value(coalesce(doc_type, '')) AS doc_type FROM documents {where} GROUP BY doc_id"

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import AuditResult
+from . import AuditResult, where_sql
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -90,7 +90,7 @@ def tokenize(texts: pl.Expr) -> pl.Expr:
 
 def _document_batches(store: Store, config: Config) -> Any:
     """(doc_id, concept, doc_type, text) as Arrow record batches of ``chunk_docs`` rows."""
-    where = f"WHERE {config.where}" if config.where else ""
+    where = where_sql(store, config.where)
     sql = (
         "SELECT doc_id, coalesce(concept, '') AS concept, coalesce(doc_type, '') AS doc_type, "
         f"text FROM documents {where} ORDER BY doc_id"

@@ -7,6 +7,8 @@ libraries are imported inside command bodies, so ``sdf --help`` stays instant.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -69,6 +71,23 @@ RayAddressOpt = Annotated[
         show_default=False,
     ),
 ]
+
+
+@contextmanager
+def ray_address_env(address: str | None) -> Iterator[None]:
+    """``--ray-address`` for the length of one command: Ray reads ``RAY_ADDRESS``."""
+    if not address:
+        yield
+        return
+    before = os.environ.get("RAY_ADDRESS")
+    os.environ["RAY_ADDRESS"] = address
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("RAY_ADDRESS", None)
+        else:
+            os.environ["RAY_ADDRESS"] = before
 
 
 def engine_options(engine: str | None, ray_address: str | None) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from . import CorpusOpt, app, new_app, open_store
+from . import CorpusOpt, EngineOpt, RayAddressOpt, app, new_app, open_store, ray_address_env
 
 audit_app = new_app("Audit the corpus: collapse, near-duplicates, diversity, keywords, shape.")
 app.add_typer(audit_app, name="audit")
@@ -21,15 +21,6 @@ ConfigOpt = Annotated[
     typer.Option(
         "--config",
         help="Project file with audit settings and thresholds (default ./sdfkit.yaml if present).",
-        show_default=False,
-    ),
-]
-EngineOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--engine",
-        metavar="ENGINE",
-        help="Where per-document stages run: local or ray.",
         show_default=False,
     ),
 ]
@@ -74,6 +65,7 @@ def _run_one(
     engine: str | None,
     settings: dict[str, Any],
     universes: list[Path] | None = None,
+    ray_address: str | None = None,
 ) -> None:
     from ..audits import get
     from ..report import load_config, run_audit
@@ -83,7 +75,8 @@ def _run_one(
     config.audits[name] = {**(config.audits.get(name) or {}), **settings}
     if universes:
         config.universes = [str(u) for u in universes]
-    result = run_audit(open_store(corpus), name, config)
+    with ray_address_env(ray_address):
+        result = run_audit(open_store(corpus), name, config)
     module = get(name)
     lines = module.summary(result) if hasattr(module, "summary") else _generic_summary(result)
     for line in lines:
@@ -124,11 +117,12 @@ def audit_ngrams(
     corpus: CorpusOpt = None,
     config: ConfigOpt = None,
     engine: EngineOpt = None,
+    ray_address: RayAddressOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Top word n-grams by count and document frequency; flags collapsed phrases."""
     explicit = {"n": tuple(n) if n else None, "top_k": top_k, "where": where}
-    _run_one("ngrams", corpus, config, engine, _settings(set_, **explicit))
+    _run_one("ngrams", corpus, config, engine, _settings(set_, **explicit), ray_address=ray_address)
 
 
 @audit_app.command("names")
@@ -136,10 +130,11 @@ def audit_names(
     corpus: CorpusOpt = None,
     config: ConfigOpt = None,
     engine: EngineOpt = None,
+    ray_address: RayAddressOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Person names by mentions and documents (the "Sarah Chen" detector)."""
-    _run_one("names", corpus, config, engine, _settings(set_))
+    _run_one("names", corpus, config, engine, _settings(set_), ray_address=ray_address)
 
 
 @audit_app.command("dedup")
@@ -147,10 +142,11 @@ def audit_dedup(
     corpus: CorpusOpt = None,
     config: ConfigOpt = None,
     engine: EngineOpt = None,
+    ray_address: RayAddressOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Near-duplicate clusters (MinHash LSH) and a keep-one-per-cluster exclusion."""
-    _run_one("dedup", corpus, config, engine, _settings(set_))
+    _run_one("dedup", corpus, config, engine, _settings(set_), ray_address=ray_address)
 
 
 @audit_app.command("diversity")
@@ -168,6 +164,7 @@ def audit_diversity(
     corpus: CorpusOpt = None,
     config: ConfigOpt = None,
     engine: EngineOpt = None,
+    ray_address: RayAddressOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Embedding diversity: mean pairwise cosine, nearest neighbours, effective documents."""
@@ -177,7 +174,9 @@ def audit_diversity(
         "batch_size": batch_size,
         "workers": workers,
     }
-    _run_one("diversity", corpus, config, engine, _settings(set_, **explicit))
+    _run_one(
+        "diversity", corpus, config, engine, _settings(set_, **explicit), ray_address=ray_address
+    )
 
 
 @audit_app.command("keywords")
@@ -213,6 +212,7 @@ def report(
     ] = None,
     config: ConfigOpt = None,
     engine: EngineOpt = None,
+    ray_address: RayAddressOpt = None,
     corpus: CorpusOpt = None,
 ) -> None:
     """Run every audit; write reports/report.html (for people) and report.json (for machines)."""
@@ -227,7 +227,8 @@ def report(
         cfg.universes = [str(u) for u in universe]
     if skip:
         cfg.skip = _audit_names(skip, "--skip")
-    rep = build(open_store(corpus), cfg, only=_audit_names(only, "--only") if only else None)
+    with ray_address_env(ray_address):
+        rep = build(open_store(corpus), cfg, only=_audit_names(only, "--only") if only else None)
     for name, entry in rep.data["audits"].items():
         typer.echo(
             f"{name:10s} {entry['status']:13s} {entry['seconds']:7.1f}s  "
@@ -259,6 +260,7 @@ def check(
     universe: UniverseOpt = None,
     config: ConfigOpt = None,
     engine: EngineOpt = None,
+    ray_address: RayAddressOpt = None,
     corpus: CorpusOpt = None,
 ) -> None:
     """Evaluate the thresholds of the project file; exit 1 naming each breach."""
@@ -272,7 +274,8 @@ def check(
     if report_path is not None:
         cfg.json = report_path
     if run:
-        data = build(open_store(corpus), cfg).data
+        with ray_address_env(ray_address):
+            data = build(open_store(corpus), cfg).data
     else:
         data = load_report(cfg.json)
     verdicts = evaluate(data, cfg.thresholds).verdicts
