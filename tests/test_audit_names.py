@@ -229,3 +229,25 @@ def test_ner_estimate_ranks_names_as_the_exhaustive_pass_counts_them(store, half
     assert by_estimate.figures["top_share_name"] == "Felix Young"
     with pytest.raises(SdfError, match="rank_by must be one of"):
         names.Config(rank_by="share")
+
+
+def test_reaudit_reuses_cached_window_verdicts(store, planted, monkeypatch):
+    first = names.run(store)
+    cache = names._window_table(names.Config().model)
+    assert store.read(cache).num_rows > 0
+    real = names.load_nlp
+    piped: list[int] = []
+
+    class Spy:
+        def __init__(self, nlp):
+            self.nlp = nlp
+
+        def pipe(self, items, **kw):
+            items = list(items)
+            piped.append(len(items))
+            return self.nlp.pipe(items, **kw)
+
+    monkeypatch.setattr(names, "load_nlp", lambda model: Spy(real(model)))
+    second = names.run(store)
+    assert sum(piped) == 0  # every window's verdict came from the cache
+    assert second.figures["top"] == first.figures["top"]

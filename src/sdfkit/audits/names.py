@@ -347,6 +347,34 @@ class _Verdict:
         return self.person / self.windows if self.windows else 0.0
 
 
+_WINDOW_SCHEMA = pa.schema([("window_key", pa.string()), ("hit", pa.string())])
+
+
+def _window_table(model: str) -> str:
+    """Cache of NER verdicts on windows, per spaCy model (and normalisation version)."""
+    return "name_window_ner_" + re.sub(r"[^0-9A-Za-z]+", "_", model) + "_v1"
+
+
+def _window_key(window: str, start: int, end: int) -> str:
+    import hashlib
+
+    return hashlib.sha256(f"{start}:{end}:{window}".encode()).hexdigest()[:32]
+
+
+def _cached_window_hits(store: Store, model: str, keys: set[str]) -> dict[str, str | None]:
+    table = _window_table(model)
+    if table not in store.parquet_tables():
+        return {}
+    got = store.read(table)
+    out: dict[str, str | None] = {}
+    for k, h in zip(
+        got.column("window_key").to_pylist(), got.column("hit").to_pylist(), strict=True
+    ):
+        if k in keys:
+            out[k] = h
+    return out
+
+
 def _confirm(
     store: Store,
     candidates: list[str],
@@ -398,22 +426,46 @@ def _confirm(
                     used[(c, d)] = i + 1
                     w, s, e = found[i]
                     jobs.append((c, w, s, e))
-        with counter("names: confirm", total=len(jobs), unit="windows") as tick:
-            pairs = ((w, (c, s, e)) for c, w, s, e in jobs)
-            for doc, (c, s, e) in nlp.pipe(pairs, as_tuples=True, batch_size=config.batch_size):
-                v = verdicts[c]
-                v.windows += 1
+        # NER verdicts on windows are cached by window content (a re-audit after new
+        # documents mostly reads the same windows): only unseen windows go through spaCy.
+        keys = [_window_key(w, s, e) for _, w, s, e in jobs]
+        cached = _cached_window_hits(store, config.model, set(keys))
+        fresh: list[dict[str, Any]] = []
+
+        def tally(c: str, hit: str | None) -> None:
+            v = verdicts[c]
+            v.windows += 1
+            if hit:
+                v.person += 1
+                assert v.resolved is not None
+                v.resolved[hit] += 1
+
+        todo = []
+        for key, job in zip(keys, jobs, strict=True):
+            if key in cached:
+                tally(job[0], cached[key])
+            else:
+                todo.append((key, job))
+        with counter("names: confirm", total=len(todo), unit="windows") as tick:
+            pairs = ((w, (key, c, s, e)) for key, (c, w, s, e) in todo)
+            for doc, (key, c, s, e) in nlp.pipe(
+                pairs, as_tuples=True, batch_size=config.batch_size
+            ):
                 hit = None
                 for ent in doc.ents:
                     if ent.label_ == "PERSON" and ent.start_char < e and ent.end_char > s:
                         hit = normalize(ent.text, stop)
                         if hit:
                             break
-                if hit:
-                    v.person += 1
-                    assert v.resolved is not None
-                    v.resolved[hit] += 1
+                tally(c, hit)
+                fresh.append({"window_key": key, "hit": hit})
                 tick(1)
+        if fresh:
+            store.append(
+                _window_table(config.model),
+                pa.Table.from_pylist(fresh, schema=_WINDOW_SCHEMA),
+                key="window_key",
+            )
 
     read({c: config.windows_min for c in candidates})
     undecided = {
