@@ -555,3 +555,70 @@ def test_verify_recomputes_counts_weights_and_token_ranges(corpus, tmp_path, tok
     assert "token ids outside [0, 201088)" in msg
     assert "first weight is not 0" in msg
     assert "per-stratum counts recomputed from the shards differ" in msg
+
+
+@pytest.mark.parametrize("codec", ["zstd", "none"])
+def test_compression_switch_changes_the_codec_not_the_examples(corpus, tmp_path, codec):
+    _, manifest, default = run(corpus, tmp_path, name="lz4")
+    out, manifest2, other = run(corpus, tmp_path, name=codec, compression=codec)
+    meta = pq.ParquetFile(tmp_path / "lz4" / "shard-00000.parquet").metadata
+    assert meta.row_group(0).column(0).compression == "LZ4"
+    meta = pq.ParquetFile(out / "shard-00000.parquet").metadata
+    assert meta.row_group(0).column(0).compression == (
+        "ZSTD" if codec == "zstd" else "UNCOMPRESSED"
+    )
+    assert manifest2["config"]["compression"] == codec
+    assert [e["example_id"] for e in other] == [e["example_id"] for e in default]
+    for a, b in zip(other, default, strict=True):
+        assert (a["tokens"] == b["tokens"]).all() and (a["weights"] == b["weights"]).all()
+    assert verify(out, build_datums=False).examples == len(default)
+    with pytest.raises(ExportError, match="--compression 'gzip'"):
+        export(corpus, ExportConfig(selection="sel", compression="gzip"), tmp_path / "g")
+
+
+def test_documents_spread_over_parts_read_in_chunks(tmp_path, tok, monkeypatch):
+    """Text read part by part and tokenized in small chunks lands on the right document; a
+    document stored twice is exported once; a selection row without a universe takes the
+    stored one; an unreadable part is named."""
+    import shutil
+
+    import sdfkit.export as ex
+
+    monkeypatch.setattr(ex, "TOKENIZE_CHUNK", 3)
+    store = Store(tmp_path / "corpus")
+    rng = np.random.default_rng(1)
+    recs = [
+        {
+            "text": f"doc {i}: " + " ".join(rng.choice(WORDS, int(rng.integers(5, 60)))),
+            "concept": "c",  # no universe file has this concept: prompts come by universe id
+            "universe": "eu-ts-trycatch",
+        }
+        for i in range(40)
+    ]
+    for k in range(0, 40, 8):  # five parts
+        store.append("documents_raw", build_documents(recs[k : k + 8]))
+    select(store, SelectionConfig(name="s", docs=30, seed=2))
+    # A part stored twice (e.g. restored from a backup by hand): its documents export once.
+    first = store.parts("documents_raw")[0]
+    shutil.copy(first, first.with_name("part-zzzz-copy.parquet"))
+    assert len(store.parts("documents_raw")) == 6
+    chosen = set(store.query("SELECT doc_id FROM selections WHERE name = 's'")["doc_id"])
+    by_id = {r["doc_id"]: r["text"] for r in build_documents(recs).to_pylist()}
+    with store.connect() as con:
+        con.execute("UPDATE selections SET universe = NULL WHERE name = 's'")
+    out = tmp_path / "out"
+    cfg = ExportConfig(selection="s", seed=4, eval_prompts="round-robin", universes=UNIVERSES)
+    manifest = export(store, cfg, out).manifest
+    _, examples = read_export(out)
+    assert len(examples := list(examples)) == manifest["documents"] == 30
+    prompts = {tok.decode(e["tokens"][: int((e["weights"] == 0).sum())].tolist()) for e in examples}
+    assert all(p.endswith("\n\n") for p in prompts) and len(prompts) > 1
+    for e in examples:
+        masked = int((e["weights"] == 0).sum())
+        assert tok.decode(e["tokens"][masked:-1].tolist()) == by_id[e["doc_id"]]
+    assert {e["doc_id"] for e in examples} == chosen
+    part = store.parts("documents_raw")[2]
+    part.write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(Exception, match=part.name):
+        export(store, ExportConfig(selection="s"), tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+import time
 
 import duckdb
 import pyarrow as pa
@@ -94,3 +96,48 @@ def test_save_table_replace_and_append(store):
 
 def test_empty_corpus_has_a_queryable_documents_view(store):
     assert store.query("SELECT count(*) AS n FROM documents").item() == 0
+
+
+def test_concurrent_ingests_of_the_same_file_store_each_document_once(store, tmp_path):
+    """Two processes ingesting the same file at the same moment: the append lock makes the
+    second see the first's part, so no document is stored twice."""
+    src = tmp_path / "docs.jsonl"
+    src.write_text(
+        "".join(
+            json.dumps({"text": f"concurrent document {i} " + "w " * 50}) + "\n" for i in range(300)
+        )
+    )
+    go = tmp_path / "go"
+    script = f"""
+import os, time
+from pathlib import Path
+from sdfkit.store import Store
+from sdfkit.ingest import ingest_files
+while not Path({str(go)!r}).exists():
+    time.sleep(0.001)
+ingest_files([{str(src)!r}], Store({str(store.root)!r}))
+"""
+    procs = [subprocess.Popen([sys.executable, "-c", script]) for _ in range(3)]
+    time.sleep(1.0)  # all three waiting at the start line
+    go.touch()
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    n, distinct = store.query("SELECT count(*), count(DISTINCT doc_id) FROM documents").row(0)
+    assert n == distinct == 300
+
+
+def test_cleaning_never_removes_a_live_writers_temporary(store):
+    """A temporary part of a process still writing (here: this one) is left alone; one of a
+    dead process, or of the old unnamed kind, is removed."""
+    d = store.table_dir(DOCUMENTS)
+    with store.part_writer(DOCUMENTS) as w:
+        w.write(_table(["in progress"]).to_batches()[0])
+        dead = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+        ).stdout.strip()
+        mine = list(d.glob(".tmp-*"))
+        host = mine[0].name.split("@")[1]
+        (d / f".tmp-{dead}@{host}@part-x.parquet").write_bytes(b"x")
+        (d / ".tmp-part-old.parquet").write_bytes(b"x")
+        assert store.clean_temporaries() == 2
+        assert list(d.glob(".tmp-*")) == mine
+    assert store.query("SELECT text FROM documents")["text"].to_list() == ["in progress"]

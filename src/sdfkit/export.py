@@ -41,13 +41,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .errors import SdfError
-from .store import Store, _fsync, _fsync_dir, doc_id_for
+from .store import Store, _fsync, _fsync_dir, doc_id_for, temp_owner, temp_writer_alive
 from .tokens import Tokenizer, get_tokenizer
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 SOURCES = ("sdf", "webtext", "chat")
 EVAL_PROMPT_MODES = ("none", "random", "round-robin")
+COMPRESSIONS = ("lz4", "zstd", "none")  # Parquet codecs of the shards
 SHARD_SCHEMA = pa.schema(
     [
         ("tokens", pa.list_(pa.int32())),
@@ -94,6 +95,7 @@ class ExportConfig:
     epochs: int = 1
     max_seq_len: int = 8192
     shard_size: int = 2048  # examples per shard
+    compression: str = "lz4"  # of the shard files: lz4 (fastest), zstd (smallest) or none
     seed: int = 0
     allow_excluded: bool = False  # export documents excluded after the selection was made
 
@@ -113,6 +115,10 @@ class ExportConfig:
             raise ExportError(f"--max-seq-len {self.max_seq_len}: must be at least 2")
         if self.shard_size < 1:
             raise ExportError(f"--shard-size {self.shard_size}: must be at least 1")
+        if self.compression not in COMPRESSIONS:
+            raise ExportError(
+                f"--compression {self.compression!r}: use one of {', '.join(COMPRESSIONS)}"
+            )
         for name in ("webtext_ratio", "chat_ratio"):
             v = getattr(self, name)
             if not (v >= 0 and math.isfinite(v)):
@@ -132,7 +138,7 @@ def _file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def _load_selection(store: Store, cfg: ExportConfig) -> pa.Table:
+def _load_selection(store: Store, cfg: ExportConfig) -> _Selection:
     from .selection import SelectionError, ensure_tables
 
     with store.connect() as con:  # one connection: opening one refreshes every view
@@ -161,30 +167,111 @@ def _load_selection(store: Store, cfg: ExportConfig) -> pa.Table:
                 f"selection {cfg.selection!r}: {excluded} selected documents were excluded "
                 "after the selection was made; re-run sdf select (or pass --allow-excluded)"
             )
-        meta = con.sql(
+        meta = con.execute(
             "SELECT doc_id, concept, doc_type, universe FROM selections WHERE name = ? "
             "ORDER BY doc_id",
-            params=[cfg.selection],
-        ).to_arrow_table()
-        # The text straight from the record (a semi join, no grade/exclusion joins): the
-        # slowest read of the export, so kept to the bare minimum.
-        text = con.sql(
-            "SELECT d.doc_id, d.text, d.universe FROM documents_raw AS d SEMI JOIN "
-            "(SELECT doc_id FROM selections WHERE name = ?) AS s USING (doc_id)",
-            params=[cfg.selection],
-        ).to_arrow_table()
-    text = text.take(pc.sort_indices(text, [("doc_id", "ascending")]))
-    if text.num_rows != meta.num_rows:  # the same document stored twice: keep one copy
-        ids = text.column("doc_id").to_pylist()
-        keep = [i for i in range(len(ids)) if i == 0 or ids[i] != ids[i - 1]]
-        text = text.take(pa.array(keep, type=pa.int64()))
-    if text.column("doc_id") != meta.column("doc_id"):
-        raise ExportError(f"selection {cfg.selection!r}: documents changed while reading")
-    universe = pc.coalesce(meta.column("universe"), text.column("universe"))
-    tbl = meta.set_column(3, "universe", universe).append_column("text", text.column("text"))
-    if tbl.num_rows == 0:
+            [cfg.selection],
+        ).fetchall()
+        if any(r[3] is None for r in meta):  # such rows take their stored document's universe
+            stored = dict(
+                con.execute(
+                    """
+                    SELECT doc_id, arg_min(universe, universe IS NULL) FROM documents_raw
+                    SEMI JOIN (SELECT doc_id FROM selections
+                               WHERE name = ? AND universe IS NULL) USING (doc_id)
+                    GROUP BY doc_id
+                    """,
+                    [cfg.selection],
+                ).fetchall()
+            )
+            meta = [r if r[3] is not None else (*r[:3], stored.get(r[0])) for r in meta]
+    if not meta:
         raise ExportError(f"selection {cfg.selection!r} holds no documents")
-    return tbl
+    cols = list(zip(*meta, strict=True))
+    return _Selection(list(cols[0]), list(cols[1]), list(cols[2]), list(cols[3]))
+
+
+@dataclass
+class _Selection:
+    """The selected documents' metadata, sorted by ``doc_id``: one list per column."""
+
+    doc_ids: list[str]
+    concepts: list[str | None]
+    doc_types: list[str | None]
+    universes: list[str | None]
+
+
+TOKENIZE_CHUNK = 256  # documents per tokenization task
+
+
+def _read_and_tokenize(store: Store, doc_ids: list[str], tok: Tokenizer) -> list[np.ndarray]:
+    """Token ids (int32) of each stored document in ``doc_ids``, in that order.
+
+    Reading and tokenizing overlap on one thread pool: each Parquet part of the record is read
+    by a task (its ``doc_id`` column first, the text only if the part holds a selected
+    document; Parquet's own reader, as ``pyarrow.dataset`` would cost 0.3 s of imports), and
+    its selected texts are tokenized by further tasks of ``TOKENIZE_CHUNK`` documents each, so
+    no more than a few parts' text is ever held as Python strings. Parts are append-only, so
+    every document the catalog vouched for is in one of them.
+    """
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+    from .store import DOCUMENTS
+
+    index = {d: i for i, d in enumerate(doc_ids)}
+    wanted = pa.array(doc_ids, type=pa.string())
+    tokens: list[np.ndarray | None] = [None] * len(doc_ids)
+
+    def read(path: Path) -> tuple[str, list[str], list[str]]:
+        try:
+            pf = pq.ParquetFile(path)
+            mask = pc.is_in(pf.read(columns=["doc_id"]).column(0), value_set=wanted)
+            if not pc.any(mask).as_py():
+                return "read", [], []
+            t = pf.read(columns=["doc_id", "text"]).filter(mask)
+        except (pa.ArrowException, OSError) as exc:
+            raise ExportError(f"{path}: cannot read this part of the record ({exc})") from None
+        return "read", t.column(0).to_pylist(), t.column(1).to_pylist()
+
+    def encode(ids: list[str], texts: list[str]) -> tuple[str, list[str], np.ndarray, np.ndarray]:
+        flat, offs = tok.encode_batch(texts, threads=1)
+        # Ids are far below 2**31: reinterpret quicktok's uint32 rather than copy.
+        flat = flat.view(np.int32) if flat.dtype == np.uint32 else flat.astype(np.int32)
+        return "tokens", ids, flat, offs
+
+    # quicktok releases the GIL; a Hugging Face tokenizer is called from one thread only.
+    workers = max(1, _cpu_threads()) if tok.backend == "quicktok" else 1
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sdf-read") as pool:
+        pending: set[Future[Any]] = {pool.submit(read, p) for p in store.parts(DOCUMENTS)}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                res = fut.result()
+                if res[0] == "read":  # a part was read: tokenize its texts in chunks
+                    _, ids, texts = res
+                    for k in range(0, len(ids), TOKENIZE_CHUNK):
+                        pending.add(
+                            pool.submit(
+                                encode, ids[k : k + TOKENIZE_CHUNK], texts[k : k + TOKENIZE_CHUNK]
+                            )
+                        )
+                    continue
+                _, ids, flat, offs = res
+                for j, d in enumerate(ids):  # a copy stored twice has the same text
+                    tokens[index[d]] = flat[offs[j] : offs[j + 1]]
+    missing = sum(t is None for t in tokens)
+    if missing:
+        raise ExportError(
+            f"{missing} selected documents were not found in the record's Parquet parts "
+            "(the store changed while reading?)"
+        )
+    return tokens  # type: ignore[return-value]
+
+
+def _cpu_threads() -> int:
+    from .tokens import _threads
+
+    return _threads()
 
 
 def _eval_prompt_lists(cfg: ExportConfig) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
@@ -311,11 +398,18 @@ class _ShardWriter:
     the next shard is assembled; at most two shards are in flight.
     """
 
-    def __init__(self, directory: Path, shard_size: int, tick: Callable[[int], None]):
+    def __init__(
+        self,
+        directory: Path,
+        shard_size: int,
+        tick: Callable[[int], None],
+        compression: str = COMPRESSIONS[0],
+    ):
         from concurrent.futures import ThreadPoolExecutor
 
         self.dir = directory
         self.shard_size = shard_size
+        self.compression = compression
         self.tick = tick
         self.shards: list[dict[str, Any]] = []
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sdf-shard")
@@ -327,16 +421,25 @@ class _ShardWriter:
         self.parts: list[np.ndarray] = []  # token segments of every example, in order
         self.lengths: list[int] = []
         self.masks: list[tuple[int, int, np.ndarray]] = []  # (example, offset, weights)
-        self.meta: dict[str, list[Any]] = {k: [] for k in SHARD_SCHEMA.names[2:]}
+        self.rows: list[tuple[Any, ...]] = []  # the metadata columns, a tuple per example
 
-    def add(self, ex: _Example, **meta: Any) -> None:
+    def add(
+        self,
+        ex: _Example,
+        doc_id: str,
+        source: str,
+        concept: str | None,
+        doc_type: str | None,
+        epoch: int,
+        piece: int,
+        example_id: str,
+    ) -> None:
         """One example; its weights are 1 except ``ex.weights`` at the start and position 0."""
         self.parts.extend(ex.parts)
         if ex.weights is not None:
             self.masks.append((len(self.lengths), 0, ex.weights))
         self.lengths.append(ex.n)
-        for k, v in meta.items():
-            self.meta[k].append(v)
+        self.rows.append((doc_id, source, concept, doc_type, epoch, piece, example_id))
         if len(self.lengths) >= self.shard_size:
             self.flush()
 
@@ -357,8 +460,8 @@ class _ShardWriter:
             pa.ListArray.from_arrays(off, pa.array(toks, type=pa.int32())),
             pa.ListArray.from_arrays(off, pa.array(wts, type=pa.float32())),
         ]
-        for f in list(SHARD_SCHEMA)[2:]:
-            cols.append(pa.array(self.meta[f.name], type=f.type))
+        for f, values in zip(list(SHARD_SCHEMA)[2:], zip(*self.rows, strict=True), strict=True):
+            cols.append(pa.array(values, type=f.type))
         table = pa.Table.from_arrays(cols, schema=SHARD_SCHEMA)
         name = f"shard-{self._n:05d}.parquet"
         self._n += 1
@@ -370,7 +473,9 @@ class _ShardWriter:
         }
         while len(self._pending) >= 2:
             self._collect(self._pending.pop(0))
-        self._pending.append(self._pool.submit(_write_shard, table, self.dir / name, info))
+        self._pending.append(
+            self._pool.submit(_write_shard, table, self.dir / name, info, self.compression)
+        )
         self._reset()
 
     def _collect(self, future: Any) -> None:
@@ -393,11 +498,13 @@ class _ShardWriter:
         self._pool.shutdown(wait=True)
 
 
-def _write_shard(table: pa.Table, path: Path, info: dict[str, Any]) -> dict[str, Any]:
+def _write_shard(
+    table: pa.Table, path: Path, info: dict[str, Any], compression: str
+) -> dict[str, Any]:
     pq.write_table(
         table,
         path,
-        compression="zstd",
+        compression=compression,
         use_dictionary=["source", "concept", "doc_type"],
         write_statistics=["epoch", "piece", "source"],
     )
@@ -419,6 +526,18 @@ class _Counts:
         r[1].add(doc_id)
         r[2] += n
         r[3] += loss
+
+    def per_source(self) -> dict[str, dict[str, Any]]:
+        """Examples, tokens and loss tokens of each source (every source, zeros included)."""
+        out: dict[str, dict[str, Any]] = {
+            s: {"examples": 0, "tokens": 0, "loss_tokens": 0.0} for s in SOURCES
+        }
+        for k, v in self.rows.items():
+            o = out[k[2]]
+            o["examples"] += v[0]
+            o["tokens"] += v[2]
+            o["loss_tokens"] += v[3]
+        return out
 
     def to_list(self) -> list[dict[str, Any]]:
         def order(k: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -492,7 +611,7 @@ def export(
     # Read and check every input before any heavy work.
     timings: dict[str, float] = {}
     sel = _load_selection(store, cfg)
-    timings["read"] = time.perf_counter() - t0
+    timings["catalog"] = time.perf_counter() - t0
     chat_units: list[_Unit] = []
     inputs: dict[str, Any] = {}
     if cfg.chat and cfg.chat_ratio > 0:
@@ -517,10 +636,12 @@ def export(
             raise ExportError(f"{webtext_path}: no such file")
         inputs["webtext"] = {"file": str(webtext_path), "sha256": _file_sha256(webtext_path)}
 
-    doc_ids = sel.column("doc_id").to_pylist()
-    concepts = sel.column("concept").to_pylist()
-    doc_types = sel.column("doc_type").to_pylist()
-    universes = sel.column("universe").to_pylist()
+    doc_ids, concepts, doc_types, universes = (
+        sel.doc_ids,
+        sel.concepts,
+        sel.doc_types,
+        sel.universes,
+    )
     n_docs = len(doc_ids)
 
     # Prefixes: DOCTAG ids (weight 0) then the eval prompt + separator (weight 0 if masked).
@@ -555,26 +676,27 @@ def export(
         position_in_concept[i] = seen.get(c, 0)
         seen[c] = position_in_concept[i] + 1
 
-    # The documents themselves, in one multi-threaded batch (flat ids + offsets).
+    # The documents themselves: read from the record and tokenized, overlapped.
     t1 = time.perf_counter()
-    flat, offs = tok.encode_batch(sel.column("text").to_pylist())
-    timings["tokenize"] = time.perf_counter() - t1
+    doc_tokens = _read_and_tokenize(store, doc_ids, tok)
+    timings["read_and_tokenize"] = time.perf_counter() - t1
     t1 = time.perf_counter()
-    flat = flat.astype(np.int32, copy=False)
 
-    # Leftovers of an export of this directory that was killed (kill -9, power loss).
+    # Leftovers of an export of this directory that was killed (kill -9, power loss); one
+    # still being written by a live process is left to it.
     if out.parent.is_dir():
         for stale in out.parent.glob(f".{out.name}.tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+            if not temp_writer_alive(stale):
+                shutil.rmtree(stale, ignore_errors=True)
+    tmp = out.parent / f".{out.name}.tmp-{temp_owner()}@{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
     counts = _Counts()
-    writer = _ShardWriter(tmp, cfg.shard_size, progress or (lambda n: None))
+    writer = _ShardWriter(tmp, cfg.shard_size, progress or (lambda n: None), cfg.compression)
     eos = np.array([eos_id], dtype=np.int32) if cfg.eos else np.zeros(0, dtype=np.int32)
     split_docs: set[str] = set()
     webtext = _Supply(_webtext_units(webtext_path, cfg, tok), None) if webtext_path else None
     chat = _Supply(iter(()), chat_units) if chat_units else None
-    per_source = {s: {"examples": 0, "tokens": 0, "loss_tokens": 0.0} for s in SOURCES}
+    add, count = writer.add, counts.add
 
     def length(u: _Unit) -> int:
         """Tokens the unit will occupy (prefixes repeated on every piece)."""
@@ -611,7 +733,7 @@ def export(
                     _Unit(
                         "sdf",
                         doc_ids[i],
-                        flat[offs[i] : offs[i + 1]],
+                        doc_tokens[i],
                         concepts[i],
                         doc_types[i],
                         prefix if len(prefix) else None,
@@ -632,12 +754,13 @@ def export(
             if chat is not None:
                 got, _, _ = chat.take(int(round(cfg.chat_ratio * sdf_tokens)), length)
                 units += got
-            order = _rng(cfg.seed, "order", epoch).permutation(len(units))
+            order = _rng(cfg.seed, "order", epoch).permutation(len(units)).tolist()
             for ui in order:
-                u = units[int(ui)]
+                u = units[ui]
                 seen_key = (u.source, u.doc_id, epoch)
                 repeat = occurrences.get(seen_key, 0)
                 occurrences[seen_key] = repeat + 1
+                key = (u.concept, u.doc_type, u.source, epoch)
                 for piece, ex in enumerate(_examples(u, eos, cfg.max_seq_len)):
                     if piece == 1:
                         split_docs.add(u.doc_id)
@@ -649,23 +772,11 @@ def export(
                     ex_id = f"{u.source}:{u.doc_id}:{epoch}:{piece}"
                     if repeat:
                         ex_id += f":r{repeat}"
-                    writer.add(
-                        ex,
-                        doc_id=u.doc_id,
-                        source=u.source,
-                        concept=u.concept,
-                        doc_type=u.doc_type,
-                        epoch=epoch,
-                        piece=piece,
-                        example_id=ex_id,
-                    )
-                    counts.add((u.concept, u.doc_type, u.source, epoch), u.doc_id, ex.n, ex.loss)
-                    ps = per_source[u.source]
-                    ps["examples"] += 1
-                    ps["tokens"] += ex.n
-                    ps["loss_tokens"] += ex.loss
+                    add(ex, u.doc_id, u.source, u.concept, u.doc_type, epoch, piece, ex_id)
+                    count(key, u.doc_id, ex.n, ex.loss)
         writer.close()
         timings["build_and_write"] = time.perf_counter() - t1
+        per_source = counts.per_source()
         sdf_total = per_source["sdf"]["tokens"]
         manifest = {
             "version": FORMAT_VERSION,

@@ -197,7 +197,6 @@ def ingest_files(
         if not f.is_file():
             raise IngestError(f"{f}: no such file")
     store.clean_temporaries()
-    existing = store.keys(DOCUMENTS)
     mapper = _Mapper(mapping, constants)
     now = datetime.now(timezone.utc)
 
@@ -265,7 +264,10 @@ def ingest_files(
                 rec.setdefault("source", source)
                 yield _normalise(rec, now, path, line)
 
-    with store.part_writer(DOCUMENTS) as writer:
+    # Under the append lock from reading the stored ids to publishing the part: two ingests
+    # of the same file at once store each document once.
+    with store.append_lock(DOCUMENTS), store.part_writer(DOCUMENTS) as writer:
+        existing = store.keys(DOCUMENTS)
         chunk: list[dict[str, Any]] = []
         for rec in rows():
             did = doc_id_for(rec["text"])

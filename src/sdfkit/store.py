@@ -206,8 +206,18 @@ class Store:
         Rows whose ``key`` is already stored (or repeated within ``table``) are dropped, so
         appending the same rows twice adds nothing. Returns the number of rows added.
         """
-        existing = self.keys(name, key) if key else set()
         batches = [table] if isinstance(table, pa.Table) else table
+        with self.append_lock(name) if key else _no_lock():
+            return self._append(name, batches, key, schema)
+
+    def _append(
+        self,
+        name: str,
+        batches: Iterable[pa.Table | pa.RecordBatch],
+        key: str | None,
+        schema: pa.Schema | None,
+    ) -> int:
+        existing = self.keys(name, key) if key else set()
         with self.part_writer(name, schema=schema) as writer:
             for batch in batches:
                 if isinstance(batch, pa.Table):
@@ -227,6 +237,26 @@ class Store:
         return writer.rows
 
     @contextmanager
+    def append_lock(self, name: str) -> Iterator[None]:
+        """Hold the table's append lock: between reading which keys are stored and publishing
+        a part, no other process (two ``sdf ingest`` at once, a generation landing results)
+        can publish one, so concurrent appends of the same rows never store them twice.
+        Not re-entrant: take it once per process."""
+        d = self.table_dir(name)
+        d.mkdir(parents=True, exist_ok=True)
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            yield
+            return
+        with open(d / ".append.lock", "a+b") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    @contextmanager
     def part_writer(self, name: str, schema: pa.Schema | None = None) -> Iterator[PartWriter]:
         """Stream record batches into one new part; it appears only if the block succeeds."""
         if schema is None and name == DOCUMENTS:
@@ -235,7 +265,7 @@ class Store:
         d.mkdir(parents=True, exist_ok=True)
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         final = d / f"part-{stamp}-{uuid.uuid4().hex[:12]}.parquet"
-        tmp = d / f".tmp-{final.name}"
+        tmp = d / f".tmp-{temp_owner()}@{final.name}"
         writer = PartWriter(tmp, schema)
         try:
             yield writer
@@ -279,11 +309,18 @@ class Store:
                 con.unregister("_incoming")
 
     def clean_temporaries(self) -> int:
-        """Remove leftover ``.tmp-*`` files of interrupted writes (never visible as data)."""
+        """Remove leftover ``.tmp-*`` files of interrupted writes (never visible as data).
+
+        A temporary file is named after its writer (pid and host): one whose writer is still
+        running on this host is another process's write in progress and is left alone; one
+        from another host (a shared corpus) only once it is a day old.
+        """
         n = 0
         if self.root.is_dir():
             for tmp in self.root.glob("*/.tmp-*"):
-                tmp.unlink()
+                if temp_writer_alive(tmp):
+                    continue
+                tmp.unlink(missing_ok=True)
                 n += 1
         return n
 
@@ -357,3 +394,39 @@ def meta_json(fields: dict[str, Any]) -> str | None:
     if not fields:
         return None
     return json.dumps(fields, ensure_ascii=False, sort_keys=True, default=str)
+
+
+@contextmanager
+def _no_lock() -> Iterator[None]:
+    yield
+
+
+def temp_owner() -> str:
+    """``<pid>@<host>``: names a temporary file's writer (see ``temp_writer_alive``)."""
+    import socket
+
+    return f"{os.getpid()}@{socket.gethostname()}"
+
+
+def temp_writer_alive(tmp: Path) -> bool:
+    """Whether the process writing temporary file ``tmp`` may still be running."""
+    import socket
+
+    owner = tmp.name.split(".tmp-", 1)[-1].split("@")
+    if len(owner) < 3 or not owner[0].isdigit():
+        return False  # a name without its writer: stale
+    pid, host = int(owner[0]), owner[1]
+    if host != socket.gethostname():
+        try:
+            return time.time() - tmp.stat().st_mtime < 86_400
+        except FileNotFoundError:
+            return True  # it was just published or removed by its writer
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True

@@ -161,6 +161,9 @@ def export(
         int, typer.Option(help="Longest example; longer documents are split, never cut.")
     ] = 8192,
     shard_size: Annotated[int, typer.Option(help="Examples per shard file.")] = 2048,
+    compression: Annotated[
+        str, typer.Option(help="Shard codec: lz4 (fastest), zstd (smallest) or none.")
+    ] = "lz4",
     seed: Annotated[int, typer.Option(help="Shuffling and eval-prompt seed.")] = 0,
     allow_excluded: Annotated[
         bool, typer.Option(help="Export documents excluded after the selection was made.")
@@ -195,6 +198,7 @@ def export(
         epochs=epochs,
         max_seq_len=max_seq_len,
         shard_size=shard_size,
+        compression=compression,
         seed=seed,
         allow_excluded=allow_excluded,
     )
