@@ -62,23 +62,68 @@ class AuditResult:
     seconds: float = 0.0
 
 
+#: One row per saved audit result; ``figures`` and ``flags`` are JSON text.
+AUDIT_RUNS_TABLE = """CREATE TABLE IF NOT EXISTS audit_runs (
+    audit VARCHAR, figures VARCHAR, flags VARCHAR, seconds DOUBLE, created_at TIMESTAMPTZ)"""
+
+
 def save(store: Store, result: AuditResult) -> None:
-    """Store the result's tables as ``audit_<name>_<table>`` and its figures in ``audit_runs``."""
-    for tname, df in result.tables.items():
-        store.save_table(f"audit_{result.name}_{tname}", df)
-    store.save_table(
-        "audit_runs",
-        [
-            {
-                "audit": result.name,
-                "figures": json.dumps(result.figures, default=str),
-                "flags": json.dumps(result.flags),
-                "seconds": result.seconds,
-                "created_at": datetime.now(timezone.utc),
-            }
-        ],
-        mode="append",
-    )
+    """Store the result's tables as ``audit_<name>_<table>`` and its figures in ``audit_runs``.
+
+    All of it is one catalog transaction: a crash or Ctrl-C part-way leaves the previous
+    result of this audit whole (its tables and its ``audit_runs`` row), never new tables
+    beside old ones.
+    """
+    import polars as pl
+
+    from ..store import _ident
+
+    incoming = {}
+    for i, (tname, df) in enumerate(result.tables.items()):
+        target = _ident(f"audit_{result.name}_{tname}")
+        incoming[f"_audit_incoming_{i}"] = (
+            target,
+            df.to_arrow() if isinstance(df, pl.DataFrame) else df,
+        )
+    run_row = [
+        result.name,
+        json.dumps(result.figures, default=str),
+        json.dumps(result.flags),
+        float(result.seconds),
+        datetime.now(timezone.utc),
+    ]
+    with store.connect() as con:
+        try:
+            for view, (_, data) in incoming.items():
+                con.register(view, data)
+            con.execute("BEGIN")
+            try:
+                for view, (target, _) in incoming.items():
+                    con.execute(f"CREATE OR REPLACE TABLE {target} AS FROM {view}")
+                con.execute(AUDIT_RUNS_TABLE)
+                con.execute(
+                    "INSERT INTO audit_runs (audit, figures, flags, seconds, created_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    run_row,
+                )
+                con.execute("COMMIT")
+            except BaseException:  # KeyboardInterrupt too: nothing of this save may stay
+                _rollback(con)
+                raise
+        finally:
+            for view in incoming:
+                con.unregister(view)
+
+
+def _rollback(con: Any) -> None:
+    """Roll back the open transaction; if DuckDB already ended it (a failed COMMIT), closing
+    the connection discards what is left, and the original error is the one to report."""
+    import duckdb
+
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:
+        pass
 
 
 def where_sql(store: Store, where: str | None) -> str:
