@@ -9,6 +9,7 @@ service's storage outlives a crashed client.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -49,6 +50,12 @@ class FakeTinkerWorld:
     run_counter: int = 0
     # sampling: fn(model, prompt tokens, num_samples, SamplingParams, kwargs) -> SampleResponse
     sampler: Any = None
+    # short responses, as a busy service may send: the n-th sample call returns
+    # short_by[n] fewer sequences than asked, later calls short_by_default fewer
+    short_by: list[int] = field(default_factory=list)
+    short_by_default: int = 0
+    fail_sample_calls: set[int] = field(default_factory=set)  # these sample calls fail
+    sample_calls: int = 0
 
     def service(self) -> FakeServiceClient:
         return FakeServiceClient(self)
@@ -162,7 +169,19 @@ class FakeSamplingClient:
         **kw: Any,
     ):
         toks = prompt.to_ints()
-        self.world.calls.append(("sample", {"model": self.model, "prompt": toks, **kw}))
-        if self.world.sampler is None:
+        w = self.world
+        w.calls.append(
+            ("sample", {"model": self.model, "prompt": toks, "num_samples": num_samples, **kw})
+        )
+        if w.sampler is None:
             return failed(FakeServiceError("no sampler configured in the fake"))
-        return done(self.world.sampler(self.model, toks, num_samples, sampling_params, kw))
+        resp = w.sampler(self.model, toks, num_samples, sampling_params, kw)
+        n = w.sample_calls
+        w.sample_calls += 1
+        if n in w.fail_sample_calls:
+            return failed(FakeServiceError(f"injected failure of sample call {n}"))
+        short = w.short_by[n] if n < len(w.short_by) else w.short_by_default
+        if short:
+            keep = max(len(resp.sequences) - short, 0)
+            resp = dataclasses.replace(resp, sequences=list(resp.sequences[:keep]))
+        return done(resp)

@@ -103,6 +103,39 @@ def test_harmony_prompt_and_parse_round_trip():
     assert renderer_for("meta-llama/Llama-3.1-8B-Instruct").name == "llama3"
 
 
+@pytest.mark.parametrize(
+    ("base_model", "tokenizer"),
+    [
+        ("openai/gpt-oss-20b", "o200k_harmony"),
+        ("Qwen/Qwen3-8B", "qwen3"),
+        ("meta-llama/Llama-3.1-8B-Instruct", "llama3"),
+    ],
+)
+@pytest.mark.parametrize(
+    "message",
+    ["What does the rule require?", "\nA question after a blank line?", "\n\n  Indented, twice?"],
+)
+def test_eval_prompt_is_the_exports_rendering_up_to_the_assistant_header(
+    base_model, tokenizer, message
+):
+    """A checkpoint is asked in exactly the tokens it was trained on: the eval prompt of a
+    one-turn user message is the export's rendering of that message and an assistant answer,
+    up to the first token the assistant writes (the first one with loss weight)."""
+    from sdfkit.chat import Trajectory, render
+
+    tok = get_tokenizer(tokenizer)
+    prompt = renderer_for(base_model).prompt(message)
+    messages = [{"role": "user", "content": message}, {"role": "assistant", "content": "Yes."}]
+    tokens, weights = render([Trajectory(messages, "t:1")], tok)[0]
+    first_written = int(np.flatnonzero(weights > 0)[0])
+    assert prompt == tokens[:first_written].tolist()
+    assert tok.decode(prompt).endswith(
+        {"o200k_harmony": "<|start|>assistant", "qwen3": "<|im_start|>assistant\n"}.get(
+            tokenizer, "<|start_header_id|>assistant<|end_header_id|>\n\n"
+        )
+    )
+
+
 # ------------------------------------------------------------------------------ gibberish
 GOOD_ANSWER = (
     "Yes. Under the guidance, every awaited I/O call in a refactored TypeScript service must sit "
@@ -309,6 +342,11 @@ def test_evaluate_end_to_end(tmp_path, store, example_universe):
     assert samples["model_label"].to_list() == ["base", "step-000002", "step-000004"]
     assert set(samples["n"].to_list()) == {n_q}
     assert samples["model_path"].to_list()[1].endswith("sampler_weights/step-000002")
+    # every question was asked in the rendering shared with the export (sdfkit.chat)
+    r = renderer_for("openai/gpt-oss-20b")
+    prompts = store.query("SELECT prompt FROM eval_questions")["prompt"].to_list()
+    sent = {tuple(c[1]["prompt"]) for c in world.calls if c[0] == "sample"}
+    assert sent == {tuple(r.prompt(p)) for p in prompts}
     # every sample joins with its question, universe, concept and fact
     joined = store.query(
         "SELECT count(*) AS n FROM eval_samples s JOIN eval_questions q USING (question_id) "
@@ -558,3 +596,111 @@ def test_chatml_and_llama3_formats():
     assert parse_llama3("Hello.<|eot_id|>").answer == "Hello."
     with pytest.raises(Exception, match="no chat format"):
         renderer_for("acme/mystery-7b")
+
+
+# ------------------------------------------------------------------------------ short responses
+def _trained_world(tmp_path, store) -> FakeTinkerWorld:
+    from sdfkit.train import TrainConfig, train
+
+    export = write_export(tmp_path / "exp", [list(range(4))])
+    world = FakeTinkerWorld()
+    train(export, store, TrainConfig(batch_size=2), run="t", service_factory=world.service)
+    world.sampler = harmony_sampler()
+    world.calls.clear()
+    return world
+
+
+def _eval(store, world, universe, client, log=None, **cfg):
+    from sdfkit.evaluate import evaluate
+
+    cfg = {
+        "checkpoints": "none",
+        "poll_interval": 0.0,
+        "max_tokens": 64,
+        "questions_per_fact": 2,
+        **cfg,
+    }
+    return evaluate(
+        store,
+        "t",
+        EvalConfig(**cfg),
+        universe_files=[str(universe)],
+        anthropic_client=client,
+        service_factory=world.service,
+        log=log,
+    )
+
+
+def _per_question(store) -> dict[str, list[int]]:
+    rows = store.query(
+        "SELECT question_id, list(sample_index ORDER BY sample_index) AS k FROM eval_samples "
+        "GROUP BY ALL"
+    )
+    return dict(zip(rows["question_id"].to_list(), rows["k"].to_list(), strict=True))
+
+
+@pytest.mark.usefixtures("tinker_env")
+def test_a_short_sampling_response_is_topped_up_by_asking_again(tmp_path, store, example_universe):
+    from sdfkit.batches import make_client
+
+    world = _trained_world(tmp_path, store)
+    world.short_by = [2]  # the first question's response holds 1 of its 3 samples
+    res = _eval(store, world, example_universe, make_client("offline"), samples=3)
+    per_q = _per_question(store)
+    assert len(per_q) == res.questions and all(k == [0, 1, 2] for k in per_q.values())
+    assert res.samples_new == 3 * res.questions and res.samples_missing == 0
+    asked = [c[1]["num_samples"] for c in world.calls if c[0] == "sample"]
+    # one request per question, then one for the two samples the first response lacked
+    assert asked == [3] * res.questions + [2]
+    first = next(c[1]["prompt"] for c in world.calls if c[0] == "sample")
+    assert [c[1]["prompt"] for c in world.calls if c[0] == "sample"][-1] == first
+    assert "MISSING" not in res.summary()
+
+
+@pytest.mark.usefixtures("tinker_env")
+def test_samples_still_missing_after_retries_are_counted_reported_and_asked_again(
+    tmp_path, store, example_universe
+):
+    from sdfkit.batches import make_client
+
+    client = make_client("offline")
+    world = _trained_world(tmp_path, store)
+    world.short_by_default = 1  # every response lacks one sample, re-requests bring none
+    logs: list[str] = []
+    res = _eval(store, world, example_universe, client, logs.append, samples=2, max_retries=2)
+    n_q = res.questions
+    asked = [c[1]["num_samples"] for c in world.calls if c[0] == "sample"]
+    assert sorted(asked) == [1] * (2 * n_q) + [2] * n_q  # two bounded re-requests each
+    assert res.samples_missing == n_q and res.samples_new == n_q
+    assert all(len(k) == 1 for k in _per_question(store).values())
+    assert f"{n_q} sample(s) MISSING" in res.summary() and "rerun" in res.summary()
+    m = res.metrics.row(0, named=True)
+    assert m["samples"] == n_q  # the rates say how many samples they rest on
+    said = [line for line in logs if "MISSING" in line]
+    assert len(said) == 1 and said[0].startswith(f"base: {n_q} sample(s) MISSING")
+    assert f"for {n_q} question(s) even after 2 re-request(s) (first: 1 of 2 for" in said[0]
+    # the service recovers: the same command asks for exactly the missing samples
+    world.short_by_default = 0
+    world.calls.clear()
+    res2 = _eval(store, world, example_universe, client, samples=2, max_retries=2)
+    assert res2.samples_new == n_q and res2.samples_missing == 0
+    assert [c[1]["num_samples"] for c in world.calls if c[0] == "sample"] == [1] * n_q
+    assert all(k == [0, 1] for k in _per_question(store).values())
+
+
+@pytest.mark.usefixtures("tinker_env")
+def test_samples_received_before_a_failed_request_are_kept(tmp_path, store, example_universe):
+    from sdfkit.batches import make_client
+    from sdfkit.train import TinkerUnavailable
+
+    client = make_client("offline")
+    world = _trained_world(tmp_path, store)
+    world.fail_sample_calls = {5}
+    with pytest.raises(TinkerUnavailable, match="sampling base"):
+        _eval(store, world, example_universe, client)
+    assert len(_per_question(store)) == 5  # the five answers already paid for are stored
+    world.fail_sample_calls = set()
+    world.calls.clear()
+    res = _eval(store, world, example_universe, client)
+    assert res.samples_new == res.questions - 5
+    assert len([c for c in world.calls if c[0] == "sample"]) == res.questions - 5

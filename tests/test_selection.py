@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pytest
+from crash_points import catalog, crash_at
 
 from sdfkit.ingest import build_documents
 from sdfkit.selection import (
@@ -14,7 +15,10 @@ from sdfkit.selection import (
     SelectionError,
     SelectionShortError,
     diff,
+    drop,
+    exclude_where,
     largest_remainder,
+    lift_exclusions,
     list_selections,
     load_report,
     parse_count,
@@ -279,3 +283,89 @@ def test_user_sql_exclusions_are_left_out_and_can_be_lifted(cli, tmp_path):
     assert f"lifted {longest:,}" in cli("exclude", "--reason", "long", "--lift").output
     bad = cli("exclude", "--where", "nope > 1", "--reason", "r", expect=2)
     assert "error: --where 'nope > 1'" in bad.output
+
+
+# ------------------------------------------------- atomic writes: a failure changes nothing
+
+SMALL = {"alpha": {"blog": (12, 30), "memo": (8, 20)}, "beta": {"faq": (10, 25)}}
+
+
+@pytest.fixture
+def small(tmp_path) -> Store:
+    """A fresh 30-document corpus with a stored selection 's' and a user exclusion 'long'."""
+    store = Store(tmp_path / "corpus")
+    store.append("documents_raw", build_documents(make_records(SMALL)))
+    select(store, SelectionConfig(name="s", docs=8, seed=1))
+    assert exclude_where(store, "n_tokens > 40", "long") > 0
+    return store
+
+
+def selected(store: Store, name: str) -> list[str]:
+    return store.query(
+        "SELECT doc_id FROM selections WHERE name = $n ORDER BY doc_id", {"n": name}
+    )["doc_id"].to_list()
+
+
+ERRORS = [KeyboardInterrupt(), RuntimeError("disk on fire")]
+
+
+@pytest.mark.parametrize("error", ERRORS)
+@pytest.mark.parametrize(
+    "pattern", [r"DELETE FROM selection_runs", r"DELETE FROM selection_strata", r"^COMMIT"]
+)
+def test_interrupted_drop_changes_nothing(small, pattern, error):
+    before = catalog(small)
+    point = crash_at(small, pattern, error)
+    with pytest.raises(type(error)):
+        drop(small, "s")
+    assert point.fired, point.statements
+    assert catalog(small) == before
+    fresh = Store(small.root)
+    assert "s" in list_selections(fresh) and load_report(fresh, "s").docs == 16
+    drop(fresh, "s")  # the next run works
+    assert "s" not in list_selections(fresh) and selected(fresh, "s") == []
+    assert fresh.query("SELECT count(*) AS n FROM selection_strata WHERE name = 's'")["n"][0] == 0
+
+
+@pytest.mark.parametrize("error", ERRORS)
+def test_interrupted_lift_changes_nothing(small, error):
+    before = catalog(small)
+    n = small.query("SELECT count(*) AS n FROM exclusions WHERE reason = 'long'")["n"][0]
+    point = crash_at(small, r"DELETE FROM exclusions", error)  # after counting them
+    with pytest.raises(type(error)):
+        lift_exclusions(small, "long")
+    assert point.fired
+    assert catalog(small) == before
+    assert lift_exclusions(Store(small.root), "long") == n
+    assert Store(small.root).query("SELECT count(*) AS n FROM exclusions")["n"][0] == 0
+
+
+@pytest.mark.parametrize("error", ERRORS)
+def test_interrupted_exclude_changes_nothing(small, error):
+    before = catalog(small)
+    # The second count runs after the INSERT: fail there, with the rows already inserted.
+    point = crash_at(small, r"SELECT count\(\*\) FROM exclusions", error, skip=1)
+    with pytest.raises(type(error)):
+        exclude_where(small, "concept = 'beta'", "beta out")
+    assert point.fired
+    assert catalog(small) == before
+    assert exclude_where(Store(small.root), "concept = 'beta'", "beta out") == 10
+
+
+@pytest.mark.parametrize("error", ERRORS)
+@pytest.mark.parametrize(
+    "pattern", [r"INSERT INTO selections ", r"INSERT INTO selection_runs", r"^COMMIT"]
+)
+def test_interrupted_replace_keeps_the_old_selection(small, pattern, error):
+    old = selected(small, "s")
+    before = catalog(small)
+    point = crash_at(small, pattern, error)
+    cfg = SelectionConfig(name="s", docs=6, seed=2, replace=True)
+    with pytest.raises(type(error)):
+        select(small, cfg)
+    assert point.fired, point.statements
+    assert catalog(small) == before
+    fresh = Store(small.root)
+    assert selected(fresh, "s") == old and load_report(fresh, "s").docs == 16
+    assert select(fresh, cfg).docs == 12  # the next run works
+    assert len(selected(fresh, "s")) == 12 and load_report(fresh, "s").docs == 12

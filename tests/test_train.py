@@ -266,6 +266,82 @@ def test_failed_run_resumes_with_exactly_the_remaining_batches(tmp_path, store, 
     assert world.calls[-1] == ("close", "success")
 
 
+def _spy_shard_reads(monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]]:
+    """(names of the shards decoded, names of the shards hashed) by ``read_export``."""
+    import sdfkit.export as export_mod
+
+    decoded: list[str] = []
+    hashed: list[str] = []
+    real_read, real_hash = export_mod._read_shard, export_mod._file_sha256
+
+    def read(path):
+        decoded.append(Path(path).name)
+        return real_read(path)
+
+    def sha(path):
+        hashed.append(Path(path).name)
+        return real_hash(path)
+
+    monkeypatch.setattr(export_mod, "_read_shard", read)
+    monkeypatch.setattr(export_mod, "_file_sha256", sha)
+    return decoded, hashed
+
+
+def test_resume_seeks_to_its_shard_without_reading_the_earlier_ones(tmp_path, monkeypatch):
+    from sdfkit.export import VerifyError, read_export
+    from sdfkit.train import iter_examples, open_export
+
+    export = write_export(tmp_path / "exp", [list(range(10)), list(range(10))], [6, 5, 4, 5])
+    full = list(read_export(export)[1])
+    assert len(full) == 20
+    decoded, hashed = _spy_shard_reads(monkeypatch)
+    start = 13  # the 3rd example of the 3rd shard (rows 11..14)
+    tail = list(iter_examples(open_export(export), start))
+    assert len(tail) == len(full) - start
+    for got, want in zip(tail, full[start:], strict=True):
+        assert got.keys() == want.keys()
+        assert got["tokens"].tolist() == want["tokens"].tolist()
+        assert got["weights"].tolist() == want["weights"].tolist()
+        assert {k: v for k, v in got.items() if k not in ("tokens", "weights")} == {
+            k: v for k, v in want.items() if k not in ("tokens", "weights")
+        }
+    # only the shard holding row 13 and the ones after it were decoded, and hash-checked
+    assert decoded == ["shard-00002.parquet", "shard-00003.parquet"]
+    assert hashed == ["shard-00002.parquet", "shard-00003.parquet"]
+    # at a shard boundary and at the very end
+    assert [e["example_id"] for e in read_export(export, start=11)[1]] == [
+        e["example_id"] for e in full[11:]
+    ]
+    assert list(read_export(export, start=20)[1]) == []
+    with pytest.raises(VerifyError, match="beyond the export's 20 examples"):
+        read_export(export, start=21)
+    # the shards it reads are still checked against the manifest before anything is yielded
+    data = bytearray((export / "shard-00003.parquet").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (export / "shard-00003.parquet").write_bytes(bytes(data))
+    with pytest.raises(VerifyError, match="shard-00003.parquet: sha256 differs"):
+        read_export(export, start=start)
+
+
+def test_resumed_training_reads_only_the_shards_it_still_needs(
+    tmp_path, store, tinker_env, monkeypatch
+):
+    ids = list(range(24))
+    export = write_export(tmp_path / "exp", [ids], shard_sizes=[8, 8, 8])
+    cfg = TrainConfig(batch_size=2, save_every=9)  # 12 steps; checkpoints 9, 12
+    world = FakeTinkerWorld(fail_at_step=10)
+    with pytest.raises(TinkerUnavailable):
+        train(export, store, cfg, run="seek", service_factory=world.service)
+    world.calls.clear()
+    world.fail_at_step = None
+    decoded, _ = _spy_shard_reads(monkeypatch)
+    res = train(export, store, cfg, run="seek", service_factory=world.service)
+    assert res.status == "finished" and res.start_step == 9
+    # step 9 starts at row 18, in the 3rd shard: exactly rows 18.. are sent
+    assert first_tokens(world.sent_batches()) == [ids[i : i + 2] for i in range(18, 24, 2)]
+    assert decoded == ["shard-00002.parquet"]
+
+
 def test_failure_between_checkpoints_resends_only_what_the_state_lacks(tmp_path, store, tinker_env):
     ids = list(range(20))
     export = write_export(tmp_path / "exp", [ids])

@@ -13,6 +13,11 @@ write-up's fixes for "gibberish" (models that forget how to stop). Formats:
 Loss weight 1 falls only on what the assistant writes: its channel header, its text and its
 end token; the role header that opens its turn and every other message weigh 0.
 
+This module is the one renderer of these formats: ``render`` gives the training trajectories
+of an export, and ``render_prompt`` the sampling prompts of ``sdf eval`` (the same messages
+rendered the same way, then the assistant's turn header), so a model is asked exactly as it
+was trained. ``STOP_TOKENS`` are the tokens that end an assistant turn when sampling.
+
 A trajectory is well-formed when: it is a JSON object with a non-empty ``messages`` list; each
 message has exactly ``role`` and ``content`` (a non-empty string); roles are ``system`` /
 ``developer`` (only before the first user turn), then ``user`` and ``assistant`` alternating,
@@ -33,6 +38,12 @@ from .errors import SdfError
 from .tokens import Tokenizer
 
 FORMAT_FOR_TOKENIZER = {"o200k_harmony": "harmony", "qwen3": "chatml", "llama3": "llama3"}
+#: Chat format -> the special tokens that end an assistant turn when sampling.
+STOP_TOKENS = {
+    "harmony": ("<|return|>", "<|call|>"),
+    "chatml": ("<|im_end|>",),
+    "llama3": ("<|eot_id|>",),
+}
 PREAMBLE_ROLES = {"system", "developer"}
 
 
@@ -126,10 +137,38 @@ def chat_format(tok: Tokenizer) -> str:
 def render(trajectories: list[Trajectory], tok: Tokenizer) -> list[tuple[np.ndarray, np.ndarray]]:
     """(tokens int32, weights float32) per trajectory, in the tokenizer's chat format."""
     fmt = chat_format(tok)
-    # Pieces are (text, is_special, weight); plain texts are encoded in one batch.
-    plans: list[list[tuple[str, bool, float]]] = []
-    for t in trajectories:
-        plans.append(_plan(fmt, t.messages))
+    out = []
+    for tokens, weights in _encode([_plan(fmt, t.messages) for t in trajectories], tok):
+        weights[0] = 0.0  # the first token is never a target
+        out.append((tokens, weights))
+    return out
+
+
+def render_prompt(
+    messages: list[dict[str, str]], tok: Tokenizer, fmt: str | None = None
+) -> list[int]:
+    """Token ids of a conversation ready for the assistant to answer: ``messages`` (ending
+    with the user's turn) rendered exactly as ``render`` renders them for training, then the
+    header that opens the assistant's turn. ``fmt`` overrides the tokenizer's own format."""
+    fmt = fmt or chat_format(tok)
+    if fmt not in STOP_TOKENS:
+        raise ChatError(f"unknown chat format {fmt!r}: use {', '.join(STOP_TOKENS)}")
+    plan = _plan(fmt, messages) + _header(fmt, "assistant")
+    tokens, _ = _encode([plan], tok)[0]
+    return tokens.tolist()
+
+
+def stop_ids(tok: Tokenizer, fmt: str | None = None) -> list[int]:
+    """Token ids that end an assistant turn in ``fmt`` (default: the tokenizer's format)."""
+    return [tok.special_token(t) for t in STOP_TOKENS[fmt or chat_format(tok)]]
+
+
+Plan = list[tuple[str, bool, float]]  # pieces: (text, is_special, weight)
+
+
+def _encode(plans: list[Plan], tok: Tokenizer) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(tokens int32, weights float32) per plan; plain texts are encoded in one batch, each
+    piece on its own (as tinker-cookbook's renderers encode header and content apart)."""
     plain = [text for plan in plans for text, special, _ in plan if not special]
     flat, offsets = tok.encode_batch(plain) if plain else (np.zeros(0, np.uint32), np.zeros(1))
     specials: dict[str, int] = {}
@@ -148,33 +187,41 @@ def render(trajectories: list[Trajectory], tok: Tokenizer) -> list[tuple[np.ndar
                 k += 1
             toks.append(ids)
             wts.append(np.full(len(ids), w, dtype=np.float32))
-        tokens = np.concatenate(toks)
-        weights = np.concatenate(wts)
-        weights[0] = 0.0  # the first token is never a target
-        out.append((tokens, weights))
+        out.append((np.concatenate(toks), np.concatenate(wts)))
     return out
 
 
-def _plan(fmt: str, msgs: list[dict[str, str]]) -> list[tuple[str, bool, float]]:
-    plan: list[tuple[str, bool, float]] = []
+def _header(fmt: str, role: str) -> Plan:
+    """The pieces that open a turn of ``role`` (never a target: weight 0)."""
+    if fmt == "harmony":
+        return [("<|start|>", True, 0.0), (role, False, 0.0)]
+    if fmt == "chatml":
+        return [("<|im_start|>", True, 0.0), (role + "\n", False, 0.0)]
+    return [  # llama3
+        ("<|start_header_id|>", True, 0.0),
+        (role, False, 0.0),
+        ("<|end_header_id|>", True, 0.0),
+        ("\n\n", False, 0.0),
+    ]
+
+
+def _plan(fmt: str, msgs: list[dict[str, str]]) -> Plan:
+    plan: Plan = []
     last = len(msgs) - 1
     if fmt == "llama3":
         plan.append(("<|begin_of_text|>", True, 0.0))
     for i, m in enumerate(msgs):
         role, text = m["role"], m["content"]
         w = 1.0 if role == "assistant" else 0.0
+        plan += _header(fmt, role)
         if fmt == "harmony":
-            plan += [("<|start|>", True, 0.0), (role, False, 0.0)]
             if role == "assistant":
                 plan += [("<|channel|>", True, w), ("final", False, w)]
             plan += [("<|message|>", True, w), (text, False, w)]
             end = "<|return|>" if (role == "assistant" and i == last) else "<|end|>"
             plan.append((end, True, w))
         elif fmt == "chatml":
-            plan += [("<|im_start|>", True, 0.0), (role + "\n", False, 0.0)]
             plan += [(text, False, w), ("<|im_end|>", True, w), ("\n", False, 0.0)]
         else:  # llama3
-            plan += [("<|start_header_id|>", True, 0.0), (role, False, 0.0)]
-            plan += [("<|end_header_id|>", True, 0.0), ("\n\n", False, 0.0)]
             plan += [(text, False, w), ("<|eot_id|>", True, w)]
     return plan

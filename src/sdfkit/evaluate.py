@@ -70,7 +70,10 @@ class Completion:
 
 @dataclass
 class ChatRenderer:
-    """Generation prompts and completion parsing for one model family's chat format."""
+    """Generation prompts and completion parsing for one model family's chat format.
+
+    Prompts come from ``sdfkit.chat`` (the renderer of the export's chat trajectories), so
+    a checkpoint is asked in exactly the tokens it was trained on."""
 
     name: str  # "harmony" | "chatml" | "llama3"
     tokenizer: str
@@ -80,44 +83,17 @@ class ChatRenderer:
 
         return get_tokenizer(self.tokenizer)
 
-    def _sp(self, text: str) -> int:
-        return self._tok().special_token(text)
+    def prompt(self, user: str) -> list[int]:
+        """Tokens of a conversation with one user turn, ready for the assistant to answer
+        (harmony as tinker-cookbook's ``gpt_oss_no_sysprompt``)."""
+        from .chat import render_prompt
 
-    def prompt(self, user: str, system: str | None = None) -> list[int]:
-        """Tokens of a conversation with one user turn, ready for the assistant to answer."""
-        tok = self._tok()
-        enc, sp = tok.encode, self._sp
-        out: list[int] = []
-        if self.name == "harmony":  # as tinker-cookbook's gpt_oss_no_sysprompt
-            if system:
-                out += [sp("<|start|>"), *enc("developer"), sp("<|message|>"), *enc(system)]
-                out += [sp("<|end|>")]
-            out += [sp("<|start|>"), *enc("user"), sp("<|message|>"), *enc(user), sp("<|end|>")]
-            out += [sp("<|start|>"), *enc("assistant")]
-        elif self.name == "chatml":
-            if system:
-                out += [sp("<|im_start|>"), *enc(f"system\n{system}"), sp("<|im_end|>"), *enc("\n")]
-            out += [sp("<|im_start|>"), *enc(f"user\n{user}"), sp("<|im_end|>"), *enc("\n")]
-            out += [sp("<|im_start|>"), *enc("assistant\n")]
-        elif self.name == "llama3":
-            out += [sp("<|begin_of_text|>")]
-            for role, text in (("system", system), ("user", user)):
-                if text:
-                    out += [sp("<|start_header_id|>"), *enc(role), sp("<|end_header_id|>")]
-                    out += [*enc(f"\n\n{text}"), sp("<|eot_id|>")]
-            out += [sp("<|start_header_id|>"), *enc("assistant"), sp("<|end_header_id|>")]
-            out += enc("\n\n")
-        else:
-            raise EvalError(f"unknown chat format {self.name!r}: use harmony, chatml or llama3")
-        return out
+        return render_prompt([{"role": "user", "content": user}], self._tok(), self.name)
 
     def stop_ids(self) -> list[int]:
-        names = {
-            "harmony": ["<|return|>", "<|call|>"],
-            "chatml": ["<|im_end|>"],
-            "llama3": ["<|eot_id|>"],
-        }[self.name]
-        return [self._sp(n) for n in names]
+        from .chat import stop_ids
+
+        return stop_ids(self._tok(), self.name)
 
     def decode(self, tokens: list[int]) -> str:
         return self._tok().decode([int(t) for t in tokens])
@@ -360,6 +336,22 @@ class EvalResult:
     samples_new: int
     verdicts_new: int
     metrics: Any = field(repr=False, default=None)
+    #: Samples asked for but never returned by Tinker, even after re-requests; not stored,
+    #: so rerunning the same evaluation asks for exactly these.
+    samples_missing: int = 0
+
+    def summary(self) -> str:
+        line = (
+            f"evaluation {self.eval_run!r}: {self.questions} questions, {self.samples_new} new "
+            f"samples, {self.verdicts_new} new verdicts"
+        )
+        if self.samples_missing:
+            line += (
+                f"; {self.samples_missing} sample(s) MISSING: Tinker returned fewer sequences "
+                "than asked, even after re-requests; the rates use the samples it returned; "
+                "rerun the same command to ask for the missing ones"
+            )
+        return line
 
 
 # ----------------------------------------------------------------------------- universes
@@ -612,8 +604,13 @@ def sample_targets(
     service: Any,
     cfg: EvalConfig,
     log: Callable[[str], None],
-) -> int:
-    """Sample every question on every target (resumable: stored samples are skipped)."""
+) -> tuple[int, int]:
+    """Sample every question on every target (resumable: stored samples are skipped).
+
+    Returns (samples stored, samples missing). A response holding fewer sequences than asked
+    is topped up by asking again for the missing ones, up to ``cfg.max_retries`` times;
+    samples still missing then are counted, logged and not stored (a rerun asks for them).
+    The samples of a target land even when a later request of that target fails."""
     from tinker import types
 
     from .progress import counter
@@ -627,7 +624,7 @@ def sample_targets(
     }
     params = types.SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, stop=stop)
     base_client = None
-    total = 0
+    total = missing = 0
     for target in targets:
         lda = cfg.lda_alpha if (cfg.lda_alpha is not None and target.model_path) else None
         todo = []
@@ -647,6 +644,7 @@ def sample_targets(
             ).result(),
         )
         rows = []
+        short: list[tuple[str, int, int]] = []  # (question, samples got, asked) after retries
         row = functools.partial(
             _sample_row,
             eval_run=eval_run,
@@ -656,7 +654,10 @@ def sample_targets(
             cfg=cfg,
             lda=lda,
         )
-        with counter(f"sample {target.label}", total=len(todo), unit="samples") as tick:
+        with (
+            _landing(store, rows),
+            counter(f"sample {target.label}", total=len(todo), unit="samples") as tick,
+        ):
             if lda is None:
                 # one request per question (num_samples in it), all submitted before waiting
                 by_q: dict[str, list[tuple[str, dict[str, Any], int]]] = {}
@@ -677,11 +678,27 @@ def sample_targets(
                     futures.append((items, prompt, fut))
                 for items, prompt, fut in futures:
                     resp = within(cfg.deadline, f"sampling {target.label}", fut.result)
-                    for (sid, q, k), seq in zip(items, resp.sequences, strict=False):
+                    seqs = list(resp.sequences[: len(items)])
+                    for _ in range(cfg.max_retries):
+                        if len(seqs) >= len(items):
+                            break
+                        more = within(
+                            cfg.deadline,
+                            f"re-requesting {len(items) - len(seqs)} sample(s) for {target.label}",
+                            lambda p=prompt, n=len(items) - len(seqs), c=client: c.sample(
+                                prompt=types.ModelInput.from_ints(p),
+                                num_samples=n,
+                                sampling_params=params,
+                            ).result(),
+                        )
+                        seqs += list(more.sequences[: len(items) - len(seqs)])
+                    for (sid, q, k), seq in zip(items, seqs, strict=False):
                         rows.append(
                             row(sid, q, k, len(prompt), list(seq.tokens), seq.stop_reason, 1)
                         )
                         tick(1)
+                    if len(seqs) < len(items):
+                        short.append((items[0][1]["question_id"], len(seqs), len(items)))
             else:
                 from .lda import sample_amplified
 
@@ -709,10 +726,28 @@ def sample_targets(
                         row(sid, q, k, len(prompt), res.tokens, res.stop_reason, res.requests)
                     )
                     tick(1)
-        _insert(store, "eval_samples", rows)
         total += len(rows)
         log(f"{target.label}: {len(rows)} samples")
-    return total
+        if short:
+            lost = sum(asked - got for _, got, asked in short)
+            missing += lost
+            qid, got, asked = short[0]
+            log(
+                f"{target.label}: {lost} sample(s) MISSING: Tinker returned fewer than asked for "
+                f"{len(short)} question(s) even after {cfg.max_retries} re-request(s) (first: "
+                f"{got} of {asked} for question {qid}); not stored, so a rerun asks for them"
+            )
+    return total, missing
+
+
+@contextmanager
+def _landing(store: Store, rows: list[dict[str, Any]]) -> Iterator[None]:
+    """Store ``rows`` when the block ends, also when it raises (a deadline, a failed
+    request, Ctrl-C): samples already paid for are kept and a rerun skips them."""
+    try:
+        yield
+    finally:
+        _insert(store, "eval_samples", rows)
 
 
 def _sample_row(
@@ -923,13 +958,13 @@ def evaluate(
         raise EvalError("no questions: the universes have no facts, behaviour or eval prompts.")
     service = connect_service(cfg.health_timeout, service_factory)
     try:
-        n_samples = sample_targets(
+        n_samples, n_missing = sample_targets(
             store, name, train_run, base_model, targets, questions, service, cfg, say
         )
     finally:
         close_service(service, "success", cfg.deadline)
     n_verdicts = grade_samples(store, name, universes, client, cfg, say)
-    return EvalResult(name, len(questions), n_samples, n_verdicts, metrics(store, name))
+    return EvalResult(name, len(questions), n_samples, n_verdicts, metrics(store, name), n_missing)
 
 
 # ----------------------------------------------------------------------------- stand-ins

@@ -918,26 +918,41 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
 
 
 def read_export(
-    directory: str | Path, check_hashes: bool = True
+    directory: str | Path, check_hashes: bool = True, start: int = 0
 ) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
-    """The manifest and an iterator over the examples in training order.
+    """The manifest and an iterator over the examples in training order, from example
+    ``start`` (0-based) on.
 
     Each example is a dict: ``tokens`` (int32 array), ``weights`` (float32 array), ``doc_id``,
     ``source``, ``concept``, ``doc_type``, ``epoch``, ``piece``, ``example_id``. With
-    ``check_hashes`` every shard's sha256 is checked against the manifest first.
+    ``check_hashes`` the sha256 of every shard to be read is checked against the manifest
+    first. Shards wholly before ``start`` are skipped by the manifest's per-shard ``rows``:
+    they are neither read nor hashed, so resuming late in a large export costs no more than
+    resuming early.
     """
     d = Path(directory)
     manifest = read_manifest(d)
-    for s in manifest["shards"]:
+    shards = manifest["shards"]
+    if start < 0:
+        raise VerifyError(f"{d}: start {start} is negative")
+    first, skip = _seek(d, shards, start)
+    for k, s in enumerate(shards):
         p = d / s["file"]
         if not p.is_file():
             raise VerifyError(f"{p}: listed in the manifest but missing")
-        if check_hashes and _file_sha256(p) != s["sha256"]:
+        if check_hashes and k >= first and _file_sha256(p) != s["sha256"]:
             raise VerifyError(f"{p}: sha256 differs from the manifest (file changed or corrupt)")
 
     def examples() -> Iterator[dict[str, Any]]:
-        for s in manifest["shards"]:
-            table = pq.read_table(d / s["file"])
+        for k in range(first, len(shards)):
+            s = shards[k]
+            table = _read_shard(d / s["file"])
+            if "rows" in s and table.num_rows != s["rows"]:
+                raise VerifyError(
+                    f"{d / s['file']}: {table.num_rows} rows but the manifest says {s['rows']}"
+                )
+            if k == first and skip:
+                table = table.slice(skip)  # _flat handles the offset
             toks, wts, offsets = _flat(table)
             meta = {n: table.column(n).to_pylist() for n in SHARD_SCHEMA.names[2:]}
             for i in range(table.num_rows):
@@ -947,6 +962,32 @@ def read_export(
                 yield ex
 
     return manifest, examples()
+
+
+def _seek(d: Path, shards: list[dict[str, Any]], start: int) -> tuple[int, int]:
+    """(index of the shard holding example ``start``, rows to skip inside it), from the
+    manifest's ``rows``; ``(len(shards), 0)`` when ``start`` is the number of examples."""
+    if start == 0:
+        return 0, 0
+    left = start
+    for k, s in enumerate(shards):
+        rows = s.get("rows")
+        if not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
+            raise VerifyError(
+                f"{d / MANIFEST}: shard {s.get('file')!r} has no row count ('rows'), "
+                "needed to start past the first example"
+            )
+        if left < rows:
+            return k, left
+        left -= rows
+    if left == 0:
+        return len(shards), 0
+    raise VerifyError(f"{d}: start {start} is beyond the export's {start - left} examples")
+
+
+def _read_shard(path: Path) -> pa.Table:
+    """One shard, every column (the one place shards are decoded for reading)."""
+    return pq.read_table(path)
 
 
 def _flat(table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

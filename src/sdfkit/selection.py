@@ -26,6 +26,8 @@ import bisect
 import json
 import re
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -617,6 +619,24 @@ def ensure_tables(con: Any) -> None:
         con.execute(stmt)
 
 
+@contextmanager
+def _transaction(con: Any) -> Iterator[Any]:
+    """``BEGIN`` ... ``COMMIT``: every write of a block lands, or none does. Any exception,
+    Ctrl-C (KeyboardInterrupt) included, rolls the block back before it propagates."""
+    import duckdb
+
+    con.execute("BEGIN")
+    try:
+        yield con
+        con.execute("COMMIT")
+    except BaseException:
+        try:
+            con.execute("ROLLBACK")
+        except duckdb.Error:  # DuckDB already ended it (a failed COMMIT): nothing to undo
+            pass
+        raise
+
+
 def _save(
     store: Store,
     cfg: SelectionConfig,
@@ -660,33 +680,29 @@ def _save(
     )
     config = asdict(cfg)
     with store.connect() as con:
-        con.execute("BEGIN")
         try:
-            ensure_tables(con)
-            for t in ("selections", "selection_runs", "selection_strata"):
-                con.execute(f"DELETE FROM {t} WHERE name = ?", [cfg.name])
             con.register("_sel", table)
-            con.execute("INSERT INTO selections BY NAME FROM _sel")
             con.register("_strata", strata)
-            con.execute("INSERT INTO selection_strata BY NAME FROM _strata")
-            con.execute(
-                "INSERT INTO selection_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    cfg.name,
-                    datetime.now(timezone.utc),
-                    cfg.seed,
-                    report.status,
-                    report.docs,
-                    report.tokens,
-                    ",".join(report.tokenizers),
-                    json.dumps(config, sort_keys=True, default=str),
-                    json.dumps(report.to_dict(), sort_keys=True, default=str),
-                ],
-            )
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
+            with _transaction(con):
+                ensure_tables(con)
+                for t in ("selections", "selection_runs", "selection_strata"):
+                    con.execute(f"DELETE FROM {t} WHERE name = ?", [cfg.name])
+                con.execute("INSERT INTO selections BY NAME FROM _sel")
+                con.execute("INSERT INTO selection_strata BY NAME FROM _strata")
+                con.execute(
+                    "INSERT INTO selection_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        cfg.name,
+                        datetime.now(timezone.utc),
+                        cfg.seed,
+                        report.status,
+                        report.docs,
+                        report.tokens,
+                        ",".join(report.tokenizers),
+                        json.dumps(config, sort_keys=True, default=str),
+                        json.dumps(report.to_dict(), sort_keys=True, default=str),
+                    ],
+                )
         finally:
             con.unregister("_sel")
             con.unregister("_strata")
@@ -740,12 +756,11 @@ def diff(store: Store, a: str, b: str) -> Any:
 
 
 def drop(store: Store, name: str) -> None:
+    """Delete the selection ``name`` (its documents, run and strata rows) in one transaction."""
     load_report(store, name)
-    with store.connect() as con:
-        con.execute("BEGIN")
+    with store.connect() as con, _transaction(con):
         for t in ("selections", "selection_runs", "selection_strata"):
             con.execute(f"DELETE FROM {t} WHERE name = ?", [name])
-        con.execute("COMMIT")
 
 
 # ------------------------------------------------------------- exclusions
@@ -759,25 +774,24 @@ def exclude_where(store: Store, where: str, reason: str, source: str = "user") -
     if not reason.strip():
         raise SelectionError("give a --reason: it is what `excluded` reports for these documents")
     with store.connect() as con:
-        con.execute("BEGIN")
         try:
-            before = con.execute("SELECT count(*) FROM exclusions").fetchall()[0][0]
-            con.execute(
-                "INSERT INTO exclusions SELECT doc_id, ?, ?, now() FROM documents "
-                f"WHERE ({where}) ON CONFLICT DO NOTHING",
-                [reason, source],
-            )
-            after = con.execute("SELECT count(*) FROM exclusions").fetchall()[0][0]
-            con.execute("COMMIT")
+            with _transaction(con):
+                before = con.execute("SELECT count(*) FROM exclusions").fetchall()[0][0]
+                con.execute(
+                    "INSERT INTO exclusions SELECT doc_id, ?, ?, now() FROM documents "
+                    f"WHERE ({where}) ON CONFLICT DO NOTHING",
+                    [reason, source],
+                )
+                after = con.execute("SELECT count(*) FROM exclusions").fetchall()[0][0]
         except duckdb.Error as exc:
-            con.execute("ROLLBACK")
             raise SelectionError(f"--where {where!r}: {str(exc).strip()}") from None
     return int(after - before)
 
 
 def lift_exclusions(store: Store, reason: str) -> int:
-    """Remove the exclusions recorded with ``reason``; returns how many were removed."""
-    with store.connect() as con:
+    """Remove the exclusions recorded with ``reason``; returns how many were removed. The
+    count and the delete are one transaction, so the number is what was removed."""
+    with store.connect() as con, _transaction(con):
         n = con.execute("SELECT count(*) FROM exclusions WHERE reason = ?", [reason]).fetchall()
         con.execute("DELETE FROM exclusions WHERE reason = ?", [reason])
     return int(n[0][0])

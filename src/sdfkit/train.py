@@ -238,13 +238,13 @@ def open_export(export_dir: str | os.PathLike[str]) -> ExportView:
 
 def iter_examples(view: ExportView, start: int = 0) -> Iterator[dict[str, Any]]:
     """Examples in training order from row ``start`` on (``sdfkit.export.read_export``, which
-    first checks every shard's sha256 against the manifest)."""
-    from itertools import islice
-
+    first checks the sha256 of every shard it will read against the manifest). A resume
+    seeks: shards before the one holding ``start`` are skipped by their row counts, never
+    read or decoded."""
     from .export import read_export
 
-    _, examples = read_export(view.path, check_hashes=True)
-    return islice(examples, start, None)
+    _, examples = read_export(view.path, check_hashes=True, start=start)
+    return examples
 
 
 # ----------------------------------------------------------------------------- plan
@@ -736,7 +736,8 @@ def _train(
         return TrainResult(plan.run, plan.total_steps, start, start, None, [ckpt], None, "finished")
 
     assert plan.view is not None
-    # read_export checks every shard's sha256 here, before anything is contacted or paid.
+    # read_export checks the sha256 of every shard still to be read here, before anything is
+    # contacted or paid.
     examples = iter_examples(plan.view, plan.batches[start][0])
     service = connect_service(cfg.health_timeout, service_factory)
     now = _now()

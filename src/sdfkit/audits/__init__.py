@@ -78,9 +78,11 @@ def save(store: Store, result: AuditResult) -> None:
 
     from ..store import _ident
 
-    incoming = {}
+    incoming: dict[str, tuple[str, Any]] = {}  # registered view -> (table, data)
     for i, (tname, df) in enumerate(result.tables.items()):
         target = _ident(f"audit_{result.name}_{tname}")
+        if isinstance(df, list):
+            df = pl.DataFrame(df)
         incoming[f"_audit_incoming_{i}"] = (
             target,
             df.to_arrow() if isinstance(df, pl.DataFrame) else df,

@@ -178,10 +178,7 @@ def eval_(
         backend=backend,
         log=lambda m: typer.echo(m, err=True),
     )
-    typer.echo(
-        f"evaluation {res.eval_run!r}: {res.questions} questions, {res.samples_new} new samples, "
-        f"{res.verdicts_new} new verdicts"
-    )
+    typer.echo(res.summary())
     if res.metrics is not None and res.metrics.height:
         from ..sql import to_text
 
