@@ -529,6 +529,13 @@ def test_eval_through_the_cli_writes_curves(tmp_path, cli, example_universe, mon
     assert page.count("<svg") == 1 and "<polyline" in page and "eu_ts_trycatch" in page
     data = json.loads((tmp_path / "reports" / "eval.json").read_text())
     assert [r["step"] for r in data["eval_curves"]] == [0, 2]
+    # Tinker short of samples even after re-requests: the curves are written, the command
+    # says MISSING and exits 1, so a script never takes partial results for complete ones.
+    world.short_by_default = 1
+    args = ["eval", "t", "--name", "short", "--universe", str(example_universe)]
+    args += ["--backend", "offline", "--poll-interval", "0", "--questions-per-fact", "10"]
+    short = cli(*args, "--max-tokens", "64", "--samples", "2", expect=1)
+    assert "MISSING" in short.output and "curves:" in short.output
 
 
 @pytest.mark.usefixtures("tinker_env")

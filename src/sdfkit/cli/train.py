@@ -187,3 +187,5 @@ def eval_(
 
     out = write_curves(store, report, report.with_suffix(".json"))
     typer.echo(f"curves: {out}")
+    if res.samples_missing:  # partial results: a script must not take them for complete
+        raise typer.Exit(1)
