@@ -164,10 +164,14 @@ def test_tables_are_saved_for_sql(store, planted):
 
 
 def test_bad_settings_are_clear_errors():
-    with pytest.raises(SdfError, match="keep must be one of"):
+    with pytest.raises(SdfError, match=r"audits.dedup.keep: must be one of earliest, longest"):
         dedup.Config(keep="newest")
-    with pytest.raises(SdfError, match="threshold"):
+    with pytest.raises(SdfError, match=r"audits.dedup.threshold: must be above 0 and at most 1"):
         dedup.Config(threshold=1.5)
+    with pytest.raises(SdfError, match=r"audits.dedup.num_perm: must be at least 2, got 1"):
+        dedup.Config(num_perm=1)
+    with pytest.raises(SdfError, match=r"audits.dedup.verify: must be true or false"):
+        dedup.Config(verify="yes")  # type: ignore[arg-type]
 
 
 def test_empty_corpus(store):

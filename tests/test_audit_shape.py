@@ -79,6 +79,8 @@ def test_cli_audit_shape(store, cli):
     assert "audit_shape_strata" in out.output
     assert store.query("SELECT documents FROM audit_shape_strata").item() == 3
     bad = cli("--corpus", store.root, "audit", "shape", "--set", "min_tokenz=3", expect=2)
-    assert "audits.shape.min_tokenz: unknown setting" in bad.output
+    assert "error: command line: audits.shape.min_tokenz: unknown setting" in bad.output
     bad = cli("--corpus", store.root, "audit", "shape", "--set", "min_tokens=many", expect=2)
-    assert "audits.shape.min_tokens: must be a number, got 'many'" in bad.output
+    assert "command line: audits.shape.min_tokens: must be a whole number, got 'many'" in (
+        bad.output
+    )

@@ -242,6 +242,28 @@ def test_report_path_without_value_is_a_config_error(tmp_path):
         report.load_config(cfg)
 
 
+def test_report_paths_in_the_project_file_are_relative_to_the_file(cli, tmp_path):
+    from sdfkit.store import Store
+
+    store = Store(tmp_path / "corpus")
+    store.append("documents_raw", build_documents([{"text": t, "concept": "c"} for t in TOPICS]))
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    (proj / "sdfkit.yaml").write_text("report: {json: out/r.json}\n")
+    assert report.load_config(proj / "sdfkit.yaml").json == proj / "out" / "r.json"
+    cli("--corpus", store.root, "report", "--config", "proj/sdfkit.yaml", "--only", "shape")
+    # report.json where the file says, report.html at the default, both beside the file
+    assert (proj / "out" / "r.json").is_file() and (proj / "reports" / "report.html").is_file()
+    assert not (tmp_path / "out").exists() and not (tmp_path / "reports").exists()
+    # sdf check reads the report where sdf report wrote it
+    found = cli("check", "--config", "proj/sdfkit.yaml")
+    assert "no thresholds configured (proj/sdfkit.yaml)" in found.output
+    # paths typed on the command line stay relative to the working directory
+    cli("--corpus", store.root, "report", "--config", "proj/sdfkit.yaml", "--only", "shape",
+        "--json", "here.json")  # fmt: skip
+    assert (tmp_path / "here.json").is_file()
+
+
 def test_audit_settings_of_the_wrong_type_are_config_errors():
     from sdfkit.audits import dedup
 
@@ -250,7 +272,7 @@ def test_audit_settings_of_the_wrong_type_are_config_errors():
 
     with pytest.raises(report.ConfigError, match=r"audits.dedup.verify: must be true or false"):
         config_of(verify="maybe")
-    with pytest.raises(report.ConfigError, match=r"audits.dedup.num_perm: must be a number"):
+    with pytest.raises(report.ConfigError, match=r"audits.dedup.num_perm: must be a whole number"):
         config_of(num_perm="many")
     assert config_of(threshold=1, verify=False, workers=None).threshold == 1
 

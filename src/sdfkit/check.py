@@ -19,15 +19,14 @@ not pass a check it never made.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from .errors import SdfError
+from .errors import ConfigError, SdfError
+from .settings import Checked, between, check_fields
 
-
-class ConfigError(SdfError, ValueError):
-    """The project file is malformed; the message names the file and the key."""
+__all__ = ["CheckFailed", "CheckResult", "ConfigError", "Thresholds", "Verdict", "evaluate"]
 
 
 class CheckFailed(SdfError):
@@ -36,57 +35,51 @@ class CheckFailed(SdfError):
     exit_code = 1
 
 
+SHARE = between(0, 1)
+
+
 @dataclass
-class Thresholds:
+class Thresholds(Checked):
     """Limits ``sdf check`` enforces; ``None`` leaves a figure unchecked."""
 
-    max_name_share: float | None = None
+    where_: ClassVar[str] = "check"
+
+    max_name_share: float | None = field(default=None, metadata=SHARE)
     #: One value for every n, or {"n": value} for some n.
-    max_ngram_doc_share: float | dict[str, float] | None = None
-    max_near_duplicate_fraction: float | None = None
+    max_ngram_doc_share: float | dict[str, float] | None = field(default=None, metadata=SHARE)
+    max_near_duplicate_fraction: float | None = field(default=None, metadata=SHARE)
     #: None: each universe's own min_rate; a number replaces every one of them.
-    min_keyword_rate: float | None = None
+    min_keyword_rate: float | None = field(default=None, metadata=SHARE)
     #: False turns keyword checks off entirely.
     check_keywords: bool = True
-    max_mean_pairwise_cosine: float | None = None
+    max_mean_pairwise_cosine: float | None = field(default=None, metadata=SHARE)
 
     @classmethod
     def from_mapping(cls, data: Any, source: str = "<config>") -> Thresholds:
+        """The ``check:`` section of a project file, checked: unknown keys, values that are
+        not numbers in [0, 1], n-gram sizes that are not whole numbers are errors naming
+        ``source`` and the key."""
         if data is None:
             return cls()
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: 'check' must be a mapping of thresholds")
-        known = {f.name for f in fields(cls)}
-        for key, value in data.items():
-            if key not in known:
+        checked = check_fields(cls, data, f"{source}: check", noun="threshold")
+        try:
+            return cls(**checked)
+        except ConfigError as exc:  # a check of the whole (it names the key)
+            raise ConfigError(f"{source}: {exc}") from None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()  # numbers in [0, 1]; "4" and 4 both become the key "4"
+        for n in self.max_ngram_doc_share if isinstance(self.max_ngram_doc_share, dict) else ():
+            if not n.isdigit() or int(n) < 1:
                 raise ConfigError(
-                    f"{source}: check.{key}: unknown threshold (known: {', '.join(sorted(known))})"
+                    f"{self.where_}.max_ngram_doc_share: key {n!r} must be an n-gram size "
+                    "(a whole number such as 4)"
                 )
-            if key == "check_keywords":
-                if not isinstance(value, bool):
-                    raise ConfigError(f"{source}: check.{key}: must be true or false")
-                continue
-            if key == "max_ngram_doc_share" and isinstance(value, dict):
-                for n, v in value.items():
-                    _number(v, f"{source}: check.{key}.{n}")
-                continue
-            if value is not None:
-                _number(value, f"{source}: check.{key}")
-        out = cls(**data)
-        if isinstance(out.max_ngram_doc_share, dict):
-            out.max_ngram_doc_share = {str(k): float(v) for k, v in out.max_ngram_doc_share.items()}
-        return out
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{where}: must be a number, got {value!r}")
-    if not 0 <= value <= 1:
-        raise ConfigError(f"{where}: must be between 0 and 1, got {value!r}")
-    return float(value)
 
 
 @dataclass

@@ -28,6 +28,7 @@ import pyarrow.compute as pc
 
 from .errors import SdfError
 from .progress import counter
+from .settings import env_int
 from .store import DOCUMENTS, Store
 
 ENGINES = ("local", "ray")
@@ -140,12 +141,30 @@ def _run_in_worker(batch: pa.RecordBatch) -> pa.RecordBatch:
 
 def env_workers() -> int:
     """Worker processes from ``$SDF_WORKERS`` (default 1), with a clear error when it is not
-    a whole number."""
-    value = os.environ.get("SDF_WORKERS") or "1"
-    try:
-        return int(value)
-    except ValueError:
-        raise EngineError(f"SDF_WORKERS must be a whole number, got {value!r}") from None
+    a whole number of at least 1."""
+    return env_int("SDF_WORKERS", 1, low=1, error=EngineError)
+
+
+def resolve_engine(engine: str | None = None) -> str:
+    """``engine``, else ``$SDF_ENGINE``, else "local"; an unknown name is a clear error."""
+    source = "" if engine else " (from SDF_ENGINE)"
+    name = (engine or os.environ.get("SDF_ENGINE") or "local").strip().lower()
+    if name not in ENGINES:
+        raise EngineError(f"unknown engine {name!r}{source}: use one of {', '.join(ENGINES)}")
+    return name
+
+
+def check_environment(engine: str | None = None) -> str:
+    """Check the engine's environment variables (``SDF_ENGINE``, ``SDF_WORKERS``, and for Ray
+    ``SDF_RAY_ACTOR_CPUS``) before long work starts, so a typo stops a report at once
+    rather than failing each audit in turn. Returns the engine's name."""
+    name = resolve_engine(engine)
+    env_workers()
+    if name == "ray":
+        from .engine_ray import actor_cpus
+
+        actor_cpus()
+    return name
 
 
 @dataclass
@@ -167,9 +186,7 @@ def run_stage(
     **engine_options: Any,
 ) -> RunResult:
     """Compute ``stage`` for every stored document that has no result yet; store results."""
-    engine = (engine or os.environ.get("SDF_ENGINE") or "local").lower()
-    if engine not in ENGINES:
-        raise EngineError(f"unknown engine {engine!r}: use one of {', '.join(ENGINES)}")
+    engine = resolve_engine(engine)
     if engine == "ray":
         from .engine_ray import run_stage_ray
 

@@ -54,6 +54,22 @@ def import_ray() -> Any:
     return ray
 
 
+def actor_cpus() -> float:
+    """CPUs each model-loading actor claims: ``$SDF_RAY_ACTOR_CPUS``, default 0.5. Ray takes a
+    fraction up to 1 or a whole number of CPUs; anything else is a clear error here rather
+    than a traceback from inside Ray."""
+    from .settings import env_float
+
+    accepted = "a number above 0: a fraction up to 1 (e.g. 0.5) or a whole number of CPUs"
+    cpus = env_float(
+        "SDF_RAY_ACTOR_CPUS", 0.5, low=0, low_open=True, error=EngineError, accepted=accepted
+    )
+    if cpus > 1 and not cpus.is_integer():
+        raw = os.environ.get("SDF_RAY_ACTOR_CPUS", "").strip()
+        raise EngineError(f"SDF_RAY_ACTOR_CPUS must be {accepted}, got {raw!r}")
+    return cpus
+
+
 @contextmanager
 def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[Any]:
     """A connected Ray: the running one, the cluster at ``address``, or a local one we own."""
@@ -67,7 +83,14 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
     if address:
-        ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+        try:
+            ray.init(address=address, logging_level="WARNING", log_to_driver=False)
+        except (ValueError, ConnectionError, RuntimeError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise EngineError(
+                f"could not join the Ray cluster at {address!r} (--ray-address or RAY_ADDRESS; "
+                f"host:port of a running cluster, or 'auto'): {first}"
+            ) from None
     else:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray.init(
@@ -146,6 +169,7 @@ def run_stage_ray(
     if not parts:
         return 0
     done = store.keys(stage.table) if stage.table in store.parquet_tables() else set()
+    cpus = actor_cpus() if stage.loads_model else 0.0  # checked before Ray starts
     with ray_session(address, num_cpus) as ray:
         if address or os.environ.get("RAY_ADDRESS"):
             check_paths_visible(ray, parts)
@@ -159,7 +183,6 @@ def run_stage_ray(
             _pending_filter, batch_format="pyarrow", fn_args=(skip, only), zero_copy_batch=True
         )
         if stage.loads_model:
-            cpus = float(os.environ.get("SDF_RAY_ACTOR_CPUS") or 0.5)
             size = actors or max(1, int(ray.available_resources().get("CPU", 1)))
             ds = ds.map_batches(
                 _StageTask,

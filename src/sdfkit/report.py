@@ -16,11 +16,18 @@ Both files are written to a temporary name and renamed into place.
 The project file (``sdfkit.yaml`` in the working directory, or ``--config FILE``) sets the
 defaults of a report and of ``sdf check``::
 
-    universes: [examples/universes/*.md]   # for the keyword audit; relative to this file
+    universes: [examples/universes/*.md]   # for the keyword audit
     report: {html: reports/report.html, json: reports/report.json, skip: [diversity]}
     audits:                                # fields of each audit's Config
       diversity: {max_seq_length: 256}
     check: {max_name_share: 0.05, ...}     # see sdfkit.check
+
+Relative paths in the file (universes, report.html, report.json, and the default report
+paths when the file does not set them) are relative to the file's folder: the folder holding
+the project file is the project, wherever the command runs from. Paths typed on the command
+line (``--json``, ``--html``, ``--universe``, ``--report``) are relative to the working
+directory, as a shell user expects. Every setting is checked when the file is loaded
+(``sdfkit.settings``), so a bad value stops the command before any audit runs.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from .audits import AUDITS, JSON_KEYS, AuditResult, save
 from .check import ConfigError, Thresholds, Verdict, evaluate
+from .settings import check_fields
 
 if TYPE_CHECKING:  # pragma: no cover
     from .store import Store
@@ -88,6 +96,7 @@ def load_config(path: str | Path | None = None) -> ReportConfig:
             raise ConfigError(f"{p}: {key}: unknown key (known: {', '.join(TOP_LEVEL_KEYS)})")
     cfg = ReportConfig(source=str(p))
     base = p.parent
+    cfg.html, cfg.json = base / cfg.html, base / cfg.json
     universes = data.get("universes") or []
     if isinstance(universes, str):
         universes = [universes]
@@ -101,7 +110,7 @@ def load_config(path: str | Path | None = None) -> ReportConfig:
         if key in ("html", "json"):
             if not isinstance(value, str) or not value.strip():
                 raise ConfigError(f"{p}: report.{key}: must be a file path, got {value!r}")
-            setattr(cfg, key, Path(value))
+            setattr(cfg, key, _relative_to(base, value))
         elif key == "skip":
             cfg.skip = _audit_names(value, f"{p}: report.skip")
         else:
@@ -114,9 +123,36 @@ def load_config(path: str | Path | None = None) -> ReportConfig:
             raise ConfigError(f"{p}: audits.{name}: unknown audit (known: {', '.join(AUDITS)})")
         if not isinstance(settings, dict):
             raise ConfigError(f"{p}: audits.{name}: must be a mapping of settings")
-    cfg.audits = audits
+    cfg.audits = {name: dict(settings) for name, settings in audits.items()}
+    for name in cfg.audits:  # every setting checked now, not when its audit's turn comes
+        try:
+            cfg.audits[name] = _checked_settings(name, cfg.audits[name], f"{p}: audits.{name}")
+            audit_config(name, None, cfg)
+        except ModuleNotFoundError:
+            pass  # `sdf report` reports the audit "not available" when its turn comes
     cfg.thresholds = Thresholds.from_mapping(data.get("check"), str(p))
     return cfg
+
+
+def _relative_to(base: Path, value: str) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def set_audit_settings(
+    config: ReportConfig, name: str, settings: dict[str, Any], origin: str = "command line"
+) -> None:
+    """Lay ``settings`` (e.g. ``--set FIELD=VALUE``) over the project file's settings of one
+    audit, checked first so an error names where the bad value came from."""
+    checked = _checked_settings(name, settings, f"{origin}: audits.{name}")
+    config.audits[name] = {**(config.audits.get(name) or {}), **checked}
+    audit_config(name, None, config)
+
+
+def _checked_settings(name: str, settings: dict[str, Any], where: str) -> dict[str, Any]:
+    from .audits import get
+
+    return check_fields(get(name).Config, settings, where)
 
 
 def _audit_names(value: Any, where: str) -> list[str]:
@@ -130,25 +166,21 @@ def _audit_names(value: Any, where: str) -> list[str]:
 
 
 def audit_config(name: str, module: Any, config: ReportConfig) -> Any:
-    """The audit's own Config with the project's settings (and universes) applied."""
+    """The audit's own Config with the project's settings (and universes) applied; a bad
+    setting is a ``ConfigError`` naming the project file and the key."""
+    from .audits import get
+
+    cls = (module or get(name)).Config  # module None: look the audit up by name
+    where = config.source or "settings"
     settings = dict(config.audits.get(name) or {})
-    cls = module.Config
-    if dataclasses.is_dataclass(cls):
-        known = {f.name for f in dataclasses.fields(cls)}
-        if "universes" in known and "universes" not in settings:
-            settings["universes"] = list(config.universes)
-        unknown = sorted(set(settings) - known)
-        if unknown:
-            where = config.source or "settings"
-            raise ConfigError(
-                f"{where}: audits.{name}.{unknown[0]}: unknown setting "
-                f"(known: {', '.join(sorted(known))})"
-            )
-        _check_setting_types(name, cls, settings, config.source or "settings")
+    known = {f.name for f in dataclasses.fields(cls)}
+    if "universes" in known and "universes" not in settings:
+        settings["universes"] = list(config.universes)
+    checked = check_fields(cls, settings, f"{where}: audits.{name}")
     try:
-        return cls(**settings)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{config.source or 'settings'}: audits.{name}: {exc}") from None
+        return cls(**checked)
+    except ConfigError as exc:  # a check across fields (the Config names the keys)
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 @dataclass
@@ -160,22 +192,6 @@ class Report:
     verdicts: list[Verdict]
     html_path: Path | None
     json_path: Path | None
-
-
-def _check_setting_types(name: str, cls: Any, settings: dict[str, Any], where: str) -> None:
-    """A number or true/false setting given as anything else is a clear error here, not a
-    TypeError deep inside the audit. ``null`` is left to the audit (some take it)."""
-    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
-    for key, value in settings.items():
-        default = defaults.get(key)
-        if value is None or default is None or default is dataclasses.MISSING:
-            continue
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ConfigError(f"{where}: audits.{name}.{key}: must be true or false")
-        elif isinstance(default, (int, float)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{where}: audits.{name}.{key}: must be a number, got {value!r}")
 
 
 def run_audit(store: Store, name: str, config: ReportConfig) -> AuditResult:
@@ -196,9 +212,19 @@ def build(
 ) -> Report:
     """Run every audit (except ``config.skip``; or just ``only``), write the JSON and HTML."""
     from . import __version__
+    from .engine import check_environment
 
     config = config or load_config()
     wanted = [n for n in AUDITS if n not in config.skip and (only is None or n in only)]
+    # A bad setting or environment variable stops the report before the first audit,
+    # not midway through (nor as the same failure repeated by every audit).
+    for name in wanted:
+        try:
+            audit_config(name, None, config)
+        except ModuleNotFoundError:
+            pass  # the audit's own turn reports it "not available" without losing the others
+    if wanted:
+        check_environment(config.engine)
     data: dict[str, Any] = {
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "sdfkit_version": __version__,

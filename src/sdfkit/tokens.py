@@ -119,7 +119,10 @@ def _vocab_hash(tok: Tokenizer) -> str:
 
 
 def _threads() -> int:
-    return int(os.environ.get("SDF_THREADS") or os.cpu_count() or 1)
+    """Tokenizer threads: ``$SDF_THREADS`` (a whole number of at least 1), else every core."""
+    from .settings import env_int
+
+    return env_int("SDF_THREADS", os.cpu_count() or 1, low=1)
 
 
 def canonical_name(name: str | None) -> str:

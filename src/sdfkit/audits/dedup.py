@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 
 from ..engine import Stage
-from ..errors import SdfError
+from ..settings import Checked, at_least, between, one_of
 from . import AuditResult, where_sql
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -42,42 +42,36 @@ KEEP_RULES = ("earliest", "longest")
 
 
 @dataclass
-class Config:
+class Config(Checked):
     """Settings of the near-duplicate audit."""
 
+    where_: ClassVar[str] = "audits.dedup"
+
     #: Words per shingle. 5 is the usual choice for documents of a few thousand words.
-    shingle_size: int = 5
+    shingle_size: int = field(default=5, metadata=at_least(1))
     #: MinHash permutations (signature length).
-    num_perm: int = 128
+    num_perm: int = field(default=128, metadata=at_least(2))
     #: Pairs at or above this Jaccard are near-duplicates. With 5-word shingles, 2.5 % of
     #: words edited already brings Jaccard to ~0.78 (DEPS.md): 0.8 misses light edits.
-    threshold: float = 0.7
+    threshold: float = field(default=0.7, metadata=between(0, 1, low_open=True))
     #: Seed of the MinHash permutations.
-    seed: int = 1
+    seed: int = field(default=1, metadata=between(0, 2**32 - 1))
     #: Check each candidate pair with the exact Jaccard of its shingle sets.
     verify: bool = True
     #: LSH banding is chosen so a pair at the threshold becomes a candidate with at least
     #: this probability (pairs above it: more likely still).
-    lsh_recall: float = 0.98
+    lsh_recall: float = field(default=0.98, metadata=between(0, 1, low_open=True))
     #: Which document of a cluster to keep: "earliest" (created_at, then longest) or
     #: "longest" (chars, then earliest).
-    keep: str = "earliest"
+    keep: str = field(default="earliest", metadata=one_of(*KEEP_RULES))
     #: Write keep-one-per-cluster exclusions (source 'dedup') for selection to respect.
     write_exclusions: bool = True
     #: SQL condition on the ``documents`` view selecting the documents to compare.
     where: str | None = None
     #: Processes computing signatures (None: $SDF_WORKERS or 1).
-    workers: int | None = None
+    workers: int | None = field(default=None, metadata=at_least(1))
     #: Most pairs listed in the figures (the table holds all of them).
-    max_pairs_listed: int = 500
-
-    def __post_init__(self) -> None:
-        if self.keep not in KEEP_RULES:
-            raise SdfError(f"dedup keep must be one of {', '.join(KEEP_RULES)}, got {self.keep!r}")
-        if not 0.0 < self.threshold <= 1.0:
-            raise SdfError(f"dedup threshold must be in (0, 1], got {self.threshold}")
-        if self.shingle_size < 1 or self.num_perm < 2:
-            raise SdfError("dedup needs shingle_size >= 1 and num_perm >= 2")
+    max_pairs_listed: int = field(default=500, metadata=at_least(0))
 
 
 def shingles(text: str, k: int) -> list[bytes]:

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 
 from ..engine import Stage, env_workers, read_results, run_stage
+from ..settings import Checked, at_least, between, one_of
 from . import AuditResult
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -42,27 +43,30 @@ QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
 
 @dataclass
-class Config:
+class Config(Checked):
     """Settings of the diversity audit (defaults written once, here)."""
 
-    #: Tokens of each document the encoder reads (MiniLM was trained at 256; more is slower).
-    max_seq_length: int = 256
+    where_: ClassVar[str] = "audits.diversity"
+
+    #: Tokens of each document the encoder reads (MiniLM was trained at 256; more is slower;
+    #: its position embeddings end at 512).
+    max_seq_length: int = field(default=256, metadata=between(1, 512))
     #: fp32, bf16 (autocast; only fast on CPUs with native bf16) or auto (bf16 when native).
-    precision: str = "auto"
-    batch_size: int = 32
+    precision: str = field(default="auto", metadata=one_of(*PRECISIONS))
+    batch_size: int = field(default=32, metadata=at_least(1))
     #: Local process-pool size for embedding (None: $SDF_WORKERS or 1).
-    workers: int | None = None
+    workers: int | None = field(default=None, metadata=at_least(1))
     #: Embed at most this many documents per concept (None: all). The sample is the concept's
     #: documents with the smallest content hashes: uniform, stable across runs (a re-audit
     #: embeds only new documents that enter it), and the same whichever engine runs it.
     #: Embedding is the report's slowest step on CPU (~7-20 docs/s on 2 cores); the figures
     #: are statistics of the group, which a sample of 1,000 estimates closely.
-    sample_per_concept: int | None = 1000
+    sample_per_concept: int | None = field(default=1000, metadata=at_least(1))
     #: Nearest neighbours are searched for at most this many documents per group.
-    nn_sample: int = 5000
+    nn_sample: int = field(default=5000, metadata=at_least(1))
     #: Groups smaller than this get no figures (too few documents to say anything).
-    min_group_docs: int = 2
-    seed: int = 0
+    min_group_docs: int = field(default=2, metadata=at_least(1))
+    seed: int = field(default=0, metadata=between(0, 2**32 - 1))
 
 
 def _cpu_has_native_bf16() -> bool:

@@ -19,9 +19,10 @@ import glob
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import SdfError
+from ..settings import Checked, at_least, between
 from . import AuditResult
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -35,15 +36,17 @@ REQUIRED_TABLE = "audit_keywords_required"
 
 
 @dataclass
-class Config:
+class Config(Checked):
     """Settings of the keyword audit."""
+
+    where_: ClassVar[str] = "audits.keywords"
 
     #: Universe files (globs allowed) whose required keywords are checked.
     universes: list[str] = field(default_factory=list)
     #: When set, this minimum rate replaces every universe's own ``min_rate``.
-    min_rate: float | None = None
+    min_rate: float | None = field(default=None, metadata=between(0, 1))
     #: Example doc ids of documents missing a keyword kept in the figures, per concept.
-    examples: int = 20
+    examples: int = field(default=20, metadata=at_least(0))
 
 
 def expand_paths(patterns: list[str] | tuple[str, ...]) -> list[Path]:

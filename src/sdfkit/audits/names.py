@@ -31,13 +31,14 @@ import functools
 import re
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 
 from ..engine import Stage
-from ..errors import SdfError
+from ..errors import ConfigError, SdfError
+from ..settings import Checked, at_least, between, one_of
 from . import AuditResult, where_sql
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -107,65 +108,67 @@ STOP_WORDS = TECH_WORDS | NON_NAME_WORDS
 
 
 @dataclass
-class Config:
+class Config(Checked):
     """Settings of the name audit."""
 
+    where_: ClassVar[str] = "audits.names"
+
     #: "fast" (candidates + NER on sampled windows) or "exhaustive" (NER on every document).
-    mode: str = "fast"
+    mode: str = field(default="fast", metadata=one_of(*MODES))
     #: spaCy pipeline; the official "en_core_web_sm" works too where it is installed.
     model: str = DEFAULT_MODEL
     #: Names in the top list, and per concept × doc type.
-    top_k: int = 50
+    top_k: int = field(default=50, metadata=at_least(1))
     #: Order of the top lists: "ner_estimate" (``ner_mentions_estimate``: the mentions spaCy
     #: would tag PERSON, what the exhaustive route counts) or "mentions" (every mention of an
     #: accepted name). Both figures are reported either way.
-    rank_by: str = "ner_estimate"
-    top_k_stratum: int = 10
+    rank_by: str = field(default="ner_estimate", metadata=one_of(*RANK_BY))
+    top_k_stratum: int = field(default=10, metadata=at_least(1))
     #: Fast mode: how many of the most mentioned candidates NER confirms.
-    confirm_top: int = 400
+    confirm_top: int = field(default=400, metadata=at_least(1))
     #: Fast mode: windows read per candidate; more (up to windows_max) when undecided.
-    windows_min: int = 6
-    windows_max: int = 24
+    windows_min: int = field(default=6, metadata=at_least(1))
+    windows_max: int = field(default=24, metadata=at_least(1))
     #: Fast mode, rank_by="ner_estimate": windows read for the candidates whose estimate
     #: ranks between cut_band[0] × top_k and cut_band[1] × top_k, where the PERSON ratio
     #: decides which names make the list.
-    windows_at_cut: int = 48
-    cut_band: tuple[float, float] = (0.6, 1.6)
+    windows_at_cut: int = field(default=48, metadata=at_least(1))
+    cut_band: tuple[float, float] = field(default=(0.6, 1.6), metadata=at_least(0))
     #: Characters of context each side of a mention in a window.
-    window_chars: int = 120
+    window_chars: int = field(default=120, metadata=at_least(1))
     #: Share of a candidate's windows that must tag it PERSON (to be counted by rank_by
     #: "mentions", and to be flagged; "ner_estimate" also lists lower-ratio people whose
     #: estimate reaches the top list, as the exhaustive pass counts their tagged mentions).
-    accept_ratio: float = 0.5
+    accept_ratio: float = field(default=0.5, metadata=between(0, 1, low_open=True))
     #: Count a lone surname for the one person of that surname named in the same document.
     fold_surnames: bool = True
     #: More words that are never part of a name (added to the built-in stop-lists).
     extra_stop_words: tuple[str, ...] = ()
     #: Flag a name holding this share of all name mentions, or in this share of documents.
-    flag_mention_share: float = 0.05
-    flag_doc_share: float = 0.05
+    flag_mention_share: float = field(default=0.05, metadata=between(0, 1))
+    flag_doc_share: float = field(default=0.05, metadata=between(0, 1))
     #: Names suggested for the anti-universe: flagged ones, at most this many.
-    suggest_max: int = 20
+    suggest_max: int = field(default=20, metadata=at_least(0))
     #: SQL condition on the ``documents`` view selecting the documents to audit.
     where: str | None = None
     #: Processes for the per-document stage (None: $SDF_WORKERS or 1).
-    workers: int | None = None
+    workers: int | None = field(default=None, metadata=at_least(1))
     #: spaCy batch size.
-    batch_size: int = 64
+    batch_size: int = field(default=64, metadata=at_least(1))
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise SdfError(f"names mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.rank_by not in RANK_BY:
-            raise SdfError(
-                f"names rank_by must be one of {', '.join(RANK_BY)}, got {self.rank_by!r}"
+        super().__post_init__()  # types, ranges and choices of every field
+        low, high = self.cut_band
+        if low > high:
+            raise ConfigError(
+                f"{self.where_}.cut_band: must be [low, high] with low <= high, "
+                f"got {list(self.cut_band)}"
             )
-        band = tuple(self.cut_band)
-        if len(band) != 2 or not 0.0 <= band[0] <= band[1]:
-            raise SdfError(f"names cut_band must be two numbers [low, high], got {self.cut_band}")
-        self.cut_band = (float(band[0]), float(band[1]))
-        if not 0.0 < self.accept_ratio <= 1.0:
-            raise SdfError(f"names accept_ratio must be in (0, 1], got {self.accept_ratio}")
+        if self.windows_min > self.windows_max:
+            raise ConfigError(
+                f"{self.where_}.windows_max: must be at least windows_min "
+                f"({self.windows_min}), got {self.windows_max}"
+            )
 
 
 def normalize(text: str, stop: frozenset[str] = STOP_WORDS) -> str | None:

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..settings import Checked, at_least, between, keys_at_least
 from . import AuditResult, where_sql
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,40 +48,42 @@ _SEED = 0x5DF
 
 
 @dataclass
-class Config:
+class Config(Checked):
     """Settings of the n-gram audit."""
 
+    where_: ClassVar[str] = "audits.ngrams"
+
     #: n-gram sizes to count.
-    n: tuple[int, ...] = (2, 3, 4, 5)
+    n: tuple[int, ...] = field(default=(2, 3, 4, 5), metadata=at_least(1))
     #: Entries per n in the overall top list, and per concept / doc type.
-    top_k: int = 50
-    top_k_stratum: int = 20
+    top_k: int = field(default=50, metadata=at_least(1))
+    top_k_stratum: int = field(default=20, metadata=at_least(1))
     #: Flag an n-gram whose share of documents (overall or within a concept / doc type)
     #: reaches this, per n; sizes not listed use ``default_flag_share``.
     flag_doc_share: dict[int, float] = field(
-        default_factory=lambda: {2: 0.8, 3: 0.5, 4: 0.25, 5: 0.15}
+        default_factory=lambda: {2: 0.8, 3: 0.5, 4: 0.25, 5: 0.15},
+        metadata=between(0, 1) | keys_at_least(1),
     )
-    default_flag_share: float = 0.15
+    default_flag_share: float = field(default=0.15, metadata=between(0, 1))
     #: Strata with fewer documents are not flagged (a share of 3 documents means little).
-    min_stratum_docs: int = 20
+    min_stratum_docs: int = field(default=20, metadata=at_least(0))
     #: Skip n-grams made only of function words ("of the", "it is in the").
     skip_function_words: bool = True
     #: Documents tokenised per chunk.
-    chunk_docs: int = 1000
+    chunk_docs: int = field(default=1000, metadata=at_least(1))
     #: Per-group lists first rank the n-grams in the most documents overall (this many),
     #: widening once if needed to stay exact; past ``group_max_rows`` occurrences the lists
     #: of small groups are marked approximate instead.
-    group_candidates: int = 20_000
-    group_max_rows: int = 30_000_000
+    group_candidates: int = field(default=20_000, metadata=at_least(1))
+    group_max_rows: int = field(default=30_000_000, metadata=at_least(1))
     #: SQL condition on the ``documents`` view selecting the documents to audit.
     where: str | None = None
     #: Most flag sentences per n (the tables hold every flagged n-gram).
-    max_flags_per_n: int = 10
+    max_flags_per_n: int = field(default=10, metadata=at_least(0))
 
     def threshold(self, n: int) -> float:
-        # keys may be ints or, from YAML/JSON, strings
-        shares = {int(k): float(v) for k, v in self.flag_doc_share.items()}
-        return shares.get(int(n), self.default_flag_share)
+        # construction turned the keys into ints (YAML/JSON may give "5")
+        return self.flag_doc_share.get(int(n), self.default_flag_share)
 
 
 def tokenize(texts: pl.Expr) -> pl.Expr:

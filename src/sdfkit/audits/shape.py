@@ -10,9 +10,10 @@ verdicts (the ``grades`` table; the newest verdict of a document counts).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..settings import Checked, at_least, between
 from . import AuditResult
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -22,13 +23,15 @@ NAME = "shape"
 
 
 @dataclass
-class Config:
+class Config(Checked):
     """Settings of the shape audit."""
 
+    where_: ClassVar[str] = "audits.shape"
+
     #: A stratum holding less than this share of its concept's documents is flagged.
-    min_stratum_share: float = 0.02
+    min_stratum_share: float = field(default=0.02, metadata=between(0, 1))
     #: Documents shorter than this many tokens are flagged as stubs.
-    min_tokens: int = 50
+    min_tokens: int = field(default=50, metadata=at_least(0))
 
 
 def run(store: Store, config: Config | None = None, engine: str | None = None) -> AuditResult:

@@ -68,11 +68,11 @@ def _run_one(
     ray_address: str | None = None,
 ) -> None:
     from ..audits import get
-    from ..report import load_config, run_audit
+    from ..report import load_config, run_audit, set_audit_settings
 
     config = load_config(config_file)
     config.engine = engine or config.engine
-    config.audits[name] = {**(config.audits.get(name) or {}), **settings}
+    set_audit_settings(config, name, settings, origin="command line")
     if universes:
         config.universes = [str(u) for u in universes]
     with ray_address_env(ray_address):

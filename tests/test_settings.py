@@ -1,0 +1,240 @@
+"""Bad settings get a clear error naming where they came from, before any work starts:
+audit settings in sdfkit.yaml or --set, check thresholds, and SDF_* environment variables."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from sdfkit import report
+from sdfkit.audits import diversity, names, ngrams
+from sdfkit.engine import EngineError, Stage, run_stage
+from sdfkit.errors import ConfigError, SdfError
+from sdfkit.ingest import build_documents
+
+
+def _saved_tables(store) -> set[str]:
+    """Tables in the catalog (audit results land here)."""
+    with store.connect() as con:
+        return {r[0] for r in con.sql("SELECT table_name FROM duckdb_tables()").fetchall()}
+
+
+def _docs(store, n=3):
+    store.append(
+        "documents_raw",
+        build_documents(
+            [{"text": f"Document {i} says the same thing again.", "concept": "c"} for i in range(n)]
+        ),
+    )
+
+
+# ------------------------------------------------------------------ audit settings
+def test_bad_ngram_share_in_the_project_file_names_file_and_key(cli, store, tmp_path):
+    _docs(store)
+    (tmp_path / "sdfkit.yaml").write_text("audits:\n  ngrams:\n    flag_doc_share: {5: abc}\n")
+    out = cli("--corpus", store.root, "audit", "ngrams", expect=2)
+    assert out.output.startswith(
+        "error: sdfkit.yaml: audits.ngrams.flag_doc_share.5: must be a number, got 'abc'"
+    )
+    assert "Traceback" not in out.output
+    assert "audit_runs" not in _saved_tables(store)  # nothing ran
+
+
+def test_bad_ngram_share_through_set_names_the_command_line(cli, store):
+    _docs(store)
+    out = cli(
+        "--corpus", store.root, "audit", "ngrams", "--set", "flag_doc_share={4: 1.5}", expect=2
+    )
+    assert "error: command line: audits.ngrams.flag_doc_share.4: must be between 0 and 1" in (
+        out.output
+    )
+    bad_n = cli(
+        "--corpus", store.root, "audit", "ngrams", "--set", "flag_doc_share={x: 0.2}", expect=2
+    )
+    assert "audits.ngrams.flag_doc_share: key 'x' must be a whole number" in bad_n.output
+    unknown = cli("--corpus", store.root, "audit", "ngrams", "--set", "flag_share=0.2", expect=2)
+    assert "command line: audits.ngrams.flag_share: unknown setting (known: " in unknown.output
+    # a good value passes and is used: --set wins over the file, keys from YAML become ints
+    ok = cli(
+        "--corpus", store.root, "audit", "ngrams", "--n", "4", "--set", "flag_doc_share={4: 0.5}"
+    )
+    assert "flag:" in ok.output  # every document carries "says the same thing again"
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        (
+            "audits: {names: {flag_doc_share: -0.1}}",
+            "audits.names.flag_doc_share: must be between 0 and 1, got -0.1",
+        ),
+        (
+            "audits: {names: {accept_ratio: 0}}",
+            "audits.names.accept_ratio: must be above 0 and at most 1",
+        ),
+        (
+            "audits: {names: {windows_min: 30}}",
+            "audits.names.windows_max: must be at least windows_min (30)",
+        ),
+        ("audits: {names: {cut_band: [1.0]}}", "audits.names.cut_band: must be a list of 2 values"),
+        (
+            "audits: {keywords: {min_rate: 2}}",
+            "audits.keywords.min_rate: must be between 0 and 1, got 2",
+        ),
+        (
+            "audits: {shape: {min_stratum_share: high}}",
+            "audits.shape.min_stratum_share: must be a number, got 'high'",
+        ),
+        (
+            "audits: {dedup: {keep: newest}}",
+            "audits.dedup.keep: must be one of earliest, longest, got 'newest'",
+        ),
+        ("audits: {dedup: {workers: 0}}", "audits.dedup.workers: must be at least 1, got 0"),
+        (
+            "audits: {diversity: {max_seq_length: 4096}}",
+            "audits.diversity.max_seq_length: must be between 1 and 512",
+        ),
+        (
+            "audits: {diversity: {batch_size: 2.5}}",
+            "audits.diversity.batch_size: must be a whole number, got 2.5",
+        ),
+        (
+            "audits: {ngrams: {n: [2, three]}}",
+            "audits.ngrams.n[1]: must be a whole number, got 'three'",
+        ),
+        ("audits: {ngrams: {n: 0}}", "audits.ngrams.n: must be a list of whole numbers, got 0"),
+        ("audits: {ngrams: {topk: 5}}", "audits.ngrams.topk: unknown setting (known: chunk_docs, "),
+        (
+            "audits: {ngrams: {skip_function_words: maybe}}",
+            "audits.ngrams.skip_function_words: must be true or false",
+        ),
+        (
+            "check: {max_ngram_doc_share: {four: 0.3}}",
+            "check.max_ngram_doc_share: key 'four' must be an n-gram size",
+        ),
+        (
+            "check: {max_near_duplicate_fraction: -1}",
+            "check.max_near_duplicate_fraction: must be between 0 and 1",
+        ),
+    ],
+)
+def test_every_bad_setting_is_named_when_the_file_is_loaded(tmp_path, yaml_text, message):
+    cfg = tmp_path / "proj" / "sdfkit.yaml"
+    cfg.parent.mkdir()
+    cfg.write_text(yaml_text + "\n")
+    with pytest.raises(ConfigError) as err:
+        report.load_config(cfg)
+    assert str(err.value).startswith(f"{cfg}: {message}"), str(err.value)
+
+
+def test_a_bad_setting_stops_the_report_before_the_first_audit(store, tmp_path):
+    _docs(store)
+    cfg = report.ReportConfig(
+        html=tmp_path / "r.html", json=tmp_path / "r.json", audits={"diversity": {"workers": -2}}
+    )
+    with pytest.raises(
+        ConfigError, match=r"settings: audits.diversity.workers: must be at least 1"
+    ):
+        report.build(store, cfg)
+    # shape, ngrams, names and dedup come before diversity: none of them ran or was saved
+    assert "audit_runs" not in _saved_tables(store) and not (tmp_path / "r.json").exists()
+
+
+def test_configs_built_in_python_are_checked_too():
+    with pytest.raises(ConfigError, match=r"audits.ngrams.flag_doc_share.5: must be a number"):
+        ngrams.Config(flag_doc_share={5: "abc"})  # type: ignore[dict-item]
+    with pytest.raises(ConfigError, match=r"audits.diversity.precision: must be one of auto"):
+        diversity.Config(precision="fp16")
+    # conversions a YAML file needs: lists to tuples, "4" keys to ints, ints to floats
+    cfg = ngrams.Config(n=[3, 4], flag_doc_share={"4": 1})  # type: ignore[arg-type]
+    assert cfg.n == (3, 4) and cfg.flag_doc_share == {4: 1.0} and cfg.threshold(4) == 1.0
+    assert names.Config(cut_band=[1, 2]).cut_band == (1.0, 2.0)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ environment variables
+class _ModelStage(Stage):
+    name = "test_model_stage"
+    loads_model = True
+
+    @property
+    def output_schema(self) -> pa.Schema:
+        return pa.schema([("doc_id", pa.string())])
+
+    def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:  # pragma: no cover - not reached
+        return batch.select(["doc_id"])
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "1.5", "nan"])
+def test_bad_ray_actor_cpus_is_named_before_ray_starts(store, monkeypatch, value):
+    _docs(store)
+    monkeypatch.setenv("SDF_RAY_ACTOR_CPUS", value)
+    with pytest.raises(EngineError) as err:
+        run_stage(store, _ModelStage(), engine="ray")
+    assert str(err.value).startswith("SDF_RAY_ACTOR_CPUS must be ")
+    assert "a fraction up to 1 (e.g. 0.5) or a whole number of CPUs" in str(err.value)
+    assert f"got {value!r}" in str(err.value)
+
+
+def test_ray_actor_cpus_accepts_fractions_and_whole_numbers(monkeypatch):
+    from sdfkit.engine_ray import actor_cpus
+
+    monkeypatch.delenv("SDF_RAY_ACTOR_CPUS", raising=False)
+    assert actor_cpus() == 0.5
+    for value, cpus in (("0.25", 0.25), ("1", 1.0), ("2", 2.0)):
+        monkeypatch.setenv("SDF_RAY_ACTOR_CPUS", value)
+        assert actor_cpus() == cpus
+
+
+def test_bad_workers_threads_and_engine_name_their_variable(store, monkeypatch):
+    from sdfkit.tokens import get_tokenizer
+
+    _docs(store)
+    monkeypatch.setenv("SDF_WORKERS", "0")
+    with pytest.raises(EngineError, match=r"SDF_WORKERS must be at least 1, got '0'"):
+        run_stage(store, _ModelStage())
+    monkeypatch.setenv("SDF_WORKERS", "2.5")
+    with pytest.raises(EngineError, match=r"SDF_WORKERS must be a whole number, got '2.5'"):
+        run_stage(store, _ModelStage())
+    monkeypatch.delenv("SDF_WORKERS")
+    monkeypatch.setenv("SDF_ENGINE", "spark")
+    with pytest.raises(EngineError, match=r"unknown engine 'spark' \(from SDF_ENGINE\)"):
+        run_stage(store, _ModelStage())
+    monkeypatch.setenv("SDF_THREADS", "many")
+    with pytest.raises(SdfError, match=r"SDF_THREADS must be a whole number, got 'many'"):
+        get_tokenizer().count_batch(["one two three"])
+    monkeypatch.setenv("SDF_THREADS", "1")
+    assert list(get_tokenizer().count_batch(["one two three"])) == [3]
+
+
+def test_a_bad_environment_stops_the_report_before_any_audit(cli, store, monkeypatch):
+    _docs(store)
+    monkeypatch.setenv("SDF_WORKERS", "two")
+    out = cli("--corpus", store.root, "report", "--only", "shape", "--only", "dedup", expect=2)
+    assert (
+        out.output.strip()
+        == "error: SDF_WORKERS must be a whole number, got 'two' (accepted: at least 1)"
+    )
+    assert "audit_runs" not in _saved_tables(store)
+
+
+def test_a_malformed_ray_address_is_one_error_line(store, tmp_path):
+    """In a fresh process: a Ray session other tests started would otherwise be reused."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("ray", reason="Ray is the optional extra sdfkit[ray]")
+    _docs(store)
+    env = dict(os.environ, SDF_PROGRESS="0", RAY_ADDRESS="not-an-address")
+    proc = subprocess.run(
+        [sys.executable, "-c", "from sdfkit.cli import main; main()", "--corpus",
+         str(store.root), "audit", "dedup", "--engine", "ray"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: could not join the Ray cluster at 'not-an-address' (--ray-address or "
+        "RAY_ADDRESS; host:port of a running cluster, or 'auto'): Invalid address format: "
+        "not-an-address"
+    )
+    assert "Traceback" not in proc.stderr
