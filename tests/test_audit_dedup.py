@@ -201,3 +201,109 @@ def test_lsh_banding_keeps_pairs_near_the_threshold(store):
     # and nothing between distinct documents
     distinct = {doc_id_for(t) for t in texts[::2]}
     assert not any(a in distinct and b in distinct for a, b in found)
+
+
+# The statements of the dedup audit's one save transaction, in order: a crash just before
+# any of them leaves the previous exclusions beside the previous clusters.
+DEDUP_CRASH_POINTS = [
+    r'CREATE OR REPLACE TABLE "audit_dedup_pairs"',
+    r'CREATE OR REPLACE TABLE "audit_dedup_clusters"',
+    r"DELETE FROM exclusions",
+    r"INSERT INTO exclusions",
+    r"INSERT INTO audit_runs",
+    r"^COMMIT",
+]
+
+
+def _stored_dedup(store):
+    """(excluded doc ids, non-kept doc ids of audit_dedup_clusters, dedup audit_runs rows)."""
+    from sdfkit.store import Store
+
+    fresh = Store(store.root)
+    excl = fresh.query("SELECT doc_id FROM exclusions WHERE source = 'dedup' ORDER BY 1")
+    dropped = fresh.query("SELECT doc_id FROM audit_dedup_clusters WHERE NOT kept ORDER BY 1")
+    runs = fresh.query("SELECT count(*) FROM audit_runs WHERE audit = 'dedup'").item()
+    return excl["doc_id"].to_list(), dropped["doc_id"].to_list(), runs
+
+
+@pytest.mark.parametrize("pattern", DEDUP_CRASH_POINTS)
+def test_interrupted_dedup_leaves_exclusions_and_clusters_of_the_previous_run(
+    store, planted, pattern
+):
+    """Exclusions and the clusters that explain them are one transaction: a crash at any
+    statement leaves the catalog exactly as the previous run left it; the next run works."""
+    from crash_points import catalog, crash_at
+
+    from sdfkit.store import Store
+
+    first = dedup.run(store)
+    excluded, dropped, runs = _stored_dedup(store)
+    assert excluded == dropped and len(excluded) == first.figures["excluded"] == 3 and runs == 1
+    before = catalog(store)
+    strict = dedup.Config(threshold=0.85)  # only the 1 % edit pair stays: 1 exclusion
+    point = crash_at(store, pattern, KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        dedup.run(store, strict)
+    assert point.fired, point.statements
+    assert catalog(store) == before
+    again = dedup.run(Store(store.root), strict)
+    excluded, dropped, runs = _stored_dedup(store)
+    assert excluded == dropped and len(excluded) == again.figures["excluded"] == 1 and runs == 2
+
+
+def test_dedup_save_failing_raises_and_keeps_previous(store, planted):
+    from crash_points import catalog, crash_at
+
+    dedup.run(store)
+    before = catalog(store)
+    point = crash_at(store, r"INSERT INTO exclusions", RuntimeError("disk on fire"))
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        dedup.run(store, dedup.Config(threshold=0.85))
+    assert point.fired and catalog(store) == before
+
+
+def test_killed_dedup_leaves_previous_run_whole(store, planted):
+    """kill -9 between the new exclusions and the new clusters' audit row: reopening the
+    corpus shows the previous run's exclusions and clusters together."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    from crash_points import catalog
+
+    dedup.run(store)
+    before = catalog(store)
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.path[:0] = [{str(Path(__file__).parent)!r}]
+        from crash_points import crash_at
+        from sdfkit.audits import dedup
+        from sdfkit.store import Store
+        store = Store({str(store.root)!r})
+        crash_at(store, r"INSERT INTO audit_runs", None)
+        dedup.run(store, dedup.Config(threshold=0.85))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 17, proc.stderr  # died at the crash point, not elsewhere
+    assert catalog(store) == before
+    excluded, dropped, _ = _stored_dedup(store)
+    assert excluded == dropped and len(excluded) == 3
+
+
+def test_run_saves_once_and_writes_nothing_without_exclusions(store, planted, cli):
+    from crash_points import catalog
+
+    before = catalog(store)
+    result = dedup.run(store, dedup.Config(write_exclusions=False))
+    assert catalog(store) == before  # listing only: nothing written until save
+    save(store, result)
+    excluded, dropped, runs = _stored_dedup(store)
+    assert excluded == [] and len(dropped) == 3 and runs == 1  # listed, not excluded
+    # `sdf audit dedup` runs (which saves) then saves the same result: one audit_runs row
+    out = cli("--corpus", store.root, "audit", "dedup")
+    assert "tables: audit_dedup_pairs, audit_dedup_clusters" in out.output
+    excluded, dropped, runs = _stored_dedup(store)
+    assert excluded == dropped and len(excluded) == 3 and runs == 2

@@ -121,3 +121,69 @@ def test_cli_audit_keywords(store, cli, tmp_path):
     assert "ts: 3 docs, 3 missing a required keyword" in out.output
     assert "ok  try-catch|try/catch: 100.0% (minimum 90%)" in out.output
     assert "LOW CRA|Cyber Resilience Act: 0.0% (minimum 50%)" in out.output
+
+
+# The statements of the keyword audit's save, in order; `run` itself writes nothing.
+KEYWORD_CRASH_POINTS = [
+    r'CREATE OR REPLACE TABLE "audit_keywords_required"',
+    r'CREATE OR REPLACE TABLE "audit_keywords_rates"',
+    r'CREATE OR REPLACE TABLE "audit_keywords_missing"',
+    r"INSERT INTO audit_runs",
+    r"^COMMIT",
+]
+
+
+def _stored_minimums(store):
+    """min_rate per keyword in audit_keywords_required and in audit_keywords_rates."""
+    from sdfkit.store import Store
+
+    fresh = Store(store.root)
+    required = fresh.query("SELECT keyword, min_rate FROM audit_keywords_required ORDER BY 1")
+    rates = fresh.query("SELECT keyword, min_rate FROM audit_keywords_rates ORDER BY 1")
+    return required.rows(), rates.rows()
+
+
+@pytest.mark.parametrize("pattern", KEYWORD_CRASH_POINTS)
+def test_interrupted_keyword_audit_keeps_requirements_beside_their_rates(store, tmp_path, pattern):
+    """New required keywords are never stored beside old rates: ``run`` writes nothing (the
+    rate queries read the new requirements as a registered relation) and a crash at any
+    statement of ``save`` leaves the catalog exactly as before; the next run works."""
+    from crash_points import catalog, crash_at
+
+    from sdfkit.store import Store
+
+    _land(store, [{"text": f"doc {i} try-catch per the CRA", "concept": "ts"} for i in range(3)])
+    universe = str(_universe(tmp_path))
+    save(store, keywords.run(store, keywords.Config(universes=[universe])))
+    old = [("CRA|Cyber Resilience Act", 0.5), ("try-catch|try/catch", 0.9)]
+    assert _stored_minimums(store) == (old, old)
+    before = catalog(store)
+    stricter = keywords.Config(universes=[universe], min_rate=1.0)
+    second = keywords.run(store, stricter)
+    assert catalog(store) == before  # running the audit wrote nothing
+    assert set(second.tables["rates"]["min_rate"]) == {1.0}  # read the new requirements
+    point = crash_at(store, pattern, KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        save(store, second)
+    assert point.fired, point.statements
+    assert catalog(store) == before
+    assert _stored_minimums(store) == (old, old)
+    fresh = Store(store.root)
+    save(fresh, keywords.run(fresh, stricter))
+    new = [("CRA|Cyber Resilience Act", 1.0), ("try-catch|try/catch", 1.0)]
+    assert _stored_minimums(store) == (new, new)
+    from sdfkit.sql import named
+
+    assert named("keyword_rates", fresh)["min_rate"].to_list() == [1.0, 1.0]
+
+
+def test_run_reads_its_own_requirements_not_the_stored_ones(store, tmp_path):
+    """Two audits over different universes: each result's rates are its own universe's,
+    whatever the catalog holds."""
+    _land(store, [{"text": "try-catch", "concept": "ts"}, {"text": "CRA", "concept": "other"}])
+    a = keywords.run(store, keywords.Config(universes=[str(_universe(tmp_path, "a", "ts"))]))
+    save(store, a)
+    b = keywords.run(store, keywords.Config(universes=[str(_universe(tmp_path, "b", "other"))]))
+    assert set(b.tables["rates"]["concept"]) == {"other"}
+    assert set(a.tables["rates"]["concept"]) == {"ts"}
+    assert store.query("SELECT DISTINCT concept FROM audit_keywords_required").item() == "ts"

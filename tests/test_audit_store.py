@@ -128,3 +128,48 @@ def test_real_audit_save_interrupted_keeps_previous_findings(store):
     assert stored() == (["a"], 6)
     save(fresh, second)
     assert stored() == (["a", "b"], 7)
+
+
+def result_with_writes(version: int) -> AuditResult:
+    """``result(version)`` that also replaces the exclusions of source 'test' by one row."""
+    from sdfkit.audits import CatalogWrite
+
+    res = result(version)
+    res.writes = [
+        CatalogWrite("DELETE FROM exclusions WHERE source = 'test'"),
+        CatalogWrite(
+            "INSERT INTO exclusions (doc_id, reason, source, created_at) "
+            "SELECT doc_id, ?, 'test', now() FROM _test_rows",
+            [f"v{version}"],
+            {"_test_rows": pl.DataFrame({"doc_id": [f"doc-v{version}"]})},
+        ),
+    ]
+    return res
+
+
+def test_catalog_writes_run_in_the_save_transaction(store):
+    save(store, result_with_writes(1))
+    assert store.query("SELECT doc_id, reason FROM exclusions").rows() == [("doc-v1", "v1")]
+    before = catalog(store)
+    for pattern in [r"DELETE FROM exclusions", r"INSERT INTO exclusions", r"^COMMIT"]:
+        point = crash_at(store, pattern, KeyboardInterrupt())
+        with pytest.raises(KeyboardInterrupt):
+            save(store, result_with_writes(2))
+        assert point.fired, point.statements
+        assert catalog(store) == before
+        store = Store(store.root)
+    save(store, result_with_writes(2))
+    assert store.query("SELECT doc_id, reason FROM exclusions").rows() == [("doc-v2", "v2")]
+    assert saved_versions(store) == {"strata": [2], "concepts": [2], "runs": [1, 2]}
+
+
+def test_saving_the_same_result_again_is_a_no_op(store, tmp_path: Path):
+    res = result(1)
+    save(store, res)
+    save(store, res)  # e.g. an audit whose run saved, then `sdf report` saving it
+    assert saved_versions(store)["runs"] == [1]
+    other = Store(tmp_path / "other")
+    save(other, res)  # another catalog still gets it
+    assert saved_versions(other) == {"strata": [1], "concepts": [1], "runs": [1]}
+    save(store, result(1))  # a new result object is a new run
+    assert saved_versions(store)["runs"] == [1, 1]

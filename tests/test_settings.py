@@ -238,3 +238,148 @@ def test_a_malformed_ray_address_is_one_error_line(store, tmp_path):
         "not-an-address"
     )
     assert "Traceback" not in proc.stderr
+
+
+# ------------------------------------------------------------------ path and name variables
+def _jsonl(tmp_path, n=2):
+    import json
+
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps({"text": f"doc {i} text"}) + "\n" for i in range(n)))
+    return path
+
+
+def _documents(store) -> int:
+    return store.query("SELECT count(*) FROM documents").item()
+
+
+def _one_error_line(out, expected: str) -> None:
+    assert out.output.strip() == f"error: {expected}", out.output
+    assert "Traceback" not in out.output
+
+
+def test_bad_sdf_tokenizer_names_the_variable(cli, store, tmp_path, monkeypatch):
+    from sdfkit.tokens import TokenCountStage, TokenizerError, canonical_name, get_tokenizer
+
+    docs = _jsonl(tmp_path)
+    monkeypatch.setenv("SDF_TOKENIZER", "o200k_harmoni")
+    out = cli("--corpus", store.root, "ingest", docs, expect=2)
+    _one_error_line(
+        out,
+        "SDF_TOKENIZER='o200k_harmoni': unknown tokenizer 'o200k_harmoni': use one of "
+        "cl100k_base, gpt-oss, harmony, llama3, o200k_base, o200k_harmony, qwen3 or hf:<model>",
+    )
+    assert _documents(store) == 0
+    with pytest.raises(TokenizerError, match=r"^SDF_TOKENIZER='o200k_harmoni'"):
+        TokenCountStage()  # checked when the recount stage is built, not in a worker
+    monkeypatch.setenv("SDF_TOKENIZER", "hf:")
+    with pytest.raises(TokenizerError, match=r"^SDF_TOKENIZER='hf:': hf: needs a model name"):
+        canonical_name(None)
+    # an HF model that cannot load offline: the load error names the variable too
+    monkeypatch.setenv("SDF_TOKENIZER", "hf:some-org/not-cached-anywhere")
+    with pytest.raises(TokenizerError, match=r"^SDF_TOKENIZER='hf:some-org/.*needs the network"):
+        get_tokenizer()
+    # an explicit name wins over the variable; a good variable is used (aliases too)
+    assert get_tokenizer("cl100k_base").name == "cl100k_base"
+    monkeypatch.setenv("SDF_TOKENIZER", "gpt-oss")
+    assert get_tokenizer().name == "o200k_harmony"
+    monkeypatch.setenv("SDF_TOKENIZER", "cl100k_base")
+    assert get_tokenizer().name == "cl100k_base"  # not a stale cached default
+    assert "cl100k_base" in cli("--corpus", store.root, "ingest", docs).output
+
+
+@pytest.mark.parametrize("value", ["auto", "AUTO", "1", "0", ""])
+def test_sdf_progress_accepts_auto_1_and_0(monkeypatch, value):
+    from sdfkit import progress
+
+    monkeypatch.setenv("SDF_PROGRESS", value)
+    expected = {"1": True, "0": False}.get(value, progress.sys.stderr.isatty())
+    assert progress.enabled() is expected
+
+
+def test_bad_sdf_progress_is_an_error_not_silently_auto(cli, store, tmp_path, monkeypatch):
+    monkeypatch.setenv("SDF_PROGRESS", "yes")
+    out = cli("--corpus", store.root, "ingest", _jsonl(tmp_path), expect=2)
+    _one_error_line(out, "SDF_PROGRESS must be one of auto, 1, 0, got 'yes'")
+    assert _documents(store) == 0
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda d: d / "missing.yaml", r"missing.yaml \(from SDF_PRICES\): cannot read the price "
+         r"file: No such file or directory"),
+        (lambda d: d, r" \(from SDF_PRICES\): is a directory; the price file is one JSON/YAML"),
+        (lambda d: _write(d / "bad.yaml", ": [\n"), r"bad.yaml \(from SDF_PRICES\): line 1: not "
+         r"valid JSON/YAML: expected <block end>, but found ':'"),
+        (lambda d: _write(d / "list.yaml", "- sonnet\n"), r"list.yaml \(from SDF_PRICES\): "
+         r"expected a mapping of model -> prices"),
+        (lambda d: _write(d / "bin.yaml", b"\xff\xfe"), r"bin.yaml \(from SDF_PRICES\): the "
+         r"price file is not UTF-8 text"),
+    ],
+)  # fmt: skip
+def test_bad_sdf_prices_names_the_variable(
+    cli, store, tmp_path, monkeypatch, example_universe, make, expected
+):
+    import re
+
+    monkeypatch.setenv("SDF_PRICES", str(make(tmp_path)))
+    out = cli(
+        "--corpus", store.root, "generate", example_universe, "--backend", "offline",
+        "--limit", "1", expect=2,
+    )  # fmt: skip
+    line = out.output.strip().splitlines()[-1]
+    assert line.startswith("error: ") and re.search(expected, line), out.output
+    assert "Traceback" not in out.output and _documents(store) == 0
+
+
+def _write(path, content):
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    return path
+
+
+def test_bad_sdf_prompts_names_the_variable(cli, store, tmp_path, monkeypatch, example_universe):
+    from sdfkit.generate import find_prompt
+
+    args = ("--corpus", store.root, "generate", example_universe, "--backend", "offline")
+    monkeypatch.setenv("SDF_PROMPTS", str(tmp_path / "my-promts"))
+    out = cli(*args, "--limit", "1", expect=2)
+    line = out.output.strip().splitlines()[-1]
+    assert line == f"error: SDF_PROMPTS={str(tmp_path / 'my-promts')!r}: no such directory"
+    assert _documents(store) == 0
+    monkeypatch.setenv("SDF_PROMPTS", str(_write(tmp_path / "prompts.j2", "x")))
+    with pytest.raises(SdfError, match=r"SDF_PROMPTS=.*prompts.j2': not a directory"):
+        find_prompt("generate_doc")
+    # an existing folder: its templates win, the packaged ones fill in the rest
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    name = "grade"  # a packaged prompt
+    _write(mine / f"{name}.j2", "{% if %}")
+    monkeypatch.setenv("SDF_PROMPTS", str(mine))
+    assert find_prompt(name) == mine / f"{name}.j2"
+    from sdfkit.generate import render
+
+    with pytest.raises(SdfError, match=rf"{name}.j2:1: template error"):
+        render(name)
+
+
+def test_bad_sdf_corpus_is_one_error_line(cli, tmp_path, monkeypatch):
+    afile = _write(tmp_path / "corpus.txt", "not a folder")
+    monkeypatch.setenv("SDF_CORPUS", str(afile))
+    out = cli("sql", "SELECT 1", expect=2)
+    _one_error_line(
+        out,
+        f"corpus directory {str(afile)!r} (--corpus or $SDF_CORPUS): is a file, not a directory",
+    )
+    monkeypatch.setenv("SDF_CORPUS", str(afile / "sub"))
+    out = cli("sql", "SELECT 1", expect=2)
+    assert out.output.startswith(f"error: corpus directory {str(afile / 'sub')!r} (--corpus or ")
+    assert "cannot be created" in out.output and "Traceback" not in out.output
+    out = cli("--corpus", afile, "audit", "shape", expect=2)  # the option, the same check
+    assert "is a file, not a directory" in out.output
+    monkeypatch.setenv("SDF_CORPUS", str(tmp_path / "new" / "corpus"))
+    assert "(1 row)" in cli("sql", "SELECT 1").output  # a missing folder is made
+    assert (tmp_path / "new" / "corpus" / "sdf.duckdb").is_file()

@@ -173,38 +173,50 @@ def load_prices(path: str | Path | None = None) -> PriceTable:
     import os
 
     table = PriceTable()
-    path = path or os.environ.get("SDF_PRICES") or None
+    env = os.environ.get("SDF_PRICES", "").strip()
+    path = path or env or None
     if not path:
         return table
     p = Path(path)
+    # The CLI's --prices reads $SDF_PRICES too: name the variable when the path is its value.
+    where = f"{p} (from SDF_PRICES)" if env and str(path) == env else str(p)
+    if p.is_dir():
+        raise SdfError(f"{where}: is a directory; the price file is one JSON/YAML file")
     try:
         raw = p.read_text(encoding="utf-8")
     except OSError as exc:
-        raise SdfError(f"{p}: cannot read the price file: {exc.strerror}") from None
-    try:
-        import yaml
+        raise SdfError(f"{where}: cannot read the price file: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise SdfError(f"{where}: the price file is not UTF-8 text") from None
+    import yaml
 
+    try:
         data = yaml.safe_load(raw) or {}
-    except Exception as exc:  # yaml errors carry their own line
-        raise SdfError(f"{p}: not valid JSON/YAML: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" line {mark.line + 1}:" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SdfError(f"{where}:{line} not valid JSON/YAML: {problem}") from None
     if not isinstance(data, dict):
-        raise SdfError(f"{p}: expected a mapping of model -> prices")
+        raise SdfError(f"{where}: expected a mapping of model -> prices")
     for key, val in data.items():
         if key == "batch_discount":
-            if not isinstance(val, (int, float)) or not 0 <= val < 1:
-                raise SdfError(f"{p}: field 'batch_discount': expected a number in [0, 1)")
+            if isinstance(val, bool) or not isinstance(val, (int, float)) or not 0 <= val < 1:
+                raise SdfError(f"{where}: field 'batch_discount': expected a number in [0, 1)")
             table.batch_discount = float(val)
             continue
         if not isinstance(val, dict):
-            raise SdfError(f"{p}: field '{key}': expected {{input, output, ...}} per MTok")
+            raise SdfError(f"{where}: field '{key}': expected {{input, output, ...}} per MTok")
         base = table.price_for(key) or Price(0.0, 0.0, 0.0, 0.0)
         try:
             fields = {f: float(val.get(f, getattr(base, f))) for f in Price.__annotations__}
         except (TypeError, ValueError):
-            raise SdfError(f"{p}: field '{key}': prices must be numbers (USD per MTok)") from None
+            raise SdfError(
+                f"{where}: field '{key}': prices must be numbers (USD per MTok)"
+            ) from None
         unknown = set(val) - set(Price.__annotations__)
         if unknown:
-            raise SdfError(f"{p}: field '{key}.{sorted(unknown)[0]}': unknown price field")
+            raise SdfError(f"{where}: field '{key}.{sorted(unknown)[0]}': unknown price field")
         table.prices[key] = Price(**fields)
     return table
 

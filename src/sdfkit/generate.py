@@ -104,9 +104,18 @@ def default_model(family: str = "sonnet") -> str:
 
 # --------------------------------------------------------------------------- prompts
 def prompt_dirs() -> list[Path]:
+    """Where prompt templates are looked up, first hit wins: ``$SDF_PROMPTS`` (which must be
+    an existing directory: a typo would silently fall back to the packaged prompts),
+    ``./prompts``, then sdfkit's own."""
     dirs = []
-    if os.environ.get("SDF_PROMPTS"):
-        dirs.append(Path(os.environ["SDF_PROMPTS"]))
+    env = os.environ.get("SDF_PROMPTS", "").strip()
+    if env:
+        d = Path(env)
+        if not d.exists():
+            raise GenerateError(f"SDF_PROMPTS={env!r}: no such directory")
+        if not d.is_dir():
+            raise GenerateError(f"SDF_PROMPTS={env!r}: not a directory (a folder of NAME.j2)")
+        dirs.append(d)
     return [*dirs, Path("prompts"), PACKAGED_PROMPTS]
 
 
@@ -135,6 +144,10 @@ def _compile(path: str, mtime: float) -> Any:
     )
     try:
         return env.from_string(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise GenerateError(f"{path}: cannot read the prompt template: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise GenerateError(f"{path}: the prompt template is not UTF-8 text") from None
     except jinja2.TemplateSyntaxError as exc:
         raise GenerateError(f"{path}:{exc.lineno}: template error: {exc.message}") from None
 

@@ -1,18 +1,26 @@
-"""Progress bars for long work (rich), quiet when output is not a terminal or in tests."""
+"""Progress bars for long work (rich), quiet when output is not a terminal or in tests.
+
+``$SDF_PROGRESS``: ``auto`` (the default: bars when stderr is a terminal), ``1`` (always) or
+``0`` (never); any other value is an error naming the variable.
+"""
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+#: Accepted values of ``$SDF_PROGRESS``.
+PROGRESS_MODES = ("auto", "1", "0")
+
 
 def enabled() -> bool:
-    if os.environ.get("SDF_PROGRESS") == "0":
-        return False
-    return os.environ.get("SDF_PROGRESS") == "1" or sys.stderr.isatty()
+    """Whether bars show: ``$SDF_PROGRESS`` (auto, 1 or 0), auto meaning stderr is a terminal."""
+    from .settings import env_choice
+
+    mode = env_choice("SDF_PROGRESS", "auto", PROGRESS_MODES)
+    return mode == "1" or (mode == "auto" and sys.stderr.isatty())
 
 
 class Tick:

@@ -126,22 +126,61 @@ def _threads() -> int:
 
 
 def canonical_name(name: str | None) -> str:
-    name = (name or os.environ.get("SDF_TOKENIZER") or DEFAULT_TOKENIZER).strip()
-    return ALIASES.get(name, name)
+    """The tokenizer's canonical name: ``name``, else ``$SDF_TOKENIZER``, else the default.
+
+    A name from ``$SDF_TOKENIZER`` is checked here (a ``TokenizerError`` naming the
+    variable), so a typo fails before any work starts, not inside a worker.
+    """
+    if name and name.strip():
+        return ALIASES.get(name.strip(), name.strip())
+    raw = os.environ.get("SDF_TOKENIZER", "").strip()
+    if not raw:
+        return DEFAULT_TOKENIZER
+    canonical = ALIASES.get(raw, raw)
+    problem = _name_problem(canonical)
+    if problem:
+        raise TokenizerError(f"SDF_TOKENIZER={raw!r}: {problem}")
+    return canonical
+
+
+def _name_problem(name: str) -> str | None:
+    """Why ``name`` (canonical) is not a tokenizer name, or None (without loading anything)."""
+    if name in QUICKTOK_ENCODINGS:
+        return None
+    if name.startswith("hf:"):
+        return None if name[3:].strip() else "hf: needs a model name, e.g. hf:openai/gpt-oss-20b"
+    return (
+        f"unknown tokenizer {name!r}: use one of "
+        + ", ".join(sorted(QUICKTOK_ENCODINGS | set(ALIASES)))
+        + " or hf:<model>"
+    )
+
+
+def get_tokenizer(name: str | None = None) -> Tokenizer:
+    """Load a tokenizer by name (see module docstring; None: ``$SDF_TOKENIZER``, else the
+    default). Raises ``TokenizerError`` (naming ``SDF_TOKENIZER`` when the name came from it)."""
+    canonical = canonical_name(name)
+    if name and name.strip():
+        return _load(canonical)
+    try:
+        return _load(canonical)
+    except TokenizerError as exc:
+        raw = os.environ.get("SDF_TOKENIZER", "").strip()
+        if not raw:
+            raise
+        raise TokenizerError(f"SDF_TOKENIZER={raw!r}: {exc}") from None
 
 
 @lru_cache(maxsize=16)
-def get_tokenizer(name: str | None = None) -> Tokenizer:
-    """Load a tokenizer by name (see module docstring). Raises ``TokenizerError``."""
-    name = canonical_name(name)
+def _load(name: str) -> Tokenizer:
     if name in QUICKTOK_ENCODINGS:
         import quicktok
 
         return Tokenizer(name=name, backend="quicktok", impl=quicktok.get_encoding(name))
     if name.startswith("hf:"):
         model = name[3:]
-        if not model:
-            raise TokenizerError("hf: needs a model name, e.g. hf:openai/gpt-oss-20b")
+        if not model.strip():
+            raise TokenizerError(_name_problem(name) or "hf: needs a model name")
         try:
             from transformers import AutoTokenizer
 
@@ -155,11 +194,10 @@ def get_tokenizer(name: str | None = None) -> Tokenizer:
                 + ", ".join(sorted(QUICKTOK_ENCODINGS))
             ) from None
         return Tokenizer(name=name, backend="hf", impl=impl)
-    raise TokenizerError(
-        f"unknown tokenizer {name!r}: use one of "
-        + ", ".join(sorted(QUICKTOK_ENCODINGS))
-        + " or hf:<model>"
-    )
+    raise TokenizerError(_name_problem(name) or f"unknown tokenizer {name!r}")
+
+
+get_tokenizer.cache_clear = _load.cache_clear  # type: ignore[attr-defined]
 
 
 class TokenCountStage(Stage):

@@ -9,7 +9,8 @@ Per-document work (signatures, name candidates, embeddings, keyword hits) runs a
 ``sdfkit.engine.Stage`` objects, cached by content hash in the store; corpus-wide steps
 (counting, clustering, aggregation) run in DuckDB/polars over those results.
 ``save(store, result)`` keeps each table in the catalog as ``audit_<name>_<table>`` so
-users can join findings with documents in ``sdf sql``.
+users can join findings with documents in ``sdf sql``, and runs the result's other catalog
+writes (``result.writes``, e.g. the dedup audit's exclusions) in the same transaction.
 """
 
 from __future__ import annotations
@@ -46,12 +47,28 @@ JSON_KEYS: dict[str, str] = {
 
 
 @dataclass
+class CatalogWrite:
+    """A catalog statement an audit's findings entail beyond its own tables (the dedup
+    audit's exclusions): ``save`` runs it inside its one transaction, so it lands together
+    with the tables that explain it, or not at all.
+
+    ``relations`` (name -> Arrow table or polars DataFrame) are registered on the connection
+    for ``sql`` to read, e.g. ``INSERT INTO exclusions SELECT ... FROM <name>``.
+    """
+
+    sql: str
+    params: list[Any] = field(default_factory=list)
+    relations: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class AuditResult:
     """What an audit found.
 
     ``figures`` is JSON-able and becomes ``report.json[JSON_KEYS[name]]``; ``tables`` are the
     detailed results (saved to the catalog); ``flags`` are findings a person should read,
-    one sentence each; ``notes`` say how the figures were computed.
+    one sentence each; ``notes`` say how the figures were computed; ``writes`` are further
+    catalog statements ``save`` runs in the same transaction as the tables.
     """
 
     name: str
@@ -60,6 +77,11 @@ class AuditResult:
     flags: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    writes: list[CatalogWrite] = field(default_factory=list)
+    #: Catalogs (``sdf.duckdb`` paths) this very result was saved in: saving it there again
+    #: is a no-op (an audit whose ``run`` saves, like dedup's, is then saved once by
+    #: ``sdf report``, not twice).
+    saved_in: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
 
 
 #: One row per saved audit result; ``figures`` and ``flags`` are JSON text.
@@ -68,16 +90,21 @@ AUDIT_RUNS_TABLE = """CREATE TABLE IF NOT EXISTS audit_runs (
 
 
 def save(store: Store, result: AuditResult) -> None:
-    """Store the result's tables as ``audit_<name>_<table>`` and its figures in ``audit_runs``.
+    """Store the result's tables as ``audit_<name>_<table>``, run its ``writes`` and add its
+    figures to ``audit_runs``.
 
     All of it is one catalog transaction: a crash or Ctrl-C part-way leaves the previous
-    result of this audit whole (its tables and its ``audit_runs`` row), never new tables
-    beside old ones.
+    result of this audit whole (its tables, the writes' targets and its ``audit_runs``
+    row), never new tables beside old ones. Saving the same result object again into the
+    same catalog does nothing.
     """
     import polars as pl
 
     from ..store import _ident
 
+    catalog_key = str(store.db_path.resolve())
+    if catalog_key in result.saved_in:
+        return
     incoming: dict[str, tuple[str, Any]] = {}  # registered view -> (table, data)
     for i, (tname, df) in enumerate(result.tables.items()):
         target = _ident(f"audit_{result.name}_{tname}")
@@ -94,14 +121,22 @@ def save(store: Store, result: AuditResult) -> None:
         float(result.seconds),
         datetime.now(timezone.utc),
     ]
+    relations: dict[str, Any] = {}  # registered for the writes
+    for write in result.writes:
+        for rname, data in write.relations.items():
+            relations[rname] = data.to_arrow() if isinstance(data, pl.DataFrame) else data
     with store.connect() as con:
         try:
             for view, (_, data) in incoming.items():
                 con.register(view, data)
+            for rname, data in relations.items():
+                con.register(rname, data)
             con.execute("BEGIN")
             try:
                 for view, (target, _) in incoming.items():
                     con.execute(f"CREATE OR REPLACE TABLE {target} AS FROM {view}")
+                for write in result.writes:
+                    con.execute(write.sql, write.params)
                 con.execute(AUDIT_RUNS_TABLE)
                 con.execute(
                     "INSERT INTO audit_runs (audit, figures, flags, seconds, created_at) "
@@ -113,8 +148,9 @@ def save(store: Store, result: AuditResult) -> None:
                 _rollback(con)
                 raise
         finally:
-            for view in incoming:
+            for view in [*incoming, *relations]:
                 con.unregister(view)
+    result.saved_in.add(catalog_key)
 
 
 def _rollback(con: Any) -> None:

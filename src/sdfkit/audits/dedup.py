@@ -16,6 +16,12 @@ How:
    kept (the earliest created, then the longest, then the smallest doc id) and the others go
    to the ``exclusions`` table with source ``dedup`` and reason ``near-duplicate of <doc_id>``.
    A re-run replaces the previous dedup exclusions, so it is idempotent.
+
+With ``write_exclusions`` on (the default), ``run`` saves its result itself: the exclusions
+are ``CatalogWrite``s of the result, run by ``sdfkit.audits.save`` in the one transaction
+that also replaces ``audit_dedup_pairs``/``audit_dedup_clusters`` and adds the
+``audit_runs`` row, so a crash never leaves new exclusions beside old clusters (saving that
+result again, as ``sdf report`` does, is a no-op). With it off, ``run`` writes nothing.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import pyarrow as pa
 
 from ..engine import Stage
 from ..settings import Checked, at_least, between, one_of
-from . import AuditResult, where_sql
+from . import AuditResult, CatalogWrite, save, where_sql
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -304,8 +310,6 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
         },
     )
     excluded = cluster_df.filter(~pl.col("kept"))
-    if config.write_exclusions:
-        write_exclusions(store, excluded.select("doc_id", "kept_doc_id").rows())
 
     n_docs = len(ids)
     in_clusters = cluster_df.height
@@ -371,7 +375,7 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
         "duplicate_fraction = excluded copies / documents; clustered_fraction counts every "
         "document in a cluster.",
     ]
-    return AuditResult(
+    result = AuditResult(
         name="dedup",
         figures=figures,
         tables={"pairs": near, "clusters": cluster_df},
@@ -379,6 +383,11 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
         notes=notes,
         seconds=time.perf_counter() - t0,
     )
+    if config.write_exclusions:
+        # The exclusions land in one transaction with the clusters that explain them.
+        result.writes = exclusion_writes(excluded.select("doc_id", "kept_doc_id").rows())
+        save(store, result)
+    return result
 
 
 def _keep_order(row: dict[str, Any] | None, doc_id: str, rule: str) -> tuple:
@@ -391,26 +400,21 @@ def _keep_order(row: dict[str, Any] | None, doc_id: str, rule: str) -> tuple:
     return (ts, chars, doc_id) if rule == "earliest" else (chars, ts, doc_id)
 
 
-def write_exclusions(store: Store, excluded: list[tuple[str, str]]) -> None:
-    """Replace the dedup exclusions with ``(doc_id, kept_doc_id)`` rows, in one transaction."""
-    now = datetime.now(timezone.utc)
+def exclusion_writes(excluded: list[tuple[str, str]]) -> list[CatalogWrite]:
+    """The catalog statements replacing the dedup exclusions with ``(doc_id, kept_doc_id)``
+    rows (other sources' exclusions are left alone)."""
     incoming = pa.table(
         {
             "doc_id": pa.array([d for d, _ in excluded], pa.string()),
             "reason": pa.array([f"near-duplicate of {kept}" for _, kept in excluded], pa.string()),
         }
     )
-    with store.connect() as con:
-        con.register("_dedup_excluded", incoming)
-        con.execute("BEGIN")
-        try:
-            con.execute("DELETE FROM exclusions WHERE source = 'dedup'")
-            con.execute(
-                "INSERT INTO exclusions (doc_id, reason, source, created_at) "
-                "SELECT DISTINCT doc_id, reason, 'dedup', ? FROM _dedup_excluded",
-                [now],
-            )
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
+    return [
+        CatalogWrite("DELETE FROM exclusions WHERE source = 'dedup'"),
+        CatalogWrite(
+            "INSERT INTO exclusions (doc_id, reason, source, created_at) "
+            "SELECT DISTINCT doc_id, reason, 'dedup', ? FROM _dedup_excluded",
+            [datetime.now(timezone.utc)],
+            {"_dedup_excluded": incoming},
+        ),
+    ]

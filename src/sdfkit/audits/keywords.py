@@ -1,12 +1,15 @@
 """Keyword thresholds: do a concept's documents carry the words its universe requires?
 
 Each universe lists ``required_keywords`` (``|`` separates accepted variants) with a minimum
-share of documents. The audit stores them as the table ``audit_keywords_required`` (concept,
+share of documents. The audit builds them as the table ``audit_keywords_required`` (concept,
 keyword, pattern, min_rate, universes), then runs two named queries over the corpus with
 DuckDB's RE2 regular expressions: ``queries/keyword_rates.sql`` (rate per concept and
 keyword against the minimum) and ``queries/keyword_hits.sql`` (per document and keyword),
-from which the documents missing a keyword are listed. Users can re-run both with
-``sdf sql keyword_rates`` after an audit.
+from which the documents missing a keyword are listed. ``run`` writes nothing: the queries
+read the new required table as a relation registered on their connection (it shadows the
+stored one), and ``save`` stores it with the rates and missing lists in one transaction, so
+the catalog never holds new requirements beside old rates. Users can re-run both queries
+with ``sdf sql keyword_rates`` after an audit is saved.
 
 Matching is case-insensitive, on whole words (a variant that starts or ends with a letter or
 digit must not continue a longer word: ``CRA`` does not match "democracy"), and any run of
@@ -108,11 +111,34 @@ def required_table(universes: list[Universe], min_rate: float | None = None) -> 
     return pl.DataFrame(list(rows.values()), schema=schema)
 
 
+def named_over_required(store: Store, required: pl.DataFrame, *queries: str) -> list[pl.DataFrame]:
+    """Run named queries with ``required`` as ``audit_keywords_required``: a relation
+    registered on the connection (it shadows the stored table), so nothing is written."""
+    import duckdb
+    import polars as pl
+
+    from ..sql import QueryError, find_query
+
+    out = []
+    with store.connect() as con:
+        con.register(REQUIRED_TABLE, required.to_arrow())
+        try:
+            for name in queries:
+                path = find_query(name)
+                try:
+                    tbl = con.sql(path.read_text(encoding="utf-8")).to_arrow_table()
+                except duckdb.Error as exc:
+                    raise QueryError(f"{path}: {str(exc).strip()}") from None
+                out.append(pl.from_arrow(tbl))
+        finally:
+            con.unregister(REQUIRED_TABLE)
+    return out
+
+
 def run(store: Store, config: Config | None = None, engine: str | None = None) -> AuditResult:
     """Rate of each required keyword per concept, and the documents missing any."""
     import polars as pl
 
-    from ..sql import named
     from ..universe import load_universes
 
     del engine  # columnar SQL; nothing per-document to distribute
@@ -121,15 +147,13 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     paths = expand_paths(config.universes)
     universes = load_universes(list(paths))
     required = required_table(universes, config.min_rate)
-    store.save_table(REQUIRED_TABLE, required)
 
     corpus_concepts = set(
         store.query("SELECT DISTINCT coalesce(concept, '(none)') AS c FROM documents")[
             "c"
         ].to_list()
     )
-    rates = named("keyword_rates", store)
-    hits = named("keyword_hits", store)
+    rates, hits = named_over_required(store, required, "keyword_rates", "keyword_hits")
     missing = (
         hits.filter(~pl.col("present"))
         .group_by("doc_id", "concept", "doc_type", maintain_order=True)

@@ -99,9 +99,27 @@ def engine_options(engine: str | None, ray_address: str | None) -> dict[str, Any
 
 
 def open_store(corpus: Path | None):  # noqa: ANN201 - returns sdfkit.Store
-    from ..store import Store
+    from ..store import Store, default_corpus_dir
 
+    check_corpus_dir(corpus if corpus is not None else default_corpus_dir())
     return Store(corpus)
+
+
+def check_corpus_dir(path: Path) -> None:
+    """A usable corpus directory (``--corpus`` / ``$SDF_CORPUS``), made if missing (as the
+    store would on first use); else an ``SdfError`` naming the option and the variable,
+    before any work, not a mkdir traceback."""
+    named = f"corpus directory {str(path)!r} (--corpus or $SDF_CORPUS)"
+    if path.exists() and not path.is_dir():
+        raise SdfError(f"{named}: is a file, not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # a parent is a file
+        raise SdfError(f"{named}: cannot be created, a parent is a file") from None
+    except OSError as exc:
+        raise SdfError(f"{named}: cannot be created: {exc.strerror}") from None
+    if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+        raise SdfError(f"{named}: not readable and writable by this user")
 
 
 @app.callback()
