@@ -23,13 +23,41 @@ def _corpus(root: Path, n: int = 120) -> Store:
     return store
 
 
-def test_token_counts_identical_across_engines(ray_local, tmp_path):
+def test_token_counts_identical_across_engines_and_only_counts_reach_the_driver(
+    ray_local, tmp_path, monkeypatch
+):
+    """The workers store the results; the driver never lands a row nor receives a result
+    column (it gets one row count per batch)."""
+    import ray
+
+    import sdfkit.engine
+    from sdfkit.store import Store as StoreClass
+
     a, b = _corpus(tmp_path / "a"), _corpus(tmp_path / "b")
     stage = TokenCountStage("cl100k_base")
     assert run_stage(a, stage, engine="local").processed == 120
-    res = run_stage(b, stage, engine="ray", batch_rows=16)
+
+    def driver_must_not_store(*args, **kwargs):
+        raise AssertionError("the driver stored result rows itself")
+
+    monkeypatch.setattr(StoreClass, "append", driver_must_not_store)
+    monkeypatch.setattr(StoreClass, "part_writer", driver_must_not_store)
+    monkeypatch.setattr(sdfkit.engine, "_store_results", driver_must_not_store)
+    received: list[list[str]] = []
+    real_iter = ray.data.Dataset.iter_batches
+
+    def spy(self, *args, **kwargs):
+        for batch in real_iter(self, *args, **kwargs):
+            received.append(batch.column_names)
+            yield batch
+
+    monkeypatch.setattr(ray.data.Dataset, "iter_batches", spy)
+    res = run_stage(b, stage, engine="ray")
     assert res.engine == "ray" and res.processed == 120
+    assert received and all(cols == ["rows"] for cols in received)  # no result column
     assert read_results(a, stage).sort_by("doc_id").equals(read_results(b, stage).sort_by("doc_id"))
+    table_dir = b.table_dir(stage.table)
+    assert b.parts(stage.table) and not list(table_dir.glob(".tmp-*"))
     # cached by content: nothing pending on either engine
     assert run_stage(b, stage, engine="ray").processed == 0
 
@@ -45,6 +73,46 @@ def test_killed_worker_is_retried_without_gaps_or_duplicates(ray_local, tmp_path
     assert marker.exists()  # the worker really died once
     got = read_results(store, stage).column("doc_id").to_pylist()
     assert res.processed == 80 and sorted(got) == sorted(ids)  # no gaps, no duplicates
+
+
+@pytest.mark.parametrize(
+    ("when", "in_actor"),
+    [("before", False), ("after", False), ("after", True)],
+    ids=["before-rename", "after-rename", "after-rename-actor"],
+)
+def test_worker_killed_while_publishing_leaves_no_duplicate(ray_local, tmp_path, when, in_actor):
+    """Killed before its rename: only a temporary file is left, which nothing reads. Killed
+    just after it: the retried task publishes the same batch under the same name."""
+    from ray_stages import DiesAtPublishInActorStage, DiesAtPublishStage
+
+    from sdfkit.engine_ray import run_stage_ray
+
+    store = _corpus(tmp_path / "c", n=80)
+    ids = store.read("documents_raw", ["doc_id"]).column("doc_id").to_pylist()
+    marker = tmp_path / "died"
+    kind = DiesAtPublishInActorStage if in_actor else DiesAtPublishStage
+    stage = kind(str(marker), victim=ids[37], when=when)
+    stored = run_stage_ray(store, stage, batch_rows=8, actors=1)  # several parts per task
+    assert marker.exists(), "the worker really died once"
+    table_dir = store.table_dir(stage.table)
+    rows, distinct = store.query(f"SELECT count(*), count(DISTINCT doc_id) FROM {stage.table}").row(
+        0
+    )
+    assert stored == 80 and rows == 80 and distinct == 80
+    assert sorted(read_results(store, stage).column("doc_id").to_pylist()) == sorted(ids)
+    leftovers = list(table_dir.glob(".tmp-*"))
+    if when == "before":
+        # the dead worker's finished temporary file holds the victim's batch: had anything
+        # read it, the victim would be counted twice above
+        assert [p.name for p in leftovers] == [marker.read_text()]
+        import pyarrow.parquet as pq
+
+        assert ids[37] in pq.read_table(leftovers[0]).column("doc_id").to_pylist()
+        assert store.clean_temporaries() == 1  # its writer is gone
+        assert not list(table_dir.glob(".tmp-*"))
+    else:
+        assert not leftovers and (table_dir / marker.read_text()).exists()
+    assert store.query(f"SELECT count(*) FROM {stage.table}").item() == 80
 
 
 def test_corpus_the_workers_cannot_see_is_named(ray_local, tmp_path):

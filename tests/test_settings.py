@@ -383,3 +383,19 @@ def test_bad_sdf_corpus_is_one_error_line(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("SDF_CORPUS", str(tmp_path / "new" / "corpus"))
     assert "(1 row)" in cli("sql", "SELECT 1").output  # a missing folder is made
     assert (tmp_path / "new" / "corpus" / "sdf.duckdb").is_file()
+
+
+def test_sdf_ray_tmp_that_is_a_file_is_a_clear_error(tmp_path, monkeypatch):
+    from sdfkit.engine import EngineError
+    from sdfkit.engine_ray import _ray_tmp
+
+    afile = tmp_path / "not-a-folder"
+    afile.write_text("x")
+    monkeypatch.setenv("SDF_RAY_TMP", str(afile))
+    with pytest.raises(EngineError, match="SDF_RAY_TMP=.*is a file, not a folder"):
+        _ray_tmp()
+    monkeypatch.setenv("SDF_RAY_TMP", str(afile / "below"))
+    with pytest.raises(EngineError, match="SDF_RAY_TMP=.*cannot be created"):
+        _ray_tmp()
+    monkeypatch.setenv("SDF_RAY_TMP", str(tmp_path / "ray" / "tmp"))
+    assert _ray_tmp() == str(tmp_path / "ray" / "tmp") and (tmp_path / "ray" / "tmp").is_dir()

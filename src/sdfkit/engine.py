@@ -190,7 +190,9 @@ def run_stage(
     if engine == "ray":
         from .engine_ray import run_stage_ray
 
-        processed = run_stage_ray(store, stage, where=where, **engine_options)
+        processed = run_stage_ray(
+            store, stage, where=where, batch_rows=batch_rows, **engine_options
+        )
         return RunResult(stage.name, stage.table, processed, "ray")
 
     total = count_pending(store, stage, where)

@@ -3,10 +3,22 @@
 The very same ``Stage`` object the local engine calls runs here through
 ``ray.data.read_parquet(<the store's document parts>).map_batches(...)``: plain stages as
 tasks, model-loading stages (``loads_model = True``) as an actor pool so each worker loads
-its model once. A worker that dies mid-batch is retried by Ray (tasks are retried on worker
-failure by default). Results stream back and land through the same code path as the local
-engine's (one atomic Parquet part per ``flush_rows``, keyed by ``doc_id``), so the store
-cannot tell the engines apart, and a retried task can never add a duplicate.
+its model once.
+
+The workers write the results themselves: each batch of ``batch_rows`` documents becomes one
+Parquet part of the stage's table (``corpus/<stage table>/``), written to a hidden
+``.tmp-<pid>@<host>@...`` file and published by an atomic rename, exactly like
+``Store.part_writer``. The driver only receives a one-row summary per batch (its row count)
+for the progress bar, so results (embeddings of 100k documents...) never pass through it.
+
+Why a retried task never stores a document twice: a part's name is fixed by the run and the
+batch, ``part-<run start>-<hash of the batch's doc ids>.parquet``. Ray re-runs a failed task
+(a worker that died) on the same input blocks, so it forms the same batches and its rename
+replaces a part the failed attempt already published instead of adding a second one. A
+worker killed before its rename leaves only a ``.tmp-*`` file, which no view reads and
+``Store.clean_temporaries`` removes once its writer is gone. The driver holds the table's
+append lock for the whole run, so two runs of one stage on one store never both compute the
+same pending documents.
 
 Without an address a local Ray is started with this machine's cores for the length of the
 call and stopped afterwards. With ``address`` (``--ray-address`` or ``RAY_ADDRESS``) it joins
@@ -21,17 +33,20 @@ tasks on 2 cores), ``RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S`` 600 (Ray's is 30
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from .engine import EngineError, Stage, _store_results, count_pending
+from .engine import EngineError, Stage, count_pending
 from .progress import counter
-from .store import DOCUMENTS, Store
+from .store import DOCUMENTS, PartWriter, Store, _fsync, _fsync_dir, temp_owner
 
 INSTALL_HINT = "pip install 'sdfkit[ray]'"
 
@@ -98,12 +113,27 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
             include_dashboard=False,
             logging_level="WARNING",
             log_to_driver=False,
-            _temp_dir=os.environ.get("SDF_RAY_TMP") or tempfile.mkdtemp(prefix="sdf-ray-"),
+            _temp_dir=_ray_tmp(),
         )
     try:
         yield ray
     finally:
         ray.shutdown()
+
+
+def _ray_tmp() -> str:
+    """Ray's session folder: ``SDF_RAY_TMP`` (made if missing) or a fresh temporary one."""
+    tmp = os.environ.get("SDF_RAY_TMP")
+    if not tmp:
+        return tempfile.mkdtemp(prefix="sdf-ray-")
+    path = Path(tmp)
+    if path.exists() and not path.is_dir():
+        raise EngineError(f"SDF_RAY_TMP={tmp!r}: is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EngineError(f"SDF_RAY_TMP={tmp!r}: cannot be created ({exc.strerror})") from None
+    return str(path)
 
 
 def _one_batch(tbl: pa.Table) -> pa.RecordBatch:
@@ -114,15 +144,59 @@ def _one_batch(tbl: pa.Table) -> pa.RecordBatch:
     return batches[0]
 
 
-class _StageTask:
-    """Applies a stage to a pyarrow batch; built once per actor (or per task)."""
+#: The only column the driver receives back from the workers: rows stored per batch.
+SUMMARY_SCHEMA = pa.schema([("rows", pa.int64())])
 
-    def __init__(self, stage: Stage) -> None:
+
+def part_name(run_stamp: str, doc_ids: list[str]) -> str:
+    """The name of the part holding one batch's results: the same for every attempt at the
+    batch within a run (so a retry's rename replaces it), distinct between batches (80 bits
+    of the doc ids' hash)."""
+    digest = hashlib.sha256("\n".join(doc_ids).encode("utf-8")).hexdigest()[:20]
+    return f"part-{run_stamp}-{digest}.parquet"
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Make a finished temporary part visible: one atomic rename (replacing a part of the
+    same name, i.e. an earlier attempt at the same batch)."""
+    _fsync(tmp)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+
+
+def write_part(directory: Path, name: str, batch: pa.RecordBatch, schema: pa.Schema) -> int:
+    """Write ``batch`` as part ``name`` of a table directory: a hidden temporary file named
+    after this process (see ``sdfkit.store.temp_writer_alive``), then an atomic rename."""
+    tmp = directory / f".tmp-{temp_owner()}@{name}"
+    writer = PartWriter(tmp, schema)
+    try:
+        writer.write(batch)
+        writer.close()
+        if writer.rows:
+            _publish(tmp, directory / name)
+    finally:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+    return writer.rows
+
+
+class _StageWriter:
+    """Runs a stage on a batch and stores the results as one part, in the worker; returns
+    only the row count. Built once per actor (or per task)."""
+
+    def __init__(self, stage: Stage, directory: str, run_stamp: str) -> None:
         self.stage = stage
+        self.directory = Path(directory)
+        self.run_stamp = run_stamp
 
     def __call__(self, tbl: pa.Table) -> pa.Table:
-        out = self.stage(_one_batch(tbl))
-        return pa.Table.from_batches([out], schema=out.schema)
+        batch = _one_batch(tbl)
+        rows = 0
+        if batch.num_rows:
+            out = self.stage(batch)
+            name = part_name(self.run_stamp, batch.column("doc_id").to_pylist())
+            rows = write_part(self.directory, name, out, self.stage.output_schema)
+        return pa.table({"rows": [rows]}, schema=SUMMARY_SCHEMA)
 
 
 def _pending_filter(tbl: pa.Table, skip: pa.Array | None, only: pa.Array | None) -> pa.Table:
@@ -162,22 +236,29 @@ def run_stage_ray(
     num_cpus: int | None = None,
     actors: int | None = None,
     batch_rows: int = 512,
-    flush_rows: int = 20_000,
 ) -> int:
-    """Run ``stage`` over pending documents on Ray Data; returns the number of rows stored."""
+    """Run ``stage`` over pending documents on Ray Data; returns the number of rows stored.
+
+    Workers store one part per batch of ``batch_rows`` documents; the driver sums row counts.
+    """
     parts = [str(p.resolve()) for p in store.parts(DOCUMENTS)]
     if not parts:
         return 0
-    done = store.keys(stage.table) if stage.table in store.parquet_tables() else set()
     cpus = actor_cpus() if stage.loads_model else 0.0  # checked before Ray starts
-    with ray_session(address, num_cpus) as ray:
+    with ray_session(address, num_cpus) as ray, store.append_lock(stage.table):
         if address or os.environ.get("RAY_ADDRESS"):
             check_paths_visible(ray, parts)
+        done = store.keys(stage.table) if stage.table in store.parquet_tables() else set()
+        total = count_pending(store, stage, where)
+        if total == 0:
+            return 0
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # sdfkit shows its own bar
         ctx.print_on_execution_start = False
         skip = pa.array(sorted(done), pa.string()) if done else None
         only = pa.array(sorted(where), pa.string()) if where is not None else None
+        directory = str(store.table_dir(stage.table).resolve())
+        run_stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         ds = ray.data.read_parquet(parts).select_columns(list(stage.columns))
         ds = ds.map_batches(
             _pending_filter, batch_format="pyarrow", fn_args=(skip, only), zero_copy_batch=True
@@ -185,20 +266,23 @@ def run_stage_ray(
         if stage.loads_model:
             size = actors or max(1, int(ray.available_resources().get("CPU", 1)))
             ds = ds.map_batches(
-                _StageTask,
-                fn_constructor_args=(stage,),
+                _StageWriter,
+                fn_constructor_args=(stage, directory, run_stamp),
                 compute=ray.data.ActorPoolStrategy(size=size),
                 batch_size=batch_rows,
                 batch_format="pyarrow",
                 num_cpus=cpus,
             )
         else:
-            ds = ds.map_batches(_StageTask(stage), batch_size=batch_rows, batch_format="pyarrow")
-        total = count_pending(store, stage, where)
-        with counter(f"{stage.name} (ray)", total=total, unit="docs") as tick:
-            results = (
-                b
-                for tbl in ds.iter_batches(batch_format="pyarrow", batch_size=None)
-                for b in tbl.to_batches()
+            ds = ds.map_batches(
+                _StageWriter(stage, directory, run_stamp),
+                batch_size=batch_rows,
+                batch_format="pyarrow",
             )
-            return _store_results(store, stage, results, flush_rows, tick)
+        stored = 0
+        with counter(f"{stage.name} (ray)", total=total, unit="docs") as tick:
+            for summary in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+                rows = sum(summary.column("rows").to_pylist())
+                stored += rows
+                tick(rows)
+        return stored
