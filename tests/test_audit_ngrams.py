@@ -171,3 +171,91 @@ def test_empty_corpus(store):
     assert result.figures["documents"] == 0
     assert result.figures["top"]["3"] == []
     assert result.flags == []
+
+
+def _records(seed: int, n_docs: int) -> list[dict]:
+    """Documents with planted phrases, ties and empty / punctuation-only texts."""
+    rng = random.Random(seed)
+    records = []
+    for i in range(n_docs):
+        parts = [_filler(rng, rng.randint(5, 40))]
+        if i % 3 == 0:
+            parts.append(PHRASE + ".")
+        if i % 4 == 0:
+            parts.append(STOCK + "; " + _filler(rng, 4))
+        records.append(
+            {
+                "text": " ".join(parts),
+                "concept": "a" if i % 2 else "b",
+                "doc_type": ["memo", "blog", "faq"][i % 3],
+            }
+        )
+    records.append({"text": f"?!. {seed}", "concept": "a", "doc_type": "memo"})
+    return records
+
+
+def _comparable(result) -> tuple:
+    figures = {k: v for k, v in result.figures.items() if k != "timings"}
+    return figures, result.flags, result.notes
+
+
+CFG = dict(top_k=8, top_k_stratum=4, min_stratum_docs=3, chunk_docs=7)
+
+
+def test_warm_run_after_new_documents_equals_a_run_from_scratch(tmp_path):
+    from sdfkit.store import Store
+
+    first, added = _records(1, 40), _records(2, 12)
+    warm = Store(tmp_path / "warm")
+    warm.append("documents_raw", build_documents(first))
+    ngrams.run(warm, ngrams.Config(**CFG))  # fills the token cache
+    warm.append("documents_raw", build_documents(added))
+    incremental = ngrams.run(warm, ngrams.Config(**CFG))
+
+    scratch = Store(tmp_path / "scratch")
+    scratch.append("documents_raw", build_documents(added + first))  # other part order too
+    cold = ngrams.run(scratch, ngrams.Config(**CFG))
+
+    assert incremental.figures["documents"] == len(first) + len(added)
+    assert _comparable(incremental) == _comparable(cold)
+    assert incremental.tables.keys() == cold.tables.keys()
+    for name, table in incremental.tables.items():
+        assert table.equals(cold.tables[name]), name
+    # and the counts are right, not merely the same twice
+    counts, docs = _reference([r["text"] for r in first + added], 5)
+    for d in incremental.figures["top"]["5"]:
+        assert (d["count"], d["documents"]) == (counts[d["ngram"]], docs[d["ngram"]])
+
+
+def test_warm_run_tokenises_only_new_documents(store, monkeypatch):
+    tokenised: list[int] = []
+    real = ngrams._token_hashes
+
+    def counting(texts):
+        tokenised.append(len(texts))
+        return real(texts)
+
+    monkeypatch.setattr(ngrams, "_token_hashes", counting)
+    store.append("documents_raw", build_documents(_records(3, 20)))
+    ngrams.run(store, ngrams.Config(**CFG))
+    assert sum(tokenised) == 21
+    tokenised.clear()
+    ngrams.run(store, ngrams.Config(**CFG))  # nothing new: nothing tokenised
+    assert tokenised == []
+    store.append("documents_raw", build_documents(_records(4, 5)))
+    result = ngrams.run(store, ngrams.Config(**CFG))
+    assert sum(tokenised) == 6 and result.figures["documents"] == 27
+    # a selection tokenises only its own documents, and other settings reuse the cache
+    tokenised.clear()
+    ngrams.run(store, ngrams.Config(n=(3,), skip_function_words=False, where="concept = 'a'"))
+    assert tokenised == []
+    fresh = type(store)(store.root.parent / "fresh")
+    fresh.append("documents_raw", build_documents(_records(5, 10)))
+    ngrams.run(fresh, ngrams.Config(where="concept = 'a'"))
+    assert sum(tokenised) == 6  # 5 odd-numbered documents + the punctuation-only one
+
+
+def test_token_cache_table_names_the_hashing():
+    stage = ngrams.TokenHashStage()
+    assert stage.table.startswith("ngram_tokens_") and len(stage.table) > len("ngram_tokens_")
+    assert stage.table == ngrams.TokenHashStage().table  # stable within one install

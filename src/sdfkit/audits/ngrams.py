@@ -6,8 +6,10 @@ their total count and share of documents, overall, per concept and per doc type,
 a share crosses the configured threshold.
 
 How it stays fast and bounded (DEPS.md: polars beats DuckDB and a Python ``Counter`` here):
-documents stream from DuckDB in chunks; polars lower-cases and splits each chunk into word
-tokens once and keeps each token only as a 64-bit hash (plus a function-word bit). Each n-gram
+a per-document stage (``TokenHashStage``, cached by doc_id in table ``ngram_tokens_<sig>``)
+lower-cases and splits each document into word tokens once and keeps each token only as a
+64-bit hash, so a re-audit tokenises only new documents; the audit reads the cached hashes
+in doc_id order, chunk by chunk, and marks function words by hash. Each n-gram
 is then the hash of n consecutive token hashes (never a string), counted per document and
 per stratum (concept × doc type) chunk by chunk, and the chunk counts are summed. Strings are
 recovered only for the n-grams that make a top list, from one remembered occurrence.
@@ -21,12 +23,14 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ..engine import Stage
 from ..settings import Checked, at_least, between, keys_at_least
 from . import AuditResult, where_sql
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import polars as pl
+    import pyarrow as pa
 
     from ..store import Store
 
@@ -91,48 +95,129 @@ def tokenize(texts: pl.Expr) -> pl.Expr:
     return texts.str.to_lowercase().str.extract_all(TOKEN_PATTERN)
 
 
-def _document_batches(store: Store, config: Config) -> Any:
-    """(doc_id, concept, doc_type, text) as Arrow record batches of ``chunk_docs`` rows."""
-    where = where_sql(store, config.where)
-    sql = (
-        "SELECT doc_id, coalesce(concept, '') AS concept, coalesce(doc_type, '') AS doc_type, "
-        f"text FROM documents {where} ORDER BY doc_id"
+def _token_hashes(texts: pl.Series) -> pa.Array:
+    """Each text's tokens as 64-bit hashes in order (an Arrow list array); sentence
+    punctuation is null (a break). Hashing runs on the flat column of every token."""
+    import numpy as np
+    import polars as pl
+    import pyarrow as pa
+
+    tok = pl.DataFrame({"t": texts}).select(tokenize(pl.col("t")).alias("tok"))["tok"]
+    lengths = tok.list.len().fill_null(0).to_numpy()
+    flat = tok.explode().drop_nulls()  # an empty list explodes to one null: drop it
+    hashed = pl.select(
+        pl.when(flat.is_in(BREAKS)).then(None).otherwise(flat.hash(_SEED)).alias("h")
+    )["h"]
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return pa.LargeListArray.from_arrays(pa.array(offsets), hashed.to_arrow()).cast(
+        pa.list_(pa.uint64())
     )
-    with store.connect() as con:
-        yield from con.sql(sql).to_arrow_reader(config.chunk_docs)
 
 
-def _hash_tokens(batch: Any, doc_offset: int, strata: dict[tuple[str, str], int]) -> tuple:
+def _hash_signature() -> str:
+    """Short digest of everything that decides the cached token hashes: the token pattern,
+    the seed and polars' hash function itself (probed, since polars may change it between
+    versions), so a change starts a new cache table instead of mixing hashes."""
+    import hashlib
+
+    import polars as pl
+
+    probe = pl.Series(["sdfkit n-gram probe", "of", "’s"]).hash(_SEED).to_list()
+    text = f"{TOKEN_PATTERN}|{BREAKS}|{_SEED}|{probe}"
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+class TokenHashStage(Stage):
+    """Per-document stage: the audit's tokens of each document as 64-bit hashes (``h``, a
+    list with null at sentence punctuation), cached by doc_id so a re-audit tokenises only
+    new documents. Function words are recognised later by hash, so changing
+    ``skip_function_words`` or ``n`` needs no new cache."""
+
+    name: ClassVar[str] = "ngram_tokens"
+    columns: ClassVar[tuple[str, ...]] = ("doc_id", "text")
+
+    def __init__(self) -> None:
+        self.signature = _hash_signature()
+
+    @property
+    def output_schema(self) -> pa.Schema:
+        import pyarrow as pa
+
+        return pa.schema([("doc_id", pa.string()), ("h", pa.list_(pa.uint64()))])
+
+    @property
+    def table(self) -> str:
+        return f"ngram_tokens_{self.signature}"
+
+    def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        import polars as pl
+        import pyarrow as pa
+
+        texts = pl.from_arrow(batch.column(batch.schema.get_field_index("text")))
+        assert isinstance(texts, pl.Series)
+        return pa.record_batch(
+            [batch.column(batch.schema.get_field_index("doc_id")), _token_hashes(texts)],
+            schema=self.output_schema,
+        )
+
+
+def _selected_documents(store: Store, config: Config) -> pl.DataFrame:
+    """(doc_id, concept, doc_type) of the audited documents, in doc_id order."""
+    where = where_sql(store, config.where)
+    return store.query(
+        "SELECT doc_id, coalesce(concept, '') AS concept, coalesce(doc_type, '') AS doc_type "
+        f"FROM documents {where} ORDER BY doc_id"
+    )
+
+
+def _token_chunks(store: Store, stage: TokenHashStage, selected: pl.DataFrame, config: Config):
+    """The selected documents' cached token hashes as (doc_id, concept, doc_type, h) frames
+    of ``chunk_docs`` documents, in doc_id order (the order fixes the order of tied rows in
+    the tables, so a warm run lists exactly what a cold one does)."""
+    import polars as pl
+
+    parts = [str(p) for p in store.parts(stage.table)]
+    if not parts or selected.is_empty():
+        return
+    cached = pl.scan_parquet(parts)
+    if config.where:
+        cached = cached.filter(pl.col("doc_id").is_in(selected["doc_id"].implode()))
+    ordered = selected.join(cached.collect(), on="doc_id", how="inner", maintain_order="left")
+    if ordered.height != selected.height:
+        from ..errors import SdfError
+
+        missing = selected.join(ordered, on="doc_id", how="anti")["doc_id"].head(3).to_list()
+        raise SdfError(f"n-gram token cache {stage.table} lacks documents {missing}")
+    for lo in range(0, ordered.height, config.chunk_docs):
+        yield ordered.slice(lo, config.chunk_docs)
+
+
+def _hash_tokens(
+    chunk: pl.DataFrame, doc_offset: int, strata: dict[tuple[str, str], int], stop: pl.Series
+) -> tuple:
     """One chunk → (token frame, per-document frame). Token rows: doc, stratum, h, stop."""
     import polars as pl
 
-    df = pl.from_arrow(batch)
-    assert isinstance(df, pl.DataFrame)
-    keys = list(zip(df["concept"].to_list(), df["doc_type"].to_list(), strict=True))
+    keys = list(zip(chunk["concept"].to_list(), chunk["doc_type"].to_list(), strict=True))
     for k in keys:
         strata.setdefault(k, len(strata))
-    docs = df.select(
+    docs = chunk.select(
         pl.col("doc_id"),
         (pl.int_range(pl.len(), dtype=pl.UInt32) + doc_offset).alias("doc"),
         pl.Series("stratum", [strata[k] for k in keys], dtype=pl.UInt32),
-        tokenize(pl.col("text")).alias("tok"),
+        pl.col("h"),
     )
     toks = (
-        docs.select("doc", "stratum", "tok")
-        .explode("tok")
-        .drop_nulls("tok")
-        .select(
-            "doc",
-            "stratum",
-            # Break tokens become null: no n-gram may contain one.
-            pl.when(pl.col("tok").is_in(BREAKS))
-            .then(None)
-            .otherwise(pl.col("tok").hash(_SEED))
-            .alias("h"),
-            pl.col("tok").is_in(list(FUNCTION_WORDS)).alias("stop"),
+        docs.filter(pl.col("h").list.len() > 0)  # an empty list would explode to a null row
+        .select("doc", "stratum", "h")
+        .explode("h")
+        .with_columns(
+            # Function words by hash (a 64-bit collision with a content word is negligible).
+            pl.col("h").is_in(stop.implode()).fill_null(False).alias("stop")
         )
     )
-    lens = docs.select("doc_id", "doc", "stratum", pl.col("tok").list.len().alias("n_tok"))
+    lens = docs.select("doc_id", "doc", "stratum", pl.col("h").list.len().alias("n_tok"))
     return toks, lens
 
 
@@ -189,7 +274,10 @@ def _runs(values: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarray, np.nd
     counts = np.diff(np.append(starts, len(values)))
     new_doc = new_run.copy()
     new_doc[1:] |= values[1:] != values[:-1]
-    docs = np.add.reduceat(new_doc.astype(np.uint32), starts) if len(starts) else counts
+    # documents per run = document starts inside it: differences of their running count
+    # at the run starts (much faster than ``np.add.reduceat`` over millions of short runs).
+    seen = np.cumsum(new_doc, dtype=np.int64)
+    docs = np.diff(np.append(seen[starts], seen[-1] + 1)) if len(starts) else counts
     return starts, counts, docs
 
 
@@ -366,26 +454,40 @@ def _recover_strings(
 def run(store: Store, config: Config | None = None, engine: str | None = None) -> AuditResult:
     """Count word n-grams by documents and occurrences, overall and per concept / doc type.
 
-    ``engine`` is accepted for the common audit interface; this audit is one columnar pass.
+    Tokens come from the cached per-document stage (``TokenHashStage``, run by ``engine``):
+    only documents not tokenised before are read as text.
     """
     import numpy as np
     import polars as pl
 
+    from ..engine import run_stage
     from ..progress import counter
 
     config = config or Config()
     t0 = time.perf_counter()
+    selected = _selected_documents(store, config)
+    stage = TokenHashStage()
+    # One local process: tokenising is seconds even cold, and forking a process pool after
+    # polars has started its threads (as here) can deadlock the workers.
+    run_stage(
+        store,
+        stage,
+        engine=engine,
+        workers=1,
+        where=set(selected["doc_id"].to_list()) if config.where else None,
+    )
+    stop = pl.Series(sorted(FUNCTION_WORDS)).hash(_SEED)
     strata: dict[tuple[str, str], int] = {}
     chunks: list[pl.DataFrame] = []
     doc_frames: list[pl.DataFrame] = []
     n_docs = 0
-    with counter("n-grams: tokenise", unit="docs") as tick:
-        for batch in _document_batches(store, config):
-            toks, lens = _hash_tokens(batch, n_docs, strata)
+    with counter("n-grams: read tokens", total=selected.height, unit="docs") as tick:
+        for chunk in _token_chunks(store, stage, selected, config):
+            toks, lens = _hash_tokens(chunk, n_docs, strata, stop)
             chunks.append(toks)
             doc_frames.append(lens)
-            n_docs += batch.num_rows
-            tick(batch.num_rows)
+            n_docs += chunk.height
+            tick(chunk.height)
     timings = {"tokenise": time.perf_counter() - t0}
     doc_index = (
         pl.concat(doc_frames)
@@ -503,8 +605,14 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     }
     for key, g in groups.items():
         if g is not None:
-            tables[f"by_{key}"] = _with_text(g).select(
-                "n", key, "ngram", "count", "documents", "share", "group_docs"
+            # Joins above may reorder rows: fix the order (ties fully broken by the words).
+            tables[f"by_{key}"] = (
+                _with_text(g)
+                .select("n", key, "ngram", "count", "documents", "share", "group_docs")
+                .sort(
+                    ["n", key, "documents", "count", "ngram"],
+                    descending=[False, False, True, True, False],
+                )
             )
         else:
             tables[f"by_{key}"] = pl.DataFrame(
@@ -621,7 +729,10 @@ def _figures_and_flags(
     flagged = (
         cand.join(thresholds, on="n")
         .filter(pl.col("share") >= pl.col("threshold"))
-        .sort(["n", "share", "scope", "group"], descending=[False, True, False, False])
+        .sort(
+            ["n", "share", "scope", "group", "documents", "count", "ngram"],
+            descending=[False, True, False, False, True, True, False],
+        )
     )
     flags: list[str] = []
     for n in config.n:
