@@ -131,3 +131,32 @@ def test_ray_address_option_applies_to_one_command(cli, monkeypatch):
     assert "RAY_ADDRESS" not in os.environ  # restored after the command
     res = cli("check", "--run", "--ray-address", "ray://other:1", expect=2)
     assert "would join ray://other:1" in res.output
+
+
+def test_process_pool_after_polars_threads_does_not_hang(tmp_path):
+    """A process pool started after polars ran its thread pool (every audit does) must not
+    inherit a held lock: with fork-started workers the n-gram stage hung at 0 % CPU. Run in a
+    subprocess with a timeout, so a regression fails instead of hanging the suite."""
+    import subprocess
+    import sys
+
+    script = f"""
+import numpy as np, polars as pl
+from sdfkit.store import Store
+from sdfkit.ingest import build_documents
+from sdfkit.engine import run_stage, read_results
+from sdfkit.audits.ngrams import TokenHashStage
+store = Store({str(tmp_path / "corpus")!r})
+store.append("documents_raw", build_documents(
+    [{{"text": f"document {{i}}. " + "alpha beta gamma " * (i % 50 + 1)}} for i in range(400)]))
+df = pl.DataFrame({{"k": np.arange(3_000_000) % 1000, "v": np.arange(3_000_000)}})
+for _ in range(3):  # keep polars' pool busy right up to the fork
+    df.group_by("k").agg(pl.col("v").sum().alias("s"), pl.col("v").cast(pl.Utf8).str.len_chars().max().alias("m"))
+run_stage(store, TokenHashStage(), workers=2, batch_rows=20)
+print("rows", read_results(store, TokenHashStage()).num_rows)
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "rows 400" in proc.stdout

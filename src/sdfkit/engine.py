@@ -206,12 +206,23 @@ def run_stage(
             results: Iterator[pa.RecordBatch] = (stage(b) for b in batches)
             processed = _store_results(store, stage, results, flush_rows, tick)
         else:
+            # Workers start from a fresh server process, never forked from this one: a fork
+            # taken after polars, DuckDB or a tokenizer started their thread pools can inherit
+            # a held lock and hang at 0 % CPU.
+            import multiprocessing
+
             with ProcessPoolExecutor(
-                max_workers=workers, initializer=_init_worker, initargs=(stage,)
+                max_workers=workers,
+                mp_context=multiprocessing.get_context(_START_METHOD),
+                initializer=_init_worker,
+                initargs=(stage,),
             ) as pool:
                 results = pool.map(_run_in_worker, batches)
                 processed = _store_results(store, stage, results, flush_rows, tick)
     return RunResult(stage.name, stage.table, processed, "local")
+
+
+_START_METHOD = "forkserver"  # see run_stage
 
 
 def _store_results(
