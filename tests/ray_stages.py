@@ -36,7 +36,8 @@ class DiesAtPublishStage(TokenCountStage):
     behind) or just after it (``when="after"``: the part is already published and the retried
     task stores the same batch again).
 
-    Its ``setup`` (run in the worker) wraps ``sdfkit.engine_ray._publish`` in that process."""
+    Its ``setup`` (run in the worker) wraps ``sdfkit.store._publish`` (the store's rename of a
+    finished part) in that process."""
 
     name = "dies_at_publish"
 
@@ -50,17 +51,17 @@ class DiesAtPublishStage(TokenCountStage):
 
     def setup(self) -> None:
         super().setup()
-        from sdfkit import engine_ray
+        from sdfkit import store
 
-        real = getattr(engine_ray, "_real_publish", engine_ray._publish)
-        engine_ray._real_publish = real
+        real = getattr(store, "_real_publish", store._publish)
+        store._real_publish = real
         marker, victim, when = Path(self.marker), self.victim, self.when
 
         def publish_or_die(tmp: Path, final: Path) -> None:
             import pyarrow.parquet as pq
 
             if marker.exists():  # fired already: this worker publishes normally from now on
-                engine_ray._publish = real
+                store._publish = real
                 real(tmp, final)
                 return
             fire = victim in pq.read_table(tmp, columns=["doc_id"]).column("doc_id").to_pylist()
@@ -72,7 +73,7 @@ class DiesAtPublishStage(TokenCountStage):
                 marker.write_text(final.name)
                 os._exit(1)
 
-        engine_ray._publish = publish_or_die
+        store._publish = publish_or_die
 
 
 class DiesAtPublishInActorStage(DiesAtPublishStage):

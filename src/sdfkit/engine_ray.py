@@ -46,7 +46,7 @@ import pyarrow as pa
 
 from .engine import EngineError, Stage, count_pending
 from .progress import counter
-from .store import DOCUMENTS, PartWriter, Store, _fsync, _fsync_dir, temp_owner
+from .store import DOCUMENTS, Store, part_file
 
 INSTALL_HINT = "pip install 'sdfkit[ray]'"
 
@@ -156,27 +156,11 @@ def part_name(run_stamp: str, doc_ids: list[str]) -> str:
     return f"part-{run_stamp}-{digest}.parquet"
 
 
-def _publish(tmp: Path, final: Path) -> None:
-    """Make a finished temporary part visible: one atomic rename (replacing a part of the
-    same name, i.e. an earlier attempt at the same batch)."""
-    _fsync(tmp)
-    os.replace(tmp, final)
-    _fsync_dir(final.parent)
-
-
 def write_part(directory: Path, name: str, batch: pa.RecordBatch, schema: pa.Schema) -> int:
-    """Write ``batch`` as part ``name`` of a table directory: a hidden temporary file named
-    after this process (see ``sdfkit.store.temp_writer_alive``), then an atomic rename."""
-    tmp = directory / f".tmp-{temp_owner()}@{name}"
-    writer = PartWriter(tmp, schema)
-    try:
+    """Write ``batch`` as part ``name`` of a table directory, the store's way (hidden
+    temporary file, atomic rename replacing an earlier attempt's part of that name)."""
+    with part_file(directory, schema, name) as writer:
         writer.write(batch)
-        writer.close()
-        if writer.rows:
-            _publish(tmp, directory / name)
-    finally:
-        writer.close()
-        tmp.unlink(missing_ok=True)
     return writer.rows
 
 

@@ -235,12 +235,12 @@ def _read_and_tokenize(store: Store, doc_ids: list[str], tok: Tokenizer) -> list
 
     def encode(ids: list[str], texts: list[str]) -> tuple[str, list[str], np.ndarray, np.ndarray]:
         flat, offs = tok.encode_batch(texts, threads=1)
-        # Ids are far below 2**31: reinterpret quicktok's uint32 rather than copy.
-        flat = flat.view(np.int32) if flat.dtype == np.uint32 else flat.astype(np.int32)
-        return "tokens", ids, flat, offs
+        return "tokens", ids, _int32(flat), offs
+
+    from .tokens import _threads
 
     # quicktok releases the GIL; a Hugging Face tokenizer is called from one thread only.
-    workers = max(1, _cpu_threads()) if tok.backend == "quicktok" else 1
+    workers = _threads() if tok.backend == "quicktok" else 1
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sdf-read") as pool:
         pending: set[Future[Any]] = {pool.submit(read, p) for p in store.parts(DOCUMENTS)}
         while pending:
@@ -268,10 +268,10 @@ def _read_and_tokenize(store: Store, doc_ids: list[str], tok: Tokenizer) -> list
     return tokens  # type: ignore[return-value]
 
 
-def _cpu_threads() -> int:
-    from .tokens import _threads
-
-    return _threads()
+def _int32(flat: np.ndarray) -> np.ndarray:
+    """``encode_batch``'s ids as int32, the shards' type: quicktok's uint32 reinterpreted in
+    place (ids are far below 2**31), anything else converted."""
+    return flat.view(np.int32) if flat.dtype == np.uint32 else flat.astype(np.int32)
 
 
 def _eval_prompt_lists(cfg: ExportConfig) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
@@ -383,7 +383,7 @@ def _webtext_units(path: Path, cfg: ExportConfig, tok: Tokenizer) -> Iterator[_U
         if not chunk:
             return
         flat, offs = tok.encode_batch([t for t, _ in chunk])
-        flat = flat.astype(np.int32)
+        flat = _int32(flat)
         for i, (text, where) in enumerate(chunk):
             yield _Unit("webtext", doc_id_for(text), flat[offs[i] : offs[i + 1]], where=where)
 
@@ -668,7 +668,8 @@ def export(
             doc_prompts[i] = [index[p] for p in plist]
         inputs["universes"] = [{"file": str(u), "sha256": _file_sha256(u)} for u in cfg.universes]
         pf, po = tok.encode_batch(texts)
-        prompt_ids = [pf[po[k] : po[k + 1]].astype(np.int32) for k in range(len(texts))]
+        pf = _int32(pf)
+        prompt_ids = [pf[po[k] : po[k + 1]] for k in range(len(texts))]
     prompt_w = 0.0 if cfg.mask_eval_prompts else 1.0
     position_in_concept = np.zeros(n_docs, dtype=np.int64)
     seen: dict[str, int] = {}

@@ -21,7 +21,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -207,7 +207,7 @@ class Store:
         appending the same rows twice adds nothing. Returns the number of rows added.
         """
         batches = [table] if isinstance(table, pa.Table) else table
-        with self.append_lock(name) if key else _no_lock():
+        with self.append_lock(name) if key else nullcontext():
             return self._append(name, batches, key, schema)
 
     def _append(
@@ -263,21 +263,8 @@ class Store:
             schema = DOCUMENT_SCHEMA
         d = self.table_dir(name)
         d.mkdir(parents=True, exist_ok=True)
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        final = d / f"part-{stamp}-{uuid.uuid4().hex[:12]}.parquet"
-        tmp = d / f".tmp-{temp_owner()}@{final.name}"
-        writer = PartWriter(tmp, schema)
-        try:
+        with part_file(d, schema) as writer:
             yield writer
-            writer.close()
-            if writer.rows:
-                _fsync(tmp)
-                os.replace(tmp, final)
-                _fsync_dir(d)
-        finally:
-            writer.close()
-            if tmp.exists():
-                tmp.unlink()
 
     def save_table(self, name: str, data: Any, mode: str = "replace") -> None:
         """Store a small table inside ``sdf.duckdb`` (replace or append) in one transaction.
@@ -370,6 +357,38 @@ def _conform(batch: pa.RecordBatch | pa.Table, schema: pa.Schema) -> pa.RecordBa
     return pa.Table.from_arrays(cols, schema=schema)
 
 
+@contextmanager
+def part_file(
+    directory: Path, schema: pa.Schema | None, name: str | None = None
+) -> Iterator[PartWriter]:
+    """Write one part of a table directory: a hidden temporary file named after this process
+    (see ``temp_writer_alive``), fsynced and published by an atomic rename only if the block
+    succeeds and wrote rows. ``name`` (default: a new ``part-<time>-<uid>.parquet``) lets a
+    caller that may retry the same work (a Ray task) replace its earlier attempt's part."""
+    if name is None:
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        name = f"part-{stamp}-{uuid.uuid4().hex[:12]}.parquet"
+    final = directory / name
+    tmp = directory / f".tmp-{temp_owner()}@{name}"
+    writer = PartWriter(tmp, schema)
+    try:
+        yield writer
+        writer.close()
+        if writer.rows:
+            _publish(tmp, final)
+    finally:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Make a finished temporary part visible: durable first, then one atomic rename
+    (replacing a part of the same name), then the directory entry made durable."""
+    _fsync(tmp)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -394,11 +413,6 @@ def meta_json(fields: dict[str, Any]) -> str | None:
     if not fields:
         return None
     return json.dumps(fields, ensure_ascii=False, sort_keys=True, default=str)
-
-
-@contextmanager
-def _no_lock() -> Iterator[None]:
-    yield
 
 
 def temp_owner() -> str:
