@@ -309,6 +309,8 @@ class EvalConfig:
     gibberish_grader: bool = False
     lda_alpha: float | None = None
     lda_top_k: int = 20
+    belief: bool = False  # belief depth (sdfkit.belief): multiple choice, open, adversarial...
+    belief_questions_per_fact: int = 4
     deadline: float = 600.0
     health_timeout: float = 10.0
     max_retries: int = 2
@@ -320,6 +322,8 @@ class EvalConfig:
             raise EvalError("--questions-per-fact must be at least 1")
         if self.samples < 1 or self.max_tokens < 1:
             raise EvalError("--samples and --max-tokens must be at least 1")
+        if self.belief_questions_per_fact < 1:
+            raise EvalError("--belief-questions-per-fact must be at least 1")
 
 
 @dataclass
@@ -339,12 +343,19 @@ class EvalResult:
     #: Samples asked for but never returned by Tinker, even after re-requests; not stored,
     #: so rerunning the same evaluation asks for exactly these.
     samples_missing: int = 0
+    belief: Any = None  # sdfkit.belief.BeliefResult with --belief
 
     def summary(self) -> str:
         line = (
             f"evaluation {self.eval_run!r}: {self.questions} questions, {self.samples_new} new "
             f"samples, {self.verdicts_new} new verdicts"
         )
+        if self.belief is not None:
+            b = self.belief
+            line += (
+                f"; belief depth: {b.questions} questions, {b.samples_new} new samples, "
+                f"{b.verdicts_new} new verdicts"
+            )
         if self.samples_missing:
             line += (
                 f"; {self.samples_missing} sample(s) MISSING: Tinker returned fewer sequences "
@@ -964,7 +975,24 @@ def evaluate(
     finally:
         close_service(service, "success", cfg.deadline)
     n_verdicts = grade_samples(store, name, universes, client, cfg, say)
-    return EvalResult(name, len(questions), n_samples, n_verdicts, metrics(store, name), n_missing)
+    res = EvalResult(name, len(questions), n_samples, n_verdicts, metrics(store, name), n_missing)
+    if cfg.belief:
+        from .belief import measure
+
+        res.belief = measure(
+            store,
+            name,
+            train_run,
+            base_model,
+            targets,
+            universes,
+            client,
+            cfg,
+            say,
+            service_factory,
+        )
+        res.samples_missing += res.belief.samples_missing
+    return res
 
 
 # ----------------------------------------------------------------------------- stand-ins

@@ -138,6 +138,16 @@ def eval_(
         ),
     ] = None,
     lda_top_k: Annotated[int, typer.Option(help="LDA candidate set: the top k tokens.")] = 20,
+    belief: Annotated[
+        bool,
+        typer.Option(
+            "--belief",
+            help="Also measure belief depth: multiple choice, open-ended, adversarial, pushback.",
+        ),
+    ] = False,
+    belief_questions_per_fact: Annotated[
+        int, typer.Option(help="Belief items per key fact (each: one MCQ, one open question).")
+    ] = 4,
     name: Annotated[
         str | None, typer.Option("--name", help="Evaluation name (default: the run name).")
     ] = None,
@@ -164,6 +174,8 @@ def eval_(
         gibberish_grader=gibberish_grader,
         lda_alpha=lda,
         lda_top_k=lda_top_k,
+        belief=belief,
+        belief_questions_per_fact=belief_questions_per_fact,
         deadline=deadline,
         health_timeout=health_timeout,
         poll_interval=poll_interval,
@@ -183,6 +195,11 @@ def eval_(
         from ..sql import to_text
 
         typer.echo(to_text(res.metrics, "table"))
+    if res.belief is not None:
+        from ..belief import depth
+        from ..sql import to_text
+
+        typer.echo(to_text(depth(store, res.eval_run).drop("fact"), "table"))
     from ..evaluate import write_curves
 
     out = write_curves(store, report, report.with_suffix(".json"))
