@@ -333,3 +333,8 @@ def test_sample_and_chat_through_the_cli(tmp_path, cli, trained, monkeypatch):
     bad = cli("sample", "t", "--prompts", str(tmp_path / "missing.jsonl"), expect=2)
     assert "error: --prompts" in bad.output and "no such file" in bad.output
     assert "Traceback" not in bad.output
+
+
+def test_sql_on_samples_before_any_sampling_names_the_command(cli):
+    res = cli("sql", "FROM samples", expect=2)
+    assert "made by `sdf sample`" in res.output

@@ -98,6 +98,8 @@ def run_sql(
 #: Table-name prefix -> the command that makes such tables.
 MADE_BY = {
     "eval_": "sdf eval",
+    "belief_": "sdf eval --belief",
+    "samples": "sdf sample",
     "train_": "sdf train",
     "checkpoints": "sdf train",
     "selection": "sdf select",
