@@ -311,6 +311,7 @@ class EvalConfig:
     lda_top_k: int = 20
     belief: bool = False  # belief depth (sdfkit.belief): multiple choice, open, adversarial...
     belief_questions_per_fact: int = 4
+    limit: int | None = None  # --capabilities: samples per task (None: the whole dataset)
     deadline: float = 600.0
     health_timeout: float = 10.0
     max_retries: int = 2

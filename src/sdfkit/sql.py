@@ -100,6 +100,7 @@ MADE_BY = {
     "eval_": "sdf eval",
     "belief_": "sdf eval --belief",
     "samples": "sdf sample",
+    "capability_": "sdf eval --capabilities",
     "train_": "sdf train",
     "checkpoints": "sdf train",
     "selection": "sdf select",

@@ -148,6 +148,23 @@ def eval_(
     belief_questions_per_fact: Annotated[
         int, typer.Option(help="Belief items per key fact (each: one MCQ, one open question).")
     ] = 4,
+    capabilities: Annotated[
+        str | None,
+        typer.Option(
+            help="Capability regression instead: inspect-evals tasks (e.g. ifeval,mmlu_pro) "
+            "or file.py@task, on the base model and the checkpoints (extra sdfkit[evals])."
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="With --capabilities: samples per task (default: all).")
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="With --capabilities: print the plan; contact no Tinker."),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="With --dry-run: the plan as JSON.")
+    ] = False,
     name: Annotated[
         str | None, typer.Option("--name", help="Evaluation name (default: the run name).")
     ] = None,
@@ -176,11 +193,15 @@ def eval_(
         lda_top_k=lda_top_k,
         belief=belief,
         belief_questions_per_fact=belief_questions_per_fact,
+        limit=limit,
         deadline=deadline,
         health_timeout=health_timeout,
         poll_interval=poll_interval,
     )
     store = open_store(corpus)
+    if capabilities is not None or dry_run:
+        _capability_eval(store, train_run, cfg, capabilities, dry_run, as_json)
+        return
     res = evaluate(
         store,
         train_run,
@@ -206,3 +227,27 @@ def eval_(
     typer.echo(f"curves: {out}")
     if res.samples_missing:  # partial results: a script must not take them for complete
         raise typer.Exit(1)
+
+
+def _capability_eval(store, train_run, cfg, specs, dry_run, as_json) -> None:  # noqa: ANN001
+    """``sdf eval --capabilities``: plan (``--dry-run``) or run, then the changes table."""
+    from .. import capabilities as caps
+    from ..errors import SdfError
+
+    if specs is None:
+        raise SdfError("--dry-run plans a capability run: add --capabilities TASKS")
+    if dry_run:
+        plan = caps.plan(store, train_run, cfg, specs)
+        typer.echo(json.dumps(plan.to_json(), indent=1) if as_json else plan.describe())
+        return
+    res = caps.run(store, train_run, cfg, specs, log=lambda m: typer.echo(m, err=True))
+    typer.echo(res.summary())
+    rows = [r for r in caps.changes(store) or [] if r["run"] == train_run]
+    if rows:
+        import polars as pl
+
+        from ..sql import to_text
+
+        cols = ["task", "metric", "step", "model_label", "samples", "value", "stderr"]
+        cols += ["change", "change_stderr"]
+        typer.echo(to_text(pl.DataFrame(rows).select(cols), "table"))
