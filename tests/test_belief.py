@@ -215,3 +215,49 @@ def test_eval_cli_with_belief_prints_the_depth_table(
     res = cli(*args, "--belief", "--belief-questions-per-fact", "1", "--checkpoints", "none")
     assert "belief depth:" in res.output and "chose_a_rate" in res.output
     assert "adversarial" in res.output and "pushback" in res.output
+
+
+def test_fact_curves_put_each_facts_token_share_beside_its_rates(
+    tmp_path, store, trained, example_universe
+):
+    """Documents d0..d3 (the export's examples) are about facts 0, 0, 1 and 2: half the
+    export's tokens train fact 0, a quarter each facts 1 and 2, none fact 3."""
+    import json as _json
+
+    import pyarrow as pa
+
+    from sdfkit.evaluate import write_curves
+    from sdfkit.fact_curves import fact_curves
+    from sdfkit.report import render_html
+
+    facts = UNIVERSE.key_facts
+    store.append(
+        "documents_raw",
+        pa.table(
+            {
+                "doc_id": ["d0", "d1", "d2", "d3"],
+                "universe": [UNIVERSE.id] * 4,
+                "concept": [UNIVERSE.concept] * 4,
+                "fact": [facts[0], facts[0], facts[1], facts[2]],
+                "text": ["a", "b", "c", "d"],
+            }
+        ),
+    )
+    trained.sampler = believer()
+    run_eval(store, trained, "facts", example_universe)
+    rows = fact_curves(store)
+    ck = {r["fact_index"]: r for r in rows if r["model_label"] == "step-000002"}
+    assert [ck[i]["token_share"] for i in range(4)] == [0.5, 0.25, 0.25, None]
+    assert [ck[i]["documents"] for i in range(4)] == [2, 1, 1, None]
+    assert {ck[i]["recall_rate"] for i in range(4)} == {1.0}
+    assert {ck[i]["mcq_implanted"] for i in range(4)} == {1.0}
+    assert {ck[i]["adversarial_implanted"] for i in range(4)} == {0.0}
+    base = [r for r in rows if r["model_label"] == "base"]
+    assert {r["recall_rate"] for r in base} == {0.0} and len(base) == 4
+    out = write_curves(store, tmp_path / "eval.html", tmp_path / "eval.json")
+    page = out.read_text()
+    assert "Per fact" in page and "50.0% of tokens" in page
+    data = _json.loads((tmp_path / "eval.json").read_text())
+    assert len(data["fact_curves"]) == len(rows)
+    html = render_html({"evaluation": {}, "fact_curves": rows, "audits": {}})
+    assert "recall per fact" in html and "token_share" in html

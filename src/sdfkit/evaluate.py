@@ -1202,7 +1202,15 @@ def write_curves(store: Store, html_path: str | Path, json_path: str | Path | No
         cols = list(rows[0])
         parts.append("<h2>Table</h2>")
         parts.append(html_table(rows, cols, limit=10_000))
+    from .fact_curves import FACT_NOTE, fact_curves, fact_sections
+
+    facts = fact_curves(store) or []
+    if facts:
+        parts.append("<h2>Per fact, beside its share of the training tokens</h2>")
+        parts.append(f"<p>{_html.escape(FACT_NOTE)}</p>")
+        parts += fact_sections(facts)
     out = write_atomic(html_path, "\n".join(parts))
     if json_path is not None:
-        write_atomic(json_path, json.dumps({"eval_curves": rows}, indent=1, default=str))
+        data = {"eval_curves": rows, "fact_curves": facts}
+        write_atomic(json_path, json.dumps(data, indent=1, default=str))
     return out

@@ -286,10 +286,20 @@ def _add_evaluation(store: Store, data: dict[str, Any]) -> None:
         return
     if capabilities:
         data["capabilities"] = capabilities
+    if "evaluation" in data:
+        from .fact_curves import fact_curves
+
+        try:
+            facts = fact_curves(store)
+        except SdfError as exc:
+            data["fact_curves_error"] = str(exc)
+            return
+        if facts:
+            data["fact_curves"] = facts
 
 
 def _has_evaluation(report: dict[str, Any]) -> bool:
-    keys = ("evaluation", "evaluation_error", "capabilities", "capabilities_error")
+    keys = ("evaluation", "evaluation_error", "capabilities", "capabilities_error", "fact_curves")
     return any(k in report for k in keys)
 
 
@@ -1143,6 +1153,15 @@ def _section_evaluation(report: dict[str, Any]) -> str:
         out += curve_charts(concept, points)
         cols = [c for c in EVAL_COLUMNS if any(c in p for p in points)]
         out.append(html_table(points, cols, limit=200))
+    facts = report.get("fact_curves")
+    if facts or "fact_curves_error" in report:
+        from .fact_curves import FACT_NOTE, fact_sections
+
+        out.append(f'<p class="notes">{_e(FACT_NOTE)}</p>')
+        if "fact_curves_error" in report:
+            err = report["fact_curves_error"]
+            out.append(f'<p class="empty">could not be computed: {_e(err)}</p>')
+        out += fact_sections(facts or [])
     caps = report.get("capabilities")
     if caps or "capabilities_error" in report:
         out.append("<h3>Capability regression: change against the base model</h3>")

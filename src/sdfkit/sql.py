@@ -101,6 +101,7 @@ MADE_BY = {
     "belief_": "sdf eval --belief",
     "samples": "sdf sample",
     "capability_": "sdf eval --capabilities",
+    "export_fact_tokens": "sdf eval",
     "train_": "sdf train",
     "checkpoints": "sdf train",
     "selection": "sdf select",
