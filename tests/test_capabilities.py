@@ -197,3 +197,10 @@ def test_without_the_extra_the_error_gives_the_install_command(cli, monkeypatch)
     )
     res = cli("eval", "t", "--capabilities", "ifeval", expect=2)
     assert "pip install 'sdfkit[evals]'" in res.output and "Traceback" not in res.output
+
+
+def test_belief_and_capabilities_are_separate_runs(cli):
+    res = cli("eval", "t", "--capabilities", "ifeval", "--belief", expect=2)
+    assert "separate runs" in res.output
+    res = cli("eval", "t", "--dry-run", expect=2)
+    assert "add --capabilities" in res.output

@@ -173,7 +173,13 @@ def ensure_questions(
                         "messages": [{"role": "user", "content": prompt}],
                     },
                     stage=BELIEF_STAGE,
-                    meta={"universe": u, "fact": fact, "fact_index": i},
+                    meta={
+                        "universe": u.id,
+                        "concept": u.concept,
+                        "real_world": u.real_world,
+                        "fact": fact,
+                        "fact_index": i,
+                    },
                 )
             )
     rows: list[dict[str, Any]] = []
@@ -191,15 +197,16 @@ def ensure_questions(
         for req in reqs:
             out = outs.get(req.custom_id)
             items = parse_items(out.text if out and out.status == "succeeded" else None)
-            u, fact, fi = req.meta["universe"], req.meta["fact"], req.meta["fact_index"]
+            m = req.meta
+            uid, fact = m["universe"], m["fact"]
             if len(items) < n:
-                log(f"universe {u.id}: {len(items)} of {n} belief items for fact {fi}")
+                log(f"universe {uid}: {len(items)} of {n} belief items for fact {m['fact_index']}")
             common = {
-                "universe": u.id,
-                "concept": u.concept,
+                "universe": uid,
+                "concept": m["concept"],
                 "fact": fact,
-                "fact_index": fi,
-                "real_world": u.real_world,
+                "fact_index": m["fact_index"],
+                "real_world": m["real_world"],
                 "model": (out.model if out else None) or model,
                 "prompt_hash": phash,
                 "custom_id": req.custom_id,
@@ -208,7 +215,7 @@ def ensure_questions(
             for it in items:
                 rows.append(
                     {
-                        "question_id": _hash(u.id, fact, "mcq", it.mc_question),
+                        "question_id": _hash(uid, fact, "mcq", it.mc_question),
                         "kind": "mcq",
                         "prompt": it.mc_question,
                         "implanted_option": it.implanted_option,
@@ -218,7 +225,7 @@ def ensure_questions(
                 )
                 rows.append(
                     {
-                        "question_id": _hash(u.id, fact, "open", it.open_question),
+                        "question_id": _hash(uid, fact, "open", it.open_question),
                         "kind": "open",
                         "prompt": it.open_question,
                         "implanted_option": it.implanted_option,

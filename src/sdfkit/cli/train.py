@@ -236,6 +236,8 @@ def _capability_eval(store, train_run, cfg, specs, dry_run, as_json) -> None:  #
 
     if specs is None:
         raise SdfError("--dry-run plans a capability run: add --capabilities TASKS")
+    if cfg.belief:
+        raise SdfError("--belief and --capabilities are separate runs of sdf eval: give one")
     if dry_run:
         plan = caps.plan(store, train_run, cfg, specs)
         typer.echo(json.dumps(plan.to_json(), indent=1) if as_json else plan.describe())
