@@ -499,6 +499,8 @@ def split_text(text: str, cfg: SplitConfig) -> list[Section]:
     for s, n in zip(secs, tok.counts([s.text for s in secs]), strict=True):
         s.tokens = n
     secs = _merge_small(secs, cfg.min_tokens, cfg.max_tokens)
+    for s, n in zip(secs, tok.counts([s.text for s in secs]), strict=True):
+        s.tokens = n  # joins can merge tokens at the seam: count the text as written
     out: list[Section] = []
     for s in secs:
         out.extend(_cut(s, cfg, tok))
