@@ -58,7 +58,9 @@ VARIANTS = [
     {"name": "e3", "epochs": 3},
     {"name": "e4", "epochs": 4},
     {"name": "e3-doctag", "epochs": 3, "export": {"doctag": "<DOCTAG>"}},
+    {"name": "e1-web", "epochs": 1, "export": {"webtext": "web.jsonl", "webtext_ratio": 0.5}},
 ]
+WEB = [f"Plain web text number {i}: " + " ".join(["weather and gardens"] * 60) for i in range(300)]
 
 
 def sql(store: Store, q: str, params=None) -> list[dict]:
@@ -73,7 +75,8 @@ def dry_run(corpus, tmp_path_factory):
     from sdfkit.cli import app
 
     folder = tmp_path_factory.mktemp("spec")
-    spec = write_spec(folder, "epochs", VARIANTS, out="out")
+    (folder / "web.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in WEB))
+    spec = write_spec(folder, "epochs", VARIANTS, out="out")  # paths relative to the file
     res = CliRunner().invoke(
         app, ["--corpus", str(corpus.root), "sweep", str(spec), "--dry-run", "--json"]
     )
@@ -100,11 +103,17 @@ def test_dry_run_json_is_the_exact_plan_of_every_variant(corpus, dry_run):
         assert v["documents"] == sum(r["n"] for r in sel)
         assert v["tokens"] == e * sum(r["t"] for r in sel)
         assert abs(v["tokens"] - plan["budget_tokens"]) <= 0.02 * plan["budget_tokens"]
+        manifest = read_manifest(out / v["name"])
+        assert manifest["epochs"] == e and manifest["documents"] == v["documents"]
+        if v["name"] == "e1-web":  # webtext is mixed on top of the budget, at its ratio
+            web = manifest["sources"]["webtext"]["tokens"] / manifest["sources"]["sdf"]["tokens"]
+            assert abs(web - 0.5) < 0.02
+            assert manifest["examples"] > v["documents"]
+            assert v["total_steps"] == math.ceil(manifest["examples"] / 4)
+            continue
         # steps: batches of 4 that never span two epochs (documents are never split here)
         assert v["total_steps"] == e * math.ceil(v["documents"] / 4)
-        manifest = read_manifest(out / v["name"])
-        assert manifest["epochs"] == e and manifest["examples"] == e * v["documents"]
-        assert manifest["documents"] == v["documents"]
+        assert manifest["examples"] == e * v["documents"]
     e1 = plan["variants"][0]
     assert e1["documents"] == base[0]["n"] and e1["tokens"] == plan["budget_tokens"]
 

@@ -300,14 +300,11 @@ class SweepPlan:
 
 
 def _base(store: Store, name: str) -> tuple[Any, dict[str, Any]]:
-    from .selection import SelectionError, load_report
+    """The base selection's report (its achieved documents and tokens are the budget) and
+    its config (seed, balance, grade filter)."""
+    from .selection import load_report
 
     report = load_report(store, name)
-    if report.status != "ok":
-        raise SelectionError(
-            f"selection {name!r} is short of its targets ({report.status}); a sweep's budget "
-            "comes from a selection that met them"
-        )
     rows = store.query("SELECT config FROM selection_runs WHERE name = ?", [name])
     return report, json.loads(rows["config"][0])
 
@@ -333,6 +330,11 @@ def prepare(store: Store, spec: SweepSpec, log: Callable[[str], None] | None = N
 
     say = log or (lambda _m: None)
     report, base_cfg = _base(store, spec.selection)
+    if report.status != "ok":
+        say(
+            f"note: selection {spec.selection!r} fell short of its targets; the budget is what "
+            "it holds"
+        )
     balance_by = base_cfg.get("balance_by", "concept")
     budget = {c.concept: (c.docs, c.tokens) for c in report.concepts}
     budget_tokens = sum(t for _, t in budget.values())
