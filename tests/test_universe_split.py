@@ -85,6 +85,10 @@ def test_small_sections_join_a_neighbour_and_a_chapter_intro_keeps_its_title():
     joined = next(s for s in secs if s.title == "Part One").text
     assert joined.startswith("# Part One") and "## 1.1 Retention" in joined
     assert all(s.tokens >= 15 or len(secs) == 1 for s in secs[:-1])
+    # a short section with no later neighbour joins the one before it, named in its title
+    last = secs[-1]
+    assert last.title == "1.2 Deletion + Part Two"
+    assert last.name == "Part One / 1.2 Deletion + Part Two"
     every = "\n".join(s.text for s in secs)
     for line in ("Records are kept", "Deletion happens", "Everything else", "Words before"):
         assert line in every

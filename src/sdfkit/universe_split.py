@@ -78,7 +78,7 @@ class SplitConfig:
     concept: str | None = None  # shared parent concept; default: the source file's stem
     id_prefix: str | None = None  # universe ids are <prefix>-<NNN>-<slug>; default: concept
     max_tokens: int = 2000  # no section's body is longer
-    min_tokens: int = 100  # smaller sections merge into a neighbour
+    min_tokens: int = 50  # smaller sections merge into a neighbour
     overlap: int = 100  # tokens of the previous part repeated when a section is cut
     tokenizer: str = "o200k_harmony"
     format: str = "auto"  # auto (by suffix) | md | txt | html
@@ -116,10 +116,19 @@ class Section:
     tokens: int = 0
     part: int = 1
     parts: int = 1
+    joined: list[str] = field(default_factory=list)  # titles of later siblings merged in
 
     @property
     def title(self) -> str:
         base = self.path[-1] if self.path else "(before the first heading)"
+        base += "".join(f" + {t}" for t in self.joined)
+        return base if self.parts == 1 else f"{base} (part {self.part} of {self.parts})"
+
+    @property
+    def name(self) -> str:
+        """The ``section`` field: the heading path, merged siblings, part."""
+        base = " / ".join(self.path) or "(before the first heading)"
+        base += "".join(f" + {t}" for t in self.joined)
         return base if self.parts == 1 else f"{base} (part {self.part} of {self.parts})"
 
 
@@ -368,7 +377,17 @@ def _merge_small(sections: list[Section], min_tokens: int, max_tokens: int) -> l
     joins the one before it; a section that fits nowhere stays as it is."""
 
     def join(a: Section, b: Section, keep: Section) -> Section:
-        return Section(keep.path, keep.level, a.text + "\n\n" + b.text, a.tokens + b.tokens)
+        other = b if keep is a else a
+        extra = (
+            [] if not other.path or other.path[: len(keep.path)] == keep.path else [other.path[-1]]
+        )
+        return Section(
+            keep.path,
+            keep.level,
+            a.text + "\n\n" + b.text,
+            a.tokens + b.tokens,
+            joined=[*a.joined, *extra, *b.joined] if keep is a else [*a.joined, *b.joined],
+        )
 
     todo = list(sections)
     out: list[Section] = []
@@ -487,7 +506,15 @@ def _cut(section: Section, cfg: SplitConfig, tok: _Counter) -> list[Section]:
     for n, idx in enumerate(parts, 1):
         text = render(idx, n == 1)
         out.append(
-            Section(section.path, section.level, text, tok.count(text), part=n, parts=len(parts))
+            Section(
+                section.path,
+                section.level,
+                text,
+                tok.count(text),
+                part=n,
+                parts=len(parts),
+                joined=section.joined,
+            )
         )
     return out
 
@@ -563,9 +590,7 @@ def split_source(
         uid = f"{prefix}-{n:0{width}d}-{slug(s.path[-1] if s.path else 'preamble')}"
         if s.parts > 1:
             uid += f"-p{s.part}"
-        section_name = " / ".join(s.path) or "(before the first heading)"
-        if s.parts > 1:
-            section_name += f" (part {s.part} of {s.parts})"
+        section_name = s.name
         front = {"id": uid, "concept": concept, "section": section_name, "key_facts": []}
         front.update(shared)
         body = _universe_text(front, s.text)

@@ -23,7 +23,7 @@ def universe_split(
         str | None, typer.Option(help="Universe ids are PREFIX-NNN-<title> (default: concept).")
     ] = None,
     max_tokens: Annotated[int, typer.Option(help="Longest section, in tokens.")] = 2000,
-    min_tokens: Annotated[int, typer.Option(help="Shorter sections merge into a neighbour.")] = 100,
+    min_tokens: Annotated[int, typer.Option(help="Shorter sections merge into a neighbour.")] = 50,
     overlap: Annotated[
         int, typer.Option(help="Tokens of the previous part repeated when a section is cut.")
     ] = 100,
