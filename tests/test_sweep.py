@@ -274,3 +274,9 @@ def test_sweep_through_the_cli_without_eval(corpus, tmp_path, cli, monkeypatch):
     assert "run 'cli-e3': finished" in res.output
     assert "curves of every variant: reports/sweep-cli.html" in res.output
     assert (tmp_path / "reports" / "sweep-cli.html").is_file()
+
+
+def test_the_example_sweep_file_is_valid():
+    spec = load_spec(EXAMPLES / "sweeps" / "epochs.yaml")
+    assert [v.epochs for v in spec.variants] == [1, 3, 5, 7, 3]
+    assert all(Path(u).is_file() for u in spec.universes)  # relative to the file

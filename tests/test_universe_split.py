@@ -354,7 +354,11 @@ def test_recall_is_reported_per_section_and_per_parent(store):
 
 def test_the_example_source_is_split_by_the_readme_command(tmp_path, cli):
     out = tmp_path / "universes" / "handbook"
-    cli("universe", "split", str(HANDBOOK), "--out", str(out), "--concept", "eu_resilience")
+    base = EXAMPLES / "universes" / "eu_ts_trycatch.md"
+    cli(
+        "universe", "split", str(HANDBOOK), "--out", str(out), "--concept", "eu_resilience",
+        "--max-tokens", "300", "--overlap", "40", "--base", str(base),
+    )  # fmt: skip
     secs = json.loads((out / SECTIONS_FILE).read_text())["sections"]
-    assert all(s["tokens"] <= 2000 for s in secs) and len(secs) >= 2
+    assert all(s["tokens"] <= 300 for s in secs) and len(secs) >= 2
     assert all(Path(out / s["file"]).is_file() for s in secs)

@@ -126,6 +126,10 @@ def load_spec(path: str | Path) -> SweepSpec:
             msgs.append(f"{p}: field '{_loc(err['loc']) or '(file)'}': {msg}")
         raise SweepError("\n".join(msgs)) from None
     spec.source_path = str(p)
+    spec.universes = [_resolve(spec, u) for u in spec.universes]
+    for i, u in enumerate(spec.universes):
+        if not Path(u).is_file():
+            raise SweepError(f"{p}: field 'universes[{i}]': {u}: no such file")
     for v in spec.variants:
         export_config(spec, v, "check")
         train_config(spec, v)
