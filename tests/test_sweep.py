@@ -174,6 +174,12 @@ def test_rerun_reuses_exports_until_the_base_selection_changes(corpus, tmp_path)
     assert (tmp_path / "o" / "e3" / "manifest.json").stat().st_mtime_ns == stamp
     assert all("up to date" in line for line in logs) and len(logs) == 2
     assert second.to_json() == first.to_json()
+    # a changed export switch re-exports
+    logs.clear()
+    prepare(corpus, load_spec(write_spec(tmp_path, "again", VARIANTS[:2], out="o",
+                                         export={"eos": False})), logs.append)  # fmt: skip
+    assert all("exporting" in line for line in logs) and len(logs) == 2
+    assert read_manifest(tmp_path / "o" / "e3")["eos_id"] is None
     select(corpus, SelectionConfig(name="main2", docs=BASE_DOCS, seed=99))
     spec2 = load_spec(write_spec(tmp_path, "again", VARIANTS[:2], out="o", selection="main2"))
     logs.clear()

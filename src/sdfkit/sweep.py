@@ -330,6 +330,7 @@ def prepare(store: Store, spec: SweepSpec, log: Callable[[str], None] | None = N
     """Selections, exports and training plans of every variant (contacts no service)."""
     from .export import export, read_manifest
     from .selection import ConceptTarget, SelectionConfig, SelectionError, select
+    from .tokens import canonical_name
     from .train import plan_run
 
     say = log or (lambda _m: None)
@@ -390,7 +391,7 @@ def prepare(store: Store, spec: SweepSpec, log: Callable[[str], None] | None = N
         ) == sha:
             try:
                 have = read_manifest(export_dir)["config"]
-                wanted["tokenizer"] = have.get("tokenizer")  # canonical name as exported
+                wanted["tokenizer"] = canonical_name(ecfg.tokenizer)  # as the export names it
                 reuse = have == wanted
             except SdfError:
                 reuse = False
