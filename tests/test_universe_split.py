@@ -362,3 +362,44 @@ def test_the_example_source_is_split_by_the_readme_command(tmp_path, cli):
     secs = json.loads((out / SECTIONS_FILE).read_text())["sections"]
     assert all(s["tokens"] <= 300 for s in secs) and len(secs) >= 2
     assert all(Path(out / s["file"]).is_file() for s in secs)
+
+
+def test_a_sweep_over_a_per_section_selection_keeps_every_section_balanced(split_corpus, tmp_path):
+    import yaml
+
+    from sdfkit.selection import SelectionConfig, select
+    from sdfkit.sweep import load_spec, prepare
+
+    store, unis, *_ = split_corpus
+    select(store, SelectionConfig(name="sections", docs=12, balance_by="section", seed=1))
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "name": "sec",
+                "selection": "sections",
+                "tolerance": 0.2,  # tiny strata: the test is about sections
+                "train": {"batch_size": 4},
+                "variants": [{"name": "e2", "epochs": 2}],
+            }
+        )
+    )
+    plan = prepare(store, load_spec(spec))
+    per = store.query(
+        "SELECT universe, count(*) AS n FROM selections WHERE name = 'sec-e2' GROUP BY 1"
+    ).to_dicts()
+    assert sorted((r["universe"], r["n"]) for r in per) == sorted((u.id, 6) for u in unis)
+    assert set(plan.variants[0].per_group) == {u.id for u in unis}
+    assert plan.variants[0].documents == 6 * len(unis)
+
+
+def test_html_and_text_sources_are_read_by_their_suffix(tmp_path):
+    page = tmp_path / "page.htm"
+    page.write_text("<h1>A</h1><p>" + sentences(30) + "</p><h2>B</h2><p>" + sentences(30) + "</p>")
+    res = split_source(page, tmp_path / "h", SplitConfig(min_tokens=0))
+    assert [s["title"] for s in res.sections] == ["A", "B"]
+    assert json.loads((tmp_path / "h" / SECTIONS_FILE).read_text())["format"] == "html"
+    text = tmp_path / "notes.txt"
+    text.write_text("1. First\n\n" + sentences(20) + "\n\n2. Second\n\n" + sentences(20) + "\n")
+    res = split_source(text, tmp_path / "t", SplitConfig(min_tokens=0))
+    assert [s["title"] for s in res.sections] == ["1. First", "2. Second"]
