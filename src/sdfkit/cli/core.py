@@ -9,7 +9,7 @@ import typer
 
 from . import CorpusOpt, EngineOpt, RayAddressOpt, app, engine_options, new_app, open_store
 
-universe_app = new_app("Universe files: validate them.")
+universe_app = new_app("Universe files: validate them; split a large source into many.")
 app.add_typer(universe_app, name="universe")
 
 
