@@ -538,6 +538,34 @@ def _question(
     }
 
 
+def pin_graders(
+    store: Store, eval_run: str, client: Any, cfg: EvalConfig, log: Callable[[str], None]
+) -> Any:
+    """The grader model and prompts of an evaluation run, as it was started (``sdfkit.pins``)."""
+    from .pins import pin_run
+
+    def legacy(con: Any) -> str | None:
+        rows = con.execute(
+            "SELECT v.model FROM eval_verdicts v JOIN eval_samples s USING (sample_id) "
+            "WHERE s.eval_run = ? AND v.model IS NOT NULL ORDER BY v.graded_at LIMIT 1",
+            [eval_run],
+        ).fetchall()
+        return rows[0][0] if rows else None
+
+    with catalog(store):
+        pass  # the evaluation tables exist before the legacy question
+    return pin_run(
+        store,
+        "eval",
+        eval_run,
+        cfg.grader_model,
+        lambda: _grader_model(client, cfg),
+        ["recall_questions", *(g[1] for g in GRADERS.values())],
+        legacy_model=legacy,
+        log=log,
+    )
+
+
 def _grader_model(client: Any, cfg: EvalConfig) -> str:
     if cfg.grader_model:
         return cfg.grader_model
@@ -943,6 +971,8 @@ def evaluate(
     log: Callable[[str], None] | None = None,
 ) -> EvalResult:
     """Questions (once per universe), samples per checkpoint, verdicts, metrics."""
+    from dataclasses import replace
+
     from .batches import client_for_store
     from .train import close_service, connect_service
 
@@ -953,7 +983,10 @@ def evaluate(
     base_model, targets = choose_targets(store, train_run, cfg)
     renderer_for(base_model, cfg.renderer)  # fail early on an unknown chat format
     client = anthropic_client or client_for_store(store, backend)
-    questions = ensure_questions(store, universes, client, cfg, say)
+    pin = pin_graders(store, name, client, cfg, say)
+    cfg = replace(cfg, grader_model=pin.model)
+    with pin.active():
+        questions = ensure_questions(store, universes, client, cfg, say)
     if not questions:
         raise EvalError("no questions: the universes have no facts, behaviour or eval prompts.")
     service = connect_service(cfg.health_timeout, service_factory)
@@ -963,7 +996,8 @@ def evaluate(
         )
     finally:
         close_service(service, "success", cfg.deadline)
-    n_verdicts = grade_samples(store, name, universes, client, cfg, say)
+    with pin.active():
+        n_verdicts = grade_samples(store, name, universes, client, cfg, say)
     return EvalResult(name, len(questions), n_samples, n_verdicts, metrics(store, name), n_missing)
 
 
