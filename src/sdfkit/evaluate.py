@@ -309,7 +309,7 @@ class EvalConfig:
     gibberish_grader: bool = False
     lda_alpha: float | None = None
     lda_top_k: int = 20
-    deadline: float = 600.0
+    deadline: float = 1800.0  # train.DEFAULT_DEADLINE: past the SDK's normal queue pauses
     health_timeout: float = 10.0
     max_retries: int = 2
     poll_interval: float = 30.0
