@@ -172,3 +172,15 @@ def test_cli_refuses_another_model_for_an_existing_run_in_one_line(cli, example_
     assert "started with model offline-standin" in r.output
     errors = [line for line in r.output.splitlines() if line.startswith("error:")]
     assert "Traceback" not in r.output and len(errors) == 1
+
+
+def test_a_run_stays_with_the_backend_that_started_it(tmp_path, api):
+    client, server = api
+    store = Store(tmp_path / "corpus")
+    universes = load_universes(UNIVERSES)
+    offline = make_client("offline", state_dir=store.root / ".offline-standin")
+    generate(universes, store, GenerateConfig(run="default", **SMALL), client=offline)
+    # the same run name with a key: its batches live at the stand-in, its model is not real
+    with pytest.raises(PinError, match="started with the offline stand-in") as err:
+        generate(universes, store, GenerateConfig(run="default", **SMALL), client=client)
+    assert "another --run" in str(err.value) and not server.batches

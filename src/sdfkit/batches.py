@@ -823,11 +823,12 @@ class _Runner:
                 candidates.append(b)
         candidates.sort(key=lambda b: abs(b.created_at - submitted_at))
         for b in candidates:
-            while b.processing_status != "ended":
+            if b.processing_status != "ended":
                 self.log(
                     f"{self.stage}: batch {b.id} may be an interrupted submission's; waiting "
                     "for it to end to compare its custom_ids (Ctrl-C is safe)"
                 )
+            while b.processing_status != "ended":
                 time.sleep(self.poll_interval)
                 b = self.client.messages.batches.retrieve(b.id)
             got = []

@@ -542,6 +542,7 @@ def pin_graders(
     store: Store, eval_run: str, client: Any, cfg: EvalConfig, log: Callable[[str], None]
 ) -> Any:
     """The grader model and prompts of an evaluation run, as it was started (``sdfkit.pins``)."""
+    from .batches import backend_name
     from .pins import pin_run
 
     def legacy(con: Any) -> str | None:
@@ -561,6 +562,7 @@ def pin_graders(
         cfg.grader_model,
         lambda: _grader_model(client, cfg),
         ["recall_questions", *(g[1] for g in GRADERS.values())],
+        backend=backend_name(client),
         legacy_model=legacy,
         log=log,
     )

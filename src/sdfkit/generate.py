@@ -378,6 +378,7 @@ def generate(
         cfg.model,
         lambda: model_for(client),
         RUN_PROMPTS,
+        backend=backend_name(client),
         legacy_model=lambda con: next(
             iter(
                 r[0]

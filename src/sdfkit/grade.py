@@ -24,6 +24,7 @@ from .batches import (
     BatchOutcome,
     BatchRequest,
     PriceTable,
+    backend_name,
     client_for_store,
     custom_id_for,
     run_requests,
@@ -137,6 +138,7 @@ def grade(
         cfg.model,
         lambda: model_for(client, "haiku"),
         ["grade"],
+        backend=backend_name(client),
         legacy_model=lambda con: next(
             iter(
                 r[0]

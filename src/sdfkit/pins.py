@@ -24,7 +24,8 @@ from .errors import SdfError
 from .store import Store
 
 PIN_TABLE = """CREATE TABLE IF NOT EXISTS run_pins (
-    kind VARCHAR, run VARCHAR, model VARCHAR, prompts VARCHAR, created_at TIMESTAMPTZ)"""
+    kind VARCHAR, run VARCHAR, model VARCHAR, prompts VARCHAR, created_at TIMESTAMPTZ,
+    backend VARCHAR)"""
 
 #: How each kind of run is named on the command line, for messages.
 RUN_OPTION = {"generate": "--run", "grade": "--run", "eval": "--name"}
@@ -67,28 +68,31 @@ def pin_run(
     default_model: Callable[[], str],
     prompts: Iterable[str] = (),
     *,
+    backend: str | None = None,
     legacy_model: Callable[[Any], str | None] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> Pin:
     """The run's pin: recorded now for a new run (``model`` or ``default_model()``), read
     back for an existing one. ``legacy_model(con)`` finds the model of a run started before
-    pins existed (its templates are pinned as they are now)."""
+    pins existed (its templates are pinned as they are now). A run stays with the ``backend``
+    that started it ("anthropic" or "offline-standin"): its batches live there."""
     names = list(dict.fromkeys(prompts))
     with store.connect() as con:
         con.execute(PIN_TABLE)
         row = con.execute(
-            "SELECT model, prompts FROM run_pins WHERE kind = ? AND run = ? "
+            "SELECT model, prompts, backend FROM run_pins WHERE kind = ? AND run = ? "
             "ORDER BY created_at LIMIT 1",
             [kind, run],
         ).fetchall()
         old_model = None if row or legacy_model is None else legacy_model(con)
     if row:
         pinned_model, pinned_prompts = row[0][0], json.loads(row[0][1] or "{}")
+        _refuse_other_backend(kind, run, row[0][2], backend)
         _refuse_other_model(kind, run, pinned_model, model)
         missing = [n for n in names if n not in pinned_prompts]
         if missing:  # a template this run had no use for before (a new grader, say)
             pinned_prompts |= read_templates(missing)
-            _write(store, kind, run, pinned_model, pinned_prompts, replace=True)
+            _write(store, kind, run, pinned_model, pinned_prompts, row[0][2], replace=True)
         now = read_templates(names)
         edited = [n for n in names if now[n] != pinned_prompts[n]]
         pin = Pin(kind, run, pinned_model, pinned_prompts, new=False, edited=edited)
@@ -103,7 +107,7 @@ def pin_run(
         _refuse_other_model(kind, run, old_model, model)
     chosen = model or old_model or default_model()
     texts = read_templates(names)
-    _write(store, kind, run, chosen, texts)
+    _write(store, kind, run, chosen, texts, backend)
     return Pin(kind, run, chosen, texts, new=True)
 
 
@@ -116,8 +120,24 @@ def _refuse_other_model(kind: str, run: str, pinned: str, asked: str | None) -> 
         )
 
 
+def _refuse_other_backend(kind: str, run: str, pinned: str | None, asked: str | None) -> None:
+    if pinned and asked and pinned != asked:
+        names = {"offline-standin": "the offline stand-in", "anthropic": "the Anthropic API"}
+        raise PinError(
+            f"{kind} run {run!r} was started with {names.get(pinned, pinned)}, and its batches "
+            f"live there: start a new run with another {RUN_OPTION.get(kind, '--run')} to use "
+            f"{names.get(asked, asked)}"
+        )
+
+
 def _write(
-    store: Store, kind: str, run: str, model: str, prompts: dict[str, str], replace: bool = False
+    store: Store,
+    kind: str,
+    run: str,
+    model: str,
+    prompts: dict[str, str],
+    backend: str | None,
+    replace: bool = False,
 ) -> None:
     with store.connect() as con:
         con.execute(PIN_TABLE)
@@ -130,8 +150,8 @@ def _write(
             created = old[0][0] or created
             con.execute("DELETE FROM run_pins WHERE kind = ? AND run = ?", [kind, run])
         con.execute(
-            "INSERT INTO run_pins VALUES (?, ?, ?, ?, ?)",
-            [kind, run, model, json.dumps(prompts, ensure_ascii=False), created],
+            "INSERT INTO run_pins VALUES (?, ?, ?, ?, ?, ?)",
+            [kind, run, model, json.dumps(prompts, ensure_ascii=False), created, backend],
         )
         con.execute("COMMIT")
 
