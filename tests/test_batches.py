@@ -927,3 +927,28 @@ def test_a_silent_endpoint_shows_waiting_and_stops_with_one_line(store):
     api.poll_timeouts = 0
     out = _run(store, api, reqs)
     assert api.creates() == 1 and out[reqs[0].custom_id].status == "succeeded"
+
+
+def test_an_endpoint_that_accepts_and_never_answers_stops_in_one_line(store, monkeypatch):
+    """Over a real socket on this machine: our read timeout, not the SDK's 600 s."""
+    import socket
+    import time
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    monkeypatch.setenv("SDF_READ_TIMEOUT", "0.5")
+    try:
+        client = make_client(
+            "anthropic", base_url=f"http://127.0.0.1:{silent.getsockname()[1]}", max_retries=0
+        )
+        t0 = time.monotonic()
+        with pytest.raises(BatchError, match="no answer within the timeout") as err:
+            _run(store, None, _reqs(1), client=client)
+        assert time.monotonic() - t0 < 60  # generous: the SDK alone would wait 600 s
+    finally:
+        silent.close()
+    assert "may or may not have been created" in str(err.value) and "\n" not in str(err.value)
+    # the intent stays on disk: the next run looks for the batch before paying again
+    assert store.query("SELECT status FROM gen_batches")["status"].to_list() == ["submitting"]
