@@ -1270,15 +1270,19 @@ def jsonl_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
     """The lines of a JSONL byte stream, split on ``\\n`` only. (``iter_lines`` of the HTTP
     response also splits on U+2028, U+2029 and U+0085, which JSON allows unescaped inside a
     string: a result holding one would come apart into two malformed lines.)"""
-    rest = b""
+    pending: list[bytes] = []  # the pieces of a line that spans chunks (joined once)
     for chunk in chunks:
-        if not chunk:
+        if b"\n" not in chunk:
+            if chunk:
+                pending.append(chunk)
             continue
-        parts = (rest + chunk).split(b"\n")
-        rest = parts.pop()
-        yield from parts
-    if rest:
-        yield rest
+        parts = chunk.split(b"\n")
+        pending.append(parts[0])
+        yield b"".join(pending)
+        yield from parts[1:-1]
+        pending = [parts[-1]] if parts[-1] else []
+    if pending:
+        yield b"".join(pending)
 
 
 def _line_custom_id(raw: bytes) -> str | None:
