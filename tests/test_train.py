@@ -722,3 +722,21 @@ def test_refused_credentials_do_not_advise_a_rerun(tmp_path, store, tinker_env):
         with pytest.raises(TinkerKeyMissing, match="refused the credentials") as err:
             train(export, store, TrainConfig(batch_size=2), run="a", service_factory=world.service)
         assert "rerun" not in str(err.value) and "TINKER_API_KEY" in str(err.value)
+
+
+def test_the_watch_hears_sampling_queue_pauses_and_leaves_the_sdk_as_it_was():
+    from types import SimpleNamespace
+
+    from tinker.lib.api_future_impl import QueueState
+    from tinker.lib.public_interfaces.sampling_client import SamplingClient
+
+    from sdfkit.tinker_watch import watch
+
+    original = SamplingClient.__dict__["on_queue_state_change"]
+    sampler = SimpleNamespace(_last_queue_state_logged=0.0, _sampling_session_id="s-1")
+    with watch() as seen:
+        SamplingClient.on_queue_state_change(sampler, QueueState.PAUSED_RATE_LIMIT, None)
+        assert "queued (paused_rate_limit)" in seen.describe()
+        SamplingClient.on_queue_state_change(sampler, QueueState.ACTIVE, None)
+        assert seen.describe() == "the service sent no answer"
+    assert SamplingClient.__dict__["on_queue_state_change"] is original

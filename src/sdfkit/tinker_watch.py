@@ -6,8 +6,9 @@ or the service answers 503 and the SDK retries. From the outside all three look 
 call that does not return. The SDK reports them on two side channels, which this module
 listens to while a call runs, so a deadline's message can say which it was:
 
-- queue state: the SDK hands every change to a ``QueueStateLogger`` observer (training and
-  model creation); we note the state as it arrives, without waiting out the grace period;
+- queue state: the SDK hands every change to its observers (``QueueStateLogger`` for training
+  and model creation, the ``SamplingClient`` itself for sampling); we note the state as it
+  arrives, without waiting out the grace period;
 - HTTP answers: the SDK's client logs each response at DEBUG on ``tinker._base_client``;
   we lower that logger to DEBUG while watching and drop what we read, so nothing new
   reaches the user's log handlers.
@@ -100,26 +101,42 @@ def _install() -> None:
     _saved["filter"] = filt
     logger.addFilter(filt)
     logger.setLevel(logging.DEBUG)
+    patched = []
+    for cls in _observers():
+        original = cls.__dict__["on_queue_state_change"]
+
+        def observed(
+            self: Any, queue_state: Any, queue_state_reason: str | None, _orig: Any = original
+        ) -> None:
+            _on_queue_state(queue_state, queue_state_reason)
+            _orig(self, queue_state, queue_state_reason)
+
+        cls.on_queue_state_change = observed
+        patched.append((cls, original))
+    _saved["queue"] = patched
+
+
+def _observers() -> list[type]:
+    """The SDK's queue-state observers: training and model creation (``QueueStateLogger``)
+    and sampling (``SamplingClient`` observes its own requests)."""
+    out: list[type] = []
     try:
         from tinker.lib.queue_state_logger import QueueStateLogger
-    except ImportError:  # pragma: no cover - the SDK moved it: no queue signal, still safe
-        return
-    original = QueueStateLogger.on_queue_state_change
 
-    def observed(self: Any, queue_state: Any, queue_state_reason: str | None) -> None:
-        _on_queue_state(queue_state, queue_state_reason)
-        original(self, queue_state, queue_state_reason)
+        out.append(QueueStateLogger)
+        from tinker.lib.public_interfaces.sampling_client import SamplingClient
 
-    _saved["queue"] = (QueueStateLogger, original)
-    QueueStateLogger.on_queue_state_change = observed  # type: ignore[method-assign]
+        out.append(SamplingClient)
+    except ImportError:  # pragma: no cover - the SDK moved them: no queue signal, still safe
+        pass
+    return [c for c in out if "on_queue_state_change" in c.__dict__]
 
 
 def _uninstall() -> None:
     logger = logging.getLogger(HTTP_LOGGER)
     logger.removeFilter(_saved.pop("filter"))
     logger.setLevel(_saved.pop("level"))
-    if "queue" in _saved:
-        cls, original = _saved.pop("queue")
+    for cls, original in _saved.pop("queue", []):
         cls.on_queue_state_change = original
 
 
