@@ -108,6 +108,7 @@ class FakeAPI:
         self.canceling_polls = 0
         self.drop_results_after: int | None = None
         self.results_gone: set[str] = set()  # batch ids whose results URL answers 404
+        self.results_refused: int | None = None  # the results URL answers this status
         self.create_failures: list[int] = []
         self.list_failure: int | str | None = None
         self.poll_timeouts = 0
@@ -213,6 +214,14 @@ class FakeAPI:
         assert m, path
         b = self.batches[m.group(1)]
         if m.group(2):
+            if self.results_refused:
+                return httpx2.Response(
+                    self.results_refused,
+                    json={
+                        "type": "error",
+                        "error": {"type": "authentication_error", "message": "invalid x-api-key"},
+                    },
+                )
             if b["id"] in self.results_gone:
                 return httpx2.Response(
                     404,
@@ -952,3 +961,14 @@ def test_an_endpoint_that_accepts_and_never_answers_stops_in_one_line(store, mon
     assert "may or may not have been created" in str(err.value) and "\n" not in str(err.value)
     # the intent stays on disk: the next run looks for the batch before paying again
     assert store.query("SELECT status FROM gen_batches")["status"].to_list() == ["submitting"]
+
+
+def test_a_refused_key_while_reading_results_says_so_in_one_line(store):
+    reqs = _reqs(2)
+    api = FakeAPI(polls_to_end=1)
+    api.results_refused = 401
+    with pytest.raises(BatchError, match=r"\(401: invalid x-api-key\).*check ANTHROPIC_API_KEY"):
+        _run(store, api, reqs, client=api.client(max_retries=0))
+    api.results_refused = None
+    out = _run(store, api, reqs)
+    assert api.creates() == 1 and all(o.status == "succeeded" for o in out.values())

@@ -1045,10 +1045,12 @@ class _Runner:
             # AnthropicError covers status and connection errors; the body of a streamed
             # answer breaks off as a transport error (RemoteProtocolError, ReadError, ...).
             flush()
+            auth = isinstance(exc, (anthropic.AuthenticationError, anthropic.PermissionDeniedError))
             raise BatchError(
                 f"{self.stage}: reading the results of batch {batch_id} failed "
-                f"({_failure(exc)}); the {len(seen)} results that arrived are stored: run the "
-                "same command again to read the rest"
+                f"({_failure(exc)}); the {len(seen)} results that arrived are stored: "
+                + ("check ANTHROPIC_API_KEY, then run" if auth else "run")
+                + " the same command again to read the rest"
             ) from None
         # requests of the batch with no result line at all
         for cid, (req, att) in reqs.items():
