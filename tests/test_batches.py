@@ -972,3 +972,18 @@ def test_a_refused_key_while_reading_results_says_so_in_one_line(store):
     api.results_refused = None
     out = _run(store, api, reqs)
     assert api.creates() == 1 and all(o.status == "succeeded" for o in out.values())
+
+
+def test_our_batch_missing_a_result_line_is_still_claimed_not_paid_again(store):
+    reqs = _reqs(3)
+    ids = [r.custom_id for r in reqs]
+    api = FakeAPI({ids[0]: ["missing", "ok"]})
+    api.interrupt_on = "create"
+    with pytest.raises(BatchInterrupted):
+        _run(store, api, reqs)
+    logs: list[str] = []
+    out = _run(store, api, reqs, log=logs.append)
+    assert any("found batch msgbatch_0000" in m for m in logs)
+    # only the request whose line was missing is sent again
+    assert api.created == [ids, [ids[0]]]
+    assert all(o.status == "succeeded" for o in out.values())

@@ -750,10 +750,12 @@ class _Runner:
 
         A candidate must be a batch no submission of this catalog owns, created within
         ``CLAIM_BEFORE``/``CLAIM_AFTER`` of the moment the intent was written, with the same
-        number of requests, and whose results carry exactly the submission's custom_ids
-        (compared by hash): only our submission has those. A candidate still running is
-        waited for, as its results are the only proof. Failing to ask the API leaves the
-        submission as it was, to be recovered by the next run."""
+        number of requests, and whose result lines name only the submission's custom_ids.
+        Those are hashes of this run's requests, so no one else's batch holds them; a subset
+        (not equality) so that a batch missing a result line is still recognised as ours
+        rather than paid for again. A candidate still running is waited for, as its results
+        are the only proof. Failing to ask the API leaves the submission as it was, to be
+        recovered by the next run."""
         import anthropic
         import httpx2
 
@@ -775,7 +777,7 @@ class _Runner:
                     [sid],
                 )
             ]
-            want = ids_hash(ids)
+            want = set(ids)
             try:
                 match = self._find_claim(submitted_at, n, want, known)
             except (anthropic.AnthropicError, httpx2.TransportError) as exc:
@@ -810,8 +812,8 @@ class _Runner:
                     f"{n} request(s) will be submitted"
                 )
 
-    def _find_claim(self, submitted_at: datetime, n: int, want: str, known: set[str]) -> Any:
-        """The batch of the API holding exactly the custom_ids hashed to ``want``, or None."""
+    def _find_claim(self, submitted_at: datetime, n: int, want: set[str], known: set[str]) -> Any:
+        """The batch of the API whose results hold only custom_ids of ``want``, or None."""
         earliest, latest = submitted_at - CLAIM_BEFORE, submitted_at + CLAIM_AFTER
         candidates = []
         for b in self.client.messages.batches.list(limit=100):
@@ -837,7 +839,7 @@ class _Runner:
                     cid = _line_custom_id(raw)
                     if cid:
                         got.append(cid)
-            if ids_hash(got) == want:
+            if got and set(got) <= want:
                 return b
             self.log(f"{self.stage}: batch {b.id} holds other requests: not claimed")
         return None
@@ -1242,11 +1244,6 @@ class _Runner:
                 )
             )
         return stmts
-
-
-def ids_hash(custom_ids: Iterable[str]) -> str:
-    """A hash of a set of custom_ids: what only one submission's batch holds."""
-    return hashlib.sha256("\n".join(sorted(set(custom_ids))).encode()).hexdigest()
 
 
 def _retry_after(exc: Any, fallback: float) -> float:
