@@ -69,7 +69,7 @@ CREATE_BACKOFF_MAX = 120.0
 #: An interrupted submission is claimed only by a batch created within this window around
 #: the moment its intent was written (the clocks of this machine and the API's may differ a
 #: little; ``create`` of a large batch may take minutes).
-CLAIM_BEFORE = timedelta(minutes=2)
+CLAIM_BEFORE = timedelta(minutes=10)
 CLAIM_AFTER = timedelta(minutes=20)
 DEFAULT_POLL_INTERVAL = 30.0
 RETRYABLE_ERRORS_EXCLUDED = {"invalid_request_error"}
