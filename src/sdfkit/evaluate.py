@@ -543,15 +543,7 @@ def pin_graders(
 ) -> Any:
     """The grader model and prompts of an evaluation run, as it was started (``sdfkit.pins``)."""
     from .batches import backend_name
-    from .pins import pin_run
-
-    def legacy(con: Any) -> str | None:
-        rows = con.execute(
-            "SELECT v.model FROM eval_verdicts v JOIN eval_samples s USING (sample_id) "
-            "WHERE s.eval_run = ? AND v.model IS NOT NULL ORDER BY v.graded_at LIMIT 1",
-            [eval_run],
-        ).fetchall()
-        return rows[0][0] if rows else None
+    from .pins import first_model, pin_run
 
     with catalog(store):
         pass  # the evaluation tables exist before the legacy question
@@ -563,7 +555,11 @@ def pin_graders(
         lambda: _grader_model(client, cfg),
         ["recall_questions", *(g[1] for g in GRADERS.values())],
         backend=backend_name(client),
-        legacy_model=legacy,
+        legacy_model=first_model(
+            "SELECT v.model FROM eval_verdicts v JOIN eval_samples s USING (sample_id) "
+            "WHERE s.eval_run = ? AND v.model IS NOT NULL ORDER BY v.graded_at LIMIT 1",
+            eval_run,
+        ),
         log=log,
     )
 

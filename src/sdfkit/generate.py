@@ -362,7 +362,7 @@ def generate(
 
     The run's model and prompt templates are the ones it was started with (``sdfkit.pins``);
     another ``model`` for an existing run is refused."""
-    from .pins import pin_run
+    from .pins import first_model, pin_run
 
     cfg = config or GenerateConfig()
     cfg.check()
@@ -379,15 +379,8 @@ def generate(
         lambda: model_for(client),
         RUN_PROMPTS,
         backend=backend_name(client),
-        legacy_model=lambda con: next(
-            iter(
-                r[0]
-                for r in con.execute(
-                    "SELECT model FROM gen_runs WHERE run = ? ORDER BY started_at LIMIT 1",
-                    [cfg.run],
-                ).fetchall()
-            ),
-            None,
+        legacy_model=first_model(
+            "SELECT model FROM gen_runs WHERE run = ? ORDER BY started_at LIMIT 1", cfg.run
         ),
         log=log,
     )

@@ -125,7 +125,7 @@ def grade(
     """Grade the documents matching ``where`` (SQL over ``documents``) and store verdicts.
 
     The grading run's model and rubric are the ones it was started with (``sdfkit.pins``)."""
-    from .pins import pin_run
+    from .pins import first_model, pin_run
 
     cfg = config or GradeConfig()
     if client is None:
@@ -139,16 +139,10 @@ def grade(
         lambda: model_for(client, "haiku"),
         ["grade"],
         backend=backend_name(client),
-        legacy_model=lambda con: next(
-            iter(
-                r[0]
-                for r in con.execute(
-                    "SELECT model FROM grades WHERE run = ? AND model IS NOT NULL "
-                    "ORDER BY graded_at LIMIT 1",
-                    [cfg.run],
-                ).fetchall()
-            ),
-            None,
+        legacy_model=first_model(
+            "SELECT model FROM grades WHERE run = ? AND model IS NOT NULL "
+            "ORDER BY graded_at LIMIT 1",
+            cfg.run,
         ),
         log=log,
     )

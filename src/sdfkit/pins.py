@@ -111,6 +111,16 @@ def pin_run(
     return Pin(kind, run, chosen, texts, new=True)
 
 
+def first_model(sql: str, *params: Any) -> Callable[[Any], str | None]:
+    """A ``legacy_model`` reading the first value of ``sql`` (None when no row)."""
+
+    def read(con: Any) -> str | None:
+        rows = con.execute(sql, list(params)).fetchall()
+        return rows[0][0] if rows else None
+
+    return read
+
+
 def _refuse_other_model(kind: str, run: str, pinned: str, asked: str | None) -> None:
     if asked and asked != pinned:
         raise PinError(
