@@ -730,8 +730,6 @@ def test_values_the_sdk_does_not_know_are_kept_not_paid_again(store):
 
 
 def test_unreadable_line_of_no_request_stays_out_of_the_ledger(store):
-    import httpx2
-
     reqs = _reqs(1)
     api = FakeAPI(polls_to_end=1)
     real = api.handle
@@ -744,7 +742,6 @@ def test_unreadable_line_of_no_request_stays_out_of_the_ledger(store):
         return resp
 
     api.handle = handle  # type: ignore[method-assign]
-    assert isinstance(httpx2.MockTransport(handle), httpx2.MockTransport)
     _run(store, api, reqs)
     led = ledger(store, "r1").to_dicts()
     assert [(r["model"], r["requests"]) for r in led] == [("claude-test-model", 1)]
