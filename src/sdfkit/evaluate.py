@@ -312,7 +312,7 @@ class EvalConfig:
     belief: bool = False  # belief depth (sdfkit.belief): multiple choice, open, adversarial...
     belief_questions_per_fact: int = 4
     limit: int | None = None  # --capabilities: samples per task (None: the whole dataset)
-    deadline: float = 600.0
+    deadline: float = 1800.0  # train.DEFAULT_DEADLINE: past the SDK's normal queue pauses
     health_timeout: float = 10.0
     max_retries: int = 2
     poll_interval: float = 30.0
@@ -548,6 +548,32 @@ def _question(
         "custom_id": custom_id,
         "created_at": _now(),
     }
+
+
+def pin_graders(
+    store: Store, eval_run: str, client: Any, cfg: EvalConfig, log: Callable[[str], None]
+) -> Any:
+    """The grader model and prompts of an evaluation run, as it was started (``sdfkit.pins``)."""
+    from .batches import backend_name
+    from .pins import first_model, pin_run
+
+    with catalog(store):
+        pass  # the evaluation tables exist before the legacy question
+    return pin_run(
+        store,
+        "eval",
+        eval_run,
+        cfg.grader_model,
+        lambda: _grader_model(client, cfg),
+        ["recall_questions", "belief_questions", *(g[1] for g in GRADERS.values())],
+        backend=backend_name(client),
+        legacy_model=first_model(
+            "SELECT v.model FROM eval_verdicts v JOIN eval_samples s USING (sample_id) "
+            "WHERE s.eval_run = ? AND v.model IS NOT NULL ORDER BY v.graded_at LIMIT 1",
+            eval_run,
+        ),
+        log=log,
+    )
 
 
 def _grader_model(client: Any, cfg: EvalConfig) -> str:
@@ -955,6 +981,8 @@ def evaluate(
     log: Callable[[str], None] | None = None,
 ) -> EvalResult:
     """Questions (once per universe), samples per checkpoint, verdicts, metrics."""
+    from dataclasses import replace
+
     from .batches import client_for_store
     from .train import close_service, connect_service
 
@@ -965,7 +993,10 @@ def evaluate(
     base_model, targets = choose_targets(store, train_run, cfg)
     renderer_for(base_model, cfg.renderer)  # fail early on an unknown chat format
     client = anthropic_client or client_for_store(store, backend)
-    questions = ensure_questions(store, universes, client, cfg, say)
+    pin = pin_graders(store, name, client, cfg, say)
+    cfg = replace(cfg, grader_model=pin.model)
+    with pin.active():
+        questions = ensure_questions(store, universes, client, cfg, say)
     if not questions:
         raise EvalError("no questions: the universes have no facts, behaviour or eval prompts.")
     service = connect_service(cfg.health_timeout, service_factory)
@@ -975,24 +1006,27 @@ def evaluate(
         )
     finally:
         close_service(service, "success", cfg.deadline)
-    n_verdicts = grade_samples(store, name, universes, client, cfg, say)
-    res = EvalResult(name, len(questions), n_samples, n_verdicts, metrics(store, name), n_missing)
-    if cfg.belief:
-        from .belief import measure
-
-        res.belief = measure(
-            store,
-            name,
-            train_run,
-            base_model,
-            targets,
-            universes,
-            client,
-            cfg,
-            say,
-            service_factory,
+    with pin.active():
+        n_verdicts = grade_samples(store, name, universes, client, cfg, say)
+        res = EvalResult(
+            name, len(questions), n_samples, n_verdicts, metrics(store, name), n_missing
         )
-        res.samples_missing += res.belief.samples_missing
+        if cfg.belief:
+            from .belief import measure
+
+            res.belief = measure(
+                store,
+                name,
+                train_run,
+                base_model,
+                targets,
+                universes,
+                client,
+                cfg,
+                say,
+                service_factory,
+            )
+            res.samples_missing += res.belief.samples_missing
     return res
 
 

@@ -12,7 +12,11 @@ from . import CorpusOpt, app, open_store
 
 # Shared by `sdf train` and `sdf eval`: every Tinker call runs under this deadline.
 DeadlineOpt = Annotated[
-    float, typer.Option(help="Seconds any single Tinker call may take before we give up.")
+    float,
+    typer.Option(
+        help="Seconds any single Tinker call may take before we give up (the SDK treats "
+        "queueing under 15 minutes as normal)."
+    ),
 ]
 HealthTimeoutOpt = Annotated[float, typer.Option(help="Seconds the health check may take.")]
 
@@ -48,7 +52,8 @@ def train(
     ] = 100,
     lora_seed: Annotated[int | None, typer.Option(help="Seed of the LoRA initialisation.")] = None,
     checkpoint_ttl: Annotated[
-        int | None, typer.Option(help="Seconds Tinker keeps checkpoints (default: forever).")
+        int | None,
+        typer.Option(help="Seconds Tinker keeps checkpoints: 3600 or more (default: forever)."),
     ] = None,
     model_tokenizer: Annotated[
         str | None,
@@ -57,7 +62,7 @@ def train(
     pipeline_depth: Annotated[
         int, typer.Option(help="Steps submitted before the oldest is waited for (1: none).")
     ] = 2,
-    deadline: DeadlineOpt = 600.0,
+    deadline: DeadlineOpt = 1800.0,
     health_timeout: HealthTimeoutOpt = 10.0,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan; contact nothing.")
@@ -168,7 +173,7 @@ def eval_(
     name: Annotated[
         str | None, typer.Option("--name", help="Evaluation name (default: the run name).")
     ] = None,
-    deadline: DeadlineOpt = 600.0,
+    deadline: DeadlineOpt = 1800.0,
     health_timeout: HealthTimeoutOpt = 10.0,
     poll_interval: Annotated[float, typer.Option(help="Seconds between batch polls.")] = 30.0,
     report: Annotated[
