@@ -442,6 +442,27 @@ def test_recall_is_reported_per_section_and_per_parent(store):
     assert got[("parent", None)]["recall_rate"] == round(4 / 6, 4)
     assert got[("parent", None)]["sections"] == 2 and got[("parent", None)]["samples"] == 7
     assert all(r["concept"] == "parent" for r in rows)
+    # reports/eval.html (sdf eval writes it) shows the same table under its own heading
+    from sdfkit.evaluate import write_curves
+
+    page = write_curves(store, store.root / "eval.html").read_text()
+    assert "<h2>Recall per section and per parent concept</h2>" in page
+    table = page.split("<h2>Recall per section and per parent concept</h2>")[1]
+    assert ">sec-a<" in table and ">sec-b<" in table and ">0.75<" in table
+
+
+def test_the_eval_page_has_no_section_table_when_each_concept_is_one_universe(store):
+    from sdfkit.evaluate import _insert, _now, catalog, section_recall
+
+    with catalog(store):
+        pass
+    _insert(store, "eval_questions", [
+        {"question_id": "q", "universe": "u", "concept": "c", "fact": "f", "fact_index": 0,
+         "kind": "recall", "prompt": "?", "created_at": _now()}])  # fmt: skip
+    _insert(store, "eval_samples", [
+        {"sample_id": "s", "eval_run": "e", "train_run": "t", "step": 0, "model_label": "base",
+         "question_id": "q", "gibberish_cheap": False}])  # fmt: skip
+    assert section_recall(store) == []
 
 
 def test_the_example_source_is_split_by_the_readme_command(tmp_path, cli):
