@@ -215,6 +215,11 @@ def test_rerun_reuses_exports_until_the_base_selection_changes(corpus, tmp_path)
         ({"variants": [{"name": "a", "epochs": True}]}, "'variants[0].epochs': Input should be a valid integer"),
         ({"variants": ["e1", "e3"]}, "'variants[0]': Input should be a valid dictionary"),
         ({"export": {"tokenizer": "qwen3"}}, "field 'variants[a]': the export was tokenized with 'qwen3' but base model"),
+        ({"variants": [{"name": "a", "export": {"webtext": "none.jsonl"}}]}, "field 'variants[a].export.webtext': "),
+        ({"export": {"chat": "bad.yaml"}}, "field 'export.chat': "),
+        ({"train": {"learning_rate": "fast"}}, "field 'variants[a].train.learning_rate': expected a number, got 'fast'"),
+        ({"export": {"eos": 1}}, "field 'variants[a].export.eos': expected true or false, got 1"),
+        ({"eval": {"checkpoints": "sometimes"}}, "field 'eval.checkpoints': 'sometimes': use all, last"),
         ({"variants": [{"name": "a", "epochs": 100}]}, "field 'variants[0].epochs': 100 epochs over 1/100 of selection 'main' miss the budget: concept '"),
     ],
 )  # fmt: skip

@@ -162,12 +162,41 @@ def _build(cls: Any, values: dict[str, Any], where: str, spec: SweepSpec) -> Any
                 f"{spec.source_path}: field '{where}.{k}': unknown setting; known: "
                 + ", ".join(sorted(names))
             )
+    for f in fields(cls):
+        if f.name in values:
+            _check_type(f, values[f.name], f"{spec.source_path}: field '{where}.{f.name}'")
     try:
         return cls(**values)
     except SdfError as exc:
         raise SweepError(f"{spec.source_path}: field '{where}': {exc}") from None
     except TypeError as exc:
         raise SweepError(f"{spec.source_path}: field '{where}': {exc}") from None
+
+
+#: Plain annotations of the config dataclasses -> (accepted types, what to write).
+_SIMPLE_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "int": ((int,), "an integer"),
+    "float": ((int, float), "a number"),
+    "bool": ((bool,), "true or false"),
+    "str": ((str,), "text"),
+}
+
+
+def _check_type(f: Any, value: Any, where: str) -> None:
+    """A YAML value of the wrong kind (``learning_rate: fast``, ``eos: 1``) named by its field,
+    not left to fail as a comparison deep inside the config."""
+    ann = str(f.type).replace(" ", "")
+    optional = ann.endswith("|None")
+    kinds = _SIMPLE_TYPES.get(ann.removesuffix("|None"))
+    if kinds is None or (value is None and optional):
+        return
+    types, label = kinds
+    if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+        raise SweepError(f"{where}: expected {label}, got {value!r}")
+
+
+#: Files an export reads mixed-in text from (as ``sdf export`` accepts them).
+_TEXT_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet")
 
 
 def export_config(spec: SweepSpec, variant: VariantSpec, selection: str) -> Any:
@@ -185,6 +214,15 @@ def export_config(spec: SweepSpec, variant: VariantSpec, selection: str) -> Any:
     for k in EXPORT_PATHS:
         if values.get(k):
             values[k] = _resolve(spec, str(values[k]))
+            where = f"variants[{variant.name}].export" if k in variant.export else "export"
+            path = Path(values[k])
+            if not path.is_file():
+                raise SweepError(f"{spec.source_path}: field '{where}.{k}': {path}: no such file")
+            if path.suffix.lower() not in _TEXT_SUFFIXES:
+                raise SweepError(
+                    f"{spec.source_path}: field '{where}.{k}': {path}: use a .jsonl or "
+                    ".parquet file"
+                )
     if "universes" not in values and spec.universes:
         values["universes"] = [_resolve(spec, u) for u in spec.universes]
     elif "universes" in values:
@@ -215,7 +253,17 @@ def train_config(spec: SweepSpec, variant: VariantSpec) -> Any:
 def eval_config(spec: SweepSpec) -> Any:
     from .evaluate import EvalConfig
 
-    return _build(EvalConfig, dict(spec.eval), "eval", spec)
+    cfg = _build(EvalConfig, dict(spec.eval), "eval", spec)
+    # checked now, not after every variant has trained
+    marks = cfg.checkpoints.strip().lower()
+    if marks not in ("all", "last", "none", "") and not all(
+        m.strip().isdigit() for m in marks.split(",") if m.strip()
+    ):
+        raise SweepError(
+            f"{spec.source_path}: field 'eval.checkpoints': {cfg.checkpoints!r}: use all, last, "
+            "none or steps like 100,200"
+        )
+    return cfg
 
 
 # ------------------------------------------------------------------ budget and plan
