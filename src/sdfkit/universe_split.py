@@ -582,6 +582,8 @@ def split_source(
     prefix = cfg.id_prefix or slug(concept, 32)
     if not re.fullmatch(ID_PATTERN, prefix):
         raise SplitError(f"cannot make universe ids from {prefix!r}; pass --id-prefix")
+    if not any(line.strip() and not _ATX.match(line) for line in text.split("\n")):
+        raise SplitError(f"{src}: holds headings but no text under them")
     sections = split_text(text, cfg, title=src.stem)
     if not sections:
         raise SplitError(f"{src}: no section holds text")
