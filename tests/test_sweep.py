@@ -358,6 +358,28 @@ def test_sweep_through_the_cli_without_eval(corpus, tmp_path, cli, monkeypatch):
     assert (tmp_path / "reports" / "sweep-cli.html").is_file()
 
 
+@pytest.mark.usefixtures("tinker_env")
+def test_a_page_path_that_cannot_be_written_fails_before_anything_trains(
+    corpus, tmp_path, cli, monkeypatch
+):
+    import tinker
+
+    world = FakeTinkerWorld()
+    monkeypatch.setattr(tinker, "ServiceClient", world.service)
+    (tmp_path / "pages").mkdir()
+    path = write_spec(tmp_path, "pg", VARIANTS[1:2], out="o")
+    res = cli("--corpus", str(corpus.root), "sweep", str(path), "--no-eval", "--report", "pages",
+              expect=2)  # fmt: skip
+    assert res.output == "error: --report: pages is a folder; name the page's .html file\n"
+    (tmp_path / "afile").write_text("x")
+    path = write_spec(tmp_path, "pg", VARIANTS[1:2], out="o", report="afile/pg.html")
+    res = cli("--corpus", str(corpus.root), "sweep", str(path), "--no-eval", expect=2)
+    assert (
+        f"error: {path}: field 'report': " in res.output and "afile is not a folder" in res.output
+    )
+    assert world.calls == [] and not (tmp_path / "o").exists()
+
+
 def test_the_example_sweep_file_is_valid():
     spec = load_spec(EXAMPLES / "sweeps" / "epochs.yaml")
     assert [v.epochs for v in spec.variants] == [1, 3, 5, 7, 3]

@@ -659,6 +659,8 @@ def run(
     from .train import train
 
     say = log or (lambda _m: None)
+    path = Path(report) if report else report_path(spec)
+    _check_page_path(path, "--report" if report else f"{spec.source_path}: field 'report'")
     plan = prepare(store, spec, say)
     result = SweepResult(plan)
     universes = [_resolve(spec, u) for u in spec.universes] or None
@@ -687,9 +689,19 @@ def run(
             )
             result.evaluated[v.name] = ev.summary()
             result.samples_missing += ev.samples_missing
-    path = Path(report) if report else report_path(spec)
     result.report = write_page(store, plan, path, path.with_suffix(".json"))
     return result
+
+
+def _check_page_path(path: Path, where: str) -> None:
+    """The page is written after every variant trained: a path it cannot take fails now."""
+    if path.is_dir():
+        raise SweepError(f"{where}: {path} is a folder; name the page's .html file")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SweepError(f"{where}: {path}: {parent} is not a folder")
 
 
 def report_path(spec: SweepSpec) -> Path:
