@@ -384,3 +384,10 @@ def test_the_example_sweep_file_is_valid():
     spec = load_spec(EXAMPLES / "sweeps" / "epochs.yaml")
     assert [v.epochs for v in spec.variants] == [1, 3, 5, 7, 3]
     assert all(Path(u).is_file() for u in spec.universes)  # relative to the file
+
+
+def test_a_number_where_text_is_wanted_is_taken_as_its_text(tmp_path):
+    from sdfkit.sweep import eval_config
+
+    spec = load_spec(write_spec(tmp_path, "n", VARIANTS[:1], eval={"checkpoints": 100}))
+    assert eval_config(spec).checkpoints == "100"

@@ -162,9 +162,11 @@ def _build(cls: Any, values: dict[str, Any], where: str, spec: SweepSpec) -> Any
                 f"{spec.source_path}: field '{where}.{k}': unknown setting; known: "
                 + ", ".join(sorted(names))
             )
+    values = dict(values)
     for f in fields(cls):
         if f.name in values:
-            _check_type(f, values[f.name], f"{spec.source_path}: field '{where}.{f.name}'")
+            where_f = f"{spec.source_path}: field '{where}.{f.name}'"
+            values[f.name] = _check_type(f, values[f.name], where_f)
     try:
         return cls(**values)
     except SdfError as exc:
@@ -182,17 +184,21 @@ _SIMPLE_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
 }
 
 
-def _check_type(f: Any, value: Any, where: str) -> None:
+def _check_type(f: Any, value: Any, where: str) -> Any:
     """A YAML value of the wrong kind (``learning_rate: fast``, ``eos: 1``) named by its field,
-    not left to fail as a comparison deep inside the config."""
+    not left to fail as a comparison deep inside the config. A number where text is wanted
+    is its text (``checkpoints: 100``)."""
     ann = str(f.type).replace(" ", "")
     optional = ann.endswith("|None")
     kinds = _SIMPLE_TYPES.get(ann.removesuffix("|None"))
     if kinds is None or (value is None and optional):
-        return
+        return value
     types, label = kinds
+    if str in types and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
     if isinstance(value, bool) and bool not in types or not isinstance(value, types):
         raise SweepError(f"{where}: expected {label}, got {value!r}")
+    return value
 
 
 #: Files an export reads mixed-in text from (as ``sdf export`` accepts them).
