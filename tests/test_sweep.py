@@ -16,6 +16,7 @@ from test_evaluate import harmony_sampler
 from test_train import health_server, tinker_env  # noqa: F401 - fixtures
 
 from sdfkit.export import read_manifest
+from sdfkit.selection import list_selections
 from sdfkit.store import Store
 from sdfkit.sweep import SWEEP_MANIFEST, load_spec, prepare, run
 
@@ -155,6 +156,17 @@ def test_sweep_manifest_records_the_budget_and_exact_counts(corpus, dry_run):
         assert rec["export_sdf_tokens"] == exp["sources"]["sdf"]["tokens"]
         assert sum(g["tokens"] for g in rec["per_group"].values()) == rec["tokens"]
         assert sum(g["budget_tokens"] for g in rec["per_group"].values()) == m["budget"]["tokens"]
+    assert m["budget"]["tokenizer"] == "o200k_harmony"
+    # the budget is exact in every export's own manifest: its SDF tokens are the variant's
+    # tokens plus one EOS (and the DOCTAG) per example, nothing estimated
+    for rec in m["variants"]:
+        exp = read_manifest(rec["export_dir"])
+        assert exp["tokenizer"] == rec["export_tokenizer"] == m["budget"]["tokenizer"]
+        sdf = exp["sources"]["sdf"]
+        per_example = 1 + len(exp["doctag_tokens"])
+        assert sdf["tokens"] == rec["tokens"] + per_example * sdf["examples"], rec["name"]
+        assert sum(c["tokens"] for c in exp["counts"] if c["source"] == "sdf") == sdf["tokens"]
+        assert exp["epochs"] == rec["epochs"] and exp["selection"] == rec["selection"]
     # the DOCTAG variant trains on the same documents: its export differs by the tag alone
     tag = read_manifest(by_name["e3-doctag"]["export_dir"])
     plain = read_manifest(by_name["e3"]["export_dir"])
@@ -196,8 +208,19 @@ def test_rerun_reuses_exports_until_the_base_selection_changes(corpus, tmp_path)
         ({"variants": [{"name": "a", "export": {"epochs": 3}}]}, "'variants[a].export.epochs': set by the sweep"),
         ({"variants": [{"name": "a"}, {"name": "a"}]}, "variant name 'a' is used twice"),
         ({"train": {"batch_size": 0}}, "field 'variants[a].train': --batch-size must be at least 1"),
-        ({"selection": "nope"}, "no selection named 'nope'"),
+        ({"selection": "nope"}, "bad.yaml: field 'selection': no selection named 'nope'"),
         ({"epochz": 3}, "field 'epochz': unknown field"),
+        ({"variants": [{"name": "a", "epochs": -1}]}, "'variants[0].epochs': Input should be greater"),
+        ({"variants": [{"name": "a", "epochs": "three"}]}, "'variants[0].epochs': Input should be a valid integer"),
+        ({"variants": [{"name": "a", "epochs": True}]}, "'variants[0].epochs': Input should be a valid integer"),
+        ({"variants": ["e1", "e3"]}, "'variants[0]': Input should be a valid dictionary"),
+        ({"export": {"tokenizer": "qwen3"}}, "field 'variants[a]': the export was tokenized with 'qwen3' but base model"),
+        ({"variants": [{"name": "a", "export": {"webtext": "none.jsonl"}}]}, "field 'variants[a].export.webtext': "),
+        ({"export": {"chat": "bad.yaml"}}, "field 'export.chat': "),
+        ({"train": {"learning_rate": "fast"}}, "field 'variants[a].train.learning_rate': expected a number, got 'fast'"),
+        ({"export": {"eos": 1}}, "field 'variants[a].export.eos': expected true or false, got 1"),
+        ({"eval": {"checkpoints": "sometimes"}}, "field 'eval.checkpoints': 'sometimes': use all, last"),
+        ({"variants": [{"name": "a", "epochs": 100}]}, "field 'variants[0].epochs': 100 epochs over 1/100 of selection 'main' miss the budget: concept '"),
     ],
 )  # fmt: skip
 def test_bad_sweep_files_are_one_line_errors(corpus, tmp_path, cli, change, message):
@@ -207,6 +230,59 @@ def test_bad_sweep_files_are_one_line_errors(corpus, tmp_path, cli, change, mess
     res = cli("--corpus", str(corpus.root), "sweep", str(path), "--dry-run", expect=2)
     assert res.output.startswith("error: ") and message in res.output, res.output
     assert len(res.output.strip().splitlines()) == 1
+    assert not (corpus.root / "sweeps" / "bad").exists() and not any(
+        s.startswith("bad-") for s in list_selections(corpus)
+    )
+
+
+def test_a_budget_one_variant_cannot_meet_stops_the_sweep_before_it_writes(corpus, tmp_path, cli):
+    path = write_spec(tmp_path, "short", [{"name": "e1", "epochs": 1}, {"name": "e3", "epochs": 3},
+                                          {"name": "e60", "epochs": 60}], out="o")  # fmt: skip
+    res = cli("--corpus", str(corpus.root), "sweep", str(path), "--dry-run", expect=2)
+    assert res.output.startswith(f"error: {path}: field 'variants[2].epochs': 60 epochs over")
+    assert res.output.count("\n") == 1 and "fewer epochs" in res.output
+    # the feasible variants before it made neither a selection nor an export
+    assert [s for s in list_selections(corpus) if s.startswith("short-")] == []
+    assert not (tmp_path / "o").exists()
+
+
+def test_json_without_dry_run_is_refused_before_anything_trains(corpus, tmp_path, cli):
+    path = write_spec(tmp_path, "j", VARIANTS[:1], out="o")
+    res = cli("--corpus", str(corpus.root), "sweep", str(path), "--json", expect=2)
+    assert res.output == "error: --json: only with --dry-run (the plan of every variant)\n"
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_sweep_never_replaces_a_selection_or_folder_it_did_not_make(corpus, tmp_path, cli):
+    from sdfkit.selection import SelectionConfig, select
+
+    def refused(path: Path) -> str:
+        res = cli("--corpus", str(corpus.root), "sweep", str(path), "--dry-run", expect=2)
+        assert res.output.count("\n") == 1
+        return res.output
+
+    # the 3-epoch selection of sweep 'main' would be 'main-e3': a user's selection of that name
+    select(corpus, SelectionConfig(name="main-e3", docs=5, seed=1))
+    kept = sql(corpus, "SELECT doc_id FROM selections WHERE name = 'main-e3' ORDER BY 1")
+    out = refused(write_spec(tmp_path, "main", VARIANTS[1:2], out="o1"))
+    assert "field 'name': selection 'main-e3' exists and no sweep made it" in out
+    assert sql(corpus, "SELECT doc_id FROM selections WHERE name = 'main-e3' ORDER BY 1") == kept
+    # a base selection named like the sweep's own
+    out = refused(write_spec(tmp_path, "main", VARIANTS[1:2], out="o1", selection="main-e3"))
+    assert "which is the base selection itself; rename the sweep" in out
+    # a folder of the user's where a variant's export would go
+    (tmp_path / "o2" / "e3").mkdir(parents=True)
+    (tmp_path / "o2" / "e3" / "notes.txt").write_text("mine")
+    out = refused(write_spec(tmp_path, "mine", VARIANTS[1:2], out="o2"))
+    assert "field 'variants[e3]': " in out and "exists and is not an export" in out
+    assert (tmp_path / "o2" / "e3" / "notes.txt").read_text() == "mine"
+    # an out that cannot be made
+    (tmp_path / "afile").write_text("x")
+    out = refused(write_spec(tmp_path, "mine", VARIANTS[1:2], out="afile"))
+    assert "field 'out': " in out and "is a file, not a folder" in out
+    out = refused(write_spec(tmp_path, "mine", VARIANTS[1:2], out="/proc/sdfkit-no-such/o"))
+    assert "field 'out': cannot make /proc/sdfkit-no-such/o" in out
+    assert [s for s in list_selections(corpus) if s.startswith("mine-")] == []
 
 
 def test_malformed_yaml_names_the_line(tmp_path, cli):
@@ -282,7 +358,36 @@ def test_sweep_through_the_cli_without_eval(corpus, tmp_path, cli, monkeypatch):
     assert (tmp_path / "reports" / "sweep-cli.html").is_file()
 
 
+@pytest.mark.usefixtures("tinker_env")
+def test_a_page_path_that_cannot_be_written_fails_before_anything_trains(
+    corpus, tmp_path, cli, monkeypatch
+):
+    import tinker
+
+    world = FakeTinkerWorld()
+    monkeypatch.setattr(tinker, "ServiceClient", world.service)
+    (tmp_path / "pages").mkdir()
+    path = write_spec(tmp_path, "pg", VARIANTS[1:2], out="o")
+    res = cli("--corpus", str(corpus.root), "sweep", str(path), "--no-eval", "--report", "pages",
+              expect=2)  # fmt: skip
+    assert res.output == "error: --report: pages is a folder; name the page's .html file\n"
+    (tmp_path / "afile").write_text("x")
+    path = write_spec(tmp_path, "pg", VARIANTS[1:2], out="o", report="afile/pg.html")
+    res = cli("--corpus", str(corpus.root), "sweep", str(path), "--no-eval", expect=2)
+    assert (
+        f"error: {path}: field 'report': " in res.output and "afile is not a folder" in res.output
+    )
+    assert world.calls == [] and not (tmp_path / "o").exists()
+
+
 def test_the_example_sweep_file_is_valid():
     spec = load_spec(EXAMPLES / "sweeps" / "epochs.yaml")
     assert [v.epochs for v in spec.variants] == [1, 3, 5, 7, 3]
     assert all(Path(u).is_file() for u in spec.universes)  # relative to the file
+
+
+def test_a_number_where_text_is_wanted_is_taken_as_its_text(tmp_path):
+    from sdfkit.sweep import eval_config
+
+    spec = load_spec(write_spec(tmp_path, "n", VARIANTS[:1], eval={"checkpoints": 100}))
+    assert eval_config(spec).checkpoints == "100"

@@ -206,8 +206,17 @@ def test_split_writes_universe_files_valid_under_check_and_a_manifest(tmp_path, 
         (lambda p: None, [], r"src\.md: no such file"),
         (lambda p: p.write_text("# T\n\nx"), ["--overlap", "5000"], r"--overlap 5000: must be"),
         (lambda p: p.write_text("# T\n\nx"), ["--format", "pdf"], r"--format 'pdf': use one of"),
+        (lambda p: p.write_bytes(b"# T\n\nok\n\0\0\0"), [], r"src\.md:4: holds NUL bytes"),
+        (lambda p: p.write_text("# A\n\n## B\n## C\n"), [], r"src\.md: holds headings but no text"),
+        (lambda p: p.mkdir(), [], r"src\.md: is a directory, not a source file"),
+        (lambda p: p.write_text("# T\n\nx"), ["--max-tokens", "0"], r"--max-tokens 0: must be"),
+        (lambda p: p.write_text("# T\n\nx"), ["--max-tokens", "-9"], r"--max-tokens -9: must"),
+        (lambda p: p.write_text("# T\n\nx"), ["--overlap", "-1"], r"--overlap -1: must be"),
+        (lambda p: p.write_text("# T\n\nx"), ["--min-tokens", "-5"], r"--min-tokens -5: must"),
+        (lambda p: p.write_text("# T\n\nx"), ["--max-tokens", "100", "--overlap", "60"],
+         r"--overlap 60: must be between 0 and half of --max-tokens \(50\)"),
     ],
-)
+)  # fmt: skip
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, cli, make, args, message):
     src = tmp_path / "src.md"
     make(src)
@@ -226,6 +235,67 @@ def test_unknown_suffix_and_occupied_output_are_refused(tmp_path, cli):
     assert "exists and is not empty; pass --overwrite" in res.output
     cli("universe", "split", str(HANDBOOK), "--out", str(tmp_path / "o"), "--overwrite")
     assert len(list((tmp_path / "o").glob("*.md"))) > 1
+
+
+def test_overwrite_replaces_an_earlier_split_but_never_files_it_did_not_write(tmp_path, cli):
+    out = tmp_path / "hb"
+    cli("universe", "split", str(HANDBOOK), "--out", str(out))
+    (out / "my-notes.txt").write_text("precious")
+    before = sorted(p.name for p in out.iterdir())
+    res = cli("universe", "split", str(HANDBOOK), "--out", str(out), "--overwrite", expect=2)
+    assert res.output.startswith(f"error: --out {out}: holds 'my-notes.txt', which the earlier")
+    assert res.output.count("\n") == 1 and sorted(p.name for p in out.iterdir()) == before
+    # a folder that no split made is never replaced, nor the working directory
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("mine")
+    res = cli("universe", "split", str(HANDBOOK), "--out", "docs", "--overwrite", expect=2)
+    assert "--overwrite replaces only the output of an earlier split" in res.output
+    res = cli("universe", "split", str(HANDBOOK), "--out", ".", "--overwrite", expect=2)
+    assert "error: --out .: is the current directory or holds it" in res.output
+    assert (tmp_path / "docs" / "a.md").read_text() == "mine"
+    assert (out / "my-notes.txt").read_text() == "precious"
+    (out / "my-notes.txt").unlink()  # once it holds only the split's files, it is replaced
+    cli("universe", "split", str(HANDBOOK), "--out", str(out), "--overwrite", "--max-tokens", "300")
+    assert json.loads((out / SECTIONS_FILE).read_text())["config"]["max_tokens"] == 300
+
+
+@pytest.mark.parametrize("out", ["afile/o", "/proc/sdfkit-no-such/o"])
+def test_an_out_that_cannot_be_made_is_one_line_and_writes_nothing(tmp_path, cli, out):
+    (tmp_path / "afile").write_text("x")
+    res = cli("universe", "split", str(HANDBOOK), "--out", out, expect=2)
+    assert res.output.startswith(f"error: --out {out}: cannot ") and res.output.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_a_pipe_or_device_is_refused_not_read_forever(tmp_path, cli):
+    import os
+    import threading
+
+    fifo = tmp_path / "src.md"
+    os.mkfifo(fifo)
+
+    def feed() -> None:  # were the pipe read, the split would get this text and succeed
+        with open(fifo, "w") as fh:
+            fh.write("# T\n\ntext\n")
+
+    threading.Thread(target=feed, daemon=True).start()
+    res = cli("universe", "split", str(fifo), "--out", "o", expect=2)
+    assert res.output == f"error: {fifo}: not a regular file\n"
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_source_without_headings_is_cut_by_tokens_under_its_own_name(tmp_path):
+    src = tmp_path / "Über Notes.txt"
+    src.write_text(sentences(200))
+    res = split_source(src, tmp_path / "o", SplitConfig(max_tokens=400, overlap=20))
+    n = len(res.sections)
+    assert n > 2 and res.concept == "uber-notes"
+    assert [s["title"] for s in res.sections] == [f"Über Notes (part {k} of {n})" for k in
+                                                  range(1, n + 1)]  # fmt: skip
+    assert all(s["id"].startswith("uber-notes-") for s in res.sections)
+    second = load_universe(tmp_path / "o" / res.sections[1]["file"])
+    assert second.description.startswith("# Über Notes (continued)\n")
+    assert all(s["tokens"] <= 400 for s in res.sections)
 
 
 def test_interrupted_split_leaves_the_previous_output_whole(tmp_path, monkeypatch):
@@ -312,6 +382,29 @@ def test_selection_balances_per_section_or_per_parent_concept(split_corpus, cli)
     assert "--balance-by 'sections': use one of concept, section" in res.output
 
 
+def test_per_section_shortfalls_name_the_section_not_a_concept(split_corpus, cli):
+    store, unis, *_ = split_corpus
+    first = sorted(u.id for u in unis)[0]
+    res = cli(
+        "--corpus", str(store.root), "select", "--name", "x", "--docs", "500",
+        "--balance-by", "section", expect=2,
+    )  # fmt: skip
+    assert (
+        f"  section {first!r}: " in res.output
+        and "eligible documents for a target of 500" in res.output
+    )
+    assert "concept '" not in res.output
+    res = cli(
+        "--corpus", str(store.root), "select", "--name", "x", "--docs", "1",
+        "--balance-by", "section", "--concept", "no-such-section", expect=2,
+    )  # fmt: skip
+    assert "section 'no-such-section' has no eligible documents; sections in the pool: " in (
+        res.output
+    )
+    res = cli("--corpus", str(store.root), "select", "--name", "x", "--docs", "500", expect=2)
+    assert "  concept 'eu_resilience': " in res.output  # per concept, the concept is named
+
+
 def test_recall_is_reported_per_section_and_per_parent(store):
     from sdfkit.evaluate import _insert, _now, catalog
     from sdfkit.sql import named
@@ -350,6 +443,27 @@ def test_recall_is_reported_per_section_and_per_parent(store):
     assert got[("parent", None)]["recall_rate"] == round(4 / 6, 4)
     assert got[("parent", None)]["sections"] == 2 and got[("parent", None)]["samples"] == 7
     assert all(r["concept"] == "parent" for r in rows)
+    # reports/eval.html (sdf eval writes it) shows the same table under its own heading
+    from sdfkit.evaluate import write_curves
+
+    page = write_curves(store, store.root / "eval.html").read_text()
+    assert "<h2>Recall per section and per parent concept</h2>" in page
+    table = page.split("<h2>Recall per section and per parent concept</h2>")[1]
+    assert ">sec-a<" in table and ">sec-b<" in table and ">0.75<" in table
+
+
+def test_the_eval_page_has_no_section_table_when_each_concept_is_one_universe(store):
+    from sdfkit.evaluate import _insert, _now, catalog, section_recall
+
+    with catalog(store):
+        pass
+    _insert(store, "eval_questions", [
+        {"question_id": "q", "universe": "u", "concept": "c", "fact": "f", "fact_index": 0,
+         "kind": "recall", "prompt": "?", "created_at": _now()}])  # fmt: skip
+    _insert(store, "eval_samples", [
+        {"sample_id": "s", "eval_run": "e", "train_run": "t", "step": 0, "model_label": "base",
+         "question_id": "q", "gibberish_cheap": False}])  # fmt: skip
+    assert section_recall(store) == []
 
 
 def test_the_example_source_is_split_by_the_readme_command(tmp_path, cli):

@@ -1182,6 +1182,23 @@ def curves(store: Store) -> dict[str, list[dict[str, Any]]] | None:
     return curve_points(df.to_dicts()) if df.height else None
 
 
+def section_recall(store: Store) -> list[dict[str, Any]]:
+    """Recall per section and per parent concept (``queries/recall_by_section.sql``) when
+    some concept was evaluated over several universes (the sections of ``sdf universe
+    split``); otherwise nothing, as the per-concept curves already say it all."""
+    from .sql import QueryError, named
+
+    try:
+        df = named("recall_by_section", store)
+    except QueryError as exc:
+        if "does not exist yet" in str(exc):
+            return []
+        raise
+    rows = df.to_dicts() if df.height else []
+    split = any(r["level"] == "parent" and (r["sections"] or 0) > 1 for r in rows)
+    return rows if split else []
+
+
 def svg_curves(points: list[dict[str, Any]], title: str, width: int = 720) -> str:
     """One line chart of an evaluation's points: the four rates (0..1) against training step."""
     from .report import svg_lines
@@ -1232,6 +1249,15 @@ def write_curves(store: Store, html_path: str | Path, json_path: str | Path | No
     for (run, concept), rs in sorted(groups.items()):
         parts.append(f"<h2>{_html.escape(str(run))}: {_html.escape(str(concept))}</h2>")
         parts.append(svg_curves(rs, f"{concept}"))
+    by_section = section_recall(store)
+    if by_section:
+        parts.append("<h2>Recall per section and per parent concept</h2>")
+        parts.append(
+            "<p>Concepts evaluated over several universes (sections of a split source): "
+            "recall rates per section and for the parent. Source: "
+            "queries/recall_by_section.sql (sdf sql recall_by_section).</p>"
+        )
+        parts.append(html_table(by_section, list(by_section[0]), limit=10_000))
     if rows:
         cols = list(rows[0])
         parts.append("<h2>Table</h2>")

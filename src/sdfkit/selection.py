@@ -126,13 +126,18 @@ class SelectionConfig:
     #: so the report's rows, ``concepts`` and ``overrides`` name universes, not concepts.
     balance_by: str = "concept"
 
+    @property
+    def unit(self) -> str:
+        """What one target is for, as messages name it."""
+        return "section" if self.balance_by == "section" else "concept"
+
     def target_for(self, concept: str) -> ConceptTarget:
         if concept in self.overrides:
             t = self.overrides[concept]
             return ConceptTarget(t.docs, t.tokens if t.tokens is not None else self.tokens)
         if self.docs is None:
             raise SelectionError(
-                f"no document target for concept {concept!r}: give --docs N "
+                f"no document target for {self.unit} {concept!r}: give --docs N "
                 "(or --concept-target CONCEPT=DOCS[:TOKENS] for each concept)"
             )
         return ConceptTarget(self.docs, self.tokens)
@@ -466,13 +471,14 @@ def select(store: Store, cfg: SelectionConfig, save: bool = True) -> SelectionRe
         raise SelectionError(
             f"a selection named {cfg.name!r} exists; pick another --name or pass --replace"
         )
+    unit = cfg.unit
     pool, left_out = load_pool(store, cfg)
     present = sorted(set(pool["concept"].to_list()))
     concepts = cfg.concepts or sorted(set(present) | set(cfg.overrides))
     for c in list(cfg.overrides) + list(cfg.concepts or []):
         if c not in present:
             raise SelectionError(
-                f"concept {c!r} has no eligible documents; concepts in the pool: "
+                f"{unit} {c!r} has no eligible documents; {unit}s in the pool: "
                 + (", ".join(present) or "none")
             )
     if not concepts:
@@ -485,7 +491,7 @@ def select(store: Store, cfg: SelectionConfig, save: bool = True) -> SelectionRe
     for concept in concepts:
         tgt = cfg.target_for(concept)
         if tgt.docs <= 0:
-            raise SelectionError(f"concept {concept!r}: document target must be positive")
+            raise SelectionError(f"{unit} {concept!r}: document target must be positive")
         sub = pool.filter(pool["concept"] == concept)
         ids_all = sub["doc_id"].to_list()
         types_all = sub["doc_type"].to_list()
@@ -515,7 +521,7 @@ def select(store: Store, cfg: SelectionConfig, save: bool = True) -> SelectionRe
                 for s, w in zip(strata, wanted, strict=True)
             )
             cres.problems.append(
-                f"concept {concept!r}: {n_pool:,} eligible documents for a target of "
+                f"{unit} {concept!r}: {n_pool:,} eligible documents for a target of "
                 f"{tgt.docs:,}: short by {tgt.docs - n_pool:,} documents ({worst})"
             )
         short_tok: dict[str, int] = {}
@@ -527,7 +533,7 @@ def select(store: Store, cfg: SelectionConfig, save: bool = True) -> SelectionRe
                     s.take_extreme(longest=True)
                 short_tok = _stratum_gaps(strata, tgt.tokens)
                 cres.problems.append(
-                    f"concept {concept!r}: at most {hi:,} tokens in {sum(quotas):,} documents "
+                    f"{unit} {concept!r}: at most {hi:,} tokens in {sum(quotas):,} documents "
                     f"for a target of {tgt.tokens:,}: short by {tgt.tokens - hi:,} tokens "
                     f"({(tgt.tokens - hi) / tgt.tokens:.1%}); shortest strata: "
                     + _gap_text(short_tok)
@@ -539,7 +545,7 @@ def select(store: Store, cfg: SelectionConfig, save: bool = True) -> SelectionRe
                     s.take_extreme(longest=False)
                 short_tok = _stratum_gaps(strata, tgt.tokens)
                 cres.problems.append(
-                    f"concept {concept!r}: at least {lo:,} tokens in {sum(quotas):,} documents "
+                    f"{unit} {concept!r}: at least {lo:,} tokens in {sum(quotas):,} documents "
                     f"for a target of {tgt.tokens:,}: over by {lo - tgt.tokens:,} tokens "
                     f"({(lo - tgt.tokens) / tgt.tokens:.1%}); longest strata: "
                     + _gap_text(short_tok)
@@ -552,9 +558,9 @@ def select(store: Store, cfg: SelectionConfig, save: bool = True) -> SelectionRe
                     cres.status = "short"
                     short_tok = _stratum_gaps(strata, tgt.tokens)
                     cres.problems.append(
-                        f"concept {concept!r}: reached {got:,} tokens for a target of "
+                        f"{unit} {concept!r}: reached {got:,} tokens for a target of "
                         f"{tgt.tokens:,} ({(got - tgt.tokens) / tgt.tokens:+.2%}, over the "
-                        f"{tol:.0%} tolerance); strata furthest from their share: "
+                        f"{tol * 100:g}% tolerance); strata furthest from their share: "
                         + _gap_text(short_tok)
                     )
         quota_mean = sum(s.quota * s.mean for s in strata)

@@ -54,7 +54,7 @@ class VariantSpec(_Strict):
     """One variant: its epochs and the export (and training) switches it changes."""
 
     name: str = Field(pattern=NAME)
-    epochs: int = Field(default=1, ge=1, le=100)
+    epochs: int = Field(default=1, ge=1, le=100, strict=True)  # `true` is not 1 epoch
     export: dict[str, Any] = Field(default_factory=dict)
     train: dict[str, Any] = Field(default_factory=dict)
 
@@ -67,7 +67,7 @@ class SweepSpec(_Strict):
     variants: list[VariantSpec] = Field(min_length=1)
     out: str | None = None  # default: <corpus>/sweeps/<name>
     tolerance: float = Field(default=0.005, gt=0, lt=1)
-    seed: int | None = None  # default: the base selection's seed
+    seed: int | None = Field(default=None, strict=True)  # default: the base selection's
     export: dict[str, Any] = Field(default_factory=dict)
     train: dict[str, Any] = Field(default_factory=dict)
     eval: dict[str, Any] = Field(default_factory=dict)
@@ -123,16 +123,23 @@ def load_spec(path: str | Path) -> SweepSpec:
                 if err["type"] == "extra_forbidden"
                 else err["msg"]
             )
-            msgs.append(f"{p}: field '{_loc(err['loc']) or '(file)'}': {msg}")
-        raise SweepError("\n".join(msgs)) from None
+            msgs.append(f"field '{_loc(err['loc']) or '(file)'}': {msg}")
+        raise SweepError(f"{p}: " + "; ".join(msgs)) from None
     spec.source_path = str(p)
     spec.universes = [_resolve(spec, u) for u in spec.universes]
     for i, u in enumerate(spec.universes):
         if not Path(u).is_file():
             raise SweepError(f"{p}: field 'universes[{i}]': {u}: no such file")
+    from .tokens import canonical_name
+    from .train import check_tokenizer
+
     for v in spec.variants:
-        export_config(spec, v, "check")
-        train_config(spec, v)
+        ecfg = export_config(spec, v, "check")
+        tcfg = train_config(spec, v)
+        try:  # what `sdf train` would refuse after the export: refused before any work
+            check_tokenizer(canonical_name(ecfg.tokenizer), tcfg)
+        except SdfError as exc:
+            raise SweepError(f"{p}: field 'variants[{v.name}]': {exc}") from None
     eval_config(spec)
     return spec
 
@@ -155,12 +162,47 @@ def _build(cls: Any, values: dict[str, Any], where: str, spec: SweepSpec) -> Any
                 f"{spec.source_path}: field '{where}.{k}': unknown setting; known: "
                 + ", ".join(sorted(names))
             )
+    values = dict(values)
+    for f in fields(cls):
+        if f.name in values:
+            where_f = f"{spec.source_path}: field '{where}.{f.name}'"
+            values[f.name] = _check_type(f, values[f.name], where_f)
     try:
         return cls(**values)
     except SdfError as exc:
         raise SweepError(f"{spec.source_path}: field '{where}': {exc}") from None
     except TypeError as exc:
         raise SweepError(f"{spec.source_path}: field '{where}': {exc}") from None
+
+
+#: Plain annotations of the config dataclasses -> (accepted types, what to write).
+_SIMPLE_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "int": ((int,), "an integer"),
+    "float": ((int, float), "a number"),
+    "bool": ((bool,), "true or false"),
+    "str": ((str,), "text"),
+}
+
+
+def _check_type(f: Any, value: Any, where: str) -> Any:
+    """A YAML value of the wrong kind (``learning_rate: fast``, ``eos: 1``) named by its field,
+    not left to fail as a comparison deep inside the config. A number where text is wanted
+    is its text (``checkpoints: 100``)."""
+    ann = str(f.type).replace(" ", "")
+    optional = ann.endswith("|None")
+    kinds = _SIMPLE_TYPES.get(ann.removesuffix("|None"))
+    if kinds is None or (value is None and optional):
+        return value
+    types, label = kinds
+    if str in types and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+        raise SweepError(f"{where}: expected {label}, got {value!r}")
+    return value
+
+
+#: Files an export reads mixed-in text from (as ``sdf export`` accepts them).
+_TEXT_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet")
 
 
 def export_config(spec: SweepSpec, variant: VariantSpec, selection: str) -> Any:
@@ -178,6 +220,15 @@ def export_config(spec: SweepSpec, variant: VariantSpec, selection: str) -> Any:
     for k in EXPORT_PATHS:
         if values.get(k):
             values[k] = _resolve(spec, str(values[k]))
+            where = f"variants[{variant.name}].export" if k in variant.export else "export"
+            path = Path(values[k])
+            if not path.is_file():
+                raise SweepError(f"{spec.source_path}: field '{where}.{k}': {path}: no such file")
+            if path.suffix.lower() not in _TEXT_SUFFIXES:
+                raise SweepError(
+                    f"{spec.source_path}: field '{where}.{k}': {path}: use a .jsonl or "
+                    ".parquet file"
+                )
     if "universes" not in values and spec.universes:
         values["universes"] = [_resolve(spec, u) for u in spec.universes]
     elif "universes" in values:
@@ -208,7 +259,17 @@ def train_config(spec: SweepSpec, variant: VariantSpec) -> Any:
 def eval_config(spec: SweepSpec) -> Any:
     from .evaluate import EvalConfig
 
-    return _build(EvalConfig, dict(spec.eval), "eval", spec)
+    cfg = _build(EvalConfig, dict(spec.eval), "eval", spec)
+    # checked now, not after every variant has trained
+    marks = cfg.checkpoints.strip().lower()
+    if marks not in ("all", "last", "none", "") and not all(
+        m.strip().isdigit() for m in marks.split(",") if m.strip()
+    ):
+        raise SweepError(
+            f"{spec.source_path}: field 'eval.checkpoints': {cfg.checkpoints!r}: use all, last, "
+            "none or steps like 100,200"
+        )
+    return cfg
 
 
 # ------------------------------------------------------------------ budget and plan
@@ -232,6 +293,7 @@ class VariantPlan:
     export_sdf_tokens: int
     selection_sha256: str
     train_run: str
+    export_tokenizer: str = ""  # the export's; the budget is counted in SweepPlan.tokenizer
     per_group: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def plan_json(self) -> dict[str, Any]:
@@ -254,6 +316,7 @@ class SweepPlan:
     out: str
     variants: list[VariantPlan]
     spec: SweepSpec = field(repr=False)
+    tokenizer: str = ""  # of the corpus's n_tokens: the unit of the budget
 
     def to_json(self) -> dict[str, Any]:
         """The ``--dry-run --json`` plan."""
@@ -270,15 +333,19 @@ class SweepPlan:
             "spec_file": self.spec.source_path,
             "base_selection": self.base_selection,
             "balance_by": self.balance_by,
-            "budget": {"tokens": self.budget_tokens, "documents": self.budget_documents},
+            "budget": {
+                "tokens": self.budget_tokens,
+                "documents": self.budget_documents,
+                "tokenizer": self.tokenizer,
+            },
             "tolerance": self.spec.tolerance,
             "variants": [asdict(v) for v in self.variants],
         }
 
     def describe(self) -> str:
         lines = [
-            f"sweep {self.sweep!r}: budget {self.budget_tokens:,} tokens "
-            f"({self.budget_documents:,} documents of selection {self.base_selection!r} once); "
+            f"sweep {self.sweep!r}: budget {self.budget_tokens:,} tokens ({self.tokenizer}; "
+            f"{self.budget_documents:,} documents of selection {self.base_selection!r} once); "
             f"folder {self.out}",
         ]
         head = ["variant", "epochs", "documents", "tokens", "vs budget", "examples", "steps"]
@@ -329,12 +396,15 @@ def default_out(store: Store, spec: SweepSpec) -> Path:
 def prepare(store: Store, spec: SweepSpec, log: Callable[[str], None] | None = None) -> SweepPlan:
     """Selections, exports and training plans of every variant (contacts no service)."""
     from .export import export, read_manifest
-    from .selection import ConceptTarget, SelectionConfig, SelectionError, select
+    from .selection import SelectionError, select
     from .tokens import canonical_name
     from .train import plan_run
 
     say = log or (lambda _m: None)
-    report, base_cfg = _base(store, spec.selection)
+    try:
+        report, base_cfg = _base(store, spec.selection)
+    except SelectionError as exc:
+        raise SweepError(f"{spec.source_path}: field 'selection': {exc}") from None
     if report.status != "ok":
         say(
             f"note: selection {spec.selection!r} fell short of its targets; the budget is what "
@@ -343,9 +413,13 @@ def prepare(store: Store, spec: SweepSpec, log: Callable[[str], None] | None = N
     balance_by = base_cfg.get("balance_by", "concept")
     budget = {c.concept: (c.docs, c.tokens) for c in report.concepts}
     budget_tokens = sum(t for _, t in budget.values())
+    unit = "/".join(report.tokenizers) or "unknown"
     budget_docs = sum(d for d, _ in budget.values())
     out = default_out(store, spec)
-    out.mkdir(parents=True, exist_ok=True)
+    configs = _variant_selections(store, spec, base_cfg, budget, balance_by)
+    _check_out(spec, out)
+    for cfg in configs.values():  # every share was checked above: nothing fails half-way
+        select(store, cfg)
     previous = {}
     if (out / SWEEP_MANIFEST).is_file():
         try:
@@ -354,33 +428,8 @@ def prepare(store: Store, spec: SweepSpec, log: Callable[[str], None] | None = N
         except (OSError, ValueError):
             previous = {}
     plans: list[VariantPlan] = []
-    made: dict[int, str] = {}
     for v in spec.variants:
-        sel_name = f"{spec.name}-e{v.epochs}"
-        if v.epochs not in made:
-            targets = {}
-            for g, (docs, tokens) in budget.items():
-                d = max(1, round(docs / v.epochs))
-                targets[g] = ConceptTarget(docs=d, tokens=round(tokens / v.epochs))
-            cfg = SelectionConfig(
-                name=sel_name,
-                overrides=targets,
-                concepts=sorted(targets),
-                where=f"doc_id IN (SELECT doc_id FROM selections WHERE name = '{spec.selection}')",
-                include_failed_grades=bool(base_cfg.get("include_failed_grades", False)),
-                seed=spec.seed if spec.seed is not None else int(base_cfg.get("seed", 0)),
-                tolerance=spec.tolerance,
-                replace=True,
-                balance_by=balance_by,
-            )
-            try:
-                select(store, cfg)
-            except SelectionError as exc:
-                raise SweepError(
-                    f"variant {v.name!r} ({v.epochs} epochs): its 1/{v.epochs} share of "
-                    f"selection {spec.selection!r} cannot be selected: {exc}"
-                ) from None
-            made[v.epochs] = sel_name
+        sel_name = configs[v.epochs].name
         sha, n_docs, sel_tokens = _selection_sha(store, sel_name)
         ecfg = export_config(spec, v, sel_name)
         export_dir = out / v.name
@@ -401,6 +450,12 @@ def prepare(store: Store, spec: SweepSpec, log: Callable[[str], None] | None = N
             say(f"{v.name}: exporting {n_docs:,} documents x {v.epochs} epoch(s) to {export_dir}")
             export(store, ecfg, export_dir, overwrite=True)
         manifest = read_manifest(export_dir)
+        if manifest["tokenizer"] != unit:  # a budget in one unit, training in another
+            say(
+                f"note: {v.name} exports with {manifest['tokenizer']}, the budget is counted "
+                f"in {unit} (the corpus's n_tokens): its trained tokens are export_sdf_tokens "
+                "in sweep.json; count the corpus under one tokenizer for an exact budget"
+            )
         run = f"{spec.name}-{v.name}"
         plan = plan_run(export_dir, train_config(spec, v), run)
         per_group = _per_group(store, sel_name, balance_by, v.epochs, budget)
@@ -421,6 +476,7 @@ def prepare(store: Store, spec: SweepSpec, log: Callable[[str], None] | None = N
                 export_sdf_tokens=int(manifest["sources"]["sdf"]["tokens"]),
                 selection_sha256=sha,
                 train_run=run,
+                export_tokenizer=str(manifest["tokenizer"]),
                 per_group=per_group,
             )
         )
@@ -430,12 +486,112 @@ def prepare(store: Store, spec: SweepSpec, log: Callable[[str], None] | None = N
         balance_by=balance_by,
         budget_tokens=budget_tokens,
         budget_documents=budget_docs,
+        tokenizer=unit,
         out=str(out),
         variants=plans,
         spec=spec,
     )
     _write_json(out / SWEEP_MANIFEST, result.manifest())
     return result
+
+
+def _base_where(selection: str) -> str:
+    """The ``--where`` of every variant selection: documents of the base selection only."""
+    return f"doc_id IN (SELECT doc_id FROM selections WHERE name = '{selection}')"
+
+
+def _variant_selections(
+    store: Store,
+    spec: SweepSpec,
+    base_cfg: dict[str, Any],
+    budget: dict[str, tuple[int, int]],
+    balance_by: str,
+) -> dict[int, Any]:
+    """Per distinct epochs E: the ``SelectionConfig`` of its 1/E share, each tried without
+    saving, so a share that cannot meet the budget stops the sweep before it writes anything."""
+    from .selection import (
+        ConceptTarget,
+        SelectionConfig,
+        SelectionError,
+        SelectionShortError,
+        list_selections,
+        select,
+    )
+
+    where = spec.source_path
+    existing = set(list_selections(store))
+    configs: dict[int, Any] = {}
+    for i, v in enumerate(spec.variants):
+        if v.epochs in configs:
+            continue
+        name = f"{spec.name}-e{v.epochs}"
+        if name == spec.selection:
+            raise SweepError(
+                f"{where}: field 'name': the {v.epochs}-epoch selection would be named "
+                f"{name!r}, which is the base selection itself; rename the sweep"
+            )
+        if name in existing:
+            rows = store.query("SELECT config FROM selection_runs WHERE name = ?", [name])
+            made_by = json.loads(rows["config"][0]).get("where") if rows.height else None
+            if not (made_by or "").startswith("doc_id IN (SELECT doc_id FROM selections WHERE"):
+                raise SweepError(
+                    f"{where}: field 'name': selection {name!r} exists and no sweep made it; "
+                    "the sweep would replace it: rename the sweep (or drop that selection)"
+                )
+        targets = {
+            g: ConceptTarget(docs=max(1, round(docs / v.epochs)), tokens=round(tokens / v.epochs))
+            for g, (docs, tokens) in budget.items()
+        }
+        cfg = SelectionConfig(
+            name=name,
+            overrides=targets,
+            concepts=sorted(targets),
+            where=_base_where(spec.selection),
+            include_failed_grades=bool(base_cfg.get("include_failed_grades", False)),
+            seed=spec.seed if spec.seed is not None else int(base_cfg.get("seed", 0)),
+            tolerance=spec.tolerance,
+            replace=True,
+            balance_by=balance_by,
+        )
+        try:
+            select(store, cfg, save=False)
+        except SelectionShortError as exc:
+            problems = exc.report.problems
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise SweepError(
+                f"{where}: field 'variants[{i}].epochs': {v.epochs} epochs over 1/{v.epochs} of "
+                f"selection {spec.selection!r} miss the budget: {problems[0]}{more}; use fewer "
+                f"epochs, a larger base selection or a wider 'tolerance' ({spec.tolerance})"
+            ) from None
+        except SelectionError as exc:
+            raise SweepError(f"{where}: field 'variants[{i}].epochs': {exc}") from None
+        configs[v.epochs] = cfg
+    return configs
+
+
+def _check_out(spec: SweepSpec, out: Path) -> None:
+    """The sweep's folder can be made, and what it holds under a variant's name is an export
+    (which re-exporting replaces), never a folder of the user's."""
+    field_ = "out" if spec.out else "name"
+    if out.exists() and not out.is_dir():
+        raise SweepError(f"{spec.source_path}: field '{field_}': {out} is a file, not a folder")
+    for v in spec.variants:
+        d = out / v.name
+        if (
+            d.exists()
+            and not (d / "manifest.json").is_file()
+            and (not d.is_dir() or any(d.iterdir()))
+        ):
+            raise SweepError(
+                f"{spec.source_path}: field 'variants[{v.name}]': {d} exists and is not an "
+                "export; the variant's export would replace it: move it or set 'out'"
+            )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SweepError(
+            f"{spec.source_path}: field '{field_}': cannot make {out}: {exc.strerror or exc}"
+        ) from None
 
 
 def _per_group(
@@ -509,6 +665,8 @@ def run(
     from .train import train
 
     say = log or (lambda _m: None)
+    path = Path(report) if report else report_path(spec)
+    _check_page_path(path, "--report" if report else f"{spec.source_path}: field 'report'")
     plan = prepare(store, spec, say)
     result = SweepResult(plan)
     universes = [_resolve(spec, u) for u in spec.universes] or None
@@ -537,9 +695,19 @@ def run(
             )
             result.evaluated[v.name] = ev.summary()
             result.samples_missing += ev.samples_missing
-    path = Path(report) if report else report_path(spec)
     result.report = write_page(store, plan, path, path.with_suffix(".json"))
     return result
+
+
+def _check_page_path(path: Path, where: str) -> None:
+    """The page is written after every variant trained: a path it cannot take fails now."""
+    if path.is_dir():
+        raise SweepError(f"{where}: {path} is a folder; name the page's .html file")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SweepError(f"{where}: {path}: {parent} is not a folder")
 
 
 def report_path(spec: SweepSpec) -> Path:

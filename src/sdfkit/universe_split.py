@@ -27,6 +27,7 @@ import json
 import os
 import re
 import shutil
+import unicodedata
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -162,14 +163,19 @@ def read_source(path: str | Path, fmt: str = "auto") -> tuple[str, str]:
                 f"{p}: cannot tell the format from the suffix {p.suffix or '(none)'!r}; "
                 "pass --format md, txt or html"
             )
+    if p.is_dir():
+        raise SplitError(f"{p}: is a directory, not a source file")
+    if p.exists() and not p.is_file():  # a device or pipe would never end (/dev/zero)
+        raise SplitError(f"{p}: not a regular file")
     try:
         raw = p.read_bytes()
     except FileNotFoundError:
         raise SplitError(f"{p}: no such file") from None
-    except IsADirectoryError:
-        raise SplitError(f"{p}: is a directory, not a source file") from None
     except OSError as exc:
         raise SplitError(f"{p}: cannot read: {exc.strerror}") from None
+    if b"\0" in raw:  # valid UTF-8 yet no text: a binary file (or UTF-16)
+        line = raw[: raw.index(b"\0")].count(b"\n") + 1
+        raise SplitError(f"{p}:{line}: holds NUL bytes: a binary file, not UTF-8 text")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -521,10 +527,13 @@ def _cut(section: Section, cfg: SplitConfig, tok: _Counter) -> list[Section]:
     return out
 
 
-def split_text(text: str, cfg: SplitConfig) -> list[Section]:
-    """The sections of Markdown-like ``text``: at headings, small ones merged, long ones cut."""
+def split_text(text: str, cfg: SplitConfig, title: str | None = None) -> list[Section]:
+    """The sections of Markdown-like ``text``: at headings, small ones merged, long ones cut.
+    ``title`` names the text when it has no heading at all (the source's name)."""
     tok = _Counter(cfg.tokenizer)
     secs = heading_sections(text)
+    if title and len(secs) == 1 and not secs[0].path:
+        secs[0].path = [title]
     for s, n in zip(secs, tok.counts([s.text for s in secs]), strict=True):
         s.tokens = n
     secs = _merge_small(secs, cfg.min_tokens, cfg.max_tokens)
@@ -540,7 +549,8 @@ def split_text(text: str, cfg: SplitConfig) -> list[Section]:
 
 
 def slug(text: str, limit: int = 40) -> str:
-    s = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    s = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
     if len(s) > limit:  # cut at a word boundary when there is one
         s = s[: limit + 1].rsplit("-", 1)[0] if "-" in s[: limit + 1] else s[:limit]
     return s.rstrip("-") or "section"
@@ -560,10 +570,7 @@ def split_source(
     cfg = config or SplitConfig()
     cfg.check()
     src, out = Path(source), Path(out)
-    if out.exists() and not out.is_dir():
-        raise SplitError(f"--out {out}: is a file, not a directory")
-    if out.is_dir() and any(out.iterdir()) and not cfg.overwrite:
-        raise SplitError(f"--out {out}: exists and is not empty; pass --overwrite to replace it")
+    check_out(out, cfg.overwrite)
     base: Universe | None = None
     if cfg.base:
         try:
@@ -575,7 +582,9 @@ def split_source(
     prefix = cfg.id_prefix or slug(concept, 32)
     if not re.fullmatch(ID_PATTERN, prefix):
         raise SplitError(f"cannot make universe ids from {prefix!r}; pass --id-prefix")
-    sections = split_text(text, cfg)
+    if not any(line.strip() and not _ATX.match(line) for line in text.split("\n")):
+        raise SplitError(f"{src}: holds headings but no text under them")
+    sections = split_text(text, cfg, title=src.stem)
     if not sections:
         raise SplitError(f"{src}: no section holds text")
     shared: dict[str, Any] = {}
@@ -628,8 +637,52 @@ def split_source(
         "sections": rows,
     }
     files[SECTIONS_FILE] = json.dumps(manifest, indent=1, ensure_ascii=False) + "\n"
-    _publish_dir(files, out)
+    try:
+        _publish_dir(files, out)
+    except OSError as exc:
+        raise SplitError(f"--out {out}: cannot write: {exc.strerror or exc}") from None
     return SplitResult(out, concept, rows, tok.count(text))
+
+
+def check_out(out: Path, overwrite: bool) -> None:
+    """``--out`` must be new, empty, or (with ``--overwrite``) an earlier split's output that
+    holds nothing else: replacing it deletes what was there, so nothing a user put there may
+    go with it."""
+    if out.exists() and not out.is_dir():
+        raise SplitError(f"--out {out}: is a file, not a directory")
+    try:
+        if Path.cwd().resolve().is_relative_to(out.resolve()):
+            raise SplitError(f"--out {out}: is the current directory or holds it; name a new one")
+    except FileNotFoundError:  # the working directory itself is gone: nothing to protect
+        pass
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SplitError(f"--out {out}: cannot be made: {parent} is not a directory")
+    if not out.is_dir():
+        return
+    try:
+        entries = sorted(p.name for p in out.iterdir())
+    except OSError as exc:
+        raise SplitError(f"--out {out}: cannot read: {exc.strerror}") from None
+    if not entries:
+        return
+    if not overwrite:
+        raise SplitError(f"--out {out}: exists and is not empty; pass --overwrite to replace it")
+    try:
+        listed = {s["file"] for s in load_sections(out).get("sections", [])}
+    except (SplitError, AttributeError, KeyError, TypeError):
+        raise SplitError(
+            f"--out {out}: --overwrite replaces only the output of an earlier split, and it "
+            f"holds no readable {SECTIONS_FILE}; name a new or empty directory"
+        ) from None
+    stray = [e for e in entries if e != SECTIONS_FILE and e not in listed]
+    if stray:
+        raise SplitError(
+            f"--out {out}: holds {stray[0]!r}, which the earlier split did not write; "
+            "--overwrite would delete it: move it away or name another directory"
+        )
 
 
 def _publish_dir(files: dict[str, str], out: Path) -> None:

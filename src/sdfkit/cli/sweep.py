@@ -39,8 +39,10 @@ def sweep(
     corpus: CorpusOpt = None,
 ) -> None:
     """Train and evaluate variants of one selection at the same token budget."""
-    from ..sweep import load_spec, prepare, run
+    from ..sweep import SweepError, load_spec, prepare, run
 
+    if as_json and not dry_run:  # without it the command would train, silently
+        raise SweepError("--json: only with --dry-run (the plan of every variant)")
     spec = load_spec(spec_file)
     store = open_store(corpus)
     say = (lambda m: None) if as_json else (lambda m: typer.echo(m, err=True))
