@@ -127,10 +127,18 @@ def grade(
         client = client_for_store(store, backend)
     if cfg.model is None:
         cfg.model = model_for(client, "haiku")
+    condition = None
+    if where:
+        from .sqlguard import where_expression, where_sql
+
+        condition = where_expression(where, "--where", GradeError)
+        if not params:  # with placeholders, binding waits for the values below
+            with store.connect() as con:
+                condition = where_sql(con, where, "--where", error=GradeError)
     known = _universes(store, universes)
     sql = "SELECT doc_id, text, universe, concept, fact FROM documents"
-    if where:
-        sql += f" WHERE {where}"
+    if condition:
+        sql += f" WHERE {condition}"
     sql += " ORDER BY doc_id"
     if limit:
         sql += f" LIMIT {int(limit)}"

@@ -84,9 +84,10 @@ def sql(
 
     if format not in FORMATS:
         raise QueryError(f"unknown --format {format!r}: use one of {', '.join(FORMATS)}")
-    df = run_sql(query, open_store(corpus))
+    store = open_store(corpus)
+    df = run_sql(query, store)
     if out is not None:
-        write_out(df, out)
+        write_out(df, out, store)
         typer.echo(f"wrote {df.height} rows to {out}")
     else:
         typer.echo(to_text(df, format))
