@@ -98,17 +98,52 @@ def engine_options(engine: str | None, ray_address: str | None) -> dict[str, Any
     return opts
 
 
-def open_store(corpus: Path | None):  # noqa: ANN201 - returns sdfkit.Store
+def open_store(corpus: Path | None, create: bool = False):  # noqa: ANN201 - sdfkit.Store
+    """The corpus of ``--corpus`` / ``$SDF_CORPUS`` / ``./corpus``. Only commands that add
+    documents pass ``create`` (and say where they made it); for every other command a
+    missing corpus is a one-line error, never a fresh empty workspace that answers 0."""
     from ..store import Store, default_corpus_dir
 
-    check_corpus_dir(corpus if corpus is not None else default_corpus_dir())
-    return Store(corpus)
+    path = corpus if corpus is not None else default_corpus_dir()
+    if create:
+        fresh = not is_corpus(path)
+        check_corpus_dir(path)
+        if fresh:
+            typer.echo(f"created a new corpus at {path}", err=True)
+    else:
+        check_existing_corpus(path)
+    return Store(path)
+
+
+def is_corpus(path: Path) -> bool:
+    """A folder sdfkit made: it has the catalog or the record's folder."""
+    from ..store import DB_NAME
+
+    return path.is_dir() and ((path / DB_NAME).is_file() or (path / "documents").is_dir())
+
+
+def check_existing_corpus(path: Path) -> None:
+    named = f"corpus {str(path)!r} (--corpus or $SDF_CORPUS)"
+    if path.exists() and not path.is_dir():
+        raise SdfError(f"{named}: is a file, not a corpus directory")
+    if not path.exists():
+        raise SdfError(
+            f"no {named}: it does not exist; check the path, or create one with "
+            "`sdf ingest FILE` or `sdf generate UNIVERSE`"
+        )
+    if not is_corpus(path):
+        raise SdfError(
+            f"{named}: is not an sdf corpus (no sdf.duckdb, no documents/); check the path, "
+            "or create one with `sdf ingest FILE` or `sdf generate UNIVERSE`"
+        )
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise SdfError(f"{named}: not readable by this user")
 
 
 def check_corpus_dir(path: Path) -> None:
-    """A usable corpus directory (``--corpus`` / ``$SDF_CORPUS``), made if missing (as the
-    store would on first use); else an ``SdfError`` naming the option and the variable,
-    before any work, not a mkdir traceback."""
+    """A usable corpus directory (``--corpus`` / ``$SDF_CORPUS``), made if missing; else an
+    ``SdfError`` naming the option and the variable, before any work, not a mkdir
+    traceback."""
     named = f"corpus directory {str(path)!r} (--corpus or $SDF_CORPUS)"
     if path.exists() and not path.is_dir():
         raise SdfError(f"{named}: is a file, not a directory")

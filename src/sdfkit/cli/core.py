@@ -53,7 +53,7 @@ def ingest(
     from ..ingest import ingest_files, parse_assignments
     from ..progress import counter
 
-    store = open_store(corpus)
+    store = open_store(corpus, create=True)
     with counter("ingest", unit="rows") as tick:
         res = ingest_files(
             files,

@@ -99,7 +99,7 @@ def generate(
         retry_canceled=retry_canceled,
     )
     universes = load_universes(universe_files)
-    store = open_store(corpus)
+    store = open_store(corpus, create=True)
     table = load_prices(prices)
     if backend == "offline":
         _log("backend: offline stand-in (templated text, no model, no key, no cost)")
