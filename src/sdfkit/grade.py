@@ -128,7 +128,7 @@ def grade(
     if cfg.model is None:
         cfg.model = model_for(client, "haiku")
     condition = None
-    if where:
+    if where is not None:
         from .sqlguard import where_expression, where_sql
 
         condition = where_expression(where, "--where", GradeError)

@@ -308,12 +308,14 @@ def load_pool(store: Store, cfg: SelectionConfig) -> tuple[Any, dict[str, int]]:
 
     from .sqlguard import where_expression, where_sql
 
-    if cfg.where:
+    if cfg.where is not None:
         where_expression(cfg.where, "--where", SelectionError)  # before anything opens
     try:
         with store.connect() as con:
             condition = (
-                where_sql(con, cfg.where, "--where", error=SelectionError) if cfg.where else None
+                where_sql(con, cfg.where, "--where", error=SelectionError)
+                if cfg.where is not None
+                else None
             )
             counts = con.execute(
                 "SELECT count(*), count(*) FILTER (WHERE excluded), "

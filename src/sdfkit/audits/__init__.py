@@ -167,7 +167,7 @@ def _rollback(con: Any) -> None:
 def where_sql(store: Store, where: str | None) -> str:
     """``WHERE <where>`` for an audit's ``where`` setting (a condition on ``documents``), or
     "" without one; a condition DuckDB cannot bind is a clear error, not a traceback."""
-    if not where:
+    if where is None:
         return ""
     from ..sqlguard import where_expression
     from ..sqlguard import where_sql as checked

@@ -1,0 +1,174 @@
+"""A corpus that survives its user: read-only SQL, one-expression --where, a missing corpus is
+an error, damage is named and contained, portable copies, concurrent writers wait."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from corpus_state import fingerprint, one_error
+
+
+@pytest.fixture
+def made(cli, tmp_path):
+    """./corpus with documents, an exclusion, a grade and a selection, made through sdf."""
+    src = tmp_path / "docs.jsonl"
+    src.write_text(
+        "".join(
+            json.dumps({"text": f"document {i} " + "word " * (20 + i), "doc_type": "memo"}) + "\n"
+            for i in range(20)
+        )
+    )
+    cli("ingest", src, "--set", "concept=alpha")
+    cli("exclude", "--where", "n_tokens > 38", "--reason", "too long")
+    cli("select", "--name", "n", "--docs", "5")
+    root = tmp_path / "corpus"
+    import duckdb
+
+    con = duckdb.connect(str(root / "sdf.duckdb"))
+    con.execute(
+        "INSERT INTO grades SELECT doc_id, 'g', 'm', 'h', true, '{}', NULL, now() "
+        "FROM read_parquet(?) LIMIT 3",
+        [str(next((root / "documents").glob("part-*.parquet")))],
+    )
+    con.close()
+    return root
+
+
+WRITES = [
+    "DROP TABLE grades",
+    "DELETE FROM grades",
+    "DROP TABLE exclusions",
+    "UPDATE selections SET doc_id = NULL",
+    "WITH x AS (SELECT 1) DELETE FROM exclusions",
+    "COPY (SELECT NULL AS doc_id) TO 'corpus/documents/part-x.parquet'",
+    "CREATE TABLE mine AS SELECT 1",
+    "INSERT INTO exclusions VALUES ('x', 'y', 'z', now())",
+    "ATTACH 'other.duckdb' AS o",
+    "INSTALL httpfs",
+    "SET enable_external_access = false",
+    "EXPORT DATABASE 'dump'",
+    "FORCE CHECKPOINT",
+    "SELECT 1; DROP TABLE grades",
+]
+
+
+@pytest.mark.parametrize("statement", WRITES)
+def test_sdf_sql_refuses_every_write_in_one_line(cli, made, tmp_path, statement):
+    before = fingerprint(made)
+    res = cli("sql", statement, expect=2)
+    assert one_error(res).startswith("error: sdf sql")
+    assert fingerprint(made) == before
+    assert not (made / "documents" / "part-x.parquet").exists()
+    assert not (tmp_path / "dump").exists() and not (tmp_path / "other.duckdb").exists()
+
+
+def test_the_reader_connection_itself_refuses_writes(made):
+    """Behind the statement check, the connection is read-only: a write that reached it
+    would still fail."""
+    import duckdb
+
+    from sdfkit.store import Store
+
+    with Store(made).reader() as con:
+        with pytest.raises(duckdb.Error, match="read-only"):
+            con.execute("DELETE FROM grades")
+        with pytest.raises(duckdb.Error, match="lock"):
+            con.execute("SET autoinstall_known_extensions = true")
+        assert con.execute("SELECT count(*) FROM documents").fetchall()[0][0] == 20
+
+
+def test_sdf_sql_still_reads_local_files_and_answers(cli, made, tmp_path):
+    import duckdb
+
+    duckdb.sql(f"COPY (SELECT 7 AS n) TO '{tmp_path / 'mine.parquet'}'")
+    res = cli("sql", "SELECT n FROM 'mine.parquet'", "-f", "json")
+    assert json.loads(res.output) == [{"n": 7}]
+    res = cli("sql", "DESCRIBE documents", "-f", "json")
+    assert "doc_id" in {r["column_name"] for r in json.loads(res.output)}
+
+
+def test_sql_out_refuses_the_corpus_folder(cli, made):
+    before = fingerprint(made)
+    res = cli(
+        "sql", "SELECT * FROM documents_raw", "--out", "corpus/documents/part-y.parquet", expect=2
+    )
+    assert "--out" in one_error(res)
+    assert fingerprint(made) == before
+
+
+INJECTIONS = [
+    "1=1) ; DROP TABLE grades; --",
+    "concept = 'alpha'; DROP TABLE grades",
+    "1=1; DELETE FROM exclusions",
+    "n_tokens > 1, concept = 'x'",
+    "n_tokens",
+    "no_such_column > 1",
+    "",
+]
+
+
+@pytest.mark.parametrize("where", INJECTIONS)
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["select", "--name", "inj", "--docs", "3"],
+        ["exclude", "--reason", "inj"],
+        ["grade", "--backend", "offline"],
+        ["audit", "ngrams", "--n", "2"],
+    ],
+    ids=["select", "exclude", "grade", "audit-ngrams"],
+)
+def test_where_is_exactly_one_boolean_expression(cli, made, command, where):
+    before = fingerprint(made)
+    res = cli(*command, "--where", where, expect=2)
+    assert "--where" in one_error(res)
+    assert fingerprint(made) == before
+
+
+def test_a_where_expression_still_works(cli, made):
+    res = cli("exclude", "--where", "n_tokens < 27 -- the shortest", "--reason", "short")
+    assert "excluded" in res.output
+    res = cli(
+        "sql",
+        "SELECT count(*) AS n FROM documents WHERE exclusion_reason LIKE '%short%'",
+        "-f",
+        "json",
+    )
+    assert json.loads(res.output)[0]["n"] > 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sql", "SELECT count(*) FROM documents"],
+        ["select", "list"],
+        ["show"],
+        ["ledger"],
+        ["audit", "shape"],
+        ["exclude", "--where", "true", "--reason", "x"],
+        ["export", "--out", "shards"],
+        ["doctor"],
+    ],
+    ids=lambda a: "-".join(a[:2]),
+)
+def test_a_missing_corpus_is_an_error_naming_the_path(cli, tmp_path, args):
+    res = cli(*args, expect=2)
+    line = one_error(res)
+    assert "'corpus'" in line and "--corpus" in line and "SDF_CORPUS" in line
+    assert not (tmp_path / "corpus").exists()
+    typo = tmp_path / "corpsu"
+    res = cli("--corpus", typo, *args, expect=2)
+    assert str(typo) in res.output and not typo.exists()
+
+
+def test_only_commands_that_add_documents_create_a_corpus(cli, tmp_path):
+    src = tmp_path / "d.jsonl"
+    src.write_text(json.dumps({"text": "one document", "concept": "c"}) + "\n")
+    res = cli("ingest", src)
+    assert "created a new corpus at corpus" in res.output
+    assert json.loads(cli("sql", "SELECT count(*) AS n FROM documents", "-f", "json").output) == [
+        {"n": 1}
+    ]
