@@ -4,10 +4,8 @@ an error, damage is named and contained, portable copies, concurrent writers wai
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-
 from corpus_state import fingerprint, one_error
 
 
