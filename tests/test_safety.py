@@ -4,6 +4,7 @@ an error, damage is named and contained, portable copies, concurrent writers wai
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from corpus_state import fingerprint, one_error
@@ -170,3 +171,87 @@ def test_only_commands_that_add_documents_create_a_corpus(cli, tmp_path):
     assert json.loads(cli("sql", "SELECT count(*) AS n FROM documents", "-f", "json").output) == [
         {"n": 1}
     ]
+
+
+def _truncate(part: Path) -> None:
+    data = part.read_bytes()
+    part.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sql", "SELECT count(*) FROM documents"],
+        ["select", "--name", "z", "--docs", "3"],
+        ["select", "list"],
+        ["export", "--out", "shards", "--selection", "n"],
+        ["ingest", "more.jsonl"],
+        ["show"],
+        ["audit", "dedup"],
+        ["exclude", "--where", "true", "--reason", "x"],
+    ],
+    ids=lambda a: "-".join(a[:2]),
+)
+def test_a_damaged_documents_part_is_named_by_every_command(cli, made, tmp_path, args):
+    (tmp_path / "more.jsonl").write_text(json.dumps({"text": "another document"}) + "\n")
+    part = next((made / "documents").glob("part-*.parquet"))
+    _truncate(part)
+    before = fingerprint(made)
+    line = one_error(cli(*args, expect=2))
+    assert part.name in line and "sdf doctor" in line
+    assert fingerprint(made) == before
+
+
+def test_doctor_moves_damaged_parts_aside_and_lists_the_documents_affected(cli, made):
+    ids = cli("sql", "SELECT doc_id FROM documents ORDER BY doc_id", "-f", "csv").output.split()[1:]
+    res = cli("doctor")
+    assert "all parts and tables read back whole" in res.output
+    part = next((made / "documents").glob("part-*.parquet"))
+    _truncate(part)
+    res = cli("doctor", expect=1)
+    assert f"damaged: corpus/documents/{part.name}" in res.output
+    moved = made / "quarantine" / "documents" / part.name
+    assert moved.exists() and not part.exists()  # set aside, never deleted
+    listed = next((made / "quarantine").glob("affected-*.tsv")).read_text().splitlines()[1:]
+    affected = {row.split("\t")[0] for row in listed}
+    # the exclusions, grades and selection name these documents; the record no longer does
+    assert affected and affected <= set(ids)
+    assert "selections" in "".join(listed) and "exclusions" in "".join(listed)
+    assert json.loads(cli("sql", "SELECT count(*) AS n FROM documents", "-f", "json").output) == [
+        {"n": 0}
+    ]
+    assert cli("doctor", expect=1).output.count("documents affected") == 1
+
+
+def test_a_damaged_cache_part_is_set_aside_and_recomputed(cli, made):
+    cli("tokens", "--tokenizer", "cl100k_base")
+    part = next((made / "token_counts_cl100k_base").glob("part-*.parquet"))
+    _truncate(part)
+    res = cli("sql", "SELECT count(*) AS n FROM documents", "-f", "json")
+    assert f"warning: corpus/token_counts_cl100k_base/{part.name}: damaged cache" in res.output
+    assert (made / "quarantine" / "token_counts_cl100k_base" / part.name).exists()
+    res = cli("tokens", "--tokenizer", "cl100k_base")
+    assert "20 documents counted" in res.output
+    n = cli("sql", "SELECT count(*) AS n FROM token_counts_cl100k_base", "-f", "json").output
+    assert json.loads(n) == [{"n": 20}]
+
+
+def test_a_killed_writers_temporary_never_sits_where_plain_readers_glob(made):
+    import subprocess
+    import sys
+
+    import duckdb
+    import polars as pl
+
+    script = f"""
+import os
+from sdfkit.store import Store, DOCUMENTS
+from sdfkit.ingest import build_documents
+with Store({str(made)!r}).part_writer(DOCUMENTS) as w:
+    w.write(build_documents([{{"text": "lost in the crash"}}]))
+    os._exit(9)
+"""
+    assert subprocess.run([sys.executable, "-c", script]).returncode == 9
+    assert list(made.rglob(".tmp-*"))  # the killed writer's file is there...
+    assert pl.scan_parquet(made / "documents/").select(pl.len()).collect().item() == 20
+    assert duckdb.sql(f"SELECT count(*) FROM '{made}/documents/*.parquet'").fetchall() == [(20,)]

@@ -267,11 +267,10 @@ class Store:
         """
         import duckdb
 
+        self.check_parts()
         if not self.db_path.exists() or self._views_stale():
             with self.connect():
                 pass
-        else:
-            self.check_parts()
         config = {
             "autoinstall_known_extensions": "false",
             "autoload_known_extensions": "false",

@@ -177,6 +177,7 @@ def _root(ctx: typer.Context, corpus: CorpusOpt = None) -> None:
 # Registration: each module adds its commands to ``app``.
 from . import audit as _audit  # noqa: E402,F401
 from . import core as _core  # noqa: E402,F401
+from . import doctor as _doctor  # noqa: E402,F401
 from . import export as _export  # noqa: E402,F401
 from . import generate as _generate  # noqa: E402,F401
 from . import train as _train  # noqa: E402,F401
