@@ -4,6 +4,7 @@ an error, damage is named and contained, portable copies, concurrent writers wai
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -255,3 +256,39 @@ with Store({str(made)!r}).part_writer(DOCUMENTS) as w:
     assert list(made.rglob(".tmp-*"))  # the killed writer's file is there...
     assert pl.scan_parquet(made / "documents/").select(pl.len()).collect().item() == 20
     assert duckdb.sql(f"SELECT count(*) FROM '{made}/documents/*.parquet'").fetchall() == [(20,)]
+
+
+def test_export_overwrite_replaces_only_an_earlier_export(cli, made, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    line = one_error(cli("export", "--out", mine, "--selection", "n", "--overwrite", expect=2))
+    assert "--out" in line and "not an sdf export" in line
+    assert (mine / "thesis.tex").read_text() == "years of work"
+    out = tmp_path / "shards"
+    cli("export", "--out", out, "--selection", "n")
+    # an overwrite killed between its two renames leaves the earlier export aside as .old-*
+    import shutil
+
+    left = tmp_path / ".shards.old-0a1b2c3d"
+    shutil.copytree(out, left)
+    cli("export", "--out", out, "--selection", "n", "--overwrite")
+    assert not left.exists() and (out / "manifest.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".shards")) == []
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "/proc/sdf-shards", "/sys/sdf-shards"])
+def test_export_out_that_cannot_be_written_is_one_line(cli, made, tmp_path, where):
+    if where == "under-a-file":
+        (tmp_path / "afile").write_text("x")
+        where = str(tmp_path / "afile" / "shards")
+    line = one_error(cli("export", "--out", where, "--selection", "n", expect=2))
+    assert f"--out {where}" in line
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_export_out_in_an_unwritable_folder_is_one_line(cli, made, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    line = one_error(cli("export", "--out", locked / "shards", "--selection", "n", expect=2))
+    assert "cannot write" in line
