@@ -292,3 +292,50 @@ def test_export_out_in_an_unwritable_folder_is_one_line(cli, made, tmp_path):
     locked.mkdir(mode=0o555)
     line = one_error(cli("export", "--out", locked / "shards", "--selection", "n", expect=2))
     assert "cannot write" in line
+
+
+def _stock_count(root: Path, **config: str) -> int:
+    """`SELECT count(*) FROM documents` with stock DuckDB, opened as the README shows."""
+    import duckdb
+
+    con = duckdb.connect(str(root / "sdf.duckdb"), read_only=True, config=config)
+    try:
+        return con.execute("SELECT count(*) FROM documents").fetchall()[0][0]
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize("how", ["cp -a", "mv", "tar"])
+def test_a_copied_or_moved_corpus_reads_itself(cli, made, tmp_path, how):
+    import subprocess
+
+    copy = tmp_path / "elsewhere" / "corpus"
+    copy.parent.mkdir()
+    if how == "cp -a":
+        subprocess.run(["cp", "-a", str(made), str(copy)], check=True)
+    elif how == "mv":
+        subprocess.run(["mv", str(made), str(copy)], check=True)
+    else:
+        subprocess.run(
+            ["tar", "-C", str(tmp_path), "-cf", str(tmp_path / "c.tar"), "corpus"], check=True
+        )
+        subprocess.run(["tar", "-C", str(copy.parent), "-xf", str(tmp_path / "c.tar")], check=True)
+    if made.exists():  # the original changes after the copy: the copy must not follow it
+        (tmp_path / "more.jsonl").write_text(json.dumps({"text": "only in the original"}) + "\n")
+        cli("ingest", "more.jsonl")
+        assert _stock_count(made, file_search_path=str(made)) == 21
+    # stock DuckDB, opened as the README documents (Python, and the CLI's working directory)
+    assert _stock_count(copy, file_search_path=str(copy)) == 20
+    os.chdir(copy)
+    assert _stock_count(Path(".")) == 20
+    os.chdir(tmp_path)
+    res = cli("--corpus", copy, "sql", "SELECT count(*) AS n FROM documents", "-f", "json")
+    assert json.loads(res.output) == [{"n": 20}]
+    assert "selection 'n'" in cli("--corpus", copy, "select", "show", "n").output
+    # opened from elsewhere without the search path it fails loudly: it never reads another
+    import duckdb
+
+    os.chdir(tmp_path / "elsewhere")
+    with pytest.raises(duckdb.IOException, match="No files found"):
+        _stock_count(copy)
+    os.chdir(tmp_path)

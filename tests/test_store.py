@@ -78,7 +78,10 @@ def test_catalog_opens_in_stock_duckdb(store):
     store.append(DOCUMENTS, _table(["stock duckdb can read me"], concept="c"))
     with store.connect():
         pass
-    con = duckdb.connect(str(store.db_path), read_only=True)
+    # as the README shows: the views' paths are relative to the corpus folder
+    con = duckdb.connect(
+        str(store.db_path), read_only=True, config={"file_search_path": str(store.root)}
+    )
     try:
         rows = con.execute("SELECT text, concept FROM documents").fetchall()
     finally:
