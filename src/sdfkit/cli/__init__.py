@@ -157,8 +157,25 @@ def check_corpus_dir(path: Path) -> None:
         raise SdfError(f"{named}: not readable and writable by this user")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"sdfkit {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _root(ctx: typer.Context, corpus: CorpusOpt = None) -> None:
+def _root(
+    ctx: typer.Context,
+    corpus: CorpusOpt = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version; exit."
+        ),
+    ] = False,
+) -> None:
     """sdfkit: build, audit and export Synthetic Document Finetuning corpora."""
     if corpus is not None:
         # `sdf --corpus DIR cmd` acts like SDF_CORPUS=DIR for this one command.

@@ -68,6 +68,8 @@ def ingest(
     typer.echo(res.summary())
     for ex in res.skip_examples:
         typer.echo(f"  skipped {ex}", err=True)
+    for warning in res.warnings:
+        typer.echo(f"warning: {warning}", err=True)
 
 
 @app.command()
