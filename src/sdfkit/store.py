@@ -290,6 +290,18 @@ class Store:
         finally:
             con.close()
 
+    def has_table(self, name: str) -> bool:
+        """Whether the catalog holds table ``name`` (asked read-only: nothing is created)."""
+        if not self.db_path.exists():
+            return False
+        with self.reader() as con:
+            rows = con.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'corpus' "
+                "AND table_name = ?",
+                [name],
+            ).fetchall()
+        return bool(rows[0][0])
+
     def search_path(self) -> str:
         """DuckDB's ``file_search_path`` for this corpus: its folder first (the views' relative
         paths resolve there), then the working directory (a user's own relative files)."""

@@ -220,6 +220,11 @@ def ledger(
     from ..sql import to_text
 
     store = open_store(corpus)
+    if not store.has_table("ledger"):  # nothing recorded yet: answer without creating it
+        if run is not None:
+            raise SdfError(f"--run {run!r}: no such run in the ledger (runs: none yet)")
+        typer.echo("the ledger is empty (no batch has finished yet)")
+        return
     df = ledger_table(store, run, load_prices(prices) if prices else None)
     if df.height == 0 and run is not None:
         known = ledger_table(store, None, None)
