@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from corpus_state import fingerprint, one_error
 
 ROOT = Path(__file__).resolve().parents[1]
