@@ -339,3 +339,53 @@ def test_a_copied_or_moved_corpus_reads_itself(cli, made, tmp_path, how):
     with pytest.raises(duckdb.IOException, match="No files found"):
         _stock_count(copy)
     os.chdir(tmp_path)
+
+
+def _hold_catalog(db: Path, release: Path):
+    """A process holding the catalog (as a long write would) until ``release`` exists."""
+    import subprocess
+    import sys
+
+    script = f"""
+import time, duckdb
+from pathlib import Path
+con = duckdb.connect({str(db)!r})
+print("held", flush=True)
+deadline = time.monotonic() + 60
+while not Path({str(release)!r}).exists() and time.monotonic() < deadline:
+    time.sleep(0.01)
+con.close()
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_command_waits_for_the_catalog_then_runs(cli, made, tmp_path, monkeypatch):
+    import threading
+
+    release = tmp_path / "release"
+    holder = _hold_catalog(made / "sdf.duckdb", release)
+    try:
+        timer = threading.Timer(1.0, release.touch)  # the other writer finishes after ~1 s
+        timer.start()
+        res = cli("sql", "SELECT count(*) AS n FROM documents", "-f", "json")
+        assert json.loads(res.output) == [{"n": 20}]
+        assert release.exists()  # it really waited for the holder
+    finally:
+        release.touch()
+        holder.wait(timeout=60)
+
+
+def test_a_catalog_held_past_the_timeout_is_one_line_naming_sdf_lock_timeout(
+    cli, made, tmp_path, monkeypatch
+):
+    release = tmp_path / "release"
+    holder = _hold_catalog(made / "sdf.duckdb", release)
+    try:
+        monkeypatch.setenv("SDF_LOCK_TIMEOUT", "0.3")
+        line = one_error(cli("sql", "SELECT count(*) FROM documents", expect=2))
+        assert f"process {holder.pid} held the catalog" in line and "SDF_LOCK_TIMEOUT" in line
+    finally:
+        release.touch()
+        holder.wait(timeout=60)
