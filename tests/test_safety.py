@@ -389,3 +389,60 @@ def test_a_catalog_held_past_the_timeout_is_one_line_naming_sdf_lock_timeout(
     finally:
         release.touch()
         holder.wait(timeout=60)
+
+
+def test_version(cli):
+    from sdfkit import __version__
+
+    assert cli("--version").output.strip() == f"sdfkit {__version__}"
+
+
+def test_rows_without_a_concept_are_stored_with_a_warning_naming_set_concept(cli, tmp_path):
+    (tmp_path / "d.jsonl").write_text(
+        json.dumps({"text": "no concept one"})
+        + "\n"
+        + json.dumps({"text": "no concept two"})
+        + "\n"
+    )
+    res = cli("ingest", "d.jsonl")
+    assert "warning: 2 rows have no concept" in res.output and "--set concept=" in res.output
+    (tmp_path / "e.jsonl").write_text(json.dumps({"text": "has one", "concept": "c"}) + "\n")
+    assert "no concept" not in cli("ingest", "e.jsonl").output
+
+
+def test_a_generation_run_that_lands_no_documents_exits_non_zero_with_the_reason(
+    cli, monkeypatch, example_universe
+):
+    from sdfkit import offline
+
+    monkeypatch.setattr(offline, "_STAGES", dict(offline._STAGES))  # restored afterwards
+    offline.register_stage("doc_types", lambda params, meta: "I would rather not say.")
+    res = cli("generate", example_universe, "--backend", "offline", "--limit", "3", expect=2)
+    line = one_error(res)
+    assert "landed no documents" in line and "doc_types" in line
+
+
+def test_checks_with_nothing_to_measure_are_not_run_never_pass():
+    from sdfkit.check import Thresholds, evaluate
+
+    empty = {
+        "ngrams": {"documents": 0, "max_doc_share": {}, "top": {}},
+        "near_duplicates": {"documents": 0, "duplicate_fraction": 0.0, "clusters": []},
+        "names": {"documents": 0, "top_share": 0.0, "top": []},
+        "diversity": {"documents": 0, "per_concept": {}},
+    }
+    t = Thresholds(
+        max_ngram_doc_share=0.3,
+        max_near_duplicate_fraction=0.05,
+        max_name_share=0.05,
+        max_mean_pairwise_cosine=0.6,
+    )
+    verdicts = evaluate(empty, t).verdicts
+    assert len(verdicts) == 4
+    assert all(v.status == "not run" and not v.passed for v in verdicts)
+    assert all("no documents to measure" in v.line() for v in verdicts)
+    # with documents, the same figures are measured and pass
+    full = {k: {**v, "documents": 5} for k, v in empty.items()}
+    full["ngrams"]["max_doc_share"] = {"2": 0.1}
+    full["diversity"]["per_concept"] = {"c": {"mean_pairwise_cosine": 0.2}}
+    assert all(v.passed for v in evaluate(full, t).verdicts)

@@ -131,7 +131,9 @@ def check_boolean(
     try:
         rows = con.execute(f"DESCRIBE SELECT {expression} AS cond FROM {table}").fetchall()
     except duckdb.Error as exc:
-        raise error(f"{option} {text!r}: {_first_line(exc)}") from None
+        raise error(
+            f"{option} {text!r}: not a valid condition on {table}: {_first_line(exc)}"
+        ) from None
     kind = str(rows[0][1]) if rows else "?"
     if kind not in ("BOOLEAN", '"NULL"', "NULL"):
         raise error(
