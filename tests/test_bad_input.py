@@ -96,7 +96,7 @@ CASES: dict[str, tuple[list[str], dict[str, str | bytes], dict[str, str], list[s
         ["audit", "ngrams", "--where", "no_such_column > 1"],
         {},
         {},
-        ["--where", "no_such_column"],
+        ["where 'no_such_column > 1'", "not a valid condition"],
     ),
     "exclude-no-reason": (["exclude", "--where", "true"], {}, {}, ["--reason"]),
     # selection and export options

@@ -124,7 +124,7 @@ INJECTIONS = [
 def test_where_is_exactly_one_boolean_expression(cli, made, command, where):
     before = fingerprint(made)
     res = cli(*command, "--where", where, expect=2)
-    assert "--where" in one_error(res)
+    assert "where '" in one_error(res)
     assert fingerprint(made) == before
 
 

@@ -220,74 +220,71 @@ def ingest_files(
     no_concept = 0
 
     def rows() -> Iterator[dict[str, Any]]:
+        nonlocal no_concept
         for path in files:
             source = f"ingest:{path.name}"
             before = result.rows_read
-            yield from file_rows(path, source)
+            for item in _records(path):
+                if isinstance(item, _RowError):
+                    result.rows_read += 1
+                    bad(path, item.line, item.reason, item.message)
+                    continue
+                line, obj, nbytes = item
+                result.rows_read += 1
+                if progress:
+                    progress(1)
+                if not isinstance(obj, dict):
+                    bad(path, line, "not_object", "expected a JSON object per line")
+                    continue
+                cols = mapper.resolve(frozenset(obj))
+                if "text" not in cols:
+                    wanted = mapping.get("text") or " or ".join(DEFAULT_ALIASES["text"])
+                    raise IngestError(
+                        f"{path}:{line}: no text column: the row has no field {wanted!r} "
+                        f"(fields: {', '.join(sorted(obj)) or 'none'}); "
+                        "map one with --map text=FIELD"
+                    )
+                text = obj[cols["text"]]
+                if not isinstance(text, str):
+                    bad(path, line, "text_not_string", f"field {cols['text']!r} is not a string")
+                    continue
+                if not text.strip():
+                    bad(path, line, "empty_text", f"field {cols['text']!r} is empty")
+                    continue
+                size = nbytes or len(text.encode("utf-8", "surrogatepass"))
+                if size > max_bytes:
+                    bad(
+                        path,
+                        line,
+                        "too_large",
+                        f"row of {size:,} bytes exceeds --max-bytes {max_bytes:,} (raise "
+                        "--max-bytes to keep it, or --skip-bad to skip such rows)",
+                    )
+                    continue
+                try:
+                    text.encode("utf-8")
+                except UnicodeEncodeError:
+                    bad(path, line, "invalid_utf8", "text holds unpaired surrogates")
+                    continue
+                rec: dict[str, Any] = {}
+                used = set()
+                for col, fld in cols.items():
+                    used.add(fld)
+                    rec[col] = obj[fld]
+                rec.update(constants)
+                rec["text"] = text
+                rec["meta"] = meta_json({k: v for k, v in obj.items() if k not in used})
+                rec.setdefault("source", source)
+                rec = _normalise(rec, now, path, line)
+                if rec.get("concept") is None:
+                    no_concept += 1
+                yield rec
             if result.rows_read == before:
                 if not skip_bad:
                     raise IngestError(
                         f"{path}: empty: no rows to ingest (--skip-bad passes over empty files)"
                     )
                 result.warnings.append(f"{path}: empty file, nothing read from it")
-
-    def file_rows(path: Path, source: str) -> Iterator[dict[str, Any]]:
-        nonlocal no_concept
-        for item in _records(path):
-            if isinstance(item, _RowError):
-                result.rows_read += 1
-                bad(path, item.line, item.reason, item.message)
-                continue
-            line, obj, nbytes = item
-            result.rows_read += 1
-            if progress:
-                progress(1)
-            if not isinstance(obj, dict):
-                bad(path, line, "not_object", "expected a JSON object per line")
-                continue
-            cols = mapper.resolve(frozenset(obj))
-            if "text" not in cols:
-                wanted = mapping.get("text") or " or ".join(DEFAULT_ALIASES["text"])
-                raise IngestError(
-                    f"{path}:{line}: no text column: the row has no field {wanted!r} "
-                    f"(fields: {', '.join(sorted(obj)) or 'none'}); "
-                    "map one with --map text=FIELD"
-                )
-            text = obj[cols["text"]]
-            if not isinstance(text, str):
-                bad(path, line, "text_not_string", f"field {cols['text']!r} is not a string")
-                continue
-            if not text.strip():
-                bad(path, line, "empty_text", f"field {cols['text']!r} is empty")
-                continue
-            size = nbytes or len(text.encode("utf-8", "surrogatepass"))
-            if size > max_bytes:
-                bad(
-                    path,
-                    line,
-                    "too_large",
-                    f"row of {size:,} bytes exceeds --max-bytes {max_bytes:,} (raise "
-                    "--max-bytes to keep it, or --skip-bad to skip such rows)",
-                )
-                continue
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError:
-                bad(path, line, "invalid_utf8", "text holds unpaired surrogates")
-                continue
-            rec: dict[str, Any] = {}
-            used = set()
-            for col, fld in cols.items():
-                used.add(fld)
-                rec[col] = obj[fld]
-            rec.update(constants)
-            rec["text"] = text
-            rec["meta"] = meta_json({k: v for k, v in obj.items() if k not in used})
-            rec.setdefault("source", source)
-            rec = _normalise(rec, now, path, line)
-            if rec.get("concept") is None:
-                no_concept += 1
-            yield rec
 
     # Under the append lock from reading the stored ids to publishing the part: two ingests
     # of the same file at once store each document once.

@@ -172,7 +172,7 @@ def where_sql(store: Store, where: str | None) -> str:
     from ..sqlguard import where_expression
     from ..sqlguard import where_sql as checked
 
-    option = "--where/audits.<audit>.where"
+    option = "where"  # --where, --set where=..., or audits.<name>.where
     where_expression(where, option)  # before anything opens
     with store.connect() as con:
         return "WHERE " + checked(con, where, option)
