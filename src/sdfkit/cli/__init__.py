@@ -98,21 +98,30 @@ def engine_options(engine: str | None, ray_address: str | None) -> dict[str, Any
     return opts
 
 
-def open_store(corpus: Path | None, create: bool = False):  # noqa: ANN201 - sdfkit.Store
-    """The corpus of ``--corpus`` / ``$SDF_CORPUS`` / ``./corpus``. Only commands that add
-    documents pass ``create`` (and say where they made it); for every other command a
-    missing corpus is a one-line error, never a fresh empty workspace that answers 0."""
+def open_store(corpus: Path | None):  # noqa: ANN201 - returns sdfkit.Store
+    """The existing corpus of ``--corpus`` / ``$SDF_CORPUS`` / ``./corpus``: a missing one is
+    a one-line error, never a fresh empty workspace that answers 0 (see ``creating_store``)."""
     from ..store import Store, default_corpus_dir
 
     path = corpus if corpus is not None else default_corpus_dir()
-    if create:
-        fresh = not is_corpus(path)
-        check_corpus_dir(path)
-        if fresh:
-            typer.echo(f"created a new corpus at {path}", err=True)
-    else:
-        check_existing_corpus(path)
+    check_existing_corpus(path)
     return Store(path)
+
+
+def creating_store(corpus: Path | None):  # noqa: ANN201 - returns (sdfkit.Store, bool)
+    """For the commands that add to a corpus (ingest, generate, train): the store, made if
+    missing, and whether it is new (``announce_new`` says where, once the command worked)."""
+    from ..store import Store, default_corpus_dir
+
+    path = corpus if corpus is not None else default_corpus_dir()
+    fresh = not is_corpus(path)
+    check_corpus_dir(path)
+    return Store(path), fresh
+
+
+def announce_new(store: Any, fresh: bool) -> None:
+    if fresh:
+        typer.echo(f"created a new corpus at {store.root}", err=True)
 
 
 def is_corpus(path: Path) -> bool:
@@ -125,7 +134,14 @@ def is_corpus(path: Path) -> bool:
 def check_existing_corpus(path: Path) -> None:
     named = f"corpus {str(path)!r} (--corpus or $SDF_CORPUS)"
     if path.exists() and not path.is_dir():
-        raise SdfError(f"{named}: is a file, not a corpus directory")
+        raise SdfError(
+            f"corpus directory {str(path)!r} (--corpus or $SDF_CORPUS): is a file, not a directory"
+        )
+    if not path.exists() and any(p.is_file() for p in path.parents):
+        raise SdfError(
+            f"corpus directory {str(path)!r} (--corpus or $SDF_CORPUS): cannot be created, "
+            "a parent is a file"
+        )
     if not path.exists():
         raise SdfError(
             f"no {named}: it does not exist; check the path, or create one with "

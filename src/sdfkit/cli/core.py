@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from . import CorpusOpt, EngineOpt, RayAddressOpt, app, engine_options, new_app, open_store
+from . import (
+    CorpusOpt,
+    EngineOpt,
+    RayAddressOpt,
+    announce_new,
+    app,
+    creating_store,
+    engine_options,
+    new_app,
+    open_store,
+)
 
 universe_app = new_app("Universe files: validate them.")
 app.add_typer(universe_app, name="universe")
@@ -53,7 +63,7 @@ def ingest(
     from ..ingest import ingest_files, parse_assignments
     from ..progress import counter
 
-    store = open_store(corpus, create=True)
+    store, fresh = creating_store(corpus)
     with counter("ingest", unit="rows") as tick:
         res = ingest_files(
             files,
@@ -70,6 +80,7 @@ def ingest(
         typer.echo(f"  skipped {ex}", err=True)
     for warning in res.warnings:
         typer.echo(f"warning: {warning}", err=True)
+    announce_new(store, fresh)
 
 
 @app.command()

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import SdfError
-from . import CorpusOpt, app, open_store
+from . import CorpusOpt, announce_new, app, creating_store, open_store
 
 BackendOpt = Annotated[
     str,
@@ -103,13 +103,14 @@ def generate(
     if backend != "offline":
         env_url("ANTHROPIC_BASE_URL")
     universes = load_universes(universe_files)
-    store = open_store(corpus, create=True)
+    store, fresh = creating_store(corpus)
     table = load_prices(prices)
     if backend == "offline":
         _log("backend: offline stand-in (templated text, no model, no key, no cost)")
     res = run_generate(universes, store, cfg, backend=backend, prices=table, log=_log)
     typer.echo(res.summary())
     typer.echo(_cost_line(store, run, table))
+    announce_new(store, fresh)
     if res.documents_in_run == 0:
         raise SdfError(f"run {run} landed no documents: {res.why_empty()}")
     if grade:
