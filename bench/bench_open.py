@@ -24,7 +24,9 @@ def build(root: Path, parts: int) -> None:
 
     store = Store(root)
     for i in range(parts):
-        docs = [{"text": f"part {i} document {j} " + "word " * 50, "concept": "c"} for j in range(5)]
+        docs = [
+            {"text": f"part {i} document {j} " + "word " * 50, "concept": "c"} for j in range(5)
+        ]
         store.append(DOCUMENTS, build_documents(docs))
     with store.connect():
         pass
