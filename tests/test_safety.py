@@ -446,3 +446,14 @@ def test_checks_with_nothing_to_measure_are_not_run_never_pass():
     full["ngrams"]["max_doc_share"] = {"2": 0.1}
     full["diversity"]["per_concept"] = {"c": {"mean_pairwise_cosine": 0.2}}
     assert all(v.passed for v in evaluate(full, t).verdicts)
+
+
+def test_a_damaged_catalog_is_one_line_and_the_doctor_names_it(cli, made):
+    db = made / "sdf.duckdb"
+    db.write_bytes(b"not a database" * 100)
+    for args in (["sql", "SELECT 1"], ["select", "list"], ["show"]):
+        line = one_error(cli(*args, expect=2))
+        assert "sdf.duckdb: the catalog cannot be opened" in line and "restore it" in line
+    res = cli("doctor", expect=1)
+    assert "damaged: corpus/sdf.duckdb" in res.output
+    assert db.read_bytes() == b"not a database" * 100  # named, never replaced silently

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import SdfError
 from .store import DOCUMENTS, PART_GLOB, QUARANTINE, TMP_DIR, Store, part_problem
 
 
@@ -114,6 +115,8 @@ def doctor(store: Store) -> DoctorReport:
                 except duckdb.Error as exc:
                     first = str(exc).strip().splitlines()[0]
                     report.table_problems.append(f"{kind} {name} in {store.db_path}: {first}")
+    except SdfError as exc:  # the catalog itself cannot be opened: named, left in place
+        report.table_problems.append(str(exc))
     except duckdb.Error as exc:
         first = str(exc).strip().splitlines()[0]
         report.table_problems.append(f"{store.db_path}: {first}")

@@ -165,7 +165,11 @@ def wait_for_catalog(open_: Callable[[], T], db_path: Path) -> T:
             text = str(exc)
             if "Could not set lock" not in text:
                 first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-                raise SdfError(f"{db_path}: the catalog cannot be opened: {first}") from None
+                raise SdfError(
+                    f"{db_path}: the catalog cannot be opened: {first}; restore it from a copy, "
+                    "or move it aside to start a new catalog over the same parts (grades, "
+                    "exclusions, selections and runs live in it)"
+                ) from None
             if time.monotonic() >= deadline:
                 holder = re.search(r"\(PID (\d+)\)", text)
                 who = f"process {holder.group(1)}" if holder else "another process"
