@@ -269,12 +269,26 @@ class Store:
         locked. Local files stay readable. ``sqlguard.check_read_query`` refuses every
         statement but a query before it gets here.
         """
-        import duckdb
 
         self.check_parts()
-        if not self.db_path.exists() or self._views_stale():
+        if not self.db_path.exists():
             with self.connect():
                 pass
+        con = self._attach_read_only()
+        if self._views_stale(con):  # parts of a new table, or views of an older sdfkit
+            con.close()
+            with self.connect():
+                pass
+            con = self._attach_read_only()
+        try:
+            con.execute("SET lock_configuration = true")
+            yield con
+        finally:
+            con.close()
+
+    def _attach_read_only(self) -> duckdb.DuckDBPyConnection:
+        import duckdb
+
         config = {
             "autoinstall_known_extensions": "false",
             "autoload_known_extensions": "false",
@@ -289,10 +303,10 @@ class Store:
             )
             con.execute("USE corpus")
             con.execute(f"SET file_search_path = {_sql_str(self.search_path())}")
-            con.execute("SET lock_configuration = true")
-            yield con
-        finally:
+        except BaseException:
             con.close()
+            raise
+        return con
 
     def has_table(self, name: str) -> bool:
         """Whether the catalog holds table ``name`` (asked read-only: nothing is created)."""
@@ -311,23 +325,13 @@ class Store:
         paths resolve there), then the working directory (a user's own relative files)."""
         return f"{self.root.resolve()},{Path.cwd()}"
 
-    def _views_stale(self) -> bool:
-        """Whether the catalog lacks a view for a Parquet table present (or has one whose
-        parts are gone): then a reader asks ``connect`` to refresh them first."""
-        import duckdb
-
-        try:
-            con = wait_for_catalog(
-                lambda: duckdb.connect(str(self.db_path), read_only=True), self.db_path
-            )
-        except duckdb.Error:
-            return True
-        try:
-            rows = con.execute(
-                "SELECT view_name, sql FROM duckdb_views() WHERE NOT internal"
-            ).fetchall()
-        finally:
-            con.close()
+    def _views_stale(self, con: duckdb.DuckDBPyConnection) -> bool:
+        """Whether the attached catalog lacks a view for a Parquet table present (or has one
+        whose parts are gone, or one of absolute paths): then ``connect`` refreshes them."""
+        rows = con.execute(
+            "SELECT view_name, sql FROM duckdb_views() "
+            "WHERE NOT internal AND database_name = 'corpus'"
+        ).fetchall()
         views = {name: sql for name, sql in rows}
         parquet_views = {n for n, sql in views.items() if "read_parquet(" in sql}
         present = set(self.parquet_tables())
