@@ -20,7 +20,7 @@ not pass a check it never made.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -162,10 +162,34 @@ def _not_run(check: str, audit: str, threshold: float | None) -> Verdict:
     )
 
 
+def _nothing_measured(check: str, subject: str, threshold: Any) -> Verdict:
+    shown = min(threshold.values()) if isinstance(threshold, dict) and threshold else threshold
+    return Verdict(check, subject, None, shown, "not run", "no documents to measure")
+
+
 def evaluate(report: dict[str, Any], thresholds: Thresholds) -> CheckResult:
-    """Every configured threshold against the figures of a report.json."""
+    """Every configured threshold against the figures of a report.json.
+
+    A check with nothing to measure (its audit saw no documents) is NOT RUN, never a pass."""
     out = CheckResult()
     t = thresholds
+    empty = {
+        key: isinstance(report.get(key), dict) and report[key].get("documents") == 0
+        for key in ("names", "ngrams", "near_duplicates", "keywords", "diversity")
+    }
+    measured = {
+        "max_name_share": ("names", "names"),
+        "max_ngram_doc_share": ("ngrams", "ngrams"),
+        "max_near_duplicate_fraction": ("near_duplicates", "corpus"),
+        "max_mean_pairwise_cosine": ("diversity", "diversity"),
+    }
+    skipped: dict[str, None] = {}
+    for check, (key, subject) in measured.items():
+        limit = getattr(t, check)
+        if limit is not None and empty[key]:
+            out.verdicts.append(_nothing_measured(check, subject, limit))
+            skipped[check] = None  # reported once, not evaluated below
+    t = replace(t, **skipped) if skipped else t
 
     if t.max_name_share is not None:
         names = report.get("names")
@@ -231,14 +255,14 @@ def evaluate(report: dict[str, Any], thresholds: Thresholds) -> CheckResult:
                 for k in fig.get("keywords") or []:
                     limit = t.min_keyword_rate if t.min_keyword_rate is not None else k["min_rate"]
                     rate = float(k["rate"])
-                    ok = fig.get("documents", 0) > 0 and rate >= limit
+                    seen = fig.get("documents", 0) > 0
                     out.verdicts.append(
                         Verdict(
                             "min_keyword_rate",
                             f"{concept}: {k['keyword']}",
                             rate,
                             float(limit),
-                            "pass" if ok else "fail",
+                            ("pass" if rate >= limit else "fail") if seen else "not run",
                             "" if fig.get("documents", 0) else "no documents",
                         )
                     )
@@ -250,6 +274,12 @@ def evaluate(report: dict[str, Any], thresholds: Thresholds) -> CheckResult:
                 _not_run("max_mean_pairwise_cosine", "diversity", t.max_mean_pairwise_cosine)
             )
         else:
+            if not div.get("per_concept"):
+                out.verdicts.append(
+                    _nothing_measured(
+                        "max_mean_pairwise_cosine", "diversity", t.max_mean_pairwise_cosine
+                    )
+                )
             for concept, fig in (div.get("per_concept") or {}).items():
                 out.verdicts.append(
                     _max_verdict(

@@ -262,6 +262,22 @@ class GenerateResult:
     documents_in_run: int = 0
     tokens_added: int = 0
 
+    def why_empty(self) -> str:
+        """Why a run holds no documents: the first stage that yielded nothing usable."""
+        for name, st in self.stages.items():
+            if not st.requests:
+                continue  # e.g. no fact extraction when the universes list their facts
+            if not st.succeeded:
+                return f"every {name} request failed ({st.failed} failed); see sdf ledger"
+            if st.unusable >= st.succeeded:
+                return (
+                    f"no {name} answer could be parsed ({st.unusable} unusable); read the "
+                    "answers of that stage and check the prompts"
+                )
+        asked = [name for name, st in self.stages.items() if st.requests]
+        last = f"the last stage asked was {asked[-1]}" if asked else "no stage had work"
+        return f"no document request was made ({last}; is --limit 0?)"
+
     def summary(self) -> str:
         via = "the offline stand-in" if self.backend == "offline-standin" else "the Anthropic API"
         lines = [f"run {self.run}: model {self.model} via {via}"]

@@ -61,6 +61,8 @@ class IngestResult:
     tokens_added: int = 0
     tokenizer: str = ""
     seconds: float = 0.0
+    #: Things stored as asked but probably not as meant (printed apart from the summary).
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         s = (
@@ -194,8 +196,14 @@ def ingest_files(
     result = IngestResult(files=[str(p) for p in paths], tokenizer=tok.name)
     files = [Path(p) for p in paths]
     for f in files:
+        if f.is_dir():
+            raise IngestError(
+                f"{f}: is a directory; give the JSONL/Parquet files in it (e.g. {f}/*.jsonl)"
+            )
         if not f.is_file():
             raise IngestError(f"{f}: no such file")
+    if max_bytes <= 0:
+        raise IngestError(f"--max-bytes {max_bytes}: must be a positive number of bytes")
     store.clean_temporaries()
     mapper = _Mapper(mapping, constants)
     now = datetime.now(timezone.utc)
@@ -209,9 +217,13 @@ def ingest_files(
         if len(result.skip_examples) < 20:
             result.skip_examples.append(f"{where}: {message}")
 
+    no_concept = 0
+
     def rows() -> Iterator[dict[str, Any]]:
+        nonlocal no_concept
         for path in files:
             source = f"ingest:{path.name}"
+            before = result.rows_read
             for item in _records(path):
                 if isinstance(item, _RowError):
                     result.rows_read += 1
@@ -245,7 +257,8 @@ def ingest_files(
                         path,
                         line,
                         "too_large",
-                        f"row of {size:,} bytes exceeds --max-bytes {max_bytes:,}",
+                        f"row of {size:,} bytes exceeds --max-bytes {max_bytes:,} (raise "
+                        "--max-bytes to keep it, or --skip-bad to skip such rows)",
                     )
                     continue
                 try:
@@ -262,7 +275,16 @@ def ingest_files(
                 rec["text"] = text
                 rec["meta"] = meta_json({k: v for k, v in obj.items() if k not in used})
                 rec.setdefault("source", source)
-                yield _normalise(rec, now, path, line)
+                rec = _normalise(rec, now, path, line)
+                if rec.get("concept") is None:
+                    no_concept += 1
+                yield rec
+            if result.rows_read == before:
+                if not skip_bad:
+                    raise IngestError(
+                        f"{path}: empty: no rows to ingest (--skip-bad passes over empty files)"
+                    )
+                result.warnings.append(f"{path}: empty file, nothing read from it")
 
     # Under the append lock from reading the stored ids to publishing the part: two ingests
     # of the same file at once store each document once.
@@ -284,6 +306,12 @@ def ingest_files(
             result.tokens_added += _flush(chunk, writer, tok)
         result.added = writer.rows
     result.seconds = time.perf_counter() - t0
+    if no_concept:
+        result.warnings.append(
+            f"{no_concept:,} rows have no concept (nor universe): they are grouped as concept "
+            "'(none)' in audits and selections; give one with --set concept=NAME "
+            "(or --map concept=FIELD) when ingesting"
+        )
     _log(store, result)
     return result
 

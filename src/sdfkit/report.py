@@ -89,6 +89,8 @@ def load_config(path: str | Path | None = None) -> ReportConfig:
         mark = getattr(exc, "problem_mark", None)
         where = f"{mark.line + 1}:" if mark is not None else ""
         raise ConfigError(f"{p}:{where} invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: YAML nested too deeply to read") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: the project file must be a mapping")
     for key in data:

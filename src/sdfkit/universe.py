@@ -115,6 +115,10 @@ def parse_universe(text: str, source: str = "<string>") -> Universe:
         where = f" line {mark.line + 2}" if mark is not None else ""  # +1 for '---', +1 base
         problem = getattr(exc, "problem", None) or str(exc)
         raise UniverseError(f"{source}:{where}: invalid YAML front matter: {problem}") from None
+    except RecursionError:
+        raise UniverseError(
+            f"{source}: front matter nested too deeply to read (a universe needs a few levels)"
+        ) from None
     if not isinstance(data, dict):
         raise UniverseError(f"{source}: front matter must be a mapping of fields")
     if "description" in data and body:

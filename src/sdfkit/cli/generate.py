@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from . import CorpusOpt, app, open_store
+from ..errors import SdfError
+from . import CorpusOpt, announce_new, app, creating_store, open_store
 
 BackendOpt = Annotated[
     str,
@@ -79,6 +80,7 @@ def generate(
     from ..batches import load_prices
     from ..generate import GenerateConfig
     from ..generate import generate as run_generate
+    from ..settings import env_url
     from ..universe import load_universes
 
     cfg = GenerateConfig(
@@ -98,14 +100,19 @@ def generate(
         poll_interval=_poll_default(backend) if poll_interval is None else poll_interval,
         retry_canceled=retry_canceled,
     )
+    if backend != "offline":
+        env_url("ANTHROPIC_BASE_URL")
     universes = load_universes(universe_files)
-    store = open_store(corpus)
+    store, fresh = creating_store(corpus)
     table = load_prices(prices)
     if backend == "offline":
         _log("backend: offline stand-in (templated text, no model, no key, no cost)")
     res = run_generate(universes, store, cfg, backend=backend, prices=table, log=_log)
     typer.echo(res.summary())
     typer.echo(_cost_line(store, run, table))
+    announce_new(store, fresh)
+    if res.documents_in_run == 0:
+        raise SdfError(f"run {run} landed no documents: {res.why_empty()}")
     if grade:
         from ..grade import GradeConfig
 
@@ -158,6 +165,10 @@ def grade_cmd(
     from ..grade import GradeConfig
     from ..universe import load_universes
 
+    if backend != "offline":
+        from ..settings import env_url
+
+        env_url("ANTHROPIC_BASE_URL")
     cfg = GradeConfig(run=run, model=model, poll_interval=_poll_default(backend))
     extra = load_universes(universe) if universe else None
     if backend == "offline":
@@ -209,7 +220,18 @@ def ledger(
     from ..batches import load_prices
     from ..sql import to_text
 
-    df = ledger_table(open_store(corpus), run, load_prices(prices) if prices else None)
+    store = open_store(corpus)
+    if not store.has_table("ledger"):  # nothing recorded yet: answer without creating it
+        if run is not None:
+            raise SdfError(f"--run {run!r}: no such run in the ledger (runs: none yet)")
+        typer.echo("the ledger is empty (no batch has finished yet)")
+        return
+    df = ledger_table(store, run, load_prices(prices) if prices else None)
+    if df.height == 0 and run is not None:
+        known = ledger_table(store, None, None)
+        runs = sorted(set(known["run"].to_list())) if known.height else []
+        listed = ", ".join(map(str, runs)) if runs else "none yet"
+        raise SdfError(f"--run {run!r}: no such run in the ledger (runs: {listed})")
     if df.height == 0:
         typer.echo("the ledger is empty (no batch has finished yet)")
         return
