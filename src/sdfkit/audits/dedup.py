@@ -5,11 +5,14 @@ idea): pairs of documents whose word-shingle sets overlap at or above a Jaccard 
 the clusters they form, and a keep-one-per-cluster exclusion that selection respects.
 
 How:
-1. A per-document stage (``MinHashSignatures``, an ``sdfkit.engine.Stage``) computes a MinHash
-   signature of each document's word k-shingles (datasketch ``MinHash.bulk`` with xxhash, per
-   DEPS.md three times faster than the default sha1 path), stored as ``list<uint32>`` in the
-   store table ``minhash_k<k>_p<perm>_s<seed>`` and cached by content hash.
-2. LSH banding (datasketch ``MinHashLSH`` tuned to the threshold) proposes candidate pairs.
+1. A per-document stage (``MinHashSignatures``, an ``sdfkit.engine.Stage``) computes a
+   one-permutation MinHash signature of each document's word k-shingles, vectorized with
+   numpy over batches of shingle hashes and streamed in chunks of at most ``chunk_chars``
+   code points (``sdfkit.audits.shingles``), stored as ``list<uint32>`` in the store table
+   ``minhash_oph_k<k>_p<perm>_s<seed>`` and cached by content hash. It runs on every core by
+   default.
+2. LSH banding (bands × rows tuned to the threshold, grouped with numpy) proposes candidate
+   pairs.
 3. Every candidate pair is verified with the exact Jaccard of the two shingle sets; pairs
    below the threshold are dropped (LSH false positives), so reported pairs are exact.
 4. Verified pairs are joined into clusters (union-find); in each cluster one document is
@@ -26,6 +29,7 @@ result again, as ``sdf report`` does, is a no-op). With it off, ``run`` writes n
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -37,6 +41,7 @@ import pyarrow as pa
 from ..engine import Stage
 from ..settings import Checked, at_least, between, one_of
 from . import AuditResult, CatalogWrite, save, where_sql
+from .shingles import DEFAULT_CHUNK_CHARS, ShingleHasher, signatures
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -74,8 +79,11 @@ class Config(Checked):
     write_exclusions: bool = True
     #: SQL condition on the ``documents`` view selecting the documents to compare.
     where: str | None = None
-    #: Processes computing signatures (None: $SDF_WORKERS or 1).
+    #: Processes computing signatures (None: $SDF_WORKERS, else every core).
     workers: int | None = field(default=None, metadata=at_least(1))
+    #: Code points hashed in one vectorized pass: bounds the working memory of signatures
+    #: and verification (about 60 bytes per code point), whatever a document's size.
+    chunk_chars: int = field(default=DEFAULT_CHUNK_CHARS, metadata=at_least(64))
     #: Most pairs listed in the figures (the table holds all of them).
     max_pairs_listed: int = field(default=500, metadata=at_least(0))
 
@@ -89,14 +97,10 @@ def shingles(text: str, k: int) -> list[bytes]:
     return [" ".join(words[i : i + k]).encode("utf-8") for i in range(len(words) - k + 1)]
 
 
-def shingle_set(text: str, k: int) -> np.ndarray:
-    """Sorted distinct 64-bit hashes of a text's shingles (for exact Jaccard)."""
-    import numpy as np
-    import xxhash
-
-    return np.unique(
-        np.fromiter((xxhash.xxh64_intdigest(s) for s in shingles(text, k)), dtype=np.uint64)
-    )
+def shingle_set(text: str, k: int, chunk_chars: int = DEFAULT_CHUNK_CHARS) -> np.ndarray:
+    """Sorted distinct 64-bit hashes of a text's shingles (for exact Jaccard), computed in
+    chunks of at most ``chunk_chars`` code points."""
+    return ShingleHasher(k, chunk_chars).set_of(text)
 
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
@@ -115,14 +119,22 @@ class MinHashSignatures(Stage):
     name: ClassVar[str] = "minhash"
     columns: ClassVar[tuple[str, ...]] = ("doc_id", "text")
 
-    def __init__(self, shingle_size: int = 5, num_perm: int = 128, seed: int = 1) -> None:
+    def __init__(
+        self,
+        shingle_size: int = 5,
+        num_perm: int = 128,
+        seed: int = 1,
+        chunk_chars: int = DEFAULT_CHUNK_CHARS,
+    ) -> None:
         self.shingle_size = shingle_size
         self.num_perm = num_perm
         self.seed = seed
+        # Changes the working memory only, never the result: not part of the table name.
+        self.chunk_chars = chunk_chars
 
     @property
     def table(self) -> str:
-        return f"minhash_k{self.shingle_size}_p{self.num_perm}_s{self.seed}"
+        return f"minhash_oph_k{self.shingle_size}_p{self.num_perm}_s{self.seed}"
 
     @property
     def output_schema(self) -> pa.Schema:
@@ -136,20 +148,17 @@ class MinHashSignatures(Stage):
 
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         import numpy as np
-        import xxhash
-        from datasketch import MinHash
 
-        sets = [shingles(t or "", self.shingle_size) for t in batch.column("text").to_pylist()]
-        sketches = MinHash.bulk(
-            sets, num_perm=self.num_perm, seed=self.seed, hashfunc=xxhash.xxh32_intdigest
+        texts = [t or "" for t in batch.column("text").to_pylist()]
+        sigs, distinct = signatures(
+            texts, self.shingle_size, self.num_perm, self.seed, self.chunk_chars
         )
-        sigs = np.stack([m.hashvalues for m in sketches]).astype(np.uint32)
         flat = pa.array(sigs.reshape(-1), type=pa.uint32())
         offsets = pa.array(np.arange(0, sigs.size + 1, self.num_perm, dtype=np.int32))
         return pa.RecordBatch.from_arrays(
             [
                 batch.column("doc_id"),
-                pa.array([len(set(s)) for s in sets], type=pa.int32()),
+                pa.array(distinct.astype(np.int32), type=pa.int32()),
                 pa.ListArray.from_arrays(offsets, flat),
             ],
             schema=self.output_schema,
@@ -189,26 +198,50 @@ def lsh_params(threshold: float, num_perm: int, recall: float) -> tuple[int, int
     return num_perm, 1
 
 
-def candidate_pairs(
-    doc_ids: list[str], signatures: np.ndarray, config: Config
-) -> set[tuple[str, str]]:
-    """Pairs (a < b) that share an LSH band (datasketch ``MinHashLSH``)."""
-    from datasketch import LeanMinHash, MinHashLSH
+def candidate_pairs(doc_ids: list[str], matrix: np.ndarray, config: Config) -> set[tuple[str, str]]:
+    """Pairs (a < b) whose signatures agree on every row of at least one LSH band.
+
+    Each band's rows are folded into one 64-bit key and the documents sorted by it, so a
+    band costs one numpy sort instead of a Python dictionary insert per document (a rare key
+    collision only adds a candidate, which verification or the estimate then judges)."""
+    import numpy as np
 
     bands, rows = lsh_params(config.threshold, config.num_perm, config.lsh_recall)
-    lsh = MinHashLSH(threshold=config.threshold, num_perm=config.num_perm, params=(bands, rows))
-    sketches = [
-        LeanMinHash(seed=config.seed, hashvalues=sig, scheme="affine32") for sig in signatures
-    ]
-    with lsh.insertion_session() as session:
-        for doc_id, m in zip(doc_ids, sketches, strict=True):
-            session.insert(doc_id, m, check_duplication=False)
-    pairs: set[tuple[str, str]] = set()
-    for doc_id, m in zip(doc_ids, sketches, strict=True):
-        for other in lsh.query(m):
-            if other != doc_id:
-                pairs.add((doc_id, other) if doc_id < other else (other, doc_id))
-    return pairs
+    n = len(doc_ids)
+    found: list[np.ndarray] = []
+    sig = matrix.astype(np.uint64)
+    for b in range(bands):
+        key = np.zeros(n, np.uint64)
+        for r in range(b * rows, (b + 1) * rows):
+            key = (key * np.uint64(0x100000001B3)) ^ sig[:, r]
+        order = np.argsort(key, kind="stable")
+        ordered = key[order]
+        bounds = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
+        starts = np.r_[0, bounds]
+        ends = np.r_[bounds, n]
+        for start, end in zip(starts[ends - starts > 1], ends[ends - starts > 1], strict=True):
+            members = np.sort(order[start:end])
+            a, c = np.triu_indices(len(members), 1)
+            found.append(members[a] * n + members[c])
+    if not found:
+        return set()
+    codes = np.unique(np.concatenate(found))
+    return {(doc_ids[int(x) // n], doc_ids[int(x) % n]) for x in codes}
+
+
+def default_workers(pending: int) -> int:
+    """Processes for ``pending`` signatures when none are configured: $SDF_WORKERS when set,
+    else every core, but one process for small jobs (a worker costs a few tenths of a second
+    to start, more than it saves below a few thousand documents)."""
+    from ..engine import env_workers
+
+    if os.environ.get("SDF_WORKERS"):
+        return env_workers()
+    return max(1, min(os.cpu_count() or 1, pending // SMALL_JOB_DOCS))
+
+
+#: Documents per extra worker process worth starting (see ``default_workers``).
+SMALL_JOB_DOCS = 2000
 
 
 def run(store: Store, config: Config | None = None, engine: str | None = None) -> AuditResult:
@@ -216,7 +249,7 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     import numpy as np
     import polars as pl
 
-    from ..engine import read_results, run_stage
+    from ..engine import count_pending, read_results, run_stage
     from ..progress import counter
 
     config = config or Config()
@@ -226,10 +259,10 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
         f"SELECT doc_id, created_at, chars FROM documents {where} ORDER BY doc_id"
     ).unique("doc_id", keep="first", maintain_order=True)
     ids = docs["doc_id"].to_list()
-    stage = MinHashSignatures(config.shingle_size, config.num_perm, config.seed)
-    stage_run = run_stage(
-        store, stage, engine=engine, workers=config.workers, where=set(ids) if where else None
-    )
+    stage = MinHashSignatures(config.shingle_size, config.num_perm, config.seed, config.chunk_chars)
+    subset = set(ids) if where else None
+    workers = config.workers or default_workers(count_pending(store, stage, subset))
+    stage_run = run_stage(store, stage, engine=engine, workers=workers, where=subset)
     t_sig = time.perf_counter()
     sigs_tbl = read_results(store, stage, set(ids))
     sig_df = pl.from_arrow(sigs_tbl)
@@ -237,18 +270,19 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     if sig_df.height:
         sig_df = sig_df.unique("doc_id", keep="first").sort("doc_id")
     sig_ids = sig_df["doc_id"].to_list() if sig_df.height else []
-    signatures = (
-        np.asarray(sig_df["signature"].to_list(), dtype=np.uint32).reshape(-1, config.num_perm)
+    sig_matrix = (
+        sig_df["signature"].explode().to_numpy().astype(np.uint32).reshape(-1, config.num_perm)
         if sig_df.height
         else np.zeros((0, config.num_perm), dtype=np.uint32)
     )
     index = {d: i for i, d in enumerate(sig_ids)}
-    cands = candidate_pairs(sig_ids, signatures, config) if len(sig_ids) > 1 else set()
+    cands = candidate_pairs(sig_ids, sig_matrix, config) if len(sig_ids) > 1 else set()
     t_lsh = time.perf_counter()
 
     # Verify candidates with exact Jaccard over the shingle sets.
     need = sorted({d for p in cands for d in p})
     shingle_sets: dict[str, np.ndarray] = {}
+    hasher = ShingleHasher(config.shingle_size, config.chunk_chars)
     if config.verify and need:
         texts = store.query(
             "SELECT doc_id, any_value(text) AS text FROM documents "
@@ -257,11 +291,11 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
         )
         with counter("near-duplicates: verify", total=len(need), unit="docs") as tick:
             for doc_id, text in texts.iter_rows():
-                shingle_sets[doc_id] = shingle_set(text, config.shingle_size)
+                shingle_sets[doc_id] = hasher.set_of(text)
                 tick(1)
     rows = []
     for a, b in sorted(cands):
-        est = float(np.mean(signatures[index[a]] == signatures[index[b]]))
+        est = float(np.mean(sig_matrix[index[a]] == sig_matrix[index[b]]))
         exact = jaccard(shingle_sets[a], shingle_sets[b]) if config.verify else None
         rows.append((a, b, exact, est))
     pairs = pl.DataFrame(
@@ -358,7 +392,7 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
                 f"(kept: {biggest[0]})."
             )
     notes = [
-        f"MinHash ({config.num_perm} permutations, seed {config.seed}) over lower-cased "
+        f"One-permutation MinHash ({config.num_perm} bins, seed {config.seed}) over lower-cased "
         f"{config.shingle_size}-word shingles; LSH candidates "
         + (
             "verified with the exact Jaccard of the shingle sets, so every reported pair is exact "
