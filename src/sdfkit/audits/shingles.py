@@ -169,8 +169,10 @@ class ShingleHasher:
 
     def set_of(self, text: str) -> np.ndarray:
         """Sorted distinct shingle hashes of a text (for exact Jaccard)."""
-        parts = [_sorted_distinct(h) for h in self.document(text)]
-        return _sorted_distinct(np.concatenate(parts)) if len(parts) > 1 else parts[0]
+        distinct = Distinct()
+        for hashes in self.document(text):
+            distinct.add(hashes)
+        return distinct.values()
 
     def batch(self, texts: Sequence[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(document index, shingle hash) arrays over many texts, grouped so each vectorized
@@ -229,14 +231,14 @@ def signatures(
     n = len(texts)
     mins = np.full(n * num_perm, _EMPTY_BIN, _U64)
     distinct = np.zeros(n, np.int64)
-    pending: dict[int, list[np.ndarray]] = {}  # a streamed text's parts, for its distinct count
+    streamed: dict[int, Distinct] = {}  # distinct shingles of texts longer than a chunk
     seed_key = _mix(np.array([seed], _U64)) * _SEED_MUL
     for doc, hashes in hasher.batch(texts):
         keyed = _mix(hashes ^ seed_key)
         bins = ((keyed >> _U64(32)) * _U64(num_perm)) >> _U64(32)
         np.minimum.at(mins, doc * num_perm + bins.astype(np.int64), keyed & _LOW32)
         if len(doc) and doc[0] == doc[-1] and len(texts[int(doc[0])]) > hasher.chunk_chars:
-            pending.setdefault(int(doc[0]), []).append(_sorted_distinct(hashes))
+            streamed.setdefault(int(doc[0]), Distinct()).add(hashes)
             continue
         if len(doc) > 1 and (doc[1:] < doc[:-1]).any():
             order = np.argsort(doc, kind="stable")
@@ -244,8 +246,8 @@ def signatures(
         bounds = np.flatnonzero(doc[1:] != doc[:-1]) + 1
         for d, part in zip(doc[np.r_[0, bounds]], np.split(hashes, bounds), strict=True):
             distinct[d] += _count_distinct(part)
-    for doc_index, parts in pending.items():
-        distinct[doc_index] = len(_sorted_distinct(np.concatenate(parts)))
+    for doc_index, seen in streamed.items():
+        distinct[doc_index] = len(seen.values())
     return densify(mins.reshape(n, num_perm)), distinct
 
 
@@ -255,6 +257,33 @@ def _sorted_distinct(values: np.ndarray) -> np.ndarray:
     keep = np.ones(len(ordered), bool)
     keep[1:] = ordered[1:] != ordered[:-1]
     return ordered[keep]
+
+
+class Distinct:
+    """The distinct values of arrays added one by one, merged as they come so memory stays
+    within a small multiple of the distinct values (not of everything added)."""
+
+    def __init__(self) -> None:
+        self._merged = np.zeros(0, _U64)
+        self._parts: list[np.ndarray] = []
+        self._pending = 0
+
+    def add(self, values: np.ndarray) -> None:
+        part = _sorted_distinct(values)
+        self._parts.append(part)
+        self._pending += len(part)
+        if self._pending > max(len(self._merged), 1 << 16):
+            self._merge()
+
+    def _merge(self) -> None:
+        if self._parts:
+            self._merged = _sorted_distinct(np.concatenate([self._merged, *self._parts]))
+            self._parts, self._pending = [], 0
+
+    def values(self) -> np.ndarray:
+        """Sorted distinct values."""
+        self._merge()
+        return self._merged
 
 
 def _count_distinct(values: np.ndarray) -> int:
