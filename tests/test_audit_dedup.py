@@ -7,6 +7,7 @@ import random
 import re
 from datetime import datetime, timedelta, timezone
 
+import pyarrow as pa
 import pytest
 
 from sdfkit.audits import dedup, save
@@ -415,14 +416,15 @@ def test_audit_with_tiny_chunks_finds_exactly_the_pairs(store, planted):
     assert found == _truth(planted, 0.7)
 
 
-def test_signatures_use_every_core_for_large_jobs_only(monkeypatch):
-    monkeypatch.delenv("SDF_WORKERS", raising=False)
-    monkeypatch.setattr("os.cpu_count", lambda: 4)
-    assert dedup.default_workers(100_000) == 4
-    assert dedup.default_workers(dedup.SMALL_JOB_DOCS * 2) == 2
-    assert dedup.default_workers(50) == 1
-    monkeypatch.setenv("SDF_WORKERS", "3")
-    assert dedup.default_workers(50) == 3
+def test_threads_give_the_signatures_of_one_thread():
+    texts = _texts(60, seed=12, longest=800)
+    batch = pa.RecordBatch.from_arrays(
+        [pa.array([str(i) for i in range(60)]), pa.array(texts)], names=["doc_id", "text"]
+    )
+    one = dedup.MinHashSignatures(threads=1)(batch)
+    three = dedup.MinHashSignatures(threads=3)(batch)
+    assert three.equals(one)
+    assert dedup.MinHashSignatures(threads=3).table == dedup.MinHashSignatures().table
 
 
 def test_chunk_setting_is_checked():

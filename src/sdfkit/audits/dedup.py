@@ -79,8 +79,11 @@ class Config(Checked):
     write_exclusions: bool = True
     #: SQL condition on the ``documents`` view selecting the documents to compare.
     where: str | None = None
-    #: Processes computing signatures (None: $SDF_WORKERS, else every core).
+    #: Processes computing signatures (None: $SDF_WORKERS or 1).
     workers: int | None = field(default=None, metadata=at_least(1))
+    #: Threads computing signatures in each process (None: every core, shared among the
+    #: processes). numpy releases the GIL in the hashing, and threads start instantly.
+    threads: int | None = field(default=None, metadata=at_least(1))
     #: Code points hashed in one vectorized pass: bounds the working memory of signatures
     #: and verification (about 60 bytes per code point), whatever a document's size.
     chunk_chars: int = field(default=DEFAULT_CHUNK_CHARS, metadata=at_least(64))
@@ -125,12 +128,15 @@ class MinHashSignatures(Stage):
         num_perm: int = 128,
         seed: int = 1,
         chunk_chars: int = DEFAULT_CHUNK_CHARS,
+        threads: int = 1,
     ) -> None:
         self.shingle_size = shingle_size
         self.num_perm = num_perm
         self.seed = seed
-        # Changes the working memory only, never the result: not part of the table name.
+        # These two change the working memory and speed only, never the result: they are
+        # not part of the table name.
         self.chunk_chars = chunk_chars
+        self.threads = threads
 
     @property
     def table(self) -> str:
@@ -150,9 +156,7 @@ class MinHashSignatures(Stage):
         import numpy as np
 
         texts = [t or "" for t in batch.column("text").to_pylist()]
-        sigs, distinct = signatures(
-            texts, self.shingle_size, self.num_perm, self.seed, self.chunk_chars
-        )
+        sigs, distinct = self._signatures(texts)
         flat = pa.array(sigs.reshape(-1), type=pa.uint32())
         offsets = pa.array(np.arange(0, sigs.size + 1, self.num_perm, dtype=np.int32))
         return pa.RecordBatch.from_arrays(
@@ -163,6 +167,26 @@ class MinHashSignatures(Stage):
             ],
             schema=self.output_schema,
         )
+
+    def _signatures(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        import numpy as np
+
+        def one(part: list[str]) -> tuple[np.ndarray, np.ndarray]:
+            return signatures(part, self.shingle_size, self.num_perm, self.seed, self.chunk_chars)
+
+        if self.threads <= 1 or len(texts) < 2 * self.threads:
+            return one(texts)
+        if getattr(self, "_pool", None) is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="minhash")
+        # Slices of about equal characters, in order, so rows stay aligned with the batch.
+        sizes = np.cumsum([len(t) for t in texts])
+        cuts = np.searchsorted(sizes, sizes[-1] * np.arange(1, self.threads) / self.threads)
+        bounds = [0, *sorted({int(c) + 1 for c in cuts if 0 < c + 1 < len(texts)}), len(texts)]
+        parts = [texts[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+        done = list(self._pool.map(one, parts))
+        return np.concatenate([s for s, _ in done]), np.concatenate([d for _, d in done])
 
 
 class _UnionFind:
@@ -229,27 +253,12 @@ def candidate_pairs(doc_ids: list[str], matrix: np.ndarray, config: Config) -> s
     return {(doc_ids[int(x) // n], doc_ids[int(x) % n]) for x in codes}
 
 
-def default_workers(pending: int) -> int:
-    """Processes for ``pending`` signatures when none are configured: $SDF_WORKERS when set,
-    else every core, but one process for small jobs (a worker costs a few tenths of a second
-    to start, more than it saves below a few thousand documents)."""
-    from ..engine import env_workers
-
-    if os.environ.get("SDF_WORKERS"):
-        return env_workers()
-    return max(1, min(os.cpu_count() or 1, pending // SMALL_JOB_DOCS))
-
-
-#: Documents per extra worker process worth starting (see ``default_workers``).
-SMALL_JOB_DOCS = 2000
-
-
 def run(store: Store, config: Config | None = None, engine: str | None = None) -> AuditResult:
     """Find near-duplicate pairs and clusters; write keep-one-per-cluster exclusions."""
     import numpy as np
     import polars as pl
 
-    from ..engine import count_pending, read_results, run_stage
+    from ..engine import env_workers, read_results, run_stage
     from ..progress import counter
 
     config = config or Config()
@@ -260,8 +269,15 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     ).unique("doc_id", keep="first", maintain_order=True)
     ids = docs["doc_id"].to_list()
     stage = MinHashSignatures(config.shingle_size, config.num_perm, config.seed, config.chunk_chars)
+    workers = config.workers or env_workers()
+    stage = MinHashSignatures(
+        config.shingle_size,
+        config.num_perm,
+        config.seed,
+        config.chunk_chars,
+        threads=config.threads or max(1, (os.cpu_count() or 1) // workers),
+    )
     subset = set(ids) if where else None
-    workers = config.workers or default_workers(count_pending(store, stage, subset))
     stage_run = run_stage(store, stage, engine=engine, workers=workers, where=subset)
     t_sig = time.perf_counter()
     sigs_tbl = read_results(store, stage, set(ids))

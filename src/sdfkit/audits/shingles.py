@@ -85,20 +85,26 @@ def _mix(x: np.ndarray) -> np.ndarray:
 
 
 def _codes(text: str) -> np.ndarray:
+    """Code points of a text: one byte each when it is ASCII (most text), else four."""
+    if text.isascii():
+        return np.frombuffer(text.encode("ascii"), dtype=np.uint8)
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
 
 
 def _words(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(hash, start) of each word of a lower-cased text given as code points."""
-    is_word = word_table()[codes].view(np.int8)
-    edges = np.diff(is_word, prepend=np.int8(0), append=np.int8(0))
+    n = len(codes)
+    marks = np.zeros(n + 2, np.int8)
+    table = word_table()
+    marks[1:-1] = table[:128][codes] if codes.dtype == np.uint8 else table[codes]
+    edges = np.diff(marks)
     starts = np.flatnonzero(edges == 1)
     ends = np.flatnonzero(edges == -1)
     if not len(starts):
         return np.zeros(0, _U64), starts
-    up, down = _powers(len(codes) + 1)
-    prefix = np.zeros(len(codes) + 1, _U64)
-    np.cumsum(codes.astype(_U64) * up[: len(codes)], out=prefix[1:])
+    up, down = _powers(n + 1)
+    prefix = np.zeros(n + 1, _U64)
+    np.cumsum(np.multiply(codes, up[:n], dtype=_U64), out=prefix[1:])
     poly = (prefix[ends] - prefix[starts]) * down[starts]
     return _mix(poly ^ (ends - starts).astype(_U64)), starts
 
@@ -150,7 +156,7 @@ class ShingleHasher:
                 if end == len(low):
                     cut = len(codes)
                     break
-                non_word = np.flatnonzero(~word_table()[codes])
+                non_word = np.flatnonzero(~word_table()[codes.astype(np.uint32)])
                 if len(non_word):
                     cut = int(non_word[-1]) + 1
                     codes = codes[:cut]
