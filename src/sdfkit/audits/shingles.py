@@ -63,6 +63,10 @@ def word_table() -> np.ndarray:
     return _TABLE
 
 
+def _ascii_table() -> np.ndarray:
+    return word_table()[:128]
+
+
 def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
     """``_CHAR_MUL**i`` and its modular inverse's powers for i < n (grown on demand)."""
     global _POWERS
@@ -95,8 +99,7 @@ def _words(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(hash, start) of each word of a lower-cased text given as code points."""
     n = len(codes)
     marks = np.zeros(n + 2, np.int8)
-    table = word_table()
-    marks[1:-1] = table[:128][codes] if codes.dtype == np.uint8 else table[codes]
+    marks[1:-1] = np.take(_ascii_table() if codes.dtype == np.uint8 else word_table(), codes)
     edges = np.diff(marks)
     starts = np.flatnonzero(edges == 1)
     ends = np.flatnonzero(edges == -1)
