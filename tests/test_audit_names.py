@@ -339,3 +339,12 @@ def test_top_list_holds_a_hundred_names_by_default(store, nlp):
     assert 90 <= len(result.figures["top"]) <= 100  # the old default stopped at 50
     capped = names.run(store, names.Config(confirm_top=150, top_k=60))
     assert names.top_names(capped, 60) == names.top_names(result, 60)
+
+
+def test_report_lists_every_name_of_the_top_list():
+    from sdfkit import report
+
+    rows = [{"name": f"Name{i} Person", "mentions": 100 - i} for i in range(60)]
+    html = report._section_names({"top": rows, "top_share": 0.1})
+    assert html.count("<tr>") == 61  # header + all 60 (the table used to stop at 25)
+    assert "Name59 Person" in html
