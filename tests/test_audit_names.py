@@ -348,3 +348,19 @@ def test_report_lists_every_name_of_the_top_list():
     html = report._section_names({"top": rows, "top_share": 0.1})
     assert html.count("<tr>") == 61  # header + all 60 (the table used to stop at 25)
     assert "Name59 Person" in html
+
+
+def test_window_ner_on_every_core_gives_the_verdicts_of_one_process(nlp, monkeypatch):
+    windows = []
+    for i in range(40):
+        text = f"On day {i}, As Jane Doe noted, the build of Git {i} failed on Linux."
+        start = text.index("Jane Doe")
+        windows.append((text, start, start + len("Jane Doe")))
+        text = f"Remove Smith from list {i} and run Git again."
+        windows.append((text, 0, len("Remove Smith")))
+    stop = names.STOP_WORDS
+    one = list(names.window_hits(nlp, windows, names.Config(ner_workers=1), stop))
+    monkeypatch.setattr(names, "POOL_MIN_WINDOWS", 10)
+    two = list(names.window_hits(nlp, windows, names.Config(ner_workers=2, batch_size=8), stop))
+    assert two == one and len(one) == 80
+    assert one[0] == "Jane Doe"

@@ -170,6 +170,9 @@ class Config(Checked):
     where: str | None = None
     #: Processes for the per-document stage (None: $SDF_WORKERS or 1).
     workers: int | None = field(default=None, metadata=at_least(1))
+    #: Fast mode: processes running NER on the windows (None: every core, once there are
+    #: enough windows to repay loading spaCy in each; 1: in this process).
+    ner_workers: int | None = field(default=None, metadata=at_least(1))
     #: spaCy batch size.
     batch_size: int = field(default=64, metadata=at_least(1))
 
@@ -500,19 +503,12 @@ def _confirm(
             else:
                 todo.append((key, job))
         with counter("names: confirm", total=len(todo), unit="windows") as tick:
-            pairs = ((w, (key, c, s, e)) for key, (c, w, s, e) in todo)
-            for doc, (key, c, s, e) in nlp.pipe(
-                pairs, as_tuples=True, batch_size=config.batch_size
+            windows = [(w, s, e) for _, (_, w, s, e) in todo]
+            for (key, (c, *_)), hit in zip(
+                todo, window_hits(nlp, windows, config, stop, tick), strict=True
             ):
-                hit = None
-                for ent in doc.ents:
-                    if ent.label_ == "PERSON" and ent.start_char < e and ent.end_char > s:
-                        hit = normalize(ent.text, stop)
-                        if hit:
-                            break
                 tally(c, hit)
                 fresh.append({"window_key": key, "hit": hit})
-                tick(1)
         if fresh:
             store.append(
                 _window_table(config.model),
@@ -552,6 +548,73 @@ def _confirm(
             if more:
                 read(more)
     return verdicts
+
+
+#: Windows below which NER stays in this process (a worker loads spaCy in ~3 s).
+POOL_MIN_WINDOWS = 1500
+
+
+def _hits(nlp: Any, windows: list[tuple[str, int, int]], batch_size: int, stop: frozenset[str]):
+    """The normalised PERSON name overlapping each window's mention, or None."""
+    pairs = ((w, (s, e)) for w, s, e in windows)
+    for doc, (s, e) in nlp.pipe(pairs, as_tuples=True, batch_size=batch_size):
+        hit = None
+        for ent in doc.ents:
+            if ent.label_ == "PERSON" and ent.start_char < e and ent.end_char > s:
+                hit = normalize(ent.text, stop)
+                if hit:
+                    break
+        yield hit
+
+
+_WORKER_NLP: tuple[Any, int, frozenset[str]] | None = None
+
+
+def _init_ner_worker(model: str, batch_size: int, stop: frozenset[str]) -> None:
+    global _WORKER_NLP
+    _WORKER_NLP = (load_nlp(model), batch_size, stop)
+
+
+def _ner_chunk(windows: list[tuple[str, int, int]]) -> list[str | None]:
+    assert _WORKER_NLP is not None
+    nlp, batch_size, stop = _WORKER_NLP
+    return list(_hits(nlp, windows, batch_size, stop))
+
+
+def window_hits(
+    nlp: Any,
+    windows: list[tuple[str, int, int]],
+    config: Config,
+    stop: frozenset[str],
+    tick: Any = None,
+):
+    """NER verdicts of windows, in order: in this process, or on every core (forkserver
+    workers, never forked from a process whose polars/DuckDB threads run) when there are
+    at least ``POOL_MIN_WINDOWS`` of them. The verdict of a window never depends on which."""
+    import os
+
+    workers = config.ner_workers or (os.cpu_count() or 1)
+    if workers <= 1 or len(windows) < POOL_MIN_WINDOWS:
+        for hit in _hits(nlp, windows, config.batch_size, stop):
+            if tick:
+                tick(1)
+            yield hit
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    size = max(config.batch_size, len(windows) // (workers * 8) + 1)
+    chunks = [windows[i : i + size] for i in range(0, len(windows), size)]
+    with ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("forkserver"),
+        initializer=_init_ner_worker,
+        initargs=(config.model, config.batch_size, stop),
+    ) as pool:
+        for hits in pool.map(_ner_chunk, chunks):
+            if tick:
+                tick(len(hits))
+            yield from hits
 
 
 def _spread(ids: list[str]) -> list[str]:
