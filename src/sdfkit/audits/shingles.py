@@ -14,7 +14,8 @@ How:
   word starts and ends are where the mark changes.
 - Each word is hashed from its code points by a polynomial hash over 64-bit integers
   (wrap-around arithmetic), computed for all words at once from one prefix sum, then mixed
-  (splitmix64). A shingle's hash combines its k word hashes the same way, then is mixed again.
+  (splitmix64). A shingle's hash combines its k word hashes the same way; signatures mix it
+  again with their seed.
 - Signatures are one-permutation MinHash with rotation densification: the seeded 64-bit hash
   of each shingle picks one of ``num_perm`` bins (its high bits) and a 32-bit value (its low
   bits); each bin keeps its minimum, and an empty bin borrows the next non-empty bin's value
@@ -119,7 +120,7 @@ def _combine(words: np.ndarray, k: int) -> np.ndarray:
     for t in range(1, k):
         acc *= _WORD_MUL
         acc += words[t : t + n]
-    return _mix(acc)
+    return acc  # already well spread (the word hashes are mixed); signatures mix it seeded
 
 
 def _whole(words: np.ndarray) -> np.ndarray:
