@@ -19,16 +19,16 @@ Memory per document (issue item 2): one document of ``--big-mb`` MB (ingest's ``
 raised) through ``dedup.run`` in a child, peak RSS reported; the datasketch route on the same
 document at ``--baseline-big-mb`` MB (it needs ~200x the text: 10.7 GB at 50 MB).
 
-Corpora: bench/synth.py (default, ``--docs``), or ``--man N``: N real man pages (roff
-requests stripped) with 1 / 2.5 / 5 % word-edited copies of 1 % of them planted.
+Corpora: bench/synth.py (default, ``--docs``), or ``--real N``: N real-text documents
+(bench/realtext.py: man pages, Debian changelogs, copyright files, READMEs) with 1 / 2.5 /
+5 % word-edited copies of 1 % of them planted.
 
-Usage: ``python bench/bench_dedup.py [--docs 9600] [--man 9600] [--big-mb 50] [--quick]``.
+Usage: ``python bench/bench_dedup.py [--docs 9600] [--real 9600] [--big-mb 50] [--quick]``.
 """
 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import random
@@ -147,50 +147,31 @@ def _in_child(fn: str, *args: object) -> dict:
 
 
 # --------------------------------------------------------------------------- corpora
-_ROFF_REQUEST = re.compile(r"^[.'].*$", re.M)
-_ROFF_ESCAPE = re.compile(r"\\(?:f[BIRP]|f\(..|\(..|[-&e|^])")
+def real_corpus(store, n: int, seed: int = 0) -> dict:
+    """``n`` real-text documents (bench/realtext.py) of which 1 % get a copy at each of 1 /
+    2.5 / 5 % word edits (a random word of the document substituted); the planted pairs."""
+    from realtext import real_records
 
-
-def man_corpus(store, n: int, seed: int = 0) -> dict:
-    """Up to ``n`` real man pages as documents (roff stripped), plus word-edited copies of 1 %
-    of them at 1 / 2.5 / 5 % edits; returns the planted pairs."""
     from sdfkit.ingest import build_documents
     from sdfkit.store import doc_id_for
 
     rng = random.Random(seed)
-    paths = sorted(Path("/usr/share/man").glob("man[1-8]/*.gz"))
-    rng.shuffle(paths)
-    texts: list[str] = []
-    seen: set[str] = set()
-    for p in paths:
-        if len(texts) >= n:
-            break
-        try:
-            raw = gzip.decompress(p.read_bytes()).decode("utf-8", "replace")
-        except (OSError, EOFError):
-            continue
-        text = _ROFF_ESCAPE.sub("", _ROFF_REQUEST.sub("", raw))
-        text = re.sub(r"\n{3,}", "\n\n", text).strip()
-        if len(text.split()) >= 200 and text not in seen:
-            seen.add(text)
-            texts.append(text)
+    records = real_records(n, seed)
+    seen = {r["text"] for r in records}
     planted = []
     for rate in (0.01, 0.025, 0.05):
-        for i in rng.sample(range(len(texts)), max(1, len(texts) // 300)):
-            words = texts[i].split(" ")
+        for i in rng.sample(range(len(records)), max(1, len(records) // 300)):
+            words = records[i]["text"].split(" ")
             for _ in range(max(1, round(rate * len(words)))):
                 words[rng.randrange(len(words))] = rng.choice(words)
             copy = " ".join(words)
             if copy not in seen:
                 seen.add(copy)
-                texts.append(copy)
-                planted.append(tuple(sorted((doc_id_for(texts[i]), doc_id_for(copy)))))
-    for i in range(0, len(texts), 500):
-        store.append(
-            "documents_raw",
-            build_documents([{"text": t, "concept": "man"} for t in texts[i : i + 500]]),
-        )
-    return {"docs": len(texts), "planted": planted}
+                records.append({**records[i], "text": copy})
+                planted.append(tuple(sorted((doc_id_for(records[i]["text"]), doc_id_for(copy)))))
+    for i in range(0, len(records), 500):
+        store.append("documents_raw", build_documents(records[i : i + 500]))
+    return {"docs": len(records), "planted": planted}
 
 
 def _exact(a: str, b: str, k: int = 5) -> float:
@@ -212,7 +193,7 @@ def _row(label: str, ours: str, base: str, ratio: str = "") -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description="near-duplicates vs datasketch's bulk route")
     ap.add_argument("--docs", type=int, default=9600)
-    ap.add_argument("--man", type=int, default=0, help="real text: this many man pages")
+    ap.add_argument("--real", type=int, default=0, help="real text: this many documents")
     ap.add_argument("--corpus", type=Path, help="reuse a corpus directory")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--big-mb", type=float, default=50.0)
@@ -222,7 +203,7 @@ def main() -> None:
     args, _ = ap.parse_known_args()
     if args.quick:
         args.docs, args.big_mb, args.baseline_big_mb = 1200, 5.0, 1.0
-        args.man = min(args.man, 1200)
+        args.real = min(args.real, 1200)
 
     from sdfkit.store import Store
 
@@ -232,10 +213,13 @@ def main() -> None:
         corpus = args.corpus or Path(tmp.name) / "corpus"
         planted: list[tuple[str, str]] = []
         if not (corpus / "documents").is_dir():
-            if args.man:
-                made = man_corpus(Store(corpus), args.man)
+            if args.real:
+                made = real_corpus(Store(corpus), args.real)
                 planted = made["planted"]
-                print(f"corpus: {made['docs']:,} man pages (real text), {len(planted)} planted")
+                print(
+                    f"corpus: {made['docs']:,} real-text documents (man pages, Debian docs), "
+                    f"{len(planted)} planted near-duplicates"
+                )
             else:
                 from synth import make_corpus
 
