@@ -430,3 +430,32 @@ def test_threads_give_the_signatures_of_one_thread():
 def test_chunk_setting_is_checked():
     with pytest.raises(SdfError, match=r"audits.dedup.chunk_chars: must be at least 64, got 8"):
         dedup.Config(chunk_chars=8)
+
+
+def test_candidates_estimated_far_below_the_threshold_skip_the_exact_check(store, monkeypatch):
+    """A templated corpus (documents sharing ~40 % of their shingles) makes many LSH
+    candidates far below 0.7: they are dropped on their estimate, with the same pairs found
+    as when every candidate is checked."""
+    rng = random.Random(21)
+    template = [rng.choice(VOCAB) for _ in range(300)]
+    records = []
+    for _ in range(40):
+        words = template[:200] + [rng.choice(VOCAB) for _ in range(200)]
+        records.append({"text": " ".join(words), "concept": "c"})
+    for r in records[:5]:
+        records.append({"text": " ".join(_edit(r["text"].split(), 0.01, rng)), "concept": "c"})
+    store.append("documents_raw", build_documents(records))
+    checked: list[int] = []
+    real = sh.ShingleHasher.set_of
+    monkeypatch.setattr(
+        sh.ShingleHasher, "set_of", lambda self, t: checked.append(1) or real(self, t)
+    )
+    quick = dedup.run(store, dedup.Config(write_exclusions=False))
+    n_quick = len(checked)
+    checked.clear()
+    full = dedup.run(store, dedup.Config(write_exclusions=False, verify_margin=1.0))
+    truth = _truth([r["text"] for r in records], 0.7)
+    assert {(p["doc_a"], p["doc_b"]) for p in quick.figures["pairs"]} == truth
+    assert quick.figures["pairs"] == full.figures["pairs"] and len(truth) == 5
+    assert full.figures["candidate_pairs"] > 20  # the template made many candidates
+    assert n_quick <= 10 < len(checked)  # only the likely pairs' documents were hashed
