@@ -364,3 +364,25 @@ def test_window_ner_on_every_core_gives_the_verdicts_of_one_process(nlp, monkeyp
     two = list(names.window_hits(nlp, windows, names.Config(ner_workers=2, batch_size=8), stop))
     assert two == one and len(one) == 80
     assert one[0] == "Jane Doe"
+
+
+def test_exhaustive_route_splits_an_entity_spanning_a_list_of_people():
+    """The small model tags "Copyright: Vladimir Prus, Peter Dimov and Jane Roe" as one
+    PERSON: that is three people, not a four-word name."""
+    from types import SimpleNamespace
+
+    import pyarrow as pa
+
+    text = "Copyright: Vladimir Prus, Peter Dimov and Jane Roe. Prus wrote it."
+    ent = SimpleNamespace(label_="PERSON", text="Vladimir Prus, Peter Dimov and Jane Roe")
+    stage = names.PersonEntities()
+    stage._nlp = SimpleNamespace(pipe=lambda texts, **kw: [SimpleNamespace(ents=[ent])])
+    stage._ready = True
+    batch = pa.RecordBatch.from_arrays([pa.array(["d"]), pa.array([text])], ["doc_id", "text"])
+    row = stage(batch).to_pylist()[0]
+    assert {d["text"]: d["n"] for d in row["names"]} == {
+        "Vladimir Prus": 1,
+        "Peter Dimov": 1,
+        "Jane Roe": 1,
+    }
+    assert row["singles"] == [{"text": "Prus", "n": 1}]

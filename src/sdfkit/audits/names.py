@@ -319,6 +319,10 @@ def load_nlp(model: str) -> Any:
         ) from e
 
 
+#: Separators inside one PERSON entity that the small model spans over a list of people.
+_ENTITY_LIST = re.compile(r"\s*[,;&]\s*|\s+and\s+|\n")
+
+
 class PersonEntities(Stage):
     """Per document: spaCy PERSON entities, normalised (the exhaustive route)."""
 
@@ -332,7 +336,7 @@ class PersonEntities(Stage):
 
     @property
     def table(self) -> str:
-        return "person_entities_" + re.sub(r"[^0-9A-Za-z]+", "_", self.model) + "_v2"
+        return "person_entities_" + re.sub(r"[^0-9A-Za-z]+", "_", self.model) + "_v3"
 
     @property
     def output_schema(self) -> pa.Schema:
@@ -351,9 +355,11 @@ class PersonEntities(Stage):
             full: Counter[str] = Counter()
             for ent in doc.ents:
                 if ent.label_ == "PERSON":
-                    norm = normalize(ent.text)
-                    if norm:
-                        full[norm] += 1
+                    # "Vladimir Prus, Peter Dimov" is two people, not a four-word name.
+                    for part in _ENTITY_LIST.split(ent.text):
+                        norm = normalize(part)
+                        if norm:
+                            full[norm] += 1
             names.append(full)
             # Lone surnames are found as in the fast route (capitalised words standing
             # alone), so both routes fold them by the same rule.
