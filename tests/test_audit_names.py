@@ -278,6 +278,11 @@ def test_refine_folds_openers_and_rejects_common_word_phrases():
     assert names.refine("Threat Detection", stop, common) is None
     assert names.refine("Main St", stop, common) is None
     assert names.refine("Rose Young", stop, common) == "Rose Young"
+    # words used lower-case now and then beside their capitalised use: a phrase, not a name
+    phrase = frozenset({"Public", "License", "App", "Engine"})
+    assert names.refine("Public License", stop, common, phrase) is None
+    assert names.refine("App Engine", stop, common, phrase) is None
+    assert names.refine("Public License", stop, common) == "Public License"
 
 
 @pytest.fixture
@@ -301,6 +306,8 @@ def deep(store, nlp):
             "John Roe, a senior analyst, reviewed the draft with the team.",
             "Send the signed forms to 12 Main St before the deadline.",
             "Congratulations Jane Doe on the launch of the new service.",
+            "Public License terms apply; see the Public License and the Public License FAQ "
+            "before you change the license in public.",
             f"{rng.choice(FILLER)} ticket number {i} was closed.",
         ]
         records.append({"text": "\n".join(parts), "concept": "c", "doc_type": f"t{i % 2}"})
@@ -318,8 +325,11 @@ def test_openers_fold_into_the_name_and_non_people_stay_out(store, deep):
     assert result.figures["folded_openers"] == 36  # As / Per / Congratulations, 12 each
     assert result.figures["dropped_imperatives"] == 12  # "Remove Smith" opening a sentence
     assert result.figures["common_word_candidates"] >= 2  # Valid Options, Threat Detection
+    # "Public License": its words are lower-case 1 time in 3, a phrase by phrase_word_ratio
+    rare = names.run(store, names.Config(phrase_word_ratio=0))
+    assert rare.figures["common_word_candidates"] == result.figures["common_word_candidates"] - 1
     # without the corpus evidence, the common-word phrases are candidates again
-    plain = names.run(store, names.Config(common_word_ratio=0))
+    plain = names.run(store, names.Config(common_word_ratio=0, phrase_word_ratio=0))
     assert plain.figures["common_word_candidates"] == 0
     assert plain.figures["dropped_imperatives"] == 0
     assert {d["name"]: d["mentions"] for d in plain.figures["top"]}["Jane Doe"] == 36

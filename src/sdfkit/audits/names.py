@@ -154,11 +154,18 @@ class Config(Checked):
     #: Count a lone surname for the one person of that surname named in the same document.
     fold_surnames: bool = True
     #: Fast mode: a capitalised word whose lower-case form occurs at least this many times
-    #: as often in the corpus is a common word ("Valid", "Remove", "Detection"), not a name
-    #: word: a candidate made only of such words is not a name, one leading a run of three or
-    #: more words is an opener (folded away), and one leading a two-word run at the start of
-    #: a sentence ("Remove Smith") makes that mention an imperative, not a name.
+    #: as often (in the documents that use it capitalised) is a common word ("Remove",
+    #: "Per"): one leading a run of three or more words is an opener (folded away), and one
+    #: leading a two-word run at the start of a sentence ("Remove Smith") makes that
+    #: mention an imperative, not a name. 0 turns both rules off.
     common_word_ratio: float = field(default=1.0, metadata=at_least(0))
+    #: Fast mode: a candidate all of whose words occur lower-case at least this many times
+    #: as often as capitalised (in the documents that use them capitalised) is a phrase, a
+    #: product or a heading ("Valid Options", "Public License", "App Engine"), not a
+    #: name. People's names almost never occur lower-case beside them: on the real-text
+    #: bench every person of the top 100 had 0 and every such phrase at least 0.019.
+    #: 0 turns the rule off.
+    phrase_word_ratio: float = field(default=0.01, metadata=at_least(0))
     #: More words that are never part of a name (added to the built-in stop-lists).
     extra_stop_words: tuple[str, ...] = ()
     #: Flag a name holding this share of all name mentions, or in this share of documents.
@@ -664,7 +671,8 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
         # Openers folded into the name, common-word phrases and imperatives left out.
         lower = _per_doc_counts(store, stage.table, docs, column="lower")
         common = common_words(per_doc, lower, config.common_word_ratio)
-        norm_of = {t: refine(t, stop, common) for t in per_doc["text"].unique().to_list()}
+        phrase = common_words(per_doc, lower, config.phrase_word_ratio)
+        norm_of = {t: refine(t, stop, common, phrase) for t in per_doc["text"].unique().to_list()}
         imperative = [t for t, c in norm_of.items() if c and _imperative(c, common)]
         before = int(per_doc["n"].sum() or 0)
         if imperative:
@@ -824,17 +832,23 @@ def common_words(per_doc: pl.DataFrame, lower: pl.DataFrame, ratio: float) -> fr
     return frozenset(both.filter(pl.col("lower") >= ratio * pl.col("capital"))["word"])
 
 
-def refine(text: str, stop: frozenset[str], common: frozenset[str]) -> str | None:
+def refine(
+    text: str,
+    stop: frozenset[str],
+    common: frozenset[str],
+    phrase_words: frozenset[str] | None = None,
+) -> str | None:
     """``normalize`` plus the fast route's corpus evidence: an opener or common word leading
     three or more words is dropped ("As Jane Doe" → "Jane Doe"), and a run made only of
-    common words ("Valid Options", "Threat Detection") is not a name."""
+    ``phrase_words`` (default: the common words) is not a name ("Valid Options")."""
+    phrase_words = common if phrase_words is None else phrase_words | common
     name = normalize(text, stop)
     while name:
         words = name.split(" ")
         if len(words) >= 3 and (words[0] in OPENERS or words[0] in common):
             name = normalize(" ".join(words[1:]), stop)
             continue
-        if all(w in common for w in words):
+        if all(w in phrase_words for w in words):
             return None
         break
     return name
