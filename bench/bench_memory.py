@@ -91,7 +91,10 @@ def main() -> None:
     ap.add_argument("--corpus", type=Path)
     ap.add_argument("--audits", default=",".join(AUDITS))
     ap.add_argument("--no-report", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="1,200 documents")
     args, _ = ap.parse_known_args()
+    if args.quick:
+        args.docs = 1200
 
     from sdfkit.store import Store
 
