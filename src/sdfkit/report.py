@@ -962,14 +962,15 @@ def _section_names(f: dict[str, Any]) -> str:
             f'<p class="summary-line">Top name\'s share of all person-name mentions: '
             f"<b>{_pct(_first_number(share))}</b>{extra}</p>"
         )
-    top = list(f.get("top") or [])[:25]
+    listed = list(f.get("top") or [])
+    top = listed[:25]
     out.append("<h3>Top person names by mentions</h3>")
     out.append(
         svg_bars(
             [(str(r.get("name")), float(r.get("mentions", 0))) for r in top], title="top names"
         )
     )
-    out.append(html_table(top, limit=25))
+    out.append(html_table(listed, limit=max(len(listed), 1)))  # the whole list (top_k rows)
     strata = [r for r in f.get("by_stratum") or [] if r.get("share") is not None]
     if strata:
         # The most mentioned name of each stratum and its share of the stratum's mentions.
