@@ -260,11 +260,11 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
         # Only documents a coarse RE2 pattern finds are read in Python (exact matching).
         with store.connect() as con:
             con.register("_au_ids", pl.DataFrame({"doc_id": list(assigned)}).to_arrow())
-            reader = con.execute(
+            reader = con.sql(
                 "SELECT doc_id, any_value(text) FROM documents_raw "
-                "WHERE doc_id IN (SELECT doc_id FROM _au_ids) AND regexp_matches(text, ?) "
+                "WHERE doc_id IN (SELECT doc_id FROM _au_ids) AND regexp_matches(text, $p) "
                 "GROUP BY doc_id",
-                [prefilter],
+                params={"p": prefilter},
             ).to_arrow_reader(2048)
             for batch in reader:
                 for doc_id, text in zip(

@@ -72,6 +72,25 @@ def generate(
         bool, typer.Option("--grade", help="Grade the run's documents afterwards (sdf grade).")
     ] = False,
     tokenizer: Annotated[str | None, typer.Option(help="Tokenizer for n_tokens.")] = None,
+    replace_excluded: Annotated[
+        bool,
+        typer.Option(
+            "--replace-excluded",
+            help="Instead of generating: write replacements for the excluded documents of "
+            "these universes (same fact x doc type, current universe file).",
+        ),
+    ] = False,
+    max_rounds: Annotated[
+        int | None,
+        typer.Option(
+            help="With --replace-excluded: repeat replace -> audit (sdf report) until sdf check "
+            "passes, at most N rounds."
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="Project file of the audits and thresholds (--max-rounds)."),
+    ] = None,
     prices: PricesOpt = None,
     corpus: CorpusOpt = None,
 ) -> None:
@@ -103,6 +122,30 @@ def generate(
     table = load_prices(prices)
     if backend == "offline":
         _log("backend: offline stand-in (templated text, no model, no key, no cost)")
+    if max_rounds is not None and not replace_excluded:
+        from ..errors import SdfError
+
+        raise SdfError("--max-rounds repeats --replace-excluded: give --replace-excluded too")
+    if replace_excluded:
+        from ..loop import replace_loop
+        from ..report import load_config
+
+        rcfg = load_config(config)
+        rcfg.universes = [str(f) for f in universe_files]
+        replace_loop(
+            universes,
+            store,
+            cfg,
+            rcfg,
+            max_rounds or 1,
+            audit=max_rounds is not None,
+            backend=backend,
+            prices=table,
+            log=_log,
+            echo=typer.echo,
+        )
+        typer.echo(_cost_line(store, run, table))
+        return
     res = run_generate(universes, store, cfg, backend=backend, prices=table, log=_log)
     typer.echo(res.summary())
     typer.echo(_cost_line(store, run, table))
