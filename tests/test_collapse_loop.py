@@ -376,3 +376,27 @@ def test_bans_of_a_universe_are_read_from_yaml_not_guessed(tmp_path):
     assert yaml.safe_load(text.split("---")[1])["anti_universe"]["phrases"] == []
     with pytest.raises(SdfError, match="empty"):
         au.compile_ban("phrase", "   ")
+
+
+def test_ngrams_of_the_universes_own_text_are_never_proposed(store, tmp_path):
+    import polars as pl
+
+    text = UNI.replace(
+        "The rule is the rule.", "The Cyber Resilience Act’s implementing guidance is the rule."
+    )
+    path = _universe(tmp_path, text)
+    flagged = pl.DataFrame(
+        {
+            "n": [5, 4],
+            "scope": ["concept", "concept"],
+            "group": ["c1", "c1"],
+            "ngram": ["cyber resilience act's implementing guidance", "stock phrase right here"],
+            "documents": [9, 8],
+            "share": [0.9, 0.8],
+        }
+    )
+    with store.connect() as con:
+        con.register("_f", flagged.to_arrow())
+        con.execute("CREATE OR REPLACE TABLE audit_ngrams_flagged AS FROM _f")
+    (p,) = au.propose(store, [load_universe(path)], au.Config())
+    assert [x["text"] for x in p["phrases"]] == ["stock phrase right here"]

@@ -465,7 +465,9 @@ def _universe_words(universe: Universe) -> str:
     contains are the message, not collapse."""
     parts = [universe.description, *universe.key_facts]
     parts += [v for kw in universe.required_keywords for v in kw.variants()]
-    return " " + " ".join(re.findall(r"[a-z0-9]+", " ".join(parts).lower())) + " "
+    text = " ".join(parts).lower().replace("’", "'")
+    # words as the n-gram audit cuts them: letters/digits, inner apostrophes kept ("act's")
+    return " " + " ".join(re.findall(r"[^\W_]+(?:'[^\W_]+)*", text)) + " "
 
 
 def propose(
@@ -534,7 +536,7 @@ def propose(
                 r
                 for r in phrase_rows
                 if r["concept"] == u.concept
-                and f" {r['ngram']} " not in own
+                and f" {r['ngram'].replace('’', chr(39))} " not in own
                 and not any(r["ngram"] in b or b in r["ngram"] for b in banned_phrases)
             ]
         )
