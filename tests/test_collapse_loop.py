@@ -400,3 +400,70 @@ def test_ngrams_of_the_universes_own_text_are_never_proposed(store, tmp_path):
         con.execute("CREATE OR REPLACE TABLE audit_ngrams_flagged AS FROM _f")
     (p,) = au.propose(store, [load_universe(path)], au.Config())
     assert [x["text"] for x in p["phrases"]] == ["stock phrase right here"]
+
+
+# ------------------------------------------------------------------ length is a setting
+def test_target_words_in_the_universe_file_per_universe_and_doc_type():
+    from sdfkit.universe import UniverseError
+
+    flat = parse_universe(
+        UNI.replace("required_keywords:", "target_words: [900, 1500]\nrequired_keywords:")
+    )
+    assert flat.words_for("memo") == (900, 1500)
+    per = parse_universe(
+        UNI.replace(
+            "required_keywords:",
+            "target_words: {default: [900, 1500], memo: [200, 400]}\nrequired_keywords:",
+        )
+    )
+    assert per.words_for("memo") == (200, 400) and per.words_for("blog") == (900, 1500)
+    assert parse_universe(UNI).words_for("memo") is None
+    with pytest.raises(UniverseError, match="target_words.*min 900 is above max 100"):
+        parse_universe(
+            UNI.replace("required_keywords:", "target_words: [900, 100]\nrequired_keywords:")
+        )
+
+
+def test_words_option_and_universe_ranges_set_what_each_document_is_asked(tmp_path, cli):
+    from sdfkit.batches import make_client
+    from sdfkit.generate import DEFAULT_WORDS, GenerateConfig, generate
+    from sdfkit.store import Store
+
+    text = (
+        UNIVERSES[0]
+        .read_text()
+        .replace(
+            "required_keywords:",
+            "target_words: {default: [300, 340], regulatory FAQ: [2000, 2040]}\nrequired_keywords:",
+        )
+    )
+    (tmp_path / "u.md").write_text(text)
+    store = Store(tmp_path / "corpus")
+    client = make_client("offline")
+    cfg = GenerateConfig(run="w", doc_types=3, ideas=2, docs_per_idea=1, poll_interval=0.0)
+    generate([load_universe(tmp_path / "u.md")], store, cfg, client=client)
+    got = store.query(
+        "SELECT doc_type, (meta->>'target_words')::INT AS t FROM documents"
+    ).to_dicts()
+    for r in got:
+        low, high = (2000, 2040) if r["doc_type"] == "regulatory FAQ" else (300, 340)
+        assert low <= r["t"] <= high
+    cfg2 = GenerateConfig(run="w2", doc_types=2, ideas=2, docs_per_idea=1, poll_interval=0.0,
+                          words=(500, 500))  # fmt: skip
+    generate([load_universe(tmp_path / "u.md")], store, cfg2, client=client)
+    t2 = store.query(
+        "SELECT DISTINCT (meta->>'target_words')::INT AS t FROM documents WHERE run = 'w2'"
+    )
+    assert t2["t"].to_list() == [500]
+    assert DEFAULT_WORDS[0] >= 700  # raised toward the seed's ~2,100 tokens per document
+    bad = cli(
+        "generate", str(tmp_path / "u.md"), "--backend", "offline", "--words", "9-x", expect=2
+    )
+    assert "--words '9-x': write MIN-MAX" in bad.output
+    # the shape audit shows achieved against target per doc type
+    from sdfkit.audits import shape
+
+    f = shape.run(store).figures
+    rows = {(r["concept"], r["doc_type"]): r for r in f["length_vs_target"]}
+    assert rows and all(r["median_words"] > 0 for r in rows.values())
+    assert any(r["median_target_words"] >= 2000 for r in rows.values())

@@ -49,8 +49,10 @@ from .universe import Universe
 
 PACKAGED_PROMPTS = Path(__file__).resolve().parent / "prompts"
 PREFIX = "universe_prefix"
-#: Words asked of each document; varied per slot so lengths spread (~300-1,500 tokens).
-TARGET_WORDS = (250, 400, 550, 750, 1000)
+#: Words asked of each document by default, as [min, max]; each slot gets one of five points
+#: spread over the range. The seed's corpus averaged ~2,100 tokens per document (~1,600
+#: words of English prose); the middle of this range asks ~1,250 words (~1,650 tokens).
+DEFAULT_WORDS = (700, 1800)
 FALLBACK_MODELS = {"sonnet": "claude-sonnet-4-6", "haiku": "claude-haiku-4-5"}
 
 GEN_TABLES = [
@@ -197,8 +199,17 @@ class GenerateConfig:
     max_retries: int = 2
     poll_interval: float = DEFAULT_POLL_INTERVAL
     retry_canceled: bool = False
+    #: [min, max] words per document for every universe and doc type (``--words MIN-MAX``);
+    #: None: each universe's ``target_words``, else DEFAULT_WORDS.
+    words: tuple[int, int] | None = None
 
     def check(self) -> None:
+        if self.words is not None:
+            low, high = self.words
+            if not 20 <= low <= high <= 20000:
+                raise GenerateError(
+                    f"--words {low}-{high}: give MIN-MAX with 20 <= MIN <= MAX <= 20000"
+                )
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", self.run):
             raise GenerateError(f"--run {self.run!r}: use 1-64 letters, digits, . _ -")
         for name in ("facts", "doc_types", "ideas", "docs_per_idea", "names_per_doc"):
@@ -300,6 +311,15 @@ def _request(
     return BatchRequest(
         custom_id=custom_id_for(cfg.run, stage, params), params=params, stage=stage, meta=meta
     )
+
+
+def target_words(cfg: GenerateConfig, universe: Universe, doc_type: str, slot_key: str) -> int:
+    """Words asked of one document slot: one of five points spread over the range that
+    ``--words`` (else the universe's ``target_words`` for the doc type, else DEFAULT_WORDS)
+    gives, chosen by the slot's key, so lengths spread and a resumed run asks the same."""
+    low, high = cfg.words or universe.words_for(doc_type) or DEFAULT_WORDS
+    step = int(slot_key[:8], 16) % 5
+    return int(round((low + (high - low) * step / 4) / 10.0) * 10) if high > low else low
 
 
 def _slot_order(
@@ -468,7 +488,7 @@ def generate(
         names = prior.get(slot_key)
         if names is None:
             names = pool.draw(slot_key, cfg.names_per_doc) if cfg.names_per_doc else []
-        target = TARGET_WORDS[int(slot_key[:8], 16) % len(TARGET_WORDS)]
+        target = target_words(cfg, u, dt, slot_key)
         user = render(
             "document",
             fact=fact,
@@ -802,7 +822,7 @@ def replace_excluded(
         names = prior.get(slot_key)
         if names is None:
             names = pool.draw(slot_key, cfg.names_per_doc) if cfg.names_per_doc else []
-        target = TARGET_WORDS[int(slot_key[:8], 16) % len(TARGET_WORDS)]
+        target = target_words(cfg, u, r["doc_type"], slot_key)
         user = render(
             "document",
             fact=r["fact"],

@@ -889,6 +889,26 @@ def _section_shape(f: dict[str, Any]) -> str:
             title="length histogram",
         )
     )
+    vs = [r for r in f.get("length_vs_target") or [] if r.get("with_target")]
+    if vs:
+        out.append(
+            "<h3>Length achieved against the target, per concept × doc type (words)</h3>"
+            + html_table(
+                vs,
+                [
+                    "concept",
+                    "doc_type",
+                    "documents",
+                    "target_min",
+                    "target_max",
+                    "median_target_words",
+                    "median_words",
+                    "median_achieved_ratio",
+                    "median_tokens",
+                ],  # fmt: skip
+                limit=80,
+            )
+        )
     out.append("<h3>Strata</h3>" + html_table(strata, limit=80))
     return "".join(out)
 

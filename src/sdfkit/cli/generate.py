@@ -72,6 +72,15 @@ def generate(
         bool, typer.Option("--grade", help="Grade the run's documents afterwards (sdf grade).")
     ] = False,
     tokenizer: Annotated[str | None, typer.Option(help="Tokenizer for n_tokens.")] = None,
+    words: Annotated[
+        str | None,
+        typer.Option(
+            "--words",
+            metavar="MIN-MAX",
+            help="Words per document for every universe and doc type (default: each "
+            "universe's target_words, else 700-1800).",
+        ),
+    ] = None,
     replace_excluded: Annotated[
         bool,
         typer.Option(
@@ -116,6 +125,7 @@ def generate(
         max_retries=max_retries,
         poll_interval=_poll_default(backend) if poll_interval is None else poll_interval,
         retry_canceled=retry_canceled,
+        words=_word_range(words),
     )
     universes = load_universes(universe_files)
     store = open_store(corpus)
@@ -154,6 +164,19 @@ def generate(
 
         gcfg = GradeConfig(run=f"{run}-grade", poll_interval=cfg.poll_interval)
         _run_grade(store, gcfg, backend, table, where="run = ?", params=[run])
+
+
+def _word_range(text: str | None) -> tuple[int, int] | None:
+    import re
+
+    from ..errors import SdfError
+
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", text)
+    if not m:
+        raise SdfError(f"--words {text!r}: write MIN-MAX, e.g. --words 800-1600")
+    return int(m.group(1)), int(m.group(2))
 
 
 def _cost_line(store, run: str, prices) -> str:  # noqa: ANN001
