@@ -467,3 +467,65 @@ def test_words_option_and_universe_ranges_set_what_each_document_is_asked(tmp_pa
     rows = {(r["concept"], r["doc_type"]): r for r in f["length_vs_target"]}
     assert rows and all(r["median_words"] > 0 for r in rows.values())
     assert any(r["median_target_words"] >= 2000 for r in rows.values())
+
+
+# ------------------------------------------------------------------ exact duplicates
+def test_ingest_counts_duplicates_within_the_input_and_already_stored(store, tmp_path, cli):
+    from sdfkit.ingest import ingest_files
+
+    a = tmp_path / "a.jsonl"
+    a.write_text(
+        "".join(
+            json.dumps({"text": t, "concept": "c", "run": "r1"}) + "\n"
+            for t in ["one", "two", "one", "three", "one"]
+        )
+    )
+    b = tmp_path / "b.jsonl"
+    b.write_text(json.dumps({"text": "two", "concept": "c", "doc_type": "memo"}) + "\n")
+    first = ingest_files([a], store)
+    assert (first.added, first.duplicates_within_input, first.already_stored) == (3, 2, 0)
+    assert "2 duplicates within this input, 0 already stored" in first.summary()
+    second = ingest_files([b], store)
+    assert (second.added, second.duplicates_within_input, second.already_stored) == (0, 0, 1)
+    dups = store.query(
+        "SELECT kind, source, line, run, concept, doc_type FROM duplicates ORDER BY line NULLS LAST"
+    ).to_dicts()
+    assert [(d["kind"], d["source"], d["line"]) for d in dups] == [
+        ("already_stored", "ingest:b.jsonl", 1),
+        ("within_input", "ingest:a.jsonl", 3),
+        ("within_input", "ingest:a.jsonl", 5),
+    ]
+    assert dups[1]["run"] == "r1" and dups[0]["doc_type"] == "memo"
+    # re-ingesting the same file re-reads its rows: nothing new is recorded
+    again = ingest_files([a], store)
+    assert again.added == 0 and again.already_stored == 0 and again.reingested == 5
+    assert store.query("SELECT count(*) AS n FROM duplicates")["n"][0] == 3
+    # the dedup audit's figures (report.json near_duplicates) count them per run and concept
+    from sdfkit.audits import dedup
+
+    f = dedup.run(store, dedup.Config(write_exclusions=False)).figures
+    assert f["exact_duplicate_rows"] == 3
+    assert f["exact_duplicates_by_run"] == {"r1": 2, "(ingested)": 1}
+    assert f["exact_duplicates_by_concept"] == {"c": 3}
+
+
+def test_landing_records_answers_whose_text_is_already_stored(store):
+    from sdfkit.batches import BatchOutcome, BatchRequest
+    from sdfkit.generate import land_documents
+
+    def outcome(cid: str, text: str) -> BatchOutcome:
+        req = BatchRequest(
+            cid, {}, "documents", {"universe": "u", "concept": "c", "doc_type": "memo"}
+        )
+        return BatchOutcome(cid, "succeeded", f"<document>{text}</document>", None, None, req)
+
+    added, _ = land_documents(store, [outcome("d-1", "same"), outcome("d-2", "same")], "g")
+    assert added == 1
+    # a resumed run landing d-1 again is a re-read; d-3 is a new arrival of a stored text
+    land_documents(store, [outcome("d-1", "same"), outcome("d-3", "same")], "g")
+    rows = store.query("SELECT kind, custom_id, run FROM duplicates ORDER BY custom_id").to_dicts()
+    assert [(r["kind"], r["custom_id"]) for r in rows] == [
+        ("within_input", "d-2"),
+        ("already_stored", "d-3"),
+    ]
+    assert {r["run"] for r in rows} == {"g"}

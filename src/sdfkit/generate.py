@@ -604,11 +604,34 @@ def land_documents(
     table = build_documents(records, tokenizer)
     existing = store.keys(DOCUMENTS)
     keep = [i for i, d in enumerate(table.column("doc_id").to_pylist()) if d not in existing]
+    _record_duplicates(store, records, table.column("doc_id").to_pylist(), existing)
     if not keep:
         return 0, 0
     table = table.take(keep)
     added = store.append(DOCUMENTS, table)
     return added, int(sum(table.column("n_tokens").to_pylist()))
+
+
+def _record_duplicates(
+    store: Store, records: list[dict[str, Any]], ids: list[str], existing: set[str]
+) -> None:
+    """Answers whose text is already stored, or came twice in this landing, go to the
+    ``duplicates`` table (an answer landing again under its own custom_id is a re-read)."""
+    from .duplicates import arrival, record, stored_provenance
+
+    seen: set[str] = set()
+    rows, stored = [], []
+    for rec, doc_id in zip(records, ids, strict=True):
+        row = arrival({**rec, "doc_id": doc_id}, "within_input")
+        if doc_id in existing:
+            row["kind"] = "already_stored"
+            stored.append(row)
+        elif doc_id in seen:
+            rows.append(row)
+        seen.add(doc_id)
+    prov = stored_provenance(store, [r["doc_id"] for r in stored])
+    rows += [r for r in stored if prov.get(r["doc_id"], (None, None))[1] != r["custom_id"]]
+    record(store, rows)
 
 
 def _prior_seed_names(store: Store, run: str, stage: str = "documents") -> dict[str, list[str]]:

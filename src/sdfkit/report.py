@@ -1031,6 +1031,19 @@ def _section_dedup(f: dict[str, Any]) -> str:
     pairs = list(f.get("pairs") or [])
     if pairs:
         out.append("<h3>Example pairs</h3>" + html_table(pairs, limit=25))
+    if f.get("exact_duplicate_rows") is not None:
+        out.append(
+            f"<h3>Exact duplicates: {_num(f['exact_duplicate_rows'])} arrivals not stored "
+            "again</h3><p class=notes>Every arrival of a text already in the store (or twice "
+            "in one input) is in table <code>duplicates</code> with its provenance.</p>"
+        )
+        for key, label in (
+            ("exact_duplicates_by_run", "run"),
+            ("exact_duplicates_by_concept", "concept"),
+        ):
+            counts = f.get(key) or {}
+            if counts:
+                out.append(html_table([{label: k, "duplicates": v} for k, v in counts.items()]))
     return "".join(out)
 
 
