@@ -9,8 +9,13 @@ Thresholds live under ``check:`` in the project file (``sdfkit.yaml``, or ``--co
       max_near_duplicate_fraction: 0.05 # documents in near-duplicate clusters beyond one each
       min_keyword_rate: null            # null: each universe's own min_rate; a number overrides
       max_mean_pairwise_cosine: 0.6     # per concept (embedding diversity)
+      max_anti_universe_documents: 0    # documents carrying a ban of their universe (default 0)
+      max_name_doc_share: 0.05          # documents naming the top name (default 0.05)
+      max_top5_names_doc_share: 0.15    # documents naming any of the five top names (default)
+      max_top5_ngrams_doc_share: 0.5    # documents carrying any of the five top n-grams
 
-A threshold left out (or ``null``, except ``min_keyword_rate``) is not checked. Each check
+A threshold left out (or ``null``, except ``min_keyword_rate``) is not checked, except the
+three gates by documents that have defaults (docs/collapse-loop.md): ``null`` turns them off. Each check
 is evaluated against the figures of a ``report.json``; the same verdicts head the HTML report.
 A configured threshold whose audit did not run is a breach too ("not run"): a pipeline must
 not pass a check it never made.
