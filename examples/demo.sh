@@ -42,8 +42,8 @@ $SDF report --universe "$UNI/*.md"
 counts before
 echo "-- 2. propose what to ban next, 3. apply it to the copies (the diff is shown)"
 $SDF audit names --propose --apply --universe "$UNI/*.md"
-echo "-- 4. replace every excluded document, audit again, until sdf check passes (<= 5 rounds)"
-$SDF generate "$UNI"/*.md --backend offline --run demo --replace-excluded --max-rounds 5
+echo "-- 4. replace every excluded document, audit again, until sdf check passes or nothing is left to replace (<= 8 rounds)"
+$SDF generate "$UNI"/*.md --backend offline --run demo --replace-excluded --max-rounds 8
 $SDF ledger --run demo
 echo "-- 5. the final audit and check"
 $SDF report --universe "$UNI/*.md"

@@ -12,7 +12,11 @@ text is templated prose, not a model's writing.
 So that the audits have something to find, the composer imitates known failure modes at
 fixed rates: a favourite name instead of the seed names (the "Sarah Chen" problem), stock
 phrases, near-duplicate documents within a (fact, doc type), and documents that lose the
-required keywords. Tests and the demo rely on those rates being plausible, not exact.
+required keywords. Tests and the demo rely on those rates being plausible, not exact. Like
+a model that mostly follows its prompt, its own wording (fact framings, filler sentences)
+avoids the phrases of the prompt's ``<must_not_appear>`` section, while the imitated
+collapse (favourite names, stock phrases) ignores it: the collapse loop always has something
+to catch, and replacements under a stricter anti-universe come back cleaner.
 
 Other stages register their own answers (``register_stage``); the stage is read from the
 custom_id prefix (``<stage>-<hash>``), which the real API sees too.

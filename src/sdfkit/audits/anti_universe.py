@@ -52,8 +52,6 @@ if TYPE_CHECKING:  # pragma: no cover
 #: violation'`` lifts them (the next audit writes them again unless the bans change).
 REASON = "anti-universe violation"
 SOURCE = "anti_universe"
-#: Exclusion source of documents that ``sdf generate --replace-excluded`` replaced.
-REPLACED_SOURCE = "replaced"
 
 
 @dataclass
@@ -474,7 +472,7 @@ def propose(
     store: Store, universes: list[Universe], config: Config | None = None
 ) -> list[dict[str, Any]]:
     """Per universe, the names and phrases to ban next: names the names audit counts in at
-    least ``propose_doc_share`` of the concept's documents (or ``propose_mention_share`` of
+    least ``propose_doc_share`` of the concept's eligible (not excluded) documents (or ``propose_mention_share`` of
     its name mentions), phrases the n-gram audit flags inside the concept; never one the
     universe already bans (compared as ``ban_key``), never an n-gram of the universe's own
     text. Reads the stored tables of the last names and n-gram audits."""
@@ -484,7 +482,7 @@ def propose(
     if "audit_names_documents" in tables:
         names_rows = store.query(
             """WITH d AS (SELECT doc_id, any_value(concept) AS concept FROM documents
-                          GROUP BY doc_id),
+                          WHERE NOT excluded GROUP BY doc_id),
                     n AS (SELECT concept, name, sum(mentions) AS mentions,
                                  count(DISTINCT doc_id) AS documents
                           FROM audit_names_documents JOIN d USING (doc_id) GROUP BY ALL),
@@ -498,7 +496,8 @@ def propose(
         ).to_dicts()
         docs_per_concept = dict(
             store.query(
-                "SELECT concept, count(DISTINCT doc_id) FROM documents GROUP BY concept"
+                "SELECT concept, count(DISTINCT doc_id) FROM documents WHERE NOT excluded "
+                "GROUP BY concept"
             ).iter_rows()
         )
         for r in names_rows:  # share of the concept's documents, not of those with names
