@@ -14,8 +14,9 @@ $SDF ingest examples/external_sample.jsonl --set concept=eu_ts_trycatch
 echo "== generate the corpus with the OFFLINE STAND-IN (real SDK + batch pipeline, templated text)"
 # 7 facts x 4 doc types x 5 ideas x 3 docs = 420 documents; re-running resumes (adds nothing).
 # With ANTHROPIC_API_KEY set, drop --backend offline to run the same thing on the real API.
+# --words 300-900: shorter than the default (700-1800 words) to keep the demo quick.
 $SDF generate examples/universes/*.md --backend offline --run demo \
-  --doc-types 4 --ideas 5 --docs-per-idea 3
+  --doc-types 4 --ideas 5 --docs-per-idea 3 --words 300-900
 $SDF show --run demo --limit 2
 $SDF grade --backend offline --run demo-grade --where "run = 'demo'"
 $SDF ledger
@@ -43,10 +44,11 @@ counts before
 echo "-- 2. propose what to ban next, 3. apply it to the copies (the diff is shown)"
 $SDF audit names --propose --apply --universe "$UNI/*.md"
 echo "-- 4. replace every excluded document, audit again, until sdf check passes or nothing is left to replace (<= 8 rounds)"
-$SDF generate "$UNI"/*.md --backend offline --run demo --replace-excluded --max-rounds 8
+# Each round's audit writes reports/report.json, so the last one is the final report.
+$SDF generate "$UNI"/*.md --backend offline --run demo --replace-excluded --max-rounds 8 \
+  --words 300-900
 $SDF ledger --run demo
-echo "-- 5. the final audit and check"
-$SDF report --universe "$UNI/*.md"
+echo "-- 5. after the loop: counts and sdf check"
 counts after
 $SDF check || echo "check found breaches (see above; the demo goes on)"
 
