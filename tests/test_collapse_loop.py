@@ -115,6 +115,15 @@ def test_audit_reports_items_per_doc_type_and_excludes_violators(store, tmp_path
     assert store.query("SELECT count(*) AS n FROM documents WHERE excluded")["n"][0] == 0
 
 
+def test_audit_command_prints_violations_and_names_its_tables(store, tmp_path, cli):
+    path = _universe(tmp_path)
+    _corpus(store, {"u1": [("memo", "Sarah Chen here."), ("memo", "Nobody here.")]})
+    out = cli("--corpus", store.root, "audit", "anti_universe", "--universe", path).output
+    assert "1 of 2 documents carry a name or phrase their universe bans" in out
+    assert "name   'Sarah Chen': 1 documents, 1 mentions" in out
+    assert "audit_anti_universe_items" in out
+
+
 def test_documents_excluded_for_another_reason_are_not_counted(store, tmp_path):
     from sdfkit.selection import exclude_where
 
