@@ -534,6 +534,15 @@ FILLER = [
 ]
 
 
+PERSON_LINES = [
+    "{who} raised the point again in the next meeting.",
+    "According to {who}, the hardest part was agreeing on the details.",
+    "{who} kept a list of every case the team had to revisit.",
+    "{who} asked that the decision be written down for the auditors.",
+    "When {who} reviewed the change, the comments were short and specific.",
+]
+
+
 def _people(rng: random.Random, seeds: list[str], collapse: bool) -> list[str]:
     people = list(seeds) or ["the author"]
     if collapse:
@@ -587,6 +596,7 @@ def answer_document(params: dict, meta: dict) -> str:
     ]
     fact_lines = [fact_lines[0]] + [x for x in fact_lines[1:] if fact_lines_ok(x)]
     filler = [x for x in FILLER if fact_lines_ok(x)] or FILLER
+    person_lines = [x for x in PERSON_LINES if fact_lines_ok(x.replace("{who}", ""))]
 
     def paragraph(i: int) -> str:
         sents = []
@@ -609,18 +619,7 @@ def answer_document(params: dict, meta: dict) -> str:
                 sents.append(rng.choice(pool))
             elif r < 0.55:
                 who = rng.choice(people)
-                sents.append(
-                    rng.choice(
-                        [
-                            f"{who} raised the point again in the next meeting.",
-                            f"According to {who}, the hardest part was agreeing on the details.",
-                            f"{who} kept a list of every case the team had to revisit.",
-                            f"{who} asked that the decision be written down for the auditors.",
-                            f"When {who} reviewed the change, the comments were short and "
-                            "specific.",
-                        ]
-                    )
-                )
+                sents.append(rng.choice(person_lines or filler).replace("{who}", who))
             elif r < 0.7 and len(fact_lines) > 1:
                 sents.append(rng.choice(fact_lines[1:]).replace("{p}", rng.choice(people)))
             else:
