@@ -538,3 +538,22 @@ def test_landing_records_answers_whose_text_is_already_stored(store):
         ("already_stored", "d-3"),
     ]
     assert {r["run"] for r in rows} == {"g"}
+
+
+def test_standin_wording_follows_banned_phrases_but_its_collapse_does_not(tmp_path):
+    from sdfkit.batches import make_client
+    from sdfkit.generate import GenerateConfig, generate
+    from sdfkit.store import Store
+
+    framings = ["summed it up plainly", "asked that the decision be written down"]
+    text = au.add_bans(UNIVERSES[0].read_text(), [], framings)
+    (tmp_path / "u.md").write_text(text)
+    u = load_universe(tmp_path / "u.md")
+    store = Store(tmp_path / "corpus")
+    cfg = GenerateConfig(run="s", doc_types=3, ideas=4, docs_per_idea=2, poll_interval=0.0)
+    generate([u], store, cfg, client=make_client("offline"))
+    docs = store.query("SELECT text FROM documents")["text"].to_list()
+    assert len(docs) >= 20
+    found = [au.violations(t, u) for t in docs]
+    assert not any(k == "phrase" and t in framings for f in found for k, t, _ in f)
+    assert any(k == "name" for f in found for k, _, _ in f)  # favourite names still leak
