@@ -243,6 +243,14 @@ def test_overlapping_ngrams_merge_into_phrases():
     ]
     got = au.merge_ngrams(rows)
     assert [p["text"] for p in got] == ["for anyone new to the topic", "summed it up plainly"]
+    # pieces that start two phrases are joined once the phrases overlap
+    rows = [
+        {"ngram": "written down for the auditors", "documents": 60, "share": 0.6},
+        {"ngram": "asked that the decision be", "documents": 60, "share": 0.6},
+        {"ngram": "the decision be written down for", "documents": 60, "share": 0.6},
+    ]
+    got = au.merge_ngrams(rows)
+    assert [p["text"] for p in got] == ["asked that the decision be written down for the auditors"]
 
 
 def test_add_bans_keeps_comments_order_and_other_fields(tmp_path):

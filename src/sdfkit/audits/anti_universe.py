@@ -582,6 +582,24 @@ def merge_ngrams(rows: list[dict[str, Any]], overlap: int = 3) -> list[dict[str,
             phrases.append(
                 {"words": words, "documents": int(r["documents"]), "doc_share": float(r["share"])}
             )
+    # phrases grown from different pieces can overlap each other: join them too
+    changed = True
+    while changed:
+        changed = False
+        for a in phrases:
+            for b in phrases:
+                if a is b:
+                    continue
+                joined = _join(a["words"], b["words"], overlap)
+                if joined is not None:
+                    a["words"] = joined
+                    a["documents"] = max(a["documents"], b["documents"])
+                    a["doc_share"] = max(a["doc_share"], b["doc_share"])
+                    phrases.remove(b)
+                    changed = True
+                    break
+            if changed:
+                break
     # a later merge can make an earlier phrase part of another
     out: list[dict[str, Any]] = []
     for p in sorted(phrases, key=lambda p: -len(p["words"])):
@@ -589,6 +607,17 @@ def merge_ngrams(rows: list[dict[str, Any]], overlap: int = 3) -> list[dict[str,
         if not any(text in o["text"] for o in out):
             out.append({"text": text, "documents": p["documents"], "doc_share": p["doc_share"]})
     return sorted(out, key=lambda p: (-p["documents"], p["text"]))
+
+
+def _join(a: list[str], b: list[str], overlap: int) -> list[str] | None:
+    """``a`` then ``b`` when b starts with at least ``overlap`` words that end a (or b lies
+    inside a), else None."""
+    if " ".join(b) in " ".join(a):
+        return a
+    for k in range(min(len(a), len(b)) - 1, overlap - 1, -1):
+        if a[-k:] == b[:k]:
+            return a + b[k:]
+    return None
 
 
 def _catalog_tables(store: Store) -> list[str]:
