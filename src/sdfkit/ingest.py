@@ -20,6 +20,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from .duplicates import arrival, stored_provenance
+from .duplicates import record as record_duplicates
 from .errors import SdfError
 from .store import DOCUMENT_COLUMNS, DOCUMENT_SCHEMA, DOCUMENTS, Store, doc_id_for, meta_json
 from .tokens import canonical_name, get_tokenizer
@@ -54,7 +56,13 @@ class IngestResult:
     files: list[str]
     rows_read: int = 0
     added: int = 0
-    already_present: int = 0
+    already_present: int = 0  # not added: the next three together
+    #: Exact duplicates (recorded in the ``duplicates`` table): the same text earlier in
+    #: this input, or already stored from another source; and re-reads of rows this same
+    #: source stored before (re-ingesting a file), which are not duplicates.
+    duplicates_within_input: int = 0
+    already_stored: int = 0
+    reingested: int = 0
     skipped: int = 0
     skip_reasons: Counter[str] = field(default_factory=Counter)
     skip_examples: list[str] = field(default_factory=list)
@@ -68,8 +76,11 @@ class IngestResult:
         s = (
             f"read {self.rows_read} rows from {len(self.files)} file(s): added {self.added} "
             f"documents ({self.tokens_added:,} tokens, {self.tokenizer}), "
-            f"{self.already_present} already present"
+            f"{self.duplicates_within_input} duplicates within this input, "
+            f"{self.already_stored} already stored"
         )
+        if self.reingested:
+            s += f", {self.reingested} re-read from the same source (stored by an earlier ingest)"
         if self.skipped:
             reasons = ", ".join(f"{k}: {v}" for k, v in sorted(self.skip_reasons.items()))
             s += f", skipped {self.skipped} bad rows ({reasons})"
@@ -278,6 +289,7 @@ def ingest_files(
                 rec = _normalise(rec, now, path, line)
                 if rec.get("concept") is None:
                     no_concept += 1
+                rec["_line"] = line
                 yield rec
             if result.rows_read == before:
                 if not skip_bad:
@@ -290,12 +302,25 @@ def ingest_files(
     # of the same file at once store each document once.
     with store.append_lock(DOCUMENTS), store.part_writer(DOCUMENTS) as writer:
         existing = store.keys(DOCUMENTS)
+        stored_before = set(existing)
+        seen_here: set[str] = set()
+        dups: list[dict[str, Any]] = []
+        stored_arrivals: list[dict[str, Any]] = []
         chunk: list[dict[str, Any]] = []
         for rec in rows():
+            line = rec.pop("_line", None)
             did = doc_id_for(rec["text"])
-            if did in existing:
+            if did in seen_here or did in existing:
                 result.already_present += 1
+                row = arrival({**rec, "doc_id": did}, "within_input", line)
+                if did in seen_here and did not in stored_before:
+                    dups.append(row)
+                else:
+                    row["kind"] = "already_stored"
+                    stored_arrivals.append(row)
+                seen_here.add(did)
                 continue
+            seen_here.add(did)
             existing.add(did)
             rec["doc_id"] = did
             chunk.append(rec)
@@ -305,6 +330,16 @@ def ingest_files(
         if chunk:
             result.tokens_added += _flush(chunk, writer, tok)
         result.added = writer.rows
+    # Already stored texts: a duplicate unless this same source stored them (a re-read).
+    prov = stored_provenance(store, [r["doc_id"] for r in stored_arrivals])
+    for row in stored_arrivals:
+        if prov.get(row["doc_id"], (None, None))[0] == row["source"]:
+            result.reingested += 1
+        else:
+            dups.append(row)
+            result.already_stored += 1
+    result.duplicates_within_input = sum(r["kind"] == "within_input" for r in dups)
+    record_duplicates(store, dups)
     result.seconds = time.perf_counter() - t0
     if no_concept:
         result.warnings.append(

@@ -33,6 +33,8 @@ AUDITS: dict[str, str] = {
     "dedup": "sdfkit.audits.dedup",
     "diversity": "sdfkit.audits.diversity",
     "keywords": "sdfkit.audits.keywords",
+    # last: it proposes bans from the names and n-gram tables the audits above just stored
+    "anti_universe": "sdfkit.audits.anti_universe",
 }
 
 #: Key of each audit's figures in report.json (the issue's names).
@@ -43,6 +45,7 @@ JSON_KEYS: dict[str, str] = {
     "dedup": "near_duplicates",
     "diversity": "diversity",
     "keywords": "keywords",
+    "anti_universe": "anti_universe",
 }
 
 

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 
+from ..duplicates import figures as exact_duplicate_figures
 from ..engine import Stage
 from ..settings import Checked, at_least, between, one_of
 from . import AuditResult, CatalogWrite, save, where_sql
@@ -442,8 +443,18 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
             "verify_and_cluster": round(time.perf_counter() - t_lsh, 3),
         },
         "signatures_computed": stage_run.processed,
+        # exact duplicates never reach the store (one row per text): their arrivals are
+        # counted in the duplicates table (sdfkit.duplicates)
+        **exact_duplicate_figures(store),
     }
     flags = []
+    if figures["exact_duplicate_rows"]:
+        flags.append(
+            f"{figures['exact_duplicate_rows']:,} exact duplicates arrived and were not stored "
+            "again (table duplicates: per run "
+            + ", ".join(f"{k}: {v:,}" for k, v in figures["exact_duplicates_by_run"].items())
+            + ")."
+        )
     if clusters:
         flags.append(
             f"{in_clusters:,} documents form {len(clusters):,} near-duplicate clusters "

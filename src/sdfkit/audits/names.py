@@ -999,6 +999,7 @@ def _aggregate(
         top_all.sort("share", descending=True)["name"][0] if top.height else None
     )
     figures["by_stratum"] = by_stratum.select("concept", "doc_type", *columns[:-1]).to_dicts()
+    figures.update(doc_share_figures(mentions, top_all, n_docs))
 
     # Only names NER confidently calls people are flagged (listed low-ratio ones are not).
     offenders = top_all.filter(
@@ -1065,6 +1066,23 @@ def _aggregate(
         flags=flags,
         notes=notes,
     )
+
+
+def doc_share_figures(mentions: pl.DataFrame, top_all: pl.DataFrame, n_docs: int) -> dict:
+    """Collapse by documents (``sdf check``'s ``max_name_doc_share`` and
+    ``max_top5_names_doc_share``): the share of documents naming the name found in the most
+    documents, and naming any of the five found in the most documents."""
+    import polars as pl
+
+    by_docs = top_all.sort(["documents", "mentions", "name"], descending=[True, True, False])
+    five = by_docs.head(5)["name"]
+    together = mentions.filter(pl.col("name").is_in(five.implode()))["doc_id"].n_unique()
+    return {
+        "top_doc_share": float(by_docs["documents"][0] / max(n_docs, 1)) if by_docs.height else 0.0,
+        "top_doc_share_name": by_docs["name"][0] if by_docs.height else None,
+        "top5_doc_share": together / max(n_docs, 1),
+        "top5_doc_share_names": five.to_list(),
+    }
 
 
 def top_names(result: AuditResult, k: int = 50) -> list[str]:

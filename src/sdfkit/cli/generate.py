@@ -73,6 +73,34 @@ def generate(
         bool, typer.Option("--grade", help="Grade the run's documents afterwards (sdf grade).")
     ] = False,
     tokenizer: Annotated[str | None, typer.Option(help="Tokenizer for n_tokens.")] = None,
+    words: Annotated[
+        str | None,
+        typer.Option(
+            "--words",
+            metavar="MIN-MAX",
+            help="Words per document for every universe and doc type (default: each "
+            "universe's target_words, else 700-1800).",
+        ),
+    ] = None,
+    replace_excluded: Annotated[
+        bool,
+        typer.Option(
+            "--replace-excluded",
+            help="Instead of generating: write replacements for the excluded documents of "
+            "these universes (same fact x doc type, current universe file).",
+        ),
+    ] = False,
+    max_rounds: Annotated[
+        int | None,
+        typer.Option(
+            help="With --replace-excluded: repeat replace -> audit (sdf report) until sdf check "
+            "passes, at most N rounds."
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="Project file of the audits and thresholds (--max-rounds)."),
+    ] = None,
     prices: PricesOpt = None,
     corpus: CorpusOpt = None,
 ) -> None:
@@ -99,6 +127,7 @@ def generate(
         max_retries=max_retries,
         poll_interval=_poll_default(backend) if poll_interval is None else poll_interval,
         retry_canceled=retry_canceled,
+        words=_word_range(words),
     )
     if backend != "offline":
         env_url("ANTHROPIC_BASE_URL")
@@ -107,6 +136,30 @@ def generate(
     table = load_prices(prices)
     if backend == "offline":
         _log("backend: offline stand-in (templated text, no model, no key, no cost)")
+    if max_rounds is not None and not replace_excluded:
+        from ..errors import SdfError
+
+        raise SdfError("--max-rounds repeats --replace-excluded: give --replace-excluded too")
+    if replace_excluded:
+        from ..loop import replace_loop
+        from ..report import load_config
+
+        rcfg = load_config(config)
+        rcfg.universes = [str(f) for f in universe_files]
+        replace_loop(
+            universes,
+            store,
+            cfg,
+            rcfg,
+            max_rounds or 1,
+            audit=max_rounds is not None,
+            backend=backend,
+            prices=table,
+            log=_log,
+            echo=typer.echo,
+        )
+        typer.echo(_cost_line(store, run, table))
+        return
     res = run_generate(universes, store, cfg, backend=backend, prices=table, log=_log)
     typer.echo(res.summary())
     typer.echo(_cost_line(store, run, table))
@@ -118,6 +171,19 @@ def generate(
 
         gcfg = GradeConfig(run=f"{run}-grade", poll_interval=cfg.poll_interval)
         _run_grade(store, gcfg, backend, table, where="run = ?", params=[run])
+
+
+def _word_range(text: str | None) -> tuple[int, int] | None:
+    import re
+
+    from ..errors import SdfError
+
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", text)
+    if not m:
+        raise SdfError(f"--words {text!r}: write MIN-MAX, e.g. --words 800-1600")
+    return int(m.group(1)), int(m.group(2))
 
 
 def _cost_line(store, run: str, prices) -> str:  # noqa: ANN001
