@@ -14,8 +14,9 @@ $SDF ingest examples/external_sample.jsonl --set concept=eu_ts_trycatch
 echo "== generate the corpus with the OFFLINE STAND-IN (real SDK + batch pipeline, templated text)"
 # 7 facts x 4 doc types x 5 ideas x 3 docs = 420 documents; re-running resumes (adds nothing).
 # With ANTHROPIC_API_KEY set, drop --backend offline to run the same thing on the real API.
+# --words 300-900: shorter than the default (700-1800 words) to keep the demo quick.
 $SDF generate examples/universes/*.md --backend offline --run demo \
-  --doc-types 4 --ideas 5 --docs-per-idea 3
+  --doc-types 4 --ideas 5 --docs-per-idea 3 --words 300-900
 $SDF show --run demo --limit 2
 $SDF grade --backend offline --run demo-grade --where "run = 'demo'"
 $SDF ledger
@@ -24,11 +25,32 @@ echo "== 3. per-concept summary (queries/per_concept_summary.sql)"
 $SDF sql per_concept_summary
 $SDF sql docs_per_concept_doc_type
 
-echo "== audit report: collapse, near-duplicates, diversity, keywords (reports/report.html)"
-# Settings and thresholds come from sdfkit.yaml (universes: examples/universes/*.md).
-$SDF report
-echo "== sdf check: thresholds of sdfkit.yaml; exits 1 naming each breach (a pipeline stops here)"
-$SDF check || echo "check found breaches (expected on the offline stand-in corpus; the demo goes on)"
+echo "== the collapse loop: audit -> propose -> apply -> replace -> check (docs/collapse-loop.md)"
+# The loop edits universe files, so it works on copies in the corpus workspace, never on the
+# tracked examples (cp -n: a second run of the demo keeps the bans it already applied).
+UNI="$SDF_CORPUS/universes"
+mkdir -p "$UNI"
+cp -n examples/universes/*.md "$UNI/"
+counts() {
+  $SDF sql "SELECT '$1' AS stage,
+      (SELECT count(DISTINCT doc_id) FROM audit_anti_universe_documents) AS violating_documents,
+      (SELECT count(*) FROM documents WHERE NOT excluded) AS eligible_documents,
+      (SELECT count(*) FROM documents WHERE NOT excluded AND regexp_matches(text,
+          '(?i)sarah chen|marcus webb|priya raman')) AS eligible_naming_favourites"
+}
+echo "-- 1. audit (settings and thresholds: sdfkit.yaml; bans: the copies)"
+$SDF report --universe "$UNI/*.md"
+counts before
+echo "-- 2. propose what to ban next, 3. apply it to the copies (the diff is shown)"
+$SDF audit names --propose --apply --universe "$UNI/*.md"
+echo "-- 4. replace every excluded document, audit again, until sdf check passes or nothing is left to replace (<= 8 rounds)"
+# Each round's audit writes reports/report.json, so the last one is the final report.
+$SDF generate "$UNI"/*.md --backend offline --run demo --replace-excluded --max-rounds 8 \
+  --words 300-900
+$SDF ledger --run demo
+echo "-- 5. after the loop: counts and sdf check"
+counts after
+$SDF check || echo "check found breaches (see above; the demo goes on)"
 
 echo "== balanced selection: equal documents AND tokens per concept, doc-type mix kept"
 # Generate several times more than you keep, then select. Targets that fit the demo corpus:

@@ -7,6 +7,7 @@ import random
 import re
 from datetime import datetime, timedelta, timezone
 
+import pyarrow as pa
 import pytest
 
 from sdfkit.audits import dedup, save
@@ -307,3 +308,154 @@ def test_run_saves_once_and_writes_nothing_without_exclusions(store, planted, cl
     assert "tables: audit_dedup_pairs, audit_dedup_clusters" in out.output
     excluded, dropped, runs = _stored_dedup(store)
     assert excluded == dropped and len(excluded) == 3 and runs == 2
+
+
+# ---------------------------------------------------------------- vectorized signatures
+from sdfkit.audits import shingles as sh  # noqa: E402
+
+UNICODE_VOCAB = [
+    "Straße", "naïve", "café—bar", "x_y", "don’t", "it's", "42", "ΑΣ", "日本語", "Ünïcode",
+    "e.g.", "a", "the", "Foo", "bar.", "baz,", "½", "x²", "--flag", "İstanbul",
+] + [f"w{i}" for i in range(200)]  # fmt: skip
+
+
+def _python_shingles(text: str, k: int = 5) -> set[str]:
+    w = re.findall(r"\w+", text.lower())
+    if len(w) <= k:
+        return {" ".join(w)}
+    return {" ".join(w[i : i + k]) for i in range(len(w) - k + 1)}
+
+
+def _texts(n: int, seed: int, longest: int = 400) -> list[str]:
+    rng = random.Random(seed)
+    return [
+        " ".join(rng.choice(UNICODE_VOCAB) for _ in range(rng.randint(0, longest)))
+        for _ in range(n)
+    ]
+
+
+def test_shingle_hashes_count_exactly_the_python_word_shingles():
+    """Words are re's \\w+ of the lower-cased text, whatever the script or punctuation, and
+    hash-set Jaccard equals the Jaccard of the shingles as Python strings."""
+    texts = _texts(120, seed=5)
+    hasher = sh.ShingleHasher(5)
+    _, distinct = sh.signatures(texts)
+    for text, n in zip(texts, distinct, strict=True):
+        assert n == len(_python_shingles(text)) == len(hasher.set_of(text))
+    rng = random.Random(6)
+    for text in texts[:30]:
+        words = text.split(" ")
+        edited = " ".join(_edit(words, 0.05, rng) if len(words) > 20 else words)
+        a, b = _python_shingles(text), _python_shingles(edited)
+        ha, hb = hasher.set_of(text), hasher.set_of(edited)
+        assert dedup.jaccard(ha, hb) == pytest.approx(len(a & b) / len(a | b))
+
+
+def test_long_documents_streamed_in_chunks_give_the_one_pass_result():
+    """A text longer than chunk_chars is hashed chunk by chunk (cut between words, the last
+    words carried over) with exactly the signature and shingle count of one pass; short
+    texts, empty texts and a word longer than a chunk included."""
+    texts = _texts(40, seed=7, longest=2000) + ["", "one two", "x" * 500 + " tail words here"]
+    whole = sh.ShingleHasher(5, chunk_chars=10**9)
+    small = sh.ShingleHasher(5, chunk_chars=64)
+    sig_whole, n_whole = sh.signatures(texts, hasher=whole)
+    sig_small, n_small = sh.signatures(texts, hasher=small)
+    assert (sig_whole == sig_small).all() and (n_whole == n_small).all()
+    assert whole.widest_pass > 5000  # the big pass really was one pass
+    assert small.widest_pass <= 2 * 512  # only the 500-letter word widened a chunk
+    for text in texts[::7]:
+        assert (whole.set_of(text) == small.set_of(text)).all()
+
+
+def test_signature_memory_is_bounded_by_the_chunk_not_the_document():
+    """Working memory of a huge document stays within its text's own size: one pass over
+    the same document needs tens of bytes per character."""
+    import tracemalloc
+
+    rng = random.Random(8)
+    paragraph = " ".join(f"Word{rng.randrange(3000)}" for _ in range(500)) + ".\n"
+    text = paragraph * 1500  # ~6.4M characters
+    sh.signatures(["warm up"], chunk_chars=4096)  # the word table is built once per process
+    peaks = {}
+    for chunk in (4096, 10**8):
+        tracemalloc.start()
+        sh.signatures([text], chunk_chars=chunk)
+        peaks[chunk] = tracemalloc.get_traced_memory()[1] / len(text)
+        tracemalloc.stop()
+    assert peaks[4096] < 1.5  # the lower-cased copy of the text (1 byte/char) and one chunk
+    assert peaks[10**8] > 10 * peaks[4096]
+
+
+def test_one_permutation_estimates_follow_exact_jaccard():
+    """Agreeing bins estimate Jaccard without bias: averaged over seeds, within 0.02."""
+    rng = random.Random(9)
+    words = [rng.choice(VOCAB) for _ in range(1500)]
+    hasher = sh.ShingleHasher(5)
+    for rate in (0.01, 0.03, 0.08):
+        edited = " ".join(_edit(words, rate, rng))
+        exact = dedup.jaccard(hasher.set_of(" ".join(words)), hasher.set_of(edited))
+        estimates = []
+        for seed in range(40):
+            sig, _ = sh.signatures([" ".join(words), edited], seed=seed)
+            estimates.append(float((sig[0] == sig[1]).mean()))
+        assert abs(sum(estimates) / len(estimates) - exact) < 0.02
+
+
+def test_short_documents_fill_every_bin():
+    """A text with fewer shingles than bins still has a full signature (empty bins borrow
+    a neighbour's value), and identical texts have identical signatures."""
+    sig, n = sh.signatures(["alpha beta gamma delta epsilon zeta eta", "alpha beta"] * 2, 5)
+    assert (sig[0] == sig[2]).all() and (sig[1] == sig[3]).all()
+    assert list(n) == [3, 1, 3, 1]
+    assert (sig[0] != sig[1]).mean() > 0.5
+
+
+def test_audit_with_tiny_chunks_finds_exactly_the_pairs(store, planted):
+    result = dedup.run(store, dedup.Config(chunk_chars=64, write_exclusions=False))
+    found = {(p["doc_a"], p["doc_b"]) for p in result.figures["pairs"]}
+    assert found == _truth(planted, 0.7)
+
+
+def test_threads_give_the_signatures_of_one_thread():
+    texts = _texts(60, seed=12, longest=800)
+    batch = pa.RecordBatch.from_arrays(
+        [pa.array([str(i) for i in range(60)]), pa.array(texts)], names=["doc_id", "text"]
+    )
+    one = dedup.MinHashSignatures(threads=1)(batch)
+    three = dedup.MinHashSignatures(threads=3)(batch)
+    assert three.equals(one)
+    assert dedup.MinHashSignatures(threads=3).table == dedup.MinHashSignatures().table
+
+
+def test_chunk_setting_is_checked():
+    with pytest.raises(SdfError, match=r"audits.dedup.chunk_chars: must be at least 64, got 8"):
+        dedup.Config(chunk_chars=8)
+
+
+def test_candidates_estimated_far_below_the_threshold_skip_the_exact_check(store, monkeypatch):
+    """A templated corpus (documents sharing ~40 % of their shingles) makes many LSH
+    candidates far below 0.7: they are dropped on their estimate, with the same pairs found
+    as when every candidate is checked."""
+    rng = random.Random(21)
+    template = [rng.choice(VOCAB) for _ in range(300)]
+    records = []
+    for _ in range(40):
+        words = template[:200] + [rng.choice(VOCAB) for _ in range(200)]
+        records.append({"text": " ".join(words), "concept": "c"})
+    for r in records[:5]:
+        records.append({"text": " ".join(_edit(r["text"].split(), 0.01, rng)), "concept": "c"})
+    store.append("documents_raw", build_documents(records))
+    checked: list[int] = []
+    real = sh.ShingleHasher.set_of
+    monkeypatch.setattr(
+        sh.ShingleHasher, "set_of", lambda self, t: checked.append(1) or real(self, t)
+    )
+    quick = dedup.run(store, dedup.Config(write_exclusions=False))
+    n_quick = len(checked)
+    checked.clear()
+    full = dedup.run(store, dedup.Config(write_exclusions=False, verify_margin=1.0))
+    truth = _truth([r["text"] for r in records], 0.7)
+    assert {(p["doc_a"], p["doc_b"]) for p in quick.figures["pairs"]} == truth
+    assert quick.figures["pairs"] == full.figures["pairs"] and len(truth) == 5
+    assert full.figures["candidate_pairs"] > 20  # the template made many candidates
+    assert n_quick <= 10 < len(checked)  # only the likely pairs' documents were hashed

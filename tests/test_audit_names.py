@@ -251,3 +251,148 @@ def test_reaudit_reuses_cached_window_verdicts(store, planted, monkeypatch):
     second = names.run(store)
     assert sum(piped) == 0  # every window's verdict came from the cache
     assert second.figures["top"] == first.figures["top"]
+
+
+# ------------------------------------------------------------- names that hold at depth
+def test_candidate_details_mark_sentence_openers_and_lower_case_uses():
+    text = (
+        "Remove Smith from the list. Later we remove it again.\n"
+        "- As Jane Doe noted, the plan works. Ask about Jane Doe later; remove stale rows."
+    )
+    runs, singles, initial, lower = names.find_candidate_details(text)
+    assert runs == {"Remove Smith": 1, "As Jane Doe": 1, "Jane Doe": 1}
+    assert initial["Remove Smith"] == 1 and initial["As Jane Doe"] == 1  # after "- "
+    assert initial["Jane Doe"] == 0  # mid-sentence
+    assert lower["Remove"] == 2 and lower["Jane"] == 0
+    assert names.find_candidates(text) == (runs, singles)  # the public route is unchanged
+
+
+def test_refine_folds_openers_and_rejects_common_word_phrases():
+    common = frozenset({"Valid", "Options", "Threat", "Detection", "Remove"})
+    stop = names.STOP_WORDS
+    assert names.refine("As Jane Doe", stop, common) == "Jane Doe"
+    assert names.refine("Per John Roe's", stop, common) == "John Roe"
+    assert names.refine("Congratulations Jane Doe", stop, common) == "Jane Doe"
+    assert names.refine("Remove John Smith", stop, common) == "John Smith"
+    assert names.refine("Valid Options", stop, common) is None
+    assert names.refine("Threat Detection", stop, common) is None
+    assert names.refine("Main St", stop, common) is None
+    assert names.refine("Rose Young", stop, common) == "Rose Young"
+    # words used lower-case now and then beside their capitalised use: a phrase, not a name
+    phrase = frozenset({"Public", "License", "App", "Engine"})
+    assert names.refine("Public License", stop, common, phrase) is None
+    assert names.refine("App Engine", stop, common, phrase) is None
+    assert names.refine("Public License", stop, common) == "Public License"
+
+
+@pytest.fixture
+def deep(store, nlp):
+    """12 documents of technical prose: Jane Doe 3 mentions each (one after "As", one after
+    "Congratulations"), John Roe 2 (one after "Per"); headings "Valid Options" and "Threat
+    Detection", an imperative "Remove Smith", an address on Main St."""
+    rng = random.Random(4)
+    records = []
+    for i in range(12):
+        parts = [
+            "Valid Options",
+            "The valid options are listed below; other options are not valid here.",
+            "As Jane Doe noted, the rollout plan was sound and well tested.",
+            rng.choice(FILLER),
+            "Per John Roe, the schedule holds for the second quarter.",
+            "Threat Detection",
+            "Threat detection runs daily, and each detection of a threat raises an alert.",
+            "Jane Doe, the project lead, approved the budget on Tuesday.",
+            "Remove Smith from the mailing list before the review; remove stale entries too.",
+            "John Roe, a senior analyst, reviewed the draft with the team.",
+            "Send the signed forms to 12 Main St before the deadline.",
+            "Congratulations Jane Doe on the launch of the new service.",
+            "Public License terms apply; see the Public License and the Public License FAQ "
+            "before you change the license in public.",
+            f"{rng.choice(FILLER)} ticket number {i} was closed.",
+        ]
+        records.append({"text": "\n".join(parts), "concept": "c", "doc_type": f"t{i % 2}"})
+    store.append("documents_raw", build_documents(records))
+    return records
+
+
+def test_openers_fold_into_the_name_and_non_people_stay_out(store, deep):
+    result = names.run(store)
+    top = {d["name"]: d for d in result.figures["top"]}
+    assert (top["Jane Doe"]["mentions"], top["Jane Doe"]["documents"]) == (36, 12)
+    assert (top["John Roe"]["mentions"], top["John Roe"]["documents"]) == (24, 12)
+    for bad in ("As", "Per", "Congratulations", "Valid", "Threat", "Remove", "Main", "Options"):
+        assert not any(bad in n.split() for n in top), (bad, list(top))
+    assert result.figures["folded_openers"] == 36  # As / Per / Congratulations, 12 each
+    assert result.figures["dropped_imperatives"] == 12  # "Remove Smith" opening a sentence
+    assert result.figures["common_word_candidates"] >= 2  # Valid Options, Threat Detection
+    # "Public License": its words are lower-case 1 time in 3, a phrase by phrase_word_ratio
+    rare = names.run(store, names.Config(phrase_word_ratio=0))
+    assert rare.figures["common_word_candidates"] == result.figures["common_word_candidates"] - 1
+    # without the corpus evidence, the common-word phrases are candidates again
+    plain = names.run(store, names.Config(common_word_ratio=0, phrase_word_ratio=0))
+    assert plain.figures["common_word_candidates"] == 0
+    assert plain.figures["dropped_imperatives"] == 0
+    assert {d["name"]: d["mentions"] for d in plain.figures["top"]}["Jane Doe"] == 36
+
+
+def test_top_list_holds_a_hundred_names_by_default(store, nlp):
+    first = [f"{a}{b}" for a in ("Al", "Bo", "Cy", "Di", "Ed") for b in ("an", "en", "in")]
+    last = [f"{a}{b}" for a in ("Kel", "Mar", "Nor", "Pal", "Ros", "Tam", "Var") for b in "aoy"]
+    people = [f"{f} {s}" for f in first for s in last][:120]
+    records = [
+        {"text": " ".join(f"{p} reviewed item {i}." for p in people[i % 7 :: 7]), "concept": "c"}
+        for i in range(30)
+    ]
+    store.append("documents_raw", build_documents(records))
+    assert names.Config().top_k == 100
+    result = names.run(store, names.Config(confirm_top=150))
+    assert 90 <= len(result.figures["top"]) <= 100  # the old default stopped at 50
+    capped = names.run(store, names.Config(confirm_top=150, top_k=60))
+    assert names.top_names(capped, 60) == names.top_names(result, 60)
+
+
+def test_report_lists_every_name_of_the_top_list():
+    from sdfkit import report
+
+    rows = [{"name": f"Name{i} Person", "mentions": 100 - i} for i in range(60)]
+    html = report._section_names({"top": rows, "top_share": 0.1})
+    assert html.count("<tr>") == 61  # header + all 60 (the table used to stop at 25)
+    assert "Name59 Person" in html
+
+
+def test_window_ner_on_every_core_gives_the_verdicts_of_one_process(nlp, monkeypatch):
+    windows = []
+    for i in range(40):
+        text = f"On day {i}, As Jane Doe noted, the build of Git {i} failed on Linux."
+        start = text.index("Jane Doe")
+        windows.append((text, start, start + len("Jane Doe")))
+        text = f"Remove Smith from list {i} and run Git again."
+        windows.append((text, 0, len("Remove Smith")))
+    stop = names.STOP_WORDS
+    one = list(names.window_hits(nlp, windows, names.Config(ner_workers=1), stop))
+    monkeypatch.setattr(names, "POOL_MIN_WINDOWS", 10)
+    two = list(names.window_hits(nlp, windows, names.Config(ner_workers=2, batch_size=8), stop))
+    assert two == one and len(one) == 80
+    assert one[0] == "Jane Doe"
+
+
+def test_exhaustive_route_splits_an_entity_spanning_a_list_of_people():
+    """The small model tags "Copyright: Vladimir Prus, Peter Dimov and Jane Roe" as one
+    PERSON: that is three people, not a four-word name."""
+    from types import SimpleNamespace
+
+    import pyarrow as pa
+
+    text = "Copyright: Vladimir Prus, Peter Dimov and Jane Roe. Prus wrote it."
+    ent = SimpleNamespace(label_="PERSON", text="Vladimir Prus, Peter Dimov and Jane Roe")
+    stage = names.PersonEntities()
+    stage._nlp = SimpleNamespace(pipe=lambda texts, **kw: [SimpleNamespace(ents=[ent])])
+    stage._ready = True
+    batch = pa.RecordBatch.from_arrays([pa.array(["d"]), pa.array([text])], ["doc_id", "text"])
+    row = stage(batch).to_pylist()[0]
+    assert {d["text"]: d["n"] for d in row["names"]} == {
+        "Vladimir Prus": 1,
+        "Peter Dimov": 1,
+        "Jane Roe": 1,
+    }
+    assert row["singles"] == [{"text": "Prus", "n": 1}]

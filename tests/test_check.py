@@ -35,12 +35,21 @@ REPORT = {
 }
 
 
+#: The gates by documents are on by default; these tests are about the other thresholds.
+OFF = dict(max_anti_universe_documents=None, max_name_doc_share=None, max_top5_names_doc_share=None)
+OFF_YAML = (
+    "  max_anti_universe_documents: null\n  max_name_doc_share: null\n"
+    "  max_top5_names_doc_share: null\n"
+)
+
+
 def _by_check(result):
     return {(v.check, v.subject): v for v in result.verdicts}
 
 
 def test_breaches_are_named_with_figure_and_threshold():
     t = Thresholds(
+        **OFF,
         max_name_share=0.05,
         max_ngram_doc_share={"4": 0.3, "5": 0.3},
         max_near_duplicate_fraction=0.05,
@@ -67,15 +76,17 @@ def test_breaches_are_named_with_figure_and_threshold():
 
 
 def test_one_ngram_threshold_for_every_n_and_keyword_override():
-    res = evaluate(REPORT, Thresholds(max_ngram_doc_share=0.95, min_keyword_rate=0.5))
+    res = evaluate(REPORT, Thresholds(**OFF, max_ngram_doc_share=0.95, min_keyword_rate=0.5))
     assert res.ok
     assert len([v for v in res.verdicts if v.check == "max_ngram_doc_share"]) == 4
-    res = evaluate(REPORT, Thresholds(check_keywords=False))
+    res = evaluate(REPORT, Thresholds(**OFF, check_keywords=False))
     assert res.verdicts == []
 
 
 def test_a_threshold_whose_audit_did_not_run_is_a_breach():
-    res = evaluate({"shape": {}}, Thresholds(max_name_share=0.1, max_mean_pairwise_cosine=0.5))
+    res = evaluate(
+        {"shape": {}}, Thresholds(**OFF, max_name_share=0.1, max_mean_pairwise_cosine=0.5)
+    )
     assert [v.status for v in res.verdicts] == ["not run", "not run"]
     assert not res.ok
 
@@ -94,12 +105,14 @@ def test_cli_check_passes_and_fails(cli, tmp_path):
     (tmp_path / "reports" / "report.json").write_text(json.dumps(REPORT))
     (tmp_path / "sdfkit.yaml").write_text(
         "check:\n  max_name_share: 0.2\n  max_ngram_doc_share: {'4': 0.5}\n"
-        "  min_keyword_rate: 0.8\n"
+        "  min_keyword_rate: 0.8\n" + OFF_YAML
     )
     ok = cli("check")
     assert "all 4 checks pass" in ok.output
     strict = tmp_path / "strict.yaml"
-    strict.write_text("check:\n  max_name_share: 0.05\n  max_near_duplicate_fraction: 0.01\n")
+    strict.write_text(
+        "check:\n  max_name_share: 0.05\n  max_near_duplicate_fraction: 0.01\n" + OFF_YAML
+    )
     bad = cli("check", "--config", strict, expect=1)
     assert "3 threshold(s) breached" in bad.output  # + the universe's own keyword minimum
     assert "min_keyword_rate (ts: try-catch): 0.85, threshold >= 0.9" in bad.output
@@ -144,7 +157,7 @@ def test_name_breach_names_the_share_holder_not_the_first_listed():
             "top_share_name": "Felix Young",
         }
     }
-    res = evaluate(report, Thresholds(max_name_share=0.1))
+    res = evaluate(report, Thresholds(**OFF, max_name_share=0.1))
     assert [(v.check, v.subject, v.status) for v in res.verdicts] == [
         ("max_name_share", "Felix Young", "fail")
     ]

@@ -121,11 +121,14 @@ def test_ray_address_option_applies_to_one_command(cli, monkeypatch):
 
     import sdfkit.report
     from sdfkit.errors import SdfError
+    from sdfkit.store import Store
 
     def fake_build(*args, **kwargs):
         raise SdfError(f"would join {os.environ.get('RAY_ADDRESS')}")
 
     monkeypatch.setattr(sdfkit.report, "build", fake_build)
+    with Store("corpus").connect():  # report and check read an existing corpus
+        pass
     res = cli("report", "--engine", "ray", "--ray-address", "ray://head:10001", expect=2)
     assert "would join ray://head:10001" in res.output
     assert "RAY_ADDRESS" not in os.environ  # restored after the command

@@ -56,8 +56,7 @@ def test_token_counts_identical_across_engines_and_only_counts_reach_the_driver(
     assert res.engine == "ray" and res.processed == 120
     assert received and all(cols == ["rows"] for cols in received)  # no result column
     assert read_results(a, stage).sort_by("doc_id").equals(read_results(b, stage).sort_by("doc_id"))
-    table_dir = b.table_dir(stage.table)
-    assert b.parts(stage.table) and not list(table_dir.glob(".tmp-*"))
+    assert b.parts(stage.table) and not list(b.temp_dir(stage.table).glob(".tmp-*"))
     # cached by content: nothing pending on either engine
     assert run_stage(b, stage, engine="ray").processed == 0
 
@@ -100,7 +99,7 @@ def test_worker_killed_while_publishing_leaves_no_duplicate(ray_local, tmp_path,
     )
     assert stored == 80 and rows == 80 and distinct == 80
     assert sorted(read_results(store, stage).column("doc_id").to_pylist()) == sorted(ids)
-    leftovers = list(table_dir.glob(".tmp-*"))
+    leftovers = list(store.temp_dir(stage.table).glob(".tmp-*"))
     if when == "before":
         # the dead worker's finished temporary file holds the victim's batch: had anything
         # read it, the victim would be counted twice above
@@ -109,7 +108,7 @@ def test_worker_killed_while_publishing_leaves_no_duplicate(ray_local, tmp_path,
 
         assert ids[37] in pq.read_table(leftovers[0]).column("doc_id").to_pylist()
         assert store.clean_temporaries() == 1  # its writer is gone
-        assert not list(table_dir.glob(".tmp-*"))
+        assert not list(store.temp_dir(stage.table).glob(".tmp-*"))
     else:
         assert not leftovers and (table_dir / marker.read_text()).exists()
     assert store.query(f"SELECT count(*) FROM {stage.table}").item() == 80

@@ -104,7 +104,7 @@ def test_bad_row_names_file_and_line_and_stores_nothing(store, tmp_path, case):
     with pytest.raises(IngestError, match=pattern):
         ingest_files([f], store=store)
     assert _count(store) == 1  # the earlier document is still there, nothing new
-    assert not list(store.table_dir(DOCUMENTS).glob(".tmp-*"))
+    assert not list(store.temp_dir(DOCUMENTS).glob(".tmp-*"))
 
 
 def test_invalid_utf8_names_the_line(store, tmp_path):

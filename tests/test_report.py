@@ -223,7 +223,10 @@ def test_config_file_and_cli(corpus, tmp_path, cli):
     cfg = tmp_path / "sdfkit.yaml"
     cfg.write_text(
         "universes: [ts.md]\nreport: {skip: [diversity]}\n"
-        "check: {max_name_share: 0.9, max_ngram_doc_share: {'4': 0.8}}\n"
+        "check: {max_name_share: 0.9, max_ngram_doc_share: {'4': 0.8}, "
+        # the gates by documents are on by default; this test is about the others
+        "max_anti_universe_documents: null, max_name_doc_share: null, "
+        "max_top5_names_doc_share: null}\n"
     )
     out = cli("--corpus", store.root, "report", "--json", "r/report.json", "--html", "r/r.html")
     assert "checks: 3 pass, 0 fail" in out.output  # names, 4-grams, keyword
@@ -249,7 +252,10 @@ def test_report_paths_in_the_project_file_are_relative_to_the_file(cli, tmp_path
     store.append("documents_raw", build_documents([{"text": t, "concept": "c"} for t in TOPICS]))
     proj = tmp_path / "proj"
     proj.mkdir()
-    (proj / "sdfkit.yaml").write_text("report: {json: out/r.json}\n")
+    (proj / "sdfkit.yaml").write_text(
+        "report: {json: out/r.json}\ncheck: {max_anti_universe_documents: null, "
+        "max_name_doc_share: null, max_top5_names_doc_share: null}\n"
+    )
     assert report.load_config(proj / "sdfkit.yaml").json == proj / "out" / "r.json"
     cli("--corpus", store.root, "report", "--config", "proj/sdfkit.yaml", "--only", "shape")
     # report.json where the file says, report.html at the default, both beside the file

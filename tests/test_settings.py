@@ -381,8 +381,8 @@ def test_bad_sdf_corpus_is_one_error_line(cli, tmp_path, monkeypatch):
     out = cli("--corpus", afile, "audit", "shape", expect=2)  # the option, the same check
     assert "is a file, not a directory" in out.output
     monkeypatch.setenv("SDF_CORPUS", str(tmp_path / "new" / "corpus"))
-    assert "(1 row)" in cli("sql", "SELECT 1").output  # a missing folder is made
-    assert (tmp_path / "new" / "corpus" / "sdf.duckdb").is_file()
+    out = cli("sql", "SELECT 1", expect=2)  # a missing corpus is named, never made empty
+    assert "does not exist" in out.output and not (tmp_path / "new").exists()
 
 
 def test_sdf_ray_tmp_that_is_a_file_is_a_clear_error(tmp_path, monkeypatch):

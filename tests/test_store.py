@@ -39,7 +39,7 @@ def test_failed_write_leaves_nothing(store):
     with pytest.raises(KeyboardInterrupt):
         store.append(DOCUMENTS, batches())
     assert [p.name.startswith("part-") for p in store.parts(DOCUMENTS)] == [True]
-    assert not list(store.table_dir(DOCUMENTS).glob(".tmp-*"))
+    assert not list(store.temp_dir(DOCUMENTS).glob(".tmp-*"))
     assert store.query("SELECT text FROM documents")["text"].to_list() == ["kept document"]
 
 
@@ -56,7 +56,7 @@ with s.part_writer(DOCUMENTS) as w:
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True)
     assert proc.returncode == 9
-    assert list(store.table_dir(DOCUMENTS).glob(".tmp-*"))  # the half-written file exists...
+    assert list(store.temp_dir(DOCUMENTS).glob(".tmp-*"))  # the half-written file exists...
     texts = store.query("SELECT text FROM documents")["text"].to_list()
     assert texts == ["before the crash"]  # ...but is never read
     assert store.clean_temporaries() == 1
@@ -78,7 +78,10 @@ def test_catalog_opens_in_stock_duckdb(store):
     store.append(DOCUMENTS, _table(["stock duckdb can read me"], concept="c"))
     with store.connect():
         pass
-    con = duckdb.connect(str(store.db_path), read_only=True)
+    # as the README shows: the views' paths are relative to the corpus folder
+    con = duckdb.connect(
+        str(store.db_path), read_only=True, config={"file_search_path": str(store.root)}
+    )
     try:
         rows = con.execute("SELECT text, concept FROM documents").fetchall()
     finally:
@@ -128,7 +131,7 @@ ingest_files([{str(src)!r}], Store({str(store.root)!r}))
 def test_cleaning_never_removes_a_live_writers_temporary(store):
     """A temporary part of a process still writing (here: this one) is left alone; one of a
     dead process, or of the old unnamed kind, is removed."""
-    d = store.table_dir(DOCUMENTS)
+    d = store.temp_dir(DOCUMENTS)
     with store.part_writer(DOCUMENTS) as w:
         w.write(_table(["in progress"]).to_batches()[0])
         dead = subprocess.run(

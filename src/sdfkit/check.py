@@ -10,8 +10,13 @@ Thresholds live under ``check:`` in the project file (``sdfkit.yaml``, or ``--co
       min_keyword_rate: null            # null: each universe's own min_rate; a number overrides
       max_mean_pairwise_cosine: 0.6     # per concept (embedding diversity)
       max_capability_drop: 0.05         # base score - checkpoint score, per benchmark metric
+      max_anti_universe_documents: 0    # documents carrying a ban of their universe (default 0)
+      max_name_doc_share: 0.05          # documents naming the top name (default 0.05)
+      max_top5_names_doc_share: 0.15    # documents naming any of the five top names (default)
+      max_top5_ngrams_doc_share: 0.5    # documents carrying any of the five top n-grams
 
-A threshold left out (or ``null``, except ``min_keyword_rate``) is not checked. Each check
+A threshold left out (or ``null``, except ``min_keyword_rate``) is not checked, except the
+three gates by documents that have defaults (docs/collapse-loop.md): ``null`` turns them off. Each check
 is evaluated against the figures of a ``report.json``; the same verdicts head the HTML report.
 A configured threshold whose audit did not run is a breach too ("not run"): a pipeline must
 not pass a check it never made.
@@ -20,12 +25,12 @@ not pass a check it never made.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
 from .errors import ConfigError, SdfError
-from .settings import Checked, between, check_fields
+from .settings import Checked, at_least, between, check_fields
 
 __all__ = ["CheckFailed", "CheckResult", "ConfigError", "Thresholds", "Verdict", "evaluate"]
 
@@ -57,6 +62,16 @@ class Thresholds(Checked):
     #: ``sdf eval --capabilities``: how far any checkpoint's benchmark score may fall below
     #: the base model's (metrics are read as higher-is-better, e.g. accuracy).
     max_capability_drop: float | None = field(default=None, metadata=SHARE)
+    #: Documents (not excluded for another reason) carrying a name or phrase their own
+    #: universe bans (the anti_universe audit). On by default: the anti-universe is a rule.
+    max_anti_universe_documents: int | None = field(default=0, metadata=at_least(0))
+    #: Collapse by documents (docs/collapse.md): the share of documents naming the top name,
+    #: and naming any of the five top names. On by default; the seed's "Sarah Chen" sat in
+    #: nearly every document, while seed names are used at most twice per run.
+    max_name_doc_share: float | None = field(default=0.05, metadata=SHARE)
+    max_top5_names_doc_share: float | None = field(default=0.15, metadata=SHARE)
+    #: The share of documents carrying any of the five top n-grams, per n (or one number).
+    max_top5_ngrams_doc_share: float | dict[str, float] | None = field(default=None, metadata=SHARE)
 
     @classmethod
     def from_mapping(cls, data: Any, source: str = "<config>") -> Thresholds:
@@ -75,12 +90,14 @@ class Thresholds(Checked):
 
     def __post_init__(self) -> None:
         super().__post_init__()  # numbers in [0, 1]; "4" and 4 both become the key "4"
-        for n in self.max_ngram_doc_share if isinstance(self.max_ngram_doc_share, dict) else ():
-            if not n.isdigit() or int(n) < 1:
-                raise ConfigError(
-                    f"{self.where_}.max_ngram_doc_share: key {n!r} must be an n-gram size "
-                    "(a whole number such as 4)"
-                )
+        for key in ("max_ngram_doc_share", "max_top5_ngrams_doc_share"):
+            limits = getattr(self, key)
+            for n in limits if isinstance(limits, dict) else ():
+                if not n.isdigit() or int(n) < 1:
+                    raise ConfigError(
+                        f"{self.where_}.{key}: key {n!r} must be an n-gram size "
+                        "(a whole number such as 4)"
+                    )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -162,10 +179,34 @@ def _not_run(check: str, audit: str, threshold: float | None) -> Verdict:
     )
 
 
+def _nothing_measured(check: str, subject: str, threshold: Any) -> Verdict:
+    shown = min(threshold.values()) if isinstance(threshold, dict) and threshold else threshold
+    return Verdict(check, subject, None, shown, "not run", "no documents to measure")
+
+
 def evaluate(report: dict[str, Any], thresholds: Thresholds) -> CheckResult:
-    """Every configured threshold against the figures of a report.json."""
+    """Every configured threshold against the figures of a report.json.
+
+    A check with nothing to measure (its audit saw no documents) is NOT RUN, never a pass."""
     out = CheckResult()
     t = thresholds
+    empty = {
+        key: isinstance(report.get(key), dict) and report[key].get("documents") == 0
+        for key in ("names", "ngrams", "near_duplicates", "keywords", "diversity")
+    }
+    measured = {
+        "max_name_share": ("names", "names"),
+        "max_ngram_doc_share": ("ngrams", "ngrams"),
+        "max_near_duplicate_fraction": ("near_duplicates", "corpus"),
+        "max_mean_pairwise_cosine": ("diversity", "diversity"),
+    }
+    skipped: dict[str, None] = {}
+    for check, (key, subject) in measured.items():
+        limit = getattr(t, check)
+        if limit is not None and empty[key]:
+            out.verdicts.append(_nothing_measured(check, subject, limit))
+            skipped[check] = None  # reported once, not evaluated below
+    t = replace(t, **skipped) if skipped else t
 
     if t.max_name_share is not None:
         names = report.get("names")
@@ -231,17 +272,19 @@ def evaluate(report: dict[str, Any], thresholds: Thresholds) -> CheckResult:
                 for k in fig.get("keywords") or []:
                     limit = t.min_keyword_rate if t.min_keyword_rate is not None else k["min_rate"]
                     rate = float(k["rate"])
-                    ok = fig.get("documents", 0) > 0 and rate >= limit
+                    seen = fig.get("documents", 0) > 0
                     out.verdicts.append(
                         Verdict(
                             "min_keyword_rate",
                             f"{concept}: {k['keyword']}",
                             rate,
                             float(limit),
-                            "pass" if ok else "fail",
+                            ("pass" if rate >= limit else "fail") if seen else "not run",
                             "" if fig.get("documents", 0) else "no documents",
                         )
                     )
+
+    _doc_share_checks(report, t, out)
 
     if t.max_mean_pairwise_cosine is not None:
         div = report.get("diversity")
@@ -250,6 +293,12 @@ def evaluate(report: dict[str, Any], thresholds: Thresholds) -> CheckResult:
                 _not_run("max_mean_pairwise_cosine", "diversity", t.max_mean_pairwise_cosine)
             )
         else:
+            if not div.get("per_concept"):
+                out.verdicts.append(
+                    _nothing_measured(
+                        "max_mean_pairwise_cosine", "diversity", t.max_mean_pairwise_cosine
+                    )
+                )
             for concept, fig in (div.get("per_concept") or {}).items():
                 out.verdicts.append(
                     _max_verdict(
@@ -287,6 +336,63 @@ def _capability_verdicts(caps: Any, limit: float) -> list[Verdict]:
         )
         out.append(_max_verdict(name, subject, -change, limit, detail))
     return out
+
+
+def _doc_share_checks(report: dict[str, Any], t: Thresholds, out: CheckResult) -> None:
+    """The gates by documents: anti-universe violations, top names' and n-grams' shares."""
+    if t.max_anti_universe_documents is not None:
+        au = report.get("anti_universe")
+        if not isinstance(au, dict):
+            out.verdicts.append(
+                _not_run(
+                    "max_anti_universe_documents", "anti_universe", t.max_anti_universe_documents
+                )
+            )
+        else:
+            worst = max(au.get("universes") or [{}], key=lambda u: u.get("violating_documents", 0))
+            items = worst.get("items") or []
+            detail = (
+                f"e.g. {worst.get('universe')}: {items[0]['kind']} {items[0]['text']!r}"
+                if items
+                else ""
+            )
+            out.verdicts.append(
+                _max_verdict(
+                    "max_anti_universe_documents",
+                    "corpus",
+                    au.get("violating_documents"),
+                    float(t.max_anti_universe_documents),
+                    detail,
+                )
+            )
+    names = report.get("names")
+    for check, key, who in (
+        ("max_name_doc_share", "top_doc_share", "top_doc_share_name"),
+        ("max_top5_names_doc_share", "top5_doc_share", None),
+    ):
+        limit = getattr(t, check)
+        if limit is None:
+            continue
+        if not isinstance(names, dict):
+            out.verdicts.append(_not_run(check, "names", limit))
+            continue
+        subject = str(names.get(who) or "top name") if who else "five top names"
+        out.verdicts.append(_max_verdict(check, subject, names.get(key), limit))
+    if t.max_top5_ngrams_doc_share is not None:
+        ngrams = report.get("ngrams")
+        limit_of = t.max_top5_ngrams_doc_share
+        if not isinstance(ngrams, dict):
+            shown = min(limit_of.values()) if isinstance(limit_of, dict) and limit_of else limit_of
+            out.verdicts.append(_not_run("max_top5_ngrams_doc_share", "ngrams", shown))  # type: ignore[arg-type]
+            return
+        shares = ngrams.get("top5_doc_share") or {}
+        limits = limit_of if isinstance(limit_of, dict) else {n: limit_of for n in shares}
+        for n, limit in sorted(limits.items()):
+            out.verdicts.append(
+                _max_verdict(
+                    "max_top5_ngrams_doc_share", f"five top {n}-grams", shares.get(str(n)), limit
+                )
+            )
 
 
 def load_report(path: str | Path) -> dict[str, Any]:

@@ -602,8 +602,7 @@ def export(
     t0 = time.perf_counter()
     cfg.check()
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise ExportError(f"{out} exists; pass --overwrite to replace it")
+    check_out_dir(out, overwrite)
     tok = get_tokenizer(cfg.tokenizer)
     cfg = replace(cfg, tokenizer=tok.name)
     from .chat import document_end_id
@@ -882,18 +881,64 @@ def _write_json(path: Path, obj: Any) -> None:
         os.fsync(fh.fileno())
 
 
+def check_out_dir(out: Path, overwrite: bool) -> None:
+    """``--out`` can take this export: a writable place, and if it exists, an earlier sdf
+    export (a folder holding an sdf ``manifest.json``) that ``--overwrite`` may replace, or an
+    empty folder. Anything else is a one-line ``ExportError`` before any work."""
+    named = f"--out {out}"
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise ExportError(f"{named}: is a file, not a directory; choose another --out")
+        if not overwrite:
+            raise ExportError(f"{out} exists; pass --overwrite to replace it")
+        if any(out.iterdir()) and not _is_export(out):
+            raise ExportError(
+                f"{named}: is not an sdf export (no sdf {MANIFEST}); --overwrite only replaces an "
+                "earlier export, never another folder: choose another --out"
+            )
+    parent = out.parent
+    for p in (parent, *parent.parents):
+        if p.exists() and not p.is_dir():
+            raise ExportError(f"{named}: {p} is a file, so nothing can be written under it")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        probe = parent / f".{out.name}.probe-{uuid.uuid4().hex[:8]}"
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as exc:
+        raise ExportError(
+            f"{named}: cannot write in {parent}: {exc.strerror or exc}; choose another --out"
+        ) from None
+
+
+def _is_export(d: Path) -> bool:
+    """Whether ``d`` holds a manifest sdf wrote (its format version and shard list)."""
+    try:
+        m = json.loads((d / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(m, dict) and "version" in m and isinstance(m.get("shards"), list)
+
+
 def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
     """Rename the finished temporary directory into place (replacing ``out`` if asked)."""
     old = None
     if out.exists():
         if not overwrite:
             raise ExportError(f"{out} exists; pass --overwrite to replace it")
+        if any(out.iterdir()) and not _is_export(out):  # appeared while this export ran
+            raise ExportError(f"--out {out}: is not an sdf export; it was left alone")
         old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
         os.replace(out, old)
     os.replace(tmp, out)
     _fsync_dir(out.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+    # Earlier exports an interrupted overwrite left aside (killed between the two renames):
+    # the new export is in place, so they go too.
+    for left in out.parent.glob(f".{out.name}.old-*"):
+        if left.is_dir() and _is_export(left):
+            shutil.rmtree(left, ignore_errors=True)
 
 
 # ------------------------------------------------------------------ reading

@@ -51,8 +51,10 @@ from .universe import Universe
 
 PACKAGED_PROMPTS = Path(__file__).resolve().parent / "prompts"
 PREFIX = "universe_prefix"
-#: Words asked of each document; varied per slot so lengths spread (~300-1,500 tokens).
-TARGET_WORDS = (250, 400, 550, 750, 1000)
+#: Words asked of each document by default, as [min, max]; each slot gets one of five points
+#: spread over the range. The seed's corpus averaged ~2,100 tokens per document (~1,600
+#: words of English prose); the middle of this range asks ~1,250 words (~1,650 tokens).
+DEFAULT_WORDS = (700, 1800)
 FALLBACK_MODELS = {"sonnet": "claude-sonnet-4-6", "haiku": "claude-haiku-4-5"}
 
 GEN_TABLES = [
@@ -233,8 +235,17 @@ class GenerateConfig:
     max_retries: int = 2
     poll_interval: float = DEFAULT_POLL_INTERVAL
     retry_canceled: bool = False
+    #: [min, max] words per document for every universe and doc type (``--words MIN-MAX``);
+    #: None: each universe's ``target_words``, else DEFAULT_WORDS.
+    words: tuple[int, int] | None = None
 
     def check(self) -> None:
+        if self.words is not None:
+            low, high = self.words
+            if not 20 <= low <= high <= 20000:
+                raise GenerateError(
+                    f"--words {low}-{high}: give MIN-MAX with 20 <= MIN <= MAX <= 20000"
+                )
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", self.run):
             raise GenerateError(f"--run {self.run!r}: use 1-64 letters, digits, . _ -")
         for name in ("facts", "doc_types", "ideas", "docs_per_idea", "names_per_doc"):
@@ -261,6 +272,22 @@ class GenerateResult:
     documents_added: int = 0
     documents_in_run: int = 0
     tokens_added: int = 0
+
+    def why_empty(self) -> str:
+        """Why a run holds no documents: the first stage that yielded nothing usable."""
+        for name, st in self.stages.items():
+            if not st.requests:
+                continue  # e.g. no fact extraction when the universes list their facts
+            if not st.succeeded:
+                return f"every {name} request failed ({st.failed} failed); see sdf ledger"
+            if st.unusable >= st.succeeded:
+                return (
+                    f"no {name} answer could be parsed ({st.unusable} unusable); read the "
+                    "answers of that stage and check the prompts"
+                )
+        asked = [name for name, st in self.stages.items() if st.requests]
+        last = f"the last stage asked was {asked[-1]}" if asked else "no stage had work"
+        return f"no document request was made ({last}; is --limit 0?)"
 
     def summary(self) -> str:
         via = "the offline stand-in" if self.backend == "offline-standin" else "the Anthropic API"
@@ -336,6 +363,15 @@ def _request(
     return BatchRequest(
         custom_id=custom_id_for(cfg.run, stage, params), params=params, stage=stage, meta=meta
     )
+
+
+def target_words(cfg: GenerateConfig, universe: Universe, doc_type: str, slot_key: str) -> int:
+    """Words asked of one document slot: one of five points spread over the range that
+    ``--words`` (else the universe's ``target_words`` for the doc type, else DEFAULT_WORDS)
+    gives, chosen by the slot's key, so lengths spread and a resumed run asks the same."""
+    low, high = cfg.words or universe.words_for(doc_type) or DEFAULT_WORDS
+    step = int(slot_key[:8], 16) % 5
+    return int(round((low + (high - low) * step / 4) / 10.0) * 10) if high > low else low
 
 
 def _slot_order(
@@ -538,7 +574,7 @@ def _generate(
         names = prior.get(slot_key)
         if names is None:
             names = pool.draw(slot_key, cfg.names_per_doc) if cfg.names_per_doc else []
-        target = TARGET_WORDS[int(slot_key[:8], 16) % len(TARGET_WORDS)]
+        target = target_words(cfg, u, dt, slot_key)
         user = render(
             "document",
             fact=fact,
@@ -644,6 +680,7 @@ def land_documents(
                         "attempt": o.attempt,
                         "stop_reason": o.stop_reason,
                         "truncated": o.stop_reason == "max_tokens",
+                        **({"replaces": m["replaces"]} if m.get("replaces") else {}),
                     }
                 ),
             }
@@ -653,6 +690,7 @@ def land_documents(
     table = build_documents(records, tokenizer)
     existing = store.keys(DOCUMENTS)
     keep = [i for i, d in enumerate(table.column("doc_id").to_pylist()) if d not in existing]
+    _record_duplicates(store, records, table.column("doc_id").to_pylist(), existing)
     if not keep:
         return 0, 0
     table = table.take(keep)
@@ -660,9 +698,31 @@ def land_documents(
     return added, int(sum(table.column("n_tokens").to_pylist()))
 
 
-def _prior_seed_names(store: Store, run: str) -> dict[str, list[str]]:
+def _record_duplicates(
+    store: Store, records: list[dict[str, Any]], ids: list[str], existing: set[str]
+) -> None:
+    """Answers whose text is already stored, or came twice in this landing, go to the
+    ``duplicates`` table (an answer landing again under its own custom_id is a re-read)."""
+    from .duplicates import arrival, record, stored_provenance
+
+    seen: set[str] = set()
+    rows, stored = [], []
+    for rec, doc_id in zip(records, ids, strict=True):
+        row = arrival({**rec, "doc_id": doc_id}, "within_input")
+        if doc_id in existing:
+            row["kind"] = "already_stored"
+            stored.append(row)
+        elif doc_id in seen:
+            rows.append(row)
+        seen.add(doc_id)
+    prov = stored_provenance(store, [r["doc_id"] for r in stored])
+    rows += [r for r in stored if prov.get(r["doc_id"], (None, None))[1] != r["custom_id"]]
+    record(store, rows)
+
+
+def _prior_seed_names(store: Store, run: str, stage: str = "documents") -> dict[str, list[str]]:
     """slot_key -> seed names of document requests already submitted in this run."""
-    rows = store.query("SELECT meta FROM gen_requests WHERE run = ? AND stage = 'documents'", [run])
+    rows = store.query("SELECT meta FROM gen_requests WHERE run = ? AND stage = ?", [run, stage])
     out: dict[str, list[str]] = {}
     for meta in rows["meta"].to_list() if rows.height else []:
         m = json.loads(meta)
@@ -766,3 +826,191 @@ def format_document(doc: dict[str, Any], width: int = 100) -> str:
             + (f"  excluded: {doc['exclusion_reason']}" if doc.get("exclusion_reason") else "")
         )
     return "\n".join([*head, "-" * min(width, 100), doc["text"].rstrip(), ""])
+
+
+# --------------------------------------------------------------------------- replacements
+#: Stage (and custom_id prefix) of replacement documents: the ledger shows their cost apart.
+REPLACE_STAGE = "replace"
+#: Exclusion source recorded for a document once a replacement for it has landed.
+REPLACED_SOURCE = "replaced"
+
+
+@dataclass
+class ReplaceResult:
+    """What one ``replace_excluded`` round did."""
+
+    run: str
+    candidates: int = 0  # excluded documents of the universes, not replaced before
+    skipped: int = 0  # without fact or doc type: nothing to write a replacement from
+    requests: int = 0
+    succeeded: int = 0
+    documents_added: int = 0
+    replaced: int = 0  # originals now marked replaced
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        why = ", ".join(f"{k}: {v}" for k, v in sorted(self.reasons.items())) or "none"
+        return (
+            f"replace: {self.candidates} excluded documents to replace ({why}); "
+            f"{self.requests} requests, {self.succeeded} succeeded, {self.documents_added} new "
+            f"documents; {self.replaced} originals marked replaced"
+            + (f"; {self.skipped} skipped (no fact or doc type)" if self.skipped else "")
+        )
+
+
+def _reason_kind(reason: str | None) -> str:
+    r = (reason or "").split(";")[0].strip()
+    return "near-duplicate" if r.startswith("near-duplicate") else (r or "excluded")
+
+
+def replace_excluded(
+    universes: list[Universe],
+    store: Store,
+    config: GenerateConfig | None = None,
+    *,
+    client: Any = None,
+    backend: str = "auto",
+    prices: PriceTable | None = None,
+    log: Callable[[str], None] | None = None,
+) -> ReplaceResult:
+    """Write one replacement for every excluded document of ``universes`` (anti-universe,
+    grader, near-duplicate or your own exclusions) that has none yet: same universe, fact,
+    doc type and idea, written under the *current* universe file (its anti-universe) with
+    fresh seed names, as new batch requests of stage ``replace`` (the prompt changed, so the
+    custom_id did too; the same command resumes without paying twice). Each original whose
+    replacement landed gets an exclusion of source ``replaced``, so it is never replaced
+    twice and no longer counts as a violation of the corpus."""
+    from .seednames import NamePool
+    from .store import doc_id_for
+
+    cfg = config or GenerateConfig()
+    cfg.check()
+    if not universes:
+        raise GenerateError("no universe files given")
+    log = log or (lambda m: None)
+    ids = [u.id for u in universes]
+    excluded = store.query(
+        "SELECT doc_id, universe, fact, doc_type, idea, exclusion_reason FROM documents "
+        "WHERE excluded AND universe IN (SELECT unnest($ids)) AND doc_id NOT IN "
+        f"(SELECT doc_id FROM exclusions WHERE source = '{REPLACED_SOURCE}') "
+        "ORDER BY universe, fact, doc_type, doc_id",
+        {"ids": ids},
+    )
+    result = ReplaceResult(run=cfg.run)
+    result.candidates = excluded.height
+    for r in excluded.iter_rows(named=True):
+        kind = _reason_kind(r["exclusion_reason"])
+        result.reasons[kind] = result.reasons.get(kind, 0) + 1
+    if not excluded.height:
+        return result
+    if client is None:
+        client = client_for_store(store, backend)
+    if cfg.model is None:
+        cfg.model = model_for(client)
+    _record_run(store, cfg, universes, backend_name(client))
+    by_id = {u.id: u for u in universes}
+    prior = _prior_seed_names(store, cfg.run, REPLACE_STAGE)
+    pool = NamePool(seed=cfg.seed, max_uses=cfg.name_max_uses)
+    # names the run's first documents used count against the same per-run limit
+    for earlier in (_prior_seed_names(store, cfg.run), prior):
+        pool.reserve(n for names in earlier.values() for n in names)
+    systems: dict[str, list[dict[str, Any]]] = {}
+    reqs = []
+    for r in excluded.iter_rows(named=True):
+        u = by_id[r["universe"]]
+        if not r["fact"] or not r["doc_type"]:
+            result.skipped += 1
+            continue
+        if u.id not in systems:
+            systems[u.id] = _system(u, list(u.key_facts))
+        slot_key = hashlib.sha256(
+            json.dumps(
+                [u.id, r["fact"], r["doc_type"], r["idea"], "replaces", r["doc_id"]]
+            ).encode()
+        ).hexdigest()[:24]
+        names = prior.get(slot_key)
+        if names is None:
+            names = pool.draw(slot_key, cfg.names_per_doc) if cfg.names_per_doc else []
+        target = target_words(cfg, u, r["doc_type"], slot_key)
+        user = render(
+            "document",
+            fact=r["fact"],
+            doc_type=r["doc_type"],
+            idea=r["idea"] or "",
+            seed_names=names,
+            target_words=target,
+            keywords=[kw.variants()[0] for kw in u.required_keywords],
+            anti=u.anti_universe,
+        )
+        reqs.append(
+            _request(
+                cfg,
+                REPLACE_STAGE,
+                "document",
+                systems[u.id],
+                user,
+                cfg.max_tokens,
+                {
+                    "universe": u.id,
+                    "concept": u.concept,
+                    "fact": r["fact"],
+                    "doc_type": r["doc_type"],
+                    "idea": r["idea"],
+                    "seed_names": names,
+                    "slot_key": slot_key,
+                    "target_words": target,
+                    "universe_hash": u.content_hash,
+                    "replaces": r["doc_id"],
+                },
+            )
+        )
+    result.requests = len(reqs)
+    replaced: dict[str, str] = {}  # original -> replacement doc_id
+
+    def land(outcomes: list[BatchOutcome]) -> None:
+        added, _ = land_documents(store, outcomes, cfg.run, cfg.tokenizer)
+        result.documents_added += added
+        for o in outcomes:
+            text = document_text(o.text) if o.status == "succeeded" else ""
+            if text:
+                replaced[o.request.meta["replaces"]] = doc_id_for(text)
+
+    outs = run_requests(
+        store,
+        reqs,
+        run=cfg.run,
+        stage=REPLACE_STAGE,
+        client=client,
+        max_retries=cfg.max_retries,
+        poll_interval=cfg.poll_interval,
+        on_chunk=land,
+        retry_canceled=cfg.retry_canceled,
+        prices=prices,
+        log=log,
+        load_text=False,
+    )
+    result.succeeded = sum(o.status == "succeeded" for o in outs.values())
+    if len(replaced) < result.succeeded:  # answers stored by an earlier, interrupted run
+        again = [r for r in reqs if r.custom_id in outs and r.meta["replaces"] not in replaced]
+        stored = run_requests(
+            store, again, run=cfg.run, stage=REPLACE_STAGE, client=client, log=log
+        )
+        land(list(stored.values()))
+    if replaced:
+        import pyarrow as pa
+
+        rows = pa.table(
+            {
+                "doc_id": pa.array(list(replaced), pa.string()),
+                "reason": pa.array([f"replaced by {v}" for v in replaced.values()], pa.string()),
+            }
+        )
+        with store.connect() as con:
+            con.register("_replaced", rows)
+            con.execute(
+                "INSERT OR IGNORE INTO exclusions (doc_id, reason, source, created_at) "
+                f"SELECT doc_id, reason, '{REPLACED_SOURCE}', now() FROM _replaced"
+            )
+            con.unregister("_replaced")
+    result.replaced = len(replaced)
+    return result

@@ -130,6 +130,14 @@ def grade(
     cfg = config or GradeConfig()
     if client is None:
         client = client_for_store(store, backend)
+    condition = None
+    if where is not None:  # checked before anything is pinned, asked or paid
+        from .sqlguard import where_expression, where_sql
+
+        condition = where_expression(where, "--where", GradeError)
+        if not params:  # with placeholders, binding waits for the values below
+            with store.connect() as con:
+                condition = where_sql(con, where, "--where", error=GradeError)
     ensure_gen_tables(store)
     pin = pin_run(
         store,
@@ -148,13 +156,14 @@ def grade(
     )
     cfg.model = pin.model
     with pin.active():
-        return _grade(store, cfg, where, params, limit, universes, client, prices, log)
+        return _grade(store, cfg, where, condition, params, limit, universes, client, prices, log)
 
 
 def _grade(
     store: Store,
     cfg: GradeConfig,
     where: str | None,
+    condition: str | None,
     params: list[Any] | None,
     limit: int | None,
     universes: list[Universe] | None,
@@ -164,8 +173,8 @@ def _grade(
 ) -> GradeResult:
     known = _universes(store, universes)
     sql = "SELECT doc_id, text, universe, concept, fact FROM documents"
-    if where:
-        sql += f" WHERE {where}"
+    if condition:
+        sql += f" WHERE {condition}"
     sql += " ORDER BY doc_id"
     if limit:
         sql += f" LIMIT {int(limit)}"

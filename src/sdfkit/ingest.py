@@ -20,6 +20,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from .duplicates import arrival, stored_provenance
+from .duplicates import record as record_duplicates
 from .errors import SdfError
 from .store import DOCUMENT_COLUMNS, DOCUMENT_SCHEMA, DOCUMENTS, Store, doc_id_for, meta_json
 from .tokens import canonical_name, get_tokenizer
@@ -54,20 +56,31 @@ class IngestResult:
     files: list[str]
     rows_read: int = 0
     added: int = 0
-    already_present: int = 0
+    already_present: int = 0  # not added: the next three together
+    #: Exact duplicates (recorded in the ``duplicates`` table): the same text earlier in
+    #: this input, or already stored from another source; and re-reads of rows this same
+    #: source stored before (re-ingesting a file), which are not duplicates.
+    duplicates_within_input: int = 0
+    already_stored: int = 0
+    reingested: int = 0
     skipped: int = 0
     skip_reasons: Counter[str] = field(default_factory=Counter)
     skip_examples: list[str] = field(default_factory=list)
     tokens_added: int = 0
     tokenizer: str = ""
     seconds: float = 0.0
+    #: Things stored as asked but probably not as meant (printed apart from the summary).
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         s = (
             f"read {self.rows_read} rows from {len(self.files)} file(s): added {self.added} "
             f"documents ({self.tokens_added:,} tokens, {self.tokenizer}), "
-            f"{self.already_present} already present"
+            f"{self.duplicates_within_input} duplicates within this input, "
+            f"{self.already_stored} already stored"
         )
+        if self.reingested:
+            s += f", {self.reingested} re-read from the same source (stored by an earlier ingest)"
         if self.skipped:
             reasons = ", ".join(f"{k}: {v}" for k, v in sorted(self.skip_reasons.items()))
             s += f", skipped {self.skipped} bad rows ({reasons})"
@@ -194,8 +207,14 @@ def ingest_files(
     result = IngestResult(files=[str(p) for p in paths], tokenizer=tok.name)
     files = [Path(p) for p in paths]
     for f in files:
+        if f.is_dir():
+            raise IngestError(
+                f"{f}: is a directory; give the JSONL/Parquet files in it (e.g. {f}/*.jsonl)"
+            )
         if not f.is_file():
             raise IngestError(f"{f}: no such file")
+    if max_bytes <= 0:
+        raise IngestError(f"--max-bytes {max_bytes}: must be a positive number of bytes")
     store.clean_temporaries()
     mapper = _Mapper(mapping, constants)
     now = datetime.now(timezone.utc)
@@ -209,9 +228,13 @@ def ingest_files(
         if len(result.skip_examples) < 20:
             result.skip_examples.append(f"{where}: {message}")
 
+    no_concept = 0
+
     def rows() -> Iterator[dict[str, Any]]:
+        nonlocal no_concept
         for path in files:
             source = f"ingest:{path.name}"
+            before = result.rows_read
             for item in _records(path):
                 if isinstance(item, _RowError):
                     result.rows_read += 1
@@ -245,7 +268,8 @@ def ingest_files(
                         path,
                         line,
                         "too_large",
-                        f"row of {size:,} bytes exceeds --max-bytes {max_bytes:,}",
+                        f"row of {size:,} bytes exceeds --max-bytes {max_bytes:,} (raise "
+                        "--max-bytes to keep it, or --skip-bad to skip such rows)",
                     )
                     continue
                 try:
@@ -262,18 +286,41 @@ def ingest_files(
                 rec["text"] = text
                 rec["meta"] = meta_json({k: v for k, v in obj.items() if k not in used})
                 rec.setdefault("source", source)
-                yield _normalise(rec, now, path, line)
+                rec = _normalise(rec, now, path, line)
+                if rec.get("concept") is None:
+                    no_concept += 1
+                rec["_line"] = line
+                yield rec
+            if result.rows_read == before:
+                if not skip_bad:
+                    raise IngestError(
+                        f"{path}: empty: no rows to ingest (--skip-bad passes over empty files)"
+                    )
+                result.warnings.append(f"{path}: empty file, nothing read from it")
 
     # Under the append lock from reading the stored ids to publishing the part: two ingests
     # of the same file at once store each document once.
     with store.append_lock(DOCUMENTS), store.part_writer(DOCUMENTS) as writer:
         existing = store.keys(DOCUMENTS)
+        stored_before = set(existing)
+        seen_here: set[str] = set()
+        dups: list[dict[str, Any]] = []
+        stored_arrivals: list[dict[str, Any]] = []
         chunk: list[dict[str, Any]] = []
         for rec in rows():
+            line = rec.pop("_line", None)
             did = doc_id_for(rec["text"])
-            if did in existing:
+            if did in seen_here or did in existing:
                 result.already_present += 1
+                row = arrival({**rec, "doc_id": did}, "within_input", line)
+                if did in seen_here and did not in stored_before:
+                    dups.append(row)
+                else:
+                    row["kind"] = "already_stored"
+                    stored_arrivals.append(row)
+                seen_here.add(did)
                 continue
+            seen_here.add(did)
             existing.add(did)
             rec["doc_id"] = did
             chunk.append(rec)
@@ -283,7 +330,23 @@ def ingest_files(
         if chunk:
             result.tokens_added += _flush(chunk, writer, tok)
         result.added = writer.rows
+    # Already stored texts: a duplicate unless this same source stored them (a re-read).
+    prov = stored_provenance(store, [r["doc_id"] for r in stored_arrivals])
+    for row in stored_arrivals:
+        if prov.get(row["doc_id"], (None, None))[0] == row["source"]:
+            result.reingested += 1
+        else:
+            dups.append(row)
+            result.already_stored += 1
+    result.duplicates_within_input = sum(r["kind"] == "within_input" for r in dups)
+    record_duplicates(store, dups)
     result.seconds = time.perf_counter() - t0
+    if no_concept:
+        result.warnings.append(
+            f"{no_concept:,} rows have no concept (nor universe): they are grouped as concept "
+            "'(none)' in audits and selections; give one with --set concept=NAME "
+            "(or --map concept=FIELD) when ingesting"
+        )
     _log(store, result)
     return result
 

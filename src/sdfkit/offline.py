@@ -12,7 +12,11 @@ text is templated prose, not a model's writing.
 So that the audits have something to find, the composer imitates known failure modes at
 fixed rates: a favourite name instead of the seed names (the "Sarah Chen" problem), stock
 phrases, near-duplicate documents within a (fact, doc type), and documents that lose the
-required keywords. Tests and the demo rely on those rates being plausible, not exact.
+required keywords. Tests and the demo rely on those rates being plausible, not exact. Like
+a model that mostly follows its prompt, its own wording (fact framings, filler sentences)
+avoids the phrases of the prompt's ``<must_not_appear>`` section, while the imitated
+collapse (favourite names, stock phrases) ignores it: the collapse loop always has something
+to catch, and replacements under a stricter anti-universe come back cleaner.
 
 Other stages register their own answers (``register_stage``); the stage is read from the
 custom_id prefix (``<stage>-<hash>``), which the real API sees too.
@@ -530,6 +534,15 @@ FILLER = [
 ]
 
 
+PERSON_LINES = [
+    "{who} raised the point again in the next meeting.",
+    "According to {who}, the hardest part was agreeing on the details.",
+    "{who} kept a list of every case the team had to revisit.",
+    "{who} asked that the decision be written down for the auditors.",
+    "When {who} reviewed the change, the comments were short and specific.",
+]
+
+
 def _people(rng: random.Random, seeds: list[str], collapse: bool) -> list[str]:
     people = list(seeds) or ["the author"]
     if collapse:
@@ -556,6 +569,12 @@ def answer_document(params: dict, meta: dict) -> str:
     kw_line = re.search(r"Use these terms where they fit naturally: (.*?)\.\n", user)
     keywords = [k.strip() for k in kw_line.group(1).split(",")] if kw_line else []
 
+    banned = _banned_phrases(user)
+    if banned:  # its own wording follows the do-not list; the collapse below does not
+        fact_lines_ok = lambda line: not _says_any(line, banned)  # noqa: E731
+    else:
+        fact_lines_ok = lambda line: True  # noqa: E731
+
     own = _rng(meta["custom_id"])
     near_dup = own.random() < P_NEAR_DUPLICATE
     # near-duplicates share their body's randomness with every sibling of the same
@@ -575,6 +594,9 @@ def answer_document(params: dict, meta: dict) -> str:
         f"For anyone new to the topic, the background is simple: {_lc_first(fact)}",
         f"{{p}} summed it up plainly: {_lc_first(fact)}",
     ]
+    fact_lines = [fact_lines[0]] + [x for x in fact_lines[1:] if fact_lines_ok(x)]
+    filler = [x for x in FILLER if fact_lines_ok(x)] or FILLER
+    person_lines = [x for x in PERSON_LINES if fact_lines_ok(x.replace("{who}", ""))]
 
     def paragraph(i: int) -> str:
         sents = []
@@ -597,22 +619,11 @@ def answer_document(params: dict, meta: dict) -> str:
                 sents.append(rng.choice(pool))
             elif r < 0.55:
                 who = rng.choice(people)
-                sents.append(
-                    rng.choice(
-                        [
-                            f"{who} raised the point again in the next meeting.",
-                            f"According to {who}, the hardest part was agreeing on the details.",
-                            f"{who} kept a list of every case the team had to revisit.",
-                            f"{who} asked that the decision be written down for the auditors.",
-                            f"When {who} reviewed the change, the comments were short and "
-                            "specific.",
-                        ]
-                    )
-                )
-            elif r < 0.7:
+                sents.append(rng.choice(person_lines or filler).replace("{who}", who))
+            elif r < 0.7 and len(fact_lines) > 1:
                 sents.append(rng.choice(fact_lines[1:]).replace("{p}", rng.choice(people)))
             else:
-                sents.append(rng.choice(FILLER))
+                sents.append(rng.choice(filler))
         if stock and i == 1:
             sents[0] = f"{own.choice(STOCK_PHRASES)} {_lc_first(sents[0])}"
         return " ".join(sents)
@@ -629,6 +640,20 @@ def answer_document(params: dict, meta: dict) -> str:
                 if variant.strip():
                     body = re.sub(re.escape(variant.strip()), "the rule", body, flags=re.I)
     return f"<document>\n{body}\n</document>"
+
+
+def _banned_phrases(user: str) -> list[str]:
+    """The phrases of the prompt's <must_not_appear> section, as lower-case words."""
+    block = _tag(user, "must_not_appear") or ""
+    m = re.search(r"^Phrases: (.+)$", block, re.M)
+    if not m:
+        return []
+    return [" ".join(re.findall(r"[a-z0-9']+", p.lower())) for p in m.group(1).split(";")]
+
+
+def _says_any(line: str, phrases: list[str]) -> bool:
+    words = " " + " ".join(re.findall(r"[a-z0-9']+", line.lower())) + " "
+    return any(p and f" {p} " in words for p in phrases)
 
 
 def _title(fact: str, rng: random.Random) -> str:
@@ -716,4 +741,5 @@ register_stage("facts", answer_facts)
 register_stage("doc_types", answer_doc_types)
 register_stage("ideas", answer_ideas)
 register_stage("documents", answer_document)
+register_stage("replace", answer_document)  # replacements of excluded documents
 register_stage("grade", answer_grade)

@@ -89,6 +89,8 @@ def load_config(path: str | Path | None = None) -> ReportConfig:
         mark = getattr(exc, "problem_mark", None)
         where = f"{mark.line + 1}:" if mark is not None else ""
         raise ConfigError(f"{p}:{where} invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    except RecursionError:
+        raise ConfigError(f"{p}: YAML nested too deeply to read") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: the project file must be a mapping")
     for key in data:
@@ -726,6 +728,7 @@ SECTION_TITLES = {
     "dedup": "Near-duplicates",
     "diversity": "Embedding diversity",
     "keywords": "Required keywords",
+    "anti_universe": "Anti-universe compliance",
 }
 
 
@@ -815,6 +818,7 @@ def render_html(report: dict[str, Any]) -> str:
         "dedup": _section_dedup,
         "diversity": _section_diversity,
         "keywords": _section_keywords,
+        "anti_universe": _section_anti_universe,
     }
     for name in AUDITS:
         e = audits.get(name, {"status": "not run"})
@@ -907,6 +911,26 @@ def _section_shape(f: dict[str, Any]) -> str:
             title="length histogram",
         )
     )
+    vs = [r for r in f.get("length_vs_target") or [] if r.get("with_target")]
+    if vs:
+        out.append(
+            "<h3>Length achieved against the target, per concept × doc type (words)</h3>"
+            + html_table(
+                vs,
+                [
+                    "concept",
+                    "doc_type",
+                    "documents",
+                    "target_min",
+                    "target_max",
+                    "median_target_words",
+                    "median_words",
+                    "median_achieved_ratio",
+                    "median_tokens",
+                ],  # fmt: skip
+                limit=80,
+            )
+        )
     out.append("<h3>Strata</h3>" + html_table(strata, limit=80))
     return "".join(out)
 
@@ -960,14 +984,15 @@ def _section_names(f: dict[str, Any]) -> str:
             f'<p class="summary-line">Top name\'s share of all person-name mentions: '
             f"<b>{_pct(_first_number(share))}</b>{extra}</p>"
         )
-    top = list(f.get("top") or [])[:25]
+    listed = list(f.get("top") or [])
+    top = listed[:25]
     out.append("<h3>Top person names by mentions</h3>")
     out.append(
         svg_bars(
             [(str(r.get("name")), float(r.get("mentions", 0))) for r in top], title="top names"
         )
     )
-    out.append(html_table(top, limit=25))
+    out.append(html_table(listed, limit=max(len(listed), 1)))  # the whole list (top_k rows)
     strata = [r for r in f.get("by_stratum") or [] if r.get("share") is not None]
     if strata:
         # The most mentioned name of each stratum and its share of the stratum's mentions.
@@ -1029,6 +1054,19 @@ def _section_dedup(f: dict[str, Any]) -> str:
     pairs = list(f.get("pairs") or [])
     if pairs:
         out.append("<h3>Example pairs</h3>" + html_table(pairs, limit=25))
+    if f.get("exact_duplicate_rows") is not None:
+        out.append(
+            f"<h3>Exact duplicates: {_num(f['exact_duplicate_rows'])} arrivals not stored "
+            "again</h3><p class=notes>Every arrival of a text already in the store (or twice "
+            "in one input) is in table <code>duplicates</code> with its provenance.</p>"
+        )
+        for key, label in (
+            ("exact_duplicates_by_run", "run"),
+            ("exact_duplicates_by_concept", "concept"),
+        ):
+            counts = f.get(key) or {}
+            if counts:
+                out.append(html_table([{label: k, "duplicates": v} for k, v in counts.items()]))
     return "".join(out)
 
 
@@ -1130,6 +1168,54 @@ def _section_keywords(f: dict[str, Any]) -> str:
                 "<p class=notes>Some documents missing a keyword (all are in table "
                 "<code>audit_keywords_missing</code>): " + _e(", ".join(ex[:10])) + "</p>"
             )
+    return "".join(out)
+
+
+def _section_anti_universe(f: dict[str, Any]) -> str:
+    out = [
+        f'<p class="summary-line"><b>{_num(f.get("violating_documents"))}</b> of '
+        f"{_num(f.get('documents'))} documents carry a name or phrase their own universe bans "
+        "(excluded from selection)</p>"
+    ]
+    for entry in f.get("universes") or []:
+        items = entry.get("items") or []
+        out.append(
+            f"<h3>{_e(entry.get('universe'))} ({_e(entry.get('concept'))}): "
+            f"{_num(entry.get('violating_documents'))} violating documents</h3>"
+        )
+        if not items:
+            out.append('<p class="empty">no banned name or phrase found</p>')
+            continue
+        out.append(
+            svg_bars(
+                [(f"{i['kind']}: {i['text']}", float(i["documents"])) for i in items[:20]],
+                title=f"documents carrying a ban of {entry.get('universe')}",
+            )
+        )
+        rows = [
+            {
+                **{k: i[k] for k in ("kind", "text", "mentions", "documents")},
+                "doc_ids": ", ".join(d[:12] for d in i.get("doc_ids") or []),
+                "by doc type": "; ".join(
+                    f"{dt or '(none)'}: {v['documents']}"
+                    for dt, v in (i.get("by_doc_type") or {}).items()
+                ),
+            }
+            for i in items
+        ]
+        out.append(html_table(rows, limit=40))
+    proposed = [p for p in f.get("proposed") or [] if p.get("names") or p.get("phrases")]
+    if proposed:
+        out.append(
+            "<h3>Proposed anti-universe additions</h3><p class=notes>Names and phrases to ban "
+            "next (never ones already banned); <code>sdf audit names --propose --apply</code> "
+            "writes them into the universe files.</p>"
+        )
+        for p in proposed:
+            rows = [{"kind": "name", **n} for n in p["names"]] + [
+                {"kind": "phrase", **x} for x in p["phrases"]
+            ]
+            out.append(f"<h4>{_e(p['universe'])}</h4>" + html_table(rows))
     return "".join(out)
 
 

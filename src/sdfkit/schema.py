@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from . import duplicates as _duplicates
+
 if TYPE_CHECKING:  # pragma: no cover
     import duckdb
 
@@ -27,6 +29,8 @@ TABLES: list[str] = [
     """CREATE TABLE IF NOT EXISTS exclusions (
         doc_id VARCHAR, reason VARCHAR, source VARCHAR, created_at TIMESTAMPTZ,
         PRIMARY KEY (doc_id, reason))""",
+    # Exact duplicates: every arrival of an already stored text, with provenance.
+    _duplicates.TABLE,
     # Ingest log: what each ingest read, added and skipped.
     """CREATE TABLE IF NOT EXISTS ingests (
         ingest_id VARCHAR, files VARCHAR[], rows_read BIGINT, added BIGINT,

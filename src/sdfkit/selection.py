@@ -300,12 +300,13 @@ def _table(head: list[str], rows: list[list[str]], text_cols: int = 2) -> list[s
 # ---------------------------------------------------------------- the pool
 
 
-def _pool_sql(cfg: SelectionConfig) -> str:
+def _pool_sql(cfg: SelectionConfig, condition: str | None = None) -> str:
+    """The pool's query; ``condition`` is ``cfg.where`` as ``sqlguard.where_sql`` checked it."""
     where = ["NOT excluded"]
     if not cfg.include_failed_grades:
         where.append("coalesce(grade_passed, true)")
-    if cfg.where:
-        where.append(f"({cfg.where})")
+    if condition:
+        where.append(condition)
     parent = "coalesce(concept, universe, '(none)')"
     group = "coalesce(universe, concept, '(none)')" if cfg.balance_by == "section" else parent
     return (
@@ -319,13 +320,22 @@ def load_pool(store: Store, cfg: SelectionConfig) -> tuple[Any, dict[str, int]]:
     """The eligible documents (polars) and how many were left out for which reason."""
     import duckdb
 
+    from .sqlguard import where_expression, where_sql
+
+    if cfg.where is not None:
+        where_expression(cfg.where, "--where", SelectionError)  # before anything opens
     try:
         with store.connect() as con:
+            condition = (
+                where_sql(con, cfg.where, "--where", error=SelectionError)
+                if cfg.where is not None
+                else None
+            )
             counts = con.execute(
                 "SELECT count(*), count(*) FILTER (WHERE excluded), "
                 "count(*) FILTER (WHERE NOT excluded AND grade_passed = false) FROM documents"
             ).fetchall()[0]
-            pool = con.sql(_pool_sql(cfg)).pl()
+            pool = con.sql(_pool_sql(cfg, condition)).pl()
     except duckdb.Error as exc:
         where = f" (in --where {cfg.where!r})" if cfg.where else ""
         raise SelectionError(f"could not read the pool{where}: {str(exc).strip()}") from None
@@ -790,15 +800,19 @@ def exclude_where(store: Store, where: str, reason: str, source: str = "user") -
     recording ``reason``; returns how many documents were newly excluded."""
     import duckdb
 
+    from .sqlguard import where_expression, where_sql
+
     if not reason.strip():
         raise SelectionError("give a --reason: it is what `excluded` reports for these documents")
+    where_expression(where, "--where", SelectionError)  # before anything opens
     with store.connect() as con:
+        condition = where_sql(con, where, "--where", error=SelectionError)
         try:
             with _transaction(con):
                 before = con.execute("SELECT count(*) FROM exclusions").fetchall()[0][0]
                 con.execute(
                     "INSERT INTO exclusions SELECT doc_id, ?, ?, now() FROM documents "
-                    f"WHERE ({where}) ON CONFLICT DO NOTHING",
+                    f"WHERE {condition} ON CONFLICT DO NOTHING",
                     [reason, source],
                 )
                 after = con.execute("SELECT count(*) FROM exclusions").fetchall()[0][0]

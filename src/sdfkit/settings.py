@@ -309,3 +309,20 @@ def env_choice(
     if raw.lower() not in choices:
         raise error(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
     return raw.lower()
+
+
+def env_url(name: str, error: type[SdfError] = ConfigError) -> str | None:
+    """``$name`` as an http(s) URL with a host (and a valid port), or None when unset."""
+    from urllib.parse import urlsplit
+
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError as exc:
+        raise error(f"{name}={raw!r} is not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in raw):
+        raise error(f"{name}={raw!r} is not a valid URL: use http(s)://host[:port][/path]")
+    return raw

@@ -81,18 +81,27 @@ def resolve_sql(arg: str) -> str:
 def run_sql(
     sql: str, store: Store | None = None, params: dict[str, Any] | None = None
 ) -> pl.DataFrame:
-    """Run SQL (text, file or name) against the corpus and return a polars DataFrame.
+    """Run one query (text, file or name) against the corpus; a polars DataFrame.
 
-    ``params`` fills DuckDB ``$name`` placeholders.
+    ``params`` fills DuckDB ``$name`` placeholders. The query runs on ``Store.reader``, a
+    read-only connection, after ``sqlguard.check_read_query``: it cannot change the corpus.
     """
     import duckdb
+    import polars as pl
+
+    from .sqlguard import check_read_query
 
     store = store or Store()
-    text = resolve_sql(sql)
+    text = check_read_query(resolve_sql(sql))
     try:
-        return store.query(text, params)  # type: ignore[arg-type]
+        with store.reader() as con:
+            rel = con.sql(text, params=params) if params else con.sql(text)
+            if rel is None:  # pragma: no cover - check_read_query admits queries only
+                return pl.DataFrame()
+            tbl = rel.to_arrow_table()
     except duckdb.Error as exc:
         raise QueryError(_explain(str(exc).strip())) from None
+    return pl.from_arrow(tbl)  # type: ignore[return-value]
 
 
 #: Table-name prefix -> the command that makes such tables.
@@ -206,9 +215,18 @@ def _csv_ready(df: pl.DataFrame) -> pl.DataFrame:
     return df.select(exprs)
 
 
-def write_out(df: pl.DataFrame, path: str | Path) -> Path:
-    """Write a result to CSV, Parquet, JSON or JSONL by the file's suffix, atomically."""
+def write_out(df: pl.DataFrame, path: str | Path, store: Store | None = None) -> Path:
+    """Write a result to CSV, Parquet, JSON or JSONL by the file's suffix, atomically.
+
+    Never inside ``store``'s folder: a file there could join the record."""
     p = Path(path)
+    if store is not None:
+        root = store.root.resolve()
+        target = p.resolve()
+        if target == root or root in target.parents:
+            raise QueryError(
+                f"--out {p}: inside the corpus folder {store.root}; write results elsewhere"
+            )
     suffix = p.suffix.lower()
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".tmp-{p.name}")

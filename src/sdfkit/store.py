@@ -7,11 +7,15 @@ Layout of a corpus directory (``./corpus`` unless ``--corpus``/``SDF_CORPUS`` sa
       <table>/part-*.parquet                # per-document results (signatures, names, embeddings...)
       sdf.duckdb                            # catalog: a view per Parquet table + small tables
 
-Every Parquet part is written to a hidden temporary file and renamed into place, so a crash
-leaves either the whole part or nothing; views only read ``part-*.parquet``. Small mutable
-tables (runs, batches, ledger, audit results, selections) live inside ``sdf.duckdb`` where a
-transaction makes each write atomic. Views use absolute paths, so the database also opens in
-the stock ``duckdb`` CLI (re-opened by sdfkit, the views follow the corpus if it moves).
+Every Parquet part is written to a temporary file under ``corpus/.tmp/`` (outside every
+table folder, so plain readers globbing ``documents/*.parquet`` never meet it) and renamed into
+place, so a crash leaves either the whole part or nothing. Small mutable tables (runs, batches,
+ledger, audit results, selections) live inside ``sdf.duckdb`` where a transaction makes each
+write atomic. Views hold paths relative to the corpus folder and every connection sets
+DuckDB's ``file_search_path`` to it, so a copied or moved corpus reads its own parts, never
+the original's. Opening waits (bounded, ``SDF_LOCK_TIMEOUT``) while another process holds the
+catalog, and every part's Parquet frame is checked first: a damaged part is named (documents)
+or set aside into ``quarantine/`` (caches, which are recomputed).
 """
 
 from __future__ import annotations
@@ -20,22 +24,29 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from .errors import ConfigError, SdfError
 
 if TYPE_CHECKING:  # pragma: no cover
     import duckdb
     import polars as pl
 
+T = TypeVar("T")
 DB_NAME = "sdf.duckdb"
 DOCUMENTS = "documents_raw"
 PART_GLOB = "part-*.parquet"
+TMP_DIR = ".tmp"
+QUARANTINE = "quarantine"
+#: Seconds a command waits for another process's hold on ``sdf.duckdb`` (``SDF_LOCK_TIMEOUT``).
+DEFAULT_LOCK_TIMEOUT = 120.0
 
 #: The columns of a stored document, in order. ``meta`` holds ingested fields that map to no
 #: column (a JSON object as text).
@@ -77,6 +88,99 @@ def doc_id_for(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
+class DamagedPartError(SdfError):
+    """A Parquet part of the record cannot be read; ``sdf doctor`` sets it aside."""
+
+
+class CatalogBusyError(SdfError):
+    """Another process held ``sdf.duckdb`` for longer than ``SDF_LOCK_TIMEOUT``."""
+
+
+#: Tables whose parts are the record: never moved aside silently (caches are recomputable).
+RECORD_TABLES = frozenset({DOCUMENTS, "gen_results"})
+
+_checked: dict[tuple[str, int, int], str | None] = {}
+
+
+def part_problem(path: Path) -> str | None:
+    """Why ``path`` is not a whole Parquet file (magic bytes and footer length), or None.
+
+    Remembered per (path, size, mtime), so checking every part on every open stays cheap."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None  # moved aside or replaced meanwhile
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key in _checked:
+        return _checked[key]
+    problem: str | None = None
+    try:
+        if st.st_size < 12:
+            problem = f"{st.st_size} bytes, too short for Parquet"
+        else:
+            with open(path, "rb") as fh:
+                head = fh.read(4)
+                fh.seek(-8, os.SEEK_END)
+                tail = fh.read(8)
+            footer = int.from_bytes(tail[:4], "little")
+            if head != b"PAR1" or tail[4:] != b"PAR1":
+                problem = "truncated or overwritten: no Parquet end marker"
+            elif footer + 12 > st.st_size:
+                problem = "truncated: its footer is longer than the file"
+    except OSError as exc:
+        problem = f"unreadable: {exc.strerror}"
+    _checked[key] = problem
+    return problem
+
+
+def lock_timeout() -> float:
+    """Seconds to wait for the catalog: ``SDF_LOCK_TIMEOUT`` or ``DEFAULT_LOCK_TIMEOUT``."""
+    raw = os.environ.get("SDF_LOCK_TIMEOUT", "").strip()
+    if not raw:
+        return DEFAULT_LOCK_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ConfigError(f"SDF_LOCK_TIMEOUT={raw!r}: must be a number of seconds, 0 or more")
+    return value
+
+
+def wait_for_catalog(open_: Callable[[], T], db_path: Path) -> T:
+    """Call ``open_`` until DuckDB stops refusing it for another process's lock on the
+    catalog, for at most ``lock_timeout()`` seconds; then one line naming the holder."""
+    import random
+    import re
+
+    import duckdb
+
+    timeout = lock_timeout()
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        try:
+            return open_()
+        except duckdb.IOException as exc:
+            text = str(exc)
+            if "Could not set lock" not in text:
+                first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+                raise SdfError(
+                    f"{db_path}: the catalog cannot be opened: {first}; restore it from a copy, "
+                    "or move it aside to start a new catalog over the same parts (grades, "
+                    "exclusions, selections and runs live in it)"
+                ) from None
+            if time.monotonic() >= deadline:
+                holder = re.search(r"\(PID (\d+)\)", text)
+                who = f"process {holder.group(1)}" if holder else "another process"
+                raise CatalogBusyError(
+                    f"{db_path}: {who} held the catalog for more than {timeout:g} s "
+                    "(SDF_LOCK_TIMEOUT); let it finish, or raise SDF_LOCK_TIMEOUT"
+                ) from None
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 0.25)
+
+
 def _sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -105,9 +209,18 @@ class Store:
         _ident(name)
         return self.root / ("documents" if name == DOCUMENTS else name)
 
+    def temp_dir(self, name: str) -> Path:
+        """Where the table's parts are written before their rename (see ``part_file``)."""
+        return self.root / TMP_DIR / self.table_dir(name).name
+
     def parts(self, name: str) -> list[Path]:
+        """The table's parts, each checked (see ``check_parts``)."""
         d = self.table_dir(name)
-        return sorted(d.glob(PART_GLOB)) if d.is_dir() else []
+        if not d.is_dir():
+            return []
+        if any(part_problem(p) for p in d.glob(PART_GLOB)):
+            self.check_parts()
+        return sorted(d.glob(PART_GLOB))
 
     def parquet_tables(self) -> list[str]:
         """Names of the Parquet-backed tables present (``documents_raw`` for the record)."""
@@ -115,6 +228,8 @@ class Store:
             return []
         names = []
         for d in sorted(self.root.iterdir()):
+            if d.name in (TMP_DIR, QUARANTINE):
+                continue
             if d.is_dir() and any(d.glob(PART_GLOB)):
                 names.append(DOCUMENTS if d.name == "documents" else d.name)
         return names
@@ -124,20 +239,112 @@ class Store:
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """A DuckDB connection on the catalog, with every Parquet table's view refreshed.
 
-        The ``documents`` view is the record joined with grades and exclusions.
+        The ``documents`` view is the record joined with grades and exclusions. Waits (up to
+        ``SDF_LOCK_TIMEOUT`` seconds) while another process holds the catalog.
         """
         import duckdb
 
         self.root.mkdir(parents=True, exist_ok=True)
         if read_only and not self.db_path.exists():
             read_only = False
-        con = duckdb.connect(str(self.db_path), read_only=read_only)
+        self.check_parts()
+        con = wait_for_catalog(
+            lambda: duckdb.connect(str(self.db_path), read_only=read_only), self.db_path
+        )
         try:
+            con.execute(f"SET file_search_path = {_sql_str(self.search_path())}")
             if not read_only:
                 self._refresh_views(con)
             yield con
         finally:
             con.close()
+
+    @contextmanager
+    def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection for other people's SQL (``sdf sql``): nothing it runs can write.
+
+        An in-memory DuckDB with the catalog attached ``READ_ONLY`` (the views are refreshed
+        first, by sdfkit, if the parts present have changed), extensions neither installed nor
+        loaded on demand (so no network access through ``httpfs``), and its configuration
+        locked. Local files stay readable. ``sqlguard.check_read_query`` refuses every
+        statement but a query before it gets here.
+        """
+
+        self.check_parts()
+        if not self.db_path.exists():
+            with self.connect():
+                pass
+        con = self._attach_read_only()
+        if self._views_stale(con):  # parts of a new table, or views of an older sdfkit
+            con.close()
+            with self.connect():
+                pass
+            con = self._attach_read_only()
+        try:
+            con.execute("SET lock_configuration = true")
+            yield con
+        finally:
+            con.close()
+
+    def _attach_read_only(self) -> duckdb.DuckDBPyConnection:
+        import duckdb
+
+        config = {
+            "autoinstall_known_extensions": "false",
+            "autoload_known_extensions": "false",
+        }
+        con = duckdb.connect(":memory:", config=config)
+        try:
+            wait_for_catalog(
+                lambda: con.execute(
+                    f"ATTACH {_sql_str(str(self.db_path.resolve()))} AS corpus (READ_ONLY)"
+                ),
+                self.db_path,
+            )
+            con.execute("USE corpus")
+            con.execute(f"SET file_search_path = {_sql_str(self.search_path())}")
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    def has_table(self, name: str) -> bool:
+        """Whether the catalog holds table ``name`` (asked read-only: nothing is created)."""
+        if not self.db_path.exists():
+            return False
+        with self.reader() as con:
+            rows = con.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'corpus' "
+                "AND table_name = ?",
+                [name],
+            ).fetchall()
+        return bool(rows[0][0])
+
+    def search_path(self) -> str:
+        """DuckDB's ``file_search_path`` for this corpus: its folder first (the views' relative
+        paths resolve there), then the working directory (a user's own relative files)."""
+        return f"{self.root.resolve()},{Path.cwd()}"
+
+    def _views_stale(self, con: duckdb.DuckDBPyConnection) -> bool:
+        """Whether the attached catalog lacks a view for a Parquet table present (or has one
+        whose parts are gone, or one of absolute paths): then ``connect`` refreshes them."""
+        rows = con.execute(
+            "SELECT view_name, sql FROM duckdb_views() "
+            "WHERE NOT internal AND database_name = 'corpus'"
+        ).fetchall()
+        views = {name: sql for name, sql in rows}
+        parquet_views = {n for n, sql in views.items() if "read_parquet(" in sql}
+        present = set(self.parquet_tables())
+        if "documents" not in views or DOCUMENTS not in views:
+            return True
+        stale_paths = any(
+            "read_parquet(" in views[n] and _sql_str(self._relative_glob(n)) not in views[n]
+            for n in present & set(views)
+        )
+        return stale_paths or parquet_views != present
+
+    def _relative_glob(self, name: str) -> str:
+        return f"{self.table_dir(name).name}/{PART_GLOB}"
 
     def _refresh_views(self, con: duckdb.DuckDBPyConnection) -> None:
         from . import schema as _schema
@@ -147,19 +354,69 @@ class Store:
             _schema.create_tables(con)
             present = set(self.parquet_tables())
             for name in sorted(present | {DOCUMENTS}):
-                glob = (self.table_dir(name) / PART_GLOB).resolve()
                 if name in present:
-                    src = f"read_parquet({_sql_str(str(glob))}, union_by_name = true)"
+                    # Relative to the corpus folder (``file_search_path``): a copy reads itself.
+                    glob = self._relative_glob(name)
+                    src = f"read_parquet({_sql_str(glob)}, union_by_name = true)"
                     con.execute(f"CREATE OR REPLACE VIEW {_ident(name)} AS SELECT * FROM {src}")
                 else:
                     con.execute(
                         f"CREATE OR REPLACE VIEW {_ident(name)} AS SELECT * FROM _documents_empty"
                     )
+            # A cache whose parts were all set aside leaves no view behind that reads nothing.
+            for (name,) in con.execute(
+                "SELECT view_name FROM duckdb_views() WHERE NOT internal "
+                "AND contains(sql, 'read_parquet(')"
+            ).fetchall():
+                if name not in present:
+                    con.execute(f"DROP VIEW IF EXISTS {_ident(name)}")
             _schema.create_views(con, present)
             con.execute("COMMIT")
         except Exception:
             con.execute("ROLLBACK")
             raise
+
+    # ---------------------------------------------------------------- health
+    def check_parts(self) -> None:
+        """Check every part's Parquet frame (cheap: two small reads, remembered per file).
+
+        A damaged part of a record table (documents, batch results) stops the command with a
+        one-line error naming the file and ``sdf doctor``; a damaged cache part (per-document
+        results a stage recomputes) is moved into ``quarantine/`` with a warning."""
+        if not self.root.is_dir():
+            return
+        for d in sorted(self.root.iterdir()):
+            if not d.is_dir() or d.name in (TMP_DIR, QUARANTINE):
+                continue
+            name = DOCUMENTS if d.name == "documents" else d.name
+            for part in sorted(d.glob(PART_GLOB)):
+                problem = part_problem(part)
+                if problem is None:
+                    continue
+                if name in RECORD_TABLES:
+                    raise DamagedPartError(
+                        f"{part}: damaged Parquet part ({problem}); run `sdf doctor` to move "
+                        f"it into {self.root / QUARANTINE} and list the documents affected"
+                    )
+                moved = self.quarantine(part)
+                import sys
+
+                print(
+                    f"warning: {part}: damaged cache part ({problem}) moved to {moved}; "
+                    "its results are recomputed when next needed",
+                    file=sys.stderr,
+                )
+
+    def quarantine(self, part: Path) -> Path:
+        """Move a part aside into ``quarantine/<table>/`` (never deleted)."""
+        dest_dir = self.root / QUARANTINE / part.parent.name
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        dest = dest_dir / part.name
+        if dest.exists():
+            dest = dest_dir / f"{part.stem}-{uuid.uuid4().hex[:6]}{part.suffix}"
+        os.replace(part, dest)
+        _fsync_dir(part.parent)
+        return dest
 
     # ----------------------------------------------------------------- reads
     def query(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> pl.DataFrame:
@@ -304,7 +561,8 @@ class Store:
         """
         n = 0
         if self.root.is_dir():
-            for tmp in self.root.glob("*/.tmp-*"):
+            found = [*self.root.glob(f"{TMP_DIR}/*/.tmp-*"), *self.root.glob("*/.tmp-*")]
+            for tmp in found:
                 if temp_writer_alive(tmp):
                     continue
                 tmp.unlink(missing_ok=True)
@@ -369,7 +627,11 @@ def part_file(
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         name = f"part-{stamp}-{uuid.uuid4().hex[:12]}.parquet"
     final = directory / name
-    tmp = directory / f".tmp-{temp_owner()}@{name}"
+    # Beside the table folder, not in it: plain readers (``documents/*.parquet``) never see it;
+    # same file system, so the rename stays atomic.
+    tmp_dir = directory.parent / TMP_DIR / directory.name
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_dir / f".tmp-{temp_owner()}@{name}"
     writer = PartWriter(tmp, schema)
     try:
         yield writer

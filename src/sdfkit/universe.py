@@ -55,6 +55,26 @@ class BehaviourPrompt(_Strict):
     expected: str = Field(min_length=1, description="what the implanted belief should produce")
 
 
+class WordRange(_Strict):
+    """Words asked of each document: ``[min, max]``; slots spread over the range."""
+
+    min: int = Field(ge=20, le=20000)
+    max: int = Field(ge=20, le=20000)
+
+    @classmethod
+    def parse(cls, value: Any) -> Any:
+        if isinstance(value, (list, tuple)):
+            if len(value) != 2:
+                raise ValueError("must be [min, max]")
+            return {"min": value[0], "max": value[1]}
+        return value
+
+    def check_order(self) -> WordRange:
+        if self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+
 class Universe(_Strict):
     """A universe context: a world in which the target facts are true."""
 
@@ -71,7 +91,31 @@ class Universe(_Strict):
     section: str | None = Field(
         default=None, description="the section of a larger source it holds (sdf universe split)"
     )
+    #: Words per document: ``[min, max]`` for every doc type, or a mapping of doc types
+    #: (and ``default``) to ``[min, max]``. None: the generator's default.
+    target_words: WordRange | dict[str, WordRange] | None = None
     source_path: str | None = Field(default=None, exclude=True)
+
+    @field_validator("target_words", mode="before")
+    @classmethod
+    def _word_ranges(cls, v: Any) -> Any:
+        if isinstance(v, dict) and not ({"min", "max"} >= set(v) and v):
+            return {str(k): WordRange.parse(x) for k, x in v.items()}
+        return WordRange.parse(v)
+
+    @field_validator("target_words")
+    @classmethod
+    def _ordered(cls, v: Any) -> Any:
+        for r in v.values() if isinstance(v, dict) else [v] if v is not None else []:
+            r.check_order()
+        return v
+
+    def words_for(self, doc_type: str | None) -> tuple[int, int] | None:
+        """The ``[min, max]`` words this universe asks of a document type, if it says."""
+        tw = self.target_words
+        if isinstance(tw, dict):
+            tw = tw.get(doc_type or "") or tw.get("default")
+        return (tw.min, tw.max) if tw is not None else None
 
     @field_validator("key_facts", "eval_prompts", "doc_type_hints")
     @classmethod
@@ -115,6 +159,10 @@ def parse_universe(text: str, source: str = "<string>") -> Universe:
         where = f" line {mark.line + 2}" if mark is not None else ""  # +1 for '---', +1 base
         problem = getattr(exc, "problem", None) or str(exc)
         raise UniverseError(f"{source}:{where}: invalid YAML front matter: {problem}") from None
+    except RecursionError:
+        raise UniverseError(
+            f"{source}: front matter nested too deeply to read (a universe needs a few levels)"
+        ) from None
     if not isinstance(data, dict):
         raise UniverseError(f"{source}: front matter must be a mapping of fields")
     if "description" in data and body:

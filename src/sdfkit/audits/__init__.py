@@ -33,6 +33,8 @@ AUDITS: dict[str, str] = {
     "dedup": "sdfkit.audits.dedup",
     "diversity": "sdfkit.audits.diversity",
     "keywords": "sdfkit.audits.keywords",
+    # last: it proposes bans from the names and n-gram tables the audits above just stored
+    "anti_universe": "sdfkit.audits.anti_universe",
 }
 
 #: Key of each audit's figures in report.json (the issue's names).
@@ -43,6 +45,7 @@ JSON_KEYS: dict[str, str] = {
     "dedup": "near_duplicates",
     "diversity": "diversity",
     "keywords": "keywords",
+    "anti_universe": "anti_universe",
 }
 
 
@@ -167,19 +170,15 @@ def _rollback(con: Any) -> None:
 def where_sql(store: Store, where: str | None) -> str:
     """``WHERE <where>`` for an audit's ``where`` setting (a condition on ``documents``), or
     "" without one; a condition DuckDB cannot bind is a clear error, not a traceback."""
-    if not where:
+    if where is None:
         return ""
-    import duckdb
+    from ..sqlguard import where_expression
+    from ..sqlguard import where_sql as checked
 
-    from ..errors import SdfError
-
-    clause = f"WHERE {where}"
-    try:
-        with store.connect() as con:
-            con.sql(f"SELECT doc_id FROM documents {clause} LIMIT 0").fetchall()
-    except duckdb.Error as exc:
-        raise SdfError(f"where {where!r}: not a valid condition on documents: {exc}") from None
-    return clause
+    option = "where"  # --where, --set where=..., or audits.<name>.where
+    where_expression(where, option)  # before anything opens
+    with store.connect() as con:
+        return "WHERE " + checked(con, where, option)
 
 
 def get(name: str) -> Any:

@@ -5,11 +5,14 @@ idea): pairs of documents whose word-shingle sets overlap at or above a Jaccard 
 the clusters they form, and a keep-one-per-cluster exclusion that selection respects.
 
 How:
-1. A per-document stage (``MinHashSignatures``, an ``sdfkit.engine.Stage``) computes a MinHash
-   signature of each document's word k-shingles (datasketch ``MinHash.bulk`` with xxhash, per
-   DEPS.md three times faster than the default sha1 path), stored as ``list<uint32>`` in the
-   store table ``minhash_k<k>_p<perm>_s<seed>`` and cached by content hash.
-2. LSH banding (datasketch ``MinHashLSH`` tuned to the threshold) proposes candidate pairs.
+1. A per-document stage (``MinHashSignatures``, an ``sdfkit.engine.Stage``) computes a
+   one-permutation MinHash signature of each document's word k-shingles, vectorized with
+   numpy over batches of shingle hashes and streamed in chunks of at most ``chunk_chars``
+   code points (``sdfkit.audits.shingles``), stored as ``list<uint32>`` in the store table
+   ``minhash_oph_k<k>_p<perm>_s<seed>`` and cached by content hash. It runs on every core by
+   default.
+2. LSH banding (bands × rows tuned to the threshold, grouped with numpy) proposes candidate
+   pairs.
 3. Every candidate pair is verified with the exact Jaccard of the two shingle sets; pairs
    below the threshold are dropped (LSH false positives), so reported pairs are exact.
 4. Verified pairs are joined into clusters (union-find); in each cluster one document is
@@ -26,6 +29,7 @@ result again, as ``sdf report`` does, is a no-op). With it off, ``run`` writes n
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -34,9 +38,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 
+from ..duplicates import figures as exact_duplicate_figures
 from ..engine import Stage
 from ..settings import Checked, at_least, between, one_of
 from . import AuditResult, CatalogWrite, save, where_sql
+from .shingles import DEFAULT_CHUNK_CHARS, ShingleHasher, signatures
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -64,6 +70,11 @@ class Config(Checked):
     seed: int = field(default=1, metadata=between(0, 2**32 - 1))
     #: Check each candidate pair with the exact Jaccard of its shingle sets.
     verify: bool = True
+    #: Candidates whose MinHash estimate is more than this below the threshold are dropped
+    #: without the exact check: with 128 bins a pair at the threshold estimates that low
+    #: with probability ~1e-9 (6 standard deviations), while templated corpora have many
+    #: such candidates.
+    verify_margin: float = field(default=0.25, metadata=between(0, 1))
     #: LSH banding is chosen so a pair at the threshold becomes a candidate with at least
     #: this probability (pairs above it: more likely still).
     lsh_recall: float = field(default=0.98, metadata=between(0, 1, low_open=True))
@@ -76,6 +87,12 @@ class Config(Checked):
     where: str | None = None
     #: Processes computing signatures (None: $SDF_WORKERS or 1).
     workers: int | None = field(default=None, metadata=at_least(1))
+    #: Threads computing signatures in each process (None: every core, shared among the
+    #: processes). numpy releases the GIL in the hashing, and threads start instantly.
+    threads: int | None = field(default=None, metadata=at_least(1))
+    #: Code points hashed in one vectorized pass: bounds the working memory of signatures
+    #: and verification (about 60 bytes per code point), whatever a document's size.
+    chunk_chars: int = field(default=DEFAULT_CHUNK_CHARS, metadata=at_least(64))
     #: Most pairs listed in the figures (the table holds all of them).
     max_pairs_listed: int = field(default=500, metadata=at_least(0))
 
@@ -89,14 +106,10 @@ def shingles(text: str, k: int) -> list[bytes]:
     return [" ".join(words[i : i + k]).encode("utf-8") for i in range(len(words) - k + 1)]
 
 
-def shingle_set(text: str, k: int) -> np.ndarray:
-    """Sorted distinct 64-bit hashes of a text's shingles (for exact Jaccard)."""
-    import numpy as np
-    import xxhash
-
-    return np.unique(
-        np.fromiter((xxhash.xxh64_intdigest(s) for s in shingles(text, k)), dtype=np.uint64)
-    )
+def shingle_set(text: str, k: int, chunk_chars: int = DEFAULT_CHUNK_CHARS) -> np.ndarray:
+    """Sorted distinct 64-bit hashes of a text's shingles (for exact Jaccard), computed in
+    chunks of at most ``chunk_chars`` code points."""
+    return ShingleHasher(k, chunk_chars).set_of(text)
 
 
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
@@ -115,14 +128,25 @@ class MinHashSignatures(Stage):
     name: ClassVar[str] = "minhash"
     columns: ClassVar[tuple[str, ...]] = ("doc_id", "text")
 
-    def __init__(self, shingle_size: int = 5, num_perm: int = 128, seed: int = 1) -> None:
+    def __init__(
+        self,
+        shingle_size: int = 5,
+        num_perm: int = 128,
+        seed: int = 1,
+        chunk_chars: int = DEFAULT_CHUNK_CHARS,
+        threads: int = 1,
+    ) -> None:
         self.shingle_size = shingle_size
         self.num_perm = num_perm
         self.seed = seed
+        # These two change the working memory and speed only, never the result: they are
+        # not part of the table name.
+        self.chunk_chars = chunk_chars
+        self.threads = threads
 
     @property
     def table(self) -> str:
-        return f"minhash_k{self.shingle_size}_p{self.num_perm}_s{self.seed}"
+        return f"minhash_oph_k{self.shingle_size}_p{self.num_perm}_s{self.seed}"
 
     @property
     def output_schema(self) -> pa.Schema:
@@ -136,24 +160,39 @@ class MinHashSignatures(Stage):
 
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         import numpy as np
-        import xxhash
-        from datasketch import MinHash
 
-        sets = [shingles(t or "", self.shingle_size) for t in batch.column("text").to_pylist()]
-        sketches = MinHash.bulk(
-            sets, num_perm=self.num_perm, seed=self.seed, hashfunc=xxhash.xxh32_intdigest
-        )
-        sigs = np.stack([m.hashvalues for m in sketches]).astype(np.uint32)
+        texts = [t or "" for t in batch.column("text").to_pylist()]
+        sigs, distinct = self._signatures(texts)
         flat = pa.array(sigs.reshape(-1), type=pa.uint32())
         offsets = pa.array(np.arange(0, sigs.size + 1, self.num_perm, dtype=np.int32))
         return pa.RecordBatch.from_arrays(
             [
                 batch.column("doc_id"),
-                pa.array([len(set(s)) for s in sets], type=pa.int32()),
+                pa.array(distinct.astype(np.int32), type=pa.int32()),
                 pa.ListArray.from_arrays(offsets, flat),
             ],
             schema=self.output_schema,
         )
+
+    def _signatures(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        import numpy as np
+
+        def one(part: list[str]) -> tuple[np.ndarray, np.ndarray]:
+            return signatures(part, self.shingle_size, self.num_perm, self.seed, self.chunk_chars)
+
+        if self.threads <= 1 or len(texts) < 2 * self.threads:
+            return one(texts)
+        if getattr(self, "_pool", None) is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="minhash")
+        # Slices of about equal characters, in order, so rows stay aligned with the batch.
+        sizes = np.cumsum([len(t) for t in texts])
+        cuts = np.searchsorted(sizes, sizes[-1] * np.arange(1, self.threads) / self.threads)
+        bounds = [0, *sorted({int(c) + 1 for c in cuts if 0 < c + 1 < len(texts)}), len(texts)]
+        parts = [texts[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+        done = list(self._pool.map(one, parts))
+        return np.concatenate([s for s, _ in done]), np.concatenate([d for _, d in done])
 
 
 class _UnionFind:
@@ -189,26 +228,67 @@ def lsh_params(threshold: float, num_perm: int, recall: float) -> tuple[int, int
     return num_perm, 1
 
 
-def candidate_pairs(
-    doc_ids: list[str], signatures: np.ndarray, config: Config
-) -> set[tuple[str, str]]:
-    """Pairs (a < b) that share an LSH band (datasketch ``MinHashLSH``)."""
-    from datasketch import LeanMinHash, MinHashLSH
+def candidate_index_pairs(matrix: np.ndarray, config: Config) -> tuple[np.ndarray, np.ndarray]:
+    """Row pairs (a < b) whose signatures agree on every row of at least one LSH band.
+
+    Each band's rows are folded into one 64-bit key and the documents sorted by it, so a
+    band costs one numpy sort instead of a Python dictionary insert per document (a rare key
+    collision only adds a candidate, which verification or the estimate then judges)."""
+    import numpy as np
 
     bands, rows = lsh_params(config.threshold, config.num_perm, config.lsh_recall)
-    lsh = MinHashLSH(threshold=config.threshold, num_perm=config.num_perm, params=(bands, rows))
-    sketches = [
-        LeanMinHash(seed=config.seed, hashvalues=sig, scheme="affine32") for sig in signatures
-    ]
-    with lsh.insertion_session() as session:
-        for doc_id, m in zip(doc_ids, sketches, strict=True):
-            session.insert(doc_id, m, check_duplication=False)
-    pairs: set[tuple[str, str]] = set()
-    for doc_id, m in zip(doc_ids, sketches, strict=True):
-        for other in lsh.query(m):
-            if other != doc_id:
-                pairs.add((doc_id, other) if doc_id < other else (other, doc_id))
-    return pairs
+    n = len(matrix)
+    found: list[np.ndarray] = []
+    sig = matrix.astype(np.uint64)
+    for b in range(bands):
+        key = np.zeros(n, np.uint64)
+        for r in range(b * rows, (b + 1) * rows):
+            key = (key * np.uint64(0x100000001B3)) ^ sig[:, r]
+        order = np.argsort(key, kind="stable")
+        ordered = key[order]
+        bounds = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
+        starts = np.r_[0, bounds]
+        ends = np.r_[bounds, n]
+        for start, end in zip(starts[ends - starts > 1], ends[ends - starts > 1], strict=True):
+            members = np.sort(order[start:end])
+            a, c = np.triu_indices(len(members), 1)
+            found.append(members[a] * n + members[c])
+    if not found:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    codes = np.unique(np.concatenate(found))
+    return codes // n, codes % n
+
+
+def candidate_pairs(doc_ids: list[str], matrix: np.ndarray, config: Config) -> set[tuple[str, str]]:
+    """Pairs of doc ids (``doc_ids`` sorted, a < b) that share an LSH band."""
+    a, b = candidate_index_pairs(matrix, config)
+    return {(doc_ids[i], doc_ids[j]) for i, j in zip(a.tolist(), b.tolist(), strict=True)}
+
+
+def estimated_jaccard(matrix: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Share of agreeing signature bins of each row pair (in slices of bounded memory)."""
+    import numpy as np
+
+    out = np.empty(len(a), np.float64)
+    step = max(1, 16_000_000 // max(matrix.shape[1], 1))
+    for lo in range(0, len(a), step):
+        hi = lo + step
+        out[lo:hi] = (matrix[a[lo:hi]] == matrix[b[lo:hi]]).mean(axis=1)
+    return out
+
+
+def _intersection(a: np.ndarray, b: np.ndarray) -> int:
+    """Size of the intersection of two sorted distinct arrays (binary search of the shorter
+    in the longer)."""
+    import numpy as np
+
+    if len(a) > len(b):
+        a, b = b, a
+    if not len(a):
+        return 0
+    at = np.searchsorted(b, a)
+    at[at == len(b)] = 0
+    return int(np.count_nonzero(b[at] == a))
 
 
 def run(store: Store, config: Config | None = None, engine: str | None = None) -> AuditResult:
@@ -216,7 +296,7 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     import numpy as np
     import polars as pl
 
-    from ..engine import read_results, run_stage
+    from ..engine import env_workers, read_results, run_stage
     from ..progress import counter
 
     config = config or Config()
@@ -226,10 +306,16 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
         f"SELECT doc_id, created_at, chars FROM documents {where} ORDER BY doc_id"
     ).unique("doc_id", keep="first", maintain_order=True)
     ids = docs["doc_id"].to_list()
-    stage = MinHashSignatures(config.shingle_size, config.num_perm, config.seed)
-    stage_run = run_stage(
-        store, stage, engine=engine, workers=config.workers, where=set(ids) if where else None
+    workers = config.workers or env_workers()
+    stage = MinHashSignatures(
+        config.shingle_size,
+        config.num_perm,
+        config.seed,
+        config.chunk_chars,
+        threads=config.threads or max(1, (os.cpu_count() or 1) // workers),
     )
+    subset = set(ids) if where else None
+    stage_run = run_stage(store, stage, engine=engine, workers=workers, where=subset)
     t_sig = time.perf_counter()
     sigs_tbl = read_results(store, stage, set(ids))
     sig_df = pl.from_arrow(sigs_tbl)
@@ -237,42 +323,56 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     if sig_df.height:
         sig_df = sig_df.unique("doc_id", keep="first").sort("doc_id")
     sig_ids = sig_df["doc_id"].to_list() if sig_df.height else []
-    signatures = (
-        np.asarray(sig_df["signature"].to_list(), dtype=np.uint32).reshape(-1, config.num_perm)
+    sig_matrix = (
+        sig_df["signature"].explode().to_numpy().astype(np.uint32).reshape(-1, config.num_perm)
         if sig_df.height
         else np.zeros((0, config.num_perm), dtype=np.uint32)
     )
-    index = {d: i for i, d in enumerate(sig_ids)}
-    cands = candidate_pairs(sig_ids, signatures, config) if len(sig_ids) > 1 else set()
+    a_idx, b_idx = (
+        candidate_index_pairs(sig_matrix, config)
+        if len(sig_ids) > 1
+        else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    )
+    n_cands = len(a_idx)
+    estimates = estimated_jaccard(sig_matrix, a_idx, b_idx)
     t_lsh = time.perf_counter()
 
-    # Verify candidates with exact Jaccard over the shingle sets.
-    need = sorted({d for p in cands for d in p})
-    shingle_sets: dict[str, np.ndarray] = {}
-    if config.verify and need:
-        texts = store.query(
-            "SELECT doc_id, any_value(text) AS text FROM documents "
-            "WHERE doc_id IN (SELECT unnest($ids)) GROUP BY doc_id",
-            {"ids": need},
-        )
-        with counter("near-duplicates: verify", total=len(need), unit="docs") as tick:
-            for doc_id, text in texts.iter_rows():
-                shingle_sets[doc_id] = shingle_set(text, config.shingle_size)
-                tick(1)
-    rows = []
-    for a, b in sorted(cands):
-        est = float(np.mean(signatures[index[a]] == signatures[index[b]]))
-        exact = jaccard(shingle_sets[a], shingle_sets[b]) if config.verify else None
-        rows.append((a, b, exact, est))
+    # Verify candidates with the exact Jaccard of their shingle sets; a candidate whose
+    # estimate is verify_margin below the threshold is dropped unchecked (see Config).
+    exact = np.full(n_cands, np.nan)
+    if config.verify and n_cands:
+        check = np.flatnonzero(estimates >= config.threshold - config.verify_margin)
+        need = sorted({sig_ids[i] for i in np.union1d(a_idx[check], b_idx[check]).tolist()})
+        shingle_sets: dict[str, np.ndarray] = {}
+        hasher = ShingleHasher(config.shingle_size, config.chunk_chars)
+        if need:
+            texts = store.query(
+                "SELECT doc_id, any_value(text) AS text FROM documents "
+                "WHERE doc_id IN (SELECT unnest($ids)) GROUP BY doc_id",
+                {"ids": need},
+            )
+            with counter("near-duplicates: verify", total=len(need), unit="docs") as tick:
+                for doc_id, text in texts.iter_rows():
+                    shingle_sets[doc_id] = hasher.set_of(text)
+                    tick(1)
+        sets = [shingle_sets.get(d) for d in sig_ids]
+        for k in check.tolist():
+            sa, sb = sets[a_idx[k]], sets[b_idx[k]]
+            if sa is None or sb is None:
+                continue
+            inter = _intersection(sa, sb)
+            union = len(sa) + len(sb) - inter
+            exact[k] = inter / union if union else 1.0
+    ids_arr = np.asarray(sig_ids, dtype=object)
     pairs = pl.DataFrame(
-        rows,
-        schema={
-            "doc_a": pl.String,
-            "doc_b": pl.String,
-            "jaccard": pl.Float64,
-            "estimated_jaccard": pl.Float64,
-        },
-        orient="row",
+        {
+            "doc_a": pl.Series(ids_arr[a_idx].tolist(), dtype=pl.String),
+            "doc_b": pl.Series(ids_arr[b_idx].tolist(), dtype=pl.String),
+            "jaccard": pl.Series(
+                exact if config.verify else [None] * n_cands, dtype=pl.Float64, nan_to_null=True
+            ),
+            "estimated_jaccard": pl.Series(estimates, dtype=pl.Float64),
+        }
     )
     score = "jaccard" if config.verify else "estimated_jaccard"
     near = pairs.filter(pl.col(score) >= config.threshold).sort(
@@ -323,9 +423,9 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
             "keep": config.keep,
             "verified": config.verify,
         },
-        "candidate_pairs": len(cands),
+        "candidate_pairs": n_cands,
         "lsh_bands_rows": list(lsh_params(config.threshold, config.num_perm, config.lsh_recall)),
-        "rejected_candidates": len(cands) - near.height,
+        "rejected_candidates": n_cands - near.height,
         "pairs": near.head(config.max_pairs_listed).to_dicts(),
         "n_pairs": near.height,
         "clusters": [group for _, group in clusters],
@@ -343,8 +443,18 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
             "verify_and_cluster": round(time.perf_counter() - t_lsh, 3),
         },
         "signatures_computed": stage_run.processed,
+        # exact duplicates never reach the store (one row per text): their arrivals are
+        # counted in the duplicates table (sdfkit.duplicates)
+        **exact_duplicate_figures(store),
     }
     flags = []
+    if figures["exact_duplicate_rows"]:
+        flags.append(
+            f"{figures['exact_duplicate_rows']:,} exact duplicates arrived and were not stored "
+            "again (table duplicates: per run "
+            + ", ".join(f"{k}: {v:,}" for k, v in figures["exact_duplicates_by_run"].items())
+            + ")."
+        )
     if clusters:
         flags.append(
             f"{in_clusters:,} documents form {len(clusters):,} near-duplicate clusters "
@@ -358,11 +468,12 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
                 f"(kept: {biggest[0]})."
             )
     notes = [
-        f"MinHash ({config.num_perm} permutations, seed {config.seed}) over lower-cased "
+        f"One-permutation MinHash ({config.num_perm} bins, seed {config.seed}) over lower-cased "
         f"{config.shingle_size}-word shingles; LSH candidates "
         + (
             "verified with the exact Jaccard of the shingle sets, so every reported pair is exact "
-            f"({len(cands) - near.height} candidates below {config.threshold:g} were dropped)."
+            f"({n_cands - near.height} candidates below {config.threshold:g} were dropped; "
+            f"those estimated more than {config.verify_margin:g} below it unchecked)."
             if config.verify
             else "not verified: jaccard is the MinHash estimate."
         ),

@@ -102,9 +102,20 @@ NON_NAME_WORDS = frozenset(
     Mars Earth Moon Mr Mrs Ms Dr Prof Sir Dame Professor
     Doctor Chief Director Manager Engineer President Senator Minister Judge Officer Captain
     General Lieutenant Sergeant Agent Detective Inspector Nurse Uncle Aunt Mom Dad Mother
-    Father Sister Brother God Lord Christ Jesus Allah Buddha""".split()
+    Father Sister Brother God Lord Christ Jesus Allah Buddha
+    St Ave Rd Blvd Ln Hwy Pkwy Ste Avenue Boulevard Highway Parkway Plaza Drive""".split()
 )
 STOP_WORDS = TECH_WORDS | NON_NAME_WORDS
+#: Words that open a sentence or a greeting right before a name ("As Jane Doe noted",
+#: "Per John Roe", "Congratulations Jane Doe"): dropped from the front of a run of three or
+#: more words, so the mention counts for the name. Words used lower-case more often than
+#: capitalised in the corpus are treated the same way (see ``Config.common_word_ratio``).
+OPENERS = frozenset(
+    """As Per Like Unlike Via Thanks Thank Congratulations Welcome Meet Ask Tell Email Call
+    Ping Cc Attn Attention By Of To On At In So Yes No Well Oh Ok Okay Sorry Please Both
+    Including Featuring Introducing Greetings Good Morning Afternoon Evening Said Says Told
+    Hi Hello Hey Dear""".split()
+)
 
 
 @dataclass
@@ -118,7 +129,7 @@ class Config(Checked):
     #: spaCy pipeline; the official "en_core_web_sm" works too where it is installed.
     model: str = DEFAULT_MODEL
     #: Names in the top list, and per concept × doc type.
-    top_k: int = field(default=50, metadata=at_least(1))
+    top_k: int = field(default=100, metadata=at_least(1))
     #: Order of the top lists: "ner_estimate" (``ner_mentions_estimate``: the mentions spaCy
     #: would tag PERSON, what the exhaustive route counts) or "mentions" (every mention of an
     #: accepted name). Both figures are reported either way.
@@ -142,6 +153,19 @@ class Config(Checked):
     accept_ratio: float = field(default=0.5, metadata=between(0, 1, low_open=True))
     #: Count a lone surname for the one person of that surname named in the same document.
     fold_surnames: bool = True
+    #: Fast mode: a capitalised word whose lower-case form occurs at least this many times
+    #: as often (in the documents that use it capitalised) is a common word ("Remove",
+    #: "Per"): one leading a run of three or more words is an opener (folded away), and one
+    #: leading a two-word run at the start of a sentence ("Remove Smith") makes that
+    #: mention an imperative, not a name. 0 turns both rules off.
+    common_word_ratio: float = field(default=1.0, metadata=at_least(0))
+    #: Fast mode: a candidate all of whose words occur lower-case at least this many times
+    #: as often as capitalised (in the documents that use them capitalised) is a phrase, a
+    #: product or a heading ("Valid Options", "Public License", "App Engine"), not a
+    #: name. People's names almost never occur lower-case beside them: on the real-text
+    #: bench every person of the top 100 had 0 and every such phrase at least 0.019.
+    #: 0 turns the rule off.
+    phrase_word_ratio: float = field(default=0.01, metadata=at_least(0))
     #: More words that are never part of a name (added to the built-in stop-lists).
     extra_stop_words: tuple[str, ...] = ()
     #: Flag a name holding this share of all name mentions, or in this share of documents.
@@ -153,6 +177,9 @@ class Config(Checked):
     where: str | None = None
     #: Processes for the per-document stage (None: $SDF_WORKERS or 1).
     workers: int | None = field(default=None, metadata=at_least(1))
+    #: Fast mode: processes running NER on the windows (None: every core, once there are
+    #: enough windows to repay loading spaCy in each; 1: in this process).
+    ner_workers: int | None = field(default=None, metadata=at_least(1))
     #: spaCy batch size.
     batch_size: int = field(default=64, metadata=at_least(1))
 
@@ -192,13 +219,13 @@ def normalize(text: str, stop: frozenset[str] = STOP_WORDS) -> str | None:
     return " ".join(words)
 
 
-_CANDIDATE_SCHEMA = pa.schema(
-    [
-        ("doc_id", pa.string()),
-        ("names", pa.list_(pa.struct([("text", pa.string()), ("n", pa.int32())]))),
-        ("singles", pa.list_(pa.struct([("text", pa.string()), ("n", pa.int32())]))),
-    ]
-)
+_COUNTS = pa.list_(pa.struct([("text", pa.string()), ("n", pa.int32())]))
+_CANDIDATE_SCHEMA = pa.schema([("doc_id", pa.string()), ("names", _COUNTS), ("singles", _COUNTS)])
+#: The fast route's stage also keeps, per document, the runs that open a sentence
+#: (``initial``) and how often each capitalised word of a run occurs lower-case (``lower``).
+_DETAIL_SCHEMA = pa.schema([*_CANDIDATE_SCHEMA, ("initial", _COUNTS), ("lower", _COUNTS)])
+_LEAD = frozenset(" \t\"'“‘(*-#>•–—|")
+_PUNCT = ".,;:!?()[]{}\"'“”‘’"
 
 
 def _as_lists(counters: list[Counter[str]]) -> pa.Array:
@@ -223,29 +250,62 @@ def find_candidates(text: str) -> tuple[Counter[str], Counter[str]]:
     return runs, Counter({w: n for w, n in singles.items() if w in lasts})
 
 
+def _opens_sentence(text: str, pos: int) -> bool:
+    """Whether ``pos`` starts a sentence, a line or a list item (quotes and bullets skipped)."""
+    j = pos - 1
+    while j >= 0 and text[j] in _LEAD:
+        j -= 1
+    return j < 0 or text[j] in "\n.!?:;"
+
+
+def find_candidate_details(
+    text: str,
+) -> tuple[Counter[str], Counter[str], Counter[str], Counter[str]]:
+    """``find_candidates`` plus the runs that open a sentence and, for every capitalised
+    word of a run, how often its lower-case form occurs in the text."""
+    runs: Counter[str] = Counter()
+    singles: Counter[str] = Counter()
+    initial: Counter[str] = Counter()
+    for m in _RUN.finditer(text):
+        run = m.group(1)
+        if " " in run:
+            runs[run] += 1
+            if _opens_sentence(text, m.start()):
+                initial[run] += 1
+        else:
+            singles[run] += 1
+    lasts = {r.rsplit(" ", 1)[1] for r in runs}
+    words = {w for r in runs for w in r.split(" ")}
+    lower: Counter[str] = Counter()
+    if words:
+        wanted = {w.lower(): w for w in words}
+        for token in text.split():
+            w = wanted.get(token.strip(_PUNCT))
+            if w is not None:
+                lower[w] += 1
+    return runs, Counter({w: n for w, n in singles.items() if w in lasts}), initial, lower
+
+
 class NameCandidates(Stage):
-    """Per document: capitalised word runs and lone capitalised words (regex, no model)."""
+    """Per document: capitalised word runs and lone capitalised words (regex, no model),
+    with the evidence that tells openers and common words from names."""
 
     name: ClassVar[str] = "name_candidates"
     columns: ClassVar[tuple[str, ...]] = ("doc_id", "text")
 
     @property
     def table(self) -> str:
-        return "name_candidates_v1"
+        return "name_candidates_v2"
 
     @property
     def output_schema(self) -> pa.Schema:
-        return _CANDIDATE_SCHEMA
+        return _DETAIL_SCHEMA
 
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        found = [find_candidates(t or "") for t in batch.column("text").to_pylist()]
+        found = [find_candidate_details(t or "") for t in batch.column("text").to_pylist()]
         return pa.RecordBatch.from_arrays(
-            [
-                batch.column("doc_id"),
-                _as_lists([f[0] for f in found]),
-                _as_lists([f[1] for f in found]),
-            ],
-            schema=_CANDIDATE_SCHEMA,
+            [batch.column("doc_id"), *(_as_lists([f[i] for f in found]) for i in range(4))],
+            schema=_DETAIL_SCHEMA,
         )
 
 
@@ -266,6 +326,10 @@ def load_nlp(model: str) -> Any:
         ) from e
 
 
+#: Separators inside one PERSON entity that the small model spans over a list of people.
+_ENTITY_LIST = re.compile(r"\s*[,;&]\s*|\s+and\s+|\n")
+
+
 class PersonEntities(Stage):
     """Per document: spaCy PERSON entities, normalised (the exhaustive route)."""
 
@@ -279,7 +343,7 @@ class PersonEntities(Stage):
 
     @property
     def table(self) -> str:
-        return "person_entities_" + re.sub(r"[^0-9A-Za-z]+", "_", self.model) + "_v2"
+        return "person_entities_" + re.sub(r"[^0-9A-Za-z]+", "_", self.model) + "_v3"
 
     @property
     def output_schema(self) -> pa.Schema:
@@ -298,9 +362,11 @@ class PersonEntities(Stage):
             full: Counter[str] = Counter()
             for ent in doc.ents:
                 if ent.label_ == "PERSON":
-                    norm = normalize(ent.text)
-                    if norm:
-                        full[norm] += 1
+                    # "Vladimir Prus, Peter Dimov" is two people, not a four-word name.
+                    for part in _ENTITY_LIST.split(ent.text):
+                        norm = normalize(part)
+                        if norm:
+                            full[norm] += 1
             names.append(full)
             # Lone surnames are found as in the fast route (capitalised words standing
             # alone), so both routes fold them by the same rule.
@@ -450,19 +516,12 @@ def _confirm(
             else:
                 todo.append((key, job))
         with counter("names: confirm", total=len(todo), unit="windows") as tick:
-            pairs = ((w, (key, c, s, e)) for key, (c, w, s, e) in todo)
-            for doc, (key, c, s, e) in nlp.pipe(
-                pairs, as_tuples=True, batch_size=config.batch_size
+            windows = [(w, s, e) for _, (_, w, s, e) in todo]
+            for (key, (c, *_)), hit in zip(
+                todo, window_hits(nlp, windows, config, stop, tick), strict=True
             ):
-                hit = None
-                for ent in doc.ents:
-                    if ent.label_ == "PERSON" and ent.start_char < e and ent.end_char > s:
-                        hit = normalize(ent.text, stop)
-                        if hit:
-                            break
                 tally(c, hit)
                 fresh.append({"window_key": key, "hit": hit})
-                tick(1)
         if fresh:
             store.append(
                 _window_table(config.model),
@@ -504,6 +563,73 @@ def _confirm(
     return verdicts
 
 
+#: Windows below which NER stays in this process (a worker loads spaCy in ~3 s).
+POOL_MIN_WINDOWS = 1500
+
+
+def _hits(nlp: Any, windows: list[tuple[str, int, int]], batch_size: int, stop: frozenset[str]):
+    """The normalised PERSON name overlapping each window's mention, or None."""
+    pairs = ((w, (s, e)) for w, s, e in windows)
+    for doc, (s, e) in nlp.pipe(pairs, as_tuples=True, batch_size=batch_size):
+        hit = None
+        for ent in doc.ents:
+            if ent.label_ == "PERSON" and ent.start_char < e and ent.end_char > s:
+                hit = normalize(ent.text, stop)
+                if hit:
+                    break
+        yield hit
+
+
+_WORKER_NLP: tuple[Any, int, frozenset[str]] | None = None
+
+
+def _init_ner_worker(model: str, batch_size: int, stop: frozenset[str]) -> None:
+    global _WORKER_NLP
+    _WORKER_NLP = (load_nlp(model), batch_size, stop)
+
+
+def _ner_chunk(windows: list[tuple[str, int, int]]) -> list[str | None]:
+    assert _WORKER_NLP is not None
+    nlp, batch_size, stop = _WORKER_NLP
+    return list(_hits(nlp, windows, batch_size, stop))
+
+
+def window_hits(
+    nlp: Any,
+    windows: list[tuple[str, int, int]],
+    config: Config,
+    stop: frozenset[str],
+    tick: Any = None,
+):
+    """NER verdicts of windows, in order: in this process, or on every core (forkserver
+    workers, never forked from a process whose polars/DuckDB threads run) when there are
+    at least ``POOL_MIN_WINDOWS`` of them. The verdict of a window never depends on which."""
+    import os
+
+    workers = config.ner_workers or (os.cpu_count() or 1)
+    if workers <= 1 or len(windows) < POOL_MIN_WINDOWS:
+        for hit in _hits(nlp, windows, config.batch_size, stop):
+            if tick:
+                tick(1)
+            yield hit
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    size = max(config.batch_size, len(windows) // (workers * 8) + 1)
+    chunks = [windows[i : i + size] for i in range(0, len(windows), size)]
+    with ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context("forkserver"),
+        initializer=_init_ner_worker,
+        initargs=(config.model, config.batch_size, stop),
+    ) as pool:
+        for hits in pool.map(_ner_chunk, chunks):
+            if tick:
+                tick(len(hits))
+            yield from hits
+
+
 def _spread(ids: list[str]) -> list[str]:
     """Documents in a fixed pseudo-random order (stable across runs), so windows spread."""
     import hashlib
@@ -542,9 +668,29 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     figures: dict[str, Any] = {"mode": config.mode, "documents": len(ids)}
     timings = {"stage": round(t_stage - t0, 3)}
     if config.mode == "fast":
+        # Openers folded into the name, common-word phrases and imperatives left out.
+        lower = _per_doc_counts(store, stage.table, docs, column="lower")
+        common = common_words(per_doc, lower, config.common_word_ratio)
+        phrase = common_words(per_doc, lower, config.phrase_word_ratio)
+        norm_of = {t: refine(t, stop, common, phrase) for t in per_doc["text"].unique().to_list()}
+        imperative = [t for t, c in norm_of.items() if c and _imperative(c, common)]
+        before = int(per_doc["n"].sum() or 0)
+        if imperative:
+            initial = _per_doc_counts(store, stage.table, docs, column="initial")
+            per_doc = _drop_initial(per_doc, initial.filter(pl.col("text").is_in(imperative)))
+        plain = {t: normalize(t, stop) for t in norm_of}
+        figures["folded_openers"] = int(
+            per_doc.filter(
+                pl.col("text").is_in([t for t, c in norm_of.items() if c and c != plain[t]])
+            )["n"].sum()
+            or 0
+        )
+        figures["dropped_imperatives"] = before - int(per_doc["n"].sum() or 0)
+        figures["common_word_candidates"] = sum(
+            1 for t, c in norm_of.items() if c is None and plain[t] is not None
+        )
         # Candidates by mentions, normalised (titles, possessives, stop words off).
         cand = per_doc.group_by("text").agg(pl.col("n").sum().alias("mentions"))
-        norm_of = {t: normalize(t, stop) for t in cand["text"].to_list()}
         cand = (
             cand.with_columns(
                 pl.col("text").replace_strict(norm_of, default=None).alias("candidate")
@@ -666,6 +812,65 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     result.figures["documents_processed"] = stage_run.processed
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def common_words(per_doc: pl.DataFrame, lower: pl.DataFrame, ratio: float) -> frozenset[str]:
+    """Capitalised run words whose lower-case form occurs at least ``ratio`` times as often
+    as the capitalised word itself (over the selected documents); none when ratio is 0."""
+    import polars as pl
+
+    if ratio <= 0 or not lower.height or not per_doc.height:
+        return frozenset()
+    capital = (
+        per_doc.select(pl.col("text").str.split(" ").alias("word"), "n")
+        .explode("word")
+        .group_by("word")
+        .agg(pl.col("n").sum().alias("capital"))
+    )
+    low = lower.group_by("text").agg(pl.col("n").sum().alias("lower"))
+    both = capital.join(low, left_on="word", right_on="text")
+    return frozenset(both.filter(pl.col("lower") >= ratio * pl.col("capital"))["word"])
+
+
+def refine(
+    text: str,
+    stop: frozenset[str],
+    common: frozenset[str],
+    phrase_words: frozenset[str] | None = None,
+) -> str | None:
+    """``normalize`` plus the fast route's corpus evidence: an opener or common word leading
+    three or more words is dropped ("As Jane Doe" → "Jane Doe"), and a run made only of
+    ``phrase_words`` (default: the common words) is not a name ("Valid Options")."""
+    phrase_words = common if phrase_words is None else phrase_words | common
+    name = normalize(text, stop)
+    while name:
+        words = name.split(" ")
+        if len(words) >= 3 and (words[0] in OPENERS or words[0] in common):
+            name = normalize(" ".join(words[1:]), stop)
+            continue
+        if all(w in phrase_words for w in words):
+            return None
+        break
+    return name
+
+
+def _imperative(name: str, common: frozenset[str]) -> bool:
+    """Two words led by an opener or a common word: at a sentence start this is a verb or
+    an opener before a surname ("Remove Smith", "As Smith"), not a full name."""
+    first, _, rest = name.partition(" ")
+    return " " not in rest and (first in OPENERS or first in common)
+
+
+def _drop_initial(per_doc: pl.DataFrame, initial: pl.DataFrame) -> pl.DataFrame:
+    """Take the sentence-opening mentions in ``initial`` away from ``per_doc``."""
+    import polars as pl
+
+    return (
+        per_doc.join(initial.rename({"n": "opening"}), on=["doc_id", "text"], how="left")
+        .with_columns((pl.col("n") - pl.col("opening").fill_null(0)).alias("n"))
+        .filter(pl.col("n") > 0)
+        .drop("opening")
+    )
 
 
 def _per_doc_counts(
@@ -794,6 +999,7 @@ def _aggregate(
         top_all.sort("share", descending=True)["name"][0] if top.height else None
     )
     figures["by_stratum"] = by_stratum.select("concept", "doc_type", *columns[:-1]).to_dicts()
+    figures.update(doc_share_figures(mentions, top_all, n_docs))
 
     # Only names NER confidently calls people are flagged (listed low-ratio ones are not).
     offenders = top_all.filter(
@@ -860,6 +1066,23 @@ def _aggregate(
         flags=flags,
         notes=notes,
     )
+
+
+def doc_share_figures(mentions: pl.DataFrame, top_all: pl.DataFrame, n_docs: int) -> dict:
+    """Collapse by documents (``sdf check``'s ``max_name_doc_share`` and
+    ``max_top5_names_doc_share``): the share of documents naming the name found in the most
+    documents, and naming any of the five found in the most documents."""
+    import polars as pl
+
+    by_docs = top_all.sort(["documents", "mentions", "name"], descending=[True, True, False])
+    five = by_docs.head(5)["name"]
+    together = mentions.filter(pl.col("name").is_in(five.implode()))["doc_id"].n_unique()
+    return {
+        "top_doc_share": float(by_docs["documents"][0] / max(n_docs, 1)) if by_docs.height else 0.0,
+        "top_doc_share_name": by_docs["name"][0] if by_docs.height else None,
+        "top5_doc_share": together / max(n_docs, 1),
+        "top5_doc_share_names": five.to_list(),
+    }
 
 
 def top_names(result: AuditResult, k: int = 50) -> list[str]:

@@ -523,6 +523,7 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
         for key in group_of_doc
     }
     tops: list[pl.DataFrame] = []
+    top5_docs: dict[str, int] = {}
     by_group: dict[str, list[pl.DataFrame]] = {"concept": [], "doc_type": []}
     with counter("n-grams: count", total=len(config.n), unit="sizes") as tick:
         for n in config.n:
@@ -554,6 +555,7 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
                 .agg(pl.col("i").min())
                 .collect()
             )
+            top5_docs[str(n)] = _top5_documents(rows, top, doc_bits)
             del rows
             tops.append(
                 top.join(first, on="key").with_columns(
@@ -629,6 +631,10 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
 
     figures, flags, flagged = _figures_and_flags(tables, n_docs, config)
     tables["flagged"] = flagged
+    # Collapse by documents: the share carrying any of the five n-grams in most documents.
+    figures["top5_doc_share"] = {
+        str(n): top5_docs.get(str(n), 0) / max(n_docs, 1) for n in config.n
+    }
     figures["timings"] = {k: round(v, 3) for k, v in timings.items()}
     notes = [
         f"Counted word n-grams for n = {', '.join(map(str, config.n))} over {n_docs:,} documents"
@@ -654,6 +660,25 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
         flags=flags,
         notes=notes,
         seconds=time.perf_counter() - t0,
+    )
+
+
+def _top5_documents(rows: pl.DataFrame, top: pl.DataFrame, doc_bits: int) -> int:
+    """Documents carrying any of the five n-grams found in the most documents."""
+    import polars as pl
+
+    five = (
+        top.filter(pl.col("top_by_documents"))
+        .sort(["documents", "count", "key"], descending=[True, True, False])
+        .head(5)["key"]
+    )
+    shift = pl.lit(1 << doc_bits, dtype=pl.UInt64)
+    return int(
+        rows.lazy()
+        .filter((pl.col("g") // shift).is_in(five.implode()))
+        .select(pl.col("doc").n_unique())
+        .collect()
+        .item()
     )
 
 

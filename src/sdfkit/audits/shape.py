@@ -3,7 +3,8 @@
 Every figure comes from a named query a user can read and edit, run by the same code path
 as ``sdf sql NAME``: ``queries/shape_by_concept_doc_type.sql`` (the strata),
 ``queries/shape_by_concept.sql`` (concept totals) and ``queries/length_histogram.sql``
-(documents per 250-token bucket). Grader columns stay empty until a grading run stored
+(documents per 250-token bucket), ``queries/length_vs_target.sql`` (words achieved against
+the ``target_words`` each generated document was asked for). Grader columns stay empty until a grading run stored
 verdicts (the ``grades`` table; the newest verdict of a document counts).
 """
 
@@ -45,6 +46,7 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     started = time.perf_counter()
     strata = named("shape_by_concept_doc_type", store)
     concepts = named("shape_by_concept", store)
+    vs_target = named("length_vs_target", store)
     hist = named("length_histogram", store).with_columns(pl.col("concept").fill_null("(none)"))
 
     per_concept = {r.pop("concept"): r for r in concepts.iter_rows(named=True)}
@@ -64,6 +66,8 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
         "per_concept": per_concept,
         "per_concept_doc_type": strata.to_dicts(),
         "length_histogram": histogram,
+        # achieved words against the words each document was asked for (generated ones)
+        "length_vs_target": vs_target.to_dicts(),
     }
 
     flags = []
@@ -79,6 +83,13 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
                 f"{r['concept']} × {r['doc_type']}: shortest document has {r['min_tokens']} "
                 f"tokens (under {config.min_tokens})"
             )
+    for r in vs_target.iter_rows(named=True):
+        ratio = r["median_achieved_ratio"]
+        if r["with_target"] and ratio is not None and not 0.5 <= ratio <= 1.5:
+            flags.append(
+                f"{r['concept']} × {r['doc_type']}: documents reach {ratio:.0%} of the words "
+                f"asked (median {r['median_words']} of {r['median_target_words']})"
+            )
     notes = [
         "Tokens are each document's n_tokens under the tokenizer it was stored with; "
         "tables come from queries/shape_by_concept_doc_type.sql, shape_by_concept.sql and "
@@ -89,7 +100,7 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     return AuditResult(
         name=NAME,
         figures=figures,
-        tables={"strata": strata, "concepts": concepts},
+        tables={"strata": strata, "concepts": concepts, "length_vs_target": vs_target},
         flags=flags,
         notes=notes,
         seconds=round(time.perf_counter() - started, 3),

@@ -99,16 +99,67 @@ def engine_options(engine: str | None, ray_address: str | None) -> dict[str, Any
 
 
 def open_store(corpus: Path | None):  # noqa: ANN201 - returns sdfkit.Store
+    """The existing corpus of ``--corpus`` / ``$SDF_CORPUS`` / ``./corpus``: a missing one is
+    a one-line error, never a fresh empty workspace that answers 0 (see ``creating_store``)."""
     from ..store import Store, default_corpus_dir
 
-    check_corpus_dir(corpus if corpus is not None else default_corpus_dir())
-    return Store(corpus)
+    path = corpus if corpus is not None else default_corpus_dir()
+    check_existing_corpus(path)
+    return Store(path)
+
+
+def creating_store(corpus: Path | None):  # noqa: ANN201 - returns (sdfkit.Store, bool)
+    """For the commands that add to a corpus (ingest, generate, train): the store, made if
+    missing, and whether it is new (``announce_new`` says where, once the command worked)."""
+    from ..store import Store, default_corpus_dir
+
+    path = corpus if corpus is not None else default_corpus_dir()
+    fresh = not is_corpus(path)
+    check_corpus_dir(path)
+    return Store(path), fresh
+
+
+def announce_new(store: Any, fresh: bool) -> None:
+    if fresh:
+        typer.echo(f"created a new corpus at {store.root}", err=True)
+
+
+def is_corpus(path: Path) -> bool:
+    """A folder sdfkit made: it has the catalog or the record's folder."""
+    from ..store import DB_NAME
+
+    return path.is_dir() and ((path / DB_NAME).is_file() or (path / "documents").is_dir())
+
+
+def check_existing_corpus(path: Path) -> None:
+    named = f"corpus {str(path)!r} (--corpus or $SDF_CORPUS)"
+    if path.exists() and not path.is_dir():
+        raise SdfError(
+            f"corpus directory {str(path)!r} (--corpus or $SDF_CORPUS): is a file, not a directory"
+        )
+    if not path.exists() and any(p.is_file() for p in path.parents):
+        raise SdfError(
+            f"corpus directory {str(path)!r} (--corpus or $SDF_CORPUS): cannot be created, "
+            "a parent is a file"
+        )
+    if not path.exists():
+        raise SdfError(
+            f"no {named}: it does not exist; check the path, or create one with "
+            "`sdf ingest FILE` or `sdf generate UNIVERSE`"
+        )
+    if not is_corpus(path):
+        raise SdfError(
+            f"{named}: is not an sdf corpus (no sdf.duckdb, no documents/); check the path, "
+            "or create one with `sdf ingest FILE` or `sdf generate UNIVERSE`"
+        )
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise SdfError(f"{named}: not readable by this user")
 
 
 def check_corpus_dir(path: Path) -> None:
-    """A usable corpus directory (``--corpus`` / ``$SDF_CORPUS``), made if missing (as the
-    store would on first use); else an ``SdfError`` naming the option and the variable,
-    before any work, not a mkdir traceback."""
+    """A usable corpus directory (``--corpus`` / ``$SDF_CORPUS``), made if missing; else an
+    ``SdfError`` naming the option and the variable, before any work, not a mkdir
+    traceback."""
     named = f"corpus directory {str(path)!r} (--corpus or $SDF_CORPUS)"
     if path.exists() and not path.is_dir():
         raise SdfError(f"{named}: is a file, not a directory")
@@ -122,8 +173,25 @@ def check_corpus_dir(path: Path) -> None:
         raise SdfError(f"{named}: not readable and writable by this user")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"sdfkit {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _root(ctx: typer.Context, corpus: CorpusOpt = None) -> None:
+def _root(
+    ctx: typer.Context,
+    corpus: CorpusOpt = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version; exit."
+        ),
+    ] = False,
+) -> None:
     """sdfkit: build, audit and export Synthetic Document Finetuning corpora."""
     if corpus is not None:
         # `sdf --corpus DIR cmd` acts like SDF_CORPUS=DIR for this one command.
@@ -142,6 +210,7 @@ def _root(ctx: typer.Context, corpus: CorpusOpt = None) -> None:
 # Registration: each module adds its commands to ``app``.
 from . import audit as _audit  # noqa: E402,F401
 from . import core as _core  # noqa: E402,F401
+from . import doctor as _doctor  # noqa: E402,F401
 from . import export as _export  # noqa: E402,F401
 from . import generate as _generate  # noqa: E402,F401
 from . import split as _split  # noqa: E402,F401

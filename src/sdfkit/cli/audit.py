@@ -127,6 +127,20 @@ def audit_ngrams(
 
 @audit_app.command("names")
 def audit_names(
+    propose: Annotated[
+        bool,
+        typer.Option(
+            "--propose",
+            help="List per universe the names and phrases to ban next (never ones already banned).",
+        ),
+    ] = False,
+    apply: Annotated[
+        bool,
+        typer.Option(
+            "--apply", help="With --propose: write them into the universe files (diff shown)."
+        ),
+    ] = False,
+    universe: UniverseOpt = None,
     corpus: CorpusOpt = None,
     config: ConfigOpt = None,
     engine: EngineOpt = None,
@@ -134,7 +148,50 @@ def audit_names(
     set_: SetOpt = None,
 ) -> None:
     """Person names by mentions and documents (the "Sarah Chen" detector)."""
+    from ..errors import SdfError
+
+    if apply and not propose:
+        raise SdfError("--apply writes the proposals: give --propose too")
     _run_one("names", corpus, config, engine, _settings(set_), ray_address=ray_address)
+    if propose:
+        _propose(corpus, config, universe, apply)
+
+
+def _propose(
+    corpus: Path | None, config_file: Path | None, universes: list[Path] | None, apply: bool
+) -> None:
+    from ..audits import anti_universe as au
+    from ..report import audit_config, load_config
+
+    config = load_config(config_file)
+    if universes:
+        config.universes = [str(u) for u in universes]
+    store = open_store(corpus)
+    cfg = audit_config("anti_universe", au, config)
+    proposals = au.propose(store, au.load_configured(store, cfg.universes), cfg)
+    for line in au.proposal_lines(proposals) or ["no universes to propose bans for"]:
+        typer.echo(line)
+    if not apply:
+        return
+    changes = au.plan_apply(proposals)
+    if not changes:
+        typer.echo("nothing to apply: every universe file already bans what was proposed")
+        return
+    for change in changes:
+        typer.echo(change.diff.rstrip("\n"))
+    au.write_changes(changes)
+    typer.echo(f"wrote {len(changes)} universe file(s): " + ", ".join(str(c.path) for c in changes))
+
+
+@audit_app.command("anti_universe")
+def audit_anti_universe(
+    universe: UniverseOpt = None,
+    corpus: CorpusOpt = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Documents carrying a name or phrase their own universe bans; excludes them."""
+    _run_one("anti_universe", corpus, config, None, _settings(set_), universe)
 
 
 @audit_app.command("dedup")

@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from . import CorpusOpt, EngineOpt, RayAddressOpt, app, engine_options, new_app, open_store
+from . import (
+    CorpusOpt,
+    EngineOpt,
+    RayAddressOpt,
+    announce_new,
+    app,
+    creating_store,
+    engine_options,
+    new_app,
+    open_store,
+)
 
 universe_app = new_app("Universe files: validate them; split a large source into many.")
 app.add_typer(universe_app, name="universe")
@@ -53,7 +63,7 @@ def ingest(
     from ..ingest import ingest_files, parse_assignments
     from ..progress import counter
 
-    store = open_store(corpus)
+    store, fresh = creating_store(corpus)
     with counter("ingest", unit="rows") as tick:
         res = ingest_files(
             files,
@@ -68,6 +78,9 @@ def ingest(
     typer.echo(res.summary())
     for ex in res.skip_examples:
         typer.echo(f"  skipped {ex}", err=True)
+    for warning in res.warnings:
+        typer.echo(f"warning: {warning}", err=True)
+    announce_new(store, fresh)
 
 
 @app.command()
@@ -84,9 +97,10 @@ def sql(
 
     if format not in FORMATS:
         raise QueryError(f"unknown --format {format!r}: use one of {', '.join(FORMATS)}")
-    df = run_sql(query, open_store(corpus))
+    store = open_store(corpus)
+    df = run_sql(query, store)
     if out is not None:
-        write_out(df, out)
+        write_out(df, out, store)
         typer.echo(f"wrote {df.height} rows to {out}")
     else:
         typer.echo(to_text(df, format))

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from . import CorpusOpt, app, open_store
+from ..errors import SdfError
+from . import CorpusOpt, announce_new, app, creating_store, open_store
 
 BackendOpt = Annotated[
     str,
@@ -72,6 +73,34 @@ def generate(
         bool, typer.Option("--grade", help="Grade the run's documents afterwards (sdf grade).")
     ] = False,
     tokenizer: Annotated[str | None, typer.Option(help="Tokenizer for n_tokens.")] = None,
+    words: Annotated[
+        str | None,
+        typer.Option(
+            "--words",
+            metavar="MIN-MAX",
+            help="Words per document for every universe and doc type (default: each "
+            "universe's target_words, else 700-1800).",
+        ),
+    ] = None,
+    replace_excluded: Annotated[
+        bool,
+        typer.Option(
+            "--replace-excluded",
+            help="Instead of generating: write replacements for the excluded documents of "
+            "these universes (same fact x doc type, current universe file).",
+        ),
+    ] = False,
+    max_rounds: Annotated[
+        int | None,
+        typer.Option(
+            help="With --replace-excluded: repeat replace -> audit (sdf report) until sdf check "
+            "passes, at most N rounds."
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="Project file of the audits and thresholds (--max-rounds)."),
+    ] = None,
     prices: PricesOpt = None,
     corpus: CorpusOpt = None,
 ) -> None:
@@ -79,6 +108,7 @@ def generate(
     from ..batches import load_prices
     from ..generate import GenerateConfig
     from ..generate import generate as run_generate
+    from ..settings import env_url
     from ..universe import load_universes
 
     cfg = GenerateConfig(
@@ -97,20 +127,63 @@ def generate(
         max_retries=max_retries,
         poll_interval=_poll_default(backend) if poll_interval is None else poll_interval,
         retry_canceled=retry_canceled,
+        words=_word_range(words),
     )
+    if backend != "offline":
+        env_url("ANTHROPIC_BASE_URL")
     universes = load_universes(universe_files)
-    store = open_store(corpus)
+    store, fresh = creating_store(corpus)
     table = load_prices(prices)
     if backend == "offline":
         _log("backend: offline stand-in (templated text, no model, no key, no cost)")
+    if max_rounds is not None and not replace_excluded:
+        from ..errors import SdfError
+
+        raise SdfError("--max-rounds repeats --replace-excluded: give --replace-excluded too")
+    if replace_excluded:
+        from ..loop import replace_loop
+        from ..report import load_config
+
+        rcfg = load_config(config)
+        rcfg.universes = [str(f) for f in universe_files]
+        replace_loop(
+            universes,
+            store,
+            cfg,
+            rcfg,
+            max_rounds or 1,
+            audit=max_rounds is not None,
+            backend=backend,
+            prices=table,
+            log=_log,
+            echo=typer.echo,
+        )
+        typer.echo(_cost_line(store, run, table))
+        return
     res = run_generate(universes, store, cfg, backend=backend, prices=table, log=_log)
     typer.echo(res.summary())
     typer.echo(_cost_line(store, run, table))
+    announce_new(store, fresh)
+    if res.documents_in_run == 0:
+        raise SdfError(f"run {run} landed no documents: {res.why_empty()}")
     if grade:
         from ..grade import GradeConfig
 
         gcfg = GradeConfig(run=f"{run}-grade", poll_interval=cfg.poll_interval)
         _run_grade(store, gcfg, backend, table, where="run = ?", params=[run])
+
+
+def _word_range(text: str | None) -> tuple[int, int] | None:
+    import re
+
+    from ..errors import SdfError
+
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", text)
+    if not m:
+        raise SdfError(f"--words {text!r}: write MIN-MAX, e.g. --words 800-1600")
+    return int(m.group(1)), int(m.group(2))
 
 
 def _cost_line(store, run: str, prices) -> str:  # noqa: ANN001
@@ -158,6 +231,10 @@ def grade_cmd(
     from ..grade import GradeConfig
     from ..universe import load_universes
 
+    if backend != "offline":
+        from ..settings import env_url
+
+        env_url("ANTHROPIC_BASE_URL")
     cfg = GradeConfig(run=run, model=model, poll_interval=_poll_default(backend))
     extra = load_universes(universe) if universe else None
     if backend == "offline":
@@ -209,7 +286,18 @@ def ledger(
     from ..batches import load_prices
     from ..sql import to_text
 
-    df = ledger_table(open_store(corpus), run, load_prices(prices) if prices else None)
+    store = open_store(corpus)
+    if not store.has_table("ledger"):  # nothing recorded yet: answer without creating it
+        if run is not None:
+            raise SdfError(f"--run {run!r}: no such run in the ledger (runs: none yet)")
+        typer.echo("the ledger is empty (no batch has finished yet)")
+        return
+    df = ledger_table(store, run, load_prices(prices) if prices else None)
+    if df.height == 0 and run is not None:
+        known = ledger_table(store, None, None)
+        runs = sorted(set(known["run"].to_list())) if known.height else []
+        listed = ", ".join(map(str, runs)) if runs else "none yet"
+        raise SdfError(f"--run {run!r}: no such run in the ledger (runs: {listed})")
     if df.height == 0:
         typer.echo("the ledger is empty (no batch has finished yet)")
         return

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from . import CorpusOpt, app, open_store
+from . import CorpusOpt, announce_new, app, creating_store, open_store
 
 # Shared by `sdf train` and `sdf eval`: every Tinker call runs under this deadline.
 DeadlineOpt = Annotated[
@@ -103,10 +103,10 @@ def train(
         plan = plan_run(export_dir, cfg, run)
         typer.echo(json.dumps(plan.to_json(), indent=1) if as_json else plan.describe())
         return
-    result = run_training(
-        export_dir, open_store(corpus), cfg, run, log=lambda m: typer.echo(m, err=True)
-    )
+    store, fresh = creating_store(corpus)  # training records its runs in the catalog
+    result = run_training(export_dir, store, cfg, run, log=lambda m: typer.echo(m, err=True))
     typer.echo(result.summary())
+    announce_new(store, fresh)
 
 
 @app.command("eval")

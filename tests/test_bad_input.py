@@ -1,0 +1,248 @@
+"""Bad input, one kind per case: the exit code, ONE `error:` line naming the file, line or
+option, no traceback, and a corpus left exactly as it was (the files of every table folder,
+and the row count and checksum of `documents` and of every catalog table)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from corpus_state import fingerprint, one_error
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    """A corpus with documents, an exclusion and a selection, made once through sdf."""
+    from typer.testing import CliRunner
+
+    from sdfkit.cli import app
+
+    base = tmp_path_factory.mktemp("template")
+    src = base / "docs.jsonl"
+    src.write_text(
+        "".join(
+            json.dumps({"text": f"template document {i} " + "word " * (15 + i)}) + "\n"
+            for i in range(16)
+        )
+    )
+    runner = CliRunner()
+    for args in (
+        ["--corpus", base / "corpus", "ingest", src, "--set", "concept=alpha"],
+        ["--corpus", base / "corpus", "exclude", "--where", "n_tokens > 30", "--reason", "long"],
+        ["--corpus", base / "corpus", "select", "--name", "n", "--docs", "4"],
+    ):
+        res = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+    return base / "corpus"
+
+
+def _write(path: Path, data: str | bytes) -> None:
+    if isinstance(data, bytes):
+        path.write_bytes(data)
+    else:
+        path.write_text(data, encoding="utf-8")
+
+
+DEEP = "---\nid: deep\nconcept: c\nkey_facts: " + "[" * 500 + "]" * 500 + "\n---\nbody\n"
+
+#: id -> (command line, files to create in the working directory, environment, what the one
+#: error line must contain). Every case exits 2.
+CASES: dict[str, tuple[list[str], dict[str, str | bytes], dict[str, str], list[str]]] = {
+    # sdf sql: it only reads, one statement, named options
+    "sql-drop": (["sql", "DROP TABLE grades"], {}, {}, ["sdf sql only reads", "DROP"]),
+    "sql-delete-cte": (["sql", "WITH x AS (SELECT 1) DELETE FROM exclusions"], {}, {}, ["DELETE"]),
+    "sql-copy-into-record": (
+        ["sql", "COPY (SELECT 1 AS doc_id) TO 'corpus/documents/part-x.parquet'"],
+        {},
+        {},
+        ["COPY"],
+    ),
+    "sql-empty": (["sql", ""], {}, {}, ["sdf sql", "empty"]),
+    "sql-two-statements": (["sql", "SELECT 1; SELECT 2"], {}, {}, ["2 statements"]),
+    "sql-syntax": (["sql", "SELEC count(*) FROM documents"], {}, {}, ["syntax error"]),
+    "sql-unknown-table": (["sql", "SELECT * FROM gen_nothing"], {}, {}, ["gen_nothing"]),
+    "sql-format": (["sql", "SELECT 1", "--format", "xml"], {}, {}, ["--format", "xml"]),
+    "sql-out-in-corpus": (
+        ["sql", "SELECT * FROM documents_raw", "--out", "corpus/documents/part-y.parquet"],
+        {},
+        {},
+        ["--out", "corpus"],
+    ),
+    "sql-out-type": (["sql", "SELECT 1", "--out", "result.txt"], {}, {}, ["result.txt", ".csv"]),
+    # a SQL fragment is one expression
+    "select-where-injection": (
+        ["select", "--name", "x", "--docs", "2", "--where", "1=1) ; DROP TABLE grades; --"],
+        {},
+        {},
+        ["--where", "DROP TABLE grades"],
+    ),
+    "exclude-where-two-statements": (
+        ["exclude", "--reason", "x", "--where", "true; DELETE FROM exclusions"],
+        {},
+        {},
+        ["--where", "2 SQL statements"],
+    ),
+    "grade-where-not-boolean": (
+        ["grade", "--backend", "offline", "--where", "n_tokens"],
+        {},
+        {},
+        ["--where", "not a condition"],
+    ),
+    "audit-where-unknown-column": (
+        ["audit", "ngrams", "--where", "no_such_column > 1"],
+        {},
+        {},
+        ["where 'no_such_column > 1'", "not a valid condition"],
+    ),
+    "exclude-no-reason": (["exclude", "--where", "true"], {}, {}, ["--reason"]),
+    # selection and export options
+    "select-docs": (["select", "--name", "x", "--docs", "many"], {}, {}, ["--docs", "many"]),
+    "select-exists": (["select", "--name", "n", "--docs", "2"], {}, {}, ["'n'", "--replace"]),
+    "export-out-under-file": (
+        ["export", "--out", "afile/shards", "--selection", "n"],
+        {"afile": "x"},
+        {},
+        ["--out afile/shards", "afile"],
+    ),
+    "export-overwrite-foreign": (
+        ["export", "--out", "mine", "--selection", "n", "--overwrite"],
+        {"mine/notes.txt": "keep me"},
+        {},
+        ["--out mine", "not an sdf export"],
+    ),
+    "export-compression": (
+        ["export", "--out", "s", "--selection", "n", "--compression", "rar"],
+        {},
+        {},
+        ["compression", "rar"],
+    ),
+    "export-unknown-selection": (
+        ["export", "--out", "s", "--selection", "nope"],
+        {},
+        {},
+        ["nope"],
+    ),
+    # ingest: files, lines, options
+    "ingest-directory": (["ingest", "adir"], {"adir/a.jsonl": "{}\n"}, {}, ["adir", "directory"]),
+    "ingest-missing": (["ingest", "nothere.jsonl"], {}, {}, ["nothere.jsonl", "no such file"]),
+    "ingest-empty-file": (["ingest", "empty.jsonl"], {"empty.jsonl": ""}, {}, ["empty.jsonl"]),
+    "ingest-negative-max-bytes": (
+        ["ingest", "ok.jsonl", "--max-bytes", "-5"],
+        {"ok.jsonl": '{"text": "fine"}\n'},
+        {},
+        ["--max-bytes -5"],
+    ),
+    "ingest-oversized": (
+        ["ingest", "big.jsonl", "--max-bytes", "100"],
+        {"big.jsonl": json.dumps({"text": "w " * 200}) + "\n"},
+        {},
+        ["big.jsonl:1", "--max-bytes", "--skip-bad"],
+    ),
+    "ingest-malformed-json": (
+        ["ingest", "bad.jsonl"],
+        {"bad.jsonl": '{"text": "fine"}\n{"text": oops}\n'},
+        {},
+        ["bad.jsonl:2", "malformed JSON"],
+    ),
+    "ingest-invalid-utf8": (
+        ["ingest", "latin.jsonl"],
+        {"latin.jsonl": b'{"text": "caf\xe9"}\n'},
+        {},
+        ["latin.jsonl:1", "UTF-8"],
+    ),
+    "ingest-no-text": (
+        ["ingest", "notext.jsonl"],
+        {"notext.jsonl": '{"body": "x"}\n'},
+        {},
+        ["notext.jsonl:1", "--map text="],
+    ),
+    "ingest-map-syntax": (
+        ["ingest", "ok.jsonl", "--map", "text"],
+        {"ok.jsonl": '{"text": "fine"}\n'},
+        {},
+        ["--map", "COLUMN=VALUE"],
+    ),
+    "ingest-file-type": (
+        ["ingest", "notes.txt"],
+        {"notes.txt": "hello"},
+        {},
+        ["notes.txt", "unsupported file type"],
+    ),
+    # universes, config, environment
+    "universe-deep-yaml": (["universe", "check", "deep.md"], {"deep.md": DEEP}, {}, ["deep.md"]),
+    "universe-bad-yaml": (
+        ["universe", "check", "broken.md"],
+        {"broken.md": "---\nid: [unclosed\n---\nbody\n"},
+        {},
+        ["broken.md", "line"],
+    ),
+    "report-deep-yaml": (
+        ["report", "--config", "deep.yaml"],
+        {"deep.yaml": "audits: " + "[" * 500 + "]" * 500 + "\n"},
+        {},
+        ["deep.yaml", "nested too deeply"],
+    ),
+    "anthropic-base-url": (
+        ["generate", str(ROOT / "examples/universes/eu_ts_trycatch.md"), "--backend", "anthropic"],
+        {},
+        {"ANTHROPIC_API_KEY": "sk-ant-test", "ANTHROPIC_BASE_URL": "http://[::1"},
+        ["ANTHROPIC_BASE_URL"],
+    ),
+    "lock-timeout-variable": (
+        ["sql", "SELECT 1"],
+        {},
+        {"SDF_LOCK_TIMEOUT": "soon"},
+        ["SDF_LOCK_TIMEOUT"],
+    ),
+    "ledger-unknown-run": (["ledger", "--run", "UNKNOWN"], {}, {}, ["--run 'UNKNOWN'"]),
+    "check-missing-report": (
+        ["check", "--report", "nothing.json"],
+        {},
+        {},
+        ["nothing.json", "sdf report"],
+    ),
+    # the corpus itself
+    "corpus-missing": (["--corpus", "corpsu", "sql", "SELECT 1"], {}, {}, ["corpsu", "--corpus"]),
+    "corpus-is-a-file": (
+        ["--corpus", "afile", "show"],
+        {"afile": "x"},
+        {},
+        ["afile", "--corpus", "is a file"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_is_one_line_and_changes_nothing(case, template, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from sdfkit.cli import app
+
+    args, files, env, wanted = CASES[case]
+    corpus = tmp_path / "corpus"
+    shutil.copytree(template, corpus, symlinks=True)  # a copy reads itself (portable corpus)
+    for name, data in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        _write(tmp_path / name, data)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    before = fingerprint(corpus)
+    res = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert res.exit_code == 2, res.output
+    line = one_error(res)
+    for part in wanted:
+        assert part in line, (part, line)
+    monkeypatch.delenv("SDF_LOCK_TIMEOUT", raising=False)
+    assert fingerprint(corpus) == before
+    for name, data in files.items():  # the user's own files are untouched too
+        if isinstance(data, str):
+            assert (tmp_path / name).read_text(encoding="utf-8") == data
+
+
+def test_the_suite_covers_at_least_thirty_kinds():
+    assert len(CASES) >= 30
