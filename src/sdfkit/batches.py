@@ -419,6 +419,9 @@ def run_requests(
     Returns the latest outcome per requested custom_id (``load_text=False`` leaves their
     ``text`` None: for stages whose callbacks already consumed it, e.g. documents).
     """
+    problem = batch_option_problem(max_retries, poll_interval)
+    if problem or create_retries < 0:
+        raise BatchError(problem or f"create_retries must be 0 or more, got {create_retries}")
     runner = _Runner(
         store=store,
         run=run,
@@ -437,6 +440,16 @@ def run_requests(
         create_backoff=create_backoff,
     )
     return runner.execute(list(requests), load_text)
+
+
+def batch_option_problem(max_retries: int, poll_interval: float) -> str | None:
+    """What is wrong with ``--max-retries``/``--poll-interval`` (None: nothing); checked
+    before a run pins or pays anything."""
+    if max_retries < 0:
+        return f"--max-retries must be 0 or more, got {max_retries}"
+    if not poll_interval >= 0 or poll_interval == float("inf"):
+        return f"--poll-interval must be 0 or more seconds, got {poll_interval:g}"
+    return None
 
 
 def _stderr(msg: str) -> None:
