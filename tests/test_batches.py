@@ -984,3 +984,31 @@ def test_our_batch_missing_a_result_line_is_still_claimed_not_paid_again(store):
     # only the request whose line was missing is sent again
     assert api.created == [ids, [ids[0]]]
     assert all(o.status == "succeeded" for o in out.values())
+
+
+def test_claiming_compares_ended_batches_before_waiting_on_a_running_one(store):
+    """Another process's batch of the same size, still running and nearer in time to our
+    intent, is not waited for when our own ended batch is there to be compared."""
+    reqs = _reqs(2)
+    api = FakeAPI(polls_to_end=10**6)
+    sdk = api.client()
+    ours = sdk.messages.batches.create(
+        requests=[{"custom_id": r.custom_id, "params": r.params} for r in reqs]
+    )
+    api.batches[ours.id]["polls"] = 10**6  # ended
+    api.batches[ours.id]["created_at"] -= timedelta(minutes=5)
+    other = sdk.messages.batches.create(
+        requests=[{"custom_id": r.custom_id, "params": r.params} for r in _reqs(2, run="x")]
+    )
+    _intent(store, reqs, datetime.now(timezone.utc))
+    handle = api.handle
+
+    def strict(request):
+        assert request.url.path != f"/v1/messages/batches/{other.id}", "waited on it"
+        return handle(request)
+
+    api.handle = strict
+    logs: list[str] = []
+    out = _run(store, api, reqs, log=logs.append)
+    assert any(f"found batch {ours.id}" in m for m in logs)
+    assert api.creates() == 2 and all(o.status == "succeeded" for o in out.values())

@@ -767,8 +767,14 @@ class _Runner:
         Those are hashes of this run's requests, so no one else's batch holds them; a subset
         (not equality) so that a batch missing a result line is still recognised as ours
         rather than paid for again. A candidate still running is waited for, as its results
-        are the only proof. Failing to ask the API leaves the submission as it was, to be
-        recovered by the next run."""
+        are the only proof; ended candidates are compared first. Failing to ask the API leaves
+        the submission as it was, to be recovered by the next run.
+
+        What this cannot tell apart: a batch holding exactly the same requests (same run
+        name, stage and parameters, so the same custom_ids) sent by another catalog, e.g.
+        a copy of this corpus or a colleague running the same recipe and run name in the
+        same workspace. Such a batch answers the same requests, so claiming it pays nothing
+        twice, but the other batch of the pair is then paid and never read."""
         import anthropic
         import httpx2
 
@@ -836,7 +842,12 @@ class _Runner:
             total = rc.processing + rc.succeeded + rc.errored + rc.canceled + rc.expired
             if b.id not in known and total == n and b.created_at <= latest:
                 candidates.append(b)
-        candidates.sort(key=lambda b: abs(b.created_at - submitted_at))
+        # ended candidates first (their results answer at once), nearest in time first: a
+        # still-running batch is waited for only when no ended one is ours, as another
+        # process's batch of the same size may run for up to a day
+        candidates.sort(
+            key=lambda b: (b.processing_status != "ended", abs(b.created_at - submitted_at))
+        )
         for b in candidates:
             if b.processing_status != "ended":
                 self.log(
