@@ -1012,3 +1012,20 @@ def test_claiming_compares_ended_batches_before_waiting_on_a_running_one(store):
     out = _run(store, api, reqs, log=logs.append)
     assert any(f"found batch {ours.id}" in m for m in logs)
     assert api.creates() == 2 and all(o.status == "succeeded" for o in out.values())
+
+
+def test_a_candidate_whose_results_are_gone_does_not_block_every_rerun(store):
+    reqs = _reqs(2)
+    api = FakeAPI()
+    sdk = api.client()
+    stale = sdk.messages.batches.create(
+        requests=[{"custom_id": r.custom_id, "params": r.params} for r in reqs]
+    )
+    api.batches[stale.id]["polls"] = 10**6
+    api.results_gone.add(stale.id)  # its results expired at the API (404)
+    _intent(store, reqs, datetime.now(timezone.utc))
+    logs: list[str] = []
+    out = _run(store, api, reqs, log=logs.append)
+    assert any(f"batch {stale.id} has no results any more (404)" in m for m in logs)
+    assert api.creates() == 2 and all(o.status == "succeeded" for o in out.values())
+    assert "\n" not in "".join(logs)

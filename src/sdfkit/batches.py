@@ -833,6 +833,8 @@ class _Runner:
 
     def _find_claim(self, submitted_at: datetime, n: int, want: set[str], known: set[str]) -> Any:
         """The batch of the API whose results hold only custom_ids of ``want``, or None."""
+        import anthropic
+
         earliest, latest = submitted_at - CLAIM_BEFORE, submitted_at + CLAIM_AFTER
         candidates = []
         for b in self.client.messages.batches.list(limit=100):
@@ -858,11 +860,17 @@ class _Runner:
                 time.sleep(self.poll_interval)
                 b = self.client.messages.batches.retrieve(b.id)
             got = []
-            with self.client.messages.batches.with_streaming_response.results(b.id) as resp:
-                for raw in jsonl_lines(resp.iter_bytes()):
-                    cid = _line_custom_id(raw)
-                    if cid:
-                        got.append(cid)
+            try:
+                with self.client.messages.batches.with_streaming_response.results(b.id) as resp:
+                    for raw in jsonl_lines(resp.iter_bytes()):
+                        cid = _line_custom_id(raw)
+                        if cid:
+                            got.append(cid)
+            except anthropic.NotFoundError:
+                # results kept 29 days: gone, they prove nothing and nothing could read them
+                # (raising instead would fail every rerun the same way, forever)
+                self.log(f"{self.stage}: batch {b.id} has no results any more (404): not claimed")
+                continue
             if got and set(got) <= want:
                 return b
             self.log(f"{self.stage}: batch {b.id} holds other requests: not claimed")
