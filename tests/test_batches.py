@@ -1029,3 +1029,24 @@ def test_a_candidate_whose_results_are_gone_does_not_block_every_rerun(store):
     assert any(f"batch {stale.id} has no results any more (404)" in m for m in logs)
     assert api.creates() == 2 and all(o.status == "succeeded" for o in out.values())
     assert "\n" not in "".join(logs)
+
+
+def test_ctrl_c_while_backing_off_from_a_429_pays_once_on_the_rerun(store, monkeypatch):
+    import sdfkit.batches as batches
+
+    reqs = _reqs(2)
+    api = FakeAPI()
+    api.create_failures = [429]
+
+    def pressed(_seconds):
+        raise KeyboardInterrupt  # Ctrl-C during the back-off
+
+    monkeypatch.setattr(batches.time, "sleep", pressed)
+    with pytest.raises(BatchInterrupted):
+        _run(store, api, reqs, create_backoff=5.0)
+    assert not api.batches
+    monkeypatch.undo()
+    logs: list[str] = []
+    out = _run(store, api, reqs, log=logs.append)
+    assert len(api.batches) == 1 and all(o.status == "succeeded" for o in out.values())
+    assert any("never reached the API" in m for m in logs)
