@@ -1241,7 +1241,8 @@ class _Runner:
             row["error_type"] = _str_or_none(inner.get("type")) or "unknown_error"
             row["error"] = _str_or_none(inner.get("message")) or json.dumps(err)[:400]
         elif status == "errored":
-            # a result type the installed SDK does not know: kept, never paid for again
+            # a result type the installed SDK does not know: kept (its raw line too); it holds
+            # no answer, so like an error it is retried within --max-retries
             row["error_type"] = f"result_type:{rtype}"[:64]
             row["error"] = f"a result of type {rtype!r} that sdfkit does not know"
         else:
