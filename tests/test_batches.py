@@ -1050,3 +1050,25 @@ def test_ctrl_c_while_backing_off_from_a_429_pays_once_on_the_rerun(store, monke
     out = _run(store, api, reqs, log=logs.append)
     assert len(api.batches) == 1 and all(o.status == "succeeded" for o in out.values())
     assert any("never reached the API" in m for m in logs)
+
+
+def test_a_second_process_on_the_same_run_and_stage_is_refused_before_paying(store):
+    """Two processes of one run would both find the same requests unsubmitted and pay for
+    each twice (and one would claim the other's in-flight submission as interrupted)."""
+    import fcntl
+    import hashlib
+
+    reqs = _reqs(2)
+    api = FakeAPI()
+    key = hashlib.sha256(json.dumps(["r1", "documents"]).encode()).hexdigest()[:16]
+    store.root.mkdir(parents=True, exist_ok=True)
+    with open(store.root / f".batches-{key}.lock", "w") as other:  # the first process
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(BatchError, match="running in another process") as err:
+            _run(store, api, reqs)
+        assert "\n" not in str(err.value) and api.creates() == 0 and not api.seen
+        # another stage or run of the same corpus is not held up
+        _run(store, api, _reqs(1, run="r2"), run="r2")
+        assert api.creates() == 1
+    out = _run(store, api, reqs)  # the first process is gone: its lock died with it
+    assert api.creates() == 2 and all(o.status == "succeeded" for o in out.values())

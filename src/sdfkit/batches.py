@@ -34,6 +34,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -452,6 +453,29 @@ def batch_option_problem(max_retries: int, poll_interval: float) -> str | None:
     return None
 
 
+@contextmanager
+def _stage_lock(store: Store, run: str, stage: str) -> Iterator[None]:
+    """One process per run and stage. Two would both see the same requests unsubmitted and
+    pay for each twice, and one would take the other's in-flight submission for an
+    interrupted one. The lock is the kernel's (flock), so it dies with its process."""
+    import fcntl
+
+    store.root.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(json.dumps([run, stage]).encode()).hexdigest()[:16]
+    with open(store.root / f".batches-{key}.lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise BatchError(
+                f"stage {stage!r} of run {run!r} is running in another process on this corpus: "
+                "wait for it (or stop it), then run the same command again"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -488,6 +512,10 @@ class _Runner:
             if r.custom_id in by_id and by_id[r.custom_id].params != r.params:
                 raise BatchError(f"custom_id {r.custom_id!r} is used by two different requests")
             by_id[r.custom_id] = r
+        with _stage_lock(self.store, self.run, self.stage):
+            return self._execute(by_id, load_text)
+
+    def _execute(self, by_id: dict[str, BatchRequest], load_text: bool) -> dict[str, BatchOutcome]:
         self.store.clean_temporaries()
         self.requests = by_id
         self.backend = backend_name(self.client)
