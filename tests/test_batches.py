@@ -1072,3 +1072,38 @@ def test_a_second_process_on_the_same_run_and_stage_is_refused_before_paying(sto
         assert api.creates() == 1
     out = _run(store, api, reqs)  # the first process is gone: its lock died with it
     assert api.creates() == 2 and all(o.status == "succeeded" for o in out.values())
+
+
+def test_the_key_reaches_no_file_or_line_on_the_failure_and_recovery_paths(store, capsys):
+    """Ctrl-C after create, a refused key while recovering, then recovery, a dropped results
+    stream and the ledger: the key is sent as a header and written nowhere."""
+    from sdfkit.batches import ledger
+
+    reqs = _reqs(3)
+    api = FakeAPI()
+    logs: list[str] = []
+    errors: list[str] = []
+    api.interrupt_on = "create"
+    with pytest.raises(BatchInterrupted) as e1:
+        _run(store, api, reqs, log=logs.append)
+    errors.append(str(e1.value))
+    api.list_failure = 401
+    with pytest.raises(BatchError) as e2:
+        _run(store, api, reqs, log=logs.append)
+    errors.append(str(e2.value))
+    api.list_failure = None
+    api.drop_results_after = 1
+    with pytest.raises(BatchError) as e3:
+        _run(store, api, reqs, log=logs.append)
+    errors.append(str(e3.value))
+    api.drop_results_after = None
+    _run(store, api, reqs, log=logs.append)
+    table = ledger(store)
+    assert any(KEY in v for h in api.headers for v in h.values())  # it was sent
+    out = capsys.readouterr()
+    said = "\n".join([*logs, *errors, out.out, out.err, str(table)])
+    assert KEY not in said and "NEVER-ON-DISK" not in said
+    files = [p for p in store.root.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".parquet" for p in files)
+    for p in files:
+        assert b"NEVER-ON-DISK" not in p.read_bytes(), p
