@@ -111,3 +111,13 @@ def test_train_refuses_a_checkpoint_ttl_that_is_not_a_number_as_a_usage_error(
 def test_eval_refuses_bad_waits_in_one_line(cli, option, value):
     res = cli("eval", "some-run", "--backend", "offline", option, value, expect=None)
     _one_line_error(res, option)
+
+
+def test_grade_refuses_another_model_for_an_existing_grading_run_in_one_line(cli, example_universe):
+    cli("generate", example_universe, "--backend", "offline", "--run", "d", "--limit", "1")
+    grade = ["grade", "--backend", "offline", "--run", "g"]
+    cli(*grade, "--model", "claude-haiku-a")
+    res = cli(*grade, "--model", "claude-haiku-b", expect=None)
+    _one_line_error(res, "started with model claude-haiku-a", "--run")
+    res = cli(*grade)  # without the option it resumes with its own model
+    assert "claude-haiku-a" in res.output
