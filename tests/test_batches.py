@@ -984,3 +984,126 @@ def test_our_batch_missing_a_result_line_is_still_claimed_not_paid_again(store):
     # only the request whose line was missing is sent again
     assert api.created == [ids, [ids[0]]]
     assert all(o.status == "succeeded" for o in out.values())
+
+
+def test_claiming_compares_ended_batches_before_waiting_on_a_running_one(store):
+    """Another process's batch of the same size, still running and nearer in time to our
+    intent, is not waited for when our own ended batch is there to be compared."""
+    reqs = _reqs(2)
+    api = FakeAPI(polls_to_end=10**6)
+    sdk = api.client()
+    ours = sdk.messages.batches.create(
+        requests=[{"custom_id": r.custom_id, "params": r.params} for r in reqs]
+    )
+    api.batches[ours.id]["polls"] = 10**6  # ended
+    api.batches[ours.id]["created_at"] -= timedelta(minutes=5)
+    other = sdk.messages.batches.create(
+        requests=[{"custom_id": r.custom_id, "params": r.params} for r in _reqs(2, run="x")]
+    )
+    _intent(store, reqs, datetime.now(timezone.utc))
+    handle = api.handle
+
+    def strict(request):
+        assert request.url.path != f"/v1/messages/batches/{other.id}", "waited on it"
+        return handle(request)
+
+    api.handle = strict
+    logs: list[str] = []
+    out = _run(store, api, reqs, log=logs.append)
+    assert any(f"found batch {ours.id}" in m for m in logs)
+    assert api.creates() == 2 and all(o.status == "succeeded" for o in out.values())
+
+
+def test_a_candidate_whose_results_are_gone_does_not_block_every_rerun(store):
+    reqs = _reqs(2)
+    api = FakeAPI()
+    sdk = api.client()
+    stale = sdk.messages.batches.create(
+        requests=[{"custom_id": r.custom_id, "params": r.params} for r in reqs]
+    )
+    api.batches[stale.id]["polls"] = 10**6
+    api.results_gone.add(stale.id)  # its results expired at the API (404)
+    _intent(store, reqs, datetime.now(timezone.utc))
+    logs: list[str] = []
+    out = _run(store, api, reqs, log=logs.append)
+    assert any(f"batch {stale.id} has no results any more (404)" in m for m in logs)
+    assert api.creates() == 2 and all(o.status == "succeeded" for o in out.values())
+    assert "\n" not in "".join(logs)
+
+
+def test_ctrl_c_while_backing_off_from_a_429_pays_once_on_the_rerun(store, monkeypatch):
+    import sdfkit.batches as batches
+
+    reqs = _reqs(2)
+    api = FakeAPI()
+    api.create_failures = [429]
+
+    def pressed(_seconds):
+        raise KeyboardInterrupt  # Ctrl-C during the back-off
+
+    monkeypatch.setattr(batches.time, "sleep", pressed)
+    with pytest.raises(BatchInterrupted):
+        _run(store, api, reqs, create_backoff=5.0)
+    assert not api.batches
+    monkeypatch.undo()
+    logs: list[str] = []
+    out = _run(store, api, reqs, log=logs.append)
+    assert len(api.batches) == 1 and all(o.status == "succeeded" for o in out.values())
+    assert any("never reached the API" in m for m in logs)
+
+
+def test_a_second_process_on_the_same_run_and_stage_is_refused_before_paying(store):
+    """Two processes of one run would both find the same requests unsubmitted and pay for
+    each twice (and one would claim the other's in-flight submission as interrupted)."""
+    import fcntl
+    import hashlib
+
+    reqs = _reqs(2)
+    api = FakeAPI()
+    key = hashlib.sha256(json.dumps(["r1", "documents"]).encode()).hexdigest()[:16]
+    store.root.mkdir(parents=True, exist_ok=True)
+    with open(store.root / f".batches-{key}.lock", "w") as other:  # the first process
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(BatchError, match="running in another process") as err:
+            _run(store, api, reqs)
+        assert "\n" not in str(err.value) and api.creates() == 0 and not api.seen
+        # another stage or run of the same corpus is not held up
+        _run(store, api, _reqs(1, run="r2"), run="r2")
+        assert api.creates() == 1
+    out = _run(store, api, reqs)  # the first process is gone: its lock died with it
+    assert api.creates() == 2 and all(o.status == "succeeded" for o in out.values())
+
+
+def test_the_key_reaches_no_file_or_line_on_the_failure_and_recovery_paths(store, capsys):
+    """Ctrl-C after create, a refused key while recovering, then recovery, a dropped results
+    stream and the ledger: the key is sent as a header and written nowhere."""
+    from sdfkit.batches import ledger
+
+    reqs = _reqs(3)
+    api = FakeAPI()
+    logs: list[str] = []
+    errors: list[str] = []
+    api.interrupt_on = "create"
+    with pytest.raises(BatchInterrupted) as e1:
+        _run(store, api, reqs, log=logs.append)
+    errors.append(str(e1.value))
+    api.list_failure = 401
+    with pytest.raises(BatchError) as e2:
+        _run(store, api, reqs, log=logs.append)
+    errors.append(str(e2.value))
+    api.list_failure = None
+    api.drop_results_after = 1
+    with pytest.raises(BatchError) as e3:
+        _run(store, api, reqs, log=logs.append)
+    errors.append(str(e3.value))
+    api.drop_results_after = None
+    _run(store, api, reqs, log=logs.append)
+    table = ledger(store)
+    assert any(KEY in v for h in api.headers for v in h.values())  # it was sent
+    out = capsys.readouterr()
+    said = "\n".join([*logs, *errors, out.out, out.err, str(table)])
+    assert KEY not in said and "NEVER-ON-DISK" not in said
+    files = [p for p in store.root.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".parquet" for p in files)
+    for p in files:
+        assert b"NEVER-ON-DISK" not in p.read_bytes(), p

@@ -112,3 +112,39 @@ def test_a_system_message_is_rendered_as_the_developers_instructions(harmony):
     assert harmony.decode(render_prompt(dev, harmony)).startswith(
         "<|start|>developer<|message|>Be brief.<|end|>"
     )
+
+
+QUOTED = "the document <|return|> the <|endoftext|> <|start|>user<|message|>"
+
+
+def test_special_token_text_inside_a_document_stays_plain_text_on_both_routes(harmony, hf_gpt_oss):
+    specials = {harmony.special_token(s) for s in harmony.impl.special_tokens_set}
+    for tok in (harmony, hf_gpt_oss):
+        flat, offsets = tok.encode_batch([QUOTED, "the document"])
+        assert len(offsets) == 3
+        assert not specials & {int(t) for t in flat}, tok.backend
+        assert not specials & set(tok.encode(QUOTED)), tok.backend
+    # the quicktok route still spells the text out exactly
+    assert harmony.decode(harmony.encode(QUOTED)) == QUOTED
+
+
+def test_an_export_of_a_document_quoting_end_tokens_ends_it_only_once(
+    tmp_path, monkeypatch, harmony, hf_gpt_oss
+):
+    import sdfkit.tokens as tokens
+
+    real = tokens._load
+    monkeypatch.setattr(tokens, "_load", lambda n: hf_gpt_oss if n == GPT_OSS else real(n))
+    store = Store(tmp_path / "corpus")
+    recs = [{"text": QUOTED, "concept": "c", "doc_type": "memo"}]
+    store.append("documents_raw", build_documents(recs))
+    select(store, SelectionConfig(name="sel", docs=1, seed=0))
+    specials = {harmony.special_token(s) for s in harmony.impl.special_tokens_set}
+    for name in ("o200k_harmony", GPT_OSS):
+        out = tmp_path / name.replace("/", "_").replace(":", "_")
+        export(store, ExportConfig(selection="sel", tokenizer=name), out)
+        _, examples = read_export(out)
+        (example,) = list(examples)
+        ids = [int(t) for t in example["tokens"]]
+        assert [t for t in ids if t in specials] == [harmony.special_token("<|endoftext|>")]
+        assert ids[-1] == harmony.special_token("<|endoftext|>")

@@ -184,3 +184,57 @@ def test_a_run_stays_with_the_backend_that_started_it(tmp_path, api):
     with pytest.raises(PinError, match="started with the offline stand-in") as err:
         generate(universes, store, GenerateConfig(run="default", **SMALL), client=client)
     assert "another --run" in str(err.value) and not server.batches
+
+
+def test_an_interrupted_run_resumed_after_the_sdk_list_changes_keeps_every_custom_id(
+    tmp_path, monkeypatch
+):
+    """The SDK's own model list changes between the two invocations (what an upgrade does):
+    the run was interrupted while its first batch ran, and on resume every custom_id it
+    had is asked for again under the same id, none is submitted twice, and no request of
+    the run names the new default model."""
+    import typing
+
+    import anthropic.types.model as sdk_models
+    import httpx2
+
+    from sdfkit.batches import BatchInterrupted
+    from sdfkit.generate import default_model
+    from sdfkit.offline import OfflineServer
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    server = OfflineServer()
+    polls = {"n": 0}
+
+    def handle(request):
+        if request.method == "GET" and request.url.path.count("/") == 4:
+            polls["n"] += 1
+            if polls["n"] == 1:
+                raise KeyboardInterrupt  # Ctrl-C while the first batch runs
+        return server.handle(request)
+
+    client = make_client(
+        "anthropic",
+        base_url="https://api.example.test",
+        http_client=httpx2.Client(transport=httpx2.MockTransport(handle)),
+    )
+    before_upgrade = default_model()
+    store = Store(tmp_path / "corpus")
+    universes = load_universes(UNIVERSES)
+    with pytest.raises(BatchInterrupted):
+        generate(universes, store, GenerateConfig(run="u", **SMALL), client=client)
+    ids_before = set(store.query("SELECT custom_id FROM gen_requests")["custom_id"].to_list())
+    assert ids_before and _models(store, "u") == {before_upgrade}
+    # the upgrade: a newer Sonnet appears and the one the run started with is deprecated
+    newer = "claude-sonnet-99"
+    monkeypatch.setattr(sdk_models, "Model", typing.Literal[newer] | str)
+    import anthropic._data.deprecated_models as dep
+
+    monkeypatch.setattr(dep, "DEPRECATED_MODELS", {**dep.DEPRECATED_MODELS, before_upgrade: ""})
+    assert default_model() == newer
+    res = generate(universes, store, GenerateConfig(run="u", **SMALL), client=client)
+    assert res.model == before_upgrade and res.documents_in_run == SMALL["limit"]
+    sent = store.query("SELECT custom_id, count(*) AS n FROM gen_requests GROUP BY custom_id")
+    assert ids_before <= set(sent["custom_id"].to_list())
+    assert set(sent["n"].to_list()) == {1}  # nothing asked for twice
+    assert _models(store, "u") == {before_upgrade}

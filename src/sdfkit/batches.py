@@ -34,6 +34,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -419,6 +420,9 @@ def run_requests(
     Returns the latest outcome per requested custom_id (``load_text=False`` leaves their
     ``text`` None: for stages whose callbacks already consumed it, e.g. documents).
     """
+    problem = batch_option_problem(max_retries, poll_interval)
+    if problem or create_retries < 0:
+        raise BatchError(problem or f"create_retries must be 0 or more, got {create_retries}")
     runner = _Runner(
         store=store,
         run=run,
@@ -437,6 +441,39 @@ def run_requests(
         create_backoff=create_backoff,
     )
     return runner.execute(list(requests), load_text)
+
+
+def batch_option_problem(max_retries: int, poll_interval: float) -> str | None:
+    """What is wrong with ``--max-retries``/``--poll-interval`` (None: nothing); checked
+    before a run pins or pays anything."""
+    if max_retries < 0:
+        return f"--max-retries must be 0 or more, got {max_retries}"
+    if not poll_interval >= 0 or poll_interval == float("inf"):
+        return f"--poll-interval must be 0 or more seconds, got {poll_interval:g}"
+    return None
+
+
+@contextmanager
+def _stage_lock(store: Store, run: str, stage: str) -> Iterator[None]:
+    """One process per run and stage. Two would both see the same requests unsubmitted and
+    pay for each twice, and one would take the other's in-flight submission for an
+    interrupted one. The lock is the kernel's (flock), so it dies with its process."""
+    import fcntl
+
+    store.root.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(json.dumps([run, stage]).encode()).hexdigest()[:16]
+    with open(store.root / f".batches-{key}.lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise BatchError(
+                f"stage {stage!r} of run {run!r} is running in another process on this corpus: "
+                "wait for it (or stop it), then run the same command again"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _stderr(msg: str) -> None:
@@ -475,6 +512,10 @@ class _Runner:
             if r.custom_id in by_id and by_id[r.custom_id].params != r.params:
                 raise BatchError(f"custom_id {r.custom_id!r} is used by two different requests")
             by_id[r.custom_id] = r
+        with _stage_lock(self.store, self.run, self.stage):
+            return self._execute(by_id, load_text)
+
+    def _execute(self, by_id: dict[str, BatchRequest], load_text: bool) -> dict[str, BatchOutcome]:
         self.store.clean_temporaries()
         self.requests = by_id
         self.backend = backend_name(self.client)
@@ -754,8 +795,14 @@ class _Runner:
         Those are hashes of this run's requests, so no one else's batch holds them; a subset
         (not equality) so that a batch missing a result line is still recognised as ours
         rather than paid for again. A candidate still running is waited for, as its results
-        are the only proof. Failing to ask the API leaves the submission as it was, to be
-        recovered by the next run."""
+        are the only proof; ended candidates are compared first. Failing to ask the API leaves
+        the submission as it was, to be recovered by the next run.
+
+        What this cannot tell apart: a batch holding exactly the same requests (same run
+        name, stage and parameters, so the same custom_ids) sent by another catalog, e.g.
+        a copy of this corpus or a colleague running the same recipe and run name in the
+        same workspace. Such a batch answers the same requests, so claiming it pays nothing
+        twice, but the other batch of the pair is then paid and never read."""
         import anthropic
         import httpx2
 
@@ -814,6 +861,8 @@ class _Runner:
 
     def _find_claim(self, submitted_at: datetime, n: int, want: set[str], known: set[str]) -> Any:
         """The batch of the API whose results hold only custom_ids of ``want``, or None."""
+        import anthropic
+
         earliest, latest = submitted_at - CLAIM_BEFORE, submitted_at + CLAIM_AFTER
         candidates = []
         for b in self.client.messages.batches.list(limit=100):
@@ -823,7 +872,12 @@ class _Runner:
             total = rc.processing + rc.succeeded + rc.errored + rc.canceled + rc.expired
             if b.id not in known and total == n and b.created_at <= latest:
                 candidates.append(b)
-        candidates.sort(key=lambda b: abs(b.created_at - submitted_at))
+        # ended candidates first (their results answer at once), nearest in time first: a
+        # still-running batch is waited for only when no ended one is ours, as another
+        # process's batch of the same size may run for up to a day
+        candidates.sort(
+            key=lambda b: (b.processing_status != "ended", abs(b.created_at - submitted_at))
+        )
         for b in candidates:
             if b.processing_status != "ended":
                 self.log(
@@ -834,11 +888,17 @@ class _Runner:
                 time.sleep(self.poll_interval)
                 b = self.client.messages.batches.retrieve(b.id)
             got = []
-            with self.client.messages.batches.with_streaming_response.results(b.id) as resp:
-                for raw in jsonl_lines(resp.iter_bytes()):
-                    cid = _line_custom_id(raw)
-                    if cid:
-                        got.append(cid)
+            try:
+                with self.client.messages.batches.with_streaming_response.results(b.id) as resp:
+                    for raw in jsonl_lines(resp.iter_bytes()):
+                        cid = _line_custom_id(raw)
+                        if cid:
+                            got.append(cid)
+            except anthropic.NotFoundError:
+                # results kept 29 days: gone, they prove nothing and nothing could read them
+                # (raising instead would fail every rerun the same way, forever)
+                self.log(f"{self.stage}: batch {b.id} has no results any more (404): not claimed")
+                continue
             if got and set(got) <= want:
                 return b
             self.log(f"{self.stage}: batch {b.id} holds other requests: not claimed")
@@ -1209,7 +1269,8 @@ class _Runner:
             row["error_type"] = _str_or_none(inner.get("type")) or "unknown_error"
             row["error"] = _str_or_none(inner.get("message")) or json.dumps(err)[:400]
         elif status == "errored":
-            # a result type the installed SDK does not know: kept, never paid for again
+            # a result type the installed SDK does not know: kept (its raw line too); it holds
+            # no answer, so like an error it is retried within --max-retries
             row["error_type"] = f"result_type:{rtype}"[:64]
             row["error"] = f"a result of type {rtype!r} that sdfkit does not know"
         else:

@@ -325,6 +325,18 @@ class EvalConfig:
             raise EvalError("--samples and --max-tokens must be at least 1")
         if self.belief_questions_per_fact < 1:
             raise EvalError("--belief-questions-per-fact must be at least 1")
+        from .batches import batch_option_problem
+        from .train import MAX_DEADLINE
+
+        if not (0 < self.deadline <= MAX_DEADLINE and 0 < self.health_timeout <= MAX_DEADLINE):
+            raise EvalError(
+                "--deadline and --health-timeout must be positive and at most "
+                f"{MAX_DEADLINE:.0f} seconds"
+            )
+
+        problem = batch_option_problem(self.max_retries, self.poll_interval)
+        if problem:
+            raise EvalError(problem)
 
 
 @dataclass

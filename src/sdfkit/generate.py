@@ -40,6 +40,7 @@ from .batches import (
     BatchRequest,
     PriceTable,
     backend_name,
+    batch_option_problem,
     client_for_store,
     custom_id_for,
     ensure_tables,
@@ -253,6 +254,9 @@ class GenerateConfig:
                 raise GenerateError(f"{name.replace('_', '-')} must be at least 1")
         if self.limit is not None and self.limit < 1:
             raise GenerateError("--limit must be at least 1")
+        problem = batch_option_problem(self.max_retries, self.poll_interval)
+        if problem:
+            raise GenerateError(problem)
 
 
 @dataclass

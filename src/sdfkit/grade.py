@@ -125,9 +125,13 @@ def grade(
     """Grade the documents matching ``where`` (SQL over ``documents``) and store verdicts.
 
     The grading run's model and rubric are the ones it was started with (``sdfkit.pins``)."""
+    from .batches import batch_option_problem
     from .pins import first_model, pin_run
 
     cfg = config or GradeConfig()
+    problem = batch_option_problem(cfg.max_retries, cfg.poll_interval)
+    if problem:
+        raise GradeError(problem)
     if client is None:
         client = client_for_store(store, backend)
     condition = None

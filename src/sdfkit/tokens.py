@@ -42,12 +42,20 @@ class Tokenizer:
     def encode_batch(self, texts: list[str], threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Encode texts as ordinary text (special-token strings are plain text).
 
+        A document quoting ``<|endoftext|>`` or ``<|return|>`` must not end itself (or teach
+        the model to stop there): quicktok's third argument (``allow_special``) is False,
+        and Hugging Face tokenizers are told ``split_special_tokens=True``, as
+        ``add_special_tokens=False`` alone only stops them from adding BOS/EOS and still
+        turns special-token text into the special token.
+
         Returns ``(tokens, offsets)``: document i is ``tokens[offsets[i]:offsets[i+1]]``.
         """
         if self.backend == "quicktok":
             toks, offsets = self.impl.encode_batch(list(texts), threads or _threads(), False)
             return np.asarray(toks, dtype=np.uint32), np.asarray(offsets, dtype=np.int64)
-        ids = self.impl(list(texts), add_special_tokens=False)["input_ids"]
+        ids = self.impl(list(texts), add_special_tokens=False, split_special_tokens=True)[
+            "input_ids"
+        ]
         lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
         offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
         flat = np.fromiter((t for x in ids for t in x), dtype=np.uint32, count=int(offsets[-1]))

@@ -52,6 +52,9 @@ T = TypeVar("T")
 #: Default seconds a single Tinker call may take (``--deadline``): twice the 15 minutes of
 #: queueing the SDK treats as normal before it even warns (``PAUSE_GRACE_PERIOD``).
 DEFAULT_DEADLINE = 1800.0
+#: Longest ``--deadline`` / ``--health-timeout`` accepted (a week): waits past it overflow
+#: the platform's clock (``inf`` would be an OverflowError traceback).
+MAX_DEADLINE = 7 * 24 * 3600.0
 #: The service keeps a checkpoint at least this long when a TTL is given (or forever).
 MIN_CHECKPOINT_TTL = 3600
 
@@ -143,9 +146,15 @@ class TrainConfig:
             (self.batch_size >= 1, "--batch-size must be at least 1"),
             (self.weight_decay >= 0, "--weight-decay must be 0 or more"),
             (self.save_every >= 0, "--save-every must be 0 or more"),
-            (self.deadline > 0, "--deadline must be positive"),
+            (
+                0 < self.deadline <= MAX_DEADLINE,
+                f"--deadline must be positive and at most {MAX_DEADLINE:.0f} seconds",
+            ),
             (self.pipeline_depth >= 1, "--pipeline-depth must be at least 1"),
-            (self.health_timeout > 0, "--health-timeout must be positive"),
+            (
+                0 < self.health_timeout <= MAX_DEADLINE,
+                f"--health-timeout must be positive and at most {MAX_DEADLINE:.0f} seconds",
+            ),
             (
                 self.checkpoint_ttl_seconds is None
                 or self.checkpoint_ttl_seconds >= MIN_CHECKPOINT_TTL,
