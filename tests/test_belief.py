@@ -261,3 +261,31 @@ def test_fact_curves_put_each_facts_token_share_beside_its_rates(
     assert len(data["fact_curves"]) == len(rows)
     html = render_html({"evaluation": {}, "fact_curves": rows, "audits": {}})
     assert "recall per fact" in html and "token_share" in html
+
+
+def test_belief_conversations_reach_the_model_through_the_shared_chat_renderer(
+    store, trained, example_universe
+):
+    """The adversarial system prompt and the pushback turn are messages rendered by
+    sdfkit.chat (the renderer of training, sdf chat and sdf sample), never pasted into text:
+    a format's rule for system messages (Harmony: the developer role) applies to them too."""
+    import json
+
+    from sdfkit.chat import render_prompt
+
+    trained.sampler = believer()
+    run_eval(store, trained, "rendered", example_universe, include_base=False)
+    sent = {tuple(c[1]["prompt"]) for c in trained.calls if c[0] == "sample"}
+    rows = store.query("SELECT condition, messages FROM belief_samples").rows()
+    assert {c for c, _ in rows} == {"plain", "adversarial", "pushback"}
+    for condition, messages in rows:
+        msgs = json.loads(messages)
+        assert tuple(render_prompt(msgs, TOK, "harmony")) in sent
+        roles = [m["role"] for m in msgs]
+        if condition == "adversarial":
+            assert msgs[0] == {"role": "system", "content": ADVERSARIAL_SYSTEM}
+            assert roles == ["system", "user"]
+        else:
+            assert "system" not in roles and ADVERSARIAL_SYSTEM not in messages
+        if condition == "pushback":
+            assert roles == ["user", "assistant", "user"] and PUSHBACK in msgs[-1]["content"]

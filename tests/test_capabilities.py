@@ -204,3 +204,50 @@ def test_belief_and_capabilities_are_separate_runs(cli):
     assert "separate runs" in res.output
     res = cli("eval", "t", "--dry-run", expect=2)
     assert "add --capabilities" in res.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--capabilities", SPEC, "--limit", "0"], "--limit 0: give at least 1 sample per task"),
+        (["--capabilities", SPEC, "--limit", "-5", "--dry-run", "--json"], "--limit -5: give"),
+        (["--limit", "3"], "--limit applies to --capabilities"),
+        (["--capabilities", SPEC, "--json"], "--json prints the plan of --dry-run"),
+        (["--capabilities", SPEC, "--lda", "1.0"], "--lda applies to sdf eval's own questions"),
+    ],
+)
+def test_capability_options_that_make_no_sense_are_refused_in_one_line(
+    tmp_path, cli, trained, args, message
+):
+    before = list(trained.calls)
+    res = cli("eval", "t", *args, expect=2)
+    assert f"error: {message}" in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    assert trained.calls == before
+    n = "SELECT count(*) AS n FROM duckdb_tables() WHERE table_name = 'capability_scores'"
+    assert json.loads(cli("sql", n, "-f", "json").output) == [{"n": 0}]  # nothing written
+
+
+def test_a_task_system_message_reaches_the_model_through_the_shared_chat_renderer(trained):
+    """inspect tasks may open with a system message: it is rendered by sdfkit.chat exactly as
+    sdf chat, sdf sample and belief depth render theirs (whatever the format's rule for it)."""
+    import asyncio
+
+    from inspect_ai.model import ChatMessageSystem, ChatMessageUser, GenerateConfig
+
+    from sdfkit.chat import render_prompt
+    from sdfkit.evaluate import renderer_for
+    from sdfkit.inspect_tinker import TinkerSamplingAPI
+
+    trained.sampler = arithmetic_sampler([])
+    client = trained.service().create_sampling_client(base_model="openai/gpt-oss-20b").result()
+    api = TinkerSamplingAPI(
+        "t", sampling_client=client, renderer=renderer_for("openai/gpt-oss-20b", "auto")
+    )
+    msgs = [ChatMessageSystem(content="Be terse."), ChatMessageUser(content="What is 2+3?")]
+    out = asyncio.run(api.generate(msgs, [], "none", GenerateConfig()))
+    assert out.completion == "5"
+    sent = [c[1]["prompt"] for c in trained.calls if c[0] == "sample"][-1]
+    expected = [{"role": "system", "content": "Be terse."}]
+    expected.append({"role": "user", "content": "What is 2+3?"})
+    assert sent == render_prompt(expected, TOK, "harmony")

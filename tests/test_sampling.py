@@ -338,3 +338,108 @@ def test_sample_and_chat_through_the_cli(tmp_path, cli, trained, monkeypatch):
 def test_sql_on_samples_before_any_sampling_names_the_command(cli):
     res = cli("sql", "FROM samples", expect=2)
     assert "made by `sdf sample`" in res.output
+
+
+# ------------------------------------------------------------------------------ hostile input
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--n", "0"], "--n must be at least 1"),
+        (["--n", "-1"], "--n must be at least 1"),
+        (["--max-tokens", "0"], "--max-tokens must be at least 1"),
+        (["--temperature", "-1"], "--temperature -1.0: give a number of 0 or more"),
+        (["--temperature", "nan"], "--temperature nan: give a number of 0 or more"),
+        (["--deadline", "0"], "--deadline 0.0: give a number of seconds above 0"),
+        (["--health-timeout", "-1"], "--health-timeout -1.0: give a number"),
+    ],
+)
+def test_sample_refuses_wrong_numbers_in_one_line_before_anything_runs(
+    tmp_path, cli, args, message
+):
+    prompts = write_prompts(tmp_path)
+    res = cli("sample", "t", "--prompts", str(prompts), *args, expect=2)
+    assert f"error: {message}" in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "corpus").exists()  # refused before the store was even opened
+
+
+def test_prompt_files_that_are_directories_or_unreadable_are_one_line_errors(tmp_path):
+    (tmp_path / "dir.txt").mkdir()
+    with pytest.raises(SampleError, match=r"dir.txt: is a directory, not a file of prompts"):
+        read_prompts(tmp_path / "dir.txt")
+    bad = tmp_path / "bin.txt"
+    bad.write_bytes(b"fine\n\xff\xfe\n")
+    with pytest.raises(SampleError, match=r"bin.txt: not valid UTF-8"):
+        read_prompts(bad)
+
+
+def test_a_text_prompt_holding_a_unicode_line_separator_stays_one_prompt(tmp_path):
+    p = tmp_path / "p.txt"
+    p.write_text("first\u2028still first\u0085and still\r\nsecond\n", encoding="utf-8")
+    items = read_prompts(p)
+    assert [it.messages[-1]["content"] for it in items] == [
+        "first\u2028still first\u0085and still",
+        "second",
+    ]
+    assert [it.key for it in items] == ["1", "2"]
+
+
+class InterruptedSampler:
+    """A sampling client whose ``n``-th request is interrupted (Ctrl-C) while its result is
+    awaited; the others answer through the fake."""
+
+    def __init__(self, inner, interrupt_at: int) -> None:
+        self.inner, self.interrupt_at, self.count = inner, interrupt_at, 0
+
+    def sample(self, prompt, num_samples, sampling_params, **kw):
+        from fake_tinker import failed
+
+        fut = self.inner.sample(prompt, num_samples, sampling_params, **kw)
+        self.count += 1
+        return failed(KeyboardInterrupt()) if self.count == self.interrupt_at + 1 else fut
+
+
+def test_ctrl_c_mid_sampling_keeps_answers_received_and_asks_only_for_the_rest(
+    tmp_path, store, trained, monkeypatch
+):
+    from fake_tinker import done
+
+    trained.sampler = answering_sampler([])
+    real_service = trained.service
+
+    def service():
+        svc = real_service()
+        create = svc.create_sampling_client
+        svc.create_sampling_client = lambda **kw: done(
+            InterruptedSampler(create(**kw).result(), interrupt_at=1)
+        )
+        return svc
+
+    prompts = write_prompts(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        sample_prompts(store, "t", prompts, SampleConfig(n=2), steps=[4], service_factory=service)
+    got = store.query("SELECT prompt_key, sample_index FROM samples ORDER BY ALL").rows()
+    assert got == [("1", 0), ("1", 1)]  # the first prompt's answers, whole; nothing else
+    assert trained.calls[-1][0] == "close"  # the session was still closed
+    asked = len(sample_calls(trained))
+    res = sample_prompts(
+        store, "t", prompts, SampleConfig(n=2), steps=[4], service_factory=trained.service
+    )
+    assert (res.stored, res.skipped) == (2, 2)
+    rerun = sample_calls(trained)[asked:]
+    assert len(rerun) == 1 and rerun[0]["num_samples"] == 2  # only the interrupted prompt
+
+
+def test_help_of_the_new_commands_imports_no_heavy_library():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from typer.testing import CliRunner; from sdfkit.cli import app;"
+        "heavy = {'torch','tinker','inspect_ai','inspect_evals','anthropic','polars'};"
+        "codes = [CliRunner().invoke(app, [c, '--help']).exit_code "
+        "for c in ('sample', 'chat', 'eval', 'check')];"
+        "print(codes, sorted(heavy & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[0, 0, 0, 0] []"

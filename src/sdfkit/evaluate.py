@@ -325,6 +325,8 @@ class EvalConfig:
             raise EvalError("--samples and --max-tokens must be at least 1")
         if self.belief_questions_per_fact < 1:
             raise EvalError("--belief-questions-per-fact must be at least 1")
+        if self.limit is not None and self.limit < 1:  # 0 must not mean "the whole dataset"
+            raise EvalError(f"--limit {self.limit}: give at least 1 sample per task")
 
 
 @dataclass

@@ -17,6 +17,7 @@ gpt-oss expects.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -62,8 +63,11 @@ class SampleConfig:
             raise SampleError("--n must be at least 1")
         if self.max_tokens < 1:
             raise SampleError("--max-tokens must be at least 1")
-        if self.temperature < 0:
-            raise SampleError("--temperature must not be negative")
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise SampleError(f"--temperature {self.temperature}: give a number of 0 or more")
+        for opt, v in (("--deadline", self.deadline), ("--health-timeout", self.health_timeout)):
+            if not math.isfinite(v) or v <= 0:
+                raise SampleError(f"{opt} {v}: give a number of seconds above 0")
 
 
 @dataclass
@@ -110,11 +114,33 @@ def read_prompts(path: str | Path, system: str | None = None) -> list[PromptItem
     """Prompts of a file: JSONL (``.jsonl``) lines ``{"prompt": "..."}`` or
     ``{"messages": [...]}``, each with an optional ``"id"``; any other file holds one prompt
     per non-blank line. ``system`` is prepended to conversations that have no system message."""
-    from .chat import json_lines
-
     p = Path(path)
+    if p.is_dir():
+        raise SampleError(f"--prompts {p}: is a directory, not a file of prompts")
     if not p.is_file():
         raise SampleError(f"--prompts {p}: no such file")
+    try:
+        items = _parse_prompts(p)
+    except OSError as exc:  # unreadable: one line, not a traceback
+        raise SampleError(f"--prompts {p}: cannot be read: {exc.strerror or exc}") from None
+    if not items:
+        raise SampleError(f"--prompts {p}: no prompts in the file")
+    keys: dict[str, str] = {}
+    for it in items:
+        if it.key in keys:
+            raise SampleError(f"{it.where}: id {it.key!r} already used at {keys[it.key]}")
+        keys[it.key] = it.where
+    if system:
+        for it in items:
+            if it.messages[0]["role"] not in ("system", "developer"):
+                it.messages.insert(0, {"role": "system", "content": system})
+    return items
+
+
+def _parse_prompts(p: Path) -> list[PromptItem]:
+    """The prompts of one file, in order (validation of each line; see ``read_prompts``)."""
+    from .chat import json_lines
+
     items: list[PromptItem] = []
     if p.suffix.lower() in (".jsonl", ".ndjson"):
         for obj, where in json_lines(p, SampleError):
@@ -138,7 +164,8 @@ def read_prompts(path: str | Path, system: str | None = None) -> list[PromptItem
             items.append(PromptItem(str(key), msgs, where))
     else:
         try:
-            lines = p.read_text(encoding="utf-8").splitlines()
+            # lines end at "\n" only: str.splitlines() would also cut at U+2028, U+0085...
+            lines = p.read_text(encoding="utf-8").split("\n")
         except UnicodeDecodeError as exc:
             raise SampleError(f"{p}: not valid UTF-8 (byte {exc.start})") from None
         for lineno, line in enumerate(lines, start=1):
@@ -147,17 +174,6 @@ def read_prompts(path: str | Path, system: str | None = None) -> list[PromptItem
                 items.append(
                     PromptItem(str(lineno), [{"role": "user", "content": line.strip()}], where)
                 )
-    if not items:
-        raise SampleError(f"--prompts {p}: no prompts in the file")
-    keys: dict[str, str] = {}
-    for it in items:
-        if it.key in keys:
-            raise SampleError(f"{it.where}: id {it.key!r} already used at {keys[it.key]}")
-        keys[it.key] = it.where
-    if system:
-        for it in items:
-            if it.messages[0]["role"] not in ("system", "developer"):
-                it.messages.insert(0, {"role": "system", "content": system})
     return items
 
 
