@@ -443,3 +443,19 @@ def test_help_of_the_new_commands_imports_no_heavy_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[0, 0, 0, 0] []"
+
+
+def test_a_failed_chat_turn_is_a_note_and_the_conversation_goes_on(store, trained):
+    trained.sampler = answering_sampler([])
+    trained.fail_sample_calls = {1}  # the second message's request fails
+    session, _ = open_chat(store, "t", step=4, service_factory=trained.service)
+    inputs = iter(["First?", "Second?", "Second, again?", None])
+    shown: list[tuple[str, str]] = []
+    assert chat_loop(session, lambda: next(inputs), lambda k, t: shown.append((k, t))) == 2
+    notes = [t for k, t in shown if k == "note"]
+    assert len(notes) == 1 and "Tinker failed" in notes[0] and "conversation is kept" in notes[0]
+    assert "\n" not in notes[0]
+    # the failed message is not in the conversation; the first exchange is
+    last = TOK.decode(sample_calls(trained)[-1]["prompt"])
+    assert "First?" in last and "Second, again?" in last and "Second?<" not in last
+    assert [m["role"] for m in session.messages] == ["user", "assistant", "user", "assistant"]

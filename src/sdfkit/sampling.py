@@ -518,7 +518,7 @@ class ChatSession:
             ).result(),
         )
         if not resp.sequences:
-            raise SampleError("Tinker returned no sequence for this message; send it again.")
+            raise SampleError("Tinker returned no sequence for this message")
         seq = resp.sequences[0]
         tokens = list(seq.tokens)
         comp = self.renderer.parse(self.renderer.decode(tokens))
@@ -579,7 +579,11 @@ def chat_loop(
         if text in ("/help", "/?"):
             show("info", CHAT_HELP)
             continue
-        turn = session.ask(text)
+        try:
+            turn = session.ask(text)
+        except SdfError as exc:  # a failed turn (deadline, no sequence) keeps the conversation
+            show("note", f"{exc} (the conversation is kept: send it again, or /quit)")
+            continue
         answered += 1
         for kind, piece in format_turn(turn, show_reasoning):
             show(kind, piece)
