@@ -251,3 +251,35 @@ def test_a_task_system_message_reaches_the_model_through_the_shared_chat_rendere
     expected = [{"role": "system", "content": "Be terse."}]
     expected.append({"role": "user", "content": "What is 2+3?"})
     assert sent == render_prompt(expected, TOK, "harmony")
+
+
+def test_an_interrupted_task_reuses_the_completions_already_paid_for(store, trained):
+    from sdfkit.capabilities import CapabilityError, run
+
+    prompts: list[str] = []
+    trained.sampler = arithmetic_sampler(prompts)
+    trained.fail_sample_calls = {5}  # the sixth request fails: the task stops part-way
+    cfg = EvalConfig(checkpoints="none", max_tokens=64)  # the base model only
+    with pytest.raises(CapabilityError, match="did not finish"):
+        run(store, "t", cfg, SPEC, service_factory=trained.service)
+    first = len(prompts)
+    kept = store.query("SELECT count(*) AS n FROM capability_samples")["n"].item()
+    assert kept >= 5  # the five answered before the failure were kept
+    assert store.query("SELECT count(*) AS n FROM capability_scores")["n"].item() == 0
+    trained.fail_sample_calls = set()
+    logs: list[str] = []
+    res = run(store, "t", cfg, SPEC, service_factory=trained.service, log=logs.append)
+    n = len(_pairs())
+    assert res.scored == [("base", SPEC)]
+    assert len(prompts) - first == n - kept  # only what was never answered is asked
+    assert any(f"{kept} completion(s) reused" in m for m in logs)
+    row = store.query("SELECT value, samples FROM capability_scores").row(0, named=True)
+    assert row == {"value": 1.0, "samples": n}
+    # completions belong to their model: a checkpoint is asked everything, and a larger
+    # --limit after a small one asks only for the samples beyond it
+    ck = {"checkpoints": "last", "max_tokens": 64, "include_base": False}
+    before = len(prompts)
+    run(store, "t", EvalConfig(**ck, limit=4), SPEC, service_factory=trained.service)
+    assert len(prompts) - before == 4
+    run(store, "t", EvalConfig(**ck), SPEC, service_factory=trained.service)
+    assert len(prompts) - before == n

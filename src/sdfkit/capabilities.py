@@ -12,7 +12,9 @@ chosen checkpoints, each served by a Tinker ``SamplingClient`` through sdfkit's 
 inspect-ai and inspect-evals are the optional extra ``sdfkit[evals]`` (about 0.7 GB); without
 them the command says what to install. Datasets download from the Hugging Face hub when a task
 is first loaded (``--dry-run`` loads them too, to count samples; it contacts no Tinker).
-A (model, task, limit) already scored is not run again: rerunning resumes.
+A (model, task, limit) already scored is not run again, and every completion Tinker
+returned is kept (``capability_samples``), so a task interrupted part-way is rerun
+without paying again for what was already answered.
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ CAPABILITY_TABLE = """CREATE TABLE IF NOT EXISTS capability_scores (
     run VARCHAR, step BIGINT, model_label VARCHAR, model_path VARCHAR, task VARCHAR,
     scorer VARCHAR, metric VARCHAR, value DOUBLE, stderr DOUBLE, samples BIGINT,
     sample_limit BIGINT, log_path VARCHAR, created_at TIMESTAMPTZ)"""
+
+
+SAMPLE_CACHE_TABLE = """CREATE TABLE IF NOT EXISTS capability_samples (
+    cache_key VARCHAR, occurrence BIGINT, model VARCHAR, prompt_tokens BIGINT,
+    tokens INTEGER[], stop_reason VARCHAR, created_at TIMESTAMPTZ,
+    PRIMARY KEY (cache_key, occurrence))"""
 
 
 class CapabilityError(SdfError):
@@ -139,9 +147,97 @@ def _catalog(store: Store) -> Any:
     def ctx() -> Any:
         with catalog(store) as con:
             con.execute(CAPABILITY_TABLE)
+            con.execute(SAMPLE_CACHE_TABLE)
             yield con
 
     return ctx()
+
+
+class SampleCache:
+    """Completions already paid for, per model: an interrupted task (Ctrl-C, a failure, a
+    deadline) is run again from its first sample by inspect, and this hands back what Tinker
+    already answered instead of asking again.
+
+    A completion is keyed by the model, the prompt tokens and the sampling settings, and by
+    its occurrence: the k-th identical request of a run (epochs, repeated prompts) reuses the
+    k-th stored completion. Completions are written in batches of ``flush_every`` and by
+    ``flush()`` (``run`` calls it however the task ends), each batch in one transaction.
+    """
+
+    def __init__(self, store: Store, model: str, flush_every: int = 32) -> None:
+        import threading
+        from collections import defaultdict
+
+        self.store, self.model, self.flush_every = store, model, flush_every
+        self.lock = threading.Lock()
+        self.counts: dict[str, int] = defaultdict(int)
+        self.pending: list[dict[str, Any]] = []
+        self.reused = self.added = 0
+        with _catalog(store) as con:
+            rows = con.execute(
+                "SELECT cache_key, occurrence, tokens, stop_reason FROM capability_samples "
+                "WHERE model = ?",
+                [model],
+            ).fetchall()
+        self.stored: dict[tuple[str, int], tuple[list[int], str]] = {
+            (r[0], int(r[1])): (list(r[2]), r[3]) for r in rows
+        }
+
+    def key(self, tokens: list[int], params: Any) -> str:
+        import hashlib
+        import json
+
+        settings = [params.max_tokens, params.temperature, params.seed, params.stop]
+        payload = json.dumps([self.model, tokens, settings], default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+    def claim(self, key: str) -> tuple[int, tuple[list[int], str] | None]:
+        """(occurrence of this request in the run, the completion stored for it or None)."""
+        with self.lock:
+            k = self.counts[key]
+            self.counts[key] += 1
+            hit = self.stored.get((key, k))
+            self.reused += hit is not None
+            return k, hit
+
+    def add(self, key: str, occurrence: int, n_prompt: int, tokens: list[int], stop: str) -> None:
+        row = {
+            "cache_key": key,
+            "occurrence": occurrence,
+            "model": self.model,
+            "prompt_tokens": n_prompt,
+            "tokens": tokens,
+            "stop_reason": stop,
+            "created_at": _now(),
+        }
+        with self.lock:
+            self.stored[(key, occurrence)] = (tokens, stop)
+            self.pending.append(row)
+            self.added += 1
+            full = len(self.pending) >= self.flush_every
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        import pyarrow as pa
+
+        with self.lock:
+            rows, self.pending = self.pending, []
+            if not rows:
+                return
+            tbl = pa.table(
+                {n: [r[n] for r in rows] for n in rows[0]}
+                | {"tokens": pa.array([r["tokens"] for r in rows], pa.list_(pa.int32()))}
+            )
+            with _catalog(self.store) as con:
+                con.register("_incoming_cap_samples", tbl)
+                con.execute("BEGIN")
+                con.execute(
+                    "INSERT OR REPLACE INTO capability_samples BY NAME "
+                    "SELECT * FROM _incoming_cap_samples"
+                )
+                con.execute("COMMIT")
+                con.unregister("_incoming_cap_samples")
 
 
 def _scored(store: Store, run: str) -> set[tuple[str, str, int]]:
@@ -350,6 +446,7 @@ def run(
                     model_path=t.model_path, base_model=None if t.model_path else p.base_model
                 ).result(),
             )
+            cache = SampleCache(store, target.model_path or f"base:{p.base_model}")
             model = tinker_model(
                 f"{p.base_model}@{target.label}",
                 client,
@@ -357,17 +454,23 @@ def run(
                 max_tokens=cfg.max_tokens,
                 temperature=cfg.temperature,
                 deadline=cfg.deadline,
+                cache=cache,
             )
             say(f"{target.label}: running {', '.join(names)}")
-            logs = inspect_ai.eval(
-                [p.task_objects[n] for n in names],
-                model=model,
-                limit=p.limit,
-                log_dir=str(log_dir),
-                display="none",
-                log_level="warning",
-                score_display=False,
-            )
+            try:
+                logs = inspect_ai.eval(
+                    [p.task_objects[n] for n in names],
+                    model=model,
+                    limit=p.limit,
+                    log_dir=str(log_dir),
+                    display="none",
+                    log_level="warning",
+                    score_display=False,
+                )
+            finally:  # however the tasks end, what Tinker answered is kept
+                cache.flush()
+            if cache.reused:
+                say(f"{target.label}: {cache.reused} completion(s) reused from an earlier run")
             rows = []
             failed = None
             for name, elog in zip(names, logs, strict=True):
