@@ -125,6 +125,8 @@ def test_dry_run_plans_without_tinker_then_limit_runs(tmp_path, cli, trained, mo
     args = ["eval", "t", "--capabilities", SPEC, "--limit", "4", "--checkpoints", "last"]
     plan = json.loads(cli(*args, "--dry-run", "--json").output)
     assert trained.calls == before  # the plan contacts no Tinker
+    tables = "SELECT count(*) AS n FROM duckdb_tables() WHERE table_name LIKE 'capability%'"
+    assert json.loads(cli("sql", tables, "-f", "json").output) == [{"n": 0}]  # nor writes
     assert [c["label"] for c in plan["checkpoints"]] == ["base", "step-000002"]
     assert plan["tasks"] == [
         {
@@ -172,6 +174,9 @@ def test_report_shows_the_change_against_base():
     ("spec", "message"),
     [
         ("no_such_eval_anywhere", "no inspect-evals task named 'no_such_eval_anywhere'"),
+        # a later bad name is found before an earlier task loads (and downloads) its dataset
+        (f"{TASK_FILE}@broken,no_such_eval", "no inspect-evals task named 'no_such_eval'"),
+        (f"{TASK_FILE}@broken", "could not load the task: ConnectionError: the dataset could"),
         ("missing.py@sums", "no such file missing.py"),
         (f"{TASK_FILE}@nope", "defines no 'nope'"),
         (str(TASK_FILE), "name the task function"),

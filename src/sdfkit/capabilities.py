@@ -74,10 +74,17 @@ def parse_specs(spec: str | list[Any]) -> list[Any]:
 def resolve_task(spec: Any) -> tuple[str, Any]:
     """(catalog name, inspect ``Task``) of one spec: a ``Task``; ``file.py@fn``; an
     inspect-evals task name (``mmlu_pro`` or ``inspect_evals/mmlu_pro``)."""
+    name, where, factory = find_task(spec)
+    return name, _build(where, factory)
+
+
+def find_task(spec: Any) -> tuple[str, str, Any]:
+    """(catalog name, where, task factory or ``Task``) of one spec, without building the task
+    (building loads its dataset: a download for inspect-evals tasks)."""
     from inspect_ai import Task
 
     if isinstance(spec, Task):
-        return spec.name, spec
+        return spec.name, spec.name, spec
     s = str(spec).strip()
     where = f"--capabilities {s}"
     if "@" in s or s.endswith(".py"):
@@ -99,7 +106,7 @@ def resolve_task(spec: Any) -> tuple[str, Any]:
         factory = getattr(module, fn, None)
         if factory is None:
             raise CapabilityError(f"{where}: {path} defines no {fn!r}")
-        return s, _build(where, factory)
+        return s, where, factory
     name = s.removeprefix("inspect_evals/")
     factory = None
     if name.isidentifier():
@@ -115,7 +122,7 @@ def resolve_task(spec: Any) -> tuple[str, Any]:
             f"{where}: no inspect-evals task named {name!r} (see the inspect-evals list, or "
             "give your own as file.py@task)"
         )
-    return f"inspect_evals/{name}", _build(where, factory)
+    return f"inspect_evals/{name}", where, factory
 
 
 def _build(where: str, factory: Any) -> Any:
@@ -241,7 +248,15 @@ class SampleCache:
 
 
 def _scored(store: Store, run: str) -> set[tuple[str, str, int]]:
-    with _catalog(store) as con:
+    """(model label, task, limit) already scored; creates nothing (``--dry-run`` only reads)."""
+    from .train import catalog
+
+    with catalog(store) as con:
+        exists = con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'capability_scores'"
+        ).fetchall()[0][0]
+        if not exists:
+            return set()
         rows = con.execute(
             "SELECT DISTINCT model_label, task, sample_limit FROM capability_scores WHERE run = ?",
             [run],
@@ -367,11 +382,11 @@ def plan(store: Store, train_run: str, cfg: EvalConfig, specs: str | list[Any]) 
     limit = cfg.limit
     scored = _scored(store, train_run)
     tasks, objects = [], {}
-    for spec in items:
-        name, task = resolve_task(spec)
+    found = [find_task(spec) for spec in items]  # every name checked before any download
+    for name, where, factory in found:
         if name in objects:
             continue
-        objects[name] = task
+        task = objects[name] = _build(where, factory)
         n = len(task.dataset)
         samples = min(n, limit) if limit else n
         epochs = int(task.epochs or 1)
