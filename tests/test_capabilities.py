@@ -288,3 +288,20 @@ def test_an_interrupted_task_reuses_the_completions_already_paid_for(store, trai
     assert len(prompts) - before == 4
     run(store, "t", EvalConfig(**ck), SPEC, service_factory=trained.service)
     assert len(prompts) - before == n
+
+
+def test_a_task_inspect_cannot_start_is_a_one_line_error(store, trained, monkeypatch):
+    import inspect_ai
+
+    from sdfkit.capabilities import CapabilityError, run
+
+    def cannot_start(*a, **kw):
+        raise RuntimeError("this task needs a docker sandbox\nand docker is not running")
+
+    monkeypatch.setattr(inspect_ai, "eval", cannot_start)
+    trained.sampler = arithmetic_sampler([])
+    with pytest.raises(CapabilityError) as err:
+        run(store, "t", EvalConfig(checkpoints="none"), SPEC, service_factory=trained.service)
+    msg = str(err.value)
+    assert "inspect could not run" in msg and "needs a docker sandbox" in msg and "\n" not in msg
+    assert trained.calls[-1][0] == "close"

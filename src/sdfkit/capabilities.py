@@ -482,6 +482,13 @@ def run(
                     log_level="warning",
                     score_display=False,
                 )
+            except SdfError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - e.g. a task needing a sandbox: one line
+                raise CapabilityError(
+                    f"inspect could not run {', '.join(names)} on {target.label}: "
+                    f"{_first_line(exc)}"
+                ) from None
             finally:  # however the tasks end, what Tinker answered is kept
                 cache.flush()
             if cache.reused:
