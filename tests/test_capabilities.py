@@ -263,31 +263,30 @@ def test_an_interrupted_task_reuses_the_completions_already_paid_for(store, trai
 
     prompts: list[str] = []
     trained.sampler = arithmetic_sampler(prompts)
-    trained.fail_sample_calls = {5}  # the sixth request fails: the task stops part-way
-    cfg = EvalConfig(checkpoints="none", max_tokens=64)  # the base model only
+    trained.fail_sample_calls = {5}  # the last of six requests fails: the task stops
+    six = EvalConfig(checkpoints="none", max_tokens=64, limit=6)  # the base model only
     with pytest.raises(CapabilityError, match="did not finish"):
-        run(store, "t", cfg, SPEC, service_factory=trained.service)
-    first = len(prompts)
-    kept = store.query("SELECT count(*) AS n FROM capability_samples")["n"].item()
-    assert kept >= 5  # the five answered before the failure were kept
+        run(store, "t", six, SPEC, service_factory=trained.service)
+    assert len(prompts) == 6
+    assert store.query("SELECT count(*) AS n FROM capability_samples")["n"].item() == 5
     assert store.query("SELECT count(*) AS n FROM capability_scores")["n"].item() == 0
     trained.fail_sample_calls = set()
     logs: list[str] = []
-    res = run(store, "t", cfg, SPEC, service_factory=trained.service, log=logs.append)
-    n = len(_pairs())
+    res = run(store, "t", six, SPEC, service_factory=trained.service, log=logs.append)
     assert res.scored == [("base", SPEC)]
-    assert len(prompts) - first == n - kept  # only what was never answered is asked
-    assert any(f"{kept} completion(s) reused" in m for m in logs)
+    assert len(prompts) == 7  # only the request that failed is asked again
+    assert any("5 completion(s) reused" in m for m in logs)
     row = store.query("SELECT value, samples FROM capability_scores").row(0, named=True)
-    assert row == {"value": 1.0, "samples": n}
-    # completions belong to their model: a checkpoint is asked everything, and a larger
-    # --limit after a small one asks only for the samples beyond it
-    ck = {"checkpoints": "last", "max_tokens": 64, "include_base": False}
-    before = len(prompts)
-    run(store, "t", EvalConfig(**ck, limit=4), SPEC, service_factory=trained.service)
-    assert len(prompts) - before == 4
-    run(store, "t", EvalConfig(**ck), SPEC, service_factory=trained.service)
-    assert len(prompts) - before == n
+    assert row == {"value": 1.0, "samples": 6}
+    # the whole dataset later asks only for the samples beyond the six answered
+    n = len(_pairs())
+    run(store, "t", EvalConfig(checkpoints="none", max_tokens=64), SPEC,
+        service_factory=trained.service)  # fmt: skip
+    assert len(prompts) == 7 + n - 6
+    # completions belong to their model: a checkpoint is asked everything
+    ck = EvalConfig(checkpoints="last", max_tokens=64, include_base=False, limit=6)
+    run(store, "t", ck, SPEC, service_factory=trained.service)
+    assert len(prompts) == 7 + n
 
 
 def test_a_task_inspect_cannot_start_is_a_one_line_error(store, trained, monkeypatch):
@@ -305,3 +304,26 @@ def test_a_task_inspect_cannot_start_is_a_one_line_error(store, trained, monkeyp
     msg = str(err.value)
     assert "inspect could not run" in msg and "needs a docker sandbox" in msg and "\n" not in msg
     assert trained.calls[-1][0] == "close"
+
+
+def test_ctrl_c_mid_task_keeps_every_completion_received(store, trained):
+    from sdfkit.capabilities import run
+
+    prompts: list[str] = []
+    answer = arithmetic_sampler(prompts)
+
+    def interrupted(model, prompt, n, params, kw):
+        if len(prompts) == 5:  # the last of six requests: Ctrl-C while it is awaited
+            prompts.append("interrupted")
+            raise KeyboardInterrupt
+        return answer(model, prompt, n, params, kw)
+
+    trained.sampler = interrupted
+    six = EvalConfig(checkpoints="none", max_tokens=64, limit=6)
+    with pytest.raises(KeyboardInterrupt):
+        run(store, "t", six, SPEC, service_factory=trained.service)
+    assert store.query("SELECT count(*) AS n FROM capability_samples")["n"].item() == 5
+    assert trained.calls[-1][0] == "close"
+    trained.sampler = answer
+    run(store, "t", six, SPEC, service_factory=trained.service)
+    assert len(prompts) == 7  # the five answers received were not paid for again
