@@ -459,3 +459,19 @@ def test_a_failed_chat_turn_is_a_note_and_the_conversation_goes_on(store, traine
     last = TOK.decode(sample_calls(trained)[-1]["prompt"])
     assert "First?" in last and "Second, again?" in last and "Second?<" not in last
     assert [m["role"] for m in session.messages] == ["user", "assistant", "user", "assistant"]
+
+
+def test_a_developer_message_is_refused_for_formats_without_that_role(tmp_path, store, trained):
+    trained.sampler = answering_sampler([])
+    p = tmp_path / "dev.jsonl"
+    msgs = [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]
+    p.write_text(json.dumps({"prompt": "Plain?"}) + "\n" + json.dumps({"messages": msgs}) + "\n")
+    with pytest.raises(SampleError, match=r"dev.jsonl:2: role 'developer' exists in Harmony"):
+        sample_prompts(
+            store, "t", p, SampleConfig(renderer="chatml"), service_factory=trained.service
+        )
+    assert not sample_calls(trained)
+    res = sample_prompts(store, "t", p, service_factory=trained.service)  # gpt-oss: Harmony
+    assert res.stored == 2
+    sent = [c["prompt"] for c in sample_calls(trained)]
+    assert render_prompt(msgs, TOK, "harmony") in sent

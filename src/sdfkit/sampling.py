@@ -348,6 +348,13 @@ def sample_prompts(
     items = read_prompts(prompts_file, cfg.system)
     base_model, targets = choose_models(store, run, steps, base)
     renderer = renderer_of(base_model, cfg.renderer)
+    if renderer.name != "harmony":  # the developer role is Harmony's (gpt-oss) alone
+        for it in items:
+            if any(m["role"] == "developer" for m in it.messages):
+                raise SampleError(
+                    f"{it.where}: role 'developer' exists in Harmony (gpt-oss) only; "
+                    f"{base_model} uses {renderer.name}: give it as 'system'"
+                )
     stop = renderer.stop_ids()
     source = str(prompts_file)
     with samples_catalog(store) as con:
