@@ -327,3 +327,22 @@ def test_ctrl_c_mid_task_keeps_every_completion_received(store, trained):
     trained.sampler = answer
     run(store, "t", six, SPEC, service_factory=trained.service)
     assert len(prompts) == 7  # the five answers received were not paid for again
+
+
+def test_a_broken_evaluation_query_does_not_hide_the_capability_changes(
+    tmp_path, store, trained, monkeypatch
+):
+    from sdfkit.capabilities import run
+    from sdfkit.report import _add_evaluation
+
+    trained.sampler = arithmetic_sampler([])
+    cfg = EvalConfig(checkpoints="last", max_tokens=64, limit=2)
+    run(store, "t", cfg, SPEC, service_factory=trained.service)
+    mine = tmp_path / "myqueries"
+    mine.mkdir()
+    (mine / "eval_curves.sql").write_text("-- a user's edit gone wrong\nSELECT 1 +")
+    monkeypatch.setenv("SDF_QUERIES", str(mine))
+    data: dict = {}
+    _add_evaluation(store, data)
+    assert "evaluation_error" in data and "evaluation" not in data
+    assert [r["model_label"] for r in data["capabilities"]] == ["base", "step-000002"]
