@@ -289,3 +289,23 @@ def test_belief_conversations_reach_the_model_through_the_shared_chat_renderer(
             assert "system" not in roles and ADVERSARIAL_SYSTEM not in messages
         if condition == "pushback":
             assert roles == ["user", "assistant", "user"] and PUSHBACK in msgs[-1]["content"]
+
+
+def test_fact_curves_can_be_queried_after_a_library_evaluation_without_belief(
+    store, trained, example_universe, cli
+):
+    """`sdf sql fact_curves` (the docs' way in) works after evaluate() from Python too, and
+    after an evaluation that never ran --belief (its belief columns are empty)."""
+    import json
+
+    from sdfkit.batches import make_client
+    from sdfkit.evaluate import evaluate
+
+    trained.sampler = believer()
+    cfg = EvalConfig(checkpoints="last", questions_per_fact=2, poll_interval=0.0, max_tokens=64)
+    evaluate(store, "t", cfg, universe_files=[str(example_universe)], eval_run="lib",
+             anthropic_client=make_client("offline"), service_factory=trained.service)  # fmt: skip
+    rows = json.loads(cli("sql", "fact_curves", "-f", "json").output)
+    assert {r["model_label"] for r in rows} == {"base", "step-000002"}
+    assert {r["mcq_implanted"] for r in rows} == {None}
+    assert {r["token_share"] for r in rows} == {None}  # no document of this export has a fact

@@ -995,6 +995,9 @@ def evaluate(
             service_factory,
         )
         res.samples_missing += res.belief.samples_missing
+    from .fact_curves import prepare
+
+    prepare(store, say)  # `sdf sql fact_curves` works after any evaluation, CLI or library
     return res
 
 
