@@ -346,3 +346,31 @@ def test_a_broken_evaluation_query_does_not_hide_the_capability_changes(
     _add_evaluation(store, data)
     assert "evaluation_error" in data and "evaluation" not in data
     assert [r["model_label"] for r in data["capabilities"]] == ["base", "step-000002"]
+
+
+def test_a_tasks_own_sampling_settings_reach_tinker(trained):
+    import asyncio
+
+    from inspect_ai.model import ChatMessageUser, GenerateConfig
+
+    from sdfkit.evaluate import renderer_for
+    from sdfkit.inspect_tinker import TinkerSamplingAPI
+
+    seen: list = []
+    answer = arithmetic_sampler([])
+
+    def sampler(model, prompt, n, params, kw):
+        seen.append(params)
+        return answer(model, prompt, n, params, kw)
+
+    trained.sampler = sampler
+    client = trained.service().create_sampling_client(base_model="openai/gpt-oss-20b").result()
+    renderer = renderer_for("openai/gpt-oss-20b", "auto")
+    api = TinkerSamplingAPI("t", sampling_client=client, renderer=renderer, max_tokens=99)
+    ask = [ChatMessageUser(content="What is 2+3?")]
+    task_cfg = GenerateConfig(max_tokens=7, temperature=0.0, seed=3, top_p=0.9, top_k=40)
+    asyncio.run(api.generate(ask, [], "none", task_cfg))
+    asyncio.run(api.generate(ask, [], "none", GenerateConfig()))
+    got = [(p.max_tokens, p.temperature, p.seed, p.top_p, p.top_k) for p in seen]
+    assert got == [(7, 0.0, 3, 0.9, 40), (99, 1.0, None, 1.0, -1)]
+    assert all(p.stop == renderer.stop_ids() for p in seen)

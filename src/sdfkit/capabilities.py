@@ -195,6 +195,7 @@ class SampleCache:
         import json
 
         settings = [params.max_tokens, params.temperature, params.seed, params.stop]
+        settings += [params.top_p, params.top_k]
         payload = json.dumps([self.model, tokens, settings], default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:32]
 

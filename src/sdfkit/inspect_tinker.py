@@ -122,6 +122,8 @@ class TinkerSamplingAPI(ModelAPI):
             temperature=self._temperature if config.temperature is None else config.temperature,
             stop=self._stop,
             seed=config.seed,
+            top_p=1.0 if config.top_p is None else config.top_p,  # a task's own settings
+            top_k=-1 if config.top_k is None else config.top_k,
         )
 
         key, occurrence, hit = None, 0, None
