@@ -112,6 +112,9 @@ def test_capability_scores_land_with_stderr_and_change_against_base(store, train
     assert [v.status for v in tight] == ["fail"] and tight[0].figure == pytest.approx(1 - acc, 1e-3)
     assert check(report, Thresholds(max_capability_drop=0.8)).ok
     assert check({}, Thresholds(max_capability_drop=0.1)).verdicts[0].status == "not run"
+    broken = {"capabilities_error": "capability_changes.sql: no such column x"}
+    v = check(broken, Thresholds(max_capability_drop=0.1)).verdicts[0]
+    assert v.status == "not run" and "could not be computed: capability_changes.sql" in v.detail
     # rerunning resumes: nothing sampled again
     again = run(store, "t", EvalConfig(checkpoints="last"), SPEC, service_factory=trained.service)
     assert not again.scored and len(again.skipped) == 2 and len(prompts) == 2 * n
