@@ -475,3 +475,24 @@ def test_a_developer_message_is_refused_for_formats_without_that_role(tmp_path, 
     assert res.stored == 2
     sent = [c["prompt"] for c in sample_calls(trained)]
     assert render_prompt(msgs, TOK, "harmony") in sent
+
+
+def test_a_conversation_rendered_differently_is_asked_again(tmp_path, store, trained, monkeypatch):
+    """Samples are keyed by the tokens the model was asked: when the shared renderer changes
+    how a conversation is rendered (as a fix of system-message rendering would), the stored
+    answers to the old rendering are not taken for answers to the new one."""
+    import sdfkit.sampling as sampling
+
+    trained.sampler = answering_sampler([])
+    prompts = write_prompts(tmp_path)
+    cfg = SampleConfig(system="Answer briefly.")
+    assert sample_prompts(store, "t", prompts, cfg, service_factory=trained.service).stored == 2
+    same = sample_prompts(store, "t", prompts, cfg, service_factory=trained.service)
+    assert (same.stored, same.skipped) == (0, 2)
+    real = sampling.prompt_tokens
+    newline = TOK.encode("\n")
+    monkeypatch.setattr(
+        sampling, "prompt_tokens", lambda r, msgs: real(r, msgs)[:3] + newline + real(r, msgs)[3:]
+    )
+    again = sample_prompts(store, "t", prompts, cfg, service_factory=trained.service)
+    assert (again.stored, again.skipped) == (2, 0)

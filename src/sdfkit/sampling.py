@@ -361,28 +361,21 @@ def sample_prompts(
         have = {r[0] for r in con.execute("SELECT sample_id FROM samples").fetchall()}
     plan: list[tuple[Target, list[tuple[PromptItem, list[int], list[tuple[str, int]]]]]] = []
     skipped = 0
+    # keyed by the tokens the model is asked, not the messages: a renderer that changes how
+    # a conversation is rendered (e.g. where a system message goes) asks again
+    rendered = [prompt_tokens(renderer, it.messages) for it in items]
     for target in targets:
         per_prompt = []
-        for it in items:
+        for it, toks in zip(items, rendered, strict=True):
+            model = target.model_path or base_model
             ids = [
-                (
-                    _hash(
-                        run,
-                        target.model_path or base_model,
-                        it.messages,
-                        k,
-                        cfg.temperature,
-                        cfg.max_tokens,
-                        renderer.name,
-                    ),
-                    k,
-                )
+                (_hash(run, model, toks, k, cfg.temperature, cfg.max_tokens, renderer.name), k)
                 for k in range(cfg.n)
             ]
             todo = [(sid, k) for sid, k in ids if sid not in have]
             skipped += len(ids) - len(todo)
             if todo:
-                per_prompt.append((it, prompt_tokens(renderer, it.messages), todo))
+                per_prompt.append((it, toks, todo))
         if per_prompt:
             plan.append((target, per_prompt))
     result = SampleResult(len(items), [t.label for t in targets], 0, skipped)
