@@ -19,3 +19,9 @@ def sums() -> Task:
         for i, (a, b) in enumerate(PAIRS)
     ]
     return Task(dataset=MemoryDataset(samples, name="sums"), solver=generate(), scorer=match())
+
+
+@task
+def broken() -> Task:
+    """A task whose dataset cannot load (as a download fails offline)."""
+    raise ConnectionError("the dataset could not be downloaded")

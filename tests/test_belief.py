@@ -261,3 +261,51 @@ def test_fact_curves_put_each_facts_token_share_beside_its_rates(
     assert len(data["fact_curves"]) == len(rows)
     html = render_html({"evaluation": {}, "fact_curves": rows, "audits": {}})
     assert "recall per fact" in html and "token_share" in html
+
+
+def test_belief_conversations_reach_the_model_through_the_shared_chat_renderer(
+    store, trained, example_universe
+):
+    """The adversarial system prompt and the pushback turn are messages rendered by
+    sdfkit.chat (the renderer of training, sdf chat and sdf sample), never pasted into text:
+    a format's rule for system messages (Harmony: the developer role) applies to them too."""
+    import json
+
+    from sdfkit.chat import render_prompt
+
+    trained.sampler = believer()
+    run_eval(store, trained, "rendered", example_universe, include_base=False)
+    sent = {tuple(c[1]["prompt"]) for c in trained.calls if c[0] == "sample"}
+    rows = store.query("SELECT condition, messages FROM belief_samples").rows()
+    assert {c for c, _ in rows} == {"plain", "adversarial", "pushback"}
+    for condition, messages in rows:
+        msgs = json.loads(messages)
+        assert tuple(render_prompt(msgs, TOK, "harmony")) in sent
+        roles = [m["role"] for m in msgs]
+        if condition == "adversarial":
+            assert msgs[0] == {"role": "system", "content": ADVERSARIAL_SYSTEM}
+            assert roles == ["system", "user"]
+        else:
+            assert "system" not in roles and ADVERSARIAL_SYSTEM not in messages
+        if condition == "pushback":
+            assert roles == ["user", "assistant", "user"] and PUSHBACK in msgs[-1]["content"]
+
+
+def test_fact_curves_can_be_queried_after_a_library_evaluation_without_belief(
+    store, trained, example_universe, cli
+):
+    """`sdf sql fact_curves` (the docs' way in) works after evaluate() from Python too, and
+    after an evaluation that never ran --belief (its belief columns are empty)."""
+    import json
+
+    from sdfkit.batches import make_client
+    from sdfkit.evaluate import evaluate
+
+    trained.sampler = believer()
+    cfg = EvalConfig(checkpoints="last", questions_per_fact=2, poll_interval=0.0, max_tokens=64)
+    evaluate(store, "t", cfg, universe_files=[str(example_universe)], eval_run="lib",
+             anthropic_client=make_client("offline"), service_factory=trained.service)  # fmt: skip
+    rows = json.loads(cli("sql", "fact_curves", "-f", "json").output)
+    assert {r["model_label"] for r in rows} == {"base", "step-000002"}
+    assert {r["mcq_implanted"] for r in rows} == {None}
+    assert {r["token_share"] for r in rows} == {None}  # no document of this export has a fact

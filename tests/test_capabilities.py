@@ -112,6 +112,9 @@ def test_capability_scores_land_with_stderr_and_change_against_base(store, train
     assert [v.status for v in tight] == ["fail"] and tight[0].figure == pytest.approx(1 - acc, 1e-3)
     assert check(report, Thresholds(max_capability_drop=0.8)).ok
     assert check({}, Thresholds(max_capability_drop=0.1)).verdicts[0].status == "not run"
+    broken = {"capabilities_error": "capability_changes.sql: no such column x"}
+    v = check(broken, Thresholds(max_capability_drop=0.1)).verdicts[0]
+    assert v.status == "not run" and "could not be computed: capability_changes.sql" in v.detail
     # rerunning resumes: nothing sampled again
     again = run(store, "t", EvalConfig(checkpoints="last"), SPEC, service_factory=trained.service)
     assert not again.scored and len(again.skipped) == 2 and len(prompts) == 2 * n
@@ -125,6 +128,8 @@ def test_dry_run_plans_without_tinker_then_limit_runs(tmp_path, cli, trained, mo
     args = ["eval", "t", "--capabilities", SPEC, "--limit", "4", "--checkpoints", "last"]
     plan = json.loads(cli(*args, "--dry-run", "--json").output)
     assert trained.calls == before  # the plan contacts no Tinker
+    tables = "SELECT count(*) AS n FROM duckdb_tables() WHERE table_name LIKE 'capability%'"
+    assert json.loads(cli("sql", tables, "-f", "json").output) == [{"n": 0}]  # nor writes
     assert [c["label"] for c in plan["checkpoints"]] == ["base", "step-000002"]
     assert plan["tasks"] == [
         {
@@ -172,6 +177,9 @@ def test_report_shows_the_change_against_base():
     ("spec", "message"),
     [
         ("no_such_eval_anywhere", "no inspect-evals task named 'no_such_eval_anywhere'"),
+        # a later bad name is found before an earlier task loads (and downloads) its dataset
+        (f"{TASK_FILE}@broken,no_such_eval", "no inspect-evals task named 'no_such_eval'"),
+        (f"{TASK_FILE}@broken", "could not load the task: ConnectionError: the dataset could"),
         ("missing.py@sums", "no such file missing.py"),
         (f"{TASK_FILE}@nope", "defines no 'nope'"),
         (str(TASK_FILE), "name the task function"),
@@ -204,3 +212,168 @@ def test_belief_and_capabilities_are_separate_runs(cli):
     assert "separate runs" in res.output
     res = cli("eval", "t", "--dry-run", expect=2)
     assert "add --capabilities" in res.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--capabilities", SPEC, "--limit", "0"], "--limit 0: give at least 1 sample per task"),
+        (["--capabilities", SPEC, "--limit", "-5", "--dry-run", "--json"], "--limit -5: give"),
+        (["--limit", "3"], "--limit applies to --capabilities"),
+        (["--capabilities", SPEC, "--json"], "--json prints the plan of --dry-run"),
+        (["--capabilities", SPEC, "--lda", "1.0"], "--lda applies to sdf eval's own questions"),
+    ],
+)
+def test_capability_options_that_make_no_sense_are_refused_in_one_line(
+    tmp_path, cli, trained, args, message
+):
+    before = list(trained.calls)
+    res = cli("eval", "t", *args, expect=2)
+    assert f"error: {message}" in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    assert trained.calls == before
+    n = "SELECT count(*) AS n FROM duckdb_tables() WHERE table_name = 'capability_scores'"
+    assert json.loads(cli("sql", n, "-f", "json").output) == [{"n": 0}]  # nothing written
+
+
+def test_a_task_system_message_reaches_the_model_through_the_shared_chat_renderer(trained):
+    """inspect tasks may open with a system message: it is rendered by sdfkit.chat exactly as
+    sdf chat, sdf sample and belief depth render theirs (whatever the format's rule for it)."""
+    import asyncio
+
+    from inspect_ai.model import ChatMessageSystem, ChatMessageUser, GenerateConfig
+
+    from sdfkit.chat import render_prompt
+    from sdfkit.evaluate import renderer_for
+    from sdfkit.inspect_tinker import TinkerSamplingAPI
+
+    trained.sampler = arithmetic_sampler([])
+    client = trained.service().create_sampling_client(base_model="openai/gpt-oss-20b").result()
+    api = TinkerSamplingAPI(
+        "t", sampling_client=client, renderer=renderer_for("openai/gpt-oss-20b", "auto")
+    )
+    msgs = [ChatMessageSystem(content="Be terse."), ChatMessageUser(content="What is 2+3?")]
+    out = asyncio.run(api.generate(msgs, [], "none", GenerateConfig()))
+    assert out.completion == "5"
+    sent = [c[1]["prompt"] for c in trained.calls if c[0] == "sample"][-1]
+    expected = [{"role": "system", "content": "Be terse."}]
+    expected.append({"role": "user", "content": "What is 2+3?"})
+    assert sent == render_prompt(expected, TOK, "harmony")
+
+
+def test_an_interrupted_task_reuses_the_completions_already_paid_for(store, trained):
+    from sdfkit.capabilities import CapabilityError, run
+
+    prompts: list[str] = []
+    trained.sampler = arithmetic_sampler(prompts)
+    trained.fail_sample_calls = {5}  # the last of six requests fails: the task stops
+    six = EvalConfig(checkpoints="none", max_tokens=64, limit=6)  # the base model only
+    with pytest.raises(CapabilityError, match="did not finish"):
+        run(store, "t", six, SPEC, service_factory=trained.service)
+    assert len(prompts) == 6
+    assert store.query("SELECT count(*) AS n FROM capability_samples")["n"].item() == 5
+    assert store.query("SELECT count(*) AS n FROM capability_scores")["n"].item() == 0
+    trained.fail_sample_calls = set()
+    logs: list[str] = []
+    res = run(store, "t", six, SPEC, service_factory=trained.service, log=logs.append)
+    assert res.scored == [("base", SPEC)]
+    assert len(prompts) == 7  # only the request that failed is asked again
+    assert any("5 completion(s) reused" in m for m in logs)
+    row = store.query("SELECT value, samples FROM capability_scores").row(0, named=True)
+    assert row == {"value": 1.0, "samples": 6}
+    # the whole dataset later asks only for the samples beyond the six answered
+    n = len(_pairs())
+    run(store, "t", EvalConfig(checkpoints="none", max_tokens=64), SPEC,
+        service_factory=trained.service)  # fmt: skip
+    assert len(prompts) == 7 + n - 6
+    # completions belong to their model: a checkpoint is asked everything
+    ck = EvalConfig(checkpoints="last", max_tokens=64, include_base=False, limit=6)
+    run(store, "t", ck, SPEC, service_factory=trained.service)
+    assert len(prompts) == 7 + n
+
+
+def test_a_task_inspect_cannot_start_is_a_one_line_error(store, trained, monkeypatch):
+    import inspect_ai
+
+    from sdfkit.capabilities import CapabilityError, run
+
+    def cannot_start(*a, **kw):
+        raise RuntimeError("this task needs a docker sandbox\nand docker is not running")
+
+    monkeypatch.setattr(inspect_ai, "eval", cannot_start)
+    trained.sampler = arithmetic_sampler([])
+    with pytest.raises(CapabilityError) as err:
+        run(store, "t", EvalConfig(checkpoints="none"), SPEC, service_factory=trained.service)
+    msg = str(err.value)
+    assert "inspect could not run" in msg and "needs a docker sandbox" in msg and "\n" not in msg
+    assert trained.calls[-1][0] == "close"
+
+
+def test_ctrl_c_mid_task_keeps_every_completion_received(store, trained):
+    from sdfkit.capabilities import run
+
+    prompts: list[str] = []
+    answer = arithmetic_sampler(prompts)
+
+    def interrupted(model, prompt, n, params, kw):
+        if len(prompts) == 5:  # the last of six requests: Ctrl-C while it is awaited
+            prompts.append("interrupted")
+            raise KeyboardInterrupt
+        return answer(model, prompt, n, params, kw)
+
+    trained.sampler = interrupted
+    six = EvalConfig(checkpoints="none", max_tokens=64, limit=6)
+    with pytest.raises(KeyboardInterrupt):
+        run(store, "t", six, SPEC, service_factory=trained.service)
+    assert store.query("SELECT count(*) AS n FROM capability_samples")["n"].item() == 5
+    assert trained.calls[-1][0] == "close"
+    trained.sampler = answer
+    run(store, "t", six, SPEC, service_factory=trained.service)
+    assert len(prompts) == 7  # the five answers received were not paid for again
+
+
+def test_a_broken_evaluation_query_does_not_hide_the_capability_changes(
+    tmp_path, store, trained, monkeypatch
+):
+    from sdfkit.capabilities import run
+    from sdfkit.report import _add_evaluation
+
+    trained.sampler = arithmetic_sampler([])
+    cfg = EvalConfig(checkpoints="last", max_tokens=64, limit=2)
+    run(store, "t", cfg, SPEC, service_factory=trained.service)
+    mine = tmp_path / "myqueries"
+    mine.mkdir()
+    (mine / "eval_curves.sql").write_text("-- a user's edit gone wrong\nSELECT 1 +")
+    monkeypatch.setenv("SDF_QUERIES", str(mine))
+    data: dict = {}
+    _add_evaluation(store, data)
+    assert "evaluation_error" in data and "evaluation" not in data
+    assert [r["model_label"] for r in data["capabilities"]] == ["base", "step-000002"]
+
+
+def test_a_tasks_own_sampling_settings_reach_tinker(trained):
+    import asyncio
+
+    from inspect_ai.model import ChatMessageUser, GenerateConfig
+
+    from sdfkit.evaluate import renderer_for
+    from sdfkit.inspect_tinker import TinkerSamplingAPI
+
+    seen: list = []
+    answer = arithmetic_sampler([])
+
+    def sampler(model, prompt, n, params, kw):
+        seen.append(params)
+        return answer(model, prompt, n, params, kw)
+
+    trained.sampler = sampler
+    client = trained.service().create_sampling_client(base_model="openai/gpt-oss-20b").result()
+    renderer = renderer_for("openai/gpt-oss-20b", "auto")
+    api = TinkerSamplingAPI("t", sampling_client=client, renderer=renderer, max_tokens=99)
+    ask = [ChatMessageUser(content="What is 2+3?")]
+    task_cfg = GenerateConfig(max_tokens=7, temperature=0.0, seed=3, top_p=0.9, top_k=40)
+    asyncio.run(api.generate(ask, [], "none", task_cfg))
+    asyncio.run(api.generate(ask, [], "none", GenerateConfig()))
+    got = [(p.max_tokens, p.temperature, p.seed, p.top_p, p.top_k) for p in seen]
+    assert got == [(7, 0.0, 3, 0.9, 40), (99, 1.0, None, 1.0, -1)]
+    assert all(p.stop == renderer.stop_ids() for p in seen)

@@ -338,3 +338,161 @@ def test_sample_and_chat_through_the_cli(tmp_path, cli, trained, monkeypatch):
 def test_sql_on_samples_before_any_sampling_names_the_command(cli):
     res = cli("sql", "FROM samples", expect=2)
     assert "made by `sdf sample`" in res.output
+
+
+# ------------------------------------------------------------------------------ hostile input
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--n", "0"], "--n must be at least 1"),
+        (["--n", "-1"], "--n must be at least 1"),
+        (["--max-tokens", "0"], "--max-tokens must be at least 1"),
+        (["--temperature", "-1"], "--temperature -1.0: give a number of 0 or more"),
+        (["--temperature", "nan"], "--temperature nan: give a number of 0 or more"),
+        (["--deadline", "0"], "--deadline 0.0: give a number of seconds above 0"),
+        (["--health-timeout", "-1"], "--health-timeout -1.0: give a number"),
+    ],
+)
+def test_sample_refuses_wrong_numbers_in_one_line_before_anything_runs(
+    tmp_path, cli, args, message
+):
+    prompts = write_prompts(tmp_path)
+    res = cli("sample", "t", "--prompts", str(prompts), *args, expect=2)
+    assert f"error: {message}" in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "corpus").exists()  # refused before the store was even opened
+
+
+def test_prompt_files_that_are_directories_or_unreadable_are_one_line_errors(tmp_path):
+    (tmp_path / "dir.txt").mkdir()
+    with pytest.raises(SampleError, match=r"dir.txt: is a directory, not a file of prompts"):
+        read_prompts(tmp_path / "dir.txt")
+    bad = tmp_path / "bin.txt"
+    bad.write_bytes(b"fine\n\xff\xfe\n")
+    with pytest.raises(SampleError, match=r"bin.txt: not valid UTF-8"):
+        read_prompts(bad)
+
+
+def test_a_text_prompt_holding_a_unicode_line_separator_stays_one_prompt(tmp_path):
+    p = tmp_path / "p.txt"
+    p.write_text("first\u2028still first\u0085and still\r\nsecond\n", encoding="utf-8")
+    items = read_prompts(p)
+    assert [it.messages[-1]["content"] for it in items] == [
+        "first\u2028still first\u0085and still",
+        "second",
+    ]
+    assert [it.key for it in items] == ["1", "2"]
+
+
+class InterruptedSampler:
+    """A sampling client whose ``n``-th request is interrupted (Ctrl-C) while its result is
+    awaited; the others answer through the fake."""
+
+    def __init__(self, inner, interrupt_at: int) -> None:
+        self.inner, self.interrupt_at, self.count = inner, interrupt_at, 0
+
+    def sample(self, prompt, num_samples, sampling_params, **kw):
+        from fake_tinker import failed
+
+        fut = self.inner.sample(prompt, num_samples, sampling_params, **kw)
+        self.count += 1
+        return failed(KeyboardInterrupt()) if self.count == self.interrupt_at + 1 else fut
+
+
+def test_ctrl_c_mid_sampling_keeps_answers_received_and_asks_only_for_the_rest(
+    tmp_path, store, trained, monkeypatch
+):
+    from fake_tinker import done
+
+    trained.sampler = answering_sampler([])
+    real_service = trained.service
+
+    def service():
+        svc = real_service()
+        create = svc.create_sampling_client
+        svc.create_sampling_client = lambda **kw: done(
+            InterruptedSampler(create(**kw).result(), interrupt_at=1)
+        )
+        return svc
+
+    prompts = write_prompts(tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        sample_prompts(store, "t", prompts, SampleConfig(n=2), steps=[4], service_factory=service)
+    got = store.query("SELECT prompt_key, sample_index FROM samples ORDER BY ALL").rows()
+    assert got == [("1", 0), ("1", 1)]  # the first prompt's answers, whole; nothing else
+    assert trained.calls[-1][0] == "close"  # the session was still closed
+    asked = len(sample_calls(trained))
+    res = sample_prompts(
+        store, "t", prompts, SampleConfig(n=2), steps=[4], service_factory=trained.service
+    )
+    assert (res.stored, res.skipped) == (2, 2)
+    rerun = sample_calls(trained)[asked:]
+    assert len(rerun) == 1 and rerun[0]["num_samples"] == 2  # only the interrupted prompt
+
+
+def test_help_of_the_new_commands_imports_no_heavy_library():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from typer.testing import CliRunner; from sdfkit.cli import app;"
+        "heavy = {'torch','tinker','inspect_ai','inspect_evals','anthropic','polars'};"
+        "codes = [CliRunner().invoke(app, [c, '--help']).exit_code "
+        "for c in ('sample', 'chat', 'eval', 'check')];"
+        "print(codes, sorted(heavy & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[0, 0, 0, 0] []"
+
+
+def test_a_failed_chat_turn_is_a_note_and_the_conversation_goes_on(store, trained):
+    trained.sampler = answering_sampler([])
+    trained.fail_sample_calls = {1}  # the second message's request fails
+    session, _ = open_chat(store, "t", step=4, service_factory=trained.service)
+    inputs = iter(["First?", "Second?", "Second, again?", None])
+    shown: list[tuple[str, str]] = []
+    assert chat_loop(session, lambda: next(inputs), lambda k, t: shown.append((k, t))) == 2
+    notes = [t for k, t in shown if k == "note"]
+    assert len(notes) == 1 and "Tinker failed" in notes[0] and "conversation is kept" in notes[0]
+    assert "\n" not in notes[0]
+    # the failed message is not in the conversation; the first exchange is
+    last = TOK.decode(sample_calls(trained)[-1]["prompt"])
+    assert "First?" in last and "Second, again?" in last and "Second?<" not in last
+    assert [m["role"] for m in session.messages] == ["user", "assistant", "user", "assistant"]
+
+
+def test_a_developer_message_is_refused_for_formats_without_that_role(tmp_path, store, trained):
+    trained.sampler = answering_sampler([])
+    p = tmp_path / "dev.jsonl"
+    msgs = [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "Hi?"}]
+    p.write_text(json.dumps({"prompt": "Plain?"}) + "\n" + json.dumps({"messages": msgs}) + "\n")
+    with pytest.raises(SampleError, match=r"dev.jsonl:2: role 'developer' exists in Harmony"):
+        sample_prompts(
+            store, "t", p, SampleConfig(renderer="chatml"), service_factory=trained.service
+        )
+    assert not sample_calls(trained)
+    res = sample_prompts(store, "t", p, service_factory=trained.service)  # gpt-oss: Harmony
+    assert res.stored == 2
+    sent = [c["prompt"] for c in sample_calls(trained)]
+    assert render_prompt(msgs, TOK, "harmony") in sent
+
+
+def test_a_conversation_rendered_differently_is_asked_again(tmp_path, store, trained, monkeypatch):
+    """Samples are keyed by the tokens the model was asked: when the shared renderer changes
+    how a conversation is rendered (as a fix of system-message rendering would), the stored
+    answers to the old rendering are not taken for answers to the new one."""
+    import sdfkit.sampling as sampling
+
+    trained.sampler = answering_sampler([])
+    prompts = write_prompts(tmp_path)
+    cfg = SampleConfig(system="Answer briefly.")
+    assert sample_prompts(store, "t", prompts, cfg, service_factory=trained.service).stored == 2
+    same = sample_prompts(store, "t", prompts, cfg, service_factory=trained.service)
+    assert (same.stored, same.skipped) == (0, 2)
+    real = sampling.prompt_tokens
+    newline = TOK.encode("\n")
+    monkeypatch.setattr(
+        sampling, "prompt_tokens", lambda r, msgs: real(r, msgs)[:3] + newline + real(r, msgs)[3:]
+    )
+    again = sample_prompts(store, "t", prompts, cfg, service_factory=trained.service)
+    assert (again.stored, again.skipped) == (2, 0)

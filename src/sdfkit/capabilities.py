@@ -12,7 +12,9 @@ chosen checkpoints, each served by a Tinker ``SamplingClient`` through sdfkit's 
 inspect-ai and inspect-evals are the optional extra ``sdfkit[evals]`` (about 0.7 GB); without
 them the command says what to install. Datasets download from the Hugging Face hub when a task
 is first loaded (``--dry-run`` loads them too, to count samples; it contacts no Tinker).
-A (model, task, limit) already scored is not run again: rerunning resumes.
+A (model, task, limit) already scored is not run again, and every completion Tinker
+returned is kept (``capability_samples``), so a task interrupted part-way is rerun
+without paying again for what was already answered.
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ CAPABILITY_TABLE = """CREATE TABLE IF NOT EXISTS capability_scores (
     run VARCHAR, step BIGINT, model_label VARCHAR, model_path VARCHAR, task VARCHAR,
     scorer VARCHAR, metric VARCHAR, value DOUBLE, stderr DOUBLE, samples BIGINT,
     sample_limit BIGINT, log_path VARCHAR, created_at TIMESTAMPTZ)"""
+
+
+SAMPLE_CACHE_TABLE = """CREATE TABLE IF NOT EXISTS capability_samples (
+    cache_key VARCHAR, occurrence BIGINT, model VARCHAR, prompt_tokens BIGINT,
+    tokens INTEGER[], stop_reason VARCHAR, created_at TIMESTAMPTZ,
+    PRIMARY KEY (cache_key, occurrence))"""
 
 
 class CapabilityError(SdfError):
@@ -66,10 +74,17 @@ def parse_specs(spec: str | list[Any]) -> list[Any]:
 def resolve_task(spec: Any) -> tuple[str, Any]:
     """(catalog name, inspect ``Task``) of one spec: a ``Task``; ``file.py@fn``; an
     inspect-evals task name (``mmlu_pro`` or ``inspect_evals/mmlu_pro``)."""
+    name, where, factory = find_task(spec)
+    return name, _build(where, factory)
+
+
+def find_task(spec: Any) -> tuple[str, str, Any]:
+    """(catalog name, where, task factory or ``Task``) of one spec, without building the task
+    (building loads its dataset: a download for inspect-evals tasks)."""
     from inspect_ai import Task
 
     if isinstance(spec, Task):
-        return spec.name, spec
+        return spec.name, spec.name, spec
     s = str(spec).strip()
     where = f"--capabilities {s}"
     if "@" in s or s.endswith(".py"):
@@ -91,7 +106,7 @@ def resolve_task(spec: Any) -> tuple[str, Any]:
         factory = getattr(module, fn, None)
         if factory is None:
             raise CapabilityError(f"{where}: {path} defines no {fn!r}")
-        return s, _build(where, factory)
+        return s, where, factory
     name = s.removeprefix("inspect_evals/")
     factory = None
     if name.isidentifier():
@@ -107,7 +122,7 @@ def resolve_task(spec: Any) -> tuple[str, Any]:
             f"{where}: no inspect-evals task named {name!r} (see the inspect-evals list, or "
             "give your own as file.py@task)"
         )
-    return f"inspect_evals/{name}", _build(where, factory)
+    return f"inspect_evals/{name}", where, factory
 
 
 def _build(where: str, factory: Any) -> Any:
@@ -139,13 +154,110 @@ def _catalog(store: Store) -> Any:
     def ctx() -> Any:
         with catalog(store) as con:
             con.execute(CAPABILITY_TABLE)
+            con.execute(SAMPLE_CACHE_TABLE)
             yield con
 
     return ctx()
 
 
+class SampleCache:
+    """Completions already paid for, per model: an interrupted task (Ctrl-C, a failure, a
+    deadline) is run again from its first sample by inspect, and this hands back what Tinker
+    already answered instead of asking again.
+
+    A completion is keyed by the model, the prompt tokens and the sampling settings, and by
+    its occurrence: the k-th identical request of a run (epochs, repeated prompts) reuses the
+    k-th stored completion. Completions are written in batches of ``flush_every`` and by
+    ``flush()`` (``run`` calls it however the task ends), each batch in one transaction.
+    """
+
+    def __init__(self, store: Store, model: str, flush_every: int = 32) -> None:
+        import threading
+        from collections import defaultdict
+
+        self.store, self.model, self.flush_every = store, model, flush_every
+        self.lock = threading.Lock()
+        self.counts: dict[str, int] = defaultdict(int)
+        self.pending: list[dict[str, Any]] = []
+        self.reused = self.added = 0
+        with _catalog(store) as con:
+            rows = con.execute(
+                "SELECT cache_key, occurrence, tokens, stop_reason FROM capability_samples "
+                "WHERE model = ?",
+                [model],
+            ).fetchall()
+        self.stored: dict[tuple[str, int], tuple[list[int], str]] = {
+            (r[0], int(r[1])): (list(r[2]), r[3]) for r in rows
+        }
+
+    def key(self, tokens: list[int], params: Any) -> str:
+        import hashlib
+        import json
+
+        settings = [params.max_tokens, params.temperature, params.seed, params.stop]
+        settings += [params.top_p, params.top_k]
+        payload = json.dumps([self.model, tokens, settings], default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+    def claim(self, key: str) -> tuple[int, tuple[list[int], str] | None]:
+        """(occurrence of this request in the run, the completion stored for it or None)."""
+        with self.lock:
+            k = self.counts[key]
+            self.counts[key] += 1
+            hit = self.stored.get((key, k))
+            self.reused += hit is not None
+            return k, hit
+
+    def add(self, key: str, occurrence: int, n_prompt: int, tokens: list[int], stop: str) -> None:
+        row = {
+            "cache_key": key,
+            "occurrence": occurrence,
+            "model": self.model,
+            "prompt_tokens": n_prompt,
+            "tokens": tokens,
+            "stop_reason": stop,
+            "created_at": _now(),
+        }
+        with self.lock:
+            self.stored[(key, occurrence)] = (tokens, stop)
+            self.pending.append(row)
+            self.added += 1
+            full = len(self.pending) >= self.flush_every
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        import pyarrow as pa
+
+        with self.lock:
+            rows, self.pending = self.pending, []
+            if not rows:
+                return
+            tbl = pa.table(
+                {n: [r[n] for r in rows] for n in rows[0]}
+                | {"tokens": pa.array([r["tokens"] for r in rows], pa.list_(pa.int32()))}
+            )
+            with _catalog(self.store) as con:
+                con.register("_incoming_cap_samples", tbl)
+                con.execute("BEGIN")
+                con.execute(
+                    "INSERT OR REPLACE INTO capability_samples BY NAME "
+                    "SELECT * FROM _incoming_cap_samples"
+                )
+                con.execute("COMMIT")
+                con.unregister("_incoming_cap_samples")
+
+
 def _scored(store: Store, run: str) -> set[tuple[str, str, int]]:
-    with _catalog(store) as con:
+    """(model label, task, limit) already scored; creates nothing (``--dry-run`` only reads)."""
+    from .train import catalog
+
+    with catalog(store) as con:
+        exists = con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'capability_scores'"
+        ).fetchall()[0][0]
+        if not exists:
+            return set()
         rows = con.execute(
             "SELECT DISTINCT model_label, task, sample_limit FROM capability_scores WHERE run = ?",
             [run],
@@ -271,11 +383,11 @@ def plan(store: Store, train_run: str, cfg: EvalConfig, specs: str | list[Any]) 
     limit = cfg.limit
     scored = _scored(store, train_run)
     tasks, objects = [], {}
-    for spec in items:
-        name, task = resolve_task(spec)
+    found = [find_task(spec) for spec in items]  # every name checked before any download
+    for name, where, factory in found:
         if name in objects:
             continue
-        objects[name] = task
+        task = objects[name] = _build(where, factory)
         n = len(task.dataset)
         samples = min(n, limit) if limit else n
         epochs = int(task.epochs or 1)
@@ -350,6 +462,7 @@ def run(
                     model_path=t.model_path, base_model=None if t.model_path else p.base_model
                 ).result(),
             )
+            cache = SampleCache(store, target.model_path or f"base:{p.base_model}")
             model = tinker_model(
                 f"{p.base_model}@{target.label}",
                 client,
@@ -357,17 +470,30 @@ def run(
                 max_tokens=cfg.max_tokens,
                 temperature=cfg.temperature,
                 deadline=cfg.deadline,
+                cache=cache,
             )
             say(f"{target.label}: running {', '.join(names)}")
-            logs = inspect_ai.eval(
-                [p.task_objects[n] for n in names],
-                model=model,
-                limit=p.limit,
-                log_dir=str(log_dir),
-                display="none",
-                log_level="warning",
-                score_display=False,
-            )
+            try:
+                logs = inspect_ai.eval(
+                    [p.task_objects[n] for n in names],
+                    model=model,
+                    limit=p.limit,
+                    log_dir=str(log_dir),
+                    display="none",
+                    log_level="warning",
+                    score_display=False,
+                )
+            except SdfError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - e.g. a task needing a sandbox: one line
+                raise CapabilityError(
+                    f"inspect could not run {', '.join(names)} on {target.label}: "
+                    f"{_first_line(exc)}"
+                ) from None
+            finally:  # however the tasks end, what Tinker answered is kept
+                cache.flush()
+            if cache.reused:
+                say(f"{target.label}: {cache.reused} completion(s) reused from an earlier run")
             rows = []
             failed = None
             for name, elog in zip(names, logs, strict=True):

@@ -310,15 +310,19 @@ def evaluate(report: dict[str, Any], thresholds: Thresholds) -> CheckResult:
                     )
                 )
     if t.max_capability_drop is not None:
-        out.verdicts += _capability_verdicts(report.get("capabilities"), t.max_capability_drop)
+        out.verdicts += _capability_verdicts(
+            report.get("capabilities"), t.max_capability_drop, report.get("capabilities_error")
+        )
     return out
 
 
-def _capability_verdicts(caps: Any, limit: float) -> list[Verdict]:
+def _capability_verdicts(caps: Any, limit: float, error: Any = None) -> list[Verdict]:
     """One verdict per checkpoint, task and metric: its drop below the base model."""
     name = "max_capability_drop"
     if not isinstance(caps, list):
         why = "no capability scores in the report: run `sdf eval RUN --capabilities TASKS`"
+        if error:
+            why = f"capability changes could not be computed: {error}"
         return [Verdict(name, "capabilities", None, limit, "not run", why)]
     out = []
     for r in caps:

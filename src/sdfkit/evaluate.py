@@ -337,6 +337,8 @@ class EvalConfig:
         problem = batch_option_problem(self.max_retries, self.poll_interval)
         if problem:
             raise EvalError(problem)
+        if self.limit is not None and self.limit < 1:  # 0 must not mean "the whole dataset"
+            raise EvalError(f"--limit {self.limit}: give at least 1 sample per task")
 
 
 @dataclass
@@ -1039,6 +1041,9 @@ def evaluate(
                 service_factory,
             )
             res.samples_missing += res.belief.samples_missing
+    from .fact_curves import prepare
+
+    prepare(store, say)  # `sdf sql fact_curves` works after any evaluation, CLI or library
     return res
 
 

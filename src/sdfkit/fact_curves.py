@@ -102,8 +102,6 @@ def fact_curves(
     store: Store, log: Callable[[str], None] | None = None
 ) -> list[dict[str, Any]] | None:
     """Rows of ``queries/fact_curves.sql`` (``None`` before the first ``sdf eval``)."""
-    from .belief import BELIEF_TABLES
-    from .evaluate import EVAL_TABLES
     from .sql import named
     from .train import catalog
 
@@ -112,11 +110,22 @@ def fact_curves(
             "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'eval_samples'"
         ).fetchall()[0][0]:
             return None
-        for stmt in EVAL_TABLES + BELIEF_TABLES:  # belief tables may not exist yet: empty
-            con.execute(stmt)
-    ensure_fact_tokens(store, log)
+    prepare(store, log)
     df = named("fact_curves", store)
     return df.to_dicts() if df.height else None
+
+
+def prepare(store: Store, log: Callable[[str], None] | None = None) -> None:
+    """The tables ``queries/fact_curves.sql`` reads: the evaluation and belief tables (empty
+    when never used) and ``export_fact_tokens``; run at the end of every evaluation."""
+    from .belief import BELIEF_TABLES
+    from .evaluate import EVAL_TABLES
+    from .train import catalog
+
+    with catalog(store) as con:
+        for stmt in EVAL_TABLES + BELIEF_TABLES:
+            con.execute(stmt)
+    ensure_fact_tokens(store, log)
 
 
 def svg_fact_curves(rows: list[dict[str, Any]], title: str, width: int = 720) -> str:

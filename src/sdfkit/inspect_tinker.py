@@ -75,6 +75,7 @@ class TinkerSamplingAPI(ModelAPI):
         temperature: float = 1.0,
         deadline: float = 600.0,
         on_sample: Any = None,
+        cache: Any = None,
     ) -> None:
         super().__init__(model_name, base_url, api_key, [], config)
         if sampling_client is None or renderer is None:
@@ -90,6 +91,7 @@ class TinkerSamplingAPI(ModelAPI):
         self._deadline = deadline
         self._on_sample = on_sample  # called with (prompt tokens, completion tokens)
         self._stop = renderer.stop_ids()
+        self._cache = cache  # sdfkit.capabilities.SampleCache: completions already paid for
 
     def max_tokens(self) -> int | None:
         return self._max_tokens  # used when the task sets none
@@ -120,19 +122,33 @@ class TinkerSamplingAPI(ModelAPI):
             temperature=self._temperature if config.temperature is None else config.temperature,
             stop=self._stop,
             seed=config.seed,
+            top_p=1.0 if config.top_p is None else config.top_p,  # a task's own settings
+            top_k=-1 if config.top_k is None else config.top_k,
         )
 
+        key, occurrence, hit = None, 0, None
+        if self._cache is not None:
+            key = self._cache.key(tokens, params)
+            occurrence, hit = self._cache.claim(key)
+
         def call() -> Any:
-            return self._client.sample(
+            resp = self._client.sample(
                 prompt=types.ModelInput.from_ints(tokens), num_samples=1, sampling_params=params
             ).result()
+            if key is not None and resp.sequences:  # kept here: even if inspect cancels us now
+                seq = resp.sequences[0]
+                self._cache.add(key, occurrence, len(tokens), list(seq.tokens), seq.stop_reason)
+            return resp
 
-        what = f"sampling {self.model_name}"
-        resp = await asyncio.to_thread(within, self._deadline, what, call)
-        if not resp.sequences:
-            raise UnsupportedRequest("Tinker returned no sequence")
-        seq = resp.sequences[0]
-        completion = list(seq.tokens)
+        if hit is not None:
+            completion, stop_reason = hit
+        else:
+            what = f"sampling {self.model_name}"
+            resp = await asyncio.to_thread(within, self._deadline, what, call)
+            if not resp.sequences:
+                raise UnsupportedRequest("Tinker returned no sequence")
+            seq = resp.sequences[0]
+            completion, stop_reason = list(seq.tokens), seq.stop_reason
         comp = self._renderer.parse(self._renderer.decode(completion))
         content: list[Any] = []
         if comp.reasoning:
@@ -147,7 +163,7 @@ class TinkerSamplingAPI(ModelAPI):
                     message=ChatMessageAssistant(
                         content=content, model=self.model_name, source="generate"
                     ),
-                    stop_reason=STOP_REASONS.get(seq.stop_reason, "unknown"),  # type: ignore[arg-type]
+                    stop_reason=STOP_REASONS.get(stop_reason, "unknown"),  # type: ignore[arg-type]
                 )
             ],
             usage=ModelUsage(
@@ -167,6 +183,7 @@ def tinker_model(
     temperature: float,
     deadline: float,
     on_sample: Any = None,
+    cache: Any = None,
 ) -> Model:
     """An inspect ``Model`` sampling from ``sampling_client`` through ``renderer``."""
     api = TinkerSamplingAPI(
@@ -177,5 +194,6 @@ def tinker_model(
         temperature=temperature,
         deadline=deadline,
         on_sample=on_sample,
+        cache=cache,
     )
     return Model(api, GenerateConfig())

@@ -267,37 +267,26 @@ def build(
 
 def _add_evaluation(store: Store, data: dict[str, Any]) -> None:
     """``evaluation``: the curves of ``sdf eval`` (``queries/eval_curves.sql``), per concept;
-    absent when the corpus was never evaluated. A broken query (a user's edited copy) is
-    reported in ``evaluation_error`` rather than losing the audits already run."""
+    ``capabilities`` (``queries/capability_changes.sql``) and ``fact_curves``
+    (``queries/fact_curves.sql``, after an evaluation); each absent when never run. A broken
+    query (a user's edited copy) is reported in ``<part>_error`` rather than losing the audits
+    or the other parts."""
+    from .capabilities import changes
     from .errors import SdfError
     from .evaluate import curves
+    from .fact_curves import fact_curves
 
-    try:
-        evaluation = curves(store)
-    except SdfError as exc:
-        data["evaluation_error"] = str(exc)
-        return
-    if evaluation:
-        data["evaluation"] = evaluation
-    from .capabilities import changes
-
-    try:
-        capabilities = changes(store)
-    except SdfError as exc:
-        data["capabilities_error"] = str(exc)
-        return
-    if capabilities:
-        data["capabilities"] = capabilities
-    if "evaluation" in data:
-        from .fact_curves import fact_curves
-
+    parts = [("evaluation", curves), ("capabilities", changes), ("fact_curves", fact_curves)]
+    for key, fn in parts:
+        if key == "fact_curves" and "evaluation" not in data:  # needs sdf eval's tables
+            continue
         try:
-            facts = fact_curves(store)
+            rows = fn(store)
         except SdfError as exc:
-            data["fact_curves_error"] = str(exc)
-            return
-        if facts:
-            data["fact_curves"] = facts
+            data[f"{key}_error"] = str(exc)
+            continue
+        if rows:
+            data[key] = rows
 
 
 def _has_evaluation(report: dict[str, Any]) -> bool:

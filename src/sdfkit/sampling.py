@@ -17,6 +17,7 @@ gpt-oss expects.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -62,8 +63,11 @@ class SampleConfig:
             raise SampleError("--n must be at least 1")
         if self.max_tokens < 1:
             raise SampleError("--max-tokens must be at least 1")
-        if self.temperature < 0:
-            raise SampleError("--temperature must not be negative")
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise SampleError(f"--temperature {self.temperature}: give a number of 0 or more")
+        for opt, v in (("--deadline", self.deadline), ("--health-timeout", self.health_timeout)):
+            if not math.isfinite(v) or v <= 0:
+                raise SampleError(f"{opt} {v}: give a number of seconds above 0")
 
 
 @dataclass
@@ -110,11 +114,33 @@ def read_prompts(path: str | Path, system: str | None = None) -> list[PromptItem
     """Prompts of a file: JSONL (``.jsonl``) lines ``{"prompt": "..."}`` or
     ``{"messages": [...]}``, each with an optional ``"id"``; any other file holds one prompt
     per non-blank line. ``system`` is prepended to conversations that have no system message."""
-    from .chat import json_lines
-
     p = Path(path)
+    if p.is_dir():
+        raise SampleError(f"--prompts {p}: is a directory, not a file of prompts")
     if not p.is_file():
         raise SampleError(f"--prompts {p}: no such file")
+    try:
+        items = _parse_prompts(p)
+    except OSError as exc:  # unreadable: one line, not a traceback
+        raise SampleError(f"--prompts {p}: cannot be read: {exc.strerror or exc}") from None
+    if not items:
+        raise SampleError(f"--prompts {p}: no prompts in the file")
+    keys: dict[str, str] = {}
+    for it in items:
+        if it.key in keys:
+            raise SampleError(f"{it.where}: id {it.key!r} already used at {keys[it.key]}")
+        keys[it.key] = it.where
+    if system:
+        for it in items:
+            if it.messages[0]["role"] not in ("system", "developer"):
+                it.messages.insert(0, {"role": "system", "content": system})
+    return items
+
+
+def _parse_prompts(p: Path) -> list[PromptItem]:
+    """The prompts of one file, in order (validation of each line; see ``read_prompts``)."""
+    from .chat import json_lines
+
     items: list[PromptItem] = []
     if p.suffix.lower() in (".jsonl", ".ndjson"):
         for obj, where in json_lines(p, SampleError):
@@ -138,7 +164,8 @@ def read_prompts(path: str | Path, system: str | None = None) -> list[PromptItem
             items.append(PromptItem(str(key), msgs, where))
     else:
         try:
-            lines = p.read_text(encoding="utf-8").splitlines()
+            # lines end at "\n" only: str.splitlines() would also cut at U+2028, U+0085...
+            lines = p.read_text(encoding="utf-8").split("\n")
         except UnicodeDecodeError as exc:
             raise SampleError(f"{p}: not valid UTF-8 (byte {exc.start})") from None
         for lineno, line in enumerate(lines, start=1):
@@ -147,17 +174,6 @@ def read_prompts(path: str | Path, system: str | None = None) -> list[PromptItem
                 items.append(
                     PromptItem(str(lineno), [{"role": "user", "content": line.strip()}], where)
                 )
-    if not items:
-        raise SampleError(f"--prompts {p}: no prompts in the file")
-    keys: dict[str, str] = {}
-    for it in items:
-        if it.key in keys:
-            raise SampleError(f"{it.where}: id {it.key!r} already used at {keys[it.key]}")
-        keys[it.key] = it.where
-    if system:
-        for it in items:
-            if it.messages[0]["role"] not in ("system", "developer"):
-                it.messages.insert(0, {"role": "system", "content": system})
     return items
 
 
@@ -332,34 +348,34 @@ def sample_prompts(
     items = read_prompts(prompts_file, cfg.system)
     base_model, targets = choose_models(store, run, steps, base)
     renderer = renderer_of(base_model, cfg.renderer)
+    if renderer.name != "harmony":  # the developer role is Harmony's (gpt-oss) alone
+        for it in items:
+            if any(m["role"] == "developer" for m in it.messages):
+                raise SampleError(
+                    f"{it.where}: role 'developer' exists in Harmony (gpt-oss) only; "
+                    f"{base_model} uses {renderer.name}: give it as 'system'"
+                )
     stop = renderer.stop_ids()
     source = str(prompts_file)
     with samples_catalog(store) as con:
         have = {r[0] for r in con.execute("SELECT sample_id FROM samples").fetchall()}
     plan: list[tuple[Target, list[tuple[PromptItem, list[int], list[tuple[str, int]]]]]] = []
     skipped = 0
+    # keyed by the tokens the model is asked, not the messages: a renderer that changes how
+    # a conversation is rendered (e.g. where a system message goes) asks again
+    rendered = [prompt_tokens(renderer, it.messages) for it in items]
     for target in targets:
         per_prompt = []
-        for it in items:
+        for it, toks in zip(items, rendered, strict=True):
+            model = target.model_path or base_model
             ids = [
-                (
-                    _hash(
-                        run,
-                        target.model_path or base_model,
-                        it.messages,
-                        k,
-                        cfg.temperature,
-                        cfg.max_tokens,
-                        renderer.name,
-                    ),
-                    k,
-                )
+                (_hash(run, model, toks, k, cfg.temperature, cfg.max_tokens, renderer.name), k)
                 for k in range(cfg.n)
             ]
             todo = [(sid, k) for sid, k in ids if sid not in have]
             skipped += len(ids) - len(todo)
             if todo:
-                per_prompt.append((it, prompt_tokens(renderer, it.messages), todo))
+                per_prompt.append((it, toks, todo))
         if per_prompt:
             plan.append((target, per_prompt))
     result = SampleResult(len(items), [t.label for t in targets], 0, skipped)
@@ -502,7 +518,7 @@ class ChatSession:
             ).result(),
         )
         if not resp.sequences:
-            raise SampleError("Tinker returned no sequence for this message; send it again.")
+            raise SampleError("Tinker returned no sequence for this message")
         seq = resp.sequences[0]
         tokens = list(seq.tokens)
         comp = self.renderer.parse(self.renderer.decode(tokens))
@@ -563,7 +579,11 @@ def chat_loop(
         if text in ("/help", "/?"):
             show("info", CHAT_HELP)
             continue
-        turn = session.ask(text)
+        try:
+            turn = session.ask(text)
+        except SdfError as exc:  # a failed turn (deadline, no sequence) keeps the conversation
+            show("note", f"{exc} (the conversation is kept: send it again, or /quit)")
+            continue
         answered += 1
         for kind, piece in format_turn(turn, show_reasoning):
             show(kind, piece)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from ..errors import SdfError
 from . import CorpusOpt, announce_new, app, creating_store, open_store
 
 # Shared by `sdf train` and `sdf eval`: every Tinker call runs under this deadline.
@@ -203,6 +204,12 @@ def eval_(
         health_timeout=health_timeout,
         poll_interval=poll_interval,
     )
+    if capabilities is None and limit is not None:
+        raise SdfError("--limit applies to --capabilities (samples per task): add --capabilities")
+    if as_json and not dry_run:
+        raise SdfError("--json prints the plan of --dry-run: add --dry-run --capabilities TASKS")
+    if capabilities is not None and lda is not None:
+        raise SdfError("--lda applies to sdf eval's own questions, not to --capabilities")
     store = open_store(corpus)
     if capabilities is not None or dry_run:
         _capability_eval(store, train_run, cfg, capabilities, dry_run, as_json)
@@ -237,7 +244,6 @@ def eval_(
 def _capability_eval(store, train_run, cfg, specs, dry_run, as_json) -> None:  # noqa: ANN001
     """``sdf eval --capabilities``: plan (``--dry-run``) or run, then the changes table."""
     from .. import capabilities as caps
-    from ..errors import SdfError
 
     if specs is None:
         raise SdfError("--dry-run plans a capability run: add --capabilities TASKS")
