@@ -67,9 +67,33 @@ def _errored(cid: str, kind: str) -> dict[str, Any]:
     }
 
 
+def _unknown_enums(cid: str) -> dict[str, Any]:
+    """A succeeded, paid result with values newer than the installed SDK knows."""
+    line = _succeeded(cid, f"answer for {cid}")
+    msg = line["result"]["message"]
+    msg["stop_reason"] = "a_stop_reason_from_the_future"
+    msg["content"].insert(0, {"type": "a_block_from_the_future", "data": "x"})
+    msg["usage"]["service_tier"] = "a_tier_from_the_future"
+    return line
+
+
+#: Characters ``iter_lines`` splits on besides \n, legal unescaped inside JSON strings.
+LINE_BREAKERS = ["\u2028", "\u2029", "\u0085"]
+
+
 class FakeAPI:
     """A scripted Message Batches API. ``script[custom_id]`` lists the result per attempt:
-    "ok", "overloaded", "invalid", "expired", "canceled", "malformed", "missing"."""
+    "ok", "overloaded", "invalid", "expired", "canceled", "malformed", "missing",
+    "unknown_enums" (stop reason, content block, service tier the SDK does not know),
+    "unknown_error" (an error type it does not know), "breakers" (a text holding U+2028,
+    U+2029, U+0085 and other non-ASCII).
+
+    Results are served as the API streams them: JSON lines of UTF-8 bytes (non-ASCII not
+    escaped) separated by ``\n``, in small chunks that split lines and characters. Faults:
+    ``drop_results_after`` (the connection drops after that many lines), ``results_gone``
+    (the results URL answers 404), ``create_failures`` (status codes answered to the next
+    creates), ``list_failure`` (a status code, or "down": the list call cannot connect),
+    ``poll_timeouts`` (the next retrieves get no answer in time)."""
 
     def __init__(self, script: dict[str, list[str]] | None = None, polls_to_end: int = 2):
         self.script = script or {}
@@ -82,6 +106,13 @@ class FakeAPI:
         self.poll_failures: list[int] = []  # status codes to answer the next retrieves with
         self.interrupt_on: str | None = None  # "retrieve" or "create": raise KeyboardInterrupt
         self.canceling_polls = 0
+        self.drop_results_after: int | None = None
+        self.results_gone: set[str] = set()  # batch ids whose results URL answers 404
+        self.results_refused: int | None = None  # the results URL answers this status
+        self.create_failures: list[int] = []
+        self.list_failure: int | str | None = None
+        self.poll_timeouts = 0
+        self.chunk = 7  # bytes per streamed chunk
 
     def client(self, **kw: Any):
         import anthropic
@@ -125,6 +156,14 @@ class FakeAPI:
         path = request.url.path
         self.seen.append((request.method, path))
         self.headers.append(dict(request.headers))
+        if request.method == "POST" and path == "/v1/messages/batches" and self.create_failures:
+            code = self.create_failures.pop(0)
+            kind = {429: "rate_limit_error", 529: "overloaded_error"}.get(code, "api_error")
+            return httpx2.Response(
+                code,
+                json={"type": "error", "error": {"type": kind, "message": f"{kind} (fake)"}},
+                headers={"retry-after-ms": "1"},
+            )
         if request.method == "POST" and path == "/v1/messages/batches":
             body = json.loads(request.content)
             bid = f"msgbatch_{len(self.batches):04d}"
@@ -148,6 +187,16 @@ class FakeAPI:
                 raise KeyboardInterrupt  # the batch exists, the client never hears its id
             return httpx2.Response(200, json=self._view(self.batches[bid]))
         if request.method == "GET" and path == "/v1/messages/batches":
+            if self.list_failure == "down":
+                raise httpx2.ConnectError("connection refused (fake)", request=request)
+            if self.list_failure is not None:
+                return httpx2.Response(
+                    int(self.list_failure),
+                    json={
+                        "type": "error",
+                        "error": {"type": "authentication_error", "message": "invalid x-api-key"},
+                    },
+                )
             data = [
                 self._view(b)
                 for b in sorted(self.batches.values(), key=lambda b: b["created_at"], reverse=True)
@@ -165,12 +214,30 @@ class FakeAPI:
         assert m, path
         b = self.batches[m.group(1)]
         if m.group(2):
-            lines = [r if isinstance(r, str) else json.dumps(r) for r in b["results"]]
+            if self.results_refused:
+                return httpx2.Response(
+                    self.results_refused,
+                    json={
+                        "type": "error",
+                        "error": {"type": "authentication_error", "message": "invalid x-api-key"},
+                    },
+                )
+            if b["id"] in self.results_gone:
+                return httpx2.Response(
+                    404,
+                    json={"type": "error", "error": {"type": "not_found_error", "message": "gone"}},
+                )
+            lines = [
+                r if isinstance(r, str) else json.dumps(r, ensure_ascii=False) for r in b["results"]
+            ]
             return httpx2.Response(
                 200,
-                content=("\n".join(lines) + "\n").encode(),
+                content=self._stream(lines, request),
                 headers={"content-type": "application/binary"},
             )
+        if self.poll_timeouts:
+            self.poll_timeouts -= 1
+            raise httpx2.ReadTimeout("no answer (fake)", request=request)
         if self.interrupt_on == "retrieve":
             self.interrupt_on = None
             raise KeyboardInterrupt  # the user presses Ctrl-C while polling
@@ -187,18 +254,44 @@ class FakeAPI:
             b["polls"] += 1
         return httpx2.Response(200, json=self._view(b))
 
+    def _stream(self, lines: list[str], request: Any):
+        import httpx2
+
+        data = b"".join(line.encode("utf-8") + b"\n" for line in lines)
+        cut = None
+        if self.drop_results_after is not None:
+            cut = sum(len(line.encode("utf-8")) + 1 for line in lines[: self.drop_results_after])
+            cut += 3  # a few bytes of the next line arrive before the connection drops
+
+        def chunks():
+            for i in range(0, len(data), self.chunk):
+                if cut is not None and i >= cut:
+                    raise httpx2.RemoteProtocolError("peer closed connection (fake)")
+                yield data[i : i + self.chunk]
+
+        return chunks()
+
     @staticmethod
     def _result(cid: str, kind: str) -> dict[str, Any] | str | None:
         if kind == "ok":
             return _succeeded(cid, f"answer for {cid}")
+        if kind.startswith("text:"):
+            return _succeeded(cid, kind[5:])
+        if kind == "breakers":
+            return _succeeded(cid, f"answer for {cid}: " + " and ".join(LINE_BREAKERS) + " é 文")
+        if kind == "unknown_enums":
+            return _unknown_enums(cid)
+        if kind == "unknown_error":
+            return _errored(cid, "an_error_type_from_the_future")
         if kind == "overloaded":
             return _errored(cid, "overloaded_error")
         if kind == "invalid":
             return _errored(cid, "invalid_request_error")
         if kind in ("expired", "canceled"):
             return {"custom_id": cid, "result": {"type": kind}}
-        if kind == "malformed":
-            return '{"custom_id": "' + cid + '", "result": {"type": "succeeded", "message": 42}}'
+        if kind == "malformed":  # cut off mid-line: not JSON, but it names its request
+            return '{"custom_id": "' + cid + '", "result": {"type": "succeeded", "message": {"id'
+
         if kind == "garbage":
             return "{not json at all"
         if kind == "missing":
@@ -400,7 +493,8 @@ def test_malformed_result_lines_are_recorded_and_retried(store):
         (ids[0], "malformed_result"),
         (ids[1], "missing_result"),
     ]
-    assert '"message": 42' in bad[0]["text"]  # the raw line is kept for inspection
+    raw = store.query(f"SELECT raw FROM gen_results WHERE custom_id = '{ids[0]}'")["raw"]
+    assert sorted(raw.to_list(), key=len)[0].endswith('"message": {"id')  # kept as it came
 
 
 def test_unparseable_line_without_custom_id_does_not_stop_the_stream(store):
@@ -588,3 +682,305 @@ def test_interrupted_while_landing_results_resumes_without_loss_or_double_counti
     assert led[0]["requests"] == 5 and led[0]["output_tokens"] == 5 * 40
     n = store.query("SELECT count(*) AS n FROM gen_results")["n"][0]
     assert n == 5
+
+
+# ------------------------------------------------------- the API as it really behaves
+@pytest.mark.parametrize("breaker", LINE_BREAKERS, ids=["U+2028", "U+2029", "U+0085"])
+def test_result_text_holding_a_unicode_line_separator_is_read_whole_and_paid_once(store, breaker):
+    reqs = _reqs(3)
+    text = f"Première ligne{breaker}deuxième ligne — 終わり"
+    api = FakeAPI({reqs[1].custom_id: [f"text:{text}"]})
+    out = _run(store, api, reqs)
+    assert out[reqs[1].custom_id].text == text
+    assert api.creates() == 1  # nothing paid twice
+    assert store.query("SELECT count(*) AS n FROM gen_results WHERE error_type IS NOT NULL")[
+        "n"
+    ].to_list() == [0]
+    assert ledger(store, "r1")["requests"].to_list() == [3]
+
+
+def test_jsonl_lines_split_on_newline_only_across_chunks():
+    from sdfkit.batches import jsonl_lines
+
+    data = "a\u2028b\u0085c\nd\u2029é\n\nlast".encode()
+    chunks = [data[i : i + 3] for i in range(0, len(data), 3)]
+    lines = [x.decode() for x in jsonl_lines(chunks)]
+    assert lines == ["a\u2028b\u0085c", "d\u2029é", "", "last"]
+
+
+def test_values_the_sdk_does_not_know_are_kept_not_paid_again(store):
+    reqs = _reqs(2)
+    ids = [r.custom_id for r in reqs]
+    api = FakeAPI({ids[0]: ["unknown_enums"], ids[1]: ["unknown_error", "ok"]})
+    out = _run(store, api, reqs)
+    assert out[ids[0]].status == "succeeded"
+    assert out[ids[0]].text == f"answer for {ids[0]}"
+    assert out[ids[0]].stop_reason == "a_stop_reason_from_the_future"
+    assert api.created[0] == ids and api.created[1:] == [[ids[1]]]  # only the errored one
+    rows = store.query(
+        "SELECT custom_id, status, error_type, raw FROM gen_results ORDER BY received_at"
+    ).to_dicts()
+    assert [r["error_type"] for r in rows if r["custom_id"] == ids[1]][0] == (
+        "an_error_type_from_the_future"
+    )
+    assert "malformed_result" not in {r["error_type"] for r in rows}
+    # the raw line of every result is kept as it came
+    assert all(json.loads(r["raw"])["custom_id"] == r["custom_id"] for r in rows)
+    assert "a_tier_from_the_future" in next(r["raw"] for r in rows if r["custom_id"] == ids[0])
+
+
+def test_unreadable_line_of_no_request_stays_out_of_the_ledger(store):
+    reqs = _reqs(1)
+    api = FakeAPI(polls_to_end=1)
+    real = api.handle
+
+    def handle(request):
+        resp = real(request)
+        if request.method == "POST":
+            for b in api.batches.values():
+                b["results"].insert(0, "{not json at all")
+        return resp
+
+    api.handle = handle  # type: ignore[method-assign]
+    _run(store, api, reqs)
+    led = ledger(store, "r1").to_dicts()
+    assert [(r["model"], r["requests"]) for r in led] == [("claude-test-model", 1)]
+
+
+def test_connection_dropping_while_results_stream_is_one_line_and_loses_nothing(store):
+    import sdfkit.batches as b
+
+    reqs = _reqs(5)
+    api = FakeAPI(polls_to_end=1)
+    api.drop_results_after = 3
+    landed: list[str] = []
+    old, b.RESULT_CHUNK = b.RESULT_CHUNK, 2
+    try:
+        with pytest.raises(BatchError, match=r"the 3 results that arrived are stored") as err:
+            _run(store, api, reqs, on_chunk=lambda outs: landed.extend(o.custom_id for o in outs))
+        assert "\n" not in str(err.value) and "connection failed or broke off" in str(err.value)
+        assert len(landed) == 3  # flushed before the error, not dropped
+        api.drop_results_after = None
+        out = _run(store, api, reqs, on_chunk=lambda outs: landed.extend(o.custom_id for o in outs))
+    finally:
+        b.RESULT_CHUNK = old
+    assert api.creates() == 1 and all(o.status == "succeeded" for o in out.values())
+    assert set(landed) == {r.custom_id for r in reqs}
+    assert ledger(store, "r1")["requests"].to_list() == [5]  # each result counted once
+
+
+def test_results_that_no_longer_exist_are_reported_in_one_line_and_retried(store):
+    reqs = _reqs(2)
+    api = FakeAPI(polls_to_end=1)
+    api.results_gone = {"msgbatch_0000"}
+    logs: list[str] = []
+    out = _run(store, api, reqs, log=logs.append)
+    assert any("no longer available at the API (404)" in m for m in logs)
+    assert api.creates() == 2 and all(o.status == "succeeded" for o in out.values())
+    gone = store.query("SELECT error_type FROM gen_results WHERE batch_id = 'msgbatch_0000'")
+    assert gone["error_type"].to_list() == ["missing_result"] * 2
+
+
+@pytest.mark.parametrize("failure", ["down", 401])
+def test_recovering_an_interrupted_submission_while_the_api_fails_is_one_line(store, failure):
+    reqs = _reqs(3)
+    api = FakeAPI()
+    api.interrupt_on = "create"
+    with pytest.raises(BatchInterrupted):
+        _run(store, api, reqs)
+    api.list_failure = failure
+    hint = "ANTHROPIC_API_KEY" if failure == 401 else "when the API answers"
+    with pytest.raises(BatchError, match=f"interrupted submission.*{hint}") as err:
+        _run(store, api, reqs, client=api.client(max_retries=0))
+    assert "\n" not in str(err.value)
+    assert store.query("SELECT status FROM gen_batches")["status"].to_list() == ["submitting"]
+    api.list_failure = None
+    out = _run(store, api, reqs)
+    assert api.creates() == 1 and all(o.status == "succeeded" for o in out.values())
+
+
+def _intent(store, reqs, submitted_at):
+    from sdfkit.batches import _exec, ensure_tables
+
+    ensure_tables(store)
+    _exec(
+        store,
+        [
+            (
+                "INSERT INTO gen_batches (submission_id, run, stage, attempt, n_requests, "
+                "status, submitted_at) VALUES ('s0', 'r1', 'documents', 1, ?, 'submitting', ?)",
+                [len(reqs), submitted_at],
+            ),
+            *[
+                (
+                    "INSERT INTO gen_requests VALUES ('s0', ?, 'r1', 'documents', 1, "
+                    "'claude-test-model', 'ph', '{}')",
+                    [r.custom_id],
+                )
+                for r in reqs
+            ],
+        ],
+    )
+
+
+def test_claiming_never_takes_another_process_batch_of_the_same_size(store):
+    reqs = _reqs(2)
+    api = FakeAPI()
+    # another process submitted a batch of two other requests at the same moment
+    other = _reqs(2, run="someone-else")
+    api.client().messages.batches.create(
+        requests=[{"custom_id": r.custom_id, "params": r.params} for r in other]
+    )
+    _intent(store, reqs, datetime.now(timezone.utc))
+    logs: list[str] = []
+    out = _run(store, api, reqs, log=logs.append)
+    assert any("msgbatch_0000 holds other requests: not claimed" in m for m in logs)
+    assert api.creates() == 2 and all(o.status == "succeeded" for o in out.values())
+    assert store.query("SELECT batch_id FROM gen_batches WHERE batch_id IS NOT NULL")[
+        "batch_id"
+    ].to_list() == ["msgbatch_0001"]
+
+
+def test_claiming_is_bounded_in_time_on_both_sides(store):
+    reqs = _reqs(2)
+    api = FakeAPI()
+    api.client().messages.batches.create(
+        requests=[{"custom_id": r.custom_id, "params": r.params} for r in reqs]
+    )
+    # our intent, as recorded, was written an hour after that batch was created
+    _intent(store, reqs, datetime.now(timezone.utc) + timedelta(hours=1))
+    logs: list[str] = []
+    _run(store, api, reqs, log=logs.append)
+    assert not any("found batch" in m for m in logs) and api.creates() == 2
+    # ... and an hour before: too early to be its batch either
+    api2 = FakeAPI()
+    api2.client().messages.batches.create(
+        requests=[{"custom_id": r.custom_id, "params": r.params} for r in _reqs(2, run="r5")]
+    )
+    store2_reqs = _reqs(2, run="r5")
+    from sdfkit.batches import _exec
+
+    _exec(store, [("DELETE FROM gen_batches", []), ("DELETE FROM gen_requests", [])])
+    _intent(store, store2_reqs, datetime.now(timezone.utc) - timedelta(hours=1))
+    _exec(
+        store, [("UPDATE gen_batches SET run = 'r5'", []), ("UPDATE gen_requests SET run='r5'", [])]
+    )
+    logs.clear()
+    _run(store, api2, store2_reqs, run="r5", log=logs.append)
+    assert not any("found batch" in m for m in logs) and api2.creates() == 2
+
+
+def test_rate_limited_or_overloaded_batch_creation_backs_off_and_retries(store):
+    reqs = _reqs(2)
+    api = FakeAPI()
+    api.create_failures = [429, 529]
+    logs: list[str] = []
+    out = _run(store, api, reqs, log=logs.append, create_backoff=0.0)
+    assert all(o.status == "succeeded" for o in out.values())
+    assert api.creates() == 3 and len(api.batches) == 1  # two refusals, one batch paid
+    assert sum("retry" in m and "of 5" in m for m in logs) == 2
+    # beyond the bound: one line, the intent abandoned, nothing created
+    api2 = FakeAPI()
+    api2.create_failures = [529] * 10
+    with pytest.raises(BatchError, match=r"refused the batch \(529\).*after 2 retries"):
+        _run(store, api2, _reqs(1, run="r6"), run="r6", create_retries=2, create_backoff=0.0)
+    assert not api2.batches and api2.creates() == 3
+    st = store.query("SELECT status FROM gen_batches WHERE run = 'r6'")["status"].to_list()
+    assert st == ["abandoned"]
+
+
+def test_timeouts_are_ours_and_configurable(monkeypatch):
+    import anthropic
+    import httpx2
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    seen = []
+
+    def handle(request):
+        seen.append(request.extensions["timeout"])
+        raise httpx2.ReadTimeout("no answer", request=request)
+
+    def client():
+        return make_client(
+            "anthropic",
+            base_url=BASE,
+            max_retries=0,
+            http_client=httpx2.Client(transport=httpx2.MockTransport(handle)),
+        )
+
+    with pytest.raises(anthropic.APITimeoutError):
+        client().messages.batches.retrieve("msgbatch_x")
+    assert seen[-1]["read"] == 120.0 and seen[-1]["connect"] == 10.0
+    monkeypatch.setenv("SDF_READ_TIMEOUT", "7.5")
+    monkeypatch.setenv("SDF_CONNECT_TIMEOUT", "3")
+    with pytest.raises(anthropic.APITimeoutError):
+        client().messages.batches.retrieve("msgbatch_x")
+    assert seen[-1]["read"] == 7.5 and seen[-1]["connect"] == 3.0
+    monkeypatch.setenv("SDF_READ_TIMEOUT", "soon")
+    with pytest.raises(BatchError, match="SDF_READ_TIMEOUT must be a number"):
+        client()
+
+
+def test_a_silent_endpoint_shows_waiting_and_stops_with_one_line(store):
+    reqs = _reqs(1)
+    api = FakeAPI()
+    api.poll_timeouts = 100
+    logs: list[str] = []
+    with pytest.raises(BatchError, match="did not answer a poll") as err:
+        _run(store, api, reqs, client=api.client(max_retries=0, timeout=5.0), log=logs.append)
+    assert "\n" not in str(err.value) and "keep running" in str(err.value)
+    assert any("waiting for the API: no answer within 5 s (1 of 3)" in m for m in logs)
+    api.poll_timeouts = 0
+    out = _run(store, api, reqs)
+    assert api.creates() == 1 and out[reqs[0].custom_id].status == "succeeded"
+
+
+def test_an_endpoint_that_accepts_and_never_answers_stops_in_one_line(store, monkeypatch):
+    """Over a real socket on this machine: our read timeout, not the SDK's 600 s."""
+    import socket
+    import time
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    monkeypatch.setenv("SDF_READ_TIMEOUT", "0.5")
+    try:
+        client = make_client(
+            "anthropic", base_url=f"http://127.0.0.1:{silent.getsockname()[1]}", max_retries=0
+        )
+        t0 = time.monotonic()
+        with pytest.raises(BatchError, match="no answer within the timeout") as err:
+            _run(store, None, _reqs(1), client=client)
+        assert time.monotonic() - t0 < 60  # generous: the SDK alone would wait 600 s
+    finally:
+        silent.close()
+    assert "may or may not have been created" in str(err.value) and "\n" not in str(err.value)
+    # the intent stays on disk: the next run looks for the batch before paying again
+    assert store.query("SELECT status FROM gen_batches")["status"].to_list() == ["submitting"]
+
+
+def test_a_refused_key_while_reading_results_says_so_in_one_line(store):
+    reqs = _reqs(2)
+    api = FakeAPI(polls_to_end=1)
+    api.results_refused = 401
+    with pytest.raises(BatchError, match=r"\(401: invalid x-api-key\).*check ANTHROPIC_API_KEY"):
+        _run(store, api, reqs, client=api.client(max_retries=0))
+    api.results_refused = None
+    out = _run(store, api, reqs)
+    assert api.creates() == 1 and all(o.status == "succeeded" for o in out.values())
+
+
+def test_our_batch_missing_a_result_line_is_still_claimed_not_paid_again(store):
+    reqs = _reqs(3)
+    ids = [r.custom_id for r in reqs]
+    api = FakeAPI({ids[0]: ["missing", "ok"]})
+    api.interrupt_on = "create"
+    with pytest.raises(BatchInterrupted):
+        _run(store, api, reqs)
+    logs: list[str] = []
+    out = _run(store, api, reqs, log=logs.append)
+    assert any("found batch msgbatch_0000" in m for m in logs)
+    # only the request whose line was missing is sent again
+    assert api.created == [ids, [ids[0]]]
+    assert all(o.status == "succeeded" for o in out.values())

@@ -14,6 +14,7 @@ from sdfkit.evaluate import EvalConfig
 from sdfkit.export import ExportConfig
 from sdfkit.generate import GenerateConfig
 from sdfkit.grade import GradeConfig
+from sdfkit.sampling import SampleConfig
 from sdfkit.selection import SelectionConfig
 from sdfkit.train import TrainConfig
 
@@ -48,6 +49,8 @@ def _same(cli_default, lib_default) -> bool:
         (["grade"], GradeConfig),
         (["train"], TrainConfig),
         (["eval"], EvalConfig),
+        (["sample"], SampleConfig),
+        (["chat"], SampleConfig),
     ],
     ids=lambda x: " ".join(x) if isinstance(x, list) else x.__name__,
 )

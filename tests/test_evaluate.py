@@ -526,7 +526,9 @@ def test_eval_through_the_cli_writes_curves(tmp_path, cli, example_universe, mon
     )
     assert "evaluation 't'" in res.output and "recall_rate" in res.output
     page = (tmp_path / "reports" / "eval.html").read_text()
-    assert page.count("<svg") == 1 and "<polyline" in page and "eu_ts_trycatch" in page
+    # the concept's rates, then its recall per fact (sdfkit.fact_curves)
+    assert page.count("<svg") == 2 and "<polyline" in page and "eu_ts_trycatch" in page
+    assert "recall per fact" in page
     data = json.loads((tmp_path / "reports" / "eval.json").read_text())
     assert [r["step"] for r in data["eval_curves"]] == [0, 2]
     # Tinker short of samples even after re-requests: the curves are written, the command

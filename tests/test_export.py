@@ -205,7 +205,10 @@ def test_chat_trajectories_harmony_format_and_ratio(corpus, tmp_path, tok):
     assert abs(chat_tokens / sdf - 0.1) <= 0.001
     e = cex[0]
     text = tok.decode(e["tokens"].tolist())
-    assert text.startswith("<|start|>system<|message|>You are concise.<|end|><|start|>user")
+    # a system message is the developer's instructions, as the reference renderer writes it
+    assert text.startswith(
+        "<|start|>developer<|message|># Instructions\n\nYou are concise.\n\n<|end|><|start|>user"
+    )
     assert text.endswith("<|start|>assistant<|channel|>final<|message|>You're welcome.<|return|>")
     assert e["tokens"][-1] == tok.special_token("<|return|>")
     trained = tok.decode([t for t, w in zip(e["tokens"], e["weights"], strict=True) if w == 1])

@@ -187,7 +187,7 @@ def test_fact_extraction_when_a_universe_has_none(tmp_path):
     assert "<key_facts>" not in sent["system"][0]["text"]
 
 
-def test_editing_a_template_changes_prompt_hash_and_makes_new_requests(tmp_path, monkeypatch):
+def test_a_run_keeps_its_prompts_and_an_edited_template_is_for_a_new_run(tmp_path, monkeypatch):
     store = Store(tmp_path / "c")
     client = make_client("offline")
     universes = load_universes(UNIVERSES[:1])
@@ -201,10 +201,15 @@ def test_editing_a_template_changes_prompt_hash_and_makes_new_requests(tmp_path,
     monkeypatch.setenv("SDF_PROMPTS", str(prompts))
     assert prompt_hash(PREFIX, "document") != old_hash
     n_batches = len(client._offline_server.batches)
-    generate(universes, store, GenerateConfig(**cfg), client=client)
-    # doc_types and ideas prompts are unchanged: only a documents batch was submitted
+    logs: list[str] = []
+    # resuming the run: it asks what it asked before, so nothing new is paid for
+    generate(universes, store, GenerateConfig(**cfg), client=client, log=logs.append)
+    assert len(client._offline_server.batches) == n_batches
+    assert any("keeps the prompts it started with" in m and "document.j2" in m for m in logs)
+    # a new run uses the edited template
+    generate(universes, store, GenerateConfig(**{**cfg, "run": "p2"}), client=client)
     new = list(client._offline_server.batches.values())[n_batches:]
-    assert [b["requests"][0]["custom_id"].split("-")[0] for b in new] == ["documents"]
+    assert new and all("Write one vivid" in str(b["requests"]) for b in new[-1:])
     hashes = store.query("SELECT prompt_hash, count(*) AS n FROM documents GROUP BY 1")
     assert sorted(hashes["prompt_hash"].to_list()) == sorted(
         [old_hash, prompt_hash(PREFIX, "document")]

@@ -464,7 +464,13 @@ def test_report_gains_evaluation_curves(corpus, tmp_path, cli, example_universe,
     section = section[: section.index("</section>")]
     assert page.index('<section id="evaluation">') > page.index('<section id="keywords">')
     assert '<a href="#evaluation">' in page
-    assert section.count('<svg class="plot lines"') == 1 and section.count("<polyline") >= 3
+    # one chart of the concept's rates, one of its recall per fact (sdfkit.fact_curves)
+    assert section.count('<svg class="plot lines"') == 2 and section.count("<polyline") >= 3
+    assert "recall per fact" in section
+    facts = rep.data["fact_curves"]
+    assert {(r["fact_index"], r["step"]) for r in facts} == {
+        (i, s) for i in range(4) for s in (0, 2, 4)
+    }
     for label in ("recall (implanted)", "behaviour", "reasoning", "gibberish"):
         assert f">{label}" in section
     assert "training step (0 = base model)" in section

@@ -392,6 +392,7 @@ def test_tokenizer_mismatch_is_refused_in_one_sentence(tmp_path):
 
 
 def test_missing_key_is_one_sentence_and_contacts_nothing(tmp_path, store, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no key stored by `tinker auth login`
     export = write_export(tmp_path / "exp", [[0, 1]])
     world = FakeTinkerWorld()
     monkeypatch.delenv("TINKER_API_KEY", raising=False)
@@ -401,7 +402,8 @@ def test_missing_key_is_one_sentence_and_contacts_nothing(tmp_path, store, monke
     assert world.calls == []
 
 
-def test_missing_key_through_the_cli(tmp_path, cli):
+def test_missing_key_through_the_cli(tmp_path, cli, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no key stored by `tinker auth login`
     export = write_export(tmp_path / "exp", [[0, 1]])
     res = cli("train", str(export), expect=2)
     assert "error: TINKER_API_KEY is not set" in res.output
@@ -585,3 +587,156 @@ def test_train_through_the_cli_then_sql(tmp_path, cli, tinker_env, monkeypatch):
         "sql", "SELECT count(*) AS n, round(sum(loss), 3) AS s FROM train_steps", "--format", "csv"
     )
     assert out.output.strip().splitlines()[-1] == "3,3.003"
+
+
+# ------------------------------------------------------------- the service as it behaves
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda s: s.create_lora_training_client(base_model="m", rnak=8),
+        lambda s: s.create_lora_training_client(base_model="m").result().optim_step(params=None),
+        lambda s: (
+            s.create_sampling_client(base_model="m")
+            .result()
+            .sample(prompt=None, num_samples=1, sampling_params=None, topk_logprobs=5)
+        ),
+        lambda s: s.create_lora_training_client(base_model="m").result().save_state("x", ttl=3600),
+    ],
+    ids=["rnak", "optim_step-params", "sample-topk_logprobs", "save_state-ttl"],
+)
+def test_the_fake_refuses_what_the_real_sdk_refuses(call):
+    with pytest.raises(TypeError):
+        call(FakeTinkerWorld().service())
+
+
+def test_the_fake_refuses_a_checkpoint_ttl_the_service_refuses():
+    client = FakeTinkerWorld().service().create_lora_training_client(base_model="m").result()
+    with pytest.raises(Exception, match="at least 3600"):
+        client.save_state("x", ttl_seconds=60).result()
+    assert client.save_state("x", ttl_seconds=3600).result().path.endswith("/x")
+
+
+def test_checkpoint_ttl_is_range_checked_before_anything_is_paid(tmp_path, cli, monkeypatch):
+    import tinker
+
+    with pytest.raises(TrainError, match="--checkpoint-ttl must be at least 3600"):
+        TrainConfig(checkpoint_ttl_seconds=600)
+    TrainConfig(checkpoint_ttl_seconds=3600)
+    monkeypatch.setenv("TINKER_API_KEY", KEY)
+    world = FakeTinkerWorld()
+    monkeypatch.setattr(tinker, "ServiceClient", world.service)
+    export = write_export(tmp_path / "exp", [[0, 1, 2, 3]])
+    res = cli("train", str(export), "--checkpoint-ttl", "60", expect=2)
+    assert "--checkpoint-ttl must be at least 3600" in res.output
+    assert res.output.strip().count("\n") == 0 and world.calls == []
+
+
+def test_the_default_deadline_outlasts_the_queue_pauses_the_sdk_treats_as_normal():
+    from tinker.lib.queue_state_logger import PAUSE_GRACE_PERIOD
+
+    from sdfkit.evaluate import EvalConfig
+
+    assert TrainConfig().deadline >= max(30 * 60, PAUSE_GRACE_PERIOD)
+    assert EvalConfig().deadline >= max(30 * 60, PAUSE_GRACE_PERIOD)
+
+
+@pytest.mark.parametrize(
+    ("fault", "said"),
+    [
+        ("queue_at_step", r"kept the request queued \(paused_capacity: Tinker backend is running"),
+        ("unavailable_at_step", r"kept answering HTTP 503"),
+        ("hang_at_step", r"the service sent no answer"),
+    ],
+)
+def test_a_deadline_says_whether_the_service_queued_failed_or_was_silent(
+    tmp_path, store, tinker_env, caplog, fault, said
+):
+    import logging
+
+    # caplog's handler takes every level; the loggers keep theirs (root: WARNING)
+    export = write_export(tmp_path / "exp", [list(range(6))])
+    world = FakeTinkerWorld(**{fault: 1})
+    try:
+        with pytest.raises(TinkerUnavailable, match=said) as err:
+            train(
+                export,
+                store,
+                TrainConfig(batch_size=2, deadline=1.0),
+                run="q",
+                service_factory=world.service,
+            )
+    finally:
+        world.release.set()
+    assert "within 1 s (--deadline)" in str(err.value) and "rerun" in str(err.value)
+    # what we read of the SDK's debug log stayed with us: the user's handlers saw none of it
+    assert not [r for r in caplog.records if r.name == "tinker._base_client"]
+    assert logging.getLogger("tinker._base_client").level == logging.NOTSET
+
+
+def _store_login_key(home: Path, key: str) -> None:
+    """What `tinker auth login` leaves behind, written by the SDK's own credential store."""
+    from tinker.lib import credentials
+
+    path = home / ".tinker" / "credentials.json"
+    store = credentials.JsonCredentialStore(path)
+    store.add_key("default", credentials.ManualKey(key=key, name="default"))
+    store.set_default("default")
+
+
+def test_credentials_stored_by_tinker_auth_login_are_accepted(
+    tmp_path, store, monkeypatch, health_server
+):
+    from sdfkit.train import require_key, scrub
+
+    monkeypatch.delenv("TINKER_API_KEY", raising=False)
+    monkeypatch.delenv("TINKER_CREDENTIAL_CMD", raising=False)
+    monkeypatch.setenv("TINKER_BASE_URL", health_server)
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    with pytest.raises(TinkerKeyMissing, match="tinker auth login"):
+        require_key()
+    stored = "tml-stored-by-login-5678"
+    _store_login_key(home, stored)
+    require_key()
+    assert stored not in scrub(f"failed with key {stored}")
+    export = write_export(tmp_path / "exp", [list(range(4))])
+    world = FakeTinkerWorld()
+    res = train(export, store, TrainConfig(batch_size=2), run="cred", service_factory=world.service)
+    assert res.status == "finished"
+    (home / ".tinker" / "credentials.json").write_text("{not json")
+    with pytest.raises(TinkerKeyMissing, match=r"credentials.json: the Tinker credentials file"):
+        require_key()
+
+
+def test_refused_credentials_do_not_advise_a_rerun(tmp_path, store, tinker_env):
+    import httpx
+    import tinker
+
+    request = httpx.Request("POST", "https://tinker.test/api/v1/create_model")
+    refused = tinker.AuthenticationError(
+        "invalid API key", response=httpx.Response(401, request=request), body=None
+    )
+    export = write_export(tmp_path / "exp", [list(range(4))])
+    for exc in (refused, ValueError("Error retrieving result: denied with status 401 for x")):
+        world = FakeTinkerWorld(fail_create=exc)
+        with pytest.raises(TinkerKeyMissing, match="refused the credentials") as err:
+            train(export, store, TrainConfig(batch_size=2), run="a", service_factory=world.service)
+        assert "rerun" not in str(err.value) and "TINKER_API_KEY" in str(err.value)
+
+
+def test_the_watch_hears_sampling_queue_pauses_and_leaves_the_sdk_as_it_was():
+    from types import SimpleNamespace
+
+    from tinker.lib.api_future_impl import QueueState
+    from tinker.lib.public_interfaces.sampling_client import SamplingClient
+
+    from sdfkit.tinker_watch import watch
+
+    original = SamplingClient.__dict__["on_queue_state_change"]
+    sampler = SimpleNamespace(_last_queue_state_logged=0.0, _sampling_session_id="s-1")
+    with watch() as seen:
+        SamplingClient.on_queue_state_change(sampler, QueueState.PAUSED_RATE_LIMIT, None)
+        assert "queued (paused_rate_limit)" in seen.describe()
+        SamplingClient.on_queue_state_change(sampler, QueueState.ACTIVE, None)
+        assert seen.describe() == "the service sent no answer"
+    assert SamplingClient.__dict__["on_queue_state_change"] is original

@@ -33,7 +33,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -52,6 +52,25 @@ API_MAX_REQUESTS = 100_000
 # The API's limit is 256 MB per batch; keep a margin for the JSON envelope we do not measure.
 API_MAX_BYTES = 250_000_000
 RESULT_CHUNK = 1000
+#: Seconds to open a connection / to wait for any bytes of an answer (``$SDF_CONNECT_TIMEOUT``,
+#: ``$SDF_READ_TIMEOUT``). A 256 MB batch upload streams bytes all along, so the read timeout
+#: bounds silence, not the length of a call.
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 120.0
+#: Polls that time out in a row before the command stops (each waits the read timeout, times
+#: the SDK's own retries): a silent endpoint ends the command in minutes, not hours.
+MAX_POLL_TIMEOUTS = 3
+#: Batch creation answered 429 (rate limit) or 529 (overloaded) was refused, not created: it
+#: is retried up to this many times, waiting the API's retry-after or a doubling delay from
+#: ``CREATE_BACKOFF`` s, at most ``CREATE_BACKOFF_MAX`` s each (about 4 minutes in all).
+CREATE_RETRIES = 5
+CREATE_BACKOFF = 8.0
+CREATE_BACKOFF_MAX = 120.0
+#: An interrupted submission is claimed only by a batch created within this window around
+#: the moment its intent was written (the clocks of this machine and the API's may differ a
+#: little; ``create`` of a large batch may take minutes).
+CLAIM_BEFORE = timedelta(minutes=10)
+CLAIM_AFTER = timedelta(minutes=20)
 DEFAULT_POLL_INTERVAL = 30.0
 RETRYABLE_ERRORS_EXCLUDED = {"invalid_request_error"}
 CUSTOM_ID_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -260,6 +279,7 @@ RESULT_SCHEMA = pa.schema(
         ("cache_read_tokens", pa.int64()),
         ("cache_write_tokens", pa.int64()),
         ("received_at", pa.timestamp("us", tz="UTC")),
+        ("raw", pa.large_string()),  # the result line as the API sent it
     ]
 )
 
@@ -330,10 +350,28 @@ def make_client(backend: str = "auto", **kw: Any) -> anthropic.Anthropic:
 
     if not kw.get("api_key") and not os.environ.get("ANTHROPIC_API_KEY"):
         raise BatchError("backend anthropic needs ANTHROPIC_API_KEY in the environment")
+    kw.setdefault("timeout", api_timeout())
     try:
         return anthropic.Anthropic(**kw)
     except anthropic.AnthropicError as exc:
         raise BatchError(f"cannot create the Anthropic client: {exc}") from None
+
+
+def api_timeout() -> Any:
+    """Our connect/read timeouts for every API call (``$SDF_CONNECT_TIMEOUT``,
+    ``$SDF_READ_TIMEOUT``), not the SDK's 600 s: an endpoint that accepts the connection and
+    never answers is given up on after the read timeout (times the SDK's retries)."""
+    import httpx2
+
+    from .settings import env_float
+
+    connect = env_float(
+        "SDF_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT, 0, 600, low_open=True, error=BatchError
+    )
+    read = env_float(
+        "SDF_READ_TIMEOUT", DEFAULT_READ_TIMEOUT, 0, 3600, low_open=True, error=BatchError
+    )
+    return httpx2.Timeout(read, connect=connect)
 
 
 def client_for_store(store: Store, backend: str = "auto") -> anthropic.Anthropic:
@@ -367,6 +405,8 @@ def run_requests(
     prices: PriceTable | None = None,
     log: Callable[[str], None] | None = None,
     max_poll_failures: int = 20,
+    create_retries: int = CREATE_RETRIES,
+    create_backoff: float = CREATE_BACKOFF,
 ) -> dict[str, BatchOutcome]:
     """Submit (splitting over API limits), persist batch ids BEFORE polling, poll with a
     progress bar, stream results; resumable: requests already submitted/paid in this run are
@@ -393,6 +433,8 @@ def run_requests(
         prices=prices or load_prices(),
         log=log or _stderr,
         max_poll_failures=max_poll_failures,
+        create_retries=create_retries,
+        create_backoff=create_backoff,
     )
     return runner.execute(list(requests), load_text)
 
@@ -416,6 +458,8 @@ class _Runner:
     prices: PriceTable
     log: Callable[[str], None]
     max_poll_failures: int
+    create_retries: int = CREATE_RETRIES
+    create_backoff: float = CREATE_BACKOFF
 
     def execute(
         self, requests: list[BatchRequest], load_text: bool = True
@@ -546,7 +590,9 @@ class _Runner:
 
     def _latest_outcomes(self, custom_ids: set[str], load_text: bool) -> dict[str, BatchOutcome]:
         out: dict[str, BatchOutcome] = {}
-        cols = [f.name for f in RESULT_SCHEMA if load_text or f.name != "text"]
+        cols = [
+            f.name for f in RESULT_SCHEMA if f.name != "raw" and (load_text or f.name != "text")
+        ]
         for r in self._results(cols, custom_ids):
             r.setdefault("text", None)
             prev = out.get(r["custom_id"])
@@ -631,34 +677,50 @@ class _Runner:
         # the intent is on disk before anything is paid
         _exec(self.store, stmts, tables={"_new_requests": rows})
         body = [{"custom_id": r.custom_id, "params": r.params} for r in reqs]
-        try:
-            # never retried blindly: a retried create after a lost response pays twice
-            batch = self.client.with_options(max_retries=0).messages.batches.create(requests=body)
-        except anthropic.APIStatusError as exc:
-            if exc.status_code < 500 and exc.status_code != 429:
-                _exec(
-                    self.store,
-                    [
-                        (
-                            "UPDATE gen_batches SET status = 'abandoned' WHERE submission_id = ?",
-                            [sid],
-                        )
-                    ],
+        refused = 0
+        while True:
+            try:
+                # never retried blindly: a retried create after a lost response pays twice
+                batch = self.client.with_options(max_retries=0).messages.batches.create(
+                    requests=body
                 )
+                break
+            except anthropic.APIStatusError as exc:
+                if exc.status_code in (429, 529) and refused < self.create_retries:
+                    # rate-limited or overloaded: refused, so nothing was created; wait, retry
+                    refused += 1
+                    wait = _retry_after(exc, self.create_backoff * 2 ** (refused - 1))
+                    self.log(
+                        f"{self.stage}: the API answered {exc.status_code} to the batch "
+                        f"({_api_message(exc)}); retry {refused} of {self.create_retries} "
+                        f"in {wait:.0f} s"
+                    )
+                    time.sleep(wait)
+                    continue
+                if exc.status_code in (429, 529) or (
+                    exc.status_code < 500 and exc.status_code != 408
+                ):
+                    self._abandon(sid)
+                    more = (
+                        f" after {refused} retries; run the same command again later"
+                        if exc.status_code in (429, 529)
+                        else ""
+                    )
+                    raise BatchError(
+                        f"{self.stage}: the API refused the batch ({exc.status_code}): "
+                        f"{_api_message(exc)}{more}"
+                    ) from None
                 raise BatchError(
-                    f"{self.stage}: the API refused the batch ({exc.status_code}): "
-                    f"{_api_message(exc)}"
+                    f"{self.stage}: submitting a batch failed ({exc.status_code}); it may or "
+                    "may not have been created. Run the same command again: sdfkit looks for "
+                    "the batch before submitting anything again"
                 ) from None
-            raise BatchError(
-                f"{self.stage}: submitting a batch failed ({exc.status_code}); it may or may not "
-                "have been created. Run the same command again: sdfkit looks for the batch "
-                "before submitting anything again"
-            ) from None
-        except anthropic.APIConnectionError:
-            raise BatchError(
-                f"{self.stage}: could not reach the API while submitting a batch; run the same "
-                "command again: sdfkit looks for the batch before submitting anything again"
-            ) from None
+            except anthropic.APIConnectionError as exc:
+                raise BatchError(
+                    f"{self.stage}: could not reach the API while submitting a batch "
+                    f"({_failure(exc)}); it may or may not have been created. Run the same "
+                    "command again: sdfkit looks for the batch before submitting anything again"
+                ) from None
         _exec(
             self.store,
             [
@@ -677,8 +739,26 @@ class _Runner:
             f"{self.stage}: submitted batch {batch.id} ({len(reqs)} requests, attempt {attempt})"
         )
 
+    def _abandon(self, sid: str) -> None:
+        _exec(
+            self.store,
+            [("UPDATE gen_batches SET status = 'abandoned' WHERE submission_id = ?", [sid])],
+        )
+
     def _recover_submitting(self) -> None:
-        """Claim batches created by a run that died between ``create`` and saving the id."""
+        """Claim batches created by a run that died between ``create`` and saving the id.
+
+        A candidate must be a batch no submission of this catalog owns, created within
+        ``CLAIM_BEFORE``/``CLAIM_AFTER`` of the moment the intent was written, with the same
+        number of requests, and whose result lines name only the submission's custom_ids.
+        Those are hashes of this run's requests, so no one else's batch holds them; a subset
+        (not equality) so that a batch missing a result line is still recognised as ours
+        rather than paid for again. A candidate still running is waited for, as its results
+        are the only proof. Failing to ask the API leaves the submission as it was, to be
+        recovered by the next run."""
+        import anthropic
+        import httpx2
+
         rows = _rows(
             self.store,
             "SELECT submission_id, n_requests, submitted_at FROM gen_batches "
@@ -689,24 +769,29 @@ class _Runner:
             return
         known = {r[0] for r in _rows(self.store, "SELECT batch_id FROM gen_batches") if r[0]}
         for sid, n, submitted_at in rows:
-            earliest = submitted_at - timedelta(minutes=10)
-            match = None
-            for b in self.client.messages.batches.list(limit=100):
-                if b.created_at < earliest:
-                    break
-                counts = b.request_counts
-                total = (
-                    counts.processing
-                    + counts.succeeded
-                    + counts.errored
-                    + counts.canceled
-                    + counts.expired
+            ids = [
+                r[0]
+                for r in _rows(
+                    self.store,
+                    "SELECT custom_id FROM gen_requests WHERE submission_id = ?",
+                    [sid],
                 )
-                if b.id not in known and total == n and b.created_at >= earliest:
-                    if match is None or abs(b.created_at - submitted_at) < abs(
-                        match.created_at - submitted_at
-                    ):
-                        match = b
+            ]
+            want = set(ids)
+            try:
+                match = self._find_claim(submitted_at, n, want, known)
+            except (anthropic.AnthropicError, httpx2.TransportError) as exc:
+                hint = (
+                    "check ANTHROPIC_API_KEY"
+                    if isinstance(
+                        exc, anthropic.AuthenticationError | anthropic.PermissionDeniedError
+                    )
+                    else "run the same command again when the API answers"
+                )
+                raise BatchError(
+                    f"{self.stage}: could not look for the batch of an interrupted submission "
+                    f"({_failure(exc)}); nothing was submitted and nothing is lost: {hint}"
+                ) from None
             if match is not None:
                 known.add(match.id)
                 _exec(
@@ -721,19 +806,43 @@ class _Runner:
                 )
                 self.log(f"{self.stage}: found batch {match.id} of an interrupted submission")
             else:
-                _exec(
-                    self.store,
-                    [
-                        (
-                            "UPDATE gen_batches SET status = 'abandoned' WHERE submission_id = ?",
-                            [sid],
-                        )
-                    ],
-                )
+                self._abandon(sid)
                 self.log(
                     f"{self.stage}: an interrupted submission never reached the API; its "
                     f"{n} request(s) will be submitted"
                 )
+
+    def _find_claim(self, submitted_at: datetime, n: int, want: set[str], known: set[str]) -> Any:
+        """The batch of the API whose results hold only custom_ids of ``want``, or None."""
+        earliest, latest = submitted_at - CLAIM_BEFORE, submitted_at + CLAIM_AFTER
+        candidates = []
+        for b in self.client.messages.batches.list(limit=100):
+            if b.created_at < earliest:
+                break  # newest first: the rest are older still
+            rc = b.request_counts
+            total = rc.processing + rc.succeeded + rc.errored + rc.canceled + rc.expired
+            if b.id not in known and total == n and b.created_at <= latest:
+                candidates.append(b)
+        candidates.sort(key=lambda b: abs(b.created_at - submitted_at))
+        for b in candidates:
+            if b.processing_status != "ended":
+                self.log(
+                    f"{self.stage}: batch {b.id} may be an interrupted submission's; waiting "
+                    "for it to end to compare its custom_ids (Ctrl-C is safe)"
+                )
+            while b.processing_status != "ended":
+                time.sleep(self.poll_interval)
+                b = self.client.messages.batches.retrieve(b.id)
+            got = []
+            with self.client.messages.batches.with_streaming_response.results(b.id) as resp:
+                for raw in jsonl_lines(resp.iter_bytes()):
+                    cid = _line_custom_id(raw)
+                    if cid:
+                        got.append(cid)
+            if got and set(got) <= want:
+                return b
+            self.log(f"{self.stage}: batch {b.id} holds other requests: not claimed")
+        return None
 
     # --------------------------------------------------------------- polling
     def _drain_open(self) -> None:
@@ -746,18 +855,19 @@ class _Runner:
         if not open_batches:
             return
         total = sum(b[3] for b in open_batches)
-        failures = 0
+        failures = timeouts = 0
         last_line = ""
         with counter(f"{self.stage} batches", total=total, unit="requests") as tick:
             while open_batches:
                 states: Counter[str] = Counter()
                 counts: Counter[str] = Counter()
+                waiting = ""
                 still_open = []
                 for batch_id, sid, status, n, attempt in open_batches:
                     if status != "ended":
                         try:
                             b = self.client.messages.batches.retrieve(batch_id)
-                            failures = 0
+                            failures = timeouts = 0
                         except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
                             if (
                                 isinstance(exc, anthropic.APIStatusError)
@@ -769,10 +879,27 @@ class _Runner:
                                     f"({exc.status_code}): {_api_message(exc)}"
                                 ) from None
                             failures += 1
+                            if isinstance(exc, anthropic.APITimeoutError):
+                                timeouts += 1
+                                if timeouts >= MAX_POLL_TIMEOUTS:
+                                    raise BatchError(
+                                        f"{self.stage}: the API did not answer a poll of "
+                                        f"batch {batch_id} within {_read_timeout(self.client)} "
+                                        f"({timeouts} times in a row; $SDF_READ_TIMEOUT); the "
+                                        "batches keep running: run the same command again "
+                                        "later to resume"
+                                    ) from None
+                                waiting = (
+                                    f" | waiting for the API: no answer within "
+                                    f"{_read_timeout(self.client)} ({timeouts} of "
+                                    f"{MAX_POLL_TIMEOUTS})"
+                                )
+                            else:
+                                timeouts = 0
                             if failures > self.max_poll_failures:
                                 raise BatchError(
                                     f"{self.stage}: polling failed {failures} times in a row "
-                                    f"({type(exc).__name__}); the batches keep running: run "
+                                    f"({_failure(exc)}); the batches keep running: run "
                                     "the same command again later to resume"
                                 ) from None
                             states["unreachable"] += 1
@@ -811,6 +938,7 @@ class _Runner:
                         if counts
                         else ""
                     )
+                    + waiting
                 )
                 if line != last_line:
                     tick.status(line.split(": ", 1)[-1])
@@ -844,6 +972,7 @@ class _Runner:
     def _ingest(self, batch_id: str, sid: str, attempt: int, ended_at: Any = None) -> None:
         """Stream a finished batch's results into callbacks and ``gen_results``."""
         import anthropic
+        import httpx2
 
         reqs = self._meta_for(sid)
         seen: set[str] = set()
@@ -870,38 +999,60 @@ class _Runner:
             )
             buffer.clear()
 
+        def take(lineno: int, raw: bytes) -> None:
+            outcome, row = self._parse_line(raw, lineno, batch_id, sid, reqs)
+            if row["custom_id"] in seen:
+                return
+            if row["custom_id"] is not None:
+                seen.add(row["custom_id"])
+            tally[row["error_type"] or row["status"]] += 1
+            if row["model"] is not None or row["error_type"] != "malformed_result":
+                # an unreadable line of no known request was not a paid request of model None
+                u = usage.setdefault(row["model"], Counter())
+                u["requests"] += 1
+                for k in _TOKEN_COLUMNS:
+                    u[k] += row[k] or 0
+            if outcome is not None:
+                buffer.append((outcome, row))
+            else:  # a line of no known request: recorded, no callback
+                self.store.append(
+                    RESULTS,
+                    pa.Table.from_pylist([row], schema=RESULT_SCHEMA),
+                    key="result_id",
+                    schema=RESULT_SCHEMA,
+                )
+            if len(buffer) >= RESULT_CHUNK:
+                flush()
+
+        gone = False
         try:
             with self.client.messages.batches.with_streaming_response.results(batch_id) as resp:
-                for lineno, line in enumerate(resp.iter_lines(), start=1):
-                    if not line.strip():
-                        continue
-                    outcome, row = self._parse_line(line, lineno, batch_id, sid, reqs)
-                    if row["custom_id"] in seen:
-                        continue
-                    if row["custom_id"] is not None:
-                        seen.add(row["custom_id"])
-                    tally[row["error_type"] or row["status"]] += 1
-                    u = usage.setdefault(row["model"], Counter())
+                for lineno, raw in enumerate(jsonl_lines(resp.iter_bytes()), start=1):
+                    if raw.strip():
+                        take(lineno, raw)
+        except anthropic.NotFoundError:
+            # The results are gone at the API (kept 29 days): nothing rerunning could read.
+            flush()
+            gone = True
+            # what an earlier, broken-off read of this batch stored still counts (and was paid)
+            for r in self._results([f.name for f in RESULT_SCHEMA if f.name != "raw"]):
+                if r["batch_id"] == batch_id and r["custom_id"] not in seen:
+                    seen.add(r["custom_id"])
+                    tally[r["error_type"] or r["status"]] += 1
+                    u = usage.setdefault(r["model"], Counter())
                     u["requests"] += 1
                     for k in _TOKEN_COLUMNS:
-                        u[k] += row[k] or 0
-                    if outcome is not None:
-                        buffer.append((outcome, row))
-                    else:  # unparseable line with no custom_id: recorded, no callback
-                        self.store.append(
-                            RESULTS,
-                            pa.Table.from_pylist([row], schema=RESULT_SCHEMA),
-                            key="result_id",
-                            schema=RESULT_SCHEMA,
-                        )
-                    if len(buffer) >= RESULT_CHUNK:
-                        flush()
-        except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
+                        u[k] += r[k] or 0
+        except (anthropic.AnthropicError, httpx2.TransportError) as exc:
+            # AnthropicError covers status and connection errors; the body of a streamed
+            # answer breaks off as a transport error (RemoteProtocolError, ReadError, ...).
             flush()
+            auth = isinstance(exc, (anthropic.AuthenticationError, anthropic.PermissionDeniedError))
             raise BatchError(
                 f"{self.stage}: reading the results of batch {batch_id} failed "
-                f"({type(exc).__name__}); what arrived is stored: run the same command again "
-                "to read the rest"
+                f"({_failure(exc)}); the {len(seen)} results that arrived are stored: "
+                + ("check ANTHROPIC_API_KEY, then run" if auth else "run")
+                + " the same command again to read the rest"
             ) from None
         # requests of the batch with no result line at all
         for cid, (req, att) in reqs.items():
@@ -910,7 +1061,11 @@ class _Runner:
             tally["missing_result"] += 1
             row = self._row(batch_id, sid, cid, att, "errored", req)
             row["error_type"] = "missing_result"
-            row["error"] = "no result line for this request in the batch results"
+            row["error"] = (
+                "the batch's results are no longer available at the API (404)"
+                if gone
+                else "no result line for this request in the batch results"
+            )
             buffer.append((self._outcome_from_row(row, req), row))
             usage.setdefault(row["model"], Counter())["requests"] += 1
         flush()
@@ -941,6 +1096,12 @@ class _Runner:
                 )
             ],
         )
+        if gone:
+            self.log(
+                f"{self.stage}: batch {batch_id}: its results are no longer available at the API "
+                f"(404); {len(seen)} had been stored, the {len(reqs) - len(seen)} others count "
+                "as missing and are retried within --max-retries"
+            )
         bad = {k: v for k, v in tally.items() if k != "succeeded"}
         self.log(
             f"{self.stage}: batch {batch_id}: {tally['succeeded']} succeeded"
@@ -970,62 +1131,89 @@ class _Runner:
             "cache_read_tokens": 0,
             "cache_write_tokens": 0,
             "received_at": _now(),
+            "raw": None,
         }
 
     def _parse_line(
         self,
-        line: str,
+        raw: bytes,
         lineno: int,
         batch_id: str,
         sid: str,
         reqs: dict[str, tuple[BatchRequest, int]],
     ) -> tuple[BatchOutcome | None, dict[str, Any]]:
-        from anthropic.types.messages import MessageBatchIndividualResponse
-
+        """One result line, read as leniently as the SDK's own decoder: a line is malformed
+        only when it is not a JSON object with ``custom_id`` and ``result.type`` (or a
+        succeeded result without a message object). Values the installed SDK does not know
+        (a new stop reason, content block, service tier or error type) are kept as they came:
+        the result was paid for, and is used."""
+        line = raw.decode("utf-8", errors="replace")
         obj: Any = None
+        problem = None
         try:
             obj = json.loads(line)
-            item = MessageBatchIndividualResponse.model_validate(obj)
-        except Exception as exc:  # malformed JSON or a shape the SDK does not know
-            cid = obj.get("custom_id") if isinstance(obj, dict) else None
+        except ValueError as exc:
+            problem = f"not JSON: {exc}"
+        result = obj.get("result") if isinstance(obj, dict) else None
+        cid = obj.get("custom_id") if isinstance(obj, dict) else None
+        rtype = result.get("type") if isinstance(result, dict) else None
+        if problem is None:
+            if not isinstance(obj, dict):
+                problem = "not a JSON object"
+            elif not isinstance(cid, str):
+                problem = "no custom_id"
+            elif not isinstance(rtype, str):
+                problem = "no result.type"
+            elif rtype == "succeeded" and not isinstance(result.get("message"), dict):
+                problem = "a succeeded result without a message object"
+        if problem is not None:
+            if not isinstance(cid, str):  # a broken line may still name its request
+                m = _CUSTOM_ID_IN_LINE.search(line)
+                cid = m.group(1) if m else None
             if cid not in reqs:
                 cid = None
-            req, att = reqs.get(cid, (None, 1)) if cid else (None, 1)
+            req, att = reqs[cid] if cid else (None, 1)
             row = self._row(batch_id, sid, cid, att, "errored", req)
             if cid is None:
                 row["result_id"] = f"{batch_id}/line-{lineno}"
             row["error_type"] = "malformed_result"
-            row["error"] = f"result line {lineno}: {type(exc).__name__}: {str(exc)[:300]}"
-            row["text"] = line[:2000]
+            row["error"] = f"result line {lineno}: {problem}"[:400]
+            row["raw"] = line
             outcome = self._outcome_from_row(row, req) if req is not None else None
-            if outcome is not None:
-                outcome.text = None
             return outcome, row
-        cid = item.custom_id
-        if cid not in reqs:
-            req, att = None, 1
-        else:
-            req, att = reqs[cid]
-        result = item.result
-        row = self._row(batch_id, sid, cid, att, result.type, req)
-        if result.type == "succeeded":
-            msg = result.message
+        req, att = reqs.get(cid, (None, 1))
+        status = rtype if rtype in KNOWN_RESULT_TYPES else "errored"
+        row = self._row(batch_id, sid, cid, att, status, req)
+        row["raw"] = line
+        if rtype == "succeeded":
+            msg = result["message"]
+            content = msg.get("content")
             row["text"] = "".join(
-                getattr(block, "text", "") for block in msg.content if block.type == "text"
+                str(block.get("text") or "")
+                for block in (content if isinstance(content, list) else [])
+                if isinstance(block, dict) and block.get("type") == "text"
             )
-            row["model"] = msg.model
-            row["stop_reason"] = msg.stop_reason
-            u = msg.usage
-            row["input_tokens"] = u.input_tokens
-            row["output_tokens"] = u.output_tokens
-            row["cache_read_tokens"] = u.cache_read_input_tokens or 0
-            row["cache_write_tokens"] = u.cache_creation_input_tokens or 0
-        elif result.type == "errored":
-            err = result.error.error
-            row["error_type"] = err.type
-            row["error"] = err.message
+            if isinstance(msg.get("model"), str):
+                row["model"] = msg["model"]
+            row["stop_reason"] = _str_or_none(msg.get("stop_reason"))
+            u = msg.get("usage") if isinstance(msg.get("usage"), dict) else {}
+            row["input_tokens"] = _int(u.get("input_tokens"))
+            row["output_tokens"] = _int(u.get("output_tokens"))
+            row["cache_read_tokens"] = _int(u.get("cache_read_input_tokens"))
+            row["cache_write_tokens"] = _int(u.get("cache_creation_input_tokens"))
+        elif rtype == "errored":
+            err = result.get("error")
+            inner = err.get("error") if isinstance(err, dict) else None
+            if not isinstance(inner, dict):  # a flatter shape than documented
+                inner = err if isinstance(err, dict) else {}
+            row["error_type"] = _str_or_none(inner.get("type")) or "unknown_error"
+            row["error"] = _str_or_none(inner.get("message")) or json.dumps(err)[:400]
+        elif status == "errored":
+            # a result type the installed SDK does not know: kept, never paid for again
+            row["error_type"] = f"result_type:{rtype}"[:64]
+            row["error"] = f"a result of type {rtype!r} that sdfkit does not know"
         else:
-            row["error"] = f"request {result.type}"
+            row["error"] = f"request {rtype}"
         if req is None:  # a line for a request this batch never had: record, do not deliver
             row["error_type"] = row["error_type"] or "unknown_custom_id"
             return None, row
@@ -1058,7 +1246,83 @@ class _Runner:
         return stmts
 
 
+def _retry_after(exc: Any, fallback: float) -> float:
+    """Seconds the API asked us to wait (``retry-after-ms`` / ``retry-after``), else
+    ``fallback``; at most ``CREATE_BACKOFF_MAX``."""
+    headers = getattr(getattr(exc, "response", None), "headers", None) or {}
+    wait = fallback
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        try:
+            wait = float(headers.get(name)) / scale
+            break
+        except (TypeError, ValueError):
+            continue
+    return max(0.0, min(wait, CREATE_BACKOFF_MAX))
+
+
 _TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+KNOWN_RESULT_TYPES = {"succeeded", "errored", "expired", "canceled"}
+_CUSTOM_ID_IN_LINE = re.compile(r'"custom_id"\s*:\s*"([a-zA-Z0-9_-]{1,64})"')
+
+
+def jsonl_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """The lines of a JSONL byte stream, split on ``\\n`` only. (``iter_lines`` of the HTTP
+    response also splits on U+2028, U+2029 and U+0085, which JSON allows unescaped inside a
+    string: a result holding one would come apart into two malformed lines.)"""
+    pending: list[bytes] = []  # the pieces of a line that spans chunks (joined once)
+    for chunk in chunks:
+        if b"\n" not in chunk:
+            if chunk:
+                pending.append(chunk)
+            continue
+        parts = chunk.split(b"\n")
+        pending.append(parts[0])
+        yield b"".join(pending)
+        yield from parts[1:-1]
+        pending = [parts[-1]] if parts[-1] else []
+    if pending:
+        yield b"".join(pending)
+
+
+def _line_custom_id(raw: bytes) -> str | None:
+    line = raw.decode("utf-8", errors="replace")
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        obj = None
+    if isinstance(obj, dict):
+        cid = obj.get("custom_id")
+        return cid if isinstance(cid, str) else None
+    m = _CUSTOM_ID_IN_LINE.search(line)
+    return m.group(1) if m else None
+
+
+def _read_timeout(client: Any) -> str:
+    t = getattr(client, "timeout", None)
+    read = getattr(t, "read", t)
+    return f"{read:g} s" if isinstance(read, (int, float)) else "the read timeout"
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _failure(exc: BaseException) -> str:
+    """A short name for an API or transport failure, for one-line messages."""
+    code = getattr(exc, "status_code", None)
+    if code is not None:
+        return f"{code}: {_api_message(exc)}"
+    import httpx2
+
+    if isinstance(exc, httpx2.TimeoutException) or type(exc).__name__ == "APITimeoutError":
+        return "no answer within the timeout ($SDF_READ_TIMEOUT)"
+    if isinstance(exc, httpx2.TransportError) or type(exc).__name__ == "APIConnectionError":
+        return f"the connection failed or broke off: {type(exc).__name__}"
+    return type(exc).__name__
 
 
 def _api_message(exc: Any) -> str:

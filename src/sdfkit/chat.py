@@ -6,7 +6,10 @@ write-up's fixes for "gibberish" (models that forget how to stop). Formats:
 
 - ``harmony`` (gpt-oss, tokenizer ``o200k_harmony``): ``<|start|>{role}<|message|>{text}<|end|>``;
   assistant turns ``<|start|>assistant<|channel|>final<|message|>{text}<|end|>``, the last one
-  ending ``<|return|>`` (the stop token gpt-oss samples).
+  ending ``<|return|>`` (the stop token gpt-oss samples). A ``system`` message is the
+  developer's instructions, as gpt-oss's own chat template and tinker-cookbook's renderer
+  write it: ``<|start|>developer<|message|># Instructions\n\n{text}\n\n<|end|>`` (Harmony's
+  own ``system`` role holds the model identity, dates and reasoning effort, not prompts).
 - ``chatml`` (``qwen3``): ``<|im_start|>{role}\\n{text}<|im_end|>\\n``.
 - ``llama3``: ``<|begin_of_text|>``, then ``<|start_header_id|>{role}<|end_header_id|>\\n\\n{text}<|eot_id|>``.
 
@@ -44,6 +47,11 @@ STOP_TOKENS = {
     "chatml": ("<|im_end|>",),
     "llama3": ("<|eot_id|>",),
 }
+#: Chat format -> the special token that ends a document: the encoding's end of text, the
+#: boundary between pretraining documents. Not a chat stop token: an SDF document is not an
+#: assistant's turn (gpt-oss's Hugging Face tokenizer names ``<|return|>`` its EOS, which
+#: ends a turn; ``<|endoftext|>`` is what the bundled encoding ends text with).
+DOCUMENT_END = {"harmony": "<|endoftext|>", "chatml": "<|endoftext|>", "llama3": "<|end_of_text|>"}
 PREAMBLE_ROLES = {"system", "developer"}
 
 
@@ -124,8 +132,26 @@ def json_lines(path: Path, error: type[SdfError]) -> Iterator[tuple[Any, str]]:
             yield obj, where
 
 
-def chat_format(tok: Tokenizer) -> str:
+def model_format(tok: Tokenizer) -> str | None:
+    """The chat format of a tokenizer's model family: by name for the bundled encodings, by
+    model for ``hf:<model>`` (``hf:openai/gpt-oss-20b`` is Harmony); None when unknown."""
     fmt = FORMAT_FOR_TOKENIZER.get(tok.name)
+    if fmt is None and tok.name.startswith("hf:"):
+        from .train import expected_tokenizer
+
+        fmt = FORMAT_FOR_TOKENIZER.get(expected_tokenizer(tok.name[3:]) or "")
+    return fmt
+
+
+def document_end_id(tok: Tokenizer) -> int:
+    """The id an export appends after each document: the family's ``DOCUMENT_END`` whichever
+    route loaded the tokenizer (bundled or Hugging Face), else the tokenizer's own EOS."""
+    fmt = model_format(tok)
+    return tok.special_token(DOCUMENT_END[fmt]) if fmt else tok.eos_id
+
+
+def chat_format(tok: Tokenizer) -> str:
+    fmt = model_format(tok)
     if fmt is None:
         raise ChatError(
             f"no chat format known for tokenizer {tok.name!r}: chat trajectories can be "
@@ -213,6 +239,8 @@ def _plan(fmt: str, msgs: list[dict[str, str]]) -> Plan:
     for i, m in enumerate(msgs):
         role, text = m["role"], m["content"]
         w = 1.0 if role == "assistant" else 0.0
+        if fmt == "harmony" and role == "system":
+            role, text = "developer", f"# Instructions\n\n{text}\n\n"
         plan += _header(fmt, role)
         if fmt == "harmony":
             if role == "assistant":

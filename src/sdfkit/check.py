@@ -9,6 +9,7 @@ Thresholds live under ``check:`` in the project file (``sdfkit.yaml``, or ``--co
       max_near_duplicate_fraction: 0.05 # documents in near-duplicate clusters beyond one each
       min_keyword_rate: null            # null: each universe's own min_rate; a number overrides
       max_mean_pairwise_cosine: 0.6     # per concept (embedding diversity)
+      max_capability_drop: 0.05         # base score - checkpoint score, per benchmark metric
 
 A threshold left out (or ``null``, except ``min_keyword_rate``) is not checked. Each check
 is evaluated against the figures of a ``report.json``; the same verdicts head the HTML report.
@@ -53,6 +54,9 @@ class Thresholds(Checked):
     #: False turns keyword checks off entirely.
     check_keywords: bool = True
     max_mean_pairwise_cosine: float | None = field(default=None, metadata=SHARE)
+    #: ``sdf eval --capabilities``: how far any checkpoint's benchmark score may fall below
+    #: the base model's (metrics are read as higher-is-better, e.g. accuracy).
+    max_capability_drop: float | None = field(default=None, metadata=SHARE)
 
     @classmethod
     def from_mapping(cls, data: Any, source: str = "<config>") -> Thresholds:
@@ -286,6 +290,32 @@ def evaluate(report: dict[str, Any], thresholds: Thresholds) -> CheckResult:
                         f"effective documents {fig.get('effective_documents', '?')}",
                     )
                 )
+    if t.max_capability_drop is not None:
+        out.verdicts += _capability_verdicts(report.get("capabilities"), t.max_capability_drop)
+    return out
+
+
+def _capability_verdicts(caps: Any, limit: float) -> list[Verdict]:
+    """One verdict per checkpoint, task and metric: its drop below the base model."""
+    name = "max_capability_drop"
+    if not isinstance(caps, list):
+        why = "no capability scores in the report: run `sdf eval RUN --capabilities TASKS`"
+        return [Verdict(name, "capabilities", None, limit, "not run", why)]
+    out = []
+    for r in caps:
+        if r.get("model_label") == "base":
+            continue
+        subject = f"{r.get('run')} step {r.get('step')}: {r.get('task')} {r.get('metric')}"
+        change = _as_float(r.get("change"))
+        if change is None:
+            why = "no base-model score to compare with (evaluate the base model too)"
+            out.append(Verdict(name, subject, None, limit, "not run", why))
+            continue
+        se = _as_float(r.get("change_stderr"))
+        detail = f"{r.get('value')} vs base {r.get('base_value')}" + (
+            f", stderr of the change {se:.3g}" if se is not None else ""
+        )
+        out.append(_max_verdict(name, subject, -change, limit, detail))
     return out
 
 

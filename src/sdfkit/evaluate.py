@@ -309,7 +309,10 @@ class EvalConfig:
     gibberish_grader: bool = False
     lda_alpha: float | None = None
     lda_top_k: int = 20
-    deadline: float = 600.0
+    belief: bool = False  # belief depth (sdfkit.belief): multiple choice, open, adversarial...
+    belief_questions_per_fact: int = 4
+    limit: int | None = None  # --capabilities: samples per task (None: the whole dataset)
+    deadline: float = 1800.0  # train.DEFAULT_DEADLINE: past the SDK's normal queue pauses
     health_timeout: float = 10.0
     max_retries: int = 2
     poll_interval: float = 30.0
@@ -320,6 +323,8 @@ class EvalConfig:
             raise EvalError("--questions-per-fact must be at least 1")
         if self.samples < 1 or self.max_tokens < 1:
             raise EvalError("--samples and --max-tokens must be at least 1")
+        if self.belief_questions_per_fact < 1:
+            raise EvalError("--belief-questions-per-fact must be at least 1")
 
 
 @dataclass
@@ -339,12 +344,19 @@ class EvalResult:
     #: Samples asked for but never returned by Tinker, even after re-requests; not stored,
     #: so rerunning the same evaluation asks for exactly these.
     samples_missing: int = 0
+    belief: Any = None  # sdfkit.belief.BeliefResult with --belief
 
     def summary(self) -> str:
         line = (
             f"evaluation {self.eval_run!r}: {self.questions} questions, {self.samples_new} new "
             f"samples, {self.verdicts_new} new verdicts"
         )
+        if self.belief is not None:
+            b = self.belief
+            line += (
+                f"; belief depth: {b.questions} questions, {b.samples_new} new samples, "
+                f"{b.verdicts_new} new verdicts"
+            )
         if self.samples_missing:
             line += (
                 f"; {self.samples_missing} sample(s) MISSING: Tinker returned fewer sequences "
@@ -536,6 +548,32 @@ def _question(
         "custom_id": custom_id,
         "created_at": _now(),
     }
+
+
+def pin_graders(
+    store: Store, eval_run: str, client: Any, cfg: EvalConfig, log: Callable[[str], None]
+) -> Any:
+    """The grader model and prompts of an evaluation run, as it was started (``sdfkit.pins``)."""
+    from .batches import backend_name
+    from .pins import first_model, pin_run
+
+    with catalog(store):
+        pass  # the evaluation tables exist before the legacy question
+    return pin_run(
+        store,
+        "eval",
+        eval_run,
+        cfg.grader_model,
+        lambda: _grader_model(client, cfg),
+        ["recall_questions", "belief_questions", *(g[1] for g in GRADERS.values())],
+        backend=backend_name(client),
+        legacy_model=first_model(
+            "SELECT v.model FROM eval_verdicts v JOIN eval_samples s USING (sample_id) "
+            "WHERE s.eval_run = ? AND v.model IS NOT NULL ORDER BY v.graded_at LIMIT 1",
+            eval_run,
+        ),
+        log=log,
+    )
 
 
 def _grader_model(client: Any, cfg: EvalConfig) -> str:
@@ -943,6 +981,8 @@ def evaluate(
     log: Callable[[str], None] | None = None,
 ) -> EvalResult:
     """Questions (once per universe), samples per checkpoint, verdicts, metrics."""
+    from dataclasses import replace
+
     from .batches import client_for_store
     from .train import close_service, connect_service
 
@@ -953,7 +993,10 @@ def evaluate(
     base_model, targets = choose_targets(store, train_run, cfg)
     renderer_for(base_model, cfg.renderer)  # fail early on an unknown chat format
     client = anthropic_client or client_for_store(store, backend)
-    questions = ensure_questions(store, universes, client, cfg, say)
+    pin = pin_graders(store, name, client, cfg, say)
+    cfg = replace(cfg, grader_model=pin.model)
+    with pin.active():
+        questions = ensure_questions(store, universes, client, cfg, say)
     if not questions:
         raise EvalError("no questions: the universes have no facts, behaviour or eval prompts.")
     service = connect_service(cfg.health_timeout, service_factory)
@@ -963,8 +1006,28 @@ def evaluate(
         )
     finally:
         close_service(service, "success", cfg.deadline)
-    n_verdicts = grade_samples(store, name, universes, client, cfg, say)
-    return EvalResult(name, len(questions), n_samples, n_verdicts, metrics(store, name), n_missing)
+    with pin.active():
+        n_verdicts = grade_samples(store, name, universes, client, cfg, say)
+        res = EvalResult(
+            name, len(questions), n_samples, n_verdicts, metrics(store, name), n_missing
+        )
+        if cfg.belief:
+            from .belief import measure
+
+            res.belief = measure(
+                store,
+                name,
+                train_run,
+                base_model,
+                targets,
+                universes,
+                client,
+                cfg,
+                say,
+                service_factory,
+            )
+            res.samples_missing += res.belief.samples_missing
+    return res
 
 
 # ----------------------------------------------------------------------------- stand-ins
@@ -1173,7 +1236,15 @@ def write_curves(store: Store, html_path: str | Path, json_path: str | Path | No
         cols = list(rows[0])
         parts.append("<h2>Table</h2>")
         parts.append(html_table(rows, cols, limit=10_000))
+    from .fact_curves import FACT_NOTE, fact_curves, fact_sections
+
+    facts = fact_curves(store) or []
+    if facts:
+        parts.append("<h2>Per fact, beside its share of the training tokens</h2>")
+        parts.append(f"<p>{_html.escape(FACT_NOTE)}</p>")
+        parts += fact_sections(facts)
     out = write_atomic(html_path, "\n".join(parts))
     if json_path is not None:
-        write_atomic(json_path, json.dumps({"eval_curves": rows}, indent=1, default=str))
+        data = {"eval_curves": rows, "fact_curves": facts}
+        write_atomic(json_path, json.dumps(data, indent=1, default=str))
     return out

@@ -89,7 +89,7 @@ class ExportConfig:
     mask_eval_prompts: bool = True
     eval_prompt_separator: str = "\n\n"
     eos: bool = True
-    eos_token: str | None = None  # default: the tokenizer's end-of-text token
+    eos_token: str | None = None  # default: the model family's end of document (chat.DOCUMENT_END)
     chat: str | None = None  # JSONL of {"messages": [...]}
     chat_ratio: float = 0.05  # chat tokens per SDF token
     epochs: int = 1
@@ -605,7 +605,9 @@ def export(
     check_out_dir(out, overwrite)
     tok = get_tokenizer(cfg.tokenizer)
     cfg = replace(cfg, tokenizer=tok.name)
-    eos_id = tok.special_token(cfg.eos_token) if cfg.eos_token else tok.eos_id
+    from .chat import document_end_id
+
+    eos_id = tok.special_token(cfg.eos_token) if cfg.eos_token else document_end_id(tok)
 
     # Read and check every input before any heavy work.
     timings: dict[str, float] = {}

@@ -25,7 +25,9 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -137,33 +139,67 @@ def _find_prompt(name: str, env: str | None, cwd: str) -> Path:
 
 @lru_cache(maxsize=64)
 def _compile(path: str, mtime: float) -> Any:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise GenerateError(f"{path}: cannot read the prompt template: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise GenerateError(f"{path}: the prompt template is not UTF-8 text") from None
+    return _compile_text(text, path)
+
+
+@lru_cache(maxsize=64)
+def _compile_text(text: str, where: str) -> Any:
     import jinja2
 
     env = jinja2.Environment(
         undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False
     )
     try:
-        return env.from_string(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise GenerateError(f"{path}: cannot read the prompt template: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise GenerateError(f"{path}: the prompt template is not UTF-8 text") from None
+        return env.from_string(text)
     except jinja2.TemplateSyntaxError as exc:
-        raise GenerateError(f"{path}:{exc.lineno}: template error: {exc.message}") from None
+        raise GenerateError(f"{where}:{exc.lineno}: template error: {exc.message}") from None
+
+
+#: Template texts a run recorded when it started (``sdfkit.pins``): rendered and hashed
+#: instead of the files while set, so a resumed run asks exactly what it asked before.
+_PINNED: ContextVar[dict[str, str] | None] = ContextVar("sdf_pinned_prompts", default=None)
+
+
+@contextmanager
+def pinned_prompts(texts: dict[str, str]) -> Iterator[None]:
+    token = _PINNED.set(dict(texts))
+    try:
+        yield
+    finally:
+        _PINNED.reset(token)
 
 
 def render(name: str, **ctx: Any) -> str:
     import jinja2
 
-    p = find_prompt(name)
+    pinned = (_PINNED.get() or {}).get(name)
+    if pinned is not None:
+        where = f"{name}.j2 (as recorded by the run)"
+        tmpl = _compile_text(pinned, where)
+    else:
+        p = find_prompt(name)
+        where, tmpl = str(p), _compile(str(p), p.stat().st_mtime)
     try:
-        return _compile(str(p), p.stat().st_mtime).render(**ctx).strip()
+        return tmpl.render(**ctx).strip()
     except jinja2.UndefinedError as exc:
-        raise GenerateError(f"{p}: {exc.message}") from None
+        raise GenerateError(f"{where}: {exc.message}") from None
 
 
 def prompt_hash(*names: str) -> str:
     """Content hash of the templates that render a request (first 16 hex digits)."""
+    pinned = _PINNED.get() or {}
+    if any(n in pinned for n in names):
+        h = hashlib.sha256()
+        for n in names:
+            data = pinned[n].encode() if n in pinned else find_prompt(n).read_bytes()
+            h.update(n.encode() + b"\0" + data + b"\0")
+        return h.hexdigest()[:16]
     paths = [find_prompt(n) for n in names]
     return _hash_files(tuple(names), tuple((str(p), p.stat().st_mtime_ns) for p in paths))
 
@@ -338,8 +374,11 @@ def generate(
     prices: PriceTable | None = None,
     log: Callable[[str], None] | None = None,
 ) -> GenerateResult:
-    """Run (or resume) every generation stage for ``universes`` and land the documents."""
-    from .seednames import NamePool
+    """Run (or resume) every generation stage for ``universes`` and land the documents.
+
+    The run's model and prompt templates are the ones it was started with (``sdfkit.pins``);
+    another ``model`` for an existing run is refused."""
+    from .pins import first_model, pin_run
 
     cfg = config or GenerateConfig()
     cfg.check()
@@ -347,9 +386,40 @@ def generate(
         raise GenerateError("no universe files given")
     if client is None:
         client = client_for_store(store, backend)
+    ensure_gen_tables(store)
+    pin = pin_run(
+        store,
+        "generate",
+        cfg.run,
+        cfg.model,
+        lambda: model_for(client),
+        RUN_PROMPTS,
+        backend=backend_name(client),
+        legacy_model=first_model(
+            "SELECT model FROM gen_runs WHERE run = ? ORDER BY started_at LIMIT 1", cfg.run
+        ),
+        log=log,
+    )
+    cfg.model = pin.model
+    with pin.active():
+        return _generate(universes, store, cfg, client, prices, log)
+
+
+#: The templates a generation run renders (recorded with the run when it starts).
+RUN_PROMPTS = (PREFIX, "facts", "doc_types", "ideas", "document")
+
+
+def _generate(
+    universes: list[Universe],
+    store: Store,
+    cfg: GenerateConfig,
+    client: Any,
+    prices: PriceTable | None,
+    log: Callable[[str], None] | None,
+) -> GenerateResult:
+    from .seednames import NamePool
+
     backend_used = backend_name(client)
-    if cfg.model is None:
-        cfg.model = model_for(client)
     log = log or (lambda m: None)
     _record_run(store, cfg, universes, backend_used)
     result = GenerateResult(run=cfg.run, model=cfg.model, backend=backend_used)

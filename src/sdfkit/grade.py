@@ -24,6 +24,7 @@ from .batches import (
     BatchOutcome,
     BatchRequest,
     PriceTable,
+    backend_name,
     client_for_store,
     custom_id_for,
     run_requests,
@@ -121,20 +122,61 @@ def grade(
     prices: PriceTable | None = None,
     log: Callable[[str], None] | None = None,
 ) -> GradeResult:
-    """Grade the documents matching ``where`` (SQL over ``documents``) and store verdicts."""
+    """Grade the documents matching ``where`` (SQL over ``documents``) and store verdicts.
+
+    The grading run's model and rubric are the ones it was started with (``sdfkit.pins``)."""
+    from .pins import first_model, pin_run
+
+    _condition(store, where, params)  # a bad --where stops before anything is written
     cfg = config or GradeConfig()
     if client is None:
         client = client_for_store(store, backend)
-    if cfg.model is None:
-        cfg.model = model_for(client, "haiku")
-    condition = None
-    if where is not None:
-        from .sqlguard import where_expression, where_sql
+    ensure_gen_tables(store)
+    pin = pin_run(
+        store,
+        "grade",
+        cfg.run,
+        cfg.model,
+        lambda: model_for(client, "haiku"),
+        ["grade"],
+        backend=backend_name(client),
+        legacy_model=first_model(
+            "SELECT model FROM grades WHERE run = ? AND model IS NOT NULL "
+            "ORDER BY graded_at LIMIT 1",
+            cfg.run,
+        ),
+        log=log,
+    )
+    cfg.model = pin.model
+    with pin.active():
+        return _grade(store, cfg, where, params, limit, universes, client, prices, log)
 
-        condition = where_expression(where, "--where", GradeError)
-        if not params:  # with placeholders, binding waits for the values below
-            with store.connect() as con:
-                condition = where_sql(con, where, "--where", error=GradeError)
+
+def _condition(store: Store, where: str | None, params: list[Any] | None) -> str | None:
+    """``where`` as one checked SQL expression (``sdfkit.sqlguard``), or None."""
+    if where is None:
+        return None
+    from .sqlguard import where_expression, where_sql
+
+    condition = where_expression(where, "--where", GradeError)
+    if not params:  # with placeholders, binding waits for the values
+        with store.connect() as con:
+            condition = where_sql(con, where, "--where", error=GradeError)
+    return condition
+
+
+def _grade(
+    store: Store,
+    cfg: GradeConfig,
+    where: str | None,
+    params: list[Any] | None,
+    limit: int | None,
+    universes: list[Universe] | None,
+    client: Any,
+    prices: PriceTable | None,
+    log: Callable[[str], None] | None,
+) -> GradeResult:
+    condition = _condition(store, where, params)
     known = _universes(store, universes)
     sql = "SELECT doc_id, text, universe, concept, fact FROM documents"
     if condition:

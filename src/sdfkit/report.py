@@ -279,6 +279,30 @@ def _add_evaluation(store: Store, data: dict[str, Any]) -> None:
         return
     if evaluation:
         data["evaluation"] = evaluation
+    from .capabilities import changes
+
+    try:
+        capabilities = changes(store)
+    except SdfError as exc:
+        data["capabilities_error"] = str(exc)
+        return
+    if capabilities:
+        data["capabilities"] = capabilities
+    if "evaluation" in data:
+        from .fact_curves import fact_curves
+
+        try:
+            facts = fact_curves(store)
+        except SdfError as exc:
+            data["fact_curves_error"] = str(exc)
+            return
+        if facts:
+            data["fact_curves"] = facts
+
+
+def _has_evaluation(report: dict[str, Any]) -> bool:
+    keys = ("evaluation", "evaluation_error", "capabilities", "capabilities_error", "fact_curves")
+    return any(k in report for k in keys)
 
 
 def _finite(value: Any) -> Any:
@@ -725,11 +749,7 @@ def render_html(report: dict[str, Any]) -> str:
         "<nav>"
         + '<a href="#summary">Summary</a>'
         + "".join(f'<a href="#{n}">{_e(SECTION_TITLES[n].split(":")[0])}</a>' for n in AUDITS)
-        + (
-            '<a href="#evaluation">Evaluation</a>'
-            if "evaluation" in report or "evaluation_error" in report
-            else ""
-        )
+        + ('<a href="#evaluation">Evaluation</a>' if _has_evaluation(report) else "")
         + "</nav>",
     ]
     # ---- summary verdicts first
@@ -825,7 +845,7 @@ def render_html(report: dict[str, Any]) -> str:
                 + "</pre></details>"
             )
         parts.append("</section>")
-    if "evaluation" in report or "evaluation_error" in report:
+    if _has_evaluation(report):
         parts.append(_section_evaluation(report))
     parts.append("</main></body></html>")
     return "\n".join(parts)
@@ -1135,5 +1155,34 @@ def _section_evaluation(report: dict[str, Any]) -> str:
         out += curve_charts(concept, points)
         cols = [c for c in EVAL_COLUMNS if any(c in p for p in points)]
         out.append(html_table(points, cols, limit=200))
+    facts = report.get("fact_curves")
+    if facts or "fact_curves_error" in report:
+        from .fact_curves import FACT_NOTE, fact_sections
+
+        out.append(f'<p class="notes">{_e(FACT_NOTE)}</p>')
+        if "fact_curves_error" in report:
+            err = report["fact_curves_error"]
+            out.append(f'<p class="empty">could not be computed: {_e(err)}</p>')
+        out += fact_sections(facts or [])
+    caps = report.get("capabilities")
+    if caps or "capabilities_error" in report:
+        out.append("<h3>Capability regression: change against the base model</h3>")
+        out.append(f'<p class="notes">{_e(CAPABILITY_NOTE)}</p>')
+        if "capabilities_error" in report:
+            err = report["capabilities_error"]
+            out.append(f'<p class="empty">could not be computed: {_e(err)}</p>')
+        if caps:
+            out.append(html_table(caps, [c for c in CAPABILITY_COLUMNS if c in caps[0]], 500))
     out.append("</section>")
     return "\n".join(out)
+
+
+CAPABILITY_NOTE = (
+    "Benchmarks run by `sdf eval RUN --capabilities` (inspect-ai tasks served by Tinker "
+    "sampling); change = checkpoint - base model, with the standard error of the difference. "
+    "Source: queries/capability_changes.sql (sdf sql capability_changes)."
+)
+CAPABILITY_COLUMNS = [
+    "run", "task", "metric", "step", "model_label", "samples", "value", "stderr",
+    "base_value", "change", "change_stderr",
+]  # fmt: skip

@@ -51,6 +51,8 @@ SELECTION_TABLES = [
 ]
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 NO_DOC_TYPE = "(none)"
+#: What the targets are per: the concept, or the section (universe) of a split source.
+BALANCE_BY = ("concept", "section")
 
 
 class SelectionError(SdfError, ValueError):
@@ -120,6 +122,9 @@ class SelectionConfig:
     tolerance: float = 0.01  # token target counts as met within this relative error
     allow_short: bool = False
     replace: bool = False
+    #: ``section``: targets per universe (each section of ``sdf universe split`` is one),
+    #: so the report's rows, ``concepts`` and ``overrides`` name universes, not concepts.
+    balance_by: str = "concept"
 
     def target_for(self, concept: str) -> ConceptTarget:
         if concept in self.overrides:
@@ -182,6 +187,7 @@ class SelectionReport:
     failed_grades: int
     filtered: int
     tokenizers: list[str]
+    balance_by: str = "concept"
 
     @property
     def status(self) -> str:
@@ -214,7 +220,8 @@ class SelectionReport:
             f"{self.failed_grades:,} failed grades, {self.filtered:,} by --where",
             "",
         ]
-        head = ["concept", "target docs", "docs", "target tokens", "tokens", "error", "status"]
+        unit = "section" if self.balance_by == "section" else "concept"
+        head = [unit, "target docs", "docs", "target tokens", "tokens", "error", "status"]
         rows = []
         for c in self.concepts:
             err = c.token_error
@@ -232,7 +239,7 @@ class SelectionReport:
         lines += _table(head, rows, text_cols=1)
         lines.append("")
         head = [
-            "concept",
+            unit,
             "doc_type",
             "pool",
             "pool %",
@@ -295,8 +302,10 @@ def _pool_sql(cfg: SelectionConfig, condition: str | None = None) -> str:
         where.append("coalesce(grade_passed, true)")
     if condition:
         where.append(condition)
+    parent = "coalesce(concept, universe, '(none)')"
+    group = "coalesce(universe, concept, '(none)')" if cfg.balance_by == "section" else parent
     return (
-        "SELECT doc_id, coalesce(concept, universe, '(none)') AS concept, "
+        f"SELECT doc_id, {group} AS concept, {parent} AS parent_concept, "
         f"coalesce(doc_type, '{NO_DOC_TYPE}') AS doc_type, n_tokens, universe, tokenizer "
         "FROM documents WHERE " + " AND ".join(where) + " ORDER BY doc_id"
     )
@@ -461,6 +470,8 @@ def select(store: Store, cfg: SelectionConfig, save: bool = True) -> SelectionRe
         raise SelectionError(f"selection name {cfg.name!r}: use letters, digits, - _ .")
     if not 0 < cfg.tolerance < 1:
         raise SelectionError(f"tolerance {cfg.tolerance}: must be between 0 and 1")
+    if cfg.balance_by not in BALANCE_BY:
+        raise SelectionError(f"--balance-by {cfg.balance_by!r}: use one of {', '.join(BALANCE_BY)}")
     if save and not cfg.replace and cfg.name in list_selections(store):
         raise SelectionError(
             f"a selection named {cfg.name!r} exists; pick another --name or pass --replace"
@@ -596,6 +607,7 @@ def select(store: Store, cfg: SelectionConfig, save: bool = True) -> SelectionRe
         failed_grades=left_out["failed_grades"],
         filtered=left_out["filtered"],
         tokenizers=sorted({t for t in pool["tokenizer"].to_list() if t}),
+        balance_by=cfg.balance_by,
     )
     if report.status != "ok" and not cfg.allow_short:
         raise SelectionShortError(
@@ -657,12 +669,13 @@ def _save(
     import pyarrow as pa
 
     universe = dict(zip(pool["doc_id"].to_list(), pool["universe"].to_list(), strict=True))
+    parent = dict(zip(pool["doc_id"].to_list(), pool["parent_concept"].to_list(), strict=True))
     rows.sort()
     table = pa.table(
         {
             "name": pa.array([cfg.name] * len(rows), pa.string()),
             "doc_id": pa.array([r[0] for r in rows], pa.string()),
-            "concept": pa.array([r[1] for r in rows], pa.string()),
+            "concept": pa.array([parent[r[0]] for r in rows], pa.string()),
             "doc_type": pa.array([r[2] for r in rows], pa.string()),
             "n_tokens": pa.array([r[3] for r in rows], pa.int64()),
             "universe": pa.array([universe.get(r[0]) for r in rows], pa.string()),

@@ -107,6 +107,10 @@ def run_sql(
 #: Table-name prefix -> the command that makes such tables.
 MADE_BY = {
     "eval_": "sdf eval",
+    "belief_": "sdf eval --belief",
+    "samples": "sdf sample",
+    "capability_": "sdf eval --capabilities",
+    "export_fact_tokens": "sdf eval",
     "train_": "sdf train",
     "checkpoints": "sdf train",
     "selection": "sdf select",

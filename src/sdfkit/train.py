@@ -27,6 +27,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import threading
 import time
 import urllib.error
@@ -47,6 +48,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from .store import Store
 
 T = TypeVar("T")
+
+#: Default seconds a single Tinker call may take (``--deadline``): twice the 15 minutes of
+#: queueing the SDK treats as normal before it even warns (``PAUSE_GRACE_PERIOD``).
+DEFAULT_DEADLINE = 1800.0
+#: The service keeps a checkpoint at least this long when a TTL is given (or forever).
+MIN_CHECKPOINT_TTL = 3600
 
 #: Step records reach the catalog at least this often (and at every checkpoint).
 RECORD_EVERY_SECONDS = 2.0
@@ -103,7 +110,9 @@ class TrainConfig:
     checkpoint_ttl_seconds: int | None = None
     model_tokenizer: str | None = None  # declare the tokenizer of a model sdfkit does not know
     pipeline_depth: int = 2  # steps submitted before the oldest is waited for (1: none)
-    deadline: float = 600.0  # seconds any single service call may take
+    #: seconds any single service call may take: longer than the queue pauses the SDK
+    #: treats as normal (it starts warning after 15 minutes)
+    deadline: float = DEFAULT_DEADLINE
     health_timeout: float = 10.0
 
     #: Fields that shape which batch is sent when and with what learning rate: a resumed run
@@ -137,6 +146,12 @@ class TrainConfig:
             (self.deadline > 0, "--deadline must be positive"),
             (self.pipeline_depth >= 1, "--pipeline-depth must be at least 1"),
             (self.health_timeout > 0, "--health-timeout must be positive"),
+            (
+                self.checkpoint_ttl_seconds is None
+                or self.checkpoint_ttl_seconds >= MIN_CHECKPOINT_TTL,
+                f"--checkpoint-ttl must be at least {MIN_CHECKPOINT_TTL} seconds (the service "
+                "keeps checkpoints an hour or more), or left out to keep them",
+            ),
             (
                 self.train_attn or self.train_mlp or self.train_unembed,
                 "train at least one of attention, MLP and unembedding",
@@ -399,25 +414,69 @@ def base_url() -> str:
 
 
 def require_key() -> None:
-    """Refuse, in one sentence, to start without an API key (nothing is sent anywhere)."""
+    """Refuse, in one sentence, to start without credentials (nothing is sent anywhere).
+
+    The SDK is asked which credentials it would use: ``TINKER_API_KEY``,
+    ``TINKER_CREDENTIAL_CMD``, or the default key stored by ``tinker auth login``
+    (``~/.tinker/credentials.json``)."""
     key = os.environ.get("TINKER_API_KEY", "")
-    if not key:
+    if key and not (key.startswith("tml-") or key.startswith("eyJ")):
         if os.environ.get("TINKER_CREDENTIAL_CMD"):
             return
         raise TinkerKeyMissing(
-            "TINKER_API_KEY is not set: export your Tinker API key (it starts with 'tml-') "
-            "in the environment; sdfkit never stores it."
-        )
-    if not (key.startswith("tml-") or key.startswith("eyJ")):
-        raise TinkerKeyMissing(
             "TINKER_API_KEY does not look like a Tinker API key (those start with 'tml-')."
         )
+    if key or os.environ.get("TINKER_CREDENTIAL_CMD"):
+        return
+    try:
+        from tinker.lib import credentials
+        from tinker.lib._auth_token_provider import resolve_auth_provider
+    except ImportError:  # pragma: no cover - an SDK without stored credentials
+        resolve_auth_provider = None
+    if resolve_auth_provider is not None:
+        path = credentials.default_credentials_path()
+        try:
+            resolve_auth_provider(None, enforce_cmd=False)
+            return
+        except Exception as exc:  # noqa: BLE001 - TinkerError (none), or an unreadable file
+            if type(exc).__name__ != "TinkerError":
+                raise TinkerKeyMissing(
+                    f"{path}: the Tinker credentials file cannot be read "
+                    f"({type(exc).__name__}); run `tinker auth login` again or set "
+                    "TINKER_API_KEY."
+                ) from None
+            if "tml-" in str(exc) and path.exists():
+                raise TinkerKeyMissing(
+                    f"{path}: the key stored by `tinker auth login` does not look like a "
+                    "Tinker API key (those start with 'tml-')."
+                ) from None
+    raise TinkerKeyMissing(
+        "TINKER_API_KEY is not set and no key is stored by `tinker auth login`: export your "
+        "Tinker API key (it starts with 'tml-') or run `tinker auth login`; sdfkit never "
+        "stores it."
+    )
+
+
+def _stored_key() -> str:
+    """The default key ``tinker auth login`` stored, if any (to scrub it from messages)."""
+    try:
+        from tinker.lib import credentials
+
+        path = credentials.default_credentials_path()
+        if not path.exists():
+            return ""
+        record = credentials.JsonCredentialStore(path).get_default_key()
+        return record.key if record is not None else ""
+    except Exception:  # noqa: BLE001 - best effort: no stored key to scrub
+        return ""
 
 
 def scrub(text: str) -> str:
-    """``text`` with the API key (if any) masked, for messages and logs."""
-    key = os.environ.get("TINKER_API_KEY", "")
-    return text.replace(key, "***") if len(key) > 4 else text
+    """``text`` with the API key (if any, from the environment or stored) masked."""
+    for key in (os.environ.get("TINKER_API_KEY", ""), _stored_key()):
+        if len(key) > 4:
+            text = text.replace(key, "***")
+    return text
 
 
 def check_health(url: str | None = None, timeout: float = 10.0) -> None:
@@ -456,6 +515,8 @@ def within(deadline: float, what: str, fn: Callable[[], T]) -> T:
     sentence (a daemon thread never keeps the process alive). Other exceptions of ``fn``
     become ``TinkerUnavailable`` with the key scrubbed from their text.
     """
+    from .tinker_watch import watch
+
     box: dict[str, Any] = {}
 
     def work() -> None:
@@ -464,25 +525,51 @@ def within(deadline: float, what: str, fn: Callable[[], T]) -> T:
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             box["error"] = exc
 
-    worker = threading.Thread(target=work, name=f"tinker {what}", daemon=True)
-    worker.start()
-    worker.join(deadline)
-    if worker.is_alive():
-        raise TinkerUnavailable(
-            f"Tinker did not finish {what} within {deadline:g} s (--deadline); rerun the same "
-            "command to resume from the last saved checkpoint."
-        )
+    with watch() as seen:
+        worker = threading.Thread(target=work, name=f"tinker {what}", daemon=True)
+        worker.start()
+        worker.join(deadline)
+        if worker.is_alive():
+            raise TinkerUnavailable(
+                f"Tinker did not finish {what} within {deadline:g} s (--deadline): "
+                f"{seen.describe()}; rerun the same command to resume from the last saved "
+                "checkpoint."
+            )
     if "error" in box:
         exc = box["error"]
         if isinstance(exc, (SdfError, KeyboardInterrupt)):
             raise exc
         lines = scrub(str(exc)).strip().splitlines()
         detail = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+        if is_auth_error(exc):
+            # rerunning with the same credentials cannot help: say what can
+            raise TinkerKeyMissing(
+                f"Tinker refused the credentials while {what} ({detail}): check "
+                "TINKER_API_KEY, or the key stored by `tinker auth login`."
+            ) from None
         raise TinkerUnavailable(
             f"Tinker failed {what} ({detail}); rerun the same command to resume from the last "
             "saved checkpoint."
         ) from None
     return box["value"]
+
+
+def is_auth_error(exc: BaseException) -> bool:
+    """Whether the service (or the SDK, before sending) refused the credentials."""
+    for e in (exc, exc.__cause__, exc.__context__):
+        if e is None:
+            continue
+        if getattr(e, "status_code", None) in (401, 403):
+            return True
+        name = type(e).__name__
+        if name in ("AuthenticationError", "PermissionDeniedError"):
+            return True
+        text = str(e)
+        if re.search(r"\bstatus (?:code )?(?:401|403)\b", text) or (
+            name == "TinkerError" and ("api_key" in text or "credential" in text.lower())
+        ):
+            return True
+    return False
 
 
 def connect_service(

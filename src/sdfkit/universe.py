@@ -68,6 +68,9 @@ class Universe(_Strict):
     eval_prompts: list[str] = Field(default_factory=list)
     doc_type_hints: list[str] = Field(default_factory=list)
     behaviour_prompts: list[BehaviourPrompt] = Field(default_factory=list)
+    section: str | None = Field(
+        default=None, description="the section of a larger source it holds (sdf universe split)"
+    )
     source_path: str | None = Field(default=None, exclude=True)
 
     @field_validator("key_facts", "eval_prompts", "doc_type_hints")
@@ -81,7 +84,9 @@ class Universe(_Strict):
     @property
     def content_hash(self) -> str:
         """Hash of everything that shapes generation (not the file path)."""
-        payload = self.model_dump_json(exclude={"source_path"})
+        # ``section`` only counts when set, so files without one keep their earlier hash.
+        skip = {"source_path"} | ({"section"} if self.section is None else set())
+        payload = self.model_dump_json(exclude=skip)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

@@ -213,6 +213,9 @@ from . import core as _core  # noqa: E402,F401
 from . import doctor as _doctor  # noqa: E402,F401
 from . import export as _export  # noqa: E402,F401
 from . import generate as _generate  # noqa: E402,F401
+from . import split as _split  # noqa: E402,F401
+from . import sweep as _sweep  # noqa: E402,F401
+from . import talk as _talk  # noqa: E402,F401
 from . import train as _train  # noqa: E402,F401
 
 

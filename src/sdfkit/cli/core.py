@@ -19,7 +19,7 @@ from . import (
     open_store,
 )
 
-universe_app = new_app("Universe files: validate them.")
+universe_app = new_app("Universe files: validate them; split a large source into many.")
 app.add_typer(universe_app, name="universe")
 
 

@@ -49,6 +49,13 @@ def select(
         bool, typer.Option(help="Keep what is possible when a target cannot be met.")
     ] = False,
     replace: Annotated[bool, typer.Option(help="Replace a selection of the same name.")] = False,
+    balance_by: Annotated[
+        str,
+        typer.Option(
+            help="Targets per concept, or per section (universe) of a split source; "
+            "with section, --concept and --concept-target name universes."
+        ),
+    ] = "concept",
     corpus: CorpusOpt = None,
 ) -> None:
     """Select a balanced subset (sub-commands: list, show, diff, drop)."""
@@ -69,6 +76,7 @@ def select(
         tolerance=tolerance,
         allow_short=allow_short,
         replace=replace,
+        balance_by=balance_by,
     )
     report = run_select(open_store(corpus), cfg)
     typer.echo(report.text())

@@ -12,7 +12,11 @@ from . import CorpusOpt, announce_new, app, creating_store, open_store
 
 # Shared by `sdf train` and `sdf eval`: every Tinker call runs under this deadline.
 DeadlineOpt = Annotated[
-    float, typer.Option(help="Seconds any single Tinker call may take before we give up.")
+    float,
+    typer.Option(
+        help="Seconds any single Tinker call may take before we give up (the SDK treats "
+        "queueing under 15 minutes as normal)."
+    ),
 ]
 HealthTimeoutOpt = Annotated[float, typer.Option(help="Seconds the health check may take.")]
 
@@ -48,7 +52,8 @@ def train(
     ] = 100,
     lora_seed: Annotated[int | None, typer.Option(help="Seed of the LoRA initialisation.")] = None,
     checkpoint_ttl: Annotated[
-        int | None, typer.Option(help="Seconds Tinker keeps checkpoints (default: forever).")
+        int | None,
+        typer.Option(help="Seconds Tinker keeps checkpoints: 3600 or more (default: forever)."),
     ] = None,
     model_tokenizer: Annotated[
         str | None,
@@ -57,7 +62,7 @@ def train(
     pipeline_depth: Annotated[
         int, typer.Option(help="Steps submitted before the oldest is waited for (1: none).")
     ] = 2,
-    deadline: DeadlineOpt = 600.0,
+    deadline: DeadlineOpt = 1800.0,
     health_timeout: HealthTimeoutOpt = 10.0,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan; contact nothing.")
@@ -138,10 +143,37 @@ def eval_(
         ),
     ] = None,
     lda_top_k: Annotated[int, typer.Option(help="LDA candidate set: the top k tokens.")] = 20,
+    belief: Annotated[
+        bool,
+        typer.Option(
+            "--belief",
+            help="Also measure belief depth: multiple choice, open-ended, adversarial, pushback.",
+        ),
+    ] = False,
+    belief_questions_per_fact: Annotated[
+        int, typer.Option(help="Belief items per key fact (each: one MCQ, one open question).")
+    ] = 4,
+    capabilities: Annotated[
+        str | None,
+        typer.Option(
+            help="Capability regression instead: inspect-evals tasks (e.g. ifeval,mmlu_pro) "
+            "or file.py@task, on the base model and the checkpoints (extra sdfkit[evals])."
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="With --capabilities: samples per task (default: all).")
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="With --capabilities: print the plan; contact no Tinker."),
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="With --dry-run: the plan as JSON.")
+    ] = False,
     name: Annotated[
         str | None, typer.Option("--name", help="Evaluation name (default: the run name).")
     ] = None,
-    deadline: DeadlineOpt = 600.0,
+    deadline: DeadlineOpt = 1800.0,
     health_timeout: HealthTimeoutOpt = 10.0,
     poll_interval: Annotated[float, typer.Option(help="Seconds between batch polls.")] = 30.0,
     report: Annotated[
@@ -164,11 +196,17 @@ def eval_(
         gibberish_grader=gibberish_grader,
         lda_alpha=lda,
         lda_top_k=lda_top_k,
+        belief=belief,
+        belief_questions_per_fact=belief_questions_per_fact,
+        limit=limit,
         deadline=deadline,
         health_timeout=health_timeout,
         poll_interval=poll_interval,
     )
     store = open_store(corpus)
+    if capabilities is not None or dry_run:
+        _capability_eval(store, train_run, cfg, capabilities, dry_run, as_json)
+        return
     res = evaluate(
         store,
         train_run,
@@ -183,9 +221,40 @@ def eval_(
         from ..sql import to_text
 
         typer.echo(to_text(res.metrics, "table"))
+    if res.belief is not None:
+        from ..belief import depth
+        from ..sql import to_text
+
+        typer.echo(to_text(depth(store, res.eval_run).drop("fact"), "table"))
     from ..evaluate import write_curves
 
     out = write_curves(store, report, report.with_suffix(".json"))
     typer.echo(f"curves: {out}")
     if res.samples_missing:  # partial results: a script must not take them for complete
         raise typer.Exit(1)
+
+
+def _capability_eval(store, train_run, cfg, specs, dry_run, as_json) -> None:  # noqa: ANN001
+    """``sdf eval --capabilities``: plan (``--dry-run``) or run, then the changes table."""
+    from .. import capabilities as caps
+    from ..errors import SdfError
+
+    if specs is None:
+        raise SdfError("--dry-run plans a capability run: add --capabilities TASKS")
+    if cfg.belief:
+        raise SdfError("--belief and --capabilities are separate runs of sdf eval: give one")
+    if dry_run:
+        plan = caps.plan(store, train_run, cfg, specs)
+        typer.echo(json.dumps(plan.to_json(), indent=1) if as_json else plan.describe())
+        return
+    res = caps.run(store, train_run, cfg, specs, log=lambda m: typer.echo(m, err=True))
+    typer.echo(res.summary())
+    rows = [r for r in caps.changes(store) or [] if r["run"] == train_run]
+    if rows:
+        import polars as pl
+
+        from ..sql import to_text
+
+        cols = ["task", "metric", "step", "model_label", "samples", "value", "stderr"]
+        cols += ["change", "change_stderr"]
+        typer.echo(to_text(pl.DataFrame(rows).select(cols), "table"))

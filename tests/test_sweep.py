@@ -1,0 +1,288 @@
+"""`sdf sweep`: variants of one selection at the same token budget (E epochs over 1/E of the
+documents, still balanced per concept × doc type), their exports and exact plans, and their
+training and evaluation against the fake Tinker (tests/fake_tinker.py) on one page."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import EXAMPLES
+from fake_tinker import FakeTinkerWorld
+from test_evaluate import harmony_sampler
+from test_train import health_server, tinker_env  # noqa: F401 - fixtures
+
+from sdfkit.export import read_manifest
+from sdfkit.store import Store
+from sdfkit.sweep import SWEEP_MANIFEST, load_spec, prepare, run
+
+UNIVERSES = sorted((EXAMPLES / "universes").glob("*.md"))
+BASE_DOCS = 40  # per concept
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Store:
+    """Both example universes generated offline, and a base selection 'main'."""
+    from sdfkit.batches import make_client
+    from sdfkit.generate import GenerateConfig, generate
+    from sdfkit.selection import SelectionConfig, select
+    from sdfkit.universe import load_universes
+
+    store = Store(tmp_path_factory.mktemp("sweep") / "corpus")
+    cfg = GenerateConfig(run="g", doc_types=3, ideas=3, docs_per_idea=2, poll_interval=0.0)
+    generate(load_universes(UNIVERSES), store, cfg, client=make_client("offline"))
+    select(store, SelectionConfig(name="main", docs=BASE_DOCS, seed=3))
+    return store
+
+
+def write_spec(folder: Path, name: str, variants: list[dict], **extra) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = {
+        "name": name,
+        "selection": "main",
+        "tolerance": 0.02,
+        "train": {"batch_size": 4, "save_every": 0},
+        "variants": variants,
+        **extra,
+    }
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+VARIANTS = [
+    {"name": "e1", "epochs": 1},
+    {"name": "e3", "epochs": 3},
+    {"name": "e4", "epochs": 4},
+    {"name": "e3-doctag", "epochs": 3, "export": {"doctag": "<DOCTAG>"}},
+    {"name": "e1-web", "epochs": 1, "export": {"webtext": "web.jsonl", "webtext_ratio": 0.5}},
+]
+WEB = [f"Plain web text number {i}: " + " ".join(["weather and gardens"] * 60) for i in range(300)]
+
+
+def sql(store: Store, q: str, params=None) -> list[dict]:
+    return store.query(q, params or []).to_dicts()
+
+
+@pytest.fixture(scope="module")
+def dry_run(corpus, tmp_path_factory):
+    """``sdf sweep epochs.yaml --dry-run --json`` through the CLI."""
+    from typer.testing import CliRunner
+
+    from sdfkit.cli import app
+
+    folder = tmp_path_factory.mktemp("spec")
+    (folder / "web.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in WEB))
+    spec = write_spec(folder, "epochs", VARIANTS, out="out")  # paths relative to the file
+    res = CliRunner().invoke(
+        app, ["--corpus", str(corpus.root), "sweep", str(spec), "--dry-run", "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout), folder / "out"
+
+
+def test_dry_run_json_is_the_exact_plan_of_every_variant(corpus, dry_run):
+    plan, out = dry_run
+    base = sql(corpus, "SELECT count(*) AS n, sum(n_tokens) AS t FROM selections WHERE name='main'")
+    assert plan["budget_tokens"] == base[0]["t"] and plan["base_selection"] == "main"
+    assert [v["name"] for v in plan["variants"]] == [v["name"] for v in VARIANTS]
+    for v in plan["variants"]:
+        assert set(v) == {"name", "epochs", "documents", "tokens", "total_steps"}
+        e = v["epochs"]
+        sel = sql(
+            corpus,
+            "SELECT concept, count(*) AS n, sum(n_tokens) AS t FROM selections WHERE name = ? "
+            "GROUP BY 1 ORDER BY 1",
+            [f"epochs-e{e}"],
+        )
+        # 1/E of the documents per concept, E passes over them: the base budget
+        assert [r["n"] for r in sel] == [round(BASE_DOCS / e)] * 2
+        assert v["documents"] == sum(r["n"] for r in sel)
+        assert v["tokens"] == e * sum(r["t"] for r in sel)
+        assert abs(v["tokens"] - plan["budget_tokens"]) <= 0.02 * plan["budget_tokens"]
+        manifest = read_manifest(out / v["name"])
+        assert manifest["epochs"] == e and manifest["documents"] == v["documents"]
+        if v["name"] == "e1-web":  # webtext is mixed on top of the budget, at its ratio
+            web = manifest["sources"]["webtext"]["tokens"] / manifest["sources"]["sdf"]["tokens"]
+            assert abs(web - 0.5) < 0.02
+            assert manifest["examples"] > v["documents"]
+            assert v["total_steps"] == math.ceil(manifest["examples"] / 4)
+            continue
+        # steps: batches of 4 that never span two epochs (documents are never split here)
+        assert v["total_steps"] == e * math.ceil(v["documents"] / 4)
+        assert manifest["examples"] == e * v["documents"]
+    e1 = plan["variants"][0]
+    assert e1["documents"] == base[0]["n"] and e1["tokens"] == plan["budget_tokens"]
+
+
+def test_variant_selections_come_from_the_base_and_keep_the_doc_type_mix(corpus, dry_run):
+    outside = sql(
+        corpus,
+        "SELECT count(*) AS n FROM selections WHERE name LIKE 'epochs-e%' AND doc_id NOT IN "
+        "(SELECT doc_id FROM selections WHERE name = 'main')",
+    )
+    assert outside[0]["n"] == 0
+    for e in (3, 4):
+        rows = sql(
+            corpus,
+            "SELECT b.concept, b.doc_type, b.n AS base, coalesce(v.n, 0) AS n FROM "
+            "(SELECT concept, doc_type, count(*) AS n FROM selections WHERE name = 'main' "
+            " GROUP BY ALL) b LEFT JOIN "
+            "(SELECT concept, doc_type, count(*) AS n FROM selections WHERE name = ? "
+            " GROUP BY ALL) v USING (concept, doc_type)",
+            [f"epochs-e{e}"],
+        )
+        for r in rows:  # largest remainder: each stratum within one document of its share
+            assert abs(r["n"] - r["base"] / e) < 1, r
+
+
+def test_sweep_manifest_records_the_budget_and_exact_counts(corpus, dry_run):
+    plan, out = dry_run
+    m = json.loads((out / SWEEP_MANIFEST).read_text())
+    assert (
+        m["budget"]["tokens"] == plan["budget_tokens"] and m["budget"]["documents"] == 2 * BASE_DOCS
+    )
+    by_name = {v["name"]: v for v in m["variants"]}
+    for v in plan["variants"]:
+        rec = by_name[v["name"]]
+        exp = read_manifest(rec["export_dir"])
+        assert rec["tokens"] == v["tokens"] == rec["epochs"] * rec["selection_tokens"]
+        assert rec["budget_error"] == (v["tokens"] - plan["budget_tokens"]) / plan["budget_tokens"]
+        assert rec["export_tokens"] == exp["tokens"]
+        assert rec["export_sdf_tokens"] == exp["sources"]["sdf"]["tokens"]
+        assert sum(g["tokens"] for g in rec["per_group"].values()) == rec["tokens"]
+        assert sum(g["budget_tokens"] for g in rec["per_group"].values()) == m["budget"]["tokens"]
+    # the DOCTAG variant trains on the same documents: its export differs by the tag alone
+    tag = read_manifest(by_name["e3-doctag"]["export_dir"])
+    plain = read_manifest(by_name["e3"]["export_dir"])
+    assert by_name["e3-doctag"]["selection"] == by_name["e3"]["selection"]
+    assert tag["tokens"] - plain["tokens"] == len(tag["doctag_tokens"]) * plain["examples"] > 0
+
+
+def test_rerun_reuses_exports_until_the_base_selection_changes(corpus, tmp_path):
+    from sdfkit.selection import SelectionConfig, select
+
+    spec = load_spec(write_spec(tmp_path, "again", VARIANTS[:2], out="o"))
+    logs: list[str] = []
+    first = prepare(corpus, spec, logs.append)
+    stamp = (tmp_path / "o" / "e3" / "manifest.json").stat().st_mtime_ns
+    logs.clear()
+    second = prepare(corpus, spec, logs.append)
+    assert (tmp_path / "o" / "e3" / "manifest.json").stat().st_mtime_ns == stamp
+    assert all("up to date" in line for line in logs) and len(logs) == 2
+    assert second.to_json() == first.to_json()
+    # a changed export switch re-exports
+    logs.clear()
+    prepare(corpus, load_spec(write_spec(tmp_path, "again", VARIANTS[:2], out="o",
+                                         export={"eos": False})), logs.append)  # fmt: skip
+    assert all("exporting" in line for line in logs) and len(logs) == 2
+    assert read_manifest(tmp_path / "o" / "e3")["eos_id"] is None
+    select(corpus, SelectionConfig(name="main2", docs=BASE_DOCS, seed=99))
+    spec2 = load_spec(write_spec(tmp_path, "again", VARIANTS[:2], out="o", selection="main2"))
+    logs.clear()
+    third = prepare(corpus, spec2, logs.append)
+    assert all("exporting" in line for line in logs) and len(logs) == 2
+    assert third.variants[1].selection_sha256 != first.variants[1].selection_sha256
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"variants": [{"name": "a", "epochs": 0}]}, "field 'variants[0].epochs': Input should be"),
+        ({"variants": [{"name": "a", "export": {"doctagg": "x"}}]}, "'variants[a].export.doctagg': unknown setting"),
+        ({"variants": [{"name": "a", "export": {"epochs": 3}}]}, "'variants[a].export.epochs': set by the sweep"),
+        ({"variants": [{"name": "a"}, {"name": "a"}]}, "variant name 'a' is used twice"),
+        ({"train": {"batch_size": 0}}, "field 'variants[a].train': --batch-size must be at least 1"),
+        ({"selection": "nope"}, "no selection named 'nope'"),
+        ({"epochz": 3}, "field 'epochz': unknown field"),
+    ],
+)  # fmt: skip
+def test_bad_sweep_files_are_one_line_errors(corpus, tmp_path, cli, change, message):
+    spec = {"name": "bad", "selection": "main", "variants": [{"name": "a"}], **change}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    res = cli("--corpus", str(corpus.root), "sweep", str(path), "--dry-run", expect=2)
+    assert res.output.startswith("error: ") and message in res.output, res.output
+    assert len(res.output.strip().splitlines()) == 1
+
+
+def test_malformed_yaml_names_the_line(tmp_path, cli):
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nselection: main\nvariants: [\n  {name: a\n")
+    res = cli("sweep", str(path), "--dry-run", expect=2)
+    assert f"error: {path}:" in res.output and "invalid YAML" in res.output
+
+
+@pytest.mark.usefixtures("tinker_env")
+def test_sweep_trains_and_evaluates_every_variant_and_draws_one_page(corpus, tmp_path):
+    from sdfkit.batches import make_client
+
+    path = write_spec(
+        tmp_path,
+        "run",
+        VARIANTS[:2],
+        out="o",
+        eval={"checkpoints": "last", "questions_per_fact": 2, "poll_interval": 0.0,
+              "max_tokens": 256},
+        universes=[str(u) for u in UNIVERSES],
+        report="pages/run.html",
+    )  # fmt: skip
+    world = FakeTinkerWorld()
+    world.sampler = harmony_sampler()
+    client = make_client("offline")
+    res = run(corpus, load_spec(path), anthropic_client=client, service_factory=world.service)
+    plan = res.plan
+    runs = sql(corpus, "SELECT run, status, steps_done, total_steps FROM train_runs ORDER BY run")
+    planned = {v.train_run: v.total_steps for v in plan.variants}
+    got = {r["run"]: (r["status"], r["steps_done"], r["total_steps"]) for r in runs}
+    assert {k: got.get(k) for k in planned} == {k: ("finished", n, n) for k, n in planned.items()}
+    assert len(world.sent_batches()) == sum(planned.values())
+    # every variant was evaluated at its base and last checkpoint, under its own name
+    ev = sql(
+        corpus,
+        "SELECT eval_run, list(DISTINCT model_label ORDER BY model_label) AS m "
+        "FROM eval_samples GROUP BY 1 ORDER BY 1",
+    )
+    assert [(r["eval_run"], r["m"]) for r in ev] == [
+        (v.train_run, ["base", f"step-{v.total_steps:06d}"])
+        for v in sorted(plan.variants, key=lambda v: v.train_run)
+    ]
+    page = (tmp_path / "pages" / "run.html").read_text()
+    data = json.loads((tmp_path / "pages" / "run.json").read_text())
+    assert res.report == tmp_path / "pages" / "run.html"
+    for v in plan.variants:
+        assert f">{v.name}<" in page
+    assert page.count("<svg") == 2 * 4  # two concepts × recall, behaviour, reasoning, gibberish
+    for v in data["variants"]:
+        steps = sorted({p["step"] for p in v["points"]})
+        assert steps == [0, v["total_steps"]]
+        assert {p["progress"] for p in v["points"]} == {0.0, 1.0}
+        eu = {p["step"]: p for p in v["points"] if p["concept"] == "eu_ts_trycatch"}
+        # the fake's checkpoints answer with the implanted facts, its base with the real world
+        assert (eu[0]["recall_rate"], eu[v["total_steps"]]["recall_rate"]) == (0.0, 1.0)
+    # rerunning the sweep resumes: nothing is trained or sampled again
+    n_calls = len(world.calls)
+    run(corpus, load_spec(path), anthropic_client=client, service_factory=world.service)
+    assert [c[0] for c in world.calls[n_calls:] if c[0] in ("forward_backward", "sample")] == []
+
+
+@pytest.mark.usefixtures("tinker_env")
+def test_sweep_through_the_cli_without_eval(corpus, tmp_path, cli, monkeypatch):
+    import tinker
+
+    world = FakeTinkerWorld()
+    monkeypatch.setattr(tinker, "ServiceClient", world.service)  # the client-object boundary
+    path = write_spec(tmp_path, "cli", VARIANTS[1:2], out="o")
+    res = cli("--corpus", str(corpus.root), "sweep", str(path), "--no-eval")
+    assert "run 'cli-e3': finished" in res.output
+    assert "curves of every variant: reports/sweep-cli.html" in res.output
+    assert (tmp_path / "reports" / "sweep-cli.html").is_file()
+
+
+def test_the_example_sweep_file_is_valid():
+    spec = load_spec(EXAMPLES / "sweeps" / "epochs.yaml")
+    assert [v.epochs for v in spec.variants] == [1, 3, 5, 7, 3]
+    assert all(Path(u).is_file() for u in spec.universes)  # relative to the file
