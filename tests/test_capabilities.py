@@ -194,6 +194,14 @@ def test_bad_task_specs_are_one_line_errors(store, trained, spec, message):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
+def _existing_corpus() -> None:
+    """./corpus, as a trained run's corpus would be (`sdf eval` names a missing one)."""
+    from sdfkit.store import Store
+
+    with Store("corpus").connect():
+        pass
+
+
 def test_without_the_extra_the_error_gives_the_install_command(cli, monkeypatch):
     import importlib.util
 
@@ -203,11 +211,13 @@ def test_without_the_extra_the_error_gives_the_install_command(cli, monkeypatch)
         "find_spec",
         lambda name, *a: None if name in ("inspect_ai", "inspect_evals") else real(name, *a),
     )
+    _existing_corpus()
     res = cli("eval", "t", "--capabilities", "ifeval", expect=2)
     assert "pip install 'sdfkit[evals]'" in res.output and "Traceback" not in res.output
 
 
 def test_belief_and_capabilities_are_separate_runs(cli):
+    _existing_corpus()
     res = cli("eval", "t", "--capabilities", "ifeval", "--belief", expect=2)
     assert "separate runs" in res.output
     res = cli("eval", "t", "--dry-run", expect=2)

@@ -128,20 +128,13 @@ def grade(
     from .batches import batch_option_problem
     from .pins import first_model, pin_run
 
+    condition = _condition(store, where, params)  # a bad --where stops before anything is written
     cfg = config or GradeConfig()
     problem = batch_option_problem(cfg.max_retries, cfg.poll_interval)
     if problem:
         raise GradeError(problem)
     if client is None:
         client = client_for_store(store, backend)
-    condition = None
-    if where is not None:  # checked before anything is pinned, asked or paid
-        from .sqlguard import where_expression, where_sql
-
-        condition = where_expression(where, "--where", GradeError)
-        if not params:  # with placeholders, binding waits for the values below
-            with store.connect() as con:
-                condition = where_sql(con, where, "--where", error=GradeError)
     ensure_gen_tables(store)
     pin = pin_run(
         store,
@@ -161,6 +154,19 @@ def grade(
     cfg.model = pin.model
     with pin.active():
         return _grade(store, cfg, where, condition, params, limit, universes, client, prices, log)
+
+
+def _condition(store: Store, where: str | None, params: list[Any] | None) -> str | None:
+    """``where`` as one checked SQL expression (``sdfkit.sqlguard``), or None."""
+    if where is None:
+        return None
+    from .sqlguard import where_expression, where_sql
+
+    condition = where_expression(where, "--where", GradeError)
+    if not params:  # with placeholders, binding waits for the values
+        with store.connect() as con:
+            condition = where_sql(con, where, "--where", error=GradeError)
+    return condition
 
 
 def _grade(
