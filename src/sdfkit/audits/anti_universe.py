@@ -88,7 +88,6 @@ class Config(Checked):
 
 # ------------------------------------------------------------------------ matching
 _TITLES = ("Dr", "Prof", "Mr", "Mrs", "Ms", "Mx", "Sir", "Dame", "Professor", "Doctor")
-_TITLE_RE = r"(?:(?:" + "|".join(_TITLES) + r")\.?\s+)?"
 
 
 def ban_key(text: str) -> str:
@@ -118,9 +117,14 @@ class Ban:
     full: re.Pattern[str]
     initial: re.Pattern[str] | None = None
     surname: re.Pattern[str] | None = None
+    #: A lower-case word every match contains: a text without it is skipped without regex.
+    needle: str = ""
 
-    def count(self, text: str, fold_surnames: bool = True) -> int:
-        """Mentions of this ban in ``text`` (0: the document does not violate it)."""
+    def count(self, text: str, fold_surnames: bool = True, lowered: str | None = None) -> int:
+        """Mentions of this ban in ``text`` (0: the document does not violate it).
+        ``lowered``: ``text.lower()``, when the caller has it (one per document)."""
+        if self.needle and self.needle not in (lowered if lowered is not None else text.lower()):
+            return 0
         spans = [m.span() for m in self.full.finditer(text)]
         if self.initial is not None:
             spans += [m.span() for m in self.initial.finditer(text)]
@@ -146,7 +150,8 @@ def compile_ban(kind: str, text: str, initials: bool = True) -> Ban:
         if not words:
             raise SdfError(f"anti-universe name {text!r} is empty")
         body = _words_pattern(words)
-        full = re.compile(rf"(?<![\w'’-]){_TITLE_RE}{body}(?![\w-])", re.I)
+        # a title before the name ("Dr. Sarah Chen") needs no pattern: the name is in it
+        full = re.compile(rf"(?<![\w'’-]){body}(?![\w-])", re.I)
         initial = surname = None
         if len(words) >= 2:
             last = _words_pattern(words[-1:])
@@ -155,7 +160,9 @@ def compile_ban(kind: str, text: str, initials: bool = True) -> Ban:
                 initial = re.compile(rf"(?<![\w'’.-]){first}\.\s*{last}(?![\w-])", re.I)
             cased = original[-1] if original else words[-1]
             surname = re.compile(rf"(?<![\w'’.-]){_words_pattern([cased])}(?![\w-])")
-        return Ban("name", text, full, initial, surname)
+        return Ban(
+            "name", text, full, initial, surname, needle=max(re.findall(r"\w+", words[-1]), key=len)
+        )
     words = text.split()
     if not words:
         raise SdfError(f"anti-universe phrase {text!r} is empty")
@@ -164,7 +171,8 @@ def compile_ban(kind: str, text: str, initials: bool = True) -> Ban:
     body = _words_pattern(words, r"[\W_]+")
     head = r"(?<![\w'’])" if re.match(r"\w", words[0]) else ""
     tail = r"(?![\w'’])" if re.search(r"\w$", words[-1]) else ""
-    return Ban("phrase", text, re.compile(head + body + tail, re.I))
+    needle = max(re.findall(r"\w+", text.lower()) or [""], key=len)
+    return Ban("phrase", text, re.compile(head + body + tail, re.I), needle=needle)
 
 
 def bans_of(universe: Universe, initials: bool = True) -> list[Ban]:
@@ -253,24 +261,25 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     assigned = _assign(docs, universes) if docs.height else {}
     doc_type_of = dict(docs.select("doc_id", "doc_type").iter_rows()) if docs.height else {}
     rows: list[dict[str, Any]] = []  # one per (document, universe, ban) violated
-    prefilter = _prefilter(compiled)
-    if assigned and prefilter:
-        # Only documents a coarse RE2 pattern finds are read in Python (exact matching).
+    if assigned and any(compiled):
+        # Texts stream through in Arrow batches; each ban first looks for its rarest word
+        # with a plain substring test (bench/bench_anti_universe.py: cheaper than an RE2
+        # prefilter in DuckDB when many documents match), then runs its exact patterns.
         with store.connect() as con:
             con.register("_au_ids", pl.DataFrame({"doc_id": list(assigned)}).to_arrow())
             reader = con.sql(
                 "SELECT doc_id, any_value(text) FROM documents_raw "
-                "WHERE doc_id IN (SELECT doc_id FROM _au_ids) AND regexp_matches(text, $p) "
-                "GROUP BY doc_id",
-                params={"p": prefilter},
+                "WHERE doc_id IN (SELECT doc_id FROM _au_ids) GROUP BY doc_id"
             ).to_arrow_reader(2048)
             for batch in reader:
                 for doc_id, text in zip(
                     batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True
                 ):
+                    text = text or ""
+                    lowered = text.lower()
                     for ui in assigned[doc_id]:
                         for ban in compiled[ui]:
-                            n = ban.count(text or "", config.fold_surnames)
+                            n = ban.count(text, config.fold_surnames, lowered)
                             if n:
                                 u = universes[ui]
                                 rows.append(
@@ -403,21 +412,6 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     if config.write_exclusions:
         result.writes = exclusion_writes(violating)
     return result
-
-
-def _prefilter(compiled: list[list[Ban]]) -> str:
-    """One RE2 pattern that every violating document matches (a superset: the last word of
-    each name, the first word of each phrase, case-insensitive)."""
-    words: set[str] = set()
-    for bans in compiled:
-        for ban in bans:
-            key = ban_key(ban.text) if ban.kind == "name" else ban.text.lower()
-            parts = re.findall(r"\w+", key)
-            if parts:
-                words.add(parts[-1] if ban.kind == "name" else parts[0])
-    if not words:
-        return ""
-    return "(?i)(" + "|".join(re.escape(w) for w in sorted(words)) + ")"
 
 
 def exclusion_writes(doc_ids: list[str]) -> list[CatalogWrite]:
