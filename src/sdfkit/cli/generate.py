@@ -137,8 +137,6 @@ def generate(
     if backend == "offline":
         _log("backend: offline stand-in (templated text, no model, no key, no cost)")
     if max_rounds is not None and not replace_excluded:
-        from ..errors import SdfError
-
         raise SdfError("--max-rounds repeats --replace-excluded: give --replace-excluded too")
     if replace_excluded:
         from ..loop import replace_loop
