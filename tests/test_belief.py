@@ -309,3 +309,23 @@ def test_fact_curves_can_be_queried_after_a_library_evaluation_without_belief(
     assert {r["model_label"] for r in rows} == {"base", "step-000002"}
     assert {r["mcq_implanted"] for r in rows} == {None}
     assert {r["token_share"] for r in rows} == {None}  # no document of this export has a fact
+
+
+def test_belief_questions_rendered_differently_are_asked_again(
+    store, trained, example_universe, monkeypatch
+):
+    """Belief samples are keyed by the tokens asked: after a change of the shared renderer
+    (e.g. where the adversarial system message goes) a rerun asks again."""
+    import sdfkit.sampling as sampling
+
+    trained.sampler = believer()
+    first = run_eval(store, trained, "keyed", example_universe, include_base=False)
+    same = run_eval(store, trained, "keyed", example_universe, include_base=False)
+    assert first.belief.samples_new > 0 and same.belief.samples_new == 0
+    real = sampling.prompt_tokens
+    newline = TOK.encode("\n")
+    monkeypatch.setattr(
+        sampling, "prompt_tokens", lambda r, msgs: real(r, msgs)[:3] + newline + real(r, msgs)[3:]
+    )
+    again = run_eval(store, trained, "keyed", example_universe, include_base=False)
+    assert again.belief.samples_new == first.belief.samples_new

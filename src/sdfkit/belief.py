@@ -315,6 +315,7 @@ def sample_belief(
     from tinker import types
 
     from .evaluate import renderer_for
+    from .sampling import prompt_tokens
     from .train import within
 
     renderer = renderer_for(base_model, cfg.renderer)
@@ -322,6 +323,7 @@ def sample_belief(
         max_tokens=cfg.max_tokens, temperature=cfg.temperature, stop=renderer.stop_ids()
     )
     stored = missing = 0
+    rendered: dict[str, list[int]] = {}  # conversation -> its prompt tokens
     for target in targets:
         done = {
             r["sample_id"]: r
@@ -336,9 +338,17 @@ def sample_belief(
         for q in questions:
             for condition in ("plain", "adversarial"):
                 for pos in ("A", "B") if q["kind"] == "mcq" else (None,):
+                    msgs = first_messages(q, condition, pos)
+                    # keyed by the tokens asked too: a renderer fix (e.g. where a system
+                    # message goes) asks again rather than reusing another rendering's answers
+                    mkey = json.dumps(msgs, sort_keys=True)
+                    if mkey not in rendered:
+                        rendered[mkey] = prompt_tokens(renderer, msgs)
+                    toks = rendered[mkey]
                     for k in range(cfg.samples):
-                        sid = _hash(eval_run, target.label, q["question_id"], condition, pos, k)
-                        msgs = first_messages(q, condition, pos)
+                        sid = _hash(
+                            eval_run, target.label, q["question_id"], condition, pos, k, toks
+                        )
                         first.append(_Job(sid, q, condition, pos, k, msgs))
         client = None
 
