@@ -61,7 +61,7 @@ VARIANTS = [
     {"name": "e3-doctag", "epochs": 3, "export": {"doctag": "<DOCTAG>"}},
     {"name": "e1-web", "epochs": 1, "export": {"webtext": "web.jsonl", "webtext_ratio": 0.5}},
 ]
-WEB = [f"Plain web text number {i}: " + " ".join(["weather and gardens"] * 60) for i in range(300)]
+WEB = [f"Plain web text number {i}: " + " ".join(["weather and gardens"] * 60) for i in range(900)]
 
 
 def sql(store: Store, q: str, params=None) -> list[dict]:
