@@ -72,7 +72,6 @@ def test_capability_scores_land_with_stderr_and_change_against_base(store, train
     from inspect_ai.log import read_eval_log
 
     from sdfkit.capabilities import changes, run
-    from sdfkit.check import Thresholds
     from sdfkit.check import evaluate as check
 
     prompts: list[str] = []
@@ -108,12 +107,12 @@ def test_capability_scores_land_with_stderr_and_change_against_base(store, train
     assert ch["change_stderr"] == pytest.approx(se, abs=1e-4)
     # sdf check holds the drop to max_capability_drop
     report = {"capabilities": changes(store)}
-    tight = check(report, Thresholds(max_capability_drop=0.05)).verdicts
+    tight = check(report, _only_drop(0.05)).verdicts
     assert [v.status for v in tight] == ["fail"] and tight[0].figure == pytest.approx(1 - acc, 1e-3)
-    assert check(report, Thresholds(max_capability_drop=0.8)).ok
-    assert check({}, Thresholds(max_capability_drop=0.1)).verdicts[0].status == "not run"
+    assert check(report, _only_drop(0.8)).ok
+    assert check({}, _only_drop(0.1)).verdicts[0].status == "not run"
     broken = {"capabilities_error": "capability_changes.sql: no such column x"}
-    v = check(broken, Thresholds(max_capability_drop=0.1)).verdicts[0]
+    v = check(broken, _only_drop(0.1)).verdicts[0]
     assert v.status == "not run" and "could not be computed: capability_changes.sql" in v.detail
     # rerunning resumes: nothing sampled again
     again = run(store, "t", EvalConfig(checkpoints="last"), SPEC, service_factory=trained.service)
@@ -192,6 +191,18 @@ def test_bad_task_specs_are_one_line_errors(store, trained, spec, message):
     with pytest.raises(CapabilityError) as err:
         plan(store, "t", EvalConfig(), spec)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def _only_drop(limit: float):
+    """Thresholds with max_capability_drop alone (the gates on by default turned off)."""
+    from sdfkit.check import Thresholds
+
+    return Thresholds(
+        max_capability_drop=limit,
+        max_anti_universe_documents=None,
+        max_name_doc_share=None,
+        max_top5_names_doc_share=None,
+    )
 
 
 def _existing_corpus() -> None:

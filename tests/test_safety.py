@@ -438,6 +438,10 @@ def test_checks_with_nothing_to_measure_are_not_run_never_pass():
         max_near_duplicate_fraction=0.05,
         max_name_share=0.05,
         max_mean_pairwise_cosine=0.6,
+        # the gates by documents that are on by default are checked elsewhere
+        max_anti_universe_documents=None,
+        max_name_doc_share=None,
+        max_top5_names_doc_share=None,
     )
     verdicts = evaluate(empty, t).verdicts
     assert len(verdicts) == 4

@@ -336,6 +336,10 @@ def test_sample_and_chat_through_the_cli(tmp_path, cli, trained, monkeypatch):
 
 
 def test_sql_on_samples_before_any_sampling_names_the_command(cli):
+    from sdfkit.store import Store
+
+    with Store("corpus").connect():  # a corpus exists (a missing one is its own error)
+        pass
     res = cli("sql", "FROM samples", expect=2)
     assert "made by `sdf sample`" in res.output
 
