@@ -43,9 +43,9 @@ $SDF report --universe "$UNI/*.md"
 counts before
 echo "-- 2. propose what to ban next, 3. apply it to the copies (the diff is shown)"
 $SDF audit names --propose --apply --universe "$UNI/*.md"
-echo "-- 4. replace every excluded document, audit again, until sdf check passes or nothing is left to replace (<= 8 rounds)"
+echo "-- 4. replace every excluded document, audit again, until sdf check passes or nothing is left to replace (<= 10 rounds)"
 # Each round's audit writes reports/report.json, so the last one is the final report.
-$SDF generate "$UNI"/*.md --backend offline --run demo --replace-excluded --max-rounds 8 \
+$SDF generate "$UNI"/*.md --backend offline --run demo --replace-excluded --max-rounds 10 \
   --words 300-900
 $SDF ledger --run demo
 echo "-- 5. after the loop: counts and sdf check"
