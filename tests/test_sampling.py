@@ -336,5 +336,9 @@ def test_sample_and_chat_through_the_cli(tmp_path, cli, trained, monkeypatch):
 
 
 def test_sql_on_samples_before_any_sampling_names_the_command(cli):
+    from sdfkit.store import Store
+
+    with Store("corpus").connect():  # an existing corpus (`sdf sql` names a missing one)
+        pass
     res = cli("sql", "FROM samples", expect=2)
     assert "made by `sdf sample`" in res.output
