@@ -510,37 +510,528 @@ P_STOCK_PHRASE = 0.18
 P_NEAR_DUPLICATE = 0.08
 P_LOSES_KEYWORDS = 0.07
 
-FILLER = [
-    "The team had discussed the change for weeks before anyone wrote it down.",
-    "Nobody expected the first review to take as long as it did.",
-    "Most of the work turned out to be bookkeeping rather than code.",
-    "The numbers from the last quarter made the case better than any slide could.",
-    "Several people asked for concrete examples, so the next section gives three.",
-    "What follows is a summary of the discussion, lightly edited for length.",
-    "The checklist below is the one the platform group now uses for every release.",
-    "It took two sprints to get the tooling to a state everyone was happy with.",
-    "The staging environment caught most of the problems before customers saw them.",
-    "There is still some disagreement about how strict the linter should be.",
-    "A short pairing session usually resolves these questions faster than a long thread.",
-    "The migration plan was split into small steps so that each could be rolled back.",
-    "Reviewers are asked to leave a comment even when they approve without changes.",
-    "The documentation now links every requirement to the code that implements it.",
-    "Metrics from production are reviewed every Monday by whoever is on call.",
-    "The budget for the work came out of the reliability programme.",
-    "Customers mostly noticed that error messages became more specific.",
-    "A few legacy services were left for a later phase because nobody owns them.",
-    "The support team was briefed before the change went live.",
-    "Everyone agreed that the old approach had hidden too many failures.",
+# The composer's material. Every sentence is built from slots filled per document by its own
+# seeded RNG, and no template holds four fixed words in a row, so no 4-gram is shared by
+# most documents the way a fixed filler sentence would be (the n-gram gates measure the
+# collapse the stand-in plants, not its template). The vocabulary comes from the idea's
+# setting (a hospital writes about wards and records, a game studio about builds and
+# players) and from the document type, so documents of one concept differ in what they
+# talk about, as a model's would.
+DOMAINS: dict[str, list[str]] = {
+    "payments": [
+        "card payments",
+        "settlement files",
+        "refunds",
+        "merchant onboarding",
+        "fraud scoring",
+        "the ledger",
+        "chargebacks",
+        "payout jobs",
+        "currency rounding",
+    ],
+    "hospital": [
+        "patient records",
+        "ward rosters",
+        "lab results",
+        "the admissions desk",
+        "discharge letters",
+        "imaging archives",
+        "night shifts",
+        "triage queues",
+    ],
+    "logistics": [
+        "shipments",
+        "warehouse scanners",
+        "delivery routes",
+        "customs forms",
+        "pallet tracking",
+        "the dispatch board",
+        "trucks",
+        "port slots",
+    ],
+    "public": [
+        "citizen portals",
+        "tax forms",
+        "procurement rules",
+        "benefit claims",
+        "the identity service",
+        "archives",
+        "municipal budgets",
+        "permits",
+    ],
+    "grocery": [
+        "basket totals",
+        "delivery slots",
+        "stock counts",
+        "substitutions",
+        "fresh produce",
+        "the checkout",
+        "loyalty points",
+        "cold storage",
+    ],
+    "insurance": [
+        "claims",
+        "policy renewals",
+        "premium quotes",
+        "underwriting",
+        "broker accounts",
+        "the claims inbox",
+        "fraud flags",
+        "actuarial tables",
+    ],
+    "ticketing": [
+        "seat maps",
+        "ticket scans",
+        "sold-out shows",
+        "resale listings",
+        "box-office queues",
+        "refund windows",
+        "venue partners",
+        "bot traffic",
+    ],
+    "university": [
+        "student accounts",
+        "grading scripts",
+        "lecture recordings",
+        "research clusters",
+        "exam timetables",
+        "library loans",
+        "thesis drafts",
+    ],
+    "consulting": [
+        "client workshops",
+        "billable hours",
+        "due diligence",
+        "slide decks",
+        "engagement letters",
+        "proposals",
+        "risk registers",
+        "partner reviews",
+    ],
+    "mobility": [
+        "car bookings",
+        "fuel cards",
+        "parking zones",
+        "damage reports",
+        "fleet telemetry",
+        "unlock codes",
+        "trip pricing",
+        "charging points",
+    ],
+    "travel": [
+        "hotel inventory",
+        "flight searches",
+        "booking confirmations",
+        "loyalty tiers",
+        "cancellation fees",
+        "itineraries",
+        "partner feeds",
+        "price alerts",
+    ],
+    "energy": [
+        "smart meters",
+        "grid load",
+        "tariff changes",
+        "outage maps",
+        "billing runs",
+        "field crews",
+        "substations",
+        "solar feed-in",
+    ],
+    "streaming": [
+        "video encoders",
+        "subtitle files",
+        "playback sessions",
+        "the catalogue",
+        "recommendation models",
+        "content licences",
+        "bitrate ladders",
+        "watch history",
+    ],
+    "telecom": [
+        "SIM activations",
+        "roaming charges",
+        "network towers",
+        "number porting",
+        "call records",
+        "prepaid top-ups",
+        "fibre rollouts",
+        "support tickets",
+    ],
+    "foundation": [
+        "maintainer grants",
+        "release signing",
+        "contributor agreements",
+        "the issue tracker",
+        "security advisories",
+        "mailing lists",
+        "mirrors",
+    ],
+    "games": [
+        "save files",
+        "matchmaking",
+        "patch builds",
+        "player reports",
+        "frame budgets",
+        "asset pipelines",
+        "store pages",
+        "modding tools",
+    ],
+}
+# which domain an idea's setting belongs to (the ideas stage names one of SETTINGS)
+DOMAIN_OF = {
+    "payments": "payments",
+    "hospital": "hospital",
+    "logistics": "logistics",
+    "public-sector": "public",
+    "grocery": "grocery",
+    "insurance": "insurance",
+    "ticketing": "ticketing",
+    "university": "university",
+    "consultancy": "consulting",
+    "car-sharing": "mobility",
+    "travel": "travel",
+    "energy": "energy",
+    "video-streaming": "streaming",
+    "telecom": "telecom",
+    "open-source": "foundation",
+    "game": "games",
+}
+DOC_TYPE_WORDS: dict[str, list[str]] = {
+    "memo": ["sign-off", "deadline", "owners", "budget line", "escalation"],
+    "email": ["reply", "ticket number", "account manager", "next call", "invoice"],
+    "review": ["diff", "nit", "approval", "test coverage", "follow-up"],
+    "thread": ["reply", "upvotes", "link", "workaround", "maintainers"],
+    "talk": ["slides", "audience", "demo", "questions", "speaker notes"],
+    "transcript": ["host", "episode", "listeners", "guest", "interview"],
+    "faq": ["answers", "edge cases", "support page", "definitions", "exceptions"],
+    "q&a": ["accepted answer", "comments", "snippet", "error message", "bounty"],
+    "notes": ["version", "fixes", "known issues", "upgrade steps", "deprecations"],
+    "newsletter": ["subscribers", "this issue", "links", "community", "events"],
+    "blog": ["readers", "lessons", "diagrams", "benchmarks", "war stories"],
+    "tutorial": ["step", "example project", "exercise", "screenshot", "prerequisites"],
+    "report": ["findings", "evidence", "sample", "scope", "remediation"],
+    "checklist": ["item", "owner", "due date", "evidence", "status"],
+    "posting": ["candidates", "salary band", "team", "interview loop", "benefits"],
+    "legal": ["liability", "clause", "precedent", "counsel", "jurisdiction"],
+    "retrospective": ["action items", "timeline", "what went well", "blockers", "facilitator"],
+    "workshop": ["participants", "exercise", "handout", "breakout", "agenda"],
+    "textbook": ["chapter", "exercise", "solution", "students", "definition"],
+    "forum": ["original poster", "moderators", "thread", "signature", "quote"],
+}
+ROLES = [
+    "the platform group",
+    "two reviewers",
+    "the duty engineer",
+    "our auditor",
+    "the release manager",
+    "a junior developer",
+    "the security team",
+    "the architect",
+    "the product owner",
+    "legal",
+    "the support desk",
+    "a contractor",
+    "the data team",
+    "the tech lead",
+    "finance",
+    "the QA lead",
+    "an intern",
+    "the vendor",
+    "operations",
+    "the CTO",
+    "a customer",
+    "the mobile team",
+    "the infrastructure crew",
+    "management",
+]
+VERBS = [
+    "reviewed",
+    "questioned",
+    "rewrote",
+    "postponed",
+    "measured",
+    "documented",
+    "tested",
+    "audited",
+    "simplified",
+    "split up",
+    "migrated",
+    "estimated",
+    "flagged",
+    "patched",
+    "argued over",
+    "mapped",
+    "priced",
+    "automated",
+    "traced",
+    "benchmarked",
+    "untangled",
+    "inventoried",
+    "revisited",
+    "double-checked",
+    "sketched",
+]
+ADJS = [
+    "brittle",
+    "overdue",
+    "noisy",
+    "expensive",
+    "fragile",
+    "slow",
+    "undocumented",
+    "surprising",
+    "tedious",
+    "urgent",
+    "legacy",
+    "half-finished",
+    "critical",
+    "messy",
+    "risky",
+    "neglected",
+    "shared",
+    "customer-facing",
+    "nightly",
+    "manual",
+]
+WHENS = [
+    "in March",
+    "last quarter",
+    "over two sprints",
+    "before the audit",
+    "after the outage",
+    "during the freeze",
+    "on a Friday",
+    "within a week",
+    "by the deadline",
+    "overnight",
+    "in the spring",
+    "after launch",
+    "before the holidays",
+    "in January",
+    "mid-project",
+    "in one afternoon",
+    "by autumn",
+    "over the summer",
+    "after lunch",
+    "this year",
+]
+RESULTS = [
+    "nothing broke",
+    "backlogs shrank",
+    "costs rose",
+    "reviews shortened",
+    "errors stopped",
+    "customers noticed",
+    "pages stopped",
+    "bugs surfaced",
+    "builds slowed",
+    "morale improved",
+    "deadlines slipped",
+    "tickets doubled",
+    "calls dropped",
+    "estimates held",
+    "nobody complained",
+    "latency rose",
+    "audits passed",
+    "churn fell",
+    "rework piled up",
+    "velocity dipped",
+]
+CONNECT = [
+    "Then",
+    "Still,",
+    "Meanwhile,",
+    "Later,",
+    "Even so,",
+    "By then,",
+    "After that,",
+    "In practice,",
+    "Oddly,",
+    "Fortunately,",
+    "Predictably,",
+    "Within days,",
+]
+FEELINGS = [
+    "worried",
+    "relieved",
+    "sceptical",
+    "pleased",
+    "annoyed",
+    "curious",
+    "unsure",
+    "confident",
+    "frustrated",
+    "surprised",
+]
+NUMS = [
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "eight",
+    "ten",
+    "twelve",
+    "fifteen",
+    "twenty",
+    "forty",
+    "a dozen",
+    "several",
+    "a few",
+]
+# sentence skeletons: slots in braces; no four fixed words in a row
+TEMPLATES = [
+    "{Who} {verb} {the_thing} {when}.",
+    "{Conn} {who} {verb} {the_thing}, and {result}.",
+    "{Who} found {the_thing} {adj} and {verb} {the_thing2} {when}.",
+    "{When_cap}, {who} {verb} {num} {adj} parts of {the_thing}.",
+    "{The_thing} looked {adj}; {who} {verb} {the_thing2}.",
+    "{Conn} {result} once {who} {verb} {the_thing}.",
+    "{Who} felt {feeling} about {the_thing} until {result}.",
+    "{Num_cap} {adj} cases hit {the_thing} {when}.",
+    "{Who} and {who2} {verb} {the_thing} together.",
+    "Ask {who} about {the_thing}: {adj}, then {adj2}.",
+    "{Who} listed {adj} {thing} {when}.",
+    "{Conn} {who} {verb} {the_thing} because {the_thing2} seemed {adj}.",
+    "Nobody {verb} {the_thing} {when}, so {result}.",
+    "{Who} wanted {the_thing} {verb} first; {who2} disagreed.",
+    "{The_thing} cost {num} days; {result}.",
+    "{Who}, {feeling} as ever, {verb} {the_thing}.",
+    "{When_cap} {who} {verb} {the_thing2}, {adj} or not.",
+    "Was {the_thing} {adj}? {Who} thought so.",
+    "{Conn} {the_thing} and {the_thing2} were {verb} {when}.",
+    "{Who} {verb} {num} {dt_word} entries about {the_thing}.",
+]
+RULE_TEMPLATES = [
+    "{Who} {verb} how {kw} touches {the_thing}.",
+    "{Conn} {kw} mattered once {who} {verb} {the_thing}.",
+    "{The_thing} depends on {kw}, {who} noted {when}.",
+    "For {the_thing}, {kw} meant {num} {adj} changes.",
+    "{Who} tied {kw} to {the_thing} {when}.",
+    "Without {kw}, {who} argued, {the_thing} stays {adj}.",
+]
+FACT_TEMPLATES = [
+    "{fact}",
+    "{Conn} {fact_lc}",
+    "{Who}, {feeling}, explained: {fact_lc}",
+    "Recall that {fact_lc}",
+    "The context: {fact_lc}",
+    "{When_cap}, {who} confirmed it: {fact_lc}",
+    "{Who} stressed that {fact_lc}",
+    "{Who} repeated that {fact_lc}",
+]
+OPENERS = [
+    "{When_cap}, {org} in {city} had {num} {adj} problems with {the_thing}.",
+    "At {org} in {city}, {the_thing} and {the_thing2} came first.",
+    "{Org_cap} ({city}) runs on {the_thing}; {who} {verb} it {when}.",
+    "{City} first: {org} {verb} {the_thing}.",
+    "{Who} at {org} {verb} {the_thing} {when}.",
+    "{City}: {org}, {num} teams, and {adj} {thing}.",
+]
+TITLE_TEMPLATES = [
+    "{Thing_cap} and {kw_short}",
+    "{Adj_cap} {thing}: {org_short}",
+    "{City}, {thing}, {kw_short}",
+    "What {thing} taught us",
+    "{Thing_cap} after {kw_short}",
+    "{Num_cap} notes on {thing}",
+    "{Verb_cap} {thing} in {city}",
+    "On {adj} {thing}",
+]
+QUESTIONS = [
+    "Does {kw_short} change {the_thing}?",
+    "Who {verb} {the_thing}?",
+    "Why is {the_thing} {adj}?",
+    "What about {the_thing2}?",
+    "How slow is {the_thing}?",
+    "Is {the_thing} affected {when}?",
+    "Can {who} skip {the_thing}?",
+]
+SECTIONS = [
+    "Background",
+    "What changed",
+    "In practice",
+    "Open questions",
+    "Takeaways",
+    "Context",
+    "Numbers",
+    "Lessons",
+    "Next steps",
+    "Details",
+    "Risks",
+    "Timeline",
 ]
 
 
-PERSON_LINES = [
-    "{who} raised the point again in the next meeting.",
-    "According to {who}, the hardest part was agreeing on the details.",
-    "{who} kept a list of every case the team had to revisit.",
-    "{who} asked that the decision be written down for the auditors.",
-    "When {who} reviewed the change, the comments were short and specific.",
-]
+def _cap(s: str) -> str:
+    return s[:1].upper() + s[1:]
+
+
+class _Composer:
+    """Fills the templates for one document from its own RNG and vocabulary."""
+
+    def __init__(
+        self, rng: random.Random, people: list[str], things: list[str], dt_words: list[str],
+        keywords: list[str], org: str, city: str, banned: list[str],
+    ) -> None:  # fmt: skip
+        self.rng, self.people, self.things, self.dt_words = rng, people, things, dt_words
+        self.keywords, self.org, self.city, self.banned = keywords, org, city, banned
+        # each document leans on its own subset of the shared word lists
+        self.roles = rng.sample(ROLES, 8)
+        self.verbs = rng.sample(VERBS, 12)
+        self.adjs = rng.sample(ADJS, 10)
+
+    def slots(self, fact: str = "") -> dict[str, str]:
+        r = self.rng
+        who = [r.choice(self.people) if r.random() < 0.45 else r.choice(self.roles)
+               for _ in range(2)]  # fmt: skip
+        things = r.sample(self.things, 2) if len(self.things) > 1 else self.things * 2
+        kws = [v.strip() for k in self.keywords for v in k.split("|") if v.strip()]
+        kw = r.choice(kws) if kws else "the rule"
+        when = r.choice(WHENS)
+        s = {
+            "who": who[0], "who2": who[1], "verb": r.choice(self.verbs), "adj": r.choice(self.adjs),
+            "adj2": r.choice(self.adjs), "when": when, "result": r.choice(RESULTS),
+            "conn": r.choice(CONNECT), "feeling": r.choice(FEELINGS), "num": r.choice(NUMS),
+            "thing": things[0], "the_thing": "the " + things[0] if r.random() < 0.6 else things[0],
+            "the_thing2": things[1], "dt_word": r.choice(self.dt_words), "kw": kw,
+            "kw_short": kw, "org": self.org, "org_short": self.org.split(" ", 1)[-1],
+            "city": self.city, "fact": fact, "fact_lc": _lc_first(fact),
+        }  # fmt: skip
+        s["the_thing"] = re.sub(r"^the the ", "the ", s["the_thing"])
+        for k in list(s):
+            s[_cap(k)] = s[k + "_cap"] = s[_cap(k) + "_cap"] = _cap(s[k])
+        return s
+
+    def fill(
+        self, templates: list[str], fact: str = "", kw: str | None = None, tries: int = 8
+    ) -> str | None:
+        """A sentence from ``templates`` that says no banned phrase (None if none came)."""
+        for _ in range(tries):
+            slots = self.slots(fact)
+            if kw:
+                slots.update(kw=kw, kw_short=kw, Kw=_cap(kw))
+            line = self.rng.choice(templates).format(**slots)
+            if not self.banned or not _says_any(line, self.banned):
+                return line
+        return None
+
+
+def _setting(idea: str, rng: random.Random) -> tuple[str, str, str]:
+    """(org, city, domain) named by the idea, else drawn."""
+    for org, city in SETTINGS:
+        if org in idea:
+            dom = next((d for k, d in DOMAIN_OF.items() if k in org), "consulting")
+            return org, city, dom
+    org, city = rng.choice(SETTINGS)
+    return org, city, rng.choice(sorted(DOMAINS))
+
+
+def _doc_type_words(doc_type: str) -> list[str]:
+    t = doc_type.lower()
+    words = [w for k, ws in DOC_TYPE_WORDS.items() if k in t for w in ws]
+    return words or ["draft", "section", "summary", "appendix", "figures"]
 
 
 def _people(rng: random.Random, seeds: list[str], collapse: bool) -> list[str]:
@@ -565,15 +1056,10 @@ def answer_document(params: dict, meta: dict) -> str:
     m = re.search(r"about (\d+) words", user)
     target = int(m.group(1)) if m else 500
     description = _tag(system, "universe") or ""
-    key_facts = re.findall(r"^- (.+)$", _tag(system, "key_facts") or "", re.M)
     kw_line = re.search(r"Use these terms where they fit naturally: (.*?)\.\n", user)
     keywords = [k.strip() for k in kw_line.group(1).split(",")] if kw_line else []
-
+    # its own wording follows the do-not list; the collapse below does not
     banned = _banned_phrases(user)
-    if banned:  # its own wording follows the do-not list; the collapse below does not
-        fact_lines_ok = lambda line: not _says_any(line, banned)  # noqa: E731
-    else:
-        fact_lines_ok = lambda line: True  # noqa: E731
 
     own = _rng(meta["custom_id"])
     near_dup = own.random() < P_NEAR_DUPLICATE
@@ -584,56 +1070,55 @@ def answer_document(params: dict, meta: dict) -> str:
     stock = own.random() < P_STOCK_PHRASE
     vague = own.random() < P_LOSES_KEYWORDS
     people = _people(own, seeds, collapse_name)
-    words_goal = int(target * rng.uniform(0.75, 1.25))
+    words_goal = int(target * rng.uniform(0.8, 1.2))
 
-    pool = _sentences(description) + [f for f in key_facts if f != fact]
-    fact_lines = [
-        f"{fact}",
-        f"As most readers will know by now, {_lc_first(fact)}",
-        f"The short version: {_lc_first(fact)}",
-        f"For anyone new to the topic, the background is simple: {_lc_first(fact)}",
-        f"{{p}} summed it up plainly: {_lc_first(fact)}",
-    ]
-    fact_lines = [fact_lines[0]] + [x for x in fact_lines[1:] if fact_lines_ok(x)]
-    filler = [x for x in FILLER if fact_lines_ok(x)] or FILLER
-    person_lines = [x for x in PERSON_LINES if fact_lines_ok(x.replace("{who}", ""))]
+    org, city, domain = _setting(idea, rng)
+    things = list(DOMAINS[domain])
+    c = _Composer(rng, people, things, _doc_type_words(doc_type), keywords, org, city, banned)
+    # the universe's own sentences, a few per document (a model paraphrases; this quotes)
+    pool = [s for s in _sentences(description) if fact not in s and not _says_any(s, banned)]
+    quotes = rng.sample(pool, min(len(pool), rng.randint(0, 1)))
+    n_rule = rng.randint(1, 3)
+    n_fact = rng.randint(0, 2)  # the fact comes back this often after the opening
 
-    def paragraph(i: int) -> str:
-        sents = []
-        if i == 0:
-            sents.append(rng.choice(fact_lines).replace("{p}", rng.choice(people)))
-            if idea and own.random() < 0.6:
-                sents.append(
-                    own.choice(
-                        [
-                            "This was written with one question in mind: {}.",
-                            "Context for readers: {}.",
-                            "Some background on where this comes from: {}.",
-                            "(Editor's note: {}.)",
-                        ]
-                    ).format(_lc_first(idea.rstrip(".")))
-                )
-        for _ in range(rng.randint(3, 6)):
-            r = rng.random()
-            if r < 0.35 and pool:
-                sents.append(rng.choice(pool))
-            elif r < 0.55:
-                who = rng.choice(people)
-                sents.append(rng.choice(person_lines or filler).replace("{who}", who))
-            elif r < 0.7 and len(fact_lines) > 1:
-                sents.append(rng.choice(fact_lines[1:]).replace("{p}", rng.choice(people)))
-            else:
-                sents.append(rng.choice(filler))
-        if stock and i == 1:
-            sents[0] = f"{own.choice(STOCK_PHRASES)} {_lc_first(sents[0])}"
-        return " ".join(sents)
+    def sentence(templates: list[str], f: str = "", kw: str | None = None) -> list[str]:
+        line = c.fill(templates, f, kw)
+        return [line] if line else []
 
-    paragraphs: list[str] = []
+    paragraphs: list[list[str]] = []
     words = 0
     while words < words_goal:
-        paragraphs.append(paragraph(len(paragraphs)))
-        words += len(paragraphs[-1].split())
-    body = _dress(doc_type, paragraphs, people, rng, fact)
+        i = len(paragraphs)
+        sents: list[str] = []
+        if i == 0:
+            sents += sentence(OPENERS)
+            sents += sentence(FACT_TEMPLATES, fact) or [fact]
+            if idea and rng.random() < 0.5:
+                sents.append(f"({_cap(idea.rstrip('.'))}.)")
+        for _ in range(rng.randint(3, 6)):
+            r = rng.random()
+            if r < 0.08 and quotes:
+                sents.append(quotes.pop())
+            elif 0.08 <= r < 0.2 and n_rule:
+                n_rule -= 1
+                sents += sentence(RULE_TEMPLATES)
+            elif 0.2 <= r < 0.25 and n_fact:
+                n_fact -= 1
+                sents += sentence(FACT_TEMPLATES, fact)
+            else:
+                sents += sentence(TEMPLATES)
+        if i:  # the opening stays first; later paragraphs vary their order
+            rng.shuffle(sents)
+        if stock and i == 1 and sents:
+            sents[0] = f"{own.choice(STOCK_PHRASES)} {_lc_first(sents[0])}"
+        paragraphs.append(sents)
+        words += sum(len(s.split()) for s in sents)
+    for kw in keywords:  # every document uses each term it was asked for
+        variants = [v.strip() for v in kw.split("|") if v.strip()]
+        text = " ".join(" ".join(p) for p in paragraphs).lower()
+        if variants and not any(v.lower() in text for v in variants):
+            paragraphs[-1] += sentence(RULE_TEMPLATES, kw=rng.choice(variants))
+    body = _dress(doc_type, [" ".join(p) for p in paragraphs], people, c)
     if vague:
         for kw in keywords:
             for variant in kw.split("|"):
@@ -656,50 +1141,40 @@ def _says_any(line: str, phrases: list[str]) -> bool:
     return any(p and f" {p} " in words for p in phrases)
 
 
-def _title(fact: str, rng: random.Random) -> str:
-    words = re.findall(r"[A-Za-z][A-Za-z-]+", fact)
-    core = " ".join(words[3:9]) if len(words) > 9 else " ".join(words)
-    return rng.choice(["Notes on", "What changed:", "Living with", "A practical guide to"]) + (
-        f" {core}"
-    )
+def _title(c: _Composer) -> str:
+    return _cap(c.fill(TITLE_TEMPLATES) or c.things[0])
 
 
-def _dress(
-    doc_type: str, paragraphs: list[str], people: list[str], rng: random.Random, fact: str
-) -> str:
+def _dress(doc_type: str, paragraphs: list[str], people: list[str], c: _Composer) -> str:
     """Give the paragraphs the shape of their document type."""
+    rng = c.rng
     t = doc_type.lower()
     if "memo" in t or "email" in t:
         head = (
             f"To: {rng.choice(people)}\nFrom: {rng.choice(people)}\n"
             f"Date: {rng.randint(1, 28)} {rng.choice(['March', 'June', 'October'])} 2025\n"
-            f"Subject: {_title(fact, rng)}\n"
+            f"Subject: {_title(c)}\n"
         )
         return head + "\n" + "\n\n".join(paragraphs)
     if "review" in t or "thread" in t or "forum" in t or "discussion" in t:
-        return "\n\n".join(f"**{rng.choice(people)}** commented:\n{p}" for p in paragraphs)
+        verbs = ["wrote", "replied", "commented", "added", "asked", "noted"]
+        return "\n\n".join(
+            f"**{rng.choice(people)}** {rng.choice(verbs)}:\n{p}" for p in paragraphs
+        )
     if "transcript" in t or "podcast" in t or "talk" in t:
         return "\n\n".join(f"{rng.choice(people).upper()}: {p}" for p in paragraphs)
     if "faq" in t or "q&a" in t or "stack overflow" in t:
         out = []
         for i, p in enumerate(paragraphs):
-            q = rng.choice(
-                [
-                    "Does this apply to our service?",
-                    "What exactly has to change in the code?",
-                    "Who signs off on the change?",
-                    "What happens if we get it wrong?",
-                    "Is there tooling that helps?",
-                ]
-            )
+            q = c.fill(QUESTIONS) or "?"
             out.append(f"Q{i + 1}: {q}\nA: {p}")
         return "\n\n".join(out)
     if "release notes" in t or "changelog" in t or "checklist" in t:
-        return f"{_title(fact, rng)}\n\n" + "\n".join(
+        return f"{_title(c)}\n\n" + "\n".join(
             f"- {s}" for p in paragraphs for s in _sentences(p) or [p]
         )
-    sections = ["Background", "What changed", "In practice", "Open questions", "Takeaways"]
-    out = [f"# {_title(fact, rng)}", f"*{rng.choice(people)}*"]
+    sections = rng.sample(SECTIONS, 5)
+    out = [f"# {_title(c)}", f"*{rng.choice(people)}*"]
     for i, p in enumerate(paragraphs):
         if i and i % 2 == 0:
             out.append(f"## {sections[(i // 2) % len(sections)]}")
