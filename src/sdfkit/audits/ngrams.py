@@ -384,6 +384,7 @@ def _aggregate(
         packed.sort()
         starts, counts, docs = _runs(packed, doc_bits)
         keys = packed[starts] >> shift
+        counts, docs = counts.astype(np.uint32), docs.astype(np.uint32)
         for what, arr in (("packed", packed), ("keys", keys), ("counts", counts), ("docs", docs)):
             np.save(_npy(spill, n, p, what), arr, allow_pickle=False)
         del packed, starts
