@@ -314,8 +314,9 @@ class _Spill:
         rows["doc"] = keys["doc"].to_numpy()
         rows["i"] = keys["i"].to_numpy()
         if self.bits:
-            part = (rows["g"] >> np.uint64(64 - self.bits)).astype(np.int64)
-            order = np.argsort(part, kind="stable")  # keeps token order within a partition
+            part = (rows["g"] >> np.uint64(64 - self.bits)).astype(np.uint16)
+            # stable (keeps token order within a partition); a radix sort for 16-bit keys
+            order = np.argsort(part, kind="stable")
             rows = rows[order]
             bounds = np.searchsorted(part[order], np.arange((1 << self.bits) + 1))
         else:
@@ -473,7 +474,8 @@ def _aggregate(
     five_docs: list[np.ndarray] = []
     for _, rows in spill.parts(n):
         key = rows["g"] >> shift
-        hit = np.isin(key, needed)
+        at = np.minimum(np.searchsorted(needed, key), max(len(needed) - 1, 0))
+        hit = needed[at] == key if len(needed) else np.zeros(len(key), dtype=bool)
         firsts.append(pl.DataFrame({"key": key[hit], "i": rows["i"][hit]}))
         five_docs.append(np.unique(rows["doc"][np.isin(key, five)]))
     first = (
