@@ -470,12 +470,17 @@ def _aggregate(
         .head(5)["key"]
         .to_numpy()
     )
+    maybe = np.zeros(1 << 16, dtype=bool)
+    maybe[(needed & np.uint64(0xFFFF)).astype(np.intp)] = True
     firsts: list[pl.DataFrame] = []
     five_docs: list[np.ndarray] = []
     for _, rows in spill.parts(n):
         key = rows["g"] >> shift
-        at = np.minimum(np.searchsorted(needed, key), max(len(needed) - 1, 0))
-        hit = needed[at] == key if len(needed) else np.zeros(len(key), dtype=bool)
+        # a 16-bit filter first, then a binary search for the few rows that pass it
+        hit = maybe[(key & np.uint64(0xFFFF)).astype(np.intp)]
+        (rows_hit,) = np.nonzero(hit)
+        at = np.minimum(np.searchsorted(needed, key[rows_hit]), max(len(needed) - 1, 0))
+        hit[rows_hit] = needed[at] == key[rows_hit]
         firsts.append(pl.DataFrame({"key": key[hit], "i": rows["i"][hit]}))
         five_docs.append(np.unique(rows["doc"][np.isin(key, five)]))
     first = (
