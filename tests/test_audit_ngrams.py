@@ -259,3 +259,65 @@ def test_token_cache_table_names_the_hashing():
     stage = ngrams.TokenHashStage()
     assert stage.table.startswith("ngram_tokens_") and len(stage.table) > len("ngram_tokens_")
     assert stage.table == ngrams.TokenHashStage().table  # stable within one install
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"group_candidates": 2},  # per-group lists widen their candidates (exact again)
+        {"group_candidates": 2, "group_max_rows": 5},  # and give up: approximate lists
+    ],
+)
+def test_hash_partitions_spilled_to_disk_give_the_one_partition_result(
+    tmp_path, monkeypatch, extra
+):
+    from sdfkit.store import Store
+
+    bits: list[int] = []
+    spill_init = ngrams._Spill.__init__
+
+    def recording(self, root, b):
+        bits.append(b)
+        spill_init(self, root, b)
+
+    monkeypatch.setattr(ngrams._Spill, "__init__", recording)
+    results = {}
+    for rows in (10**9, 40):
+        store = Store(tmp_path / f"p{rows}")
+        store.append("documents_raw", build_documents(_records(6, 60)))
+        results[rows] = ngrams.run(store, ngrams.Config(**CFG, **extra, partition_rows=rows))
+    assert bits[0] == 0 and bits[1] >= 5  # one partition, then 32 or more
+    whole, parted = results[10**9], results[40]
+    assert _comparable(whole) == _comparable(parted)
+    assert whole.tables.keys() == parted.tables.keys()
+    for name, table in whole.tables.items():
+        assert table.equals(parted.tables[name]), name
+    assert whole.figures["top"]["3"] and whole.tables["by_concept"].height
+    if "group_max_rows" in extra:
+        assert any("group_candidates" in note for note in whole.notes)
+
+
+def test_spilled_partitions_are_removed_even_when_the_audit_fails(store, monkeypatch):
+    import tempfile
+
+    store.append("documents_raw", build_documents(_records(7, 10)))
+    made: list[str] = []
+    real = tempfile.TemporaryDirectory
+
+    def recording(*args, **kwargs):
+        d = real(*args, **kwargs)
+        made.append(d.name)
+        return d
+
+    def fail(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ngrams.tempfile, "TemporaryDirectory", recording)
+    monkeypatch.setattr(ngrams, "_aggregate", fail)
+    with pytest.raises(KeyboardInterrupt):
+        ngrams.run(store, ngrams.Config(partition_rows=10))
+    assert len(made) == 1
+    from pathlib import Path
+
+    assert not Path(made[0]).exists()

@@ -19,8 +19,10 @@ N-grams never span sentence punctuation (. ! ? ; :), and n-grams made only of fu
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..engine import Stage
@@ -80,6 +82,10 @@ class Config(Checked):
     #: of small groups are marked approximate instead.
     group_candidates: int = field(default=20_000, metadata=at_least(1))
     group_max_rows: int = field(default=30_000_000, metadata=at_least(1))
+    #: Most n-gram occurrences counted at once. More are spilled to a temporary directory
+    #: in hash partitions of the n-gram keys and counted one partition at a time, so peak
+    #: memory does not grow with the corpus (the results are identical).
+    partition_rows: int = field(default=2_000_000, metadata=at_least(1))
     #: SQL condition on the ``documents`` view selecting the documents to audit.
     where: str | None = None
     #: Most flag sentences per n (the tables hold every flagged n-gram).
@@ -173,7 +179,7 @@ def _selected_documents(store: Store, config: Config) -> pl.DataFrame:
 
 def _token_chunks(store: Store, stage: TokenHashStage, selected: pl.DataFrame, config: Config):
     """The selected documents' cached token hashes as (doc_id, concept, doc_type, h) frames
-    of ``chunk_docs`` documents, in doc_id order (the order fixes the order of tied rows in
+    of ``chunk_docs`` documents with the total number of tokens, in doc_id order (the order fixes the order of tied rows in
     the tables, so a warm run lists exactly what a cold one does)."""
     import polars as pl
 
@@ -189,8 +195,9 @@ def _token_chunks(store: Store, stage: TokenHashStage, selected: pl.DataFrame, c
 
         missing = selected.join(ordered, on="doc_id", how="anti")["doc_id"].head(3).to_list()
         raise SdfError(f"n-gram token cache {stage.table} lacks documents {missing}")
+    tokens = int(ordered["h"].list.len().sum() or 0)
     for lo in range(0, ordered.height, config.chunk_docs):
-        yield ordered.slice(lo, config.chunk_docs)
+        yield ordered.slice(lo, config.chunk_docs), tokens
 
 
 def _hash_tokens(
@@ -281,41 +288,124 @@ def _runs(values: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarray, np.nd
     return starts, counts, docs
 
 
-def _aggregate(
-    g: np.ndarray,
-    doc: np.ndarray,
-    doc_bits: int,
-    groups: dict[str, tuple[np.ndarray, int]],
-    config: Config,
-) -> tuple[pl.DataFrame, dict[str, pl.DataFrame]]:
-    """Count n-gram keys by sorting packed integers (no hash tables, no argsort: plain SIMD
-    sorts of u64 are what this hardware does fast).
+_ROW = [("g", "<u8"), ("doc", "<u4"), ("i", "<u4")]
 
-    Each row is packed as ``key << doc_bits | doc`` where ``key`` is the top 64 - doc_bits
-    bits of the n-gram hash, so one sort groups rows by n-gram and, within it, by document.
-    Returns the overall top candidates (key, count, documents) and, per grouping
-    (``groups[name] = (group id of each document, bits)``), the per-group candidates
-    (gid, key, count, documents) among n-grams in at least two documents.
-    """
-    import numpy as np
+
+class _Spill:
+    """The n-gram rows (g, doc, i) of every size, split into ``2**bits`` partitions by the
+    top bits of the n-gram hash and appended to one file per (n, partition): each n-gram's
+    occurrences all land in one partition, in token order."""
+
+    def __init__(self, root: Path, bits: int) -> None:
+        self.root, self.bits = root, bits
+        self.rows: dict[int, int] = {}
+
+    def path(self, n: int, part: int, what: str = "rows") -> Path:
+        return self.root / f"n{n}_p{part}.{what}"
+
+    def add(self, n: int, keys: pl.DataFrame) -> None:
+        import numpy as np
+
+        self.rows[n] = self.rows.get(n, 0) + keys.height
+        if keys.is_empty():
+            return
+        rows = np.empty(keys.height, dtype=_ROW)
+        rows["g"] = keys["g"].to_numpy()
+        rows["doc"] = keys["doc"].to_numpy()
+        rows["i"] = keys["i"].to_numpy()
+        if self.bits:
+            part = (rows["g"] >> np.uint64(64 - self.bits)).astype(np.uint16)
+            # stable (keeps token order within a partition); a radix sort for 16-bit keys
+            order = np.argsort(part, kind="stable")
+            rows = rows[order]
+            bounds = np.searchsorted(part[order], np.arange((1 << self.bits) + 1))
+        else:
+            bounds = np.array([0, len(rows)])
+        for p in range(len(bounds) - 1):
+            if bounds[p + 1] > bounds[p]:
+                with open(self.path(n, p), "ab") as f:
+                    rows[bounds[p] : bounds[p + 1]].tofile(f)
+
+    def parts(self, n: int):
+        """(partition, its rows) of size ``n``, one partition in memory at a time."""
+        import numpy as np
+
+        for p in range(1 << self.bits):
+            path = self.path(n, p)
+            if path.exists():
+                yield p, np.fromfile(path, dtype=_ROW)
+
+
+def _ranked(overall: pl.DataFrame | pl.LazyFrame, config: Config) -> list[pl.DataFrame]:
+    """The top ``top_k`` by documents and by count (ties broken on the key: arbitrary but
+    deterministic, and a total order, so tops of partitions merge exactly)."""
     import polars as pl
 
-    shift = np.uint64(doc_bits)
-    packed = ((g >> shift) << shift) | doc.astype(np.uint64)
-    packed.sort()
-    starts, counts, docs = _runs(packed, doc_bits)
-    keys = packed[starts] >> shift
-    overall = pl.DataFrame(
-        {"key": keys, "count": counts.astype(np.uint32), "documents": docs.astype(np.uint32)}
-    )
-    # Ties break on the key: arbitrary but deterministic.
     ranked = overall.lazy()
-    by_docs, by_count = pl.collect_all(
+    return pl.collect_all(
         [
             ranked.top_k(config.top_k, by=["documents", "count", "key"]),
             ranked.top_k(config.top_k, by=["count", "documents", "key"]),
         ]
     )
+
+
+def _aggregate(
+    spill: _Spill,
+    n: int,
+    doc_bits: int,
+    groups: dict[str, tuple[np.ndarray, int]],
+    config: Config,
+) -> tuple[pl.DataFrame, dict[str, pl.DataFrame], pl.DataFrame, int]:
+    """Count the n-gram keys of size ``n`` by sorting packed integers (no hash tables, no
+    argsort: plain SIMD sorts of u64 are what this hardware does fast), one hash partition
+    of the keys at a time.
+
+    Each row is packed as ``key << doc_bits | doc`` where ``key`` is the top 64 - doc_bits
+    bits of the n-gram hash, so one sort groups rows by n-gram and, within it, by document.
+    Returns the overall top candidates (key, count, documents), per grouping
+    (``groups[name] = (group id of each document, bits)``) the per-group candidates
+    (gid, key, count, documents) among n-grams in at least two documents, the first
+    occurrence (key, i) of every listed n-gram and the number of documents carrying any of
+    the five n-grams in most documents.
+    """
+    import numpy as np
+    import polars as pl
+
+    shift = np.uint64(doc_bits)
+    # Pass 1, per partition: sorted packed rows and per-key runs (kept on disk), partition
+    # tops, and the histogram of documents per n-gram (and of their rows) over all keys.
+    tops: list[pl.DataFrame] = []
+    hist = np.zeros(1, dtype=np.int64)
+    hist_rows = np.zeros(1, dtype=np.int64)
+    done: list[int] = []
+    for p, rows in spill.parts(n):
+        packed = ((rows["g"] >> shift) << shift) | rows["doc"].astype(np.uint64)
+        del rows
+        packed.sort()
+        starts, counts, docs = _runs(packed, doc_bits)
+        keys = packed[starts] >> shift
+        counts, docs = counts.astype(np.uint32), docs.astype(np.uint32)
+        for what, arr in (("packed", packed), ("keys", keys), ("counts", counts), ("docs", docs)):
+            np.save(_npy(spill, n, p, what), arr, allow_pickle=False)
+        del packed, starts
+        tops += _ranked(
+            pl.DataFrame(
+                {
+                    "key": keys,
+                    "count": counts.astype(np.uint32),
+                    "documents": docs.astype(np.uint32),
+                }
+            ),
+            config,
+        )
+        h = np.bincount(docs)
+        hw = np.bincount(docs, weights=counts).round().astype(np.int64)
+        hist = _add(hist, h)
+        hist_rows = _add(hist_rows, hw)
+        done.append(p)
+    # a key may be in both of a partition's tops: rank each key once
+    by_docs, by_count = _ranked(pl.concat(tops).unique("key"), config)
     top = (
         pl.concat([by_docs, by_count])
         .unique("key", keep="first")
@@ -324,13 +414,19 @@ def _aggregate(
             pl.col("key").is_in(by_count["key"].implode()).alias("top_by_count"),
         )
     )
-    del overall
+
+    def partitions():
+        for p in done:
+            yield tuple(
+                np.load(_npy(spill, n, p, what), allow_pickle=False)
+                for what in ("packed", "keys", "counts", "docs")
+            )
+
     # Per-group lists. An n-gram's documents in a group are at most its documents overall,
     # so only n-grams in at least T documents overall can enter a group's list once that
     # list's k-th entry has T documents or more. Start with the most widespread
     # ``group_candidates`` n-grams; if some group's k-th entry is below T, lower T to it
     # once more (exact again); past ``group_max_rows`` rows the group is left approximate.
-    hist = np.bincount(docs)
     above = np.cumsum(hist[::-1])[::-1]  # above[t] = n-grams in >= t documents
     t = int(np.searchsorted(-above, -config.group_candidates, side="right"))
     t = max(2, min(t, len(hist) - 1)) if len(hist) > 2 else 2
@@ -338,7 +434,13 @@ def _aggregate(
     pending = dict(groups)
     approximate: list[str] = []
     while pending:
-        lists, floors = _group_counts(packed, keys, counts, docs, t, doc_bits, pending, config)
+        found: dict[str, list[pl.DataFrame]] = {name: [] for name in pending}
+        for packed, keys, counts, docs in partitions():
+            for name, df in _group_lists(
+                packed, keys, counts, docs, t, doc_bits, pending, config
+            ).items():
+                found[name].append(df)
+        lists, floors = _merge_group_lists(found, pending, config)
         per_group.update(lists)
         retry = {}
         lower = t
@@ -348,16 +450,63 @@ def _aggregate(
                 lower = min(lower, max(2, floor))
         if not retry or lower >= t:
             break
-        rows_needed = int(counts[docs >= lower].sum())
+        rows_needed = int(hist_rows[lower:].sum())
         if rows_needed > config.group_max_rows:
             approximate += list(retry)
             break
         t, pending = lower, retry
     top = top.with_columns(pl.lit(",".join(approximate)).alias("approximate_groups"))
-    return top, per_group
+
+    # Pass 2, per partition: the first occurrence of each listed n-gram (to recover its
+    # words later) and the documents carrying the five n-grams in most documents.
+    needed = np.unique(
+        pl.concat([top.select("key")] + [d.select("key") for d in per_group.values()])[
+            "key"
+        ].to_numpy()
+    )
+    five = (
+        top.filter(pl.col("top_by_documents"))
+        .sort(["documents", "count", "key"], descending=[True, True, False])
+        .head(5)["key"]
+        .to_numpy()
+    )
+    maybe = np.zeros(1 << 16, dtype=bool)
+    maybe[(needed & np.uint64(0xFFFF)).astype(np.intp)] = True
+    firsts: list[pl.DataFrame] = []
+    five_docs: list[np.ndarray] = []
+    for _, rows in spill.parts(n):
+        key = rows["g"] >> shift
+        # a 16-bit filter first, then a binary search for the few rows that pass it
+        hit = maybe[(key & np.uint64(0xFFFF)).astype(np.intp)]
+        (rows_hit,) = np.nonzero(hit)
+        at = np.minimum(np.searchsorted(needed, key[rows_hit]), max(len(needed) - 1, 0))
+        hit[rows_hit] = needed[at] == key[rows_hit]
+        firsts.append(pl.DataFrame({"key": key[hit], "i": rows["i"][hit]}))
+        five_docs.append(np.unique(rows["doc"][np.isin(key, five)]))
+    first = (
+        pl.concat(firsts).group_by("key").agg(pl.col("i").min())
+        if firsts
+        else pl.DataFrame(schema={"key": pl.UInt64, "i": pl.UInt32})
+    )
+    top5 = len(np.unique(np.concatenate(five_docs))) if five_docs else 0
+    return top, per_group, first, top5
 
 
-def _group_counts(
+def _npy(spill: _Spill, n: int, p: int, what: str) -> Path:
+    return spill.path(n, p, what + ".npy")
+
+
+def _add(total: np.ndarray, part: np.ndarray) -> np.ndarray:
+    """Element-wise sum of two histograms of different lengths."""
+    import numpy as np
+
+    out = np.zeros(max(len(total), len(part)), dtype=np.int64)
+    out[: len(total)] += total
+    out[: len(part)] += part
+    return out
+
+
+def _group_lists(
     packed: np.ndarray,
     keys: np.ndarray,
     counts: np.ndarray,
@@ -366,10 +515,9 @@ def _group_counts(
     doc_bits: int,
     groups: dict[str, tuple[np.ndarray, int]],
     config: Config,
-) -> tuple[dict[str, pl.DataFrame], dict[str, int]]:
-    """Per-group top lists over n-grams in >= ``threshold`` documents, and for each grouping
-    the smallest documents value of a full k-entry list (the floor below which an unseen
-    n-gram could still enter some group's list; 2**31 when every list is short)."""
+) -> dict[str, pl.DataFrame]:
+    """Per-group top lists over the n-grams of one partition in >= ``threshold``
+    documents."""
     import numpy as np
     import polars as pl
 
@@ -381,7 +529,6 @@ def _group_counts(
     del rows
     run = np.repeat(np.arange(len(cand_keys), dtype=np.uint64), counts[keep])
     lists: dict[str, pl.DataFrame] = {}
-    floors: dict[str, int] = {}
     for name, (gid_of_doc, gid_bits) in groups.items():
         if len(cand_keys).bit_length() + gid_bits + doc_bits > 64:
             from ..errors import SdfError
@@ -394,7 +541,7 @@ def _group_counts(
         head = packed2[st] >> shift
         del packed2
         mask = np.uint64((1 << gid_bits) - 1)
-        df = (
+        lists[name] = _group_head(
             pl.DataFrame(
                 {
                     "gid": (head & mask).astype(np.uint32),
@@ -402,12 +549,39 @@ def _group_counts(
                     "count": cn.astype(np.uint32),
                     "documents": dc.astype(np.uint32),
                 }
-            )
-            .filter(pl.col("documents") >= 2)
-            .sort(["gid", "documents", "count", "key"], descending=[False, True, True, False])
-            .group_by("gid", maintain_order=True)
-            .head(config.top_k_stratum)
+            ).filter(pl.col("documents") >= 2),
+            config,
         )
+    return lists
+
+
+def _group_head(df: pl.DataFrame, config: Config) -> pl.DataFrame:
+    """Each group's first ``top_k_stratum`` rows by documents, count, then key."""
+
+    return (
+        df.sort(["gid", "documents", "count", "key"], descending=[False, True, True, False])
+        .group_by("gid", maintain_order=True)
+        .head(config.top_k_stratum)
+    )
+
+
+def _merge_group_lists(
+    found: dict[str, list[pl.DataFrame]],
+    groups: dict[str, tuple[np.ndarray, int]],
+    config: Config,
+) -> tuple[dict[str, pl.DataFrame], dict[str, int]]:
+    """Per-group lists of all partitions merged (an n-gram is in one partition only, so
+    the head of the partitions' heads is exact), and for each grouping the smallest
+    documents value of a full k-entry list (the floor below which an unseen n-gram could
+    still enter some group's list; 2 when some list is short)."""
+    import polars as pl
+
+    lists: dict[str, pl.DataFrame] = {}
+    floors: dict[str, int] = {}
+    empty = {"gid": pl.UInt32, "key": pl.UInt64, "count": pl.UInt32, "documents": pl.UInt32}
+    for name, (gid_of_doc, _) in groups.items():
+        parts = found.get(name) or []
+        df = _group_head(pl.concat(parts), config) if parts else pl.DataFrame(schema=empty)
         lists[name] = df
         full = df.group_by("gid").agg(pl.len().alias("k"), pl.col("documents").min().alias("m"))
         n_groups = int(gid_of_doc.max()) + 1 if len(gid_of_doc) else 0
@@ -457,11 +631,9 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     Tokens come from the cached per-document stage (``TokenHashStage``, run by ``engine``):
     only documents not tokenised before are read as text.
     """
-    import numpy as np
     import polars as pl
 
     from ..engine import run_stage
-    from ..progress import counter
 
     config = config or Config()
     t0 = time.perf_counter()
@@ -477,14 +649,51 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
         where=set(selected["doc_id"].to_list()) if config.where else None,
     )
     stop = pl.Series(sorted(FUNCTION_WORDS)).hash(_SEED)
+    for n in config.n:
+        if n < 1:
+            from ..errors import SdfError
+
+            raise SdfError(f"n-gram size must be at least 1, got {n}")
+    # n-gram rows are spilled here in hash partitions (see ``partition_rows``); the
+    # directory is removed on every exit, errors and Ctrl-C included.
+    spill_dir = tempfile.TemporaryDirectory(prefix="sdf-ngrams-")
+    try:
+        return _run(store, config, stage, selected, stop, Path(spill_dir.name), t0)
+    finally:
+        spill_dir.cleanup()
+
+
+def _run(
+    store: Store,
+    config: Config,
+    stage: TokenHashStage,
+    selected: pl.DataFrame,
+    stop: pl.Series,
+    spill_root: Path,
+    t0: float,
+) -> AuditResult:
+    """``run`` once the token cache is filled, spilling n-gram rows under ``spill_root``."""
+    import numpy as np
+    import polars as pl
+
+    from ..progress import counter
+
     strata: dict[tuple[str, str], int] = {}
-    chunks: list[pl.DataFrame] = []
     doc_frames: list[pl.DataFrame] = []
     n_docs = 0
+    spill: _Spill | None = None
+    start = 0
     with counter("n-grams: read tokens", total=selected.height, unit="docs") as tick:
-        for chunk in _token_chunks(store, stage, selected, config):
+        for chunk, tokens in _token_chunks(store, stage, selected, config):
+            if spill is None:
+                # Partitions of about ``partition_rows`` n-grams each (tokens bound them).
+                parts = -(-tokens // config.partition_rows)
+                spill = _Spill(spill_root, min(10, max(0, (parts - 1).bit_length())))
             toks, lens = _hash_tokens(chunk, n_docs, strata, stop)
-            chunks.append(toks)
+            for n in config.n:
+                spill.add(n, _ngram_keys(toks, n, start, config.skip_function_words))
+            start += toks.height
+            del toks
             doc_frames.append(lens)
             n_docs += chunk.height
             tick(chunk.height)
@@ -527,36 +736,15 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     by_group: dict[str, list[pl.DataFrame]] = {"concept": [], "doc_type": []}
     with counter("n-grams: count", total=len(config.n), unit="sizes") as tick:
         for n in config.n:
-            if n < 1:
-                from ..errors import SdfError
-
-                raise SdfError(f"n-gram size must be at least 1, got {n}")
             t_n = time.perf_counter()
-            pieces = []
-            start = 0
-            for toks in chunks:
-                pieces.append(_ngram_keys(toks, n, start, config.skip_function_words))
-                start += toks.height
-            if not pieces or not sum(p.height for p in pieces):
+            if spill is None or not spill.rows.get(n):
                 tick(1)
                 continue
-            rows = pl.concat(pieces)
-            del pieces
-            top, per_group = _aggregate(
-                rows["g"].to_numpy(), rows["doc"].to_numpy(), doc_bits, groups, config
+            top, per_group, first, top5_docs[str(n)] = _aggregate(
+                spill, n, doc_bits, groups, config
             )
-            # The first occurrence of each listed n-gram, to recover its words later.
-            needed = pl.concat([top.select("key")] + [d.select("key") for d in per_group.values()])
-            first = (
-                rows.lazy()
-                .select((pl.col("g") // pl.lit(1 << doc_bits, dtype=pl.UInt64)).alias("key"), "i")
-                .filter(pl.col("key").is_in(needed["key"].unique().implode()))
-                .group_by("key")
-                .agg(pl.col("i").min())
-                .collect()
-            )
-            top5_docs[str(n)] = _top5_documents(rows, top, doc_bits)
-            del rows
+            for old in spill.root.glob(f"n{n}_p*"):
+                old.unlink()  # this size is counted: free its disk space
             tops.append(
                 top.join(first, on="key").with_columns(
                     pl.lit(n, dtype=pl.UInt32).alias("n"),
@@ -660,25 +848,6 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
         flags=flags,
         notes=notes,
         seconds=time.perf_counter() - t0,
-    )
-
-
-def _top5_documents(rows: pl.DataFrame, top: pl.DataFrame, doc_bits: int) -> int:
-    """Documents carrying any of the five n-grams found in the most documents."""
-    import polars as pl
-
-    five = (
-        top.filter(pl.col("top_by_documents"))
-        .sort(["documents", "count", "key"], descending=[True, True, False])
-        .head(5)["key"]
-    )
-    shift = pl.lit(1 << doc_bits, dtype=pl.UInt64)
-    return int(
-        rows.lazy()
-        .filter((pl.col("g") // shift).is_in(five.implode()))
-        .select(pl.col("doc").n_unique())
-        .collect()
-        .item()
     )
 
 
