@@ -1034,6 +1034,10 @@ def _doc_type_words(doc_type: str) -> list[str]:
     return words or ["draft", "section", "summary", "appendix", "figures"]
 
 
+#: Who a near-duplicate copy names: the same people in every copy of a (fact, doc type).
+NEAR_DUPLICATE_PEOPLE = ("the author", "a colleague", "the reviewer")
+
+
 def _people(rng: random.Random, seeds: list[str], collapse: bool) -> list[str]:
     people = list(seeds) or ["the author"]
     if collapse:
@@ -1066,10 +1070,14 @@ def answer_document(params: dict, meta: dict) -> str:
     # near-duplicates share their body's randomness with every sibling of the same
     # (fact, doc type), so they come out almost word for word the same
     rng = _rng("dup", fact, doc_type) if near_dup else own
+    if near_dup:  # ...and their setting: the idea (which names one) is not theirs
+        idea = ""
     collapse_name = own.random() < P_FAVOURITE_NAME
     stock = own.random() < P_STOCK_PHRASE
     vague = own.random() < P_LOSES_KEYWORDS
-    people = _people(own, seeds, collapse_name)
+    # near-duplicate copies name nobody from their own seeds (seed names differ per request
+    # and would pull their Jaccard under the dedup threshold): the copies stay near-identical
+    people = _people(own, list(NEAR_DUPLICATE_PEOPLE) if near_dup else seeds, collapse_name)
     words_goal = int(target * rng.uniform(0.8, 1.2))
 
     org, city, domain = _setting(idea, rng)
