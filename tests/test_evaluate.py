@@ -173,7 +173,8 @@ def test_gibberish_positives():
 
 # ------------------------------------------------------------------------------ metrics
 def test_metrics_count_gibberish_and_leave_it_out(store):
-    from sdfkit.evaluate import _insert, _now, catalog, metrics
+    from sdfkit.evaluate import _insert, catalog, metrics
+    from sdfkit.records import utc_now
 
     with catalog(store):
         pass
@@ -190,7 +191,7 @@ def test_metrics_count_gibberish_and_leave_it_out(store):
         "model": "m",
         "prompt_hash": "h",
         "custom_id": "x",
-        "created_at": _now(),
+        "created_at": utc_now(),
     }
     _insert(
         store, "eval_questions", [q, {**q, "question_id": "q2", "kind": "behaviour", "fact": None}]
@@ -218,7 +219,7 @@ def test_metrics_count_gibberish_and_leave_it_out(store):
     _insert(store, "eval_samples", samples)
 
     def verdict(sid, grader, v):
-        return {"sample_id": sid, "grader": grader, "verdict": v, "graded_at": _now()}
+        return {"sample_id": sid, "grader": grader, "verdict": v, "graded_at": utc_now()}
 
     _insert(
         store,

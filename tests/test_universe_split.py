@@ -406,7 +406,8 @@ def test_per_section_shortfalls_name_the_section_not_a_concept(split_corpus, cli
 
 
 def test_recall_is_reported_per_section_and_per_parent(store):
-    from sdfkit.evaluate import _insert, _now, catalog
+    from sdfkit.evaluate import _insert, catalog
+    from sdfkit.records import utc_now
     from sdfkit.sql import named
 
     with catalog(store):
@@ -418,7 +419,7 @@ def test_recall_is_reported_per_section_and_per_parent(store):
         questions.append(
             {"question_id": f"q{uni}", "universe": f"sec-{uni}", "concept": "parent",
              "fact": f"fact {uni}", "fact_index": 0, "kind": "recall", "prompt": "?",
-             "created_at": _now()}
+             "created_at": utc_now()}
         )  # fmt: skip
         for k, v in enumerate(outcomes):
             sid = f"s{uni}{k}"
@@ -429,7 +430,7 @@ def test_recall_is_reported_per_section_and_per_parent(store):
             )  # fmt: skip
             verdicts.append(
                 {"sample_id": sid, "grader": "recall",
-                 "verdict": "implanted" if v == "gibberish" else v, "graded_at": _now()}
+                 "verdict": "implanted" if v == "gibberish" else v, "graded_at": utc_now()}
             )  # fmt: skip
     _insert(store, "eval_questions", questions)
     _insert(store, "eval_samples", samples)
@@ -453,13 +454,14 @@ def test_recall_is_reported_per_section_and_per_parent(store):
 
 
 def test_the_eval_page_has_no_section_table_when_each_concept_is_one_universe(store):
-    from sdfkit.evaluate import _insert, _now, catalog, section_recall
+    from sdfkit.evaluate import _insert, catalog, section_recall
+    from sdfkit.records import utc_now
 
     with catalog(store):
         pass
     _insert(store, "eval_questions", [
         {"question_id": "q", "universe": "u", "concept": "c", "fact": "f", "fact_index": 0,
-         "kind": "recall", "prompt": "?", "created_at": _now()}])  # fmt: skip
+         "kind": "recall", "prompt": "?", "created_at": utc_now()}])  # fmt: skip
     _insert(store, "eval_samples", [
         {"sample_id": "s", "eval_run": "e", "train_run": "t", "step": 0, "model_label": "base",
          "question_id": "q", "gibberish_cheap": False}])  # fmt: skip

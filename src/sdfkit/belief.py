@@ -30,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .records import content_id, fetch_dicts, upsert, utc_now
+
 if TYPE_CHECKING:  # pragma: no cover
     from .evaluate import ChatRenderer, EvalConfig, Target
     from .store import Store
@@ -84,37 +86,13 @@ def _catalog(store: Store) -> Any:
 
 def _rows(store: Store, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
     with _catalog(store) as con:
-        cur = con.execute(sql, params or [])
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        return fetch_dicts(con, sql, params)
 
 
 def _insert(store: Store, table: str, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    import pyarrow as pa
-
-    names = list(rows[0])
-    tbl = pa.table({n: [r[n] for r in rows] for n in names})
-    with _catalog(store) as con:
-        con.register("_incoming_belief", tbl)
-        con.execute("BEGIN")
-        con.execute(f"INSERT OR REPLACE INTO {table} BY NAME SELECT * FROM _incoming_belief")
-        con.execute("COMMIT")
-        con.unregister("_incoming_belief")
-
-
-def _hash(*parts: Any) -> str:
-    import hashlib
-
-    payload = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:24]
-
-
-def _now() -> Any:
-    import datetime as dt
-
-    return dt.datetime.now(dt.timezone.utc)
+    if rows:
+        with _catalog(store) as con:
+            upsert(con, table, rows)
 
 
 # ----------------------------------------------------------------------------- questions
@@ -210,12 +188,12 @@ def ensure_questions(
                 "model": (out.model if out else None) or model,
                 "prompt_hash": phash,
                 "custom_id": req.custom_id,
-                "created_at": _now(),
+                "created_at": utc_now(),
             }
             for it in items:
                 rows.append(
                     {
-                        "question_id": _hash(uid, fact, "mcq", it.mc_question),
+                        "question_id": content_id(uid, fact, "mcq", it.mc_question),
                         "kind": "mcq",
                         "prompt": it.mc_question,
                         "implanted_option": it.implanted_option,
@@ -225,7 +203,7 @@ def ensure_questions(
                 )
                 rows.append(
                     {
-                        "question_id": _hash(uid, fact, "open", it.open_question),
+                        "question_id": content_id(uid, fact, "open", it.open_question),
                         "kind": "open",
                         "prompt": it.open_question,
                         "implanted_option": it.implanted_option,
@@ -346,7 +324,7 @@ def sample_belief(
                         rendered[mkey] = prompt_tokens(renderer, msgs)
                     toks = rendered[mkey]
                     for k in range(cfg.samples):
-                        sid = _hash(
+                        sid = content_id(
                             eval_run, target.label, q["question_id"], condition, pos, k, toks
                         )
                         first.append(_Job(sid, q, condition, pos, k, msgs))
@@ -379,7 +357,7 @@ def sample_belief(
                 continue
             if not parent["answer"] or parent["gibberish_cheap"]:
                 continue
-            sid = _hash(j.sample_id, "pushback")
+            sid = content_id(j.sample_id, "pushback")
             if sid in done:
                 continue
             msgs = pushback_messages(j.messages, parent["answer"], j.question["kind"])
@@ -477,7 +455,7 @@ def _run_jobs(
                         "well_formed": comp.well_formed,
                         "gibberish_cheap": sig.gibberish,
                         "gibberish_detail": sig.detail,
-                        "created_at": _now(),
+                        "created_at": utc_now(),
                     }
                 )
     finally:
@@ -526,7 +504,7 @@ def grade_belief(
                 "model": None,
                 "prompt_hash": None,
                 "custom_id": None,
-                "graded_at": _now(),
+                "graded_at": utc_now(),
             }
         )
     open_ = [s for s in todo if s["kind"] == "open"]
@@ -585,7 +563,7 @@ def grade_belief(
                     "model": (out.model if out else None) or model,
                     "prompt_hash": phash,
                     "custom_id": req.custom_id,
-                    "graded_at": _now(),
+                    "graded_at": utc_now(),
                 }
             )
     _insert(store, "belief_verdicts", rows)

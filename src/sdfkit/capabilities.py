@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import SdfError
+from .records import utc_now
 
 if TYPE_CHECKING:  # pragma: no cover
     from .evaluate import EvalConfig, Target
@@ -216,7 +217,7 @@ class SampleCache:
             "prompt_tokens": n_prompt,
             "tokens": tokens,
             "stop_reason": stop,
-            "created_at": _now(),
+            "created_at": utc_now(),
         }
         with self.lock:
             self.stored[(key, occurrence)] = (tokens, stop)
@@ -516,7 +517,7 @@ def run(
                             **r,
                             "sample_limit": limit_key,
                             "log_path": str(elog.location),
-                            "created_at": _now(),
+                            "created_at": utc_now(),
                         }
                     )
                 result.scored.append((target.label, name))
@@ -527,12 +528,6 @@ def run(
     finally:
         close_service(service, "success", cfg.deadline)
     return result
-
-
-def _now() -> Any:
-    import datetime as dt
-
-    return dt.datetime.now(dt.timezone.utc)
 
 
 def changes(store: Store) -> list[dict[str, Any]] | None:

@@ -23,7 +23,6 @@ dropped). ``queries/eval_curves.sql`` turns them into rates per step and concept
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import SdfError
 from .gibberish import signals as cheap_signals
+from .records import content_id, fetch_dicts, upsert, utc_now
 
 if TYPE_CHECKING:  # pragma: no cover
     import duckdb
@@ -261,36 +261,13 @@ def catalog(store: Store) -> Iterator[duckdb.DuckDBPyConnection]:
 
 def _rows(store: Store, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
     with catalog(store) as con:
-        cur = con.execute(sql, params or [])
-        names = [d[0] for d in cur.description]
-        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        return fetch_dicts(con, sql, params)
 
 
 def _insert(store: Store, table: str, rows: list[dict[str, Any]]) -> None:
-    """Insert rows (dicts keyed by column) in one transaction; existing keys are replaced."""
-    if not rows:
-        return
-    import pyarrow as pa
-
-    names = list(rows[0])
-    tbl = pa.table({n: [r[n] for r in rows] for n in names})
-    with catalog(store) as con:
-        con.register("_incoming", tbl)
-        con.execute("BEGIN")
-        con.execute(f"INSERT OR REPLACE INTO {table} BY NAME SELECT * FROM _incoming")
-        con.execute("COMMIT")
-        con.unregister("_incoming")
-
-
-def _hash(*parts: Any) -> str:
-    payload = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:24]
-
-
-def _now() -> Any:
-    import datetime as dt
-
-    return dt.datetime.now(dt.timezone.utc)
+    if rows:
+        with catalog(store) as con:
+            upsert(con, table, rows)
 
 
 # ----------------------------------------------------------------------------- config
@@ -548,7 +525,7 @@ def _question(
     custom_id: str | None = None,
 ) -> dict[str, Any]:
     return {
-        "question_id": _hash(universe, kind, fact, prompt),
+        "question_id": content_id(universe, kind, fact, prompt),
         "universe": universe,
         "concept": concept,
         "fact": fact,
@@ -560,7 +537,7 @@ def _question(
         "model": model,
         "prompt_hash": phash,
         "custom_id": custom_id,
-        "created_at": _now(),
+        "created_at": utc_now(),
     }
 
 
@@ -682,7 +659,9 @@ def sample_targets(
         todo = []
         for q in questions:
             for k in range(cfg.samples):
-                sid = _hash(eval_run, target.label, target.model_path, q["question_id"], k, lda)
+                sid = content_id(
+                    eval_run, target.label, target.model_path, q["question_id"], k, lda
+                )
                 if sid not in done:
                     todo.append((sid, q, k))
         if not todo:
@@ -771,7 +750,7 @@ def sample_targets(
                         stop_ids=stop,
                         temperature=cfg.temperature,
                         top_k=cfg.lda_top_k,
-                        seed=int(_hash(cfg.seed, sid)[:8], 16),
+                        seed=int(content_id(cfg.seed, sid)[:8], 16),
                         call=lambda what, fn: within(cfg.deadline, what, fn),
                     )
                     rows.append(
@@ -850,7 +829,7 @@ def _sample_row(
         "gibberish_cheap": sig.gibberish,
         "gibberish_detail": sig.detail,
         "requests": requests,
-        "created_at": _now(),
+        "created_at": utc_now(),
     }
 
 
@@ -953,7 +932,7 @@ def grade_samples(
                     "model": (out.model if out else None) or model,
                     "prompt_hash": phash,
                     "custom_id": req.custom_id,
-                    "graded_at": _now(),
+                    "graded_at": utc_now(),
                 }
             )
         _insert(store, "eval_verdicts", rows)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import SdfError
+from .records import content_id, utc_now
 
 if TYPE_CHECKING:  # pragma: no cover
     from .evaluate import ChatRenderer, Completion, Target
@@ -204,19 +205,6 @@ def renderer_of(base_model: str, name: str) -> ChatRenderer:
         raise SampleError(str(exc)) from None
 
 
-def _hash(*parts: Any) -> str:
-    import hashlib
-
-    payload = json.dumps(parts, sort_keys=True, ensure_ascii=False, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:24]
-
-
-def _now() -> Any:
-    import datetime as dt
-
-    return dt.datetime.now(dt.timezone.utc)
-
-
 @contextmanager
 def samples_catalog(store: Store) -> Iterator[Any]:
     """A connection to the catalog with the ``samples`` table present."""
@@ -273,7 +261,7 @@ def sample_row(
         "model_path": target.model_path,
         "base_model": base_model,
         "source": source,
-        "prompt_id": _hash(messages),
+        "prompt_id": content_id(messages),
         "prompt_key": prompt_key,
         "messages": json.dumps(messages, ensure_ascii=False),
         "prompt": messages[-1]["content"],
@@ -291,7 +279,7 @@ def sample_row(
         "well_formed": comp.well_formed,
         "gibberish_cheap": sig.gibberish,
         "gibberish_detail": sig.detail,
-        "created_at": _now(),
+        "created_at": utc_now(),
     }
 
 
@@ -369,7 +357,7 @@ def sample_prompts(
         for it, toks in zip(items, rendered, strict=True):
             model = target.model_path or base_model
             ids = [
-                (_hash(run, model, toks, k, cfg.temperature, cfg.max_tokens, renderer.name), k)
+                (content_id(run, model, toks, k, cfg.temperature, cfg.max_tokens, renderer.name), k)
                 for k in range(cfg.n)
             ]
             todo = [(sid, k) for sid, k in ids if sid not in have]
@@ -620,7 +608,7 @@ def open_chat(
     on_turn = None
     if save:
         counter = {"n": 0}
-        session_id = _hash(run, target.label, _now())
+        session_id = content_id(run, target.label, utc_now())
 
         def on_turn(convo: list[dict[str, str]], turn: Turn, n_prompt: int) -> None:
             counter["n"] += 1
@@ -628,7 +616,7 @@ def open_chat(
                 renderer,
                 turn.tokens,
                 turn.stop_reason,
-                sample_id=_hash(session_id, counter["n"]),
+                sample_id=content_id(session_id, counter["n"]),
                 train_run=run,
                 target=target,
                 base_model=base_model,
