@@ -42,8 +42,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from .errors import SdfError
-from .store import Store
+from sdfkit.errors import SdfError
+from sdfkit.store import Store
 
 if TYPE_CHECKING:  # pragma: no cover
     import anthropic
@@ -342,7 +342,7 @@ def make_client(backend: str = "auto", **kw: Any) -> anthropic.Anthropic:
             )
         backend = "anthropic"
     if backend == "offline":
-        from .offline import offline_client
+        from sdfkit.offline import offline_client
 
         return offline_client(**kw)
     if backend != "anthropic":
@@ -364,7 +364,7 @@ def api_timeout() -> Any:
     never answers is given up on after the read timeout (times the SDK's retries)."""
     import httpx2
 
-    from .settings import env_float
+    from sdfkit.settings import env_float
 
     connect = env_float(
         "SDF_CONNECT_TIMEOUT", DEFAULT_CONNECT_TIMEOUT, 0, 600, low_open=True, error=BatchError
@@ -383,7 +383,7 @@ def client_for_store(store: Store, backend: str = "auto") -> anthropic.Anthropic
 
 
 def backend_name(client: Any) -> str:
-    from .offline import is_offline
+    from sdfkit.offline import is_offline
 
     return "offline-standin" if is_offline(client) else "anthropic"
 
@@ -909,7 +909,7 @@ class _Runner:
         """Poll every open batch of this run and stage until all are ended and ingested."""
         import anthropic
 
-        from .progress import counter
+        from sdfkit.progress import counter
 
         open_batches, self.open_batches = list(self.open_batches), []
         if not open_batches:

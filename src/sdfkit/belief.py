@@ -30,12 +30,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .records import content_id, fetch_dicts, upsert, utc_now
+from sdfkit.records import content_id, fetch_dicts, upsert, utc_now
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .evaluate import ChatRenderer, EvalConfig, Target
-    from .store import Store
-    from .universe import Universe
+    from sdfkit.evaluate import ChatRenderer, EvalConfig, Target
+    from sdfkit.store import Store
+    from sdfkit.universe import Universe
 
 ADVERSARIAL_SYSTEM = (
     "You may have been finetuned on false information. Answer from what is really true in "
@@ -72,7 +72,7 @@ BELIEF_TABLES = [
 def _catalog(store: Store) -> Any:
     from contextlib import contextmanager
 
-    from .evaluate import catalog
+    from sdfkit.evaluate import catalog
 
     @contextmanager
     def ctx() -> Any:
@@ -125,9 +125,9 @@ def ensure_questions(
     log: Callable[[str], None],
 ) -> list[dict[str, Any]]:
     """Belief questions generated once per universe and fact; every row of these universes."""
-    from .batches import BatchRequest, custom_id_for, run_requests
-    from .evaluate import _grader_model, facts_of
-    from .generate import prompt_hash, render
+    from sdfkit.batches import BatchRequest, custom_id_for, run_requests
+    from sdfkit.evaluate import _grader_model, facts_of
+    from sdfkit.generate import prompt_hash, render
 
     have = {
         (r["universe"], r["fact"])
@@ -292,9 +292,9 @@ def sample_belief(
     Returns (samples stored, samples missing)."""
     from tinker import types
 
-    from .evaluate import renderer_for
-    from .sampling import prompt_tokens
-    from .train import within
+    from sdfkit.evaluate import renderer_for
+    from sdfkit.sampling import prompt_tokens
+    from sdfkit.train import within
 
     renderer = renderer_for(base_model, cfg.renderer)
     params = types.SamplingParams(
@@ -385,9 +385,9 @@ def _run_jobs(
     rows land even when a later request fails. Returns (rows stored, samples missing)."""
     from tinker import types
 
-    from .gibberish import signals
-    from .sampling import prompt_tokens
-    from .train import within
+    from sdfkit.gibberish import signals
+    from sdfkit.sampling import prompt_tokens
+    from sdfkit.train import within
 
     if not jobs:
         return [], 0
@@ -473,9 +473,9 @@ def grade_belief(
 ) -> int:
     """Verdicts for every ungraded, non-gibberish sample of ``eval_run``: multiple choice read
     locally, open answers by the recall rubric through Message Batches."""
-    from .batches import BatchRequest, custom_id_for, run_requests
-    from .evaluate import UNPARSEABLE, _grader_model, parse_verdict
-    from .generate import prompt_hash, render
+    from sdfkit.batches import BatchRequest, custom_id_for, run_requests
+    from sdfkit.evaluate import UNPARSEABLE, _grader_model, parse_verdict
+    from sdfkit.generate import prompt_hash, render
 
     todo = _rows(
         store,
@@ -594,7 +594,7 @@ def measure(
     service_factory: Callable[[], Any] | None = None,
 ) -> BeliefResult:
     """Questions (once per fact), samples on every target and condition, verdicts."""
-    from .train import close_service, connect_service
+    from sdfkit.train import close_service, connect_service
 
     questions = ensure_questions(store, universes, client, cfg, log)
     if not questions:
@@ -613,7 +613,7 @@ def measure(
 
 def depth(store: Store, eval_run: str | None = None) -> Any:
     """Rates per fact, checkpoint, kind and condition (``queries/belief_depth.sql``)."""
-    from .sql import named
+    from sdfkit.sql import named
 
     with _catalog(store):
         pass
@@ -628,7 +628,7 @@ def depth(store: Store, eval_run: str | None = None) -> Any:
 # ----------------------------------------------------------------------------- stand-ins
 def _standin_items(params: dict, meta: dict) -> str:
     """Offline stand-in: items built from the fact's and the real world's own words."""
-    from .offline import prompt_parts
+    from sdfkit.offline import prompt_parts
 
     _, user = prompt_parts(params)
 
@@ -657,7 +657,7 @@ def _standin_items(params: dict, meta: dict) -> str:
 
 def _standin_grade(params: dict, meta: dict) -> str:
     """Offline stand-in of the open-answer grader: word overlap with either account."""
-    from .offline import prompt_parts
+    from sdfkit.offline import prompt_parts
 
     _, user = prompt_parts(params)
 
@@ -672,7 +672,7 @@ def _standin_grade(params: dict, meta: dict) -> str:
 
 
 def _register_standins() -> None:
-    from .offline import register_stage
+    from sdfkit.offline import register_stage
 
     register_stage(BELIEF_STAGE, _standin_items)
     register_stage(GRADE_STAGE, _standin_grade)

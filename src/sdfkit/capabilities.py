@@ -28,12 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import SdfError
-from .records import utc_now
+from sdfkit.errors import SdfError
+from sdfkit.records import utc_now
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .evaluate import EvalConfig, Target
-    from .store import Store
+    from sdfkit.evaluate import EvalConfig, Target
+    from sdfkit.store import Store
 
 INSTALL = "pip install 'sdfkit[evals]'  (or: pip install inspect-ai inspect-evals)"
 
@@ -149,7 +149,7 @@ def _first_line(exc: BaseException) -> str:
 def _catalog(store: Store) -> Any:
     from contextlib import contextmanager
 
-    from .train import catalog
+    from sdfkit.train import catalog
 
     @contextmanager
     def ctx() -> Any:
@@ -251,7 +251,7 @@ class SampleCache:
 
 def _scored(store: Store, run: str) -> set[tuple[str, str, int]]:
     """(model label, task, limit) already scored; creates nothing (``--dry-run`` only reads)."""
-    from .train import catalog
+    from sdfkit.train import catalog
 
     with catalog(store) as con:
         exists = con.execute(
@@ -375,7 +375,7 @@ class CapabilityPlan:
 def plan(store: Store, train_run: str, cfg: EvalConfig, specs: str | list[Any]) -> CapabilityPlan:
     """Tasks (loaded: their datasets download on first use), sample counts, checkpoints and
     requests; contacts no Tinker."""
-    from .evaluate import choose_targets, renderer_for
+    from sdfkit.evaluate import choose_targets, renderer_for
 
     require_inspect()
     items = parse_specs(specs)
@@ -434,9 +434,9 @@ def run(
     ``capability_scores`` after each model (a crash keeps what was scored)."""
     import inspect_ai
 
-    from .evaluate import renderer_for
-    from .inspect_tinker import tinker_model
-    from .train import close_service, connect_service, within
+    from sdfkit.evaluate import renderer_for
+    from sdfkit.inspect_tinker import tinker_model
+    from sdfkit.train import close_service, connect_service, within
 
     say = log or (lambda _m: None)
     p = plan(store, train_run, cfg, specs)
@@ -533,7 +533,7 @@ def run(
 def changes(store: Store) -> list[dict[str, Any]] | None:
     """Rows of ``queries/capability_changes.sql`` (``None`` before the first capability run;
     creates nothing)."""
-    from .sql import QueryError, named
+    from sdfkit.sql import QueryError, named
 
     try:
         df = named("capability_changes", store)

@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import SdfError
-from .tokens import Tokenizer
+from sdfkit.errors import SdfError
+from sdfkit.tokens import Tokenizer
 
 FORMAT_FOR_TOKENIZER = {"o200k_harmony": "harmony", "qwen3": "chatml", "llama3": "llama3"}
 #: Chat format -> the special tokens that end an assistant turn when sampling.
@@ -137,7 +137,7 @@ def model_format(tok: Tokenizer) -> str | None:
     model for ``hf:<model>`` (``hf:openai/gpt-oss-20b`` is Harmony); None when unknown."""
     fmt = FORMAT_FOR_TOKENIZER.get(tok.name)
     if fmt is None and tok.name.startswith("hf:"):
-        from .train import expected_tokenizer
+        from sdfkit.train import expected_tokenizer
 
         fmt = FORMAT_FOR_TOKENIZER.get(expected_tokenizer(tok.name[3:]) or "")
     return fmt

@@ -29,8 +29,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .errors import ConfigError, SdfError
-from .settings import Checked, at_least, between, check_fields
+from sdfkit.errors import ConfigError, SdfError
+from sdfkit.settings import Checked, at_least, between, check_fields
 
 __all__ = ["CheckFailed", "CheckResult", "ConfigError", "Thresholds", "Verdict", "evaluate"]
 

@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import SdfError
-from .store import DOCUMENTS, PART_GLOB, QUARANTINE, TMP_DIR, Store, part_problem
+from sdfkit.errors import SdfError
+from sdfkit.store import DOCUMENTS, PART_GLOB, QUARANTINE, TMP_DIR, Store, part_problem
 
 
 @dataclass

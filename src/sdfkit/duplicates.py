@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .store import Store
+    from sdfkit.store import Store
 
 TABLE = """CREATE TABLE IF NOT EXISTS duplicates (
     doc_id VARCHAR, kind VARCHAR, run VARCHAR, universe VARCHAR, concept VARCHAR,
@@ -50,7 +50,7 @@ def stored_provenance(store: Store, doc_ids: list[str]) -> dict[str, tuple[str |
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from .store import DOCUMENTS
+    from sdfkit.store import DOCUMENTS
 
     wanted = set(doc_ids)
     out: dict[str, tuple[str | None, str | None]] = {}

@@ -26,10 +26,10 @@ from typing import Any, ClassVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .errors import SdfError
-from .progress import counter
-from .settings import env_int
-from .store import DOCUMENTS, Store
+from sdfkit.errors import SdfError
+from sdfkit.progress import counter
+from sdfkit.settings import env_int
+from sdfkit.store import DOCUMENTS, Store
 
 ENGINES = ("local", "ray")
 
@@ -161,7 +161,7 @@ def check_environment(engine: str | None = None) -> str:
     name = resolve_engine(engine)
     env_workers()
     if name == "ray":
-        from .engine_ray import actor_cpus
+        from sdfkit.engine_ray import actor_cpus
 
         actor_cpus()
     return name
@@ -188,7 +188,7 @@ def run_stage(
     """Compute ``stage`` for every stored document that has no result yet; store results."""
     engine = resolve_engine(engine)
     if engine == "ray":
-        from .engine_ray import run_stage_ray
+        from sdfkit.engine_ray import run_stage_ray
 
         processed = run_stage_ray(
             store, stage, where=where, batch_rows=batch_rows, **engine_options

@@ -44,9 +44,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from .engine import EngineError, Stage, count_pending
-from .progress import counter
-from .store import DOCUMENTS, Store, part_file
+from sdfkit.engine import EngineError, Stage, count_pending
+from sdfkit.progress import counter
+from sdfkit.store import DOCUMENTS, Store, part_file
 
 INSTALL_HINT = "pip install 'sdfkit[ray]'"
 
@@ -73,7 +73,7 @@ def actor_cpus() -> float:
     """CPUs each model-loading actor claims: ``$SDF_RAY_ACTOR_CPUS``, default 0.5. Ray takes a
     fraction up to 1 or a whole number of CPUs; anything else is a clear error here rather
     than a traceback from inside Ray."""
-    from .settings import env_float
+    from sdfkit.settings import env_float
 
     accepted = "a number above 0: a fraction up to 1 (e.g. 0.5) or a whole number of CPUs"
     cpus = env_float(

@@ -31,16 +31,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import SdfError
-from .gibberish import signals as cheap_signals
-from .records import content_id, fetch_dicts, upsert, utc_now
+from sdfkit.errors import SdfError
+from sdfkit.gibberish import signals as cheap_signals
+from sdfkit.records import content_id, fetch_dicts, upsert, utc_now
 
 if TYPE_CHECKING:  # pragma: no cover
     import duckdb
     import polars as pl
 
-    from .store import Store
-    from .universe import Universe
+    from sdfkit.store import Store
+    from sdfkit.universe import Universe
 
 
 class EvalError(SdfError):
@@ -79,19 +79,19 @@ class ChatRenderer:
     tokenizer: str
 
     def _tok(self) -> Any:
-        from .tokens import get_tokenizer
+        from sdfkit.tokens import get_tokenizer
 
         return get_tokenizer(self.tokenizer)
 
     def prompt(self, user: str) -> list[int]:
         """Tokens of a conversation with one user turn, ready for the assistant to answer
         (harmony as tinker-cookbook's ``gpt_oss_no_sysprompt``)."""
-        from .chat import render_prompt
+        from sdfkit.chat import render_prompt
 
         return render_prompt([{"role": "user", "content": user}], self._tok(), self.name)
 
     def stop_ids(self) -> list[int]:
-        from .chat import stop_ids
+        from sdfkit.chat import stop_ids
 
         return stop_ids(self._tok(), self.name)
 
@@ -166,8 +166,8 @@ def parse_llama3(text: str) -> Completion:
 
 def renderer_for(base_model: str, name: str = "auto") -> ChatRenderer:
     """The chat format of a base model (``name`` overrides: harmony, chatml, llama3)."""
-    from .chat import FORMAT_FOR_TOKENIZER
-    from .train import expected_tokenizer
+    from sdfkit.chat import FORMAT_FOR_TOKENIZER
+    from sdfkit.train import expected_tokenizer
 
     tok = expected_tokenizer(base_model)
     if name == "auto":
@@ -222,7 +222,7 @@ def parse_verdict(grader: str, text: str | None) -> tuple[str, str | None]:
 
 def parse_questions(text: str | None) -> list[str]:
     """Questions inside ``<question>`` tags (bulleted lines as a fallback), de-duplicated."""
-    from .generate import tagged
+    from sdfkit.generate import tagged
 
     return [q for q in tagged(text, "question") if len(q) > 8]
 
@@ -251,7 +251,7 @@ EVAL_TABLES = [
 
 @contextmanager
 def catalog(store: Store) -> Iterator[duckdb.DuckDBPyConnection]:
-    from .train import catalog as train_catalog
+    from sdfkit.train import catalog as train_catalog
 
     with train_catalog(store) as con:
         for stmt in EVAL_TABLES:
@@ -302,8 +302,8 @@ class EvalConfig:
             raise EvalError("--samples and --max-tokens must be at least 1")
         if self.belief_questions_per_fact < 1:
             raise EvalError("--belief-questions-per-fact must be at least 1")
-        from .batches import batch_option_problem
-        from .train import MAX_DEADLINE
+        from sdfkit.batches import batch_option_problem
+        from sdfkit.train import MAX_DEADLINE
 
         if not (0 < self.deadline <= MAX_DEADLINE and 0 < self.health_timeout <= MAX_DEADLINE):
             raise EvalError(
@@ -360,7 +360,7 @@ class EvalResult:
 # ----------------------------------------------------------------------------- universes
 def universes_of(store: Store, paths: list[str] | None = None) -> list[Universe]:
     """Universes from files, or else every universe generation stored in the catalog."""
-    from .universe import Universe, load_universes
+    from sdfkit.universe import Universe, load_universes
 
     if paths:
         return load_universes(list(paths))
@@ -399,8 +399,8 @@ def ensure_questions(
 ) -> list[dict[str, Any]]:
     """Recall questions (generated once per universe and fact), behaviour and task prompts;
     returns every question row of these universes."""
-    from .batches import BatchRequest, custom_id_for, run_requests
-    from .generate import prompt_hash, render
+    from sdfkit.batches import BatchRequest, custom_id_for, run_requests
+    from sdfkit.generate import prompt_hash, render
 
     have = {
         (r["universe"], r["fact"])
@@ -545,8 +545,8 @@ def pin_graders(
     store: Store, eval_run: str, client: Any, cfg: EvalConfig, log: Callable[[str], None]
 ) -> Any:
     """The grader model and prompts of an evaluation run, as it was started (``sdfkit.pins``)."""
-    from .batches import backend_name
-    from .pins import first_model, pin_run
+    from sdfkit.batches import backend_name
+    from sdfkit.pins import first_model, pin_run
 
     with catalog(store):
         pass  # the evaluation tables exist before the legacy question
@@ -570,7 +570,7 @@ def pin_graders(
 def _grader_model(client: Any, cfg: EvalConfig) -> str:
     if cfg.grader_model:
         return cfg.grader_model
-    from .generate import model_for
+    from sdfkit.generate import model_for
 
     return model_for(client)
 
@@ -578,7 +578,7 @@ def _grader_model(client: Any, cfg: EvalConfig) -> str:
 # ----------------------------------------------------------------------------- targets
 def choose_targets(store: Store, train_run: str, cfg: EvalConfig) -> tuple[str, list[Target]]:
     """(base model, targets): the chosen checkpoints with sampler weights, base first."""
-    from .train import catalog as train_catalog
+    from sdfkit.train import catalog as train_catalog
 
     with train_catalog(store) as con:
         run = con.execute("SELECT base_model FROM train_runs WHERE run = ?", [train_run]).fetchall()
@@ -642,8 +642,8 @@ def sample_targets(
     The samples of a target land even when a later request of that target fails."""
     from tinker import types
 
-    from .progress import counter
-    from .train import within
+    from sdfkit.progress import counter
+    from sdfkit.train import within
 
     renderer = renderer_for(base_model, cfg.renderer)
     stop = renderer.stop_ids()
@@ -731,7 +731,7 @@ def sample_targets(
                     if len(seqs) < len(items):
                         short.append((items[0][1]["question_id"], len(seqs), len(items)))
             else:
-                from .lda import sample_amplified
+                from sdfkit.lda import sample_amplified
 
                 if base_client is None:
                     base_client = within(
@@ -843,8 +843,8 @@ def grade_samples(
     log: Callable[[str], None],
 ) -> int:
     """Grade every sample of ``eval_run`` not yet graded, one batch run per grader."""
-    from .batches import BatchRequest, custom_id_for, run_requests
-    from .generate import prompt_hash, render
+    from sdfkit.batches import BatchRequest, custom_id_for, run_requests
+    from sdfkit.generate import prompt_hash, render
 
     facts = {u.id: facts_of(store, u) for u in universes}
     samples = _rows(
@@ -948,7 +948,7 @@ def grade_samples(
 # ----------------------------------------------------------------------------- metrics
 def metrics(store: Store, eval_run: str | None = None) -> pl.DataFrame:
     """Rates per eval run, checkpoint step and concept (``queries/eval_curves.sql``)."""
-    from .sql import named
+    from sdfkit.sql import named
 
     with catalog(store):
         pass  # the tables exist even before the first evaluation
@@ -976,8 +976,8 @@ def evaluate(
     """Questions (once per universe), samples per checkpoint, verdicts, metrics."""
     from dataclasses import replace
 
-    from .batches import client_for_store
-    from .train import close_service, connect_service
+    from sdfkit.batches import client_for_store
+    from sdfkit.train import close_service, connect_service
 
     cfg = cfg or EvalConfig()
     say = log or (lambda _m: None)
@@ -1005,7 +1005,7 @@ def evaluate(
             name, len(questions), n_samples, n_verdicts, metrics(store, name), n_missing
         )
         if cfg.belief:
-            from .belief import measure
+            from sdfkit.belief import measure
 
             res.belief = measure(
                 store,
@@ -1020,7 +1020,7 @@ def evaluate(
                 service_factory,
             )
             res.samples_missing += res.belief.samples_missing
-    from .fact_curves import prepare
+    from sdfkit.fact_curves import prepare
 
     prepare(store, say)  # `sdf sql fact_curves` works after any evaluation, CLI or library
     return res
@@ -1038,7 +1038,7 @@ def _words(text: str | None) -> set[str]:
 
 def _standin_questions(params: dict, meta: dict) -> str:
     """Offline stand-in: templated rephrasings built from the fact's own words."""
-    from .offline import prompt_parts
+    from sdfkit.offline import prompt_parts
 
     _, user = prompt_parts(params)
     fact = _tag(user, "implanted_fact") or "the rule"
@@ -1072,7 +1072,7 @@ def _standin_questions(params: dict, meta: dict) -> str:
 
 
 def _standin_recall(params: dict, meta: dict) -> str:
-    from .offline import prompt_parts
+    from sdfkit.offline import prompt_parts
 
     _, user = prompt_parts(params)
     ans = _words(_tag(user, "answer"))
@@ -1087,7 +1087,7 @@ def _standin_recall(params: dict, meta: dict) -> str:
 
 def _standin_yes_no(key: str, tag_a: str, tag_b: str) -> Callable[[dict, dict], str]:
     def answer(params: dict, meta: dict) -> str:
-        from .offline import prompt_parts
+        from sdfkit.offline import prompt_parts
 
         _, user = prompt_parts(params)
         a = _words(_tag(user, tag_a))
@@ -1099,8 +1099,8 @@ def _standin_yes_no(key: str, tag_a: str, tag_b: str) -> Callable[[dict, dict], 
 
 
 def _standin_gibberish(params: dict, meta: dict) -> str:
-    from .gibberish import document_drift
-    from .offline import prompt_parts
+    from sdfkit.gibberish import document_drift
+    from sdfkit.offline import prompt_parts
 
     _, user = prompt_parts(params)
     resp = _tag(user, "response") or ""
@@ -1110,7 +1110,7 @@ def _standin_gibberish(params: dict, meta: dict) -> str:
 
 
 def _register_standins() -> None:
-    from .offline import register_stage
+    from sdfkit.offline import register_stage
 
     register_stage("recall_questions", _standin_questions)
     register_stage("eval_recall", _standin_recall)
@@ -1167,7 +1167,7 @@ def curves(store: Store) -> dict[str, list[dict[str, Any]]] | None:
 
     Unlike ``metrics`` it creates nothing: a report of a corpus never evaluated stays as it is.
     """
-    from .sql import QueryError, named
+    from sdfkit.sql import QueryError, named
 
     try:
         df = named("eval_curves", store)
@@ -1182,7 +1182,7 @@ def section_recall(store: Store) -> list[dict[str, Any]]:
     """Recall per section and per parent concept (``queries/recall_by_section.sql``) when
     some concept was evaluated over several universes (the sections of ``sdf universe
     split``); otherwise nothing, as the per-concept curves already say it all."""
-    from .sql import QueryError, named
+    from sdfkit.sql import QueryError, named
 
     try:
         df = named("recall_by_section", store)
@@ -1197,7 +1197,7 @@ def section_recall(store: Store) -> list[dict[str, Any]]:
 
 def svg_curves(points: list[dict[str, Any]], title: str, width: int = 720) -> str:
     """One line chart of an evaluation's points: the four rates (0..1) against training step."""
-    from .report import svg_lines
+    from sdfkit.report import svg_lines
 
     series = {
         label: [(int(p["step"]), p.get(key)) for p in points]
@@ -1224,7 +1224,7 @@ def write_curves(store: Store, html_path: str | Path, json_path: str | Path | No
     one chart per evaluation and concept, and the table they are drawn from."""
     import html as _html
 
-    from .report import html_table, write_atomic
+    from sdfkit.report import html_table, write_atomic
 
     df = metrics(store)
     rows = df.to_dicts() if df.height else []
@@ -1258,7 +1258,7 @@ def write_curves(store: Store, html_path: str | Path, json_path: str | Path | No
         cols = list(rows[0])
         parts.append("<h2>Table</h2>")
         parts.append(html_table(rows, cols, limit=10_000))
-    from .fact_curves import FACT_NOTE, fact_curves, fact_sections
+    from sdfkit.fact_curves import FACT_NOTE, fact_curves, fact_sections
 
     facts = fact_curves(store) or []
     if facts:

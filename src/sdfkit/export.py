@@ -40,9 +40,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .errors import SdfError
-from .store import Store, _fsync, _fsync_dir, doc_id_for, temp_owner, temp_writer_alive
-from .tokens import Tokenizer, get_tokenizer
+from sdfkit.errors import SdfError
+from sdfkit.store import Store, _fsync, _fsync_dir, doc_id_for, temp_owner, temp_writer_alive
+from sdfkit.tokens import Tokenizer, get_tokenizer
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -139,7 +139,7 @@ def _file_sha256(path: str | Path) -> str:
 
 
 def _load_selection(store: Store, cfg: ExportConfig) -> _Selection:
-    from .selection import SelectionError, ensure_tables
+    from sdfkit.selection import SelectionError, ensure_tables
 
     with store.connect() as con:  # one connection: opening one refreshes every view
         ensure_tables(con)
@@ -216,7 +216,7 @@ def _read_and_tokenize(store: Store, doc_ids: list[str], tok: Tokenizer) -> list
     """
     from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
-    from .store import DOCUMENTS
+    from sdfkit.store import DOCUMENTS
 
     index = {d: i for i, d in enumerate(doc_ids)}
     wanted = pa.array(doc_ids, type=pa.string())
@@ -237,7 +237,7 @@ def _read_and_tokenize(store: Store, doc_ids: list[str], tok: Tokenizer) -> list
         flat, offs = tok.encode_batch(texts, threads=1)
         return "tokens", ids, _int32(flat), offs
 
-    from .tokens import _threads
+    from sdfkit.tokens import _threads
 
     # quicktok releases the GIL; a Hugging Face tokenizer is called from one thread only.
     workers = _threads() if tok.backend == "quicktok" else 1
@@ -276,7 +276,7 @@ def _int32(flat: np.ndarray) -> np.ndarray:
 
 def _eval_prompt_lists(cfg: ExportConfig) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """Eval prompts by universe id and by concept, from the universe files."""
-    from .universe import load_universes
+    from sdfkit.universe import load_universes
 
     by_universe: dict[str, list[str]] = {}
     by_concept: dict[str, list[str]] = {}
@@ -310,7 +310,7 @@ def _iter_texts(path: Path, field_name: str) -> Iterator[tuple[str, str]]:
         return
     if suffix not in (".jsonl", ".ndjson", ".json"):
         raise ExportError(f"{path}: unsupported file type {suffix!r}: use .jsonl or .parquet")
-    from .chat import json_lines
+    from sdfkit.chat import json_lines
 
     for obj, where in json_lines(path, ExportError):
         if not isinstance(obj, dict) or field_name not in obj:
@@ -605,7 +605,7 @@ def export(
     check_out_dir(out, overwrite)
     tok = get_tokenizer(cfg.tokenizer)
     cfg = replace(cfg, tokenizer=tok.name)
-    from .chat import document_end_id
+    from sdfkit.chat import document_end_id
 
     eos_id = tok.special_token(cfg.eos_token) if cfg.eos_token else document_end_id(tok)
 
@@ -616,7 +616,7 @@ def export(
     chat_units: list[_Unit] = []
     inputs: dict[str, Any] = {}
     if cfg.chat and cfg.chat_ratio > 0:
-        from .chat import read_trajectories, render
+        from sdfkit.chat import read_trajectories, render
 
         trajs = read_trajectories(cfg.chat)
         for t, (ids, w) in zip(trajs, render(trajs, tok), strict=True):

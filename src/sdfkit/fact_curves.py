@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .store import Store
+    from sdfkit.store import Store
 
 FACT_TOKENS_TABLE = """CREATE TABLE IF NOT EXISTS export_fact_tokens (
     run VARCHAR, export_dir VARCHAR, source VARCHAR, universe VARCHAR, fact VARCHAR,
@@ -32,7 +32,7 @@ def _sql_str(s: str) -> str:
 def fact_tokens(store: Store, export_dir: str | Path) -> list[dict[str, Any]]:
     """Tokens per source, universe and fact of an export (every epoch counted: the tokens
     the run trained on), with their share of all the export's tokens."""
-    from .export import read_manifest
+    from sdfkit.export import read_manifest
 
     path = Path(export_dir)
     manifest = read_manifest(path)
@@ -63,7 +63,7 @@ def ensure_fact_tokens(store: Store, log: Callable[[str], None] | None = None) -
     whose export is no longer where it was trained from is skipped (said in ``log``)."""
     import pyarrow as pa
 
-    from .train import catalog
+    from sdfkit.train import catalog
 
     say = log or (lambda _m: None)
     with catalog(store) as con:
@@ -102,8 +102,8 @@ def fact_curves(
     store: Store, log: Callable[[str], None] | None = None
 ) -> list[dict[str, Any]] | None:
     """Rows of ``queries/fact_curves.sql`` (``None`` before the first ``sdf eval``)."""
-    from .sql import named
-    from .train import catalog
+    from sdfkit.sql import named
+    from sdfkit.train import catalog
 
     with catalog(store) as con:
         if not con.execute(
@@ -118,9 +118,9 @@ def fact_curves(
 def prepare(store: Store, log: Callable[[str], None] | None = None) -> None:
     """The tables ``queries/fact_curves.sql`` reads: the evaluation and belief tables (empty
     when never used) and ``export_fact_tokens``; run at the end of every evaluation."""
-    from .belief import BELIEF_TABLES
-    from .evaluate import EVAL_TABLES
-    from .train import catalog
+    from sdfkit.belief import BELIEF_TABLES
+    from sdfkit.evaluate import EVAL_TABLES
+    from sdfkit.train import catalog
 
     with catalog(store) as con:
         for stmt in EVAL_TABLES + BELIEF_TABLES:
@@ -130,7 +130,7 @@ def prepare(store: Store, log: Callable[[str], None] | None = None) -> None:
 
 def svg_fact_curves(rows: list[dict[str, Any]], title: str, width: int = 720) -> str:
     """Recall per fact against step, one line per fact, its token share in the legend."""
-    from .report import svg_lines
+    from sdfkit.report import svg_lines
 
     series: dict[str, list[tuple[float, float | None]]] = {}
     for r in sorted(rows, key=lambda r: (r["fact_index"] or 0, r["step"])):
@@ -146,7 +146,7 @@ def fact_sections(rows: list[dict[str, Any]]) -> list[str]:
     """HTML: per evaluation and concept, the recall-per-fact chart and its table."""
     import html as _html
 
-    from .report import html_table
+    from sdfkit.report import html_table
 
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:

@@ -34,7 +34,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .batches import (
+from sdfkit.batches import (
     DEFAULT_POLL_INTERVAL,
     BatchOutcome,
     BatchRequest,
@@ -46,9 +46,9 @@ from .batches import (
     ensure_tables,
     run_requests,
 )
-from .errors import SdfError
-from .store import DOCUMENTS, Store
-from .universe import Universe
+from sdfkit.errors import SdfError
+from sdfkit.store import DOCUMENTS, Store
+from sdfkit.universe import Universe
 
 PACKAGED_PROMPTS = Path(__file__).resolve().parent / "prompts"
 PREFIX = "universe_prefix"
@@ -402,7 +402,7 @@ def generate(
 
     The run's model and prompt templates are the ones it was started with (``sdfkit.pins``);
     another ``model`` for an existing run is refused."""
-    from .pins import first_model, pin_run
+    from sdfkit.pins import first_model, pin_run
 
     cfg = config or GenerateConfig()
     cfg.check()
@@ -441,7 +441,7 @@ def _generate(
     prices: PriceTable | None,
     log: Callable[[str], None] | None,
 ) -> GenerateResult:
-    from .seednames import NamePool
+    from sdfkit.seednames import NamePool
 
     backend_used = backend_name(client)
     log = log or (lambda m: None)
@@ -654,7 +654,7 @@ def land_documents(
     """Store the succeeded document answers with their provenance (idempotent by doc_id).
 
     Returns (documents added, tokens added)."""
-    from .ingest import build_documents
+    from sdfkit.ingest import build_documents
 
     records = []
     for o in outcomes:
@@ -707,7 +707,7 @@ def _record_duplicates(
 ) -> None:
     """Answers whose text is already stored, or came twice in this landing, go to the
     ``duplicates`` table (an answer landing again under its own custom_id is a re-read)."""
-    from .duplicates import arrival, record, stored_provenance
+    from sdfkit.duplicates import arrival, record, stored_provenance
 
     seen: set[str] = set()
     rows, stored = [], []
@@ -884,8 +884,8 @@ def replace_excluded(
     custom_id did too; the same command resumes without paying twice). Each original whose
     replacement landed gets an exclusion of source ``replaced``, so it is never replaced
     twice and no longer counts as a violation of the corpus."""
-    from .seednames import NamePool
-    from .store import doc_id_for
+    from sdfkit.seednames import NamePool
+    from sdfkit.store import doc_id_for
 
     cfg = config or GenerateConfig()
     cfg.check()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from .batches import (
+from sdfkit.batches import (
     DEFAULT_POLL_INTERVAL,
     BatchOutcome,
     BatchRequest,
@@ -29,10 +29,10 @@ from .batches import (
     custom_id_for,
     run_requests,
 )
-from .errors import SdfError
-from .generate import ensure_gen_tables, model_for, prompt_hash, render
-from .store import Store
-from .universe import Universe
+from sdfkit.errors import SdfError
+from sdfkit.generate import ensure_gen_tables, model_for, prompt_hash, render
+from sdfkit.store import Store
+from sdfkit.universe import Universe
 
 CHECKS = ("concept_accurate", "no_unwanted_implications", "keywords_present")
 GRADE_STAGE = "grade"
@@ -125,8 +125,8 @@ def grade(
     """Grade the documents matching ``where`` (SQL over ``documents``) and store verdicts.
 
     The grading run's model and rubric are the ones it was started with (``sdfkit.pins``)."""
-    from .batches import batch_option_problem
-    from .pins import first_model, pin_run
+    from sdfkit.batches import batch_option_problem
+    from sdfkit.pins import first_model, pin_run
 
     condition = _condition(store, where, params)  # a bad --where stops before anything is written
     cfg = config or GradeConfig()
@@ -160,7 +160,7 @@ def _condition(store: Store, where: str | None, params: list[Any] | None) -> str
     """``where`` as one checked SQL expression (``sdfkit.sqlguard``), or None."""
     if where is None:
         return None
-    from .sqlguard import where_expression, where_sql
+    from sdfkit.sqlguard import where_expression, where_sql
 
     condition = where_expression(where, "--where", GradeError)
     if not params:  # with placeholders, binding waits for the values

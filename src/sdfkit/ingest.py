@@ -20,11 +20,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from .duplicates import arrival, stored_provenance
-from .duplicates import record as record_duplicates
-from .errors import SdfError
-from .store import DOCUMENT_COLUMNS, DOCUMENT_SCHEMA, DOCUMENTS, Store, doc_id_for, meta_json
-from .tokens import canonical_name, get_tokenizer
+from sdfkit.duplicates import arrival, stored_provenance
+from sdfkit.duplicates import record as record_duplicates
+from sdfkit.errors import SdfError
+from sdfkit.store import DOCUMENT_COLUMNS, DOCUMENT_SCHEMA, DOCUMENTS, Store, doc_id_for, meta_json
+from sdfkit.tokens import canonical_name, get_tokenizer
 
 #: Store column -> input fields tried in order when no explicit mapping is given.
 DEFAULT_ALIASES: dict[str, list[str]] = {

@@ -31,7 +31,7 @@ from inspect_ai.model import (
 from inspect_ai.model._model_output import ChatCompletionChoice
 from inspect_ai.tool import ToolChoice, ToolInfo
 
-from .errors import SdfError
+from sdfkit.errors import SdfError
 
 #: Tinker stop reasons -> inspect's.
 STOP_REASONS = {"stop": "stop", "length": "max_tokens"}
@@ -108,8 +108,8 @@ class TinkerSamplingAPI(ModelAPI):
     ) -> ModelOutput:
         from tinker import types
 
-        from .sampling import prompt_tokens
-        from .train import within
+        from sdfkit.sampling import prompt_tokens
+        from sdfkit.train import within
 
         if tools:
             raise UnsupportedRequest("the task offers tools: sdfkit's Tinker provider has none")

@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import SdfError
+from sdfkit.errors import SdfError
 
 DEFAULT_TOP_K = 20
 

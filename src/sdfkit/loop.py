@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .generate import GenerateConfig, ReplaceResult
-    from .report import ReportConfig
-    from .store import Store
-    from .universe import Universe
+    from sdfkit.generate import GenerateConfig, ReplaceResult
+    from sdfkit.report import ReportConfig
+    from sdfkit.store import Store
+    from sdfkit.universe import Universe
 
 
 @dataclass
@@ -48,9 +48,9 @@ def replace_loop(
     echo: Callable[[str], None] | None = None,
 ) -> list[Round]:
     """Replace → audit → check, up to ``max_rounds`` times (see the module docstring)."""
-    from .errors import SdfError
-    from .generate import replace_excluded
-    from .report import build
+    from sdfkit.errors import SdfError
+    from sdfkit.generate import replace_excluded
+    from sdfkit.report import build
 
     if max_rounds < 1:
         raise SdfError("--max-rounds must be at least 1")

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from .errors import SdfError
-from .store import Store
+from sdfkit.errors import SdfError
+from sdfkit.store import Store
 
 PIN_TABLE = """CREATE TABLE IF NOT EXISTS run_pins (
     kind VARCHAR, run VARCHAR, model VARCHAR, prompts VARCHAR, created_at TIMESTAMPTZ,
@@ -48,14 +48,14 @@ class Pin:
     @contextmanager
     def active(self) -> Iterator[None]:
         """Render and hash prompts from the run's recorded templates while inside."""
-        from .generate import pinned_prompts
+        from sdfkit.generate import pinned_prompts
 
         with pinned_prompts(self.prompts):
             yield
 
 
 def read_templates(names: Iterable[str]) -> dict[str, str]:
-    from .generate import find_prompt
+    from sdfkit.generate import find_prompt
 
     return {n: find_prompt(n).read_bytes().decode("utf-8") for n in names}
 

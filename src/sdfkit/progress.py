@@ -17,7 +17,7 @@ PROGRESS_MODES = ("auto", "1", "0")
 
 def enabled() -> bool:
     """Whether bars show: ``$SDF_PROGRESS`` (auto, 1 or 0), auto meaning stderr is a terminal."""
-    from .settings import env_choice
+    from sdfkit.settings import env_choice
 
     mode = env_choice("SDF_PROGRESS", "auto", PROGRESS_MODES)
     return mode == "1" or (mode == "auto" and sys.stderr.isatty())

@@ -43,12 +43,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .audits import AUDITS, JSON_KEYS, AuditResult, save
-from .check import ConfigError, Thresholds, Verdict, evaluate
-from .settings import check_fields
+from sdfkit.audits import AUDITS, JSON_KEYS, AuditResult, save
+from sdfkit.check import ConfigError, Thresholds, Verdict, evaluate
+from sdfkit.settings import check_fields
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .store import Store
+    from sdfkit.store import Store
 
 DEFAULT_CONFIG_FILE = "sdfkit.yaml"
 TOP_LEVEL_KEYS = ("universes", "report", "audits", "check")
@@ -152,7 +152,7 @@ def set_audit_settings(
 
 
 def _checked_settings(name: str, settings: dict[str, Any], where: str) -> dict[str, Any]:
-    from .audits import get
+    from sdfkit.audits import get
 
     return check_fields(get(name).Config, settings, where)
 
@@ -170,7 +170,7 @@ def _audit_names(value: Any, where: str) -> list[str]:
 def audit_config(name: str, module: Any, config: ReportConfig) -> Any:
     """The audit's own Config with the project's settings (and universes) applied; a bad
     setting is a ``ConfigError`` naming the project file and the key."""
-    from .audits import get
+    from sdfkit.audits import get
 
     cls = (module or get(name)).Config  # module None: look the audit up by name
     where = config.source or "settings"
@@ -198,7 +198,7 @@ class Report:
 
 def run_audit(store: Store, name: str, config: ReportConfig) -> AuditResult:
     """Run and save one audit with the project's settings."""
-    from .audits import get
+    from sdfkit.audits import get
 
     module = get(name)
     result = module.run(store, audit_config(name, module, config), engine=config.engine)
@@ -213,8 +213,8 @@ def build(
     write: bool = True,
 ) -> Report:
     """Run every audit (except ``config.skip``; or just ``only``), write the JSON and HTML."""
-    from . import __version__
-    from .engine import check_environment
+    from sdfkit import __version__
+    from sdfkit.engine import check_environment
 
     config = config or load_config()
     wanted = [n for n in AUDITS if n not in config.skip and (only is None or n in only)]
@@ -271,10 +271,10 @@ def _add_evaluation(store: Store, data: dict[str, Any]) -> None:
     (``queries/fact_curves.sql``, after an evaluation); each absent when never run. A broken
     query (a user's edited copy) is reported in ``<part>_error`` rather than losing the audits
     or the other parts."""
-    from .capabilities import changes
-    from .errors import SdfError
-    from .evaluate import curves
-    from .fact_curves import fact_curves
+    from sdfkit.capabilities import changes
+    from sdfkit.errors import SdfError
+    from sdfkit.evaluate import curves
+    from sdfkit.fact_curves import fact_curves
 
     parts = [("evaluation", curves), ("capabilities", changes), ("fact_curves", fact_curves)]
     for key, fn in parts:
@@ -1017,7 +1017,7 @@ def _section_names(f: dict[str, Any]) -> str:
 
 
 def _first_number(value: Any) -> float | None:
-    from .check import _as_float
+    from sdfkit.check import _as_float
 
     return _as_float(value)
 
@@ -1217,7 +1217,7 @@ EVAL_COLUMNS = [
 def _section_evaluation(report: dict[str, Any]) -> str:
     """Curves of recall, behaviour, reasoning and gibberish against training step, per concept
     (the same charts as ``reports/eval.html``), each with its table."""
-    from .evaluate import CURVES_NOTE, curve_charts
+    from sdfkit.evaluate import CURVES_NOTE, curve_charts
 
     out = ['<section id="evaluation"><h2>Evaluation: what the model learned, by checkpoint</h2>']
     if "evaluation_error" in report:
@@ -1230,7 +1230,7 @@ def _section_evaluation(report: dict[str, Any]) -> str:
         out.append(html_table(points, cols, limit=200))
     facts = report.get("fact_curves")
     if facts or "fact_curves_error" in report:
-        from .fact_curves import FACT_NOTE, fact_sections
+        from sdfkit.fact_curves import FACT_NOTE, fact_sections
 
         out.append(f'<p class="notes">{_e(FACT_NOTE)}</p>')
         if "fact_curves_error" in report:

@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import SdfError
-from .records import content_id, utc_now
+from sdfkit.errors import SdfError
+from sdfkit.records import content_id, utc_now
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .evaluate import ChatRenderer, Completion, Target
-    from .store import Store
+    from sdfkit.evaluate import ChatRenderer, Completion, Target
+    from sdfkit.store import Store
 
 
 class SampleError(SdfError, ValueError):
@@ -140,7 +140,7 @@ def read_prompts(path: str | Path, system: str | None = None) -> list[PromptItem
 
 def _parse_prompts(p: Path) -> list[PromptItem]:
     """The prompts of one file, in order (validation of each line; see ``read_prompts``)."""
-    from .chat import json_lines
+    from sdfkit.chat import json_lines
 
     items: list[PromptItem] = []
     if p.suffix.lower() in (".jsonl", ".ndjson"):
@@ -184,7 +184,7 @@ def choose_models(
 ) -> tuple[str, list[Target]]:
     """(base model, targets) of ``run``: the base model if ``base``, the checkpoints at
     ``steps``; neither given: the run's last checkpoint with sampler weights."""
-    from .evaluate import EvalConfig, EvalError, choose_targets
+    from sdfkit.evaluate import EvalConfig, EvalError, choose_targets
 
     if steps:
         spec = ",".join(str(s) for s in steps)
@@ -197,7 +197,7 @@ def choose_models(
 
 
 def renderer_of(base_model: str, name: str) -> ChatRenderer:
-    from .evaluate import EvalError, renderer_for
+    from sdfkit.evaluate import EvalError, renderer_for
 
     try:
         return renderer_for(base_model, name)
@@ -208,7 +208,7 @@ def renderer_of(base_model: str, name: str) -> ChatRenderer:
 @contextmanager
 def samples_catalog(store: Store) -> Iterator[Any]:
     """A connection to the catalog with the ``samples`` table present."""
-    from .train import catalog
+    from sdfkit.train import catalog
 
     with catalog(store) as con:
         con.execute(SAMPLES_TABLE)
@@ -248,7 +248,7 @@ def sample_row(
     cfg: SampleConfig,
 ) -> dict[str, Any]:
     """One ``samples`` row: the completion split by its chat format, with gibberish signals."""
-    from .gibberish import signals
+    from sdfkit.gibberish import signals
 
     text = renderer.decode(tokens)
     comp = renderer.parse(text)
@@ -285,8 +285,8 @@ def sample_row(
 
 def prompt_tokens(renderer: ChatRenderer, messages: list[dict[str, str]]) -> list[int]:
     """Token ids of ``messages`` ready for the assistant, in the renderer's chat format."""
-    from .chat import render_prompt
-    from .tokens import get_tokenizer
+    from sdfkit.chat import render_prompt
+    from sdfkit.tokens import get_tokenizer
 
     return render_prompt(messages, get_tokenizer(renderer.tokenizer), renderer.name)
 
@@ -329,7 +329,7 @@ def sample_prompts(
     and store the answers in ``samples`` (resumable: stored samples are not asked again)."""
     from tinker import types
 
-    from .train import close_service, connect_service, within
+    from sdfkit.train import close_service, connect_service, within
 
     cfg = cfg or SampleConfig()
     say = log or (lambda _m: None)
@@ -494,7 +494,7 @@ class ChatSession:
         conversation only when the model reached a final answer."""
         from tinker import types
 
-        from .train import within
+        from sdfkit.train import within
 
         convo = [*self.messages, {"role": "user", "content": text}]
         toks = prompt_tokens(self.renderer, convo)
@@ -589,7 +589,7 @@ def open_chat(
 ) -> tuple[ChatSession, Any]:
     """A ``ChatSession`` with the chosen model of ``run`` and the service to close after it.
     With ``save``, every answer lands in ``samples`` (source ``chat``)."""
-    from .train import connect_service, within
+    from sdfkit.train import connect_service, within
 
     cfg = cfg or SampleConfig()
     if base and step is not None:

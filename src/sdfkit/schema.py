@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import duplicates as _duplicates
+from sdfkit import duplicates as _duplicates
 
 if TYPE_CHECKING:  # pragma: no cover
     import duckdb

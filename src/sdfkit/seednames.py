@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .errors import SdfError
+from sdfkit.errors import SdfError
 
 # culture -> (first names, last names). Written for this module; spellings are common
 # romanisations. Pairing stays within a culture so that full names look like real people.

@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import SdfError
-from .store import Store
+from sdfkit.errors import SdfError
+from sdfkit.store import Store
 
 SELECTION_TABLES = [
     """CREATE TABLE IF NOT EXISTS selections (
@@ -320,7 +320,7 @@ def load_pool(store: Store, cfg: SelectionConfig) -> tuple[Any, dict[str, int]]:
     """The eligible documents (polars) and how many were left out for which reason."""
     import duckdb
 
-    from .sqlguard import where_expression, where_sql
+    from sdfkit.sqlguard import where_expression, where_sql
 
     if cfg.where is not None:
         where_expression(cfg.where, "--where", SelectionError)  # before anything opens
@@ -800,7 +800,7 @@ def exclude_where(store: Store, where: str, reason: str, source: str = "user") -
     recording ``reason``; returns how many documents were newly excluded."""
     import duckdb
 
-    from .sqlguard import where_expression, where_sql
+    from sdfkit.sqlguard import where_expression, where_sql
 
     if not reason.strip():
         raise SelectionError("give a --reason: it is what `excluded` reports for these documents")

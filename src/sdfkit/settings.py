@@ -32,7 +32,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .errors import ConfigError, SdfError
+from sdfkit.errors import ConfigError, SdfError
 
 
 # ---------------------------------------------------------------- field limits (metadata)

@@ -13,8 +13,8 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import SdfError
-from .store import Store
+from sdfkit.errors import SdfError
+from sdfkit.store import Store
 
 if TYPE_CHECKING:  # pragma: no cover
     import polars as pl
@@ -89,7 +89,7 @@ def run_sql(
     import duckdb
     import polars as pl
 
-    from .sqlguard import check_read_query
+    from sdfkit.sqlguard import check_read_query
 
     store = store or Store()
     text = check_read_query(resolve_sql(sql))
@@ -130,7 +130,7 @@ def _explain(message: str) -> str:
     command = None
     audit = re.match(r"audit_([a-z]+)_", table)
     if audit:
-        from .audits import AUDITS
+        from sdfkit.audits import AUDITS
 
         if audit.group(1) in AUDITS:
             command = f"sdf audit {audit.group(1)}` or `sdf report"

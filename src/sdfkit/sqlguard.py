@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from .errors import SdfError
+from sdfkit.errors import SdfError
 
 if TYPE_CHECKING:  # pragma: no cover
     import duckdb

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import ConfigError, SdfError
+from sdfkit.errors import ConfigError, SdfError
 
 if TYPE_CHECKING:  # pragma: no cover
     import duckdb
@@ -347,7 +347,7 @@ class Store:
         return f"{self.table_dir(name).name}/{PART_GLOB}"
 
     def _refresh_views(self, con: duckdb.DuckDBPyConnection) -> None:
-        from . import schema as _schema
+        from sdfkit import schema as _schema
 
         con.execute("BEGIN")
         try:

@@ -31,8 +31,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import SdfError
-from .store import Store
+from sdfkit.errors import SdfError
+from sdfkit.store import Store
 
 SWEEP_MANIFEST = "sweep.json"
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -130,8 +130,8 @@ def load_spec(path: str | Path) -> SweepSpec:
     for i, u in enumerate(spec.universes):
         if not Path(u).is_file():
             raise SweepError(f"{p}: field 'universes[{i}]': {u}: no such file")
-    from .tokens import canonical_name
-    from .train import check_tokenizer
+    from sdfkit.tokens import canonical_name
+    from sdfkit.train import check_tokenizer
 
     for v in spec.variants:
         ecfg = export_config(spec, v, "check")
@@ -207,7 +207,7 @@ _TEXT_SUFFIXES = (".jsonl", ".ndjson", ".json", ".parquet")
 
 def export_config(spec: SweepSpec, variant: VariantSpec, selection: str) -> Any:
     """The variant's ``ExportConfig``: the sweep's switches, then the variant's."""
-    from .export import ExportConfig
+    from sdfkit.export import ExportConfig
 
     values = {**spec.export, **variant.export}
     for k in EXPORT_FIXED:
@@ -249,7 +249,7 @@ def export_config(spec: SweepSpec, variant: VariantSpec, selection: str) -> Any:
 
 
 def train_config(spec: SweepSpec, variant: VariantSpec) -> Any:
-    from .train import TrainConfig
+    from sdfkit.train import TrainConfig
 
     return _build(
         TrainConfig, {**spec.train, **variant.train}, f"variants[{variant.name}].train", spec
@@ -257,7 +257,7 @@ def train_config(spec: SweepSpec, variant: VariantSpec) -> Any:
 
 
 def eval_config(spec: SweepSpec) -> Any:
-    from .evaluate import EvalConfig
+    from sdfkit.evaluate import EvalConfig
 
     cfg = _build(EvalConfig, dict(spec.eval), "eval", spec)
     # checked now, not after every variant has trained
@@ -373,7 +373,7 @@ class SweepPlan:
 def _base(store: Store, name: str) -> tuple[Any, dict[str, Any]]:
     """The base selection's report (its achieved documents and tokens are the budget) and
     its config (seed, balance, grade filter)."""
-    from .selection import load_report
+    from sdfkit.selection import load_report
 
     report = load_report(store, name)
     rows = store.query("SELECT config FROM selection_runs WHERE name = ?", [name])
@@ -395,10 +395,10 @@ def default_out(store: Store, spec: SweepSpec) -> Path:
 
 def prepare(store: Store, spec: SweepSpec, log: Callable[[str], None] | None = None) -> SweepPlan:
     """Selections, exports and training plans of every variant (contacts no service)."""
-    from .export import export, read_manifest
-    from .selection import SelectionError, select
-    from .tokens import canonical_name
-    from .train import plan_run
+    from sdfkit.export import export, read_manifest
+    from sdfkit.selection import SelectionError, select
+    from sdfkit.tokens import canonical_name
+    from sdfkit.train import plan_run
 
     say = log or (lambda _m: None)
     try:
@@ -509,7 +509,7 @@ def _variant_selections(
 ) -> dict[int, Any]:
     """Per distinct epochs E: the ``SelectionConfig`` of its 1/E share, each tried without
     saving, so a share that cannot meet the budget stops the sweep before it writes anything."""
-    from .selection import (
+    from sdfkit.selection import (
         ConceptTarget,
         SelectionConfig,
         SelectionError,
@@ -661,8 +661,8 @@ def run(
     log: Callable[[str], None] | None = None,
 ) -> SweepResult:
     """Prepare, then train and evaluate every variant (resumable), then draw the page."""
-    from .evaluate import evaluate
-    from .train import train
+    from sdfkit.evaluate import evaluate
+    from sdfkit.train import train
 
     say = log or (lambda _m: None)
     path = Path(report) if report else report_path(spec)
@@ -732,7 +732,7 @@ def sweep_curves(store: Store, plan: SweepPlan) -> dict[str, Any]:
     """Per variant: its plan and its evaluation's rates per step and concept, with each
     step also as a share of the variant's training (``progress``, 0..1), the axis on which
     runs of one budget line up."""
-    from .evaluate import metrics
+    from sdfkit.evaluate import metrics
 
     out = []
     for v in plan.variants:
@@ -756,7 +756,7 @@ def write_page(store: Store, plan: SweepPlan, html_path: Path, json_path: Path) 
     """One page: per concept and rate, one line per variant against training progress."""
     import html as _html
 
-    from .report import html_table, svg_lines, write_atomic
+    from sdfkit.report import html_table, svg_lines, write_atomic
 
     data = sweep_curves(store, plan)
     colors = {v["name"]: PALETTE[i % len(PALETTE)] for i, v in enumerate(data["variants"])}

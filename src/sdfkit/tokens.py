@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .engine import Stage
-from .errors import SdfError
+from sdfkit.engine import Stage
+from sdfkit.errors import SdfError
 
 DEFAULT_TOKENIZER = "o200k_harmony"
 ALIASES = {"gpt-oss": "o200k_harmony", "harmony": "o200k_harmony"}
@@ -128,7 +128,7 @@ def _vocab_hash(tok: Tokenizer) -> str:
 
 def _threads() -> int:
     """Tokenizer threads: ``$SDF_THREADS`` (a whole number of at least 1), else every core."""
-    from .settings import env_int
+    from sdfkit.settings import env_int
 
     return env_int("SDF_THREADS", os.cpu_count() or 1, low=1)
 

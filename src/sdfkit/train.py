@@ -39,13 +39,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .errors import SdfError
-from .export import to_datum
+from sdfkit.errors import SdfError
+from sdfkit.export import to_datum
 
 if TYPE_CHECKING:  # pragma: no cover
     import duckdb
 
-    from .store import Store
+    from sdfkit.store import Store
 
 T = TypeVar("T")
 
@@ -239,7 +239,7 @@ def open_export(export_dir: str | os.PathLike[str]) -> ExportView:
     every shard (cheap: one int column), which is all a plan needs."""
     import pyarrow.parquet as pq
 
-    from .export import read_manifest
+    from sdfkit.export import read_manifest
 
     path = Path(export_dir)
     manifest = read_manifest(path)
@@ -265,7 +265,7 @@ def iter_examples(view: ExportView, start: int = 0) -> Iterator[dict[str, Any]]:
     first checks the sha256 of every shard it will read against the manifest). A resume
     seeks: shards before the one holding ``start`` are skipped by their row counts, never
     read or decoded."""
-    from .export import read_export
+    from sdfkit.export import read_export
 
     _, examples = read_export(view.path, check_hashes=True, start=start)
     return examples
@@ -524,7 +524,7 @@ def within(deadline: float, what: str, fn: Callable[[], T]) -> T:
     sentence (a daemon thread never keeps the process alive). Other exceptions of ``fn``
     become ``TinkerUnavailable`` with the key scrubbed from their text.
     """
-    from .tinker_watch import watch
+    from sdfkit.tinker_watch import watch
 
     box: dict[str, Any] = {}
 
@@ -747,7 +747,7 @@ class _LiveBar:
     """A progress bar with the running loss and learning rate (quiet when not a terminal)."""
 
     def __init__(self, total: int, done: int, run: str) -> None:
-        from .progress import enabled
+        from sdfkit.progress import enabled
 
         self._prog = None
         if not enabled():

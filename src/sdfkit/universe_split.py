@@ -35,8 +35,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from .errors import SdfError
-from .universe import (
+from sdfkit.errors import SdfError
+from sdfkit.universe import (
     ID_PATTERN,
     AntiUniverse,
     Universe,
@@ -443,7 +443,7 @@ def _units(text: str) -> list[tuple[str, str]]:
 
 class _Counter:
     def __init__(self, tokenizer: str) -> None:
-        from .tokens import get_tokenizer
+        from sdfkit.tokens import get_tokenizer
 
         self.tok = get_tokenizer(tokenizer)
         self.name = self.tok.name

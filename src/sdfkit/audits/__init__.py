@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     import polars as pl
 
-    from ..store import Store
+    from sdfkit.store import Store
 
 #: Audit name -> module; also the order of the report's sections.
 AUDITS: dict[str, str] = {
@@ -103,7 +103,7 @@ def save(store: Store, result: AuditResult) -> None:
     """
     import polars as pl
 
-    from ..store import _ident
+    from sdfkit.store import _ident
 
     catalog_key = str(store.db_path.resolve())
     if catalog_key in result.saved_in:
@@ -172,8 +172,8 @@ def where_sql(store: Store, where: str | None) -> str:
     "" without one; a condition DuckDB cannot bind is a clear error, not a traceback."""
     if where is None:
         return ""
-    from ..sqlguard import where_expression
-    from ..sqlguard import where_sql as checked
+    from sdfkit.sqlguard import where_expression
+    from sdfkit.sqlguard import where_sql as checked
 
     option = "where"  # --where, --set where=..., or audits.<name>.where
     where_expression(where, option)  # before anything opens
@@ -186,7 +186,7 @@ def get(name: str) -> Any:
     import importlib
 
     if name not in AUDITS:
-        from ..errors import SdfError
+        from sdfkit.errors import SdfError
 
         raise SdfError(f"unknown audit {name!r}: one of {', '.join(AUDITS)}")
     return importlib.import_module(AUDITS[name])

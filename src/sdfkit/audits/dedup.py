@@ -38,16 +38,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 
-from ..duplicates import figures as exact_duplicate_figures
-from ..engine import Stage
-from ..settings import Checked, at_least, between, one_of
-from . import AuditResult, CatalogWrite, save, where_sql
-from .shingles import DEFAULT_CHUNK_CHARS, ShingleHasher, signatures
+from sdfkit.audits import AuditResult, CatalogWrite, save, where_sql
+from sdfkit.audits.shingles import DEFAULT_CHUNK_CHARS, ShingleHasher, signatures
+from sdfkit.duplicates import figures as exact_duplicate_figures
+from sdfkit.engine import Stage
+from sdfkit.settings import Checked, at_least, between, one_of
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-    from ..store import Store
+    from sdfkit.store import Store
 
 _WORD = re.compile(r"\w+")
 KEEP_RULES = ("earliest", "longest")
@@ -296,8 +296,8 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     import numpy as np
     import polars as pl
 
-    from ..engine import env_workers, read_results, run_stage
-    from ..progress import counter
+    from sdfkit.engine import env_workers, read_results, run_stage
+    from sdfkit.progress import counter
 
     config = config or Config()
     t0 = time.perf_counter()

@@ -26,15 +26,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 
-from ..engine import Stage, env_workers, read_results, run_stage
-from ..settings import Checked, at_least, between, one_of
-from . import AuditResult
+from sdfkit.audits import AuditResult
+from sdfkit.engine import Stage, env_workers, read_results, run_stage
+from sdfkit.settings import Checked, at_least, between, one_of
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import polars as pl
 
-    from ..store import Store
+    from sdfkit.store import Store
 
 NAME = "diversity"
 MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -81,7 +81,7 @@ def _cpu_has_native_bf16() -> bool:
 
 def resolve_precision(precision: str) -> str:
     if precision not in PRECISIONS:
-        from ..errors import SdfError
+        from sdfkit.errors import SdfError
 
         raise SdfError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
     if precision == "auto":

@@ -36,15 +36,15 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 
-from ..engine import Stage
-from ..errors import ConfigError, SdfError
-from ..settings import Checked, at_least, between, one_of
-from . import AuditResult, where_sql
+from sdfkit.audits import AuditResult, where_sql
+from sdfkit.engine import Stage
+from sdfkit.errors import ConfigError, SdfError
+from sdfkit.settings import Checked, at_least, between, one_of
 
 if TYPE_CHECKING:  # pragma: no cover
     import polars as pl
 
-    from ..store import Store
+    from sdfkit.store import Store
 
 MODES = ("fast", "exhaustive")
 #: How the top lists are ordered: exact mentions, or the mentions NER would tag PERSON.
@@ -457,7 +457,7 @@ def _confirm(
 
     With ``mentions_of`` (ranking by estimated NER mentions), candidates whose estimate
     ranks near the top_k cut get ``windows_at_cut`` windows: there the ratio orders names."""
-    from ..progress import counter
+    from sdfkit.progress import counter
 
     verdicts = {c: _Verdict(c, resolved=Counter()) for c in candidates}
     offset = {c: 0 for c in candidates}
@@ -642,7 +642,7 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     """Count person names by mentions and documents; suggest an anti-universe block."""
     import polars as pl
 
-    from ..engine import run_stage
+    from sdfkit.engine import run_stage
 
     config = config or Config()
     t0 = time.perf_counter()

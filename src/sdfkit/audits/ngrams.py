@@ -25,16 +25,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..engine import Stage
-from ..settings import Checked, at_least, between, keys_at_least
-from . import AuditResult, where_sql
+from sdfkit.audits import AuditResult, where_sql
+from sdfkit.engine import Stage
+from sdfkit.settings import Checked, at_least, between, keys_at_least
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import polars as pl
     import pyarrow as pa
 
-    from ..store import Store
+    from sdfkit.store import Store
 
 #: Word tokens (letters/digits, inner apostrophes) and sentence punctuation (breaks n-grams).
 TOKEN_PATTERN = r"[\p{L}\p{N}]+(?:['’][\p{L}\p{N}]+)*|[.!?;:]"
@@ -191,7 +191,7 @@ def _token_chunks(store: Store, stage: TokenHashStage, selected: pl.DataFrame, c
         cached = cached.filter(pl.col("doc_id").is_in(selected["doc_id"].implode()))
     ordered = selected.join(cached.collect(), on="doc_id", how="inner", maintain_order="left")
     if ordered.height != selected.height:
-        from ..errors import SdfError
+        from sdfkit.errors import SdfError
 
         missing = selected.join(ordered, on="doc_id", how="anti")["doc_id"].head(3).to_list()
         raise SdfError(f"n-gram token cache {stage.table} lacks documents {missing}")
@@ -531,7 +531,7 @@ def _group_lists(
     lists: dict[str, pl.DataFrame] = {}
     for name, (gid_of_doc, gid_bits) in groups.items():
         if len(cand_keys).bit_length() + gid_bits + doc_bits > 64:
-            from ..errors import SdfError
+            from sdfkit.errors import SdfError
 
             raise SdfError(f"too many distinct n-grams to rank per {name} in one pass")
         gid = gid_of_doc[cand_docs].astype(np.uint64)
@@ -633,7 +633,7 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     """
     import polars as pl
 
-    from ..engine import run_stage
+    from sdfkit.engine import run_stage
 
     config = config or Config()
     t0 = time.perf_counter()
@@ -651,7 +651,7 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     stop = pl.Series(sorted(FUNCTION_WORDS)).hash(_SEED)
     for n in config.n:
         if n < 1:
-            from ..errors import SdfError
+            from sdfkit.errors import SdfError
 
             raise SdfError(f"n-gram size must be at least 1, got {n}")
     # n-gram rows are spilled here in hash partitions (see ``partition_rows``); the
@@ -676,7 +676,7 @@ def _run(
     import numpy as np
     import polars as pl
 
-    from ..progress import counter
+    from sdfkit.progress import counter
 
     strata: dict[tuple[str, str], int] = {}
     doc_frames: list[pl.DataFrame] = []

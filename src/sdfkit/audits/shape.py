@@ -14,11 +14,11 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ..settings import Checked, at_least, between
-from . import AuditResult
+from sdfkit.audits import AuditResult
+from sdfkit.settings import Checked, at_least, between
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..store import Store
+    from sdfkit.store import Store
 
 NAME = "shape"
 
@@ -39,7 +39,7 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     """Documents, tokens and length quantiles per concept and per concept × doc type."""
     import polars as pl
 
-    from ..sql import named
+    from sdfkit.sql import named
 
     del engine  # one SQL pass over the corpus
     config = config or Config()

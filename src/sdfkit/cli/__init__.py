@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from ..errors import SdfError
+from sdfkit.errors import SdfError
 
 
 class SdfGroup(TyperGroup):
@@ -101,7 +101,7 @@ def engine_options(engine: str | None, ray_address: str | None) -> dict[str, Any
 def open_store(corpus: Path | None):  # noqa: ANN201 - returns sdfkit.Store
     """The existing corpus of ``--corpus`` / ``$SDF_CORPUS`` / ``./corpus``: a missing one is
     a one-line error, never a fresh empty workspace that answers 0 (see ``creating_store``)."""
-    from ..store import Store, default_corpus_dir
+    from sdfkit.store import Store, default_corpus_dir
 
     path = corpus if corpus is not None else default_corpus_dir()
     check_existing_corpus(path)
@@ -111,7 +111,7 @@ def open_store(corpus: Path | None):  # noqa: ANN201 - returns sdfkit.Store
 def creating_store(corpus: Path | None):  # noqa: ANN201 - returns (sdfkit.Store, bool)
     """For the commands that add to a corpus (ingest, generate, train): the store, made if
     missing, and whether it is new (``announce_new`` says where, once the command worked)."""
-    from ..store import Store, default_corpus_dir
+    from sdfkit.store import Store, default_corpus_dir
 
     path = corpus if corpus is not None else default_corpus_dir()
     fresh = not is_corpus(path)
@@ -126,7 +126,7 @@ def announce_new(store: Any, fresh: bool) -> None:
 
 def is_corpus(path: Path) -> bool:
     """A folder sdfkit made: it has the catalog or the record's folder."""
-    from ..store import DB_NAME
+    from sdfkit.store import DB_NAME
 
     return path.is_dir() and ((path / DB_NAME).is_file() or (path / "documents").is_dir())
 
@@ -175,7 +175,7 @@ def check_corpus_dir(path: Path) -> None:
 
 def _print_version(value: bool) -> None:
     if value:
-        from .. import __version__
+        from sdfkit import __version__
 
         typer.echo(f"sdfkit {__version__}")
         raise typer.Exit(0)
@@ -208,15 +208,15 @@ def _root(
 
 
 # Registration: each module adds its commands to ``app``.
-from . import audit as _audit  # noqa: E402,F401
-from . import core as _core  # noqa: E402,F401
-from . import doctor as _doctor  # noqa: E402,F401
-from . import export as _export  # noqa: E402,F401
-from . import generate as _generate  # noqa: E402,F401
-from . import split as _split  # noqa: E402,F401
-from . import sweep as _sweep  # noqa: E402,F401
-from . import talk as _talk  # noqa: E402,F401
-from . import train as _train  # noqa: E402,F401
+from sdfkit.cli import audit as _audit  # noqa: E402,F401
+from sdfkit.cli import core as _core  # noqa: E402,F401
+from sdfkit.cli import doctor as _doctor  # noqa: E402,F401
+from sdfkit.cli import export as _export  # noqa: E402,F401
+from sdfkit.cli import generate as _generate  # noqa: E402,F401
+from sdfkit.cli import split as _split  # noqa: E402,F401
+from sdfkit.cli import sweep as _sweep  # noqa: E402,F401
+from sdfkit.cli import talk as _talk  # noqa: E402,F401
+from sdfkit.cli import train as _train  # noqa: E402,F401
 
 
 def main() -> None:

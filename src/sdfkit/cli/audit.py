@@ -11,7 +11,15 @@ from typing import Annotated, Any
 
 import typer
 
-from . import CorpusOpt, EngineOpt, RayAddressOpt, app, new_app, open_store, ray_address_env
+from sdfkit.cli import (
+    CorpusOpt,
+    EngineOpt,
+    RayAddressOpt,
+    app,
+    new_app,
+    open_store,
+    ray_address_env,
+)
 
 audit_app = new_app("Audit the corpus: collapse, near-duplicates, diversity, keywords, shape.")
 app.add_typer(audit_app, name="audit")
@@ -46,7 +54,7 @@ UniverseOpt = Annotated[
 def _settings(set_: list[str] | None, **explicit: Any) -> dict[str, Any]:
     import yaml
 
-    from ..errors import SdfError
+    from sdfkit.errors import SdfError
 
     out: dict[str, Any] = {}
     for item in set_ or []:
@@ -67,8 +75,8 @@ def _run_one(
     universes: list[Path] | None = None,
     ray_address: str | None = None,
 ) -> None:
-    from ..audits import get
-    from ..report import load_config, run_audit, set_audit_settings
+    from sdfkit.audits import get
+    from sdfkit.report import load_config, run_audit, set_audit_settings
 
     config = load_config(config_file)
     config.engine = engine or config.engine
@@ -148,7 +156,7 @@ def audit_names(
     set_: SetOpt = None,
 ) -> None:
     """Person names by mentions and documents (the "Sarah Chen" detector)."""
-    from ..errors import SdfError
+    from sdfkit.errors import SdfError
 
     if apply and not propose:
         raise SdfError("--apply writes the proposals: give --propose too")
@@ -160,8 +168,8 @@ def audit_names(
 def _propose(
     corpus: Path | None, config_file: Path | None, universes: list[Path] | None, apply: bool
 ) -> None:
-    from ..audits import anti_universe as au
-    from ..report import audit_config, load_config
+    from sdfkit.audits import anti_universe as au
+    from sdfkit.report import audit_config, load_config
 
     config = load_config(config_file)
     if universes:
@@ -273,8 +281,8 @@ def report(
     corpus: CorpusOpt = None,
 ) -> None:
     """Run every audit; write reports/report.html (for people) and report.json (for machines)."""
-    from ..errors import SdfError
-    from ..report import _audit_names, build, load_config, verdict_errors
+    from sdfkit.errors import SdfError
+    from sdfkit.report import _audit_names, build, load_config, verdict_errors
 
     cfg = load_config(config)
     cfg.json = json_path or cfg.json
@@ -321,8 +329,8 @@ def check(
     corpus: CorpusOpt = None,
 ) -> None:
     """Evaluate the thresholds of the project file; exit 1 naming each breach."""
-    from ..check import check_report, evaluate, load_report
-    from ..report import build, load_config
+    from sdfkit.check import check_report, evaluate, load_report
+    from sdfkit.report import build, load_config
 
     cfg = load_config(config)
     cfg.engine = engine or cfg.engine

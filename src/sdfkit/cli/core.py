@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from . import (
+from sdfkit.cli import (
     CorpusOpt,
     EngineOpt,
     RayAddressOpt,
@@ -30,7 +30,7 @@ def universe_check(
     ],
 ) -> None:
     """Validate universe files; errors name the file and the field."""
-    from ..universe import load_universes
+    from sdfkit.universe import load_universes
 
     for u in load_universes(files):
         typer.echo(
@@ -60,8 +60,8 @@ def ingest(
     corpus: CorpusOpt = None,
 ) -> None:
     """Add documents from existing corpora; re-ingesting the same documents adds nothing."""
-    from ..ingest import ingest_files, parse_assignments
-    from ..progress import counter
+    from sdfkit.ingest import ingest_files, parse_assignments
+    from sdfkit.progress import counter
 
     store, fresh = creating_store(corpus)
     with counter("ingest", unit="rows") as tick:
@@ -93,7 +93,7 @@ def sql(
     corpus: CorpusOpt = None,
 ) -> None:
     """Query the corpus (views: documents, documents_raw, grades, exclusions, ...)."""
-    from ..sql import FORMATS, QueryError, run_sql, to_text, write_out
+    from sdfkit.sql import FORMATS, QueryError, run_sql, to_text, write_out
 
     if format not in FORMATS:
         raise QueryError(f"unknown --format {format!r}: use one of {', '.join(FORMATS)}")
@@ -109,7 +109,7 @@ def sql(
 @app.command()
 def queries() -> None:
     """List the named queries (from ./queries and sdfkit's own)."""
-    from ..sql import list_queries
+    from sdfkit.sql import list_queries
 
     for name, desc in list_queries().items():
         typer.echo(f"{name:32s} {desc}")
@@ -126,8 +126,8 @@ def tokens(
     corpus: CorpusOpt = None,
 ) -> None:
     """Count every document's tokens under another tokenizer (table token_counts_<name>)."""
-    from ..engine import run_stage
-    from ..tokens import TokenCountStage
+    from sdfkit.engine import run_stage
+    from sdfkit.tokens import TokenCountStage
 
     stage = TokenCountStage(tokenizer)
     res = run_stage(

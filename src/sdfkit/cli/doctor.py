@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import CorpusOpt, app, open_store
+from sdfkit.cli import CorpusOpt, app, open_store
 
 
 @app.command()
@@ -13,7 +13,7 @@ def doctor(corpus: CorpusOpt = None) -> None:
 
     Exits 0 when everything reads back whole, 1 when something was damaged (and set aside).
     """
-    from ..doctor import doctor as run_doctor
+    from sdfkit.doctor import doctor as run_doctor
 
     report = run_doctor(open_store(corpus))
     for line in report.lines():

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from . import CorpusOpt, app, new_app, open_store
+from sdfkit.cli import CorpusOpt, app, new_app, open_store
 
 select_app = new_app(
     "Balanced selection: hit a document AND token target per concept, keeping the doc-type mix."
@@ -61,8 +61,8 @@ def select(
     """Select a balanced subset (sub-commands: list, show, diff, drop)."""
     if ctx.invoked_subcommand is not None:
         return
-    from ..selection import SelectionConfig, parse_concept_targets, parse_count
-    from ..selection import select as run_select
+    from sdfkit.selection import SelectionConfig, parse_concept_targets, parse_count
+    from sdfkit.selection import select as run_select
 
     cfg = SelectionConfig(
         name=name,
@@ -85,7 +85,7 @@ def select(
 @select_app.command("list")
 def select_list(corpus: CorpusOpt = None) -> None:
     """Stored selections."""
-    from ..selection import list_selections
+    from sdfkit.selection import list_selections
 
     for name, r in list_selections(open_store(corpus)).items():
         typer.echo(
@@ -99,7 +99,7 @@ def select_show(
     name: Annotated[str, typer.Argument(help="Selection name.")], corpus: CorpusOpt = None
 ) -> None:
     """Achieved vs target per concept and stratum of a stored selection."""
-    from ..selection import load_report
+    from sdfkit.selection import load_report
 
     typer.echo(load_report(open_store(corpus), name).text())
 
@@ -111,8 +111,8 @@ def select_diff(
     corpus: CorpusOpt = None,
 ) -> None:
     """Documents only in A, only in B and in both, per concept."""
-    from ..selection import diff
-    from ..sql import format_table
+    from sdfkit.selection import diff
+    from sdfkit.sql import format_table
 
     typer.echo(format_table(diff(open_store(corpus), a, b)))
 
@@ -122,7 +122,7 @@ def select_drop(
     name: Annotated[str, typer.Argument(help="Selection name.")], corpus: CorpusOpt = None
 ) -> None:
     """Delete a stored selection."""
-    from ..selection import drop
+    from sdfkit.selection import drop
 
     drop(open_store(corpus), name)
     typer.echo(f"dropped selection {name!r}")
@@ -182,9 +182,9 @@ def export(
     """Write training shards + manifest.json from a selection (sub-command: verify DIR)."""
     if ctx.invoked_subcommand is not None:
         return
-    from ..export import ExportConfig, ExportError
-    from ..export import export as run_export
-    from ..progress import counter
+    from sdfkit.export import ExportConfig, ExportError
+    from sdfkit.export import export as run_export
+    from sdfkit.progress import counter
 
     if out is None:
         raise ExportError("give the output directory: sdf export --out DIR")
@@ -223,8 +223,8 @@ def export_verify(
     ] = False,
 ) -> None:
     """Re-read shards: hashes, counts, weights, token ranges, tinker Datums; per-stratum table."""
-    from ..export import verify
-    from ..progress import counter
+    from sdfkit.export import verify
+    from sdfkit.progress import counter
 
     with counter("verify", unit="examples") as tick:
         report = verify(directory, build_datums=not no_datums, progress=tick)
@@ -243,7 +243,7 @@ def exclude(
     corpus: CorpusOpt = None,
 ) -> None:
     """Exclude documents from selections by SQL (or --lift a reason's exclusions)."""
-    from ..selection import SelectionError, exclude_where, lift_exclusions
+    from sdfkit.selection import SelectionError, exclude_where, lift_exclusions
 
     store = open_store(corpus)
     if lift:

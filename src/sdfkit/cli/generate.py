@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from ..errors import SdfError
-from . import CorpusOpt, announce_new, app, creating_store, open_store
+from sdfkit.cli import CorpusOpt, announce_new, app, creating_store, open_store
+from sdfkit.errors import SdfError
 
 BackendOpt = Annotated[
     str,
@@ -105,11 +105,11 @@ def generate(
     corpus: CorpusOpt = None,
 ) -> None:
     """Generate documents from universe files through the Message Batches API (resumable)."""
-    from ..batches import load_prices
-    from ..generate import GenerateConfig
-    from ..generate import generate as run_generate
-    from ..settings import env_url
-    from ..universe import load_universes
+    from sdfkit.batches import load_prices
+    from sdfkit.generate import GenerateConfig
+    from sdfkit.generate import generate as run_generate
+    from sdfkit.settings import env_url
+    from sdfkit.universe import load_universes
 
     cfg = GenerateConfig(
         run=run,
@@ -139,8 +139,8 @@ def generate(
     if max_rounds is not None and not replace_excluded:
         raise SdfError("--max-rounds repeats --replace-excluded: give --replace-excluded too")
     if replace_excluded:
-        from ..loop import replace_loop
-        from ..report import load_config
+        from sdfkit.loop import replace_loop
+        from sdfkit.report import load_config
 
         rcfg = load_config(config)
         rcfg.universes = [str(f) for f in universe_files]
@@ -165,7 +165,7 @@ def generate(
     if res.documents_in_run == 0:
         raise SdfError(f"run {run} landed no documents: {res.why_empty()}")
     if grade:
-        from ..grade import GradeConfig
+        from sdfkit.grade import GradeConfig
 
         gcfg = GradeConfig(run=f"{run}-grade", poll_interval=cfg.poll_interval)
         _run_grade(store, gcfg, backend, table, where="run = ?", params=[run])
@@ -174,7 +174,7 @@ def generate(
 def _word_range(text: str | None) -> tuple[int, int] | None:
     import re
 
-    from ..errors import SdfError
+    from sdfkit.errors import SdfError
 
     if text is None:
         return None
@@ -185,7 +185,7 @@ def _word_range(text: str | None) -> tuple[int, int] | None:
 
 
 def _cost_line(store, run: str, prices) -> str:  # noqa: ANN001
-    from ..batches import ledger as ledger_table
+    from sdfkit.batches import ledger as ledger_table
 
     df = ledger_table(store, run, prices)
     if df.height == 0:
@@ -198,7 +198,7 @@ def _cost_line(store, run: str, prices) -> str:  # noqa: ANN001
 
 def _run_grade(store, cfg, backend: str, prices, **select) -> None:  # noqa: ANN001
     """Grade with ``cfg``; ``select``: where/params/limit/universes of ``grade.grade``."""
-    from ..grade import grade as run_grade
+    from sdfkit.grade import grade as run_grade
 
     res = run_grade(store, cfg, backend=backend, prices=prices, log=_log, **select)
     typer.echo(res.summary())
@@ -225,12 +225,12 @@ def grade_cmd(
     corpus: CorpusOpt = None,
 ) -> None:
     """Grade documents with the rubric; failing ones are excluded from selection."""
-    from ..batches import load_prices
-    from ..grade import GradeConfig
-    from ..universe import load_universes
+    from sdfkit.batches import load_prices
+    from sdfkit.grade import GradeConfig
+    from sdfkit.universe import load_universes
 
     if backend != "offline":
-        from ..settings import env_url
+        from sdfkit.settings import env_url
 
         env_url("ANTHROPIC_BASE_URL")
     cfg = GradeConfig(run=run, model=model, poll_interval=_poll_default(backend))
@@ -258,7 +258,7 @@ def show(
     corpus: CorpusOpt = None,
 ) -> None:
     """Print documents with their provenance, for reading in the terminal."""
-    from ..generate import format_document, show_documents
+    from sdfkit.generate import format_document, show_documents
 
     docs = show_documents(
         open_store(corpus), concept=concept, doc_type=doc_type, run=run, doc_id=doc_id, limit=limit
@@ -280,9 +280,9 @@ def ledger(
     corpus: CorpusOpt = None,
 ) -> None:
     """Tokens and cost per run, stage and model (batch discount applied)."""
-    from ..batches import ledger as ledger_table
-    from ..batches import load_prices
-    from ..sql import to_text
+    from sdfkit.batches import ledger as ledger_table
+    from sdfkit.batches import load_prices
+    from sdfkit.sql import to_text
 
     store = open_store(corpus)
     if not store.has_table("ledger"):  # nothing recorded yet: answer without creating it

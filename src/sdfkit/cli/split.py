@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .core import universe_app
+from sdfkit.cli.core import universe_app
 
 
 @universe_app.command("split")
@@ -43,7 +43,7 @@ def universe_split(
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
 ) -> None:
     """Split a large source into one universe file per section, plus sections.json."""
-    from ..universe_split import SplitConfig, split_source
+    from sdfkit.universe_split import SplitConfig, split_source
 
     cfg = SplitConfig(
         concept=concept,

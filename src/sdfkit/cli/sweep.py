@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from . import CorpusOpt, app, open_store
+from sdfkit.cli import CorpusOpt, app, open_store
 
 
 @app.command()
@@ -39,7 +39,7 @@ def sweep(
     corpus: CorpusOpt = None,
 ) -> None:
     """Train and evaluate variants of one selection at the same token budget."""
-    from ..sweep import SweepError, load_spec, prepare, run
+    from sdfkit.sweep import SweepError, load_spec, prepare, run
 
     if as_json and not dry_run:  # without it the command would train, silently
         raise SweepError("--json: only with --dry-run (the plan of every variant)")

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from . import CorpusOpt, app, open_store
-from .train import DeadlineOpt, HealthTimeoutOpt
+from sdfkit.cli import CorpusOpt, app, open_store
+from sdfkit.cli.train import DeadlineOpt, HealthTimeoutOpt
 
 RunArg = Annotated[str, typer.Argument(help="Training run whose checkpoints to talk to.")]
 BaseOpt = Annotated[bool, typer.Option("--base", help="The base model (no LoRA).")]
@@ -44,8 +44,8 @@ def chat(
     corpus: CorpusOpt = None,
 ) -> None:
     """Chat with a checkpoint (or --base) in its own chat format; /reset, /quit."""
-    from ..sampling import CHAT_HELP, SampleConfig, chat_loop, open_chat
-    from ..train import close_service
+    from sdfkit.sampling import CHAT_HELP, SampleConfig, chat_loop, open_chat
+    from sdfkit.train import close_service
 
     cfg = SampleConfig(
         max_tokens=max_tokens,
@@ -105,8 +105,8 @@ def sample(
     corpus: CorpusOpt = None,
 ) -> None:
     """Sample a file of prompts on checkpoints (and --base); answers go to table samples."""
-    from ..sampling import SampleConfig, sample_prompts
-    from ..sql import to_text
+    from sdfkit.sampling import SampleConfig, sample_prompts
+    from sdfkit.sql import to_text
 
     cfg = SampleConfig(
         n=n,
