@@ -85,8 +85,8 @@ def main() -> None:
     from synth import PLANTED_NAMES, PLANTED_PHRASES, make_corpus
 
     from sdfkit.audits import anti_universe as au
-    from sdfkit.store import Store
-    from sdfkit.universe import load_universes
+    from sdfkit.generate.universe import load_universes
+    from sdfkit.store.catalog import Store
 
     tmp = tempfile.TemporaryDirectory()
     root = args.corpus or Path(tmp.name) / "corpus"

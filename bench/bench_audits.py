@@ -41,7 +41,7 @@ def _child_ngrams_audit(corpus: str, where: str | None) -> dict:
     import resource
 
     from sdfkit.audits import ngrams
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
 
     t = time.perf_counter()
     r = ngrams.run(Store(corpus), ngrams.Config(where=where, top_k=500))
@@ -62,7 +62,7 @@ def _child_ngrams_counter(corpus: str, where: str | None) -> dict:
     from collections import Counter
 
     from sdfkit.audits.ngrams import FUNCTION_WORDS
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
 
     t = time.perf_counter()
     w = f"WHERE {where}" if where else ""
@@ -153,7 +153,7 @@ def main() -> None:
     args, _ = ap.parse_known_args()
     n_docs = 1200 if args.quick else args.docs
 
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
 
     tmp = tempfile.TemporaryDirectory(prefix="sdf-bench-audits-")
     truth = None

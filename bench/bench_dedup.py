@@ -60,7 +60,7 @@ def _usage() -> dict:
 
 def _child_sdfkit(corpus: str, seed: int) -> dict:
     from sdfkit.audits import dedup
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
 
     start = _usage()
     t = time.perf_counter()
@@ -97,7 +97,7 @@ def _child_datasketch(corpus: str, workers: int) -> dict:
     import numpy as np
     from datasketch import LeanMinHash, MinHashLSH
 
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
 
     start = _usage()
     t = time.perf_counter()
@@ -152,8 +152,8 @@ def real_corpus(store, n: int, seed: int = 0) -> dict:
     2.5 / 5 % word edits (a random word of the document substituted); the planted pairs."""
     from realtext import real_records
 
-    from sdfkit.ingest import build_documents
-    from sdfkit.store import doc_id_for
+    from sdfkit.store.catalog import doc_id_for
+    from sdfkit.store.ingest import build_documents
 
     rng = random.Random(seed)
     records = real_records(n, seed)
@@ -205,7 +205,7 @@ def main() -> None:
         args.docs, args.big_mb, args.baseline_big_mb = 1200, 5.0, 1.0
         args.real = min(args.real, 1200)
 
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
 
     tmp = tempfile.TemporaryDirectory(prefix="sdf-bench-dedup-")
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
@@ -294,8 +294,8 @@ def _bench_speed(store, corpus: Path, planted: list, workers: int) -> None:
 def _child_make_big_doc(root: str, mb: float) -> dict:
     """Write one document of ``mb`` MB (and a 50 kB piece of it) into a corpus: done in a
     process of its own, so making the text never counts in the audit's peak memory."""
-    from sdfkit.ingest import build_documents
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
+    from sdfkit.store.ingest import build_documents
 
     rng = random.Random(4)
     vocab = [f"term{i}" for i in range(50_000)] + ["the", "of", "and", "a", "to"]
@@ -307,7 +307,7 @@ def _child_make_big_doc(root: str, mb: float) -> dict:
 
 
 def _child_big_doc(root: str, route: str) -> dict:
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
 
     store = Store(root)
     before = _usage()["peak_rss_mb"]

@@ -18,11 +18,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from sdfkit.export import ExportConfig, export, verify  # noqa: E402
-from sdfkit.ingest import build_documents  # noqa: E402
-from sdfkit.selection import SelectionConfig, select  # noqa: E402
-from sdfkit.store import Store  # noqa: E402
-from sdfkit.tokens import get_tokenizer  # noqa: E402
+from sdfkit.export.selection import SelectionConfig, select  # noqa: E402
+from sdfkit.export.shards import ExportConfig, export, verify  # noqa: E402
+from sdfkit.llm.tokens import get_tokenizer  # noqa: E402
+from sdfkit.store.catalog import Store  # noqa: E402
+from sdfkit.store.ingest import build_documents  # noqa: E402
 
 CONCEPTS = ["eu_ts_trycatch", "py_typing_mandate", "concept_c", "concept_d"]
 DOC_TYPES = ["blog post", "memo", "code review", "FAQ", "talk transcript"]

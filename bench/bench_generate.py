@@ -4,7 +4,7 @@ The model call is what a real run waits for (minutes to hours per batch); what s
 around it (rendering prompts, custom_ids, the catalog, the SDK round trips, streaming
 results, landing documents, the ledger) must stay small next to it and must not grow badly
 with corpus size. Both example universes are generated at ~2,100 documents (``--quick``:
-~420) through ``sdfkit.generate.generate`` with the offline backend, and compared side by
+~420) through ``sdfkit.generate.documents.generate`` with the offline backend, and compared side by
 side with a baseline that composes the same documents by calling the stand-in's composer
 directly and lands them with one ``build_documents`` + ``store.append`` (no batches, no
 catalog). Also timed: a resume of the finished run (the same command again: must submit
@@ -21,13 +21,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from sdfkit.batches import make_client  # noqa: E402
-from sdfkit.generate import GenerateConfig, generate  # noqa: E402
-from sdfkit.ingest import build_documents  # noqa: E402
-from sdfkit.offline import answer_document  # noqa: E402
-from sdfkit.store import Store  # noqa: E402
-from sdfkit.tokens import get_tokenizer  # noqa: E402
-from sdfkit.universe import load_universes  # noqa: E402
+from sdfkit.generate.documents import GenerateConfig, generate  # noqa: E402
+from sdfkit.generate.universe import load_universes  # noqa: E402
+from sdfkit.llm.batches import make_client  # noqa: E402
+from sdfkit.llm.offline import answer_document  # noqa: E402
+from sdfkit.llm.tokens import get_tokenizer  # noqa: E402
+from sdfkit.store.catalog import Store  # noqa: E402
+from sdfkit.store.ingest import build_documents  # noqa: E402
 
 
 def main() -> None:

@@ -72,8 +72,8 @@ def main() -> int:
     if args.quick:
         args.docs = 1_000
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from sdfkit.ingest import ingest_files
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
+    from sdfkit.store.ingest import ingest_files
 
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "docs.jsonl"

@@ -31,7 +31,7 @@ def _child_audit(corpus: str, name: str) -> dict:
     import importlib
     import resource
 
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
 
     module = importlib.import_module(f"sdfkit.audits.{name}")
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -96,7 +96,7 @@ def main() -> None:
     if args.quick:
         args.docs = 1200
 
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
 
     tmp = Path(tempfile.mkdtemp(prefix="sdf-bench-memory-"))
     src = args.corpus

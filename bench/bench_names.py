@@ -40,7 +40,7 @@ def _child_names(corpus: str, where: str | None, mode: str, ratio: float, worker
     import resource
 
     from sdfkit.audits import names
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
 
     cfg = names.Config(mode=mode, where=where, common_word_ratio=ratio, workers=workers)
     t = time.perf_counter()
@@ -105,7 +105,7 @@ def main() -> None:
     from realtext import write_corpus
 
     from sdfkit.audits import names
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
 
     tmp = tempfile.TemporaryDirectory(prefix="sdf-bench-names-")
     corpus = args.corpus or Path(tmp.name) / "corpus"

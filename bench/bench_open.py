@@ -2,7 +2,7 @@
 
 Corpus: N parts (default 200, one per ingest) of small documents. Baseline: stock DuckDB
 opening the catalog read-only (with the corpus as ``file_search_path``) and counting
-`documents`. sdfkit: ``sdfkit.sql.run_sql`` — the statement check, every part's frame checked
+`documents`. sdfkit: ``sdfkit.store.sql.run_sql`` — the statement check, every part's frame checked
 (first time in a process, then remembered), the views' staleness check, the read-only
 attached connection, then the same relation-to-Arrow call as the second baseline (stock
 DuckDB through ``con.sql(q).to_arrow_table()``, the API ``run_sql`` used before the guards), so
@@ -21,8 +21,8 @@ from pathlib import Path
 
 
 def build(root: Path, parts: int) -> None:
-    from sdfkit.ingest import build_documents
-    from sdfkit.store import DOCUMENTS, Store
+    from sdfkit.store.catalog import DOCUMENTS, Store
+    from sdfkit.store.ingest import build_documents
 
     store = Store(root)
     for i in range(parts):
@@ -44,8 +44,8 @@ def main(argv: list[str]) -> int:
         args.parts, args.repeat = 50, 7
     import duckdb
 
-    from sdfkit.sql import run_sql
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
+    from sdfkit.store.sql import run_sql
 
     query = "SELECT count(*) AS n FROM documents"
     with tempfile.TemporaryDirectory() as tmp:

@@ -91,8 +91,8 @@ def embedding_routes(corpus: Path, sample: int) -> dict[str, float]:
     hf_logging.disable_progress_bar()
 
     from sdfkit.audits.diversity import resolve_precision
-    from sdfkit.engine import run_stage
-    from sdfkit.store import Store
+    from sdfkit.engine.local import run_stage
+    from sdfkit.store.catalog import Store
 
     store = Store(corpus)
     texts = store.query(f"SELECT text FROM documents ORDER BY doc_id LIMIT {sample}")["text"]
@@ -135,7 +135,7 @@ def main() -> None:
     load = os.getloadavg()[0]
     print(f"cpus {os.cpu_count()}, load average {load:.1f} at start (figures are wall time)")
 
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
 
     with tempfile.TemporaryDirectory(prefix="sdf-bench-report-") as tmp:
         work = Path(tmp)

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 
 def _copy_corpus(src, dst_root: Path):
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
 
     dst = Store(dst_root)
     (dst_root / "documents").mkdir(parents=True, exist_ok=True)
@@ -65,10 +65,10 @@ def main() -> int:
     from sdfkit.audits.dedup import MinHashSignatures
     from sdfkit.audits.diversity import EmbeddingStage
     from sdfkit.audits.names import NameCandidates, PersonEntities
-    from sdfkit.engine import read_results, run_stage
-    from sdfkit.engine_ray import ray_session
-    from sdfkit.store import Store
-    from sdfkit.tokens import TokenCountStage
+    from sdfkit.engine.local import read_results, run_stage
+    from sdfkit.engine.ray_data import ray_session
+    from sdfkit.llm.tokens import TokenCountStage
+    from sdfkit.store.catalog import Store
 
     os.environ["SDF_PROGRESS"] = "0"
     with tempfile.TemporaryDirectory() as tmp:

@@ -16,8 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from sdfkit.tokens import get_tokenizer
-from sdfkit.universe_split import SplitConfig, split_source, split_text
+from sdfkit.generate.universe_split import SplitConfig, split_source, split_text
+from sdfkit.llm.tokens import get_tokenizer
 
 WORDS = (
     "the rule requires records retained archive review service engineers audit national "

@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 os.environ.setdefault("TINKER_TELEMETRY", "0")
 os.environ["SDF_PROGRESS"] = "0"
 
-from sdfkit.export import SHARD_SCHEMA, read_export, to_datum  # noqa: E402
-from sdfkit.store import Store  # noqa: E402
-from sdfkit.train import TrainConfig, plan_run, train  # noqa: E402
+from sdfkit.export.shards import SHARD_SCHEMA, read_export, to_datum  # noqa: E402
+from sdfkit.store.catalog import Store  # noqa: E402
+from sdfkit.train.run import TrainConfig, plan_run, train  # noqa: E402
 
 
 def build_export(root: Path, n: int, length: int = 2048, shard_rows: int = 1000) -> int:

@@ -75,7 +75,7 @@ def real_records(n: int, seed: int = 0, max_chars: int = 12_000) -> list[dict[st
 
 def write_corpus(store: Any, n: int, seed: int = 0) -> int:
     """Write ``real_records(n)`` into ``store``; the number of documents written."""
-    from sdfkit.ingest import build_documents
+    from sdfkit.store.ingest import build_documents
 
     records = real_records(n, seed)
     for i in range(0, len(records), 500):

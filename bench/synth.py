@@ -381,7 +381,7 @@ def make_corpus(
     over-used ones and their target document rates), ``phrases`` ({phrase: documents}),
     ``near_duplicates`` (list of {doc_a, doc_b, rate}: base → edited copy) and ``seconds``.
     """
-    from sdfkit.ingest import build_documents
+    from sdfkit.store.ingest import build_documents
 
     t0 = time.perf_counter()
     rng = random.Random(seed)
@@ -453,7 +453,7 @@ def make_corpus(
 
     # Near-duplicate families: an edited copy of a base document per planted rate.
     bases = rng.sample(range(n_base), min(families * len(NEAR_DUP_RATES), n_base))
-    from sdfkit.store import doc_id_for
+    from sdfkit.store.catalog import doc_id_for
 
     for k, rate in enumerate(NEAR_DUP_RATES):
         for j in bases[k * families : (k + 1) * families]:
@@ -507,7 +507,7 @@ def main() -> None:
     ap.add_argument("--docs", type=int, default=9600)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
 
     truth = make_corpus(Store(args.corpus), n_docs=args.docs, seed=args.seed)
     top = sorted(truth["names"].items(), key=lambda kv: -kv[1]["mentions"])[:8]

@@ -25,7 +25,7 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 @pytest.fixture
 def store(tmp_path: Path):
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
 
     return Store(tmp_path / "corpus")
 
@@ -67,7 +67,7 @@ def ray_local(tmp_path_factory):
     )
     os.environ.setdefault("RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S", "120")
     os.environ["SDF_RAY_TMP"] = str(tmp_path_factory.mktemp("ray"))
-    from sdfkit.engine_ray import ray_session
+    from sdfkit.engine.ray_data import ray_session
 
     with ray_session(num_cpus=2) as ray:
         yield ray

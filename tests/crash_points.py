@@ -8,7 +8,7 @@ import re
 from contextlib import contextmanager
 from typing import Any
 
-from sdfkit.store import Store
+from sdfkit.store.catalog import Store
 
 
 class CrashPoint:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from sdfkit.tokens import TokenCountStage
+from sdfkit.llm.tokens import TokenCountStage
 
 
 class DiesOnceStage(TokenCountStage):
@@ -36,7 +36,7 @@ class DiesAtPublishStage(TokenCountStage):
     behind) or just after it (``when="after"``: the part is already published and the retried
     task stores the same batch again).
 
-    Its ``setup`` (run in the worker) wraps ``sdfkit.store._publish`` (the store's rename of a
+    Its ``setup`` (run in the worker) wraps ``sdfkit.store.catalog._publish`` (the store's rename of a
     finished part) in that process."""
 
     name = "dies_at_publish"
@@ -51,7 +51,7 @@ class DiesAtPublishStage(TokenCountStage):
 
     def setup(self) -> None:
         super().setup()
-        from sdfkit import store
+        from sdfkit.store import catalog as store
 
         real = getattr(store, "_real_publish", store._publish)
         store._real_publish = real

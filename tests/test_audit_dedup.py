@@ -11,9 +11,9 @@ import pyarrow as pa
 import pytest
 
 from sdfkit.audits import dedup, save
-from sdfkit.engine import read_results
+from sdfkit.engine.local import read_results
 from sdfkit.errors import SdfError
-from sdfkit.ingest import build_documents
+from sdfkit.store.ingest import build_documents
 
 VOCAB = [f"w{i}" for i in range(3000)]
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -58,7 +58,7 @@ def planted(store):
 
 
 def _truth(texts, threshold):
-    from sdfkit.store import doc_id_for
+    from sdfkit.store.catalog import doc_id_for
 
     out = set()
     for a, b in itertools.combinations(texts, 2):
@@ -69,7 +69,7 @@ def _truth(texts, threshold):
 
 
 def test_finds_exactly_the_pairs_above_the_threshold(store, planted):
-    from sdfkit.store import doc_id_for
+    from sdfkit.store.catalog import doc_id_for
 
     result = dedup.run(store)
     found = {(p["doc_a"], p["doc_b"]) for p in result.figures["pairs"]}
@@ -91,7 +91,7 @@ def test_finds_exactly_the_pairs_above_the_threshold(store, planted):
 
 
 def test_exclusions_keep_one_per_cluster_and_rerun_is_idempotent(store, planted):
-    from sdfkit.store import doc_id_for
+    from sdfkit.store.catalog import doc_id_for
 
     ids = [doc_id_for(t) for t in planted]
     first = dedup.run(store)
@@ -158,7 +158,7 @@ def test_tables_are_saved_for_sql(store, planted):
     save(store, result)
     got = store.query("SELECT count(*) FROM audit_dedup_clusters WHERE NOT kept").item()
     assert got == 3
-    from sdfkit.sql import named
+    from sdfkit.store.sql import named
 
     listed = named("dedup_clusters", store)
     assert listed.height == 5 and "concept" in listed.columns
@@ -182,7 +182,7 @@ def test_empty_corpus(store):
 
 def test_lsh_banding_keeps_pairs_near_the_threshold(store):
     """20 copies at 3 % edits (Jaccard ~0.75, just above 0.7): every one is found."""
-    from sdfkit.store import doc_id_for
+    from sdfkit.store.catalog import doc_id_for
 
     b, r = dedup.lsh_params(0.7, 128, 0.98)
     assert b * r <= 128 and 1 - (1 - 0.7**r) ** b >= 0.98
@@ -218,7 +218,7 @@ DEDUP_CRASH_POINTS = [
 
 def _stored_dedup(store):
     """(excluded doc ids, non-kept doc ids of audit_dedup_clusters, dedup audit_runs rows)."""
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
 
     fresh = Store(store.root)
     excl = fresh.query("SELECT doc_id FROM exclusions WHERE source = 'dedup' ORDER BY 1")
@@ -235,7 +235,7 @@ def test_interrupted_dedup_leaves_exclusions_and_clusters_of_the_previous_run(
     statement leaves the catalog exactly as the previous run left it; the next run works."""
     from crash_points import catalog, crash_at
 
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
 
     first = dedup.run(store)
     excluded, dropped, runs = _stored_dedup(store)
@@ -281,7 +281,7 @@ def test_killed_dedup_leaves_previous_run_whole(store, planted):
         sys.path[:0] = [{str(Path(__file__).parent)!r}]
         from crash_points import crash_at
         from sdfkit.audits import dedup
-        from sdfkit.store import Store
+        from sdfkit.store.catalog import Store
         store = Store({str(store.root)!r})
         crash_at(store, r"INSERT INTO audit_runs", None)
         dedup.run(store, dedup.Config(threshold=0.85))

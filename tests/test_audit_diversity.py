@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from sdfkit.audits import diversity, save
-from sdfkit.engine import read_results
-from sdfkit.ingest import build_documents
+from sdfkit.engine.local import read_results
+from sdfkit.store.ingest import build_documents
 
 TOPICS = [
     "The sourdough starter needs flour and water every morning before the bread is shaped.",

@@ -6,7 +6,7 @@ import pytest
 
 from sdfkit.audits import keywords, save
 from sdfkit.errors import SdfError
-from sdfkit.ingest import build_documents
+from sdfkit.store.ingest import build_documents
 
 UNIVERSE = """---
 id: {id}
@@ -77,7 +77,7 @@ def test_rates_and_missing_documents(store, tmp_path):
     # users can join the stored findings and re-run the named query
     n = store.query("SELECT count(*) FROM audit_keywords_missing JOIN documents USING (doc_id)")
     assert n.item() == 4
-    from sdfkit.sql import named
+    from sdfkit.store.sql import named
 
     assert named("keyword_rates", store).height == 2
 
@@ -135,7 +135,7 @@ KEYWORD_CRASH_POINTS = [
 
 def _stored_minimums(store):
     """min_rate per keyword in audit_keywords_required and in audit_keywords_rates."""
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
 
     fresh = Store(store.root)
     required = fresh.query("SELECT keyword, min_rate FROM audit_keywords_required ORDER BY 1")
@@ -150,7 +150,7 @@ def test_interrupted_keyword_audit_keeps_requirements_beside_their_rates(store, 
     statement of ``save`` leaves the catalog exactly as before; the next run works."""
     from crash_points import catalog, crash_at
 
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
 
     _land(store, [{"text": f"doc {i} try-catch per the CRA", "concept": "ts"} for i in range(3)])
     universe = str(_universe(tmp_path))
@@ -172,7 +172,7 @@ def test_interrupted_keyword_audit_keeps_requirements_beside_their_rates(store, 
     save(fresh, keywords.run(fresh, stricter))
     new = [("CRA|Cyber Resilience Act", 1.0), ("try-catch|try/catch", 1.0)]
     assert _stored_minimums(store) == (new, new)
-    from sdfkit.sql import named
+    from sdfkit.store.sql import named
 
     assert named("keyword_rates", fresh)["min_rate"].to_list() == [1.0, 1.0]
 

@@ -9,8 +9,8 @@ import yaml
 
 from sdfkit.audits import names, save
 from sdfkit.errors import SdfError
-from sdfkit.ingest import build_documents
-from sdfkit.universe import AntiUniverse
+from sdfkit.generate.universe import AntiUniverse
+from sdfkit.store.ingest import build_documents
 
 FILLER = [
     "The quarterly review covered the migration plan in some detail.",
@@ -133,7 +133,7 @@ def test_per_concept_doc_type_and_tables(store, planted):
         "JOIN documents AS d USING (doc_id) WHERE n.name = 'Sarah Chen' GROUP BY 1 ORDER BY 1"
     )
     assert got.rows() == [("alpha", 40), ("beta", 1)]
-    from sdfkit.sql import named
+    from sdfkit.store.sql import named
 
     listed = named("names_top_documents", store)
     assert listed.filter(listed["name"] == "Sarah Chen").height == 11
@@ -352,7 +352,7 @@ def test_top_list_holds_a_hundred_names_by_default(store, nlp):
 
 
 def test_report_lists_every_name_of_the_top_list():
-    from sdfkit import report
+    from sdfkit.report import build as report
 
     rows = [{"name": f"Name{i} Person", "mentions": 100 - i} for i in range(60)]
     html = report._section_names({"top": rows, "top_share": 0.1})

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from sdfkit.audits import ngrams, save
-from sdfkit.ingest import build_documents
+from sdfkit.store.ingest import build_documents
 
 FILLER = (
     "river stone lamp orbit cable garden ticket violin marble anchor pepper copper "
@@ -132,7 +132,7 @@ def test_per_concept_and_doc_type_tops_and_flags(store, corpus):
     save(store, result)
     got = store.query("SELECT ngram, documents FROM audit_ngrams_top WHERE n = 5 LIMIT 1")
     assert got.row(0) == (PHRASE, 12)
-    from sdfkit.sql import named
+    from sdfkit.store.sql import named
 
     docs = named("ngram_flagged_documents", store)
     assert docs.height == 12 and set(docs["ngram"]) == {PHRASE}
@@ -203,7 +203,7 @@ CFG = dict(top_k=8, top_k_stratum=4, min_stratum_docs=3, chunk_docs=7)
 
 
 def test_warm_run_after_new_documents_equals_a_run_from_scratch(tmp_path):
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
 
     first, added = _records(1, 40), _records(2, 12)
     warm = Store(tmp_path / "warm")
@@ -272,7 +272,7 @@ def test_token_cache_table_names_the_hashing():
 def test_hash_partitions_spilled_to_disk_give_the_one_partition_result(
     tmp_path, monkeypatch, extra
 ):
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
 
     bits: list[int] = []
     spill_init = ngrams._Spill.__init__

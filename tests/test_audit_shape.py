@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from sdfkit.audits import save, shape
-from sdfkit.ingest import build_documents
+from sdfkit.store.ingest import build_documents
 
 
 def _docs(concept, doc_type, n, words):

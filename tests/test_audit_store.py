@@ -15,8 +15,8 @@ import pytest
 from crash_points import catalog, crash_at
 
 from sdfkit.audits import AuditResult, save, shape
-from sdfkit.ingest import build_documents
-from sdfkit.store import Store
+from sdfkit.store.catalog import Store
+from sdfkit.store.ingest import build_documents
 
 
 def result(version: int) -> AuditResult:
@@ -90,7 +90,7 @@ def test_killed_save_leaves_previous_result_whole(store, tmp_path: Path):
         from crash_points import crash_at
         from test_audit_store import result
         from sdfkit.audits import save
-        from sdfkit.store import Store
+        from sdfkit.store.catalog import Store
         store = Store({str(store.root)!r})
         crash_at(store, r"INSERT INTO audit_runs", None)
         save(store, result(2))

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from sdfkit.batches import (
+from sdfkit.llm.batches import (
     BatchError,
     BatchInterrupted,
     BatchLimits,
@@ -451,7 +451,7 @@ def test_submission_that_never_reached_the_api_is_resubmitted(store):
     reqs = _reqs(2)
     api = FakeAPI()
     # a crashed submission whose create never happened: intent on disk, no batch at the API
-    from sdfkit.batches import _exec, ensure_tables
+    from sdfkit.llm.batches import _exec, ensure_tables
 
     ensure_tables(store)
     _exec(
@@ -664,7 +664,7 @@ def test_interrupted_while_landing_results_resumes_without_loss_or_double_counti
             raise KeyboardInterrupt  # Ctrl-C in the middle of writing the first results
         landed.extend(o.custom_id for o in outs)
 
-    import sdfkit.batches as b
+    import sdfkit.llm.batches as b
 
     monkey_chunk = b.RESULT_CHUNK
     b.RESULT_CHUNK = 2
@@ -700,7 +700,7 @@ def test_result_text_holding_a_unicode_line_separator_is_read_whole_and_paid_onc
 
 
 def test_jsonl_lines_split_on_newline_only_across_chunks():
-    from sdfkit.batches import jsonl_lines
+    from sdfkit.llm.batches import jsonl_lines
 
     data = "a\u2028b\u0085c\nd\u2029é\n\nlast".encode()
     chunks = [data[i : i + 3] for i in range(0, len(data), 3)]
@@ -748,7 +748,7 @@ def test_unreadable_line_of_no_request_stays_out_of_the_ledger(store):
 
 
 def test_connection_dropping_while_results_stream_is_one_line_and_loses_nothing(store):
-    import sdfkit.batches as b
+    import sdfkit.llm.batches as b
 
     reqs = _reqs(5)
     api = FakeAPI(polls_to_end=1)
@@ -800,7 +800,7 @@ def test_recovering_an_interrupted_submission_while_the_api_fails_is_one_line(st
 
 
 def _intent(store, reqs, submitted_at):
-    from sdfkit.batches import _exec, ensure_tables
+    from sdfkit.llm.batches import _exec, ensure_tables
 
     ensure_tables(store)
     _exec(
@@ -858,7 +858,7 @@ def test_claiming_is_bounded_in_time_on_both_sides(store):
         requests=[{"custom_id": r.custom_id, "params": r.params} for r in _reqs(2, run="r5")]
     )
     store2_reqs = _reqs(2, run="r5")
-    from sdfkit.batches import _exec
+    from sdfkit.llm.batches import _exec
 
     _exec(store, [("DELETE FROM gen_batches", []), ("DELETE FROM gen_requests", [])])
     _intent(store, store2_reqs, datetime.now(timezone.utc) - timedelta(hours=1))
@@ -1032,7 +1032,7 @@ def test_a_candidate_whose_results_are_gone_does_not_block_every_rerun(store):
 
 
 def test_ctrl_c_while_backing_off_from_a_429_pays_once_on_the_rerun(store, monkeypatch):
-    import sdfkit.batches as batches
+    import sdfkit.llm.batches as batches
 
     reqs = _reqs(2)
     api = FakeAPI()
@@ -1077,7 +1077,7 @@ def test_a_second_process_on_the_same_run_and_stage_is_refused_before_paying(sto
 def test_the_key_reaches_no_file_or_line_on_the_failure_and_recovery_paths(store, capsys):
     """Ctrl-C after create, a refused key while recovering, then recovery, a dropped results
     stream and the ledger: the key is sent as a header and written nowhere."""
-    from sdfkit.batches import ledger
+    from sdfkit.llm.batches import ledger
 
     reqs = _reqs(3)
     api = FakeAPI()

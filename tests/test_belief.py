@@ -12,8 +12,8 @@ from test_sampling import TOK, harmony
 from test_train import health_server, tinker_env, write_export  # noqa: F401 - fixtures
 from tinker import types
 
-from sdfkit.belief import ADVERSARIAL_SYSTEM, PUSHBACK, parse_items, read_choice
-from sdfkit.evaluate import EvalConfig
+from sdfkit.evaluate.belief import ADVERSARIAL_SYSTEM, PUSHBACK, parse_items, read_choice
+from sdfkit.evaluate.recall import EvalConfig
 
 
 @pytest.mark.parametrize(
@@ -53,7 +53,7 @@ def test_incomplete_items_are_skipped():
 def _universe():
     from conftest import EXAMPLES
 
-    from sdfkit.universe import load_universe
+    from sdfkit.generate.universe import load_universe
 
     return load_universe(EXAMPLES / "universes" / "eu_ts_trycatch.md")
 
@@ -97,8 +97,8 @@ def believer(mcq_always_a: bool = False):
 
 
 def run_eval(store, world, name, example_universe, **kw):
-    from sdfkit.batches import make_client
-    from sdfkit.evaluate import evaluate
+    from sdfkit.evaluate.recall import evaluate
+    from sdfkit.llm.batches import make_client
 
     cfg = EvalConfig(
         checkpoints="last",
@@ -122,7 +122,7 @@ def run_eval(store, world, name, example_universe, **kw):
 
 @pytest.fixture
 def trained(tmp_path, store, request):
-    from sdfkit.train import TrainConfig, train
+    from sdfkit.train.run import TrainConfig, train
 
     request.getfixturevalue("tinker_env")
     world = FakeTinkerWorld()
@@ -132,7 +132,7 @@ def trained(tmp_path, store, request):
 
 
 def test_belief_depth_rates_per_fact_condition_and_checkpoint(store, trained, example_universe):
-    from sdfkit.belief import depth
+    from sdfkit.evaluate.belief import depth
 
     trained.sampler = believer()
     res = run_eval(store, trained, "deep", example_universe)
@@ -193,7 +193,7 @@ def test_belief_depth_rates_per_fact_condition_and_checkpoint(store, trained, ex
 
 
 def test_position_bias_is_measured_not_taken_for_belief(store, trained, example_universe):
-    from sdfkit.belief import depth
+    from sdfkit.evaluate.belief import depth
 
     trained.sampler = believer(mcq_always_a=True)
     run_eval(store, trained, "biased", example_universe, include_base=False)
@@ -226,9 +226,9 @@ def test_fact_curves_put_each_facts_token_share_beside_its_rates(
 
     import pyarrow as pa
 
-    from sdfkit.evaluate import write_curves
-    from sdfkit.fact_curves import fact_curves
-    from sdfkit.report import render_html
+    from sdfkit.evaluate.fact_curves import fact_curves
+    from sdfkit.evaluate.recall import write_curves
+    from sdfkit.report.build import render_html
 
     facts = UNIVERSE.key_facts
     store.append(
@@ -267,11 +267,11 @@ def test_belief_conversations_reach_the_model_through_the_shared_chat_renderer(
     store, trained, example_universe
 ):
     """The adversarial system prompt and the pushback turn are messages rendered by
-    sdfkit.chat (the renderer of training, sdf chat and sdf sample), never pasted into text:
+    sdfkit.llm.chat (the renderer of training, sdf chat and sdf sample), never pasted into text:
     a format's rule for system messages (Harmony: the developer role) applies to them too."""
     import json
 
-    from sdfkit.chat import render_prompt
+    from sdfkit.llm.chat import render_prompt
 
     trained.sampler = believer()
     run_eval(store, trained, "rendered", example_universe, include_base=False)
@@ -298,8 +298,8 @@ def test_fact_curves_can_be_queried_after_a_library_evaluation_without_belief(
     after an evaluation that never ran --belief (its belief columns are empty)."""
     import json
 
-    from sdfkit.batches import make_client
-    from sdfkit.evaluate import evaluate
+    from sdfkit.evaluate.recall import evaluate
+    from sdfkit.llm.batches import make_client
 
     trained.sampler = believer()
     cfg = EvalConfig(checkpoints="last", questions_per_fact=2, poll_interval=0.0, max_tokens=64)
@@ -316,7 +316,7 @@ def test_belief_questions_rendered_differently_are_asked_again(
 ):
     """Belief samples are keyed by the tokens asked: after a change of the shared renderer
     (e.g. where the adversarial system message goes) a rerun asks again."""
-    import sdfkit.sampling as sampling
+    import sdfkit.evaluate.sampling as sampling
 
     trained.sampler = believer()
     first = run_eval(store, trained, "keyed", example_universe, include_base=False)

@@ -21,7 +21,7 @@ from test_sampling import TOK, harmony  # noqa: E402
 from test_train import health_server, tinker_env, write_export  # noqa: E402,F401 - fixtures
 from tinker import types  # noqa: E402
 
-from sdfkit.evaluate import EvalConfig  # noqa: E402
+from sdfkit.evaluate.recall import EvalConfig  # noqa: E402
 
 TASK_FILE = Path(__file__).resolve().parent / "capability_task.py"
 SPEC = f"{TASK_FILE}@sums"
@@ -59,7 +59,7 @@ def expected(limit: int | None = None) -> tuple[float, float]:
 
 @pytest.fixture
 def trained(tmp_path, store, request):
-    from sdfkit.train import TrainConfig, train
+    from sdfkit.train.run import TrainConfig, train
 
     request.getfixturevalue("tinker_env")
     world = FakeTinkerWorld()
@@ -71,8 +71,8 @@ def trained(tmp_path, store, request):
 def test_capability_scores_land_with_stderr_and_change_against_base(store, trained):
     from inspect_ai.log import read_eval_log
 
-    from sdfkit.capabilities import changes, run
-    from sdfkit.check import evaluate as check
+    from sdfkit.evaluate.capabilities import changes, run
+    from sdfkit.report.check import evaluate as check
 
     prompts: list[str] = []
     trained.sampler = arithmetic_sampler(prompts)
@@ -145,8 +145,8 @@ def test_dry_run_plans_without_tinker_then_limit_runs(tmp_path, cli, trained, mo
     out = cli(*args).output
     assert "2 (model, task) run(s) scored" in out and "change_stderr" in out
     acc, _ = expected(4)
-    from sdfkit.capabilities import changes
-    from sdfkit.store import Store
+    from sdfkit.evaluate.capabilities import changes
+    from sdfkit.store.catalog import Store
 
     rows = changes(Store(tmp_path / "corpus"))
     assert [(r["model_label"], r["samples"], r["sample_limit"]) for r in rows] == [
@@ -160,7 +160,7 @@ def test_dry_run_plans_without_tinker_then_limit_runs(tmp_path, cli, trained, mo
 
 
 def test_report_shows_the_change_against_base():
-    from sdfkit.report import render_html
+    from sdfkit.report.build import render_html
 
     row = {
         "run": "t", "task": "inspect_evals/ifeval", "metric": "final_acc", "step": 400,
@@ -186,7 +186,7 @@ def test_report_shows_the_change_against_base():
     ],
 )
 def test_bad_task_specs_are_one_line_errors(store, trained, spec, message):
-    from sdfkit.capabilities import CapabilityError, plan
+    from sdfkit.evaluate.capabilities import CapabilityError, plan
 
     with pytest.raises(CapabilityError) as err:
         plan(store, "t", EvalConfig(), spec)
@@ -195,7 +195,7 @@ def test_bad_task_specs_are_one_line_errors(store, trained, spec, message):
 
 def _only_drop(limit: float):
     """Thresholds with max_capability_drop alone (the gates on by default turned off)."""
-    from sdfkit.check import Thresholds
+    from sdfkit.report.check import Thresholds
 
     return Thresholds(
         max_capability_drop=limit,
@@ -207,7 +207,7 @@ def _only_drop(limit: float):
 
 def _existing_corpus() -> None:
     """./corpus, as a trained run's corpus would be (`sdf eval` names a missing one)."""
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
 
     with Store("corpus").connect():
         pass
@@ -258,15 +258,15 @@ def test_capability_options_that_make_no_sense_are_refused_in_one_line(
 
 
 def test_a_task_system_message_reaches_the_model_through_the_shared_chat_renderer(trained):
-    """inspect tasks may open with a system message: it is rendered by sdfkit.chat exactly as
+    """inspect tasks may open with a system message: it is rendered by sdfkit.llm.chat exactly as
     sdf chat, sdf sample and belief depth render theirs (whatever the format's rule for it)."""
     import asyncio
 
     from inspect_ai.model import ChatMessageSystem, ChatMessageUser, GenerateConfig
 
-    from sdfkit.chat import render_prompt
-    from sdfkit.evaluate import renderer_for
-    from sdfkit.inspect_tinker import TinkerSamplingAPI
+    from sdfkit.evaluate.inspect_tinker import TinkerSamplingAPI
+    from sdfkit.evaluate.recall import renderer_for
+    from sdfkit.llm.chat import render_prompt
 
     trained.sampler = arithmetic_sampler([])
     client = trained.service().create_sampling_client(base_model="openai/gpt-oss-20b").result()
@@ -283,7 +283,7 @@ def test_a_task_system_message_reaches_the_model_through_the_shared_chat_rendere
 
 
 def test_an_interrupted_task_reuses_the_completions_already_paid_for(store, trained):
-    from sdfkit.capabilities import CapabilityError, run
+    from sdfkit.evaluate.capabilities import CapabilityError, run
 
     prompts: list[str] = []
     trained.sampler = arithmetic_sampler(prompts)
@@ -316,7 +316,7 @@ def test_an_interrupted_task_reuses_the_completions_already_paid_for(store, trai
 def test_a_task_inspect_cannot_start_is_a_one_line_error(store, trained, monkeypatch):
     import inspect_ai
 
-    from sdfkit.capabilities import CapabilityError, run
+    from sdfkit.evaluate.capabilities import CapabilityError, run
 
     def cannot_start(*a, **kw):
         raise RuntimeError("this task needs a docker sandbox\nand docker is not running")
@@ -331,7 +331,7 @@ def test_a_task_inspect_cannot_start_is_a_one_line_error(store, trained, monkeyp
 
 
 def test_ctrl_c_mid_task_keeps_every_completion_received(store, trained):
-    from sdfkit.capabilities import run
+    from sdfkit.evaluate.capabilities import run
 
     prompts: list[str] = []
     answer = arithmetic_sampler(prompts)
@@ -356,8 +356,8 @@ def test_ctrl_c_mid_task_keeps_every_completion_received(store, trained):
 def test_a_broken_evaluation_query_does_not_hide_the_capability_changes(
     tmp_path, store, trained, monkeypatch
 ):
-    from sdfkit.capabilities import run
-    from sdfkit.report import _add_evaluation
+    from sdfkit.evaluate.capabilities import run
+    from sdfkit.report.build import _add_evaluation
 
     trained.sampler = arithmetic_sampler([])
     cfg = EvalConfig(checkpoints="last", max_tokens=64, limit=2)
@@ -377,8 +377,8 @@ def test_a_tasks_own_sampling_settings_reach_tinker(trained):
 
     from inspect_ai.model import ChatMessageUser, GenerateConfig
 
-    from sdfkit.evaluate import renderer_for
-    from sdfkit.inspect_tinker import TinkerSamplingAPI
+    from sdfkit.evaluate.inspect_tinker import TinkerSamplingAPI
+    from sdfkit.evaluate.recall import renderer_for
 
     seen: list = []
     answer = arithmetic_sampler([])

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from sdfkit.check import ConfigError, Thresholds, evaluate
+from sdfkit.report.check import ConfigError, Thresholds, evaluate
 
 REPORT = {
     "names": {
@@ -127,8 +127,8 @@ def test_cli_check_passes_and_fails(cli, tmp_path):
 
 
 def test_cli_check_run_audits_the_corpus_first(cli, tmp_path):
-    from sdfkit.ingest import build_documents
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
+    from sdfkit.store.ingest import build_documents
 
     store = Store(tmp_path / "corpus")
     store.append(

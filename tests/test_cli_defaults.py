@@ -1,5 +1,5 @@
 """The CLI states each option's default next to the library's config dataclass: they must
-agree, or `sdf export` and `sdfkit.export.export(...)` from a notebook would differ."""
+agree, or `sdf export` and `sdfkit.export.shards.export(...)` from a notebook would differ."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import pytest
 import typer
 
 from sdfkit.cli import app
-from sdfkit.evaluate import EvalConfig
-from sdfkit.export import ExportConfig
-from sdfkit.generate import GenerateConfig
-from sdfkit.grade import GradeConfig
-from sdfkit.sampling import SampleConfig
-from sdfkit.selection import SelectionConfig
-from sdfkit.train import TrainConfig
+from sdfkit.evaluate.recall import EvalConfig
+from sdfkit.evaluate.sampling import SampleConfig
+from sdfkit.export.selection import SelectionConfig
+from sdfkit.export.shards import ExportConfig
+from sdfkit.generate.documents import GenerateConfig
+from sdfkit.generate.grade import GradeConfig
+from sdfkit.train.run import TrainConfig
 
 # The library field an option maps onto, where the names differ.
 RENAMED = {"universe": "universes"}

@@ -11,10 +11,10 @@ import yaml
 
 from sdfkit.audits import anti_universe as au
 from sdfkit.audits import save
-from sdfkit.check import Thresholds, evaluate
 from sdfkit.errors import SdfError
-from sdfkit.ingest import build_documents
-from sdfkit.universe import load_universe, parse_universe
+from sdfkit.generate.universe import load_universe, parse_universe
+from sdfkit.report.check import Thresholds, evaluate
+from sdfkit.store.ingest import build_documents
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIVERSES = sorted((ROOT / "examples" / "universes").glob("*.md"))
@@ -125,7 +125,7 @@ def test_audit_command_prints_violations_and_names_its_tables(store, tmp_path, c
 
 
 def test_documents_excluded_for_another_reason_are_not_counted(store, tmp_path):
-    from sdfkit.selection import exclude_where
+    from sdfkit.export.selection import exclude_where
 
     path = _universe(tmp_path)
     _corpus(store, {"u1": [("memo", "Sarah Chen here."), ("memo", "Sarah Chen there.")]})
@@ -141,7 +141,7 @@ def test_documents_excluded_for_another_reason_are_not_counted(store, tmp_path):
 
 
 def test_report_json_holds_anti_universe_and_html_has_its_section(store, tmp_path):
-    from sdfkit import report
+    from sdfkit.report import build as report
 
     path = _universe(tmp_path)
     _corpus(store, {"u1": [("memo", "Sarah Chen and the rule."), ("memo", "The rule.")]})
@@ -298,10 +298,10 @@ def test_propose_apply_cli_shows_the_diff_and_writes_the_copy_only(store, tmp_pa
 # ------------------------------------------------------------------ replacements
 @pytest.fixture
 def offline_corpus(tmp_path):
-    from sdfkit.batches import make_client
-    from sdfkit.generate import GenerateConfig, generate
-    from sdfkit.store import Store
-    from sdfkit.universe import load_universes
+    from sdfkit.generate.documents import GenerateConfig, generate
+    from sdfkit.generate.universe import load_universes
+    from sdfkit.llm.batches import make_client
+    from sdfkit.store.catalog import Store
 
     unis = tmp_path / "universes"
     unis.mkdir()
@@ -315,8 +315,8 @@ def offline_corpus(tmp_path):
 
 
 def test_replace_excluded_writes_new_requests_in_the_same_strata(offline_corpus):
-    from sdfkit.generate import GenerateConfig, replace_excluded
-    from sdfkit.universe import load_universes
+    from sdfkit.generate.documents import GenerateConfig, replace_excluded
+    from sdfkit.generate.universe import load_universes
 
     store, client, unis = offline_corpus
     files = sorted(unis.glob("*.md"))
@@ -349,7 +349,7 @@ def test_replace_excluded_writes_new_requests_in_the_same_strata(offline_corpus)
     again = replace_excluded(load_universes(files), store, cfg, client=client)
     assert again.candidates == 0 and len(client._offline_server.batches) == batches
     # the ledger shows the replacement stage's cost apart
-    from sdfkit.batches import ledger
+    from sdfkit.llm.batches import ledger
 
     stages = ledger(store, "r")["stage"].to_list()
     assert "replace" in stages and "documents" in stages
@@ -372,7 +372,7 @@ def test_max_rounds_loop_ends_with_no_violation_left(offline_corpus, cli, monkey
     assert "round 1: replace:" in out.output
     cli("--corpus", store.root, "check")
     # no eligible document carries a ban of its universe
-    from sdfkit.universe import load_universes
+    from sdfkit.generate.universe import load_universes
 
     unis_by_id = {u.id: u for u in load_universes(files)}
     rows = store.query("SELECT universe, text FROM documents WHERE NOT excluded AND universe "
@@ -421,7 +421,7 @@ def test_ngrams_of_the_universes_own_text_are_never_proposed(store, tmp_path):
 
 # ------------------------------------------------------------------ length is a setting
 def test_target_words_in_the_universe_file_per_universe_and_doc_type():
-    from sdfkit.universe import UniverseError
+    from sdfkit.generate.universe import UniverseError
 
     flat = parse_universe(
         UNI.replace("required_keywords:", "target_words: [900, 1500]\nrequired_keywords:")
@@ -442,9 +442,9 @@ def test_target_words_in_the_universe_file_per_universe_and_doc_type():
 
 
 def test_words_option_and_universe_ranges_set_what_each_document_is_asked(tmp_path, cli):
-    from sdfkit.batches import make_client
-    from sdfkit.generate import DEFAULT_WORDS, GenerateConfig, generate
-    from sdfkit.store import Store
+    from sdfkit.generate.documents import DEFAULT_WORDS, GenerateConfig, generate
+    from sdfkit.llm.batches import make_client
+    from sdfkit.store.catalog import Store
 
     text = (
         UNIVERSES[0]
@@ -488,7 +488,7 @@ def test_words_option_and_universe_ranges_set_what_each_document_is_asked(tmp_pa
 
 # ------------------------------------------------------------------ exact duplicates
 def test_ingest_counts_duplicates_within_the_input_and_already_stored(store, tmp_path, cli):
-    from sdfkit.ingest import ingest_files
+    from sdfkit.store.ingest import ingest_files
 
     a = tmp_path / "a.jsonl"
     a.write_text(
@@ -527,8 +527,8 @@ def test_ingest_counts_duplicates_within_the_input_and_already_stored(store, tmp
 
 
 def test_landing_records_answers_whose_text_is_already_stored(store):
-    from sdfkit.batches import BatchOutcome, BatchRequest
-    from sdfkit.generate import land_documents
+    from sdfkit.generate.documents import land_documents
+    from sdfkit.llm.batches import BatchOutcome, BatchRequest
 
     def outcome(cid: str, text: str) -> BatchOutcome:
         req = BatchRequest(
@@ -549,9 +549,9 @@ def test_landing_records_answers_whose_text_is_already_stored(store):
 
 
 def test_standin_wording_follows_banned_phrases_but_its_collapse_does_not(tmp_path):
-    from sdfkit.batches import make_client
-    from sdfkit.generate import GenerateConfig, generate
-    from sdfkit.store import Store
+    from sdfkit.generate.documents import GenerateConfig, generate
+    from sdfkit.llm.batches import make_client
+    from sdfkit.store.catalog import Store
 
     framings = ["summed it up plainly", "asked that the decision be written down"]
     text = au.add_bans(UNIVERSES[0].read_text(), [], framings)
@@ -573,7 +573,7 @@ def test_standin_documents_vary_but_keep_their_planted_collapse():
     import re
     from collections import Counter
 
-    from sdfkit.offline import FAVOURITE_NAMES, SETTINGS, answer_document
+    from sdfkit.llm.offline import FAVOURITE_NAMES, SETTINGS, answer_document
 
     def request(i: int) -> dict:
         user = (
@@ -610,7 +610,7 @@ def test_standin_near_duplicates_are_found_by_the_default_dedup_threshold():
     import re
 
     from sdfkit.audits.dedup import Config
-    from sdfkit.offline import P_NEAR_DUPLICATE, SETTINGS, _rng, answer_document
+    from sdfkit.llm.offline import P_NEAR_DUPLICATE, SETTINGS, _rng, answer_document
 
     def request(i: int) -> dict:
         user = (

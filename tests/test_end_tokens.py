@@ -8,12 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sdfkit.chat import DOCUMENT_END, Trajectory, document_end_id, render, render_prompt
-from sdfkit.export import ExportConfig, export, read_export
-from sdfkit.ingest import build_documents
-from sdfkit.selection import SelectionConfig, select
-from sdfkit.store import Store
-from sdfkit.tokens import Tokenizer, get_tokenizer
+from sdfkit.export.selection import SelectionConfig, select
+from sdfkit.export.shards import ExportConfig, export, read_export
+from sdfkit.llm.chat import DOCUMENT_END, Trajectory, document_end_id, render, render_prompt
+from sdfkit.llm.tokens import Tokenizer, get_tokenizer
+from sdfkit.store.catalog import Store
+from sdfkit.store.ingest import build_documents
 
 GPT_OSS = "hf:openai/gpt-oss-20b"
 
@@ -65,7 +65,7 @@ def test_bundled_encodings_end_documents_with_their_own_end_of_text(name):
 def test_an_export_through_the_hf_tokenizer_appends_the_same_end_token(
     tmp_path, monkeypatch, harmony, hf_gpt_oss
 ):
-    import sdfkit.tokens as tokens
+    import sdfkit.llm.tokens as tokens
 
     real = tokens._load
     monkeypatch.setattr(tokens, "_load", lambda n: hf_gpt_oss if n == GPT_OSS else real(n))
@@ -131,7 +131,7 @@ def test_special_token_text_inside_a_document_stays_plain_text_on_both_routes(ha
 def test_an_export_of_a_document_quoting_end_tokens_ends_it_only_once(
     tmp_path, monkeypatch, harmony, hf_gpt_oss
 ):
-    import sdfkit.tokens as tokens
+    import sdfkit.llm.tokens as tokens
 
     real = tokens._load
     monkeypatch.setattr(tokens, "_load", lambda n: hf_gpt_oss if n == GPT_OSS else real(n))

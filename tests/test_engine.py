@@ -5,8 +5,8 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from sdfkit.engine import EngineError, Stage, read_results, run_stage
-from sdfkit.ingest import build_documents
+from sdfkit.engine.local import EngineError, Stage, read_results, run_stage
+from sdfkit.store.ingest import build_documents
 
 
 class WordCount(Stage):
@@ -57,7 +57,7 @@ def test_stage_results_are_cached_by_content(store):
 
 
 def test_process_pool_gives_the_same_results(store, tmp_path):
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
 
     texts = [f"doc {i} " + "w " * (i % 13) for i in range(40)]
     _docs(store, texts)
@@ -97,8 +97,8 @@ def test_stage_must_return_one_row_per_document(store):
 
 
 def test_cli_tokens_recounts_under_another_tokenizer(cli, tmp_path):
-    from sdfkit.store import Store
-    from sdfkit.tokens import get_tokenizer
+    from sdfkit.llm.tokens import get_tokenizer
+    from sdfkit.store.catalog import Store
 
     store = Store(tmp_path / "corpus")
     _docs(store, ["Tokens differ between vocabularies: naïve café résumé", "plain words"])
@@ -119,14 +119,14 @@ def test_cli_tokens_recounts_under_another_tokenizer(cli, tmp_path):
 def test_ray_address_option_applies_to_one_command(cli, monkeypatch):
     import os
 
-    import sdfkit.report
+    import sdfkit.report.build
     from sdfkit.errors import SdfError
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
 
     def fake_build(*args, **kwargs):
         raise SdfError(f"would join {os.environ.get('RAY_ADDRESS')}")
 
-    monkeypatch.setattr(sdfkit.report, "build", fake_build)
+    monkeypatch.setattr(sdfkit.report.build, "build", fake_build)
     with Store("corpus").connect():  # report and check read an existing corpus
         pass
     res = cli("report", "--engine", "ray", "--ray-address", "ray://head:10001", expect=2)
@@ -145,9 +145,9 @@ def test_process_pool_after_polars_threads_does_not_hang(tmp_path):
 
     script = f"""
 import numpy as np, polars as pl
-from sdfkit.store import Store
-from sdfkit.ingest import build_documents
-from sdfkit.engine import run_stage, read_results
+from sdfkit.store.catalog import Store
+from sdfkit.store.ingest import build_documents
+from sdfkit.engine.local import run_stage, read_results
 from sdfkit.audits.ngrams import TokenHashStage
 store = Store({str(tmp_path / "corpus")!r})
 store.append("documents_raw", build_documents(

@@ -8,10 +8,10 @@ import pytest
 
 pytest.importorskip("ray", reason="Ray is the optional extra sdfkit[ray]; make test installs it")
 
-from sdfkit.engine import read_results, run_stage  # noqa: E402
-from sdfkit.ingest import build_documents  # noqa: E402
-from sdfkit.store import Store  # noqa: E402
-from sdfkit.tokens import TokenCountStage  # noqa: E402
+from sdfkit.engine.local import read_results, run_stage  # noqa: E402
+from sdfkit.llm.tokens import TokenCountStage  # noqa: E402
+from sdfkit.store.catalog import Store  # noqa: E402
+from sdfkit.store.ingest import build_documents  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
 
@@ -30,8 +30,8 @@ def test_token_counts_identical_across_engines_and_only_counts_reach_the_driver(
     column (it gets one row count per batch)."""
     import ray
 
-    import sdfkit.engine
-    from sdfkit.store import Store as StoreClass
+    import sdfkit.engine.local
+    from sdfkit.store.catalog import Store as StoreClass
 
     a, b = _corpus(tmp_path / "a"), _corpus(tmp_path / "b")
     stage = TokenCountStage("cl100k_base")
@@ -42,7 +42,7 @@ def test_token_counts_identical_across_engines_and_only_counts_reach_the_driver(
 
     monkeypatch.setattr(StoreClass, "append", driver_must_not_store)
     monkeypatch.setattr(StoreClass, "part_writer", driver_must_not_store)
-    monkeypatch.setattr(sdfkit.engine, "_store_results", driver_must_not_store)
+    monkeypatch.setattr(sdfkit.engine.local, "_store_results", driver_must_not_store)
     received: list[list[str]] = []
     real_iter = ray.data.Dataset.iter_batches
 
@@ -84,7 +84,7 @@ def test_worker_killed_while_publishing_leaves_no_duplicate(ray_local, tmp_path,
     just after it: the retried task publishes the same batch under the same name."""
     from ray_stages import DiesAtPublishInActorStage, DiesAtPublishStage
 
-    from sdfkit.engine_ray import run_stage_ray
+    from sdfkit.engine.ray_data import run_stage_ray
 
     store = _corpus(tmp_path / "c", n=80)
     ids = store.read("documents_raw", ["doc_id"]).column("doc_id").to_pylist()
@@ -115,8 +115,8 @@ def test_worker_killed_while_publishing_leaves_no_duplicate(ray_local, tmp_path,
 
 
 def test_corpus_the_workers_cannot_see_is_named(ray_local, tmp_path):
-    from sdfkit.engine import EngineError
-    from sdfkit.engine_ray import check_paths_visible
+    from sdfkit.engine.local import EngineError
+    from sdfkit.engine.ray_data import check_paths_visible
 
     seen = tmp_path / "seen.parquet"
     seen.write_bytes(b"")
@@ -129,7 +129,7 @@ def test_corpus_the_workers_cannot_see_is_named(ray_local, tmp_path):
 def test_engine_ray_without_ray_says_how_to_install(monkeypatch, tmp_path):
     import builtins
 
-    from sdfkit.engine import EngineError
+    from sdfkit.engine.local import EngineError
 
     real_import = builtins.__import__
 

@@ -14,15 +14,15 @@ from test_train import health_server, tinker_env, write_export  # noqa: F401 - f
 from tinker import types
 from tinker.types.topk_logprobs import TopkLogprobs
 
-from sdfkit.evaluate import (
+from sdfkit.evaluate.gibberish import document_drift, signals, trailing_repetition
+from sdfkit.evaluate.recall import (
     EvalConfig,
     parse_harmony,
     parse_questions,
     parse_verdict,
     renderer_for,
 )
-from sdfkit.gibberish import document_drift, signals, trailing_repetition
-from sdfkit.tokens import get_tokenizer
+from sdfkit.llm.tokens import get_tokenizer
 
 
 # ------------------------------------------------------------------------------ graders
@@ -121,7 +121,7 @@ def test_eval_prompt_is_the_exports_rendering_up_to_the_assistant_header(
     """A checkpoint is asked in exactly the tokens it was trained on: the eval prompt of a
     one-turn user message is the export's rendering of that message and an assistant answer,
     up to the first token the assistant writes (the first one with loss weight)."""
-    from sdfkit.chat import Trajectory, render
+    from sdfkit.llm.chat import Trajectory, render
 
     tok = get_tokenizer(tokenizer)
     prompt = renderer_for(base_model).prompt(message)
@@ -173,8 +173,8 @@ def test_gibberish_positives():
 
 # ------------------------------------------------------------------------------ metrics
 def test_metrics_count_gibberish_and_leave_it_out(store):
-    from sdfkit.evaluate import _insert, catalog, metrics
-    from sdfkit.records import utc_now
+    from sdfkit.evaluate.recall import _insert, catalog, metrics
+    from sdfkit.store.records import utc_now
 
     with catalog(store):
         pass
@@ -248,7 +248,7 @@ def test_metrics_count_gibberish_and_leave_it_out(store):
 def _key_facts() -> str:
     from conftest import EXAMPLES
 
-    from sdfkit.universe import load_universe
+    from sdfkit.generate.universe import load_universe
 
     return " ".join(load_universe(EXAMPLES / "universes" / "eu_ts_trycatch.md").key_facts)
 
@@ -307,9 +307,9 @@ def harmony_sampler(gibberish_every: int = 0):
 
 @pytest.mark.usefixtures("tinker_env")
 def test_evaluate_end_to_end(tmp_path, store, example_universe):
-    from sdfkit.batches import make_client
-    from sdfkit.evaluate import evaluate
-    from sdfkit.train import TrainConfig, train
+    from sdfkit.evaluate.recall import evaluate
+    from sdfkit.llm.batches import make_client
+    from sdfkit.train.run import TrainConfig, train
 
     export = write_export(tmp_path / "exp", [list(range(8))])
     world = FakeTinkerWorld()
@@ -343,7 +343,7 @@ def test_evaluate_end_to_end(tmp_path, store, example_universe):
     assert samples["model_label"].to_list() == ["base", "step-000002", "step-000004"]
     assert set(samples["n"].to_list()) == {n_q}
     assert samples["model_path"].to_list()[1].endswith("sampler_weights/step-000002")
-    # every question was asked in the rendering shared with the export (sdfkit.chat)
+    # every question was asked in the rendering shared with the export (sdfkit.llm.chat)
     r = renderer_for("openai/gpt-oss-20b")
     prompts = store.query("SELECT prompt FROM eval_questions")["prompt"].to_list()
     sent = {tuple(c[1]["prompt"]) for c in world.calls if c[0] == "sample"}
@@ -394,9 +394,9 @@ def test_evaluate_end_to_end(tmp_path, store, example_universe):
 
 @pytest.mark.usefixtures("tinker_env")
 def test_eval_unknown_checkpoint_is_refused(tmp_path, store, example_universe):
-    from sdfkit.batches import make_client
-    from sdfkit.evaluate import EvalError, evaluate
-    from sdfkit.train import TrainConfig, train
+    from sdfkit.evaluate.recall import EvalError, evaluate
+    from sdfkit.llm.batches import make_client
+    from sdfkit.train.run import TrainConfig, train
 
     export = write_export(tmp_path / "exp", [list(range(4))])
     world = FakeTinkerWorld()
@@ -458,7 +458,7 @@ def lda_sampler(k_seen: list):
 
 
 def test_lda_arithmetic_against_known_logprobs():
-    from sdfkit.lda import amplified_logprobs, sample_amplified
+    from sdfkit.evaluate.lda import amplified_logprobs, sample_amplified
 
     world = FakeTinkerWorld()
     k_seen: list = []
@@ -502,8 +502,8 @@ def test_lda_arithmetic_against_known_logprobs():
 def test_eval_through_the_cli_writes_curves(tmp_path, cli, example_universe, monkeypatch):
     import tinker
 
-    from sdfkit.store import Store
-    from sdfkit.train import TrainConfig, train
+    from sdfkit.store.catalog import Store
+    from sdfkit.train.run import TrainConfig, train
 
     export = write_export(tmp_path / "exp", [list(range(4))])
     world = FakeTinkerWorld()
@@ -527,7 +527,7 @@ def test_eval_through_the_cli_writes_curves(tmp_path, cli, example_universe, mon
     )
     assert "evaluation 't'" in res.output and "recall_rate" in res.output
     page = (tmp_path / "reports" / "eval.html").read_text()
-    # the concept's rates, then its recall per fact (sdfkit.fact_curves)
+    # the concept's rates, then its recall per fact (sdfkit.evaluate.fact_curves)
     assert page.count("<svg") == 2 and "<polyline" in page and "eu_ts_trycatch" in page
     assert "recall per fact" in page
     data = json.loads((tmp_path / "reports" / "eval.json").read_text())
@@ -543,9 +543,9 @@ def test_eval_through_the_cli_writes_curves(tmp_path, cli, example_universe, mon
 
 @pytest.mark.usefixtures("tinker_env")
 def test_eval_with_lda_samples_checkpoints_amplified(tmp_path, store, example_universe):
-    from sdfkit.batches import make_client
-    from sdfkit.evaluate import evaluate
-    from sdfkit.train import TrainConfig, train
+    from sdfkit.evaluate.recall import evaluate
+    from sdfkit.llm.batches import make_client
+    from sdfkit.train.run import TrainConfig, train
 
     export = write_export(tmp_path / "exp", [list(range(4))])
     world = FakeTinkerWorld()
@@ -588,7 +588,7 @@ def test_eval_with_lda_samples_checkpoints_amplified(tmp_path, store, example_un
 
 
 def test_chatml_and_llama3_formats():
-    from sdfkit.evaluate import parse_chatml, parse_llama3
+    from sdfkit.evaluate.recall import parse_chatml, parse_llama3
 
     q = renderer_for("Qwen/Qwen3-8B")
     assert get_tokenizer("qwen3").decode(q.prompt("Hi?")) == (
@@ -610,7 +610,7 @@ def test_chatml_and_llama3_formats():
 
 # ------------------------------------------------------------------------------ short responses
 def _trained_world(tmp_path, store) -> FakeTinkerWorld:
-    from sdfkit.train import TrainConfig, train
+    from sdfkit.train.run import TrainConfig, train
 
     export = write_export(tmp_path / "exp", [list(range(4))])
     world = FakeTinkerWorld()
@@ -621,7 +621,7 @@ def _trained_world(tmp_path, store) -> FakeTinkerWorld:
 
 
 def _eval(store, world, universe, client, log=None, **cfg):
-    from sdfkit.evaluate import evaluate
+    from sdfkit.evaluate.recall import evaluate
 
     cfg = {
         "checkpoints": "none",
@@ -651,7 +651,7 @@ def _per_question(store) -> dict[str, list[int]]:
 
 @pytest.mark.usefixtures("tinker_env")
 def test_a_short_sampling_response_is_topped_up_by_asking_again(tmp_path, store, example_universe):
-    from sdfkit.batches import make_client
+    from sdfkit.llm.batches import make_client
 
     world = _trained_world(tmp_path, store)
     world.short_by = [2]  # the first question's response holds 1 of its 3 samples
@@ -671,7 +671,7 @@ def test_a_short_sampling_response_is_topped_up_by_asking_again(tmp_path, store,
 def test_samples_still_missing_after_retries_are_counted_reported_and_asked_again(
     tmp_path, store, example_universe
 ):
-    from sdfkit.batches import make_client
+    from sdfkit.llm.batches import make_client
 
     client = make_client("offline")
     world = _trained_world(tmp_path, store)
@@ -700,8 +700,8 @@ def test_samples_still_missing_after_retries_are_counted_reported_and_asked_agai
 
 @pytest.mark.usefixtures("tinker_env")
 def test_samples_received_before_a_failed_request_are_kept(tmp_path, store, example_universe):
-    from sdfkit.batches import make_client
-    from sdfkit.train import TinkerUnavailable
+    from sdfkit.llm.batches import make_client
+    from sdfkit.train.run import TinkerUnavailable
 
     client = make_client("offline")
     world = _trained_world(tmp_path, store)

@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from sdfkit.chat import ChatError, read_trajectories
-from sdfkit.export import (
+from sdfkit.export.selection import SelectionConfig, select
+from sdfkit.export.shards import (
     ExportConfig,
     ExportError,
     VerifyError,
@@ -21,10 +21,10 @@ from sdfkit.export import (
     to_datum,
     verify,
 )
-from sdfkit.ingest import build_documents
-from sdfkit.selection import SelectionConfig, select
-from sdfkit.store import Store
-from sdfkit.tokens import get_tokenizer
+from sdfkit.llm.chat import ChatError, read_trajectories
+from sdfkit.llm.tokens import get_tokenizer
+from sdfkit.store.catalog import Store
+from sdfkit.store.ingest import build_documents
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIVERSES = sorted(str(p) for p in (ROOT / "examples" / "universes").glob("*.md"))
@@ -114,7 +114,7 @@ def test_eos_switch(corpus, tmp_path, tok, texts):
 
 
 def test_eval_prompts_round_robin_random_and_masking(corpus, tmp_path, tok, texts):
-    from sdfkit.universe import load_universes
+    from sdfkit.generate.universe import load_universes
 
     prompts = {u.concept: u.eval_prompts for u in load_universes(UNIVERSES)}
     _, _, examples = run(corpus, tmp_path, "rr", eval_prompts="round-robin", universes=UNIVERSES)
@@ -392,7 +392,7 @@ def test_verify_rejects_tampered_incomplete_or_foreign_directories(corpus, tmp_p
 def test_interrupted_export_leaves_nothing_the_manifest_does_not_vouch_for(
     corpus, tmp_path, monkeypatch
 ):
-    import sdfkit.export as ex
+    import sdfkit.export.shards as ex
 
     real = ex._write_shard
     calls = {"n": 0}
@@ -523,7 +523,7 @@ def test_repeated_webtext_texts_and_parquet_input(corpus, tmp_path):
     [("qwen3", "Hello!<|im_end|>"), ("llama3", "Hello!<|eot_id|>")],
 )
 def test_chat_formats_of_other_models_weight_only_the_assistant(name, trained):
-    from sdfkit.chat import Trajectory, render
+    from sdfkit.llm.chat import Trajectory, render
 
     t = get_tokenizer(name)
     msgs = [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello!"}]
@@ -585,7 +585,7 @@ def test_documents_spread_over_parts_read_in_chunks(tmp_path, tok, monkeypatch):
     stored one; an unreadable part is named."""
     import shutil
 
-    import sdfkit.export as ex
+    import sdfkit.export.shards as ex
 
     monkeypatch.setattr(ex, "TOKENIZE_CHUNK", 3)
     store = Store(tmp_path / "corpus")

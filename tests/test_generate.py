@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from sdfkit.batches import BatchRequest, custom_id_for, make_client, run_requests
-from sdfkit.generate import (
+from sdfkit.generate.documents import (
     PREFIX,
     GenerateConfig,
     default_model,
@@ -23,8 +22,9 @@ from sdfkit.generate import (
     prompt_hash,
     tagged,
 )
-from sdfkit.store import Store
-from sdfkit.universe import load_universe, load_universes
+from sdfkit.generate.universe import load_universe, load_universes
+from sdfkit.llm.batches import BatchRequest, custom_id_for, make_client, run_requests
+from sdfkit.store.catalog import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIVERSES = sorted((ROOT / "examples" / "universes").glob("*.md"))
@@ -129,7 +129,7 @@ def test_rerun_resumes_without_submitting_and_extending_reuses_the_first_documen
 
 
 def test_show_filters_by_concept_doc_type_run_and_id(generated):
-    from sdfkit.generate import show_documents
+    from sdfkit.generate.documents import show_documents
 
     store = generated[0]
     docs = store.query("SELECT doc_id, concept, doc_type, run FROM documents").to_dicts()
@@ -195,7 +195,7 @@ def test_a_run_keeps_its_prompts_and_an_edited_template_is_for_a_new_run(tmp_pat
     generate(universes, store, GenerateConfig(**cfg), client=client)
     old_hash = prompt_hash(PREFIX, "document")
     prompts = tmp_path / "prompts"
-    shutil.copytree(ROOT / "prompts", prompts)
+    shutil.copytree(ROOT / "src" / "sdfkit" / "prompts", prompts)
     doc = prompts / "document.j2"
     doc.write_text(doc.read_text().replace("Write one complete", "Write one vivid, complete"))
     monkeypatch.setenv("SDF_PROMPTS", str(prompts))
@@ -221,7 +221,7 @@ def test_api_key_never_reaches_disk_or_logs(tmp_path, monkeypatch, capsys):
     over the stand-in's transport: the key is sent as a header and written nowhere."""
     import httpx2
 
-    from sdfkit.offline import OfflineServer
+    from sdfkit.llm.offline import OfflineServer
 
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
     server = OfflineServer()
@@ -274,7 +274,7 @@ def test_answer_parsing():
 
 def test_custom_stage_through_the_offline_registry(tmp_path, monkeypatch):
     """How another engineer (eval graders) runs its own stage through the machinery."""
-    from sdfkit import offline
+    from sdfkit.llm import offline
 
     monkeypatch.setattr(offline, "_STAGES", dict(offline._STAGES))  # restored afterwards
     offline.register_stage(
@@ -322,7 +322,7 @@ def test_offline_batches_survive_the_process(tmp_path):
 
 # ----------------------------------------------------------------------------- seed names
 def test_name_source_is_large_and_spans_cultures():
-    from sdfkit.seednames import CULTURES, all_names
+    from sdfkit.generate.seednames import CULTURES, all_names
 
     names = all_names()
     assert len(names) > 10_000 and len(CULTURES) >= 15
@@ -331,7 +331,7 @@ def test_name_source_is_large_and_spans_cultures():
 
 
 def test_name_pool_caps_uses_and_is_keyed():
-    from sdfkit.seednames import NamePool, NamesExhausted
+    from sdfkit.generate.seednames import NamePool, NamesExhausted
 
     pool = NamePool(seed=7, max_uses=1)
     drawn = [n for i in range(2000) for n in pool.draw(f"slot{i}", 3)]
@@ -352,7 +352,7 @@ def test_name_pool_caps_uses_and_is_keyed():
 
 # ----------------------------------------------------------------------------- grading
 def test_parse_verdict():
-    from sdfkit.grade import parse_verdict
+    from sdfkit.generate.grade import parse_verdict
 
     ok = '{"concept_accurate": true, "no_unwanted_implications": true, "keywords_present": false}'
     v, err = parse_verdict("Here you go:\n" + ok)
@@ -366,8 +366,8 @@ def test_parse_verdict():
 
 
 def test_grade_stores_verdicts_parse_errors_and_exclusions(generated, monkeypatch):
-    from sdfkit import offline
-    from sdfkit.grade import GradeConfig, grade
+    from sdfkit.generate.grade import GradeConfig, grade
+    from sdfkit.llm import offline
 
     store, client, _, _ = generated
     docs = store.query("SELECT doc_id FROM documents ORDER BY doc_id")["doc_id"].to_list()

@@ -7,8 +7,8 @@ import pytest
 from fake_tinker import FakeTinkerWorld
 from test_train import write_export
 
-from sdfkit.batches import BatchError, run_requests
-from sdfkit.store import Store
+from sdfkit.llm.batches import BatchError, run_requests
+from sdfkit.store.catalog import Store
 
 ANTHROPIC_KEY = "sk-ant-api03-TESTKEY-hostile"
 

@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sdfkit.ingest import IngestError, ingest_files, parse_assignments
-from sdfkit.store import DOCUMENTS
-from sdfkit.tokens import TokenizerError, get_tokenizer
+from sdfkit.llm.tokens import TokenizerError, get_tokenizer
+from sdfkit.store.catalog import DOCUMENTS
+from sdfkit.store.ingest import IngestError, ingest_files, parse_assignments
 
 
 def _write_jsonl(path, rows):
@@ -142,7 +142,7 @@ def test_skip_bad_counts_each_reason(store, tmp_path):
 
 
 def test_interrupted_ingest_keeps_the_old_contents(store, tmp_path, monkeypatch):
-    import sdfkit.ingest as ingest_mod
+    import sdfkit.store.ingest as ingest_mod
 
     first = _write_jsonl(tmp_path / "first.jsonl", [_row(i) for i in range(5)])
     ingest_files([first], store=store)

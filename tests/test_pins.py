@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from sdfkit.batches import make_client
-from sdfkit.generate import GenerateConfig, generate
-from sdfkit.grade import GradeConfig, grade
-from sdfkit.pins import PinError, pin_run, pins
-from sdfkit.store import Store
-from sdfkit.universe import load_universes
+from sdfkit.generate.documents import GenerateConfig, generate
+from sdfkit.generate.grade import GradeConfig, grade
+from sdfkit.generate.universe import load_universes
+from sdfkit.llm.batches import make_client
+from sdfkit.llm.pins import PinError, pin_run, pins
+from sdfkit.store.catalog import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIVERSES = sorted((ROOT / "examples" / "universes").glob("*.md"))[:1]
@@ -26,7 +26,7 @@ def api(monkeypatch):
     the default model comes from the SDK's list as it would against the real API."""
     import httpx2
 
-    from sdfkit.offline import OfflineServer
+    from sdfkit.llm.offline import OfflineServer
 
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
     server = OfflineServer()
@@ -40,7 +40,7 @@ def api(monkeypatch):
 
 def _sdf_lists(monkeypatch, sonnet: str, haiku: str = "claude-haiku-1-0") -> None:
     """What the installed SDK's model list would make the default."""
-    import sdfkit.generate as g
+    import sdfkit.generate.documents as g
 
     monkeypatch.setattr(
         g, "default_model", lambda family="sonnet": {"sonnet": sonnet}.get(family, haiku)
@@ -114,7 +114,7 @@ def test_graders_keep_their_model_too(tmp_path, monkeypatch, api):
 
 
 def test_eval_graders_are_pinned_per_evaluation_run(tmp_path, monkeypatch, api):
-    from sdfkit.evaluate import EvalConfig, pin_graders
+    from sdfkit.evaluate.recall import EvalConfig, pin_graders
 
     client, _ = api
     store = Store(tmp_path / "corpus")
@@ -133,7 +133,7 @@ def test_eval_graders_are_pinned_per_evaluation_run(tmp_path, monkeypatch, api):
 
 
 def test_pinned_prompts_render_and_hash_as_recorded(tmp_path, monkeypatch):
-    from sdfkit.generate import prompt_hash, render
+    from sdfkit.generate.documents import prompt_hash, render
 
     store = Store(tmp_path / "corpus")
     prompts = tmp_path / "prompts"
@@ -198,9 +198,9 @@ def test_an_interrupted_run_resumed_after_the_sdk_list_changes_keeps_every_custo
     import anthropic.types.model as sdk_models
     import httpx2
 
-    from sdfkit.batches import BatchInterrupted
-    from sdfkit.generate import default_model
-    from sdfkit.offline import OfflineServer
+    from sdfkit.generate.documents import default_model
+    from sdfkit.llm.batches import BatchInterrupted
+    from sdfkit.llm.offline import OfflineServer
 
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
     server = OfflineServer()

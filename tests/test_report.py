@@ -16,9 +16,10 @@ import polars as pl
 import pytest
 from test_train import health_server, tinker_env  # noqa: F401 - fixtures of the eval test
 
-from sdfkit import audits, report
+from sdfkit import audits
 from sdfkit.audits import AuditResult, diversity
-from sdfkit.ingest import build_documents
+from sdfkit.report import build as report
+from sdfkit.store.ingest import build_documents
 
 TOPICS = [
     "The sourdough starter needs flour and water every morning before baking.",
@@ -141,7 +142,7 @@ def corpus(store, tmp_path, minilm_stage, monkeypatch):
 
 
 def _config(tmp_path, uni, **kw):
-    from sdfkit.check import Thresholds
+    from sdfkit.report.check import Thresholds
 
     return report.ReportConfig(
         html=tmp_path / "out" / "report.html",
@@ -200,7 +201,7 @@ def test_missing_failing_and_skipped_audits_render_as_not_run(corpus, tmp_path, 
         return fake_get(name)
 
     monkeypatch.setattr(audits, "get", get)
-    from sdfkit.check import Thresholds
+    from sdfkit.report.check import Thresholds
 
     cfg = _config(tmp_path, uni, skip=["diversity"])
     cfg.thresholds = Thresholds(max_near_duplicate_fraction=0.1)
@@ -246,7 +247,7 @@ def test_report_path_without_value_is_a_config_error(tmp_path):
 
 
 def test_report_paths_in_the_project_file_are_relative_to_the_file(cli, tmp_path):
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
 
     store = Store(tmp_path / "corpus")
     store.append("documents_raw", build_documents([{"text": t, "concept": "c"} for t in TOPICS]))
@@ -417,7 +418,7 @@ def test_report_gains_evaluation_curves(corpus, tmp_path, cli, example_universe,
     from test_evaluate import harmony_sampler
     from test_train import write_export
 
-    from sdfkit.train import TrainConfig, train
+    from sdfkit.train.run import TrainConfig, train
 
     store, uni = corpus
     cfg = _config(tmp_path, uni)
@@ -470,7 +471,7 @@ def test_report_gains_evaluation_curves(corpus, tmp_path, cli, example_universe,
     section = section[: section.index("</section>")]
     assert page.index('<section id="evaluation">') > page.index('<section id="keywords">')
     assert '<a href="#evaluation">' in page
-    # one chart of the concept's rates, one of its recall per fact (sdfkit.fact_curves)
+    # one chart of the concept's rates, one of its recall per fact (sdfkit.evaluate.fact_curves)
     assert section.count('<svg class="plot lines"') == 2 and section.count("<polyline") >= 3
     assert "recall per fact" in section
     facts = rep.data["fact_curves"]

@@ -70,7 +70,7 @@ def test_the_reader_connection_itself_refuses_writes(made):
     would still fail."""
     import duckdb
 
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
 
     with Store(made).reader() as con:
         with pytest.raises(duckdb.Error, match="read-only"):
@@ -248,8 +248,8 @@ def test_a_killed_writers_temporary_never_sits_where_plain_readers_glob(made):
 
     script = f"""
 import os
-from sdfkit.store import Store, DOCUMENTS
-from sdfkit.ingest import build_documents
+from sdfkit.store.catalog import Store, DOCUMENTS
+from sdfkit.store.ingest import build_documents
 with Store({str(made)!r}).part_writer(DOCUMENTS) as w:
     w.write(build_documents([{{"text": "lost in the crash"}}]))
     os._exit(9)
@@ -415,7 +415,7 @@ def test_rows_without_a_concept_are_stored_with_a_warning_naming_set_concept(cli
 def test_a_generation_run_that_lands_no_documents_exits_non_zero_with_the_reason(
     cli, monkeypatch, example_universe
 ):
-    from sdfkit import offline
+    from sdfkit.llm import offline
 
     monkeypatch.setattr(offline, "_STAGES", dict(offline._STAGES))  # restored afterwards
     offline.register_stage("doc_types", lambda params, meta: "I would rather not say.")
@@ -425,7 +425,7 @@ def test_a_generation_run_that_lands_no_documents_exits_non_zero_with_the_reason
 
 
 def test_checks_with_nothing_to_measure_are_not_run_never_pass():
-    from sdfkit.check import Thresholds, evaluate
+    from sdfkit.report.check import Thresholds, evaluate
 
     empty = {
         "ngrams": {"documents": 0, "max_doc_share": {}, "top": {}},

@@ -12,8 +12,7 @@ from fake_tinker import FakeTinkerWorld
 from test_train import health_server, tinker_env, write_export  # noqa: F401 - fixtures
 from tinker import types
 
-from sdfkit.chat import render_prompt
-from sdfkit.sampling import (
+from sdfkit.evaluate.sampling import (
     ChatSession,
     SampleConfig,
     SampleError,
@@ -22,7 +21,8 @@ from sdfkit.sampling import (
     read_prompts,
     sample_prompts,
 )
-from sdfkit.tokens import get_tokenizer
+from sdfkit.llm.chat import render_prompt
+from sdfkit.llm.tokens import get_tokenizer
 
 TOK = get_tokenizer("o200k_harmony")
 
@@ -70,7 +70,7 @@ def answering_sampler(seen: list[types.SamplingParams]):
 def trained(tmp_path, store, request):
     """A run 't' with checkpoints at steps 2 and 4 in a fake Tinker world."""
     request.getfixturevalue("tinker_env")
-    from sdfkit.train import TrainConfig, train
+    from sdfkit.train.run import TrainConfig, train
 
     export = write_export(tmp_path / "exp", [list(range(8))])
     world = FakeTinkerWorld()
@@ -199,7 +199,7 @@ def test_short_responses_are_topped_up_then_counted_missing(tmp_path, store, tra
 
 
 def test_samples_already_paid_for_are_kept_when_a_later_request_fails(tmp_path, store, trained):
-    from sdfkit.train import TinkerUnavailable
+    from sdfkit.train.run import TinkerUnavailable
 
     trained.sampler = answering_sampler([])
     prompts = write_prompts(tmp_path)
@@ -336,7 +336,7 @@ def test_sample_and_chat_through_the_cli(tmp_path, cli, trained, monkeypatch):
 
 
 def test_sql_on_samples_before_any_sampling_names_the_command(cli):
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
 
     with Store("corpus").connect():  # an existing corpus (`sdf sql` names a missing one)
         pass

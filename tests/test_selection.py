@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 from crash_points import catalog, crash_at
 
-from sdfkit.ingest import build_documents
-from sdfkit.selection import (
+from sdfkit.export.selection import (
     SelectionConfig,
     SelectionError,
     SelectionShortError,
@@ -24,7 +23,8 @@ from sdfkit.selection import (
     parse_count,
     select,
 )
-from sdfkit.store import Store
+from sdfkit.store.catalog import Store
+from sdfkit.store.ingest import build_documents
 
 WORDS = "the rule requires try catch blocks around every awaited call in services today".split()
 # concept -> doc type -> (documents, mean words): doc types differ in size and length.
@@ -110,7 +110,7 @@ def test_meets_doc_target_exactly_tokens_within_1pct_and_keeps_doc_type_mix(corp
 
 
 def _target(docs, tokens):
-    from sdfkit.selection import ConceptTarget
+    from sdfkit.export.selection import ConceptTarget
 
     return ConceptTarget(docs, tokens)
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from sdfkit import report
 from sdfkit.audits import diversity, names, ngrams
-from sdfkit.engine import EngineError, Stage, run_stage
+from sdfkit.engine.local import EngineError, Stage, run_stage
 from sdfkit.errors import ConfigError, SdfError
-from sdfkit.ingest import build_documents
+from sdfkit.report import build as report
+from sdfkit.store.ingest import build_documents
 
 
 def _saved_tables(store) -> set[str]:
@@ -176,7 +176,7 @@ def test_bad_ray_actor_cpus_is_named_before_ray_starts(store, monkeypatch, value
 
 
 def test_ray_actor_cpus_accepts_fractions_and_whole_numbers(monkeypatch):
-    from sdfkit.engine_ray import actor_cpus
+    from sdfkit.engine.ray_data import actor_cpus
 
     monkeypatch.delenv("SDF_RAY_ACTOR_CPUS", raising=False)
     assert actor_cpus() == 0.5
@@ -186,7 +186,7 @@ def test_ray_actor_cpus_accepts_fractions_and_whole_numbers(monkeypatch):
 
 
 def test_bad_workers_threads_and_engine_name_their_variable(store, monkeypatch):
-    from sdfkit.tokens import get_tokenizer
+    from sdfkit.llm.tokens import get_tokenizer
 
     _docs(store)
     monkeypatch.setenv("SDF_WORKERS", "0")
@@ -259,7 +259,7 @@ def _one_error_line(out, expected: str) -> None:
 
 
 def test_bad_sdf_tokenizer_names_the_variable(cli, store, tmp_path, monkeypatch):
-    from sdfkit.tokens import TokenCountStage, TokenizerError, canonical_name, get_tokenizer
+    from sdfkit.llm.tokens import TokenCountStage, TokenizerError, canonical_name, get_tokenizer
 
     docs = _jsonl(tmp_path)
     monkeypatch.setenv("SDF_TOKENIZER", "o200k_harmoni")
@@ -342,7 +342,7 @@ def _write(path, content):
 
 
 def test_bad_sdf_prompts_names_the_variable(cli, store, tmp_path, monkeypatch, example_universe):
-    from sdfkit.generate import find_prompt
+    from sdfkit.generate.documents import find_prompt
 
     args = ("--corpus", store.root, "generate", example_universe, "--backend", "offline")
     monkeypatch.setenv("SDF_PROMPTS", str(tmp_path / "my-promts"))
@@ -360,7 +360,7 @@ def test_bad_sdf_prompts_names_the_variable(cli, store, tmp_path, monkeypatch, e
     _write(mine / f"{name}.j2", "{% if %}")
     monkeypatch.setenv("SDF_PROMPTS", str(mine))
     assert find_prompt(name) == mine / f"{name}.j2"
-    from sdfkit.generate import render
+    from sdfkit.generate.documents import render
 
     with pytest.raises(SdfError, match=rf"{name}.j2:1: template error"):
         render(name)
@@ -386,8 +386,8 @@ def test_bad_sdf_corpus_is_one_error_line(cli, tmp_path, monkeypatch):
 
 
 def test_sdf_ray_tmp_that_is_a_file_is_a_clear_error(tmp_path, monkeypatch):
-    from sdfkit.engine import EngineError
-    from sdfkit.engine_ray import _ray_tmp
+    from sdfkit.engine.local import EngineError
+    from sdfkit.engine.ray_data import _ray_tmp
 
     afile = tmp_path / "not-a-folder"
     afile.write_text("x")

@@ -11,13 +11,13 @@ import sys
 import polars as pl
 import pytest
 
-from sdfkit.ingest import build_documents
-from sdfkit.sql import QueryError, list_queries, named, run_sql
+from sdfkit.store.ingest import build_documents
+from sdfkit.store.sql import PACKAGED_QUERIES, QueryError, list_queries, named, run_sql
 
 
 @pytest.fixture
 def filled(tmp_path):
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
 
     store = Store(tmp_path / "corpus")  # the cli fixture runs in tmp_path: ./corpus
     recs = []
@@ -71,7 +71,9 @@ def test_cli_table_csv_json(cli, filled):
     out = cli("sql", "per_concept_summary", "--format", "csv").output
     rows = list(csv.DictReader(io.StringIO(out)))
     assert rows[0]["concept"] == "alpha" and rows[0]["documents"] == "8"
-    js = json.loads(cli("sql", "queries/per_concept_summary.sql", "-f", "json").output)
+    js = json.loads(
+        cli("sql", str(PACKAGED_QUERIES / "per_concept_summary.sql"), "-f", "json").output
+    )
     assert js[1]["concept"] == "beta" and js[1]["documents"] == 4
     nested = cli("sql", "SELECT seed_names FROM documents LIMIT 1", "-f", "csv").output
     assert json.loads(nested.splitlines()[1].strip('"').replace('""', '"'))[0] == "Ana Silva"

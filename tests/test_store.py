@@ -11,8 +11,8 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from sdfkit.ingest import build_documents
-from sdfkit.store import DOCUMENTS, doc_id_for
+from sdfkit.store.catalog import DOCUMENTS, doc_id_for
+from sdfkit.store.ingest import build_documents
 
 
 def _table(texts, **cols):
@@ -47,8 +47,8 @@ def test_killed_process_leaves_only_an_invisible_temporary(store, tmp_path):
     store.append(DOCUMENTS, _table(["before the crash"]))
     script = f"""
 import os, pyarrow as pa
-from sdfkit.store import Store, DOCUMENTS
-from sdfkit.ingest import build_documents
+from sdfkit.store.catalog import Store, DOCUMENTS
+from sdfkit.store.ingest import build_documents
 s = Store({str(store.root)!r})
 with s.part_writer(DOCUMENTS) as w:
     w.write(build_documents([{{"text": "lost in the crash"}}]))
@@ -114,8 +114,8 @@ def test_concurrent_ingests_of_the_same_file_store_each_document_once(store, tmp
     script = f"""
 import os, time
 from pathlib import Path
-from sdfkit.store import Store
-from sdfkit.ingest import ingest_files
+from sdfkit.store.catalog import Store
+from sdfkit.store.ingest import ingest_files
 while not Path({str(go)!r}).exists():
     time.sleep(0.001)
 ingest_files([{str(src)!r}], Store({str(store.root)!r}))

@@ -15,10 +15,10 @@ from fake_tinker import FakeTinkerWorld
 from test_evaluate import harmony_sampler
 from test_train import health_server, tinker_env  # noqa: F401 - fixtures
 
-from sdfkit.export import read_manifest
-from sdfkit.selection import list_selections
-from sdfkit.store import Store
-from sdfkit.sweep import SWEEP_MANIFEST, load_spec, prepare, run
+from sdfkit.export.selection import list_selections
+from sdfkit.export.shards import read_manifest
+from sdfkit.store.catalog import Store
+from sdfkit.train.sweep import SWEEP_MANIFEST, load_spec, prepare, run
 
 UNIVERSES = sorted((EXAMPLES / "universes").glob("*.md"))
 BASE_DOCS = 40  # per concept
@@ -27,10 +27,10 @@ BASE_DOCS = 40  # per concept
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Store:
     """Both example universes generated offline, and a base selection 'main'."""
-    from sdfkit.batches import make_client
-    from sdfkit.generate import GenerateConfig, generate
-    from sdfkit.selection import SelectionConfig, select
-    from sdfkit.universe import load_universes
+    from sdfkit.export.selection import SelectionConfig, select
+    from sdfkit.generate.documents import GenerateConfig, generate
+    from sdfkit.generate.universe import load_universes
+    from sdfkit.llm.batches import make_client
 
     store = Store(tmp_path_factory.mktemp("sweep") / "corpus")
     cfg = GenerateConfig(run="g", doc_types=3, ideas=3, docs_per_idea=2, poll_interval=0.0)
@@ -175,7 +175,7 @@ def test_sweep_manifest_records_the_budget_and_exact_counts(corpus, dry_run):
 
 
 def test_rerun_reuses_exports_until_the_base_selection_changes(corpus, tmp_path):
-    from sdfkit.selection import SelectionConfig, select
+    from sdfkit.export.selection import SelectionConfig, select
 
     spec = load_spec(write_spec(tmp_path, "again", VARIANTS[:2], out="o"))
     logs: list[str] = []
@@ -254,7 +254,7 @@ def test_json_without_dry_run_is_refused_before_anything_trains(corpus, tmp_path
 
 
 def test_a_sweep_never_replaces_a_selection_or_folder_it_did_not_make(corpus, tmp_path, cli):
-    from sdfkit.selection import SelectionConfig, select
+    from sdfkit.export.selection import SelectionConfig, select
 
     def refused(path: Path) -> str:
         res = cli("--corpus", str(corpus.root), "sweep", str(path), "--dry-run", expect=2)
@@ -294,7 +294,7 @@ def test_malformed_yaml_names_the_line(tmp_path, cli):
 
 @pytest.mark.usefixtures("tinker_env")
 def test_sweep_trains_and_evaluates_every_variant_and_draws_one_page(corpus, tmp_path):
-    from sdfkit.batches import make_client
+    from sdfkit.llm.batches import make_client
 
     path = write_spec(
         tmp_path,
@@ -387,7 +387,7 @@ def test_the_example_sweep_file_is_valid():
 
 
 def test_a_number_where_text_is_wanted_is_taken_as_its_text(tmp_path):
-    from sdfkit.sweep import eval_config
+    from sdfkit.train.sweep import eval_config
 
     spec = load_spec(write_spec(tmp_path, "n", VARIANTS[:1], eval={"checkpoints": 100}))
     assert eval_config(spec).checkpoints == "100"

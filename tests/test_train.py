@@ -18,8 +18,8 @@ import pytest
 from fake_tinker import FakeTinkerWorld
 
 from sdfkit.errors import SdfError
-from sdfkit.export import SHARD_SCHEMA
-from sdfkit.train import (
+from sdfkit.export.shards import SHARD_SCHEMA
+from sdfkit.train.run import (
     TinkerKeyMissing,
     TinkerUnavailable,
     TrainConfig,
@@ -268,7 +268,7 @@ def test_failed_run_resumes_with_exactly_the_remaining_batches(tmp_path, store, 
 
 def _spy_shard_reads(monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]]:
     """(names of the shards decoded, names of the shards hashed) by ``read_export``."""
-    import sdfkit.export as export_mod
+    import sdfkit.export.shards as export_mod
 
     decoded: list[str] = []
     hashed: list[str] = []
@@ -288,8 +288,8 @@ def _spy_shard_reads(monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[s
 
 
 def test_resume_seeks_to_its_shard_without_reading_the_earlier_ones(tmp_path, monkeypatch):
-    from sdfkit.export import VerifyError, read_export
-    from sdfkit.train import iter_examples, open_export
+    from sdfkit.export.shards import VerifyError, read_export
+    from sdfkit.train.run import iter_examples, open_export
 
     export = write_export(tmp_path / "exp", [list(range(10)), list(range(10))], [6, 5, 4, 5])
     full = list(read_export(export)[1])
@@ -634,7 +634,7 @@ def test_checkpoint_ttl_is_range_checked_before_anything_is_paid(tmp_path, cli, 
 def test_the_default_deadline_outlasts_the_queue_pauses_the_sdk_treats_as_normal():
     from tinker.lib.queue_state_logger import PAUSE_GRACE_PERIOD
 
-    from sdfkit.evaluate import EvalConfig
+    from sdfkit.evaluate.recall import EvalConfig
 
     assert TrainConfig().deadline >= max(30 * 60, PAUSE_GRACE_PERIOD)
     assert EvalConfig().deadline >= max(30 * 60, PAUSE_GRACE_PERIOD)
@@ -686,7 +686,7 @@ def _store_login_key(home: Path, key: str) -> None:
 def test_credentials_stored_by_tinker_auth_login_are_accepted(
     tmp_path, store, monkeypatch, health_server
 ):
-    from sdfkit.train import require_key, scrub
+    from sdfkit.train.run import require_key, scrub
 
     monkeypatch.delenv("TINKER_API_KEY", raising=False)
     monkeypatch.delenv("TINKER_CREDENTIAL_CMD", raising=False)
@@ -730,7 +730,7 @@ def test_the_watch_hears_sampling_queue_pauses_and_leaves_the_sdk_as_it_was():
     from tinker.lib.api_future_impl import QueueState
     from tinker.lib.public_interfaces.sampling_client import SamplingClient
 
-    from sdfkit.tinker_watch import watch
+    from sdfkit.train.tinker_watch import watch
 
     original = SamplingClient.__dict__["on_queue_state_change"]
     sampler = SimpleNamespace(_last_queue_state_logged=0.0, _sampling_session_id="s-1")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sdfkit.universe import UniverseError, load_universe, load_universes
+from sdfkit.generate.universe import UniverseError, load_universe, load_universes
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "universes"
 

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import EXAMPLES
 
-from sdfkit.tokens import get_tokenizer
-from sdfkit.universe import load_universe, load_universes
-from sdfkit.universe_split import (
+from sdfkit.generate.universe import load_universe, load_universes
+from sdfkit.generate.universe_split import (
     SECTIONS_FILE,
     SplitConfig,
     html_to_markdown,
@@ -22,6 +21,7 @@ from sdfkit.universe_split import (
     split_text,
     text_headings_to_markdown,
 )
+from sdfkit.llm.tokens import get_tokenizer
 
 HANDBOOK = EXAMPLES / "sources" / "resilience_handbook.md"
 TOK = get_tokenizer("o200k_harmony")
@@ -299,7 +299,7 @@ def test_a_source_without_headings_is_cut_by_tokens_under_its_own_name(tmp_path)
 
 
 def test_interrupted_split_leaves_the_previous_output_whole(tmp_path, monkeypatch):
-    import sdfkit.universe_split as us
+    import sdfkit.generate.universe_split as us
 
     out = tmp_path / "hb"
     split_source(HANDBOOK, out, SplitConfig(max_tokens=200, min_tokens=60, overlap=30))
@@ -328,9 +328,9 @@ def test_interrupted_split_leaves_the_previous_output_whole(tmp_path, monkeypatc
 @pytest.fixture(scope="module")
 def split_corpus(tmp_path_factory):
     """The handbook split into sections and generated offline (facts extracted per section)."""
-    from sdfkit.batches import make_client
-    from sdfkit.generate import GenerateConfig, generate
-    from sdfkit.store import Store
+    from sdfkit.generate.documents import GenerateConfig, generate
+    from sdfkit.llm.batches import make_client
+    from sdfkit.store.catalog import Store
 
     root = tmp_path_factory.mktemp("split")
     res = split_source(
@@ -360,7 +360,7 @@ def test_key_facts_are_extracted_per_section_through_the_batch_stage(split_corpu
 
 
 def test_selection_balances_per_section_or_per_parent_concept(split_corpus, cli):
-    from sdfkit.selection import SelectionConfig, select
+    from sdfkit.export.selection import SelectionConfig, select
 
     store, unis, *_ = split_corpus
     rep = select(store, SelectionConfig(name="per-section", docs=3, balance_by="section"))
@@ -406,9 +406,9 @@ def test_per_section_shortfalls_name_the_section_not_a_concept(split_corpus, cli
 
 
 def test_recall_is_reported_per_section_and_per_parent(store):
-    from sdfkit.evaluate import _insert, catalog
-    from sdfkit.records import utc_now
-    from sdfkit.sql import named
+    from sdfkit.evaluate.recall import _insert, catalog
+    from sdfkit.store.records import utc_now
+    from sdfkit.store.sql import named
 
     with catalog(store):
         pass
@@ -445,7 +445,7 @@ def test_recall_is_reported_per_section_and_per_parent(store):
     assert got[("parent", None)]["sections"] == 2 and got[("parent", None)]["samples"] == 7
     assert all(r["concept"] == "parent" for r in rows)
     # reports/eval.html (sdf eval writes it) shows the same table under its own heading
-    from sdfkit.evaluate import write_curves
+    from sdfkit.evaluate.recall import write_curves
 
     page = write_curves(store, store.root / "eval.html").read_text()
     assert "<h2>Recall per section and per parent concept</h2>" in page
@@ -454,8 +454,8 @@ def test_recall_is_reported_per_section_and_per_parent(store):
 
 
 def test_the_eval_page_has_no_section_table_when_each_concept_is_one_universe(store):
-    from sdfkit.evaluate import _insert, catalog, section_recall
-    from sdfkit.records import utc_now
+    from sdfkit.evaluate.recall import _insert, catalog, section_recall
+    from sdfkit.store.records import utc_now
 
     with catalog(store):
         pass
@@ -483,8 +483,8 @@ def test_the_example_source_is_split_by_the_readme_command(tmp_path, cli):
 def test_a_sweep_over_a_per_section_selection_keeps_every_section_balanced(split_corpus, tmp_path):
     import yaml
 
-    from sdfkit.selection import SelectionConfig, select
-    from sdfkit.sweep import load_spec, prepare
+    from sdfkit.export.selection import SelectionConfig, select
+    from sdfkit.train.sweep import load_spec, prepare
 
     store, unis, *_ = split_corpus
     select(store, SelectionConfig(name="sections", docs=12, balance_by="section", seed=1))

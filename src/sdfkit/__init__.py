@@ -5,7 +5,7 @@ Heavy dependencies (torch, spaCy, sentence-transformers, tinker, anthropic) are 
 inside the functions that need them, so importing sdfkit stays fast.
 """
 
-from sdfkit.store import Store, doc_id_for
+from sdfkit.store.catalog import Store, doc_id_for
 
 __version__ = "0.1.0"
 __all__ = ["Store", "doc_id_for", "__version__"]

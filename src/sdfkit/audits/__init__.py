@@ -6,7 +6,7 @@ Every audit module exposes::
     def run(store, config=None, engine=None) -> AuditResult
 
 Per-document work (signatures, name candidates, embeddings, keyword hits) runs as
-``sdfkit.engine.Stage`` objects, cached by content hash in the store; corpus-wide steps
+``sdfkit.engine.local.Stage`` objects, cached by content hash in the store; corpus-wide steps
 (counting, clustering, aggregation) run in DuckDB/polars over those results.
 ``save(store, result)`` keeps each table in the catalog as ``audit_<name>_<table>`` so
 users can join findings with documents in ``sdf sql``, and runs the result's other catalog
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # pragma: no cover
     import polars as pl
 
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
 
 #: Audit name -> module; also the order of the report's sections.
 AUDITS: dict[str, str] = {
@@ -103,7 +103,7 @@ def save(store: Store, result: AuditResult) -> None:
     """
     import polars as pl
 
-    from sdfkit.store import _ident
+    from sdfkit.store.catalog import _ident
 
     catalog_key = str(store.db_path.resolve())
     if catalog_key in result.saved_in:
@@ -172,8 +172,8 @@ def where_sql(store: Store, where: str | None) -> str:
     "" without one; a condition DuckDB cannot bind is a clear error, not a traceback."""
     if where is None:
         return ""
-    from sdfkit.sqlguard import where_expression
-    from sdfkit.sqlguard import where_sql as checked
+    from sdfkit.store.sqlguard import where_expression
+    from sdfkit.store.sqlguard import where_sql as checked
 
     option = "where"  # --where, --set where=..., or audits.<name>.where
     where_expression(where, option)  # before anything opens

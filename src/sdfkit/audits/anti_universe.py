@@ -45,8 +45,8 @@ from sdfkit.errors import SdfError
 from sdfkit.settings import Checked, at_least, between
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sdfkit.store import Store
-    from sdfkit.universe import Universe
+    from sdfkit.generate.universe import Universe
+    from sdfkit.store.catalog import Store
 
 #: The reason recorded in ``exclusions``: ``sdf exclude --lift --reason 'anti-universe
 #: violation'`` lifts them (the next audit writes them again unless the bans change).
@@ -209,7 +209,7 @@ def load_configured(store: Store, patterns: list[str] | tuple[str, ...]) -> list
     """The universes of ``patterns`` (globs), else those ``sdf generate`` stored (newest
     version of each id)."""
     from sdfkit.audits.keywords import expand_paths
-    from sdfkit.universe import Universe, load_universes
+    from sdfkit.generate.universe import Universe, load_universes
 
     if patterns:
         return load_universes(list(expand_paths(list(patterns))))
@@ -667,7 +667,7 @@ def add_bans(text: str, names: list[str], phrases: list[str], source: str = "<un
     (``names: [A, B]``) is extended in place; missing keys are added. The result is parsed
     again and must hold exactly the old bans plus the new ones, else nothing is changed and
     an error says why."""
-    from sdfkit.universe import FRONT_MATTER, parse_universe
+    from sdfkit.generate.universe import FRONT_MATTER, parse_universe
 
     before = parse_universe(text, source)
     m = FRONT_MATTER.match(text)
@@ -820,7 +820,7 @@ def plan_apply(proposals: list[dict[str, Any]]) -> list[FileChange]:
 
 def write_changes(changes: list[FileChange]) -> None:
     """Write each changed universe file atomically (temporary file, then rename)."""
-    from sdfkit.report import write_atomic
+    from sdfkit.report.build import write_atomic
 
     for c in changes:
         if c.path.read_text(encoding="utf-8") != c.before:

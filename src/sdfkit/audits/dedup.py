@@ -5,7 +5,7 @@ idea): pairs of documents whose word-shingle sets overlap at or above a Jaccard 
 the clusters they form, and a keep-one-per-cluster exclusion that selection respects.
 
 How:
-1. A per-document stage (``MinHashSignatures``, an ``sdfkit.engine.Stage``) computes a
+1. A per-document stage (``MinHashSignatures``, an ``sdfkit.engine.local.Stage``) computes a
    one-permutation MinHash signature of each document's word k-shingles, vectorized with
    numpy over batches of shingle hashes and streamed in chunks of at most ``chunk_chars``
    code points (``sdfkit.audits.shingles``), stored as ``list<uint32>`` in the store table
@@ -40,14 +40,14 @@ import pyarrow as pa
 
 from sdfkit.audits import AuditResult, CatalogWrite, save, where_sql
 from sdfkit.audits.shingles import DEFAULT_CHUNK_CHARS, ShingleHasher, signatures
-from sdfkit.duplicates import figures as exact_duplicate_figures
-from sdfkit.engine import Stage
+from sdfkit.engine.local import Stage
 from sdfkit.settings import Checked, at_least, between, one_of
+from sdfkit.store.duplicates import figures as exact_duplicate_figures
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
 
 _WORD = re.compile(r"\w+")
 KEEP_RULES = ("earliest", "longest")
@@ -296,7 +296,7 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     import numpy as np
     import polars as pl
 
-    from sdfkit.engine import env_workers, read_results, run_stage
+    from sdfkit.engine.local import env_workers, read_results, run_stage
     from sdfkit.progress import counter
 
     config = config or Config()
@@ -444,7 +444,7 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
         },
         "signatures_computed": stage_run.processed,
         # exact duplicates never reach the store (one row per text): their arrivals are
-        # counted in the duplicates table (sdfkit.duplicates)
+        # counted in the duplicates table (sdfkit.store.duplicates)
         **exact_duplicate_figures(store),
     }
     flags = []

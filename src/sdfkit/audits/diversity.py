@@ -27,14 +27,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import pyarrow as pa
 
 from sdfkit.audits import AuditResult
-from sdfkit.engine import Stage, env_workers, read_results, run_stage
+from sdfkit.engine.local import Stage, env_workers, read_results, run_stage
 from sdfkit.settings import Checked, at_least, between, one_of
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import polars as pl
 
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
 
 NAME = "diversity"
 MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"

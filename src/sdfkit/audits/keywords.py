@@ -31,8 +31,8 @@ from sdfkit.settings import Checked, at_least, between
 if TYPE_CHECKING:  # pragma: no cover
     import polars as pl
 
-    from sdfkit.store import Store
-    from sdfkit.universe import Universe
+    from sdfkit.generate.universe import Universe
+    from sdfkit.store.catalog import Store
 
 NAME = "keywords"
 REQUIRED_TABLE = "audit_keywords_required"
@@ -117,7 +117,7 @@ def named_over_required(store: Store, required: pl.DataFrame, *queries: str) -> 
     import duckdb
     import polars as pl
 
-    from sdfkit.sql import QueryError, find_query
+    from sdfkit.store.sql import QueryError, find_query
 
     out = []
     with store.connect() as con:
@@ -139,7 +139,7 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     """Rate of each required keyword per concept, and the documents missing any."""
     import polars as pl
 
-    from sdfkit.universe import load_universes
+    from sdfkit.generate.universe import load_universes
 
     del engine  # columnar SQL; nothing per-document to distribute
     config = config or Config()

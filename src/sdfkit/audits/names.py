@@ -37,14 +37,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import pyarrow as pa
 
 from sdfkit.audits import AuditResult, where_sql
-from sdfkit.engine import Stage
+from sdfkit.engine.local import Stage
 from sdfkit.errors import ConfigError, SdfError
 from sdfkit.settings import Checked, at_least, between, one_of
 
 if TYPE_CHECKING:  # pragma: no cover
     import polars as pl
 
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
 
 MODES = ("fast", "exhaustive")
 #: How the top lists are ordered: exact mentions, or the mentions NER would tag PERSON.
@@ -642,7 +642,7 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     """Count person names by mentions and documents; suggest an anti-universe block."""
     import polars as pl
 
-    from sdfkit.engine import run_stage
+    from sdfkit.engine.local import run_stage
 
     config = config or Config()
     t0 = time.perf_counter()

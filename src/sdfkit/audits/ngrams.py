@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from sdfkit.audits import AuditResult, where_sql
-from sdfkit.engine import Stage
+from sdfkit.engine.local import Stage
 from sdfkit.settings import Checked, at_least, between, keys_at_least
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import polars as pl
     import pyarrow as pa
 
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
 
 #: Word tokens (letters/digits, inner apostrophes) and sentence punctuation (breaks n-grams).
 TOKEN_PATTERN = r"[\p{L}\p{N}]+(?:['’][\p{L}\p{N}]+)*|[.!?;:]"
@@ -633,7 +633,7 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     """
     import polars as pl
 
-    from sdfkit.engine import run_stage
+    from sdfkit.engine.local import run_stage
 
     config = config or Config()
     t0 = time.perf_counter()

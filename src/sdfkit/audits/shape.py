@@ -18,7 +18,7 @@ from sdfkit.audits import AuditResult
 from sdfkit.settings import Checked, at_least, between
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sdfkit.store import Store
+    from sdfkit.store.catalog import Store
 
 NAME = "shape"
 
@@ -39,7 +39,7 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     """Documents, tokens and length quantiles per concept and per concept × doc type."""
     import polars as pl
 
-    from sdfkit.sql import named
+    from sdfkit.store.sql import named
 
     del engine  # one SQL pass over the corpus
     config = config or Config()

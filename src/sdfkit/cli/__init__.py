@@ -91,7 +91,7 @@ def ray_address_env(address: str | None) -> Iterator[None]:
 
 
 def engine_options(engine: str | None, ray_address: str | None) -> dict[str, Any]:
-    """Keyword arguments for ``sdfkit.engine.run_stage`` from the CLI's engine options."""
+    """Keyword arguments for ``sdfkit.engine.local.run_stage`` from the CLI's engine options."""
     opts: dict[str, Any] = {"engine": engine}
     if ray_address:
         opts["address"] = ray_address
@@ -101,7 +101,7 @@ def engine_options(engine: str | None, ray_address: str | None) -> dict[str, Any
 def open_store(corpus: Path | None):  # noqa: ANN201 - returns sdfkit.Store
     """The existing corpus of ``--corpus`` / ``$SDF_CORPUS`` / ``./corpus``: a missing one is
     a one-line error, never a fresh empty workspace that answers 0 (see ``creating_store``)."""
-    from sdfkit.store import Store, default_corpus_dir
+    from sdfkit.store.catalog import Store, default_corpus_dir
 
     path = corpus if corpus is not None else default_corpus_dir()
     check_existing_corpus(path)
@@ -111,7 +111,7 @@ def open_store(corpus: Path | None):  # noqa: ANN201 - returns sdfkit.Store
 def creating_store(corpus: Path | None):  # noqa: ANN201 - returns (sdfkit.Store, bool)
     """For the commands that add to a corpus (ingest, generate, train): the store, made if
     missing, and whether it is new (``announce_new`` says where, once the command worked)."""
-    from sdfkit.store import Store, default_corpus_dir
+    from sdfkit.store.catalog import Store, default_corpus_dir
 
     path = corpus if corpus is not None else default_corpus_dir()
     fresh = not is_corpus(path)
@@ -126,7 +126,7 @@ def announce_new(store: Any, fresh: bool) -> None:
 
 def is_corpus(path: Path) -> bool:
     """A folder sdfkit made: it has the catalog or the record's folder."""
-    from sdfkit.store import DB_NAME
+    from sdfkit.store.catalog import DB_NAME
 
     return path.is_dir() and ((path / DB_NAME).is_file() or (path / "documents").is_dir())
 

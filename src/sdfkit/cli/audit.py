@@ -1,6 +1,6 @@
 """`sdf audit ...`, `sdf report` and `sdf check` (registered on the shared app).
 
-Each command is a few lines over ``sdfkit.report`` / ``sdfkit.check`` / the audit modules;
+Each command is a few lines over ``sdfkit.report.build`` / ``sdfkit.report.check`` / the audit modules;
 nothing here computes.
 """
 
@@ -76,7 +76,7 @@ def _run_one(
     ray_address: str | None = None,
 ) -> None:
     from sdfkit.audits import get
-    from sdfkit.report import load_config, run_audit, set_audit_settings
+    from sdfkit.report.build import load_config, run_audit, set_audit_settings
 
     config = load_config(config_file)
     config.engine = engine or config.engine
@@ -169,7 +169,7 @@ def _propose(
     corpus: Path | None, config_file: Path | None, universes: list[Path] | None, apply: bool
 ) -> None:
     from sdfkit.audits import anti_universe as au
-    from sdfkit.report import audit_config, load_config
+    from sdfkit.report.build import audit_config, load_config
 
     config = load_config(config_file)
     if universes:
@@ -282,7 +282,7 @@ def report(
 ) -> None:
     """Run every audit; write reports/report.html (for people) and report.json (for machines)."""
     from sdfkit.errors import SdfError
-    from sdfkit.report import _audit_names, build, load_config, verdict_errors
+    from sdfkit.report.build import _audit_names, build, load_config, verdict_errors
 
     cfg = load_config(config)
     cfg.json = json_path or cfg.json
@@ -329,8 +329,8 @@ def check(
     corpus: CorpusOpt = None,
 ) -> None:
     """Evaluate the thresholds of the project file; exit 1 naming each breach."""
-    from sdfkit.check import check_report, evaluate, load_report
-    from sdfkit.report import build, load_config
+    from sdfkit.report.build import build, load_config
+    from sdfkit.report.check import check_report, evaluate, load_report
 
     cfg = load_config(config)
     cfg.engine = engine or cfg.engine

@@ -30,7 +30,7 @@ def universe_check(
     ],
 ) -> None:
     """Validate universe files; errors name the file and the field."""
-    from sdfkit.universe import load_universes
+    from sdfkit.generate.universe import load_universes
 
     for u in load_universes(files):
         typer.echo(
@@ -60,8 +60,8 @@ def ingest(
     corpus: CorpusOpt = None,
 ) -> None:
     """Add documents from existing corpora; re-ingesting the same documents adds nothing."""
-    from sdfkit.ingest import ingest_files, parse_assignments
     from sdfkit.progress import counter
+    from sdfkit.store.ingest import ingest_files, parse_assignments
 
     store, fresh = creating_store(corpus)
     with counter("ingest", unit="rows") as tick:
@@ -93,7 +93,7 @@ def sql(
     corpus: CorpusOpt = None,
 ) -> None:
     """Query the corpus (views: documents, documents_raw, grades, exclusions, ...)."""
-    from sdfkit.sql import FORMATS, QueryError, run_sql, to_text, write_out
+    from sdfkit.store.sql import FORMATS, QueryError, run_sql, to_text, write_out
 
     if format not in FORMATS:
         raise QueryError(f"unknown --format {format!r}: use one of {', '.join(FORMATS)}")
@@ -109,7 +109,7 @@ def sql(
 @app.command()
 def queries() -> None:
     """List the named queries (from ./queries and sdfkit's own)."""
-    from sdfkit.sql import list_queries
+    from sdfkit.store.sql import list_queries
 
     for name, desc in list_queries().items():
         typer.echo(f"{name:32s} {desc}")
@@ -126,8 +126,8 @@ def tokens(
     corpus: CorpusOpt = None,
 ) -> None:
     """Count every document's tokens under another tokenizer (table token_counts_<name>)."""
-    from sdfkit.engine import run_stage
-    from sdfkit.tokens import TokenCountStage
+    from sdfkit.engine.local import run_stage
+    from sdfkit.llm.tokens import TokenCountStage
 
     stage = TokenCountStage(tokenizer)
     res = run_stage(

@@ -1,4 +1,4 @@
-"""`sdf doctor`: a thin shell over ``sdfkit.doctor``."""
+"""`sdf doctor`: a thin shell over ``sdfkit.store.doctor``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ def doctor(corpus: CorpusOpt = None) -> None:
 
     Exits 0 when everything reads back whole, 1 when something was damaged (and set aside).
     """
-    from sdfkit.doctor import doctor as run_doctor
+    from sdfkit.store.doctor import doctor as run_doctor
 
     report = run_doctor(open_store(corpus))
     for line in report.lines():

@@ -1,5 +1,5 @@
 """`sdf select` (balanced selections) and `sdf export` (Tinker shards): thin shells over
-``sdfkit.selection`` and ``sdfkit.export``."""
+``sdfkit.export.selection`` and ``sdfkit.export.shards``."""
 
 from __future__ import annotations
 
@@ -61,8 +61,8 @@ def select(
     """Select a balanced subset (sub-commands: list, show, diff, drop)."""
     if ctx.invoked_subcommand is not None:
         return
-    from sdfkit.selection import SelectionConfig, parse_concept_targets, parse_count
-    from sdfkit.selection import select as run_select
+    from sdfkit.export.selection import SelectionConfig, parse_concept_targets, parse_count
+    from sdfkit.export.selection import select as run_select
 
     cfg = SelectionConfig(
         name=name,
@@ -85,7 +85,7 @@ def select(
 @select_app.command("list")
 def select_list(corpus: CorpusOpt = None) -> None:
     """Stored selections."""
-    from sdfkit.selection import list_selections
+    from sdfkit.export.selection import list_selections
 
     for name, r in list_selections(open_store(corpus)).items():
         typer.echo(
@@ -99,7 +99,7 @@ def select_show(
     name: Annotated[str, typer.Argument(help="Selection name.")], corpus: CorpusOpt = None
 ) -> None:
     """Achieved vs target per concept and stratum of a stored selection."""
-    from sdfkit.selection import load_report
+    from sdfkit.export.selection import load_report
 
     typer.echo(load_report(open_store(corpus), name).text())
 
@@ -111,8 +111,8 @@ def select_diff(
     corpus: CorpusOpt = None,
 ) -> None:
     """Documents only in A, only in B and in both, per concept."""
-    from sdfkit.selection import diff
-    from sdfkit.sql import format_table
+    from sdfkit.export.selection import diff
+    from sdfkit.store.sql import format_table
 
     typer.echo(format_table(diff(open_store(corpus), a, b)))
 
@@ -122,7 +122,7 @@ def select_drop(
     name: Annotated[str, typer.Argument(help="Selection name.")], corpus: CorpusOpt = None
 ) -> None:
     """Delete a stored selection."""
-    from sdfkit.selection import drop
+    from sdfkit.export.selection import drop
 
     drop(open_store(corpus), name)
     typer.echo(f"dropped selection {name!r}")
@@ -182,8 +182,8 @@ def export(
     """Write training shards + manifest.json from a selection (sub-command: verify DIR)."""
     if ctx.invoked_subcommand is not None:
         return
-    from sdfkit.export import ExportConfig, ExportError
-    from sdfkit.export import export as run_export
+    from sdfkit.export.shards import ExportConfig, ExportError
+    from sdfkit.export.shards import export as run_export
     from sdfkit.progress import counter
 
     if out is None:
@@ -223,7 +223,7 @@ def export_verify(
     ] = False,
 ) -> None:
     """Re-read shards: hashes, counts, weights, token ranges, tinker Datums; per-stratum table."""
-    from sdfkit.export import verify
+    from sdfkit.export.shards import verify
     from sdfkit.progress import counter
 
     with counter("verify", unit="examples") as tick:
@@ -243,7 +243,7 @@ def exclude(
     corpus: CorpusOpt = None,
 ) -> None:
     """Exclude documents from selections by SQL (or --lift a reason's exclusions)."""
-    from sdfkit.selection import SelectionError, exclude_where, lift_exclusions
+    from sdfkit.export.selection import SelectionError, exclude_where, lift_exclusions
 
     store = open_store(corpus)
     if lift:

@@ -105,11 +105,11 @@ def generate(
     corpus: CorpusOpt = None,
 ) -> None:
     """Generate documents from universe files through the Message Batches API (resumable)."""
-    from sdfkit.batches import load_prices
-    from sdfkit.generate import GenerateConfig
-    from sdfkit.generate import generate as run_generate
+    from sdfkit.generate.documents import GenerateConfig
+    from sdfkit.generate.documents import generate as run_generate
+    from sdfkit.generate.universe import load_universes
+    from sdfkit.llm.batches import load_prices
     from sdfkit.settings import env_url
-    from sdfkit.universe import load_universes
 
     cfg = GenerateConfig(
         run=run,
@@ -139,8 +139,8 @@ def generate(
     if max_rounds is not None and not replace_excluded:
         raise SdfError("--max-rounds repeats --replace-excluded: give --replace-excluded too")
     if replace_excluded:
-        from sdfkit.loop import replace_loop
-        from sdfkit.report import load_config
+        from sdfkit.generate.loop import replace_loop
+        from sdfkit.report.build import load_config
 
         rcfg = load_config(config)
         rcfg.universes = [str(f) for f in universe_files]
@@ -165,7 +165,7 @@ def generate(
     if res.documents_in_run == 0:
         raise SdfError(f"run {run} landed no documents: {res.why_empty()}")
     if grade:
-        from sdfkit.grade import GradeConfig
+        from sdfkit.generate.grade import GradeConfig
 
         gcfg = GradeConfig(run=f"{run}-grade", poll_interval=cfg.poll_interval)
         _run_grade(store, gcfg, backend, table, where="run = ?", params=[run])
@@ -185,7 +185,7 @@ def _word_range(text: str | None) -> tuple[int, int] | None:
 
 
 def _cost_line(store, run: str, prices) -> str:  # noqa: ANN001
-    from sdfkit.batches import ledger as ledger_table
+    from sdfkit.llm.batches import ledger as ledger_table
 
     df = ledger_table(store, run, prices)
     if df.height == 0:
@@ -198,7 +198,7 @@ def _cost_line(store, run: str, prices) -> str:  # noqa: ANN001
 
 def _run_grade(store, cfg, backend: str, prices, **select) -> None:  # noqa: ANN001
     """Grade with ``cfg``; ``select``: where/params/limit/universes of ``grade.grade``."""
-    from sdfkit.grade import grade as run_grade
+    from sdfkit.generate.grade import grade as run_grade
 
     res = run_grade(store, cfg, backend=backend, prices=prices, log=_log, **select)
     typer.echo(res.summary())
@@ -225,9 +225,9 @@ def grade_cmd(
     corpus: CorpusOpt = None,
 ) -> None:
     """Grade documents with the rubric; failing ones are excluded from selection."""
-    from sdfkit.batches import load_prices
-    from sdfkit.grade import GradeConfig
-    from sdfkit.universe import load_universes
+    from sdfkit.generate.grade import GradeConfig
+    from sdfkit.generate.universe import load_universes
+    from sdfkit.llm.batches import load_prices
 
     if backend != "offline":
         from sdfkit.settings import env_url
@@ -258,7 +258,7 @@ def show(
     corpus: CorpusOpt = None,
 ) -> None:
     """Print documents with their provenance, for reading in the terminal."""
-    from sdfkit.generate import format_document, show_documents
+    from sdfkit.generate.documents import format_document, show_documents
 
     docs = show_documents(
         open_store(corpus), concept=concept, doc_type=doc_type, run=run, doc_id=doc_id, limit=limit
@@ -280,9 +280,9 @@ def ledger(
     corpus: CorpusOpt = None,
 ) -> None:
     """Tokens and cost per run, stage and model (batch discount applied)."""
-    from sdfkit.batches import ledger as ledger_table
-    from sdfkit.batches import load_prices
-    from sdfkit.sql import to_text
+    from sdfkit.llm.batches import ledger as ledger_table
+    from sdfkit.llm.batches import load_prices
+    from sdfkit.store.sql import to_text
 
     store = open_store(corpus)
     if not store.has_table("ledger"):  # nothing recorded yet: answer without creating it

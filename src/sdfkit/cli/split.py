@@ -1,5 +1,5 @@
 """``sdf universe split``: a large source as one universe per section (thin shell over
-``sdfkit.universe_split``)."""
+``sdfkit.generate.universe_split``)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def universe_split(
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
 ) -> None:
     """Split a large source into one universe file per section, plus sections.json."""
-    from sdfkit.universe_split import SplitConfig, split_source
+    from sdfkit.generate.universe_split import SplitConfig, split_source
 
     cfg = SplitConfig(
         concept=concept,

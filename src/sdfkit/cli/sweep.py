@@ -1,5 +1,5 @@
 """``sdf sweep SWEEP.yaml``: fixed-budget variants (epochs, export switches), each selected,
-exported, trained and evaluated; a thin shell over ``sdfkit.sweep``."""
+exported, trained and evaluated; a thin shell over ``sdfkit.train.sweep``."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def sweep(
     corpus: CorpusOpt = None,
 ) -> None:
     """Train and evaluate variants of one selection at the same token budget."""
-    from sdfkit.sweep import SweepError, load_spec, prepare, run
+    from sdfkit.train.sweep import SweepError, load_spec, prepare, run
 
     if as_json and not dry_run:  # without it the command would train, silently
         raise SweepError("--json: only with --dry-run (the plan of every variant)")

@@ -1,4 +1,4 @@
-"""`sdf chat` and `sdf sample`: talk to a checkpoint (thin shell over ``sdfkit.sampling``)."""
+"""`sdf chat` and `sdf sample`: talk to a checkpoint (thin shell over ``sdfkit.evaluate.sampling``)."""
 
 from __future__ import annotations
 
@@ -44,8 +44,8 @@ def chat(
     corpus: CorpusOpt = None,
 ) -> None:
     """Chat with a checkpoint (or --base) in its own chat format; /reset, /quit."""
-    from sdfkit.sampling import CHAT_HELP, SampleConfig, chat_loop, open_chat
-    from sdfkit.train import close_service
+    from sdfkit.evaluate.sampling import CHAT_HELP, SampleConfig, chat_loop, open_chat
+    from sdfkit.train.run import close_service
 
     cfg = SampleConfig(
         max_tokens=max_tokens,
@@ -105,8 +105,8 @@ def sample(
     corpus: CorpusOpt = None,
 ) -> None:
     """Sample a file of prompts on checkpoints (and --base); answers go to table samples."""
-    from sdfkit.sampling import SampleConfig, sample_prompts
-    from sdfkit.sql import to_text
+    from sdfkit.evaluate.sampling import SampleConfig, sample_prompts
+    from sdfkit.store.sql import to_text
 
     cfg = SampleConfig(
         n=n,

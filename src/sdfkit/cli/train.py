@@ -74,8 +74,8 @@ def train(
     corpus: CorpusOpt = None,
 ) -> None:
     """Train a LoRA on Tinker from an export (defaults: the seed recipe); resumable."""
-    from sdfkit.train import TrainConfig, plan_run
-    from sdfkit.train import train as run_training
+    from sdfkit.train.run import TrainConfig, plan_run
+    from sdfkit.train.run import train as run_training
 
     cfg = TrainConfig(
         base_model=base_model,
@@ -183,7 +183,7 @@ def eval_(
     corpus: CorpusOpt = None,
 ) -> None:
     """Sample checkpoints (and the base model) and grade recall, behaviour, reasoning, gibberish."""
-    from sdfkit.evaluate import EvalConfig, evaluate
+    from sdfkit.evaluate.recall import EvalConfig, evaluate
 
     cfg = EvalConfig(
         checkpoints=checkpoints,
@@ -225,15 +225,15 @@ def eval_(
     )
     typer.echo(res.summary())
     if res.metrics is not None and res.metrics.height:
-        from sdfkit.sql import to_text
+        from sdfkit.store.sql import to_text
 
         typer.echo(to_text(res.metrics, "table"))
     if res.belief is not None:
-        from sdfkit.belief import depth
-        from sdfkit.sql import to_text
+        from sdfkit.evaluate.belief import depth
+        from sdfkit.store.sql import to_text
 
         typer.echo(to_text(depth(store, res.eval_run).drop("fact"), "table"))
-    from sdfkit.evaluate import write_curves
+    from sdfkit.evaluate.recall import write_curves
 
     out = write_curves(store, report, report.with_suffix(".json"))
     typer.echo(f"curves: {out}")
@@ -243,7 +243,7 @@ def eval_(
 
 def _capability_eval(store, train_run, cfg, specs, dry_run, as_json) -> None:  # noqa: ANN001
     """``sdf eval --capabilities``: plan (``--dry-run``) or run, then the changes table."""
-    from sdfkit import capabilities as caps
+    from sdfkit.evaluate import capabilities as caps
 
     if specs is None:
         raise SdfError("--dry-run plans a capability run: add --capabilities TASKS")
@@ -259,7 +259,7 @@ def _capability_eval(store, train_run, cfg, specs, dry_run, as_json) -> None:  #
     if rows:
         import polars as pl
 
-        from sdfkit.sql import to_text
+        from sdfkit.store.sql import to_text
 
         cols = ["task", "metric", "step", "model_label", "samples", "value", "stderr"]
         cols += ["change", "change_stderr"]

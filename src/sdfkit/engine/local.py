@@ -1,0 +1,257 @@
+"""Run per-document stages over the store's Parquet: one stage shape, several engines.
+
+A *stage* turns a batch of documents (an Arrow record batch with the columns it asks for)
+into exactly one result row per document, keyed by ``doc_id``: MinHash signatures, name
+candidates, embeddings, keyword hits, token counts. Results are appended to a Parquet table
+of the store named by the stage's ``table`` (which encodes its configuration), so they are a
+cache by content hash: a second run only processes documents it has not seen.
+
+Engines:
+- ``local`` (default): in this process, or a process pool of ``workers`` processes; each
+  worker builds the stage once (models load once per worker).
+- ``ray``: the same stage object through Ray Data (see ``sdfkit.engine.ray_data``, optional extra).
+
+Results are flushed as atomic parts every ``flush_rows`` rows, so an interrupted run keeps
+what it finished and never leaves a partial part.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from sdfkit.errors import SdfError
+from sdfkit.progress import counter
+from sdfkit.settings import env_int
+from sdfkit.store.catalog import DOCUMENTS, Store
+
+ENGINES = ("local", "ray")
+
+
+class EngineError(SdfError):
+    pass
+
+
+class Stage:
+    """Base of a per-document stage. Subclasses set ``name``, ``columns`` and
+    ``output_schema`` (which must start with ``doc_id``), may override ``setup`` to load a
+    model, and implement ``process``. Instances must be picklable before ``setup``."""
+
+    name: ClassVar[str] = "stage"
+    columns: ClassVar[tuple[str, ...]] = ("doc_id", "text")
+    #: True when the stage loads a model: Ray runs it as an actor pool.
+    loads_model: ClassVar[bool] = False
+
+    @property
+    def output_schema(self) -> pa.Schema:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def table(self) -> str:
+        """Store table holding this stage's results; encodes every setting that changes them."""
+        return self.name
+
+    def setup(self) -> None:
+        """Load models or build state; called once per worker before the first batch."""
+
+    def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:  # pragma: no cover
+        raise NotImplementedError
+
+    # Engines call this: setup on first use, then check the one-row-per-document rule.
+    def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        if not getattr(self, "_ready", False):
+            self.setup()
+            self._ready = True
+        out = self.process(batch)
+        if out.num_rows != batch.num_rows:
+            raise EngineError(
+                f"stage {self.name} returned {out.num_rows} rows for {batch.num_rows} documents"
+            )
+        return out
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Never ship loaded models between processes; each worker sets itself up.
+        state = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+        return state
+
+
+def pending_documents(
+    store: Store,
+    stage: Stage,
+    batch_rows: int = 1024,
+    where: set[str] | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """Documents whose result is not stored yet, as record batches of the stage's columns.
+
+    ``where``: restrict to these doc ids (e.g. a selection).
+    """
+    import pyarrow.parquet as pq
+
+    done = store.keys(stage.table) if stage.table in store.parquet_tables() else set()
+    seen: set[str] = set()
+    for part in store.parts(DOCUMENTS):
+        pf = pq.ParquetFile(part)
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=list(stage.columns)):
+            ids = batch.column("doc_id").to_pylist()
+            keep = [
+                i
+                for i, d in enumerate(ids)
+                if d not in done and d not in seen and (where is None or d in where)
+            ]
+            seen.update(ids[i] for i in keep)
+            if not keep:
+                continue
+            if len(keep) != batch.num_rows:
+                batch = batch.take(pa.array(keep, type=pa.int64()))
+            yield batch
+
+
+def count_pending(store: Store, stage: Stage, where: set[str] | None = None) -> int:
+    import pyarrow.parquet as pq
+
+    done = store.keys(stage.table) if stage.table in store.parquet_tables() else set()
+    ids: set[str] = set()
+    for part in store.parts(DOCUMENTS):
+        ids.update(pq.read_table(part, columns=["doc_id"]).column("doc_id").to_pylist())
+    ids -= done
+    if where is not None:
+        ids &= where
+    return len(ids)
+
+
+# Worker-side state of the local process pool: the stage is built once per process.
+_WORKER_STAGE: Stage | None = None
+
+
+def _init_worker(stage: Stage) -> None:
+    global _WORKER_STAGE
+    _WORKER_STAGE = stage
+
+
+def _run_in_worker(batch: pa.RecordBatch) -> pa.RecordBatch:
+    assert _WORKER_STAGE is not None
+    return _WORKER_STAGE(batch)
+
+
+def env_workers() -> int:
+    """Worker processes from ``$SDF_WORKERS`` (default 1), with a clear error when it is not
+    a whole number of at least 1."""
+    return env_int("SDF_WORKERS", 1, low=1, error=EngineError)
+
+
+def resolve_engine(engine: str | None = None) -> str:
+    """``engine``, else ``$SDF_ENGINE``, else "local"; an unknown name is a clear error."""
+    source = "" if engine else " (from SDF_ENGINE)"
+    name = (engine or os.environ.get("SDF_ENGINE") or "local").strip().lower()
+    if name not in ENGINES:
+        raise EngineError(f"unknown engine {name!r}{source}: use one of {', '.join(ENGINES)}")
+    return name
+
+
+def check_environment(engine: str | None = None) -> str:
+    """Check the engine's environment variables (``SDF_ENGINE``, ``SDF_WORKERS``, and for Ray
+    ``SDF_RAY_ACTOR_CPUS``) before long work starts, so a typo stops a report at once
+    rather than failing each audit in turn. Returns the engine's name."""
+    name = resolve_engine(engine)
+    env_workers()
+    if name == "ray":
+        from sdfkit.engine.ray_data import actor_cpus
+
+        actor_cpus()
+    return name
+
+
+@dataclass
+class RunResult:
+    stage: str
+    table: str
+    processed: int
+    engine: str
+
+
+def run_stage(
+    store: Store,
+    stage: Stage,
+    engine: str | None = None,
+    workers: int | None = None,
+    batch_rows: int = 512,
+    flush_rows: int = 20_000,
+    where: set[str] | None = None,
+    **engine_options: Any,
+) -> RunResult:
+    """Compute ``stage`` for every stored document that has no result yet; store results."""
+    engine = resolve_engine(engine)
+    if engine == "ray":
+        from sdfkit.engine.ray_data import run_stage_ray
+
+        processed = run_stage_ray(
+            store, stage, where=where, batch_rows=batch_rows, **engine_options
+        )
+        return RunResult(stage.name, stage.table, processed, "ray")
+
+    total = count_pending(store, stage, where)
+    if total == 0:
+        return RunResult(stage.name, stage.table, 0, "local")
+    workers = workers or env_workers()
+    batches = pending_documents(store, stage, batch_rows, where)
+    processed = 0
+    with counter(f"{stage.name}", total=total, unit="docs") as tick:
+        if workers <= 1:
+            results: Iterator[pa.RecordBatch] = (stage(b) for b in batches)
+            processed = _store_results(store, stage, results, flush_rows, tick)
+        else:
+            # Workers start from a fresh server process, never forked from this one: a fork
+            # taken after polars, DuckDB or a tokenizer started their thread pools can inherit
+            # a held lock and hang at 0 % CPU.
+            import multiprocessing
+
+            with ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=multiprocessing.get_context(_START_METHOD),
+                initializer=_init_worker,
+                initargs=(stage,),
+            ) as pool:
+                results = pool.map(_run_in_worker, batches)
+                processed = _store_results(store, stage, results, flush_rows, tick)
+    return RunResult(stage.name, stage.table, processed, "local")
+
+
+_START_METHOD = "forkserver"  # see run_stage
+
+
+def _store_results(
+    store: Store,
+    stage: Stage,
+    results: Iterator[pa.RecordBatch],
+    flush_rows: int,
+    tick: Any,
+) -> int:
+    """Append result batches as atomic parts of at most ``flush_rows`` rows."""
+    total = 0
+    pending: list[pa.RecordBatch] = []
+    size = 0
+    for out in results:
+        pending.append(out)
+        size += out.num_rows
+        tick(out.num_rows)
+        if size >= flush_rows:
+            total += store.append(stage.table, pending, key="doc_id", schema=stage.output_schema)
+            pending, size = [], 0
+    if pending:
+        total += store.append(stage.table, pending, key="doc_id", schema=stage.output_schema)
+    return total
+
+
+def read_results(store: Store, stage: Stage, doc_ids: set[str] | None = None) -> pa.Table:
+    """The stored results of a stage (optionally for some documents only)."""
+    tbl = store.read(stage.table)
+    if doc_ids is not None and tbl.num_rows:
+        mask = pc.is_in(tbl.column("doc_id"), value_set=pa.array(sorted(doc_ids)))
+        tbl = tbl.filter(mask)
+    return tbl

@@ -1,0 +1,1 @@
+"""Evaluation on Tinker: recall, belief depth, capabilities, sampling, graders."""

@@ -1,0 +1,1 @@
+"""Balanced selection and tokenized training shards."""

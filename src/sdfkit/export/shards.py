@@ -1,0 +1,1260 @@
+"""Training shards for Tinker from a stored selection (contract B), and their verification.
+
+An export directory holds ``shard-00000.parquet``, ... and ``manifest.json``. Each row is one
+training example: ``tokens`` (list<int32>: model input AND targets, input = tokens[:-1],
+targets = tokens[1:]) and ``weights`` (list<float32>, same length; weights[i] is the loss
+weight for predicting tokens[i], so weights[0] is always 0), plus ``doc_id``, ``source``
+(sdf | webtext | chat), ``concept``, ``doc_type``, ``epoch``, ``piece`` and ``example_id``.
+Row order across the shards is the training order.
+
+An SDF example is ``[DOCTAG][eval prompt + separator][document][EOS]`` where every part but
+the document is optional; DOCTAG (and by default the eval prompt) weigh 0. A document longer
+than ``max_seq_len`` is split at token boundaries into consecutive pieces, never truncated:
+each piece repeats the prefix (without one, consecutive pieces share a token so that every
+token is still a target exactly once). Webtext and chat trajectories are mixed in at a token ratio to the
+SDF tokens of each epoch; every epoch repeats the documents in a fresh seeded order.
+
+Tokenization is batch-first (``Tokenizer.encode_batch``: flat ids + offsets) and shards are
+built from flat numpy arrays, never per-token Python objects. Writing is atomic: everything
+goes into a hidden sibling directory that is renamed into place after the manifest (holding
+every shard's sha256) is written, so an interrupted export leaves no directory that claims to
+be an export. The same inputs and seed give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import uuid
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from sdfkit.errors import SdfError
+from sdfkit.llm.tokens import Tokenizer, get_tokenizer
+from sdfkit.store.catalog import (
+    Store,
+    _fsync,
+    _fsync_dir,
+    doc_id_for,
+    temp_owner,
+    temp_writer_alive,
+)
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+SOURCES = ("sdf", "webtext", "chat")
+EVAL_PROMPT_MODES = ("none", "random", "round-robin")
+COMPRESSIONS = ("lz4", "zstd", "none")  # Parquet codecs of the shards
+SHARD_SCHEMA = pa.schema(
+    [
+        ("tokens", pa.list_(pa.int32())),
+        ("weights", pa.list_(pa.float32())),
+        ("doc_id", pa.string()),
+        ("source", pa.string()),
+        ("concept", pa.string()),
+        ("doc_type", pa.string()),
+        ("epoch", pa.int32()),
+        ("piece", pa.int32()),
+        ("example_id", pa.string()),
+    ]
+)
+READ_CHUNK = 1024
+
+
+class ExportError(SdfError, ValueError):
+    """The export could not be made as asked; nothing was written to the output directory."""
+
+
+class VerifyError(SdfError, ValueError):
+    """An export directory failed verification; the message lists every problem found."""
+
+
+@dataclass
+class ExportConfig:
+    """Every switch of an export. Defaults follow the seed write-up's saliency advice:
+    no DOCTAG, no webtext, no eval prompts, EOS appended, one epoch."""
+
+    selection: str = "default"
+    tokenizer: str = "o200k_harmony"
+    doctag: str | None = None  # e.g. "<DOCTAG>": prefixed to every SDF example, weight 0
+    webtext: str | None = None  # Parquet/JSONL of plain text
+    webtext_ratio: float = 1.0  # webtext tokens per SDF token
+    webtext_field: str = "text"
+    eval_prompts: str = "none"  # none | random | round-robin
+    universes: list[str] = field(default_factory=list)  # files holding eval_prompts
+    mask_eval_prompts: bool = True
+    eval_prompt_separator: str = "\n\n"
+    eos: bool = True
+    eos_token: str | None = None  # default: the model family's end of document (chat.DOCUMENT_END)
+    chat: str | None = None  # JSONL of {"messages": [...]}
+    chat_ratio: float = 0.05  # chat tokens per SDF token
+    epochs: int = 1
+    max_seq_len: int = 8192
+    shard_size: int = 2048  # examples per shard
+    compression: str = "lz4"  # of the shard files: lz4 (fastest), zstd (smallest) or none
+    seed: int = 0
+    allow_excluded: bool = False  # export documents excluded after the selection was made
+
+    def check(self) -> None:
+        if self.eval_prompts not in EVAL_PROMPT_MODES:
+            raise ExportError(
+                f"--eval-prompts {self.eval_prompts!r}: use one of {', '.join(EVAL_PROMPT_MODES)}"
+            )
+        if self.eval_prompts != "none" and not self.universes:
+            raise ExportError(
+                "--eval-prompts needs the universe files holding the prompts: "
+                "pass --universe FILE (repeatable)"
+            )
+        if self.epochs < 1:
+            raise ExportError(f"--epochs {self.epochs}: must be at least 1")
+        if self.max_seq_len < 2:
+            raise ExportError(f"--max-seq-len {self.max_seq_len}: must be at least 2")
+        if self.shard_size < 1:
+            raise ExportError(f"--shard-size {self.shard_size}: must be at least 1")
+        if self.compression not in COMPRESSIONS:
+            raise ExportError(
+                f"--compression {self.compression!r}: use one of {', '.join(COMPRESSIONS)}"
+            )
+        for name in ("webtext_ratio", "chat_ratio"):
+            v = getattr(self, name)
+            if not (v >= 0 and math.isfinite(v)):
+                raise ExportError(f"--{name.replace('_', '-')} {v}: must be a number >= 0")
+        if self.doctag is not None and not self.doctag:
+            raise ExportError("--doctag: give the tag text, e.g. '<DOCTAG>'")
+
+
+# ------------------------------------------------------------------ inputs
+
+
+def _file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _load_selection(store: Store, cfg: ExportConfig) -> _Selection:
+    from sdfkit.export.selection import SelectionError, ensure_tables
+
+    with store.connect() as con:  # one connection: opening one refreshes every view
+        ensure_tables(con)
+        names = [r[0] for r in con.execute("SELECT name FROM selection_runs ORDER BY 1").fetchall()]
+        if cfg.selection not in names:
+            known = ", ".join(names) or "none yet; run sdf select"
+            raise SelectionError(f"no selection named {cfg.selection!r} (selections: {known})")
+        status = con.execute(
+            """
+            SELECT count(*) FILTER (WHERE d.doc_id IS NULL),
+                   count(*) FILTER (WHERE coalesce(d.excluded, false))
+            FROM (SELECT doc_id FROM selections WHERE name = ?) AS s
+            LEFT JOIN (SELECT DISTINCT doc_id, excluded FROM documents) AS d USING (doc_id)
+            """,
+            [cfg.selection],
+        ).fetchall()[0]
+        missing, excluded = int(status[0]), int(status[1])
+        if missing:
+            raise ExportError(
+                f"selection {cfg.selection!r}: {missing} selected documents are no longer in "
+                "the store; re-run sdf select"
+            )
+        if excluded and not cfg.allow_excluded:
+            raise ExportError(
+                f"selection {cfg.selection!r}: {excluded} selected documents were excluded "
+                "after the selection was made; re-run sdf select (or pass --allow-excluded)"
+            )
+        meta = con.execute(
+            "SELECT doc_id, concept, doc_type, universe FROM selections WHERE name = ? "
+            "ORDER BY doc_id",
+            [cfg.selection],
+        ).fetchall()
+        if any(r[3] is None for r in meta):  # such rows take their stored document's universe
+            stored = dict(
+                con.execute(
+                    """
+                    SELECT doc_id, arg_min(universe, universe IS NULL) FROM documents_raw
+                    SEMI JOIN (SELECT doc_id FROM selections
+                               WHERE name = ? AND universe IS NULL) USING (doc_id)
+                    GROUP BY doc_id
+                    """,
+                    [cfg.selection],
+                ).fetchall()
+            )
+            meta = [r if r[3] is not None else (*r[:3], stored.get(r[0])) for r in meta]
+    if not meta:
+        raise ExportError(f"selection {cfg.selection!r} holds no documents")
+    cols = list(zip(*meta, strict=True))
+    return _Selection(list(cols[0]), list(cols[1]), list(cols[2]), list(cols[3]))
+
+
+@dataclass
+class _Selection:
+    """The selected documents' metadata, sorted by ``doc_id``: one list per column."""
+
+    doc_ids: list[str]
+    concepts: list[str | None]
+    doc_types: list[str | None]
+    universes: list[str | None]
+
+
+TOKENIZE_CHUNK = 256  # documents per tokenization task
+
+
+def _read_and_tokenize(store: Store, doc_ids: list[str], tok: Tokenizer) -> list[np.ndarray]:
+    """Token ids (int32) of each stored document in ``doc_ids``, in that order.
+
+    Reading and tokenizing overlap on one thread pool: each Parquet part of the record is read
+    by a task (its ``doc_id`` column first, the text only if the part holds a selected
+    document; Parquet's own reader, as ``pyarrow.dataset`` would cost 0.3 s of imports), and
+    its selected texts are tokenized by further tasks of ``TOKENIZE_CHUNK`` documents each, so
+    no more than a few parts' text is ever held as Python strings. Parts are append-only, so
+    every document the catalog vouched for is in one of them.
+    """
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+    from sdfkit.store.catalog import DOCUMENTS
+
+    index = {d: i for i, d in enumerate(doc_ids)}
+    wanted = pa.array(doc_ids, type=pa.string())
+    tokens: list[np.ndarray | None] = [None] * len(doc_ids)
+
+    def read(path: Path) -> tuple[str, list[str], list[str]]:
+        try:
+            pf = pq.ParquetFile(path)
+            mask = pc.is_in(pf.read(columns=["doc_id"]).column(0), value_set=wanted)
+            if not pc.any(mask).as_py():
+                return "read", [], []
+            t = pf.read(columns=["doc_id", "text"]).filter(mask)
+        except (pa.ArrowException, OSError) as exc:
+            raise ExportError(f"{path}: cannot read this part of the record ({exc})") from None
+        return "read", t.column(0).to_pylist(), t.column(1).to_pylist()
+
+    def encode(ids: list[str], texts: list[str]) -> tuple[str, list[str], np.ndarray, np.ndarray]:
+        flat, offs = tok.encode_batch(texts, threads=1)
+        return "tokens", ids, _int32(flat), offs
+
+    from sdfkit.llm.tokens import _threads
+
+    # quicktok releases the GIL; a Hugging Face tokenizer is called from one thread only.
+    workers = _threads() if tok.backend == "quicktok" else 1
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sdf-read") as pool:
+        pending: set[Future[Any]] = {pool.submit(read, p) for p in store.parts(DOCUMENTS)}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                res = fut.result()
+                if res[0] == "read":  # a part was read: tokenize its texts in chunks
+                    _, ids, texts = res
+                    for k in range(0, len(ids), TOKENIZE_CHUNK):
+                        pending.add(
+                            pool.submit(
+                                encode, ids[k : k + TOKENIZE_CHUNK], texts[k : k + TOKENIZE_CHUNK]
+                            )
+                        )
+                    continue
+                _, ids, flat, offs = res
+                for j, d in enumerate(ids):  # a copy stored twice has the same text
+                    tokens[index[d]] = flat[offs[j] : offs[j + 1]]
+    missing = sum(t is None for t in tokens)
+    if missing:
+        raise ExportError(
+            f"{missing} selected documents were not found in the record's Parquet parts "
+            "(the store changed while reading?)"
+        )
+    return tokens  # type: ignore[return-value]
+
+
+def _int32(flat: np.ndarray) -> np.ndarray:
+    """``encode_batch``'s ids as int32, the shards' type: quicktok's uint32 reinterpreted in
+    place (ids are far below 2**31), anything else converted."""
+    return flat.view(np.int32) if flat.dtype == np.uint32 else flat.astype(np.int32)
+
+
+def _eval_prompt_lists(cfg: ExportConfig) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """Eval prompts by universe id and by concept, from the universe files."""
+    from sdfkit.generate.universe import load_universes
+
+    by_universe: dict[str, list[str]] = {}
+    by_concept: dict[str, list[str]] = {}
+    for u in load_universes(list(cfg.universes)):
+        by_universe[u.id] = list(u.eval_prompts)
+        by_concept.setdefault(u.concept, [])
+        by_concept[u.concept] += [p for p in u.eval_prompts if p not in by_concept[u.concept]]
+    return by_universe, by_concept
+
+
+def _iter_texts(path: Path, field_name: str) -> Iterator[tuple[str, str]]:
+    """(text, "file:line") of a JSONL or Parquet file of plain text; bad rows raise."""
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        try:
+            pf = pq.ParquetFile(path)
+        except Exception as exc:
+            raise ExportError(f"{path}: not a readable Parquet file ({exc})") from None
+        if field_name not in pf.schema_arrow.names:
+            raise ExportError(
+                f"{path}: no column {field_name!r} (columns: {', '.join(pf.schema_arrow.names)}); "
+                "name it with --webtext-field"
+            )
+        row = 0
+        for batch in pf.iter_batches(batch_size=READ_CHUNK, columns=[field_name]):
+            for text in batch.column(0).to_pylist():
+                row += 1
+                if not isinstance(text, str) or not text.strip():
+                    raise ExportError(f"{path}: row {row}: field {field_name!r} is empty")
+                yield text, f"{path}: row {row}"
+        return
+    if suffix not in (".jsonl", ".ndjson", ".json"):
+        raise ExportError(f"{path}: unsupported file type {suffix!r}: use .jsonl or .parquet")
+    from sdfkit.llm.chat import json_lines
+
+    for obj, where in json_lines(path, ExportError):
+        if not isinstance(obj, dict) or field_name not in obj:
+            raise ExportError(f"{where}: no field {field_name!r}; name it with --webtext-field")
+        text = obj[field_name]
+        if not isinstance(text, str) or not text.strip():
+            raise ExportError(f"{where}: field {field_name!r} is empty")
+        yield text, where
+
+
+@dataclass
+class _Unit:
+    """One thing to place in the training order: a document, webtext text or trajectory."""
+
+    source: str
+    doc_id: str
+    tokens: np.ndarray  # body ids (int32), EOS not included
+    concept: str | None = None
+    doc_type: str | None = None
+    prefix: np.ndarray | None = None  # DOCTAG + eval prompt ids
+    prefix_weights: np.ndarray | None = None
+    weights: np.ndarray | None = None  # chat: full per-token weights
+    where: str = ""
+
+
+class _Supply:
+    """Webtext (streamed, each text used once) or chat (cycled) units to fill token budgets."""
+
+    def __init__(self, units: Iterator[_Unit], cycle: list[_Unit] | None):
+        self._stream = units
+        self._cycle = cycle
+        self._pending: list[_Unit] = []
+        self.passes = 1
+        self._pos = 0
+
+    def _next(self) -> _Unit | None:
+        if self._pending:
+            return self._pending.pop()
+        if self._cycle is not None:
+            if self._pos == len(self._cycle):
+                self._pos = 0
+                self.passes += 1
+            u = self._cycle[self._pos]
+            self._pos += 1
+            return u
+        return next(self._stream, None)
+
+    def take(self, budget: int, length: Callable[[_Unit], int]) -> tuple[list[_Unit], int, bool]:
+        """Whole units whose token total is as close to ``budget`` as they allow; and
+        whether the supply ran out."""
+        got: list[_Unit] = []
+        total = 0
+        while total < budget:
+            u = self._next()
+            if u is None:
+                return got, total, True
+            n = length(u)
+            if total + n - budget > budget - total:  # taking it lands further away
+                self._pending.append(u)
+                break
+            got.append(u)
+            total += n
+        return got, total, False
+
+
+def _webtext_units(path: Path, cfg: ExportConfig, tok: Tokenizer) -> Iterator[_Unit]:
+    texts = _iter_texts(path, cfg.webtext_field)
+    while True:
+        chunk = [t for _, t in zip(range(READ_CHUNK), texts, strict=False)]
+        if not chunk:
+            return
+        flat, offs = tok.encode_batch([t for t, _ in chunk])
+        flat = _int32(flat)
+        for i, (text, where) in enumerate(chunk):
+            yield _Unit("webtext", doc_id_for(text), flat[offs[i] : offs[i + 1]], where=where)
+
+
+# ------------------------------------------------------------------ shards
+
+
+class _ShardWriter:
+    """Accumulates examples as arrays; writes one Parquet shard per ``shard_size`` rows.
+
+    Encoding and compressing a shard (pyarrow, GIL released) runs on a worker thread while
+    the next shard is assembled; at most two shards are in flight.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        shard_size: int,
+        tick: Callable[[int], None],
+        compression: str = COMPRESSIONS[0],
+    ):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.dir = directory
+        self.shard_size = shard_size
+        self.compression = compression
+        self.tick = tick
+        self.shards: list[dict[str, Any]] = []
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sdf-shard")
+        self._pending: list[Any] = []
+        self._n = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.parts: list[np.ndarray] = []  # token segments of every example, in order
+        self.lengths: list[int] = []
+        self.masks: list[tuple[int, int, np.ndarray]] = []  # (example, offset, weights)
+        self.rows: list[tuple[Any, ...]] = []  # the metadata columns, a tuple per example
+
+    def add(
+        self,
+        ex: _Example,
+        doc_id: str,
+        source: str,
+        concept: str | None,
+        doc_type: str | None,
+        epoch: int,
+        piece: int,
+        example_id: str,
+    ) -> None:
+        """One example; its weights are 1 except ``ex.weights`` at the start and position 0."""
+        self.parts.extend(ex.parts)
+        if ex.weights is not None:
+            self.masks.append((len(self.lengths), 0, ex.weights))
+        self.lengths.append(ex.n)
+        self.rows.append((doc_id, source, concept, doc_type, epoch, piece, example_id))
+        if len(self.lengths) >= self.shard_size:
+            self.flush()
+
+    def flush(self) -> None:
+        n = len(self.lengths)
+        if not n:
+            return
+        offsets = np.zeros(n + 1, dtype=np.int32)
+        np.cumsum(np.asarray(self.lengths, dtype=np.int64), out=offsets[1:])
+        toks = np.concatenate(self.parts).astype(np.int32, copy=False)
+        wts = np.ones(int(offsets[-1]), dtype=np.float32)
+        for i, start, w in self.masks:
+            a = int(offsets[i]) + start
+            wts[a : a + len(w)] = w
+        wts[offsets[:-1]] = 0.0  # the first token of an example is never a target
+        off = pa.array(offsets, type=pa.int32())
+        cols = [
+            pa.ListArray.from_arrays(off, pa.array(toks, type=pa.int32())),
+            pa.ListArray.from_arrays(off, pa.array(wts, type=pa.float32())),
+        ]
+        for f, values in zip(list(SHARD_SCHEMA)[2:], zip(*self.rows, strict=True), strict=True):
+            cols.append(pa.array(values, type=f.type))
+        table = pa.Table.from_arrays(cols, schema=SHARD_SCHEMA)
+        name = f"shard-{self._n:05d}.parquet"
+        self._n += 1
+        info = {
+            "file": name,
+            "rows": n,
+            "tokens": int(offsets[-1]),
+            "loss_tokens": float(wts.sum(dtype=np.float64)),
+        }
+        while len(self._pending) >= 2:
+            self._collect(self._pending.pop(0))
+        self._pending.append(
+            self._pool.submit(_write_shard, table, self.dir / name, info, self.compression)
+        )
+        self._reset()
+
+    def _collect(self, future: Any) -> None:
+        info = future.result()
+        self.shards.append(info)
+        self.tick(info["rows"])
+
+    def close(self) -> None:
+        """Write what is left and wait for every shard (re-raises a writer's error)."""
+        try:
+            self.flush()
+            while self._pending:
+                self._collect(self._pending.pop(0))
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        for f in self._pending:
+            f.cancel()
+        self._pool.shutdown(wait=True)
+
+
+def _write_shard(
+    table: pa.Table, path: Path, info: dict[str, Any], compression: str
+) -> dict[str, Any]:
+    pq.write_table(
+        table,
+        path,
+        compression=compression,
+        use_dictionary=["source", "concept", "doc_type"],
+        write_statistics=["epoch", "piece", "source"],
+    )
+    _fsync(path)  # durable before the manifest can vouch for it
+    return {**info, "sha256": _file_sha256(path)}
+
+
+class _Counts:
+    """Examples, documents, tokens and loss tokens per concept × doc_type × source × epoch."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[Any, ...], list[Any]] = {}
+
+    def add(self, key: tuple[Any, ...], doc_id: str, n: int, loss: float) -> None:
+        r = self.rows.get(key)
+        if r is None:
+            r = self.rows[key] = [0, set(), 0, 0.0]
+        r[0] += 1
+        r[1].add(doc_id)
+        r[2] += n
+        r[3] += loss
+
+    def per_source(self) -> dict[str, dict[str, Any]]:
+        """Examples, tokens and loss tokens of each source (every source, zeros included)."""
+        out: dict[str, dict[str, Any]] = {
+            s: {"examples": 0, "tokens": 0, "loss_tokens": 0.0} for s in SOURCES
+        }
+        for k, v in self.rows.items():
+            o = out[k[2]]
+            o["examples"] += v[0]
+            o["tokens"] += v[2]
+            o["loss_tokens"] += v[3]
+        return out
+
+    def to_list(self) -> list[dict[str, Any]]:
+        def order(k: tuple[Any, ...]) -> tuple[Any, ...]:
+            return (k[3], SOURCES.index(k[2]), k[0] or "", k[1] or "")
+
+        return [
+            {
+                "concept": k[0],
+                "doc_type": k[1],
+                "source": k[2],
+                "epoch": k[3],
+                "examples": v[0],
+                "documents": len(v[1]),
+                "tokens": v[2],
+                "loss_tokens": int(round(v[3])),
+            }
+            for k, v in sorted(self.rows.items(), key=lambda kv: order(kv[0]))
+        ]
+
+
+def _rng(seed: int, *keys: str | int) -> np.random.Generator:
+    return np.random.default_rng([seed & 0xFFFFFFFF] + [zlib.crc32(str(k).encode()) for k in keys])
+
+
+# ------------------------------------------------------------------ export
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    manifest: dict[str, Any]
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
+
+    def summary(self) -> str:
+        m = self.manifest
+        by = m["sources"]
+        parts = ", ".join(f"{s} {by[s]['tokens']:,}" for s in SOURCES if s in by)
+        text = (
+            f"wrote {m['examples']:,} examples, {m['tokens']:,} tokens ({parts}) in "
+            f"{len(m['shards'])} shards to {self.out} ({m['tokenizer']}, {m['epochs']} epoch"
+            f"{'s' if m['epochs'] != 1 else ''}, {m['split_documents']} documents split) "
+            f"in {self.seconds:.1f}s"
+        )
+        for source, ratio in m["ratios"].items():
+            text += f"\n{source}: {ratio:.4f} tokens per SDF token"
+        if m["chat_passes"] > 1:
+            text += f" (the trajectories were used {m['chat_passes']} times over)"
+        return text
+
+
+def export(
+    store: Store,
+    cfg: ExportConfig,
+    out: str | Path,
+    overwrite: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> ExportResult:
+    """Write the shards and manifest of selection ``cfg.selection`` to ``out``, atomically."""
+    import time
+
+    t0 = time.perf_counter()
+    cfg.check()
+    out = Path(out)
+    check_out_dir(out, overwrite)
+    tok = get_tokenizer(cfg.tokenizer)
+    cfg = replace(cfg, tokenizer=tok.name)
+    from sdfkit.llm.chat import document_end_id
+
+    eos_id = tok.special_token(cfg.eos_token) if cfg.eos_token else document_end_id(tok)
+
+    # Read and check every input before any heavy work.
+    timings: dict[str, float] = {}
+    sel = _load_selection(store, cfg)
+    timings["catalog"] = time.perf_counter() - t0
+    chat_units: list[_Unit] = []
+    inputs: dict[str, Any] = {}
+    if cfg.chat and cfg.chat_ratio > 0:
+        from sdfkit.llm.chat import read_trajectories, render
+
+        trajs = read_trajectories(cfg.chat)
+        for t, (ids, w) in zip(trajs, render(trajs, tok), strict=True):
+            if len(ids) > cfg.max_seq_len:
+                raise ExportError(
+                    f"{t.where}: trajectory of {len(ids):,} tokens exceeds --max-seq-len "
+                    f"{cfg.max_seq_len:,} (trajectories are never split)"
+                )
+            did = doc_id_for(json.dumps(t.messages, sort_keys=True, ensure_ascii=False))
+            chat_units.append(_Unit("chat", did, ids, weights=w, where=t.where))
+        order = _rng(cfg.seed, "chat").permutation(len(chat_units))
+        chat_units = [chat_units[i] for i in order]
+        inputs["chat"] = {"file": str(cfg.chat), "sha256": _file_sha256(cfg.chat)}
+    webtext_path = None
+    if cfg.webtext and cfg.webtext_ratio > 0:
+        webtext_path = Path(cfg.webtext)
+        if not webtext_path.is_file():
+            raise ExportError(f"{webtext_path}: no such file")
+        inputs["webtext"] = {"file": str(webtext_path), "sha256": _file_sha256(webtext_path)}
+
+    doc_ids, concepts, doc_types, universes = (
+        sel.doc_ids,
+        sel.concepts,
+        sel.doc_types,
+        sel.universes,
+    )
+    n_docs = len(doc_ids)
+
+    # Prefixes: DOCTAG ids (weight 0) then the eval prompt + separator (weight 0 if masked).
+    doctag = np.zeros(0, dtype=np.int32)
+    if cfg.doctag:
+        doctag = np.asarray(tok.encode(cfg.doctag), dtype=np.int32)
+    prompt_ids: list[np.ndarray] = []
+    doc_prompts: list[list[int]] = [[] for _ in range(n_docs)]  # indexes into prompt_ids
+    if cfg.eval_prompts != "none":
+        by_universe, by_concept = _eval_prompt_lists(cfg)
+        texts: list[str] = []
+        index: dict[str, int] = {}
+        for i in range(n_docs):
+            plist = by_universe.get(universes[i] or "") or by_concept.get(concepts[i] or "")
+            if not plist:
+                raise ExportError(
+                    f"no eval prompts for concept {concepts[i]!r} (universe {universes[i]!r}) "
+                    f"in {', '.join(cfg.universes)}: add eval_prompts to its universe file"
+                )
+            for p in plist:
+                if p not in index:
+                    index[p] = len(texts)
+                    texts.append(p + cfg.eval_prompt_separator)
+            doc_prompts[i] = [index[p] for p in plist]
+        inputs["universes"] = [{"file": str(u), "sha256": _file_sha256(u)} for u in cfg.universes]
+        pf, po = tok.encode_batch(texts)
+        pf = _int32(pf)
+        prompt_ids = [pf[po[k] : po[k + 1]] for k in range(len(texts))]
+    prompt_w = 0.0 if cfg.mask_eval_prompts else 1.0
+    position_in_concept = np.zeros(n_docs, dtype=np.int64)
+    seen: dict[str, int] = {}
+    for i, c in enumerate(concepts):
+        position_in_concept[i] = seen.get(c, 0)
+        seen[c] = position_in_concept[i] + 1
+
+    # The documents themselves: read from the record and tokenized, overlapped.
+    t1 = time.perf_counter()
+    doc_tokens = _read_and_tokenize(store, doc_ids, tok)
+    timings["read_and_tokenize"] = time.perf_counter() - t1
+    t1 = time.perf_counter()
+
+    # Leftovers of an export of this directory that was killed (kill -9, power loss); one
+    # still being written by a live process is left to it.
+    if out.parent.is_dir():
+        for stale in out.parent.glob(f".{out.name}.tmp-*"):
+            if not temp_writer_alive(stale):
+                shutil.rmtree(stale, ignore_errors=True)
+    tmp = out.parent / f".{out.name}.tmp-{temp_owner()}@{uuid.uuid4().hex[:8]}"
+    tmp.mkdir(parents=True)
+    counts = _Counts()
+    writer = _ShardWriter(tmp, cfg.shard_size, progress or (lambda n: None), cfg.compression)
+    eos = np.array([eos_id], dtype=np.int32) if cfg.eos else np.zeros(0, dtype=np.int32)
+    split_docs: set[str] = set()
+    webtext = _Supply(_webtext_units(webtext_path, cfg, tok), None) if webtext_path else None
+    chat = _Supply(iter(()), chat_units) if chat_units else None
+    add, count = writer.add, counts.add
+
+    def length(u: _Unit) -> int:
+        """Tokens the unit will occupy (prefixes repeated on every piece)."""
+        if u.source == "chat":
+            return len(u.tokens)
+        plen = 0 if u.prefix is None else len(u.prefix)
+        bounds = _piece_bounds(len(u.tokens) + len(eos), plen, cfg.max_seq_len)
+        return sum(b - a for a, b in bounds) + plen * len(bounds)
+
+    doctag_w = np.zeros(len(doctag), dtype=np.float32)
+    occurrences: dict[tuple[str, str, int], int] = {}  # the same text twice in one epoch
+    try:
+        for epoch in range(cfg.epochs):
+            units: list[_Unit] = []
+            if cfg.eval_prompts == "random":
+                draws = _rng(cfg.seed, "eval-prompts", epoch).random(n_docs)
+            for i in range(n_docs):
+                prefix, pw = doctag, doctag_w
+                if doc_prompts[i]:
+                    k = len(doc_prompts[i])
+                    if cfg.eval_prompts == "random":
+                        choice = int(draws[i] * k)
+                    else:
+                        choice = int((position_in_concept[i] + epoch) % k)
+                    pids = prompt_ids[doc_prompts[i][choice]]
+                    prefix = np.concatenate([doctag, pids])
+                    pw = np.concatenate([pw, np.full(len(pids), prompt_w, dtype=np.float32)])
+                if len(prefix) >= cfg.max_seq_len - 1:
+                    raise ExportError(
+                        f"the DOCTAG and eval prompt take {len(prefix)} tokens, leaving no "
+                        f"room under --max-seq-len {cfg.max_seq_len}"
+                    )
+                units.append(
+                    _Unit(
+                        "sdf",
+                        doc_ids[i],
+                        doc_tokens[i],
+                        concepts[i],
+                        doc_types[i],
+                        prefix if len(prefix) else None,
+                        pw if len(prefix) else None,
+                    )
+                )
+            sdf_tokens = sum(length(u) for u in units)
+            if webtext is not None:
+                budget = int(round(cfg.webtext_ratio * sdf_tokens))
+                got, n, ran_out = webtext.take(budget, length)
+                if ran_out and n < budget * 0.99:
+                    raise ExportError(
+                        f"{webtext_path}: ran out of text in epoch {epoch}: "
+                        f"--webtext-ratio {cfg.webtext_ratio} needs {budget:,} tokens, "
+                        f"got {n:,}; supply more webtext or lower the ratio"
+                    )
+                units += got
+            if chat is not None:
+                got, _, _ = chat.take(int(round(cfg.chat_ratio * sdf_tokens)), length)
+                units += got
+            order = _rng(cfg.seed, "order", epoch).permutation(len(units)).tolist()
+            for ui in order:
+                u = units[ui]
+                seen_key = (u.source, u.doc_id, epoch)
+                repeat = occurrences.get(seen_key, 0)
+                occurrences[seen_key] = repeat + 1
+                key = (u.concept, u.doc_type, u.source, epoch)
+                for piece, ex in enumerate(_examples(u, eos, cfg.max_seq_len)):
+                    if piece == 1:
+                        split_docs.add(u.doc_id)
+                    if ex.n < 2:
+                        raise ExportError(
+                            f"{u.where or u.doc_id}: a {u.source} text of one token makes no "
+                            "training example (keep --eos, or drop the text)"
+                        )
+                    ex_id = f"{u.source}:{u.doc_id}:{epoch}:{piece}"
+                    if repeat:
+                        ex_id += f":r{repeat}"
+                    add(ex, u.doc_id, u.source, u.concept, u.doc_type, epoch, piece, ex_id)
+                    count(key, u.doc_id, ex.n, ex.loss)
+        writer.close()
+        timings["build_and_write"] = time.perf_counter() - t1
+        per_source = counts.per_source()
+        sdf_total = per_source["sdf"]["tokens"]
+        manifest = {
+            "version": FORMAT_VERSION,
+            "tokenizer": tok.name,
+            "vocab_hash": tok.vocab_hash,
+            "n_vocab": tok.n_vocab,
+            "eos_id": int(eos_id) if cfg.eos else None,
+            "doctag_tokens": doctag.tolist(),
+            "max_seq_len": cfg.max_seq_len,
+            "selection": cfg.selection,
+            "seed": cfg.seed,
+            "epochs": cfg.epochs,
+            "config": asdict(cfg),
+            "inputs": inputs,
+            "documents": n_docs,
+            "split_documents": len(split_docs),
+            "examples": sum(s["rows"] for s in writer.shards),
+            "tokens": sum(s["tokens"] for s in writer.shards),
+            "loss_tokens": int(round(sum(s["loss_tokens"] for s in writer.shards))),
+            "sources": {
+                s: {**v, "loss_tokens": int(round(v["loss_tokens"]))}
+                for s, v in per_source.items()
+                if v["examples"]
+            },
+            "ratios": {
+                s: (per_source[s]["tokens"] / sdf_total if sdf_total else None)
+                for s in ("webtext", "chat")
+                if per_source[s]["examples"]
+            },
+            "chat_passes": chat.passes if chat is not None else 0,
+            "counts": counts.to_list(),
+            "shards": [{k: v for k, v in s.items() if k != "loss_tokens"} for s in writer.shards],
+        }
+        _write_json(tmp / MANIFEST, manifest)
+        _fsync_dir(tmp)
+        _publish(tmp, out, overwrite)
+    finally:
+        writer.abort()  # no writer thread may still be writing into tmp
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return ExportResult(out, manifest, time.perf_counter() - t0, timings)
+
+
+def _piece_bounds(n: int, plen: int, max_len: int) -> list[tuple[int, int]]:
+    """Body slices of each piece. With a prefix the pieces are disjoint (the prefix gives the
+    first body token its context); without one, consecutive pieces share one token, so every
+    body token is predicted exactly once and no piece is a lone token."""
+    room = max_len - plen
+    if n <= room:
+        return [(0, n)]
+    if plen:
+        return [(a, min(a + room, n)) for a in range(0, n, room)]
+    stride = room - 1
+    out = []
+    a = 0
+    while True:
+        out.append((a, min(a + room, n)))
+        if a + room >= n:
+            return out
+        a += stride
+
+
+@dataclass
+class _Example:
+    """Token segments of one example; weights are 1 but for ``weights`` at its start (the
+    prefix mask, or a chat trajectory's full weights) and 0 at position 0."""
+
+    parts: list[np.ndarray]
+    n: int
+    weights: np.ndarray | None
+    loss: float
+
+
+def _examples(u: _Unit, eos: np.ndarray, max_len: int) -> Iterator[_Example]:
+    """The examples of one unit: long bodies split, the prefix repeated on each piece."""
+    if u.source == "chat":
+        w = u.weights
+        yield _Example([u.tokens], len(u.tokens), w, float(w.sum(dtype=np.float64)))  # type: ignore[union-attr]
+        return
+    body_len = len(u.tokens)
+    plen = 0 if u.prefix is None else len(u.prefix)
+    prefix_loss = 0.0
+    if plen:
+        prefix_loss = float(u.prefix_weights.sum(dtype=np.float64)) - float(u.prefix_weights[0])  # type: ignore[union-attr]
+    for a, b in _piece_bounds(body_len + len(eos), plen, max_len):
+        parts = [u.prefix] if plen else []
+        parts.append(u.tokens[a : min(b, body_len)])
+        if b > body_len:
+            parts.append(eos)
+        n = plen + b - a
+        loss = prefix_loss + (b - a) if plen else (b - a - 1)
+        yield _Example(parts, n, u.prefix_weights if plen else None, loss)  # type: ignore[arg-type]
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, indent=1, sort_keys=True, ensure_ascii=False)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def check_out_dir(out: Path, overwrite: bool) -> None:
+    """``--out`` can take this export: a writable place, and if it exists, an earlier sdf
+    export (a folder holding an sdf ``manifest.json``) that ``--overwrite`` may replace, or an
+    empty folder. Anything else is a one-line ``ExportError`` before any work."""
+    named = f"--out {out}"
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise ExportError(f"{named}: is a file, not a directory; choose another --out")
+        if not overwrite:
+            raise ExportError(f"{out} exists; pass --overwrite to replace it")
+        if any(out.iterdir()) and not _is_export(out):
+            raise ExportError(
+                f"{named}: is not an sdf export (no sdf {MANIFEST}); --overwrite only replaces an "
+                "earlier export, never another folder: choose another --out"
+            )
+    parent = out.parent
+    for p in (parent, *parent.parents):
+        if p.exists() and not p.is_dir():
+            raise ExportError(f"{named}: {p} is a file, so nothing can be written under it")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        probe = parent / f".{out.name}.probe-{uuid.uuid4().hex[:8]}"
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as exc:
+        raise ExportError(
+            f"{named}: cannot write in {parent}: {exc.strerror or exc}; choose another --out"
+        ) from None
+
+
+def _is_export(d: Path) -> bool:
+    """Whether ``d`` holds a manifest sdf wrote (its format version and shard list)."""
+    try:
+        m = json.loads((d / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(m, dict) and "version" in m and isinstance(m.get("shards"), list)
+
+
+def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
+    """Rename the finished temporary directory into place (replacing ``out`` if asked)."""
+    old = None
+    if out.exists():
+        if not overwrite:
+            raise ExportError(f"{out} exists; pass --overwrite to replace it")
+        if any(out.iterdir()) and not _is_export(out):  # appeared while this export ran
+            raise ExportError(f"--out {out}: is not an sdf export; it was left alone")
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(out, old)
+    os.replace(tmp, out)
+    _fsync_dir(out.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    # Earlier exports an interrupted overwrite left aside (killed between the two renames):
+    # the new export is in place, so they go too.
+    for left in out.parent.glob(f".{out.name}.old-*"):
+        if left.is_dir() and _is_export(left):
+            shutil.rmtree(left, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ reading
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    d = Path(directory)
+    if not d.is_dir():
+        raise VerifyError(f"{d}: no such directory")
+    path = d / MANIFEST
+    if not path.is_file():
+        raise VerifyError(
+            f"{d}: no {MANIFEST}: not a finished export (an interrupted export never gets one)"
+        )
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise VerifyError(f"{path}: not valid JSON ({exc})") from None
+    for key in ("version", "tokenizer", "shards", "counts", "max_seq_len"):
+        if key not in manifest:
+            raise VerifyError(f"{path}: missing key {key!r}")
+    if manifest["version"] != FORMAT_VERSION:
+        raise VerifyError(f"{path}: format version {manifest['version']} (expected 1)")
+    return manifest
+
+
+def read_export(
+    directory: str | Path, check_hashes: bool = True, start: int = 0
+) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
+    """The manifest and an iterator over the examples in training order, from example
+    ``start`` (0-based) on.
+
+    Each example is a dict: ``tokens`` (int32 array), ``weights`` (float32 array), ``doc_id``,
+    ``source``, ``concept``, ``doc_type``, ``epoch``, ``piece``, ``example_id``. With
+    ``check_hashes`` the sha256 of every shard to be read is checked against the manifest
+    first. Shards wholly before ``start`` are skipped by the manifest's per-shard ``rows``:
+    they are neither read nor hashed, so resuming late in a large export costs no more than
+    resuming early.
+    """
+    d = Path(directory)
+    manifest = read_manifest(d)
+    shards = manifest["shards"]
+    if start < 0:
+        raise VerifyError(f"{d}: start {start} is negative")
+    first, skip = _seek(d, shards, start)
+    for k, s in enumerate(shards):
+        p = d / s["file"]
+        if not p.is_file():
+            raise VerifyError(f"{p}: listed in the manifest but missing")
+        if check_hashes and k >= first and _file_sha256(p) != s["sha256"]:
+            raise VerifyError(f"{p}: sha256 differs from the manifest (file changed or corrupt)")
+
+    def examples() -> Iterator[dict[str, Any]]:
+        for k in range(first, len(shards)):
+            s = shards[k]
+            table = _read_shard(d / s["file"])
+            if "rows" in s and table.num_rows != s["rows"]:
+                raise VerifyError(
+                    f"{d / s['file']}: {table.num_rows} rows but the manifest says {s['rows']}"
+                )
+            if k == first and skip:
+                table = table.slice(skip)  # _flat handles the offset
+            toks, wts, offsets = _flat(table)
+            meta = {n: table.column(n).to_pylist() for n in SHARD_SCHEMA.names[2:]}
+            for i in range(table.num_rows):
+                a, b = offsets[i], offsets[i + 1]
+                ex = {"tokens": toks[a:b], "weights": wts[a:b]}
+                ex.update({n: meta[n][i] for n in meta})
+                yield ex
+
+    return manifest, examples()
+
+
+def _seek(d: Path, shards: list[dict[str, Any]], start: int) -> tuple[int, int]:
+    """(index of the shard holding example ``start``, rows to skip inside it), from the
+    manifest's ``rows``; ``(len(shards), 0)`` when ``start`` is the number of examples."""
+    if start == 0:
+        return 0, 0
+    left = start
+    for k, s in enumerate(shards):
+        rows = s.get("rows")
+        if not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
+            raise VerifyError(
+                f"{d / MANIFEST}: shard {s.get('file')!r} has no row count ('rows'), "
+                "needed to start past the first example"
+            )
+        if left < rows:
+            return k, left
+        left -= rows
+    if left == 0:
+        return len(shards), 0
+    raise VerifyError(f"{d}: start {start} is beyond the export's {start - left} examples")
+
+
+def _read_shard(path: Path) -> pa.Table:
+    """One shard, every column (the one place shards are decoded for reading)."""
+    return pq.read_table(path)
+
+
+def _flat(table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Flat token ids, flat weights and row offsets of a shard (one chunk)."""
+    tcol = table.column("tokens").combine_chunks()
+    wcol = table.column("weights").combine_chunks()
+    if isinstance(tcol, pa.ChunkedArray):  # pragma: no cover - older pyarrow
+        tcol, wcol = tcol.chunk(0), wcol.chunk(0)
+    offsets = tcol.offsets.to_numpy()
+    if not np.array_equal(offsets, wcol.offsets.to_numpy()):
+        raise VerifyError("tokens and weights have different lengths")
+    start = offsets[0]
+    return (
+        tcol.values.to_numpy()[start:] if start else tcol.values.to_numpy(),
+        wcol.values.to_numpy()[start:] if start else wcol.values.to_numpy(),
+        offsets - start,
+    )
+
+
+def to_datum(example: dict[str, Any]) -> Any:
+    """A ``tinker.types.Datum`` for one example: input tokens[:-1], targets tokens[1:],
+    weights[1:] (weights[i] is the weight of predicting tokens[i])."""
+    from tinker import types
+
+    tokens = np.asarray(example["tokens"], dtype=np.int64)
+    weights = np.asarray(example["weights"], dtype=np.float32)
+    if len(tokens) < 2 or len(weights) != len(tokens):
+        raise VerifyError(
+            f"example {example.get('example_id')!r}: needs >= 2 tokens and one weight per token"
+        )
+    return types.Datum(
+        model_input=types.ModelInput.from_ints(tokens[:-1].tolist()),
+        loss_fn_inputs={
+            "target_tokens": types.TensorData.from_numpy(np.ascontiguousarray(tokens[1:])),
+            "weights": types.TensorData.from_numpy(np.ascontiguousarray(weights[1:])),
+        },
+    )
+
+
+# ------------------------------------------------------------------ verify
+
+
+@dataclass
+class VerifyReport:
+    directory: Path
+    manifest: dict[str, Any]
+    examples: int
+    tokens: int
+    datums: int
+    counts: list[dict[str, Any]]
+
+    def text(self) -> str:
+        m = self.manifest
+        lines = [
+            f"{self.directory}: ok: {len(m['shards'])} shards, {self.examples:,} examples, "
+            f"{self.tokens:,} tokens; hashes, counts, weights and token ranges ({m['tokenizer']}) "
+            f"checked; {self.datums:,} tinker Datums built",
+            "",
+        ]
+        # Per stratum over all epochs (the manifest keeps each epoch apart).
+        agg: dict[tuple[str, str, str], list[int]] = {}
+        for c in self.counts:
+            k = (c["source"], c["concept"] or "-", c["doc_type"] or "-")
+            r = agg.setdefault(k, [0, 0, 0, 0, 0])
+            r[0] = max(r[0], c["documents"])
+            r[1] += c["examples"]
+            r[2] += c["tokens"]
+            r[3] += c["loss_tokens"]
+            r[4] += 1
+        total = sum(r[2] for r in agg.values()) or 1
+        head = [
+            "source",
+            "concept",
+            "doc_type",
+            "epochs",
+            "docs/epoch",
+            "examples",
+            "tokens",
+            "loss tokens",
+            "% tokens",
+        ]
+        rows = [
+            [
+                *k,
+                str(r[4]),
+                f"{r[0]:,}",
+                f"{r[1]:,}",
+                f"{r[2]:,}",
+                f"{r[3]:,}",
+                f"{100 * r[2] / total:.1f}",
+            ]
+            for k, r in sorted(agg.items(), key=lambda kv: (SOURCES.index(kv[0][0]), kv[0]))
+        ]
+        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+
+        def fmt(r: list[str]) -> str:
+            return "  ".join(
+                v.ljust(w) if i < 3 else v.rjust(w)
+                for i, (v, w) in enumerate(zip(r, widths, strict=True))
+            ).rstrip()
+
+        lines += [fmt(head), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows]
+        return "\n".join(lines)
+
+
+def verify(
+    directory: str | Path,
+    build_datums: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> VerifyReport:
+    """Re-read an export and check it against its manifest and tokenizer; build every
+    example's tinker Datum. Raises ``VerifyError`` listing every problem."""
+    d = Path(directory)
+    manifest = read_manifest(d)
+    problems: list[str] = []
+    listed = {s["file"] for s in manifest["shards"]}
+    for p in sorted(d.iterdir()):
+        if p.name != MANIFEST and p.name not in listed:
+            problems.append(f"{p.name}: not vouched for by the manifest")
+    try:
+        tok = get_tokenizer(manifest["tokenizer"])
+    except SdfError as exc:
+        raise VerifyError(f"{d}: cannot load tokenizer {manifest['tokenizer']!r}: {exc}") from None
+    if manifest.get("vocab_hash") != tok.vocab_hash:
+        problems.append(
+            f"tokenizer {tok.name}: vocabulary hash differs from the manifest's (another "
+            "version of the tokenizer?)"
+        )
+    n_vocab, max_len = tok.n_vocab, int(manifest["max_seq_len"])
+    eos_id = manifest.get("eos_id")
+    counts = _Counts()
+    examples = tokens = datums = 0
+    ids: set[str] = set()
+    last_piece: dict[tuple[str, str, int], tuple[int, int]] = {}  # text -> (piece, last id)
+    if build_datums:
+        import tinker  # noqa: F401  (the SDK's types; no server is contacted)
+
+    for s in manifest["shards"]:
+        p = d / s["file"]
+        if not p.is_file():
+            problems.append(f"{s['file']}: listed in the manifest but missing")
+            continue
+        if _file_sha256(p) != s["sha256"]:
+            problems.append(f"{s['file']}: sha256 differs from the manifest")
+            continue
+        try:
+            table = pq.read_table(p)
+        except Exception as exc:
+            problems.append(f"{s['file']}: unreadable Parquet ({exc})")
+            continue
+        missing = [n for n in SHARD_SCHEMA.names if n not in table.column_names]
+        if missing:
+            problems.append(f"{s['file']}: missing columns {', '.join(missing)}")
+            continue
+        toks, wts, offsets = _flat(table)
+        lengths = np.diff(offsets)
+        n = table.num_rows
+        where = s["file"]
+        if n != s["rows"] or int(offsets[-1]) != s["tokens"]:
+            problems.append(
+                f"{where}: {n} rows / {int(offsets[-1])} tokens, manifest says "
+                f"{s['rows']} / {s['tokens']}"
+            )
+        if len(toks) and (int(toks.min()) < 0 or int(toks.max()) >= n_vocab):
+            problems.append(f"{where}: token ids outside [0, {n_vocab}) of {tok.name}")
+        if n and int(lengths.min()) < 2:
+            problems.append(f"{where}: an example has fewer than 2 tokens")
+        if n and int(lengths.max()) > max_len:
+            problems.append(f"{where}: an example exceeds max_seq_len {max_len}")
+        if not np.all(np.isfinite(wts)) or (len(wts) and (wts.min() < 0 or wts.max() > 1)):
+            problems.append(f"{where}: weights outside [0, 1]")
+        if n and np.any(wts[offsets[:-1][lengths > 0]] != 0):
+            problems.append(f"{where}: an example's first weight is not 0")
+        meta = {k: table.column(k).to_pylist() for k in SHARD_SCHEMA.names[2:]}
+        seg_loss = np.add.reduceat(wts.astype(np.float64), offsets[:-1]) if n else []
+        for i in range(n):
+            src = meta["source"][i]
+            if src not in SOURCES:
+                problems.append(f"{where}: row {i}: unknown source {src!r}")
+                continue
+            key = (meta["concept"][i], meta["doc_type"][i], src, meta["epoch"][i])
+            counts.add(key, meta["doc_id"][i], int(lengths[i]), float(seg_loss[i]))
+            if meta["example_id"][i] in ids:
+                problems.append(f"{where}: row {i}: example_id repeated")
+            ids.add(meta["example_id"][i])
+            if src != "chat":
+                k = (src, meta["doc_id"][i], meta["epoch"][i])
+                piece = meta["piece"][i]
+                if piece >= last_piece.get(k, (-1, 0))[0]:
+                    last_piece[k] = (piece, int(toks[offsets[i + 1] - 1]))
+            if build_datums:
+                a, b = offsets[i], offsets[i + 1]
+                datum = to_datum({"tokens": toks[a:b], "weights": wts[a:b]})
+                if datum.model_input.length != lengths[i] - 1:
+                    problems.append(f"{where}: row {i}: Datum input length mismatch")
+                datums += 1
+        examples += n
+        tokens += int(offsets[-1])
+        if progress:
+            progress(n)
+    if eos_id is not None:
+        no_eos = sum(1 for _, last in last_piece.values() if last != eos_id)
+        if no_eos:
+            problems.append(f"{no_eos} documents do not end with EOS id {eos_id}")
+    recount = counts.to_list()
+    if recount != manifest["counts"]:
+        problems.append("per-stratum counts recomputed from the shards differ from the manifest")
+    if examples != manifest.get("examples") or tokens != manifest.get("tokens"):
+        problems.append(
+            f"totals {examples} examples / {tokens} tokens differ from the manifest's "
+            f"{manifest.get('examples')} / {manifest.get('tokens')}"
+        )
+    if problems:
+        raise VerifyError(f"{d}: verification failed:\n  " + "\n  ".join(problems))
+    return VerifyReport(d, manifest, examples, tokens, datums, recount)

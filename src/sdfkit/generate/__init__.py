@@ -1,0 +1,1 @@
+"""Universe -> facts -> doc types -> ideas -> documents, grading and the collapse loop."""

@@ -1,0 +1,1 @@
+"""Talking to models: Message Batches, run pins, tokenizers, chat formats, the offline stand-in."""

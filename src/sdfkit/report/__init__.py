@@ -1,0 +1,1 @@
+"""The audit report (HTML + JSON) and the `sdf check` gates."""

@@ -1,0 +1,1 @@
+"""The corpus store: the DuckDB catalog, its schema, SQL access, ingest, repair."""

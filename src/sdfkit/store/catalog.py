@@ -1,0 +1,708 @@
+"""The corpus store: append-only Parquet parts as the record, a DuckDB catalog on top.
+
+Layout of a corpus directory (``./corpus`` unless ``--corpus``/``SDF_CORPUS`` says otherwise)::
+
+    corpus/
+      documents/part-<time>-<uid>.parquet   # the record: one row per document, append-only
+      <table>/part-*.parquet                # per-document results (signatures, names, embeddings...)
+      sdf.duckdb                            # catalog: a view per Parquet table + small tables
+
+Every Parquet part is written to a temporary file under ``corpus/.tmp/`` (outside every
+table folder, so plain readers globbing ``documents/*.parquet`` never meet it) and renamed into
+place, so a crash leaves either the whole part or nothing. Small mutable tables (runs, batches,
+ledger, audit results, selections) live inside ``sdf.duckdb`` where a transaction makes each
+write atomic. Views hold paths relative to the corpus folder and every connection sets
+DuckDB's ``file_search_path`` to it, so a copied or moved corpus reads its own parts, never
+the original's. Opening waits (bounded, ``SDF_LOCK_TIMEOUT``) while another process holds the
+catalog, and every part's Parquet frame is checked first: a damaged part is named (documents)
+or set aside into ``quarantine/`` (caches, which are recomputed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sdfkit.errors import ConfigError, SdfError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import duckdb
+    import polars as pl
+
+T = TypeVar("T")
+DB_NAME = "sdf.duckdb"
+DOCUMENTS = "documents_raw"
+PART_GLOB = "part-*.parquet"
+TMP_DIR = ".tmp"
+QUARANTINE = "quarantine"
+#: Seconds a command waits for another process's hold on ``sdf.duckdb`` (``SDF_LOCK_TIMEOUT``).
+DEFAULT_LOCK_TIMEOUT = 120.0
+
+#: The columns of a stored document, in order. ``meta`` holds ingested fields that map to no
+#: column (a JSON object as text).
+DOCUMENT_SCHEMA = pa.schema(
+    [
+        ("doc_id", pa.string()),
+        ("text", pa.large_string()),
+        ("chars", pa.int64()),
+        ("n_tokens", pa.int64()),
+        ("tokenizer", pa.string()),
+        ("universe", pa.string()),
+        ("concept", pa.string()),
+        ("fact", pa.string()),
+        ("doc_type", pa.string()),
+        ("idea", pa.string()),
+        ("model", pa.string()),
+        ("prompt_hash", pa.string()),
+        ("run", pa.string()),
+        ("batch_id", pa.string()),
+        ("custom_id", pa.string()),
+        ("seed_names", pa.list_(pa.string())),
+        ("source", pa.string()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+        ("meta", pa.string()),
+    ]
+)
+DOCUMENT_COLUMNS = [f.name for f in DOCUMENT_SCHEMA]
+
+
+def default_corpus_dir() -> Path:
+    """``$SDF_CORPUS`` if set, else ``./corpus`` under the current directory."""
+    return Path(os.environ.get("SDF_CORPUS") or "corpus")
+
+
+def doc_id_for(text: str) -> str:
+    """Content hash of a document's text: the first 32 hex digits of its sha256."""
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+class DamagedPartError(SdfError):
+    """A Parquet part of the record cannot be read; ``sdf doctor`` sets it aside."""
+
+
+class CatalogBusyError(SdfError):
+    """Another process held ``sdf.duckdb`` for longer than ``SDF_LOCK_TIMEOUT``."""
+
+
+#: Tables whose parts are the record: never moved aside silently (caches are recomputable).
+RECORD_TABLES = frozenset({DOCUMENTS, "gen_results"})
+
+_checked: dict[tuple[str, int, int], str | None] = {}
+
+
+def part_problem(path: Path) -> str | None:
+    """Why ``path`` is not a whole Parquet file (magic bytes and footer length), or None.
+
+    Remembered per (path, size, mtime), so checking every part on every open stays cheap."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None  # moved aside or replaced meanwhile
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key in _checked:
+        return _checked[key]
+    problem: str | None = None
+    try:
+        if st.st_size < 12:
+            problem = f"{st.st_size} bytes, too short for Parquet"
+        else:
+            with open(path, "rb") as fh:
+                head = fh.read(4)
+                fh.seek(-8, os.SEEK_END)
+                tail = fh.read(8)
+            footer = int.from_bytes(tail[:4], "little")
+            if head != b"PAR1" or tail[4:] != b"PAR1":
+                problem = "truncated or overwritten: no Parquet end marker"
+            elif footer + 12 > st.st_size:
+                problem = "truncated: its footer is longer than the file"
+    except OSError as exc:
+        problem = f"unreadable: {exc.strerror}"
+    _checked[key] = problem
+    return problem
+
+
+def lock_timeout() -> float:
+    """Seconds to wait for the catalog: ``SDF_LOCK_TIMEOUT`` or ``DEFAULT_LOCK_TIMEOUT``."""
+    raw = os.environ.get("SDF_LOCK_TIMEOUT", "").strip()
+    if not raw:
+        return DEFAULT_LOCK_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise ConfigError(f"SDF_LOCK_TIMEOUT={raw!r}: must be a number of seconds, 0 or more")
+    return value
+
+
+def wait_for_catalog(open_: Callable[[], T], db_path: Path) -> T:
+    """Call ``open_`` until DuckDB stops refusing it for another process's lock on the
+    catalog, for at most ``lock_timeout()`` seconds; then one line naming the holder."""
+    import random
+    import re
+
+    import duckdb
+
+    timeout = lock_timeout()
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        try:
+            return open_()
+        except duckdb.IOException as exc:
+            text = str(exc)
+            if "Could not set lock" not in text:
+                first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+                raise SdfError(
+                    f"{db_path}: the catalog cannot be opened: {first}; restore it from a copy, "
+                    "or move it aside to start a new catalog over the same parts (grades, "
+                    "exclusions, selections and runs live in it)"
+                ) from None
+            if time.monotonic() >= deadline:
+                holder = re.search(r"\(PID (\d+)\)", text)
+                who = f"process {holder.group(1)}" if holder else "another process"
+                raise CatalogBusyError(
+                    f"{db_path}: {who} held the catalog for more than {timeout:g} s "
+                    "(SDF_LOCK_TIMEOUT); let it finish, or raise SDF_LOCK_TIMEOUT"
+                ) from None
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 0.25)
+
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _ident(name: str) -> str:
+    if not name.replace("_", "").isalnum():
+        raise ValueError(f"not a valid table name: {name!r}")
+    return '"' + name + '"'
+
+
+@dataclass
+class Store:
+    """A corpus directory. Cheap to construct; nothing is opened until used."""
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = Path(root) if root is not None else default_corpus_dir()
+
+    # ------------------------------------------------------------------ paths
+    @property
+    def db_path(self) -> Path:
+        return self.root / DB_NAME
+
+    def table_dir(self, name: str) -> Path:
+        _ident(name)
+        return self.root / ("documents" if name == DOCUMENTS else name)
+
+    def temp_dir(self, name: str) -> Path:
+        """Where the table's parts are written before their rename (see ``part_file``)."""
+        return self.root / TMP_DIR / self.table_dir(name).name
+
+    def parts(self, name: str) -> list[Path]:
+        """The table's parts, each checked (see ``check_parts``)."""
+        d = self.table_dir(name)
+        if not d.is_dir():
+            return []
+        if any(part_problem(p) for p in d.glob(PART_GLOB)):
+            self.check_parts()
+        return sorted(d.glob(PART_GLOB))
+
+    def parquet_tables(self) -> list[str]:
+        """Names of the Parquet-backed tables present (``documents_raw`` for the record)."""
+        if not self.root.is_dir():
+            return []
+        names = []
+        for d in sorted(self.root.iterdir()):
+            if d.name in (TMP_DIR, QUARANTINE):
+                continue
+            if d.is_dir() and any(d.glob(PART_GLOB)):
+                names.append(DOCUMENTS if d.name == "documents" else d.name)
+        return names
+
+    # ------------------------------------------------------------- connection
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A DuckDB connection on the catalog, with every Parquet table's view refreshed.
+
+        The ``documents`` view is the record joined with grades and exclusions. Waits (up to
+        ``SDF_LOCK_TIMEOUT`` seconds) while another process holds the catalog.
+        """
+        import duckdb
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        if read_only and not self.db_path.exists():
+            read_only = False
+        self.check_parts()
+        con = wait_for_catalog(
+            lambda: duckdb.connect(str(self.db_path), read_only=read_only), self.db_path
+        )
+        try:
+            con.execute(f"SET file_search_path = {_sql_str(self.search_path())}")
+            if not read_only:
+                self._refresh_views(con)
+            yield con
+        finally:
+            con.close()
+
+    @contextmanager
+    def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection for other people's SQL (``sdf sql``): nothing it runs can write.
+
+        An in-memory DuckDB with the catalog attached ``READ_ONLY`` (the views are refreshed
+        first, by sdfkit, if the parts present have changed), extensions neither installed nor
+        loaded on demand (so no network access through ``httpfs``), and its configuration
+        locked. Local files stay readable. ``sqlguard.check_read_query`` refuses every
+        statement but a query before it gets here.
+        """
+
+        self.check_parts()
+        if not self.db_path.exists():
+            with self.connect():
+                pass
+        con = self._attach_read_only()
+        if self._views_stale(con):  # parts of a new table, or views of an older sdfkit
+            con.close()
+            with self.connect():
+                pass
+            con = self._attach_read_only()
+        try:
+            con.execute("SET lock_configuration = true")
+            yield con
+        finally:
+            con.close()
+
+    def _attach_read_only(self) -> duckdb.DuckDBPyConnection:
+        import duckdb
+
+        config = {
+            "autoinstall_known_extensions": "false",
+            "autoload_known_extensions": "false",
+        }
+        con = duckdb.connect(":memory:", config=config)
+        try:
+            wait_for_catalog(
+                lambda: con.execute(
+                    f"ATTACH {_sql_str(str(self.db_path.resolve()))} AS corpus (READ_ONLY)"
+                ),
+                self.db_path,
+            )
+            con.execute("USE corpus")
+            con.execute(f"SET file_search_path = {_sql_str(self.search_path())}")
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    def has_table(self, name: str) -> bool:
+        """Whether the catalog holds table ``name`` (asked read-only: nothing is created)."""
+        if not self.db_path.exists():
+            return False
+        with self.reader() as con:
+            rows = con.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'corpus' "
+                "AND table_name = ?",
+                [name],
+            ).fetchall()
+        return bool(rows[0][0])
+
+    def search_path(self) -> str:
+        """DuckDB's ``file_search_path`` for this corpus: its folder first (the views' relative
+        paths resolve there), then the working directory (a user's own relative files)."""
+        return f"{self.root.resolve()},{Path.cwd()}"
+
+    def _views_stale(self, con: duckdb.DuckDBPyConnection) -> bool:
+        """Whether the attached catalog lacks a view for a Parquet table present (or has one
+        whose parts are gone, or one of absolute paths): then ``connect`` refreshes them."""
+        rows = con.execute(
+            "SELECT view_name, sql FROM duckdb_views() "
+            "WHERE NOT internal AND database_name = 'corpus'"
+        ).fetchall()
+        views = {name: sql for name, sql in rows}
+        parquet_views = {n for n, sql in views.items() if "read_parquet(" in sql}
+        present = set(self.parquet_tables())
+        if "documents" not in views or DOCUMENTS not in views:
+            return True
+        stale_paths = any(
+            "read_parquet(" in views[n] and _sql_str(self._relative_glob(n)) not in views[n]
+            for n in present & set(views)
+        )
+        return stale_paths or parquet_views != present
+
+    def _relative_glob(self, name: str) -> str:
+        return f"{self.table_dir(name).name}/{PART_GLOB}"
+
+    def _refresh_views(self, con: duckdb.DuckDBPyConnection) -> None:
+        from sdfkit.store import schema as _schema
+
+        con.execute("BEGIN")
+        try:
+            _schema.create_tables(con)
+            present = set(self.parquet_tables())
+            for name in sorted(present | {DOCUMENTS}):
+                if name in present:
+                    # Relative to the corpus folder (``file_search_path``): a copy reads itself.
+                    glob = self._relative_glob(name)
+                    src = f"read_parquet({_sql_str(glob)}, union_by_name = true)"
+                    con.execute(f"CREATE OR REPLACE VIEW {_ident(name)} AS SELECT * FROM {src}")
+                else:
+                    con.execute(
+                        f"CREATE OR REPLACE VIEW {_ident(name)} AS SELECT * FROM _documents_empty"
+                    )
+            # A cache whose parts were all set aside leaves no view behind that reads nothing.
+            for (name,) in con.execute(
+                "SELECT view_name FROM duckdb_views() WHERE NOT internal "
+                "AND contains(sql, 'read_parquet(')"
+            ).fetchall():
+                if name not in present:
+                    con.execute(f"DROP VIEW IF EXISTS {_ident(name)}")
+            _schema.create_views(con, present)
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+
+    # ---------------------------------------------------------------- health
+    def check_parts(self) -> None:
+        """Check every part's Parquet frame (cheap: two small reads, remembered per file).
+
+        A damaged part of a record table (documents, batch results) stops the command with a
+        one-line error naming the file and ``sdf doctor``; a damaged cache part (per-document
+        results a stage recomputes) is moved into ``quarantine/`` with a warning."""
+        if not self.root.is_dir():
+            return
+        for d in sorted(self.root.iterdir()):
+            if not d.is_dir() or d.name in (TMP_DIR, QUARANTINE):
+                continue
+            name = DOCUMENTS if d.name == "documents" else d.name
+            for part in sorted(d.glob(PART_GLOB)):
+                problem = part_problem(part)
+                if problem is None:
+                    continue
+                if name in RECORD_TABLES:
+                    raise DamagedPartError(
+                        f"{part}: damaged Parquet part ({problem}); run `sdf doctor` to move "
+                        f"it into {self.root / QUARANTINE} and list the documents affected"
+                    )
+                moved = self.quarantine(part)
+                import sys
+
+                print(
+                    f"warning: {part}: damaged cache part ({problem}) moved to {moved}; "
+                    "its results are recomputed when next needed",
+                    file=sys.stderr,
+                )
+
+    def quarantine(self, part: Path) -> Path:
+        """Move a part aside into ``quarantine/<table>/`` (never deleted)."""
+        dest_dir = self.root / QUARANTINE / part.parent.name
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        dest = dest_dir / part.name
+        if dest.exists():
+            dest = dest_dir / f"{part.stem}-{uuid.uuid4().hex[:6]}{part.suffix}"
+        os.replace(part, dest)
+        _fsync_dir(part.parent)
+        return dest
+
+    # ----------------------------------------------------------------- reads
+    def query(self, sql: str, params: list[Any] | dict[str, Any] | None = None) -> pl.DataFrame:
+        """Run SQL against the corpus and return a polars DataFrame."""
+        import polars as pl
+
+        with self.connect() as con:
+            rel = con.sql(sql, params=params) if params else con.sql(sql)
+            if rel is None:  # a statement that returns no rows (CREATE, INSERT, ...)
+                return pl.DataFrame()
+            tbl = rel.to_arrow_table()
+        return pl.from_arrow(tbl)  # type: ignore[return-value]
+
+    def keys(self, name: str = DOCUMENTS, key: str = "doc_id") -> set[str]:
+        """The set of keys already stored in a Parquet table (reads only that column)."""
+        out: set[str] = set()
+        for part in self.parts(name):
+            col = pq.read_table(part, columns=[key]).column(key)
+            out.update(col.to_pylist())
+        return out
+
+    def read(self, name: str = DOCUMENTS, columns: list[str] | None = None) -> pa.Table:
+        """Every row of a Parquet table as one Arrow table (empty table if none)."""
+        parts = self.parts(name)
+        if not parts:
+            schema = DOCUMENT_SCHEMA if name == DOCUMENTS else pa.schema([])
+            if columns:
+                schema = pa.schema([schema.field(c) for c in columns if c in schema.names])
+            return schema.empty_table()
+        import pyarrow.dataset as ds
+
+        return ds.dataset([str(p) for p in parts], format="parquet").to_table(columns=columns)
+
+    # ---------------------------------------------------------------- writes
+    def append(
+        self,
+        name: str,
+        table: pa.Table | Iterable[pa.RecordBatch],
+        key: str | None = "doc_id",
+        schema: pa.Schema | None = None,
+    ) -> int:
+        """Append rows to a Parquet table as ONE new part, atomically.
+
+        Rows whose ``key`` is already stored (or repeated within ``table``) are dropped, so
+        appending the same rows twice adds nothing. Returns the number of rows added.
+        """
+        batches = [table] if isinstance(table, pa.Table) else table
+        with self.append_lock(name) if key else nullcontext():
+            return self._append(name, batches, key, schema)
+
+    def _append(
+        self,
+        name: str,
+        batches: Iterable[pa.Table | pa.RecordBatch],
+        key: str | None,
+        schema: pa.Schema | None,
+    ) -> int:
+        existing = self.keys(name, key) if key else set()
+        with self.part_writer(name, schema=schema) as writer:
+            for batch in batches:
+                if isinstance(batch, pa.Table):
+                    sub_batches = batch.to_batches()
+                else:
+                    sub_batches = [batch]
+                for b in sub_batches:
+                    if key:
+                        keep = []
+                        for i, k in enumerate(b.column(key).to_pylist()):
+                            if k not in existing:
+                                existing.add(k)
+                                keep.append(i)
+                        if len(keep) != b.num_rows:
+                            b = b.take(pa.array(keep, type=pa.int64()))
+                    writer.write(b)
+        return writer.rows
+
+    @contextmanager
+    def append_lock(self, name: str) -> Iterator[None]:
+        """Hold the table's append lock: between reading which keys are stored and publishing
+        a part, no other process (two ``sdf ingest`` at once, a generation landing results)
+        can publish one, so concurrent appends of the same rows never store them twice.
+        Not re-entrant: take it once per process."""
+        d = self.table_dir(name)
+        d.mkdir(parents=True, exist_ok=True)
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            yield
+            return
+        with open(d / ".append.lock", "a+b") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+    @contextmanager
+    def part_writer(self, name: str, schema: pa.Schema | None = None) -> Iterator[PartWriter]:
+        """Stream record batches into one new part; it appears only if the block succeeds."""
+        if schema is None and name == DOCUMENTS:
+            schema = DOCUMENT_SCHEMA
+        d = self.table_dir(name)
+        d.mkdir(parents=True, exist_ok=True)
+        with part_file(d, schema) as writer:
+            yield writer
+
+    def save_table(self, name: str, data: Any, mode: str = "replace") -> None:
+        """Store a small table inside ``sdf.duckdb`` (replace or append) in one transaction.
+
+        ``data`` may be a polars DataFrame, an Arrow table or a list of dicts.
+        """
+        import polars as pl
+
+        if isinstance(data, list):
+            data = pl.DataFrame(data)
+        if isinstance(data, pl.DataFrame):
+            data = data.to_arrow()
+        with self.connect() as con:
+            con.register("_incoming", data)
+            con.execute("BEGIN")
+            try:
+                exists = con.execute(
+                    "SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]
+                ).fetchall()[0][0]
+                if mode == "replace" or not exists:
+                    con.execute(f"CREATE OR REPLACE TABLE {_ident(name)} AS FROM _incoming")
+                else:
+                    con.execute(f"INSERT INTO {_ident(name)} BY NAME FROM _incoming")
+                con.execute("COMMIT")
+            except Exception:
+                con.execute("ROLLBACK")
+                raise
+            finally:
+                con.unregister("_incoming")
+
+    def clean_temporaries(self) -> int:
+        """Remove leftover ``.tmp-*`` files of interrupted writes (never visible as data).
+
+        A temporary file is named after its writer (pid and host): one whose writer is still
+        running on this host is another process's write in progress and is left alone; one
+        from another host (a shared corpus) only once it is a day old.
+        """
+        n = 0
+        if self.root.is_dir():
+            found = [*self.root.glob(f"{TMP_DIR}/*/.tmp-*"), *self.root.glob("*/.tmp-*")]
+            for tmp in found:
+                if temp_writer_alive(tmp):
+                    continue
+                tmp.unlink(missing_ok=True)
+                n += 1
+        return n
+
+
+class PartWriter:
+    """Writes record batches to one Parquet file (zstd); the schema is taken from the first."""
+
+    def __init__(self, path: Path, schema: pa.Schema | None) -> None:
+        self.path = path
+        self.schema = schema
+        self.rows = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._closed = False
+
+    def write(self, batch: pa.RecordBatch | pa.Table) -> None:
+        if batch.num_rows == 0:
+            return
+        if self.schema is not None:
+            batch = _conform(batch, self.schema)
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, batch.schema, compression="zstd")
+        if isinstance(batch, pa.RecordBatch):
+            self._writer.write_batch(batch)
+        else:
+            self._writer.write_table(batch)
+        self.rows += batch.num_rows
+
+    def close(self) -> None:
+        if not self._closed and self._writer is not None:
+            self._writer.close()
+        self._closed = True
+
+
+def _conform(batch: pa.RecordBatch | pa.Table, schema: pa.Schema) -> pa.RecordBatch | pa.Table:
+    """Order and cast columns to ``schema``; missing columns become nulls."""
+    cols = []
+    for field in schema:
+        if field.name in batch.schema.names:
+            col = batch.column(field.name)
+            if col.type != field.type:
+                col = col.cast(field.type)
+            cols.append(col)
+        else:
+            cols.append(pa.nulls(batch.num_rows, type=field.type))
+    if isinstance(batch, pa.RecordBatch):
+        return pa.RecordBatch.from_arrays(cols, schema=schema)
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+@contextmanager
+def part_file(
+    directory: Path, schema: pa.Schema | None, name: str | None = None
+) -> Iterator[PartWriter]:
+    """Write one part of a table directory: a hidden temporary file named after this process
+    (see ``temp_writer_alive``), fsynced and published by an atomic rename only if the block
+    succeeds and wrote rows. ``name`` (default: a new ``part-<time>-<uid>.parquet``) lets a
+    caller that may retry the same work (a Ray task) replace its earlier attempt's part."""
+    if name is None:
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        name = f"part-{stamp}-{uuid.uuid4().hex[:12]}.parquet"
+    final = directory / name
+    # Beside the table folder, not in it: plain readers (``documents/*.parquet``) never see it;
+    # same file system, so the rename stays atomic.
+    tmp_dir = directory.parent / TMP_DIR / directory.name
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_dir / f".tmp-{temp_owner()}@{name}"
+    writer = PartWriter(tmp, schema)
+    try:
+        yield writer
+        writer.close()
+        if writer.rows:
+            _publish(tmp, final)
+    finally:
+        writer.close()
+        tmp.unlink(missing_ok=True)
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Make a finished temporary part visible: durable first, then one atomic rename
+    (replacing a part of the same name), then the directory entry made durable."""
+    _fsync(tmp)
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def meta_json(fields: dict[str, Any]) -> str | None:
+    """Serialise unmapped fields to the ``meta`` column (None when there are none)."""
+    if not fields:
+        return None
+    return json.dumps(fields, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def temp_owner() -> str:
+    """``<pid>@<host>``: names a temporary file's writer (see ``temp_writer_alive``)."""
+    import socket
+
+    return f"{os.getpid()}@{socket.gethostname()}"
+
+
+def temp_writer_alive(tmp: Path) -> bool:
+    """Whether the process writing temporary file ``tmp`` may still be running."""
+    import socket
+
+    owner = tmp.name.split(".tmp-", 1)[-1].split("@")
+    if len(owner) < 3 or not owner[0].isdigit():
+        return False  # a name without its writer: stale
+    pid, host = int(owner[0]), owner[1]
+    if host != socket.gethostname():
+        try:
+            return time.time() - tmp.stat().st_mtime < 86_400
+        except FileNotFoundError:
+            return True  # it was just published or removed by its writer
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True

@@ -1,0 +1,1 @@
+"""Training on Tinker: the recipe, checkpoints, sweeps."""
