@@ -146,7 +146,7 @@ def test_eval_prompts_round_robin_random_and_masking(corpus, tmp_path, tok, text
         assert len(hit) == 1
         used[e["concept"]].add(hit[0])
     assert all(len(used[c]) == len(prompts[c]) for c in prompts)  # random uses them all
-    with pytest.raises(ExportError, match="--universe"):
+    with pytest.raises(ExportError, match="in universes"):
         run(corpus, tmp_path, "rr3", eval_prompts="random")
 
 
