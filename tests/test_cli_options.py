@@ -257,3 +257,15 @@ def test_top_level_help_reads_no_library_config():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_function_keyword_default_is_read_from_the_function_too(tmp_path, cli, monkeypatch):
+    from sdfkit.generate.documents import show_documents
+
+    ingest_demo(cli, tmp_path)
+    rule = "=" * 100
+    assert cli("show").output.count(rule) == show_documents.__kwdefaults__["limit"]
+    monkeypatch.setitem(show_documents.__kwdefaults__, "limit", 5)
+    assert cli("show").output.count(rule) == 5
+    assert "[default: (5)]" in flat_help(cli, "show")
+    assert cli("show", "--limit", "2").output.count(rule) == 2
