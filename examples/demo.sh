@@ -16,8 +16,9 @@ echo "== generate the corpus with the OFFLINE STAND-IN (real SDK + batch pipelin
 # 7 facts x 4 doc types x 5 ideas x 3 docs = 420 documents; re-running resumes (adds nothing).
 # With ANTHROPIC_API_KEY set, drop --backend offline to run the same thing on the real API.
 # --words 300-900: shorter than the default (700-1800 words) to keep the demo quick.
+# SDF_DEMO_DOCS_PER_IDEA (default 3): tests/test_readme.py builds a smaller corpus with 1.
 $SDF generate examples/universes/*.md --backend offline --run demo \
-  --doc-types 4 --ideas 5 --docs-per-idea 3 --words 300-900
+  --doc-types 4 --ideas 5 --docs-per-idea "${SDF_DEMO_DOCS_PER_IDEA:-3}" --words 300-900
 $SDF show --run demo --limit 2
 $SDF grade --backend offline --run demo-grade --where "run = 'demo'"
 $SDF ledger
