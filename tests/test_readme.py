@@ -251,7 +251,7 @@ def demo_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     bin_dir.mkdir()
     (bin_dir / "sdf").write_text(
         f'#!/bin/sh\nexec "{sys.executable}" -c '
-        "'import sys; sys.argv[0] = \"sdf\"; from sdfkit.cli import main; main()' \"$@\"\n"
+        '\'import sys; sys.argv[0] = "sdf"; from sdfkit.cli import main; main()\' "$@"\n'
     )
     (bin_dir / "python").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
     for shim in bin_dir.iterdir():
@@ -418,7 +418,9 @@ def test_every_sdfkit_module_and_function_named_in_the_docs_exists(page: Path):
     import importlib
 
     missing = []
-    for dotted in sorted(set(re.findall(r"\bsdfkit(?:\.[a-z_]+)+", page.read_text())) - {"sdfkit.yaml"}):
+    for dotted in sorted(
+        set(re.findall(r"\bsdfkit(?:\.[a-z_]+)+", page.read_text())) - {"sdfkit.yaml"}
+    ):
         parts = dotted.split(".")
         for cut in range(len(parts), 0, -1):
             try:
