@@ -2,7 +2,8 @@
 # The main job end to end on the example universes (no API key needed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SDF=.venv/bin/sdf
+# SDF: the sdf command to run (tests/test_readme.py passes its own).
+SDF="${SDF:-.venv/bin/sdf}"
 export SDF_CORPUS="${SDF_CORPUS:-corpus}"
 
 echo "== 1. validate the universes"
@@ -15,11 +16,15 @@ echo "== generate the corpus with the OFFLINE STAND-IN (real SDK + batch pipelin
 # 7 facts x 4 doc types x 5 ideas x 3 docs = 420 documents; re-running resumes (adds nothing).
 # With ANTHROPIC_API_KEY set, drop --backend offline to run the same thing on the real API.
 # --words 300-900: shorter than the default (700-1800 words) to keep the demo quick.
+# SDF_DEMO_DOCS_PER_IDEA (default 3): tests/test_readme.py builds a smaller corpus with 1.
 $SDF generate examples/universes/*.md --backend offline --run demo \
-  --doc-types 4 --ideas 5 --docs-per-idea 3 --words 300-900
+  --doc-types 4 --ideas 5 --docs-per-idea "${SDF_DEMO_DOCS_PER_IDEA:-3}" --words 300-900
 $SDF show --run demo --limit 2
 $SDF grade --backend offline --run demo-grade --where "run = 'demo'"
 $SDF ledger
+
+# tests/test_readme.py builds its demo corpus with the steps above only, then runs the README.
+if [[ "${SDF_DEMO_CORPUS_ONLY:-0}" == 1 ]]; then exit 0; fi
 
 echo "== 3. per-concept summary (queries/per_concept_summary.sql)"
 $SDF sql per_concept_summary
