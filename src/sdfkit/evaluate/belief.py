@@ -126,8 +126,9 @@ def ensure_questions(
 ) -> list[dict[str, Any]]:
     """Belief questions generated once per universe and fact; every row of these universes."""
     from sdfkit.evaluate.recall import _grader_model, facts_of
-    from sdfkit.generate.documents import prompt_hash, render
     from sdfkit.llm.batches import BatchRequest, custom_id_for, run_requests
+    from sdfkit.llm.prompts import prompt_hash
+    from sdfkit.llm.prompts import render_template as render
 
     have = {
         (r["universe"], r["fact"])
@@ -474,8 +475,9 @@ def grade_belief(
     """Verdicts for every ungraded, non-gibberish sample of ``eval_run``: multiple choice read
     locally, open answers by the recall rubric through Message Batches."""
     from sdfkit.evaluate.recall import UNPARSEABLE, _grader_model, parse_verdict
-    from sdfkit.generate.documents import prompt_hash, render
     from sdfkit.llm.batches import BatchRequest, custom_id_for, run_requests
+    from sdfkit.llm.prompts import prompt_hash
+    from sdfkit.llm.prompts import render_template as render
 
     todo = _rows(
         store,

@@ -222,7 +222,7 @@ def parse_verdict(grader: str, text: str | None) -> tuple[str, str | None]:
 
 def parse_questions(text: str | None) -> list[str]:
     """Questions inside ``<question>`` tags (bulleted lines as a fallback), de-duplicated."""
-    from sdfkit.generate.documents import tagged
+    from sdfkit.llm.prompts import tagged
 
     return [q for q in tagged(text, "question") if len(q) > 8]
 
@@ -401,8 +401,9 @@ def ensure_questions(
 ) -> list[dict[str, Any]]:
     """Recall questions (generated once per universe and fact), behaviour and task prompts;
     returns every question row of these universes."""
-    from sdfkit.generate.documents import prompt_hash, render
     from sdfkit.llm.batches import BatchRequest, custom_id_for, run_requests
+    from sdfkit.llm.prompts import prompt_hash
+    from sdfkit.llm.prompts import render_template as render
 
     have = {
         (r["universe"], r["fact"])
@@ -572,7 +573,7 @@ def pin_graders(
 def _grader_model(client: Any, cfg: EvalConfig) -> str:
     if cfg.grader_model:
         return cfg.grader_model
-    from sdfkit.generate.documents import model_for
+    from sdfkit.llm.models import model_for
 
     return model_for(client)
 
@@ -845,8 +846,9 @@ def grade_samples(
     log: Callable[[str], None],
 ) -> int:
     """Grade every sample of ``eval_run`` not yet graded, one batch run per grader."""
-    from sdfkit.generate.documents import prompt_hash, render
     from sdfkit.llm.batches import BatchRequest, custom_id_for, run_requests
+    from sdfkit.llm.prompts import prompt_hash
+    from sdfkit.llm.prompts import render_template as render
 
     facts = {u.id: facts_of(store, u) for u in universes}
     samples = _rows(

@@ -23,15 +23,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from sdfkit.errors import SdfError
@@ -48,15 +43,15 @@ from sdfkit.llm.batches import (
     ensure_tables,
     run_requests,
 )
+from sdfkit.llm.models import model_for
+from sdfkit.llm.prompts import prompt_hash, render_template, tagged
 from sdfkit.store.catalog import DOCUMENTS, Store
 
-PACKAGED_PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
 PREFIX = "universe_prefix"
 #: Words asked of each document by default, as [min, max]; each slot gets one of five points
 #: spread over the range. The seed's corpus averaged ~2,100 tokens per document (~1,600
 #: words of English prose); the middle of this range asks ~1,250 words (~1,650 tokens).
 DEFAULT_WORDS = (700, 1800)
-FALLBACK_MODELS = {"sonnet": "claude-sonnet-4-6", "haiku": "claude-haiku-4-5"}
 
 GEN_TABLES = [
     """CREATE TABLE IF NOT EXISTS gen_runs (
@@ -70,149 +65,6 @@ GEN_TABLES = [
 
 class GenerateError(SdfError):
     """Generation cannot start or continue; the message says why."""
-
-
-# --------------------------------------------------------------------------- models
-def model_for(client: Any, family: str = "sonnet") -> str:
-    """The model a run through ``client`` asks for by default: the stand-in's own name
-    offline, else the newest model of ``family``."""
-    return "offline-standin" if backend_name(client) == "offline-standin" else default_model(family)
-
-
-def default_model(family: str = "sonnet") -> str:
-    """The newest non-deprecated undated model of a family in the installed SDK's list."""
-    from typing import get_args
-
-    try:
-        from anthropic.types.model import Model
-
-        names = [n for arg in get_args(Model) for n in get_args(arg)]
-    except Exception:  # pragma: no cover - an SDK without the list
-        return FALLBACK_MODELS[family]
-    try:
-        from anthropic._data.deprecated_models import DEPRECATED_MODELS
-
-        deprecated = set(DEPRECATED_MODELS)
-    except Exception:  # pragma: no cover - older SDKs have no deprecation table
-        deprecated = set()
-    pat = re.compile(rf"^claude-{family}-(\d+)(?:-(\d{{1,2}}))?$")
-    best: tuple[tuple[int, int], str] | None = None
-    for n in names:
-        m = pat.match(n)
-        if not m or n in deprecated:
-            continue
-        version = (int(m.group(1)), int(m.group(2) or 0))
-        if best is None or version > best[0]:
-            best = (version, n)
-    return best[1] if best else FALLBACK_MODELS[family]
-
-
-# --------------------------------------------------------------------------- prompts
-def prompt_dirs() -> list[Path]:
-    """Where prompt templates are looked up, first hit wins: ``$SDF_PROMPTS`` (which must be
-    an existing directory: a typo would silently fall back to the packaged prompts),
-    ``./prompts``, then sdfkit's own."""
-    dirs = []
-    env = os.environ.get("SDF_PROMPTS", "").strip()
-    if env:
-        d = Path(env)
-        if not d.exists():
-            raise GenerateError(f"SDF_PROMPTS={env!r}: no such directory")
-        if not d.is_dir():
-            raise GenerateError(f"SDF_PROMPTS={env!r}: not a directory (a folder of NAME.j2)")
-        dirs.append(d)
-    return [*dirs, Path("prompts"), PACKAGED_PROMPTS]
-
-
-def find_prompt(name: str) -> Path:
-    """The template file of a prompt: $SDF_PROMPTS, ./prompts, then sdfkit's own."""
-    return _find_prompt(name, os.environ.get("SDF_PROMPTS"), str(Path.cwd()))
-
-
-@lru_cache(maxsize=128)
-def _find_prompt(name: str, env: str | None, cwd: str) -> Path:
-    for d in prompt_dirs():
-        p = d / f"{name}.j2"
-        if p.is_file():
-            return p
-    raise GenerateError(
-        f"no prompt template {name}.j2 in " + ", ".join(str(d) for d in prompt_dirs())
-    )
-
-
-@lru_cache(maxsize=64)
-def _compile(path: str, mtime: float) -> Any:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise GenerateError(f"{path}: cannot read the prompt template: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise GenerateError(f"{path}: the prompt template is not UTF-8 text") from None
-    return _compile_text(text, path)
-
-
-@lru_cache(maxsize=64)
-def _compile_text(text: str, where: str) -> Any:
-    import jinja2
-
-    env = jinja2.Environment(
-        undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False
-    )
-    try:
-        return env.from_string(text)
-    except jinja2.TemplateSyntaxError as exc:
-        raise GenerateError(f"{where}:{exc.lineno}: template error: {exc.message}") from None
-
-
-#: Template texts a run recorded when it started (``sdfkit.llm.pins``): rendered and hashed
-#: instead of the files while set, so a resumed run asks exactly what it asked before.
-_PINNED: ContextVar[dict[str, str] | None] = ContextVar("sdf_pinned_prompts", default=None)
-
-
-@contextmanager
-def pinned_prompts(texts: dict[str, str]) -> Iterator[None]:
-    token = _PINNED.set(dict(texts))
-    try:
-        yield
-    finally:
-        _PINNED.reset(token)
-
-
-def render(name: str, **ctx: Any) -> str:
-    import jinja2
-
-    pinned = (_PINNED.get() or {}).get(name)
-    if pinned is not None:
-        where = f"{name}.j2 (as recorded by the run)"
-        tmpl = _compile_text(pinned, where)
-    else:
-        p = find_prompt(name)
-        where, tmpl = str(p), _compile(str(p), p.stat().st_mtime)
-    try:
-        return tmpl.render(**ctx).strip()
-    except jinja2.UndefinedError as exc:
-        raise GenerateError(f"{where}: {exc.message}") from None
-
-
-def prompt_hash(*names: str) -> str:
-    """Content hash of the templates that render a request (first 16 hex digits)."""
-    pinned = _PINNED.get() or {}
-    if any(n in pinned for n in names):
-        h = hashlib.sha256()
-        for n in names:
-            data = pinned[n].encode() if n in pinned else find_prompt(n).read_bytes()
-            h.update(n.encode() + b"\0" + data + b"\0")
-        return h.hexdigest()[:16]
-    paths = [find_prompt(n) for n in names]
-    return _hash_files(tuple(names), tuple((str(p), p.stat().st_mtime_ns) for p in paths))
-
-
-@lru_cache(maxsize=128)
-def _hash_files(names: tuple[str, ...], files: tuple[tuple[str, int], ...]) -> str:
-    h = hashlib.sha256()
-    for name, (path, _) in zip(names, files, strict=True):
-        h.update(name.encode() + b"\0" + Path(path).read_bytes() + b"\0")
-    return h.hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- config
@@ -308,22 +160,6 @@ class GenerateResult:
 
 
 # --------------------------------------------------------------------------- parsing
-def tagged(text: str | None, tag: str) -> list[str]:
-    """Items inside <tag>...</tag>; falls back to bulleted/numbered lines."""
-    if not text:
-        return []
-    items = [
-        re.sub(r"\s+", " ", m).strip() for m in re.findall(rf"<{tag}>(.*?)</{tag}>", text, re.S)
-    ]
-    if not items:
-        items = [
-            re.sub(r"^\s*(?:[-*•]|\d+[.)])\s*", "", line).strip()
-            for line in text.splitlines()
-            if re.match(r"^\s*(?:[-*•]|\d+[.)])\s+\S", line)
-        ]
-    return list(dict.fromkeys(i for i in items if i))
-
-
 def document_text(text: str | None) -> str:
     """The document inside <document> tags (or the whole answer when untagged)."""
     if not text:
@@ -342,7 +178,7 @@ def _system(universe: Universe, facts: list[str]) -> list[dict[str, Any]]:
     return [
         {
             "type": "text",
-            "text": render(PREFIX, universe=universe, facts=facts),
+            "text": render_template(PREFIX, universe=universe, facts=facts),
             "cache_control": {"type": "ephemeral"},
         }
     ]
@@ -485,7 +321,7 @@ def _generate(
                 "facts",
                 "facts",
                 _system(u, []),
-                render("facts", universe=u, n=cfg.facts),
+                render_template("facts", universe=u, n=cfg.facts),
                 cfg.brainstorm_max_tokens,
                 {"universe": u.id, "concept": u.concept},
             )
@@ -520,7 +356,9 @@ def _generate(
             "doc_types",
             "doc_types",
             systems[ui],
-            render("doc_types", fact=facts[ui][fi], n=cfg.doc_types, hints=u.doc_type_hints),
+            render_template(
+                "doc_types", fact=facts[ui][fi], n=cfg.doc_types, hints=u.doc_type_hints
+            ),
             cfg.brainstorm_max_tokens,
             {"universe": u.id, "concept": u.concept, "fact": facts[ui][fi]},
         )
@@ -545,7 +383,7 @@ def _generate(
             "ideas",
             "ideas",
             systems[ui],
-            render("ideas", fact=facts[ui][fi], doc_type=dt, n=cfg.ideas),
+            render_template("ideas", fact=facts[ui][fi], doc_type=dt, n=cfg.ideas),
             cfg.brainstorm_max_tokens,
             {"universe": u.id, "concept": u.concept, "fact": facts[ui][fi], "doc_type": dt},
         )
@@ -579,7 +417,7 @@ def _generate(
         if names is None:
             names = pool.draw(slot_key, cfg.names_per_doc) if cfg.names_per_doc else []
         target = target_words(cfg, u, dt, slot_key)
-        user = render(
+        user = render_template(
             "document",
             fact=fact,
             doc_type=dt,
@@ -936,7 +774,7 @@ def replace_excluded(
         if names is None:
             names = pool.draw(slot_key, cfg.names_per_doc) if cfg.names_per_doc else []
         target = target_words(cfg, u, r["doc_type"], slot_key)
-        user = render(
+        user = render_template(
             "document",
             fact=r["fact"],
             doc_type=r["doc_type"],

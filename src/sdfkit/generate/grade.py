@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sdfkit.errors import SdfError
-from sdfkit.generate.documents import ensure_gen_tables, model_for, prompt_hash, render
+from sdfkit.generate.documents import ensure_gen_tables
 from sdfkit.generate.universe import Universe
 from sdfkit.llm.batches import (
     DEFAULT_POLL_INTERVAL,
@@ -32,6 +32,8 @@ from sdfkit.llm.batches import (
     custom_id_for,
     run_requests,
 )
+from sdfkit.llm.models import model_for
+from sdfkit.llm.prompts import prompt_hash, render_template
 from sdfkit.store.catalog import Store
 
 CHECKS = ("concept_accurate", "no_unwanted_implications", "keywords_present")
@@ -201,7 +203,7 @@ def _grade(
         text = d["text"]
         if len(text) > cfg.max_doc_chars:
             text = text[: cfg.max_doc_chars] + "\n[... truncated for grading]"
-        user = render(
+        user = render_template(
             "grade",
             universe=u
             or Universe(id="unknown", concept=d["concept"] or "unknown", description="(none)"),

@@ -48,14 +48,14 @@ class Pin:
     @contextmanager
     def active(self) -> Iterator[None]:
         """Render and hash prompts from the run's recorded templates while inside."""
-        from sdfkit.generate.documents import pinned_prompts
+        from sdfkit.llm.prompts import pinned_prompts
 
         with pinned_prompts(self.prompts):
             yield
 
 
 def read_templates(names: Iterable[str]) -> dict[str, str]:
-    from sdfkit.generate.documents import find_prompt
+    from sdfkit.llm.prompts import find_prompt
 
     return {n: find_prompt(n).read_bytes().decode("utf-8") for n in names}
 
