@@ -166,8 +166,7 @@ def parse_llama3(text: str) -> Completion:
 
 def renderer_for(base_model: str, name: str = "auto") -> ChatRenderer:
     """The chat format of a base model (``name`` overrides: harmony, chatml, llama3)."""
-    from sdfkit.llm.chat import FORMAT_FOR_TOKENIZER
-    from sdfkit.train.run import expected_tokenizer
+    from sdfkit.llm.models import FORMAT_FOR_TOKENIZER, expected_tokenizer
 
     tok = expected_tokenizer(base_model)
     if name == "auto":

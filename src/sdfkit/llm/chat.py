@@ -19,7 +19,8 @@ end token; the role header that opens its turn and every other message weigh 0.
 This module is the one renderer of these formats: ``render`` gives the training trajectories
 of an export, and ``render_prompt`` the sampling prompts of ``sdf eval`` (the same messages
 rendered the same way, then the assistant's turn header), so a model is asked exactly as it
-was trained. ``STOP_TOKENS`` are the tokens that end an assistant turn when sampling.
+was trained. The formats, stop tokens and end-of-document tokens of each model family are
+read from ``sdfkit.llm.models`` (the one table of them).
 
 A trajectory is well-formed when: it is a JSON object with a non-empty ``messages`` list; each
 message has exactly ``role`` and ``content`` (a non-empty string); roles are ``system`` /
@@ -38,20 +39,9 @@ from typing import Any
 import numpy as np
 
 from sdfkit.errors import SdfError
+from sdfkit.llm.models import DOCUMENT_END, FORMAT_FOR_TOKENIZER, STOP_TOKENS, expected_tokenizer
 from sdfkit.llm.tokens import Tokenizer
 
-FORMAT_FOR_TOKENIZER = {"o200k_harmony": "harmony", "qwen3": "chatml", "llama3": "llama3"}
-#: Chat format -> the special tokens that end an assistant turn when sampling.
-STOP_TOKENS = {
-    "harmony": ("<|return|>", "<|call|>"),
-    "chatml": ("<|im_end|>",),
-    "llama3": ("<|eot_id|>",),
-}
-#: Chat format -> the special token that ends a document: the encoding's end of text, the
-#: boundary between pretraining documents. Not a chat stop token: an SDF document is not an
-#: assistant's turn (gpt-oss's Hugging Face tokenizer names ``<|return|>`` its EOS, which
-#: ends a turn; ``<|endoftext|>`` is what the bundled encoding ends text with).
-DOCUMENT_END = {"harmony": "<|endoftext|>", "chatml": "<|endoftext|>", "llama3": "<|end_of_text|>"}
 PREAMBLE_ROLES = {"system", "developer"}
 
 
@@ -137,8 +127,6 @@ def model_format(tok: Tokenizer) -> str | None:
     model for ``hf:<model>`` (``hf:openai/gpt-oss-20b`` is Harmony); None when unknown."""
     fmt = FORMAT_FOR_TOKENIZER.get(tok.name)
     if fmt is None and tok.name.startswith("hf:"):
-        from sdfkit.train.run import expected_tokenizer
-
         fmt = FORMAT_FOR_TOKENIZER.get(expected_tokenizer(tok.name[3:]) or "")
     return fmt
 

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from sdfkit.errors import SdfError
 from sdfkit.export.shards import to_datum
+from sdfkit.llm.models import expected_tokenizer
 
 if TYPE_CHECKING:  # pragma: no cover
     import duckdb
@@ -64,17 +65,6 @@ RECORD_EVERY_SECONDS = 2.0
 DEFAULT_BASE_MODEL = "openai/gpt-oss-20b"
 #: Where the SDK goes when ``TINKER_BASE_URL`` is unset (``tinker/lib/base_url.py``).
 DEFAULT_BASE_URL = "https://tinker.thinkingmachines.dev/services/tinker-prod"
-
-#: Base model name (lower-case prefix) -> the tokenizer name an export records for it.
-MODEL_TOKENIZERS: list[tuple[str, str]] = [
-    ("openai/gpt-oss-", "o200k_harmony"),
-    ("gpt-oss-", "o200k_harmony"),
-    ("qwen/qwen3", "qwen3"),
-    ("qwen3", "qwen3"),
-    ("meta-llama/llama-3", "llama3"),
-    ("meta-llama/meta-llama-3", "llama3"),
-    ("llama-3", "llama3"),
-]
 
 
 class TrainError(SdfError):
@@ -189,15 +179,6 @@ def lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
     progress = min(max((step - w) / span, 0.0), 1.0)
     floor = cfg.min_lr_ratio
     return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
-def expected_tokenizer(base_model: str) -> str | None:
-    """The tokenizer name an export must record for ``base_model`` (None: unknown model)."""
-    low = base_model.lower()
-    for prefix, tok in MODEL_TOKENIZERS:
-        if low.startswith(prefix):
-            return tok
-    return None
 
 
 def check_tokenizer(manifest_tokenizer: str, cfg: TrainConfig) -> None:
