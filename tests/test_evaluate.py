@@ -701,7 +701,7 @@ def test_samples_still_missing_after_retries_are_counted_reported_and_asked_agai
 @pytest.mark.usefixtures("tinker_env")
 def test_samples_received_before_a_failed_request_are_kept(tmp_path, store, example_universe):
     from sdfkit.llm.batches import make_client
-    from sdfkit.train.run import TinkerUnavailable
+    from sdfkit.train.service import TinkerUnavailable
 
     client = make_client("offline")
     world = _trained_world(tmp_path, store)

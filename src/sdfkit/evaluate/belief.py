@@ -295,7 +295,7 @@ def sample_belief(
 
     from sdfkit.evaluate.recall import renderer_for
     from sdfkit.evaluate.sampling import prompt_tokens
-    from sdfkit.train.run import within
+    from sdfkit.train.service import within
 
     renderer = renderer_for(base_model, cfg.renderer)
     params = types.SamplingParams(
@@ -388,7 +388,7 @@ def _run_jobs(
 
     from sdfkit.evaluate.gibberish import signals
     from sdfkit.evaluate.sampling import prompt_tokens
-    from sdfkit.train.run import within
+    from sdfkit.train.service import within
 
     if not jobs:
         return [], 0
@@ -596,7 +596,7 @@ def measure(
     service_factory: Callable[[], Any] | None = None,
 ) -> BeliefResult:
     """Questions (once per fact), samples on every target and condition, verdicts."""
-    from sdfkit.train.run import close_service, connect_service
+    from sdfkit.train.service import close_service, connect_service
 
     questions = ensure_questions(store, universes, client, cfg, log)
     if not questions:

@@ -304,7 +304,7 @@ class EvalConfig:
         if self.belief_questions_per_fact < 1:
             raise EvalError("--belief-questions-per-fact must be at least 1")
         from sdfkit.llm.batches import batch_option_problem
-        from sdfkit.train.run import MAX_DEADLINE
+        from sdfkit.train.service import MAX_DEADLINE
 
         if not (0 < self.deadline <= MAX_DEADLINE and 0 < self.health_timeout <= MAX_DEADLINE):
             raise EvalError(
@@ -645,7 +645,7 @@ def sample_targets(
     from tinker import types
 
     from sdfkit.progress import counter
-    from sdfkit.train.run import within
+    from sdfkit.train.service import within
 
     renderer = renderer_for(base_model, cfg.renderer)
     stop = renderer.stop_ids()
@@ -980,7 +980,7 @@ def evaluate(
     from dataclasses import replace
 
     from sdfkit.llm.batches import client_for_store
-    from sdfkit.train.run import close_service, connect_service
+    from sdfkit.train.service import close_service, connect_service
 
     cfg = cfg or EvalConfig()
     say = log or (lambda _m: None)
