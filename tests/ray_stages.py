@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from sdfkit.llm.tokens import TokenCountStage
+from sdfkit.engine.token_counts import TokenCountStage
 
 
 class DiesOnceStage(TokenCountStage):

@@ -259,7 +259,8 @@ def _one_error_line(out, expected: str) -> None:
 
 
 def test_bad_sdf_tokenizer_names_the_variable(cli, store, tmp_path, monkeypatch):
-    from sdfkit.llm.tokens import TokenCountStage, TokenizerError, canonical_name, get_tokenizer
+    from sdfkit.engine.token_counts import TokenCountStage
+    from sdfkit.llm.tokens import TokenizerError, canonical_name, get_tokenizer
 
     docs = _jsonl(tmp_path)
     monkeypatch.setenv("SDF_TOKENIZER", "o200k_harmoni")

@@ -104,7 +104,9 @@ def run_sql(
     return pl.from_arrow(tbl)  # type: ignore[return-value]
 
 
-#: Table-name prefix -> the command that makes such tables.
+#: Table-name prefix -> the command that makes such tables; the longest matching prefix
+#: wins. Other parts add theirs with ``register_table_maker`` (the audit registry names each
+#: audit's command), so the store knows no audit by name.
 MADE_BY = {
     "eval_": "sdf eval",
     "belief_": "sdf eval --belief",
@@ -116,7 +118,14 @@ MADE_BY = {
     "selection": "sdf select",
     "gen_": "sdf generate",
     "ledger": "sdf generate",
+    "audit_": "sdf report",  # every audit; a registered audit names its own command
 }
+
+
+def register_table_maker(prefix: str, command: str) -> None:
+    """Name the command that makes the tables starting with ``prefix`` (for the hint a query
+    of a missing table gets)."""
+    MADE_BY[prefix] = command
 
 
 def _explain(message: str) -> str:
@@ -127,16 +136,10 @@ def _explain(message: str) -> str:
     if not m:
         return message
     table, first = m.group(1), message.splitlines()[0]
-    command = None
-    audit = re.match(r"audit_([a-z]+)_", table)
-    if audit:
-        from sdfkit.audits import AUDITS
-
-        if audit.group(1) in AUDITS:
-            command = f"sdf audit {audit.group(1)}` or `sdf report"
-    for prefix, cmd in MADE_BY.items():
-        if command is None and table.startswith(prefix):
-            command = cmd
+    command = next(
+        (MADE_BY[p] for p in sorted(MADE_BY, key=len, reverse=True) if table.startswith(p)),
+        None,
+    )
     if command is None:
         return message
     return f"{table} does not exist yet: it is made by `{command}`; run that first. ({first})"
