@@ -42,14 +42,9 @@ import pyarrow.parquet as pq
 
 from sdfkit.errors import SdfError
 from sdfkit.llm.tokens import Tokenizer, get_tokenizer
-from sdfkit.store.catalog import (
-    Store,
-    _fsync,
-    _fsync_dir,
-    doc_id_for,
-    temp_owner,
-    temp_writer_alive,
-)
+from sdfkit.store.catalog import Store, doc_id_for, temp_owner, temp_writer_alive
+from sdfkit.store.durable import fsync_dir as _fsync_dir
+from sdfkit.store.durable import fsync_file as _fsync
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"

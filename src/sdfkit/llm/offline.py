@@ -107,13 +107,10 @@ class OfflineServer:
     def _save(self, batch: dict[str, Any]) -> None:
         self.batches[batch["id"]] = batch
         if self.state_dir:
-            import os
+            from sdfkit.store.durable import write_text_atomic
 
-            self.state_dir.mkdir(parents=True, exist_ok=True)
             p = self.state_dir / f"{batch['id']}.json"
-            tmp = p.with_suffix(".tmp")
-            tmp.write_text(json.dumps(batch, ensure_ascii=False), encoding="utf-8")
-            os.replace(tmp, p)
+            write_text_atomic(p, json.dumps(batch, ensure_ascii=False))
 
     def _all(self) -> list[dict[str, Any]]:
         if self.state_dir and self.state_dir.is_dir():

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from sdfkit.errors import SdfError
 from sdfkit.store.catalog import Store
+from sdfkit.store.durable import atomic_path
 
 if TYPE_CHECKING:  # pragma: no cover
     import polars as pl
@@ -231,23 +232,17 @@ def write_out(df: pl.DataFrame, path: str | Path, store: Store | None = None) ->
                 f"--out {p}: inside the corpus folder {store.root}; write results elsewhere"
             )
     suffix = p.suffix.lower()
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".tmp-{p.name}")
-    try:
+    if suffix not in (".csv", ".parquet", ".json", ".jsonl", ".ndjson"):
+        raise QueryError(
+            f"{p}: unknown output type {suffix!r}: use .csv, .parquet, .json or .jsonl"
+        )
+    with atomic_path(p) as tmp:
         if suffix == ".csv":
             _csv_ready(df).write_csv(tmp)
         elif suffix == ".parquet":
             df.write_parquet(tmp, compression="zstd")
         elif suffix == ".json":
             tmp.write_text(json.dumps(df.to_dicts(), ensure_ascii=False, indent=2, default=str))
-        elif suffix in (".jsonl", ".ndjson"):
-            df.write_ndjson(tmp)
         else:
-            raise QueryError(
-                f"{p}: unknown output type {suffix!r}: use .csv, .parquet, .json or .jsonl"
-            )
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+            df.write_ndjson(tmp)
     return p
