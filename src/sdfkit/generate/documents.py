@@ -26,7 +26,6 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 from sdfkit.errors import SdfError
@@ -46,6 +45,7 @@ from sdfkit.llm.batches import (
 from sdfkit.llm.models import model_for
 from sdfkit.llm.prompts import prompt_hash, render_template, tagged
 from sdfkit.store.catalog import DOCUMENTS, Store
+from sdfkit.store.records import utc_now
 
 PREFIX = "universe_prefix"
 #: Words asked of each document by default, as [min, max]; each slot gets one of five points
@@ -575,7 +575,7 @@ def _prior_seed_names(store: Store, run: str, stage: str = "documents") -> dict[
 
 def _record_run(store: Store, cfg: GenerateConfig, universes: list[Universe], backend: str) -> None:
     ensure_tables(store)
-    now = datetime.now(timezone.utc)
+    now = utc_now()
     hashes = {
         name: prompt_hash(PREFIX, name) for name in ("facts", "doc_types", "ideas", "document")
     }

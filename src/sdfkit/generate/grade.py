@@ -16,7 +16,6 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 from sdfkit.errors import SdfError
@@ -35,6 +34,7 @@ from sdfkit.llm.batches import (
 from sdfkit.llm.models import model_for
 from sdfkit.llm.prompts import prompt_hash, render_template
 from sdfkit.store.catalog import Store
+from sdfkit.store.records import utc_now
 
 CHECKS = ("concept_accurate", "no_unwanted_implications", "keywords_present")
 GRADE_STAGE = "grade"
@@ -282,7 +282,7 @@ def _store_verdicts(
     store: Store, outcomes: list[BatchOutcome], run: str, phash: str, result: GradeResult
 ) -> None:
     """One transaction per chunk: grades rows replaced, exclusions set or lifted."""
-    now = datetime.now(timezone.utc)
+    now = utc_now()
     grades, excl = [], []
     for o in outcomes:
         if o.status != "succeeded":

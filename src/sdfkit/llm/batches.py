@@ -36,7 +36,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,7 @@ import pyarrow as pa
 
 from sdfkit.errors import SdfError
 from sdfkit.store.catalog import Store
+from sdfkit.store.records import utc_now
 
 if TYPE_CHECKING:  # pragma: no cover
     import anthropic
@@ -299,10 +300,6 @@ def ensure_tables(store: Store, con: Any = None) -> None:
     for stmt in CATALOG_TABLES:
         con.execute(stmt)
     _ENSURED.add(store.db_path.resolve())
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _rows(store: Store, sql: str, params: list[Any] | None = None) -> list[tuple]:
@@ -690,7 +687,7 @@ class _Runner:
 
         sid = uuid.uuid4().hex
         attempt = 1 + max(attempts.get(r.custom_id, 0) for r in reqs)
-        now = _now()
+        now = utc_now()
         stmts: list[tuple[str, list[Any]]] = [
             (
                 "INSERT INTO gen_batches (submission_id, run, stage, attempt, n_requests, "
@@ -1140,8 +1137,8 @@ class _Runner:
                     "succeeded = ?, errored = ?, expired = ?, canceled = ?, malformed = ? "
                     "WHERE submission_id = ?",
                     [
-                        ended_at or _now(),
-                        _now(),
+                        ended_at or utc_now(),
+                        utc_now(),
                         tally["succeeded"],
                         sum(
                             v
@@ -1190,7 +1187,7 @@ class _Runner:
             "output_tokens": 0,
             "cache_read_tokens": 0,
             "cache_write_tokens": 0,
-            "received_at": _now(),
+            "received_at": utc_now(),
             "raw": None,
         }
 
@@ -1300,7 +1297,7 @@ class _Runner:
                         list_cost,
                         self.prices.batch_discount,
                         cost,
-                        _now(),
+                        utc_now(),
                     ],
                 )
             )

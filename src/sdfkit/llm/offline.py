@@ -31,9 +31,11 @@ import re
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from sdfkit.store.records import utc_now
 
 STANDIN = "offline-standin"
 BASE_URL = "https://offline-standin.invalid"
@@ -168,7 +170,7 @@ class OfflineServer:
     def _create(self, body: dict[str, Any]) -> dict[str, Any]:
         batch = {
             "id": "msgbatch_offline_" + uuid.uuid4().hex[:20],
-            "created_at": datetime.now(timezone.utc).isoformat(),
+            "created_at": utc_now().isoformat(),
             "requests": body["requests"],
             "polls": 0,
             "ended": False,
@@ -192,7 +194,7 @@ class OfflineServer:
             "request_counts": counts,
             "created_at": batch["created_at"],
             "expires_at": (created + timedelta(hours=24)).isoformat(),
-            "ended_at": datetime.now(timezone.utc).isoformat() if batch["ended"] else None,
+            "ended_at": utc_now().isoformat() if batch["ended"] else None,
             "archived_at": None,
             "cancel_initiated_at": None,
             "results_url": (

@@ -17,11 +17,11 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 from sdfkit.errors import SdfError
 from sdfkit.store.catalog import Store
+from sdfkit.store.records import utc_now
 
 PIN_TABLE = """CREATE TABLE IF NOT EXISTS run_pins (
     kind VARCHAR, run VARCHAR, model VARCHAR, prompts VARCHAR, created_at TIMESTAMPTZ,
@@ -152,7 +152,7 @@ def _write(
     with store.connect() as con:
         con.execute(PIN_TABLE)
         con.execute("BEGIN")
-        created = datetime.now(timezone.utc)
+        created = utc_now()
         if replace:
             old = con.execute(
                 "SELECT min(created_at) FROM run_pins WHERE kind = ? AND run = ?", [kind, run]

@@ -23,8 +23,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
+
+from sdfkit.store.records import utc_now
 
 if TYPE_CHECKING:  # pragma: no cover
     from sdfkit.store.catalog import Store
@@ -78,7 +79,7 @@ def record(store: Store, rows: list[dict[str, Any]]) -> int:
 
     if not rows:
         return 0
-    now = datetime.now(timezone.utc)
+    now = utc_now()
     table = pa.table(
         {
             **{c: pa.array([r.get(c) for r in rows], pa.string()) for c in COLUMNS if c != "line"},

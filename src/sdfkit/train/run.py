@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from sdfkit.errors import SdfError
 from sdfkit.export.shards import to_datum
 from sdfkit.llm.models import expected_tokenizer
+from sdfkit.store.records import utc_now
 from sdfkit.train.service import (
     DEFAULT_DEADLINE,
     MAX_DEADLINE,
@@ -450,12 +451,6 @@ def _rows_table(rows: list[list[Any]], names: list[str]) -> Any:
     return pa.table({n: [r[i] for r in rows] for i, n in enumerate(names)})
 
 
-def _now() -> Any:
-    import datetime as dt
-
-    return dt.datetime.now(dt.timezone.utc)
-
-
 def _run_row(store: Store, run: str) -> dict[str, Any] | None:
     with catalog(store) as con:
         cur = con.execute("SELECT * FROM train_runs WHERE run = ?", [run])
@@ -613,7 +608,7 @@ def _train(
     # contacted or paid.
     examples = iter_examples(plan.view, plan.batches[start][0])
     service = connect_service(cfg.health_timeout, service_factory)
-    now = _now()
+    now = utc_now()
     with catalog(store) as con:
         con.execute("BEGIN")
         if existing is None:
@@ -704,7 +699,7 @@ def _train(
                 con.unregister("_steps")
                 con.execute(
                     "UPDATE train_runs SET steps_done = ?, updated_at = ? WHERE run = ?",
-                    [pending[-1][1] + 1, _now(), plan.run],
+                    [pending[-1][1] + 1, utc_now(), plan.run],
                 )
                 con.execute("COMMIT")
             pending.clear()
@@ -734,7 +729,7 @@ def _train(
                     str(batch[0]["example_id"]),
                     str(batch[-1]["example_id"]),
                     time.monotonic() - t0,
-                    _now(),
+                    utc_now(),
                 ]
             )
             done_steps = s + 1
@@ -796,7 +791,8 @@ def _train(
 def _set_status(store: Store, run: str, status: str) -> None:
     with catalog(store) as con:
         con.execute(
-            "UPDATE train_runs SET status = ?, updated_at = ? WHERE run = ?", [status, _now(), run]
+            "UPDATE train_runs SET status = ?, updated_at = ? WHERE run = ?",
+            [status, utc_now(), run],
         )
 
 
@@ -836,7 +832,7 @@ def _checkpoint(
         "name": name,
         "state_path": state.path,
         "sampler_path": None,
-        "created_at": _now(),
+        "created_at": utc_now(),
     }
     # Recorded at once: a resume may start from this state even if the sampler copy fails.
     with catalog(store) as con:
