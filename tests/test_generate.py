@@ -345,8 +345,8 @@ def test_name_pool_caps_uses_and_is_keyed():
 
 
 # ----------------------------------------------------------------------------- grading
-def test_parse_verdict():
-    from sdfkit.generate.grade import parse_verdict
+def test_parse_grade_verdict():
+    from sdfkit.generate.grade import parse_grade_verdict as parse_verdict
 
     ok = '{"concept_accurate": true, "no_unwanted_implications": true, "keywords_present": false}'
     v, err = parse_verdict("Here you go:\n" + ok)

@@ -618,7 +618,8 @@ def export(
     chat_units: list[_Unit] = []
     inputs: dict[str, Any] = {}
     if cfg.chat and cfg.chat_ratio > 0:
-        from sdfkit.llm.chat import read_trajectories, render
+        from sdfkit.llm.chat import read_trajectories
+        from sdfkit.llm.chat import render_trajectories as render
 
         trajs = read_trajectories(cfg.chat)
         for t, (ids, w) in zip(trajs, render(trajs, tok), strict=True):

@@ -30,6 +30,7 @@ from typing import Any
 
 from sdfkit.errors import SdfError
 from sdfkit.generate.universe import Universe
+from sdfkit.llm import batches
 from sdfkit.llm.batches import (
     DEFAULT_POLL_INTERVAL,
     BatchOutcome,
@@ -39,7 +40,6 @@ from sdfkit.llm.batches import (
     batch_option_problem,
     client_for_store,
     custom_id_for,
-    ensure_tables,
     run_requests,
 )
 from sdfkit.llm.models import model_for
@@ -53,7 +53,7 @@ PREFIX = "universe_prefix"
 #: words of English prose); the middle of this range asks ~1,250 words (~1,650 tokens).
 DEFAULT_WORDS = (700, 1800)
 
-GEN_TABLES = [
+TABLES = [
     """CREATE TABLE IF NOT EXISTS gen_runs (
         run VARCHAR, started_at TIMESTAMPTZ, backend VARCHAR, model VARCHAR,
         universes VARCHAR[], config VARCHAR, prompt_hashes VARCHAR)""",
@@ -205,6 +205,51 @@ def _request(
     )
 
 
+def _document_request(
+    cfg: GenerateConfig,
+    stage: str,
+    u: Universe,
+    system: list[dict[str, Any]],
+    fact: str,
+    doc_type: str,
+    idea: str | None,
+    slot_key: str,
+    prior: dict[str, list[str]],
+    pool: Any,
+    **extra_meta: Any,
+) -> BatchRequest:
+    """The request for one document slot (of the documents stage, or a replacement): seed
+    names as recorded for the slot, else drawn from ``pool``; its length target; the
+    ``document`` template with the universe's keywords and anti-universe."""
+    names = prior.get(slot_key)
+    if names is None:
+        names = pool.draw(slot_key, cfg.names_per_doc) if cfg.names_per_doc else []
+    target = target_words(cfg, u, doc_type, slot_key)
+    user = render_template(
+        "document",
+        fact=fact,
+        doc_type=doc_type,
+        idea=idea or "",
+        seed_names=names,
+        target_words=target,
+        keywords=[kw.variants()[0] for kw in u.required_keywords],
+        anti=u.anti_universe,
+    )
+    meta = {
+        "universe": u.id,
+        "concept": u.concept,
+        "fact": fact,
+        "doc_type": doc_type,
+        "idea": idea,
+        "seed_names": names,
+        "slot_key": slot_key,
+        "target_words": target,
+        "universe_hash": u.content_hash,
+        **extra_meta,
+    }
+    return _request(cfg, stage, "document", system, user, cfg.max_tokens, meta)
+
+
 def target_words(cfg: GenerateConfig, universe: Universe, doc_type: str, slot_key: str) -> int:
     """Words asked of one document slot: one of five points spread over the range that
     ``--words`` (else the universe's ``target_words`` for the doc type, else DEFAULT_WORDS)
@@ -246,7 +291,8 @@ def generate(
         raise GenerateError("no universe files given")
     if client is None:
         client = client_for_store(store, backend)
-    ensure_gen_tables(store)
+    with store.connect() as con:
+        ensure_tables(con)
     pin = pin_run(
         store,
         "generate",
@@ -413,39 +459,9 @@ def _generate(
         slot_key = hashlib.sha256(
             json.dumps([u.id, fact, dt, idea, k], ensure_ascii=False).encode()
         ).hexdigest()[:24]
-        names = prior.get(slot_key)
-        if names is None:
-            names = pool.draw(slot_key, cfg.names_per_doc) if cfg.names_per_doc else []
-        target = target_words(cfg, u, dt, slot_key)
-        user = render_template(
-            "document",
-            fact=fact,
-            doc_type=dt,
-            idea=idea,
-            seed_names=names,
-            target_words=target,
-            keywords=[kw.variants()[0] for kw in u.required_keywords],
-            anti=u.anti_universe,
-        )
         doc_reqs.append(
-            _request(
-                cfg,
-                "documents",
-                "document",
-                systems[ui],
-                user,
-                cfg.max_tokens,
-                {
-                    "universe": u.id,
-                    "concept": u.concept,
-                    "fact": fact,
-                    "doc_type": dt,
-                    "idea": idea,
-                    "seed_names": names,
-                    "slot_key": slot_key,
-                    "target_words": target,
-                    "universe_hash": u.content_hash,
-                },
+            _document_request(
+                cfg, "documents", u, systems[ui], fact, dt, idea, slot_key, prior, pool
             )
         )
 
@@ -574,14 +590,12 @@ def _prior_seed_names(store: Store, run: str, stage: str = "documents") -> dict[
 
 
 def _record_run(store: Store, cfg: GenerateConfig, universes: list[Universe], backend: str) -> None:
-    ensure_tables(store)
     now = utc_now()
     hashes = {
         name: prompt_hash(PREFIX, name) for name in ("facts", "doc_types", "ideas", "document")
     }
     with store.connect() as con:
-        for stmt in GEN_TABLES:
-            con.execute(stmt)
+        ensure_tables(con)
         con.execute("BEGIN")
         con.execute(
             "INSERT INTO gen_runs VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -615,14 +629,14 @@ def _record_run(store: Store, cfg: GenerateConfig, universes: list[Universe], ba
         con.execute("COMMIT")
 
 
-def ensure_gen_tables(store: Store) -> None:
-    ensure_tables(store)
-    with store.connect() as con:
-        for stmt in GEN_TABLES:
-            con.execute(stmt)
+def ensure_tables(con: Any) -> None:
+    """Create the generation tables (``TABLES``, and the batch tables they refer to) if
+    missing, on an open connection."""
+    batches.ensure_tables(con)
+    for stmt in TABLES:
+        con.execute(stmt)
 
 
-# --------------------------------------------------------------------------- reading
 def show_documents(
     store: Store,
     *,
@@ -770,40 +784,19 @@ def replace_excluded(
                 [u.id, r["fact"], r["doc_type"], r["idea"], "replaces", r["doc_id"]]
             ).encode()
         ).hexdigest()[:24]
-        names = prior.get(slot_key)
-        if names is None:
-            names = pool.draw(slot_key, cfg.names_per_doc) if cfg.names_per_doc else []
-        target = target_words(cfg, u, r["doc_type"], slot_key)
-        user = render_template(
-            "document",
-            fact=r["fact"],
-            doc_type=r["doc_type"],
-            idea=r["idea"] or "",
-            seed_names=names,
-            target_words=target,
-            keywords=[kw.variants()[0] for kw in u.required_keywords],
-            anti=u.anti_universe,
-        )
         reqs.append(
-            _request(
+            _document_request(
                 cfg,
                 REPLACE_STAGE,
-                "document",
+                u,
                 systems[u.id],
-                user,
-                cfg.max_tokens,
-                {
-                    "universe": u.id,
-                    "concept": u.concept,
-                    "fact": r["fact"],
-                    "doc_type": r["doc_type"],
-                    "idea": r["idea"],
-                    "seed_names": names,
-                    "slot_key": slot_key,
-                    "target_words": target,
-                    "universe_hash": u.content_hash,
-                    "replaces": r["doc_id"],
-                },
+                r["fact"],
+                r["doc_type"],
+                r["idea"],
+                slot_key,
+                prior,
+                pool,
+                replaces=r["doc_id"],
             )
         )
     result.requests = len(reqs)

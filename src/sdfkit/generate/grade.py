@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sdfkit.errors import SdfError
-from sdfkit.generate.documents import ensure_gen_tables
+from sdfkit.generate.documents import ensure_tables
 from sdfkit.generate.universe import Universe
 from sdfkit.llm.batches import (
     DEFAULT_POLL_INTERVAL,
@@ -77,7 +77,7 @@ class GradeResult:
         return s
 
 
-def parse_verdict(text: str | None) -> tuple[dict[str, Any] | None, str | None]:
+def parse_grade_verdict(text: str | None) -> tuple[dict[str, Any] | None, str | None]:
     """(verdict, None) for a well-formed answer, else (None, why it is not)."""
     if not text or not text.strip():
         return None, "empty answer"
@@ -99,7 +99,8 @@ def parse_verdict(text: str | None) -> tuple[dict[str, Any] | None, str | None]:
 
 def _universes(store: Store, extra: list[Universe] | None) -> dict[str, Universe]:
     """Universes by id: those given, then the newest stored by generation runs."""
-    ensure_gen_tables(store)
+    with store.connect() as con:
+        ensure_tables(con)
     out: dict[str, Universe] = {}
     rows = store.query(
         "SELECT universe, universe_json FROM gen_universes ORDER BY stored_at"
@@ -137,7 +138,8 @@ def grade(
         raise GradeError(problem)
     if client is None:
         client = client_for_store(store, backend)
-    ensure_gen_tables(store)
+    with store.connect() as con:
+        ensure_tables(con)
     pin = pin_run(
         store,
         "grade",
@@ -288,7 +290,7 @@ def _store_verdicts(
         if o.status != "succeeded":
             continue
         doc_id = o.request.meta["doc_id"]
-        verdict, err = parse_verdict(o.text)
+        verdict, err = parse_grade_verdict(o.text)
         if verdict is None:
             grades.append((doc_id, run, o.model, phash, None, o.text, err, now))
             continue

@@ -243,7 +243,7 @@ def load_prices(path: str | Path | None = None) -> PriceTable:
 
 
 # --------------------------------------------------------------------------- catalog
-CATALOG_TABLES = [
+TABLES = [
     """CREATE TABLE IF NOT EXISTS gen_batches (
         submission_id VARCHAR, batch_id VARCHAR, run VARCHAR, stage VARCHAR, attempt INTEGER,
         n_requests INTEGER, bytes BIGINT, status VARCHAR, backend VARCHAR,
@@ -289,16 +289,18 @@ RESULT_SCHEMA = pa.schema(
 _ENSURED: set[Path] = set()
 
 
-def ensure_tables(store: Store, con: Any = None) -> None:
-    """Create the batch tables if missing (once per catalog file and process)."""
-    if con is None and store.db_path.resolve() in _ENSURED and store.db_path.exists():
-        return
-    if con is None:
-        with store.connect() as c:
-            ensure_tables(store, c)
-        return
-    for stmt in CATALOG_TABLES:
+def ensure_tables(con: Any) -> None:
+    """Create the batch tables (``TABLES``) if missing, on an open connection."""
+    for stmt in TABLES:
         con.execute(stmt)
+
+
+def ensure_store_tables(store: Store) -> None:
+    """``ensure_tables`` on ``store``'s catalog, once per catalog file and process."""
+    if store.db_path.resolve() in _ENSURED and store.db_path.exists():
+        return
+    with store.connect() as con:
+        ensure_tables(con)
     _ENSURED.add(store.db_path.resolve())
 
 
@@ -542,7 +544,8 @@ class _Runner:
         (a catalog connection per question would dominate small runs). Returns whether a
         submission was interrupted between its intent and its batch id."""
         with self.store.connect() as con:
-            ensure_tables(self.store, con)
+            ensure_tables(con)
+            _ENSURED.add(self.store.db_path.resolve())
             submitting = con.execute(
                 "SELECT count(*) FROM gen_batches WHERE run = ? AND stage = ? "
                 "AND status = 'submitting'",
@@ -1398,7 +1401,7 @@ def ledger(store: Store, run: str | None = None, prices: PriceTable | None = Non
     when given (e.g. after a price change), else as recorded."""
     import polars as pl
 
-    ensure_tables(store)
+    ensure_store_tables(store)
     where, params = ("WHERE run = ?", [run]) if run else ("", [])
     df = store.query(
         "SELECT run, stage, model, count(DISTINCT batch_id) AS batches, "

@@ -352,7 +352,7 @@ class Store:
 
         con.execute("BEGIN")
         try:
-            _schema.create_tables(con)
+            _schema.ensure_tables(con)
             present = set(self.parquet_tables())
             for name in sorted(present | {DOCUMENTS}):
                 if name in present:

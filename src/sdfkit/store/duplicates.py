@@ -30,9 +30,19 @@ from sdfkit.store.records import utc_now
 if TYPE_CHECKING:  # pragma: no cover
     from sdfkit.store.catalog import Store
 
-TABLE = """CREATE TABLE IF NOT EXISTS duplicates (
+TABLES = [
+    """CREATE TABLE IF NOT EXISTS duplicates (
     doc_id VARCHAR, kind VARCHAR, run VARCHAR, universe VARCHAR, concept VARCHAR,
-    doc_type VARCHAR, source VARCHAR, line BIGINT, custom_id VARCHAR, created_at TIMESTAMPTZ)"""
+    doc_type VARCHAR, source VARCHAR, line BIGINT, custom_id VARCHAR, created_at TIMESTAMPTZ)""",
+]
+
+
+def ensure_tables(con: Any) -> None:
+    """Create this module's catalog tables (``TABLES``) if missing, on an open connection."""
+    for stmt in TABLES:
+        con.execute(stmt)
+
+
 COLUMNS = (
     "doc_id", "kind", "run", "universe", "concept", "doc_type", "source", "line", "custom_id",
 )  # fmt: skip
@@ -87,7 +97,7 @@ def record(store: Store, rows: list[dict[str, Any]]) -> int:
         }
     )
     with _catalog(store) as con:
-        con.execute(TABLE)
+        ensure_tables(con)
         con.register("_dups", table)
         try:
             con.execute("BEGIN")
@@ -138,7 +148,7 @@ def _catalog(store: Store, wait: float = 30.0) -> Iterator[Any]:
 def figures(store: Store) -> dict[str, Any]:
     """``exact_duplicate_rows`` and counts per run and per concept, for the report."""
     with store.connect() as con:
-        con.execute(TABLE)
+        ensure_tables(con)
         total = con.execute("SELECT count(*) FROM duplicates").fetchall()[0][0]
         by_run = con.execute(
             "SELECT coalesce(run, '(ingested)'), count(*) FROM duplicates GROUP BY 1 ORDER BY 2 DESC, 1"

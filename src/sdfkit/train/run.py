@@ -384,7 +384,7 @@ def plan_run(
 
 
 # ----------------------------------------------------------------------------- catalog
-TRAIN_TABLES = [
+TABLES = [
     """CREATE TABLE IF NOT EXISTS train_runs (
         run VARCHAR PRIMARY KEY, export_dir VARCHAR, export_fingerprint VARCHAR,
         tokenizer VARCHAR, base_model VARCHAR, config VARCHAR, total_steps BIGINT,
@@ -399,6 +399,12 @@ TRAIN_TABLES = [
         state_path VARCHAR, sampler_path VARCHAR, created_at TIMESTAMPTZ,
         PRIMARY KEY (run, step))""",
 ]
+
+
+def ensure_tables(con: Any) -> None:
+    """Create the training tables (``TABLES``) if missing, on an open connection."""
+    for stmt in TABLES:
+        con.execute(stmt)
 
 
 @contextmanager
@@ -422,8 +428,7 @@ def catalog(store: Store) -> Iterator[duckdb.DuckDBPyConnection]:
             time.sleep(0.2)
     assert con is not None
     try:
-        for stmt in TRAIN_TABLES:
-            con.execute(stmt)
+        ensure_tables(con)
         yield con
     finally:
         con.close()
