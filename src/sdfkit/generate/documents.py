@@ -29,8 +29,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sdfkit.errors import SdfError
+from sdfkit.generate.tables import ensure_tables
 from sdfkit.generate.universe import Universe
-from sdfkit.llm import batches
 from sdfkit.llm.batches import (
     DEFAULT_POLL_INTERVAL,
     BatchOutcome,
@@ -52,15 +52,6 @@ PREFIX = "universe_prefix"
 #: spread over the range. The seed's corpus averaged ~2,100 tokens per document (~1,600
 #: words of English prose); the middle of this range asks ~1,250 words (~1,650 tokens).
 DEFAULT_WORDS = (700, 1800)
-
-TABLES = [
-    """CREATE TABLE IF NOT EXISTS gen_runs (
-        run VARCHAR, started_at TIMESTAMPTZ, backend VARCHAR, model VARCHAR,
-        universes VARCHAR[], config VARCHAR, prompt_hashes VARCHAR)""",
-    """CREATE TABLE IF NOT EXISTS gen_universes (
-        universe VARCHAR, concept VARCHAR, content_hash VARCHAR, source_path VARCHAR,
-        universe_json VARCHAR, run VARCHAR, stored_at TIMESTAMPTZ)""",
-]
 
 
 class GenerateError(SdfError):
@@ -627,14 +618,6 @@ def _record_run(store: Store, cfg: GenerateConfig, universes: list[Universe], ba
                 ],
             )
         con.execute("COMMIT")
-
-
-def ensure_tables(con: Any) -> None:
-    """Create the generation tables (``TABLES``, and the batch tables they refer to) if
-    missing, on an open connection."""
-    batches.ensure_tables(con)
-    for stmt in TABLES:
-        con.execute(stmt)
 
 
 def show_documents(

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sdfkit.errors import SdfError
-from sdfkit.generate.documents import ensure_tables
+from sdfkit.generate.tables import ensure_tables
 from sdfkit.generate.universe import Universe
 from sdfkit.llm.batches import (
     DEFAULT_POLL_INTERVAL,
