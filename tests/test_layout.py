@@ -112,3 +112,30 @@ def test_exactly_one_module_holds_the_table_of_base_models():
     holders = {m: t for m in MODULES if (t := model_tables(m))}
     assert list(holders) == ["sdfkit.llm.models"], holders
     assert "FAMILIES" in holders["sdfkit.llm.models"]
+
+
+def test_modules_that_own_catalog_tables_follow_one_convention():
+    """``TABLES`` (the CREATE statements) and ``ensure_tables(con)`` that runs them."""
+    owners = []
+    for module in MODULES:
+        if module.split(".")[1:2] not in (["store"], ["llm"], ["generate"], ["train"]):
+            continue
+        tree = _tree(module)
+        if not any(s.lstrip().startswith("CREATE TABLE IF NOT EXISTS") for s in _strings(tree)):
+            continue
+        owners.append(module)
+        assigned = {
+            t.id
+            for node in tree.body
+            if isinstance(node, (ast.Assign, ast.AnnAssign))
+            for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+            if isinstance(t, ast.Name)
+        }
+        functions = {
+            node.name: [a.arg for a in node.args.args]
+            for node in tree.body
+            if isinstance(node, ast.FunctionDef)
+        }
+        assert "TABLES" in assigned, module
+        assert functions.get("ensure_tables") == ["con"], module
+    assert {"sdfkit.store.schema", "sdfkit.llm.batches", "sdfkit.train.run"} <= set(owners)
