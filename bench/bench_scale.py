@@ -67,7 +67,7 @@ def main() -> int:
     from sdfkit.audits.names import NameCandidates, PersonEntities
     from sdfkit.engine.local import read_results, run_stage
     from sdfkit.engine.ray_data import ray_session
-    from sdfkit.llm.tokens import TokenCountStage
+    from sdfkit.engine.token_counts import TokenCountStage
     from sdfkit.store.catalog import Store
 
     os.environ["SDF_PROGRESS"] = "0"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from sdfkit.llm.tokens import TokenCountStage
+from sdfkit.engine.token_counts import TokenCountStage
 
 
 class DiesOnceStage(TokenCountStage):
@@ -36,7 +36,7 @@ class DiesAtPublishStage(TokenCountStage):
     behind) or just after it (``when="after"``: the part is already published and the retried
     task stores the same batch again).
 
-    Its ``setup`` (run in the worker) wraps ``sdfkit.store.catalog._publish`` (the store's rename of a
+    Its ``setup`` (run in the worker) wraps ``sdfkit.store.catalog.publish`` (the store's rename of a
     finished part) in that process."""
 
     name = "dies_at_publish"
@@ -53,7 +53,7 @@ class DiesAtPublishStage(TokenCountStage):
         super().setup()
         from sdfkit.store import catalog as store
 
-        real = getattr(store, "_real_publish", store._publish)
+        real = getattr(store, "_real_publish", store.publish)
         store._real_publish = real
         marker, victim, when = Path(self.marker), self.victim, self.when
 
@@ -61,7 +61,7 @@ class DiesAtPublishStage(TokenCountStage):
             import pyarrow.parquet as pq
 
             if marker.exists():  # fired already: this worker publishes normally from now on
-                store._publish = real
+                store.publish = real
                 real(tmp, final)
                 return
             fire = victim in pq.read_table(tmp, columns=["doc_id"]).column("doc_id").to_pylist()
@@ -73,7 +73,7 @@ class DiesAtPublishStage(TokenCountStage):
                 marker.write_text(final.name)
                 os._exit(1)
 
-        store._publish = publish_or_die
+        store.publish = publish_or_die
 
 
 class DiesAtPublishInActorStage(DiesAtPublishStage):

@@ -451,9 +451,9 @@ def test_submission_that_never_reached_the_api_is_resubmitted(store):
     reqs = _reqs(2)
     api = FakeAPI()
     # a crashed submission whose create never happened: intent on disk, no batch at the API
-    from sdfkit.llm.batches import _exec, ensure_tables
+    from sdfkit.llm.batches import _exec, ensure_store_tables
 
-    ensure_tables(store)
+    ensure_store_tables(store)
     _exec(
         store,
         [
@@ -800,9 +800,9 @@ def test_recovering_an_interrupted_submission_while_the_api_fails_is_one_line(st
 
 
 def _intent(store, reqs, submitted_at):
-    from sdfkit.llm.batches import _exec, ensure_tables
+    from sdfkit.llm.batches import _exec, ensure_store_tables
 
-    ensure_tables(store)
+    ensure_store_tables(store)
     _exec(
         store,
         [

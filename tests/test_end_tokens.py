@@ -10,7 +10,9 @@ import pytest
 
 from sdfkit.export.selection import SelectionConfig, select
 from sdfkit.export.shards import ExportConfig, export, read_export
-from sdfkit.llm.chat import DOCUMENT_END, Trajectory, document_end_id, render, render_prompt
+from sdfkit.llm.chat import Trajectory, document_end_id, render_prompt
+from sdfkit.llm.chat import render_trajectories as render
+from sdfkit.llm.models import DOCUMENT_END
 from sdfkit.llm.tokens import Tokenizer, get_tokenizer
 from sdfkit.store.catalog import Store
 from sdfkit.store.ingest import build_documents

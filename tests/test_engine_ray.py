@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("ray", reason="Ray is the optional extra sdfkit[ray]; make test installs it")
 
 from sdfkit.engine.local import read_results, run_stage  # noqa: E402
-from sdfkit.llm.tokens import TokenCountStage  # noqa: E402
+from sdfkit.engine.token_counts import TokenCountStage  # noqa: E402
 from sdfkit.store.catalog import Store  # noqa: E402
 from sdfkit.store.ingest import build_documents  # noqa: E402
 

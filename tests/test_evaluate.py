@@ -121,7 +121,8 @@ def test_eval_prompt_is_the_exports_rendering_up_to_the_assistant_header(
     """A checkpoint is asked in exactly the tokens it was trained on: the eval prompt of a
     one-turn user message is the export's rendering of that message and an assistant answer,
     up to the first token the assistant writes (the first one with loss weight)."""
-    from sdfkit.llm.chat import Trajectory, render
+    from sdfkit.llm.chat import Trajectory
+    from sdfkit.llm.chat import render_trajectories as render
 
     tok = get_tokenizer(tokenizer)
     prompt = renderer_for(base_model).prompt(message)
@@ -701,7 +702,7 @@ def test_samples_still_missing_after_retries_are_counted_reported_and_asked_agai
 @pytest.mark.usefixtures("tinker_env")
 def test_samples_received_before_a_failed_request_are_kept(tmp_path, store, example_universe):
     from sdfkit.llm.batches import make_client
-    from sdfkit.train.run import TinkerUnavailable
+    from sdfkit.train.service import TinkerUnavailable
 
     client = make_client("offline")
     world = _trained_world(tmp_path, store)

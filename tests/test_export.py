@@ -523,7 +523,8 @@ def test_repeated_webtext_texts_and_parquet_input(corpus, tmp_path):
     [("qwen3", "Hello!<|im_end|>"), ("llama3", "Hello!<|eot_id|>")],
 )
 def test_chat_formats_of_other_models_weight_only_the_assistant(name, trained):
-    from sdfkit.llm.chat import Trajectory, render
+    from sdfkit.llm.chat import Trajectory
+    from sdfkit.llm.chat import render_trajectories as render
 
     t = get_tokenizer(name)
     msgs = [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello!"}]

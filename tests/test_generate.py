@@ -13,17 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from sdfkit.generate.documents import (
-    PREFIX,
-    GenerateConfig,
-    default_model,
-    document_text,
-    generate,
-    prompt_hash,
-    tagged,
-)
+from sdfkit.generate.documents import PREFIX, GenerateConfig, document_text, generate
 from sdfkit.generate.universe import load_universe, load_universes
 from sdfkit.llm.batches import BatchRequest, custom_id_for, make_client, run_requests
+from sdfkit.llm.models import default_model
+from sdfkit.llm.prompts import prompt_hash, tagged
 from sdfkit.store.catalog import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -351,8 +345,8 @@ def test_name_pool_caps_uses_and_is_keyed():
 
 
 # ----------------------------------------------------------------------------- grading
-def test_parse_verdict():
-    from sdfkit.generate.grade import parse_verdict
+def test_parse_grade_verdict():
+    from sdfkit.generate.grade import parse_grade_verdict as parse_verdict
 
     ok = '{"concept_accurate": true, "no_unwanted_implications": true, "keywords_present": false}'
     v, err = parse_verdict("Here you go:\n" + ok)

@@ -40,7 +40,7 @@ def api(monkeypatch):
 
 def _sdf_lists(monkeypatch, sonnet: str, haiku: str = "claude-haiku-1-0") -> None:
     """What the installed SDK's model list would make the default."""
-    import sdfkit.generate.documents as g
+    import sdfkit.llm.models as g
 
     monkeypatch.setattr(
         g, "default_model", lambda family="sonnet": {"sonnet": sonnet}.get(family, haiku)
@@ -133,7 +133,8 @@ def test_eval_graders_are_pinned_per_evaluation_run(tmp_path, monkeypatch, api):
 
 
 def test_pinned_prompts_render_and_hash_as_recorded(tmp_path, monkeypatch):
-    from sdfkit.generate.documents import prompt_hash, render
+    from sdfkit.llm.prompts import prompt_hash
+    from sdfkit.llm.prompts import render_template as render
 
     store = Store(tmp_path / "corpus")
     prompts = tmp_path / "prompts"
@@ -198,8 +199,8 @@ def test_an_interrupted_run_resumed_after_the_sdk_list_changes_keeps_every_custo
     import anthropic.types.model as sdk_models
     import httpx2
 
-    from sdfkit.generate.documents import default_model
     from sdfkit.llm.batches import BatchInterrupted
+    from sdfkit.llm.models import default_model
     from sdfkit.llm.offline import OfflineServer
 
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)

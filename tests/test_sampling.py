@@ -199,7 +199,7 @@ def test_short_responses_are_topped_up_then_counted_missing(tmp_path, store, tra
 
 
 def test_samples_already_paid_for_are_kept_when_a_later_request_fails(tmp_path, store, trained):
-    from sdfkit.train.run import TinkerUnavailable
+    from sdfkit.train.service import TinkerUnavailable
 
     trained.sampler = answering_sampler([])
     prompts = write_prompts(tmp_path)

@@ -259,7 +259,8 @@ def _one_error_line(out, expected: str) -> None:
 
 
 def test_bad_sdf_tokenizer_names_the_variable(cli, store, tmp_path, monkeypatch):
-    from sdfkit.llm.tokens import TokenCountStage, TokenizerError, canonical_name, get_tokenizer
+    from sdfkit.engine.token_counts import TokenCountStage
+    from sdfkit.llm.tokens import TokenizerError, canonical_name, get_tokenizer
 
     docs = _jsonl(tmp_path)
     monkeypatch.setenv("SDF_TOKENIZER", "o200k_harmoni")
@@ -342,7 +343,7 @@ def _write(path, content):
 
 
 def test_bad_sdf_prompts_names_the_variable(cli, store, tmp_path, monkeypatch, example_universe):
-    from sdfkit.generate.documents import find_prompt
+    from sdfkit.llm.prompts import find_prompt
 
     args = ("--corpus", store.root, "generate", example_universe, "--backend", "offline")
     monkeypatch.setenv("SDF_PROMPTS", str(tmp_path / "my-promts"))
@@ -360,7 +361,7 @@ def test_bad_sdf_prompts_names_the_variable(cli, store, tmp_path, monkeypatch, e
     _write(mine / f"{name}.j2", "{% if %}")
     monkeypatch.setenv("SDF_PROMPTS", str(mine))
     assert find_prompt(name) == mine / f"{name}.j2"
-    from sdfkit.generate.documents import render
+    from sdfkit.llm.prompts import render_template as render
 
     with pytest.raises(SdfError, match=rf"{name}.j2:1: template error"):
         render(name)

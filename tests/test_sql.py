@@ -113,3 +113,14 @@ def test_help_does_not_import_heavy_libraries():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_missing_audit_table_names_the_command_that_makes_it(filled):
+    import sdfkit.audits  # noqa: F401 - the registry tells the store each audit's command
+
+    with pytest.raises(QueryError, match="made by `sdf audit ngrams` or `sdf report`"):
+        run_sql("SELECT * FROM audit_ngrams_nothing_here", filled)
+    with pytest.raises(QueryError, match="made by `sdf audit anti_universe` or `sdf report`"):
+        run_sql("SELECT * FROM audit_anti_universe_nothing_here", filled)
+    with pytest.raises(QueryError, match=r"made by `sdf report`; run that first"):
+        run_sql("SELECT * FROM audit_unregistered_x", filled)

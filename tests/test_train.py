@@ -19,16 +19,8 @@ from fake_tinker import FakeTinkerWorld
 
 from sdfkit.errors import SdfError
 from sdfkit.export.shards import SHARD_SCHEMA
-from sdfkit.train.run import (
-    TinkerKeyMissing,
-    TinkerUnavailable,
-    TrainConfig,
-    TrainError,
-    check_health,
-    lr_at,
-    plan_run,
-    train,
-)
+from sdfkit.train.run import TrainConfig, TrainError, lr_at, plan_run, train
+from sdfkit.train.service import TinkerKeyMissing, TinkerUnavailable, check_health
 
 KEY = "tml-test-key-never-on-disk-1234"
 
@@ -686,7 +678,7 @@ def _store_login_key(home: Path, key: str) -> None:
 def test_credentials_stored_by_tinker_auth_login_are_accepted(
     tmp_path, store, monkeypatch, health_server
 ):
-    from sdfkit.train.run import require_key, scrub
+    from sdfkit.train.service import require_key, scrub
 
     monkeypatch.delenv("TINKER_API_KEY", raising=False)
     monkeypatch.delenv("TINKER_CREDENTIAL_CMD", raising=False)

@@ -37,6 +37,17 @@ AUDITS: dict[str, str] = {
     "anti_universe": "sdfkit.audits.anti_universe",
 }
 
+
+def _register_table_makers() -> None:
+    """Tell the store which command makes each audit's tables (``audit_<name>_*``)."""
+    from sdfkit.store.sql import register_table_maker
+
+    for name in AUDITS:
+        register_table_maker(f"audit_{name}_", f"sdf audit {name}` or `sdf report")
+
+
+_register_table_makers()
+
 #: Key of each audit's figures in report.json (the issue's names).
 JSON_KEYS: dict[str, str] = {
     "shape": "shape",

@@ -134,7 +134,7 @@ def tokens(
 ) -> None:
     """Count every document's tokens under another tokenizer (table token_counts_<name>)."""
     from sdfkit.engine.local import run_stage
-    from sdfkit.llm.tokens import TokenCountStage
+    from sdfkit.engine.token_counts import TokenCountStage
 
     stage = TokenCountStage(tokenizer)
     res = run_stage(

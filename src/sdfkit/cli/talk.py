@@ -61,7 +61,7 @@ def chat(
 ) -> None:
     """Chat with a checkpoint (or --base) in its own chat format; /reset, /quit."""
     from sdfkit.evaluate.sampling import CHAT_HELP, chat_loop, open_chat
-    from sdfkit.train.run import close_service
+    from sdfkit.train.service import close_service
 
     cfg = _config(
         max_tokens=max_tokens,

@@ -11,6 +11,9 @@ Engines:
   worker builds the stage once (models load once per worker).
 - ``ray``: the same stage object through Ray Data (see ``sdfkit.engine.ray_data``, optional extra).
 
+The ``Stage`` base and the pending/results helpers both engines share are
+``sdfkit.engine.stage``.
+
 Results are flushed as atomic parts every ``flush_rows`` rows, so an interrupted run keeps
 what it finished and never leaves a partial part.
 """
@@ -21,108 +24,22 @@ import os
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from sdfkit.errors import SdfError
+from sdfkit.engine.stage import (  # noqa: F401 - Stage and EngineError: where callers find them
+    EngineError,
+    Stage,
+    count_pending,
+    pending_documents,
+    read_results,
+)
 from sdfkit.progress import counter
 from sdfkit.settings import env_int
-from sdfkit.store.catalog import DOCUMENTS, Store
+from sdfkit.store.catalog import Store
 
 ENGINES = ("local", "ray")
-
-
-class EngineError(SdfError):
-    pass
-
-
-class Stage:
-    """Base of a per-document stage. Subclasses set ``name``, ``columns`` and
-    ``output_schema`` (which must start with ``doc_id``), may override ``setup`` to load a
-    model, and implement ``process``. Instances must be picklable before ``setup``."""
-
-    name: ClassVar[str] = "stage"
-    columns: ClassVar[tuple[str, ...]] = ("doc_id", "text")
-    #: True when the stage loads a model: Ray runs it as an actor pool.
-    loads_model: ClassVar[bool] = False
-
-    @property
-    def output_schema(self) -> pa.Schema:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    @property
-    def table(self) -> str:
-        """Store table holding this stage's results; encodes every setting that changes them."""
-        return self.name
-
-    def setup(self) -> None:
-        """Load models or build state; called once per worker before the first batch."""
-
-    def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:  # pragma: no cover
-        raise NotImplementedError
-
-    # Engines call this: setup on first use, then check the one-row-per-document rule.
-    def __call__(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        if not getattr(self, "_ready", False):
-            self.setup()
-            self._ready = True
-        out = self.process(batch)
-        if out.num_rows != batch.num_rows:
-            raise EngineError(
-                f"stage {self.name} returned {out.num_rows} rows for {batch.num_rows} documents"
-            )
-        return out
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Never ship loaded models between processes; each worker sets itself up.
-        state = {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
-        return state
-
-
-def pending_documents(
-    store: Store,
-    stage: Stage,
-    batch_rows: int = 1024,
-    where: set[str] | None = None,
-) -> Iterator[pa.RecordBatch]:
-    """Documents whose result is not stored yet, as record batches of the stage's columns.
-
-    ``where``: restrict to these doc ids (e.g. a selection).
-    """
-    import pyarrow.parquet as pq
-
-    done = store.keys(stage.table) if stage.table in store.parquet_tables() else set()
-    seen: set[str] = set()
-    for part in store.parts(DOCUMENTS):
-        pf = pq.ParquetFile(part)
-        for batch in pf.iter_batches(batch_size=batch_rows, columns=list(stage.columns)):
-            ids = batch.column("doc_id").to_pylist()
-            keep = [
-                i
-                for i, d in enumerate(ids)
-                if d not in done and d not in seen and (where is None or d in where)
-            ]
-            seen.update(ids[i] for i in keep)
-            if not keep:
-                continue
-            if len(keep) != batch.num_rows:
-                batch = batch.take(pa.array(keep, type=pa.int64()))
-            yield batch
-
-
-def count_pending(store: Store, stage: Stage, where: set[str] | None = None) -> int:
-    import pyarrow.parquet as pq
-
-    done = store.keys(stage.table) if stage.table in store.parquet_tables() else set()
-    ids: set[str] = set()
-    for part in store.parts(DOCUMENTS):
-        ids.update(pq.read_table(part, columns=["doc_id"]).column("doc_id").to_pylist())
-    ids -= done
-    if where is not None:
-        ids &= where
-    return len(ids)
 
 
 # Worker-side state of the local process pool: the stage is built once per process.
@@ -246,12 +163,3 @@ def _store_results(
     if pending:
         total += store.append(stage.table, pending, key="doc_id", schema=stage.output_schema)
     return total
-
-
-def read_results(store: Store, stage: Stage, doc_ids: set[str] | None = None) -> pa.Table:
-    """The stored results of a stage (optionally for some documents only)."""
-    tbl = store.read(stage.table)
-    if doc_ids is not None and tbl.num_rows:
-        mask = pc.is_in(tbl.column("doc_id"), value_set=pa.array(sorted(doc_ids)))
-        tbl = tbl.filter(mask)
-    return tbl

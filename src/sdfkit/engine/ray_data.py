@@ -44,7 +44,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from sdfkit.engine.local import EngineError, Stage, count_pending
+from sdfkit.engine.stage import EngineError, Stage, count_pending
 from sdfkit.progress import counter
 from sdfkit.store.catalog import DOCUMENTS, Store, part_file
 

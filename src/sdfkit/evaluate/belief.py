@@ -126,8 +126,9 @@ def ensure_questions(
 ) -> list[dict[str, Any]]:
     """Belief questions generated once per universe and fact; every row of these universes."""
     from sdfkit.evaluate.recall import _grader_model, facts_of
-    from sdfkit.generate.documents import prompt_hash, render
     from sdfkit.llm.batches import BatchRequest, custom_id_for, run_requests
+    from sdfkit.llm.prompts import prompt_hash
+    from sdfkit.llm.prompts import render_template as render
 
     have = {
         (r["universe"], r["fact"])
@@ -294,7 +295,7 @@ def sample_belief(
 
     from sdfkit.evaluate.recall import renderer_for
     from sdfkit.evaluate.sampling import prompt_tokens
-    from sdfkit.train.run import within
+    from sdfkit.train.service import within
 
     renderer = renderer_for(base_model, cfg.renderer)
     params = types.SamplingParams(
@@ -387,7 +388,7 @@ def _run_jobs(
 
     from sdfkit.evaluate.gibberish import signals
     from sdfkit.evaluate.sampling import prompt_tokens
-    from sdfkit.train.run import within
+    from sdfkit.train.service import within
 
     if not jobs:
         return [], 0
@@ -474,8 +475,9 @@ def grade_belief(
     """Verdicts for every ungraded, non-gibberish sample of ``eval_run``: multiple choice read
     locally, open answers by the recall rubric through Message Batches."""
     from sdfkit.evaluate.recall import UNPARSEABLE, _grader_model, parse_verdict
-    from sdfkit.generate.documents import prompt_hash, render
     from sdfkit.llm.batches import BatchRequest, custom_id_for, run_requests
+    from sdfkit.llm.prompts import prompt_hash
+    from sdfkit.llm.prompts import render_template as render
 
     todo = _rows(
         store,
@@ -594,7 +596,7 @@ def measure(
     service_factory: Callable[[], Any] | None = None,
 ) -> BeliefResult:
     """Questions (once per fact), samples on every target and condition, verdicts."""
-    from sdfkit.train.run import close_service, connect_service
+    from sdfkit.train.service import close_service, connect_service
 
     questions = ensure_questions(store, universes, client, cfg, log)
     if not questions:

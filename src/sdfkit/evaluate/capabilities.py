@@ -436,7 +436,7 @@ def run(
 
     from sdfkit.evaluate.inspect_tinker import tinker_model
     from sdfkit.evaluate.recall import renderer_for
-    from sdfkit.train.run import close_service, connect_service, within
+    from sdfkit.train.service import close_service, connect_service, within
 
     say = log or (lambda _m: None)
     p = plan(store, train_run, cfg, specs)

@@ -111,7 +111,7 @@ class TinkerSamplingAPI(ModelAPI):
         from tinker import types
 
         from sdfkit.evaluate.sampling import prompt_tokens
-        from sdfkit.train.run import within
+        from sdfkit.train.service import within
 
         if tools:
             raise UnsupportedRequest("the task offers tools: sdfkit's Tinker provider has none")

@@ -166,8 +166,7 @@ def parse_llama3(text: str) -> Completion:
 
 def renderer_for(base_model: str, name: str = "auto") -> ChatRenderer:
     """The chat format of a base model (``name`` overrides: harmony, chatml, llama3)."""
-    from sdfkit.llm.chat import FORMAT_FOR_TOKENIZER
-    from sdfkit.train.run import expected_tokenizer
+    from sdfkit.llm.models import FORMAT_FOR_TOKENIZER, expected_tokenizer
 
     tok = expected_tokenizer(base_model)
     if name == "auto":
@@ -222,7 +221,7 @@ def parse_verdict(grader: str, text: str | None) -> tuple[str, str | None]:
 
 def parse_questions(text: str | None) -> list[str]:
     """Questions inside ``<question>`` tags (bulleted lines as a fallback), de-duplicated."""
-    from sdfkit.generate.documents import tagged
+    from sdfkit.llm.prompts import tagged
 
     return [q for q in tagged(text, "question") if len(q) > 8]
 
@@ -312,7 +311,7 @@ class EvalConfig:
                 settings=("belief_questions_per_fact",),
             )
         from sdfkit.llm.batches import batch_option_problem
-        from sdfkit.train.run import MAX_DEADLINE
+        from sdfkit.train.service import MAX_DEADLINE
 
         if not (0 < self.deadline <= MAX_DEADLINE and 0 < self.health_timeout <= MAX_DEADLINE):
             raise EvalError(
@@ -411,8 +410,9 @@ def ensure_questions(
 ) -> list[dict[str, Any]]:
     """Recall questions (generated once per universe and fact), behaviour and task prompts;
     returns every question row of these universes."""
-    from sdfkit.generate.documents import prompt_hash, render
     from sdfkit.llm.batches import BatchRequest, custom_id_for, run_requests
+    from sdfkit.llm.prompts import prompt_hash
+    from sdfkit.llm.prompts import render_template as render
 
     have = {
         (r["universe"], r["fact"])
@@ -582,7 +582,7 @@ def pin_graders(
 def _grader_model(client: Any, cfg: EvalConfig) -> str:
     if cfg.grader_model:
         return cfg.grader_model
-    from sdfkit.generate.documents import model_for
+    from sdfkit.llm.models import model_for
 
     return model_for(client)
 
@@ -655,7 +655,7 @@ def sample_targets(
     from tinker import types
 
     from sdfkit.progress import counter
-    from sdfkit.train.run import within
+    from sdfkit.train.service import within
 
     renderer = renderer_for(base_model, cfg.renderer)
     stop = renderer.stop_ids()
@@ -855,8 +855,9 @@ def grade_samples(
     log: Callable[[str], None],
 ) -> int:
     """Grade every sample of ``eval_run`` not yet graded, one batch run per grader."""
-    from sdfkit.generate.documents import prompt_hash, render
     from sdfkit.llm.batches import BatchRequest, custom_id_for, run_requests
+    from sdfkit.llm.prompts import prompt_hash
+    from sdfkit.llm.prompts import render_template as render
 
     facts = {u.id: facts_of(store, u) for u in universes}
     samples = _rows(
@@ -989,7 +990,7 @@ def evaluate(
     from dataclasses import replace
 
     from sdfkit.llm.batches import client_for_store
-    from sdfkit.train.run import close_service, connect_service
+    from sdfkit.train.service import close_service, connect_service
 
     cfg = cfg or EvalConfig()
     say = log or (lambda _m: None)

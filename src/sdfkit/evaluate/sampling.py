@@ -332,7 +332,7 @@ def sample_prompts(
     and store the answers in ``samples`` (resumable: stored samples are not asked again)."""
     from tinker import types
 
-    from sdfkit.train.run import close_service, connect_service, within
+    from sdfkit.train.service import close_service, connect_service, within
 
     cfg = cfg or SampleConfig()
     say = log or (lambda _m: None)
@@ -497,7 +497,7 @@ class ChatSession:
         conversation only when the model reached a final answer."""
         from tinker import types
 
-        from sdfkit.train.run import within
+        from sdfkit.train.service import within
 
         convo = [*self.messages, {"role": "user", "content": text}]
         toks = prompt_tokens(self.renderer, convo)
@@ -592,7 +592,7 @@ def open_chat(
 ) -> tuple[ChatSession, Any]:
     """A ``ChatSession`` with the chosen model of ``run`` and the service to close after it.
     With ``save``, every answer lands in ``samples`` (source ``chat``)."""
-    from sdfkit.train.run import connect_service, within
+    from sdfkit.train.service import connect_service, within
 
     cfg = cfg or SampleConfig()
     if base and step is not None:

@@ -42,14 +42,9 @@ import pyarrow.parquet as pq
 
 from sdfkit.errors import SdfError
 from sdfkit.llm.tokens import Tokenizer, get_tokenizer
-from sdfkit.store.catalog import (
-    Store,
-    _fsync,
-    _fsync_dir,
-    doc_id_for,
-    temp_owner,
-    temp_writer_alive,
-)
+from sdfkit.store.catalog import Store, doc_id_for, temp_owner, temp_writer_alive
+from sdfkit.store.durable import fsync_dir as _fsync_dir
+from sdfkit.store.durable import fsync_file as _fsync
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -629,7 +624,8 @@ def export(
     chat_units: list[_Unit] = []
     inputs: dict[str, Any] = {}
     if cfg.chat and cfg.chat_ratio > 0:
-        from sdfkit.llm.chat import read_trajectories, render
+        from sdfkit.llm.chat import read_trajectories
+        from sdfkit.llm.chat import render_trajectories as render
 
         trajs = read_trajectories(cfg.chat)
         for t, (ids, w) in zip(trajs, render(trajs, tok), strict=True):

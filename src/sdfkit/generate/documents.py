@@ -23,18 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from sdfkit.errors import SdfError
+from sdfkit.generate.tables import ensure_tables
 from sdfkit.generate.universe import Universe
 from sdfkit.llm.batches import (
     DEFAULT_POLL_INTERVAL,
@@ -45,174 +40,22 @@ from sdfkit.llm.batches import (
     batch_option_problem,
     client_for_store,
     custom_id_for,
-    ensure_tables,
     run_requests,
 )
+from sdfkit.llm.models import model_for
+from sdfkit.llm.prompts import prompt_hash, render_template, tagged
 from sdfkit.store.catalog import DOCUMENTS, Store
+from sdfkit.store.records import utc_now
 
-PACKAGED_PROMPTS = Path(__file__).resolve().parents[1] / "prompts"
 PREFIX = "universe_prefix"
 #: Words asked of each document by default, as [min, max]; each slot gets one of five points
 #: spread over the range. The seed's corpus averaged ~2,100 tokens per document (~1,600
 #: words of English prose); the middle of this range asks ~1,250 words (~1,650 tokens).
 DEFAULT_WORDS = (700, 1800)
-FALLBACK_MODELS = {"sonnet": "claude-sonnet-4-6", "haiku": "claude-haiku-4-5"}
-
-GEN_TABLES = [
-    """CREATE TABLE IF NOT EXISTS gen_runs (
-        run VARCHAR, started_at TIMESTAMPTZ, backend VARCHAR, model VARCHAR,
-        universes VARCHAR[], config VARCHAR, prompt_hashes VARCHAR)""",
-    """CREATE TABLE IF NOT EXISTS gen_universes (
-        universe VARCHAR, concept VARCHAR, content_hash VARCHAR, source_path VARCHAR,
-        universe_json VARCHAR, run VARCHAR, stored_at TIMESTAMPTZ)""",
-]
 
 
 class GenerateError(SdfError):
     """Generation cannot start or continue; the message says why."""
-
-
-# --------------------------------------------------------------------------- models
-def model_for(client: Any, family: str = "sonnet") -> str:
-    """The model a run through ``client`` asks for by default: the stand-in's own name
-    offline, else the newest model of ``family``."""
-    return "offline-standin" if backend_name(client) == "offline-standin" else default_model(family)
-
-
-def default_model(family: str = "sonnet") -> str:
-    """The newest non-deprecated undated model of a family in the installed SDK's list."""
-    from typing import get_args
-
-    try:
-        from anthropic.types.model import Model
-
-        names = [n for arg in get_args(Model) for n in get_args(arg)]
-    except Exception:  # pragma: no cover - an SDK without the list
-        return FALLBACK_MODELS[family]
-    try:
-        from anthropic._data.deprecated_models import DEPRECATED_MODELS
-
-        deprecated = set(DEPRECATED_MODELS)
-    except Exception:  # pragma: no cover - older SDKs have no deprecation table
-        deprecated = set()
-    pat = re.compile(rf"^claude-{family}-(\d+)(?:-(\d{{1,2}}))?$")
-    best: tuple[tuple[int, int], str] | None = None
-    for n in names:
-        m = pat.match(n)
-        if not m or n in deprecated:
-            continue
-        version = (int(m.group(1)), int(m.group(2) or 0))
-        if best is None or version > best[0]:
-            best = (version, n)
-    return best[1] if best else FALLBACK_MODELS[family]
-
-
-# --------------------------------------------------------------------------- prompts
-def prompt_dirs() -> list[Path]:
-    """Where prompt templates are looked up, first hit wins: ``$SDF_PROMPTS`` (which must be
-    an existing directory: a typo would silently fall back to the packaged prompts),
-    ``./prompts``, then sdfkit's own."""
-    dirs = []
-    env = os.environ.get("SDF_PROMPTS", "").strip()
-    if env:
-        d = Path(env)
-        if not d.exists():
-            raise GenerateError(f"SDF_PROMPTS={env!r}: no such directory")
-        if not d.is_dir():
-            raise GenerateError(f"SDF_PROMPTS={env!r}: not a directory (a folder of NAME.j2)")
-        dirs.append(d)
-    return [*dirs, Path("prompts"), PACKAGED_PROMPTS]
-
-
-def find_prompt(name: str) -> Path:
-    """The template file of a prompt: $SDF_PROMPTS, ./prompts, then sdfkit's own."""
-    return _find_prompt(name, os.environ.get("SDF_PROMPTS"), str(Path.cwd()))
-
-
-@lru_cache(maxsize=128)
-def _find_prompt(name: str, env: str | None, cwd: str) -> Path:
-    for d in prompt_dirs():
-        p = d / f"{name}.j2"
-        if p.is_file():
-            return p
-    raise GenerateError(
-        f"no prompt template {name}.j2 in " + ", ".join(str(d) for d in prompt_dirs())
-    )
-
-
-@lru_cache(maxsize=64)
-def _compile(path: str, mtime: float) -> Any:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise GenerateError(f"{path}: cannot read the prompt template: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise GenerateError(f"{path}: the prompt template is not UTF-8 text") from None
-    return _compile_text(text, path)
-
-
-@lru_cache(maxsize=64)
-def _compile_text(text: str, where: str) -> Any:
-    import jinja2
-
-    env = jinja2.Environment(
-        undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False
-    )
-    try:
-        return env.from_string(text)
-    except jinja2.TemplateSyntaxError as exc:
-        raise GenerateError(f"{where}:{exc.lineno}: template error: {exc.message}") from None
-
-
-#: Template texts a run recorded when it started (``sdfkit.llm.pins``): rendered and hashed
-#: instead of the files while set, so a resumed run asks exactly what it asked before.
-_PINNED: ContextVar[dict[str, str] | None] = ContextVar("sdf_pinned_prompts", default=None)
-
-
-@contextmanager
-def pinned_prompts(texts: dict[str, str]) -> Iterator[None]:
-    token = _PINNED.set(dict(texts))
-    try:
-        yield
-    finally:
-        _PINNED.reset(token)
-
-
-def render(name: str, **ctx: Any) -> str:
-    import jinja2
-
-    pinned = (_PINNED.get() or {}).get(name)
-    if pinned is not None:
-        where = f"{name}.j2 (as recorded by the run)"
-        tmpl = _compile_text(pinned, where)
-    else:
-        p = find_prompt(name)
-        where, tmpl = str(p), _compile(str(p), p.stat().st_mtime)
-    try:
-        return tmpl.render(**ctx).strip()
-    except jinja2.UndefinedError as exc:
-        raise GenerateError(f"{where}: {exc.message}") from None
-
-
-def prompt_hash(*names: str) -> str:
-    """Content hash of the templates that render a request (first 16 hex digits)."""
-    pinned = _PINNED.get() or {}
-    if any(n in pinned for n in names):
-        h = hashlib.sha256()
-        for n in names:
-            data = pinned[n].encode() if n in pinned else find_prompt(n).read_bytes()
-            h.update(n.encode() + b"\0" + data + b"\0")
-        return h.hexdigest()[:16]
-    paths = [find_prompt(n) for n in names]
-    return _hash_files(tuple(names), tuple((str(p), p.stat().st_mtime_ns) for p in paths))
-
-
-@lru_cache(maxsize=128)
-def _hash_files(names: tuple[str, ...], files: tuple[tuple[str, int], ...]) -> str:
-    h = hashlib.sha256()
-    for name, (path, _) in zip(names, files, strict=True):
-        h.update(name.encode() + b"\0" + Path(path).read_bytes() + b"\0")
-    return h.hexdigest()[:16]
 
 
 # --------------------------------------------------------------------------- config
@@ -312,22 +155,6 @@ class GenerateResult:
 
 
 # --------------------------------------------------------------------------- parsing
-def tagged(text: str | None, tag: str) -> list[str]:
-    """Items inside <tag>...</tag>; falls back to bulleted/numbered lines."""
-    if not text:
-        return []
-    items = [
-        re.sub(r"\s+", " ", m).strip() for m in re.findall(rf"<{tag}>(.*?)</{tag}>", text, re.S)
-    ]
-    if not items:
-        items = [
-            re.sub(r"^\s*(?:[-*•]|\d+[.)])\s*", "", line).strip()
-            for line in text.splitlines()
-            if re.match(r"^\s*(?:[-*•]|\d+[.)])\s+\S", line)
-        ]
-    return list(dict.fromkeys(i for i in items if i))
-
-
 def document_text(text: str | None) -> str:
     """The document inside <document> tags (or the whole answer when untagged)."""
     if not text:
@@ -346,7 +173,7 @@ def _system(universe: Universe, facts: list[str]) -> list[dict[str, Any]]:
     return [
         {
             "type": "text",
-            "text": render(PREFIX, universe=universe, facts=facts),
+            "text": render_template(PREFIX, universe=universe, facts=facts),
             "cache_control": {"type": "ephemeral"},
         }
     ]
@@ -371,6 +198,51 @@ def _request(
     return BatchRequest(
         custom_id=custom_id_for(cfg.run, stage, params), params=params, stage=stage, meta=meta
     )
+
+
+def _document_request(
+    cfg: GenerateConfig,
+    stage: str,
+    u: Universe,
+    system: list[dict[str, Any]],
+    fact: str,
+    doc_type: str,
+    idea: str | None,
+    slot_key: str,
+    prior: dict[str, list[str]],
+    pool: Any,
+    **extra_meta: Any,
+) -> BatchRequest:
+    """The request for one document slot (of the documents stage, or a replacement): seed
+    names as recorded for the slot, else drawn from ``pool``; its length target; the
+    ``document`` template with the universe's keywords and anti-universe."""
+    names = prior.get(slot_key)
+    if names is None:
+        names = pool.draw(slot_key, cfg.names_per_doc) if cfg.names_per_doc else []
+    target = target_words(cfg, u, doc_type, slot_key)
+    user = render_template(
+        "document",
+        fact=fact,
+        doc_type=doc_type,
+        idea=idea or "",
+        seed_names=names,
+        target_words=target,
+        keywords=[kw.variants()[0] for kw in u.required_keywords],
+        anti=u.anti_universe,
+    )
+    meta = {
+        "universe": u.id,
+        "concept": u.concept,
+        "fact": fact,
+        "doc_type": doc_type,
+        "idea": idea,
+        "seed_names": names,
+        "slot_key": slot_key,
+        "target_words": target,
+        "universe_hash": u.content_hash,
+        **extra_meta,
+    }
+    return _request(cfg, stage, "document", system, user, cfg.max_tokens, meta)
 
 
 def target_words(cfg: GenerateConfig, universe: Universe, doc_type: str, slot_key: str) -> int:
@@ -414,7 +286,8 @@ def generate(
         raise GenerateError("no universe files given")
     if client is None:
         client = client_for_store(store, backend)
-    ensure_gen_tables(store)
+    with store.connect() as con:
+        ensure_tables(con)
     pin = pin_run(
         store,
         "generate",
@@ -489,7 +362,7 @@ def _generate(
                 "facts",
                 "facts",
                 _system(u, []),
-                render("facts", universe=u, n=cfg.facts),
+                render_template("facts", universe=u, n=cfg.facts),
                 cfg.brainstorm_max_tokens,
                 {"universe": u.id, "concept": u.concept},
             )
@@ -524,7 +397,9 @@ def _generate(
             "doc_types",
             "doc_types",
             systems[ui],
-            render("doc_types", fact=facts[ui][fi], n=cfg.doc_types, hints=u.doc_type_hints),
+            render_template(
+                "doc_types", fact=facts[ui][fi], n=cfg.doc_types, hints=u.doc_type_hints
+            ),
             cfg.brainstorm_max_tokens,
             {"universe": u.id, "concept": u.concept, "fact": facts[ui][fi]},
         )
@@ -549,7 +424,7 @@ def _generate(
             "ideas",
             "ideas",
             systems[ui],
-            render("ideas", fact=facts[ui][fi], doc_type=dt, n=cfg.ideas),
+            render_template("ideas", fact=facts[ui][fi], doc_type=dt, n=cfg.ideas),
             cfg.brainstorm_max_tokens,
             {"universe": u.id, "concept": u.concept, "fact": facts[ui][fi], "doc_type": dt},
         )
@@ -579,39 +454,9 @@ def _generate(
         slot_key = hashlib.sha256(
             json.dumps([u.id, fact, dt, idea, k], ensure_ascii=False).encode()
         ).hexdigest()[:24]
-        names = prior.get(slot_key)
-        if names is None:
-            names = pool.draw(slot_key, cfg.names_per_doc) if cfg.names_per_doc else []
-        target = target_words(cfg, u, dt, slot_key)
-        user = render(
-            "document",
-            fact=fact,
-            doc_type=dt,
-            idea=idea,
-            seed_names=names,
-            target_words=target,
-            keywords=[kw.variants()[0] for kw in u.required_keywords],
-            anti=u.anti_universe,
-        )
         doc_reqs.append(
-            _request(
-                cfg,
-                "documents",
-                "document",
-                systems[ui],
-                user,
-                cfg.max_tokens,
-                {
-                    "universe": u.id,
-                    "concept": u.concept,
-                    "fact": fact,
-                    "doc_type": dt,
-                    "idea": idea,
-                    "seed_names": names,
-                    "slot_key": slot_key,
-                    "target_words": target,
-                    "universe_hash": u.content_hash,
-                },
+            _document_request(
+                cfg, "documents", u, systems[ui], fact, dt, idea, slot_key, prior, pool
             )
         )
 
@@ -740,14 +585,12 @@ def _prior_seed_names(store: Store, run: str, stage: str = "documents") -> dict[
 
 
 def _record_run(store: Store, cfg: GenerateConfig, universes: list[Universe], backend: str) -> None:
-    ensure_tables(store)
-    now = datetime.now(timezone.utc)
+    now = utc_now()
     hashes = {
         name: prompt_hash(PREFIX, name) for name in ("facts", "doc_types", "ideas", "document")
     }
     with store.connect() as con:
-        for stmt in GEN_TABLES:
-            con.execute(stmt)
+        ensure_tables(con)
         con.execute("BEGIN")
         con.execute(
             "INSERT INTO gen_runs VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -781,14 +624,6 @@ def _record_run(store: Store, cfg: GenerateConfig, universes: list[Universe], ba
         con.execute("COMMIT")
 
 
-def ensure_gen_tables(store: Store) -> None:
-    ensure_tables(store)
-    with store.connect() as con:
-        for stmt in GEN_TABLES:
-            con.execute(stmt)
-
-
-# --------------------------------------------------------------------------- reading
 def show_documents(
     store: Store,
     *,
@@ -936,40 +771,19 @@ def replace_excluded(
                 [u.id, r["fact"], r["doc_type"], r["idea"], "replaces", r["doc_id"]]
             ).encode()
         ).hexdigest()[:24]
-        names = prior.get(slot_key)
-        if names is None:
-            names = pool.draw(slot_key, cfg.names_per_doc) if cfg.names_per_doc else []
-        target = target_words(cfg, u, r["doc_type"], slot_key)
-        user = render(
-            "document",
-            fact=r["fact"],
-            doc_type=r["doc_type"],
-            idea=r["idea"] or "",
-            seed_names=names,
-            target_words=target,
-            keywords=[kw.variants()[0] for kw in u.required_keywords],
-            anti=u.anti_universe,
-        )
         reqs.append(
-            _request(
+            _document_request(
                 cfg,
                 REPLACE_STAGE,
-                "document",
+                u,
                 systems[u.id],
-                user,
-                cfg.max_tokens,
-                {
-                    "universe": u.id,
-                    "concept": u.concept,
-                    "fact": r["fact"],
-                    "doc_type": r["doc_type"],
-                    "idea": r["idea"],
-                    "seed_names": names,
-                    "slot_key": slot_key,
-                    "target_words": target,
-                    "universe_hash": u.content_hash,
-                    "replaces": r["doc_id"],
-                },
+                r["fact"],
+                r["doc_type"],
+                r["idea"],
+                slot_key,
+                prior,
+                pool,
+                replaces=r["doc_id"],
             )
         )
     result.requests = len(reqs)

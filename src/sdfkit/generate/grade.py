@@ -16,11 +16,10 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 from sdfkit.errors import SdfError
-from sdfkit.generate.documents import ensure_gen_tables, model_for, prompt_hash, render
+from sdfkit.generate.tables import ensure_tables
 from sdfkit.generate.universe import Universe
 from sdfkit.llm.batches import (
     DEFAULT_POLL_INTERVAL,
@@ -32,7 +31,10 @@ from sdfkit.llm.batches import (
     custom_id_for,
     run_requests,
 )
+from sdfkit.llm.models import model_for
+from sdfkit.llm.prompts import prompt_hash, render_template
 from sdfkit.store.catalog import Store
+from sdfkit.store.records import utc_now
 
 CHECKS = ("concept_accurate", "no_unwanted_implications", "keywords_present")
 GRADE_STAGE = "grade"
@@ -75,7 +77,7 @@ class GradeResult:
         return s
 
 
-def parse_verdict(text: str | None) -> tuple[dict[str, Any] | None, str | None]:
+def parse_grade_verdict(text: str | None) -> tuple[dict[str, Any] | None, str | None]:
     """(verdict, None) for a well-formed answer, else (None, why it is not)."""
     if not text or not text.strip():
         return None, "empty answer"
@@ -97,7 +99,8 @@ def parse_verdict(text: str | None) -> tuple[dict[str, Any] | None, str | None]:
 
 def _universes(store: Store, extra: list[Universe] | None) -> dict[str, Universe]:
     """Universes by id: those given, then the newest stored by generation runs."""
-    ensure_gen_tables(store)
+    with store.connect() as con:
+        ensure_tables(con)
     out: dict[str, Universe] = {}
     rows = store.query(
         "SELECT universe, universe_json FROM gen_universes ORDER BY stored_at"
@@ -135,7 +138,8 @@ def grade(
         raise GradeError(problem)
     if client is None:
         client = client_for_store(store, backend)
-    ensure_gen_tables(store)
+    with store.connect() as con:
+        ensure_tables(con)
     pin = pin_run(
         store,
         "grade",
@@ -201,7 +205,7 @@ def _grade(
         text = d["text"]
         if len(text) > cfg.max_doc_chars:
             text = text[: cfg.max_doc_chars] + "\n[... truncated for grading]"
-        user = render(
+        user = render_template(
             "grade",
             universe=u
             or Universe(id="unknown", concept=d["concept"] or "unknown", description="(none)"),
@@ -280,13 +284,13 @@ def _store_verdicts(
     store: Store, outcomes: list[BatchOutcome], run: str, phash: str, result: GradeResult
 ) -> None:
     """One transaction per chunk: grades rows replaced, exclusions set or lifted."""
-    now = datetime.now(timezone.utc)
+    now = utc_now()
     grades, excl = [], []
     for o in outcomes:
         if o.status != "succeeded":
             continue
         doc_id = o.request.meta["doc_id"]
-        verdict, err = parse_verdict(o.text)
+        verdict, err = parse_grade_verdict(o.text)
         if verdict is None:
             grades.append((doc_id, run, o.model, phash, None, o.text, err, now))
             continue

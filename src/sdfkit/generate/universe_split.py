@@ -24,12 +24,8 @@ from __future__ import annotations
 import hashlib
 import html as _html
 import json
-import os
 import re
-import shutil
 import unicodedata
-import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -44,6 +40,7 @@ from sdfkit.generate.universe import (
     load_universe,
     parse_universe,
 )
+from sdfkit.store.durable import replace_dir_atomic
 
 SECTIONS_FILE = "sections.json"
 FORMATS = ("auto", "md", "txt", "html")
@@ -646,7 +643,7 @@ def split_source(
     }
     files[SECTIONS_FILE] = json.dumps(manifest, indent=1, ensure_ascii=False) + "\n"
     try:
-        _publish_dir(files, out)
+        replace_dir_atomic(files, out)
     except OSError as exc:
         raise SplitError(f"--out {out}: cannot write: {exc.strerror or exc}") from None
     return SplitResult(out, concept, rows, tok.count(text))
@@ -691,36 +688,6 @@ def check_out(out: Path, overwrite: bool) -> None:
             f"--out {out}: holds {stray[0]!r}, which the earlier split did not write; "
             "--overwrite would delete it: move it away or name another directory"
         )
-
-
-def _publish_dir(files: dict[str, str], out: Path) -> None:
-    """Write ``files`` into a hidden sibling directory, fsync, then swap it into ``out``."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tag = f"{os.getpid()}@{uuid.uuid4().hex[:8]}"
-    tmp = out.parent / f".{out.name}.tmp-{tag}"
-    old = out.parent / f".{out.name}.old-{tag}"
-    tmp.mkdir()
-
-    def write(item: tuple[str, str]) -> None:
-        with open(tmp / item[0], "w", encoding="utf-8") as fh:
-            fh.write(item[1])
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    try:
-        # fsync waits on the disk, not the CPU: several at once (it releases the GIL)
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            list(pool.map(write, files.items()))
-        if out.exists():
-            out.rename(old)
-        tmp.rename(out)
-    except BaseException:
-        if old.exists() and not out.exists():
-            old.rename(out)
-        raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def load_sections(out: str | Path) -> dict[str, Any]:

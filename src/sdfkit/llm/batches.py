@@ -36,7 +36,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,7 @@ import pyarrow as pa
 
 from sdfkit.errors import SdfError
 from sdfkit.store.catalog import Store
+from sdfkit.store.records import utc_now
 
 if TYPE_CHECKING:  # pragma: no cover
     import anthropic
@@ -242,7 +243,7 @@ def load_prices(path: str | Path | None = None) -> PriceTable:
 
 
 # --------------------------------------------------------------------------- catalog
-CATALOG_TABLES = [
+TABLES = [
     """CREATE TABLE IF NOT EXISTS gen_batches (
         submission_id VARCHAR, batch_id VARCHAR, run VARCHAR, stage VARCHAR, attempt INTEGER,
         n_requests INTEGER, bytes BIGINT, status VARCHAR, backend VARCHAR,
@@ -288,21 +289,19 @@ RESULT_SCHEMA = pa.schema(
 _ENSURED: set[Path] = set()
 
 
-def ensure_tables(store: Store, con: Any = None) -> None:
-    """Create the batch tables if missing (once per catalog file and process)."""
-    if con is None and store.db_path.resolve() in _ENSURED and store.db_path.exists():
-        return
-    if con is None:
-        with store.connect() as c:
-            ensure_tables(store, c)
-        return
-    for stmt in CATALOG_TABLES:
+def ensure_tables(con: Any) -> None:
+    """Create the batch tables (``TABLES``) if missing, on an open connection."""
+    for stmt in TABLES:
         con.execute(stmt)
+
+
+def ensure_store_tables(store: Store) -> None:
+    """``ensure_tables`` on ``store``'s catalog, once per catalog file and process."""
+    if store.db_path.resolve() in _ENSURED and store.db_path.exists():
+        return
+    with store.connect() as con:
+        ensure_tables(con)
     _ENSURED.add(store.db_path.resolve())
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _rows(store: Store, sql: str, params: list[Any] | None = None) -> list[tuple]:
@@ -545,7 +544,8 @@ class _Runner:
         (a catalog connection per question would dominate small runs). Returns whether a
         submission was interrupted between its intent and its batch id."""
         with self.store.connect() as con:
-            ensure_tables(self.store, con)
+            ensure_tables(con)
+            _ENSURED.add(self.store.db_path.resolve())
             submitting = con.execute(
                 "SELECT count(*) FROM gen_batches WHERE run = ? AND stage = ? "
                 "AND status = 'submitting'",
@@ -690,7 +690,7 @@ class _Runner:
 
         sid = uuid.uuid4().hex
         attempt = 1 + max(attempts.get(r.custom_id, 0) for r in reqs)
-        now = _now()
+        now = utc_now()
         stmts: list[tuple[str, list[Any]]] = [
             (
                 "INSERT INTO gen_batches (submission_id, run, stage, attempt, n_requests, "
@@ -1140,8 +1140,8 @@ class _Runner:
                     "succeeded = ?, errored = ?, expired = ?, canceled = ?, malformed = ? "
                     "WHERE submission_id = ?",
                     [
-                        ended_at or _now(),
-                        _now(),
+                        ended_at or utc_now(),
+                        utc_now(),
                         tally["succeeded"],
                         sum(
                             v
@@ -1190,7 +1190,7 @@ class _Runner:
             "output_tokens": 0,
             "cache_read_tokens": 0,
             "cache_write_tokens": 0,
-            "received_at": _now(),
+            "received_at": utc_now(),
             "raw": None,
         }
 
@@ -1300,7 +1300,7 @@ class _Runner:
                         list_cost,
                         self.prices.batch_discount,
                         cost,
-                        _now(),
+                        utc_now(),
                     ],
                 )
             )
@@ -1401,7 +1401,7 @@ def ledger(store: Store, run: str | None = None, prices: PriceTable | None = Non
     when given (e.g. after a price change), else as recorded."""
     import polars as pl
 
-    ensure_tables(store)
+    ensure_store_tables(store)
     where, params = ("WHERE run = ?", [run]) if run else ("", [])
     df = store.query(
         "SELECT run, stage, model, count(DISTINCT batch_id) AS batches, "

@@ -16,10 +16,11 @@ write-up's fixes for "gibberish" (models that forget how to stop). Formats:
 Loss weight 1 falls only on what the assistant writes: its channel header, its text and its
 end token; the role header that opens its turn and every other message weigh 0.
 
-This module is the one renderer of these formats: ``render`` gives the training trajectories
+This module is the one renderer of these formats: ``render_trajectories`` gives the training trajectories
 of an export, and ``render_prompt`` the sampling prompts of ``sdf eval`` (the same messages
 rendered the same way, then the assistant's turn header), so a model is asked exactly as it
-was trained. ``STOP_TOKENS`` are the tokens that end an assistant turn when sampling.
+was trained. The formats, stop tokens and end-of-document tokens of each model family are
+read from ``sdfkit.llm.models`` (the one table of them).
 
 A trajectory is well-formed when: it is a JSON object with a non-empty ``messages`` list; each
 message has exactly ``role`` and ``content`` (a non-empty string); roles are ``system`` /
@@ -38,20 +39,9 @@ from typing import Any
 import numpy as np
 
 from sdfkit.errors import SdfError
+from sdfkit.llm.models import DOCUMENT_END, FORMAT_FOR_TOKENIZER, STOP_TOKENS, expected_tokenizer
 from sdfkit.llm.tokens import Tokenizer
 
-FORMAT_FOR_TOKENIZER = {"o200k_harmony": "harmony", "qwen3": "chatml", "llama3": "llama3"}
-#: Chat format -> the special tokens that end an assistant turn when sampling.
-STOP_TOKENS = {
-    "harmony": ("<|return|>", "<|call|>"),
-    "chatml": ("<|im_end|>",),
-    "llama3": ("<|eot_id|>",),
-}
-#: Chat format -> the special token that ends a document: the encoding's end of text, the
-#: boundary between pretraining documents. Not a chat stop token: an SDF document is not an
-#: assistant's turn (gpt-oss's Hugging Face tokenizer names ``<|return|>`` its EOS, which
-#: ends a turn; ``<|endoftext|>`` is what the bundled encoding ends text with).
-DOCUMENT_END = {"harmony": "<|endoftext|>", "chatml": "<|endoftext|>", "llama3": "<|end_of_text|>"}
 PREAMBLE_ROLES = {"system", "developer"}
 
 
@@ -137,8 +127,6 @@ def model_format(tok: Tokenizer) -> str | None:
     model for ``hf:<model>`` (``hf:openai/gpt-oss-20b`` is Harmony); None when unknown."""
     fmt = FORMAT_FOR_TOKENIZER.get(tok.name)
     if fmt is None and tok.name.startswith("hf:"):
-        from sdfkit.train.run import expected_tokenizer
-
         fmt = FORMAT_FOR_TOKENIZER.get(expected_tokenizer(tok.name[3:]) or "")
     return fmt
 
@@ -160,7 +148,9 @@ def chat_format(tok: Tokenizer) -> str:
     return fmt
 
 
-def render(trajectories: list[Trajectory], tok: Tokenizer) -> list[tuple[np.ndarray, np.ndarray]]:
+def render_trajectories(
+    trajectories: list[Trajectory], tok: Tokenizer
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """(tokens int32, weights float32) per trajectory, in the tokenizer's chat format."""
     fmt = chat_format(tok)
     out = []
@@ -174,7 +164,7 @@ def render_prompt(
     messages: list[dict[str, str]], tok: Tokenizer, fmt: str | None = None
 ) -> list[int]:
     """Token ids of a conversation ready for the assistant to answer: ``messages`` (ending
-    with the user's turn) rendered exactly as ``render`` renders them for training, then the
+    with the user's turn) rendered exactly as ``render_trajectories`` renders them for training, then the
     header that opens the assistant's turn. ``fmt`` overrides the tokenizer's own format."""
     fmt = fmt or chat_format(tok)
     if fmt not in STOP_TOKENS:
@@ -189,10 +179,10 @@ def stop_ids(tok: Tokenizer, fmt: str | None = None) -> list[int]:
     return [tok.special_token(t) for t in STOP_TOKENS[fmt or chat_format(tok)]]
 
 
-Plan = list[tuple[str, bool, float]]  # pieces: (text, is_special, weight)
+Pieces = list[tuple[str, bool, float]]  # pieces: (text, is_special, weight)
 
 
-def _encode(plans: list[Plan], tok: Tokenizer) -> list[tuple[np.ndarray, np.ndarray]]:
+def _encode(plans: list[Pieces], tok: Tokenizer) -> list[tuple[np.ndarray, np.ndarray]]:
     """(tokens int32, weights float32) per plan; plain texts are encoded in one batch, each
     piece on its own (as tinker-cookbook's renderers encode header and content apart)."""
     plain = [text for plan in plans for text, special, _ in plan if not special]
@@ -217,7 +207,7 @@ def _encode(plans: list[Plan], tok: Tokenizer) -> list[tuple[np.ndarray, np.ndar
     return out
 
 
-def _header(fmt: str, role: str) -> Plan:
+def _header(fmt: str, role: str) -> Pieces:
     """The pieces that open a turn of ``role`` (never a target: weight 0)."""
     if fmt == "harmony":
         return [("<|start|>", True, 0.0), (role, False, 0.0)]
@@ -231,8 +221,8 @@ def _header(fmt: str, role: str) -> Plan:
     ]
 
 
-def _plan(fmt: str, msgs: list[dict[str, str]]) -> Plan:
-    plan: Plan = []
+def _plan(fmt: str, msgs: list[dict[str, str]]) -> Pieces:
+    plan: Pieces = []
     last = len(msgs) - 1
     if fmt == "llama3":
         plan.append(("<|begin_of_text|>", True, 0.0))

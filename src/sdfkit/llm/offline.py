@@ -31,9 +31,11 @@ import re
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from sdfkit.store.records import utc_now
 
 STANDIN = "offline-standin"
 BASE_URL = "https://offline-standin.invalid"
@@ -107,13 +109,10 @@ class OfflineServer:
     def _save(self, batch: dict[str, Any]) -> None:
         self.batches[batch["id"]] = batch
         if self.state_dir:
-            import os
+            from sdfkit.store.durable import write_text_atomic
 
-            self.state_dir.mkdir(parents=True, exist_ok=True)
             p = self.state_dir / f"{batch['id']}.json"
-            tmp = p.with_suffix(".tmp")
-            tmp.write_text(json.dumps(batch, ensure_ascii=False), encoding="utf-8")
-            os.replace(tmp, p)
+            write_text_atomic(p, json.dumps(batch, ensure_ascii=False))
 
     def _all(self) -> list[dict[str, Any]]:
         if self.state_dir and self.state_dir.is_dir():
@@ -171,7 +170,7 @@ class OfflineServer:
     def _create(self, body: dict[str, Any]) -> dict[str, Any]:
         batch = {
             "id": "msgbatch_offline_" + uuid.uuid4().hex[:20],
-            "created_at": datetime.now(timezone.utc).isoformat(),
+            "created_at": utc_now().isoformat(),
             "requests": body["requests"],
             "polls": 0,
             "ended": False,
@@ -195,7 +194,7 @@ class OfflineServer:
             "request_counts": counts,
             "created_at": batch["created_at"],
             "expires_at": (created + timedelta(hours=24)).isoformat(),
-            "ended_at": datetime.now(timezone.utc).isoformat() if batch["ended"] else None,
+            "ended_at": utc_now().isoformat() if batch["ended"] else None,
             "archived_at": None,
             "cancel_initiated_at": None,
             "results_url": (

@@ -17,15 +17,24 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 from sdfkit.errors import SdfError
 from sdfkit.store.catalog import Store
+from sdfkit.store.records import utc_now
 
-PIN_TABLE = """CREATE TABLE IF NOT EXISTS run_pins (
+TABLES = [
+    """CREATE TABLE IF NOT EXISTS run_pins (
     kind VARCHAR, run VARCHAR, model VARCHAR, prompts VARCHAR, created_at TIMESTAMPTZ,
-    backend VARCHAR)"""
+    backend VARCHAR)""",
+]
+
+
+def ensure_tables(con: Any) -> None:
+    """Create this module's catalog tables (``TABLES``) if missing, on an open connection."""
+    for stmt in TABLES:
+        con.execute(stmt)
+
 
 #: How each kind of run is named on the command line, for messages.
 RUN_OPTION = {"generate": "--run", "grade": "--run", "eval": "--name"}
@@ -48,14 +57,14 @@ class Pin:
     @contextmanager
     def active(self) -> Iterator[None]:
         """Render and hash prompts from the run's recorded templates while inside."""
-        from sdfkit.generate.documents import pinned_prompts
+        from sdfkit.llm.prompts import pinned_prompts
 
         with pinned_prompts(self.prompts):
             yield
 
 
 def read_templates(names: Iterable[str]) -> dict[str, str]:
-    from sdfkit.generate.documents import find_prompt
+    from sdfkit.llm.prompts import find_prompt
 
     return {n: find_prompt(n).read_bytes().decode("utf-8") for n in names}
 
@@ -78,7 +87,7 @@ def pin_run(
     that started it ("anthropic" or "offline-standin"): its batches live there."""
     names = list(dict.fromkeys(prompts))
     with store.connect() as con:
-        con.execute(PIN_TABLE)
+        ensure_tables(con)
         row = con.execute(
             "SELECT model, prompts, backend FROM run_pins WHERE kind = ? AND run = ? "
             "ORDER BY created_at LIMIT 1",
@@ -150,9 +159,9 @@ def _write(
     replace: bool = False,
 ) -> None:
     with store.connect() as con:
-        con.execute(PIN_TABLE)
+        ensure_tables(con)
         con.execute("BEGIN")
-        created = datetime.now(timezone.utc)
+        created = utc_now()
         if replace:
             old = con.execute(
                 "SELECT min(created_at) FROM run_pins WHERE kind = ? AND run = ?", [kind, run]
@@ -169,7 +178,7 @@ def _write(
 def pins(store: Store) -> list[dict[str, Any]]:
     """Every run's pin (model and template names), oldest first."""
     with store.connect() as con:
-        con.execute(PIN_TABLE)
+        ensure_tables(con)
         rows = con.execute(
             "SELECT kind, run, model, prompts, created_at FROM run_pins ORDER BY created_at"
         ).fetchall()

@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sdfkit.errors import ConfigError, SdfError
+from sdfkit.store.durable import fsync_dir, publish
 
 if TYPE_CHECKING:  # pragma: no cover
     import duckdb
@@ -351,7 +352,7 @@ class Store:
 
         con.execute("BEGIN")
         try:
-            _schema.create_tables(con)
+            _schema.ensure_tables(con)
             present = set(self.parquet_tables())
             for name in sorted(present | {DOCUMENTS}):
                 if name in present:
@@ -415,7 +416,7 @@ class Store:
         if dest.exists():
             dest = dest_dir / f"{part.stem}-{uuid.uuid4().hex[:6]}{part.suffix}"
         os.replace(part, dest)
-        _fsync_dir(part.parent)
+        fsync_dir(part.parent)
         return dest
 
     # ----------------------------------------------------------------- reads
@@ -637,37 +638,10 @@ def part_file(
         yield writer
         writer.close()
         if writer.rows:
-            _publish(tmp, final)
+            publish(tmp, final)
     finally:
         writer.close()
         tmp.unlink(missing_ok=True)
-
-
-def _publish(tmp: Path, final: Path) -> None:
-    """Make a finished temporary part visible: durable first, then one atomic rename
-    (replacing a part of the same name), then the directory entry made durable."""
-    _fsync(tmp)
-    os.replace(tmp, final)
-    _fsync_dir(final.parent)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def meta_json(fields: dict[str, Any]) -> str | None:

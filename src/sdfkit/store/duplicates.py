@@ -23,15 +23,26 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
+
+from sdfkit.store.records import utc_now
 
 if TYPE_CHECKING:  # pragma: no cover
     from sdfkit.store.catalog import Store
 
-TABLE = """CREATE TABLE IF NOT EXISTS duplicates (
+TABLES = [
+    """CREATE TABLE IF NOT EXISTS duplicates (
     doc_id VARCHAR, kind VARCHAR, run VARCHAR, universe VARCHAR, concept VARCHAR,
-    doc_type VARCHAR, source VARCHAR, line BIGINT, custom_id VARCHAR, created_at TIMESTAMPTZ)"""
+    doc_type VARCHAR, source VARCHAR, line BIGINT, custom_id VARCHAR, created_at TIMESTAMPTZ)""",
+]
+
+
+def ensure_tables(con: Any) -> None:
+    """Create this module's catalog tables (``TABLES``) if missing, on an open connection."""
+    for stmt in TABLES:
+        con.execute(stmt)
+
+
 COLUMNS = (
     "doc_id", "kind", "run", "universe", "concept", "doc_type", "source", "line", "custom_id",
 )  # fmt: skip
@@ -78,7 +89,7 @@ def record(store: Store, rows: list[dict[str, Any]]) -> int:
 
     if not rows:
         return 0
-    now = datetime.now(timezone.utc)
+    now = utc_now()
     table = pa.table(
         {
             **{c: pa.array([r.get(c) for r in rows], pa.string()) for c in COLUMNS if c != "line"},
@@ -86,7 +97,7 @@ def record(store: Store, rows: list[dict[str, Any]]) -> int:
         }
     )
     with _catalog(store) as con:
-        con.execute(TABLE)
+        ensure_tables(con)
         con.register("_dups", table)
         try:
             con.execute("BEGIN")
@@ -137,7 +148,7 @@ def _catalog(store: Store, wait: float = 30.0) -> Iterator[Any]:
 def figures(store: Store) -> dict[str, Any]:
     """``exact_duplicate_rows`` and counts per run and per concept, for the report."""
     with store.connect() as con:
-        con.execute(TABLE)
+        ensure_tables(con)
         total = con.execute("SELECT count(*) FROM duplicates").fetchall()[0][0]
         by_run = con.execute(
             "SELECT coalesce(run, '(ingested)'), count(*) FROM duplicates GROUP BY 1 ORDER BY 2 DESC, 1"

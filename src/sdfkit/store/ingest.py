@@ -32,6 +32,7 @@ from sdfkit.store.catalog import (
 )
 from sdfkit.store.duplicates import arrival, stored_provenance
 from sdfkit.store.duplicates import record as record_duplicates
+from sdfkit.store.records import utc_now
 
 #: Store column -> input fields tried in order when no explicit mapping is given.
 DEFAULT_ALIASES: dict[str, list[str]] = {
@@ -224,7 +225,7 @@ def ingest_files(
         raise IngestError(f"--max-bytes {max_bytes}: must be a positive number of bytes")
     store.clean_temporaries()
     mapper = _Mapper(mapping, constants)
-    now = datetime.now(timezone.utc)
+    now = utc_now()
 
     def bad(path: Path, line: int, reason: str, message: str) -> None:
         where = f"{path}:{line}" if path.suffix.lower() != ".parquet" else f"{path}: row {line}"
@@ -412,7 +413,7 @@ def build_documents(records: list[dict[str, Any]], tokenizer: str | None = None)
     Used by generation to land documents exactly as ingest does.
     """
     tok = get_tokenizer(tokenizer)
-    now = datetime.now(timezone.utc)
+    now = utc_now()
     out = []
     for r in records:
         r = dict(r)
@@ -443,7 +444,7 @@ def _log(store: Store, result: IngestResult) -> None:
                 "skip_reasons": json.dumps(dict(result.skip_reasons)),
                 "tokenizer": canonical_name(result.tokenizer),
                 "seconds": result.seconds,
-                "created_at": datetime.now(timezone.utc),
+                "created_at": utc_now(),
             }
         ],
         mode="append",

@@ -1,11 +1,12 @@
-"""Row helpers shared by the evaluation stages (recall, belief depth, sampling, capabilities):
-content ids for rows keyed by what was asked, UTC timestamps, and reading/upserting rows as
+"""Row helpers shared by the stages (generation, batches, training, evaluation): content ids
+for rows keyed by what was asked, the UTC clock of every stored timestamp, and reading/upserting rows as
 dicts on an open catalog connection."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime, timezone
 from typing import Any
 
 
@@ -15,10 +16,9 @@ def content_id(*parts: Any) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
-def utc_now() -> Any:
-    import datetime as dt
-
-    return dt.datetime.now(dt.timezone.utc)
+def utc_now() -> datetime:
+    """Now, timezone-aware in UTC: the one clock every stored timestamp is read from."""
+    return datetime.now(timezone.utc)
 
 
 def fetch_dicts(con: Any, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:

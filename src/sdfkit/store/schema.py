@@ -30,7 +30,7 @@ TABLES: list[str] = [
         doc_id VARCHAR, reason VARCHAR, source VARCHAR, created_at TIMESTAMPTZ,
         PRIMARY KEY (doc_id, reason))""",
     # Exact duplicates: every arrival of an already stored text, with provenance.
-    _duplicates.TABLE,
+    *_duplicates.TABLES,
     # Ingest log: what each ingest read, added and skipped.
     """CREATE TABLE IF NOT EXISTS ingests (
         ingest_id VARCHAR, files VARCHAR[], rows_read BIGINT, added BIGINT,
@@ -57,7 +57,8 @@ LEFT JOIN (
 """
 
 
-def create_tables(con: duckdb.DuckDBPyConnection) -> None:
+def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the tables every corpus has (``TABLES``) if missing, on an open connection."""
     for stmt in TABLES:
         con.execute(stmt)
 

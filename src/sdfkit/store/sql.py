@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from sdfkit.errors import SdfError
 from sdfkit.store.catalog import Store
+from sdfkit.store.durable import atomic_path
 
 if TYPE_CHECKING:  # pragma: no cover
     import polars as pl
@@ -104,7 +105,9 @@ def run_sql(
     return pl.from_arrow(tbl)  # type: ignore[return-value]
 
 
-#: Table-name prefix -> the command that makes such tables.
+#: Table-name prefix -> the command that makes such tables; the longest matching prefix
+#: wins. Other parts add theirs with ``register_table_maker`` (the audit registry names each
+#: audit's command), so the store knows no audit by name.
 MADE_BY = {
     "eval_": "sdf eval",
     "belief_": "sdf eval --belief",
@@ -116,7 +119,14 @@ MADE_BY = {
     "selection": "sdf select",
     "gen_": "sdf generate",
     "ledger": "sdf generate",
+    "audit_": "sdf report",  # every audit; a registered audit names its own command
 }
+
+
+def register_table_maker(prefix: str, command: str) -> None:
+    """Name the command that makes the tables starting with ``prefix`` (for the hint a query
+    of a missing table gets)."""
+    MADE_BY[prefix] = command
 
 
 def _explain(message: str) -> str:
@@ -127,16 +137,10 @@ def _explain(message: str) -> str:
     if not m:
         return message
     table, first = m.group(1), message.splitlines()[0]
-    command = None
-    audit = re.match(r"audit_([a-z]+)_", table)
-    if audit:
-        from sdfkit.audits import AUDITS
-
-        if audit.group(1) in AUDITS:
-            command = f"sdf audit {audit.group(1)}` or `sdf report"
-    for prefix, cmd in MADE_BY.items():
-        if command is None and table.startswith(prefix):
-            command = cmd
+    command = next(
+        (MADE_BY[p] for p in sorted(MADE_BY, key=len, reverse=True) if table.startswith(p)),
+        None,
+    )
     if command is None:
         return message
     return f"{table} does not exist yet: it is made by `{command}`; run that first. ({first})"
@@ -228,23 +232,17 @@ def write_out(df: pl.DataFrame, path: str | Path, store: Store | None = None) ->
                 f"--out {p}: inside the corpus folder {store.root}; write results elsewhere"
             )
     suffix = p.suffix.lower()
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".tmp-{p.name}")
-    try:
+    if suffix not in (".csv", ".parquet", ".json", ".jsonl", ".ndjson"):
+        raise QueryError(
+            f"{p}: unknown output type {suffix!r}: use .csv, .parquet, .json or .jsonl"
+        )
+    with atomic_path(p) as tmp:
         if suffix == ".csv":
             _csv_ready(df).write_csv(tmp)
         elif suffix == ".parquet":
             df.write_parquet(tmp, compression="zstd")
         elif suffix == ".json":
             tmp.write_text(json.dumps(df.to_dicts(), ensure_ascii=False, indent=2, default=str))
-        elif suffix in (".jsonl", ".ndjson"):
-            df.write_ndjson(tmp)
         else:
-            raise QueryError(
-                f"{p}: unknown output type {suffix!r}: use .csv, .parquet, .json or .jsonl"
-            )
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+            df.write_ndjson(tmp)
     return p

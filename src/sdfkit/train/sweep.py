@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -33,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from sdfkit.errors import SdfError
 from sdfkit.store.catalog import Store
+from sdfkit.store.durable import write_json_atomic
 
 SWEEP_MANIFEST = "sweep.json"
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -617,13 +617,7 @@ def _per_group(
 
 def _write_json(path: Path, obj: Any) -> None:
     """Written beside, fsynced, renamed: a reader sees the old file or the new, whole."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=1, default=str)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_json_atomic(path, obj, indent=1, default=str)
 
 
 # ------------------------------------------------------------------ training and evaluation
@@ -756,7 +750,8 @@ def write_page(store: Store, plan: SweepPlan, html_path: Path, json_path: Path) 
     """One page: per concept and rate, one line per variant against training progress."""
     import html as _html
 
-    from sdfkit.report.build import html_table, svg_lines, write_atomic
+    from sdfkit.report.build import html_table, svg_lines
+    from sdfkit.store.durable import write_text_atomic as write_atomic
 
     data = sweep_curves(store, plan)
     colors = {v["name"]: PALETTE[i % len(PALETTE)] for i, v in enumerate(data["variants"])}
