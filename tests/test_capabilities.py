@@ -357,7 +357,7 @@ def test_a_broken_evaluation_query_does_not_hide_the_capability_changes(
     tmp_path, store, trained, monkeypatch
 ):
     from sdfkit.evaluate.capabilities import run
-    from sdfkit.report.build import _add_evaluation
+    from sdfkit.evaluate.report_part import add as _add_evaluation
 
     trained.sampler = arithmetic_sampler([])
     cfg = EvalConfig(checkpoints="last", max_tokens=64, limit=2)

@@ -820,7 +820,7 @@ def plan_apply(proposals: list[dict[str, Any]]) -> list[FileChange]:
 
 def write_changes(changes: list[FileChange]) -> None:
     """Write each changed universe file atomically (temporary file, then rename)."""
-    from sdfkit.report.build import write_atomic
+    from sdfkit.report.html import write_atomic
 
     for c in changes:
         if c.path.read_text(encoding="utf-8") != c.before:

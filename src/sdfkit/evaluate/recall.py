@@ -1199,7 +1199,7 @@ def section_recall(store: Store) -> list[dict[str, Any]]:
 
 def svg_curves(points: list[dict[str, Any]], title: str, width: int = 720) -> str:
     """One line chart of an evaluation's points: the four rates (0..1) against training step."""
-    from sdfkit.report.build import svg_lines
+    from sdfkit.report.charts import svg_lines
 
     series = {
         label: [(int(p["step"]), p.get(key)) for p in points]
@@ -1226,7 +1226,7 @@ def write_curves(store: Store, html_path: str | Path, json_path: str | Path | No
     one chart per evaluation and concept, and the table they are drawn from."""
     import html as _html
 
-    from sdfkit.report.build import html_table, write_atomic
+    from sdfkit.report.html import html_table, write_atomic
 
     df = metrics(store)
     rows = df.to_dicts() if df.height else []

@@ -756,7 +756,8 @@ def write_page(store: Store, plan: SweepPlan, html_path: Path, json_path: Path) 
     """One page: per concept and rate, one line per variant against training progress."""
     import html as _html
 
-    from sdfkit.report.build import html_table, svg_lines, write_atomic
+    from sdfkit.report.charts import svg_lines
+    from sdfkit.report.html import html_table, write_atomic
 
     data = sweep_curves(store, plan)
     colors = {v["name"]: PALETTE[i % len(PALETTE)] for i, v in enumerate(data["variants"])}
