@@ -72,7 +72,7 @@ def test_capability_scores_land_with_stderr_and_change_against_base(store, train
     from inspect_ai.log import read_eval_log
 
     from sdfkit.evaluate.capabilities import changes, run
-    from sdfkit.report.check import evaluate as check
+    from sdfkit.report.check import run_checks as check
 
     prompts: list[str] = []
     trained.sampler = arithmetic_sampler(prompts)

@@ -8,9 +8,12 @@ imports no evaluation code and evaluation imports only the report's HTML and cha
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sdfkit.report.html import esc, html_table
+from sdfkit.report.verdicts import Verdict, as_float, max_verdict
+from sdfkit.settings import Checked, between
 
 if TYPE_CHECKING:  # pragma: no cover
     from sdfkit.store.catalog import Store
@@ -99,3 +102,44 @@ CAPABILITY_COLUMNS = [
     "run", "task", "metric", "step", "model_label", "samples", "value", "stderr",
     "base_value", "change", "change_stderr",
 ]  # fmt: skip
+
+
+@dataclass
+class Gates(Checked):
+    """The evaluation's threshold of ``sdf check`` (``check:`` in sdfkit.yaml)."""
+
+    where_: ClassVar[str] = "check"
+
+    #: ``sdf eval --capabilities``: how far any checkpoint's benchmark score may fall below
+    #: the base model's (metrics are read as higher-is-better, e.g. accuracy).
+    max_capability_drop: float | None = field(default=None, metadata=between(0, 1))
+
+
+def verdicts(report: dict[str, Any], thresholds: Any) -> list[Verdict]:
+    """One verdict per checkpoint, task and metric: its drop below the base model."""
+    limit = thresholds.max_capability_drop
+    if limit is None:
+        return []
+    caps, error = report.get("capabilities"), report.get("capabilities_error")
+    name = "max_capability_drop"
+    if not isinstance(caps, list):
+        why = "no capability scores in the report: run `sdf eval RUN --capabilities TASKS`"
+        if error:
+            why = f"capability changes could not be computed: {error}"
+        return [Verdict(name, "capabilities", None, limit, "not run", why)]
+    out = []
+    for r in caps:
+        if r.get("model_label") == "base":
+            continue
+        subject = f"{r.get('run')} step {r.get('step')}: {r.get('task')} {r.get('metric')}"
+        change = as_float(r.get("change"))
+        if change is None:
+            why = "no base-model score to compare with (evaluate the base model too)"
+            out.append(Verdict(name, subject, None, limit, "not run", why))
+            continue
+        se = as_float(r.get("change_stderr"))
+        detail = f"{r.get('value')} vs base {r.get('base_value')}" + (
+            f", stderr of the change {se:.3g}" if se is not None else ""
+        )
+        out.append(max_verdict(name, subject, -change, limit, detail))
+    return out

@@ -4,7 +4,7 @@
 stores its tables in the corpus (``audit_<name>_<table>``), evaluates the thresholds of
 ``sdf check`` on the figures, and writes:
 
-- ``report.json``: every figure, keyed as ``JSON_KEYS`` says (``shape``, ``ngrams``,
+- ``report.json``: every figure, keyed by each audit module's ``JSON_KEY`` (``shape``, ``ngrams``,
   ``names``, ``near_duplicates``, ``diversity``, ``keywords``), plus ``audits`` (status,
   seconds, flags, notes per audit) and ``checks`` (the verdicts);
 - ``report.html``: one self-contained page (inline CSS and SVG, no scripts, no network) that
@@ -41,10 +41,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sdfkit.audits import AUDITS, JSON_KEYS, AuditResult, save
-from sdfkit.report.charts import svg_bars, svg_heatmap, svg_histogram, svg_ranges
-from sdfkit.report.check import ConfigError, Thresholds, Verdict, evaluate
-from sdfkit.report.html import CSS, esc, fmt_num, fmt_pct, html_table, write_atomic
+from sdfkit.audits import AUDITS, AuditResult, json_key, save
+from sdfkit.audits import module as audit_module
+from sdfkit.report.check import ConfigError, Verdict, run_checks, thresholds_class
+from sdfkit.report.html import CSS, esc, fmt_num, write_atomic
+from sdfkit.report.parts import report_parts
 from sdfkit.settings import check_fields
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -52,20 +53,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 DEFAULT_CONFIG_FILE = "sdfkit.yaml"
 TOP_LEVEL_KEYS = ("universes", "report", "audits", "check")
-
-
-#: Report parts beyond the audits, by module name, in page order: each module has
-#: ``add(store, data)`` (its report.json keys), ``present(report)``, ``section(report)`` (HTML),
-#: ``ANCHOR``, ``LABEL`` and ``verdicts(report, thresholds)`` (its gates of ``sdf check``).
-#: By name, so the report imports none of them at module level.
-PARTS: dict[str, str] = {"evaluation": "sdfkit.evaluate.report_part"}
-
-
-def report_parts() -> list[Any]:
-    """The modules of ``PARTS``, in order."""
-    import importlib
-
-    return [importlib.import_module(m) for m in PARTS.values()]
 
 
 @dataclass
@@ -78,7 +65,8 @@ class ReportConfig:
     skip: list[str] = field(default_factory=list)
     #: Per-audit settings: audit name -> {Config field: value}.
     audits: dict[str, dict[str, Any]] = field(default_factory=dict)
-    thresholds: Thresholds = field(default_factory=Thresholds)
+    #: ``sdfkit.report.check.Thresholds``: every audit's gates of ``sdf check``.
+    thresholds: Any = field(default_factory=lambda: thresholds_class()())
     engine: str | None = None
     #: The project file these settings came from (None: defaults only).
     source: str | None = None
@@ -146,7 +134,7 @@ def load_config(path: str | Path | None = None) -> ReportConfig:
             audit_config(name, None, cfg)
         except ModuleNotFoundError:
             pass  # `sdf report` reports the audit "not available" when its turn comes
-    cfg.thresholds = Thresholds.from_mapping(data.get("check"), str(p))
+    cfg.thresholds = thresholds_class().from_mapping(data.get("check"), str(p))
     return cfg
 
 
@@ -263,13 +251,13 @@ def build(
                 entry.update(status="failed", error=f"{type(exc).__name__}: {exc}")
             else:
                 results[name] = result
-                data[JSON_KEYS[name]] = result.figures
+                data[json_key(name)] = result.figures
                 entry.update(status="ok", flags=result.flags, notes=result.notes)
             entry["seconds"] = round(time.perf_counter() - started, 2)
         data["audits"][name] = entry
     for part in report_parts():
         part.add(store, data)
-    verdicts = evaluate(data, config.thresholds).verdicts
+    verdicts = run_checks(data, config.thresholds).verdicts
     data["thresholds"] = config.thresholds.to_dict()
     data["checks"] = [dataclasses.asdict(v) for v in verdicts]
     html_path = json_path = None
@@ -309,17 +297,6 @@ def verdict_errors(report: dict[str, Any]) -> list[str]:
 
 
 # ====================================================================== HTML
-SECTION_TITLES = {
-    "shape": "Shape: documents, tokens and lengths",
-    "ngrams": "N-gram collapse",
-    "names": "Name collapse",
-    "dedup": "Near-duplicates",
-    "diversity": "Embedding diversity",
-    "keywords": "Required keywords",
-    "anti_universe": "Anti-universe compliance",
-}
-
-
 def render_html(report: dict[str, Any]) -> str:
     """The whole page, from a report.json document."""
     audits = report.get("audits", {})
@@ -337,7 +314,7 @@ def render_html(report: dict[str, Any]) -> str:
         f" · thresholds from {esc(report.get('config') or 'defaults (no project file)')}</p>",
         "<nav>"
         + '<a href="#summary">Summary</a>'
-        + "".join(f'<a href="#{n}">{esc(SECTION_TITLES[n].split(":")[0])}</a>' for n in AUDITS)
+        + "".join(f'<a href="#{n}">{esc(audit_module(n).TITLE.split(":")[0])}</a>' for n in AUDITS)
         + "".join(
             f'<a href="#{p.ANCHOR}">{esc(p.LABEL)}</a>' for p in report_parts() if p.present(report)
         )
@@ -401,19 +378,11 @@ def render_html(report: dict[str, Any]) -> str:
             )
     parts.append("</section>")
 
-    renderers = {
-        "shape": _section_shape,
-        "ngrams": _section_ngrams,
-        "names": _section_names,
-        "dedup": _section_dedup,
-        "diversity": _section_diversity,
-        "keywords": _section_keywords,
-        "anti_universe": _section_anti_universe,
-    }
     for name in AUDITS:
         e = audits.get(name, {"status": "not run"})
-        parts.append(f'<section id="{name}"><h2>{esc(SECTION_TITLES[name])}</h2>')
-        fig = report.get(JSON_KEYS[name])
+        module = audit_module(name)
+        parts.append(f'<section id="{name}"><h2>{esc(module.TITLE)}</h2>')
+        fig = report.get(module.JSON_KEY)
         if e.get("status") != "ok" or not isinstance(fig, dict):
             why = e.get("error") or ""
             parts.append(
@@ -421,7 +390,7 @@ def render_html(report: dict[str, Any]) -> str:
             )
         else:
             try:
-                parts.append(renderers[name](fig))
+                parts.append(module.section(fig))
             except Exception as exc:  # a figure of an unexpected shape: show it raw, not crash
                 parts.append(
                     f'<p class="empty">could not draw this section ({esc(type(exc).__name__)}: '
@@ -442,369 +411,3 @@ def render_html(report: dict[str, Any]) -> str:
             parts.append(part.section(report))
     parts.append("</main></body></html>")
     return "\n".join(parts)
-
-
-def _section_shape(f: dict[str, Any]) -> str:
-    out = [
-        f'<p class="summary-line">{fmt_num(f.get("documents"))} documents, '
-        f"{fmt_num(f.get('tokens'))} tokens"
-        + (
-            f"; grader pass rate {fmt_pct(f['grade_pass_rate'])} of {fmt_num(f['graded'])} graded"
-            if f.get("graded")
-            else "; no grader verdicts yet"
-        )
-        + "</p>"
-    ]
-    concepts = [{"concept": c} | v for c, v in (f.get("per_concept") or {}).items()]
-    out.append("<h3>Per concept</h3>" + html_table(concepts))
-    strata = f.get("per_concept_doc_type") or []
-    # doc types down (there are many), concepts across (there are few)
-    rows = sorted({r["doc_type"] for r in strata})
-    cols = sorted({r["concept"] for r in strata})
-    out.append("<h3>Documents per concept × doc type</h3>")
-    out.append(
-        svg_heatmap(
-            rows,
-            cols,
-            {(r["doc_type"], r["concept"]): r["documents"] for r in strata},
-            title="documents per doc type and concept",
-        )
-    )
-    out.append("<h3>Median tokens per concept × doc type</h3>")
-    out.append(
-        svg_heatmap(
-            rows,
-            cols,
-            {(r["doc_type"], r["concept"]): r["median_tokens"] for r in strata},
-            title="median tokens per doc type and concept",
-        )
-    )
-    if any(r.get("graded") for r in strata):
-        out.append("<h3>Grader pass rate per concept × doc type</h3>")
-        out.append(
-            svg_heatmap(
-                rows,
-                cols,
-                {(r["doc_type"], r["concept"]): r["pass_rate"] for r in strata if r.get("graded")},
-                fmt=fmt_pct,
-                vmin=0,
-                vmax=1,
-                title="grader pass rate",
-            )
-        )
-    hist = f.get("length_histogram") or {}
-    out.append("<h3>Length distribution (documents per 250 tokens)</h3>")
-    out.append(
-        svg_histogram(
-            {c: [(b["bucket_start"], b["documents"]) for b in bins] for c, bins in hist.items()},
-            250,
-            "tokens per document",
-            title="length histogram",
-        )
-    )
-    vs = [r for r in f.get("length_vs_target") or [] if r.get("with_target")]
-    if vs:
-        out.append(
-            "<h3>Length achieved against the target, per concept × doc type (words)</h3>"
-            + html_table(
-                vs,
-                [
-                    "concept",
-                    "doc_type",
-                    "documents",
-                    "target_min",
-                    "target_max",
-                    "median_target_words",
-                    "median_words",
-                    "median_achieved_ratio",
-                    "median_tokens",
-                ],  # fmt: skip
-                limit=80,
-            )
-        )
-    out.append("<h3>Strata</h3>" + html_table(strata, limit=80))
-    return "".join(out)
-
-
-def _section_ngrams(f: dict[str, Any]) -> str:
-    out = []
-    shares = f.get("max_doc_share") or {}
-    if shares:
-        out.append("<h3>Largest share of documents carrying one n-gram, per n</h3>")
-        out.append(
-            svg_bars(
-                [(f"{n}-grams", float(v)) for n, v in shares.items() if v is not None],
-                fmt=fmt_pct,
-                max_value=1.0,
-                title="max document share per n",
-            )
-        )
-    for n, rows in (f.get("top") or {}).items():
-        rows = list(rows)[:15]
-        out.append(f"<h3>Top {n}-grams by documents</h3>")
-        out.append(
-            svg_bars(
-                [(str(r.get("ngram")), float(r.get("documents", 0))) for r in rows],
-                title=f"top {n}-grams",
-            )
-        )
-        out.append(
-            html_table(
-                rows,
-                [c for c in ("ngram", "count", "documents", "share") if rows and c in rows[0]],
-                limit=15,
-            )
-        )
-    flagged = f.get("flagged") or []
-    if flagged:
-        out.append("<h3>Flagged n-grams</h3>" + html_table(flagged, limit=40))
-    return "".join(out)
-
-
-def _section_names(f: dict[str, Any]) -> str:
-    out = []
-    share = f.get("top_share")
-    if share is not None:
-        extra = ""
-        if f.get("total_mentions") is not None:
-            extra = (
-                f" · {fmt_num(f['total_mentions'])} person-name mentions, "
-                f"{fmt_num(f.get('distinct_names'))} distinct names"
-            )
-        out.append(
-            f'<p class="summary-line">Top name\'s share of all person-name mentions: '
-            f"<b>{fmt_pct(_first_number(share))}</b>{extra}</p>"
-        )
-    listed = list(f.get("top") or [])
-    top = listed[:25]
-    out.append("<h3>Top person names by mentions</h3>")
-    out.append(
-        svg_bars(
-            [(str(r.get("name")), float(r.get("mentions", 0))) for r in top], title="top names"
-        )
-    )
-    out.append(html_table(listed, limit=max(len(listed), 1)))  # the whole list (top_k rows)
-    strata = [r for r in f.get("by_stratum") or [] if r.get("share") is not None]
-    if strata:
-        # The most mentioned name of each stratum and its share of the stratum's mentions.
-        lead: dict[tuple[str, str], dict[str, Any]] = {}
-        for r in strata:
-            key = (str(r["doc_type"]), str(r["concept"]))
-            if key not in lead or r["share"] > lead[key]["share"]:
-                lead[key] = r
-        out.append("<h3>Top name's share of name mentions per concept × doc type</h3>")
-        out.append(
-            svg_heatmap(
-                sorted({k[0] for k in lead}),
-                sorted({k[1] for k in lead}),
-                {k: float(r["share"]) for k, r in lead.items()},
-                fmt=fmt_pct,
-                vmin=0,
-                vmax=max(0.05, max(float(r["share"]) for r in lead.values())),
-                title="top name share per stratum",
-            )
-        )
-        leaders = sorted(lead.values(), key=lambda r: -float(r["share"]))
-        out.append(
-            html_table(leaders, ["concept", "doc_type", "name", "mentions", "documents", "share"])
-        )
-    anti = f.get("suggested_anti_universe")
-    text = anti.get("yaml") if isinstance(anti, dict) else anti
-    if text:
-        out.append(
-            "<h3>Suggested anti-universe block</h3><p class=notes>Paste into the universe "
-            "file's front matter:</p><pre>" + esc(text) + "</pre>"
-        )
-    return "".join(out)
-
-
-def _first_number(value: Any) -> float | None:
-    from sdfkit.report.check import _as_float
-
-    return _as_float(value)
-
-
-def _section_dedup(f: dict[str, Any]) -> str:
-    out = []
-    clusters = f.get("clusters") or []
-    out.append(
-        f'<p class="summary-line">Near-duplicate fraction: <b>{fmt_pct(f.get("duplicate_fraction"))}'
-        f"</b> · {len(clusters):,} clusters</p>"
-    )
-    sizes: dict[int, int] = {}
-    for c in clusters:
-        sizes[len(c)] = sizes.get(len(c), 0) + 1
-    if sizes:
-        out.append("<h3>Clusters by size</h3>")
-        out.append(
-            svg_bars(
-                [(f"{s} documents", float(k)) for s, k in sorted(sizes.items())],
-                title="cluster sizes",
-            )
-        )
-    pairs = list(f.get("pairs") or [])
-    if pairs:
-        out.append("<h3>Example pairs</h3>" + html_table(pairs, limit=25))
-    if f.get("exact_duplicate_rows") is not None:
-        out.append(
-            f"<h3>Exact duplicates: {fmt_num(f['exact_duplicate_rows'])} arrivals not stored "
-            "again</h3><p class=notes>Every arrival of a text already in the store (or twice "
-            "in one input) is in table <code>duplicates</code> with its provenance.</p>"
-        )
-        for key, label in (
-            ("exact_duplicates_by_run", "run"),
-            ("exact_duplicates_by_concept", "concept"),
-        ):
-            counts = f.get(key) or {}
-            if counts:
-                out.append(html_table([{label: k, "duplicates": v} for k, v in counts.items()]))
-    return "".join(out)
-
-
-def _section_diversity(f: dict[str, Any]) -> str:
-    out = []
-    per = f.get("per_concept") or {}
-    rows = [
-        {
-            "concept": c,
-            "documents": v["documents"],
-            "mean_pairwise_cosine": v["mean_pairwise_cosine"],
-            "effective_documents": v["effective_documents"],
-            "nn_cosine_median": v["nn_cosine"].get("p50"),
-            "nn_cosine_p95": v["nn_cosine"].get("p95"),
-        }
-        for c, v in per.items()
-    ]
-    out.append("<h3>Per concept</h3>" + html_table(rows))
-    by_type = [
-        {
-            "doc_type": t,
-            "documents": v["documents"],
-            "mean_pairwise_cosine": v["mean_pairwise_cosine"],
-            "effective_documents": v["effective_documents"],
-            "nn_cosine_median": v["nn_cosine"].get("p50"),
-        }
-        for t, v in (f.get("per_doc_type") or {}).items()
-    ]
-    if by_type:
-        out.append("<h3>Per doc type, across concepts</h3>" + html_table(by_type))
-    out.append("<h3>Mean pairwise cosine per concept</h3>")
-    out.append(
-        svg_bars(
-            [(r["concept"], r["mean_pairwise_cosine"]) for r in rows],
-            max_value=1.0,
-            title="mean pairwise cosine",
-        )
-    )
-    out.append("<h3>Effective number of documents (Vendi) per concept</h3>")
-    out.append(
-        svg_bars([(r["concept"], r["effective_documents"]) for r in rows], title="Vendi score")
-    )
-    out.append("<h3>Nearest-neighbour cosine (box p25–p75, whiskers p5–p95, line median)</h3>")
-    out.append(svg_ranges([(c, v["nn_cosine"]) for c, v in per.items()], title="nearest neighbour"))
-    strata = f.get("per_concept_doc_type") or []
-    if strata:
-        out.append("<h3>Mean pairwise cosine per concept × doc type</h3>")
-        out.append(
-            svg_heatmap(
-                sorted({r["doc_type"] for r in strata}),
-                sorted({r["concept"] for r in strata}),
-                {(r["doc_type"], r["concept"]): r["mean_pairwise_cosine"] for r in strata},
-                fmt=lambda v: f"{v:.2f}",
-                vmin=0,
-                vmax=1,
-                title="mean pairwise cosine",
-            )
-        )
-        out.append("<h3>Effective documents per concept × doc type</h3>")
-        out.append(
-            svg_heatmap(
-                sorted({r["doc_type"] for r in strata}),
-                sorted({r["concept"] for r in strata}),
-                {(r["doc_type"], r["concept"]): r["effective_documents"] for r in strata},
-                fmt=lambda v: f"{v:.0f}",
-                title="effective documents",
-            )
-        )
-    return "".join(out)
-
-
-def _section_keywords(f: dict[str, Any]) -> str:
-    out = []
-    per = f.get("per_concept") or {}
-    if not per:
-        out.append(
-            '<p class="empty">No required keywords were checked: pass universe files '
-            "with --universe or list them under universes: in sdfkit.yaml.</p>"
-        )
-    for concept, fig in per.items():
-        kws = fig.get("keywords") or []
-        out.append(
-            f"<h3>{esc(concept)}: {fmt_num(fig.get('documents'))} documents, "
-            f"{fmt_num(fig.get('documents_missing_any'))} missing a required keyword</h3>"
-        )
-        out.append(
-            svg_bars(
-                [(k["keyword"], float(k["rate"])) for k in kws],
-                fmt=fmt_pct,
-                max_value=1.0,
-                marks=[k["min_rate"] for k in kws],
-                title=f"keyword rates for {concept}",
-            )
-        )
-        out.append(html_table(kws, ["keyword", "rate", "min_rate", "with_keyword", "meets_min"]))
-        ex = fig.get("missing_examples") or []
-        if ex:
-            out.append(
-                "<p class=notes>Some documents missing a keyword (all are in table "
-                "<code>audit_keywords_missing</code>): " + esc(", ".join(ex[:10])) + "</p>"
-            )
-    return "".join(out)
-
-
-def _section_anti_universe(f: dict[str, Any]) -> str:
-    out = [
-        f'<p class="summary-line"><b>{fmt_num(f.get("violating_documents"))}</b> of '
-        f"{fmt_num(f.get('documents'))} documents carry a name or phrase their own universe bans "
-        "(excluded from selection)</p>"
-    ]
-    for entry in f.get("universes") or []:
-        items = entry.get("items") or []
-        out.append(
-            f"<h3>{esc(entry.get('universe'))} ({esc(entry.get('concept'))}): "
-            f"{fmt_num(entry.get('violating_documents'))} violating documents</h3>"
-        )
-        if not items:
-            out.append('<p class="empty">no banned name or phrase found</p>')
-            continue
-        out.append(
-            svg_bars(
-                [(f"{i['kind']}: {i['text']}", float(i["documents"])) for i in items[:20]],
-                title=f"documents carrying a ban of {entry.get('universe')}",
-            )
-        )
-        rows = [
-            {
-                **{k: i[k] for k in ("kind", "text", "mentions", "documents")},
-                "doc_ids": ", ".join(d[:12] for d in i.get("doc_ids") or []),
-                "by doc type": "; ".join(
-                    f"{dt or '(none)'}: {v['documents']}"
-                    for dt, v in (i.get("by_doc_type") or {}).items()
-                ),
-            }
-            for i in items
-        ]
-        out.append(html_table(rows, limit=40))
-    proposed = [p for p in f.get("proposed") or [] if p.get("names") or p.get("phrases")]
-    if proposed:
-        out.append(
-            "<h3>Proposed anti-universe additions</h3><p class=notes>Names and phrases to ban "
-            "next (never ones already banned); <code>sdf audit names --propose --apply</code> "
-            "writes them into the universe files.</p>"
-        )
-        for p in proposed:
-            rows = [{"kind": "name", **n} for n in p["names"]] + [
-                {"kind": "phrase", **x} for x in p["phrases"]
-            ]
-            out.append(f"<h4>{esc(p['universe'])}</h4>" + html_table(rows))
-    return "".join(out)
