@@ -110,9 +110,9 @@ def _run_one(
         )
 
 
-def _option_type(hint: Any) -> tuple[Any, bool]:
-    """The typer type of a Config field's option (None allowed: an option left out is not
-    passed), and whether it is repeatable (a tuple or list field)."""
+def _option_type(hint: Any) -> Any:
+    """The typer type of a Config field's option: None allowed (an option left out is not
+    passed); a tuple or list field is a repeatable option."""
     import types
     import typing
 
@@ -120,8 +120,8 @@ def _option_type(hint: Any) -> tuple[Any, bool]:
     if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
         hint = args[0]
     if typing.get_origin(hint) in (tuple, list):
-        return list[typing.get_args(hint)[0]] | None, True  # type: ignore[index]
-    return hint | None, False
+        return list[typing.get_args(hint)[0]] | None  # type: ignore[index]
+    return hint | None
 
 
 def _shown_default(config_cls: type, setting: str) -> str | bool:
@@ -164,7 +164,7 @@ def audit_command(name: str) -> Any:
 
     options = dict(spec.options)
     for setting, help_text in options.items():
-        kind, _ = _option_type(hints[setting])
+        kind = _option_type(hints[setting])
         flag = "--" + setting.replace("_", "-")
         opt = typer.Option(flag, help=help_text, show_default=_shown_default(audit.Config, setting))
         param(f"opt_{setting}", Annotated[kind, opt])
