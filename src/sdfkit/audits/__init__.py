@@ -70,7 +70,7 @@ class CatalogWrite:
 class AuditResult:
     """What an audit found.
 
-    ``figures`` is JSON-able and becomes ``report.json[JSON_KEYS[name]]``; ``tables`` are the
+    ``figures`` is JSON-able and becomes ``report.json[<the module's JSON_KEY>]``; ``tables`` are the
     detailed results (saved to the catalog); ``flags`` are findings a person should read,
     one sentence each; ``notes`` say how the figures were computed; ``writes`` are further
     catalog statements ``save`` runs in the same transaction as the tables.

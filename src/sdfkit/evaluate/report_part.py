@@ -2,8 +2,8 @@
 fact and capability changes, as report.json keys, an HTML section and the
 ``max_capability_drop`` gate of ``sdf check``.
 
-``sdfkit.report.build`` finds this module by name in its ``PARTS`` registry, so the report
-imports no evaluation code and evaluation imports only the report's HTML and chart helpers.
+The report finds this module by name in ``sdfkit.report.parts.PARTS``, so the report imports
+no evaluation code and evaluation imports only the report's HTML, chart and verdict helpers.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ def add(store: Store, data: dict[str, Any]) -> None:
 
 
 def present(report: dict[str, Any]) -> bool:
+    """The report holds something of an evaluation (its section and link are drawn)."""
     keys = ("evaluation", "evaluation_error", "capabilities", "capabilities_error", "fact_curves")
     return any(k in report for k in keys)
 

@@ -4,14 +4,16 @@
 stores its tables in the corpus (``audit_<name>_<table>``), evaluates the thresholds of
 ``sdf check`` on the figures, and writes:
 
-- ``report.json``: every figure, keyed by each audit module's ``JSON_KEY`` (``shape``, ``ngrams``,
-  ``names``, ``near_duplicates``, ``diversity``, ``keywords``), plus ``audits`` (status,
+- ``report.json``: every figure, keyed by each audit module's ``JSON_KEY`` (``shape``,
+  ``ngrams``, ``names``, ``near_duplicates``, ``diversity``, ``keywords``), plus ``audits`` (status,
   seconds, flags, notes per audit) and ``checks`` (the verdicts);
 - ``report.html``: one self-contained page (inline CSS and SVG, no scripts, no network) that
   opens with the verdicts and flags, then each audit's plots and tables. It is rendered from
   the JSON alone (``render_html(report)``), so the two never disagree.
 
-Both files are written to a temporary name and renamed into place.
+Nothing here knows an audit: each section, JSON key and gate comes from the audit's module
+(see ``sdfkit.audits``), and the evaluation's part from ``sdfkit.report.parts``. Both files
+are written to a temporary name and renamed into place.
 
 The project file (``sdfkit.yaml`` in the working directory, or ``--config FILE``) sets the
 defaults of a report and of ``sdf check``::
