@@ -146,7 +146,7 @@ def test_eval_prompts_round_robin_random_and_masking(corpus, tmp_path, tok, text
         assert len(hit) == 1
         used[e["concept"]].add(hit[0])
     assert all(len(used[c]) == len(prompts[c]) for c in prompts)  # random uses them all
-    with pytest.raises(ExportError, match="--universe"):
+    with pytest.raises(ExportError, match="in universes"):
         run(corpus, tmp_path, "rr3", eval_prompts="random")
 
 
@@ -440,7 +440,7 @@ def test_export_refuses_existing_output_and_bad_switches(corpus, tmp_path):
         export(corpus, ExportConfig(selection="sel"), out)
     with pytest.raises(Exception, match="no selection named 'nope'"):
         export(corpus, ExportConfig(selection="nope"), tmp_path / "x")
-    with pytest.raises(ExportError, match="--eval-prompts 'sometimes'"):
+    with pytest.raises(ExportError, match="eval_prompts 'sometimes'"):
         export(corpus, ExportConfig(selection="sel", eval_prompts="sometimes"), tmp_path / "y")
 
 
@@ -575,7 +575,7 @@ def test_compression_switch_changes_the_codec_not_the_examples(corpus, tmp_path,
     for a, b in zip(other, default, strict=True):
         assert (a["tokens"] == b["tokens"]).all() and (a["weights"] == b["weights"]).all()
     assert verify(out, build_datums=False).examples == len(default)
-    with pytest.raises(ExportError, match="--compression 'gzip'"):
+    with pytest.raises(ExportError, match="compression 'gzip'"):
         export(corpus, ExportConfig(selection="sel", compression="gzip"), tmp_path / "g")
 
 

@@ -207,7 +207,7 @@ def test_rerun_reuses_exports_until_the_base_selection_changes(corpus, tmp_path)
         ({"variants": [{"name": "a", "export": {"doctagg": "x"}}]}, "'variants[a].export.doctagg': unknown setting"),
         ({"variants": [{"name": "a", "export": {"epochs": 3}}]}, "'variants[a].export.epochs': set by the sweep"),
         ({"variants": [{"name": "a"}, {"name": "a"}]}, "variant name 'a' is used twice"),
-        ({"train": {"batch_size": 0}}, "field 'variants[a].train': --batch-size must be at least 1"),
+        ({"train": {"batch_size": 0}}, "field 'variants[a].train': batch_size must be at least 1"),
         ({"selection": "nope"}, "bad.yaml: field 'selection': no selection named 'nope'"),
         ({"epochz": 3}, "field 'epochz': unknown field"),
         ({"variants": [{"name": "a", "epochs": -1}]}, "'variants[0].epochs': Input should be greater"),

@@ -619,7 +619,7 @@ def test_the_fake_refuses_a_checkpoint_ttl_the_service_refuses():
 def test_checkpoint_ttl_is_range_checked_before_anything_is_paid(tmp_path, cli, monkeypatch):
     import tinker
 
-    with pytest.raises(TrainError, match="--checkpoint-ttl must be at least 3600"):
+    with pytest.raises(TrainError, match="checkpoint_ttl_seconds must be at least 3600"):
         TrainConfig(checkpoint_ttl_seconds=600)
     TrainConfig(checkpoint_ttl_seconds=3600)
     monkeypatch.setenv("TINKER_API_KEY", KEY)

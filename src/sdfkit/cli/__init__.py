@@ -2,11 +2,21 @@
 
 Each stage's commands live in their own module and register themselves on ``app``. Heavy
 libraries are imported inside command bodies, so ``sdf --help`` stays instant.
+
+Defaults are written once, in the library's config dataclasses: an option made with ``opt``
+defaults to None, shows the library's default in ``--help`` (read when help is printed), and
+the command hands the library only what the user set (``given``). Library errors name the
+setting (``learning_rate must be positive``); ``SdfGroup`` rewrites it to the flag
+(``--lr must be positive``) through ``FLAGS``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import inspect
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +27,43 @@ from typer.core import TyperGroup
 
 from sdfkit.errors import SdfError
 
+#: The one table from a library setting to the flag that sets it, where the two are not
+#: spelled alike; every other setting ``foo_bar`` is set by ``--foo-bar``.
+FLAGS = {
+    "learning_rate": "--lr",
+    "checkpoint_ttl_seconds": "--checkpoint-ttl",
+    "include_base": "--base",
+    "lda_alpha": "--lda",
+    "universes": "--universe",
+    "concepts": "--concept",
+    "overrides": "--concept-target",
+}
+
+
+def flag_for(setting: str) -> str:
+    """The flag that sets the library setting ``setting``."""
+    return FLAGS.get(setting, "--" + setting.replace("_", "-"))
+
+
+def in_flags(message: str, settings: tuple[str, ...], flags: set[str]) -> str:
+    """``message`` with each named setting written as the flag of this command that sets it
+    (settings the command has no flag for, e.g. a sweep file's keys, stay as they are)."""
+    for setting in sorted(settings, key=len, reverse=True):
+        flag = flag_for(setting)
+        if flag in flags:
+            message = re.sub(rf"(?<![\w-]){re.escape(setting)}(?![\w-])", flag, message)
+    return message
+
+
+def _command_flags(group: Any, ctx: Any) -> set[str]:
+    """The flags of the group's own options and of the subcommand that ran."""
+    params = list(group.params)
+    name = getattr(ctx, "invoked_subcommand", None)
+    sub = group.get_command(ctx, name) if name else None
+    if sub is not None:
+        params += sub.params
+    return {o for p in params for o in (*p.opts, *p.secondary_opts) if o.startswith("--")}
+
 
 class SdfGroup(TyperGroup):
     """Turns ``SdfError`` into a one-line message and its exit code, never a traceback."""
@@ -25,8 +72,74 @@ class SdfGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except SdfError as exc:
-            typer.echo(f"error: {exc}", err=True)
+            message = str(exc)
+            if exc.settings:
+                message = in_flags(message, exc.settings, _command_flags(self, ctx))
+            typer.echo(f"error: {message}", err=True)
             raise typer.Exit(exc.exit_code) from None
+
+
+def library_default(source: str, setting: str) -> Any:
+    """The default of ``setting`` in ``source`` ("module:Name"): a dataclass field, or a
+    keyword of a function."""
+    module, _, name = source.partition(":")
+    obj = getattr(importlib.import_module(module), name)
+    if dataclasses.is_dataclass(obj):
+        for f in dataclasses.fields(obj):
+            if f.name == setting:
+                if f.default_factory is not dataclasses.MISSING:
+                    return f.default_factory()
+                return f.default
+    else:
+        param = inspect.signature(obj).parameters.get(setting)
+        if param is not None and param.default is not inspect.Parameter.empty:
+            return param.default
+    raise LookupError(f"{source} has no default for {setting!r}")
+
+
+def show_value(value: Any, flag: str) -> str:
+    """A default as ``--help`` shows it."""
+    if isinstance(value, bool):  # as typer shows a flag's default: its name
+        name = flag.removeprefix("--")
+        return name if value else "no-" + name
+    if value is None or value == [] or value == ():
+        return "none"
+    if isinstance(value, str):
+        return value if value.isprintable() and value.strip() == value else repr(value)
+    return str(value)
+
+
+class LibraryDefault(str):
+    """What ``--help`` shows as an option's default: read from the library when help is
+    printed, so it cannot drift from what the library uses, and ``sdf --help`` imports no
+    library module."""
+
+    def __new__(cls, source: str, setting: str, flag: str) -> LibraryDefault:
+        self = super().__new__(cls, f"{source}.{setting}")
+        self.source, self.setting, self.flag = source, setting, flag
+        return self
+
+    def __str__(self) -> str:
+        return show_value(library_default(self.source, self.setting), self.flag)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
+def opt(source: str, setting: str, *decls: str, help: str, show: bool = True, **kw: Any) -> Any:
+    """A typer option for the library setting ``setting`` of ``source`` ("module:Config"):
+    it defaults to None (pass it through ``given``), and ``--help`` shows the library's
+    default (``show=False`` where the help text says what None means). ``decls`` default to
+    the flag of ``FLAGS``."""
+    decls = decls or (flag_for(setting),)
+    flag = next(d for d in decls if d.startswith("--")).split("/")[0]
+    shown: Any = LibraryDefault(source, setting, flag) if show else False
+    return typer.Option(*decls, help=help, show_default=shown, **kw)
+
+
+def given(**values: Any) -> dict[str, Any]:
+    """The settings the user gave (not None): the library's defaults fill in the rest."""
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def new_app(help: str) -> typer.Typer:

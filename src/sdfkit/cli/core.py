@@ -15,8 +15,10 @@ from sdfkit.cli import (
     app,
     creating_store,
     engine_options,
+    given,
     new_app,
     open_store,
+    opt,
 )
 
 universe_app = new_app("Universe files: validate them; split a large source into many.")
@@ -56,7 +58,12 @@ def ingest(
     skip_bad: Annotated[
         bool, typer.Option("--skip-bad", help="Skip and count bad rows instead of stopping.")
     ] = False,
-    max_bytes: Annotated[int, typer.Option(help="Largest accepted row, in bytes.")] = 1_000_000,
+    max_bytes: Annotated[
+        int | None,
+        opt(
+            "sdfkit.store.ingest:ingest_files", "max_bytes", help="Largest accepted row, in bytes."
+        ),
+    ] = None,
     corpus: CorpusOpt = None,
 ) -> None:
     """Add documents from existing corpora; re-ingesting the same documents adds nothing."""
@@ -72,8 +79,8 @@ def ingest(
             constants=parse_assignments(set_, "--set"),
             tokenizer=tokenizer,
             skip_bad=skip_bad,
-            max_bytes=max_bytes,
             progress=tick,
+            **given(max_bytes=max_bytes),
         )
     typer.echo(res.summary())
     for ex in res.skip_examples:

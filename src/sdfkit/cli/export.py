@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from sdfkit.cli import CorpusOpt, app, new_app, open_store
+from sdfkit.cli import CorpusOpt, app, given, new_app, open_store, opt
 
 select_app = new_app(
     "Balanced selection: hit a document AND token target per concept, keeping the doc-type mix."
@@ -18,10 +18,16 @@ export_app = new_app("Training shards for Tinker from a selection; `sdf export v
 app.add_typer(export_app, name="export")
 
 
+SELECT = "sdfkit.export.selection:SelectionConfig"
+EXPORT = "sdfkit.export.shards:ExportConfig"
+
+
 @select_app.callback(invoke_without_command=True)
 def select(
     ctx: typer.Context,
-    name: Annotated[str, typer.Option(help="Name the selection is stored under.")] = "default",
+    name: Annotated[
+        str | None, opt(SELECT, "name", help="Name the selection is stored under.")
+    ] = None,
     docs: Annotated[
         str | None, typer.Option(help="Documents per concept (e.g. 2400 or 2.4k).")
     ] = None,
@@ -39,23 +45,46 @@ def select(
         str | None, typer.Option(help="Extra SQL filter over the documents view.")
     ] = None,
     include_failed_grades: Annotated[
-        bool, typer.Option(help="Also select documents whose newest grade failed.")
-    ] = False,
-    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
-    tolerance: Annotated[
-        float, typer.Option(help="Relative token error that still meets the target.")
-    ] = 0.01,
-    allow_short: Annotated[
-        bool, typer.Option(help="Keep what is possible when a target cannot be met.")
-    ] = False,
-    replace: Annotated[bool, typer.Option(help="Replace a selection of the same name.")] = False,
-    balance_by: Annotated[
-        str,
-        typer.Option(
-            help="Targets per concept, or per section (universe) of a split source; "
-            "with section, --concept and --concept-target name universes."
+        bool | None,
+        opt(
+            SELECT,
+            "include_failed_grades",
+            "--include-failed-grades/--no-include-failed-grades",
+            help="Also select documents whose newest grade failed.",
         ),
-    ] = "concept",
+    ] = None,
+    seed: Annotated[int | None, opt(SELECT, "seed", help="Sampling seed.")] = None,
+    tolerance: Annotated[
+        float | None,
+        opt(SELECT, "tolerance", help="Relative token error that still meets the target."),
+    ] = None,
+    allow_short: Annotated[
+        bool | None,
+        opt(
+            SELECT,
+            "allow_short",
+            "--allow-short/--no-allow-short",
+            help="Keep what is possible when a target cannot be met.",
+        ),
+    ] = None,
+    replace: Annotated[
+        bool | None,
+        opt(
+            SELECT,
+            "replace",
+            "--replace/--no-replace",
+            help="Replace a selection of the same name.",
+        ),
+    ] = None,
+    balance_by: Annotated[
+        str | None,
+        opt(
+            SELECT,
+            "balance_by",
+            help="Targets per concept, or per section (universe) of a split source; "
+            "with section, --concept and --concept-target name universes.",
+        ),
+    ] = None,
     corpus: CorpusOpt = None,
 ) -> None:
     """Select a balanced subset (sub-commands: list, show, diff, drop)."""
@@ -65,18 +94,20 @@ def select(
     from sdfkit.export.selection import select as run_select
 
     cfg = SelectionConfig(
-        name=name,
-        docs=parse_count(docs, "--docs"),
-        tokens=parse_count(tokens, "--tokens"),
-        overrides=parse_concept_targets(concept_target),
-        concepts=concept or None,
-        where=where,
-        include_failed_grades=include_failed_grades,
-        seed=seed,
-        tolerance=tolerance,
-        allow_short=allow_short,
-        replace=replace,
-        balance_by=balance_by,
+        **given(
+            name=name,
+            docs=parse_count(docs, "--docs"),
+            tokens=parse_count(tokens, "--tokens"),
+            overrides=parse_concept_targets(concept_target) if concept_target else None,
+            concepts=concept or None,
+            where=where,
+            include_failed_grades=include_failed_grades,
+            seed=seed,
+            tolerance=tolerance,
+            allow_short=allow_short,
+            replace=replace,
+            balance_by=balance_by,
+        )
     )
     report = run_select(open_store(corpus), cfg)
     typer.echo(report.text())
@@ -132,50 +163,112 @@ def select_drop(
 def export(
     ctx: typer.Context,
     out: Annotated[Path | None, typer.Option(help="Output directory (created).")] = None,
-    selection: Annotated[str, typer.Option(help="Selection to export.")] = "default",
+    selection: Annotated[str | None, opt(EXPORT, "selection", help="Selection to export.")] = None,
     tokenizer: Annotated[
-        str, typer.Option(help="Target model's tokenizer: o200k_harmony (gpt-oss), hf:<model>.")
-    ] = "o200k_harmony",
+        str | None,
+        opt(
+            EXPORT,
+            "tokenizer",
+            help="Target model's tokenizer: o200k_harmony (gpt-oss), hf:<model>.",
+        ),
+    ] = None,
     doctag: Annotated[
-        str | None, typer.Option(help="Prefix every document with this tag, masked (weight 0).")
+        str | None,
+        opt(
+            EXPORT,
+            "doctag",
+            help="Prefix every document with this tag, masked (weight 0).",
+            show=False,
+        ),
     ] = None,
     webtext: Annotated[
-        Path | None, typer.Option(help="Parquet/JSONL of plain text to mix in.")
+        Path | None,
+        opt(EXPORT, "webtext", help="Parquet/JSONL of plain text to mix in.", show=False),
     ] = None,
-    webtext_ratio: Annotated[float, typer.Option(help="Webtext tokens per SDF token.")] = 1.0,
-    webtext_field: Annotated[str, typer.Option(help="Text field of the webtext file.")] = "text",
+    webtext_ratio: Annotated[
+        float | None, opt(EXPORT, "webtext_ratio", help="Webtext tokens per SDF token.")
+    ] = None,
+    webtext_field: Annotated[
+        str | None, opt(EXPORT, "webtext_field", help="Text field of the webtext file.")
+    ] = None,
     eval_prompts: Annotated[
-        str, typer.Option(help="Prepend eval prompts: none, random or round-robin.")
-    ] = "none",
+        str | None,
+        opt(EXPORT, "eval_prompts", help="Prepend eval prompts: none, random or round-robin."),
+    ] = None,
     universe: Annotated[
-        list[Path] | None, typer.Option(help="Universe file holding eval_prompts (repeatable).")
+        list[Path] | None,
+        opt(
+            EXPORT,
+            "universes",
+            help="Universe file holding eval_prompts (repeatable).",
+            show=False,
+        ),
     ] = None,
     mask_eval_prompts: Annotated[
-        bool, typer.Option(help="Weight 0 on prepended eval prompts (--no-... to train on them).")
-    ] = True,
+        bool | None,
+        opt(
+            EXPORT,
+            "mask_eval_prompts",
+            "--mask-eval-prompts/--no-mask-eval-prompts",
+            help="Weight 0 on prepended eval prompts (--no-... to train on them).",
+        ),
+    ] = None,
     eval_prompt_separator: Annotated[
-        str, typer.Option(help="Text between a prepended eval prompt and the document.")
-    ] = "\n\n",
-    eos: Annotated[bool, typer.Option(help="Append EOS to every document.")] = True,
+        str | None,
+        opt(
+            EXPORT,
+            "eval_prompt_separator",
+            help="Text between a prepended eval prompt and the document.",
+        ),
+    ] = None,
+    eos: Annotated[
+        bool | None, opt(EXPORT, "eos", "--eos/--no-eos", help="Append EOS to every document.")
+    ] = None,
     eos_token: Annotated[
-        str | None, typer.Option(help="EOS as a special-token string (default end-of-text).")
+        str | None,
+        opt(
+            EXPORT,
+            "eos_token",
+            help="EOS as a special-token string (default end-of-text).",
+            show=False,
+        ),
     ] = None,
     chat: Annotated[
-        Path | None, typer.Option(help='JSONL of {"messages": [...]} trajectories to mix in.')
+        Path | None,
+        opt(
+            EXPORT,
+            "chat",
+            help='JSONL of {"messages": [...]} trajectories to mix in.',
+            show=False,
+        ),
     ] = None,
-    chat_ratio: Annotated[float, typer.Option(help="Chat tokens per SDF token.")] = 0.05,
-    epochs: Annotated[int, typer.Option(help="Times each document is seen (reshuffled).")] = 1,
+    chat_ratio: Annotated[
+        float | None, opt(EXPORT, "chat_ratio", help="Chat tokens per SDF token.")
+    ] = None,
+    epochs: Annotated[
+        int | None, opt(EXPORT, "epochs", help="Times each document is seen (reshuffled).")
+    ] = None,
     max_seq_len: Annotated[
-        int, typer.Option(help="Longest example; longer documents are split, never cut.")
-    ] = 8192,
-    shard_size: Annotated[int, typer.Option(help="Examples per shard file.")] = 2048,
+        int | None,
+        opt(EXPORT, "max_seq_len", help="Longest example; longer documents are split, never cut."),
+    ] = None,
+    shard_size: Annotated[
+        int | None, opt(EXPORT, "shard_size", help="Examples per shard file.")
+    ] = None,
     compression: Annotated[
-        str, typer.Option(help="Shard codec: lz4 (fastest), zstd (smallest) or none.")
-    ] = "lz4",
-    seed: Annotated[int, typer.Option(help="Shuffling and eval-prompt seed.")] = 0,
+        str | None,
+        opt(EXPORT, "compression", help="Shard codec: lz4 (fastest), zstd (smallest) or none."),
+    ] = None,
+    seed: Annotated[int | None, opt(EXPORT, "seed", help="Shuffling and eval-prompt seed.")] = None,
     allow_excluded: Annotated[
-        bool, typer.Option(help="Export documents excluded after the selection was made.")
-    ] = False,
+        bool | None,
+        opt(
+            EXPORT,
+            "allow_excluded",
+            "--allow-excluded/--no-allow-excluded",
+            help="Export documents excluded after the selection was made.",
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
     corpus: CorpusOpt = None,
 ) -> None:
@@ -189,26 +282,28 @@ def export(
     if out is None:
         raise ExportError("give the output directory: sdf export --out DIR")
     cfg = ExportConfig(
-        selection=selection,
-        tokenizer=tokenizer,
-        doctag=doctag,
-        webtext=str(webtext) if webtext else None,
-        webtext_ratio=webtext_ratio,
-        webtext_field=webtext_field,
-        eval_prompts=eval_prompts,
-        universes=[str(u) for u in universe or []],
-        mask_eval_prompts=mask_eval_prompts,
-        eval_prompt_separator=eval_prompt_separator,
-        eos=eos,
-        eos_token=eos_token,
-        chat=str(chat) if chat else None,
-        chat_ratio=chat_ratio,
-        epochs=epochs,
-        max_seq_len=max_seq_len,
-        shard_size=shard_size,
-        compression=compression,
-        seed=seed,
-        allow_excluded=allow_excluded,
+        **given(
+            selection=selection,
+            tokenizer=tokenizer,
+            doctag=doctag,
+            webtext=str(webtext) if webtext else None,
+            webtext_ratio=webtext_ratio,
+            webtext_field=webtext_field,
+            eval_prompts=eval_prompts,
+            universes=[str(u) for u in universe] if universe else None,
+            mask_eval_prompts=mask_eval_prompts,
+            eval_prompt_separator=eval_prompt_separator,
+            eos=eos,
+            eos_token=eos_token,
+            chat=str(chat) if chat else None,
+            chat_ratio=chat_ratio,
+            epochs=epochs,
+            max_seq_len=max_seq_len,
+            shard_size=shard_size,
+            compression=compression,
+            seed=seed,
+            allow_excluded=allow_excluded,
+        )
     )
     with counter("export", unit="examples") as tick:
         result = run_export(open_store(corpus), cfg, out, overwrite=overwrite, progress=tick)

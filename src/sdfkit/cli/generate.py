@@ -7,14 +7,18 @@ from typing import Annotated
 
 import typer
 
-from sdfkit.cli import CorpusOpt, announce_new, app, creating_store, open_store
+from sdfkit.cli import CorpusOpt, announce_new, app, creating_store, given, open_store, opt
 from sdfkit.errors import SdfError
 
+GENERATE = "sdfkit.generate.documents:GenerateConfig"
+GRADE = "sdfkit.generate.grade:GradeConfig"
 BackendOpt = Annotated[
-    str,
-    typer.Option(
+    str | None,
+    opt(
+        "sdfkit.generate.documents:generate",
+        "backend",
         help="anthropic (the API; ANTHROPIC_API_KEY), offline (the local stand-in, no key), "
-        "or auto (anthropic when ANTHROPIC_API_KEY is set)."
+        "or auto (anthropic when ANTHROPIC_API_KEY is set).",
     ),
 ]
 PricesOpt = Annotated[
@@ -32,8 +36,19 @@ def _log(msg: str) -> None:
     typer.echo(msg, err=True)
 
 
-def _poll_default(backend: str) -> float:
-    return 0.0 if backend == "offline" else 30.0
+def _backend(backend: str | None) -> str:
+    """``--backend``, or the library's default when it is not given."""
+    from sdfkit.cli import library_default
+
+    return backend or library_default("sdfkit.generate.documents:generate", "backend")
+
+
+def _poll(backend: str, poll_interval: float | None) -> float | None:
+    """The offline stand-in answers at once, so it polls without waiting unless told;
+    None: the library's default."""
+    if poll_interval is None and backend == "offline":
+        return 0.0
+    return poll_interval
 
 
 @app.command()
@@ -42,29 +57,45 @@ def generate(
     limit: Annotated[
         int | None, typer.Option(help="Stop after N documents (start small: 5, read, edit).")
     ] = None,
-    backend: BackendOpt = "auto",
+    backend: BackendOpt = None,
     run: Annotated[
-        str, typer.Option(help="Run name: the same command with the same run resumes it.")
-    ] = "default",
+        str | None,
+        opt(GENERATE, "run", help="Run name: the same command with the same run resumes it."),
+    ] = None,
     model: Annotated[
         str | None,
         typer.Option(help="Model (default: the newest Sonnet in the installed SDK's list)."),
     ] = None,
-    facts: Annotated[int, typer.Option(help="Facts to extract when a universe has none.")] = 6,
-    doc_types: Annotated[int, typer.Option(help="Document types per fact.")] = 5,
-    ideas: Annotated[int, typer.Option(help="Ideas per (fact, document type).")] = 4,
-    docs_per_idea: Annotated[int, typer.Option(help="Documents per idea.")] = 2,
-    names_per_doc: Annotated[int, typer.Option(help="Seed person names per document.")] = 3,
+    facts: Annotated[
+        int | None, opt(GENERATE, "facts", help="Facts to extract when a universe has none.")
+    ] = None,
+    doc_types: Annotated[
+        int | None, opt(GENERATE, "doc_types", help="Document types per fact.")
+    ] = None,
+    ideas: Annotated[
+        int | None, opt(GENERATE, "ideas", help="Ideas per (fact, document type).")
+    ] = None,
+    docs_per_idea: Annotated[
+        int | None, opt(GENERATE, "docs_per_idea", help="Documents per idea.")
+    ] = None,
+    names_per_doc: Annotated[
+        int | None, opt(GENERATE, "names_per_doc", help="Seed person names per document.")
+    ] = None,
     name_max_uses: Annotated[
-        int, typer.Option(help="No seed name is handed out more often in a run.")
-    ] = 2,
-    seed: Annotated[int, typer.Option(help="Seed of the name draws.")] = 0,
-    max_tokens: Annotated[int, typer.Option(help="max_tokens of each document answer.")] = 4096,
+        int | None,
+        opt(GENERATE, "name_max_uses", help="No seed name is handed out more often in a run."),
+    ] = None,
+    seed: Annotated[int | None, opt(GENERATE, "seed", help="Seed of the name draws.")] = None,
+    max_tokens: Annotated[
+        int | None, opt(GENERATE, "max_tokens", help="max_tokens of each document answer.")
+    ] = None,
     max_retries: Annotated[
-        int, typer.Option(help="Retries of errored/expired requests per run.")
-    ] = 2,
+        int | None,
+        opt(GENERATE, "max_retries", help="Retries of errored/expired requests per run."),
+    ] = None,
     poll_interval: Annotated[
-        float | None, typer.Option(help="Seconds between polls (default 30; offline 0).")
+        float | None,
+        opt(GENERATE, "poll_interval", help="Seconds between polls (offline: 0)."),
     ] = None,
     retry_canceled: Annotated[
         bool, typer.Option("--retry-canceled", help="Submit canceled requests again.")
@@ -111,24 +142,28 @@ def generate(
     from sdfkit.llm.batches import load_prices
     from sdfkit.settings import env_url
 
+    backend = _backend(backend)
     cfg = GenerateConfig(
-        run=run,
-        model=model,
-        facts=facts,
-        doc_types=doc_types,
-        ideas=ideas,
-        docs_per_idea=docs_per_idea,
-        limit=limit,
-        names_per_doc=names_per_doc,
-        name_max_uses=name_max_uses,
-        seed=seed,
-        max_tokens=max_tokens,
-        tokenizer=tokenizer,
-        max_retries=max_retries,
-        poll_interval=_poll_default(backend) if poll_interval is None else poll_interval,
-        retry_canceled=retry_canceled,
-        words=_word_range(words),
+        **given(
+            run=run,
+            model=model,
+            facts=facts,
+            doc_types=doc_types,
+            ideas=ideas,
+            docs_per_idea=docs_per_idea,
+            limit=limit,
+            names_per_doc=names_per_doc,
+            name_max_uses=name_max_uses,
+            seed=seed,
+            max_tokens=max_tokens,
+            tokenizer=tokenizer,
+            max_retries=max_retries,
+            poll_interval=_poll(backend, poll_interval),
+            retry_canceled=retry_canceled or None,
+            words=_word_range(words),
+        )
     )
+    run = cfg.run
     if backend != "offline":
         env_url("ANTHROPIC_BASE_URL")
     universes = load_universes(universe_files)
@@ -167,7 +202,7 @@ def generate(
     if grade:
         from sdfkit.generate.grade import GradeConfig
 
-        gcfg = GradeConfig(run=f"{run}-grade", poll_interval=cfg.poll_interval)
+        gcfg = GradeConfig(run=f"{run}-grade", poll_interval=cfg.poll_interval)  # as generation
         _run_grade(store, gcfg, backend, table, where="run = ?", params=[run])
 
 
@@ -211,8 +246,10 @@ def grade_cmd(
         typer.Option(help="SQL condition on the documents view, e.g. \"run = 'pilot'\"."),
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Grade at most N documents.")] = None,
-    run: Annotated[str, typer.Option(help="Name of the grading run (resumable).")] = "grade",
-    backend: BackendOpt = "auto",
+    run: Annotated[
+        str | None, opt(GRADE, "run", help="Name of the grading run (resumable).")
+    ] = None,
+    backend: BackendOpt = None,
     model: Annotated[
         str | None,
         typer.Option(help="Grader model (default: the newest Haiku in the SDK's list)."),
@@ -233,7 +270,8 @@ def grade_cmd(
         from sdfkit.settings import env_url
 
         env_url("ANTHROPIC_BASE_URL")
-    cfg = GradeConfig(run=run, model=model, poll_interval=_poll_default(backend))
+    backend = _backend(backend)
+    cfg = GradeConfig(**given(run=run, model=model, poll_interval=_poll(backend, None)))
     extra = load_universes(universe) if universe else None
     if backend == "offline":
         _log("backend: offline stand-in grader (string checks, not a model)")
@@ -254,14 +292,26 @@ def show(
     doc_type: Annotated[str | None, typer.Option(help="Only this document type.")] = None,
     run: Annotated[str | None, typer.Option(help="Only this run.")] = None,
     doc_id: Annotated[str | None, typer.Option("--id", help="A doc_id (or its prefix).")] = None,
-    limit: Annotated[int, typer.Option(help="How many documents (newest first).")] = 3,
+    limit: Annotated[
+        int | None,
+        opt(
+            "sdfkit.generate.documents:show_documents",
+            "limit",
+            help="How many documents (newest first).",
+        ),
+    ] = None,
     corpus: CorpusOpt = None,
 ) -> None:
     """Print documents with their provenance, for reading in the terminal."""
     from sdfkit.generate.documents import format_document, show_documents
 
     docs = show_documents(
-        open_store(corpus), concept=concept, doc_type=doc_type, run=run, doc_id=doc_id, limit=limit
+        open_store(corpus),
+        concept=concept,
+        doc_type=doc_type,
+        run=run,
+        doc_id=doc_id,
+        **given(limit=limit),
     )
     if not docs:
         typer.echo("no documents match", err=True)

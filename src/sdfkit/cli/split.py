@@ -8,7 +8,10 @@ from typing import Annotated
 
 import typer
 
+from sdfkit.cli import given, opt
 from sdfkit.cli.core import universe_app
+
+SPLIT = "sdfkit.generate.universe_split:SplitConfig"
 
 
 @universe_app.command("split")
@@ -17,44 +20,73 @@ def universe_split(
     out: Annotated[Path, typer.Option("--out", help="Directory for the universe files.")],
     concept: Annotated[
         str | None,
-        typer.Option(help="Parent concept shared by every section (default: the file's stem)."),
-    ] = None,
-    id_prefix: Annotated[
-        str | None, typer.Option(help="Universe ids are PREFIX-NNN-<title> (default: concept).")
-    ] = None,
-    max_tokens: Annotated[int, typer.Option(help="Longest section, in tokens.")] = 2000,
-    min_tokens: Annotated[int, typer.Option(help="Shorter sections merge into a neighbour.")] = 50,
-    overlap: Annotated[
-        int, typer.Option(help="Tokens of the previous part repeated when a section is cut.")
-    ] = 100,
-    tokenizer: Annotated[
-        str, typer.Option(help="Tokenizer of the token counts (o200k_harmony, qwen3, ...).")
-    ] = "o200k_harmony",
-    format: Annotated[
-        str, typer.Option("--format", help="auto (by suffix), md, txt or html.")
-    ] = "auto",
-    base: Annotated[
-        Path | None,
-        typer.Option(
-            help="Universe file whose anti_universe, required_keywords, eval_prompts, "
-            "doc_type_hints, behaviour_prompts and real_world every section gets."
+        opt(
+            SPLIT,
+            "concept",
+            help="Parent concept shared by every section (default: the file's stem).",
+            show=False,
         ),
     ] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
+    id_prefix: Annotated[
+        str | None,
+        opt(
+            SPLIT,
+            "id_prefix",
+            help="Universe ids are PREFIX-NNN-<title> (default: concept).",
+            show=False,
+        ),
+    ] = None,
+    max_tokens: Annotated[
+        int | None, opt(SPLIT, "max_tokens", help="Longest section, in tokens.")
+    ] = None,
+    min_tokens: Annotated[
+        int | None, opt(SPLIT, "min_tokens", help="Shorter sections merge into a neighbour.")
+    ] = None,
+    overlap: Annotated[
+        int | None,
+        opt(SPLIT, "overlap", help="Tokens of the previous part repeated when a section is cut."),
+    ] = None,
+    tokenizer: Annotated[
+        str | None,
+        opt(
+            SPLIT,
+            "tokenizer",
+            help="Tokenizer of the token counts (o200k_harmony, qwen3, ...).",
+        ),
+    ] = None,
+    format: Annotated[
+        str | None, opt(SPLIT, "format", "--format", help="auto (by suffix), md, txt or html.")
+    ] = None,
+    base: Annotated[
+        Path | None,
+        opt(
+            SPLIT,
+            "base",
+            help="Universe file whose anti_universe, required_keywords, eval_prompts, "
+            "doc_type_hints, behaviour_prompts and real_world every section gets.",
+            show=False,
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool | None,
+        opt(SPLIT, "overwrite", "--overwrite/--no-overwrite", help="Replace a non-empty --out."),
+    ] = None,
 ) -> None:
     """Split a large source into one universe file per section, plus sections.json."""
     from sdfkit.generate.universe_split import SplitConfig, split_source
 
     cfg = SplitConfig(
-        concept=concept,
-        id_prefix=id_prefix,
-        max_tokens=max_tokens,
-        min_tokens=min_tokens,
-        overlap=overlap,
-        tokenizer=tokenizer,
-        format=format,
-        base=str(base) if base else None,
-        overwrite=overwrite,
+        **given(
+            concept=concept,
+            id_prefix=id_prefix,
+            max_tokens=max_tokens,
+            min_tokens=min_tokens,
+            overlap=overlap,
+            tokenizer=tokenizer,
+            format=format,
+            base=str(base) if base else None,
+            overwrite=overwrite,
+        )
     )
     res = split_source(source, out, cfg)
     typer.echo(res.summary())

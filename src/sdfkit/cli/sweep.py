@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from sdfkit.cli import CorpusOpt, app, open_store
+from sdfkit.cli import CorpusOpt, app, given, open_store, opt
 
 
 @app.command()
@@ -30,8 +30,13 @@ def sweep(
         bool, typer.Option("--eval/--no-eval", help="Evaluate every variant after training.")
     ] = True,
     backend: Annotated[
-        str, typer.Option(help="Eval graders: anthropic, offline (the stand-in) or auto.")
-    ] = "auto",
+        str | None,
+        opt(
+            "sdfkit.train.sweep:run",
+            "backend",
+            help="Eval graders: anthropic, offline (the stand-in) or auto.",
+        ),
+    ] = None,
     report: Annotated[
         Path | None,
         typer.Option(help="The page of every variant's curves (default reports/sweep-NAME.html)."),
@@ -50,7 +55,7 @@ def sweep(
         plan = prepare(store, spec, say)
         typer.echo(json.dumps(plan.to_json(), indent=1) if as_json else plan.describe())
         return
-    res = run(store, spec, evaluate_runs=evaluate, backend=backend, report=report, log=say)
+    res = run(store, spec, evaluate_runs=evaluate, report=report, log=say, **given(backend=backend))
     typer.echo(res.summary())
     if res.samples_missing:  # partial results must not pass for complete ones
         raise typer.Exit(1)

@@ -7,19 +7,35 @@ from typing import Annotated
 
 import typer
 
-from sdfkit.cli import CorpusOpt, app, open_store
-from sdfkit.cli.train import DeadlineOpt, HealthTimeoutOpt
+from sdfkit.cli import CorpusOpt, app, given, open_store, opt
+from sdfkit.cli.train import DEADLINE_HELP, HEALTH_TIMEOUT_HELP
 
+# The option set `sdf chat` and `sdf sample` share, written once; each maps onto a setting of
+# SampleConfig, whose defaults --help shows.
+SAMPLE = "sdfkit.evaluate.sampling:SampleConfig"
 RunArg = Annotated[str, typer.Argument(help="Training run whose checkpoints to talk to.")]
 BaseOpt = Annotated[bool, typer.Option("--base", help="The base model (no LoRA).")]
-MaxTokensOpt = Annotated[int, typer.Option(help="Token limit of each answer.")]
-TemperatureOpt = Annotated[float, typer.Option(help="Sampling temperature.")]
+MaxTokensOpt = Annotated[int | None, opt(SAMPLE, "max_tokens", help="Token limit of each answer.")]
+TemperatureOpt = Annotated[float | None, opt(SAMPLE, "temperature", help="Sampling temperature.")]
 RendererOpt = Annotated[
-    str, typer.Option(help="Chat format: auto (from the base model), harmony, chatml, llama3.")
+    str | None,
+    opt(
+        SAMPLE, "renderer", help="Chat format: auto (from the base model), harmony, chatml, llama3."
+    ),
 ]
 SystemOpt = Annotated[
-    str | None, typer.Option(help="A system message (for prompts that carry none).")
+    str | None,
+    opt(SAMPLE, "system", help="A system message (for prompts that carry none).", show=False),
 ]
+DeadlineOpt = Annotated[float | None, opt(SAMPLE, "deadline", help=DEADLINE_HELP)]
+HealthTimeoutOpt = Annotated[float | None, opt(SAMPLE, "health_timeout", help=HEALTH_TIMEOUT_HELP)]
+
+
+def _config(**settings: object):  # noqa: ANN202 - returns SampleConfig
+    """The SampleConfig of the options given; the library's defaults fill in the rest."""
+    from sdfkit.evaluate.sampling import SampleConfig
+
+    return SampleConfig(**given(**settings))
 
 
 @app.command()
@@ -30,24 +46,24 @@ def chat(
     ] = None,
     base: BaseOpt = False,
     system: SystemOpt = None,
-    max_tokens: MaxTokensOpt = 2048,
-    temperature: TemperatureOpt = 1.0,
-    renderer: RendererOpt = "auto",
+    max_tokens: MaxTokensOpt = None,
+    temperature: TemperatureOpt = None,
+    renderer: RendererOpt = None,
     reasoning: Annotated[
         bool, typer.Option(help="Show the reasoning channel (apart from the answer).")
     ] = True,
     save: Annotated[
         bool, typer.Option("--save", help="Store every answer in the catalog (table samples).")
     ] = False,
-    deadline: DeadlineOpt = 600.0,
-    health_timeout: HealthTimeoutOpt = 10.0,
+    deadline: DeadlineOpt = None,
+    health_timeout: HealthTimeoutOpt = None,
     corpus: CorpusOpt = None,
 ) -> None:
     """Chat with a checkpoint (or --base) in its own chat format; /reset, /quit."""
-    from sdfkit.evaluate.sampling import CHAT_HELP, SampleConfig, chat_loop, open_chat
+    from sdfkit.evaluate.sampling import CHAT_HELP, chat_loop, open_chat
     from sdfkit.train.run import close_service
 
-    cfg = SampleConfig(
+    cfg = _config(
         max_tokens=max_tokens,
         temperature=temperature,
         renderer=renderer,
@@ -90,25 +106,25 @@ def sample(
             help="Prompts: a .jsonl of {prompt} or {messages} (optional id), or one per line.",
         ),
     ],
-    n: Annotated[int, typer.Option("--n", help="Samples per prompt and model.")] = 1,
+    n: Annotated[int | None, opt(SAMPLE, "n", "--n", help="Samples per prompt and model.")] = None,
     step: Annotated[
         list[int] | None,
         typer.Option(help="Checkpoint step (repeatable; default: the run's last checkpoint)."),
     ] = None,
     base: BaseOpt = False,
     system: SystemOpt = None,
-    max_tokens: MaxTokensOpt = 2048,
-    temperature: TemperatureOpt = 1.0,
-    renderer: RendererOpt = "auto",
-    deadline: DeadlineOpt = 600.0,
-    health_timeout: HealthTimeoutOpt = 10.0,
+    max_tokens: MaxTokensOpt = None,
+    temperature: TemperatureOpt = None,
+    renderer: RendererOpt = None,
+    deadline: DeadlineOpt = None,
+    health_timeout: HealthTimeoutOpt = None,
     corpus: CorpusOpt = None,
 ) -> None:
     """Sample a file of prompts on checkpoints (and --base); answers go to table samples."""
-    from sdfkit.evaluate.sampling import SampleConfig, sample_prompts
+    from sdfkit.evaluate.sampling import sample_prompts
     from sdfkit.store.sql import to_text
 
-    cfg = SampleConfig(
+    cfg = _config(
         n=n,
         max_tokens=max_tokens,
         temperature=temperature,

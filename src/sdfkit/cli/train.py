@@ -8,18 +8,16 @@ from typing import Annotated
 
 import typer
 
-from sdfkit.cli import CorpusOpt, announce_new, app, creating_store, open_store
+from sdfkit.cli import CorpusOpt, announce_new, app, creating_store, given, open_store, opt
 from sdfkit.errors import SdfError
 
-# Shared by `sdf train` and `sdf eval`: every Tinker call runs under this deadline.
-DeadlineOpt = Annotated[
-    float,
-    typer.Option(
-        help="Seconds any single Tinker call may take before we give up (the SDK treats "
-        "queueing under 15 minutes as normal)."
-    ),
-]
-HealthTimeoutOpt = Annotated[float, typer.Option(help="Seconds the health check may take.")]
+TRAIN = "sdfkit.train.run:TrainConfig"
+EVAL = "sdfkit.evaluate.recall:EvalConfig"
+DEADLINE_HELP = (
+    "Seconds any single Tinker call may take before we give up (the SDK treats queueing "
+    "under 15 minutes as normal)."
+)
+HEALTH_TIMEOUT_HELP = "Seconds the health check may take."
 
 
 @app.command()
@@ -32,39 +30,88 @@ def train(
             "Default: <export dir name>-<model>."
         ),
     ] = None,
-    base_model: Annotated[str, typer.Option(help="Tinker base model.")] = "openai/gpt-oss-20b",
-    rank: Annotated[int, typer.Option(help="LoRA rank.")] = 32,
-    train_attn: Annotated[bool, typer.Option(help="LoRA on attention.")] = True,
-    train_mlp: Annotated[bool, typer.Option(help="LoRA on the MLP.")] = True,
-    train_unembed: Annotated[bool, typer.Option(help="LoRA on the unembedding.")] = True,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate.")] = 3.5e-5,
-    warmup_steps: Annotated[int, typer.Option(help="Linear warmup steps.")] = 300,
+    base_model: Annotated[str | None, opt(TRAIN, "base_model", help="Tinker base model.")] = None,
+    rank: Annotated[int | None, opt(TRAIN, "rank", help="LoRA rank.")] = None,
+    train_attn: Annotated[
+        bool | None,
+        opt(TRAIN, "train_attn", "--train-attn/--no-train-attn", help="LoRA on attention."),
+    ] = None,
+    train_mlp: Annotated[
+        bool | None, opt(TRAIN, "train_mlp", "--train-mlp/--no-train-mlp", help="LoRA on the MLP.")
+    ] = None,
+    train_unembed: Annotated[
+        bool | None,
+        opt(
+            TRAIN,
+            "train_unembed",
+            "--train-unembed/--no-train-unembed",
+            help="LoRA on the unembedding.",
+        ),
+    ] = None,
+    lr: Annotated[float | None, opt(TRAIN, "learning_rate", help="Peak learning rate.")] = None,
+    warmup_steps: Annotated[
+        int | None, opt(TRAIN, "warmup_steps", help="Linear warmup steps.")
+    ] = None,
     min_lr_ratio: Annotated[
-        float, typer.Option(help="Cosine decays to lr x this at the end.")
-    ] = 0.0,
-    batch_size: Annotated[int, typer.Option(help="Examples per step.")] = 8,
-    weight_decay: Annotated[float, typer.Option(help="AdamW decoupled weight decay.")] = 0.0,
-    beta1: Annotated[float, typer.Option(help="Adam beta1.")] = 0.9,
-    beta2: Annotated[float, typer.Option(help="Adam beta2.")] = 0.95,
-    eps: Annotated[float, typer.Option(help="Adam epsilon.")] = 1e-12,
-    grad_clip_norm: Annotated[float, typer.Option(help="Gradient clip norm (0: off).")] = 0.0,
+        float | None, opt(TRAIN, "min_lr_ratio", help="Cosine decays to lr x this at the end.")
+    ] = None,
+    batch_size: Annotated[int | None, opt(TRAIN, "batch_size", help="Examples per step.")] = None,
+    weight_decay: Annotated[
+        float | None, opt(TRAIN, "weight_decay", help="AdamW decoupled weight decay.")
+    ] = None,
+    beta1: Annotated[float | None, opt(TRAIN, "beta1", help="Adam beta1.")] = None,
+    beta2: Annotated[float | None, opt(TRAIN, "beta2", help="Adam beta2.")] = None,
+    eps: Annotated[float | None, opt(TRAIN, "eps", help="Adam epsilon.")] = None,
+    grad_clip_norm: Annotated[
+        float | None, opt(TRAIN, "grad_clip_norm", help="Gradient clip norm (0: off).")
+    ] = None,
     save_every: Annotated[
-        int, typer.Option(help="Steps between checkpoints (plus every epoch end and the end).")
-    ] = 100,
-    lora_seed: Annotated[int | None, typer.Option(help="Seed of the LoRA initialisation.")] = None,
+        int | None,
+        opt(
+            TRAIN,
+            "save_every",
+            help="Steps between checkpoints (plus every epoch end and the end).",
+        ),
+    ] = None,
+    lora_seed: Annotated[
+        int | None,
+        opt(
+            TRAIN,
+            "lora_seed",
+            help="Seed of the LoRA initialisation (default: random).",
+            show=False,
+        ),
+    ] = None,
     checkpoint_ttl: Annotated[
         int | None,
-        typer.Option(help="Seconds Tinker keeps checkpoints: 3600 or more (default: forever)."),
+        opt(
+            TRAIN,
+            "checkpoint_ttl_seconds",
+            help="Seconds Tinker keeps checkpoints: 3600 or more (default: forever).",
+            show=False,
+        ),
     ] = None,
     model_tokenizer: Annotated[
         str | None,
-        typer.Option(help="Tokenizer of a base model sdfkit does not know (e.g. qwen3)."),
+        opt(
+            TRAIN,
+            "model_tokenizer",
+            help="Tokenizer of a base model sdfkit does not know (e.g. qwen3).",
+            show=False,
+        ),
     ] = None,
     pipeline_depth: Annotated[
-        int, typer.Option(help="Steps submitted before the oldest is waited for (1: none).")
-    ] = 2,
-    deadline: DeadlineOpt = 1800.0,
-    health_timeout: HealthTimeoutOpt = 10.0,
+        int | None,
+        opt(
+            TRAIN,
+            "pipeline_depth",
+            help="Steps submitted before the oldest is waited for (1: none).",
+        ),
+    ] = None,
+    deadline: Annotated[float | None, opt(TRAIN, "deadline", help=DEADLINE_HELP)] = None,
+    health_timeout: Annotated[
+        float | None, opt(TRAIN, "health_timeout", help=HEALTH_TIMEOUT_HELP)
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the plan; contact nothing.")
     ] = False,
@@ -78,27 +125,29 @@ def train(
     from sdfkit.train.run import train as run_training
 
     cfg = TrainConfig(
-        base_model=base_model,
-        rank=rank,
-        train_attn=train_attn,
-        train_mlp=train_mlp,
-        train_unembed=train_unembed,
-        learning_rate=lr,
-        warmup_steps=warmup_steps,
-        min_lr_ratio=min_lr_ratio,
-        batch_size=batch_size,
-        weight_decay=weight_decay,
-        beta1=beta1,
-        beta2=beta2,
-        eps=eps,
-        grad_clip_norm=grad_clip_norm,
-        save_every=save_every,
-        lora_seed=lora_seed,
-        checkpoint_ttl_seconds=checkpoint_ttl,
-        model_tokenizer=model_tokenizer,
-        pipeline_depth=pipeline_depth,
-        deadline=deadline,
-        health_timeout=health_timeout,
+        **given(
+            base_model=base_model,
+            rank=rank,
+            train_attn=train_attn,
+            train_mlp=train_mlp,
+            train_unembed=train_unembed,
+            learning_rate=lr,
+            warmup_steps=warmup_steps,
+            min_lr_ratio=min_lr_ratio,
+            batch_size=batch_size,
+            weight_decay=weight_decay,
+            beta1=beta1,
+            beta2=beta2,
+            eps=eps,
+            grad_clip_norm=grad_clip_norm,
+            save_every=save_every,
+            lora_seed=lora_seed,
+            checkpoint_ttl_seconds=checkpoint_ttl,
+            model_tokenizer=model_tokenizer,
+            pipeline_depth=pipeline_depth,
+            deadline=deadline,
+            health_timeout=health_timeout,
+        )
     )
     if dry_run:
         plan = plan_run(export_dir, cfg, run)
@@ -118,32 +167,77 @@ def eval_(
         typer.Option(help="Universe file(s) (default: those generation stored in the corpus)."),
     ] = None,
     checkpoints: Annotated[
-        str, typer.Option(help="all, last, none, or steps like 100,200.")
-    ] = "all",
-    base: Annotated[bool, typer.Option(help="Also evaluate the base model (step 0).")] = True,
-    questions_per_fact: Annotated[
-        int, typer.Option(help="Recall questions per key fact (generated once per universe).")
-    ] = 10,
-    samples: Annotated[int, typer.Option(help="Samples per question and model.")] = 1,
-    max_tokens: Annotated[int, typer.Option(help="Token limit of each sample.")] = 2048,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
-    renderer: Annotated[
-        str, typer.Option(help="Chat format: auto (from the base model), harmony, chatml, llama3.")
-    ] = "auto",
-    backend: Annotated[
-        str, typer.Option(help="Graders: anthropic, offline (the stand-in) or auto.")
-    ] = "auto",
-    grader_model: Annotated[str | None, typer.Option(help="Model of the graders.")] = None,
-    gibberish_grader: Annotated[
-        bool, typer.Option(help="Add a model grader to the cheap gibberish signals.")
-    ] = False,
-    lda: Annotated[
-        float | None,
-        typer.Option(
-            help="Logit difference amplification alpha for checkpoints (2 requests/token)."
+        str | None, opt(EVAL, "checkpoints", help="all, last, none, or steps like 100,200.")
+    ] = None,
+    base: Annotated[
+        bool | None,
+        opt(
+            EVAL, "include_base", "--base/--no-base", help="Also evaluate the base model (step 0)."
         ),
     ] = None,
-    lda_top_k: Annotated[int, typer.Option(help="LDA candidate set: the top k tokens.")] = 20,
+    questions_per_fact: Annotated[
+        int | None,
+        opt(
+            EVAL,
+            "questions_per_fact",
+            help="Recall questions per key fact (generated once per universe).",
+        ),
+    ] = None,
+    samples: Annotated[
+        int | None, opt(EVAL, "samples", help="Samples per question and model.")
+    ] = None,
+    max_tokens: Annotated[
+        int | None, opt(EVAL, "max_tokens", help="Token limit of each sample.")
+    ] = None,
+    temperature: Annotated[
+        float | None, opt(EVAL, "temperature", help="Sampling temperature.")
+    ] = None,
+    renderer: Annotated[
+        str | None,
+        opt(
+            EVAL,
+            "renderer",
+            help="Chat format: auto (from the base model), harmony, chatml, llama3.",
+        ),
+    ] = None,
+    backend: Annotated[
+        str | None,
+        opt(
+            "sdfkit.evaluate.recall:evaluate",
+            "backend",
+            help="Graders: anthropic, offline (the stand-in) or auto.",
+        ),
+    ] = None,
+    grader_model: Annotated[
+        str | None,
+        opt(
+            EVAL,
+            "grader_model",
+            help="Model of the graders (default: generation's; offline: the stand-in).",
+            show=False,
+        ),
+    ] = None,
+    gibberish_grader: Annotated[
+        bool | None,
+        opt(
+            EVAL,
+            "gibberish_grader",
+            "--gibberish-grader/--no-gibberish-grader",
+            help="Add a model grader to the cheap gibberish signals.",
+        ),
+    ] = None,
+    lda: Annotated[
+        float | None,
+        opt(
+            EVAL,
+            "lda_alpha",
+            help="Logit difference amplification alpha for checkpoints (2 requests/token).",
+            show=False,
+        ),
+    ] = None,
+    lda_top_k: Annotated[
+        int | None, opt(EVAL, "lda_top_k", help="LDA candidate set: the top k tokens.")
+    ] = None,
     belief: Annotated[
         bool,
         typer.Option(
@@ -152,8 +246,13 @@ def eval_(
         ),
     ] = False,
     belief_questions_per_fact: Annotated[
-        int, typer.Option(help="Belief items per key fact (each: one MCQ, one open question).")
-    ] = 4,
+        int | None,
+        opt(
+            EVAL,
+            "belief_questions_per_fact",
+            help="Belief items per key fact (each: one MCQ, one open question).",
+        ),
+    ] = None,
     capabilities: Annotated[
         str | None,
         typer.Option(
@@ -162,7 +261,13 @@ def eval_(
         ),
     ] = None,
     limit: Annotated[
-        int | None, typer.Option(help="With --capabilities: samples per task (default: all).")
+        int | None,
+        opt(
+            EVAL,
+            "limit",
+            help="With --capabilities: samples per task (default: all).",
+            show=False,
+        ),
     ] = None,
     dry_run: Annotated[
         bool,
@@ -174,9 +279,13 @@ def eval_(
     name: Annotated[
         str | None, typer.Option("--name", help="Evaluation name (default: the run name).")
     ] = None,
-    deadline: DeadlineOpt = 1800.0,
-    health_timeout: HealthTimeoutOpt = 10.0,
-    poll_interval: Annotated[float, typer.Option(help="Seconds between batch polls.")] = 30.0,
+    deadline: Annotated[float | None, opt(EVAL, "deadline", help=DEADLINE_HELP)] = None,
+    health_timeout: Annotated[
+        float | None, opt(EVAL, "health_timeout", help=HEALTH_TIMEOUT_HELP)
+    ] = None,
+    poll_interval: Annotated[
+        float | None, opt(EVAL, "poll_interval", help="Seconds between batch polls.")
+    ] = None,
     report: Annotated[
         Path, typer.Option(help="Curves of every evaluation (HTML; JSON beside it).")
     ] = Path("reports/eval.html"),
@@ -186,23 +295,25 @@ def eval_(
     from sdfkit.evaluate.recall import EvalConfig, evaluate
 
     cfg = EvalConfig(
-        checkpoints=checkpoints,
-        include_base=base,
-        questions_per_fact=questions_per_fact,
-        samples=samples,
-        max_tokens=max_tokens,
-        temperature=temperature,
-        renderer=renderer,
-        grader_model=grader_model,
-        gibberish_grader=gibberish_grader,
-        lda_alpha=lda,
-        lda_top_k=lda_top_k,
-        belief=belief,
-        belief_questions_per_fact=belief_questions_per_fact,
-        limit=limit,
-        deadline=deadline,
-        health_timeout=health_timeout,
-        poll_interval=poll_interval,
+        **given(
+            checkpoints=checkpoints,
+            include_base=base,
+            questions_per_fact=questions_per_fact,
+            samples=samples,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            renderer=renderer,
+            grader_model=grader_model,
+            gibberish_grader=gibberish_grader,
+            lda_alpha=lda,
+            lda_top_k=lda_top_k,
+            belief=belief or None,  # the switch turns it on; absent, the library decides
+            belief_questions_per_fact=belief_questions_per_fact,
+            limit=limit,
+            deadline=deadline,
+            health_timeout=health_timeout,
+            poll_interval=poll_interval,
+        )
     )
     if capabilities is None and limit is not None:
         raise SdfError("--limit applies to --capabilities (samples per task): add --capabilities")
@@ -220,8 +331,8 @@ def eval_(
         cfg,
         universe_files=[str(u) for u in universe] if universe else None,
         eval_run=name,
-        backend=backend,
         log=lambda m: typer.echo(m, err=True),
+        **given(backend=backend),
     )
     typer.echo(res.summary())
     if res.metrics is not None and res.metrics.height:

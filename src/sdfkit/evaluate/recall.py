@@ -299,25 +299,35 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         if self.questions_per_fact < 1:
-            raise EvalError("--questions-per-fact must be at least 1")
+            raise EvalError(
+                "questions_per_fact must be at least 1", settings=("questions_per_fact",)
+            )
         if self.samples < 1 or self.max_tokens < 1:
-            raise EvalError("--samples and --max-tokens must be at least 1")
+            raise EvalError(
+                "samples and max_tokens must be at least 1", settings=("samples", "max_tokens")
+            )
         if self.belief_questions_per_fact < 1:
-            raise EvalError("--belief-questions-per-fact must be at least 1")
+            raise EvalError(
+                "belief_questions_per_fact must be at least 1",
+                settings=("belief_questions_per_fact",),
+            )
         from sdfkit.llm.batches import batch_option_problem
         from sdfkit.train.run import MAX_DEADLINE
 
         if not (0 < self.deadline <= MAX_DEADLINE and 0 < self.health_timeout <= MAX_DEADLINE):
             raise EvalError(
-                "--deadline and --health-timeout must be positive and at most "
-                f"{MAX_DEADLINE:.0f} seconds"
+                "deadline and health_timeout must be positive and at most "
+                f"{MAX_DEADLINE:.0f} seconds",
+                settings=("deadline", "health_timeout"),
             )
 
         problem = batch_option_problem(self.max_retries, self.poll_interval)
         if problem:
             raise EvalError(problem)
         if self.limit is not None and self.limit < 1:  # 0 must not mean "the whole dataset"
-            raise EvalError(f"--limit {self.limit}: give at least 1 sample per task")
+            raise EvalError(
+                f"limit {self.limit}: give at least 1 sample per task", settings=("limit",)
+            )
 
 
 @dataclass

@@ -61,14 +61,17 @@ class SampleConfig:
 
     def __post_init__(self) -> None:
         if self.n < 1:
-            raise SampleError("--n must be at least 1")
+            raise SampleError("n must be at least 1", settings=("n",))
         if self.max_tokens < 1:
-            raise SampleError("--max-tokens must be at least 1")
+            raise SampleError("max_tokens must be at least 1", settings=("max_tokens",))
         if not math.isfinite(self.temperature) or self.temperature < 0:
-            raise SampleError(f"--temperature {self.temperature}: give a number of 0 or more")
-        for opt, v in (("--deadline", self.deadline), ("--health-timeout", self.health_timeout)):
+            raise SampleError(
+                f"temperature {self.temperature}: give a number of 0 or more",
+                settings=("temperature",),
+            )
+        for name, v in (("deadline", self.deadline), ("health_timeout", self.health_timeout)):
             if not math.isfinite(v) or v <= 0:
-                raise SampleError(f"{opt} {v}: give a number of seconds above 0")
+                raise SampleError(f"{name} {v}: give a number of seconds above 0", settings=(name,))
 
 
 @dataclass

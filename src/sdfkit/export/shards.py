@@ -109,29 +109,35 @@ class ExportConfig:
     def check(self) -> None:
         if self.eval_prompts not in EVAL_PROMPT_MODES:
             raise ExportError(
-                f"--eval-prompts {self.eval_prompts!r}: use one of {', '.join(EVAL_PROMPT_MODES)}"
+                f"eval_prompts {self.eval_prompts!r}: use one of {', '.join(EVAL_PROMPT_MODES)}",
+                settings=("eval_prompts",),
             )
         if self.eval_prompts != "none" and not self.universes:
             raise ExportError(
-                "--eval-prompts needs the universe files holding the prompts: "
-                "pass --universe FILE (repeatable)"
+                "eval_prompts needs the universe files holding the prompts: name them in universes",
+                settings=("eval_prompts", "universes"),
             )
         if self.epochs < 1:
-            raise ExportError(f"--epochs {self.epochs}: must be at least 1")
+            raise ExportError(f"epochs {self.epochs}: must be at least 1", settings=("epochs",))
         if self.max_seq_len < 2:
-            raise ExportError(f"--max-seq-len {self.max_seq_len}: must be at least 2")
+            raise ExportError(
+                f"max_seq_len {self.max_seq_len}: must be at least 2", settings=("max_seq_len",)
+            )
         if self.shard_size < 1:
-            raise ExportError(f"--shard-size {self.shard_size}: must be at least 1")
+            raise ExportError(
+                f"shard_size {self.shard_size}: must be at least 1", settings=("shard_size",)
+            )
         if self.compression not in COMPRESSIONS:
             raise ExportError(
-                f"--compression {self.compression!r}: use one of {', '.join(COMPRESSIONS)}"
+                f"compression {self.compression!r}: use one of {', '.join(COMPRESSIONS)}",
+                settings=("compression",),
             )
         for name in ("webtext_ratio", "chat_ratio"):
             v = getattr(self, name)
             if not (v >= 0 and math.isfinite(v)):
-                raise ExportError(f"--{name.replace('_', '-')} {v}: must be a number >= 0")
+                raise ExportError(f"{name} {v}: must be a number >= 0", settings=(name,))
         if self.doctag is not None and not self.doctag:
-            raise ExportError("--doctag: give the tag text, e.g. '<DOCTAG>'")
+            raise ExportError("doctag: give the tag text, e.g. '<DOCTAG>'", settings=("doctag",))
 
 
 # ------------------------------------------------------------------ inputs

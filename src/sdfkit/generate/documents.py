@@ -245,15 +245,19 @@ class GenerateConfig:
             low, high = self.words
             if not 20 <= low <= high <= 20000:
                 raise GenerateError(
-                    f"--words {low}-{high}: give MIN-MAX with 20 <= MIN <= MAX <= 20000"
+                    f"words {low}-{high}: give MIN-MAX with 20 <= MIN <= MAX <= 20000",
+                    settings=("words",),
                 )
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", self.run):
-            raise GenerateError(f"--run {self.run!r}: use 1-64 letters, digits, . _ -")
+            raise GenerateError(
+                f"run {self.run!r}: use 1-64 letters, digits, . _ -", settings=("run",)
+            )
         for name in ("facts", "doc_types", "ideas", "docs_per_idea", "names_per_doc"):
-            if getattr(self, name) < (0 if name == "names_per_doc" else 1):
-                raise GenerateError(f"{name.replace('_', '-')} must be at least 1")
+            least = 0 if name == "names_per_doc" else 1
+            if getattr(self, name) < least:
+                raise GenerateError(f"{name} must be at least {least}", settings=(name,))
         if self.limit is not None and self.limit < 1:
-            raise GenerateError("--limit must be at least 1")
+            raise GenerateError("limit must be at least 1", settings=("limit",))
         problem = batch_option_problem(self.max_retries, self.poll_interval)
         if problem:
             raise GenerateError(problem)

@@ -89,23 +89,31 @@ class SplitConfig:
 
     def check(self) -> None:
         if self.format not in FORMATS:
-            raise SplitError(f"--format {self.format!r}: use one of {', '.join(FORMATS)}")
+            raise SplitError(
+                f"format {self.format!r}: use one of {', '.join(FORMATS)}", settings=("format",)
+            )
         if self.max_tokens < 50:
-            raise SplitError(f"--max-tokens {self.max_tokens}: must be at least 50")
+            raise SplitError(
+                f"max_tokens {self.max_tokens}: must be at least 50", settings=("max_tokens",)
+            )
         if self.min_tokens < 0 or self.min_tokens >= self.max_tokens:
             raise SplitError(
-                f"--min-tokens {self.min_tokens}: must be at least 0 and below --max-tokens "
-                f"{self.max_tokens}"
+                f"min_tokens {self.min_tokens}: must be at least 0 and below max_tokens "
+                f"{self.max_tokens}",
+                settings=("min_tokens", "max_tokens"),
             )
         if self.overlap < 0 or self.overlap > self.max_tokens // 2:
             raise SplitError(
-                f"--overlap {self.overlap}: must be between 0 and half of --max-tokens "
-                f"({self.max_tokens // 2})"
+                f"overlap {self.overlap}: must be between 0 and half of max_tokens "
+                f"({self.max_tokens // 2})",
+                settings=("overlap", "max_tokens"),
             )
         if self.concept is not None and not self.concept.strip():
-            raise SplitError("--concept: give a name")
+            raise SplitError("concept: give a name", settings=("concept",))
         if self.id_prefix is not None and not re.fullmatch(ID_PATTERN, self.id_prefix):
-            raise SplitError(f"--id-prefix {self.id_prefix!r}: use letters, digits, - _ .")
+            raise SplitError(
+                f"id_prefix {self.id_prefix!r}: use letters, digits, - _ .", settings=("id_prefix",)
+            )
 
 
 @dataclass

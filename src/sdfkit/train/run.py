@@ -139,27 +139,27 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (self.rank >= 1, "--rank must be at least 1"),
-            (self.learning_rate > 0, "--lr must be positive"),
-            (self.warmup_steps >= 0, "--warmup-steps must be 0 or more"),
-            (0 <= self.min_lr_ratio <= 1, "--min-lr-ratio must be between 0 and 1"),
-            (self.batch_size >= 1, "--batch-size must be at least 1"),
-            (self.weight_decay >= 0, "--weight-decay must be 0 or more"),
-            (self.save_every >= 0, "--save-every must be 0 or more"),
+            (self.rank >= 1, "rank must be at least 1"),
+            (self.learning_rate > 0, "learning_rate must be positive"),
+            (self.warmup_steps >= 0, "warmup_steps must be 0 or more"),
+            (0 <= self.min_lr_ratio <= 1, "min_lr_ratio must be between 0 and 1"),
+            (self.batch_size >= 1, "batch_size must be at least 1"),
+            (self.weight_decay >= 0, "weight_decay must be 0 or more"),
+            (self.save_every >= 0, "save_every must be 0 or more"),
             (
                 0 < self.deadline <= MAX_DEADLINE,
-                f"--deadline must be positive and at most {MAX_DEADLINE:.0f} seconds",
+                f"deadline must be positive and at most {MAX_DEADLINE:.0f} seconds",
             ),
-            (self.pipeline_depth >= 1, "--pipeline-depth must be at least 1"),
+            (self.pipeline_depth >= 1, "pipeline_depth must be at least 1"),
             (
                 0 < self.health_timeout <= MAX_DEADLINE,
-                f"--health-timeout must be positive and at most {MAX_DEADLINE:.0f} seconds",
+                f"health_timeout must be positive and at most {MAX_DEADLINE:.0f} seconds",
             ),
             (
                 self.checkpoint_ttl_seconds is None
                 or self.checkpoint_ttl_seconds >= MIN_CHECKPOINT_TTL,
-                f"--checkpoint-ttl must be at least {MIN_CHECKPOINT_TTL} seconds (the service "
-                "keeps checkpoints an hour or more), or left out to keep them",
+                f"checkpoint_ttl_seconds must be at least {MIN_CHECKPOINT_TTL} seconds (the "
+                "service keeps checkpoints an hour or more), or left out to keep them",
             ),
             (
                 self.train_attn or self.train_mlp or self.train_unembed,
@@ -167,8 +167,9 @@ class TrainConfig:
             ),
         ]
         for ok, msg in checks:
-            if not ok:
-                raise TrainError(msg)
+            if not ok:  # the message starts with the setting it is about
+                setting = msg.split(" ", 1)[0]
+                raise TrainError(msg, settings=(setting,) if hasattr(self, setting) else ())
 
     def schedule_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.SCHEDULE_FIELDS}
