@@ -18,8 +18,11 @@ from sdfkit.cli import (
     RayAddressOpt,
     SdfGroup,
     app,
+    given,
+    library_default,
     new_app,
     open_store,
+    opt,
     ray_address_env,
 )
 
@@ -124,27 +127,10 @@ def _option_type(hint: Any) -> Any:
     return hint | None
 
 
-def _shown_default(config_cls: type, setting: str) -> str | bool:
-    """The library's default of ``setting`` as ``--help`` shows it (False: none to show)."""
-    import dataclasses
-
-    for f in dataclasses.fields(config_cls):
-        if f.name == setting:
-            value = (
-                f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            )
-            if value is None or value == () or value == []:
-                return False
-            if isinstance(value, (tuple, list)):
-                return ", ".join(str(v) for v in value)
-            return str(value)
-    raise LookupError(f"{config_cls.__qualname__} has no setting {setting!r}")
-
-
 def audit_command(name: str) -> Any:
-    """``sdf audit <name>``, built from the audit module's ``COMMAND`` and ``Config``: options
-    default to None and only the options the user set reach the Config (its defaults are the
-    one source; ``--help`` shows them)."""
+    """``sdf audit <name>``, built from the audit module's ``COMMAND`` and ``Config``: each
+    option is made with ``opt`` (None by default, ``--help`` shows the Config's default) and
+    only the options the user set reach the Config (``given``)."""
     import inspect
     import typing
 
@@ -163,11 +149,12 @@ def audit_command(name: str) -> Any:
         )
 
     options = dict(spec.options)
+    source = f"{audit.__name__}:Config"
     for setting, help_text in options.items():
-        kind = _option_type(hints[setting])
-        flag = "--" + setting.replace("_", "-")
-        opt = typer.Option(flag, help=help_text, show_default=_shown_default(audit.Config, setting))
-        param(f"opt_{setting}", Annotated[kind, opt])
+        # a None default is shown by the help text itself ("default $SDF_WORKERS or 1")
+        shown = library_default(source, setting) is not None
+        option = opt(source, setting, help=help_text, show=shown)
+        param(f"opt_{setting}", Annotated[_option_type(hints[setting]), option])
     for flag_name, help_text in spec.flags.items():
         param(
             f"flag_{flag_name}",
@@ -184,10 +171,9 @@ def audit_command(name: str) -> Any:
     param("set_", SetOpt)
 
     def command(**kw: Any) -> None:
+        values = {s: kw[f"opt_{s}"] for s in options}
         explicit = {
-            s: (tuple(v) if isinstance(v, list) else v)
-            for s in options
-            if (v := kw[f"opt_{s}"]) is not None and v != []
+            s: tuple(v) if isinstance(v, list) else v for s, v in given(**values).items() if v != []
         }
         flags = {f: bool(kw[f"flag_{f}"]) for f in spec.flags}
         _run_one(
