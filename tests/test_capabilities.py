@@ -72,7 +72,7 @@ def test_capability_scores_land_with_stderr_and_change_against_base(store, train
     from inspect_ai.log import read_eval_log
 
     from sdfkit.evaluate.capabilities import changes, run
-    from sdfkit.report.check import evaluate as check
+    from sdfkit.report.check import run_checks as check
 
     prompts: list[str] = []
     trained.sampler = arithmetic_sampler(prompts)
@@ -357,7 +357,7 @@ def test_a_broken_evaluation_query_does_not_hide_the_capability_changes(
     tmp_path, store, trained, monkeypatch
 ):
     from sdfkit.evaluate.capabilities import run
-    from sdfkit.report.build import _add_evaluation
+    from sdfkit.evaluate.report_part import add as _add_evaluation
 
     trained.sampler = arithmetic_sampler([])
     cfg = EvalConfig(checkpoints="last", max_tokens=64, limit=2)

@@ -13,7 +13,8 @@ from sdfkit.audits import anti_universe as au
 from sdfkit.audits import save
 from sdfkit.errors import SdfError
 from sdfkit.generate.universe import load_universe, parse_universe
-from sdfkit.report.check import Thresholds, evaluate
+from sdfkit.report.check import Thresholds
+from sdfkit.report.check import run_checks as evaluate
 from sdfkit.store.ingest import build_documents
 
 ROOT = Path(__file__).resolve().parents[1]

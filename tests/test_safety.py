@@ -425,7 +425,8 @@ def test_a_generation_run_that_lands_no_documents_exits_non_zero_with_the_reason
 
 
 def test_checks_with_nothing_to_measure_are_not_run_never_pass():
-    from sdfkit.report.check import Thresholds, evaluate
+    from sdfkit.report.check import Thresholds
+    from sdfkit.report.check import run_checks as evaluate
 
     empty = {
         "ngrams": {"documents": 0, "max_doc_share": {}, "top": {}},

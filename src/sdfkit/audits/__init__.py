@@ -1,9 +1,18 @@
 """Corpus audits: each module is one audit with one entry point.
 
-Every audit module exposes::
+Every audit module is the whole of its audit; it exposes::
 
     class Config            # typed settings with the defaults written once
     def run(store, config=None, engine=None) -> AuditResult
+    JSON_KEY, TITLE         # its key in report.json, its section's heading
+    COMMAND                 # how `sdf audit <name>` looks (a ``Command``)
+    def section(figures) -> str          # its HTML section of the report
+    class Gates             # its thresholds of `sdf check` (the `check:` keys), with defaults
+    def verdicts(report, thresholds) -> list[Verdict]   # those gates against its figures
+    def summary(result) -> list[str]     # the lines `sdf audit <name>` prints
+
+``sdf report``, ``sdf check`` and ``sdf audit`` loop over ``AUDITS``: adding an audit is one
+module and one line there.
 
 Per-document work (signatures, name candidates, embeddings, keyword hits) runs as
 ``sdfkit.engine.local.Stage`` objects, cached by content hash in the store; corpus-wide steps
@@ -48,16 +57,9 @@ def _register_table_makers() -> None:
 
 _register_table_makers()
 
-#: Key of each audit's figures in report.json (the issue's names).
-JSON_KEYS: dict[str, str] = {
-    "shape": "shape",
-    "ngrams": "ngrams",
-    "names": "names",
-    "dedup": "near_duplicates",
-    "diversity": "diversity",
-    "keywords": "keywords",
-    "anti_universe": "anti_universe",
-}
+#: The five parts every audit module provides besides ``Config`` and ``run`` (``Gates`` may be
+#: None for an audit with no threshold, and ``verdicts`` then returns nothing).
+PARTS = ("JSON_KEY", "TITLE", "COMMAND", "section", "Gates", "verdicts", "summary")
 
 
 @dataclass
@@ -79,7 +81,7 @@ class CatalogWrite:
 class AuditResult:
     """What an audit found.
 
-    ``figures`` is JSON-able and becomes ``report.json[JSON_KEYS[name]]``; ``tables`` are the
+    ``figures`` is JSON-able and becomes ``report.json[<the module's JSON_KEY>]``; ``tables`` are the
     detailed results (saved to the catalog); ``flags`` are findings a person should read,
     one sentence each; ``notes`` say how the figures were computed; ``writes`` are further
     catalog statements ``save`` runs in the same transaction as the tables.
@@ -101,6 +103,12 @@ class AuditResult:
 #: One row per saved audit result; ``figures`` and ``flags`` are JSON text.
 AUDIT_RUNS_TABLE = """CREATE TABLE IF NOT EXISTS audit_runs (
     audit VARCHAR, figures VARCHAR, flags VARCHAR, seconds DOUBLE, created_at TIMESTAMPTZ)"""
+
+
+def ensure_tables(con: Any) -> None:
+    """Create the audits' own catalog tables (``audit_runs``) on ``con`` if missing; the
+    per-audit ``audit_<name>_<table>`` tables are made by ``save``."""
+    con.execute(AUDIT_RUNS_TABLE)
 
 
 def save(store: Store, result: AuditResult) -> None:
@@ -151,7 +159,7 @@ def save(store: Store, result: AuditResult) -> None:
                     con.execute(f"CREATE OR REPLACE TABLE {target} AS FROM {view}")
                 for write in result.writes:
                     con.execute(write.sql, write.params)
-                con.execute(AUDIT_RUNS_TABLE)
+                ensure_tables(con)
                 con.execute(
                     "INSERT INTO audit_runs (audit, figures, flags, seconds, created_at) "
                     "VALUES (?, ?, ?, ?, ?)",
@@ -201,3 +209,47 @@ def get(name: str) -> Any:
 
         raise SdfError(f"unknown audit {name!r}: one of {', '.join(AUDITS)}")
     return importlib.import_module(AUDITS[name])
+
+
+def module(name: str) -> Any:
+    """The module of a registered audit, for its report section, verdicts and command
+    (``get`` is the one to run it; tests replace that one with stand-ins)."""
+    import importlib
+
+    return importlib.import_module(AUDITS[name])
+
+
+def json_key(name: str) -> str:
+    """The key of an audit's figures in report.json."""
+    return str(getattr(module(name), "JSON_KEY", name))
+
+
+@dataclass(frozen=True)
+class Command:
+    """How ``sdf audit <name>`` looks, beyond the options every audit takes (``--corpus``,
+    ``--config``, ``--set``).
+
+    ``options``: Config fields that get a flag of their own (field -> help; the flag is the
+    field with dashes, e.g. ``top_k`` -> ``--top-k``; a tuple field is a repeatable flag).
+    ``engine``: it runs per-document stages, so it takes ``--engine`` and ``--ray-address``.
+    ``universe``: it reads universe files (``--universe FILE``, repeatable).
+    ``flags``: further on/off flags (name -> help) handed to the module's
+    ``after_command(store, report_config, flags) -> list[str]`` (lines to print), which runs
+    after the audit; its ``check_flags(flags)`` (optional) runs before it.
+    """
+
+    help: str
+    options: dict[str, str] = field(default_factory=dict)
+    engine: bool = False
+    universe: bool = False
+    flags: dict[str, str] = field(default_factory=dict)
+
+
+def figure_lines(result: AuditResult) -> list[str]:
+    """``key: value`` for each plain figure of a result: a summary for audits whose figures
+    speak for themselves."""
+    return [
+        f"{key}: {value}"
+        for key, value in result.figures.items()
+        if isinstance(value, (int, float, str))
+    ]

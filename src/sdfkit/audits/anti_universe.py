@@ -820,12 +820,12 @@ def plan_apply(proposals: list[dict[str, Any]]) -> list[FileChange]:
 
 def write_changes(changes: list[FileChange]) -> None:
     """Write each changed universe file atomically (temporary file, then rename)."""
-    from sdfkit.report.build import write_atomic
+    from sdfkit.store.durable import write_text_atomic
 
     for c in changes:
         if c.path.read_text(encoding="utf-8") != c.before:
             raise SdfError(f"{c.path}: changed on disk since the proposal was made; run again")
-        write_atomic(c.path, c.after)
+        write_text_atomic(c.path, c.after)
 
 
 __all__ = [
@@ -843,3 +843,104 @@ __all__ = [
     "violations",
     "write_changes",
 ]
+
+
+# ---------------------------------------------------------------- report, check, command
+from sdfkit.audits import Command  # noqa: E402 - with the code using it
+from sdfkit.report.verdicts import Verdict  # noqa: E402
+
+JSON_KEY = "anti_universe"
+TITLE = "Anti-universe compliance"
+COMMAND = Command(
+    help="Documents carrying a name or phrase their own universe bans; excludes them.",
+    universe=True,
+)
+
+
+@dataclass
+class Gates(Checked):
+    """The anti-universe audit's threshold of ``sdf check`` (``check:`` in sdfkit.yaml)."""
+
+    where_: ClassVar[str] = "check"
+
+    #: Documents (not excluded for another reason) carrying a name or phrase their own
+    #: universe bans. On by default: the anti-universe is a rule.
+    max_anti_universe_documents: int | None = field(default=0, metadata=at_least(0))
+
+
+def verdicts(report: dict[str, Any], thresholds: Any) -> list[Verdict]:
+    """Documents that carry a ban of their own universe."""
+    from sdfkit.report.verdicts import max_verdict, not_run
+
+    limit = thresholds.max_anti_universe_documents
+    if limit is None:
+        return []
+    au = report.get(JSON_KEY)
+    if not isinstance(au, dict):
+        return [not_run("max_anti_universe_documents", "anti_universe", limit)]
+    worst = max(au.get("universes") or [{}], key=lambda u: u.get("violating_documents", 0))
+    items = worst.get("items") or []
+    detail = (
+        f"e.g. {worst.get('universe')}: {items[0]['kind']} {items[0]['text']!r}" if items else ""
+    )
+    return [
+        max_verdict(
+            "max_anti_universe_documents",
+            "corpus",
+            au.get("violating_documents"),
+            float(limit),
+            detail,
+        )
+    ]
+
+
+def section(f: dict[str, Any]) -> str:
+    """The anti_universe audit's section of the report, from its figures in report.json."""
+    from sdfkit.report.charts import svg_bars
+    from sdfkit.report.html import esc, fmt_num, html_table
+
+    out = [
+        f'<p class="summary-line"><b>{fmt_num(f.get("violating_documents"))}</b> of '
+        f"{fmt_num(f.get('documents'))} documents carry a name or phrase their own universe bans "
+        "(excluded from selection)</p>"
+    ]
+    for entry in f.get("universes") or []:
+        items = entry.get("items") or []
+        out.append(
+            f"<h3>{esc(entry.get('universe'))} ({esc(entry.get('concept'))}): "
+            f"{fmt_num(entry.get('violating_documents'))} violating documents</h3>"
+        )
+        if not items:
+            out.append('<p class="empty">no banned name or phrase found</p>')
+            continue
+        out.append(
+            svg_bars(
+                [(f"{i['kind']}: {i['text']}", float(i["documents"])) for i in items[:20]],
+                title=f"documents carrying a ban of {entry.get('universe')}",
+            )
+        )
+        rows = [
+            {
+                **{k: i[k] for k in ("kind", "text", "mentions", "documents")},
+                "doc_ids": ", ".join(d[:12] for d in i.get("doc_ids") or []),
+                "by doc type": "; ".join(
+                    f"{dt or '(none)'}: {v['documents']}"
+                    for dt, v in (i.get("by_doc_type") or {}).items()
+                ),
+            }
+            for i in items
+        ]
+        out.append(html_table(rows, limit=40))
+    proposed = [p for p in f.get("proposed") or [] if p.get("names") or p.get("phrases")]
+    if proposed:
+        out.append(
+            "<h3>Proposed anti-universe additions</h3><p class=notes>Names and phrases to ban "
+            "next (never ones already banned); <code>sdf audit names --propose --apply</code> "
+            "writes them into the universe files.</p>"
+        )
+        for p in proposed:
+            rows = [{"kind": "name", **n} for n in p["names"]] + [
+                {"kind": "phrase", **x} for x in p["phrases"]
+            ]
+            out.append(f"<h4>{esc(p['universe'])}</h4>" + html_table(rows))
+    return "".join(out)

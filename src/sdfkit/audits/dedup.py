@@ -529,3 +529,95 @@ def exclusion_writes(excluded: list[tuple[str, str]]) -> list[CatalogWrite]:
             {"_dedup_excluded": incoming},
         ),
     ]
+
+
+# ---------------------------------------------------------------- report, check, command
+from sdfkit.audits import Command, figure_lines  # noqa: E402 - with the code using it
+from sdfkit.report.verdicts import Verdict  # noqa: E402
+
+JSON_KEY = "near_duplicates"
+TITLE = "Near-duplicates"
+COMMAND = Command(
+    help="Near-duplicate clusters (MinHash LSH) and a keep-one-per-cluster exclusion.",
+    engine=True,
+)
+
+
+@dataclass
+class Gates(Checked):
+    """The dedup audit's threshold of ``sdf check`` (``check:`` in sdfkit.yaml)."""
+
+    where_: ClassVar[str] = "check"
+
+    #: Documents in near-duplicate clusters beyond one each, as a share of all.
+    max_near_duplicate_fraction: float | None = field(default=None, metadata=between(0, 1))
+
+
+def verdicts(report: dict[str, Any], thresholds: Any) -> list[Verdict]:
+    """The near-duplicate fraction of the corpus."""
+    from sdfkit.report.verdicts import max_verdict, measured_nothing, not_run, nothing_measured
+
+    limit = thresholds.max_near_duplicate_fraction
+    if limit is None:
+        return []
+    dups = report.get(JSON_KEY)
+    if measured_nothing(dups):
+        return [nothing_measured("max_near_duplicate_fraction", "corpus", limit)]
+    if not isinstance(dups, dict):
+        return [not_run("max_near_duplicate_fraction", "dedup", limit)]
+    n_clusters = len(dups.get("clusters") or [])
+    return [
+        max_verdict(
+            "max_near_duplicate_fraction",
+            "corpus",
+            dups.get("duplicate_fraction"),
+            limit,
+            f"{n_clusters} clusters",
+        )
+    ]
+
+
+def summary(result: AuditResult) -> list[str]:
+    """What ``sdf audit dedup`` prints: the plain figures."""
+    return figure_lines(result)
+
+
+def section(f: dict[str, Any]) -> str:
+    """The dedup audit's section of the report, from its figures in report.json."""
+    from sdfkit.report.charts import svg_bars
+    from sdfkit.report.html import fmt_num, fmt_pct, html_table
+
+    out = []
+    clusters = f.get("clusters") or []
+    out.append(
+        f'<p class="summary-line">Near-duplicate fraction: <b>{fmt_pct(f.get("duplicate_fraction"))}'
+        f"</b> · {len(clusters):,} clusters</p>"
+    )
+    sizes: dict[int, int] = {}
+    for c in clusters:
+        sizes[len(c)] = sizes.get(len(c), 0) + 1
+    if sizes:
+        out.append("<h3>Clusters by size</h3>")
+        out.append(
+            svg_bars(
+                [(f"{s} documents", float(k)) for s, k in sorted(sizes.items())],
+                title="cluster sizes",
+            )
+        )
+    pairs = list(f.get("pairs") or [])
+    if pairs:
+        out.append("<h3>Example pairs</h3>" + html_table(pairs, limit=25))
+    if f.get("exact_duplicate_rows") is not None:
+        out.append(
+            f"<h3>Exact duplicates: {fmt_num(f['exact_duplicate_rows'])} arrivals not stored "
+            "again</h3><p class=notes>Every arrival of a text already in the store (or twice "
+            "in one input) is in table <code>duplicates</code> with its provenance.</p>"
+        )
+        for key, label in (
+            ("exact_duplicates_by_run", "run"),
+            ("exact_duplicates_by_concept", "concept"),
+        ):
+            counts = f.get(key) or {}
+            if counts:
+                out.append(html_table([{label: k, "duplicates": v} for k, v in counts.items()]))
+    return "".join(out)

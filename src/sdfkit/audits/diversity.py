@@ -443,3 +443,129 @@ def summary(result: AuditResult) -> list[str]:
             f"{fig['nn_cosine']['p50']:.3f} / p95 {fig['nn_cosine']['p95']:.3f}"
         )
     return lines
+
+
+# ---------------------------------------------------------------- report, check, command
+from sdfkit.audits import Command  # noqa: E402 - with the code using it
+from sdfkit.report.verdicts import Verdict  # noqa: E402
+
+JSON_KEY = "diversity"
+TITLE = "Embedding diversity"
+COMMAND = Command(
+    help="Embedding diversity: mean pairwise cosine, nearest neighbours, effective documents.",
+    options={
+        "max_seq_length": "Word pieces of each document embedded.",
+        "precision": "auto, fp32 or bf16 (auto: bf16 on CPUs with native bf16).",
+        "batch_size": "Encoder batch size.",
+        "workers": "Local embedding processes (default $SDF_WORKERS or 1).",
+    },
+    engine=True,
+)
+
+
+@dataclass
+class Gates(Checked):
+    """The diversity audit's threshold of ``sdf check`` (``check:`` in sdfkit.yaml)."""
+
+    where_: ClassVar[str] = "check"
+
+    #: Mean pairwise cosine of the documents' embeddings, per concept.
+    max_mean_pairwise_cosine: float | None = field(default=None, metadata=between(0, 1))
+
+
+def verdicts(report: dict[str, Any], thresholds: Any) -> list[Verdict]:
+    """The mean pairwise cosine of each concept."""
+    from sdfkit.report.verdicts import max_verdict, measured_nothing, not_run, nothing_measured
+
+    limit = thresholds.max_mean_pairwise_cosine
+    if limit is None:
+        return []
+    div = report.get(JSON_KEY)
+    if measured_nothing(div):
+        return [nothing_measured("max_mean_pairwise_cosine", "diversity", limit)]
+    if not isinstance(div, dict):
+        return [not_run("max_mean_pairwise_cosine", "diversity", limit)]
+    if not div.get("per_concept"):
+        return [nothing_measured("max_mean_pairwise_cosine", "diversity", limit)]
+    return [
+        max_verdict(
+            "max_mean_pairwise_cosine",
+            concept,
+            fig.get("mean_pairwise_cosine"),
+            limit,
+            f"effective documents {fig.get('effective_documents', '?')}",
+        )
+        for concept, fig in (div.get("per_concept") or {}).items()
+    ]
+
+
+def section(f: dict[str, Any]) -> str:
+    """The diversity audit's section of the report, from its figures in report.json."""
+    from sdfkit.report.charts import svg_bars, svg_heatmap, svg_ranges
+    from sdfkit.report.html import html_table
+
+    out = []
+    per = f.get("per_concept") or {}
+    rows = [
+        {
+            "concept": c,
+            "documents": v["documents"],
+            "mean_pairwise_cosine": v["mean_pairwise_cosine"],
+            "effective_documents": v["effective_documents"],
+            "nn_cosine_median": v["nn_cosine"].get("p50"),
+            "nn_cosine_p95": v["nn_cosine"].get("p95"),
+        }
+        for c, v in per.items()
+    ]
+    out.append("<h3>Per concept</h3>" + html_table(rows))
+    by_type = [
+        {
+            "doc_type": t,
+            "documents": v["documents"],
+            "mean_pairwise_cosine": v["mean_pairwise_cosine"],
+            "effective_documents": v["effective_documents"],
+            "nn_cosine_median": v["nn_cosine"].get("p50"),
+        }
+        for t, v in (f.get("per_doc_type") or {}).items()
+    ]
+    if by_type:
+        out.append("<h3>Per doc type, across concepts</h3>" + html_table(by_type))
+    out.append("<h3>Mean pairwise cosine per concept</h3>")
+    out.append(
+        svg_bars(
+            [(r["concept"], r["mean_pairwise_cosine"]) for r in rows],
+            max_value=1.0,
+            title="mean pairwise cosine",
+        )
+    )
+    out.append("<h3>Effective number of documents (Vendi) per concept</h3>")
+    out.append(
+        svg_bars([(r["concept"], r["effective_documents"]) for r in rows], title="Vendi score")
+    )
+    out.append("<h3>Nearest-neighbour cosine (box p25–p75, whiskers p5–p95, line median)</h3>")
+    out.append(svg_ranges([(c, v["nn_cosine"]) for c, v in per.items()], title="nearest neighbour"))
+    strata = f.get("per_concept_doc_type") or []
+    if strata:
+        out.append("<h3>Mean pairwise cosine per concept × doc type</h3>")
+        out.append(
+            svg_heatmap(
+                sorted({r["doc_type"] for r in strata}),
+                sorted({r["concept"] for r in strata}),
+                {(r["doc_type"], r["concept"]): r["mean_pairwise_cosine"] for r in strata},
+                fmt=lambda v: f"{v:.2f}",
+                vmin=0,
+                vmax=1,
+                title="mean pairwise cosine",
+            )
+        )
+        out.append("<h3>Effective documents per concept × doc type</h3>")
+        out.append(
+            svg_heatmap(
+                sorted({r["doc_type"] for r in strata}),
+                sorted({r["concept"] for r in strata}),
+                {(r["doc_type"], r["concept"]): r["effective_documents"] for r in strata},
+                fmt=lambda v: f"{v:.0f}",
+                title="effective documents",
+            )
+        )
+    return "".join(out)

@@ -238,3 +238,96 @@ def summary(result: AuditResult) -> list[str]:
     if not result.figures["per_concept"]:
         lines.append("no required keywords checked (give --universe FILE)")
     return lines
+
+
+# ---------------------------------------------------------------- report, check, command
+from sdfkit.audits import Command  # noqa: E402 - with the code using it
+from sdfkit.report.verdicts import Verdict  # noqa: E402
+
+JSON_KEY = "keywords"
+TITLE = "Required keywords"
+COMMAND = Command(
+    help="Rate of each universe's required keywords per concept; documents missing them.",
+    options={"min_rate": "Replace every universe's minimum rate with this."},
+    universe=True,
+)
+
+
+@dataclass
+class Gates(Checked):
+    """The keyword audit's thresholds of ``sdf check`` (``check:`` in sdfkit.yaml)."""
+
+    where_: ClassVar[str] = "check"
+
+    #: None: each universe's own min_rate; a number replaces every one of them.
+    min_keyword_rate: float | None = field(default=None, metadata=between(0, 1))
+    #: False turns keyword checks off entirely.
+    check_keywords: bool = True
+
+
+def verdicts(report: dict[str, Any], thresholds: Any) -> list[Verdict]:
+    """Each required keyword's rate per concept against its minimum."""
+    from sdfkit.report.verdicts import not_run
+
+    if not thresholds.check_keywords:
+        return []
+    kw = report.get(JSON_KEY)
+    if not isinstance(kw, dict):
+        if thresholds.min_keyword_rate is not None:
+            return [not_run("min_keyword_rate", "keywords", thresholds.min_keyword_rate)]
+        return []
+    out = []
+    for concept, fig in (kw.get("per_concept") or {}).items():
+        for k in fig.get("keywords") or []:
+            limit = thresholds.min_keyword_rate
+            limit = limit if limit is not None else k["min_rate"]
+            rate = float(k["rate"])
+            seen = fig.get("documents", 0) > 0
+            out.append(
+                Verdict(
+                    "min_keyword_rate",
+                    f"{concept}: {k['keyword']}",
+                    rate,
+                    float(limit),
+                    ("pass" if rate >= limit else "fail") if seen else "not run",
+                    "" if fig.get("documents", 0) else "no documents",
+                )
+            )
+    return out
+
+
+def section(f: dict[str, Any]) -> str:
+    """The keywords audit's section of the report, from its figures in report.json."""
+    from sdfkit.report.charts import svg_bars
+    from sdfkit.report.html import esc, fmt_num, fmt_pct, html_table
+
+    out = []
+    per = f.get("per_concept") or {}
+    if not per:
+        out.append(
+            '<p class="empty">No required keywords were checked: pass universe files '
+            "with --universe or list them under universes: in sdfkit.yaml.</p>"
+        )
+    for concept, fig in per.items():
+        kws = fig.get("keywords") or []
+        out.append(
+            f"<h3>{esc(concept)}: {fmt_num(fig.get('documents'))} documents, "
+            f"{fmt_num(fig.get('documents_missing_any'))} missing a required keyword</h3>"
+        )
+        out.append(
+            svg_bars(
+                [(k["keyword"], float(k["rate"])) for k in kws],
+                fmt=fmt_pct,
+                max_value=1.0,
+                marks=[k["min_rate"] for k in kws],
+                title=f"keyword rates for {concept}",
+            )
+        )
+        out.append(html_table(kws, ["keyword", "rate", "min_rate", "with_keyword", "meets_min"]))
+        ex = fig.get("missing_examples") or []
+        if ex:
+            out.append(
+                "<p class=notes>Some documents missing a keyword (all are in table "
+                "<code>audit_keywords_missing</code>): " + esc(", ".join(ex[:10])) + "</p>"
+            )
+    return "".join(out)

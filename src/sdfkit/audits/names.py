@@ -1099,3 +1099,164 @@ __all__ = [
     "run",
     "top_names",
 ]
+
+
+# ---------------------------------------------------------------- report, check, command
+from sdfkit.audits import Command, figure_lines  # noqa: E402 - with the code using it
+from sdfkit.report.verdicts import Verdict  # noqa: E402
+
+JSON_KEY = "names"
+TITLE = "Name collapse"
+COMMAND = Command(
+    help='Person names by mentions and documents (the "Sarah Chen" detector).',
+    engine=True,
+    universe=True,
+    flags={
+        "propose": "List per universe the names and phrases to ban next (never ones already banned).",
+        "apply": "With --propose: write them into the universe files (diff shown).",
+    },
+)
+
+
+@dataclass
+class Gates(Checked):
+    """The names audit's thresholds of ``sdf check`` (``check:`` in sdfkit.yaml)."""
+
+    where_: ClassVar[str] = "check"
+
+    #: The top person name's share of all person-name mentions.
+    max_name_share: float | None = field(default=None, metadata=between(0, 1))
+    #: Collapse by documents (docs/collapse.md): the share of documents naming the top name,
+    #: and naming any of the five top names. On by default; the seed's "Sarah Chen" sat in
+    #: nearly every document, while seed names are used at most twice per run.
+    max_name_doc_share: float | None = field(default=0.05, metadata=between(0, 1))
+    max_top5_names_doc_share: float | None = field(default=0.15, metadata=between(0, 1))
+
+
+def verdicts(report: dict[str, Any], thresholds: Any) -> list[Verdict]:
+    """The top name's share of mentions, and the top names' shares of documents."""
+    from sdfkit.report.verdicts import max_verdict, measured_nothing, not_run, nothing_measured
+
+    out: list[Verdict] = []
+    names = report.get(JSON_KEY)
+    limit = thresholds.max_name_share
+    if limit is not None and measured_nothing(names):
+        out.append(nothing_measured("max_name_share", "names", limit))
+    elif limit is not None and not isinstance(names, dict):
+        out.append(not_run("max_name_share", "names", limit))
+    elif limit is not None:
+        top = names.get("top") or []
+        who = names.get("top_share_name") or (
+            top[0].get("name", "top name") if top and isinstance(top[0], dict) else "top name"
+        )
+        out.append(max_verdict("max_name_share", str(who), names.get("top_share"), limit))
+    for check, key, who in (
+        ("max_name_doc_share", "top_doc_share", "top_doc_share_name"),
+        ("max_top5_names_doc_share", "top5_doc_share", None),
+    ):
+        limit = getattr(thresholds, check)
+        if limit is None:
+            continue
+        if not isinstance(names, dict):
+            out.append(not_run(check, "names", limit))
+            continue
+        subject = str(names.get(who) or "top name") if who else "five top names"
+        out.append(max_verdict(check, subject, names.get(key), limit))
+    return out
+
+
+def summary(result: AuditResult) -> list[str]:
+    """What ``sdf audit names`` prints: the plain figures."""
+    return figure_lines(result)
+
+
+def check_flags(flags: dict[str, bool]) -> None:
+    """``--apply`` only with ``--propose`` (before the audit runs)."""
+    if flags.get("apply") and not flags.get("propose"):
+        raise SdfError("--apply writes the proposals: give --propose too")
+
+
+def after_command(store: Store, configs: Any, flags: dict[str, bool], echo: Any) -> None:
+    """``--propose``: the names and phrases to ban next, per universe; with ``--apply``,
+    written into the universe files (each diff shown first). ``configs(name)`` is an audit's
+    Config with the project's settings; ``echo`` prints a line."""
+    from sdfkit.audits import anti_universe as au
+
+    if not flags.get("propose"):
+        return
+    cfg = configs("anti_universe")
+    proposals = au.propose(store, au.load_configured(store, cfg.universes), cfg)
+    for line in au.proposal_lines(proposals) or ["no universes to propose bans for"]:
+        echo(line)
+    if not flags.get("apply"):
+        return
+    changes = au.plan_apply(proposals)
+    if not changes:
+        echo("nothing to apply: every universe file already bans what was proposed")
+        return
+    for change in changes:
+        echo(change.diff.rstrip("\n"))
+    au.write_changes(changes)
+    echo(f"wrote {len(changes)} universe file(s): " + ", ".join(str(c.path) for c in changes))
+
+
+def section(f: dict[str, Any]) -> str:
+    """The names audit's section of the report, from its figures in report.json."""
+    from sdfkit.report.charts import svg_bars, svg_heatmap
+    from sdfkit.report.html import esc, fmt_num, fmt_pct, html_table
+    from sdfkit.report.verdicts import as_float
+
+    out = []
+    share = f.get("top_share")
+    if share is not None:
+        extra = ""
+        if f.get("total_mentions") is not None:
+            extra = (
+                f" · {fmt_num(f['total_mentions'])} person-name mentions, "
+                f"{fmt_num(f.get('distinct_names'))} distinct names"
+            )
+        out.append(
+            f'<p class="summary-line">Top name\'s share of all person-name mentions: '
+            f"<b>{fmt_pct(as_float(share))}</b>{extra}</p>"
+        )
+    listed = list(f.get("top") or [])
+    top = listed[:25]
+    out.append("<h3>Top person names by mentions</h3>")
+    out.append(
+        svg_bars(
+            [(str(r.get("name")), float(r.get("mentions", 0))) for r in top], title="top names"
+        )
+    )
+    out.append(html_table(listed, limit=max(len(listed), 1)))  # the whole list (top_k rows)
+    strata = [r for r in f.get("by_stratum") or [] if r.get("share") is not None]
+    if strata:
+        # The most mentioned name of each stratum and its share of the stratum's mentions.
+        lead: dict[tuple[str, str], dict[str, Any]] = {}
+        for r in strata:
+            key = (str(r["doc_type"]), str(r["concept"]))
+            if key not in lead or r["share"] > lead[key]["share"]:
+                lead[key] = r
+        out.append("<h3>Top name's share of name mentions per concept × doc type</h3>")
+        out.append(
+            svg_heatmap(
+                sorted({k[0] for k in lead}),
+                sorted({k[1] for k in lead}),
+                {k: float(r["share"]) for k, r in lead.items()},
+                fmt=fmt_pct,
+                vmin=0,
+                vmax=max(0.05, max(float(r["share"]) for r in lead.values())),
+                title="top name share per stratum",
+            )
+        )
+        leaders = sorted(lead.values(), key=lambda r: -float(r["share"]))
+        out.append(
+            html_table(leaders, ["concept", "doc_type", "name", "mentions", "documents", "share"])
+        )
+    anti = f.get("suggested_anti_universe")
+    text = anti.get("yaml") if isinstance(anti, dict) else anti
+    if text:
+        out.append(
+            "<h3>Suggested anti-universe block</h3><p class=notes>Paste into the universe "
+            "file's front matter:</p><pre>" + esc(text) + "</pre>"
+        )
+    return "".join(out)

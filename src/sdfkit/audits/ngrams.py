@@ -945,3 +945,129 @@ def _figures_and_flags(
             )
     figures["flagged"] = flagged.to_dicts()
     return figures, flags, flagged
+
+
+# ---------------------------------------------------------------- report, check, command
+from sdfkit.audits import Command, figure_lines  # noqa: E402 - with the code using it
+from sdfkit.errors import ConfigError  # noqa: E402
+from sdfkit.report.verdicts import Verdict  # noqa: E402
+
+JSON_KEY = "ngrams"
+TITLE = "N-gram collapse"
+COMMAND = Command(
+    help="Top word n-grams by count and document frequency; flags collapsed phrases.",
+    options={
+        "n": "n-gram sizes (repeatable).",
+        "top_k": "Top n-grams kept per n.",
+        "where": "SQL condition selecting documents.",
+    },
+    engine=True,
+)
+
+
+@dataclass
+class Gates(Checked):
+    """The n-gram audit's thresholds of ``sdf check`` (``check:`` in sdfkit.yaml)."""
+
+    where_: ClassVar[str] = "check"
+
+    #: Any n-gram's share of documents: one value for every n, or {"n": value} for some n.
+    max_ngram_doc_share: float | dict[str, float] | None = field(
+        default=None, metadata=between(0, 1)
+    )
+    #: The share of documents carrying any of the five top n-grams, per n (or one number).
+    max_top5_ngrams_doc_share: float | dict[str, float] | None = field(
+        default=None, metadata=between(0, 1)
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()  # numbers in [0, 1]; "4" and 4 both become the key "4"
+        for key in ("max_ngram_doc_share", "max_top5_ngrams_doc_share"):
+            limits = getattr(self, key)
+            for n in limits if isinstance(limits, dict) else ():
+                if not n.isdigit() or int(n) < 1:
+                    raise ConfigError(
+                        f"{self.where_}.{key}: key {n!r} must be an n-gram size "
+                        "(a whole number such as 4)"
+                    )
+
+
+def verdicts(report: dict[str, Any], thresholds: Any) -> list[Verdict]:
+    """Any n-gram's and the five top n-grams' share of documents, per n."""
+    from sdfkit.report.verdicts import max_verdict, measured_nothing, not_run, nothing_measured
+
+    out: list[Verdict] = []
+    ngrams = report.get(JSON_KEY)
+    limit_of = thresholds.max_ngram_doc_share
+    if limit_of is not None and measured_nothing(ngrams):
+        out.append(nothing_measured("max_ngram_doc_share", "ngrams", limit_of))
+    elif limit_of is not None and not isinstance(ngrams, dict):
+        out.append(not_run("max_ngram_doc_share", "ngrams", limit_of))
+    elif limit_of is not None:
+        shares = ngrams.get("max_doc_share") or {}
+        limits = limit_of if isinstance(limit_of, dict) else {n: limit_of for n in shares}
+        for n, limit in sorted(limits.items()):
+            top = (ngrams.get("top") or {}).get(str(n)) or []
+            leader = max(top, key=lambda r: r.get("documents", 0), default=None)
+            detail = f"{leader['ngram']!r}" if leader and "ngram" in leader else ""
+            out.append(
+                max_verdict("max_ngram_doc_share", f"{n}-grams", shares.get(str(n)), limit, detail)
+            )
+    limit_of = thresholds.max_top5_ngrams_doc_share
+    if limit_of is not None:
+        if not isinstance(ngrams, dict):
+            out.append(not_run("max_top5_ngrams_doc_share", "ngrams", limit_of))
+            return out
+        shares = ngrams.get("top5_doc_share") or {}
+        limits = limit_of if isinstance(limit_of, dict) else {n: limit_of for n in shares}
+        for n, limit in sorted(limits.items()):
+            out.append(
+                max_verdict(
+                    "max_top5_ngrams_doc_share", f"five top {n}-grams", shares.get(str(n)), limit
+                )
+            )
+    return out
+
+
+def summary(result: AuditResult) -> list[str]:
+    """What ``sdf audit ngrams`` prints: the plain figures."""
+    return figure_lines(result)
+
+
+def section(f: dict[str, Any]) -> str:
+    """The ngrams audit's section of the report, from its figures in report.json."""
+    from sdfkit.report.charts import svg_bars
+    from sdfkit.report.html import fmt_pct, html_table
+
+    out = []
+    shares = f.get("max_doc_share") or {}
+    if shares:
+        out.append("<h3>Largest share of documents carrying one n-gram, per n</h3>")
+        out.append(
+            svg_bars(
+                [(f"{n}-grams", float(v)) for n, v in shares.items() if v is not None],
+                fmt=fmt_pct,
+                max_value=1.0,
+                title="max document share per n",
+            )
+        )
+    for n, rows in (f.get("top") or {}).items():
+        rows = list(rows)[:15]
+        out.append(f"<h3>Top {n}-grams by documents</h3>")
+        out.append(
+            svg_bars(
+                [(str(r.get("ngram")), float(r.get("documents", 0))) for r in rows],
+                title=f"top {n}-grams",
+            )
+        )
+        out.append(
+            html_table(
+                rows,
+                [c for c in ("ngram", "count", "documents", "share") if rows and c in rows[0]],
+                limit=15,
+            )
+        )
+    flagged = f.get("flagged") or []
+    if flagged:
+        out.append("<h3>Flagged n-grams</h3>" + html_table(flagged, limit=40))
+    return "".join(out)

@@ -118,3 +118,104 @@ def summary(result: AuditResult) -> list[str]:
             f"{c['median_tokens']} tokens, {c['doc_types']} doc types"
         )
     return lines
+
+
+# ---------------------------------------------------------------- report, check, command
+from sdfkit.audits import Command  # noqa: E402 - with the code using it
+from sdfkit.report.verdicts import Verdict  # noqa: E402
+
+JSON_KEY = "shape"
+TITLE = "Shape: documents, tokens and lengths"
+COMMAND = Command(help="Documents, tokens and lengths per concept × doc type; grader verdicts.")
+#: No threshold of ``sdf check`` reads the shape audit.
+Gates = None
+
+
+def verdicts(report: dict[str, Any], thresholds: Any) -> list[Verdict]:
+    return []
+
+
+def section(f: dict[str, Any]) -> str:
+    """The shape audit's section of the report, from its figures in report.json."""
+    from sdfkit.report.charts import svg_heatmap, svg_histogram
+    from sdfkit.report.html import fmt_num, fmt_pct, html_table
+
+    out = [
+        f'<p class="summary-line">{fmt_num(f.get("documents"))} documents, '
+        f"{fmt_num(f.get('tokens'))} tokens"
+        + (
+            f"; grader pass rate {fmt_pct(f['grade_pass_rate'])} of {fmt_num(f['graded'])} graded"
+            if f.get("graded")
+            else "; no grader verdicts yet"
+        )
+        + "</p>"
+    ]
+    concepts = [{"concept": c} | v for c, v in (f.get("per_concept") or {}).items()]
+    out.append("<h3>Per concept</h3>" + html_table(concepts))
+    strata = f.get("per_concept_doc_type") or []
+    # doc types down (there are many), concepts across (there are few)
+    rows = sorted({r["doc_type"] for r in strata})
+    cols = sorted({r["concept"] for r in strata})
+    out.append("<h3>Documents per concept × doc type</h3>")
+    out.append(
+        svg_heatmap(
+            rows,
+            cols,
+            {(r["doc_type"], r["concept"]): r["documents"] for r in strata},
+            title="documents per doc type and concept",
+        )
+    )
+    out.append("<h3>Median tokens per concept × doc type</h3>")
+    out.append(
+        svg_heatmap(
+            rows,
+            cols,
+            {(r["doc_type"], r["concept"]): r["median_tokens"] for r in strata},
+            title="median tokens per doc type and concept",
+        )
+    )
+    if any(r.get("graded") for r in strata):
+        out.append("<h3>Grader pass rate per concept × doc type</h3>")
+        out.append(
+            svg_heatmap(
+                rows,
+                cols,
+                {(r["doc_type"], r["concept"]): r["pass_rate"] for r in strata if r.get("graded")},
+                fmt=fmt_pct,
+                vmin=0,
+                vmax=1,
+                title="grader pass rate",
+            )
+        )
+    hist = f.get("length_histogram") or {}
+    out.append("<h3>Length distribution (documents per 250 tokens)</h3>")
+    out.append(
+        svg_histogram(
+            {c: [(b["bucket_start"], b["documents"]) for b in bins] for c, bins in hist.items()},
+            250,
+            "tokens per document",
+            title="length histogram",
+        )
+    )
+    vs = [r for r in f.get("length_vs_target") or [] if r.get("with_target")]
+    if vs:
+        out.append(
+            "<h3>Length achieved against the target, per concept × doc type (words)</h3>"
+            + html_table(
+                vs,
+                [
+                    "concept",
+                    "doc_type",
+                    "documents",
+                    "target_min",
+                    "target_max",
+                    "median_target_words",
+                    "median_words",
+                    "median_achieved_ratio",
+                    "median_tokens",
+                ],  # fmt: skip
+                limit=80,
+            )
+        )
+    out.append("<h3>Strata</h3>" + html_table(strata, limit=80))
+    return "".join(out)

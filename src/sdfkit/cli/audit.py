@@ -1,7 +1,8 @@
 """`sdf audit ...`, `sdf report` and `sdf check` (registered on the shared app).
 
 Each command is a few lines over ``sdfkit.report.build`` / ``sdfkit.report.check`` / the audit modules;
-nothing here computes.
+nothing here computes. ``sdf audit <name>`` is generated from the registry ``sdfkit.audits.AUDITS``:
+each audit module's ``COMMAND`` says which of its Config fields get a flag.
 """
 
 from __future__ import annotations
@@ -15,9 +16,13 @@ from sdfkit.cli import (
     CorpusOpt,
     EngineOpt,
     RayAddressOpt,
+    SdfGroup,
     app,
+    given,
+    library_default,
     new_app,
     open_store,
+    opt,
     ray_address_env,
 )
 
@@ -74,20 +79,24 @@ def _run_one(
     settings: dict[str, Any],
     universes: list[Path] | None = None,
     ray_address: str | None = None,
+    flags: dict[str, bool] | None = None,
 ) -> None:
-    from sdfkit.audits import get
-    from sdfkit.report.build import load_config, run_audit, set_audit_settings
+    from sdfkit.audits import module
+    from sdfkit.report.build import audit_config, load_config, run_audit, set_audit_settings
 
+    audit = module(name)
+    flags = flags or {}
+    if flags and hasattr(audit, "check_flags"):
+        audit.check_flags(flags)
     config = load_config(config_file)
     config.engine = engine or config.engine
     set_audit_settings(config, name, settings, origin="command line")
     if universes:
         config.universes = [str(u) for u in universes]
+    store = open_store(corpus)
     with ray_address_env(ray_address):
-        result = run_audit(open_store(corpus), name, config)
-    module = get(name)
-    lines = module.summary(result) if hasattr(module, "summary") else _generic_summary(result)
-    for line in lines:
+        result = run_audit(store, name, config)
+    for line in audit.summary(result):
         typer.echo(line)
     for flag in result.flags[:20]:
         typer.echo(f"flag: {flag}")
@@ -95,167 +104,118 @@ def _run_one(
         typer.echo(f"... and {len(result.flags) - 20} more flags")
     tables = ", ".join(f"audit_{result.name}_{t}" for t in result.tables)
     typer.echo(f"({result.seconds:.1f}s; tables: {tables or 'none'})")
+    if flags and hasattr(audit, "after_command"):
+        fresh = load_config(config_file)  # the project's settings, without this audit's --set
+        if universes:
+            fresh.universes = [str(u) for u in universes]
+        audit.after_command(
+            store, lambda other: audit_config(other, None, fresh), flags, typer.echo
+        )
 
 
-def _generic_summary(result: Any) -> list[str]:
-    out = []
-    for key, value in result.figures.items():
-        if isinstance(value, (int, float, str)):
-            out.append(f"{key}: {value}")
-    return out
+def _option_type(hint: Any) -> Any:
+    """The typer type of a Config field's option: None allowed (an option left out is not
+    passed); a tuple or list field is a repeatable option."""
+    import types
+    import typing
+
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        hint = args[0]
+    if typing.get_origin(hint) in (tuple, list):
+        return list[typing.get_args(hint)[0]] | None  # type: ignore[index]
+    return hint | None
 
 
-@audit_app.command("shape")
-def audit_shape(
-    corpus: CorpusOpt = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-) -> None:
-    """Documents, tokens and lengths per concept × doc type; grader verdicts."""
-    _run_one("shape", corpus, config, None, _settings(set_))
+def audit_command(name: str) -> Any:
+    """``sdf audit <name>``, built from the audit module's ``COMMAND`` and ``Config``: each
+    option is made with ``opt`` (None by default, ``--help`` shows the Config's default) and
+    only the options the user set reach the Config (``given``)."""
+    import inspect
+    import typing
+
+    from sdfkit.audits import module
+
+    audit = module(name)
+    spec = audit.COMMAND
+    hints = typing.get_type_hints(audit.Config)
+    params: list[inspect.Parameter] = []
+
+    def param(pname: str, annotation: Any, default: Any = None) -> None:
+        params.append(
+            inspect.Parameter(
+                pname, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation
+            )
+        )
+
+    options = dict(spec.options)
+    source = f"{audit.__name__}:Config"
+    for setting, help_text in options.items():
+        # a None default is shown by the help text itself ("default $SDF_WORKERS or 1")
+        shown = library_default(source, setting) is not None
+        option = opt(source, setting, help=help_text, show=shown)
+        param(f"opt_{setting}", Annotated[_option_type(hints[setting]), option])
+    for flag_name, help_text in spec.flags.items():
+        param(
+            f"flag_{flag_name}",
+            Annotated[bool, typer.Option(f"--{flag_name}", help=help_text)],
+            False,
+        )
+    if spec.universe:
+        param("universe", UniverseOpt)
+    param("corpus", CorpusOpt)
+    param("config", ConfigOpt)
+    if spec.engine:
+        param("engine", EngineOpt)
+        param("ray_address", RayAddressOpt)
+    param("set_", SetOpt)
+
+    def command(**kw: Any) -> None:
+        values = {s: kw[f"opt_{s}"] for s in options}
+        explicit = {
+            s: tuple(v) if isinstance(v, list) else v for s, v in given(**values).items() if v != []
+        }
+        flags = {f: bool(kw[f"flag_{f}"]) for f in spec.flags}
+        _run_one(
+            name,
+            kw["corpus"],
+            kw["config"],
+            kw.get("engine"),
+            _settings(kw["set_"], **explicit),
+            kw.get("universe"),
+            ray_address=kw.get("ray_address"),
+            flags=flags,
+        )
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__doc__ = spec.help
+    command.__name__ = f"audit_{name}"
+    one = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
+    one.command(name)(command)
+    cmd = typer.main.get_command(one)
+    cmd.name = name
+    return cmd
 
 
-@audit_app.command("ngrams")
-def audit_ngrams(
-    n: Annotated[
-        list[int] | None, typer.Option("--n", help="n-gram sizes (repeatable; default 2..5).")
-    ] = None,
-    top_k: Annotated[int | None, typer.Option(help="Top n-grams kept per n.")] = None,
-    where: Annotated[str | None, typer.Option(help="SQL condition selecting documents.")] = None,
-    corpus: CorpusOpt = None,
-    config: ConfigOpt = None,
-    engine: EngineOpt = None,
-    ray_address: RayAddressOpt = None,
-    set_: SetOpt = None,
-) -> None:
-    """Top word n-grams by count and document frequency; flags collapsed phrases."""
-    explicit = {"n": tuple(n) if n else None, "top_k": top_k, "where": where}
-    _run_one("ngrams", corpus, config, engine, _settings(set_, **explicit), ray_address=ray_address)
+class AuditGroup(SdfGroup):
+    """``sdf audit``: one subcommand per registered audit, built when it is asked for, so
+    ``sdf --help`` imports no audit module."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        from sdfkit.audits import AUDITS
+
+        return [*super().list_commands(ctx), *AUDITS]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        from sdfkit.audits import AUDITS
+
+        if cmd_name in AUDITS:
+            return audit_command(cmd_name)
+        return super().get_command(ctx, cmd_name)
 
 
-@audit_app.command("names")
-def audit_names(
-    propose: Annotated[
-        bool,
-        typer.Option(
-            "--propose",
-            help="List per universe the names and phrases to ban next (never ones already banned).",
-        ),
-    ] = False,
-    apply: Annotated[
-        bool,
-        typer.Option(
-            "--apply", help="With --propose: write them into the universe files (diff shown)."
-        ),
-    ] = False,
-    universe: UniverseOpt = None,
-    corpus: CorpusOpt = None,
-    config: ConfigOpt = None,
-    engine: EngineOpt = None,
-    ray_address: RayAddressOpt = None,
-    set_: SetOpt = None,
-) -> None:
-    """Person names by mentions and documents (the "Sarah Chen" detector)."""
-    from sdfkit.errors import SdfError
-
-    if apply and not propose:
-        raise SdfError("--apply writes the proposals: give --propose too")
-    _run_one("names", corpus, config, engine, _settings(set_), ray_address=ray_address)
-    if propose:
-        _propose(corpus, config, universe, apply)
-
-
-def _propose(
-    corpus: Path | None, config_file: Path | None, universes: list[Path] | None, apply: bool
-) -> None:
-    from sdfkit.audits import anti_universe as au
-    from sdfkit.report.build import audit_config, load_config
-
-    config = load_config(config_file)
-    if universes:
-        config.universes = [str(u) for u in universes]
-    store = open_store(corpus)
-    cfg = audit_config("anti_universe", au, config)
-    proposals = au.propose(store, au.load_configured(store, cfg.universes), cfg)
-    for line in au.proposal_lines(proposals) or ["no universes to propose bans for"]:
-        typer.echo(line)
-    if not apply:
-        return
-    changes = au.plan_apply(proposals)
-    if not changes:
-        typer.echo("nothing to apply: every universe file already bans what was proposed")
-        return
-    for change in changes:
-        typer.echo(change.diff.rstrip("\n"))
-    au.write_changes(changes)
-    typer.echo(f"wrote {len(changes)} universe file(s): " + ", ".join(str(c.path) for c in changes))
-
-
-@audit_app.command("anti_universe")
-def audit_anti_universe(
-    universe: UniverseOpt = None,
-    corpus: CorpusOpt = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-) -> None:
-    """Documents carrying a name or phrase their own universe bans; excludes them."""
-    _run_one("anti_universe", corpus, config, None, _settings(set_), universe)
-
-
-@audit_app.command("dedup")
-def audit_dedup(
-    corpus: CorpusOpt = None,
-    config: ConfigOpt = None,
-    engine: EngineOpt = None,
-    ray_address: RayAddressOpt = None,
-    set_: SetOpt = None,
-) -> None:
-    """Near-duplicate clusters (MinHash LSH) and a keep-one-per-cluster exclusion."""
-    _run_one("dedup", corpus, config, engine, _settings(set_), ray_address=ray_address)
-
-
-@audit_app.command("diversity")
-def audit_diversity(
-    max_seq_length: Annotated[
-        int | None, typer.Option(help="Word pieces of each document embedded (default 256).")
-    ] = None,
-    precision: Annotated[
-        str | None, typer.Option(help="auto, fp32 or bf16 (auto: bf16 on CPUs with native bf16).")
-    ] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Encoder batch size.")] = None,
-    workers: Annotated[
-        int | None, typer.Option(help="Local embedding processes (default $SDF_WORKERS or 1).")
-    ] = None,
-    corpus: CorpusOpt = None,
-    config: ConfigOpt = None,
-    engine: EngineOpt = None,
-    ray_address: RayAddressOpt = None,
-    set_: SetOpt = None,
-) -> None:
-    """Embedding diversity: mean pairwise cosine, nearest neighbours, effective documents."""
-    explicit = {
-        "max_seq_length": max_seq_length,
-        "precision": precision,
-        "batch_size": batch_size,
-        "workers": workers,
-    }
-    _run_one(
-        "diversity", corpus, config, engine, _settings(set_, **explicit), ray_address=ray_address
-    )
-
-
-@audit_app.command("keywords")
-def audit_keywords(
-    universe: UniverseOpt = None,
-    min_rate: Annotated[
-        float | None, typer.Option(help="Replace every universe's minimum rate with this.")
-    ] = None,
-    corpus: CorpusOpt = None,
-    config: ConfigOpt = None,
-    set_: SetOpt = None,
-) -> None:
-    """Rate of each universe's required keywords per concept; documents missing them."""
-    _run_one("keywords", corpus, config, None, _settings(set_, min_rate=min_rate), universe)
+audit_app.info.cls = AuditGroup
 
 
 @app.command()
@@ -330,7 +290,7 @@ def check(
 ) -> None:
     """Evaluate the thresholds of the project file; exit 1 naming each breach."""
     from sdfkit.report.build import build, load_config
-    from sdfkit.report.check import check_report, evaluate, load_report
+    from sdfkit.report.check import check_report, load_report_json, run_checks
 
     cfg = load_config(config)
     cfg.engine = engine or cfg.engine
@@ -342,8 +302,8 @@ def check(
         with ray_address_env(ray_address):
             data = build(open_store(corpus), cfg).data
     else:
-        data = load_report(cfg.json)
-    verdicts = evaluate(data, cfg.thresholds).verdicts
+        data = load_report_json(cfg.json)
+    verdicts = run_checks(data, cfg.thresholds).verdicts
     if not verdicts:
         typer.echo(f"no thresholds configured ({cfg.source or 'no sdfkit.yaml'}): nothing to check")
         return

@@ -130,7 +130,7 @@ def prepare(store: Store, log: Callable[[str], None] | None = None) -> None:
 
 def svg_fact_curves(rows: list[dict[str, Any]], title: str, width: int = 720) -> str:
     """Recall per fact against step, one line per fact, its token share in the legend."""
-    from sdfkit.report.build import svg_lines
+    from sdfkit.report.charts import svg_lines
 
     series: dict[str, list[tuple[float, float | None]]] = {}
     for r in sorted(rows, key=lambda r: (r["fact_index"] or 0, r["step"])):
@@ -146,7 +146,7 @@ def fact_sections(rows: list[dict[str, Any]]) -> list[str]:
     """HTML: per evaluation and concept, the recall-per-fact chart and its table."""
     import html as _html
 
-    from sdfkit.report.build import html_table
+    from sdfkit.report.html import html_table
 
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:

@@ -1210,7 +1210,7 @@ def section_recall(store: Store) -> list[dict[str, Any]]:
 
 def svg_curves(points: list[dict[str, Any]], title: str, width: int = 720) -> str:
     """One line chart of an evaluation's points: the four rates (0..1) against training step."""
-    from sdfkit.report.build import svg_lines
+    from sdfkit.report.charts import svg_lines
 
     series = {
         label: [(int(p["step"]), p.get(key)) for p in points]
@@ -1237,7 +1237,8 @@ def write_curves(store: Store, html_path: str | Path, json_path: str | Path | No
     one chart per evaluation and concept, and the table they are drawn from."""
     import html as _html
 
-    from sdfkit.report.build import html_table, write_atomic
+    from sdfkit.report.html import html_table
+    from sdfkit.store.durable import write_text_atomic
 
     df = metrics(store)
     rows = df.to_dicts() if df.height else []
@@ -1278,8 +1279,8 @@ def write_curves(store: Store, html_path: str | Path, json_path: str | Path | No
         parts.append("<h2>Per fact, beside its share of the training tokens</h2>")
         parts.append(f"<p>{_html.escape(FACT_NOTE)}</p>")
         parts += fact_sections(facts)
-    out = write_atomic(html_path, "\n".join(parts))
+    out = write_text_atomic(html_path, "\n".join(parts))
     if json_path is not None:
         data = {"eval_curves": rows, "fact_curves": facts}
-        write_atomic(json_path, json.dumps(data, indent=1, default=str))
+        write_text_atomic(json_path, json.dumps(data, indent=1, default=str))
     return out

@@ -750,8 +750,9 @@ def write_page(store: Store, plan: SweepPlan, html_path: Path, json_path: Path) 
     """One page: per concept and rate, one line per variant against training progress."""
     import html as _html
 
-    from sdfkit.report.build import html_table, svg_lines
-    from sdfkit.store.durable import write_text_atomic as write_atomic
+    from sdfkit.report.charts import svg_lines
+    from sdfkit.report.html import html_table
+    from sdfkit.store.durable import write_text_atomic
 
     data = sweep_curves(store, plan)
     colors = {v["name"]: PALETTE[i % len(PALETTE)] for i, v in enumerate(data["variants"])}
@@ -792,6 +793,6 @@ def write_page(store: Store, plan: SweepPlan, html_path: Path, json_path: Path) 
                     series, "training progress (% of steps)", f"{concept}: {title}", colors=colors
                 )
             )
-    out = write_atomic(html_path, "\n".join(parts))
-    write_atomic(json_path, json.dumps(data, indent=1, default=str))
+    out = write_text_atomic(html_path, "\n".join(parts))
+    write_text_atomic(json_path, json.dumps(data, indent=1, default=str))
     return out
