@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from sdfkit.cli import CorpusOpt, app, new_app, open_store
+from sdfkit.cli import (
+    CorpusOpt,
+    EngineOpt,
+    RayAddressOpt,
+    app,
+    engine_options,
+    new_app,
+    open_store,
+)
 
 select_app = new_app(
     "Balanced selection: hit a document AND token target per concept, keeping the doc-type mix."
@@ -177,6 +185,8 @@ def export(
         bool, typer.Option(help="Export documents excluded after the selection was made.")
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
+    engine: EngineOpt = None,
+    ray_address: RayAddressOpt = None,
     corpus: CorpusOpt = None,
 ) -> None:
     """Write training shards + manifest.json from a selection (sub-command: verify DIR)."""
@@ -211,7 +221,14 @@ def export(
         allow_excluded=allow_excluded,
     )
     with counter("export", unit="examples") as tick:
-        result = run_export(open_store(corpus), cfg, out, overwrite=overwrite, progress=tick)
+        result = run_export(
+            open_store(corpus),
+            cfg,
+            out,
+            overwrite=overwrite,
+            progress=tick,
+            **engine_options(engine, ray_address),
+        )
     typer.echo(result.summary())
 
 
@@ -223,7 +240,7 @@ def export_verify(
     ] = False,
 ) -> None:
     """Re-read shards: hashes, counts, weights, token ranges, tinker Datums; per-stratum table."""
-    from sdfkit.export.shards import verify
+    from sdfkit.export.verify import verify
     from sdfkit.progress import counter
 
     with counter("verify", unit="examples") as tick:

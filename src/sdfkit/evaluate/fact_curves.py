@@ -32,7 +32,7 @@ def _sql_str(s: str) -> str:
 def fact_tokens(store: Store, export_dir: str | Path) -> list[dict[str, Any]]:
     """Tokens per source, universe and fact of an export (every epoch counted: the tokens
     the run trained on), with their share of all the export's tokens."""
-    from sdfkit.export.shards import read_manifest
+    from sdfkit.export.verify import read_manifest
 
     path = Path(export_dir)
     manifest = read_manifest(path)

@@ -396,7 +396,8 @@ def default_out(store: Store, spec: SweepSpec) -> Path:
 def prepare(store: Store, spec: SweepSpec, log: Callable[[str], None] | None = None) -> SweepPlan:
     """Selections, exports and training plans of every variant (contacts no service)."""
     from sdfkit.export.selection import SelectionError, select
-    from sdfkit.export.shards import export, read_manifest
+    from sdfkit.export.shards import export
+    from sdfkit.export.verify import read_manifest
     from sdfkit.llm.tokens import canonical_name
     from sdfkit.train.run import plan_run
 

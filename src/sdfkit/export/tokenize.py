@@ -1,0 +1,220 @@
+"""Tokenizing the selected documents for an export: a per-document engine stage, cached.
+
+``DocumentTokensStage`` turns each stored document into its token ids (list<int32>) under one
+tokenizer. It is an ordinary engine stage (``sdfkit.engine.local``), so its results are a
+store table keyed by ``doc_id`` whose name encodes everything that changes them: the
+tokenizer's name and the hash of its vocabulary (``document_tokens_<tokenizer>_<vocab>``).
+Only the document body is cached; DOCTAG, eval prompts and EOS are added when the shards are
+built, so every export switch but the tokenizer reuses the same cache, and re-exporting after
+a changed selection tokenizes only the documents not seen before. ``--engine ray`` runs the
+same stage on Ray Data.
+
+``read_and_tokenize`` is the uncached route (``export(..., cache=False)``), for a store that
+must not grow: reading and tokenizing overlap on a thread pool and nothing is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from sdfkit.engine.local import EngineError, Stage
+from sdfkit.errors import SdfError
+from sdfkit.llm.tokens import Tokenizer, get_tokenizer
+from sdfkit.store.catalog import DOCUMENTS, Store
+
+TOKENIZE_CHUNK = 256  # documents per tokenization task of the uncached route
+
+
+class TokenizeError(SdfError, ValueError):
+    """The selected documents could not be read or tokenized."""
+
+
+def as_int32(flat: np.ndarray) -> np.ndarray:
+    """``encode_batch``'s ids as int32, the shards' type: quicktok's uint32 reinterpreted in
+    place (ids are far below 2**31), anything else converted."""
+    return flat.view(np.int32) if flat.dtype == np.uint32 else flat.astype(np.int32)
+
+
+class DocumentTokensStage(Stage):
+    """Per-document stage: a document's token ids (plain text: special-token strings inside
+    a document stay text) under one tokenizer, checked against its vocabulary hash."""
+
+    name: ClassVar[str] = "document_tokens"
+    columns: ClassVar[tuple[str, ...]] = ("doc_id", "text")
+
+    def __init__(self, tokenizer: str, vocab_hash: str, threads: int = 0) -> None:
+        self.tokenizer = tokenizer
+        self.vocab_hash = vocab_hash
+        self.threads = threads  # 0: every core (one local worker); 1 on Ray or in a pool
+
+    @property
+    def table(self) -> str:
+        safe = "".join(c if c.isalnum() else "_" for c in self.tokenizer)
+        return f"document_tokens_{safe}_{self.vocab_hash[:12]}"
+
+    @property
+    def output_schema(self) -> pa.Schema:
+        return pa.schema(
+            [
+                pa.field("doc_id", pa.string()),
+                pa.field("tokens", pa.list_(pa.field("item", pa.int32(), nullable=False))),
+            ]
+        )
+
+    def setup(self) -> None:
+        # A worker elsewhere (a Ray node) must hold the very vocabulary the cache is named by.
+        tok = get_tokenizer(self.tokenizer)
+        if tok.vocab_hash != self.vocab_hash:
+            raise EngineError(
+                f"tokenizer {self.tokenizer}: this worker's vocabulary hash differs from the "
+                "driver's (another version of the tokenizer installed here?)"
+            )
+        self._tok = tok
+
+    def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        flat, offsets = self._tok.encode_batch(
+            batch.column("text").to_pylist(), threads=self.threads
+        )
+        tokens = pa.ListArray.from_arrays(
+            pa.array(offsets.astype(np.int32), type=pa.int32()),
+            pa.array(as_int32(flat), type=pa.int32()),
+            type=self.output_schema.field("tokens").type,
+        )
+        return pa.RecordBatch.from_arrays(
+            [batch.column("doc_id"), tokens], schema=self.output_schema
+        )
+
+
+@dataclass
+class DocumentTokens:
+    """Token ids of each selected document (in the order asked) and how many documents this
+    call tokenized (the rest came from the cache)."""
+
+    tokens: list[np.ndarray]
+    tokenized: int
+
+
+def tokenize_documents(
+    store: Store,
+    doc_ids: list[str],
+    tok: Tokenizer,
+    cache: bool = True,
+    engine: str | None = None,
+    **engine_options: Any,
+) -> DocumentTokens:
+    """Token ids (int32) of each stored document in ``doc_ids``, in that order.
+
+    With ``cache`` the documents not tokenized before under ``tok`` are tokenized by
+    ``DocumentTokensStage`` on ``engine`` and stored; then every document's ids are read from
+    the cache. Without it, ``read_and_tokenize`` (nothing is written).
+    """
+    if not cache:
+        return DocumentTokens(read_and_tokenize(store, doc_ids, tok), len(doc_ids))
+    from sdfkit.engine.local import env_workers, resolve_engine, run_stage
+
+    name = resolve_engine(engine)
+    workers = engine_options.get("workers") or (env_workers() if name == "local" else 1)
+    one_worker = name == "local" and workers <= 1
+    stage = DocumentTokensStage(tok.name, tok.vocab_hash, threads=0 if one_worker else 1)
+    ran = run_stage(store, stage, engine=name, where=set(doc_ids), **engine_options)
+    return DocumentTokens(read_cached(store, stage, doc_ids), ran.processed)
+
+
+def read_cached(store: Store, stage: DocumentTokensStage, doc_ids: list[str]) -> list[np.ndarray]:
+    """The cached token ids of ``doc_ids`` (in that order), part by part of the cache table;
+    a document missing from it is an error."""
+    index = {d: i for i, d in enumerate(doc_ids)}
+    wanted = pa.array(doc_ids, type=pa.string())
+    tokens: list[np.ndarray | None] = [None] * len(doc_ids)
+    for part in store.parts(stage.table):
+        try:
+            pf = pq.ParquetFile(part)
+            mask = pc.is_in(pf.read(columns=["doc_id"]).column(0), value_set=wanted)
+            if not pc.any(mask).as_py():
+                continue
+            t = pf.read(columns=["doc_id", "tokens"]).filter(mask).combine_chunks()
+        except (pa.ArrowException, OSError) as exc:
+            raise TokenizeError(
+                f"{part}: cannot read this part of the token cache ({exc})"
+            ) from None
+        col = t.column("tokens").chunk(0) if t.num_rows else None
+        if col is None:
+            continue
+        offsets = col.offsets.to_numpy()
+        values = col.values.to_numpy()
+        for j, d in enumerate(t.column("doc_id").to_pylist()):
+            tokens[index[d]] = values[offsets[j] : offsets[j + 1]]
+    _check_found(tokens, f"the token cache {stage.table}")
+    return tokens  # type: ignore[return-value]
+
+
+def _check_found(tokens: list[np.ndarray | None], where: str) -> None:
+    missing = sum(t is None for t in tokens)
+    if missing:
+        raise TokenizeError(
+            f"{missing} selected documents were not found in {where} "
+            "(the store changed while reading?)"
+        )
+
+
+def read_and_tokenize(store: Store, doc_ids: list[str], tok: Tokenizer) -> list[np.ndarray]:
+    """Token ids (int32) of each stored document in ``doc_ids``, in that order, uncached.
+
+    Reading and tokenizing overlap on one thread pool: each Parquet part of the record is read
+    by a task (its ``doc_id`` column first, the text only if the part holds a selected
+    document), and its selected texts are tokenized by further tasks of ``TOKENIZE_CHUNK``
+    documents each, so no more than a few parts' text is ever held as Python strings. Parts
+    are append-only, so every document the catalog vouched for is in one of them.
+    """
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+    from sdfkit.llm.tokens import _threads
+
+    index = {d: i for i, d in enumerate(doc_ids)}
+    wanted = pa.array(doc_ids, type=pa.string())
+    tokens: list[np.ndarray | None] = [None] * len(doc_ids)
+
+    def read(path: Path) -> tuple[str, list[str], list[str]]:
+        try:
+            pf = pq.ParquetFile(path)
+            mask = pc.is_in(pf.read(columns=["doc_id"]).column(0), value_set=wanted)
+            if not pc.any(mask).as_py():
+                return "read", [], []
+            t = pf.read(columns=["doc_id", "text"]).filter(mask)
+        except (pa.ArrowException, OSError) as exc:
+            raise TokenizeError(f"{path}: cannot read this part of the record ({exc})") from None
+        return "read", t.column(0).to_pylist(), t.column(1).to_pylist()
+
+    def encode(ids: list[str], texts: list[str]) -> tuple[str, list[str], np.ndarray, np.ndarray]:
+        flat, offs = tok.encode_batch(texts, threads=1)
+        return "tokens", ids, as_int32(flat), offs
+
+    # quicktok releases the GIL; a Hugging Face tokenizer is called from one thread only.
+    workers = _threads() if tok.backend == "quicktok" else 1
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sdf-read") as pool:
+        pending: set[Future[Any]] = {pool.submit(read, p) for p in store.parts(DOCUMENTS)}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                res = fut.result()
+                if res[0] == "read":  # a part was read: tokenize its texts in chunks
+                    _, ids, texts = res
+                    for k in range(0, len(ids), TOKENIZE_CHUNK):
+                        pending.add(
+                            pool.submit(
+                                encode, ids[k : k + TOKENIZE_CHUNK], texts[k : k + TOKENIZE_CHUNK]
+                            )
+                        )
+                    continue
+                _, ids, flat, offs = res
+                for j, d in enumerate(ids):  # a copy stored twice has the same text
+                    tokens[index[d]] = flat[offs[j] : offs[j + 1]]
+    _check_found(tokens, "the record's Parquet parts")
+    return tokens  # type: ignore[return-value]
