@@ -445,7 +445,7 @@ def test_recall_is_reported_per_section_and_per_parent(store):
     assert got[("parent", None)]["sections"] == 2 and got[("parent", None)]["samples"] == 7
     assert all(r["concept"] == "parent" for r in rows)
     # reports/eval.html (sdf eval writes it) shows the same table under its own heading
-    from sdfkit.evaluate.recall import write_curves
+    from sdfkit.evaluate.curves import write_curves
 
     page = write_curves(store, store.root / "eval.html").read_text()
     assert "<h2>Recall per section and per parent concept</h2>" in page
@@ -454,7 +454,8 @@ def test_recall_is_reported_per_section_and_per_parent(store):
 
 
 def test_the_eval_page_has_no_section_table_when_each_concept_is_one_universe(store):
-    from sdfkit.evaluate.recall import _insert, catalog, section_recall
+    from sdfkit.evaluate.curves import section_recall
+    from sdfkit.evaluate.recall import _insert, catalog
     from sdfkit.store.records import utc_now
 
     with catalog(store):
