@@ -107,9 +107,9 @@ def select_show(
     name: Annotated[str, typer.Argument(help="Selection name.")], corpus: CorpusOpt = None
 ) -> None:
     """Achieved vs target per concept and stratum of a stored selection."""
-    from sdfkit.export.selection import load_report
+    from sdfkit.export.selection import load_selection_report
 
-    typer.echo(load_report(open_store(corpus), name).text())
+    typer.echo(load_selection_report(open_store(corpus), name).text())
 
 
 @select_app.command("diff")

@@ -750,7 +750,7 @@ def list_selections(store: Store) -> dict[str, dict[str, Any]]:
     }
 
 
-def load_report(store: Store, name: str) -> SelectionReport:
+def load_selection_report(store: Store, name: str) -> SelectionReport:
     """The stored report of a selection (raises ``SelectionError`` if there is none)."""
     with store.connect() as con:
         ensure_tables(con)
@@ -768,7 +768,7 @@ def load_report(store: Store, name: str) -> SelectionReport:
 def diff(store: Store, a: str, b: str) -> Any:
     """Per concept: documents only in ``a``, only in ``b``, in both (polars DataFrame)."""
     for n in (a, b):
-        load_report(store, n)
+        load_selection_report(store, n)
     return store.query(
         """
         WITH x AS (SELECT doc_id, concept FROM selections WHERE name = $a),
@@ -786,7 +786,7 @@ def diff(store: Store, a: str, b: str) -> Any:
 
 def drop(store: Store, name: str) -> None:
     """Delete the selection ``name`` (its documents, run and strata rows) in one transaction."""
-    load_report(store, name)
+    load_selection_report(store, name)
     with store.connect() as con, _transaction(con):
         for t in ("selections", "selection_runs", "selection_strata"):
             con.execute(f"DELETE FROM {t} WHERE name = ?", [name])
