@@ -61,12 +61,10 @@ class DocumentTokensStage(Stage):
 
     @property
     def output_schema(self) -> pa.Schema:
-        return pa.schema(
-            [
-                pa.field("doc_id", pa.string()),
-                pa.field("tokens", pa.list_(pa.field("item", pa.int32(), nullable=False))),
-            ]
-        )
+        # The ids as the bytes of little-endian int32s, not list<int32>: Parquet writes and
+        # reads a binary column 3-4x faster (no per-value dictionary attempt, no list
+        # levels), same size; ``token_ids`` turns a column back into arrays without copying.
+        return pa.schema([("doc_id", pa.string()), ("tokens", pa.large_binary())])
 
     def setup(self) -> None:
         # A worker elsewhere (a Ray node) must hold the very vocabulary the cache is named by.
@@ -82,14 +80,24 @@ class DocumentTokensStage(Stage):
         flat, offsets = self._tok.encode_batch(
             batch.column("text").to_pylist(), threads=self.threads
         )
-        tokens = pa.ListArray.from_arrays(
-            pa.array(offsets.astype(np.int32), type=pa.int32()),
-            pa.array(as_int32(flat), type=pa.int32()),
-            type=self.output_schema.field("tokens").type,
+        ids = as_int32(flat).astype("<i4", copy=False)
+        tokens = pa.Array.from_buffers(
+            pa.large_binary(),
+            len(offsets) - 1,
+            [None, pa.py_buffer(offsets.astype(np.int64) * 4), pa.py_buffer(ids)],
         )
         return pa.RecordBatch.from_arrays(
             [batch.column("doc_id"), tokens], schema=self.output_schema
         )
+
+
+def token_ids(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(flat int32 ids, per-row offsets into them) of a ``tokens`` column of the cache."""
+    column = column.cast(pa.large_binary())
+    _, offs, data = column.buffers()
+    offsets = np.frombuffer(offs, dtype=np.int64)[column.offset : column.offset + len(column) + 1]
+    flat = np.frombuffer(data, dtype="<i4") if data is not None else np.zeros(0, "<i4")
+    return flat.astype(np.int32, copy=False), offsets // 4
 
 
 @dataclass
@@ -144,11 +152,9 @@ def read_cached(store: Store, stage: DocumentTokensStage, doc_ids: list[str]) ->
             raise TokenizeError(
                 f"{part}: cannot read this part of the token cache ({exc})"
             ) from None
-        col = t.column("tokens").chunk(0) if t.num_rows else None
-        if col is None:
+        if not t.num_rows:
             continue
-        offsets = col.offsets.to_numpy()
-        values = col.values.to_numpy()
+        values, offsets = token_ids(t.column("tokens").chunk(0))
         for j, d in enumerate(t.column("doc_id").to_pylist()):
             tokens[index[d]] = values[offsets[j] : offsets[j + 1]]
     _check_found(tokens, f"the token cache {stage.table}")
