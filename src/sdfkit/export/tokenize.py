@@ -86,9 +86,20 @@ class DocumentTokensStage(Stage):
             len(offsets) - 1,
             [None, pa.py_buffer(offsets.astype(np.int64) * 4), pa.py_buffer(ids)],
         )
-        return pa.RecordBatch.from_arrays(
+        out = pa.RecordBatch.from_arrays(
             [batch.column("doc_id"), tokens], schema=self.output_schema
         )
+        kept = getattr(self, "_kept", None)
+        if kept is not None:
+            kept.append(out)
+        return out
+
+    def keep_results(self) -> list[pa.RecordBatch]:
+        """Keep every result batch this instance computes in this process (the local
+        engine's single worker), so the caller need not read them back from the store. Never
+        pickled: pool and Ray workers keep nothing."""
+        self._kept: list[pa.RecordBatch] = []
+        return self._kept
 
 
 def token_ids(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -120,8 +131,10 @@ def tokenize_documents(
     """Token ids (int32) of each stored document in ``doc_ids``, in that order.
 
     With ``cache`` the documents not tokenized before under ``tok`` are tokenized by
-    ``DocumentTokensStage`` on ``engine`` and stored; then every document's ids are read from
-    the cache. Without it, ``read_and_tokenize`` (nothing is written).
+    ``DocumentTokensStage`` on ``engine`` and stored; the others' ids are read from the cache
+    (and so are the new ones when a process pool or Ray computed them; in this process the
+    engine's results are used as they are). Without it, ``read_and_tokenize`` (nothing is
+    written).
     """
     if not cache:
         return DocumentTokens(read_and_tokenize(store, doc_ids, tok), len(doc_ids))
@@ -131,8 +144,19 @@ def tokenize_documents(
     workers = engine_options.get("workers") or (env_workers() if name == "local" else 1)
     one_worker = name == "local" and workers <= 1
     stage = DocumentTokensStage(tok.name, tok.vocab_hash, threads=0 if one_worker else 1)
+    kept = stage.keep_results() if one_worker else []
     ran = run_stage(store, stage, engine=name, where=set(doc_ids), **engine_options)
-    return DocumentTokens(read_cached(store, stage, doc_ids), ran.processed)
+    index = {d: i for i, d in enumerate(doc_ids)}
+    tokens: list[np.ndarray | None] = [None] * len(doc_ids)
+    for out in kept:
+        values, offsets = token_ids(out.column("tokens"))
+        for j, d in enumerate(out.column("doc_id").to_pylist()):
+            tokens[index[d]] = values[offsets[j] : offsets[j + 1]]
+    rest = [d for d, t in zip(doc_ids, tokens, strict=True) if t is None]
+    if rest:
+        for d, ids in zip(rest, read_cached(store, stage, rest), strict=True):
+            tokens[index[d]] = ids
+    return DocumentTokens(tokens, ran.processed)  # type: ignore[arg-type]
 
 
 def read_cached(store: Store, stage: DocumentTokensStage, doc_ids: list[str]) -> list[np.ndarray]:
