@@ -16,10 +16,10 @@ SDF tokens of each epoch; every epoch repeats the documents in a fresh seeded or
 
 The selection is loaded by ``sdfkit.export.selection.load_selected``; the documents are
 tokenized by a cached engine stage (``sdfkit.export.tokenize``); reading and verifying an
-export is ``sdfkit.export.verify``. Shards are built from flat numpy arrays, never per-token Python objects. Writing is atomic: everything
-goes into a hidden sibling directory that is renamed into place after the manifest (holding
-every shard's sha256) is written, so an interrupted export leaves no directory that claims to
-be an export. The same inputs and seed give byte-identical files.
+export is ``sdfkit.export.verify``. Shards are built from flat numpy arrays, never per-token
+Python objects. Writing is atomic: everything goes into a hidden sibling directory that is
+renamed into place after the manifest (holding every shard's sha256) is written, so an
+interrupted export leaves no directory that claims to be an export. The same inputs and seed give byte-identical files.
 """
 
 from __future__ import annotations
