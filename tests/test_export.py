@@ -709,3 +709,23 @@ def test_export_on_ray_writes_the_same_shards_as_locally(ray_local, tmp_path):
     assert _files(tmp_path / "ray") == _files(tmp_path / "local")
     again = export(store, ExportConfig(selection="s"), tmp_path / "again", engine="ray")
     assert again.tokenized == 0 and local.manifest == again.manifest
+
+
+def test_token_cache_refuses_a_worker_whose_vocabulary_differs(tok):
+    """A worker (a Ray node) holding another version of the tokenizer stops with one line
+    rather than caching ids under the driver's vocabulary hash."""
+    import pyarrow as pa
+
+    from sdfkit.engine.local import EngineError
+    from sdfkit.export.tokenize import DocumentTokensStage, token_ids
+
+    batch = pa.RecordBatch.from_pydict(
+        {"doc_id": ["a", "b"], "text": ["hello world", "x <|endoftext|>"]}
+    )
+    out = DocumentTokensStage(tok.name, tok.vocab_hash)(batch)
+    flat, offsets = token_ids(out.column("tokens"))
+    assert flat[offsets[0] : offsets[1]].tolist() == tok.encode("hello world")
+    assert flat[offsets[1] : offsets[2]].tolist() == tok.encode("x <|endoftext|>")  # plain text
+    assert tok.special_token("<|endoftext|>") not in flat.tolist()
+    with pytest.raises(EngineError, match="vocabulary hash differs"):
+        DocumentTokensStage(tok.name, "0" * 64)(batch)
