@@ -729,3 +729,26 @@ def test_token_cache_refuses_a_worker_whose_vocabulary_differs(tok):
     assert tok.special_token("<|endoftext|>") not in flat.tolist()
     with pytest.raises(EngineError, match="vocabulary hash differs"):
         DocumentTokensStage(tok.name, "0" * 64)(batch)
+
+
+def test_a_token_cache_that_cannot_be_stored_fails_the_export_and_publishes_nothing(
+    tmp_path, monkeypatch
+):
+    """The local engine stores the ids while the shards are built; a failure to store them
+    (a full disk) is raised before the export is published."""
+    store = _small_store(tmp_path / "corpus", 10)
+    select(store, SelectionConfig(name="s", docs=10))
+    real = Store.append
+
+    def full_disk(self, name, *args, **kwargs):
+        if name.startswith("document_tokens_"):
+            raise OSError(28, "No space left on device")
+        return real(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "append", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        export(store, ExportConfig(selection="s"), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+    monkeypatch.setattr(Store, "append", real)
+    assert export(store, ExportConfig(selection="s"), tmp_path / "out").tokenized == 10

@@ -662,6 +662,7 @@ def export(
                     add(ex, u.doc_id, u.source, u.concept, u.doc_type, epoch, piece, ex_id)
                     count(key, u.doc_id, ex.n, ex.loss)
         writer.close()
+        tokenized.finish()  # the token cache is stored before the export is published
         timings["build_and_write"] = time.perf_counter() - t1
         per_source = counts.per_source()
         sdf_total = per_source["sdf"]["tokens"]

@@ -15,7 +15,8 @@ must not grow: reading and tokenizing overlap on a thread pool and nothing is wr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -113,11 +114,24 @@ def token_ids(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass
 class DocumentTokens:
-    """Token ids of each selected document (in the order asked) and how many documents this
-    call tokenized (the rest came from the cache)."""
+    """Token ids of each selected document (in the order asked); ``finish`` says how many
+    this call tokenized (the rest came from the cache) once they are stored."""
 
     tokens: list[np.ndarray]
-    tokenized: int
+    tokenized: int = 0
+    _storing: threading.Thread | None = None
+    _outcome: dict[str, Any] = field(default_factory=dict)
+
+    def finish(self) -> int:
+        """Wait until the documents tokenized by this call are stored in the cache (a
+        failure to store them is raised here); returns how many there were."""
+        if self._storing is not None:
+            self._storing.join()
+            self._storing = None
+            if "error" in self._outcome:
+                raise self._outcome["error"]
+            self.tokenized = self._outcome["ran"].processed
+        return self.tokenized
 
 
 def tokenize_documents(
@@ -131,32 +145,59 @@ def tokenize_documents(
     """Token ids (int32) of each stored document in ``doc_ids``, in that order.
 
     With ``cache`` the documents not tokenized before under ``tok`` are tokenized by
-    ``DocumentTokensStage`` on ``engine`` and stored; the others' ids are read from the cache
-    (and so are the new ones when a process pool or Ray computed them; in this process the
-    engine's results are used as they are). Without it, ``read_and_tokenize`` (nothing is
-    written).
+    ``DocumentTokensStage`` on ``engine`` and stored; the others' ids are read from the cache.
+    On a process pool or Ray the new ones are read back from the cache too; on the local
+    engine's single worker the engine runs on a thread of this process and its results are
+    used as computed, so the caller builds shards while they are being stored: call
+    ``finish()`` before relying on the cache. Without ``cache``, ``read_and_tokenize``
+    (nothing is written).
     """
     if not cache:
         return DocumentTokens(read_and_tokenize(store, doc_ids, tok), len(doc_ids))
-    from sdfkit.engine.local import env_workers, resolve_engine, run_stage
+    from sdfkit.engine.local import count_pending, env_workers, resolve_engine, run_stage
 
     name = resolve_engine(engine)
     workers = engine_options.get("workers") or (env_workers() if name == "local" else 1)
     one_worker = name == "local" and workers <= 1
     stage = DocumentTokensStage(tok.name, tok.vocab_hash, threads=0 if one_worker else 1)
-    kept = stage.keep_results() if one_worker else []
-    ran = run_stage(store, stage, engine=name, where=set(doc_ids), **engine_options)
+    where = set(doc_ids)
+    result = DocumentTokens([])
+    kept: list[pa.RecordBatch] = []
+    if one_worker:
+        kept = stage.keep_results()
+        expected = count_pending(store, stage, where)
+        outcome = result._outcome
+
+        def run() -> None:
+            try:
+                outcome["ran"] = run_stage(store, stage, engine=name, where=where, **engine_options)
+            except BaseException as exc:  # noqa: BLE001 - re-raised by finish()
+                outcome["error"] = exc
+
+        result._storing = threading.Thread(target=run, name="sdf-document-tokens", daemon=True)
+        result._storing.start()
+        # Every result computed (the engine then stores them while the caller goes on), or
+        # the engine ended early (an error, or another process stored some meanwhile).
+        while result._storing.is_alive() and sum(b.num_rows for b in kept) < expected:
+            result._storing.join(0.005)
+        if "error" in outcome:
+            result.finish()
+    else:
+        result._outcome["ran"] = run_stage(store, stage, engine=name, where=where, **engine_options)
+        result.tokenized = result._outcome["ran"].processed
     index = {d: i for i, d in enumerate(doc_ids)}
     tokens: list[np.ndarray | None] = [None] * len(doc_ids)
-    for out in kept:
+    for out in list(kept):
         values, offsets = token_ids(out.column("tokens"))
         for j, d in enumerate(out.column("doc_id").to_pylist()):
             tokens[index[d]] = values[offsets[j] : offsets[j + 1]]
     rest = [d for d, t in zip(doc_ids, tokens, strict=True) if t is None]
     if rest:
+        result.finish()  # what the engine did not hand back must be in the cache first
         for d, ids in zip(rest, read_cached(store, stage, rest), strict=True):
             tokens[index[d]] = ids
-    return DocumentTokens(tokens, ran.processed)  # type: ignore[arg-type]
+    result.tokens = tokens  # type: ignore[assignment]
+    return result
 
 
 def read_cached(store: Store, stage: DocumentTokensStage, doc_ids: list[str]) -> list[np.ndarray]:
