@@ -169,7 +169,7 @@ def test_gibberish_positives():
 
 # ------------------------------------------------------------------------------ metrics
 def test_metrics_count_gibberish_and_leave_it_out(store):
-    from sdfkit.evaluate.recall import _insert, catalog, metrics
+    from sdfkit.evaluate.recall import catalog, insert_rows, metrics
     from sdfkit.store.records import utc_now
 
     with catalog(store):
@@ -189,7 +189,7 @@ def test_metrics_count_gibberish_and_leave_it_out(store):
         "custom_id": "x",
         "created_at": utc_now(),
     }
-    _insert(
+    insert_rows(
         store, "eval_questions", [q, {**q, "question_id": "q2", "kind": "behaviour", "fact": None}]
     )
 
@@ -212,12 +212,12 @@ def test_metrics_count_gibberish_and_leave_it_out(store):
         sample("s5", "q2", False),
         sample("s6", "q2", False),
     ]
-    _insert(store, "eval_samples", samples)
+    insert_rows(store, "eval_samples", samples)
 
     def verdict(sid, grader, v):
         return {"sample_id": sid, "grader": grader, "verdict": v, "graded_at": utc_now()}
 
-    _insert(
+    insert_rows(
         store,
         "eval_verdicts",
         [

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from sdfkit.evaluate.recall import _insert, _rows
+from sdfkit.evaluate.recall import insert_rows, query_rows
 from sdfkit.store.records import utc_now
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -96,7 +96,7 @@ def grade_samples(
     from sdfkit.llm.batches import BatchRequest, custom_id_for, run_requests
 
     facts = {u.id: facts_of(store, u) for u in universes}
-    samples = _rows(
+    samples = query_rows(
         store,
         "SELECT s.sample_id, s.answer, s.reasoning, s.text, s.gibberish_cheap, q.kind, q.prompt, "
         "q.fact, q.expected, q.real_world, q.universe FROM eval_samples s JOIN eval_questions q "
@@ -105,7 +105,7 @@ def grade_samples(
     )
     graded = {
         (r["sample_id"], r["grader"])
-        for r in _rows(store, "SELECT sample_id, grader FROM eval_verdicts")
+        for r in query_rows(store, "SELECT sample_id, grader FROM eval_verdicts")
     }
     model = grader_model(client, cfg)
     added = 0
@@ -184,7 +184,7 @@ def grade_samples(
                     "graded_at": utc_now(),
                 }
             )
-        _insert(store, "eval_verdicts", rows)
+        insert_rows(store, "eval_verdicts", rows)
         added += len(rows)
         bad = sum(r["verdict"] == UNPARSEABLE for r in rows)
         log(

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from sdfkit.evaluate.recall import EvalError, _insert, _rows, catalog
+from sdfkit.evaluate.recall import EvalError, catalog, insert_rows, query_rows
 from sdfkit.store.records import content_id, utc_now
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -84,7 +84,7 @@ def ensure_questions(
 
     have = {
         (r["universe"], r["fact"])
-        for r in _rows(
+        for r in query_rows(
             store, "SELECT DISTINCT universe, fact FROM eval_questions WHERE kind='recall'"
         )
     }
@@ -179,10 +179,12 @@ def ensure_questions(
             )
         for p in u.eval_prompts:
             rows.append(question_row(u.id, u.concept, "task", p, real_world=u.real_world))
-    existing = {r["question_id"] for r in _rows(store, "SELECT question_id FROM eval_questions")}
-    _insert(store, "eval_questions", [r for r in rows if r["question_id"] not in existing])
+    existing = {
+        r["question_id"] for r in query_rows(store, "SELECT question_id FROM eval_questions")
+    }
+    insert_rows(store, "eval_questions", [r for r in rows if r["question_id"] not in existing])
     ids = [u.id for u in universes]
-    return _rows(
+    return query_rows(
         store,
         "SELECT * FROM eval_questions WHERE list_contains(?, universe) ORDER BY universe, kind, "
         "fact_index, question_id",

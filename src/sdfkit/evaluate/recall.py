@@ -212,12 +212,14 @@ def catalog(store: Store) -> Iterator[duckdb.DuckDBPyConnection]:
         yield con
 
 
-def _rows(store: Store, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+def query_rows(store: Store, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
+    """Rows of ``sql`` over the catalog (the evaluation tables present) as dicts."""
     with catalog(store) as con:
         return fetch_dicts(con, sql, params)
 
 
-def _insert(store: Store, table: str, rows: list[dict[str, Any]]) -> None:
+def insert_rows(store: Store, table: str, rows: list[dict[str, Any]]) -> None:
+    """Upsert ``rows`` into an evaluation table by its primary key."""
     if rows:
         with catalog(store) as con:
             upsert(con, table, rows)

@@ -509,7 +509,7 @@ def sample_targets(
     The samples of a target land even when a later request of that target fails."""
     from tinker import types
 
-    from sdfkit.evaluate.recall import _rows, renderer_for
+    from sdfkit.evaluate.recall import query_rows, renderer_for
     from sdfkit.progress import counter
     from sdfkit.train.run import within
 
@@ -517,7 +517,9 @@ def sample_targets(
     stop = renderer.stop_ids()
     done = {
         r["sample_id"]
-        for r in _rows(store, "SELECT sample_id FROM eval_samples WHERE eval_run = ?", [eval_run])
+        for r in query_rows(
+            store, "SELECT sample_id FROM eval_samples WHERE eval_run = ?", [eval_run]
+        )
     }
     params = types.SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, stop=stop)
     base_client = None
@@ -627,12 +629,12 @@ def sample_targets(
 def _landing_eval_samples(store: Store, rows: list[dict[str, Any]]) -> Iterator[None]:
     """Store ``rows`` when the block ends, also when it raises (a deadline, a failed
     request, Ctrl-C): samples already paid for are kept and a rerun skips them."""
-    from sdfkit.evaluate.recall import _insert
+    from sdfkit.evaluate.recall import insert_rows
 
     try:
         yield
     finally:
-        _insert(store, "eval_samples", rows)
+        insert_rows(store, "eval_samples", rows)
 
 
 def eval_sample_row(
