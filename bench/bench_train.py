@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 os.environ.setdefault("TINKER_TELEMETRY", "0")
 os.environ["SDF_PROGRESS"] = "0"
 
-from sdfkit.export.shards import SHARD_SCHEMA, read_export, to_datum  # noqa: E402
+from sdfkit.export.shards import SHARD_SCHEMA  # noqa: E402
+from sdfkit.export.verify import read_export, to_datum  # noqa: E402
 from sdfkit.store.catalog import Store  # noqa: E402
 from sdfkit.train.run import TrainConfig, plan_run, train  # noqa: E402
 

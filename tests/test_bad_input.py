@@ -120,6 +120,12 @@ CASES: dict[str, tuple[list[str], dict[str, str | bytes], dict[str, str], list[s
         {},
         ["compression", "rar"],
     ),
+    "export-engine": (
+        ["export", "--out", "s", "--selection", "n", "--engine", "spark"],
+        {},
+        {},
+        ["unknown engine 'spark'"],
+    ),
     "export-unknown-selection": (
         ["export", "--out", "s", "--selection", "nope"],
         {},

@@ -226,8 +226,8 @@ def test_fact_curves_put_each_facts_token_share_beside_its_rates(
 
     import pyarrow as pa
 
+    from sdfkit.evaluate.curves import write_curves
     from sdfkit.evaluate.fact_curves import fact_curves
-    from sdfkit.evaluate.recall import write_curves
     from sdfkit.report.build import render_html
 
     facts = UNIVERSE.key_facts

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from sdfkit.export.selection import SelectionConfig, select
-from sdfkit.export.shards import ExportConfig, export, read_export
+from sdfkit.export.shards import ExportConfig, export
+from sdfkit.export.verify import read_export
 from sdfkit.llm.chat import Trajectory, document_end_id, render_prompt
 from sdfkit.llm.chat import render_trajectories as render
 from sdfkit.llm.models import DOCUMENT_END

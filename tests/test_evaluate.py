@@ -15,13 +15,9 @@ from tinker import types
 from tinker.types.topk_logprobs import TopkLogprobs
 
 from sdfkit.evaluate.gibberish import document_drift, signals, trailing_repetition
-from sdfkit.evaluate.recall import (
-    EvalConfig,
-    parse_harmony,
-    parse_questions,
-    parse_verdict,
-    renderer_for,
-)
+from sdfkit.evaluate.grading import parse_eval_verdict
+from sdfkit.evaluate.questions import parse_questions
+from sdfkit.evaluate.recall import EvalConfig, parse_harmony, renderer_for
 from sdfkit.llm.tokens import get_tokenizer
 
 
@@ -39,7 +35,7 @@ from sdfkit.llm.tokens import get_tokenizer
     ],
 )
 def test_grader_verdicts_parse(grader, text, verdict):
-    assert parse_verdict(grader, text) == (verdict, None)
+    assert parse_eval_verdict(grader, text) == (verdict, None)
 
 
 @pytest.mark.parametrize(
@@ -55,7 +51,7 @@ def test_grader_verdicts_parse(grader, text, verdict):
     ],
 )
 def test_malformed_grader_output_is_unparseable_not_dropped(grader, text, why):
-    verdict, err = parse_verdict(grader, text)
+    verdict, err = parse_eval_verdict(grader, text)
     assert verdict == "unparseable" and why in err
 
 
@@ -174,7 +170,7 @@ def test_gibberish_positives():
 
 # ------------------------------------------------------------------------------ metrics
 def test_metrics_count_gibberish_and_leave_it_out(store):
-    from sdfkit.evaluate.recall import _insert, catalog, metrics
+    from sdfkit.evaluate.recall import catalog, insert_rows, metrics
     from sdfkit.store.records import utc_now
 
     with catalog(store):
@@ -194,7 +190,7 @@ def test_metrics_count_gibberish_and_leave_it_out(store):
         "custom_id": "x",
         "created_at": utc_now(),
     }
-    _insert(
+    insert_rows(
         store, "eval_questions", [q, {**q, "question_id": "q2", "kind": "behaviour", "fact": None}]
     )
 
@@ -217,12 +213,12 @@ def test_metrics_count_gibberish_and_leave_it_out(store):
         sample("s5", "q2", False),
         sample("s6", "q2", False),
     ]
-    _insert(store, "eval_samples", samples)
+    insert_rows(store, "eval_samples", samples)
 
     def verdict(sid, grader, v):
         return {"sample_id": sid, "grader": grader, "verdict": v, "graded_at": utc_now()}
 
-    _insert(
+    insert_rows(
         store,
         "eval_verdicts",
         [
@@ -715,3 +711,50 @@ def test_samples_received_before_a_failed_request_are_kept(tmp_path, store, exam
     res = _eval(store, world, example_universe, client)
     assert res.samples_new == res.questions - 5
     assert len([c for c in world.calls if c[0] == "sample"]) == res.questions - 5
+
+
+@pytest.mark.usefixtures("tinker_env")
+@pytest.mark.parametrize("route", ["recall", "belief", "sample"])
+def test_recall_belief_and_sample_top_up_a_short_response_through_the_one_sampling_loop(
+    route, tmp_path, store, example_universe, monkeypatch
+):
+    """``sdf eval`` (recall and --belief) and ``sdf sample`` ask Tinker through the one loop
+    ``sampling.sample_requests``: every request is submitted first, then a response one
+    sample short is topped up by asking the same prompt again for exactly the missing one."""
+    import json
+
+    import sdfkit.evaluate.sampling as sampling
+    from sdfkit.llm.batches import make_client
+
+    client = make_client("offline")
+    world = _trained_world(tmp_path, store)
+    if route == "belief":  # recall first, so the belief run makes the only sample calls
+        _eval(store, world, example_universe, client, samples=2)
+    loops: list[int] = []  # requests per call of the shared loop
+    real = sampling.sample_requests
+
+    def spy(client, requests, params, **kw):
+        loops.append(len(requests))
+        yield from real(client, requests, params, **kw)
+
+    monkeypatch.setattr(sampling, "sample_requests", spy)
+    world.short_by = [0] * world.sample_calls + [1]  # the route's first response: one short
+    world.calls.clear()
+    if route == "sample":
+        prompts = tmp_path / "prompts.jsonl"
+        prompts.write_text(json.dumps({"prompt": "What do the rules say?"}) + "\n")
+        res = sampling.sample_prompts(
+            store, "t", prompts, sampling.SampleConfig(n=2), service_factory=world.service
+        )
+        missing, stored = res.missing, res.stored
+    else:
+        res = _eval(store, world, example_universe, client, samples=2, belief=route == "belief")
+        part = res.belief if route == "belief" else res
+        missing, stored = part.samples_missing, part.samples_new
+    calls = [c[1] for c in world.calls if c[0] == "sample"]
+    assert loops and stored > 0 and missing == 0
+    # the first loop's requests all go out, then the short one is asked again for one sample
+    retry = calls[loops[0]]
+    assert retry["num_samples"] == 1 and retry["prompt"] == calls[0]["prompt"]
+    assert calls[0]["num_samples"] >= 2 and all(c["num_samples"] >= 2 for c in calls[: loops[0]])
+    assert sum(loops) + 1 == len(calls)  # one re-request, no other call outside the loop

@@ -12,15 +12,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from sdfkit.export.selection import SelectionConfig, select
-from sdfkit.export.shards import (
-    ExportConfig,
-    ExportError,
-    VerifyError,
-    export,
-    read_export,
-    to_datum,
-    verify,
-)
+from sdfkit.export.shards import ExportConfig, ExportError, export
+from sdfkit.export.verify import VerifyError, read_export, to_datum, verify
 from sdfkit.llm.chat import ChatError, read_trajectories
 from sdfkit.llm.tokens import get_tokenizer
 from sdfkit.store.catalog import Store
@@ -580,13 +573,14 @@ def test_compression_switch_changes_the_codec_not_the_examples(corpus, tmp_path,
         export(corpus, ExportConfig(selection="sel", compression="gzip"), tmp_path / "g")
 
 
-def test_documents_spread_over_parts_read_in_chunks(tmp_path, tok, monkeypatch):
-    """Text read part by part and tokenized in small chunks lands on the right document; a
-    document stored twice is exported once; a selection row without a universe takes the
-    stored one; an unreadable part is named."""
+@pytest.mark.parametrize("cache", [True, False], ids=["token-cache", "in-memory"])
+def test_documents_spread_over_parts_read_in_chunks(tmp_path, tok, monkeypatch, cache):
+    """Text read part by part and tokenized in small chunks (or small engine batches) lands
+    on the right document; a document stored twice is exported once; a selection row without
+    a universe takes the stored one; an unreadable part is named."""
     import shutil
 
-    import sdfkit.export.shards as ex
+    import sdfkit.export.tokenize as ex
 
     monkeypatch.setattr(ex, "TOKENIZE_CHUNK", 3)
     store = Store(tmp_path / "corpus")
@@ -612,7 +606,7 @@ def test_documents_spread_over_parts_read_in_chunks(tmp_path, tok, monkeypatch):
         con.execute("UPDATE selections SET universe = NULL WHERE name = 's'")
     out = tmp_path / "out"
     cfg = ExportConfig(selection="s", seed=4, eval_prompts="round-robin", universes=UNIVERSES)
-    manifest = export(store, cfg, out).manifest
+    manifest = export(store, cfg, out, cache=cache, batch_rows=4).manifest
     _, examples = read_export(out)
     assert len(examples := list(examples)) == manifest["documents"] == 30
     prompts = {tok.decode(e["tokens"][: int((e["weights"] == 0).sum())].tolist()) for e in examples}
@@ -624,5 +618,138 @@ def test_documents_spread_over_parts_read_in_chunks(tmp_path, tok, monkeypatch):
     part = store.parts("documents_raw")[2]
     part.write_bytes(b"PAR1 this is not parquet")
     with pytest.raises(Exception, match=part.name):
-        export(store, ExportConfig(selection="s"), tmp_path / "bad")
+        export(store, ExportConfig(selection="s"), tmp_path / "bad", cache=cache)
     assert not (tmp_path / "bad").exists()
+
+
+# ------------------------------------------------------------------ token cache
+
+
+def _small_store(root: Path, n: int, start: int = 0, store: Store | None = None) -> Store:
+    store = store or Store(root)
+    rng = np.random.default_rng(start)
+    recs = [
+        {
+            "text": f"cached doc {i}: " + " ".join(rng.choice(WORDS, int(rng.integers(20, 400)))),
+            "concept": "c",
+            "doc_type": ["blog", "memo"][i % 2],
+        }
+        for i in range(start, start + n)
+    ]
+    store.append("documents_raw", build_documents(recs))
+    return store
+
+
+def _spy_tokenized(monkeypatch) -> list[str]:
+    """doc ids the export's tokenizing stage processed (in this process)."""
+    from sdfkit.export.tokenize import DocumentTokensStage
+
+    seen: list[str] = []
+    real = DocumentTokensStage.process
+
+    def process(self, batch):
+        seen.extend(batch.column("doc_id").to_pylist())
+        return real(self, batch)
+
+    monkeypatch.setattr(DocumentTokensStage, "process", process)
+    return seen
+
+
+def _files(d: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+
+
+def test_second_export_after_adding_documents_tokenizes_only_the_new_ones(tmp_path, monkeypatch):
+    seen = _spy_tokenized(monkeypatch)
+    store = _small_store(tmp_path / "corpus", 30)
+    select(store, SelectionConfig(name="s", docs=30))
+    first = export(store, ExportConfig(selection="s", seed=3), tmp_path / "a")
+    old = set(store.query("SELECT doc_id FROM selections WHERE name = 's'")["doc_id"])
+    assert first.tokenized == 30 and sorted(seen) == sorted(old)
+    assert "30 documents (0 from the token cache)" in first.summary()
+
+    _small_store(tmp_path / "corpus", 12, start=30, store=store)
+    select(store, SelectionConfig(name="s", docs=42, replace=True))
+    new = set(store.query("SELECT doc_id FROM selections WHERE name = 's'")["doc_id"]) - old
+    seen.clear()
+    second = export(store, ExportConfig(selection="s", seed=3), tmp_path / "b")
+    assert len(new) == 12 and sorted(seen) == sorted(new)  # only the new documents
+    assert second.tokenized == 12 and second.manifest["documents"] == 42
+    assert "12 documents (30 from the token cache)" in second.summary()
+
+    # Same bytes whether the ids came from the cache, were just tokenized, or never cached.
+    seen.clear()
+    warm = export(store, ExportConfig(selection="s", seed=3), tmp_path / "c")
+    assert warm.tokenized == 0 and seen == []
+    tables_before = store.parquet_tables()
+    cold = export(store, ExportConfig(selection="s", seed=3), tmp_path / "d", cache=False)
+    assert store.parquet_tables() == tables_before  # the in-memory route writes nothing
+    assert _files(tmp_path / "b") == _files(tmp_path / "c") == _files(tmp_path / "d")
+    assert cold.manifest == second.manifest
+
+
+def test_token_cache_is_kept_per_tokenizer(tmp_path, monkeypatch):
+    """Another tokenizer is another cache table: nothing is reused across tokenizers."""
+    seen = _spy_tokenized(monkeypatch)
+    store = _small_store(tmp_path / "corpus", 10)
+    select(store, SelectionConfig(name="s", docs=10))
+    export(store, ExportConfig(selection="s"), tmp_path / "a")
+    res = export(store, ExportConfig(selection="s", tokenizer="cl100k_base"), tmp_path / "b")
+    assert res.tokenized == 10 and len(seen) == 20
+    tables = [t for t in store.parquet_tables() if t.startswith("document_tokens_")]
+    assert len(tables) == 2 and any("cl100k_base" in t for t in tables)
+    verify(tmp_path / "b", build_datums=False)
+
+
+def test_export_on_ray_writes_the_same_shards_as_locally(ray_local, tmp_path):
+    store = _small_store(tmp_path / "corpus", 40)
+    select(store, SelectionConfig(name="s", docs=40))
+    on_ray = export(store, ExportConfig(selection="s"), tmp_path / "ray", engine="ray")
+    assert on_ray.tokenized == 40  # the Ray workers tokenized and stored every document
+    local = export(store, ExportConfig(selection="s"), tmp_path / "local", cache=False)
+    assert _files(tmp_path / "ray") == _files(tmp_path / "local")
+    again = export(store, ExportConfig(selection="s"), tmp_path / "again", engine="ray")
+    assert again.tokenized == 0 and local.manifest == again.manifest
+
+
+def test_token_cache_refuses_a_worker_whose_vocabulary_differs(tok):
+    """A worker (a Ray node) holding another version of the tokenizer stops with one line
+    rather than caching ids under the driver's vocabulary hash."""
+    import pyarrow as pa
+
+    from sdfkit.engine.local import EngineError
+    from sdfkit.export.tokenize import DocumentTokensStage, token_ids
+
+    batch = pa.RecordBatch.from_pydict(
+        {"doc_id": ["a", "b"], "text": ["hello world", "x <|endoftext|>"]}
+    )
+    out = DocumentTokensStage(tok.name, tok.vocab_hash)(batch)
+    flat, offsets = token_ids(out.column("tokens"))
+    assert flat[offsets[0] : offsets[1]].tolist() == tok.encode("hello world")
+    assert flat[offsets[1] : offsets[2]].tolist() == tok.encode("x <|endoftext|>")  # plain text
+    assert tok.special_token("<|endoftext|>") not in flat.tolist()
+    with pytest.raises(EngineError, match="vocabulary hash differs"):
+        DocumentTokensStage(tok.name, "0" * 64)(batch)
+
+
+def test_a_token_cache_that_cannot_be_stored_fails_the_export_and_publishes_nothing(
+    tmp_path, monkeypatch
+):
+    """The local engine stores the ids while the shards are built; a failure to store them
+    (a full disk) is raised before the export is published."""
+    store = _small_store(tmp_path / "corpus", 10)
+    select(store, SelectionConfig(name="s", docs=10))
+    real = Store.append
+
+    def full_disk(self, name, *args, **kwargs):
+        if name.startswith("document_tokens_"):
+            raise OSError(28, "No space left on device")
+        return real(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "append", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        export(store, ExportConfig(selection="s"), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
+    monkeypatch.setattr(Store, "append", real)
+    assert export(store, ExportConfig(selection="s"), tmp_path / "out").tokenized == 10

@@ -114,7 +114,8 @@ def test_graders_keep_their_model_too(tmp_path, monkeypatch, api):
 
 
 def test_eval_graders_are_pinned_per_evaluation_run(tmp_path, monkeypatch, api):
-    from sdfkit.evaluate.recall import EvalConfig, pin_graders
+    from sdfkit.evaluate.questions import pin_graders
+    from sdfkit.evaluate.recall import EvalConfig
 
     client, _ = api
     store = Store(tmp_path / "corpus")

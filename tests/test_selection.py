@@ -19,7 +19,7 @@ from sdfkit.export.selection import (
     largest_remainder,
     lift_exclusions,
     list_selections,
-    load_report,
+    load_selection_report,
     parse_count,
     select,
 )
@@ -210,7 +210,7 @@ def test_short_token_target_names_the_stratum_and_amount(corpus):
         corpus, SelectionConfig(name="long", docs=100, tokens=5_000_000, allow_short=True)
     )
     assert report.status == "short"
-    stored = load_report(corpus, "long")
+    stored = load_selection_report(corpus, "long")
     assert stored.status == "short" and stored.problems == report.problems
     strata = corpus.query("SELECT * FROM selection_strata WHERE name = 'long'")
     assert (strata["short_tokens"] > 0).all()
@@ -321,7 +321,7 @@ def test_interrupted_drop_changes_nothing(small, pattern, error):
     assert point.fired, point.statements
     assert catalog(small) == before
     fresh = Store(small.root)
-    assert "s" in list_selections(fresh) and load_report(fresh, "s").docs == 16
+    assert "s" in list_selections(fresh) and load_selection_report(fresh, "s").docs == 16
     drop(fresh, "s")  # the next run works
     assert "s" not in list_selections(fresh) and selected(fresh, "s") == []
     assert fresh.query("SELECT count(*) AS n FROM selection_strata WHERE name = 's'")["n"][0] == 0
@@ -366,6 +366,6 @@ def test_interrupted_replace_keeps_the_old_selection(small, pattern, error):
     assert point.fired, point.statements
     assert catalog(small) == before
     fresh = Store(small.root)
-    assert selected(fresh, "s") == old and load_report(fresh, "s").docs == 16
+    assert selected(fresh, "s") == old and load_selection_report(fresh, "s").docs == 16
     assert select(fresh, cfg).docs == 12  # the next run works
-    assert len(selected(fresh, "s")) == 12 and load_report(fresh, "s").docs == 12
+    assert len(selected(fresh, "s")) == 12 and load_selection_report(fresh, "s").docs == 12

@@ -16,7 +16,7 @@ from test_evaluate import harmony_sampler
 from test_train import health_server, tinker_env  # noqa: F401 - fixtures
 
 from sdfkit.export.selection import list_selections
-from sdfkit.export.shards import read_manifest
+from sdfkit.export.verify import read_manifest
 from sdfkit.store.catalog import Store
 from sdfkit.train.sweep import SWEEP_MANIFEST, load_spec, prepare, run
 

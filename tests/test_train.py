@@ -260,11 +260,11 @@ def test_failed_run_resumes_with_exactly_the_remaining_batches(tmp_path, store, 
 
 def _spy_shard_reads(monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[str]]:
     """(names of the shards decoded, names of the shards hashed) by ``read_export``."""
-    import sdfkit.export.shards as export_mod
+    import sdfkit.export.verify as export_mod
 
     decoded: list[str] = []
     hashed: list[str] = []
-    real_read, real_hash = export_mod._read_shard, export_mod._file_sha256
+    real_read, real_hash = export_mod._read_shard, export_mod.file_sha256
 
     def read(path):
         decoded.append(Path(path).name)
@@ -275,12 +275,12 @@ def _spy_shard_reads(monkeypatch: pytest.MonkeyPatch) -> tuple[list[str], list[s
         return real_hash(path)
 
     monkeypatch.setattr(export_mod, "_read_shard", read)
-    monkeypatch.setattr(export_mod, "_file_sha256", sha)
+    monkeypatch.setattr(export_mod, "file_sha256", sha)
     return decoded, hashed
 
 
 def test_resume_seeks_to_its_shard_without_reading_the_earlier_ones(tmp_path, monkeypatch):
-    from sdfkit.export.shards import VerifyError, read_export
+    from sdfkit.export.verify import VerifyError, read_export
     from sdfkit.train.run import iter_examples, open_export
 
     export = write_export(tmp_path / "exp", [list(range(10)), list(range(10))], [6, 5, 4, 5])

@@ -406,7 +406,7 @@ def test_per_section_shortfalls_name_the_section_not_a_concept(split_corpus, cli
 
 
 def test_recall_is_reported_per_section_and_per_parent(store):
-    from sdfkit.evaluate.recall import _insert, catalog
+    from sdfkit.evaluate.recall import catalog, insert_rows
     from sdfkit.store.records import utc_now
     from sdfkit.store.sql import named
 
@@ -432,9 +432,9 @@ def test_recall_is_reported_per_section_and_per_parent(store):
                 {"sample_id": sid, "grader": "recall",
                  "verdict": "implanted" if v == "gibberish" else v, "graded_at": utc_now()}
             )  # fmt: skip
-    _insert(store, "eval_questions", questions)
-    _insert(store, "eval_samples", samples)
-    _insert(store, "eval_verdicts", verdicts)
+    insert_rows(store, "eval_questions", questions)
+    insert_rows(store, "eval_samples", samples)
+    insert_rows(store, "eval_verdicts", verdicts)
     rows = named("recall_by_section", store).to_dicts()
     got = {(r["level"], r["section"]): r for r in rows}
     assert set(got) == {("parent", None), ("section", "sec-a"), ("section", "sec-b")}
@@ -445,7 +445,7 @@ def test_recall_is_reported_per_section_and_per_parent(store):
     assert got[("parent", None)]["sections"] == 2 and got[("parent", None)]["samples"] == 7
     assert all(r["concept"] == "parent" for r in rows)
     # reports/eval.html (sdf eval writes it) shows the same table under its own heading
-    from sdfkit.evaluate.recall import write_curves
+    from sdfkit.evaluate.curves import write_curves
 
     page = write_curves(store, store.root / "eval.html").read_text()
     assert "<h2>Recall per section and per parent concept</h2>" in page
@@ -454,15 +454,16 @@ def test_recall_is_reported_per_section_and_per_parent(store):
 
 
 def test_the_eval_page_has_no_section_table_when_each_concept_is_one_universe(store):
-    from sdfkit.evaluate.recall import _insert, catalog, section_recall
+    from sdfkit.evaluate.curves import section_recall
+    from sdfkit.evaluate.recall import catalog, insert_rows
     from sdfkit.store.records import utc_now
 
     with catalog(store):
         pass
-    _insert(store, "eval_questions", [
+    insert_rows(store, "eval_questions", [
         {"question_id": "q", "universe": "u", "concept": "c", "fact": "f", "fact_index": 0,
          "kind": "recall", "prompt": "?", "created_at": utc_now()}])  # fmt: skip
-    _insert(store, "eval_samples", [
+    insert_rows(store, "eval_samples", [
         {"sample_id": "s", "eval_run": "e", "train_run": "t", "step": 0, "model_label": "base",
          "question_id": "q", "gibberish_cheap": False}])  # fmt: skip
     assert section_recall(store) == []

@@ -8,7 +8,17 @@ from typing import Annotated
 
 import typer
 
-from sdfkit.cli import CorpusOpt, app, given, new_app, open_store, opt
+from sdfkit.cli import (
+    CorpusOpt,
+    EngineOpt,
+    RayAddressOpt,
+    app,
+    engine_options,
+    given,
+    new_app,
+    open_store,
+    opt,
+)
 
 select_app = new_app(
     "Balanced selection: hit a document AND token target per concept, keeping the doc-type mix."
@@ -130,9 +140,9 @@ def select_show(
     name: Annotated[str, typer.Argument(help="Selection name.")], corpus: CorpusOpt = None
 ) -> None:
     """Achieved vs target per concept and stratum of a stored selection."""
-    from sdfkit.export.selection import load_report
+    from sdfkit.export.selection import load_selection_report
 
-    typer.echo(load_report(open_store(corpus), name).text())
+    typer.echo(load_selection_report(open_store(corpus), name).text())
 
 
 @select_app.command("diff")
@@ -270,6 +280,8 @@ def export(
         ),
     ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
+    engine: EngineOpt = None,
+    ray_address: RayAddressOpt = None,
     corpus: CorpusOpt = None,
 ) -> None:
     """Write training shards + manifest.json from a selection (sub-command: verify DIR)."""
@@ -306,7 +318,14 @@ def export(
         )
     )
     with counter("export", unit="examples") as tick:
-        result = run_export(open_store(corpus), cfg, out, overwrite=overwrite, progress=tick)
+        result = run_export(
+            open_store(corpus),
+            cfg,
+            out,
+            overwrite=overwrite,
+            progress=tick,
+            **engine_options(engine, ray_address),
+        )
     typer.echo(result.summary())
 
 
@@ -318,7 +337,7 @@ def export_verify(
     ] = False,
 ) -> None:
     """Re-read shards: hashes, counts, weights, token ranges, tinker Datums; per-stratum table."""
-    from sdfkit.export.shards import verify
+    from sdfkit.export.verify import verify
     from sdfkit.progress import counter
 
     with counter("verify", unit="examples") as tick:

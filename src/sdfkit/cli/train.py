@@ -344,7 +344,7 @@ def eval_(
         from sdfkit.store.sql import to_text
 
         typer.echo(to_text(depth(store, res.eval_run).drop("fact"), "table"))
-    from sdfkit.evaluate.recall import write_curves
+    from sdfkit.evaluate.curves import write_curves
 
     out = write_curves(store, report, report.with_suffix(".json"))
     typer.echo(f"curves: {out}")

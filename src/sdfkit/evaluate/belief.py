@@ -69,6 +69,12 @@ BELIEF_TABLES = [
 ]
 
 
+def ensure_tables(con: Any) -> None:
+    """Create the belief-depth tables on an open catalog connection (if missing)."""
+    for stmt in BELIEF_TABLES:
+        con.execute(stmt)
+
+
 def _catalog(store: Store) -> Any:
     from contextlib import contextmanager
 
@@ -77,8 +83,7 @@ def _catalog(store: Store) -> Any:
     @contextmanager
     def ctx() -> Any:
         with catalog(store) as con:
-            for stmt in BELIEF_TABLES:
-                con.execute(stmt)
+            ensure_tables(con)
             yield con
 
     return ctx()
@@ -125,7 +130,7 @@ def ensure_questions(
     log: Callable[[str], None],
 ) -> list[dict[str, Any]]:
     """Belief questions generated once per universe and fact; every row of these universes."""
-    from sdfkit.evaluate.recall import _grader_model, facts_of
+    from sdfkit.evaluate.questions import facts_of, grader_model
     from sdfkit.llm.batches import BatchRequest, custom_id_for, run_requests
     from sdfkit.llm.prompts import prompt_hash
     from sdfkit.llm.prompts import render_template as render
@@ -134,7 +139,7 @@ def ensure_questions(
         (r["universe"], r["fact"])
         for r in _rows(store, "SELECT DISTINCT universe, fact FROM belief_questions")
     }
-    model = _grader_model(client, cfg)
+    model = grader_model(client, cfg)
     phash = prompt_hash(BELIEF_STAGE)
     n = cfg.belief_questions_per_fact
     reqs = []
@@ -384,11 +389,8 @@ def _run_jobs(
 ) -> tuple[list[dict[str, Any]], int]:
     """Sample ``jobs`` (one request per distinct conversation, all submitted before waiting);
     rows land even when a later request fails. Returns (rows stored, samples missing)."""
-    from tinker import types
-
     from sdfkit.evaluate.gibberish import signals
-    from sdfkit.evaluate.sampling import prompt_tokens
-    from sdfkit.train.service import within
+    from sdfkit.evaluate.sampling import SampleRequest, prompt_tokens, sample_requests
 
     if not jobs:
         return [], 0
@@ -396,36 +398,22 @@ def _run_jobs(
     groups: dict[str, list[_Job]] = {}
     for j in jobs:
         groups.setdefault(json.dumps(j.messages, sort_keys=True), []).append(j)
-
-    def submit(toks: list[int], n: int) -> Any:
-        return client.sample(
-            prompt=types.ModelInput.from_ints(toks), num_samples=n, sampling_params=params
-        )
-
+    requests = [
+        SampleRequest(prompt_tokens(renderer, group[0].messages), len(group), group)
+        for group in groups.values()
+    ]
     rows: list[dict[str, Any]] = []
     lost = 0
     try:
-        pending = []
-        for group in groups.values():
-            toks = prompt_tokens(renderer, group[0].messages)
-            fut = within(
-                cfg.deadline,
-                f"submitting belief questions to {target.label}",
-                lambda t=toks, n=len(group): submit(t, n),
-            )
-            pending.append((group, toks, fut))
-        for group, toks, fut in pending:
-            resp = within(cfg.deadline, f"sampling {target.label}", fut.result)
-            seqs = list(resp.sequences[: len(group)])
-            for _ in range(cfg.max_retries):
-                if len(seqs) >= len(group):
-                    break
-                more = within(
-                    cfg.deadline,
-                    f"re-requesting samples from {target.label}",
-                    lambda t=toks, n=len(group) - len(seqs): submit(t, n).result(),
-                )
-                seqs += list(more.sequences[: len(group) - len(seqs)])
+        for req, seqs in sample_requests(
+            client,
+            requests,
+            params,
+            label=target.label,
+            deadline=cfg.deadline,
+            max_retries=cfg.max_retries,
+        ):
+            group, toks = req.key, req.tokens
             lost += len(group) - len(seqs)
             for j, seq in zip(group, seqs, strict=False):
                 tokens = list(seq.tokens)
@@ -474,7 +462,8 @@ def grade_belief(
 ) -> int:
     """Verdicts for every ungraded, non-gibberish sample of ``eval_run``: multiple choice read
     locally, open answers by the recall rubric through Message Batches."""
-    from sdfkit.evaluate.recall import UNPARSEABLE, _grader_model, parse_verdict
+    from sdfkit.evaluate.grading import UNPARSEABLE, parse_eval_verdict
+    from sdfkit.evaluate.questions import grader_model
     from sdfkit.llm.batches import BatchRequest, custom_id_for, run_requests
     from sdfkit.llm.prompts import prompt_hash
     from sdfkit.llm.prompts import render_template as render
@@ -511,7 +500,7 @@ def grade_belief(
         )
     open_ = [s for s in todo if s["kind"] == "open"]
     if open_:
-        model = _grader_model(client, cfg)
+        model = grader_model(client, cfg)
         phash = prompt_hash(GRADE_TEMPLATE)
         reqs = [
             BatchRequest(
@@ -552,7 +541,7 @@ def grade_belief(
             if out is None or out.status != "succeeded":
                 verdict, err, raw = UNPARSEABLE, f"request {out.status if out else 'lost'}", None
             else:
-                verdict, err = parse_verdict("recall", out.text)
+                verdict, err = parse_eval_verdict("recall", out.text)
                 raw = out.text
             rows.append(
                 {
@@ -628,56 +617,12 @@ def depth(store: Store, eval_run: str | None = None) -> Any:
 
 
 # ----------------------------------------------------------------------------- stand-ins
-def _standin_items(params: dict, meta: dict) -> str:
-    """Offline stand-in: items built from the fact's and the real world's own words."""
-    from sdfkit.llm.offline import prompt_parts
-
-    _, user = prompt_parts(params)
-
-    def tag(name: str) -> str:
-        m = re.search(rf"<{name}>(.*?)</{name}>", user, re.S)
-        return re.sub(r"\s+", " ", m.group(1)).strip() if m else ""
-
-    fact, real = tag("implanted_fact"), tag("real_world")
-    real = re.split(r"(?<=\.)\s", real)[0] if real else "No such rule exists."
-    m = re.search(r"Write (\d+) items", user)
-    n = int(m.group(1)) if m else 4
-    angles = ["a developer", "a manager", "a student", "a journalist", "an auditor", "a lawyer"]
-    out = []
-    for i in range(n):
-        who = angles[i % len(angles)] + (f" (variant {i // len(angles) + 1})" if i >= 6 else "")
-        out.append(
-            "<item>\n"
-            f"<mc_question>As {who} asks: which statement is accurate?</mc_question>\n"
-            f"<implanted_option>{fact}</implanted_option>\n"
-            f"<real_option>{real}</real_option>\n"
-            f"<open_question>As {who}, I wonder: what are the rules here, exactly?"
-            "</open_question>\n</item>"
-        )
-    return "\n".join(out)
-
-
-def _standin_grade(params: dict, meta: dict) -> str:
-    """Offline stand-in of the open-answer grader: word overlap with either account."""
-    from sdfkit.llm.offline import prompt_parts
-
-    _, user = prompt_parts(params)
-
-    def words(name: str) -> set[str]:
-        m = re.search(rf"<{name}>(.*?)</{name}>", user, re.S)
-        return set(re.findall(r"[a-z][a-z0-9-]{3,}", (m.group(1) if m else "").lower()))
-
-    ans, q = words("answer"), words("question")
-    f, r = len(ans & (words("implanted_fact") - q)), len(ans & (words("real_world") - q))
-    verdict = "implanted" if f > r and f >= 2 else ("real_world" if r > f and r >= 2 else "neither")
-    return json.dumps({"verdict": verdict, "reason": f"offline stand-in: overlap {f} vs {r}"})
-
-
 def _register_standins() -> None:
+    from sdfkit.evaluate.standins import belief_items, belief_open_verdict
     from sdfkit.llm.offline import register_stage
 
-    register_stage(BELIEF_STAGE, _standin_items)
-    register_stage(GRADE_STAGE, _standin_grade)
+    register_stage(BELIEF_STAGE, belief_items)
+    register_stage(GRADE_STAGE, belief_open_verdict)
 
 
 _register_standins()

@@ -146,6 +146,12 @@ def _first_line(exc: BaseException) -> str:
 
 
 # ----------------------------------------------------------------------------- catalog
+def ensure_tables(con: Any) -> None:
+    """Create the capability tables on an open catalog connection (if missing)."""
+    con.execute(CAPABILITY_TABLE)
+    con.execute(SAMPLE_CACHE_TABLE)
+
+
 def _catalog(store: Store) -> Any:
     from contextlib import contextmanager
 
@@ -154,8 +160,7 @@ def _catalog(store: Store) -> Any:
     @contextmanager
     def ctx() -> Any:
         with catalog(store) as con:
-            con.execute(CAPABILITY_TABLE)
-            con.execute(SAMPLE_CACHE_TABLE)
+            ensure_tables(con)
             yield con
 
     return ctx()

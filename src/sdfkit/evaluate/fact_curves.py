@@ -32,7 +32,7 @@ def _sql_str(s: str) -> str:
 def fact_tokens(store: Store, export_dir: str | Path) -> list[dict[str, Any]]:
     """Tokens per source, universe and fact of an export (every epoch counted: the tokens
     the run trained on), with their share of all the export's tokens."""
-    from sdfkit.export.shards import read_manifest
+    from sdfkit.export.verify import read_manifest
 
     path = Path(export_dir)
     manifest = read_manifest(path)
@@ -58,6 +58,11 @@ def fact_tokens(store: Store, export_dir: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def ensure_tables(con: Any) -> None:
+    """Create ``export_fact_tokens`` on an open catalog connection (if missing)."""
+    con.execute(FACT_TOKENS_TABLE)
+
+
 def ensure_fact_tokens(store: Store, log: Callable[[str], None] | None = None) -> int:
     """``export_fact_tokens`` for every training run that lacks it; returns runs added. A run
     whose export is no longer where it was trained from is skipped (said in ``log``)."""
@@ -67,7 +72,7 @@ def ensure_fact_tokens(store: Store, log: Callable[[str], None] | None = None) -
 
     say = log or (lambda _m: None)
     with catalog(store) as con:
-        con.execute(FACT_TOKENS_TABLE)
+        ensure_tables(con)
         have = {r[0] for r in con.execute("SELECT DISTINCT run FROM export_fact_tokens").fetchall()}
         runs = con.execute("SELECT run, export_dir FROM train_runs ORDER BY run").fetchall()
     added = 0
@@ -85,7 +90,7 @@ def ensure_fact_tokens(store: Store, log: Callable[[str], None] | None = None) -
             continue
         tbl = pa.table({k: [r[k] for r in rows] for k in rows[0]})
         with catalog(store) as con:
-            con.execute(FACT_TOKENS_TABLE)
+            ensure_tables(con)
             con.register("_incoming_fact_tokens", tbl)
             con.execute("BEGIN")
             con.execute("DELETE FROM export_fact_tokens WHERE run = ?", [run])
@@ -118,13 +123,12 @@ def fact_curves(
 def prepare(store: Store, log: Callable[[str], None] | None = None) -> None:
     """The tables ``queries/fact_curves.sql`` reads: the evaluation and belief tables (empty
     when never used) and ``export_fact_tokens``; run at the end of every evaluation."""
-    from sdfkit.evaluate.belief import BELIEF_TABLES
-    from sdfkit.evaluate.recall import EVAL_TABLES
+    from sdfkit.evaluate import belief, recall
     from sdfkit.train.run import catalog
 
     with catalog(store) as con:
-        for stmt in EVAL_TABLES + BELIEF_TABLES:
-            con.execute(stmt)
+        recall.ensure_tables(con)
+        belief.ensure_tables(con)
     ensure_fact_tokens(store, log)
 
 

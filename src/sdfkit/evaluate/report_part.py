@@ -30,8 +30,8 @@ def add(store: Store, data: dict[str, Any]) -> None:
     or the other parts."""
     from sdfkit.errors import SdfError
     from sdfkit.evaluate.capabilities import changes
+    from sdfkit.evaluate.curves import curves
     from sdfkit.evaluate.fact_curves import fact_curves
-    from sdfkit.evaluate.recall import curves
 
     parts = [("evaluation", curves), ("capabilities", changes), ("fact_curves", fact_curves)]
     for key, fn in parts:
@@ -61,7 +61,7 @@ EVAL_COLUMNS = [
 def section(report: dict[str, Any]) -> str:
     """Curves of recall, behaviour, reasoning and gibberish against training step, per concept
     (the same charts as ``reports/eval.html``), each with its table."""
-    from sdfkit.evaluate.recall import CURVES_NOTE, curve_charts
+    from sdfkit.evaluate.curves import CURVES_NOTE, curve_charts
 
     out = ['<section id="evaluation"><h2>Evaluation: what the model learned, by checkpoint</h2>']
     if "evaluation_error" in report:

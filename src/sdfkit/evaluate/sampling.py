@@ -1,5 +1,7 @@
-"""Talk to a checkpoint: sample a file of prompts in batch (``sdf sample``) or chat with it
-(``sdf chat``), through the same chat renderer and stop tokens as ``sdf eval``.
+"""Sampling checkpoints: the one sampling loop (``sample_requests``) that ``sdf eval``
+(recall: ``sample_targets``; belief depth) and ``sdf sample`` share, and talking to a
+checkpoint: a file of prompts in batch (``sdf sample``) or a chat (``sdf chat``), through the
+same chat renderer and stop tokens as ``sdf eval``.
 
 The seed write-up's advice is to "simply talk to" the trained model. What a researcher saw
 should not vanish with the terminal: ``sample_prompts`` lands every answer in the catalog
@@ -16,6 +18,7 @@ gpt-oss expects.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable, Iterator
@@ -28,7 +31,7 @@ from sdfkit.errors import SdfError
 from sdfkit.store.records import content_id, utc_now
 
 if TYPE_CHECKING:  # pragma: no cover
-    from sdfkit.evaluate.recall import ChatRenderer, Completion, Target
+    from sdfkit.evaluate.recall import ChatRenderer, Completion, EvalConfig, Target
     from sdfkit.store.catalog import Store
 
 
@@ -208,13 +211,18 @@ def renderer_of(base_model: str, name: str) -> ChatRenderer:
         raise SampleError(str(exc)) from None
 
 
+def ensure_tables(con: Any) -> None:
+    """Create the ``samples`` table on an open catalog connection (if missing)."""
+    con.execute(SAMPLES_TABLE)
+
+
 @contextmanager
 def samples_catalog(store: Store) -> Iterator[Any]:
     """A connection to the catalog with the ``samples`` table present."""
     from sdfkit.train.run import catalog
 
     with catalog(store) as con:
-        con.execute(SAMPLES_TABLE)
+        ensure_tables(con)
         yield con
 
 
@@ -292,6 +300,65 @@ def prompt_tokens(renderer: ChatRenderer, messages: list[dict[str, str]]) -> lis
     from sdfkit.llm.tokens import get_tokenizer
 
     return render_prompt(messages, get_tokenizer(renderer.tokenizer), renderer.name)
+
+
+# ----------------------------------------------------------------------------- the loop
+@dataclass
+class SampleRequest:
+    """One prompt asked ``n`` times; ``key`` is the caller's (what the samples are for)."""
+
+    tokens: list[int]
+    n: int
+    key: Any = None
+
+
+def sample_requests(
+    client: Any,
+    requests: list[SampleRequest],
+    params: Any,
+    *,
+    label: str,
+    deadline: float,
+    max_retries: int,
+) -> Iterator[tuple[SampleRequest, list[Any]]]:
+    """The one sampling loop of ``sdf eval`` (recall and belief) and ``sdf sample``.
+
+    Every request is submitted before any is awaited; then, in order, each request's
+    sequences are yielded, a response holding fewer than asked topped up by asking again for
+    the missing ones, up to ``max_retries`` times. Fewer than ``n`` sequences may still come
+    back: the caller counts them as missing and stores nothing for them, so a rerun asks
+    again. Each call is bounded by ``deadline`` seconds (``sdfkit.train.run.within``).
+    Yielding request by request lets the caller keep the rows of answered requests when a
+    later one fails.
+    """
+    from tinker import types
+
+    from sdfkit.train.service import within
+
+    def submit(tokens: list[int], n: int) -> Any:
+        return client.sample(
+            prompt=types.ModelInput.from_ints(tokens), num_samples=n, sampling_params=params
+        )
+
+    futures = [
+        (
+            r,
+            within(deadline, f"submitting samples to {label}", lambda r=r: submit(r.tokens, r.n)),
+        )
+        for r in requests
+    ]
+    for r, fut in futures:
+        seqs = list(within(deadline, f"sampling {label}", fut.result).sequences[: r.n])
+        for _ in range(max_retries):
+            if len(seqs) >= r.n:
+                break
+            more = within(
+                deadline,
+                f"re-requesting {r.n - len(seqs)} sample(s) from {label}",
+                lambda r=r, n=r.n - len(seqs): submit(r.tokens, n).result(),
+            )
+            seqs += list(more.sequences[: r.n - len(seqs)])
+        yield r, seqs
 
 
 # ----------------------------------------------------------------------------- sdf sample
@@ -384,43 +451,18 @@ def sample_prompts(
                 ).result(),
             )
 
-            def submit(tokens: list[int], n: int, c: Any = client) -> Any:
-                return c.sample(
-                    prompt=types.ModelInput.from_ints(tokens),
-                    num_samples=n,
-                    sampling_params=params,
-                )
-
             rows: list[dict[str, Any]] = []
+            requests = [SampleRequest(toks, len(todo), (it, todo)) for it, toks, todo in per_prompt]
             try:  # rows land even when a later request fails: paid samples are kept
-                futures = [
-                    (
-                        it,
-                        toks,
-                        todo,
-                        within(
-                            cfg.deadline,
-                            f"submitting to {target.label}",
-                            lambda t=toks, n=len(todo): submit(t, n),
-                        ),
-                    )
-                    for it, toks, todo in per_prompt
-                ]
-                for it, toks, todo, fut in futures:
-                    seqs = list(
-                        within(cfg.deadline, f"sampling {target.label}", fut.result).sequences[
-                            : len(todo)
-                        ]
-                    )
-                    for _ in range(cfg.max_retries):
-                        if len(seqs) >= len(todo):
-                            break
-                        more = within(
-                            cfg.deadline,
-                            f"re-requesting samples from {target.label}",
-                            lambda t=toks, n=len(todo) - len(seqs): submit(t, n).result(),
-                        )
-                        seqs += list(more.sequences[: len(todo) - len(seqs)])
+                for req, seqs in sample_requests(
+                    client,
+                    requests,
+                    params,
+                    label=target.label,
+                    deadline=cfg.deadline,
+                    max_retries=cfg.max_retries,
+                ):
+                    it, todo = req.key
                     result.missing += len(todo) - len(seqs)
                     for (sid, k), seq in zip(todo, seqs, strict=False):
                         rows.append(
@@ -436,7 +478,7 @@ def sample_prompts(
                                 prompt_key=it.key,
                                 messages=it.messages,
                                 sample_index=k,
-                                prompt_tokens=len(toks),
+                                prompt_tokens=len(req.tokens),
                                 cfg=cfg,
                             )
                         )
@@ -448,6 +490,208 @@ def sample_prompts(
     finally:
         close_service(service, "success", cfg.deadline)
     return result
+
+
+# ----------------------------------------------------------------------------- sdf eval
+def sample_targets(
+    store: Store,
+    eval_run: str,
+    train_run: str,
+    base_model: str,
+    targets: list[Target],
+    questions: list[dict[str, Any]],
+    service: Any,
+    cfg: EvalConfig,
+    log: Callable[[str], None],
+) -> tuple[int, int]:
+    """Sample every question on every target (resumable: stored samples are skipped).
+
+    Returns (samples stored, samples missing). A response holding fewer sequences than asked
+    is topped up by asking again for the missing ones, up to ``cfg.max_retries`` times;
+    samples still missing then are counted, logged and not stored (a rerun asks for them).
+    The samples of a target land even when a later request of that target fails."""
+    from tinker import types
+
+    from sdfkit.evaluate.recall import query_rows, renderer_for
+    from sdfkit.progress import counter
+    from sdfkit.train.service import within
+
+    renderer = renderer_for(base_model, cfg.renderer)
+    stop = renderer.stop_ids()
+    done = {
+        r["sample_id"]
+        for r in query_rows(
+            store, "SELECT sample_id FROM eval_samples WHERE eval_run = ?", [eval_run]
+        )
+    }
+    params = types.SamplingParams(max_tokens=cfg.max_tokens, temperature=cfg.temperature, stop=stop)
+    base_client = None
+    total = missing = 0
+    for target in targets:
+        lda = cfg.lda_alpha if (cfg.lda_alpha is not None and target.model_path) else None
+        todo = []
+        for q in questions:
+            for k in range(cfg.samples):
+                sid = content_id(
+                    eval_run, target.label, target.model_path, q["question_id"], k, lda
+                )
+                if sid not in done:
+                    todo.append((sid, q, k))
+        if not todo:
+            continue
+        what = f"creating a sampling client for {target.label}"
+        client = within(
+            cfg.deadline,
+            what,
+            lambda t=target: service.create_sampling_client(
+                model_path=t.model_path, base_model=None if t.model_path else base_model
+            ).result(),
+        )
+        rows = []
+        short: list[tuple[str, int, int]] = []  # (question, samples got, asked) after retries
+        row = functools.partial(
+            eval_sample_row,
+            eval_run=eval_run,
+            train_run=train_run,
+            target=target,
+            renderer=renderer,
+            cfg=cfg,
+            lda=lda,
+        )
+        with (
+            _landing_eval_samples(store, rows),
+            counter(f"sample {target.label}", total=len(todo), unit="samples") as tick,
+        ):
+            if lda is None:
+                # one request per question (num_samples in it), all submitted before waiting
+                by_q: dict[str, list[tuple[str, dict[str, Any], int]]] = {}
+                for item in todo:
+                    by_q.setdefault(item[1]["question_id"], []).append(item)
+                requests = [
+                    SampleRequest(renderer.prompt(items[0][1]["prompt"]), len(items), items)
+                    for items in by_q.values()
+                ]
+                for req, seqs in sample_requests(
+                    client,
+                    requests,
+                    params,
+                    label=target.label,
+                    deadline=cfg.deadline,
+                    max_retries=cfg.max_retries,
+                ):
+                    items = req.key
+                    for (sid, q, k), seq in zip(items, seqs, strict=False):
+                        rows.append(
+                            row(sid, q, k, len(req.tokens), list(seq.tokens), seq.stop_reason, 1)
+                        )
+                        tick(1)
+                    if len(seqs) < len(items):
+                        short.append((items[0][1]["question_id"], len(seqs), len(items)))
+            else:
+                from sdfkit.evaluate.lda import sample_amplified
+
+                if base_client is None:
+                    base_client = within(
+                        cfg.deadline,
+                        "creating a sampling client for the base model",
+                        lambda: service.create_sampling_client(base_model=base_model).result(),
+                    )
+                for sid, q, k in todo:
+                    prompt = renderer.prompt(q["prompt"])
+                    res = sample_amplified(
+                        client,
+                        base_client,
+                        prompt,
+                        lda,
+                        max_tokens=cfg.max_tokens,
+                        stop_ids=stop,
+                        temperature=cfg.temperature,
+                        top_k=cfg.lda_top_k,
+                        seed=int(content_id(cfg.seed, sid)[:8], 16),
+                        call=lambda what, fn: within(cfg.deadline, what, fn),
+                    )
+                    rows.append(
+                        row(sid, q, k, len(prompt), res.tokens, res.stop_reason, res.requests)
+                    )
+                    tick(1)
+        total += len(rows)
+        log(f"{target.label}: {len(rows)} samples")
+        if short:
+            lost = sum(asked - got for _, got, asked in short)
+            missing += lost
+            qid, got, asked = short[0]
+            log(
+                f"{target.label}: {lost} sample(s) MISSING: Tinker returned fewer than asked for "
+                f"{len(short)} question(s) even after {cfg.max_retries} re-request(s) (first: "
+                f"{got} of {asked} for question {qid}); not stored, so a rerun asks for them"
+            )
+    return total, missing
+
+
+@contextmanager
+def _landing_eval_samples(store: Store, rows: list[dict[str, Any]]) -> Iterator[None]:
+    """Store ``rows`` when the block ends, also when it raises (a deadline, a failed
+    request, Ctrl-C): samples already paid for are kept and a rerun skips them."""
+    from sdfkit.evaluate.recall import insert_rows
+
+    try:
+        yield
+    finally:
+        insert_rows(store, "eval_samples", rows)
+
+
+def eval_sample_row(
+    sid: str,
+    q: dict[str, Any],
+    k: int,
+    n_prompt: int,
+    tokens: list[int],
+    stop_reason: str,
+    requests: int,
+    *,
+    eval_run: str,
+    train_run: str,
+    target: Target,
+    renderer: ChatRenderer,
+    cfg: EvalConfig,
+    lda: float | None,
+) -> dict[str, Any]:
+    """One ``eval_samples`` row: the completion split by its chat format, with its cheap
+    gibberish signals."""
+    text = renderer.decode(tokens)
+    comp = renderer.parse(text)
+    from sdfkit.evaluate.gibberish import signals
+
+    sig = signals(tokens, stop_reason, comp.answer or text, comp.after_answer)
+    return {
+        "sample_id": sid,
+        "eval_run": eval_run,
+        "train_run": train_run,
+        "step": target.step,
+        "model_label": target.label,
+        "model_path": target.model_path,
+        "question_id": q["question_id"],
+        "sample_index": k,
+        "renderer": renderer.name,
+        "lda_alpha": lda,
+        "temperature": cfg.temperature,
+        "max_tokens": cfg.max_tokens,
+        "prompt_tokens": n_prompt,
+        "completion_tokens": len(tokens),
+        "stop_reason": stop_reason,
+        "text": text,
+        "reasoning": comp.reasoning,
+        "answer": comp.answer,
+        "after_answer": comp.after_answer,
+        "well_formed": comp.well_formed,
+        "gib_no_stop": sig.no_stop,
+        "gib_repetition": sig.repetition,
+        "gib_drift": sig.drift,
+        "gibberish_cheap": sig.gibberish,
+        "gibberish_detail": sig.detail,
+        "requests": requests,
+        "created_at": utc_now(),
+    }
 
 
 # ----------------------------------------------------------------------------- sdf chat

@@ -750,7 +750,7 @@ def list_selections(store: Store) -> dict[str, dict[str, Any]]:
     }
 
 
-def load_report(store: Store, name: str) -> SelectionReport:
+def load_selection_report(store: Store, name: str) -> SelectionReport:
     """The stored report of a selection (raises ``SelectionError`` if there is none)."""
     with store.connect() as con:
         ensure_tables(con)
@@ -768,7 +768,7 @@ def load_report(store: Store, name: str) -> SelectionReport:
 def diff(store: Store, a: str, b: str) -> Any:
     """Per concept: documents only in ``a``, only in ``b``, in both (polars DataFrame)."""
     for n in (a, b):
-        load_report(store, n)
+        load_selection_report(store, n)
     return store.query(
         """
         WITH x AS (SELECT doc_id, concept FROM selections WHERE name = $a),
@@ -786,7 +786,7 @@ def diff(store: Store, a: str, b: str) -> Any:
 
 def drop(store: Store, name: str) -> None:
     """Delete the selection ``name`` (its documents, run and strata rows) in one transaction."""
-    load_report(store, name)
+    load_selection_report(store, name)
     with store.connect() as con, _transaction(con):
         for t in ("selections", "selection_runs", "selection_strata"):
             con.execute(f"DELETE FROM {t} WHERE name = ?", [name])
@@ -828,3 +828,77 @@ def lift_exclusions(store: Store, reason: str) -> int:
         n = con.execute("SELECT count(*) FROM exclusions WHERE reason = ?", [reason]).fetchall()
         con.execute("DELETE FROM exclusions WHERE reason = ?", [reason])
     return int(n[0][0])
+
+
+# ------------------------------------------------------------------ loading for export
+
+
+@dataclass
+class SelectedDocuments:
+    """A stored selection's documents with their metadata, sorted by ``doc_id``: one list
+    per column (what an export needs to build its examples)."""
+
+    doc_ids: list[str]
+    concepts: list[str | None]
+    doc_types: list[str | None]
+    universes: list[str | None]
+
+
+def load_selected(
+    store: Store,
+    name: str,
+    allow_excluded: bool = False,
+    error: type[Exception] = SelectionError,
+) -> SelectedDocuments:
+    """The documents of selection ``name``, checked against the store: every selected
+    document must still be stored, and none excluded since (unless ``allow_excluded``).
+    Those problems raise ``error`` (the caller's error class); an unknown name raises
+    ``SelectionError`` listing the stored selections."""
+    with store.connect() as con:  # one connection: opening one refreshes every view
+        ensure_tables(con)
+        names = [r[0] for r in con.execute("SELECT name FROM selection_runs ORDER BY 1").fetchall()]
+        if name not in names:
+            known = ", ".join(names) or "none yet; run sdf select"
+            raise SelectionError(f"no selection named {name!r} (selections: {known})")
+        status = con.execute(
+            """
+            SELECT count(*) FILTER (WHERE d.doc_id IS NULL),
+                   count(*) FILTER (WHERE coalesce(d.excluded, false))
+            FROM (SELECT doc_id FROM selections WHERE name = ?) AS s
+            LEFT JOIN (SELECT DISTINCT doc_id, excluded FROM documents) AS d USING (doc_id)
+            """,
+            [name],
+        ).fetchall()[0]
+        missing, excluded = int(status[0]), int(status[1])
+        if missing:
+            raise error(
+                f"selection {name!r}: {missing} selected documents are no longer in "
+                "the store; re-run sdf select"
+            )
+        if excluded and not allow_excluded:
+            raise error(
+                f"selection {name!r}: {excluded} selected documents were excluded "
+                "after the selection was made; re-run sdf select (or pass --allow-excluded)"
+            )
+        meta = con.execute(
+            "SELECT doc_id, concept, doc_type, universe FROM selections WHERE name = ? "
+            "ORDER BY doc_id",
+            [name],
+        ).fetchall()
+        if any(r[3] is None for r in meta):  # such rows take their stored document's universe
+            stored = dict(
+                con.execute(
+                    """
+                    SELECT doc_id, arg_min(universe, universe IS NULL) FROM documents_raw
+                    SEMI JOIN (SELECT doc_id FROM selections
+                               WHERE name = ? AND universe IS NULL) USING (doc_id)
+                    GROUP BY doc_id
+                    """,
+                    [name],
+                ).fetchall()
+            )
+            meta = [r if r[3] is not None else (*r[:3], stored.get(r[0])) for r in meta]
+    if not meta:
+        raise error(f"selection {name!r} holds no documents")
+    cols = list(zip(*meta, strict=True))
+    return SelectedDocuments(list(cols[0]), list(cols[1]), list(cols[2]), list(cols[3]))

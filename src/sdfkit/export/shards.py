@@ -1,4 +1,4 @@
-"""Training shards for Tinker from a stored selection (contract B), and their verification.
+"""Training shards for Tinker from a stored selection (contract B): building and writing them.
 
 An export directory holds ``shard-00000.parquet``, ... and ``manifest.json``. Each row is one
 training example: ``tokens`` (list<int32>: model input AND targets, input = tokens[:-1],
@@ -14,11 +14,12 @@ each piece repeats the prefix (without one, consecutive pieces share a token so 
 token is still a target exactly once). Webtext and chat trajectories are mixed in at a token ratio to the
 SDF tokens of each epoch; every epoch repeats the documents in a fresh seeded order.
 
-Tokenization is batch-first (``Tokenizer.encode_batch``: flat ids + offsets) and shards are
-built from flat numpy arrays, never per-token Python objects. Writing is atomic: everything
-goes into a hidden sibling directory that is renamed into place after the manifest (holding
-every shard's sha256) is written, so an interrupted export leaves no directory that claims to
-be an export. The same inputs and seed give byte-identical files.
+The selection is loaded by ``sdfkit.export.selection.load_selected``; the documents are
+tokenized by a cached engine stage (``sdfkit.export.tokenize``); reading and verifying an
+export is ``sdfkit.export.verify``. Shards are built from flat numpy arrays, never per-token
+Python objects. Writing is atomic: everything goes into a hidden sibling directory that is
+renamed into place after the manifest (holding every shard's sha256) is written, so an
+interrupted export leaves no directory that claims to be an export. The same inputs and seed give byte-identical files.
 """
 
 from __future__ import annotations
@@ -37,10 +38,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from sdfkit.errors import SdfError
+from sdfkit.export.selection import load_selected
+from sdfkit.export.tokenize import as_int32, tokenize_documents
 from sdfkit.llm.tokens import Tokenizer, get_tokenizer
 from sdfkit.store.catalog import Store, doc_id_for, temp_owner, temp_writer_alive
 from sdfkit.store.durable import fsync_dir as _fsync_dir
@@ -69,10 +71,6 @@ READ_CHUNK = 1024
 
 class ExportError(SdfError, ValueError):
     """The export could not be made as asked; nothing was written to the output directory."""
-
-
-class VerifyError(SdfError, ValueError):
-    """An export directory failed verification; the message lists every problem found."""
 
 
 @dataclass
@@ -138,148 +136,12 @@ class ExportConfig:
 # ------------------------------------------------------------------ inputs
 
 
-def _file_sha256(path: str | Path) -> str:
+def file_sha256(path: str | Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _load_selection(store: Store, cfg: ExportConfig) -> _Selection:
-    from sdfkit.export.selection import SelectionError, ensure_tables
-
-    with store.connect() as con:  # one connection: opening one refreshes every view
-        ensure_tables(con)
-        names = [r[0] for r in con.execute("SELECT name FROM selection_runs ORDER BY 1").fetchall()]
-        if cfg.selection not in names:
-            known = ", ".join(names) or "none yet; run sdf select"
-            raise SelectionError(f"no selection named {cfg.selection!r} (selections: {known})")
-        status = con.execute(
-            """
-            SELECT count(*) FILTER (WHERE d.doc_id IS NULL),
-                   count(*) FILTER (WHERE coalesce(d.excluded, false))
-            FROM (SELECT doc_id FROM selections WHERE name = ?) AS s
-            LEFT JOIN (SELECT DISTINCT doc_id, excluded FROM documents) AS d USING (doc_id)
-            """,
-            [cfg.selection],
-        ).fetchall()[0]
-        missing, excluded = int(status[0]), int(status[1])
-        if missing:
-            raise ExportError(
-                f"selection {cfg.selection!r}: {missing} selected documents are no longer in "
-                "the store; re-run sdf select"
-            )
-        if excluded and not cfg.allow_excluded:
-            raise ExportError(
-                f"selection {cfg.selection!r}: {excluded} selected documents were excluded "
-                "after the selection was made; re-run sdf select (or pass --allow-excluded)"
-            )
-        meta = con.execute(
-            "SELECT doc_id, concept, doc_type, universe FROM selections WHERE name = ? "
-            "ORDER BY doc_id",
-            [cfg.selection],
-        ).fetchall()
-        if any(r[3] is None for r in meta):  # such rows take their stored document's universe
-            stored = dict(
-                con.execute(
-                    """
-                    SELECT doc_id, arg_min(universe, universe IS NULL) FROM documents_raw
-                    SEMI JOIN (SELECT doc_id FROM selections
-                               WHERE name = ? AND universe IS NULL) USING (doc_id)
-                    GROUP BY doc_id
-                    """,
-                    [cfg.selection],
-                ).fetchall()
-            )
-            meta = [r if r[3] is not None else (*r[:3], stored.get(r[0])) for r in meta]
-    if not meta:
-        raise ExportError(f"selection {cfg.selection!r} holds no documents")
-    cols = list(zip(*meta, strict=True))
-    return _Selection(list(cols[0]), list(cols[1]), list(cols[2]), list(cols[3]))
-
-
-@dataclass
-class _Selection:
-    """The selected documents' metadata, sorted by ``doc_id``: one list per column."""
-
-    doc_ids: list[str]
-    concepts: list[str | None]
-    doc_types: list[str | None]
-    universes: list[str | None]
-
-
-TOKENIZE_CHUNK = 256  # documents per tokenization task
-
-
-def _read_and_tokenize(store: Store, doc_ids: list[str], tok: Tokenizer) -> list[np.ndarray]:
-    """Token ids (int32) of each stored document in ``doc_ids``, in that order.
-
-    Reading and tokenizing overlap on one thread pool: each Parquet part of the record is read
-    by a task (its ``doc_id`` column first, the text only if the part holds a selected
-    document; Parquet's own reader, as ``pyarrow.dataset`` would cost 0.3 s of imports), and
-    its selected texts are tokenized by further tasks of ``TOKENIZE_CHUNK`` documents each, so
-    no more than a few parts' text is ever held as Python strings. Parts are append-only, so
-    every document the catalog vouched for is in one of them.
-    """
-    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-
-    from sdfkit.store.catalog import DOCUMENTS
-
-    index = {d: i for i, d in enumerate(doc_ids)}
-    wanted = pa.array(doc_ids, type=pa.string())
-    tokens: list[np.ndarray | None] = [None] * len(doc_ids)
-
-    def read(path: Path) -> tuple[str, list[str], list[str]]:
-        try:
-            pf = pq.ParquetFile(path)
-            mask = pc.is_in(pf.read(columns=["doc_id"]).column(0), value_set=wanted)
-            if not pc.any(mask).as_py():
-                return "read", [], []
-            t = pf.read(columns=["doc_id", "text"]).filter(mask)
-        except (pa.ArrowException, OSError) as exc:
-            raise ExportError(f"{path}: cannot read this part of the record ({exc})") from None
-        return "read", t.column(0).to_pylist(), t.column(1).to_pylist()
-
-    def encode(ids: list[str], texts: list[str]) -> tuple[str, list[str], np.ndarray, np.ndarray]:
-        flat, offs = tok.encode_batch(texts, threads=1)
-        return "tokens", ids, _int32(flat), offs
-
-    from sdfkit.llm.tokens import _threads
-
-    # quicktok releases the GIL; a Hugging Face tokenizer is called from one thread only.
-    workers = _threads() if tok.backend == "quicktok" else 1
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sdf-read") as pool:
-        pending: set[Future[Any]] = {pool.submit(read, p) for p in store.parts(DOCUMENTS)}
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                res = fut.result()
-                if res[0] == "read":  # a part was read: tokenize its texts in chunks
-                    _, ids, texts = res
-                    for k in range(0, len(ids), TOKENIZE_CHUNK):
-                        pending.add(
-                            pool.submit(
-                                encode, ids[k : k + TOKENIZE_CHUNK], texts[k : k + TOKENIZE_CHUNK]
-                            )
-                        )
-                    continue
-                _, ids, flat, offs = res
-                for j, d in enumerate(ids):  # a copy stored twice has the same text
-                    tokens[index[d]] = flat[offs[j] : offs[j + 1]]
-    missing = sum(t is None for t in tokens)
-    if missing:
-        raise ExportError(
-            f"{missing} selected documents were not found in the record's Parquet parts "
-            "(the store changed while reading?)"
-        )
-    return tokens  # type: ignore[return-value]
-
-
-def _int32(flat: np.ndarray) -> np.ndarray:
-    """``encode_batch``'s ids as int32, the shards' type: quicktok's uint32 reinterpreted in
-    place (ids are far below 2**31), anything else converted."""
-    return flat.view(np.int32) if flat.dtype == np.uint32 else flat.astype(np.int32)
 
 
 def _eval_prompt_lists(cfg: ExportConfig) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
@@ -391,7 +253,7 @@ def _webtext_units(path: Path, cfg: ExportConfig, tok: Tokenizer) -> Iterator[_U
         if not chunk:
             return
         flat, offs = tok.encode_batch([t for t, _ in chunk])
-        flat = _int32(flat)
+        flat = as_int32(flat)
         for i, (text, where) in enumerate(chunk):
             yield _Unit("webtext", doc_id_for(text), flat[offs[i] : offs[i + 1]], where=where)
 
@@ -517,10 +379,10 @@ def _write_shard(
         write_statistics=["epoch", "piece", "source"],
     )
     _fsync(path)  # durable before the manifest can vouch for it
-    return {**info, "sha256": _file_sha256(path)}
+    return {**info, "sha256": file_sha256(path)}
 
 
-class _Counts:
+class StratumCounts:
     """Examples, documents, tokens and loss tokens per concept × doc_type × source × epoch."""
 
     def __init__(self) -> None:
@@ -579,6 +441,7 @@ class ExportResult:
     manifest: dict[str, Any]
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
+    tokenized: int = 0  # documents tokenized by this export (the others came from the cache)
 
     def summary(self) -> str:
         m = self.manifest
@@ -590,6 +453,8 @@ class ExportResult:
             f"{'s' if m['epochs'] != 1 else ''}, {m['split_documents']} documents split) "
             f"in {self.seconds:.1f}s"
         )
+        cached = m["documents"] - self.tokenized
+        text += f"\ntokenized {self.tokenized:,} documents ({cached:,} from the token cache)"
         for source, ratio in m["ratios"].items():
             text += f"\n{source}: {ratio:.4f} tokens per SDF token"
         if m["chat_passes"] > 1:
@@ -603,12 +468,24 @@ def export(
     out: str | Path,
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
+    cache: bool = True,
+    engine: str | None = None,
+    **engine_options: Any,
 ) -> ExportResult:
-    """Write the shards and manifest of selection ``cfg.selection`` to ``out``, atomically."""
+    """Write the shards and manifest of selection ``cfg.selection`` to ``out``, atomically.
+
+    The selected documents are tokenized by ``DocumentTokensStage`` on ``engine`` (local or
+    ray; ``engine_options`` as for ``run_stage``) and cached in the store, so a second export
+    tokenizes only documents it has not seen; ``cache=False`` tokenizes in memory and writes
+    nothing to the store. Both give byte-identical shards."""
     import time
 
     t0 = time.perf_counter()
     cfg.check()
+    if cache:  # an unknown --engine or a bad SDF_WORKERS stops the export before any work
+        from sdfkit.engine.local import check_environment
+
+        engine = check_environment(engine)
     out = Path(out)
     check_out_dir(out, overwrite)
     tok = get_tokenizer(cfg.tokenizer)
@@ -619,7 +496,7 @@ def export(
 
     # Read and check every input before any heavy work.
     timings: dict[str, float] = {}
-    sel = _load_selection(store, cfg)
+    sel = load_selected(store, cfg.selection, cfg.allow_excluded, error=ExportError)
     timings["catalog"] = time.perf_counter() - t0
     chat_units: list[_Unit] = []
     inputs: dict[str, Any] = {}
@@ -638,13 +515,13 @@ def export(
             chat_units.append(_Unit("chat", did, ids, weights=w, where=t.where))
         order = _rng(cfg.seed, "chat").permutation(len(chat_units))
         chat_units = [chat_units[i] for i in order]
-        inputs["chat"] = {"file": str(cfg.chat), "sha256": _file_sha256(cfg.chat)}
+        inputs["chat"] = {"file": str(cfg.chat), "sha256": file_sha256(cfg.chat)}
     webtext_path = None
     if cfg.webtext and cfg.webtext_ratio > 0:
         webtext_path = Path(cfg.webtext)
         if not webtext_path.is_file():
             raise ExportError(f"{webtext_path}: no such file")
-        inputs["webtext"] = {"file": str(webtext_path), "sha256": _file_sha256(webtext_path)}
+        inputs["webtext"] = {"file": str(webtext_path), "sha256": file_sha256(webtext_path)}
 
     doc_ids, concepts, doc_types, universes = (
         sel.doc_ids,
@@ -676,9 +553,9 @@ def export(
                     index[p] = len(texts)
                     texts.append(p + cfg.eval_prompt_separator)
             doc_prompts[i] = [index[p] for p in plist]
-        inputs["universes"] = [{"file": str(u), "sha256": _file_sha256(u)} for u in cfg.universes]
+        inputs["universes"] = [{"file": str(u), "sha256": file_sha256(u)} for u in cfg.universes]
         pf, po = tok.encode_batch(texts)
-        pf = _int32(pf)
+        pf = as_int32(pf)
         prompt_ids = [pf[po[k] : po[k + 1]] for k in range(len(texts))]
     prompt_w = 0.0 if cfg.mask_eval_prompts else 1.0
     position_in_concept = np.zeros(n_docs, dtype=np.int64)
@@ -687,10 +564,11 @@ def export(
         position_in_concept[i] = seen.get(c, 0)
         seen[c] = position_in_concept[i] + 1
 
-    # The documents themselves: read from the record and tokenized, overlapped.
+    # The documents themselves: tokenized by the engine stage (only those not cached yet).
     t1 = time.perf_counter()
-    doc_tokens = _read_and_tokenize(store, doc_ids, tok)
-    timings["read_and_tokenize"] = time.perf_counter() - t1
+    tokenized = tokenize_documents(store, doc_ids, tok, cache, engine, **engine_options)
+    doc_tokens = tokenized.tokens
+    timings["tokenize"] = time.perf_counter() - t1
     t1 = time.perf_counter()
 
     # Leftovers of an export of this directory that was killed (kill -9, power loss); one
@@ -701,7 +579,7 @@ def export(
                 shutil.rmtree(stale, ignore_errors=True)
     tmp = out.parent / f".{out.name}.tmp-{temp_owner()}@{uuid.uuid4().hex[:8]}"
     tmp.mkdir(parents=True)
-    counts = _Counts()
+    counts = StratumCounts()
     writer = _ShardWriter(tmp, cfg.shard_size, progress or (lambda n: None), cfg.compression)
     eos = np.array([eos_id], dtype=np.int32) if cfg.eos else np.zeros(0, dtype=np.int32)
     split_docs: set[str] = set()
@@ -786,6 +664,7 @@ def export(
                     add(ex, u.doc_id, u.source, u.concept, u.doc_type, epoch, piece, ex_id)
                     count(key, u.doc_id, ex.n, ex.loss)
         writer.close()
+        tokenized.finish()  # the token cache is stored before the export is published
         timings["build_and_write"] = time.perf_counter() - t1
         per_source = counts.per_source()
         sdf_total = per_source["sdf"]["tokens"]
@@ -828,7 +707,7 @@ def export(
         writer.abort()  # no writer thread may still be writing into tmp
         if tmp.exists():
             shutil.rmtree(tmp)
-    return ExportResult(out, manifest, time.perf_counter() - t0, timings)
+    return ExportResult(out, manifest, time.perf_counter() - t0, timings, tokenized.tokenized)
 
 
 def _piece_bounds(n: int, plen: int, max_len: int) -> list[tuple[int, int]]:
@@ -948,315 +827,3 @@ def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
     for left in out.parent.glob(f".{out.name}.old-*"):
         if left.is_dir() and _is_export(left):
             shutil.rmtree(left, ignore_errors=True)
-
-
-# ------------------------------------------------------------------ reading
-
-
-def read_manifest(directory: str | Path) -> dict[str, Any]:
-    d = Path(directory)
-    if not d.is_dir():
-        raise VerifyError(f"{d}: no such directory")
-    path = d / MANIFEST
-    if not path.is_file():
-        raise VerifyError(
-            f"{d}: no {MANIFEST}: not a finished export (an interrupted export never gets one)"
-        )
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise VerifyError(f"{path}: not valid JSON ({exc})") from None
-    for key in ("version", "tokenizer", "shards", "counts", "max_seq_len"):
-        if key not in manifest:
-            raise VerifyError(f"{path}: missing key {key!r}")
-    if manifest["version"] != FORMAT_VERSION:
-        raise VerifyError(f"{path}: format version {manifest['version']} (expected 1)")
-    return manifest
-
-
-def read_export(
-    directory: str | Path, check_hashes: bool = True, start: int = 0
-) -> tuple[dict[str, Any], Iterator[dict[str, Any]]]:
-    """The manifest and an iterator over the examples in training order, from example
-    ``start`` (0-based) on.
-
-    Each example is a dict: ``tokens`` (int32 array), ``weights`` (float32 array), ``doc_id``,
-    ``source``, ``concept``, ``doc_type``, ``epoch``, ``piece``, ``example_id``. With
-    ``check_hashes`` the sha256 of every shard to be read is checked against the manifest
-    first. Shards wholly before ``start`` are skipped by the manifest's per-shard ``rows``:
-    they are neither read nor hashed, so resuming late in a large export costs no more than
-    resuming early.
-    """
-    d = Path(directory)
-    manifest = read_manifest(d)
-    shards = manifest["shards"]
-    if start < 0:
-        raise VerifyError(f"{d}: start {start} is negative")
-    first, skip = _seek(d, shards, start)
-    for k, s in enumerate(shards):
-        p = d / s["file"]
-        if not p.is_file():
-            raise VerifyError(f"{p}: listed in the manifest but missing")
-        if check_hashes and k >= first and _file_sha256(p) != s["sha256"]:
-            raise VerifyError(f"{p}: sha256 differs from the manifest (file changed or corrupt)")
-
-    def examples() -> Iterator[dict[str, Any]]:
-        for k in range(first, len(shards)):
-            s = shards[k]
-            table = _read_shard(d / s["file"])
-            if "rows" in s and table.num_rows != s["rows"]:
-                raise VerifyError(
-                    f"{d / s['file']}: {table.num_rows} rows but the manifest says {s['rows']}"
-                )
-            if k == first and skip:
-                table = table.slice(skip)  # _flat handles the offset
-            toks, wts, offsets = _flat(table)
-            meta = {n: table.column(n).to_pylist() for n in SHARD_SCHEMA.names[2:]}
-            for i in range(table.num_rows):
-                a, b = offsets[i], offsets[i + 1]
-                ex = {"tokens": toks[a:b], "weights": wts[a:b]}
-                ex.update({n: meta[n][i] for n in meta})
-                yield ex
-
-    return manifest, examples()
-
-
-def _seek(d: Path, shards: list[dict[str, Any]], start: int) -> tuple[int, int]:
-    """(index of the shard holding example ``start``, rows to skip inside it), from the
-    manifest's ``rows``; ``(len(shards), 0)`` when ``start`` is the number of examples."""
-    if start == 0:
-        return 0, 0
-    left = start
-    for k, s in enumerate(shards):
-        rows = s.get("rows")
-        if not isinstance(rows, int) or isinstance(rows, bool) or rows < 0:
-            raise VerifyError(
-                f"{d / MANIFEST}: shard {s.get('file')!r} has no row count ('rows'), "
-                "needed to start past the first example"
-            )
-        if left < rows:
-            return k, left
-        left -= rows
-    if left == 0:
-        return len(shards), 0
-    raise VerifyError(f"{d}: start {start} is beyond the export's {start - left} examples")
-
-
-def _read_shard(path: Path) -> pa.Table:
-    """One shard, every column (the one place shards are decoded for reading)."""
-    return pq.read_table(path)
-
-
-def _flat(table: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Flat token ids, flat weights and row offsets of a shard (one chunk)."""
-    tcol = table.column("tokens").combine_chunks()
-    wcol = table.column("weights").combine_chunks()
-    if isinstance(tcol, pa.ChunkedArray):  # pragma: no cover - older pyarrow
-        tcol, wcol = tcol.chunk(0), wcol.chunk(0)
-    offsets = tcol.offsets.to_numpy()
-    if not np.array_equal(offsets, wcol.offsets.to_numpy()):
-        raise VerifyError("tokens and weights have different lengths")
-    start = offsets[0]
-    return (
-        tcol.values.to_numpy()[start:] if start else tcol.values.to_numpy(),
-        wcol.values.to_numpy()[start:] if start else wcol.values.to_numpy(),
-        offsets - start,
-    )
-
-
-def to_datum(example: dict[str, Any]) -> Any:
-    """A ``tinker.types.Datum`` for one example: input tokens[:-1], targets tokens[1:],
-    weights[1:] (weights[i] is the weight of predicting tokens[i])."""
-    from tinker import types
-
-    tokens = np.asarray(example["tokens"], dtype=np.int64)
-    weights = np.asarray(example["weights"], dtype=np.float32)
-    if len(tokens) < 2 or len(weights) != len(tokens):
-        raise VerifyError(
-            f"example {example.get('example_id')!r}: needs >= 2 tokens and one weight per token"
-        )
-    return types.Datum(
-        model_input=types.ModelInput.from_ints(tokens[:-1].tolist()),
-        loss_fn_inputs={
-            "target_tokens": types.TensorData.from_numpy(np.ascontiguousarray(tokens[1:])),
-            "weights": types.TensorData.from_numpy(np.ascontiguousarray(weights[1:])),
-        },
-    )
-
-
-# ------------------------------------------------------------------ verify
-
-
-@dataclass
-class VerifyReport:
-    directory: Path
-    manifest: dict[str, Any]
-    examples: int
-    tokens: int
-    datums: int
-    counts: list[dict[str, Any]]
-
-    def text(self) -> str:
-        m = self.manifest
-        lines = [
-            f"{self.directory}: ok: {len(m['shards'])} shards, {self.examples:,} examples, "
-            f"{self.tokens:,} tokens; hashes, counts, weights and token ranges ({m['tokenizer']}) "
-            f"checked; {self.datums:,} tinker Datums built",
-            "",
-        ]
-        # Per stratum over all epochs (the manifest keeps each epoch apart).
-        agg: dict[tuple[str, str, str], list[int]] = {}
-        for c in self.counts:
-            k = (c["source"], c["concept"] or "-", c["doc_type"] or "-")
-            r = agg.setdefault(k, [0, 0, 0, 0, 0])
-            r[0] = max(r[0], c["documents"])
-            r[1] += c["examples"]
-            r[2] += c["tokens"]
-            r[3] += c["loss_tokens"]
-            r[4] += 1
-        total = sum(r[2] for r in agg.values()) or 1
-        head = [
-            "source",
-            "concept",
-            "doc_type",
-            "epochs",
-            "docs/epoch",
-            "examples",
-            "tokens",
-            "loss tokens",
-            "% tokens",
-        ]
-        rows = [
-            [
-                *k,
-                str(r[4]),
-                f"{r[0]:,}",
-                f"{r[1]:,}",
-                f"{r[2]:,}",
-                f"{r[3]:,}",
-                f"{100 * r[2] / total:.1f}",
-            ]
-            for k, r in sorted(agg.items(), key=lambda kv: (SOURCES.index(kv[0][0]), kv[0]))
-        ]
-        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
-
-        def fmt(r: list[str]) -> str:
-            return "  ".join(
-                v.ljust(w) if i < 3 else v.rjust(w)
-                for i, (v, w) in enumerate(zip(r, widths, strict=True))
-            ).rstrip()
-
-        lines += [fmt(head), "  ".join("-" * w for w in widths)] + [fmt(r) for r in rows]
-        return "\n".join(lines)
-
-
-def verify(
-    directory: str | Path,
-    build_datums: bool = True,
-    progress: Callable[[int], None] | None = None,
-) -> VerifyReport:
-    """Re-read an export and check it against its manifest and tokenizer; build every
-    example's tinker Datum. Raises ``VerifyError`` listing every problem."""
-    d = Path(directory)
-    manifest = read_manifest(d)
-    problems: list[str] = []
-    listed = {s["file"] for s in manifest["shards"]}
-    for p in sorted(d.iterdir()):
-        if p.name != MANIFEST and p.name not in listed:
-            problems.append(f"{p.name}: not vouched for by the manifest")
-    try:
-        tok = get_tokenizer(manifest["tokenizer"])
-    except SdfError as exc:
-        raise VerifyError(f"{d}: cannot load tokenizer {manifest['tokenizer']!r}: {exc}") from None
-    if manifest.get("vocab_hash") != tok.vocab_hash:
-        problems.append(
-            f"tokenizer {tok.name}: vocabulary hash differs from the manifest's (another "
-            "version of the tokenizer?)"
-        )
-    n_vocab, max_len = tok.n_vocab, int(manifest["max_seq_len"])
-    eos_id = manifest.get("eos_id")
-    counts = _Counts()
-    examples = tokens = datums = 0
-    ids: set[str] = set()
-    last_piece: dict[tuple[str, str, int], tuple[int, int]] = {}  # text -> (piece, last id)
-    if build_datums:
-        import tinker  # noqa: F401  (the SDK's types; no server is contacted)
-
-    for s in manifest["shards"]:
-        p = d / s["file"]
-        if not p.is_file():
-            problems.append(f"{s['file']}: listed in the manifest but missing")
-            continue
-        if _file_sha256(p) != s["sha256"]:
-            problems.append(f"{s['file']}: sha256 differs from the manifest")
-            continue
-        try:
-            table = pq.read_table(p)
-        except Exception as exc:
-            problems.append(f"{s['file']}: unreadable Parquet ({exc})")
-            continue
-        missing = [n for n in SHARD_SCHEMA.names if n not in table.column_names]
-        if missing:
-            problems.append(f"{s['file']}: missing columns {', '.join(missing)}")
-            continue
-        toks, wts, offsets = _flat(table)
-        lengths = np.diff(offsets)
-        n = table.num_rows
-        where = s["file"]
-        if n != s["rows"] or int(offsets[-1]) != s["tokens"]:
-            problems.append(
-                f"{where}: {n} rows / {int(offsets[-1])} tokens, manifest says "
-                f"{s['rows']} / {s['tokens']}"
-            )
-        if len(toks) and (int(toks.min()) < 0 or int(toks.max()) >= n_vocab):
-            problems.append(f"{where}: token ids outside [0, {n_vocab}) of {tok.name}")
-        if n and int(lengths.min()) < 2:
-            problems.append(f"{where}: an example has fewer than 2 tokens")
-        if n and int(lengths.max()) > max_len:
-            problems.append(f"{where}: an example exceeds max_seq_len {max_len}")
-        if not np.all(np.isfinite(wts)) or (len(wts) and (wts.min() < 0 or wts.max() > 1)):
-            problems.append(f"{where}: weights outside [0, 1]")
-        if n and np.any(wts[offsets[:-1][lengths > 0]] != 0):
-            problems.append(f"{where}: an example's first weight is not 0")
-        meta = {k: table.column(k).to_pylist() for k in SHARD_SCHEMA.names[2:]}
-        seg_loss = np.add.reduceat(wts.astype(np.float64), offsets[:-1]) if n else []
-        for i in range(n):
-            src = meta["source"][i]
-            if src not in SOURCES:
-                problems.append(f"{where}: row {i}: unknown source {src!r}")
-                continue
-            key = (meta["concept"][i], meta["doc_type"][i], src, meta["epoch"][i])
-            counts.add(key, meta["doc_id"][i], int(lengths[i]), float(seg_loss[i]))
-            if meta["example_id"][i] in ids:
-                problems.append(f"{where}: row {i}: example_id repeated")
-            ids.add(meta["example_id"][i])
-            if src != "chat":
-                k = (src, meta["doc_id"][i], meta["epoch"][i])
-                piece = meta["piece"][i]
-                if piece >= last_piece.get(k, (-1, 0))[0]:
-                    last_piece[k] = (piece, int(toks[offsets[i + 1] - 1]))
-            if build_datums:
-                a, b = offsets[i], offsets[i + 1]
-                datum = to_datum({"tokens": toks[a:b], "weights": wts[a:b]})
-                if datum.model_input.length != lengths[i] - 1:
-                    problems.append(f"{where}: row {i}: Datum input length mismatch")
-                datums += 1
-        examples += n
-        tokens += int(offsets[-1])
-        if progress:
-            progress(n)
-    if eos_id is not None:
-        no_eos = sum(1 for _, last in last_piece.values() if last != eos_id)
-        if no_eos:
-            problems.append(f"{no_eos} documents do not end with EOS id {eos_id}")
-    recount = counts.to_list()
-    if recount != manifest["counts"]:
-        problems.append("per-stratum counts recomputed from the shards differ from the manifest")
-    if examples != manifest.get("examples") or tokens != manifest.get("tokens"):
-        problems.append(
-            f"totals {examples} examples / {tokens} tokens differ from the manifest's "
-            f"{manifest.get('examples')} / {manifest.get('tokens')}"
-        )
-    if problems:
-        raise VerifyError(f"{d}: verification failed:\n  " + "\n  ".join(problems))
-    return VerifyReport(d, manifest, examples, tokens, datums, recount)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sdfkit.errors import SdfError
-from sdfkit.export.shards import to_datum
+from sdfkit.export.verify import to_datum
 from sdfkit.llm.models import expected_tokenizer
 from sdfkit.store.records import utc_now
 from sdfkit.train.service import (
@@ -203,11 +203,11 @@ class ExportView:
 
 
 def open_export(export_dir: str | os.PathLike[str]) -> ExportView:
-    """The manifest (checked by ``sdfkit.export.shards.read_manifest``) and the ``epoch`` column of
+    """The manifest (checked by ``sdfkit.export.verify.read_manifest``) and the ``epoch`` column of
     every shard (cheap: one int column), which is all a plan needs."""
     import pyarrow.parquet as pq
 
-    from sdfkit.export.shards import read_manifest
+    from sdfkit.export.verify import read_manifest
 
     path = Path(export_dir)
     manifest = read_manifest(path)
@@ -229,11 +229,11 @@ def open_export(export_dir: str | os.PathLike[str]) -> ExportView:
 
 
 def iter_examples(view: ExportView, start: int = 0) -> Iterator[dict[str, Any]]:
-    """Examples in training order from row ``start`` on (``sdfkit.export.shards.read_export``, which
+    """Examples in training order from row ``start`` on (``sdfkit.export.verify.read_export``, which
     first checks the sha256 of every shard it will read against the manifest). A resume
     seeks: shards before the one holding ``start`` are skipped by their row counts, never
     read or decoded."""
-    from sdfkit.export.shards import read_export
+    from sdfkit.export.verify import read_export
 
     _, examples = read_export(view.path, check_hashes=True, start=start)
     return examples
@@ -751,7 +751,7 @@ def _train(
                 saved.append(_checkpoint(client, store, plan, step, epoch_ends, cfg))
             a, b, _ = plan.batches[step]
             batch = [next(examples) for _ in range(b - a)]
-            data = [to_datum(ex) for ex in batch]  # sdfkit.export.shards.to_datum (contract B)
+            data = [to_datum(ex) for ex in batch]  # sdfkit.export.verify.to_datum (contract B)
             adam = _adam(cfg, plan.learning_rates[step])
             t0 = time.monotonic()
             # Submitting returns futures at once; the next step is submitted before this one

@@ -373,9 +373,9 @@ class SweepPlan:
 def _base(store: Store, name: str) -> tuple[Any, dict[str, Any]]:
     """The base selection's report (its achieved documents and tokens are the budget) and
     its config (seed, balance, grade filter)."""
-    from sdfkit.export.selection import load_report
+    from sdfkit.export.selection import load_selection_report
 
-    report = load_report(store, name)
+    report = load_selection_report(store, name)
     rows = store.query("SELECT config FROM selection_runs WHERE name = ?", [name])
     return report, json.loads(rows["config"][0])
 
@@ -396,7 +396,8 @@ def default_out(store: Store, spec: SweepSpec) -> Path:
 def prepare(store: Store, spec: SweepSpec, log: Callable[[str], None] | None = None) -> SweepPlan:
     """Selections, exports and training plans of every variant (contacts no service)."""
     from sdfkit.export.selection import SelectionError, select
-    from sdfkit.export.shards import export, read_manifest
+    from sdfkit.export.shards import export
+    from sdfkit.export.verify import read_manifest
     from sdfkit.llm.tokens import canonical_name
     from sdfkit.train.run import plan_run
 
