@@ -179,15 +179,22 @@ def options(command: Any) -> dict[str, bool]:
     return found
 
 
+def subcommands(command: Any) -> dict[str, Any]:
+    """A group's subcommands, including those it builds only when asked (``sdf audit NAME``)."""
+    if not hasattr(command, "list_commands"):
+        return {}
+    ctx = command.context_class(command)
+    return {name: command.get_command(ctx, name) for name in command.list_commands(ctx)}
+
+
 def option_names(command: Any) -> set[str]:
     return set(options(command))
 
 
 def all_option_names(command: Any) -> set[str]:
     names = option_names(command)
-    if hasattr(command, "commands"):
-        for sub in command.commands.values():
-            names |= all_option_names(sub)
+    for sub in subcommands(command).values():
+        names |= all_option_names(sub)
     return names
 
 
@@ -209,9 +216,10 @@ def check_sdf_args(root: Any, args: list[str]) -> list[str]:
             continue
         if not descending or word.startswith("-"):
             continue
-        if hasattr(command, "commands"):
-            if word in command.commands:
-                command = command.commands[word]
+        if hasattr(command, "list_commands"):
+            subs = subcommands(command)
+            if word in subs:
+                command = subs[word]
                 path.append(word)
                 continue
             if _placeholder(word):  # `sdf audit <name> ...`: options of an unnamed command
