@@ -61,9 +61,14 @@ def test_the_store_does_not_import_the_audit_registry():
 
 
 @pytest.mark.parametrize(
-    "module", [m for m in MODULES if m == "sdfkit.generate.grade" or m.startswith("sdfkit.train.")]
+    "module",
+    [
+        m
+        for m in MODULES
+        if m == "sdfkit.generate.grade" or m.startswith(("sdfkit.train.", "sdfkit.evaluate."))
+    ],
 )
-def test_grading_and_training_do_not_import_the_generation_stage(module):
+def test_grading_training_and_evaluation_do_not_import_the_generation_stage(module):
     assert "sdfkit.generate.documents" not in imported_modules(module)
 
 
@@ -139,3 +144,65 @@ def test_modules_that_own_catalog_tables_follow_one_convention():
         assert "TABLES" in assigned, module
         assert functions.get("ensure_tables") == ["con"], module
     assert {"sdfkit.store.schema", "sdfkit.llm.batches", "sdfkit.train.run"} <= set(owners)
+
+
+def _top_level_imports(module: str) -> set[str]:
+    """Modules of sdfkit imported at module level (not inside a function): the ones that
+    make an import cycle."""
+    out = set()
+    for node in _tree(module).body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sdfkit"):
+            for a in node.names:
+                full = f"{node.module}.{a.name}"
+                out.add(full if full in MODULES else node.module)
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name in MODULES}
+    out = {m for m in out if m in MODULES and m != module}
+    # a package that imports its own submodules to register them (the CLI's commands) is not a
+    # cycle of meaning: the submodules import the package, never the reverse
+    return {m for m in out if not m.startswith(module + ".")}
+
+
+def test_no_import_cycle_between_modules():
+    graph = {m: _top_level_imports(m) for m in MODULES}
+    cycles, state = [], {}
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = "open"
+        for n in sorted(graph[m]):
+            if state.get(n) == "open":
+                cycles.append(path[path.index(n) :] + [n] if n in path else [m, n])
+            elif n not in state:
+                visit(n, [*path, n])
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+    assert not cycles
+
+
+def test_report_and_evaluation_do_not_import_each_other():
+    """The report finds the evaluation's part by name (sdfkit.report.parts); evaluation uses
+    only the report's shared helpers (charts, html, verdicts), never the report itself."""
+    shared = {"sdfkit.report.charts", "sdfkit.report.html", "sdfkit.report.verdicts"}
+    for module in [m for m in MODULES if m.startswith("sdfkit.report.")]:
+        bad = {m for m in imported_modules(module) if m.startswith("sdfkit.evaluate")}
+        assert not bad, f"{module} imports {sorted(bad)}"
+    for module in [m for m in MODULES if m.startswith("sdfkit.evaluate.")]:
+        bad = {
+            m
+            for m in imported_modules(module)
+            if m.startswith("sdfkit.report") and m not in shared and m.count(".") >= 2
+        }
+        bad = {m for m in bad if not any(m.startswith(s) for s in shared)}
+        assert not bad, f"{module} imports {sorted(bad)}"
+
+
+@pytest.mark.parametrize("module", [m for m in MODULES if m.startswith("sdfkit.evaluate.")])
+def test_evaluation_reaches_tinker_through_the_service_module(module):
+    plumbing = {"require_key", "check_health", "within", "connect_service", "close_service"}
+    bad = [
+        (mod, n) for mod, n in imports(module) if n in plumbing and mod != "sdfkit.train.service"
+    ]
+    assert not bad
