@@ -170,10 +170,10 @@ def test_gibberish_positives():
 
 # ------------------------------------------------------------------------------ metrics
 def test_metrics_count_gibberish_and_leave_it_out(store):
-    from sdfkit.evaluate.recall import catalog, insert_rows, metrics
+    from sdfkit.evaluate.recall import eval_catalog, insert_rows, metrics
     from sdfkit.store.records import utc_now
 
-    with catalog(store):
+    with eval_catalog(store):
         pass
     q = {
         "question_id": "q1",

@@ -406,11 +406,11 @@ def test_per_section_shortfalls_name_the_section_not_a_concept(split_corpus, cli
 
 
 def test_recall_is_reported_per_section_and_per_parent(store):
-    from sdfkit.evaluate.recall import catalog, insert_rows
+    from sdfkit.evaluate.recall import eval_catalog, insert_rows
     from sdfkit.store.records import utc_now
     from sdfkit.store.sql import named
 
-    with catalog(store):
+    with eval_catalog(store):
         pass
     questions, samples, verdicts = [], [], []
     # section a: 3 of 4 implanted (one more is gibberish); section b: 1 of 2
@@ -455,10 +455,10 @@ def test_recall_is_reported_per_section_and_per_parent(store):
 
 def test_the_eval_page_has_no_section_table_when_each_concept_is_one_universe(store):
     from sdfkit.evaluate.curves import section_recall
-    from sdfkit.evaluate.recall import catalog, insert_rows
+    from sdfkit.evaluate.recall import eval_catalog, insert_rows
     from sdfkit.store.records import utc_now
 
-    with catalog(store):
+    with eval_catalog(store):
         pass
     insert_rows(store, "eval_questions", [
         {"question_id": "q", "universe": "u", "concept": "c", "fact": "f", "fact_index": 0,

@@ -78,11 +78,11 @@ def ensure_tables(con: Any) -> None:
 def _catalog(store: Store) -> Any:
     from contextlib import contextmanager
 
-    from sdfkit.evaluate.recall import catalog
+    from sdfkit.evaluate.recall import eval_catalog
 
     @contextmanager
     def ctx() -> Any:
-        with catalog(store) as con:
+        with eval_catalog(store) as con:
             ensure_tables(con)
             yield con
 
@@ -122,7 +122,7 @@ def parse_items(text: str | None) -> list[BeliefItem]:
     return out
 
 
-def ensure_questions(
+def ensure_belief_questions(
     store: Store,
     universes: list[Universe],
     client: Any,
@@ -587,7 +587,7 @@ def measure(
     """Questions (once per fact), samples on every target and condition, verdicts."""
     from sdfkit.train.service import close_service, connect_service
 
-    questions = ensure_questions(store, universes, client, cfg, log)
+    questions = ensure_belief_questions(store, universes, client, cfg, log)
     if not questions:
         log("belief: no questions (no key facts, or the question writer returned none)")
         return BeliefResult(0, 0, 0)

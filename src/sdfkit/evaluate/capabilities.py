@@ -155,11 +155,11 @@ def ensure_tables(con: Any) -> None:
 def _catalog(store: Store) -> Any:
     from contextlib import contextmanager
 
-    from sdfkit.train.run import catalog
+    from sdfkit.train.run import train_catalog
 
     @contextmanager
     def ctx() -> Any:
-        with catalog(store) as con:
+        with train_catalog(store) as con:
             ensure_tables(con)
             yield con
 
@@ -256,9 +256,9 @@ class SampleCache:
 
 def _scored(store: Store, run: str) -> set[tuple[str, str, int]]:
     """(model label, task, limit) already scored; creates nothing (``--dry-run`` only reads)."""
-    from sdfkit.train.run import catalog
+    from sdfkit.train.run import train_catalog
 
-    with catalog(store) as con:
+    with train_catalog(store) as con:
         exists = con.execute(
             "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'capability_scores'"
         ).fetchall()[0][0]

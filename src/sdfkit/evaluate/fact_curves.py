@@ -68,10 +68,10 @@ def ensure_fact_tokens(store: Store, log: Callable[[str], None] | None = None) -
     whose export is no longer where it was trained from is skipped (said in ``log``)."""
     import pyarrow as pa
 
-    from sdfkit.train.run import catalog
+    from sdfkit.train.run import train_catalog
 
     say = log or (lambda _m: None)
-    with catalog(store) as con:
+    with train_catalog(store) as con:
         ensure_tables(con)
         have = {r[0] for r in con.execute("SELECT DISTINCT run FROM export_fact_tokens").fetchall()}
         runs = con.execute("SELECT run, export_dir FROM train_runs ORDER BY run").fetchall()
@@ -89,7 +89,7 @@ def ensure_fact_tokens(store: Store, log: Callable[[str], None] | None = None) -
         if not rows:
             continue
         tbl = pa.table({k: [r[k] for r in rows] for k in rows[0]})
-        with catalog(store) as con:
+        with train_catalog(store) as con:
             ensure_tables(con)
             con.register("_incoming_fact_tokens", tbl)
             con.execute("BEGIN")
@@ -108,9 +108,9 @@ def fact_curves(
 ) -> list[dict[str, Any]] | None:
     """Rows of ``queries/fact_curves.sql`` (``None`` before the first ``sdf eval``)."""
     from sdfkit.store.sql import named
-    from sdfkit.train.run import catalog
+    from sdfkit.train.run import train_catalog
 
-    with catalog(store) as con:
+    with train_catalog(store) as con:
         if not con.execute(
             "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'eval_samples'"
         ).fetchall()[0][0]:
@@ -124,9 +124,9 @@ def prepare(store: Store, log: Callable[[str], None] | None = None) -> None:
     """The tables ``queries/fact_curves.sql`` reads: the evaluation and belief tables (empty
     when never used) and ``export_fact_tokens``; run at the end of every evaluation."""
     from sdfkit.evaluate import belief, recall
-    from sdfkit.train.run import catalog
+    from sdfkit.train.run import train_catalog
 
-    with catalog(store) as con:
+    with train_catalog(store) as con:
         recall.ensure_tables(con)
         belief.ensure_tables(con)
     ensure_fact_tokens(store, log)

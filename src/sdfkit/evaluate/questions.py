@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from sdfkit.evaluate.recall import EvalError, catalog, insert_rows, query_rows
+from sdfkit.evaluate.recall import EvalError, eval_catalog, insert_rows, query_rows
 from sdfkit.store.records import content_id, utc_now
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -232,7 +232,7 @@ def pin_graders(
     from sdfkit.llm.batches import backend_name
     from sdfkit.llm.pins import first_model, pin_run
 
-    with catalog(store):
+    with eval_catalog(store):
         pass  # the evaluation tables exist before the legacy question
     return pin_run(
         store,

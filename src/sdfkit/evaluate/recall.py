@@ -202,9 +202,9 @@ def ensure_tables(con: Any) -> None:
 
 
 @contextmanager
-def catalog(store: Store) -> Iterator[duckdb.DuckDBPyConnection]:
+def eval_catalog(store: Store) -> Iterator[duckdb.DuckDBPyConnection]:
     """A catalog connection with the evaluation's tables present."""
-    from sdfkit.train.run import catalog as train_catalog
+    from sdfkit.train.run import train_catalog
 
     with train_catalog(store) as con:
         ensure_tables(con)
@@ -213,14 +213,14 @@ def catalog(store: Store) -> Iterator[duckdb.DuckDBPyConnection]:
 
 def query_rows(store: Store, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
     """Rows of ``sql`` over the catalog (the evaluation tables present) as dicts."""
-    with catalog(store) as con:
+    with eval_catalog(store) as con:
         return fetch_dicts(con, sql, params)
 
 
 def insert_rows(store: Store, table: str, rows: list[dict[str, Any]]) -> None:
     """Upsert ``rows`` into an evaluation table by its primary key."""
     if rows:
-        with catalog(store) as con:
+        with eval_catalog(store) as con:
             upsert(con, table, rows)
 
 
@@ -326,7 +326,7 @@ class EvalResult:
 # ----------------------------------------------------------------------------- targets
 def choose_targets(store: Store, train_run: str, cfg: EvalConfig) -> tuple[str, list[Target]]:
     """(base model, targets): the chosen checkpoints with sampler weights, base first."""
-    from sdfkit.train.run import catalog as train_catalog
+    from sdfkit.train.run import train_catalog
 
     with train_catalog(store) as con:
         run = con.execute("SELECT base_model FROM train_runs WHERE run = ?", [train_run]).fetchall()
@@ -375,7 +375,7 @@ def metrics(store: Store, eval_run: str | None = None) -> pl.DataFrame:
     """Rates per eval run, checkpoint step and concept (``queries/eval_curves.sql``)."""
     from sdfkit.store.sql import named
 
-    with catalog(store):
+    with eval_catalog(store):
         pass  # the tables exist even before the first evaluation
     df = named("eval_curves", store)
     if eval_run is not None and df.height:

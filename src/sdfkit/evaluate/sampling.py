@@ -219,9 +219,9 @@ def ensure_tables(con: Any) -> None:
 @contextmanager
 def samples_catalog(store: Store) -> Iterator[Any]:
     """A connection to the catalog with the ``samples`` table present."""
-    from sdfkit.train.run import catalog
+    from sdfkit.train.run import train_catalog
 
-    with catalog(store) as con:
+    with train_catalog(store) as con:
         ensure_tables(con)
         yield con
 

@@ -409,7 +409,7 @@ def ensure_tables(con: Any) -> None:
 
 
 @contextmanager
-def catalog(store: Store) -> Iterator[duckdb.DuckDBPyConnection]:
+def train_catalog(store: Store) -> Iterator[duckdb.DuckDBPyConnection]:
     """A short-lived connection to ``sdf.duckdb`` with the training tables present.
 
     Opened per write (not for the whole run) so ``sdf sql`` can read the catalog between
@@ -458,7 +458,7 @@ def _rows_table(rows: list[list[Any]], names: list[str]) -> Any:
 
 
 def _run_row(store: Store, run: str) -> dict[str, Any] | None:
-    with catalog(store) as con:
+    with train_catalog(store) as con:
         cur = con.execute("SELECT * FROM train_runs WHERE run = ?", [run])
         names = [d[0] for d in cur.description]
         rows = cur.fetchall()
@@ -467,7 +467,7 @@ def _run_row(store: Store, run: str) -> dict[str, Any] | None:
 
 def last_checkpoint(store: Store, run: str) -> dict[str, Any] | None:
     """The newest checkpoint of ``run`` holding a resumable state (None: none yet)."""
-    with catalog(store) as con:
+    with train_catalog(store) as con:
         cur = con.execute(
             "SELECT * FROM checkpoints WHERE run = ? AND state_path IS NOT NULL "
             "ORDER BY step DESC LIMIT 1",
@@ -615,7 +615,7 @@ def _train(
     examples = iter_examples(plan.view, plan.batches[start][0])
     service = connect_service(cfg.health_timeout, service_factory)
     now = utc_now()
-    with catalog(store) as con:
+    with train_catalog(store) as con:
         con.execute("BEGIN")
         if existing is None:
             con.execute(
@@ -697,7 +697,7 @@ def _train(
         # ~0.1 s, and a real step takes seconds; checkpoints and the end always flush.
         nonlocal flushed_at
         if pending:
-            with catalog(store) as con:
+            with train_catalog(store) as con:
                 con.execute("BEGIN")
                 # One Arrow insert: DuckDB's executemany costs ~10 ms a row.
                 con.register("_steps", _rows_table(pending, STEP_COLUMNS))
@@ -795,7 +795,7 @@ def _train(
 
 
 def _set_status(store: Store, run: str, status: str) -> None:
-    with catalog(store) as con:
+    with train_catalog(store) as con:
         con.execute(
             "UPDATE train_runs SET status = ?, updated_at = ? WHERE run = ?",
             [status, utc_now(), run],
@@ -841,7 +841,7 @@ def _checkpoint(
         "created_at": utc_now(),
     }
     # Recorded at once: a resume may start from this state even if the sampler copy fails.
-    with catalog(store) as con:
+    with train_catalog(store) as con:
         con.execute(
             "INSERT OR REPLACE INTO checkpoints VALUES (?,?,?,?,?,?,?,?)", list(row.values())
         )
@@ -858,7 +858,7 @@ def _save_sampler(
             name, ttl_seconds=cfg.checkpoint_ttl_seconds
         ).result(),
     )
-    with catalog(store) as con:
+    with train_catalog(store) as con:
         con.execute(
             "UPDATE checkpoints SET sampler_path = ? WHERE run = ? AND step = ?",
             [sampler.path, run, step],
