@@ -122,7 +122,7 @@ def main() -> int:
     first = scales[0]
     head = "".join(f" {f'{s:g}× s':>9} {f'{s:g}× MB':>9}" for s in scales)
     grow = "".join(f" {f'{s:g}×/{first:g}×':>9}" for s in scales[1:])
-    print(f"\n  {'stage':<12}{head}   seconds growth / documents growth:{grow}")
+    print(f"\n  {'stage':<12}{head}   {grow}  (seconds growth / documents growth)")
     for stage in STAGES:
         cells, ratios = "", ""
         for s in scales:
@@ -132,7 +132,7 @@ def main() -> int:
         t0 = results[first][1][stage]["seconds"]
         for s in scales[1:]:
             ratios += f" {results[s][1][stage]['seconds'] / max(t0, 1e-9) / (s / first):>9.2f}"
-        print(f"  {stage:<12}{cells}   {' ' * 33}{ratios}")
+        print(f"  {stage:<12}{cells}   {ratios}")
     peak = max(r["peak_mb"] for _, runs in results.values() for r in runs.values())
     print(f"\n  largest peak: {peak:,.0f} MB (target at 10×: <= 6,144 MB); ! = command failed")
     print(f"load average {load_average()} at end")
