@@ -32,8 +32,10 @@ format: install
 	$(VENV)/bin/ruff check --fix src tests bench
 	$(VENV)/bin/ruff format src tests bench
 
+# `make bench BENCH=scale_report SCALES=1,3` runs one benchmark (bench/bench_<BENCH>.py) at
+# some scales; the full run (every bench, 1×/3×/10×) takes hours on 2 cores.
 bench: install
-	$(PY) bench/run.py
+	$(PY) bench/run.py $(if $(BENCH),--only $(BENCH))
 
 report: install
 	$(SDF) report

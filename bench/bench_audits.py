@@ -22,10 +22,8 @@ Usage: ``python bench/bench_audits.py [--docs N] [--corpus DIR] [--quick] [--ful
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +31,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _runner import in_child  # noqa: E402
+
 os.environ.setdefault("SDF_PROGRESS", "0")
 
 
@@ -95,15 +95,7 @@ def _child_ngrams_counter(corpus: str, where: str | None) -> dict:
 
 
 def _in_child(fn: str, *args: object) -> dict:
-    code = (
-        f"import json, sys; sys.path.insert(0, {str(HERE)!r}); import bench_audits as b; "
-        f"print('@@' + json.dumps(b.{fn}(*{args!r})))"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(proc.stderr[-3000:])
-    line = [x for x in proc.stdout.splitlines() if x.startswith("@@")][-1]
-    return json.loads(line[2:])
+    return in_child("bench_audits", fn, *args)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -29,11 +29,9 @@ Usage: ``python bench/bench_dedup.py [--docs 9600] [--real 9600] [--big-mb 50] [
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +39,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _runner import in_child  # noqa: E402
+
 os.environ.setdefault("SDF_PROGRESS", "0")
 THRESHOLD = 0.7
 
@@ -135,15 +135,7 @@ def _child_datasketch(corpus: str, workers: int) -> dict:
 
 
 def _in_child(fn: str, *args: object) -> dict:
-    code = (
-        f"import json, sys; sys.path.insert(0, {str(HERE)!r}); import bench_dedup as b; "
-        f"print('@@' + json.dumps(b.{fn}(*{args!r})))"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(proc.stderr[-3000:])
-    line = [x for x in proc.stdout.splitlines() if x.startswith("@@")][-1]
-    return json.loads(line[2:])
+    return in_child("bench_dedup", fn, *args)
 
 
 # --------------------------------------------------------------------------- corpora

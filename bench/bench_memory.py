@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,6 +22,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _runner import in_child, measure  # noqa: E402
+
 os.environ.setdefault("SDF_PROGRESS", "0")
 AUDITS = ("shape", "keywords", "ngrams", "names", "dedup", "diversity")
 
@@ -48,15 +49,7 @@ def _child_audit(corpus: str, name: str) -> dict:
 
 
 def _in_child(fn: str, *args: object) -> dict:
-    code = (
-        f"import json, sys; sys.path.insert(0, {str(HERE)!r}); import bench_memory as b; "
-        f"print('@@' + json.dumps(b.{fn}(*{args!r})))"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    if proc.returncode != 0:
-        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr else "failed"}
-    line = [x for x in proc.stdout.splitlines() if x.startswith("@@")][-1]
-    return json.loads(line[2:])
+    return in_child("bench_memory", fn, *args, check=False)
 
 
 def _fresh(src: Path, dst: Path) -> Path:
@@ -67,22 +60,22 @@ def _fresh(src: Path, dst: Path) -> Path:
 
 
 def _report(corpus: Path, work: Path) -> dict:
-    import resource
-
     from bench_report import write_project
 
     write_project(work)
     env = dict(os.environ, SDF_CORPUS=str(corpus), SDF_PROGRESS="0")
     sdf = Path(sys.executable).with_name("sdf")
-    t = time.perf_counter()
-    proc = subprocess.run([str(sdf), "report"], cwd=work, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    run = measure([str(sdf), "report"], cwd=work, env=env)
     timings = {}
-    if proc.returncode in (0, 2):
+    if run["exit"] in (0, 2):
         data = json.loads((work / "reports" / "report.json").read_text())
         timings = {k: round(v.get("seconds") or 0, 1) for k, v in data.get("audits", {}).items()}
-    return {"seconds": seconds, "peak_mb": peak, "exit": proc.returncode, "timings": timings}
+    return {
+        "seconds": run["seconds"],
+        "peak_mb": run["peak_mb"],
+        "exit": run["exit"],
+        "timings": timings,
+    }
 
 
 def main() -> None:

@@ -23,9 +23,7 @@ Usage: ``python bench/bench_names.py [--docs 9600] [--corpus DIR] [--exhaustive-
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +31,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from _runner import in_child  # noqa: E402
+
 os.environ.setdefault("SDF_PROGRESS", "0")
 
 
@@ -58,15 +58,7 @@ def _child_names(corpus: str, where: str | None, mode: str, ratio: float, worker
 
 
 def _in_child(fn: str, *args: object) -> dict:
-    code = (
-        f"import json, sys; sys.path.insert(0, {str(HERE)!r}); import bench_names as b; "
-        f"print('@@' + json.dumps(b.{fn}(*{args!r})))"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(proc.stderr[-3000:])
-    line = [x for x in proc.stdout.splitlines() if x.startswith("@@")][-1]
-    return json.loads(line[2:])
+    return in_child("bench_names", fn, *args)
 
 
 def _row(label: str, ours: str, base: str, ratio: str = "") -> None:

@@ -459,3 +459,54 @@ def test_candidates_estimated_far_below_the_threshold_skip_the_exact_check(store
     assert quick.figures["pairs"] == full.figures["pairs"] and len(truth) == 5
     assert full.figures["candidate_pairs"] > 20  # the template made many candidates
     assert n_quick <= 10 < len(checked)  # only the likely pairs' documents were hashed
+
+
+def test_candidates_are_exactly_the_pairs_sharing_a_band():
+    # Groups of every size (2 up to a 40-document cluster) in some bands, noise elsewhere:
+    # the vectorised pair generation must give what a dictionary per band gives.
+    import itertools
+
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    config = dedup.Config()
+    bands, rows = dedup.lsh_params(config.threshold, config.num_perm, config.lsh_recall)
+    n = 300
+    matrix = rng.integers(0, 2**32, size=(n, config.num_perm), dtype=np.uint64).astype(np.uint32)
+    for size in (2, 2, 3, 5, 40):
+        members = rng.choice(n, size, replace=False)
+        for band in rng.choice(bands, 1 + size % 3, replace=False):
+            cols = slice(band * rows, (band + 1) * rows)
+            matrix[members, cols] = matrix[members[0], cols]
+    expected = set()
+    for band in range(bands):
+        groups: dict[bytes, list[int]] = {}
+        for i in range(n):
+            groups.setdefault(matrix[i, band * rows : (band + 1) * rows].tobytes(), []).append(i)
+        for members in groups.values():
+            expected |= set(itertools.combinations(sorted(members), 2))
+    a, b = dedup.candidate_index_pairs(matrix, config)
+    got = list(zip(a.tolist(), b.tolist(), strict=True))
+    assert len(got) == len(set(got)) and set(got) == expected and len(expected) > 780
+    assert all(x < y for x, y in got)
+
+
+def test_exact_jaccards_of_many_pairs_match_python_sets():
+    import numpy as np
+
+    rng = np.random.default_rng(5)
+    pool = rng.integers(0, 2**63, size=400, dtype=np.int64).astype(np.uint64)
+    sets = [np.unique(rng.choice(pool, rng.integers(1, 120))) for _ in range(30)]
+    sets[7] = None  # a document whose text was not read: its pairs stay unchecked
+    pairs = [(a, b) for a in range(30) for b in range(a + 1, 30) if rng.random() < 0.4]
+    a_idx = np.array([p[0] for p in pairs])
+    b_idx = np.array([p[1] for p in pairs])
+    check = np.flatnonzero(rng.random(len(pairs)) < 0.8)
+    out = np.full(len(pairs), np.nan)
+    dedup.exact_jaccards(sets, a_idx, b_idx, check, out)
+    for k, (a, b) in enumerate(pairs):
+        if k not in set(check.tolist()) or sets[a] is None or sets[b] is None:
+            assert np.isnan(out[k])
+            continue
+        sa, sb = set(sets[a].tolist()), set(sets[b].tolist())
+        assert out[k] == pytest.approx(len(sa & sb) / len(sa | sb), abs=1e-12)

