@@ -329,7 +329,7 @@ def _bench_minhash(store, args) -> None:
         [pa.array(texts["doc_id"].to_list()), pa.array(texts["text"].to_list(), pa.large_string())],
         names=["doc_id", "text"],
     )
-    stage = dedup.MinHashSignatures(5, 128, 1)
+    stage = dedup.MinHashStage(5, 128, 1)
     t = time.perf_counter()
     stage(batch)
     ours_s = time.perf_counter() - t

@@ -62,9 +62,9 @@ def main() -> int:
 
     from synth import make_corpus
 
-    from sdfkit.audits.dedup import MinHashSignatures
+    from sdfkit.audits.dedup import MinHashStage
     from sdfkit.audits.diversity import EmbeddingStage
-    from sdfkit.audits.names import NameCandidates, PersonEntities
+    from sdfkit.audits.names import NameCandidatesStage, PersonEntitiesStage
     from sdfkit.engine.local import read_results, run_stage
     from sdfkit.engine.ray_data import ray_session
     from sdfkit.engine.token_counts import TokenCountStage
@@ -83,9 +83,9 @@ def main() -> int:
         )
         stages = [
             ("token counts", TokenCountStage("o200k_harmony"), None, None),
-            ("MinHash signatures", MinHashSignatures(), None, None),
-            ("name candidates", NameCandidates(), None, None),
-            ("NER (spaCy)", PersonEntities(), set(ids[: args.ner_docs]), None),
+            ("MinHash signatures", MinHashStage(), None, None),
+            ("name candidates", NameCandidatesStage(), None, None),
+            ("NER (spaCy)", PersonEntitiesStage(), set(ids[: args.ner_docs]), None),
             ("embeddings (MiniLM)", EmbeddingStage(), set(ids[: args.embed_docs]), 1e-5),
         ]
         os.environ["SDF_RAY_TMP"] = str(tmp / "raytmp")

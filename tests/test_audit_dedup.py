@@ -136,7 +136,7 @@ def test_keep_longest_and_listing_only(store, planted):
 
 def test_signatures_are_a_cached_stage_table(store, planted):
     dedup.run(store, dedup.Config(num_perm=64, shingle_size=4, write_exclusions=False))
-    stage = dedup.MinHashSignatures(4, 64, 1)
+    stage = dedup.MinHashStage(4, 64, 1)
     tbl = read_results(store, stage)
     assert tbl.num_rows == len(planted)
     assert len(tbl.column("signature")[0].as_py()) == 64
@@ -421,10 +421,10 @@ def test_threads_give_the_signatures_of_one_thread():
     batch = pa.RecordBatch.from_arrays(
         [pa.array([str(i) for i in range(60)]), pa.array(texts)], names=["doc_id", "text"]
     )
-    one = dedup.MinHashSignatures(threads=1)(batch)
-    three = dedup.MinHashSignatures(threads=3)(batch)
+    one = dedup.MinHashStage(threads=1)(batch)
+    three = dedup.MinHashStage(threads=3)(batch)
     assert three.equals(one)
-    assert dedup.MinHashSignatures(threads=3).table == dedup.MinHashSignatures().table
+    assert dedup.MinHashStage(threads=3).table == dedup.MinHashStage().table
 
 
 def test_chunk_setting_is_checked():

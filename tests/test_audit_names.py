@@ -383,7 +383,7 @@ def test_exhaustive_route_splits_an_entity_spanning_a_list_of_people():
 
     text = "Copyright: Vladimir Prus, Peter Dimov and Jane Roe. Prus wrote it."
     ent = SimpleNamespace(label_="PERSON", text="Vladimir Prus, Peter Dimov and Jane Roe")
-    stage = names.PersonEntities()
+    stage = names.PersonEntitiesStage()
     stage._nlp = SimpleNamespace(pipe=lambda texts, **kw: [SimpleNamespace(ents=[ent])])
     stage._ready = True
     batch = pa.RecordBatch.from_arrays([pa.array(["d"]), pa.array([text])], ["doc_id", "text"])

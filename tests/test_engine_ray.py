@@ -163,10 +163,10 @@ def synth_corpora(tmp_path_factory):
 
 
 def _stage_cases():
-    from sdfkit.audits.dedup import MinHashSignatures
-    from sdfkit.audits.names import NameCandidates, PersonEntities
+    from sdfkit.audits.dedup import MinHashStage
+    from sdfkit.audits.names import NameCandidatesStage, PersonEntitiesStage
 
-    return [MinHashSignatures(), NameCandidates(), PersonEntities()]
+    return [MinHashStage(), NameCandidatesStage(), PersonEntitiesStage()]
 
 
 @pytest.mark.parametrize("index", range(3), ids=["minhash", "name_candidates", "ner"])

@@ -206,3 +206,16 @@ def test_evaluation_reaches_tinker_through_the_service_module(module):
         (mod, n) for mod, n in imports(module) if n in plumbing and mod != "sdfkit.train.service"
     ]
     assert not bad
+
+
+def test_engine_stages_are_named_alike():
+    """Every per-document stage is a ``Stage`` subclass named ``...Stage``, wherever it lives."""
+    stages = [
+        (module, node.name)
+        for module in MODULES
+        for node in ast.walk(_tree(module))
+        if isinstance(node, ast.ClassDef)
+        and any(getattr(b, "id", getattr(b, "attr", None)) == "Stage" for b in node.bases)
+    ]
+    assert len(stages) >= 5  # token counts, export tokens, embeddings, MinHash, names
+    assert [s for s in stages if not s[1].endswith("Stage")] == []

@@ -186,7 +186,7 @@ def _rollback(con: Any) -> None:
         pass
 
 
-def where_sql(store: Store, where: str | None) -> str:
+def where_clause(store: Store, where: str | None) -> str:
     """``WHERE <where>`` for an audit's ``where`` setting (a condition on ``documents``), or
     "" without one; a condition DuckDB cannot bind is a clear error, not a traceback."""
     if where is None:

@@ -5,7 +5,7 @@ idea): pairs of documents whose word-shingle sets overlap at or above a Jaccard 
 the clusters they form, and a keep-one-per-cluster exclusion that selection respects.
 
 How:
-1. A per-document stage (``MinHashSignatures``, an ``sdfkit.engine.local.Stage``) computes a
+1. A per-document stage (``MinHashStage``, an ``sdfkit.engine.local.Stage``) computes a
    one-permutation MinHash signature of each document's word k-shingles, vectorized with
    numpy over batches of shingle hashes and streamed in chunks of at most ``chunk_chars``
    code points (``sdfkit.audits.shingles``), stored as ``list<uint32>`` in the store table
@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 
-from sdfkit.audits import AuditResult, CatalogWrite, save, where_sql
+from sdfkit.audits import AuditResult, CatalogWrite, save, where_clause
 from sdfkit.audits.shingles import DEFAULT_CHUNK_CHARS, ShingleHasher, signatures
 from sdfkit.engine.local import Stage
 from sdfkit.settings import Checked, at_least, between, one_of
@@ -122,7 +122,7 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return inter / (len(a) + len(b) - inter)
 
 
-class MinHashSignatures(Stage):
+class MinHashStage(Stage):
     """Per-document MinHash signature of word shingles (one row per document)."""
 
     name: ClassVar[str] = "minhash"
@@ -345,13 +345,13 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
 
     config = config or Config()
     t0 = time.perf_counter()
-    where = where_sql(store, config.where)
+    where = where_clause(store, config.where)
     docs = store.query(
         f"SELECT doc_id, created_at, chars FROM documents {where} ORDER BY doc_id"
     ).unique("doc_id", keep="first", maintain_order=True)
     ids = docs["doc_id"].to_list()
     workers = config.workers or env_workers()
-    stage = MinHashSignatures(
+    stage = MinHashStage(
         config.shingle_size,
         config.num_perm,
         config.seed,

@@ -12,7 +12,7 @@ command flags) are kept out by a stop-list and by requiring names to look like n
 
 Two routes, same counting rules:
 
-- ``mode="fast"`` (default): a per-document stage (``NameCandidates``) finds capitalised 2-4
+- ``mode="fast"`` (default): a per-document stage (``NameCandidatesStage``) finds capitalised 2-4
   word sequences with plain regular expressions; DuckDB counts them over the corpus; spaCy NER
   then reads a few short windows around each of the most frequent candidates and accepts it
   when most windows tag it PERSON (and resolves "Ask Sarah Chen" to "Sarah Chen"). Accepted
@@ -21,7 +21,7 @@ Two routes, same counting rules:
   The lists are ranked by ``ner_mentions_estimate`` (mentions × the share of windows tagged
   PERSON): the small model calls some people ORG in part of their mentions, and the
   exhaustive route counts only the tagged ones (``rank_by="mentions"`` ranks by exact counts).
-- ``mode="exhaustive"``: spaCy NER over every document (``PersonEntities`` stage; about 20
+- ``mode="exhaustive"``: spaCy NER over every document (``PersonEntitiesStage`` stage; about 20
   minutes for 20M tokens on 2 cores, DEPS.md), every PERSON entity counted.
 """
 
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 
-from sdfkit.audits import AuditResult, where_sql
+from sdfkit.audits import AuditResult, where_clause
 from sdfkit.engine.local import Stage
 from sdfkit.errors import ConfigError, SdfError
 from sdfkit.settings import Checked, at_least, between, one_of
@@ -286,7 +286,7 @@ def find_candidate_details(
     return runs, Counter({w: n for w, n in singles.items() if w in lasts}), initial, lower
 
 
-class NameCandidates(Stage):
+class NameCandidatesStage(Stage):
     """Per document: capitalised word runs and lone capitalised words (regex, no model),
     with the evidence that tells openers and common words from names."""
 
@@ -330,7 +330,7 @@ def load_nlp(model: str) -> Any:
 _ENTITY_LIST = re.compile(r"\s*[,;&]\s*|\s+and\s+|\n")
 
 
-class PersonEntities(Stage):
+class PersonEntitiesStage(Stage):
     """Per document: spaCy PERSON entities, normalised (the exhaustive route)."""
 
     name: ClassVar[str] = "person_entities"
@@ -647,16 +647,16 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     config = config or Config()
     t0 = time.perf_counter()
     stop = STOP_WORDS | frozenset(config.extra_stop_words)
-    where = where_sql(store, config.where)
+    where = where_clause(store, config.where)
     docs = store.query(
         "SELECT doc_id, any_value(coalesce(concept, '')) AS concept, "
         f"any_value(coalesce(doc_type, '')) AS doc_type FROM documents {where} GROUP BY doc_id"
     )
     ids = set(docs["doc_id"].to_list())
     stage: Stage = (
-        NameCandidates()
+        NameCandidatesStage()
         if config.mode == "fast"
-        else PersonEntities(config.model, batch_size=config.batch_size)
+        else PersonEntitiesStage(config.model, batch_size=config.batch_size)
     )
     stage_run = run_stage(
         store, stage, engine=engine, workers=config.workers, where=ids if where else None
@@ -1092,8 +1092,8 @@ def top_names(result: AuditResult, k: int = 50) -> list[str]:
 
 __all__ = [
     "Config",
-    "NameCandidates",
-    "PersonEntities",
+    "NameCandidatesStage",
+    "PersonEntitiesStage",
     "find_candidates",
     "normalize",
     "run",

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from sdfkit.audits import AuditResult, where_sql
+from sdfkit.audits import AuditResult, where_clause
 from sdfkit.engine.local import Stage
 from sdfkit.settings import Checked, at_least, between, keys_at_least
 
@@ -170,7 +170,7 @@ class TokenHashStage(Stage):
 
 def _selected_documents(store: Store, config: Config) -> pl.DataFrame:
     """(doc_id, concept, doc_type) of the audited documents, in doc_id order."""
-    where = where_sql(store, config.where)
+    where = where_clause(store, config.where)
     return store.query(
         "SELECT doc_id, coalesce(concept, '') AS concept, coalesce(doc_type, '') AS doc_type "
         f"FROM documents {where} ORDER BY doc_id"
