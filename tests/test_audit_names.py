@@ -394,3 +394,57 @@ def test_exhaustive_route_splits_an_entity_spanning_a_list_of_people():
         "Jane Roe": 1,
     }
     assert row["singles"] == [{"text": "Prus", "n": 1}]
+
+
+@pytest.fixture
+def skewed(store, nlp):
+    """Felix Young: once, as a person, in each of 10 documents, and 24 times in one more
+    document inside a company name the small model tags ORG ("Felix Young Inc."). Sampling
+    a window per document reads mostly the person mentions; the exhaustive pass counts
+    about 10. Marcus Webb: 12 documents × 3 mentions, always PERSON."""
+    rng = random.Random(3)
+    records = []
+    for i in range(10):
+        sents = ["Felix Young, the lead engineer, presented the new design to the board."]
+        text = _doc(rng, sents) + f" This was memo number {i}."
+        records.append({"text": text, "concept": "alpha", "doc_type": "memo"})
+    org = ["Shares of Felix Young Inc. fell after the report."] * 24
+    records.append({"text": _doc(rng, org), "concept": "alpha", "doc_type": "memo"})
+    for _ in range(12):
+        sents = [
+            "Marcus Webb, a senior analyst, reviewed the findings.",
+            "Later, Marcus Webb wrote a short summary for the directors.",
+            "Marcus Webb, the committee chair, closed the meeting.",
+        ]
+        records.append({"text": _doc(rng, sents), "concept": "beta", "doc_type": "memo"})
+    store.append("documents_raw", build_documents(records))
+    return records
+
+
+def test_estimate_counts_every_mention_of_a_name_tagged_in_part(store, skewed):
+    """A name tagged PERSON in some windows and not in others has every mention read: its
+    estimate is the exhaustive pass's count, not mentions × a ratio sampled per document
+    (which put Felix Young at about 30 against the exhaustive 10)."""
+    fast = names.run(store, names.Config(top_k=5))
+    exhaustive = names.run(store, names.Config(mode="exhaustive", top_k=5))
+    counted = {d["name"]: d["mentions"] for d in exhaustive.figures["top"]}
+    top = {d["name"]: d for d in fast.figures["top"]}
+    felix = top["Felix Young"]
+    assert felix["mentions"] == 34  # every mention is still counted exactly
+    assert 0 < counted["Felix Young"] < 34
+    assert felix["ner_mentions_estimate"] == pytest.approx(counted["Felix Young"], rel=0.02)
+    assert felix["person_ratio"] == pytest.approx(counted["Felix Young"] / 34, abs=0.001)
+    assert top["Marcus Webb"]["ner_mentions_estimate"] == counted["Marcus Webb"] == 36
+    assert (
+        names.top_names(fast, 2)
+        == names.top_names(exhaustive, 2)
+        == [
+            "Marcus Webb",
+            "Felix Young",
+        ]
+    )
+    # every window read, and a second audit reads them all from the cache
+    assert fast.figures["windows_read"] >= 34
+    assert fast.figures["timings"]["ner_count"] >= 0
+    again = names.run(store, names.Config(top_k=5))
+    assert again.figures["top"] == fast.figures["top"]

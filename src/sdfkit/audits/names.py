@@ -630,6 +630,58 @@ def window_hits(
             yield from hits
 
 
+def _tagged_mentions(
+    store: Store,
+    candidates: list[str],
+    docs_of: dict[str, list[str]],
+    config: Config,
+    nlp: Any,
+    stop: frozenset[str],
+) -> tuple[dict[tuple[str, str], int], int]:
+    """Every mention of each candidate read by NER in its window: per (document, candidate),
+    how many are tagged PERSON as exactly that name (what the exhaustive pass counts), and
+    the windows read. Verdicts come from and go to the window cache."""
+    from sdfkit.progress import counter
+
+    ids = sorted({d for c in candidates for d in docs_of.get(c, [])})
+    texts: dict[str, str] = {}
+    if ids:
+        got = store.query(
+            "SELECT doc_id, any_value(text) AS text FROM documents "
+            "WHERE doc_id IN (SELECT unnest($ids)) GROUP BY doc_id",
+            {"ids": ids},
+        )
+        texts = dict(got.iter_rows())
+    jobs: list[tuple[str, str, str, int, int]] = []
+    for c in candidates:
+        for d in docs_of.get(c, []):
+            for w, s, e in _windows(texts.get(d, ""), c, 1 << 30, config.window_chars):
+                jobs.append((d, c, w, s, e))
+    keys = [_window_key(w, s, e) for _, _, w, s, e in jobs]
+    cached = _cached_window_hits(store, config.model, set(keys))
+    todo = [(k, (w, s, e)) for k, (_, _, w, s, e) in zip(keys, jobs, strict=True)]
+    todo = [t for t in todo if t[0] not in cached]
+    fresh: dict[str, str | None] = {}
+    with counter("names: count", total=len(todo), unit="windows") as tick:
+        hits = window_hits(nlp, [w for _, w in todo], config, stop, tick)
+        for (key, _), hit in zip(todo, hits, strict=True):
+            fresh[key] = hit
+    if fresh:
+        store.append(
+            _window_table(config.model),
+            pa.Table.from_pylist(
+                [{"window_key": k, "hit": h} for k, h in fresh.items()], schema=_WINDOW_SCHEMA
+            ),
+            key="window_key",
+        )
+    tagged: Counter[tuple[str, str]] = Counter()
+    for key, (d, c, *_) in zip(keys, jobs, strict=True):
+        hit = cached[key] if key in cached else fresh[key]
+        if hit == c:
+            tagged[(d, c)] += 1
+    return dict(tagged), len(jobs)
+
+
 def _spread(ids: list[str]) -> list[str]:
     """Documents in a fixed pseudo-random order (stable across runs), so windows spread."""
     import hashlib
@@ -758,13 +810,26 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
                 # the resolved name must be what the candidate's text says (or inside it)
                 if name in c or c in name:
                     resolved[c] = name if name in c else c
+        # A sampled ratio is only an estimate: a name the model tags PERSON in some windows
+        # and not in others, and that could reach the top list, has every mention read, so
+        # its estimate is the count of PERSON-tagged mentions (per document).
+        exact = _needs_every_mention(verdicts, resolved, with_lone, config)
+        t_exact = time.perf_counter()
+        tagged_of, exact_windows = (
+            _tagged_mentions(store, exact, docs_of, config, nlp, stop) if exact else ({}, 0)
+        )
+        timings["ner_count"] = round(time.perf_counter() - t_exact, 3)
+        exact_total: Counter[str] = Counter()
+        for (_, c), n in tagged_of.items():
+            exact_total[c] += n
         # A name's PERSON ratio: its candidates' window ratios, weighted by their mentions.
         weight: Counter[str] = Counter()
         tagged: dict[str, float] = {}
         for c, m in confirmed.iter_rows():
             if c in resolved:
                 weight[resolved[c]] += m
-                tagged[resolved[c]] = tagged.get(resolved[c], 0.0) + m * verdicts[c].ratio
+                got = exact_total[c] if c in exact else m * verdicts[c].ratio
+                tagged[resolved[c]] = tagged.get(resolved[c], 0.0) + got
         person_ratio = {n: tagged[n] / weight[n] for n in weight if weight[n]}
         mentions_df = (
             per_norm.with_columns(
@@ -784,7 +849,7 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
         figures["confirmed_candidates"] = confirmed.height
         figures["accepted_candidates"] = accepted_n
         figures["unconfirmed_max"] = int(rest["mentions"].max()) if rest.height else 0
-        figures["windows_read"] = sum(v.windows for v in verdicts.values())
+        figures["windows_read"] = sum(v.windows for v in verdicts.values()) + exact_windows
         figures["rejected"] = [
             {"candidate": c, "person_ratio": round(v.ratio, 3), "windows": v.windows}
             for c, v in verdicts.items()
@@ -793,7 +858,15 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
         # Mentions of names never confirmed, estimated from the acceptance rate of the
         # least frequent confirmed candidates: the denominator of every share.
         extra = unconfirmed * low_rate
+        counted = {resolved[c]: c for c in exact}
+        exact_df = pl.DataFrame(
+            [(d, resolved[c], n) for (d, c), n in tagged_of.items()],
+            schema={"doc_id": pl.String, "name": pl.String, "tagged": pl.Int64},
+            orient="row",
+        )
     else:
+        counted = {}
+        exact_df = None
         mentions_df = per_doc.rename({"text": "name"}).with_columns(
             pl.col("name").map_elements(lambda t: normalize(t, stop), return_dtype=pl.String)
         )
@@ -805,7 +878,7 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
 
     if config.fold_surnames and mentions_df.height and singles.height:
         mentions_df = _fold_surnames(mentions_df, singles)
-    mentions_df = _ner_estimate(mentions_df, person_ratio)
+    mentions_df = _ner_estimate(mentions_df, person_ratio, exact_df, set(counted))
     result = _aggregate(mentions_df, docs, extra, config, figures)
     timings["total"] = round(time.perf_counter() - t0, 3)
     result.figures["timings"] = timings
@@ -911,28 +984,74 @@ def _fold_surnames(mentions: pl.DataFrame, singles: pl.DataFrame) -> pl.DataFram
     )
 
 
-def _ner_estimate(mentions: pl.DataFrame, person_ratio: dict[str, float]) -> pl.DataFrame:
+def _ner_estimate(
+    mentions: pl.DataFrame,
+    person_ratio: dict[str, float],
+    exact: pl.DataFrame | None = None,
+    exact_names: set[str] | None = None,
+) -> pl.DataFrame:
     """Add ``person_ratio`` and ``ner_mentions_estimate`` per (document, name): the mentions
     the exhaustive route would count. A full mention is tagged PERSON with the name's ratio
     p; lone surnames count there when one of the document's f full mentions is tagged
-    (1 - (1 - p)^f). Names without a ratio (exhaustive route) have p = 1."""
+    (1 - (1 - p)^f). Names without a ratio (exhaustive route) have p = 1. For
+    ``exact_names``, every mention was read: ``exact`` (doc_id, name, tagged) holds the
+    tagged ones, and lone surnames count where at least one is tagged."""
     import polars as pl
 
     if "lone" not in mentions.columns:
         mentions = mentions.with_columns(pl.lit(0, dtype=pl.Int64).alias("lone"))
     p = pl.col("person_ratio")
     full = pl.col("n") - pl.col("lone")
+    estimate = full * p + pl.col("lone") * (1.0 - (1.0 - p).pow(full))
+    if exact_names and exact is not None:
+        mentions = mentions.join(exact, on=["doc_id", "name"], how="left").with_columns(
+            pl.col("tagged").fill_null(0)
+        )
+        t = pl.col("tagged")
+        estimate = (
+            pl.when(pl.col("name").is_in(sorted(exact_names)))
+            .then(t + pl.when(t > 0).then(pl.col("lone")).otherwise(0))
+            .otherwise(estimate)
+        )
     return (
         mentions.with_columns(
             pl.col("name")
             .replace_strict(person_ratio, default=1.0, return_dtype=pl.Float64)
             .alias("person_ratio")
         )
-        .with_columns(
-            (full * p + pl.col("lone") * (1.0 - (1.0 - p).pow(full))).alias("ner_mentions_estimate")
-        )
-        .drop("lone")
+        .with_columns(estimate.cast(pl.Float64).alias("ner_mentions_estimate"))
+        .drop([c for c in ("lone", "tagged") if c in mentions.columns])
     )
+
+
+def _needs_every_mention(
+    verdicts: dict[str, _Verdict],
+    resolved: dict[str, str],
+    upper: dict[str, int],
+    config: Config,
+) -> list[str]:
+    """Listed candidates tagged PERSON in some windows and not in others, whose estimate
+    could reach the top list (``cut_band[1]`` × ``top_k`` names): their sampled ratio is
+    replaced by reading every mention."""
+    shared = Counter(resolved.values())
+    mixed = [
+        c for c, n in resolved.items() if n == c and shared[n] == 1 and 0 < verdicts[c].ratio < 1
+    ]
+    if not mixed:
+        return []
+    estimates = sorted(
+        (upper.get(c, 0) * verdicts[c].ratio for c in resolved if resolved[c] == c),
+        reverse=True,
+    )
+    edge_at = int(config.cut_band[1] * config.top_k)
+    edge = estimates[edge_at] if edge_at < len(estimates) else 0.0
+    out = []
+    for c in mixed:
+        v = verdicts[c]
+        optimistic = upper.get(c, 0) * (v.person + 2) / (v.windows + 2)
+        if optimistic >= edge:
+            out.append(c)
+    return sorted(out)
 
 
 def _aggregate(
