@@ -448,3 +448,26 @@ def test_estimate_counts_every_mention_of_a_name_tagged_in_part(store, skewed):
     assert fast.figures["timings"]["ner_count"] >= 0
     again = names.run(store, names.Config(top_k=5))
     assert again.figures["top"] == fast.figures["top"]
+
+
+def test_window_verdict_names_the_listed_person_the_mention_is():
+    """A window whose PERSON entity spans a list of people counts the mention for the person
+    it names, as the exhaustive route counts each part: not for nobody."""
+    from types import SimpleNamespace
+
+    text = "Copyright: Vladimir Prus, Peter Dimov and Jane Roe. Prus wrote it."
+    listed = "Vladimir Prus, Peter Dimov and Jane Roe"
+    start = text.index(listed)
+    ent = SimpleNamespace(
+        label_="PERSON", text=listed, start_char=start, end_char=start + len(listed)
+    )
+    fake = SimpleNamespace(
+        pipe=lambda pairs, **kw: [(SimpleNamespace(ents=[ent]), ctx) for _, ctx in pairs]
+    )
+    windows = []
+    for who in ("Vladimir Prus", "Peter Dimov", "Jane Roe"):
+        s = text.index(who)
+        windows.append((text, s, s + len(who)))
+    windows.append((text, text.index("Prus wrote"), text.index("Prus wrote") + 4))
+    hits = list(names._hits(fake, windows, 8, names.STOP_WORDS))
+    assert hits == ["Vladimir Prus", "Peter Dimov", "Jane Roe", None]

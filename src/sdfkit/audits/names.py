@@ -421,7 +421,7 @@ _WINDOW_SCHEMA = pa.schema([("window_key", pa.string()), ("hit", pa.string())])
 
 def _window_table(model: str) -> str:
     """Cache of NER verdicts on windows, per spaCy model (and normalisation version)."""
-    return "name_window_ner_" + re.sub(r"[^0-9A-Za-z]+", "_", model) + "_v1"
+    return "name_window_ner_" + re.sub(r"[^0-9A-Za-z]+", "_", model) + "_v2"
 
 
 def _window_key(window: str, start: int, end: int) -> str:
@@ -574,10 +574,22 @@ def _hits(nlp: Any, windows: list[tuple[str, int, int]], batch_size: int, stop: 
         hit = None
         for ent in doc.ents:
             if ent.label_ == "PERSON" and ent.start_char < e and ent.end_char > s:
-                hit = normalize(ent.text, stop)
+                hit = normalize(_part_at(ent.text, s - ent.start_char, e - ent.start_char), stop)
                 if hit:
                     break
         yield hit
+
+
+def _part_at(text: str, start: int, end: int) -> str:
+    """The part of an entity spanning a list of people ("Beman Dawes, David Abrahams") that
+    overlaps the mention at ``start:end`` of it: the exhaustive route splits such entities
+    the same way (``_ENTITY_LIST``) and counts each part."""
+    lo = 0
+    for sep in _ENTITY_LIST.finditer(text):
+        if sep.start() > lo and lo < end and sep.start() > start:
+            return text[lo : sep.start()]
+        lo = sep.end()
+    return text[lo:]
 
 
 _WORKER_NLP: tuple[Any, int, frozenset[str]] | None = None
