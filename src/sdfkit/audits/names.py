@@ -21,6 +21,8 @@ Two routes, same counting rules:
   The lists are ranked by ``ner_mentions_estimate`` (mentions × the share of windows tagged
   PERSON): the small model calls some people ORG in part of their mentions, and the
   exhaustive route counts only the tagged ones (``rank_by="mentions"`` ranks by exact counts).
+  A name tagged PERSON in some windows and not others, near or in the top list, has every
+  mention read instead: its estimate is then its count of PERSON-tagged mentions.
 - ``mode="exhaustive"``: spaCy NER over every document (``PersonEntitiesStage`` stage; about 20
   minutes for 20M tokens on 2 cores, DEPS.md), every PERSON entity counted.
 """
@@ -1183,7 +1185,8 @@ def _aggregate(
             notes.append(
                 "Names are ranked by ner_mentions_estimate: mentions × the share of the name's "
                 "windows tagged PERSON (person_ratio), i.e. what the exhaustive NER pass would "
-                "count; the small model calls some people ORG in part of their mentions. "
+                "count; the small model calls some people ORG in part of their mentions. For "
+                "such names near the top list every mention is read and the tagged ones counted. "
                 "mentions and documents stay exact counts (rank_by: mentions orders by them)."
             )
     else:
