@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sdfkit.store.records import content_id, fetch_dicts, upsert, utc_now
+from sdfkit.store.records import content_id, utc_now
 
 if TYPE_CHECKING:  # pragma: no cover
     from sdfkit.evaluate.recall import ChatRenderer, EvalConfig, Target
@@ -90,14 +90,15 @@ def _catalog(store: Store) -> Any:
 
 
 def _rows(store: Store, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
-    with _catalog(store) as con:
-        return fetch_dicts(con, sql, params)
+    from sdfkit.evaluate.recall import query_rows
+
+    return query_rows(store, sql, params, catalog=_catalog)
 
 
 def _insert(store: Store, table: str, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        with _catalog(store) as con:
-            upsert(con, table, rows)
+    from sdfkit.evaluate.recall import insert_rows
+
+    insert_rows(store, table, rows, catalog=_catalog)
 
 
 # ----------------------------------------------------------------------------- questions

@@ -211,16 +211,21 @@ def eval_catalog(store: Store) -> Iterator[duckdb.DuckDBPyConnection]:
         yield con
 
 
-def query_rows(store: Store, sql: str, params: list[Any] | None = None) -> list[dict[str, Any]]:
-    """Rows of ``sql`` over the catalog (the evaluation tables present) as dicts."""
-    with eval_catalog(store) as con:
+def query_rows(
+    store: Store, sql: str, params: list[Any] | None = None, *, catalog: Any = None
+) -> list[dict[str, Any]]:
+    """Rows of ``sql`` over the catalog (the evaluation tables present) as dicts; ``catalog``
+    opens it another way (e.g. with a stage's own tables ensured too)."""
+    with (catalog or eval_catalog)(store) as con:
         return fetch_dicts(con, sql, params)
 
 
-def insert_rows(store: Store, table: str, rows: list[dict[str, Any]]) -> None:
-    """Upsert ``rows`` into an evaluation table by its primary key."""
+def insert_rows(
+    store: Store, table: str, rows: list[dict[str, Any]], *, catalog: Any = None
+) -> None:
+    """Upsert ``rows`` into an evaluation table by its primary key (``catalog`` as above)."""
     if rows:
-        with eval_catalog(store) as con:
+        with (catalog or eval_catalog)(store) as con:
             upsert(con, table, rows)
 
 
