@@ -445,11 +445,14 @@ def test_candidates_estimated_far_below_the_threshold_skip_the_exact_check(store
     for r in records[:5]:
         records.append({"text": " ".join(_edit(r["text"].split(), 0.01, rng)), "concept": "c"})
     store.append("documents_raw", build_documents(records))
-    checked: list[int] = []
-    real = sh.ShingleHasher.set_of
-    monkeypatch.setattr(
-        sh.ShingleHasher, "set_of", lambda self, t: checked.append(1) or real(self, t)
-    )
+    checked: list[str] = []
+    real = dedup.parallel_shingle_sets
+
+    def counting(texts, *args):
+        checked.extend(texts)
+        return real(texts, *args)
+
+    monkeypatch.setattr(dedup, "parallel_shingle_sets", counting)
     quick = dedup.run(store, dedup.Config(write_exclusions=False))
     n_quick = len(checked)
     checked.clear()
@@ -510,3 +513,100 @@ def test_exact_jaccards_of_many_pairs_match_python_sets():
             continue
         sa, sb = set(sets[a].tolist()), set(sets[b].tolist())
         assert out[k] == pytest.approx(len(sa & sb) / len(sa | sb), abs=1e-12)
+
+
+def test_short_documents_get_a_wider_verify_margin(store, monkeypatch):
+    """Documents of 20 shingles rest on 20 independent bins, so a pair at Jaccard 0.74 often
+    estimates more than 0.15 below 0.7: with the margin widened by sqrt(128 / 20) every such
+    pair is still checked and found, as when every candidate is checked; with the flat
+    margin some are lost."""
+    rng = random.Random(8)
+    records = []
+    for _ in range(200):
+        words = [rng.choice(VOCAB) for _ in range(24)]
+        copy = list(words)
+        copy[2] = rng.choice(VOCAB)  # 3 of 20 shingles change: Jaccard 17 / 23 = 0.74
+        records += [{"text": " ".join(words), "concept": "c"}, {"text": " ".join(copy)}]
+    store.append("documents_raw", build_documents(records))
+    quick = dedup.run(store, dedup.Config(write_exclusions=False))
+    full = dedup.run(store, dedup.Config(write_exclusions=False, verify_margin=1.0))
+    assert quick.figures["n_pairs"] == full.figures["n_pairs"] > 180
+    assert quick.tables["pairs"].equals(full.tables["pairs"])
+    monkeypatch.setattr(dedup, "pair_margins", lambda n, a, b, config: config.verify_margin + 0 * a)
+    flat = dedup.run(store, dedup.Config(write_exclusions=False))
+    assert flat.figures["n_pairs"] < full.figures["n_pairs"]
+
+
+def test_margins_widen_only_below_num_perm_shingles():
+    import numpy as np
+
+    config = dedup.Config(verify_margin=0.15, num_perm=128)
+    n = np.array([1000, 128, 32, 2])
+    a, b = np.array([0, 0, 0, 1]), np.array([1, 2, 3, 3])
+    # pairs: (1000, 128) (1000, 32) (1000, 2) (128, 2)
+    assert dedup.pair_margins(n, a, b, config).tolist() == pytest.approx([0.15, 0.30, 1.2, 1.2])
+
+
+def test_batched_shingle_sets_equal_one_text_at_a_time():
+    import numpy as np
+
+    from sdfkit.audits.shingles import ShingleHasher, shingle_sets
+
+    rng = random.Random(5)
+    texts = [" ".join(rng.choice(VOCAB) for _ in range(rng.randrange(0, 900))) for _ in range(60)]
+    texts += ["", "one two", "Ünïcödé wörds ärë wörds tóó " * 40, "x " * 5000]
+    hasher = ShingleHasher(5, 2048)  # small chunks: long texts stream, short ones group
+    got = shingle_sets(texts, 5, 2048)
+    assert len(got) == len(texts)
+    for text, found in zip(texts, got, strict=True):
+        assert np.array_equal(found, hasher.set_of(text))
+    threaded = dedup.parallel_shingle_sets(texts, 5, 2048, threads=3)
+    assert all(np.array_equal(x, y) for x, y in zip(threaded, got, strict=True))
+
+
+def test_exact_jaccards_on_threads_equal_one_thread():
+    import numpy as np
+
+    rng = np.random.default_rng(2)
+    sets = [
+        np.unique(rng.integers(0, 400, rng.integers(1, 300)).astype(np.uint64)) for _ in range(50)
+    ]
+    sets[7] = None
+    a = rng.integers(0, 49, 600)
+    b = np.minimum(a + 1 + rng.integers(0, 5, 600), 49)
+    check = np.arange(600)
+    one, two = np.full(600, np.nan), np.full(600, np.nan)
+    dedup.exact_jaccards(sets, a, b, check, one)
+    dedup.exact_jaccards(sets, a, b, check, two, threads=2)
+    assert np.array_equal(one, two, equal_nan=True)
+    k = int(np.flatnonzero((a != 7) & (b != 7))[0])
+    x, y = set(sets[a[k]].tolist()), set(sets[b[k]].tolist())
+    assert one[k] == pytest.approx(len(x & y) / len(x | y))
+
+
+def test_a_word_hashes_alike_in_ascii_and_non_ascii_texts():
+    """Word hashes come from UTF-8 bytes: a text with one accented word shares every other
+    shingle with its ASCII twin, long words (several 8-byte blocks) included."""
+    import numpy as np
+
+    from sdfkit.audits.shingles import ShingleHasher
+
+    rng = random.Random(11)
+    words = [
+        rng.choice(VOCAB + ["internationalization", "x" * 40, "a", "_under_"]) for _ in range(300)
+    ]
+    ascii_text = " ".join(words)
+    accented = " ".join(words[:150] + ["café", "naïve"] + words[150:])
+    for text in (ascii_text, accented):
+        assert len(ShingleHasher(5).set_of(text)) == len(_python_shingles(text))
+    a, b = ShingleHasher(5).set_of(ascii_text), ShingleHasher(5).set_of(accented)
+    inter = len(np.intersect1d(a, b))
+    sa, sb = _python_shingles(ascii_text), _python_shingles(accented)
+    assert inter == len(sa & sb) and inter / (len(a) + len(b) - inter) == pytest.approx(
+        _exact_jaccard(ascii_text, accented)
+    )
+    # words differing only after their first 8 bytes, or only in length, hash apart
+    hasher = ShingleHasher(1)
+    texts = ["abcdefghij", "abcdefghik", "abcdefgh", "abcdefgh_", "abcdefghijklmnopq", "é" * 9]
+    hashes = {int(hasher.set_of(t)[0]) for t in texts}
+    assert len(hashes) == len(texts)

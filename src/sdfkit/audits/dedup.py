@@ -9,7 +9,7 @@ How:
    one-permutation MinHash signature of each document's word k-shingles, vectorized with
    numpy over batches of shingle hashes and streamed in chunks of at most ``chunk_chars``
    code points (``sdfkit.audits.shingles``), stored as ``list<uint32>`` in the store table
-   ``minhash_oph_k<k>_p<perm>_s<seed>`` and cached by content hash. It runs on every core by
+   ``minhash_oph2_k<k>_p<perm>_s<seed>`` and cached by content hash. It runs on every core by
    default.
 2. LSH banding (bands × rows tuned to the threshold, grouped with numpy) proposes candidate
    pairs.
@@ -39,7 +39,13 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import pyarrow as pa
 
 from sdfkit.audits import AuditResult, CatalogWrite, save, where_clause
-from sdfkit.audits.shingles import DEFAULT_CHUNK_CHARS, ShingleHasher, signatures
+from sdfkit.audits.shingles import (
+    DEFAULT_CHUNK_CHARS,
+    ShingleHasher,
+    shingle_sets,
+    signatures,
+    sorted_distinct,
+)
 from sdfkit.engine.local import Stage
 from sdfkit.settings import Checked, at_least, between, one_of
 from sdfkit.store.duplicates import figures as exact_duplicate_figures
@@ -71,10 +77,11 @@ class Config(Checked):
     #: Check each candidate pair with the exact Jaccard of its shingle sets.
     verify: bool = True
     #: Candidates whose MinHash estimate is more than this below the threshold are dropped
-    #: without the exact check: with 128 bins a pair at the threshold estimates that low
-    #: with probability ~1e-9 (6 standard deviations), while templated corpora have many
-    #: such candidates.
-    verify_margin: float = field(default=0.25, metadata=between(0, 1))
+    #: without the exact check. With 128 bins a pair exactly at 0.7 estimates 0.15 lower
+    #: with probability ~1e-4 (3.7 standard deviations), while templated corpora have many
+    #: candidates down there. Pairs with a document of fewer distinct shingles than bins
+    #: rest on fewer independent bins: their margin widens by sqrt(num_perm / shingles).
+    verify_margin: float = field(default=0.15, metadata=between(0, 1))
     #: LSH banding is chosen so a pair at the threshold becomes a candidate with at least
     #: this probability (pairs above it: more likely still).
     lsh_recall: float = field(default=0.98, metadata=between(0, 1, low_open=True))
@@ -146,7 +153,7 @@ class MinHashStage(Stage):
 
     @property
     def table(self) -> str:
-        return f"minhash_oph_k{self.shingle_size}_p{self.num_perm}_s{self.seed}"
+        return f"minhash_oph2_k{self.shingle_size}_p{self.num_perm}_s{self.seed}"
 
     @property
     def output_schema(self) -> pa.Schema:
@@ -186,13 +193,51 @@ class MinHashStage(Stage):
             from concurrent.futures import ThreadPoolExecutor
 
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="minhash")
-        # Slices of about equal characters, in order, so rows stay aligned with the batch.
-        sizes = np.cumsum([len(t) for t in texts])
-        cuts = np.searchsorted(sizes, sizes[-1] * np.arange(1, self.threads) / self.threads)
-        bounds = [0, *sorted({int(c) + 1 for c in cuts if 0 < c + 1 < len(texts)}), len(texts)]
-        parts = [texts[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+        parts = char_slices(texts, self.threads)
         done = list(self._pool.map(one, parts))
         return np.concatenate([s for s, _ in done]), np.concatenate([d for _, d in done])
+
+
+def char_slices(texts: list[str], n: int) -> list[list[str]]:
+    """``texts`` cut into at most ``n`` runs of about equal characters, in order (so results
+    concatenated in order stay aligned with the input)."""
+    import numpy as np
+
+    if n <= 1 or len(texts) < 2:
+        return [texts]
+    sizes = np.cumsum([len(t) + 1 for t in texts])
+    cuts = np.searchsorted(sizes, sizes[-1] * np.arange(1, n) / n)
+    bounds = [0, *sorted({int(c) + 1 for c in cuts if 0 < c + 1 < len(texts)}), len(texts)]
+    return [texts[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+def parallel_shingle_sets(
+    texts: list[str], k: int, chunk_chars: int, threads: int = 1
+) -> list[np.ndarray]:
+    """``shingles.shingle_sets`` of ``texts`` on ``threads`` threads (numpy releases the GIL
+    in the hashing and sorting), in order."""
+    parts = char_slices(texts, threads)
+    if len(parts) == 1:
+        return shingle_sets(texts, k, chunk_chars)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(len(parts), thread_name_prefix="shingle-sets") as pool:
+        done = pool.map(lambda part: shingle_sets(part, k, chunk_chars), parts)
+        return [found for part in done for found in part]
+
+
+def pair_margins(
+    n_shingles: np.ndarray, a_idx: np.ndarray, b_idx: np.ndarray, config: Config
+) -> np.ndarray:
+    """How far below the threshold each candidate's estimate may be and still be checked:
+    ``verify_margin`` for pairs of documents with at least ``num_perm`` distinct shingles,
+    widened by sqrt(num_perm / shingles) when the smaller document has fewer (its estimate
+    rests on that many independent bins, so its spread is that much wider)."""
+    import numpy as np
+
+    smaller = np.minimum(n_shingles[a_idx], n_shingles[b_idx]).astype(np.float64)
+    effective = np.clip(smaller, 1, config.num_perm)
+    return config.verify_margin * np.sqrt(config.num_perm / effective)
 
 
 class _UnionFind:
@@ -252,7 +297,7 @@ def candidate_index_pairs(matrix: np.ndarray, config: Config) -> tuple[np.ndarra
         found.append(_group_pairs(order, starts[sizes > 1], sizes[sizes > 1], n))
     if not found:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    codes = np.unique(np.concatenate(found))
+    codes = sorted_distinct(np.concatenate(found))
     return codes // n, codes % n
 
 
@@ -301,25 +346,30 @@ def exact_jaccards(
     b_idx: np.ndarray,
     check: np.ndarray,
     out: np.ndarray,
+    threads: int = 1,
 ) -> None:
     """``out[k]`` = exact Jaccard of ``sets[a_idx[k]]`` and ``sets[b_idx[k]]`` for each k of
     ``check`` (sorted distinct hash arrays; a pair with a missing set is left as it is).
 
     The pairs of one left document are done together: its partners' hashes are searched in
     its set with one ``searchsorted`` (templated corpora give one document hundreds of
-    partners), instead of a few numpy calls per pair."""
+    partners), instead of a few numpy calls per pair. The left documents are shared among
+    ``threads`` threads (numpy releases the GIL in the search); each writes its own ``out``
+    slots."""
     import numpy as np
 
     check = check[np.argsort(a_idx[check], kind="stable")]
     lefts = a_idx[check]
     cuts = np.flatnonzero(np.diff(lefts)) + 1
-    for group in np.split(check, cuts) if len(check) else []:
+    groups = np.split(check, cuts) if len(check) else []
+
+    def one(group: np.ndarray) -> None:
         left = sets[a_idx[group[0]]]
         if left is None:
-            continue
+            return
         ks = [k for k in group.tolist() if sets[b_idx[k]] is not None]
         if not ks:
-            continue
+            return
         rights = [sets[b_idx[k]] for k in ks]
         sizes = np.fromiter((len(r) for r in rights), np.int64, len(rights))
         values = np.concatenate(rights)
@@ -334,6 +384,20 @@ def exact_jaccards(
         union = len(left) + sizes - inter
         out[ks] = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
+    def run_all(part: list[np.ndarray]) -> None:
+        for group in part:
+            one(group)
+
+    if threads <= 1 or len(groups) < 2:
+        run_all(groups)
+        return
+    # Interleaved shares: templated corpora put their big groups together in doc-id order.
+    shares = [groups[i::threads] for i in range(threads)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="jaccard") as pool:
+        list(pool.map(run_all, shares))
+
 
 def run(store: Store, config: Config | None = None, engine: str | None = None) -> AuditResult:
     """Find near-duplicate pairs and clusters; write keep-one-per-cluster exclusions."""
@@ -341,22 +405,26 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     import polars as pl
 
     from sdfkit.engine.local import env_workers, read_results, run_stage
+    from sdfkit.engine.stage import document_texts
     from sdfkit.progress import counter
 
     config = config or Config()
     t0 = time.perf_counter()
     where = where_clause(store, config.where)
-    docs = store.query(
-        f"SELECT doc_id, created_at, chars FROM documents {where} ORDER BY doc_id"
-    ).unique("doc_id", keep="first", maintain_order=True)
+    with store.connect() as con:  # one catalog connection for what is read up front
+        docs = pl.from_arrow(
+            con.sql(
+                f"SELECT doc_id, created_at, chars FROM documents {where} ORDER BY doc_id"
+            ).to_arrow_table()
+        )
+        duplicate_figures = exact_duplicate_figures(store, con)
+    assert isinstance(docs, pl.DataFrame)
+    docs = docs.unique("doc_id", keep="first", maintain_order=True)
     ids = docs["doc_id"].to_list()
     workers = config.workers or env_workers()
+    threads = config.threads or max(1, (os.cpu_count() or 1) // workers)
     stage = MinHashStage(
-        config.shingle_size,
-        config.num_perm,
-        config.seed,
-        config.chunk_chars,
-        threads=config.threads or max(1, (os.cpu_count() or 1) // workers),
+        config.shingle_size, config.num_perm, config.seed, config.chunk_chars, threads=threads
     )
     subset = set(ids) if where else None
     stage_run = run_stage(store, stage, engine=engine, workers=workers, where=subset)
@@ -367,6 +435,7 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     if sig_df.height:
         sig_df = sig_df.unique("doc_id", keep="first").sort("doc_id")
     sig_ids = sig_df["doc_id"].to_list() if sig_df.height else []
+    n_shingles = sig_df["n_shingles"].to_numpy() if sig_df.height else np.zeros(0, np.int64)
     sig_matrix = (
         sig_df["signature"].explode().to_numpy().astype(np.uint32).reshape(-1, config.num_perm)
         if sig_df.height
@@ -381,44 +450,43 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     estimates = estimated_jaccard(sig_matrix, a_idx, b_idx)
     t_lsh = time.perf_counter()
 
-    # Verify candidates with the exact Jaccard of their shingle sets; a candidate whose
-    # estimate is verify_margin below the threshold is dropped unchecked (see Config).
+    # Verify candidates with the exact Jaccard of their shingle sets; a candidate estimated
+    # far enough below the threshold is dropped unchecked (see Config.verify_margin).
     exact = np.full(n_cands, np.nan)
     if config.verify and n_cands:
-        check = np.flatnonzero(estimates >= config.threshold - config.verify_margin)
-        need = sorted({sig_ids[i] for i in np.union1d(a_idx[check], b_idx[check]).tolist()})
-        shingle_sets: dict[str, np.ndarray] = {}
-        hasher = ShingleHasher(config.shingle_size, config.chunk_chars)
+        check = np.flatnonzero(
+            estimates >= config.threshold - pair_margins(n_shingles, a_idx, b_idx, config)
+        )
+        need_idx = sorted_distinct(np.concatenate((a_idx[check], b_idx[check])))
+        need = [sig_ids[i] for i in need_idx.tolist()]
+        sets: list[np.ndarray | None] = [None] * len(sig_ids)
         if need:
-            texts = store.query(
-                "SELECT doc_id, any_value(text) AS text FROM documents "
-                "WHERE doc_id IN (SELECT unnest($ids)) GROUP BY doc_id",
-                {"ids": need},
-            )
+            texts = document_texts(store, need)
             with counter("near-duplicates: verify", total=len(need), unit="docs") as tick:
-                for doc_id, text in texts.iter_rows():
-                    shingle_sets[doc_id] = hasher.set_of(text)
-                    tick(1)
-        sets = [shingle_sets.get(d) for d in sig_ids]
-        exact_jaccards(sets, a_idx, b_idx, check, exact)
+                hashed = parallel_shingle_sets(
+                    [texts.get(d) or "" for d in need],
+                    config.shingle_size,
+                    config.chunk_chars,
+                    threads,
+                )
+                tick(len(need))
+            for i, found in zip(need_idx.tolist(), hashed, strict=True):
+                sets[i] = found
+        exact_jaccards(sets, a_idx, b_idx, check, exact, threads)
+    # Only the pairs at or above the threshold become rows (candidates can be 50x more).
+    scores = exact if config.verify else estimates
+    with np.errstate(invalid="ignore"):
+        at = np.flatnonzero(scores >= config.threshold)
     ids_arr = np.asarray(sig_ids, dtype=object)
     pairs = pl.DataFrame(
         {
-            "doc_a": pl.Series(ids_arr[a_idx].tolist(), dtype=pl.String),
-            "doc_b": pl.Series(ids_arr[b_idx].tolist(), dtype=pl.String),
-            "jaccard": pl.Series(
-                exact if config.verify else [None] * n_cands, dtype=pl.Float64, nan_to_null=True
-            ),
-            "estimated_jaccard": pl.Series(estimates, dtype=pl.Float64),
+            "doc_a": pl.Series(ids_arr[a_idx[at]].tolist(), dtype=pl.String),
+            "doc_b": pl.Series(ids_arr[b_idx[at]].tolist(), dtype=pl.String),
+            "jaccard": pl.Series(scores[at], dtype=pl.Float64),
+            "estimated_jaccard": pl.Series(estimates[at], dtype=pl.Float64),
         }
     )
-    score = "jaccard" if config.verify else "estimated_jaccard"
-    near = pairs.filter(pl.col(score) >= config.threshold).sort(
-        [score, "doc_a", "doc_b"], descending=[True, False, False]
-    )
-    if not config.verify:
-        near = near.with_columns(pl.col("estimated_jaccard").alias("jaccard"))
-
+    near = pairs.sort(["jaccard", "doc_a", "doc_b"], descending=[True, False, False])
     # Clusters by union-find; keep one per cluster.
     uf = _UnionFind()
     for a, b in near.select("doc_a", "doc_b").iter_rows():
@@ -426,7 +494,11 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     members: dict[str, list[str]] = {}
     for d in {d for p in near.select("doc_a", "doc_b").iter_rows() for d in p}:
         members.setdefault(uf.find(d), []).append(d)
-    info = {r["doc_id"]: r for r in docs.iter_rows(named=True)}
+    clustered = {d for group in members.values() for d in group}
+    info = {
+        r["doc_id"]: r
+        for r in docs.filter(pl.col("doc_id").is_in(list(clustered))).iter_rows(named=True)
+    }
     clusters = []
     for group in members.values():
         kept = min(group, key=lambda d: _keep_order(info.get(d), d, config.keep))
@@ -483,7 +555,7 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
         "signatures_computed": stage_run.processed,
         # exact duplicates never reach the store (one row per text): their arrivals are
         # counted in the duplicates table (sdfkit.store.duplicates)
-        **exact_duplicate_figures(store),
+        **duplicate_figures,
     }
     flags = []
     if figures["exact_duplicate_rows"]:

@@ -10,12 +10,13 @@ once per process), a k-shingle is k consecutive words, and a text of fewer than 
 shingle of all its words.
 
 How:
-- The lower-cased text is encoded as UTF-32 code points; a lookup table marks word characters;
-  word starts and ends are where the mark changes.
-- Each word is hashed from its code points by a polynomial hash over 64-bit integers
-  (wrap-around arithmetic), computed for all words at once from one prefix sum, then mixed
-  (splitmix64). A shingle's hash combines its k word hashes the same way; signatures mix it
-  again with their seed.
+- The lower-cased text is taken as code points (one byte each when it is ASCII, else
+  UTF-32); a lookup table marks word characters; word starts and ends are where the mark
+  changes.
+- Each word is hashed from its UTF-8 bytes, read 8 at a time straight from the byte buffer
+  (one gather per 8 bytes of a word, not arithmetic per character), mixed with splitmix64;
+  a word hashes alike in ASCII and non-ASCII texts. A shingle's hash combines its k word
+  hashes by a polynomial over 64-bit integers; signatures mix it again with their seed.
 - Signatures are one-permutation MinHash with rotation densification: the seeded 64-bit hash
   of each shingle picks one of ``num_perm`` bins (its high bits) and a 32-bit value (its low
   bits); each bin keeps its minimum, and an empty bin borrows the next non-empty bin's value
@@ -40,45 +41,47 @@ import numpy as np
 DEFAULT_CHUNK_CHARS = 1 << 20
 
 _U64 = np.uint64
-_CHAR_MUL = _U64(0x9E3779B97F4A7C15 | 1)  # odd: invertible modulo 2**64
 _WORD_MUL = _U64(0xC2B2AE3D27D4EB4F)
 _SEED_MUL = _U64(0xD6E8FEB86659FD93)
 _DENSIFY_STEP = _U64(0x2545F491)
 _LOW32 = _U64(0xFFFFFFFF)
 _EMPTY_BIN = _U64(1 << 32)  # above every 32-bit value
+#: ``_BLOCK_MASKS[b]`` keeps the low b bytes of an 8-byte block (b = 0..8).
+_BLOCK_MASKS = np.array([(1 << (8 * b)) - 1 for b in range(9)], dtype=_U64)
 
-_TABLE: np.ndarray | None = None
-_POWERS: tuple[np.ndarray, np.ndarray] = (np.ones(1, _U64), np.ones(1, _U64))
+_BLOCK = 0x10000  # code points per lazily built block of the word table
+_UNICODE = 0x110000
+_TABLE = np.zeros(_UNICODE, bool)
+_BUILT: set[int] = set()
 
 
-def word_table() -> np.ndarray:
-    """A boolean per code point: is it a word character (``\\w``) for Python's ``re``?"""
-    global _TABLE
-    if _TABLE is None:
-        import re
+def word_table(size: int = _UNICODE) -> np.ndarray:
+    """A boolean per code point below ``size``: is it a word character (``\\w``) for
+    Python's ``re``? Built in blocks of 65,536 code points as texts need them (a few
+    milliseconds each, once per process), not for all of Unicode at once (~0.25 s)."""
+    import re
 
-        chars = "".join(map(chr, range(0x110000)))
+    for block in range(min(-(-size // _BLOCK), _UNICODE // _BLOCK)):
+        if block in _BUILT:
+            continue
+        chars = "".join(map(chr, range(block * _BLOCK, (block + 1) * _BLOCK)))
         marked = re.sub(r"\W", "\x00", chars)  # U+0000 is not a word character itself
         codes = np.frombuffer(marked.encode("utf-32-le", "surrogatepass"), dtype="<u4")
-        _TABLE = codes != 0
-    return _TABLE
+        _TABLE[block * _BLOCK : (block + 1) * _BLOCK] = codes != 0
+        _BUILT.add(block)
+    return _TABLE[:size]
 
 
 def _ascii_table() -> np.ndarray:
-    return word_table()[:128]
+    return word_table(128)[:128]
 
 
-def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
-    """``_CHAR_MUL**i`` and its modular inverse's powers for i < n (grown on demand)."""
-    global _POWERS
-    if len(_POWERS[0]) < n:
-        size = max(n, 2 * len(_POWERS[0]))
-        inverse = _U64(pow(int(_CHAR_MUL), -1, 1 << 64))
-        with np.errstate(over="ignore"):
-            up = np.cumprod(np.full(size, _CHAR_MUL, _U64))
-            down = np.cumprod(np.full(size, inverse, _U64))
-        _POWERS = (np.concatenate(([_U64(1)], up[:-1])), np.concatenate(([_U64(1)], down[:-1])))
-    return _POWERS[0][:n], _POWERS[1][:n]
+def _is_word(codes: np.ndarray) -> np.ndarray:
+    """Word-character marks of code points (``uint8`` ASCII or ``uint32``)."""
+    if codes.dtype == np.uint8:
+        return np.take(_ascii_table(), codes)
+    top = int(codes.max()) + 1 if len(codes) else 0
+    return np.take(word_table(top), codes)
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -96,21 +99,52 @@ def _codes(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
 
 
-def _words(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(hash, start) of each word of a lower-cased text given as code points."""
+def _words(codes: np.ndarray, text: str) -> tuple[np.ndarray, np.ndarray]:
+    """(hash, start) of each word of a lower-cased ``text`` given also as its code points.
+
+    A word's hash is a function of its UTF-8 bytes alone (``_word_hashes``), so a word hashes
+    alike in ASCII and non-ASCII texts; word boundaries come from the code points."""
     n = len(codes)
     marks = np.zeros(n + 2, np.int8)
-    marks[1:-1] = np.take(_ascii_table() if codes.dtype == np.uint8 else word_table(), codes)
+    marks[1:-1] = _is_word(codes)
     edges = np.diff(marks)
     starts = np.flatnonzero(edges == 1)
     ends = np.flatnonzero(edges == -1)
     if not len(starts):
         return np.zeros(0, _U64), starts
-    up, down = _powers(n + 1)
-    prefix = np.zeros(n + 1, _U64)
-    np.cumsum(np.multiply(codes, up[:n], dtype=_U64), out=prefix[1:])
-    poly = (prefix[ends] - prefix[starts]) * down[starts]
-    return _mix(poly ^ (ends - starts).astype(_U64)), starts
+    if codes.dtype == np.uint8:  # ASCII: the code points are the UTF-8 bytes
+        return _word_hashes(codes, starts, ends - starts), starts
+    raw = np.frombuffer(text.encode("utf-8", "surrogatepass"), np.uint8)
+    width = 1 + (codes >= 0x80) + (codes >= 0x800) + (codes >= 0x10000)  # UTF-8 bytes each
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(width, out=offsets[1:])
+    return _word_hashes(raw, offsets[starts], offsets[ends] - offsets[starts]), starts
+
+
+def _word_hashes(raw: np.ndarray, first: np.ndarray, size: np.ndarray) -> np.ndarray:
+    """64-bit hashes of the words ``raw[first[i] : first[i] + size[i]]`` (UTF-8 bytes).
+
+    Each word is read 8 bytes at a time as little-endian integers, straight from the byte
+    buffer (an unaligned 8-byte view at every byte offset) and masked to the word: one
+    gather per 8 bytes of each word instead of arithmetic on every character. The first
+    block is mixed with the length; each further block (words over 8 bytes) is folded in
+    and mixed again, so the hash depends on every byte of the word and on nothing else."""
+    pad = np.zeros(len(raw) + 8, np.uint8)  # every 8-byte read stays inside
+    pad[: len(raw)] = raw
+    view = np.ndarray((len(raw),), dtype="<u8", buffer=pad, strides=(1,))
+    size = size.astype(np.int64)
+    hashes = _mix(
+        (view[first] & _BLOCK_MASKS[np.minimum(size, 8)]) ^ (size.astype(_U64) << _U64(56))
+    )
+    longer = np.flatnonzero(size > 8)
+    offset = 8
+    while len(longer):
+        rest = size[longer] - offset
+        block = view[first[longer] + offset] & _BLOCK_MASKS[np.minimum(rest, 8)]
+        hashes[longer] = _mix((hashes[longer] * _WORD_MUL) ^ block)
+        longer = longer[rest > 8]
+        offset += 8
+    return hashes
 
 
 def _combine(words: np.ndarray, k: int) -> np.ndarray:
@@ -147,7 +181,7 @@ class ShingleHasher:
         low = text.lower()
         if len(low) <= self.chunk_chars:
             self.widest_pass = max(self.widest_pass, len(low))
-            words, _ = _words(_codes(low))
+            words, _ = _words(_codes(low), low)
             yield _combine(words, self.k) if len(words) >= self.k else _whole(words)
             return
         k, pos = self.k, 0
@@ -160,14 +194,14 @@ class ShingleHasher:
                 if end == len(low):
                     cut = len(codes)
                     break
-                non_word = np.flatnonzero(~word_table()[codes.astype(np.uint32)])
+                non_word = np.flatnonzero(~_is_word(codes))
                 if len(non_word):
                     cut = int(non_word[-1]) + 1
                     codes = codes[:cut]
                     break
                 end = min(pos + 2 * (end - pos), len(low))  # one word wider than a chunk
             self.widest_pass = max(self.widest_pass, len(codes))
-            words, _ = _words(codes)
+            words, _ = _words(codes, low[pos : pos + cut])
             pos += cut
             seen_words += len(words)
             joined = np.concatenate((carry, words)) if len(carry) else words
@@ -186,30 +220,35 @@ class ShingleHasher:
 
     def batch(self, texts: Sequence[str]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(document index, shingle hash) arrays over many texts, grouped so each vectorized
-        pass covers at most ``chunk_chars`` code points; long texts stream alone."""
-        group: list[int] = []
-        lowered: list[str] = []
-        size = 0
+        pass covers at most ``chunk_chars`` code points; long texts stream alone. ASCII
+        texts are grouped apart from the others, so one accented text does not send a whole
+        group down the wider non-ASCII route."""
+        groups: dict[bool, tuple[list[int], list[str]]] = {True: ([], []), False: ([], [])}
+        sizes = {True: 0, False: 0}
         for i, text in enumerate(texts):
             if len(text) > self.chunk_chars:
                 for hashes in self.document(text):
                     yield np.full(len(hashes), i, np.int64), hashes
                 continue
             low = text.lower()
-            if group and size + len(low) + 1 > self.chunk_chars:
-                yield self._group(group, lowered)
-                group, lowered, size = [], [], 0
-            group.append(i)
+            kind = low.isascii()
+            index, lowered = groups[kind]
+            if index and sizes[kind] + len(low) + 1 > self.chunk_chars:
+                yield self._group(index, lowered)
+                groups[kind] = index, lowered = [], []
+                sizes[kind] = 0
+            index.append(i)
             lowered.append(low)
-            size += len(low) + 1
-        if group:
-            yield self._group(group, lowered)
+            sizes[kind] += len(low) + 1
+        for index, lowered in groups.values():
+            if index:
+                yield self._group(index, lowered)
 
     def _group(self, index: list[int], lowered: list[str]) -> tuple[np.ndarray, np.ndarray]:
         k = self.k
         joined = "\n".join(lowered)  # a non-word separator: no word spans two texts
         self.widest_pass = max(self.widest_pass, len(joined))
-        words, starts = _words(_codes(joined))
+        words, starts = _words(_codes(joined), joined)
         offsets = np.cumsum([0] + [len(t) + 1 for t in lowered[:-1]])
         word_doc = np.searchsorted(offsets, starts, side="right") - 1
         counts = np.bincount(word_doc, minlength=len(lowered))
@@ -225,6 +264,29 @@ class ShingleHasher:
             hashes.append(_whole(words[first[j] : first[j] + counts[j]]))
         doc = np.concatenate(docs)
         return np.asarray(index, np.int64)[doc], np.concatenate(hashes)
+
+
+def shingle_sets(
+    texts: Sequence[str], k: int = 5, chunk_chars: int = DEFAULT_CHUNK_CHARS
+) -> list[np.ndarray]:
+    """Sorted distinct shingle hashes of each text (for exact Jaccard): the same values as
+    ``ShingleHasher.set_of`` text by text, hashed in the batched passes of ``batch``."""
+    hasher = ShingleHasher(k, chunk_chars)
+    out: list[np.ndarray | None] = [None] * len(texts)
+    streamed: dict[int, Distinct] = {}
+    for doc, hashes in hasher.batch(texts):
+        if len(doc) and doc[0] == doc[-1] and len(texts[int(doc[0])]) > chunk_chars:
+            streamed.setdefault(int(doc[0]), Distinct()).add(hashes)
+            continue
+        if len(doc) > 1 and (doc[1:] < doc[:-1]).any():
+            order = np.argsort(doc, kind="stable")
+            doc, hashes = doc[order], hashes[order]
+        bounds = np.flatnonzero(doc[1:] != doc[:-1]) + 1
+        for d, part in zip(doc[np.r_[0, bounds]].tolist(), np.split(hashes, bounds), strict=True):
+            out[d] = sorted_distinct(part)
+    for index, seen in streamed.items():
+        out[index] = seen.values()
+    return [np.zeros(0, _U64) if v is None else v for v in out]
 
 
 def signatures(
@@ -261,8 +323,10 @@ def signatures(
     return densify(mins.reshape(n, num_perm)), distinct
 
 
-def _sorted_distinct(values: np.ndarray) -> np.ndarray:
-    # np.sort and a neighbour comparison: several times faster than np.unique here
+def sorted_distinct(values: np.ndarray) -> np.ndarray:
+    """The sorted distinct values of an array: a sort and a neighbour comparison, which
+    numpy's SIMD sort makes far faster than ``np.unique`` (numpy 2.4: ~50x on a million
+    LSH pair codes)."""
     ordered = np.sort(values)
     keep = np.ones(len(ordered), bool)
     keep[1:] = ordered[1:] != ordered[:-1]
@@ -279,7 +343,7 @@ class Distinct:
         self._pending = 0
 
     def add(self, values: np.ndarray) -> None:
-        part = _sorted_distinct(values)
+        part = sorted_distinct(values)
         self._parts.append(part)
         self._pending += len(part)
         if self._pending > max(len(self._merged), 1 << 16):

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sdfkit.errors import SdfError
-from sdfkit.store.catalog import DOCUMENTS, Store
+from sdfkit.store.catalog import DOCUMENTS, Store, read_part
 
 
 class EngineError(SdfError):
@@ -97,13 +97,28 @@ def pending_documents(
             yield batch
 
 
-def count_pending(store: Store, stage: Stage, where: set[str] | None = None) -> int:
-    import pyarrow.parquet as pq
+def document_texts(store: Store, doc_ids: list[str]) -> dict[str, str]:
+    """doc_id -> text of some stored documents, read straight from the Parquet parts (no
+    catalog connection: a third of the time of the same query through DuckDB's views)."""
+    if not doc_ids:
+        return {}
+    wanted = pa.array(doc_ids, pa.string())
+    out: dict[str, str] = {}
+    for part in store.parts(DOCUMENTS):
+        tbl = read_part(part, ["doc_id", "text"])
+        tbl = tbl.filter(pc.is_in(tbl.column("doc_id"), value_set=wanted))
+        for doc_id, text in zip(
+            tbl.column("doc_id").to_pylist(), tbl.column("text").to_pylist(), strict=True
+        ):
+            out.setdefault(doc_id, text)
+    return out
 
+
+def count_pending(store: Store, stage: Stage, where: set[str] | None = None) -> int:
     done = store.keys(stage.table) if stage.table in store.parquet_tables() else set()
     ids: set[str] = set()
     for part in store.parts(DOCUMENTS):
-        ids.update(pq.read_table(part, columns=["doc_id"]).column("doc_id").to_pylist())
+        ids.update(read_part(part, ["doc_id"]).column("doc_id").to_pylist())
     ids -= done
     if where is not None:
         ids &= where

@@ -192,6 +192,13 @@ def _ident(name: str) -> str:
     return '"' + name + '"'
 
 
+def read_part(path: Path, columns: list[str] | None = None) -> pa.Table:
+    """One Parquet part (some columns): ``pq.ParquetFile`` rather than ``pq.read_table``,
+    which imports ``pyarrow.dataset`` and with it pandas (0.2 s on a cold start)."""
+    with pq.ParquetFile(path) as pf:
+        return pf.read(columns=columns)
+
+
 @dataclass
 class Store:
     """A corpus directory. Cheap to construct; nothing is opened until used."""
@@ -435,8 +442,7 @@ class Store:
         """The set of keys already stored in a Parquet table (reads only that column)."""
         out: set[str] = set()
         for part in self.parts(name):
-            col = pq.read_table(part, columns=[key]).column(key)
-            out.update(col.to_pylist())
+            out.update(read_part(part, [key]).column(key).to_pylist())
         return out
 
     def read(self, name: str = DOCUMENTS, columns: list[str] | None = None) -> pa.Table:
@@ -447,9 +453,14 @@ class Store:
             if columns:
                 schema = pa.schema([schema.field(c) for c in columns if c in schema.names])
             return schema.empty_table()
-        import pyarrow.dataset as ds
+        tables = [read_part(p, columns) for p in parts]
+        try:
+            return pa.concat_tables(tables, promote_options="default")
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            # parts written with different schemas: the dataset reader casts them to one
+            import pyarrow.dataset as ds
 
-        return ds.dataset([str(p) for p in parts], format="parquet").to_table(columns=columns)
+            return ds.dataset([str(p) for p in parts], format="parquet").to_table(columns=columns)
 
     # ---------------------------------------------------------------- writes
     def append(

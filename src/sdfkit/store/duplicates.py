@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any
 
 from sdfkit.store.records import utc_now
@@ -145,9 +145,10 @@ def _catalog(store: Store, wait: float = 30.0) -> Iterator[Any]:
         return
 
 
-def figures(store: Store) -> dict[str, Any]:
-    """``exact_duplicate_rows`` and counts per run and per concept, for the report."""
-    with store.connect() as con:
+def figures(store: Store, con: Any = None) -> dict[str, Any]:
+    """``exact_duplicate_rows`` and counts per run and per concept, for the report (on
+    ``con`` when the caller has a catalog connection open already)."""
+    with store.connect() if con is None else nullcontext(con) as con:
         ensure_tables(con)
         total = con.execute("SELECT count(*) FROM duplicates").fetchall()[0][0]
         by_run = con.execute(
