@@ -163,3 +163,38 @@ print("rows", read_results(store, TokenHashStage()).num_rows)
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "rows 400" in proc.stdout
+
+
+def test_prefetched_keeps_order_raises_errors_and_stops_when_left():
+    import threading
+    import time
+
+    from sdfkit.engine.local import prefetched
+
+    assert list(prefetched(iter(range(50)))) == list(range(50))
+
+    def failing():
+        yield 1
+        raise ValueError("bad part")
+
+    got = []
+    with pytest.raises(ValueError, match="bad part"):
+        for x in prefetched(failing()):
+            got.append(x)
+    assert got == [1]
+
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    it = prefetched(endless(), depth=2)
+    assert [next(it), next(it)] == [0, 1]
+    it.close()  # the consumer leaves early: the reading thread stops
+    time.sleep(0.2)
+    assert not any(t.name == "sdf-prefetch" for t in threading.enumerate())
+    assert len(produced) <= 6

@@ -133,6 +133,7 @@ class MinHashStage(Stage):
     """Per-document MinHash signature of word shingles (one row per document)."""
 
     name: ClassVar[str] = "minhash"
+    parquet_dictionary: ClassVar[bool] = False  # random 32-bit values
     columns: ClassVar[tuple[str, ...]] = ("doc_id", "text")
 
     def __init__(
@@ -327,16 +328,31 @@ def candidate_pairs(doc_ids: list[str], matrix: np.ndarray, config: Config) -> s
     return {(doc_ids[i], doc_ids[j]) for i, j in zip(a.tolist(), b.tolist(), strict=True)}
 
 
-def estimated_jaccard(matrix: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Share of agreeing signature bins of each row pair (in slices of bounded memory)."""
+def estimated_jaccard(
+    matrix: np.ndarray, a: np.ndarray, b: np.ndarray, threads: int = 1
+) -> np.ndarray:
+    """Share of agreeing signature bins of each row pair (in slices of bounded memory, on
+    ``threads`` threads: numpy releases the GIL in the gathers and comparisons)."""
     import numpy as np
 
     out = np.empty(len(a), np.float64)
     step = max(1, 4_000_000 // max(matrix.shape[1], 1))
-    for lo in range(0, len(a), step):
+
+    def one(lo: int) -> None:
         hi = lo + step
         agree = np.count_nonzero(matrix[a[lo:hi]] == matrix[b[lo:hi]], axis=1)
         out[lo:hi] = agree / matrix.shape[1]
+
+    starts = range(0, len(a), step)
+    if threads <= 1 or len(a) < 2 * step:
+        for lo in starts:
+            one(lo)
+        return out
+    from concurrent.futures import ThreadPoolExecutor
+
+    step = -(-len(a) // (threads * max(1, -(-len(a) // (threads * step)))))  # equal slices
+    with ThreadPoolExecutor(threads, thread_name_prefix="estimate") as pool:
+        list(pool.map(one, range(0, len(a), step)))
     return out
 
 
@@ -346,31 +362,32 @@ def exact_jaccards(
     b_idx: np.ndarray,
     check: np.ndarray,
     out: np.ndarray,
-    threads: int = 1,
 ) -> None:
     """``out[k]`` = exact Jaccard of ``sets[a_idx[k]]`` and ``sets[b_idx[k]]`` for each k of
     ``check`` (sorted distinct hash arrays; a pair with a missing set is left as it is).
 
     The pairs of one left document are done together: its partners' hashes are searched in
     its set with one ``searchsorted`` (templated corpora give one document hundreds of
-    partners), instead of a few numpy calls per pair. The left documents are shared among
-    ``threads`` threads (numpy releases the GIL in the search); each writes its own ``out``
-    slots."""
+    partners), instead of a few numpy calls per pair. (One thread: ``searchsorted`` holds
+    the GIL, so threads gained nothing when measured.)"""
     import numpy as np
 
-    check = check[np.argsort(a_idx[check], kind="stable")]
-    lefts = a_idx[check]
-    cuts = np.flatnonzero(np.diff(lefts)) + 1
-    groups = np.split(check, cuts) if len(check) else []
+    # Each pair searches its smaller set in its larger: the work is the smaller set's size.
+    size = np.fromiter((-1 if x is None else len(x) for x in sets), np.int64, len(sets))
+    check = check[(size[a_idx[check]] >= 0) & (size[b_idx[check]] >= 0)]
+    swap = size[a_idx[check]] < size[b_idx[check]]
+    big = np.where(swap, b_idx[check], a_idx[check])
+    small = np.where(swap, a_idx[check], b_idx[check])
+    order = np.argsort(big, kind="stable")
+    check, big, small = check[order], big[order], small[order]
+    cuts = np.flatnonzero(np.diff(big)) + 1
+    groups = np.split(np.arange(len(check)), cuts) if len(check) else []
 
     def one(group: np.ndarray) -> None:
-        left = sets[a_idx[group[0]]]
-        if left is None:
-            return
-        ks = [k for k in group.tolist() if sets[b_idx[k]] is not None]
-        if not ks:
-            return
-        rights = [sets[b_idx[k]] for k in ks]
+        left = sets[big[group[0]]]
+        assert left is not None
+        ks = check[group]
+        rights = [sets[j] for j in small[group].tolist()]
         sizes = np.fromiter((len(r) for r in rights), np.int64, len(rights))
         values = np.concatenate(rights)
         if len(left):
@@ -384,19 +401,8 @@ def exact_jaccards(
         union = len(left) + sizes - inter
         out[ks] = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
-    def run_all(part: list[np.ndarray]) -> None:
-        for group in part:
-            one(group)
-
-    if threads <= 1 or len(groups) < 2:
-        run_all(groups)
-        return
-    # Interleaved shares: templated corpora put their big groups together in doc-id order.
-    shares = [groups[i::threads] for i in range(threads)]
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(threads, thread_name_prefix="jaccard") as pool:
-        list(pool.map(run_all, shares))
+    for group in groups:
+        one(group)
 
 
 def run(store: Store, config: Config | None = None, engine: str | None = None) -> AuditResult:
@@ -447,7 +453,7 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
         else (np.zeros(0, np.int64), np.zeros(0, np.int64))
     )
     n_cands = len(a_idx)
-    estimates = estimated_jaccard(sig_matrix, a_idx, b_idx)
+    estimates = estimated_jaccard(sig_matrix, a_idx, b_idx, threads)
     t_lsh = time.perf_counter()
 
     # Verify candidates with the exact Jaccard of their shingle sets; a candidate estimated
@@ -472,7 +478,7 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
                 tick(len(need))
             for i, found in zip(need_idx.tolist(), hashed, strict=True):
                 sets[i] = found
-        exact_jaccards(sets, a_idx, b_idx, check, exact, threads)
+        exact_jaccards(sets, a_idx, b_idx, check, exact)
     # Only the pairs at or above the threshold become rows (candidates can be 50x more).
     scores = exact if config.verify else estimates
     with np.errstate(invalid="ignore"):

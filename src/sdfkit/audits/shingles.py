@@ -312,12 +312,10 @@ def signatures(
         if len(doc) and doc[0] == doc[-1] and len(texts[int(doc[0])]) > hasher.chunk_chars:
             streamed.setdefault(int(doc[0]), Distinct()).add(hashes)
             continue
-        if len(doc) > 1 and (doc[1:] < doc[:-1]).any():
-            order = np.argsort(doc, kind="stable")
-            doc, hashes = doc[order], hashes[order]
-        bounds = np.flatnonzero(doc[1:] != doc[:-1]) + 1
-        for d, part in zip(doc[np.r_[0, bounds]], np.split(hashes, bounds), strict=True):
-            distinct[d] += _count_distinct(part)
+        if len(doc):
+            first = int(doc.min())
+            counts = _distinct_per_document(doc - first, hashes)
+            distinct[first : first + len(counts)] += counts
     for doc_index, seen in streamed.items():
         distinct[doc_index] = len(seen.values())
     return densify(mins.reshape(n, num_perm)), distinct
@@ -366,9 +364,20 @@ class Distinct:
         return self._merged
 
 
-def _count_distinct(values: np.ndarray) -> int:
-    ordered = np.sort(values)
-    return int((ordered[1:] != ordered[:-1]).sum()) + (len(ordered) > 0)
+def _distinct_per_document(local: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+    """Distinct hashes per document (``local``: document numbers from 0) in one sort: each
+    hash's top bits are replaced by its document number, so equal keys are equal hashes of
+    one document (two different shingles of a document agree on the other 44 or more bits
+    with probability ~2^-44 per pair: counts, not sets, are computed this way)."""
+    bits = max(1, int(local.max()).bit_length())
+    keys = (hashes >> _U64(bits)) | (local.astype(_U64) << _U64(64 - bits))
+    keys.sort()
+    new = np.ones(len(keys), bool)
+    new[1:] = keys[1:] != keys[:-1]
+    return np.bincount(
+        (keys[new] >> _U64(64 - bits)).astype(np.int64),
+        minlength=len(local) and int(local.max()) + 1,
+    )
 
 
 def densify(mins: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ import os
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import pyarrow as pa
 
@@ -40,6 +40,7 @@ from sdfkit.settings import env_int
 from sdfkit.store.catalog import Store
 
 ENGINES = ("local", "ray")
+T = TypeVar("T")
 
 
 # Worker-side state of the local process pool: the stage is built once per process.
@@ -120,7 +121,7 @@ def run_stage(
     processed = 0
     with counter(f"{stage.name}", total=total, unit="docs") as tick:
         if workers <= 1:
-            results: Iterator[pa.RecordBatch] = (stage(b) for b in batches)
+            results: Iterator[pa.RecordBatch] = (stage(b) for b in prefetched(batches))
             processed = _store_results(store, stage, results, flush_rows, tick)
         else:
             # Workers start from a fresh server process, never forked from this one: a fork
@@ -142,6 +143,53 @@ def run_stage(
 _START_METHOD = "forkserver"  # see run_stage
 
 
+_DONE = object()
+
+
+def prefetched(items: Iterator[T], depth: int = 1) -> Iterator[T]:
+    """``items``, produced up to ``depth`` ahead on a background thread: reading and decoding
+    the next Parquet batch (which releases the GIL) overlaps the work on this one. An error
+    in ``items`` is raised here; leaving early (an error, Ctrl-C) stops the thread."""
+    import queue
+    import threading
+
+    box: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[Any, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                box.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+        except BaseException as exc:  # handed to the consumer, raised there
+            put((_DONE, exc))
+            return
+        put((_DONE, None))
+
+    thread = threading.Thread(target=produce, name="sdf-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = box.get()
+            if error is not None:
+                raise error
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
 def _store_results(
     store: Store,
     stage: Stage,
@@ -158,8 +206,20 @@ def _store_results(
         size += out.num_rows
         tick(out.num_rows)
         if size >= flush_rows:
-            total += store.append(stage.table, pending, key="doc_id", schema=stage.output_schema)
+            total += store.append(
+                stage.table,
+                pending,
+                key="doc_id",
+                schema=stage.output_schema,
+                dictionary=stage.parquet_dictionary,
+            )
             pending, size = [], 0
     if pending:
-        total += store.append(stage.table, pending, key="doc_id", schema=stage.output_schema)
+        total += store.append(
+            stage.table,
+            pending,
+            key="doc_id",
+            schema=stage.output_schema,
+            dictionary=stage.parquet_dictionary,
+        )
     return total

@@ -156,10 +156,12 @@ def part_name(run_stamp: str, doc_ids: list[str]) -> str:
     return f"part-{run_stamp}-{digest}.parquet"
 
 
-def write_part(directory: Path, name: str, batch: pa.RecordBatch, schema: pa.Schema) -> int:
+def write_part(
+    directory: Path, name: str, batch: pa.RecordBatch, schema: pa.Schema, dictionary: bool = True
+) -> int:
     """Write ``batch`` as part ``name`` of a table directory, the store's way (hidden
     temporary file, atomic rename replacing an earlier attempt's part of that name)."""
-    with part_file(directory, schema, name) as writer:
+    with part_file(directory, schema, name, dictionary) as writer:
         writer.write(batch)
     return writer.rows
 
@@ -179,7 +181,9 @@ class _StageWriter:
         if batch.num_rows:
             out = self.stage(batch)
             name = part_name(self.run_stamp, batch.column("doc_id").to_pylist())
-            rows = write_part(self.directory, name, out, self.stage.output_schema)
+            rows = write_part(
+                self.directory, name, out, self.stage.output_schema, self.stage.parquet_dictionary
+            )
         return pa.table({"rows": [rows]}, schema=SUMMARY_SCHEMA)
 
 

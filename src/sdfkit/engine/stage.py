@@ -32,6 +32,9 @@ class Stage:
     columns: ClassVar[tuple[str, ...]] = ("doc_id", "text")
     #: True when the stage loads a model: Ray runs it as an actor pool.
     loads_model: ClassVar[bool] = False
+    #: Dictionary-encode the result columns in Parquet (off for random values such as
+    #: signatures, where it only costs time and space).
+    parquet_dictionary: ClassVar[bool] = True
 
     @property
     def output_schema(self) -> pa.Schema:  # pragma: no cover - abstract

@@ -469,6 +469,7 @@ class Store:
         table: pa.Table | Iterable[pa.RecordBatch],
         key: str | None = "doc_id",
         schema: pa.Schema | None = None,
+        dictionary: bool = True,
     ) -> int:
         """Append rows to a Parquet table as ONE new part, atomically.
 
@@ -477,7 +478,7 @@ class Store:
         """
         batches = [table] if isinstance(table, pa.Table) else table
         with self.append_lock(name) if key else nullcontext():
-            return self._append(name, batches, key, schema)
+            return self._append(name, batches, key, schema, dictionary)
 
     def _append(
         self,
@@ -485,9 +486,10 @@ class Store:
         batches: Iterable[pa.Table | pa.RecordBatch],
         key: str | None,
         schema: pa.Schema | None,
+        dictionary: bool = True,
     ) -> int:
         existing = self.keys(name, key) if key else set()
-        with self.part_writer(name, schema=schema) as writer:
+        with self.part_writer(name, schema=schema, dictionary=dictionary) as writer:
             for batch in batches:
                 if isinstance(batch, pa.Table):
                     sub_batches = batch.to_batches()
@@ -526,13 +528,15 @@ class Store:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
     @contextmanager
-    def part_writer(self, name: str, schema: pa.Schema | None = None) -> Iterator[PartWriter]:
+    def part_writer(
+        self, name: str, schema: pa.Schema | None = None, dictionary: bool = True
+    ) -> Iterator[PartWriter]:
         """Stream record batches into one new part; it appears only if the block succeeds."""
         if schema is None and name == DOCUMENTS:
             schema = DOCUMENT_SCHEMA
         d = self.table_dir(name)
         d.mkdir(parents=True, exist_ok=True)
-        with part_file(d, schema) as writer:
+        with part_file(d, schema, dictionary=dictionary) as writer:
             yield writer
 
     def save_table(self, name: str, data: Any, mode: str = "replace") -> None:
@@ -585,9 +589,12 @@ class Store:
 class PartWriter:
     """Writes record batches to one Parquet file (zstd); the schema is taken from the first."""
 
-    def __init__(self, path: Path, schema: pa.Schema | None) -> None:
+    def __init__(self, path: Path, schema: pa.Schema | None, dictionary: bool = True) -> None:
         self.path = path
         self.schema = schema
+        #: Dictionary-encode columns (Parquet's default). Off for tables of random values
+        #: (signatures, vectors): the attempt costs ~7x the write and the file grows by half.
+        self.dictionary = dictionary
         self.rows = 0
         self._writer: pq.ParquetWriter | None = None
         self._closed = False
@@ -598,7 +605,9 @@ class PartWriter:
         if self.schema is not None:
             batch = _conform(batch, self.schema)
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self.path, batch.schema, compression="zstd")
+            self._writer = pq.ParquetWriter(
+                self.path, batch.schema, compression="zstd", use_dictionary=self.dictionary
+            )
         if isinstance(batch, pa.RecordBatch):
             self._writer.write_batch(batch)
         else:
@@ -629,7 +638,7 @@ def _conform(batch: pa.RecordBatch | pa.Table, schema: pa.Schema) -> pa.RecordBa
 
 @contextmanager
 def part_file(
-    directory: Path, schema: pa.Schema | None, name: str | None = None
+    directory: Path, schema: pa.Schema | None, name: str | None = None, dictionary: bool = True
 ) -> Iterator[PartWriter]:
     """Write one part of a table directory: a hidden temporary file named after this process
     (see ``temp_writer_alive``), fsynced and published by an atomic rename only if the block
@@ -644,7 +653,7 @@ def part_file(
     tmp_dir = directory.parent / TMP_DIR / directory.name
     tmp_dir.mkdir(parents=True, exist_ok=True)
     tmp = tmp_dir / f".tmp-{temp_owner()}@{name}"
-    writer = PartWriter(tmp, schema)
+    writer = PartWriter(tmp, schema, dictionary)
     try:
         yield writer
         writer.close()
