@@ -575,3 +575,26 @@ def test_estimates_on_threads_equal_one_thread():
     assert np.array_equal(one, dedup.estimated_jaccard(matrix, a, b, threads=3))
     k = 12_345
     assert one[k] == np.mean(matrix[a[k]] == matrix[b[k]])
+
+
+def test_signatures_are_stored_without_dictionary_encoding(store, planted):
+    """Random 32-bit values gain nothing from a dictionary: the signature parts are written
+    without one, other tables keep Parquet's default."""
+    import pyarrow.parquet as pq
+
+    dedup.run(store, dedup.Config(write_exclusions=False))
+
+    def encodings(table: str, column: str) -> set[str]:
+        out: set[str] = set()
+        for part in store.parts(table):
+            meta = pq.ParquetFile(part).metadata
+            for g in range(meta.num_row_groups):
+                for c in range(meta.num_columns):
+                    col = meta.row_group(g).column(c)
+                    if col.path_in_schema.split(".")[0] == column:
+                        out |= set(col.encodings)
+        return out
+
+    sig = encodings(dedup.MinHashStage().table, "signature")
+    assert sig and not any("DICTIONARY" in e for e in sig)
+    assert any("DICTIONARY" in e for e in encodings("documents", "concept"))
