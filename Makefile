@@ -4,6 +4,7 @@ PY     := $(VENV)/bin/python
 SDF    := $(VENV)/bin/sdf
 STAMP  := $(VENV)/.installed
 PYTHON ?= python3
+TEXT_DEDUP := bench/.venv-text-dedup/.installed
 export SDF_PROGRESS ?= 1
 
 .PHONY: install demo test lint format bench report clean
@@ -34,8 +35,17 @@ format: install
 
 # `make bench BENCH=scale_report SCALES=1,3` runs one benchmark (bench/bench_<BENCH>.py) at
 # some scales; the full run (every bench, 1×/3×/10×) takes hours on 2 cores.
-bench: install
+bench: install $(TEXT_DEDUP)
 	$(PY) bench/run.py $(if $(BENCH),--only $(BENCH))
+
+# text-dedup, a baseline of bench_dedup, lives in its own environment: installed into ours it
+# would downgrade urllib3 and pull in pyspark. If it cannot be installed, the bench says so.
+$(TEXT_DEDUP): bench/requirements-text-dedup.txt
+	rm -rf bench/.venv-text-dedup
+	$(PYTHON) -m venv bench/.venv-text-dedup
+	if bench/.venv-text-dedup/bin/python -m pip install -q -r bench/requirements-text-dedup.txt; \
+	then touch $@; else rm -rf bench/.venv-text-dedup; \
+	echo "text-dedup could not be installed: bench_dedup runs without it"; fi
 
 report: install
 	$(SDF) report

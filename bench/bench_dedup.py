@@ -12,8 +12,13 @@ with ratios sdfkit / baseline.
 - **datasketch bulk route**: ``MinHash.bulk`` with xxhash over Python ``bytes`` shingles in a
   process pool of ``--workers`` (fork), ``MinHashLSH`` at the threshold, pairs whose MinHash
   estimate reaches the threshold (as DEPS.md measured: 1,429 docs/s for signatures alone).
-- text-dedup is not run: installing it would downgrade urllib3 and pull in pyspark and
-  onnxruntime (``pip install --dry-run text-dedup``, 2026-12-06).
+- **text-dedup** (``python -m text_dedup.minhash``: ``MinHash`` with xxh3 over word
+  5-grams in a ``datasets`` process pool of ``--workers``, LSH banding, union-find
+  clusters, no verification): run from its own virtual environment, because installing it
+  into ours would downgrade urllib3 and pull in pyspark. ``make bench`` builds it
+  (``bench/.venv-text-dedup``, from ``bench/requirements-text-dedup.txt``); ``--text-dedup
+  PYTHON`` points at another interpreter. Its claims are its clusters, so its pairs are
+  every pair of documents in one cluster. Without the environment the column says so.
 
 Memory per document (issue item 2): one document of ``--big-mb`` MB (ingest's ``--max-bytes``
 raised) through ``dedup.run`` in a child, peak RSS reported; the datasketch route on the same
@@ -29,6 +34,7 @@ Usage: ``python bench/bench_dedup.py [--docs 9600] [--real 9600] [--big-mb 50] [
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import random
 import re
@@ -134,6 +140,75 @@ def _child_datasketch(corpus: str, workers: int) -> dict:
     }
 
 
+def _child_text_dedup(corpus: str, python: str, workers: int, tmp: str) -> dict:
+    """text-dedup's MinHash CLI in a subprocess of this child (same process tree) on the
+    corpus exported to Parquet beforehand (the export is not timed); its union-find is
+    dumped (``--debug``) and read back as clusters of row numbers."""
+    import json
+    import subprocess
+
+    import pyarrow.parquet as pq
+
+    from sdfkit.store.catalog import Store
+
+    docs = Store(corpus).query("SELECT DISTINCT doc_id, text FROM documents ORDER BY doc_id")
+    ids = docs["doc_id"].to_list()
+    data = Path(tmp) / "td-input.parquet"
+    pq.write_table(docs.select("text").to_arrow(), data)
+    del docs
+    out = Path(tmp) / "td-output"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    env.pop("PYTHONPATH", None)
+    start = _usage()
+    t = time.perf_counter()
+    run = subprocess.run(
+        [python, "-m", "text_dedup.minhash", "--path", "parquet", "--data_files", str(data),
+         "--split", "train", "--cache_dir", str(Path(tmp) / "td-cache"), "--output", str(out),
+         "--column", "text", "--ngram", "5", "--min_length", "0", "--num_perm", "128",
+         "--threshold", str(THRESHOLD), "--hash_func", "xxh3", "--num_proc", str(workers),
+         "--debug"],
+        env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    secs = time.perf_counter() - t
+    end = _usage()
+    if run.returncode:
+        return {"error": (run.stderr or run.stdout).strip().splitlines()[-1:]}
+    read = (
+        "import json, pickle, sys\n"
+        "uf = pickle.load(open(sys.argv[1], 'rb'))\n"
+        "groups = {}\n"
+        "for x in uf.parent:\n"
+        "    groups.setdefault(uf.find(x), []).append(int(x))\n"
+        "print(json.dumps([g for g in groups.values() if len(g) > 1]))\n"
+    )
+    found = subprocess.run(
+        [python, "-c", read, str(out / "uf.pkl")], env=env, capture_output=True, text=True
+    )
+    clusters = json.loads(found.stdout or "[]")
+    pairs = sorted(
+        tuple(sorted((ids[a], ids[b])))
+        for group in clusters
+        for a, b in itertools.combinations(sorted(set(group)), 2)
+        if a < len(ids) and b < len(ids)
+    )
+    return {
+        "seconds": secs,
+        "cpu_s": end["cpu_s"] - start["cpu_s"],
+        # the CLI's processes are this child's children: their largest RSS, not a sum
+        "peak_rss_mb": end["peak_rss_mb"],
+        "documents": len(ids),
+        "pairs": pairs,
+    }
+
+
+def text_dedup_python(given: str | None) -> str | None:
+    """The interpreter that has text-dedup: ``--text-dedup``, else bench/.venv-text-dedup."""
+    if given:
+        return given
+    venv = HERE / ".venv-text-dedup"
+    return str(venv / "bin" / "python") if (venv / ".installed").exists() else None
+
+
 def _in_child(fn: str, *args: object) -> dict:
     return in_child("bench_dedup", fn, *args)
 
@@ -166,15 +241,12 @@ def real_corpus(store, n: int, seed: int = 0) -> dict:
     return {"docs": len(records), "planted": planted}
 
 
-def _exact(a: str, b: str, k: int = 5) -> float:
-    def sh(t: str) -> set[str]:
-        w = re.findall(r"\w+", t.lower())
-        if len(w) <= k:
-            return {" ".join(w)}
-        return {" ".join(w[i : i + k]) for i in range(len(w) - k + 1)}
-
-    sa, sb = sh(a), sh(b)
-    return len(sa & sb) / len(sa | sb)
+def _shingle_set(text: str, k: int = 5) -> set[str]:
+    """Lower-cased ``\\w+`` word k-shingles as Python strings: the reference."""
+    w = re.findall(r"\w+", text.lower())
+    if len(w) <= k:
+        return {" ".join(w)}
+    return {" ".join(w[i : i + k]) for i in range(len(w) - k + 1)}
 
 
 def _row(label: str, ours: str, base: str, ratio: str = "") -> None:
@@ -192,6 +264,7 @@ def main() -> None:
     ap.add_argument("--baseline-big-mb", type=float, default=5.0)
     ap.add_argument("--quick", action="store_true", help="1,200 documents, 5 MB document")
     ap.add_argument("--sections", default="speed,memory")
+    ap.add_argument("--text-dedup", help="a Python interpreter that has text-dedup installed")
     args, _ = ap.parse_known_args()
     if args.quick:
         args.docs, args.big_mb, args.baseline_big_mb = 1200, 5.0, 1.0
@@ -220,22 +293,26 @@ def main() -> None:
                     tuple(sorted((p["doc_a"], p["doc_b"]))) for p in truth["near_duplicates"]
                 ]
                 print(f"corpus: {truth['docs']:,} synthetic documents (bench/synth.py)")
-        _bench_speed(Store(corpus), corpus, planted, args.workers)
+        td = text_dedup_python(args.text_dedup)
+        _bench_speed(Store(corpus), corpus, planted, args.workers, td, tmp.name)
     if "memory" in args.sections.split(","):
         _bench_memory(Path(tmp.name), args.big_mb, args.baseline_big_mb)
     print(f"\nmachine: load average {os.getloadavg()[0]:.1f} at end")
     tmp.cleanup()
 
 
-def _bench_speed(store, corpus: Path, planted: list, workers: int) -> None:
+def _bench_speed(
+    store, corpus: Path, planted: list, workers: int, td_python: str | None, tmp: str
+) -> None:
     seed = random.randrange(1000, 2**31)  # a fresh seed: signatures are computed cold
     ours = _in_child("_child_sdfkit", str(corpus), seed)
-    base = _in_child("_child_datasketch", str(corpus), workers)
-    reported = {
-        "ours": {tuple(p) for p in ours["pairs"]},
-        "base": {tuple(p) for p in base["pairs"]},
-    }
-    pool = set(planted) | reported["ours"] | reported["base"]
+    runs = {"datasketch": _in_child("_child_datasketch", str(corpus), workers)}
+    if td_python:
+        runs["text-dedup"] = _in_child("_child_text_dedup", str(corpus), td_python, workers, tmp)
+    reported = {"sdfkit": {tuple(p) for p in ours["pairs"]}}
+    for name, res in runs.items():
+        reported[name] = {tuple(p) for p in res.get("pairs", [])}
+    pool = set(planted).union(*reported.values())
     need = sorted({d for p in pool for d in p})
     text = dict(
         store.query(
@@ -244,42 +321,54 @@ def _bench_speed(store, corpus: Path, planted: list, workers: int) -> None:
             {"i": need},
         ).iter_rows()
     )
+    sets = {d: _shingle_set(t) for d, t in text.items()}  # once per document, not per pair
     truth = {
-        p for p in pool if p[0] in text and p[1] in text and _exact(*map(text.get, p)) >= THRESHOLD
+        p
+        for p in pool
+        if p[0] in sets
+        and p[1] in sets
+        and len(sets[p[0]] & sets[p[1]]) / len(sets[p[0]] | sets[p[1]]) >= THRESHOLD
     }
 
     def pr(found: set) -> tuple[float, float]:
         tp = len(found & truth)
         return tp / max(len(found), 1), tp / max(len(truth), 1)
 
-    p_ours, r_ours = pr(reported["ours"])
-    p_base, r_base = pr(reported["base"])
     n = ours["documents"]
     print(
         f"\nnear-duplicates at Jaccard >= {THRESHOLD} over word 5-shingles, {n:,} documents; "
         f"truth: {len(truth)} pairs by exact Jaccard over the pooled {len(pool)} pairs"
     )
-    _row("", "sdfkit", f"datasketch bulk ({workers}p)", "ratio")
-    _row(
-        "documents/s (wall)",
-        f"{n / ours['seconds']:,.0f}",
-        f"{n / base['seconds']:,.0f}",
-        f"{base['seconds'] / ours['seconds']:.1f}x",
-    )
-    _row(
-        "documents per CPU-second",
-        f"{n / ours['cpu_s']:,.0f}",
-        f"{n / base['cpu_s']:,.0f}",
-        f"{base['cpu_s'] / ours['cpu_s']:.1f}x",
-    )
-    _row("precision", f"{p_ours:.4f}", f"{p_base:.4f}", f"{p_ours / max(p_base, 1e-9):.2f}x")
-    _row("recall", f"{r_ours:.4f}", f"{r_base:.4f}", f"{r_ours / max(r_base, 1e-9):.2f}x")
-    _row(
-        "peak RSS",
-        f"{ours['peak_rss_mb']:,.0f} MB",
-        f"{base['peak_rss_mb']:,.0f} MB",
-        f"{ours['peak_rss_mb'] / base['peak_rss_mb']:.2f}x",
-    )
+    if not td_python:
+        print("  text-dedup: not run (no bench/.venv-text-dedup: `make bench` builds it)")
+    for name, base in runs.items():
+        if "error" in base:
+            print(f"  {name}: failed: {' '.join(base['error'])}")
+            continue
+        p_ours, r_ours = pr(reported["sdfkit"])
+        p_base, r_base = pr(reported[name])
+        print()
+        _row("", "sdfkit", f"{name} ({workers}p)", "ratio")
+        _row(
+            "documents/s (wall)",
+            f"{n / ours['seconds']:,.0f}",
+            f"{n / base['seconds']:,.0f}",
+            f"{base['seconds'] / ours['seconds']:.1f}x",
+        )
+        _row(
+            "documents per CPU-second",
+            f"{n / ours['cpu_s']:,.0f}",
+            f"{n / base['cpu_s']:,.0f}",
+            f"{base['cpu_s'] / ours['cpu_s']:.1f}x",
+        )
+        _row("precision", f"{p_ours:.4f}", f"{p_base:.4f}", f"{p_ours / max(p_base, 1e-9):.2f}x")
+        _row("recall", f"{r_ours:.4f}", f"{r_base:.4f}", f"{r_ours / max(r_base, 1e-9):.2f}x")
+        _row(
+            "peak RSS",
+            f"{ours['peak_rss_mb']:,.0f} MB",
+            f"{base['peak_rss_mb']:,.0f} MB",
+            f"{ours['peak_rss_mb'] / base['peak_rss_mb']:.2f}x",
+        )
     print(f"  sdfkit stage timings: {ours['timings']}")
 
 
