@@ -24,11 +24,13 @@ Memory per document (issue item 2): one document of ``--big-mb`` MB (ingest's ``
 raised) through ``dedup.run`` in a child, peak RSS reported; the datasketch route on the same
 document at ``--baseline-big-mb`` MB (it needs ~200x the text: 10.7 GB at 50 MB).
 
-Corpora: bench/synth.py (default, ``--docs``), or ``--real N``: N real-text documents
-(bench/realtext.py: man pages, Debian changelogs, copyright files, READMEs) with 1 / 2.5 /
-5 % word-edited copies of 1 % of them planted.
+Corpora: ``--real N`` real-text documents and ``--docs N`` synthetic ones (bench/synth.py),
+both by default, or ``--corpus DIR``. The real text is this machine's man pages, Debian
+changelogs, copyright files and READMEs (bench/realtext.py), with 1 / 2.5 / 5 % word-edited
+copies of 1 % of the documents planted.
 
-Usage: ``python bench/bench_dedup.py [--docs 9600] [--real 9600] [--big-mb 50] [--quick]``.
+Usage: ``python bench/bench_dedup.py [--docs 9600] [--real 9600] [--corpus DIR] [--big-mb 50]
+[--text-dedup PYTHON] [--quick]``: by default both a real-text and a synthetic corpus.
 """
 
 from __future__ import annotations
@@ -256,8 +258,8 @@ def _row(label: str, ours: str, base: str, ratio: str = "") -> None:
 # ------------------------------------------------------------------------------ main
 def main() -> None:
     ap = argparse.ArgumentParser(description="near-duplicates vs datasketch's bulk route")
-    ap.add_argument("--docs", type=int, default=9600)
-    ap.add_argument("--real", type=int, default=0, help="real text: this many documents")
+    ap.add_argument("--docs", type=int, default=9600, help="synthetic documents (0: none)")
+    ap.add_argument("--real", type=int, default=9600, help="real-text documents (0: none)")
     ap.add_argument("--corpus", type=Path, help="reuse a corpus directory")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--big-mb", type=float, default=50.0)
@@ -275,26 +277,30 @@ def main() -> None:
     tmp = tempfile.TemporaryDirectory(prefix="sdf-bench-dedup-")
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at start")
     if "speed" in args.sections.split(","):
-        corpus = args.corpus or Path(tmp.name) / "corpus"
-        planted: list[tuple[str, str]] = []
-        if not (corpus / "documents").is_dir():
-            if args.real:
+        td = text_dedup_python(args.text_dedup)
+        for kind in ("given",) if args.corpus else ("real", "synthetic"):
+            corpus = args.corpus or Path(tmp.name) / f"corpus-{kind}"
+            planted: list[tuple[str, str]] = []
+            if kind == "real" and args.real:
                 made = real_corpus(Store(corpus), args.real)
                 planted = made["planted"]
                 print(
-                    f"corpus: {made['docs']:,} real-text documents (man pages, Debian docs), "
+                    f"\ncorpus: {made['docs']:,} real-text documents (man pages, Debian docs), "
                     f"{len(planted)} planted near-duplicates"
                 )
-            else:
+            elif kind == "synthetic" and args.docs:
                 from synth import make_corpus
 
                 truth = make_corpus(Store(corpus), n_docs=args.docs, seed=0)
                 planted = [
                     tuple(sorted((p["doc_a"], p["doc_b"]))) for p in truth["near_duplicates"]
                 ]
-                print(f"corpus: {truth['docs']:,} synthetic documents (bench/synth.py)")
-        td = text_dedup_python(args.text_dedup)
-        _bench_speed(Store(corpus), corpus, planted, args.workers, td, tmp.name)
+                print(f"\ncorpus: {truth['docs']:,} synthetic documents (bench/synth.py)")
+            elif kind != "given":
+                continue
+            work = Path(tmp.name) / f"text-dedup-{kind}"  # its input, cache, output
+            work.mkdir()
+            _bench_speed(Store(corpus), corpus, planted, args.workers, td, str(work))
     if "memory" in args.sections.split(","):
         _bench_memory(Path(tmp.name), args.big_mb, args.baseline_big_mb)
     print(f"\nmachine: load average {os.getloadavg()[0]:.1f} at end")
