@@ -201,25 +201,23 @@ def _store_results(
     total = 0
     pending: list[pa.RecordBatch] = []
     size = 0
-    for out in results:
-        pending.append(out)
-        size += out.num_rows
-        tick(out.num_rows)
-        if size >= flush_rows:
-            total += store.append(
-                stage.table,
-                pending,
-                key="doc_id",
-                schema=stage.output_schema,
-                dictionary=stage.parquet_dictionary,
-            )
-            pending, size = [], 0
-    if pending:
-        total += store.append(
+
+    def flush() -> int:
+        return store.append(
             stage.table,
             pending,
             key="doc_id",
             schema=stage.output_schema,
             dictionary=stage.parquet_dictionary,
         )
+
+    for out in results:
+        pending.append(out)
+        size += out.num_rows
+        tick(out.num_rows)
+        if size >= flush_rows:
+            total += flush()
+            pending, size = [], 0
+    if pending:
+        total += flush()
     return total
