@@ -29,6 +29,7 @@ Two routes, same counting rules:
 
 from __future__ import annotations
 
+import bisect
 import functools
 import re
 import time
@@ -759,10 +760,14 @@ def _tagged_mentions(
     docs_of: dict[str, list[str]],
     config: Config,
     ner: _Ner,
-) -> tuple[dict[tuple[str, str], int], int]:
+    counts_for: dict[str, str | None] | None = None,
+) -> tuple[dict[tuple[str, str], int], int, dict[tuple[str, str], int]]:
     """Every mention of each candidate read by NER in its window: per (document, candidate),
-    how many are tagged PERSON as exactly that name (what the exhaustive pass counts), and
-    the windows read. Verdicts come from and go to the window cache."""
+    how many are tagged PERSON as exactly that name (what the exhaustive pass counts), the
+    windows read, and (with ``counts_for``: the candidate each capitalised run counts for)
+    how many of the tagged ones sit inside a run that does not count for the candidate
+    ("Remove John Smith" where "Remove" is no known opener): NER folds those into the name.
+    Verdicts come from and go to the window cache."""
     ids = sorted({d for c in candidates for d in docs_of.get(c, [])})
     texts: dict[str, str] = {}
     if ids:
@@ -779,11 +784,41 @@ def _tagged_mentions(
             for s, e in _mentions(text, c):
                 jobs.append((d, c, (text, s, e)))
     hits = mention_hits(store, config, ner, [m for *_, m in jobs], label="names: count")
+    runs: dict[str, list[tuple[int, int, str]]] = {}
     tagged: Counter[tuple[str, str]] = Counter()
-    for (d, c, _), hit in zip(jobs, hits, strict=True):
-        if hit == c:
-            tagged[(d, c)] += 1
-    return dict(tagged), len(jobs)
+    folded: Counter[tuple[str, str]] = Counter()
+    for (d, c, (text, s, e)), hit in zip(jobs, hits, strict=True):
+        if hit != c:
+            continue
+        tagged[(d, c)] += 1
+        if counts_for is None:
+            continue
+        if d not in runs:
+            runs[d] = [(m.start(1), m.end(1), m.group(1)) for m in _RUN.finditer(text)]
+        i = bisect.bisect_right(runs[d], (s, len(text) + 1, "")) - 1
+        if i >= 0 and runs[d][i][1] >= e and counts_for.get(runs[d][i][2]) != c:
+            folded[(d, c)] += 1
+    return dict(tagged), len(jobs), dict(folded)
+
+
+def _host_docs(
+    per_doc: pl.DataFrame, names_: list[str], counts_for: dict[str, str | None]
+) -> dict[str, set[str]]:
+    """Per name: the documents where it sits inside a capitalised run that does not count
+    for it ("Remove John Smith", "Thanks John Smith" when not folded)."""
+    import polars as pl
+
+    if not names_ or not per_doc.height:
+        return {}
+    runs = per_doc.select("doc_id", "text").unique()
+    out: dict[str, set[str]] = {}
+    for c in names_:
+        pattern = r"(?:^|\s)" + re.escape(c) + r"(?:\s|$)"
+        got = runs.filter(pl.col("text").str.contains(pattern))
+        docs = {d for d, t in got.iter_rows() if counts_for.get(t) != c}
+        if docs:
+            out[c] = docs
+    return out
 
 
 def _spread(ids: list[str]) -> list[str]:
@@ -922,8 +957,15 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
             # document), what the exhaustive pass counts.
             exact = _needs_every_mention(verdicts, resolved, with_lone, config)
             t_exact = time.perf_counter()
-            tagged_of, exact_windows = (
-                _tagged_mentions(store, exact, docs_of, config, ner) if exact else ({}, 0)
+            # ... also where the name sits inside a longer run that counts for no one or
+            # for someone else ("Remove John Smith"): NER decides, as in the exhaustive pass
+            counts_for = {t: resolved.get(c) if c else None for t, c in norm_of.items()}
+            hosts = _host_docs(per_doc, exact, counts_for)
+            exact_docs = {c: sorted(set(docs_of.get(c, [])) | hosts.get(c, set())) for c in exact}
+            tagged_of, exact_windows, folded_of = (
+                _tagged_mentions(store, exact, exact_docs, config, ner, counts_for)
+                if exact
+                else ({}, 0, {})
             )
         finally:
             ner.close()
@@ -941,11 +983,27 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
                 got = exact_total[c] if c in exact else m * verdicts[c].ratio
                 tagged[resolved[c]] = tagged.get(resolved[c], 0.0) + got
         person_ratio = {n: tagged[n] / weight[n] for n in weight if weight[n]}
+        folded_df = pl.DataFrame(
+            [(d, resolved[c], n) for (d, c), n in folded_of.items()],
+            schema={"doc_id": pl.String, "name": pl.String, "n": pl.Int64},
+            orient="row",
+        )
+        figures["folded_openers"] += int(folded_df["n"].sum() or 0)
         mentions_df = (
-            per_norm.with_columns(
-                pl.col("candidate").replace_strict(resolved, default=None).alias("name")
+            pl.concat(
+                [
+                    per_norm.with_columns(
+                        pl.col("candidate").replace_strict(resolved, default=None).alias("name")
+                    )
+                    .drop_nulls("name")
+                    .select(
+                        pl.col("doc_id").cast(pl.String),
+                        pl.col("name").cast(pl.String),
+                        pl.col("n").cast(pl.Int64),
+                    ),
+                    folded_df,
+                ]
             )
-            .drop_nulls("name")
             .group_by("doc_id", "name")
             .agg(pl.col("n").sum())
         )
