@@ -399,8 +399,9 @@ _WIDEN = 4
 
 def _mentions(text: str, name: str) -> list[tuple[int, int]]:
     """(start, end) of every mention of ``name`` (either apostrophe: names are normalised
-    to ')."""
-    pattern = re.compile(re.escape(name).replace("'", "['’]"))
+    to '; any spaces or tabs between the words, as NER's entity is normalised)."""
+    words = [re.escape(w).replace("'", "['’]") for w in name.split(" ")]
+    pattern = re.compile(r"[ \t]+".join(words))
     return [(m.start(), m.end()) for m in pattern.finditer(text)]
 
 
@@ -796,7 +797,8 @@ def _tagged_mentions(
         if d not in runs:
             runs[d] = [(m.start(1), m.end(1), m.group(1)) for m in _RUN.finditer(text)]
         i = bisect.bisect_right(runs[d], (s, len(text) + 1, "")) - 1
-        if i >= 0 and runs[d][i][1] >= e and counts_for.get(runs[d][i][2]) != c:
+        # counted by the candidate stage only as (part of) a run that counts for c
+        if i < 0 or runs[d][i][1] < e or counts_for.get(runs[d][i][2]) != c:
             folded[(d, c)] += 1
     return dict(tagged), len(jobs), dict(folded)
 
