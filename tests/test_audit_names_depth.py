@@ -166,3 +166,19 @@ def test_name_inside_a_longer_run_counts_where_ner_tags_it(store, inside_runs):
     assert keller["ner_mentions_estimate"] == 11
     assert (keller["mentions"], keller["documents"]) == (11, 11)
     assert fast.figures["folded_openers"] == 3
+
+
+def test_ner_runs_without_the_shared_tok2vec_nothing_listens_to(nlp):
+    """The small model's NER embeds tokens itself; the shared tok2vec only fed the tagger
+    and parser, which are not loaded. Dropping it leaves every entity as it was."""
+    import spacy
+
+    assert nlp.pipe_names == ["ner"]
+    kept = spacy.load(
+        names.DEFAULT_MODEL, exclude=["parser", "lemmatizer", "attribute_ruler", "tagger"]
+    )
+    assert "tok2vec" in kept.pipe_names
+    texts = [CHANGELOG, " ".join(FILLER) + " Felix Young, the lead engineer, spoke to Jana Novak."]
+    ents = [[(e.text, e.label_) for e in d.ents] for d in nlp.pipe(texts)]
+    assert ents == [[(e.text, e.label_) for e in d.ents] for d in kept.pipe(texts)]
+    assert ("Jana Novak", "PERSON") in ents[1]

