@@ -76,6 +76,20 @@ def test_window_whose_entity_reaches_the_cut_is_read_wider(store, nlp):
     assert names.mention_hits(store, config, dead, [(CHANGELOG, s, e)]) == [full]
 
 
+def test_document_edge_is_no_cut(store, nlp):
+    """A name opening a short document: its entity starts at the window's first token, but
+    that is the document's start, so the window's verdict stands (no wider read)."""
+    text = "Martin Keller fixed the build on Tuesday."
+    end = len("Martin Keller")
+    [(hit, left, _)] = names._results(nlp, [(text, 0, end)], 8, names.STOP_WORDS)
+    assert hit == "Martin Keller" and left
+    config = names.Config(ner_workers=1)
+    ner = names._Ner(config, names.STOP_WORDS, nlp)
+    assert names.mention_hits(store, config, ner, [(text, 0, end)]) == ["Martin Keller"]
+    hits = [r["hit"] for r in store.read(names._window_table(config.model)).to_pylist()]
+    assert hits == ["Martin Keller"]
+
+
 def test_default_windows_give_the_whole_document_verdict(store, nlp):
     """Every mention of a changelog-like text, read in its window, gets the verdict NER
     gives it in the whole text."""

@@ -21,8 +21,12 @@ Two routes, same counting rules:
   The lists are ranked by ``ner_mentions_estimate`` (mentions × the share of windows tagged
   PERSON): the small model calls some people ORG in part of their mentions, and the
   exhaustive route counts only the tagged ones (``rank_by="mentions"`` ranks by exact counts).
-  A name tagged PERSON in some windows and not others, near or in the top list, has every
-  mention read instead: its estimate is then its count of PERSON-tagged mentions.
+  A name whose estimate could reach the top list has every mention read instead (also
+  inside longer runs, "Remove Sarah Chen"): its estimate is then its count of mentions
+  tagged PERSON as that name, what the exhaustive route counts. A window is
+  ``window_words`` words either side of the mention; NER sees ``NER_REACH`` tokens either
+  side of a token, so the window gives the whole document's verdict, and where the entity
+  reaches a cut the window is read wider.
 - ``mode="exhaustive"``: spaCy NER over every document (``PersonEntitiesStage`` stage; about 20
   minutes for 20M tokens on 2 cores, DEPS.md), every PERSON entity counted.
 """
@@ -467,10 +471,13 @@ def _window_table(model: str) -> str:
     return "name_window_ner_" + re.sub(r"[^0-9A-Za-z]+", "_", model) + "_v3"
 
 
-def _window_key(window: str, start: int, end: int) -> str:
+def _window_key(window: str, start: int, end: int, edges: str = "") -> str:
+    """Cache key of a window; ``edges`` says which of its ends is the document's ("S",
+    "E"): there no wider window is read."""
     import hashlib
 
-    return hashlib.sha256(f"{start}:{end}:{window}".encode()).hexdigest()[:32]
+    head = f"{start}:{end}:{edges}:" if edges else f"{start}:{end}:"
+    return hashlib.sha256(f"{head}{window}".encode()).hexdigest()[:32]
 
 
 def _cached_window_hits(store: Store, model: str, keys: set[str]) -> dict[str, str | None]:
@@ -502,17 +509,22 @@ def mention_hits(
     none again); a window met twice is read once."""
     from sdfkit.progress import counter
 
-    narrow = []
+    narrow, edges = [], []
     for text, s, e in mentions:
         lo, hi = _cut(text, s, e, config.window_words)
         narrow.append((text[lo:hi], s - lo, e - lo))
-    keys = [_window_key(*w) for w in narrow]
+        edges.append(("S" if lo == 0 else "") + ("E" if hi == len(text) else ""))
+    keys = [_window_key(*w, edges=x) for w, x in zip(narrow, edges, strict=True)]
     known = _cached_window_hits(store, config.model, set(keys))
     fresh: dict[str, str | None] = {}
-    todo = {k: w for k, w in zip(keys, narrow, strict=True) if k not in known}
+    todo = {k: (w, x) for k, w, x in zip(keys, narrow, edges, strict=True) if k not in known}
     with counter(label, total=len(todo), unit="windows") as tick:
-        for k, (hit, left, right) in zip(todo, ner.results(list(todo.values()), tick), strict=True):
-            fresh[k] = _WIDER if left or right else hit
+        windows = [w for w, _ in todo.values()]
+        for (k, (_, x)), (hit, left, right) in zip(
+            todo.items(), ner.results(windows, tick), strict=True
+        ):
+            cut = (left and "S" not in x) or (right and "E" not in x)
+            fresh[k] = _WIDER if cut else hit
     known.update(fresh)
     # entities reaching a cut: the verdict of the wider window (the document's edge is no cut)
     wide: dict[int, str] = {}
