@@ -711,8 +711,8 @@ def _ner_chunk(windows: list[tuple[str, int, int]]) -> list[tuple[str | None, bo
 class _Ner:
     """NER on windows for one audit: in this process (spaCy loaded on first use), or on
     every core (forkserver workers, never forked from a process whose polars/DuckDB threads
-    run, started once and kept until ``close``) when there are at least
-    ``POOL_MIN_WINDOWS`` windows. The verdict of a window never depends on which."""
+    run, started once and kept until ``close``) from the first batch of at least
+    ``POOL_MIN_WINDOWS`` windows on. The verdict of a window never depends on which."""
 
     def __init__(self, config: Config, stop: frozenset[str], nlp: Any = None) -> None:
         import os
@@ -725,7 +725,8 @@ class _Ner:
         cfg = self.config
         if not windows:
             return
-        if self.workers <= 1 or len(windows) < POOL_MIN_WINDOWS:
+        # once the workers run (spaCy loaded in each), every later batch goes to them too
+        if self.workers <= 1 or (self._pool is None and len(windows) < POOL_MIN_WINDOWS):
             if self._nlp is None:
                 self._nlp = load_nlp(cfg.model)
             for r in _results(self._nlp, windows, cfg.batch_size, self.stop):
