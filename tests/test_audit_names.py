@@ -460,9 +460,13 @@ def test_window_verdict_names_the_listed_person_the_mention_is():
     ent = SimpleNamespace(
         label_="PERSON", text=listed, start_char=start, end_char=start + len(listed)
     )
-    fake = SimpleNamespace(
-        pipe=lambda pairs, **kw: [(SimpleNamespace(ents=[ent]), ctx) for _, ctx in pairs]
-    )
+    ent.start, ent.end = 2, 10  # tokens, as spaCy counts them (the doc has 16)
+
+    class Doc(SimpleNamespace):
+        def __len__(self) -> int:
+            return 16
+
+    fake = SimpleNamespace(pipe=lambda pairs, **kw: [(Doc(ents=[ent]), ctx) for _, ctx in pairs])
     windows = []
     for who in ("Vladimir Prus", "Peter Dimov", "Jane Roe"):
         s = text.index(who)

