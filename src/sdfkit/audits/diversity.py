@@ -42,6 +42,8 @@ DIM = 384
 PRECISIONS = ("auto", "fp32", "bf16")
 #: The cache table's suffix per resolved precision: a new suffix whenever the vectors change.
 TABLE_TAGS = {"fp32": "fp32", "bf16": "bf16w"}
+#: Default documents per forward pass: bf16 activations take half the memory of fp32's.
+DEFAULT_BATCH = {"fp32": 32, "bf16": 64}
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
 
@@ -57,10 +59,11 @@ class Config(Checked):
     #: fp32, bf16 (the model's weights in bf16; only fast on CPUs with native bf16) or auto
     #: (bf16 when native, else fp32). bf16 vectors keep cosine >= 0.9999 to fp32's.
     precision: str = field(default="auto", metadata=one_of(*PRECISIONS))
-    #: Documents per forward pass. 32 costs about half the CPU of 8 per document (fewer,
-    #: larger matrix products; bench/bench_diversity.py) for ~100 MB more peak memory (the
-    #: attention scores of a batch: batch x 12 heads x length^2).
-    batch_size: int = field(default=32, metadata=at_least(1))
+    #: Documents per forward pass (None: 64 in bf16, 32 in fp32). Larger batches cost less
+    #: CPU per document (bench/bench_diversity.py: bf16 at 64 took ~0.4x the CPU of 8);
+    #: peak memory grows with a batch's activations (attention scores: batch x 12 heads x
+    #: length^2), ~300-400 MB above the loaded model at either default.
+    batch_size: int | None = field(default=None, metadata=at_least(1))
     #: Local process-pool size for embedding (None: $SDF_WORKERS or 1).
     workers: int | None = field(default=None, metadata=at_least(1))
     #: Embed at most this many documents per concept (None: all). The sample is the concept's
@@ -107,12 +110,12 @@ class EmbeddingStage(Stage):
         self,
         max_seq_length: int = 256,
         precision: str = "fp32",
-        batch_size: int = 32,
+        batch_size: int | None = None,
         threads: int | None = None,
     ) -> None:
         self.max_seq_length = max_seq_length
         self.precision = resolve_precision(precision)
-        self.batch_size = batch_size
+        self.batch_size = batch_size or DEFAULT_BATCH[self.precision]
         self.threads = threads
 
     @property
@@ -485,7 +488,7 @@ COMMAND = Command(
     options={
         "max_seq_length": "Word pieces of each document embedded.",
         "precision": "auto, fp32 or bf16 (auto: bf16 on CPUs with native bf16).",
-        "batch_size": "Encoder batch size.",
+        "batch_size": "Encoder batch size (default 64 in bf16, 32 in fp32).",
         "workers": "Local embedding processes (default $SDF_WORKERS or 1).",
     },
     engine=True,
