@@ -487,7 +487,7 @@ COMMAND = Command(
     help="Embedding diversity: mean pairwise cosine, nearest neighbours, effective documents.",
     options={
         "max_seq_length": "Word pieces of each document embedded.",
-        "precision": "auto, fp32 or bf16 (auto: bf16 on CPUs with native bf16).",
+        "precision": "auto, fp32 or bf16 (weights in bf16; auto: bf16 on CPUs with native bf16).",
         "batch_size": "Encoder batch size (default 64 in bf16, 32 in fp32).",
         "workers": "Local embedding processes (default $SDF_WORKERS or 1).",
     },
