@@ -44,6 +44,8 @@ PRECISIONS = ("auto", "fp32", "bf16")
 TABLE_TAGS = {"fp32": "fp32", "bf16": "bf16w"}
 #: Default documents per forward pass: bf16 activations take half the memory of fp32's.
 DEFAULT_BATCH = {"fp32": 32, "bf16": 64}
+#: A batch's rows are padded up to a multiple of this (see EmbeddingStage.encode).
+SHAPE_STEP = 16
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
 
@@ -164,19 +166,26 @@ class EmbeddingStage(Stage):
         # Longest first: similar lengths pad little. A batch's activations (batch × heads ×
         # length² attention scores) bound its size.
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        # Few distinct tensor shapes: rows padded up to a multiple of SHAPE_STEP (with empty
+        # texts, dropped after) and lengths to a multiple of 32. With every (rows, length) of
+        # its own, malloc's heap fragmented and the audit's peak grew with each new shape
+        # (1.9 GB at seed scale in bf16, against ~1 GB with shapes that repeat).
+        step = min(SHAPE_STEP, self.batch_size)
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 rows = order[start : start + self.batch_size]
+                filler = [""] * (min(-len(rows) % step, self.batch_size - len(rows)))
                 enc = self._tokenizer(
-                    [texts[i] for i in rows],
+                    [texts[i] for i in rows] + filler,
                     padding=True,
                     truncation=True,
                     max_length=self.max_seq_length,
+                    pad_to_multiple_of=32,
                     return_tensors="pt",
                 )
                 # Pooling and normalisation in fp32, whatever the weights.
-                hidden = self._model(**enc).last_hidden_state.float()
-                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                hidden = self._model(**enc).last_hidden_state[: len(rows)].float()
+                mask = enc["attention_mask"][: len(rows)].unsqueeze(-1).to(hidden.dtype)
                 mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
                 vec = torch.nn.functional.normalize(mean, p=2, dim=1)
                 out[rows] = vec.numpy()
