@@ -128,8 +128,8 @@ def test_cache_table_names_the_precision_and_the_bf16_route(monkeypatch):
     )
     # the batch size changes no vector beyond tolerance (next test), so not the table either
     assert diversity.EmbeddingStage(precision="bf16", batch_size=1).table == bf16.table
-    # the default: bf16 weights in batches of 64 where bf16 is native, else fp32 in 32s
-    for native, table, batch in ((True, bf16.table, 64), (False, fp32.table, 32)):
+    # the default: bf16 weights in batches of 32 where bf16 is native, else fp32 in 16s
+    for native, table, batch in ((True, bf16.table, 32), (False, fp32.table, 16)):
         monkeypatch.setattr(diversity, "_cpu_has_native_bf16", lambda native=native: native)
         stage = diversity.stage_for(diversity.Config())
         assert (stage.table, stage.batch_size) == (table, batch)

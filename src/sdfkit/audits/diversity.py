@@ -43,7 +43,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 #: The cache table's suffix per resolved precision: a new suffix whenever the vectors change.
 TABLE_TAGS = {"fp32": "fp32", "bf16": "bf16w"}
 #: Default documents per forward pass: bf16 activations take half the memory of fp32's.
-DEFAULT_BATCH = {"fp32": 32, "bf16": 64}
+DEFAULT_BATCH = {"fp32": 16, "bf16": 32}
 #: A batch's rows are padded up to a multiple of this (see EmbeddingStage.encode).
 SHAPE_STEP = 16
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -61,10 +61,10 @@ class Config(Checked):
     #: fp32, bf16 (the model's weights in bf16; only fast on CPUs with native bf16) or auto
     #: (bf16 when native, else fp32). bf16 vectors keep cosine >= 0.9999 to fp32's.
     precision: str = field(default="auto", metadata=one_of(*PRECISIONS))
-    #: Documents per forward pass (None: 64 in bf16, 32 in fp32). Larger batches cost less
-    #: CPU per document (bench/bench_diversity.py: bf16 at 64 took ~0.4x the CPU of 8);
-    #: peak memory grows with a batch's activations (attention scores: batch x 12 heads x
-    #: length^2), ~300-400 MB above the loaded model at either default.
+    #: Documents per forward pass (None: 32 in bf16, 16 in fp32: about the same activation
+    #: memory). Larger batches cost less CPU per document (bench/bench_diversity.py: bf16
+    #: at 32 took ~0.55x the CPU of 8) but raise the peak: at seed scale the bf16 audit
+    #: peaked at 961 MB in batches of 32 and 1,304 MB in batches of 64.
     batch_size: int | None = field(default=None, metadata=at_least(1))
     #: Local process-pool size for embedding (None: $SDF_WORKERS or 1).
     workers: int | None = field(default=None, metadata=at_least(1))
@@ -497,7 +497,7 @@ COMMAND = Command(
     options={
         "max_seq_length": "Word pieces of each document embedded.",
         "precision": "auto, fp32 or bf16 (weights in bf16; auto: bf16 on CPUs with native bf16).",
-        "batch_size": "Encoder batch size (default 64 in bf16, 32 in fp32).",
+        "batch_size": "Encoder batch size (default 32 in bf16, 16 in fp32).",
         "workers": "Local embedding processes (default $SDF_WORKERS or 1).",
     },
     engine=True,
