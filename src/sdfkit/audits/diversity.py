@@ -71,8 +71,9 @@ class Config(Checked):
     #: Embed at most this many documents per concept (None: all). The sample is the concept's
     #: documents with the smallest content hashes: uniform, stable across runs (a re-audit
     #: embeds only new documents that enter it), and the same whichever engine runs it.
-    #: Embedding is the report's slowest step on CPU (~7-20 docs/s on 2 cores); the figures
-    #: are statistics of the group, which a sample of 1,000 estimates closely.
+    #: Embedding is the report's slowest step on CPU (~24-40 docs/s in bf16 on 2 busy
+    #: cores); the figures are statistics of the group, which a sample of 1,000 estimates
+    #: closely.
     sample_per_concept: int | None = field(default=1000, metadata=at_least(1))
     #: Nearest neighbours are searched for at most this many documents per group.
     nn_sample: int = field(default=5000, metadata=at_least(1))
