@@ -64,7 +64,7 @@ class Config(Checked):
     precision: str = field(default="auto", metadata=one_of(*PRECISIONS))
     #: Documents per forward pass (None: 32 in bf16, 16 in fp32: about the same activation
     #: memory). Larger batches cost less CPU per document (bench/bench_diversity.py: bf16
-    #: at 32 took ~0.58x the CPU of 8) but raise the peak: at seed scale the bf16 audit
+    #: at 32 took ~0.58x the CPU of 8 at load 4) but raise the peak: at seed scale the bf16 audit
     #: peaked at 961 MB in batches of 32 and 1,304 MB in batches of 64.
     batch_size: int | None = field(default=None, metadata=at_least(1))
     #: Local process-pool size for embedding (None: $SDF_WORKERS or 1).
@@ -72,7 +72,7 @@ class Config(Checked):
     #: Embed at most this many documents per concept (None: all). The sample is the concept's
     #: documents with the smallest content hashes: uniform, stable across runs (a re-audit
     #: embeds only new documents that enter it), and the same whichever engine runs it.
-    #: Embedding is the report's slowest step on CPU (~24-40 docs/s in bf16 on 2 busy
+    #: Embedding is the report's slowest step on CPU (~24-64 docs/s in bf16 on 2
     #: cores); the figures are statistics of the group, which a sample of 1,000 estimates
     #: closely.
     sample_per_concept: int | None = field(default=1000, metadata=at_least(1))
