@@ -64,8 +64,8 @@ class Config(Checked):
     precision: str = field(default="auto", metadata=one_of(*PRECISIONS))
     #: Documents per forward pass (None: 32 in bf16, 16 in fp32: about the same activation
     #: memory). Larger batches cost less CPU per document (bench/bench_diversity.py: bf16
-    #: at 32 took ~0.58x the CPU of 8 at load 4) but raise the peak: at seed scale the bf16 audit
-    #: peaked at 961 MB in batches of 32 and 1,304 MB in batches of 64.
+    #: at 32 took ~0.58x the CPU of 8 at load 4) but raise the peak: at seed scale the
+    #: bf16 audit peaked at 961 MB in batches of 32 and 1,304 MB in batches of 64.
     batch_size: int | None = field(default=None, metadata=at_least(1))
     #: Local process-pool size for embedding (None: $SDF_WORKERS or 1).
     workers: int | None = field(default=None, metadata=at_least(1))
