@@ -48,6 +48,7 @@ from sdfkit.audits.shingles import (
 )
 from sdfkit.engine.local import Stage
 from sdfkit.settings import Checked, at_least, between, one_of
+from sdfkit.store.catalog import numpy_array
 from sdfkit.store.duplicates import figures as exact_duplicate_figures
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -171,12 +172,12 @@ class MinHashStage(Stage):
 
         texts = [t or "" for t in batch.column("text").to_pylist()]
         sigs, distinct = self._signatures(texts)
-        flat = pa.array(sigs.reshape(-1), type=pa.uint32())
-        offsets = pa.array(np.arange(0, sigs.size + 1, self.num_perm, dtype=np.int32))
+        flat = numpy_array(sigs.reshape(-1), pa.uint32())
+        offsets = numpy_array(np.arange(0, sigs.size + 1, self.num_perm, dtype=np.int32))
         return pa.RecordBatch.from_arrays(
             [
                 batch.column("doc_id"),
-                pa.array(distinct.astype(np.int32), type=pa.int32()),
+                numpy_array(distinct.astype(np.int32)),
                 pa.ListArray.from_arrays(offsets, flat),
             ],
             schema=self.output_schema,

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sdfkit.errors import SdfError
-from sdfkit.store.catalog import DOCUMENTS, Store, read_part
+from sdfkit.store.catalog import DOCUMENTS, Store, read_part, string_array
 
 
 class EngineError(SdfError):
@@ -105,7 +105,7 @@ def document_texts(store: Store, doc_ids: list[str]) -> dict[str, str]:
     catalog connection: a third of the time of the same query through DuckDB's views)."""
     if not doc_ids:
         return {}
-    wanted = pa.array(doc_ids, pa.string())
+    wanted = string_array(doc_ids)
     out: dict[str, str] = {}
     for part in store.parts(DOCUMENTS):
         tbl = read_part(part, ["doc_id", "text"])
@@ -132,6 +132,6 @@ def read_results(store: Store, stage: Stage, doc_ids: set[str] | None = None) ->
     """The stored results of a stage (optionally for some documents only)."""
     tbl = store.read(stage.table)
     if doc_ids is not None and tbl.num_rows:
-        mask = pc.is_in(tbl.column("doc_id"), value_set=pa.array(sorted(doc_ids)))
+        mask = pc.is_in(tbl.column("doc_id"), value_set=string_array(sorted(doc_ids)))
         tbl = tbl.filter(mask)
     return tbl
