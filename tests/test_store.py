@@ -144,3 +144,16 @@ def test_cleaning_never_removes_a_live_writers_temporary(store):
         assert store.clean_temporaries() == 2
         assert list(d.glob(".tmp-*")) == mine
     assert store.query("SELECT text FROM documents")["text"].to_list() == ["in progress"]
+
+
+def test_arrays_built_from_buffers_equal_pa_array():
+    import numpy as np
+
+    from sdfkit.store.catalog import numpy_array, string_array
+
+    words = ["", "a", "naïve café", "日本語", "x" * 1000]
+    assert string_array(words).equals(pa.array(words, pa.string()))
+    assert string_array([]).equals(pa.array([], pa.string()))
+    values = np.arange(20, dtype=np.uint32)[::3]  # not contiguous
+    assert numpy_array(values).equals(pa.array(values, pa.uint32()))
+    assert numpy_array(values.astype(np.int64), pa.int64()).to_pylist() == values.tolist()
