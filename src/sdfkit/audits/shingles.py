@@ -5,8 +5,8 @@ the near-duplicate audit's time, and one 50 MB document made it peak at 10.7 GB.
 Python object exists per word or shingle, and no step holds more than one chunk's arrays.
 
 What a shingle is does not change: the words are ``re.findall(r"\\w+", text.lower())``
-(Python's own notion of a word character, taken from its regex engine over every code point
-once per process), a k-shingle is k consecutive words, and a text of fewer than k words is one
+(Python's own notion of a word character, taken from its regex engine, block by block of
+code points as texts need them, once per process), a k-shingle is k consecutive words, and a text of fewer than k words is one
 shingle of all its words.
 
 How:
