@@ -196,3 +196,29 @@ def test_ner_runs_without_the_shared_tok2vec_nothing_listens_to(nlp):
     ents = [[(e.text, e.label_) for e in d.ents] for d in nlp.pipe(texts)]
     assert ents == [[(e.text, e.label_) for e in d.ents] for d in kept.pipe(texts)]
     assert ("Jana Novak", "PERSON") in ents[1]
+
+
+def test_a_name_with_more_mentions_than_every_mention_max_is_counted_on_a_sample(store):
+    """A collapsed corpus: one name in 60 documents (120 mentions). With a cap of 30 only
+    the mentions of a uniform sample of its documents are read, and its estimate is scaled
+    to all of them; without the cap every mention is read. Both agree on the count."""
+    rng = random.Random(3)
+    records = []
+    for i in range(60):
+        body = " ".join(rng.sample(FILLER, 2))
+        text = (
+            f"Report {i}. According to Martin Keller, the plan works. {body} "
+            f"Questions go to Martin Keller at the office."
+        )
+        records.append({"text": text, "concept": "c", "doc_type": "memo"})
+    store.append("documents_raw", build_documents(records))
+    everything = names.run(store, names.Config(top_k=5, every_mention_max=None, ner_workers=1))
+    capped = names.run(store, names.Config(top_k=5, every_mention_max=30, ner_workers=1))
+    full = {d["name"]: d for d in everything.figures["top"]}["Martin Keller"]
+    part = {d["name"]: d for d in capped.figures["top"]}["Martin Keller"]
+    assert everything.figures["every_mention_sampled"] == {}
+    read = capped.figures["every_mention_sampled"]["Martin Keller"]
+    assert read["mentions"] == 120 and 30 <= read["read"] <= 32  # whole documents
+    assert full["mentions"] == part["mentions"] == 120
+    assert full["ner_mentions_estimate"] > 100
+    assert part["ner_mentions_estimate"] == pytest.approx(full["ner_mentions_estimate"], rel=0.1)

@@ -152,6 +152,12 @@ class Config(Checked):
     #: decides which names make the list.
     windows_at_cut: int = field(default=48, metadata=at_least(1))
     cut_band: tuple[float, float] = field(default=(0.6, 1.6), metadata=at_least(0))
+    #: Most mentions of one name read by NER for its count (a name that could reach the top
+    #: list has every mention read): a name with more is counted on a uniform sample of its
+    #: documents holding about this many mentions, scaled to all of them, so a collapsed
+    #: corpus (one name in thousands of documents) costs no more than this per name. None:
+    #: read every mention.
+    every_mention_max: int | None = field(default=2000, metadata=at_least(1))
     #: Words (whitespace-separated, each one or more spaCy tokens) of context each side of
     #: a mention in a window; NER sees ``NER_REACH`` tokens each side of a token, and a
     #: window whose entity comes closer than that to a cut is read wider.
@@ -781,13 +787,15 @@ def _tagged_mentions(
     config: Config,
     ner: _Ner,
     counts_for: dict[str, str | None] | None = None,
-) -> tuple[dict[tuple[str, str], int], int, dict[tuple[str, str], int]]:
+) -> tuple[dict[tuple[str, str], int], int, dict[tuple[str, str], int], dict[str, tuple[int, int]]]:
     """Every mention of each candidate read by NER in its window: per (document, candidate),
     how many are tagged PERSON as exactly that name (what the exhaustive pass counts), the
     windows read, and (with ``counts_for``: the candidate each capitalised run counts for)
     how many of the tagged ones sit inside a run that does not count for the candidate
     ("Remove John Smith" where "Remove" is no known opener): NER folds those into the name.
-    Verdicts come from and go to the window cache."""
+    Verdicts come from and go to the window cache. A name with more than
+    ``every_mention_max`` mentions has only the mentions of a uniform sample of its documents
+    read; the last result maps it to (mentions read, mentions found)."""
     ids = sorted({d for c in candidates for d in docs_of.get(c, [])})
     texts: dict[str, str] = {}
     if ids:
@@ -798,11 +806,22 @@ def _tagged_mentions(
         )
         texts = dict(got.iter_rows())
     jobs: list[tuple[str, str, tuple[str, int, int]]] = []
+    sampled: dict[str, tuple[int, int]] = {}
+    cap = config.every_mention_max
     for c in candidates:
-        for d in docs_of.get(c, []):
+        # Whole documents in doc-id order (content hashes: a uniform order) until ``cap``
+        # mentions are queued; the rest are counted, not read (their share is scaled).
+        read = total = 0
+        for d in sorted(docs_of.get(c, [])):
             text = texts.get(d, "")
-            for s, e in _mentions(text, c):
-                jobs.append((d, c, (text, s, e)))
+            found = _mentions(text, c)
+            total += len(found)
+            if cap is not None and read >= cap:
+                continue
+            read += len(found)
+            jobs.extend((d, c, (text, s, e)) for s, e in found)
+        if read < total:
+            sampled[c] = (read, total)
     hits = mention_hits(store, config, ner, [m for *_, m in jobs], label="names: count")
     runs: dict[str, list[tuple[int, int, str]]] = {}
     tagged: Counter[tuple[str, str]] = Counter()
@@ -819,7 +838,7 @@ def _tagged_mentions(
         # counted by the candidate stage only as (part of) a run that counts for c
         if i < 0 or runs[d][i][1] < e or counts_for.get(runs[d][i][2]) != c:
             folded[(d, c)] += 1
-    return dict(tagged), len(jobs), dict(folded)
+    return dict(tagged), len(jobs), dict(folded), sampled
 
 
 def _host_docs(
@@ -983,10 +1002,10 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
             counts_for = {t: resolved.get(c) if c else None for t, c in norm_of.items()}
             hosts = _host_docs(per_doc, exact, counts_for)
             exact_docs = {c: sorted(set(docs_of.get(c, [])) | hosts.get(c, set())) for c in exact}
-            tagged_of, exact_windows, folded_of = (
+            tagged_of, exact_windows, folded_of, sampled = (
                 _tagged_mentions(store, exact, exact_docs, config, ner, counts_for)
                 if exact
-                else ({}, 0, {})
+                else ({}, 0, {}, {})
             )
         finally:
             ner.close()
@@ -995,6 +1014,11 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
         exact_total: Counter[str] = Counter()
         for (_, c), n in tagged_of.items():
             exact_total[c] += n
+        for c, (read_n, found_n) in sampled.items():  # scaled from the documents read
+            exact_total[c] = round(exact_total[c] * found_n / max(read_n, 1))
+        figures["every_mention_sampled"] = {
+            resolved.get(c, c): {"read": r, "mentions": m} for c, (r, m) in sorted(sampled.items())
+        }
         # A name's PERSON ratio: its candidates' window ratios, weighted by their mentions.
         weight: Counter[str] = Counter()
         tagged: dict[str, float] = {}
@@ -1047,7 +1071,9 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
         # Mentions of names never confirmed, estimated from the acceptance rate of the
         # least frequent confirmed candidates: the denominator of every share.
         extra = unconfirmed * low_rate
-        counted = {resolved[c]: c for c in exact}
+        # a name counted on a sample of its documents is estimated per document from its
+        # (sampled) ratio, like any other name: its unread documents have no tagged count
+        counted = {resolved[c]: c for c in exact if c not in sampled}
         exact_df = pl.DataFrame(
             [(d, resolved[c], n) for (d, c), n in tagged_of.items()],
             schema={"doc_id": pl.String, "name": pl.String, "tagged": pl.Int64},
