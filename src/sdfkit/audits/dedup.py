@@ -382,9 +382,7 @@ def exact_jaccards(
     order = np.argsort(big, kind="stable")
     check, big, small = check[order], big[order], small[order]
     cuts = np.flatnonzero(np.diff(big)) + 1
-    groups = np.split(np.arange(len(check)), cuts) if len(check) else []
-
-    def one(group: np.ndarray) -> None:
+    for group in np.split(np.arange(len(check)), cuts) if len(check) else []:
         left = sets[big[group[0]]]
         assert left is not None
         ks = check[group]
@@ -401,9 +399,6 @@ def exact_jaccards(
         inter = hits[ends] - hits[ends - sizes]
         union = len(left) + sizes - inter
         out[ks] = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
-
-    for group in groups:
-        one(group)
 
 
 def run(store: Store, config: Config | None = None, engine: str | None = None) -> AuditResult:
