@@ -171,6 +171,16 @@ def test_empty_corpus(store):
     assert result.figures["suggested_anti_universe"]["names"] == []
 
 
+def _marcus_webb_memos(rng: random.Random) -> list[dict]:
+    """12 memos naming Marcus Webb three times each, always as a person."""
+    sents = [
+        "Marcus Webb, a senior analyst, reviewed the findings.",
+        "Later, Marcus Webb wrote a short summary for the directors.",
+        "Marcus Webb, the committee chair, closed the meeting.",
+    ]
+    return [{"text": _doc(rng, sents), "concept": "beta", "doc_type": "memo"} for _ in range(12)]
+
+
 @pytest.fixture
 def half_org(store, nlp):
     """Felix Young: 10 documents × 5 mentions, two of them inside company names the small
@@ -193,13 +203,7 @@ def half_org(store, nlp):
         # in order, so neither kind is always read first.
         sents = org + person if i % 2 else person + org
         records.append({"text": _doc(rng, sents), "concept": "alpha", "doc_type": "memo"})
-    for _ in range(12):
-        sents = [
-            "Marcus Webb, a senior analyst, reviewed the findings.",
-            "Later, Marcus Webb wrote a short summary for the directors.",
-            "Marcus Webb, the committee chair, closed the meeting.",
-        ]
-        records.append({"text": _doc(rng, sents), "concept": "beta", "doc_type": "memo"})
+    records += _marcus_webb_memos(rng)
     store.append("documents_raw", build_documents(records))
     return records
 
@@ -410,13 +414,7 @@ def skewed(store, nlp):
         records.append({"text": text, "concept": "alpha", "doc_type": "memo"})
     org = ["Shares of Felix Young Inc. fell after the report."] * 24
     records.append({"text": _doc(rng, org), "concept": "alpha", "doc_type": "memo"})
-    for _ in range(12):
-        sents = [
-            "Marcus Webb, a senior analyst, reviewed the findings.",
-            "Later, Marcus Webb wrote a short summary for the directors.",
-            "Marcus Webb, the committee chair, closed the meeting.",
-        ]
-        records.append({"text": _doc(rng, sents), "concept": "beta", "doc_type": "memo"})
+    records += _marcus_webb_memos(rng)
     store.append("documents_raw", build_documents(records))
     return records
 
