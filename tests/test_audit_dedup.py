@@ -432,10 +432,13 @@ def test_chunk_setting_is_checked():
         dedup.Config(chunk_chars=8)
 
 
-def test_candidates_estimated_far_below_the_threshold_skip_the_exact_check(store, monkeypatch):
+@pytest.mark.parametrize("route", ["numpy", "compiled"])
+def test_candidates_estimated_far_below_the_threshold_skip_the_exact_check(
+    store, monkeypatch, route
+):
     """A templated corpus (documents sharing ~40 % of their shingles) makes many LSH
     candidates far below 0.7: they are dropped on their estimate, with the same pairs found
-    as when every candidate is checked."""
+    as when every candidate is checked (on either hashing route)."""
     rng = random.Random(21)
     template = [rng.choice(VOCAB) for _ in range(300)]
     records = []
@@ -446,17 +449,18 @@ def test_candidates_estimated_far_below_the_threshold_skip_the_exact_check(store
         records.append({"text": " ".join(_edit(r["text"].split(), 0.01, rng)), "concept": "c"})
     store.append("documents_raw", build_documents(records))
     checked: list[str] = []
-    real = dedup.parallel_shingle_sets
+    hashing = "parallel_shingle_sets" if route == "numpy" else "compiled_pair_jaccards"
+    real = getattr(dedup, hashing)
 
     def counting(texts, *args):
         checked.extend(texts)
         return real(texts, *args)
 
-    monkeypatch.setattr(dedup, "parallel_shingle_sets", counting)
-    quick = dedup.run(store, dedup.Config(write_exclusions=False))
+    monkeypatch.setattr(dedup, hashing, counting)
+    quick = dedup.run(store, dedup.Config(write_exclusions=False, route=route))
     n_quick = len(checked)
     checked.clear()
-    full = dedup.run(store, dedup.Config(write_exclusions=False, verify_margin=1.0))
+    full = dedup.run(store, dedup.Config(write_exclusions=False, verify_margin=1.0, route=route))
     truth = _truth([r["text"] for r in records], 0.7)
     assert {(p["doc_a"], p["doc_b"]) for p in quick.figures["pairs"]} == truth
     assert quick.figures["pairs"] == full.figures["pairs"] and len(truth) == 5

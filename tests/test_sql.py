@@ -108,7 +108,7 @@ def test_help_does_not_import_heavy_libraries():
     code = (
         "import sys; from typer.testing import CliRunner; from sdfkit.cli import app;"
         "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0;"
-        "heavy = {'torch','spacy','tinker','anthropic','sentence_transformers','datasketch','ray'};"
+        "heavy = {'torch','spacy','tinker','anthropic','sentence_transformers','datasketch','ray','numba'};"
         "print(sorted(heavy & set(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -41,10 +41,14 @@ import pyarrow as pa
 from sdfkit.audits import AuditResult, CatalogWrite, save, where_clause
 from sdfkit.audits.shingles import (
     DEFAULT_CHUNK_CHARS,
+    ROUTES,
     ShingleHasher,
+    compiled_kernels,
+    compiled_pair_jaccards,
     shingle_sets,
     signatures,
     sorted_distinct,
+    warm_kernels,
 )
 from sdfkit.engine.local import Stage
 from sdfkit.settings import Checked, at_least, between, one_of
@@ -101,6 +105,10 @@ class Config(Checked):
     #: Code points hashed in one vectorized pass: bounds the working memory of signatures
     #: and verification (about 60 bytes per code point), whatever a document's size.
     chunk_chars: int = field(default=DEFAULT_CHUNK_CHARS, metadata=at_least(64))
+    #: How shingles are hashed: "compiled" (numba kernels, one pass per document, no GIL),
+    #: "numpy" (vectorized passes), or "auto" (compiled when numba is installed). Every
+    #: route gives the same signatures, sets and pairs; only the speed differs.
+    route: str = field(default="auto", metadata=one_of(*ROUTES))
     #: Most pairs listed in the figures (the table holds all of them).
     max_pairs_listed: int = field(default=500, metadata=at_least(0))
 
@@ -144,6 +152,7 @@ class MinHashStage(Stage):
         seed: int = 1,
         chunk_chars: int = DEFAULT_CHUNK_CHARS,
         threads: int = 1,
+        route: str = "auto",
     ) -> None:
         self.shingle_size = shingle_size
         self.num_perm = num_perm
@@ -152,6 +161,7 @@ class MinHashStage(Stage):
         # not part of the table name.
         self.chunk_chars = chunk_chars
         self.threads = threads
+        self.route = route
 
     @property
     def table(self) -> str:
@@ -187,7 +197,14 @@ class MinHashStage(Stage):
         import numpy as np
 
         def one(part: list[str]) -> tuple[np.ndarray, np.ndarray]:
-            return signatures(part, self.shingle_size, self.num_perm, self.seed, self.chunk_chars)
+            return signatures(
+                part,
+                self.shingle_size,
+                self.num_perm,
+                self.seed,
+                self.chunk_chars,
+                route=self.route,
+            )
 
         if self.threads <= 1 or len(texts) < 2 * self.threads:
             return one(texts)
@@ -198,6 +215,13 @@ class MinHashStage(Stage):
         parts = char_slices(texts, self.threads)
         done = list(self._pool.map(one, parts))
         return np.concatenate([s for s, _ in done]), np.concatenate([d for _, d in done])
+
+
+def _quietly(fn: Any) -> None:
+    try:
+        fn()
+    except Exception:  # noqa: BLE001 - the same failure surfaces where the kernels run
+        pass
 
 
 def char_slices(texts: list[str], n: int) -> list[list[str]]:
@@ -214,17 +238,17 @@ def char_slices(texts: list[str], n: int) -> list[list[str]]:
 
 
 def parallel_shingle_sets(
-    texts: list[str], k: int, chunk_chars: int, threads: int = 1
+    texts: list[str], k: int, chunk_chars: int, threads: int = 1, route: str = "auto"
 ) -> list[np.ndarray]:
     """``shingles.shingle_sets`` of ``texts`` on ``threads`` threads (numpy releases the GIL
     in the hashing and sorting), in order."""
     parts = char_slices(texts, threads)
     if len(parts) == 1:
-        return shingle_sets(texts, k, chunk_chars)
+        return shingle_sets(texts, k, chunk_chars, route)
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(len(parts), thread_name_prefix="shingle-sets") as pool:
-        done = pool.map(lambda part: shingle_sets(part, k, chunk_chars), parts)
+        done = pool.map(lambda part: shingle_sets(part, k, chunk_chars, route), parts)
         return [found for part in done for found in part]
 
 
@@ -412,6 +436,14 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
 
     config = config or Config()
     t0 = time.perf_counter()
+    kernels = compiled_kernels(config.route)
+    if kernels is not None:
+        # numba's first kernel load initialises LLVM (~0.3 s, mostly without the GIL): done
+        # on a thread while the catalog is read. A failure there recurs, and is reported,
+        # where the kernels are used.
+        import threading
+
+        threading.Thread(target=_quietly, args=(warm_kernels,), daemon=True).start()
     where = where_clause(store, config.where)
     with store.connect() as con:  # one catalog connection for what is read up front
         docs = pl.from_arrow(
@@ -426,7 +458,12 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     workers = config.workers or env_workers()
     threads = config.threads or max(1, (os.cpu_count() or 1) // workers)
     stage = MinHashStage(
-        config.shingle_size, config.num_perm, config.seed, config.chunk_chars, threads=threads
+        config.shingle_size,
+        config.num_perm,
+        config.seed,
+        config.chunk_chars,
+        threads=threads,
+        route=config.route,
     )
     subset = set(ids) if where else None
     stage_run = run_stage(store, stage, engine=engine, workers=workers, where=subset)
@@ -461,8 +498,21 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
         )
         need_idx = sorted_distinct(np.concatenate((a_idx[check], b_idx[check])))
         need = [sig_ids[i] for i in need_idx.tolist()]
-        sets: list[np.ndarray | None] = [None] * len(sig_ids)
-        if need:
+        if need and kernels is not None:
+            texts = document_texts(store, need)
+            with counter("near-duplicates: verify", total=len(need), unit="docs") as tick:
+                exact[check] = compiled_pair_jaccards(
+                    [texts.get(d) or "" for d in need],
+                    np.searchsorted(need_idx, a_idx[check]),
+                    np.searchsorted(need_idx, b_idx[check]),
+                    config.shingle_size,
+                    config.chunk_chars,
+                    threads,
+                    kernels,
+                )
+                tick(len(need))
+        elif need:
+            sets: list[np.ndarray | None] = [None] * len(sig_ids)
             texts = document_texts(store, need)
             with counter("near-duplicates: verify", total=len(need), unit="docs") as tick:
                 hashed = parallel_shingle_sets(
@@ -470,11 +520,12 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
                     config.shingle_size,
                     config.chunk_chars,
                     threads,
+                    config.route,
                 )
                 tick(len(need))
             for i, found in zip(need_idx.tolist(), hashed, strict=True):
                 sets[i] = found
-        exact_jaccards(sets, a_idx, b_idx, check, exact)
+            exact_jaccards(sets, a_idx, b_idx, check, exact)
     # Only the pairs at or above the threshold become rows (candidates can be 50x more).
     scores = exact if config.verify else estimates
     with np.errstate(invalid="ignore"):

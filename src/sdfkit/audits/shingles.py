@@ -267,10 +267,23 @@ class ShingleHasher:
 
 
 def shingle_sets(
-    texts: Sequence[str], k: int = 5, chunk_chars: int = DEFAULT_CHUNK_CHARS
+    texts: Sequence[str],
+    k: int = 5,
+    chunk_chars: int = DEFAULT_CHUNK_CHARS,
+    route: str = "auto",
 ) -> list[np.ndarray]:
     """Sorted distinct shingle hashes of each text (for exact Jaccard): the same values as
-    ``ShingleHasher.set_of`` text by text, hashed in the batched passes of ``batch``."""
+    ``ShingleHasher.set_of`` text by text, computed by the compiled kernels (``route``
+    "auto" when numba is installed, or "compiled") or in the batched numpy passes of
+    ``ShingleHasher.batch`` ("numpy")."""
+    kernels = compiled_kernels(route)
+    if kernels is not None:
+        flat, starts, sizes = compiled_shingle_sets(texts, k, chunk_chars, kernels)
+        return [flat[a : a + n] for a, n in zip(starts.tolist(), sizes.tolist(), strict=True)]
+    return _numpy_shingle_sets(texts, k, chunk_chars)
+
+
+def _numpy_shingle_sets(texts: Sequence[str], k: int, chunk_chars: int) -> list[np.ndarray]:
     hasher = ShingleHasher(k, chunk_chars)
     out: list[np.ndarray | None] = [None] * len(texts)
     streamed: dict[int, Distinct] = {}
@@ -289,6 +302,145 @@ def shingle_sets(
     return [np.zeros(0, _U64) if v is None else v for v in out]
 
 
+ROUTES = ("auto", "compiled", "numpy")
+_KERNELS: dict[str, object] = {}
+
+
+def compiled_kernels(route: str = "auto") -> object | None:
+    """The compiled kernels module for ``route`` ("auto": when numba is installed;
+    "compiled": required; "numpy": never), or None for the numpy route."""
+    if route not in ROUTES:
+        raise ValueError(f"unknown shingle route {route!r}: use one of {', '.join(ROUTES)}")
+    if route == "numpy":
+        return None
+    if "module" not in _KERNELS:
+        try:
+            from sdfkit.audits import shingle_kernels
+        except ImportError:  # numba missing or broken: the numpy route gives the same values
+            _KERNELS["module"] = None
+        else:
+            _KERNELS["module"] = shingle_kernels
+    module = _KERNELS["module"]
+    if module is None and route == "compiled":
+        raise ImportError("the compiled shingle route needs numba (pip install numba)")
+    return module
+
+
+def utf8_batch(lowered: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The UTF-8 bytes of lower-cased texts end to end, each text's byte bounds, and the
+    word-character table covering every code point they hold (built only as far as needed:
+    a block of 65,536 code points at a time)."""
+    parts = [t.encode("utf-8", "surrogatepass") for t in lowered]
+    bounds = np.zeros(len(parts) + 1, np.int64)
+    np.cumsum(np.fromiter(map(len, parts), np.int64, len(parts)), out=bounds[1:])
+    buf = np.frombuffer(b"".join(parts), np.uint8)
+    top = int(buf.max()) if len(buf) else 0
+    if top < 0x80:
+        return buf, bounds, _ascii_table()
+    if top < 0xF0:
+        return buf, bounds, word_table(0x10000)
+    at = np.flatnonzero(buf >= 0xF0)  # lead bytes of 4-byte sequences
+    cps = (
+        ((buf[at].astype(np.int64) & 0x07) << 18)
+        | ((buf[at + 1].astype(np.int64) & 0x3F) << 12)
+        | ((buf[at + 2].astype(np.int64) & 0x3F) << 6)
+        | (buf[at + 3].astype(np.int64) & 0x3F)
+    )
+    return buf, bounds, word_table(int(cps.max()) + 1)
+
+
+def compiled_shingle_sets(
+    texts: Sequence[str], k: int, chunk_chars: int, kernels: object
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sorted distinct shingle sets of ``texts`` laid end to end: (values, start of each
+    set, size of each set). Texts longer than ``chunk_chars`` stream through numpy."""
+    n = len(texts)
+    short = [i for i, t in enumerate(texts) if len(t) <= chunk_chars]
+    pieces: dict[int, np.ndarray] = {
+        i: _numpy_shingle_sets([texts[i]], k, chunk_chars)[0]
+        for i in sorted(set(range(n)) - set(short))
+    }
+    room = np.zeros(n, np.int64)
+    if short:
+        buf, bounds, table = utf8_batch([texts[i].lower() for i in short])
+        room[short] = np.maximum(kernels.count_words(buf, bounds, table), 1)
+    for i, values in pieces.items():
+        room[i] = len(values)
+    starts = np.zeros(n, np.int64)
+    np.cumsum(room[:-1], out=starts[1:])
+    flat = np.empty(int(room.sum()), _U64)
+    sizes = np.zeros(n, np.int64)
+    if short:
+        idx = np.asarray(short, np.int64)
+        got = np.zeros(len(short), np.int64)
+        kernels.shingle_sets(buf, bounds, table, k, starts[idx], flat, got)
+        sizes[idx] = got
+    for i, values in pieces.items():
+        flat[starts[i] : starts[i] + len(values)] = values
+        sizes[i] = len(values)
+    return flat, starts, sizes
+
+
+def compiled_pair_jaccards(
+    texts: Sequence[str],
+    a: np.ndarray,
+    b: np.ndarray,
+    k: int,
+    chunk_chars: int,
+    threads: int,
+    kernels: object,
+) -> np.ndarray:
+    """Exact Jaccard of the shingle sets of ``texts[a[p]]`` and ``texts[b[p]]`` for each p,
+    by the compiled kernels on ``threads`` threads (they release the GIL): the sets are
+    hashed and sorted in slices of the texts, then each pair is intersected by a merge."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    n = len(texts)
+    if not len(a):
+        return np.zeros(0, np.float64)
+    cuts = np.linspace(0, n, max(1, min(threads, n)) + 1).astype(np.int64)
+    slices = [(int(lo), int(hi)) for lo, hi in zip(cuts, cuts[1:], strict=False) if hi > lo]
+
+    def sets_of(bounds: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return compiled_shingle_sets(texts[bounds[0] : bounds[1]], k, chunk_chars, kernels)
+
+    with ThreadPoolExecutor(len(slices), thread_name_prefix="shingle-sets") as pool:
+        parts = list(pool.map(sets_of, slices))
+        flat = np.concatenate([p[0] for p in parts])
+        shift = np.cumsum([0] + [len(p[0]) for p in parts[:-1]])
+        starts = np.concatenate([p[1] + s for p, s in zip(parts, shift, strict=True)])
+        sizes = np.concatenate([p[2] for p in parts])
+        inter = np.zeros(len(a), np.int64)
+        step = -(-len(a) // len(slices))
+
+        def intersect(lo: int) -> None:
+            hi = lo + step
+            kernels.intersections(flat, starts, sizes, a[lo:hi], b[lo:hi], inter[lo:hi])
+
+        list(pool.map(intersect, range(0, len(a), step)))
+    union = sizes[a] + sizes[b] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+def warm_kernels() -> None:
+    """Import numba and load (or compile) every kernel on a tiny input, so a later call
+    does not pay it. Meant for a background thread: most of the work is in LLVM, which
+    runs without the GIL."""
+    kernels = compiled_kernels("auto")
+    if kernels is None:
+        return
+    signatures(["warm up the kernels"], route="compiled")
+    compiled_pair_jaccards(
+        ["warm up the kernels", "warm the kernels up"],
+        np.array([0]),
+        np.array([1]),
+        5,
+        DEFAULT_CHUNK_CHARS,
+        1,
+        kernels,
+    )
+
+
 def signatures(
     texts: Sequence[str],
     k: int = 5,
@@ -296,15 +448,52 @@ def signatures(
     seed: int = 1,
     chunk_chars: int = DEFAULT_CHUNK_CHARS,
     hasher: ShingleHasher | None = None,
+    route: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """One-permutation MinHash signatures (``uint32``, one row of ``num_perm`` per text) and
-    each text's number of distinct shingles."""
+    each text's number of distinct shingles. ``route``: "auto" (the compiled kernels when
+    numba is installed, else numpy), "compiled" or "numpy"; every route gives the same
+    values. Texts longer than ``chunk_chars`` always stream through numpy's chunks, so
+    working memory stays bounded by the chunk whatever a document's size. A ``hasher``
+    given is numpy's: it takes the numpy route."""
+    kernels = compiled_kernels(route)
+    if kernels is None or hasher is not None:
+        return _numpy_signatures(texts, k, num_perm, seed, chunk_chars, hasher)
+    n = len(texts)
+    short = [i for i, t in enumerate(texts) if len(t) <= chunk_chars]
+    mins = np.full((len(short), num_perm), _EMPTY_BIN, _U64)
+    distinct = np.zeros(n, np.int64)
+    if short:
+        buf, bounds, table = utf8_batch([texts[i].lower() for i in short])
+        found = np.zeros(len(short), np.int64)
+        kernels.signatures(buf, bounds, table, k, _seed_key(seed), num_perm, mins, found)
+        distinct[short] = found
+    sigs = np.empty((n, num_perm), np.uint32)
+    sigs[short] = densify(mins)
+    for i in sorted(set(range(n)) - set(short)):  # long texts: streamed in chunks
+        one, count = _numpy_signatures([texts[i]], k, num_perm, seed, chunk_chars, hasher)
+        sigs[i], distinct[i] = one[0], count[0]
+    return sigs, distinct
+
+
+def _seed_key(seed: int) -> np.uint64:
+    return (_mix(np.array([seed], _U64)) * _SEED_MUL)[0]
+
+
+def _numpy_signatures(
+    texts: Sequence[str],
+    k: int,
+    num_perm: int,
+    seed: int,
+    chunk_chars: int,
+    hasher: ShingleHasher | None,
+) -> tuple[np.ndarray, np.ndarray]:
     hasher = hasher or ShingleHasher(k, chunk_chars)
     n = len(texts)
     mins = np.full(n * num_perm, _EMPTY_BIN, _U64)
     distinct = np.zeros(n, np.int64)
     streamed: dict[int, Distinct] = {}  # distinct shingles of texts longer than a chunk
-    seed_key = _mix(np.array([seed], _U64)) * _SEED_MUL
+    seed_key = _seed_key(seed)
     for doc, hashes in hasher.batch(texts):
         keyed = _mix(hashes ^ seed_key)
         bins = ((keyed >> _U64(32)) * _U64(num_perm)) >> _U64(32)
