@@ -7,8 +7,9 @@ them on every core. numpy's route makes a dozen passes over arrays the size of a
 words; here each byte of a text is read once, while its words are found and hashed, and each
 shingle is hashed and binned as it is formed.
 
-Input is the lower-cased texts' UTF-8 bytes, concatenated (``bounds[d]:bounds[d + 1]`` is
-document d), and the word-character table of ``shingles.word_table`` covering every code
+Input is the texts' UTF-8 bytes, concatenated (``bounds[d]:bounds[d + 1]`` is document d),
+lower-cased except for ASCII capitals (the kernels lower those as they read them: a text that
+is all ASCII needs no ``str.lower()`` copy), and the word-character table of ``shingles.word_table`` covering every code
 point the bytes hold. Import this module only where the kernels run: importing numba costs
 ~0.3 s, and the first call of each kernel in a fresh install compiles it (a few seconds,
 then cached next to this file, or in numba's user cache when that folder is read-only).
@@ -23,6 +24,7 @@ _U = np.uint64
 _WORD_MUL = _U(0xC2B2AE3D27D4EB4F)
 _LOW32 = _U(0xFFFFFFFF)
 _EMPTY_BIN = _U(1 << 32)
+_DENSIFY_STEP = _U(0x2545F491)
 
 
 @njit(inline="always")
@@ -35,10 +37,14 @@ def _mix(x):  # splitmix64's finalizer, as shingles._mix
 
 @njit(inline="always")
 def _load(buf, at, size):
-    """Up to 8 bytes from ``buf[at:]`` as a little-endian integer (the rest zero)."""
+    """Up to 8 bytes from ``buf[at:]`` as a little-endian integer (the rest zero), ASCII
+    capitals lower-cased as they are read."""
     v = _U(0)
     for j in range(size):
-        v |= _U(buf[at + j]) << _U(8 * j)
+        b = buf[at + j]
+        if 65 <= b <= 90:
+            b += 32
+        v |= _U(b) << _U(8 * j)
     return v
 
 
@@ -147,10 +153,25 @@ def _count_distinct(values, n, table):
     return found
 
 
+@njit(inline="always")
+def _densify(row, out):
+    """``out`` = ``row`` with each empty bin filled as shingles.densify does: from the
+    nearest non-empty bin to its right (circularly), plus a step per bin of distance."""
+    p = len(row)
+    nearest = -1
+    for j in range(2 * p - 1, -1, -1):
+        if row[j % p] != _EMPTY_BIN:
+            nearest = j
+            if j < p:
+                out[j] = np.uint32(row[j])
+        elif j < p and nearest >= 0:
+            out[j] = np.uint32((row[nearest % p] + _U(nearest - j) * _DENSIFY_STEP) & _LOW32)
+
+
 @njit(nogil=True, cache=True)
-def signatures(buf, bounds, table, k, seed_key, num_perm, mins, distinct):
-    """MinHash bins (``mins``: one row of ``num_perm`` per document, preset to the empty
-    mark; densified by the caller) and the distinct shingles of each document."""
+def signatures(buf, bounds, table, k, seed_key, sigs, distinct):
+    """Densified one-permutation MinHash signatures (``sigs``: one ``uint32`` row of
+    num_perm bins per document) and the distinct shingles of each document."""
     n = len(bounds) - 1
     longest = 0
     for d in range(n):
@@ -161,17 +182,20 @@ def signatures(buf, bounds, table, k, seed_key, num_perm, mins, distinct):
     while room < 2 * (longest // 2 + 2):
         room *= 2
     seen = np.zeros(room, np.uint64)
+    num_perm = sigs.shape[1]
     p = _U(num_perm)
+    row = np.empty(num_perm, np.uint64)
     for d in range(n):
         n_words = _doc_words(buf, bounds[d], bounds[d + 1], table, words)
         count = _doc_shingles(words, n_words, k, shingles)
-        row = mins[d]
+        row[:] = _EMPTY_BIN
         for s in range(count):
             keyed = _mix(shingles[s] ^ seed_key)
             b = ((keyed >> _U(32)) * p) >> _U(32)
             v = keyed & _LOW32
             if v < row[b]:
                 row[b] = v
+        _densify(row, sigs[d])
         distinct[d] = _count_distinct(shingles, count, seen)
 
 

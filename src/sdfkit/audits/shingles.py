@@ -326,11 +326,15 @@ def compiled_kernels(route: str = "auto") -> object | None:
     return module
 
 
-def utf8_batch(lowered: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The UTF-8 bytes of lower-cased texts end to end, each text's byte bounds, and the
-    word-character table covering every code point they hold (built only as far as needed:
-    a block of 65,536 code points at a time)."""
-    parts = [t.encode("utf-8", "surrogatepass") for t in lowered]
+def utf8_batch(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The UTF-8 bytes of texts end to end, each text's byte bounds, and the word-character
+    table covering every code point they hold (built only as far as needed: a block of
+    65,536 code points at a time). Texts that are not all ASCII are lower-cased here; ASCII
+    capitals are left for the kernels, which lower them as they read (no copy of a text)."""
+    parts = [
+        t.encode("ascii") if t.isascii() else t.lower().encode("utf-8", "surrogatepass")
+        for t in texts
+    ]
     bounds = np.zeros(len(parts) + 1, np.int64)
     np.cumsum(np.fromiter(map(len, parts), np.int64, len(parts)), out=bounds[1:])
     buf = np.frombuffer(b"".join(parts), np.uint8)
@@ -362,7 +366,7 @@ def compiled_shingle_sets(
     }
     room = np.zeros(n, np.int64)
     if short:
-        buf, bounds, table = utf8_batch([texts[i].lower() for i in short])
+        buf, bounds, table = utf8_batch([texts[i] for i in short])
         room[short] = np.maximum(kernels.count_words(buf, bounds, table), 1)
     for i, values in pieces.items():
         room[i] = len(values)
@@ -461,15 +465,17 @@ def signatures(
         return _numpy_signatures(texts, k, num_perm, seed, chunk_chars, hasher)
     n = len(texts)
     short = [i for i, t in enumerate(texts) if len(t) <= chunk_chars]
-    mins = np.full((len(short), num_perm), _EMPTY_BIN, _U64)
     distinct = np.zeros(n, np.int64)
-    if short:
-        buf, bounds, table = utf8_batch([texts[i].lower() for i in short])
-        found = np.zeros(len(short), np.int64)
-        kernels.signatures(buf, bounds, table, k, _seed_key(seed), num_perm, mins, found)
-        distinct[short] = found
     sigs = np.empty((n, num_perm), np.uint32)
-    sigs[short] = densify(mins)
+    if len(short) == n and n:
+        buf, bounds, table = utf8_batch(texts)
+        kernels.signatures(buf, bounds, table, k, _seed_key(seed), sigs, distinct)
+    elif short:
+        buf, bounds, table = utf8_batch([texts[i] for i in short])
+        part = np.empty((len(short), num_perm), np.uint32)
+        found = np.zeros(len(short), np.int64)
+        kernels.signatures(buf, bounds, table, k, _seed_key(seed), part, found)
+        sigs[short], distinct[short] = part, found
     for i in sorted(set(range(n)) - set(short)):  # long texts: streamed in chunks
         one, count = _numpy_signatures([texts[i]], k, num_perm, seed, chunk_chars, hasher)
         sigs[i], distinct[i] = one[0], count[0]
