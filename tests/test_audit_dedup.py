@@ -568,17 +568,20 @@ def test_batched_shingle_sets_equal_one_text_at_a_time():
     assert all(np.array_equal(x, y) for x, y in zip(threaded, got, strict=True))
 
 
-def test_estimates_on_threads_equal_one_thread():
+@pytest.mark.parametrize("route", ["numpy", "compiled"])
+def test_estimates_on_threads_equal_one_thread(route):
     import numpy as np
 
     rng = np.random.default_rng(4)
     matrix = rng.integers(0, 4, size=(500, 128), dtype=np.uint32)  # many agreeing bins
     a = rng.integers(0, 500, 70_001)
     b = rng.integers(0, 500, 70_001)
-    one = dedup.estimated_jaccard(matrix, a, b)
-    assert np.array_equal(one, dedup.estimated_jaccard(matrix, a, b, threads=3))
-    k = 12_345
-    assert one[k] == np.mean(matrix[a[k]] == matrix[b[k]])
+    one = dedup.estimated_jaccard(matrix, a, b, route=route)
+    assert np.array_equal(one, dedup.estimated_jaccard(matrix, a, b, threads=3, route=route))
+    for k in (0, 12_345, 70_000):
+        assert one[k] == np.mean(matrix[a[k]] == matrix[b[k]])
+    if route == "compiled":
+        assert np.array_equal(one, dedup.estimated_jaccard(matrix, a, b, route="numpy"))
 
 
 def test_signatures_are_stored_without_dictionary_encoding(store, planted):

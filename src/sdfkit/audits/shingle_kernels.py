@@ -267,3 +267,17 @@ def intersections(flat, starts, sizes, a, b, out):
                 else:
                     j += 1
         out[p] = found
+
+
+@njit(nogil=True, cache=True)
+def agreeing_bins(matrix, a, b, out):
+    """``out[p]`` = the bins on which rows ``a[p]`` and ``b[p]`` of ``matrix`` agree."""
+    width = matrix.shape[1]
+    for p in range(len(a)):
+        x = matrix[a[p]]
+        y = matrix[b[p]]
+        same = 0
+        for j in range(width):
+            if x[j] == y[j]:
+                same += 1
+        out[p] = same

@@ -443,6 +443,9 @@ def warm_kernels() -> None:
         1,
         kernels,
     )
+    kernels.agreeing_bins(
+        np.zeros((2, 4), np.uint32), np.array([0]), np.array([1]), np.zeros(1, np.int64)
+    )
 
 
 def signatures(
