@@ -64,8 +64,12 @@ _LOW = "a-zß-öø-ÿ"
 NAME_WORD = rf"(?:[{_UP}][{_LOW}]*['’][{_UP}][{_LOW}]+|Mc[{_UP}][{_LOW}]+|[{_UP}][{_LOW}]+(?:-[{_UP}][{_LOW}]+)?)"
 TITLES = ("Dr", "Prof", "Mr", "Mrs", "Ms", "Mx", "Sir", "Dame", "Professor", "Doctor")
 _TITLE = r"(?:(?:" + "|".join(TITLES) + r")\.? )"
-#: A run of 1-4 capitalised words on one line, an optional title before it.
-_RUN = re.compile(rf"(?<![\w'’-])(?:{_TITLE})?({NAME_WORD}(?: {NAME_WORD}){{0,3}})(?![\w-])")
+#: A run of 1-4 capitalised words on one line, an optional title before it. The leading
+#: lookahead (every run starts with a capital) lets the regex engine skip to the next
+#: capital instead of trying the lookbehind at every character: half the time, same runs.
+_RUN = re.compile(
+    rf"(?=[{_UP}])(?<![\w'’-])(?:{_TITLE})?({NAME_WORD}(?: {NAME_WORD}){{0,3}})(?![\w-])"
+)
 _WORD_RE = re.compile(NAME_WORD)
 
 #: Capitalised words that are never part of a person's name here: technology that spaCy's
@@ -294,10 +298,11 @@ def find_candidate_details(
     lower: Counter[str] = Counter()
     if words:
         wanted = {w.lower(): w for w in words}
-        for token in text.split():
+        # each distinct token once (counted in C), not every token of the text
+        for token, n in Counter(text.split()).items():
             w = wanted.get(token.strip(_PUNCT))
             if w is not None:
-                lower[w] += 1
+                lower[w] += n
     return runs, Counter({w: n for w, n in singles.items() if w in lasts}), initial, lower
 
 
@@ -823,7 +828,7 @@ def _tagged_mentions(
         if read < total:
             sampled[c] = (read, total)
     hits = mention_hits(store, config, ner, [m for *_, m in jobs], label="names: count")
-    runs: dict[str, list[tuple[int, int, str]]] = {}
+    runs: dict[tuple[str, int], list[tuple[int, int, str]]] = {}
     tagged: Counter[tuple[str, str]] = Counter()
     folded: Counter[tuple[str, str]] = Counter()
     for (d, c, (text, s, e)), hit in zip(jobs, hits, strict=True):
@@ -832,11 +837,16 @@ def _tagged_mentions(
         tagged[(d, c)] += 1
         if counts_for is None:
             continue
-        if d not in runs:
-            runs[d] = [(m.start(1), m.end(1), m.group(1)) for m in _RUN.finditer(text)]
-        i = bisect.bisect_right(runs[d], (s, len(text) + 1, "")) - 1
+        # Runs never cross a line: those of the mention's line are the document's there.
+        line = text.rfind("\n", 0, s) + 1
+        if (d, line) not in runs:
+            end = text.find("\n", e)
+            found = _RUN.finditer(text, line, len(text) if end < 0 else end)
+            runs[(d, line)] = [(m.start(1), m.end(1), m.group(1)) for m in found]
+        here = runs[(d, line)]
+        i = bisect.bisect_right(here, (s, len(text) + 1, "")) - 1
         # counted by the candidate stage only as (part of) a run that counts for c
-        if i < 0 or runs[d][i][1] < e or counts_for.get(runs[d][i][2]) != c:
+        if i < 0 or here[i][1] < e or counts_for.get(here[i][2]) != c:
             folded[(d, c)] += 1
     return dict(tagged), len(jobs), dict(folded), sampled
 
