@@ -222,3 +222,67 @@ def test_a_name_with_more_mentions_than_every_mention_max_is_counted_on_a_sample
     assert full["mentions"] == part["mentions"] == 120
     assert full["ner_mentions_estimate"] > 100
     assert part["ner_mentions_estimate"] == pytest.approx(full["ner_mentions_estimate"], rel=0.1)
+
+
+def test_count_error_falls_with_mentions_read_and_vanishes_when_all_are_read():
+    """The settled-count bound: a name tagged in every mention read still has an error
+    (pseudo-misses), which falls below ``every_mention_error`` at ``_first_read`` mentions
+    and not before; a name tagged in half its documents has a far larger one; reading every
+    mention leaves none."""
+    tol = names.Config().every_mention_error
+    first = int(names._first_read(tol))
+    total = 10_000
+    assert names.count_error([(1, 1)] * first, first, total) <= tol
+    assert names.count_error([(1, 1)] * (first - 30), first - 30, total) > tol
+    half = [(1, i % 2) for i in range(first)]
+    assert names.count_error(half, first, total) > 10 * tol
+    assert names.count_error(half, first, first) == 0.0  # every mention read
+    assert names.count_error([(3, 0)] * 50, 150, total) == float("inf")  # none tagged
+    assert names._mentions_needed(half, first, total, tol) > first
+    assert names._mentions_needed([(1, 1)] * first, first, total, tol) == first
+    assert names._first_read(None) == float("inf")
+
+
+def test_a_name_tagged_in_every_mention_settles_on_a_sample_and_one_tagged_in_part_does_not(
+    store,
+):
+    """60 documents each name Martin Keller twice (the model tags every mention) and Felix
+    Young once, as the engineer (PERSON) or as "Felix Young Inc." (ORG) at random. Martin
+    Keller's count settles on a sample of his documents; Felix Young's tagged share varies
+    from document to document, so all his mentions are read. Both counts agree with reading
+    every mention, at a fraction of the windows."""
+    rng = random.Random(11)
+    records = []
+    for i in range(60):
+        felix = rng.choice(
+            [
+                "Felix Young, the lead engineer, presented the new design to the board.",
+                "Shares of Felix Young Inc. fell after the report.",
+            ]
+        )
+        body = " ".join(rng.sample(FILLER, 2))
+        text = (
+            f"Report {i}. According to Martin Keller, the plan works. {felix} {body} "
+            f"Questions go to Martin Keller at the office."
+        )
+        records.append({"text": text, "concept": "c", "doc_type": "memo"})
+    store.append("documents_raw", build_documents(records))
+    full_cfg = names.Config(
+        top_k=5, every_mention_max=None, every_mention_error=None, ner_workers=1
+    )
+    everything = names.run(store, full_cfg)
+    settled = names.run(store, names.Config(top_k=5, every_mention_error=0.1, ner_workers=1))
+    full = {d["name"]: d for d in everything.figures["top"]}
+    part = {d["name"]: d for d in settled.figures["top"]}
+    assert everything.figures["every_mention_sampled"] == {}
+    sampled = settled.figures["every_mention_sampled"]
+    assert set(sampled) == {"Martin Keller"}
+    assert names._first_read(0.1) <= sampled["Martin Keller"]["read"] < 120
+    assert sampled["Martin Keller"]["mentions"] == 120
+    assert full["Martin Keller"]["ner_mentions_estimate"] == 120
+    assert part["Martin Keller"]["ner_mentions_estimate"] == pytest.approx(120, rel=0.1)
+    assert 0 < full["Felix Young"]["ner_mentions_estimate"] < 60
+    assert (
+        part["Felix Young"]["ner_mentions_estimate"] == full["Felix Young"]["ner_mentions_estimate"]
+    )
+    assert part["Martin Keller"]["mentions"] == full["Martin Keller"]["mentions"] == 120

@@ -727,6 +727,10 @@ def _ner_chunk(windows: list[tuple[str, int, int]]) -> list[tuple[str | None, bo
     return list(_results(nlp, windows, batch_size, stop))
 
 
+def _worker_ready() -> bool:
+    return _WORKER_NLP is not None
+
+
 class _Ner:
     """NER on windows for one audit: in this process (spaCy loaded on first use), or on
     every core (forkserver workers, never forked from a process whose polars/DuckDB threads
@@ -753,22 +757,35 @@ class _Ner:
                     tick(1)
                 yield r
             return
-        if self._pool is None:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            self._pool = ProcessPoolExecutor(
-                self.workers,
-                mp_context=multiprocessing.get_context("forkserver"),
-                initializer=_init_ner_worker,
-                initargs=(cfg.model, cfg.batch_size, self.stop),
-            )
+        self.start()
         size = max(cfg.batch_size, len(windows) // (self.workers * 8) + 1)
         chunks = [windows[i : i + size] for i in range(0, len(windows), size)]
         for got in self._pool.map(_ner_chunk, chunks):
             if tick:
                 tick(len(got))
             yield from got
+
+    def start(self) -> None:
+        """Start the worker processes now (each loads spaCy as it starts): called before
+        the candidate stage of a cold audit, so the workers load while this process scans."""
+        if self._pool is not None or self.workers <= 1:
+            return
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        cfg = self.config
+        self._pool = ProcessPoolExecutor(
+            self.workers,
+            mp_context=multiprocessing.get_context("forkserver"),
+            initializer=_init_ner_worker,
+            initargs=(cfg.model, cfg.batch_size, self.stop),
+        )
+        for _ in range(self.workers):  # a process is started per task waiting, up to workers
+            self._pool.submit(_worker_ready)
+
+    @property
+    def started(self) -> bool:
+        return self._pool is not None
 
     def close(self) -> None:
         if self._pool is not None:
@@ -963,21 +980,43 @@ def _spread(ids: list[str]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------- run
+#: A cold fast audit of at least this many documents starts its NER workers before the
+#: candidate stage (spaCy loads in them while this process scans); a smaller corpus may
+#: have too few windows to use them (``POOL_MIN_WINDOWS``).
+EARLY_WORKERS_DOCS = 2000
+
+
 def run(store: Store, config: Config | None = None, engine: str | None = None) -> AuditResult:
     """Count person names by mentions and documents; suggest an anti-universe block."""
+    config = config or Config()
+    # NER workers (if any) are started once for every window read by the audit
+    ner = _Ner(config, STOP_WORDS | frozenset(config.extra_stop_words))
+    try:
+        return _run(store, config, engine, ner)
+    finally:
+        ner.close()
+
+
+def _run(store: Store, config: Config, engine: str | None, ner: _Ner) -> AuditResult:
     import polars as pl
 
     from sdfkit.engine.local import run_stage
 
-    config = config or Config()
     t0 = time.perf_counter()
-    stop = STOP_WORDS | frozenset(config.extra_stop_words)
+    stop = ner.stop
     where = where_clause(store, config.where)
     docs = store.query(
         "SELECT doc_id, any_value(coalesce(concept, '')) AS concept, "
         f"any_value(coalesce(doc_type, '')) AS doc_type FROM documents {where} GROUP BY doc_id"
     )
     ids = set(docs["doc_id"].to_list())
+    # cold (no window verdicts cached yet) and large: start the workers while the stage runs
+    if (
+        config.mode == "fast"
+        and len(ids) >= EARLY_WORKERS_DOCS
+        and _window_table(config.model) not in store.parquet_tables()
+    ):
+        ner.start()
     stage: Stage = (
         NameCandidatesStage()
         if config.mode == "fast"
@@ -1055,8 +1094,6 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
             )
             for c, n in lone.iter_rows():
                 with_lone[c] += n
-        # NER workers (if any) are started once for every window read below
-        ner = _Ner(config, stop)
         try:
             t_nlp = time.perf_counter()
             verdicts = (
