@@ -167,8 +167,8 @@ class Config(Checked):
     #: order) until its count is settled: two standard errors of the scaled count at most
     #: this share of it (ratio estimator over the documents read, with two untagged
     #: pseudo-mentions, so a name tagged in every mention read settles after 283 mentions
-    #: at 0.01; the issue's bound, 2 %, is then four standard errors). A name with fewer
-    #: mentions than that has every one read. None: read up to every_mention_max.
+    #: at 0.01, fewer where few are left unread; the issue's bound, 2 %, is then four
+    #: standard errors). None: read up to every_mention_max.
     every_mention_error: float | None = field(default=0.01, metadata=between(0, 1, low_open=True))
     #: Words (whitespace-separated, each one or more spaCy tokens) of context each side of
     #: a mention in a window; NER sees ``NER_REACH`` tokens each side of a token, and a
@@ -846,7 +846,7 @@ def _tagged_mentions(
     cap_of = {c: total[c] if cap is None else min(cap, total[c]) for c in candidates}
     tol = config.every_mention_error
     # the first round reads what a count with no untagged mention needs to settle
-    target = {c: min(cap_of[c], _first_read(tol)) for c in candidates}
+    target = {c: min(cap_of[c], _first_read(tol, total[c])) for c in candidates}
     done = {c: 0 for c in candidates}  # documents read
     read = {c: 0 for c in candidates}  # mentions read
     per_doc: dict[str, list[tuple[int, int]]] = {c: [] for c in candidates}  # (read, tagged)
@@ -878,7 +878,7 @@ def _tagged_mentions(
                 continue  # every mention (or the cap) read
             need = _mentions_needed(per_doc[c], read[c], total[c], tol)
             if need > read[c]:
-                target[c] = min(cap_of[c], max(need, 2 * read[c]))
+                target[c] = min(cap_of[c], math.ceil(need * 1.1))  # a margin: one round
                 todo.append(c)
     sampled = {c: (read[c], total[c]) for c in candidates if read[c] < total[c]}
     runs: dict[tuple[str, int], list[tuple[int, int, str]]] = {}
@@ -911,11 +911,20 @@ SETTLE_Z = 2.0
 SETTLE_PSEUDO = 2
 
 
-def _first_read(tol: float | None) -> float:
-    """Mentions a name tagged in every mention read needs before its count can settle."""
+def _first_read(tol: float | None, total: int) -> int:
+    """Mentions (of ``total``) that a name tagged in every mention read, one per document,
+    needs before its count can settle: with nothing unread none, so never more than
+    ``total``; about 283 where ``total`` is far larger (tol 0.01)."""
     if tol is None:
-        return float("inf")
-    return math.ceil(SETTLE_Z * math.sqrt(SETTLE_PSEUDO) / tol)
+        return total
+    lo, hi = 0, total  # count_error(all of them) is 0
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if count_error([(1, 1)] * mid, mid, total) <= tol:
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 def count_error(per_doc: list[tuple[int, int]], read: int, total: int) -> float:
@@ -941,15 +950,27 @@ def _mentions_needed(
     per_doc: list[tuple[int, int]], read: int, total: int, tol: float | None
 ) -> int:
     """Mentions to read before the count settles (``read`` when it has): the error falls
-    with the square root of the mentions read."""
+    with the square root of the mentions read, and with the square root of the share left
+    unread."""
     if tol is None:
         return total
     err = count_error(per_doc, read, total)
     if err <= tol:
         return read
-    if math.isinf(err):
+    if math.isinf(err) or read <= 0:
         return total
-    return math.ceil(read * (err / tol) ** 2)
+
+    def projected(n: int) -> float:
+        return err * math.sqrt(read / n * (1 - n / total) / (1 - read / total))
+
+    lo, hi = read, total  # projected(total) is 0
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if projected(mid) <= tol:
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 def _host_docs(
