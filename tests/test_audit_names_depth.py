@@ -291,3 +291,44 @@ def test_a_name_tagged_in_every_mention_settles_on_a_small_sample_one_tagged_in_
         full["Felix Young"]["ner_mentions_estimate"], rel=0.1
     )
     assert part["Martin Keller"]["mentions"] == full["Martin Keller"]["mentions"] == 120
+
+
+def test_cold_audit_of_a_large_corpus_starts_the_ner_workers_before_the_candidate_stage(
+    store, monkeypatch
+):
+    """The workers load spaCy while this process scans: a cold fast audit of at least
+    ``EARLY_WORKERS_DOCS`` documents starts them before the candidate stage; a warm one
+    (window verdicts cached) or the exhaustive route does not."""
+    import sdfkit.engine.local as local
+
+    records = [
+        {"text": f"Memo {i}. Martin Keller signed it. {FILLER[i % 4]}", "concept": "c"}
+        for i in range(12)
+    ]
+    store.append("documents_raw", build_documents(records))
+    events: list[str] = []
+    monkeypatch.setattr(names._Ner, "start", lambda self: events.append("workers"))
+    stage = local.run_stage
+
+    def run_stage(*args, **kwargs):
+        events.append("stage")
+        return stage(*args, **kwargs)
+
+    monkeypatch.setattr(local, "run_stage", run_stage)
+    import shutil
+
+    monkeypatch.setattr(names, "EARLY_WORKERS_DOCS", 13)
+    names.run(store, names.Config(top_k=5))
+    assert events == ["stage"]  # too few documents
+    shutil.rmtree(store.root / names._window_table(names.DEFAULT_MODEL))  # cold again
+    events.clear()
+    monkeypatch.setattr(names, "EARLY_WORKERS_DOCS", 12)
+    cold = names.run(store, names.Config(top_k=5))
+    assert events == ["workers", "stage"]
+    assert {d["name"] for d in cold.figures["top"]} == {"Martin Keller"}
+    events.clear()
+    names.run(store, names.Config(top_k=5))  # warm: verdicts cached
+    assert events == ["stage"]
+    events.clear()
+    names.run(store, names.Config(mode="exhaustive", top_k=5))
+    assert events == ["stage"]
