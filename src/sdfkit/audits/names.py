@@ -747,7 +747,14 @@ _WORKER_NLP: tuple[Any, int, frozenset[str]] | None = None
 
 
 def _init_ner_worker(model: str, batch_size: int, stop: frozenset[str]) -> None:
+    """Load spaCy in a worker process, which only ever runs NER windows. thinc imports
+    torch whenever it is installed (1.7 s and some 300 MB per worker); the NER of a spaCy
+    pipeline runs on thinc's own numpy ops and never uses it, so the worker tells Python
+    torch is absent (``sys.modules["torch"] = None``: an import raises ImportError)."""
+    import sys
+
     global _WORKER_NLP
+    sys.modules.setdefault("torch", None)  # type: ignore[arg-type]
     _WORKER_NLP = (load_nlp(model), batch_size, stop)
 
 
