@@ -344,6 +344,10 @@ def find_candidate_details(
     return runs, Counter({w: n for w, n in singles.items() if w in lasts}), initial, lower
 
 
+def _candidate_details(texts: list[str]) -> list[tuple[Counter[str], ...]]:
+    return [find_candidate_details(t) for t in texts]
+
+
 class NameCandidatesStage(Stage):
     """Per document: capitalised word runs and lone capitalised words (regex, no model),
     with the evidence that tells openers and common words from names."""
@@ -359,8 +363,25 @@ class NameCandidatesStage(Stage):
     def output_schema(self) -> pa.Schema:
         return _DETAIL_SCHEMA
 
+    #: Worker processes that share each batch with this one (the audit's NER workers,
+    #: idle while the stage runs once spaCy is loaded); never pickled with the stage.
+    helpers: Any = None
+    helper_count: int = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("helpers", "helper_count")}
+
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        found = [find_candidate_details(t or "") for t in batch.column("text").to_pylist()]
+        texts = [t or "" for t in batch.column("text").to_pylist()]
+        parts = self.helper_count + 1 if self.helpers is not None and len(texts) >= 64 else 1
+        size = -(-len(texts) // parts)
+        shared = [
+            self.helpers.submit(_candidate_details, texts[i : i + size])
+            for i in range(size, len(texts), size)
+        ]
+        found = _candidate_details(texts[:size])
+        for f in shared:
+            found += f.result()
         return pa.RecordBatch.from_arrays(
             [batch.column("doc_id"), *(_as_lists([f[i] for f in found]) for i in range(4))],
             schema=_DETAIL_SCHEMA,
@@ -821,8 +842,9 @@ class _Ner:
             self._pool.submit(_worker_ready)
 
     @property
-    def started(self) -> bool:
-        return self._pool is not None
+    def pool(self) -> Any:
+        """The worker processes (None until started)."""
+        return self._pool
 
     def close(self) -> None:
         if self._pool is not None:
@@ -1075,11 +1097,13 @@ def _run(store: Store, config: Config, engine: str | None, ner: _Ner) -> AuditRe
         and _window_table(config.model) not in store.parquet_tables()
     ):
         ner.start()
-    stage: Stage = (
-        NameCandidatesStage()
-        if config.mode == "fast"
-        else PersonEntitiesStage(config.model, batch_size=config.batch_size)
-    )
+    stage: Stage
+    if config.mode == "fast":
+        stage = NameCandidatesStage()
+        if ner.pool is not None:  # the workers share the scan once spaCy is loaded
+            stage.helpers, stage.helper_count = ner.pool, ner.workers
+    else:
+        stage = PersonEntitiesStage(config.model, batch_size=config.batch_size)
     stage_run = run_stage(
         store, stage, engine=engine, workers=config.workers, where=ids if where else None
     )
