@@ -105,8 +105,15 @@ def _child_names(corpus: str, where: str | None, mode: str, ratio: float, worker
         "timings": res.figures.get("timings"),
         "figures": {
             k: res.figures.get(k)
-            for k in ("folded_openers", "dropped_imperatives", "common_word_candidates")
+            for k in (
+                "folded_openers",
+                "dropped_imperatives",
+                "common_word_candidates",
+                "windows_read",
+            )
         },
+        # names counted on a sample of their documents (settled count, or the cap)
+        "sampled": len(res.figures.get("every_mention_sampled") or {}),
     }
 
 
@@ -181,6 +188,7 @@ def main() -> None:
     _row("cold: peak RSS", f"{cold['peak_rss_mb']:,.0f} MB", "")
     _row("warm (stage and windows cached): seconds", f"{warm['seconds']:.1f} s", "")
     print(f"    cold timings {cold['timings']}; {cold['figures']}")
+    print(f"    names counted on a sample of their documents: {cold['sampled']}")
 
     sub = None if args.full_exhaustive else f"doc_id < '{args.exhaustive_prefix}'"
     sub_words = words(sub)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 import pytest
 import yaml
@@ -472,3 +473,46 @@ def test_window_verdict_names_the_listed_person_the_mention_is():
     windows.append((text, text.index("Prus wrote"), text.index("Prus wrote") + 4))
     hits = list(names._hits(fake, windows, 8, names.STOP_WORDS))
     assert hits == ["Vladimir Prus", "Peter Dimov", "Jane Roe", None]
+
+
+def test_candidate_lists_built_from_buffers_equal_arrow_built_from_python_objects():
+    """The stage's list columns and the window cache's strings are built from flat buffers
+    (``pa.array`` on Python objects imports pandas); they hold what ``pa.array`` would."""
+    import pyarrow as pa
+
+    counters = [Counter({"Jane Doe": 2, "Ada Lovelace": 1}), Counter(), Counter({"Zoë Ng": 5})]
+    want = pa.array(
+        [[{"text": k, "n": v} for k, v in sorted(c.items())] for c in counters],
+        type=names._COUNTS,
+    )
+    assert names._as_lists(counters).equals(want)
+    assert names._as_lists([]).to_pylist() == []
+    hits = ["Jane Doe", None, "Zoë Ng", None]
+    assert names._strings(hits).equals(pa.array(hits, pa.string()))
+    assert names._strings(["a", "b"]).null_count == 0
+
+
+def test_candidate_stage_shared_with_helper_processes_gives_the_same_batch():
+    """A cold audit's NER workers take parts of each batch of the candidate stage (they are
+    idle once spaCy is loaded): the batch's result is the same, in the same order, and the
+    helpers never travel with the stage to an engine's workers."""
+    import pickle
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow as pa
+
+    rng = random.Random(2)
+    people = ["Jane Doe", "Dr. Ada Lovelace", "As Jane Doe", "Remove Smith", "Ms. Zoë Ng"]
+    texts = [
+        f"{rng.choice(people)} wrote to {rng.choice(people)}. The Review Board met.\n"
+        f"{rng.choice(people)} said remove the board's note. Doe agreed." * rng.randint(1, 3)
+        for _ in range(150)
+    ]
+    batch = pa.RecordBatch.from_pydict({"doc_id": [f"d{i}" for i in range(150)], "text": texts})
+    alone = names.NameCandidatesStage().process(batch)
+    shared = names.NameCandidatesStage()
+    with ThreadPoolExecutor(2) as helpers:
+        shared.helpers, shared.helper_count = helpers, 2
+        assert shared.process(batch).equals(alone)
+        copy = pickle.loads(pickle.dumps(shared))
+    assert copy.helpers is None and copy.process(batch).equals(alone)

@@ -212,8 +212,9 @@ def test_a_name_with_more_mentions_than_every_mention_max_is_counted_on_a_sample
         )
         records.append({"text": text, "concept": "c", "doc_type": "memo"})
     store.append("documents_raw", build_documents(records))
-    everything = names.run(store, names.Config(top_k=5, every_mention_max=None, ner_workers=1))
-    capped = names.run(store, names.Config(top_k=5, every_mention_max=30, ner_workers=1))
+    every = {"top_k": 5, "every_mention_error": None, "ner_workers": 1}  # no settling
+    everything = names.run(store, names.Config(every_mention_max=None, **every))
+    capped = names.run(store, names.Config(every_mention_max=30, **every))
     full = {d["name"]: d for d in everything.figures["top"]}["Martin Keller"]
     part = {d["name"]: d for d in capped.figures["top"]}["Martin Keller"]
     assert everything.figures["every_mention_sampled"] == {}
@@ -222,3 +223,132 @@ def test_a_name_with_more_mentions_than_every_mention_max_is_counted_on_a_sample
     assert full["mentions"] == part["mentions"] == 120
     assert full["ner_mentions_estimate"] > 100
     assert part["ner_mentions_estimate"] == pytest.approx(full["ner_mentions_estimate"], rel=0.1)
+
+
+def test_count_error_falls_with_mentions_read_and_vanishes_when_all_are_read():
+    """The settled-count bound: a name tagged in every mention read still has an error
+    (pseudo-misses), which falls below ``every_mention_error`` at ``_first_read`` mentions
+    and not before, and sooner where few mentions are left unread; a name tagged in half
+    its documents has a far larger one; reading every mention leaves none."""
+    tol = names.Config().every_mention_error
+    total = 10_000
+    first = names._first_read(tol, total)
+    assert names.count_error([(1, 1)] * first, first, total) <= tol
+    assert names.count_error([(1, 1)] * (first - 1), first - 1, total) > tol
+    assert names._first_read(tol, 200) < 200 * 0.8 < first  # a quarter unread: fewer needed
+    assert names._first_read(None, 200) == 200
+    half = [(1, i % 2) for i in range(first)]
+    assert names.count_error(half, first, total) > 10 * tol
+    assert names.count_error(half, first, first) == 0.0  # every mention read
+    assert names.count_error([(3, 0)] * 50, 150, total) == float("inf")  # none tagged
+    need = names._mentions_needed(half, first, total, tol)
+    assert first < need <= total
+    more = [(1, i % 2) for i in range(need)]
+    assert names.count_error(more, need, total) <= tol * 1.05  # the projection holds
+    assert names._mentions_needed([(1, 1)] * first, first, total, tol) == first
+
+
+def test_a_name_tagged_in_every_mention_settles_on_a_small_sample_one_tagged_in_part_not(
+    store,
+):
+    """60 documents each name Martin Keller twice (the model tags every mention) and Felix
+    Young once, as the engineer (PERSON) or as "Felix Young Inc." (ORG) at random. Martin
+    Keller's count settles on a small sample of his documents; Felix Young's tagged share
+    varies from document to document, so nearly all his mentions are read. Both counts
+    agree with reading every mention (to the 10 % asked for)."""
+    rng = random.Random(11)
+    records = []
+    for i in range(60):
+        felix = rng.choice(
+            [
+                "Felix Young, the lead engineer, presented the new design to the board.",
+                "Shares of Felix Young Inc. fell after the report.",
+            ]
+        )
+        body = " ".join(rng.sample(FILLER, 2))
+        text = (
+            f"Report {i}. According to Martin Keller, the plan works. {felix} {body} "
+            f"Questions go to Martin Keller at the office."
+        )
+        records.append({"text": text, "concept": "c", "doc_type": "memo"})
+    store.append("documents_raw", build_documents(records))
+    full_cfg = names.Config(
+        top_k=5, every_mention_max=None, every_mention_error=None, ner_workers=1
+    )
+    everything = names.run(store, full_cfg)
+    settled = names.run(store, names.Config(top_k=5, every_mention_error=0.1, ner_workers=1))
+    full = {d["name"]: d for d in everything.figures["top"]}
+    part = {d["name"]: d for d in settled.figures["top"]}
+    assert everything.figures["every_mention_sampled"] == {}
+    sampled = settled.figures["every_mention_sampled"]
+    assert names._first_read(0.1, 120) <= sampled["Martin Keller"]["read"] < 120 / 3
+    assert sampled["Martin Keller"]["mentions"] == 120
+    assert sampled.get("Felix Young", {"read": 60})["read"] >= 0.9 * 60
+    assert full["Martin Keller"]["ner_mentions_estimate"] == 120
+    assert part["Martin Keller"]["ner_mentions_estimate"] == pytest.approx(120, rel=0.1)
+    assert 0 < full["Felix Young"]["ner_mentions_estimate"] < 60
+    assert part["Felix Young"]["ner_mentions_estimate"] == pytest.approx(
+        full["Felix Young"]["ner_mentions_estimate"], rel=0.1
+    )
+    assert part["Martin Keller"]["mentions"] == full["Martin Keller"]["mentions"] == 120
+
+
+def test_cold_audit_of_a_large_corpus_starts_the_ner_workers_before_the_candidate_stage(
+    store, monkeypatch
+):
+    """The workers load spaCy while this process scans: a cold fast audit of at least
+    ``EARLY_WORKERS_DOCS`` documents starts them before the candidate stage; a warm one
+    (window verdicts cached) or the exhaustive route does not."""
+    import sdfkit.engine.local as local
+
+    records = [
+        {"text": f"Memo {i}. Martin Keller signed it. {FILLER[i % 4]}", "concept": "c"}
+        for i in range(12)
+    ]
+    store.append("documents_raw", build_documents(records))
+    events: list[str] = []
+    monkeypatch.setattr(names._Ner, "start", lambda self: events.append("workers"))
+    stage = local.run_stage
+
+    def run_stage(*args, **kwargs):
+        events.append("stage")
+        return stage(*args, **kwargs)
+
+    monkeypatch.setattr(local, "run_stage", run_stage)
+    import shutil
+
+    monkeypatch.setattr(names, "EARLY_WORKERS_DOCS", 13)
+    names.run(store, names.Config(top_k=5))
+    assert events == ["stage"]  # too few documents
+    shutil.rmtree(store.root / names._window_table(names.DEFAULT_MODEL))  # cold again
+    events.clear()
+    monkeypatch.setattr(names, "EARLY_WORKERS_DOCS", 12)
+    cold = names.run(store, names.Config(top_k=5))
+    assert events == ["workers", "stage"]
+    assert {d["name"] for d in cold.figures["top"]} == {"Martin Keller"}
+    events.clear()
+    names.run(store, names.Config(top_k=5))  # warm: verdicts cached
+    assert events == ["stage"]
+    events.clear()
+    names.run(store, names.Config(mode="exhaustive", top_k=5))
+    assert events == ["stage"]
+
+
+def test_ner_worker_loads_spacy_without_torch():
+    """An NER worker process never imports torch (thinc would, for nothing: 1.7 s and some
+    300 MB per worker), and its verdicts are those of a process that has torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from sdfkit.audits import names\n"
+        "names._init_ner_worker(names.DEFAULT_MODEL, 64, names.STOP_WORDS)\n"
+        "text = 'The memo was signed by Martin Keller of Acme Corp in Berlin.'\n"
+        "s = text.index('Martin')\n"
+        "print(sys.modules.get('torch') is None, names._ner_chunk([(text, s, s + 13)]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split("\n")[0]
+    assert out == "True [('Martin Keller', False, False)]"

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import math
 import re
 import time
 from collections import Counter
@@ -64,8 +65,12 @@ _LOW = "a-zß-öø-ÿ"
 NAME_WORD = rf"(?:[{_UP}][{_LOW}]*['’][{_UP}][{_LOW}]+|Mc[{_UP}][{_LOW}]+|[{_UP}][{_LOW}]+(?:-[{_UP}][{_LOW}]+)?)"
 TITLES = ("Dr", "Prof", "Mr", "Mrs", "Ms", "Mx", "Sir", "Dame", "Professor", "Doctor")
 _TITLE = r"(?:(?:" + "|".join(TITLES) + r")\.? )"
-#: A run of 1-4 capitalised words on one line, an optional title before it.
-_RUN = re.compile(rf"(?<![\w'’-])(?:{_TITLE})?({NAME_WORD}(?: {NAME_WORD}){{0,3}})(?![\w-])")
+#: A run of 1-4 capitalised words on one line, an optional title before it. The leading
+#: lookahead (every run starts with a capital) lets the regex engine skip to the next
+#: capital instead of trying the lookbehind at every character: half the time, same runs.
+_RUN = re.compile(
+    rf"(?=[{_UP}])(?<![\w'’-])(?:{_TITLE})?({NAME_WORD}(?: {NAME_WORD}){{0,3}})(?![\w-])"
+)
 _WORD_RE = re.compile(NAME_WORD)
 
 #: Capitalised words that are never part of a person's name here: technology that spaCy's
@@ -158,6 +163,13 @@ class Config(Checked):
     #: corpus (one name in thousands of documents) costs no more than this per name. None:
     #: read every mention.
     every_mention_max: int | None = field(default=2000, metadata=at_least(1))
+    #: A name that could reach the top list is read a whole document at a time (uniform
+    #: order) until its count is settled: two standard errors of the scaled count at most
+    #: this share of it (ratio estimator over the documents read, with two untagged
+    #: pseudo-mentions, so a name tagged in every mention read settles after 283 mentions
+    #: at 0.01, fewer where few are left unread; the issue's bound, 2 %, is then four
+    #: standard errors). None: read up to every_mention_max.
+    every_mention_error: float | None = field(default=0.01, metadata=between(0, 1, low_open=True))
     #: Words (whitespace-separated, each one or more spaCy tokens) of context each side of
     #: a mention in a window; NER sees ``NER_REACH`` tokens each side of a token, and a
     #: window whose entity comes closer than that to a cut is read wider.
@@ -244,9 +256,39 @@ _PUNCT = ".,;:!?()[]{}\"'“”‘’"
 
 
 def _as_lists(counters: list[Counter[str]]) -> pa.Array:
-    return pa.array(
-        [[{"text": k, "n": v} for k, v in sorted(c.items())] for c in counters],
-        type=_CANDIDATE_SCHEMA.field("names").type,
+    """One list of (text, n) per counter, sorted by text; built from flat buffers, since
+    ``pa.array`` on Python objects imports pandas (about half a second of a cold audit)."""
+    import numpy as np
+
+    from sdfkit.store.catalog import numpy_array, string_array
+
+    texts: list[str] = []
+    counts: list[int] = []
+    offsets = np.zeros(len(counters) + 1, np.int32)
+    for i, c in enumerate(counters):
+        for k, v in sorted(c.items()):
+            texts.append(k)
+            counts.append(v)
+        offsets[i + 1] = len(texts)
+    values = pa.StructArray.from_arrays(
+        [string_array(texts), numpy_array(np.array(counts, np.int32))],
+        fields=list(_COUNTS.value_type),
+    )
+    return pa.ListArray.from_arrays(numpy_array(offsets), values, type=_COUNTS)
+
+
+def _strings(values: list[str | None]) -> pa.Array:
+    """A string array (None: null) from buffers (see ``_as_lists``)."""
+    import numpy as np
+
+    from sdfkit.store.catalog import string_array
+
+    plain = string_array([v or "" for v in values])
+    if all(v is not None for v in values):
+        return plain
+    valid = np.packbits(np.array([v is not None for v in values]), bitorder="little")
+    return pa.Array.from_buffers(
+        pa.string(), len(values), [pa.py_buffer(valid), *plain.buffers()[1:]]
     )
 
 
@@ -294,11 +336,16 @@ def find_candidate_details(
     lower: Counter[str] = Counter()
     if words:
         wanted = {w.lower(): w for w in words}
-        for token in text.split():
+        # each distinct token once (counted in C), not every token of the text
+        for token, n in Counter(text.split()).items():
             w = wanted.get(token.strip(_PUNCT))
             if w is not None:
-                lower[w] += 1
+                lower[w] += n
     return runs, Counter({w: n for w, n in singles.items() if w in lasts}), initial, lower
+
+
+def _candidate_details(texts: list[str]) -> list[tuple[Counter[str], ...]]:
+    return [find_candidate_details(t) for t in texts]
 
 
 class NameCandidatesStage(Stage):
@@ -316,8 +363,25 @@ class NameCandidatesStage(Stage):
     def output_schema(self) -> pa.Schema:
         return _DETAIL_SCHEMA
 
+    #: Worker processes that share each batch with this one (the audit's NER workers,
+    #: idle while the stage runs once spaCy is loaded); never pickled with the stage.
+    helpers: Any = None
+    helper_count: int = 0
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("helpers", "helper_count")}
+
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        found = [find_candidate_details(t or "") for t in batch.column("text").to_pylist()]
+        texts = [t or "" for t in batch.column("text").to_pylist()]
+        parts = self.helper_count + 1 if self.helpers is not None and len(texts) >= 64 else 1
+        size = -(-len(texts) // parts)
+        shared = [
+            self.helpers.submit(_candidate_details, texts[i : i + size])
+            for i in range(size, len(texts), size)
+        ]
+        found = _candidate_details(texts[:size])
+        for f in shared:
+            found += f.result()
         return pa.RecordBatch.from_arrays(
             [batch.column("doc_id"), *(_as_lists([f[i] for f in found]) for i in range(4))],
             schema=_DETAIL_SCHEMA,
@@ -552,8 +616,8 @@ def mention_hits(
     if fresh:
         store.append(
             _window_table(config.model),
-            pa.Table.from_pylist(
-                [{"window_key": k, "hit": h} for k, h in fresh.items()], schema=_WINDOW_SCHEMA
+            pa.Table.from_arrays(
+                [_strings(list(fresh)), _strings(list(fresh.values()))], schema=_WINDOW_SCHEMA
             ),
             key="window_key",
         )
@@ -704,7 +768,14 @@ _WORKER_NLP: tuple[Any, int, frozenset[str]] | None = None
 
 
 def _init_ner_worker(model: str, batch_size: int, stop: frozenset[str]) -> None:
+    """Load spaCy in a worker process, which only ever runs NER windows. thinc imports
+    torch whenever it is installed (1.7 s and some 300 MB per worker); the NER of a spaCy
+    pipeline runs on thinc's own numpy ops and never uses it, so the worker tells Python
+    torch is absent (``sys.modules["torch"] = None``: an import raises ImportError)."""
+    import sys
+
     global _WORKER_NLP
+    sys.modules.setdefault("torch", None)  # type: ignore[arg-type]
     _WORKER_NLP = (load_nlp(model), batch_size, stop)
 
 
@@ -712,6 +783,10 @@ def _ner_chunk(windows: list[tuple[str, int, int]]) -> list[tuple[str | None, bo
     assert _WORKER_NLP is not None
     nlp, batch_size, stop = _WORKER_NLP
     return list(_results(nlp, windows, batch_size, stop))
+
+
+def _worker_ready() -> bool:
+    return _WORKER_NLP is not None
 
 
 class _Ner:
@@ -740,22 +815,36 @@ class _Ner:
                     tick(1)
                 yield r
             return
-        if self._pool is None:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            self._pool = ProcessPoolExecutor(
-                self.workers,
-                mp_context=multiprocessing.get_context("forkserver"),
-                initializer=_init_ner_worker,
-                initargs=(cfg.model, cfg.batch_size, self.stop),
-            )
+        self.start()
         size = max(cfg.batch_size, len(windows) // (self.workers * 8) + 1)
         chunks = [windows[i : i + size] for i in range(0, len(windows), size)]
         for got in self._pool.map(_ner_chunk, chunks):
             if tick:
                 tick(len(got))
             yield from got
+
+    def start(self) -> None:
+        """Start the worker processes now (each loads spaCy as it starts): called before
+        the candidate stage of a cold audit, so the workers load while this process scans."""
+        if self._pool is not None or self.workers <= 1:
+            return
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        cfg = self.config
+        self._pool = ProcessPoolExecutor(
+            self.workers,
+            mp_context=multiprocessing.get_context("forkserver"),
+            initializer=_init_ner_worker,
+            initargs=(cfg.model, cfg.batch_size, self.stop),
+        )
+        for _ in range(self.workers):  # a process is started per task waiting, up to workers
+            self._pool.submit(_worker_ready)
+
+    @property
+    def pool(self) -> Any:
+        """The worker processes (None until started)."""
+        return self._pool
 
     def close(self) -> None:
         if self._pool is not None:
@@ -793,9 +882,10 @@ def _tagged_mentions(
     windows read, and (with ``counts_for``: the candidate each capitalised run counts for)
     how many of the tagged ones sit inside a run that does not count for the candidate
     ("Remove John Smith" where "Remove" is no known opener): NER folds those into the name.
-    Verdicts come from and go to the window cache. A name with more than
-    ``every_mention_max`` mentions has only the mentions of a uniform sample of its documents
-    read; the last result maps it to (mentions read, mentions found)."""
+    Verdicts come from and go to the window cache. A name is read a whole document at a
+    time, in a uniform order of its documents, until its count is settled
+    (``every_mention_error``) or ``every_mention_max`` mentions are read; where that leaves
+    mentions unread, the last result maps it to (mentions read, mentions found)."""
     ids = sorted({d for c in candidates for d in docs_of.get(c, [])})
     texts: dict[str, str] = {}
     if ids:
@@ -805,25 +895,52 @@ def _tagged_mentions(
             {"ids": ids},
         )
         texts = dict(got.iter_rows())
-    jobs: list[tuple[str, str, tuple[str, int, int]]] = []
-    sampled: dict[str, tuple[int, int]] = {}
-    cap = config.every_mention_max
+    # Per name: its documents in doc-id order (content hashes: a uniform order), each with
+    # its mentions; read whole documents, a round at a time, until the count is settled.
+    found_in: dict[str, list[tuple[str, list[tuple[int, int]]]]] = {}
     for c in candidates:
-        # Whole documents in doc-id order (content hashes: a uniform order) until ``cap``
-        # mentions are queued; the rest are counted, not read (their share is scaled).
-        read = total = 0
-        for d in sorted(docs_of.get(c, [])):
-            text = texts.get(d, "")
-            found = _mentions(text, c)
-            total += len(found)
-            if cap is not None and read >= cap:
-                continue
-            read += len(found)
-            jobs.extend((d, c, (text, s, e)) for s, e in found)
-        if read < total:
-            sampled[c] = (read, total)
-    hits = mention_hits(store, config, ner, [m for *_, m in jobs], label="names: count")
-    runs: dict[str, list[tuple[int, int, str]]] = {}
+        found_in[c] = [(d, _mentions(texts.get(d, ""), c)) for d in sorted(docs_of.get(c, []))]
+    total = {c: sum(len(f) for _, f in found_in[c]) for c in candidates}
+    cap = config.every_mention_max
+    cap_of = {c: total[c] if cap is None else min(cap, total[c]) for c in candidates}
+    tol = config.every_mention_error
+    # the first round reads what a count with no untagged mention needs to settle
+    target = {c: min(cap_of[c], _first_read(tol, total[c])) for c in candidates}
+    done = {c: 0 for c in candidates}  # documents read
+    read = {c: 0 for c in candidates}  # mentions read
+    per_doc: dict[str, list[tuple[int, int]]] = {c: [] for c in candidates}  # (read, tagged)
+    jobs: list[tuple[str, str, tuple[str, int, int]]] = []
+    hits: list[str | None] = []
+    todo = list(candidates)
+    while todo:
+        batch: list[tuple[str, str, tuple[str, int, int]]] = []
+        for c in todo:
+            while done[c] < len(found_in[c]) and read[c] < target[c]:
+                d, found = found_in[c][done[c]]
+                text = texts.get(d, "")
+                batch.extend((d, c, (text, s, e)) for s, e in found)
+                read[c] += len(found)
+                done[c] += 1
+        got = mention_hits(store, config, ner, [m for *_, m in batch], label="names: count")
+        jobs += batch
+        hits += got
+        tally: dict[tuple[str, str], list[int]] = {}
+        for (d, c, _), hit in zip(batch, got, strict=True):
+            n = tally.setdefault((d, c), [0, 0])
+            n[0] += 1
+            n[1] += hit == c
+        for (_, c), (m, t) in tally.items():
+            per_doc[c].append((m, t))
+        todo = []
+        for c in dict.fromkeys(c for _, c, _ in batch):
+            if read[c] >= cap_of[c] or done[c] == len(found_in[c]):
+                continue  # every mention (or the cap) read
+            need = _mentions_needed(per_doc[c], read[c], total[c], tol)
+            if need > read[c]:
+                target[c] = min(cap_of[c], math.ceil(need * 1.1))  # a margin: one round
+                todo.append(c)
+    sampled = {c: (read[c], total[c]) for c in candidates if read[c] < total[c]}
+    runs: dict[tuple[str, int], list[tuple[int, int, str]]] = {}
     tagged: Counter[tuple[str, str]] = Counter()
     folded: Counter[tuple[str, str]] = Counter()
     for (d, c, (text, s, e)), hit in zip(jobs, hits, strict=True):
@@ -832,13 +949,87 @@ def _tagged_mentions(
         tagged[(d, c)] += 1
         if counts_for is None:
             continue
-        if d not in runs:
-            runs[d] = [(m.start(1), m.end(1), m.group(1)) for m in _RUN.finditer(text)]
-        i = bisect.bisect_right(runs[d], (s, len(text) + 1, "")) - 1
+        # Runs never cross a line: those of the mention's line are the document's there.
+        line = text.rfind("\n", 0, s) + 1
+        if (d, line) not in runs:
+            end = text.find("\n", e)
+            found = _RUN.finditer(text, line, len(text) if end < 0 else end)
+            runs[(d, line)] = [(m.start(1), m.end(1), m.group(1)) for m in found]
+        here = runs[(d, line)]
+        i = bisect.bisect_right(here, (s, len(text) + 1, "")) - 1
         # counted by the candidate stage only as (part of) a run that counts for c
-        if i < 0 or runs[d][i][1] < e or counts_for.get(runs[d][i][2]) != c:
+        if i < 0 or here[i][1] < e or counts_for.get(here[i][2]) != c:
             folded[(d, c)] += 1
     return dict(tagged), len(jobs), dict(folded), sampled
+
+
+#: Standard errors in the settled count's bound (``every_mention_error``), and untagged
+#: pseudo-mentions added to what was read (a count tagged in every mention read is no
+#: certainty: two pseudo-misses bound it by about 2.8 / mentions read).
+SETTLE_Z = 2.0
+SETTLE_PSEUDO = 2
+
+
+def _first_read(tol: float | None, total: int) -> int:
+    """Mentions (of ``total``) that a name tagged in every mention read, one per document,
+    needs before its count can settle: with nothing unread none, so never more than
+    ``total``; about 283 where ``total`` is far larger (tol 0.01)."""
+    if tol is None:
+        return total
+    lo, hi = 0, total  # count_error(all of them) is 0
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if count_error([(1, 1)] * mid, mid, total) <= tol:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def count_error(per_doc: list[tuple[int, int]], read: int, total: int) -> float:
+    """Two standard errors of a count scaled from a sample of documents, relative to it:
+    ``per_doc`` holds (mentions read, mentions tagged) of each document read, ``read`` their
+    sum, ``total`` the name's mentions in all its documents. The ratio estimator's variance
+    over documents (mentions of one document are not independent), with the finite
+    population correction and ``SETTLE_PSEUDO`` untagged pseudo-mentions (each its own
+    document); inf when nothing read is tagged."""
+    ms = [m for m, _ in per_doc] + [1] * SETTLE_PSEUDO
+    ts = [t for _, t in per_doc] + [0] * SETTLE_PSEUDO
+    k = len(ms)
+    ratio = sum(ts) / sum(ms)
+    if ratio <= 0 or k < 2:
+        return float("inf")
+    spread = sum((t - ratio * m) ** 2 for m, t in zip(ms, ts, strict=True)) / (k - 1)
+    mean = sum(ms) / k
+    unread = max(0.0, 1.0 - read / max(total, 1))
+    return SETTLE_Z * math.sqrt(unread * spread / (k * mean * mean)) / ratio
+
+
+def _mentions_needed(
+    per_doc: list[tuple[int, int]], read: int, total: int, tol: float | None
+) -> int:
+    """Mentions to read before the count settles (``read`` when it has): the error falls
+    with the square root of the mentions read, and with the square root of the share left
+    unread."""
+    if tol is None:
+        return total
+    err = count_error(per_doc, read, total)
+    if err <= tol:
+        return read
+    if math.isinf(err) or read <= 0:
+        return total
+
+    def projected(n: int) -> float:
+        return err * math.sqrt(read / n * (1 - n / total) / (1 - read / total))
+
+    lo, hi = read, total  # projected(total) is 0
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if projected(mid) <= tol:
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 def _host_docs(
@@ -869,26 +1060,50 @@ def _spread(ids: list[str]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------- run
+#: A cold fast audit of at least this many documents starts its NER workers before the
+#: candidate stage (spaCy loads in them while this process scans); a smaller corpus may
+#: have too few windows to use them (``POOL_MIN_WINDOWS``).
+EARLY_WORKERS_DOCS = 2000
+
+
 def run(store: Store, config: Config | None = None, engine: str | None = None) -> AuditResult:
     """Count person names by mentions and documents; suggest an anti-universe block."""
+    config = config or Config()
+    # NER workers (if any) are started once for every window read by the audit
+    ner = _Ner(config, STOP_WORDS | frozenset(config.extra_stop_words))
+    try:
+        return _run(store, config, engine, ner)
+    finally:
+        ner.close()
+
+
+def _run(store: Store, config: Config, engine: str | None, ner: _Ner) -> AuditResult:
     import polars as pl
 
     from sdfkit.engine.local import run_stage
 
-    config = config or Config()
     t0 = time.perf_counter()
-    stop = STOP_WORDS | frozenset(config.extra_stop_words)
+    stop = ner.stop
     where = where_clause(store, config.where)
     docs = store.query(
         "SELECT doc_id, any_value(coalesce(concept, '')) AS concept, "
         f"any_value(coalesce(doc_type, '')) AS doc_type FROM documents {where} GROUP BY doc_id"
     )
     ids = set(docs["doc_id"].to_list())
-    stage: Stage = (
-        NameCandidatesStage()
-        if config.mode == "fast"
-        else PersonEntitiesStage(config.model, batch_size=config.batch_size)
-    )
+    # cold (no window verdicts cached yet) and large: start the workers while the stage runs
+    if (
+        config.mode == "fast"
+        and len(ids) >= EARLY_WORKERS_DOCS
+        and _window_table(config.model) not in store.parquet_tables()
+    ):
+        ner.start()
+    stage: Stage
+    if config.mode == "fast":
+        stage = NameCandidatesStage()
+        if ner.pool is not None:  # the workers share the scan once spaCy is loaded
+            stage.helpers, stage.helper_count = ner.pool, ner.workers
+    else:
+        stage = PersonEntitiesStage(config.model, batch_size=config.batch_size)
     stage_run = run_stage(
         store, stage, engine=engine, workers=config.workers, where=ids if where else None
     )
@@ -961,8 +1176,6 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
             )
             for c, n in lone.iter_rows():
                 with_lone[c] += n
-        # NER workers (if any) are started once for every window read below
-        ner = _Ner(config, stop)
         try:
             t_nlp = time.perf_counter()
             verdicts = (
