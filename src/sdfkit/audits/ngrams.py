@@ -19,8 +19,10 @@ N-grams never span sentence punctuation (. ! ? ; :), and n-grams made only of fu
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -90,6 +92,9 @@ class Config(Checked):
     where: str | None = None
     #: Most flag sentences per n (the tables hold every flagged n-gram).
     max_flags_per_n: int = field(default=10, metadata=at_least(0))
+    #: Threads for tokenising, hashing and counting (default: every core). polars and numpy
+    #: release the GIL in this work; the figures do not depend on it.
+    threads: int | None = field(default=None, metadata=at_least(1))
 
     def threshold(self, n: int) -> float:
         # construction turned the keys into ints (YAML/JSON may give "5")
@@ -143,8 +148,11 @@ class TokenHashStage(Stage):
     name: ClassVar[str] = "ngram_tokens"
     columns: ClassVar[tuple[str, ...]] = ("doc_id", "text")
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int = 1) -> None:
         self.signature = _hash_signature()
+        #: Threads per batch (slices of the batch are tokenised at once; the result is the
+        #: same as in one piece).
+        self.threads = threads
 
     @property
     def output_schema(self) -> pa.Schema:
@@ -162,8 +170,15 @@ class TokenHashStage(Stage):
 
         texts = pl.from_arrow(batch.column(batch.schema.get_field_index("text")))
         assert isinstance(texts, pl.Series)
+        step = -(-len(texts) // max(1, 2 * self.threads))
+        if self.threads <= 1 or len(texts) < 2 * self.threads:
+            hashes = _token_hashes(texts)
+        else:
+            with ThreadPoolExecutor(self.threads, thread_name_prefix="ngram-tokens") as pool:
+                pieces = [texts.slice(lo, step) for lo in range(0, len(texts), step)]
+                hashes = pa.concat_arrays(list(pool.map(_token_hashes, pieces)))
         return pa.record_batch(
-            [batch.column(batch.schema.get_field_index("doc_id")), _token_hashes(texts)],
+            [batch.column(batch.schema.get_field_index("doc_id")), hashes],
             schema=self.output_schema,
         )
 
@@ -241,8 +256,11 @@ _MIX = (
 )
 
 
-def _ngram_keys(toks: pl.DataFrame, n: int, start: int, skip_function_words: bool) -> pl.DataFrame:
-    """The valid n-grams of a chunk as rows (g: 64-bit key, doc, i: first token's index)."""
+def _ngram_keys(
+    toks: pl.DataFrame, n: int, start: int, skip_function_words: bool, doc_bits: int
+) -> pl.DataFrame:
+    """The valid n-grams of a chunk as rows (packed: the n-gram's 64-bit hash with its low
+    ``doc_bits`` bits replaced by the document, i: the first token's index)."""
     import polars as pl
 
     def mix(k: int) -> pl.Expr:
@@ -258,12 +276,16 @@ def _ngram_keys(toks: pl.DataFrame, n: int, start: int, skip_function_words: boo
     )
     if skip_function_words:
         valid = valid & ~pl.all_horizontal([pl.col("stop").shift(-k) for k in range(n)])
+    # key << doc_bits | doc, with key = the top 64 - doc_bits bits of the hash: sorting
+    # these groups rows by n-gram and, within one, by document.
+    high = pl.lit(~((1 << doc_bits) - 1) & 0xFFFFFFFFFFFFFFFF, dtype=pl.UInt64)
+    packed = (g & high) | pl.col("doc").cast(pl.UInt64)
     return (
         toks.lazy()
         .with_row_index("i", offset=start)
-        .select(g.alias("g"), valid.alias("ok"), "doc", "i")
+        .select(packed.alias("packed"), valid.alias("ok"), pl.col("i").cast(pl.UInt32))
         .filter(pl.col("ok"))
-        .select("g", "doc", "i")
+        .select("packed", "i")
         .collect()
     )
 
@@ -288,13 +310,11 @@ def _runs(values: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarray, np.nd
     return starts, counts, docs
 
 
-_ROW = [("g", "<u8"), ("doc", "<u4"), ("i", "<u4")]
-
-
 class _Spill:
-    """The n-gram rows (g, doc, i) of every size, split into ``2**bits`` partitions by the
-    top bits of the n-gram hash and appended to one file per (n, partition): each n-gram's
-    occurrences all land in one partition, in token order."""
+    """The n-gram rows (packed key and document, first token's index) of every size, split
+    into ``2**bits`` partitions by the top bits of the n-gram hash and appended to two raw
+    files per (n, partition), ``.rows`` (u64) and ``.at`` (u32): each n-gram's occurrences
+    all land in one partition. The counting pass reads only ``.rows``."""
 
     def __init__(self, root: Path, bits: int) -> None:
         self.root, self.bits = root, bits
@@ -309,31 +329,40 @@ class _Spill:
         self.rows[n] = self.rows.get(n, 0) + keys.height
         if keys.is_empty():
             return
-        rows = np.empty(keys.height, dtype=_ROW)
-        rows["g"] = keys["g"].to_numpy()
-        rows["doc"] = keys["doc"].to_numpy()
-        rows["i"] = keys["i"].to_numpy()
+        packed = keys["packed"].to_numpy()
+        at = keys["i"].to_numpy()
         if self.bits:
-            part = (rows["g"] >> np.uint64(64 - self.bits)).astype(np.uint16)
-            # stable (keeps token order within a partition); a radix sort for 16-bit keys
+            part = (packed >> np.uint64(64 - self.bits)).astype(
+                np.uint8 if self.bits <= 8 else np.uint16
+            )
+            # a radix sort for 8- and 16-bit keys (the order within a partition is free)
             order = np.argsort(part, kind="stable")
-            rows = rows[order]
-            bounds = np.searchsorted(part[order], np.arange((1 << self.bits) + 1))
+            packed, at = packed[order], at[order]
+            bounds = np.zeros((1 << self.bits) + 1, dtype=np.int64)
+            np.cumsum(np.bincount(part, minlength=1 << self.bits), out=bounds[1:])
         else:
-            bounds = np.array([0, len(rows)])
+            bounds = np.array([0, len(packed)])
         for p in range(len(bounds) - 1):
             if bounds[p + 1] > bounds[p]:
-                with open(self.path(n, p), "ab") as f:
-                    rows[bounds[p] : bounds[p + 1]].tofile(f)
+                for what, arr in (("rows", packed), ("at", at)):
+                    with open(self.path(n, p, what), "ab") as f:
+                        arr[bounds[p] : bounds[p + 1]].tofile(f)
 
-    def parts(self, n: int):
-        """(partition, its rows) of size ``n``, one partition in memory at a time."""
+    def keys(self, n: int):
+        """(partition, its packed rows) of size ``n``, one partition in memory at a time."""
         import numpy as np
 
         for p in range(1 << self.bits):
             path = self.path(n, p)
             if path.exists():
-                yield p, np.fromfile(path, dtype=_ROW)
+                yield p, np.fromfile(path, dtype=np.uint64)
+
+    def parts(self, n: int):
+        """(partition, its packed rows, their first tokens' indexes) of size ``n``."""
+        import numpy as np
+
+        for p, packed in self.keys(n):
+            yield p, packed, np.fromfile(self.path(n, p, "at"), dtype=np.uint32)
 
 
 def _ranked(overall: pl.DataFrame | pl.LazyFrame, config: Config) -> list[pl.DataFrame]:
@@ -379,9 +408,7 @@ def _aggregate(
     hist = np.zeros(1, dtype=np.int64)
     hist_rows = np.zeros(1, dtype=np.int64)
     done: list[int] = []
-    for p, rows in spill.parts(n):
-        packed = ((rows["g"] >> shift) << shift) | rows["doc"].astype(np.uint64)
-        del rows
+    for p, packed in spill.keys(n):
         packed.sort()
         starts, counts, docs = _runs(packed, doc_bits)
         keys = packed[starts] >> shift
@@ -474,15 +501,16 @@ def _aggregate(
     maybe[(needed & np.uint64(0xFFFF)).astype(np.intp)] = True
     firsts: list[pl.DataFrame] = []
     five_docs: list[np.ndarray] = []
-    for _, rows in spill.parts(n):
-        key = rows["g"] >> shift
+    low = np.uint64((1 << doc_bits) - 1)
+    for _, packed, token_at in spill.parts(n):
+        key = packed >> shift
         # a 16-bit filter first, then a binary search for the few rows that pass it
         hit = maybe[(key & np.uint64(0xFFFF)).astype(np.intp)]
         (rows_hit,) = np.nonzero(hit)
         at = np.minimum(np.searchsorted(needed, key[rows_hit]), max(len(needed) - 1, 0))
         hit[rows_hit] = needed[at] == key[rows_hit]
-        firsts.append(pl.DataFrame({"key": key[hit], "i": rows["i"][hit]}))
-        five_docs.append(np.unique(rows["doc"][np.isin(key, five)]))
+        firsts.append(pl.DataFrame({"key": key[hit], "i": token_at[hit]}))
+        five_docs.append(np.unique(packed[np.isin(key, five)] & low))
     first = (
         pl.concat(firsts).group_by("key").agg(pl.col("i").min())
         if firsts
@@ -625,6 +653,10 @@ def _recover_strings(
     return out
 
 
+def _threads(config: Config) -> int:
+    return config.threads or os.cpu_count() or 1
+
+
 def run(store: Store, config: Config | None = None, engine: str | None = None) -> AuditResult:
     """Count word n-grams by documents and occurrences, overall and per concept / doc type.
 
@@ -638,14 +670,16 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     config = config or Config()
     t0 = time.perf_counter()
     selected = _selected_documents(store, config)
-    stage = TokenHashStage()
-    # One local process: tokenising is seconds even cold, and forking a process pool after
-    # polars has started its threads (as here) can deadlock the workers.
+    threads = _threads(config)
+    stage = TokenHashStage(threads)
+    # One local process on ``threads`` threads: tokenising is seconds even cold, and forking
+    # a process pool after polars has started its threads (as here) can deadlock the workers.
     run_stage(
         store,
         stage,
         engine=engine,
         workers=1,
+        batch_rows=512 * threads,
         where=set(selected["doc_id"].to_list()) if config.where else None,
     )
     stop = pl.Series(sorted(FUNCTION_WORDS)).hash(_SEED)
@@ -658,7 +692,8 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     # directory is removed on every exit, errors and Ctrl-C included.
     spill_dir = tempfile.TemporaryDirectory(prefix="sdf-ngrams-")
     try:
-        return _run(store, config, stage, selected, stop, Path(spill_dir.name), t0)
+        with ThreadPoolExecutor(threads, thread_name_prefix="ngrams") as pool:
+            return _run(store, config, stage, selected, stop, Path(spill_dir.name), t0, pool)
     finally:
         spill_dir.cleanup()
 
@@ -671,8 +706,11 @@ def _run(
     stop: pl.Series,
     spill_root: Path,
     t0: float,
+    pool: ThreadPoolExecutor,
 ) -> AuditResult:
-    """``run`` once the token cache is filled, spilling n-gram rows under ``spill_root``."""
+    """``run`` once the token cache is filled, spilling n-gram rows under ``spill_root``.
+    The sizes n are keyed, spilled and counted on ``pool``'s threads (each size writes and
+    reads only its own files)."""
     import numpy as np
     import polars as pl
 
@@ -683,6 +721,8 @@ def _run(
     n_docs = 0
     spill: _Spill | None = None
     start = 0
+    doc_bits = max(1, (selected.height - 1).bit_length())
+    sizes = list(dict.fromkeys(config.n))  # each size once: its files are its own
     with counter("n-grams: read tokens", total=selected.height, unit="docs") as tick:
         for chunk, tokens in _token_chunks(store, stage, selected, config):
             if spill is None:
@@ -690,8 +730,13 @@ def _run(
                 parts = -(-tokens // config.partition_rows)
                 spill = _Spill(spill_root, min(10, max(0, (parts - 1).bit_length())))
             toks, lens = _hash_tokens(chunk, n_docs, strata, stop)
-            for n in config.n:
-                spill.add(n, _ngram_keys(toks, n, start, config.skip_function_words))
+
+            def add(n: int, toks: pl.DataFrame = toks, start: int = start) -> None:
+                assert spill is not None
+                spill.add(n, _ngram_keys(toks, n, start, config.skip_function_words, doc_bits))
+
+            for _ in pool.map(add, sizes):
+                pass
             start += toks.height
             del toks
             doc_frames.append(lens)
@@ -726,7 +771,6 @@ def _run(
             }
         )
 
-    doc_bits = max(1, (n_docs - 1).bit_length())
     groups = {
         key: (group_of_doc[key], max(1, (len(group_names[key]) - 1).bit_length()))
         for key in group_of_doc
@@ -734,17 +778,22 @@ def _run(
     tops: list[pl.DataFrame] = []
     top5_docs: dict[str, int] = {}
     by_group: dict[str, list[pl.DataFrame]] = {"concept": [], "doc_type": []}
+
+    def count(n: int) -> tuple | None:
+        t_n = time.perf_counter()
+        if spill is None or not spill.rows.get(n):
+            return None
+        got = _aggregate(spill, n, doc_bits, groups, config)
+        for old in spill.root.glob(f"n{n}_p*"):
+            old.unlink()  # this size is counted: free its disk space
+        return got, time.perf_counter() - t_n
+
     with counter("n-grams: count", total=len(config.n), unit="sizes") as tick:
-        for n in config.n:
-            t_n = time.perf_counter()
-            if spill is None or not spill.rows.get(n):
+        for n, counted in zip(sizes, pool.map(count, sizes), strict=True):
+            if counted is None:
                 tick(1)
                 continue
-            top, per_group, first, top5_docs[str(n)] = _aggregate(
-                spill, n, doc_bits, groups, config
-            )
-            for old in spill.root.glob(f"n{n}_p*"):
-                old.unlink()  # this size is counted: free its disk space
+            (top, per_group, first, top5_docs[str(n)]), timings[f"count_{n}"] = counted
             tops.append(
                 top.join(first, on="key").with_columns(
                     pl.lit(n, dtype=pl.UInt32).alias("n"),
@@ -761,7 +810,6 @@ def _run(
                         pl.lit(n, dtype=pl.UInt32).alias("n"),
                     )
                 )
-            timings[f"count_{n}"] = time.perf_counter() - t_n
             tick(1)
 
     top = pl.concat(tops) if tops else _empty_top()
