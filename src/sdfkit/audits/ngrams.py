@@ -257,10 +257,10 @@ _MIX = (
 
 
 def _ngram_keys(
-    toks: pl.DataFrame, n: int, start: int, skip_function_words: bool, doc_bits: int
+    toks: pl.DataFrame, n: int, skip_function_words: bool, doc_bits: int, index: bool = False
 ) -> pl.DataFrame:
     """The valid n-grams of a chunk as rows (packed: the n-gram's 64-bit hash with its low
-    ``doc_bits`` bits replaced by the document, i: the first token's index)."""
+    ``doc_bits`` bits replaced by the document; with ``index``, i: the first token's row)."""
     import polars as pl
 
     def mix(k: int) -> pl.Expr:
@@ -280,12 +280,12 @@ def _ngram_keys(
     # these groups rows by n-gram and, within one, by document.
     high = pl.lit(~((1 << doc_bits) - 1) & 0xFFFFFFFFFFFFFFFF, dtype=pl.UInt64)
     packed = (g & high) | pl.col("doc").cast(pl.UInt64)
+    rows = toks.lazy().with_row_index("i") if index else toks.lazy()
+    cols = ["packed", "i"] if index else ["packed"]
     return (
-        toks.lazy()
-        .with_row_index("i", offset=start)
-        .select(packed.alias("packed"), valid.alias("ok"), pl.col("i").cast(pl.UInt32))
+        rows.select(packed.alias("packed"), valid.alias("ok"), *cols[1:])
         .filter(pl.col("ok"))
-        .select("packed", "i")
+        .select(cols)
         .collect()
     )
 
@@ -311,10 +311,11 @@ def _runs(values: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarray, np.nd
 
 
 class _Spill:
-    """The n-gram rows (packed key and document, first token's index) of every size, split
-    into ``2**bits`` partitions by the top bits of the n-gram hash and appended to two raw
-    files per (n, partition), ``.rows`` (u64) and ``.at`` (u32): each n-gram's occurrences
-    all land in one partition. The counting pass reads only ``.rows``."""
+    """The n-gram rows (packed n-gram key and document, u64) of every size, split into
+    ``2**bits`` partitions by the top bits of the n-gram hash and appended to one raw file
+    per (n, partition): each n-gram's occurrences all land in one partition. Each chunk's
+    rows are sorted before they are split, so a partition file is a series of sorted runs
+    (which the counting pass merges)."""
 
     def __init__(self, root: Path, bits: int) -> None:
         self.root, self.bits = root, bits
@@ -329,24 +330,16 @@ class _Spill:
         self.rows[n] = self.rows.get(n, 0) + keys.height
         if keys.is_empty():
             return
-        packed = keys["packed"].to_numpy()
-        at = keys["i"].to_numpy()
-        if self.bits:
-            part = (packed >> np.uint64(64 - self.bits)).astype(
-                np.uint8 if self.bits <= 8 else np.uint16
-            )
-            # a radix sort for 8- and 16-bit keys (the order within a partition is free)
-            order = np.argsort(part, kind="stable")
-            packed, at = packed[order], at[order]
-            bounds = np.zeros((1 << self.bits) + 1, dtype=np.int64)
-            np.cumsum(np.bincount(part, minlength=1 << self.bits), out=bounds[1:])
-        else:
+        # a SIMD sort of u64 beats gathering rows by partition (argsort + take)
+        packed = np.sort(keys["packed"].to_numpy())
+        edges = np.arange(1 << self.bits, dtype=np.uint64) << np.uint64(64 - self.bits)
+        bounds = np.append(np.searchsorted(packed, edges), len(packed)) if self.bits else None
+        if bounds is None:
             bounds = np.array([0, len(packed)])
         for p in range(len(bounds) - 1):
             if bounds[p + 1] > bounds[p]:
-                for what, arr in (("rows", packed), ("at", at)):
-                    with open(self.path(n, p, what), "ab") as f:
-                        arr[bounds[p] : bounds[p + 1]].tofile(f)
+                with open(self.path(n, p), "ab") as f:
+                    packed[bounds[p] : bounds[p + 1]].tofile(f)
 
     def keys(self, n: int):
         """(partition, its packed rows) of size ``n``, one partition in memory at a time."""
@@ -357,12 +350,6 @@ class _Spill:
             if path.exists():
                 yield p, np.fromfile(path, dtype=np.uint64)
 
-    def parts(self, n: int):
-        """(partition, its packed rows, their first tokens' indexes) of size ``n``."""
-        import numpy as np
-
-        for p, packed in self.keys(n):
-            yield p, packed, np.fromfile(self.path(n, p, "at"), dtype=np.uint32)
 
 
 def _ranked(overall: pl.DataFrame | pl.LazyFrame, config: Config) -> list[pl.DataFrame]:
@@ -395,8 +382,8 @@ def _aggregate(
     Returns the overall top candidates (key, count, documents), per grouping
     (``groups[name] = (group id of each document, bits)``) the per-group candidates
     (gid, key, count, documents) among n-grams in at least two documents, the first
-    occurrence (key, i) of every listed n-gram and the number of documents carrying any of
-    the five n-grams in most documents.
+    document (key, first_doc) of every listed n-gram and the number of documents carrying
+    any of the five n-grams in most documents.
     """
     import numpy as np
     import polars as pl
@@ -409,7 +396,7 @@ def _aggregate(
     hist_rows = np.zeros(1, dtype=np.int64)
     done: list[int] = []
     for p, packed in spill.keys(n):
-        packed.sort()
+        packed.sort(kind="stable")  # merges the file's sorted runs
         starts, counts, docs = _runs(packed, doc_bits)
         keys = packed[starts] >> shift
         counts, docs = counts.astype(np.uint32), docs.astype(np.uint32)
@@ -484,8 +471,9 @@ def _aggregate(
         t, pending = lower, retry
     top = top.with_columns(pl.lit(",".join(approximate)).alias("approximate_groups"))
 
-    # Pass 2, per partition: the first occurrence of each listed n-gram (to recover its
-    # words later) and the documents carrying the five n-grams in most documents.
+    # Pass 2, per partition (its sorted rows, read back): the first document carrying each
+    # listed n-gram (to recover its words later) and the documents carrying the five
+    # n-grams in most documents.
     needed = np.unique(
         pl.concat([top.select("key")] + [d.select("key") for d in per_group.values()])[
             "key"
@@ -497,24 +485,24 @@ def _aggregate(
         .head(5)["key"]
         .to_numpy()
     )
-    maybe = np.zeros(1 << 16, dtype=bool)
-    maybe[(needed & np.uint64(0xFFFF)).astype(np.intp)] = True
+    # In the sorted rows a key's run starts at its first document.
     firsts: list[pl.DataFrame] = []
     five_docs: list[np.ndarray] = []
     low = np.uint64((1 << doc_bits) - 1)
-    for _, packed, token_at in spill.parts(n):
-        key = packed >> shift
-        # a 16-bit filter first, then a binary search for the few rows that pass it
-        hit = maybe[(key & np.uint64(0xFFFF)).astype(np.intp)]
-        (rows_hit,) = np.nonzero(hit)
-        at = np.minimum(np.searchsorted(needed, key[rows_hit]), max(len(needed) - 1, 0))
-        hit[rows_hit] = needed[at] == key[rows_hit]
-        firsts.append(pl.DataFrame({"key": key[hit], "i": token_at[hit]}))
-        five_docs.append(np.unique(packed[np.isin(key, five)] & low))
+    for packed, keys, counts, _ in partitions():
+        starts = np.cumsum(counts, dtype=np.int64) - counts
+        hit = np.isin(keys, needed, kind="sort")
+        firsts.append(
+            pl.DataFrame(
+                {"key": keys[hit], "first_doc": (packed[starts[hit]] & low).astype(np.uint32)}
+            )
+        )
+        for j in np.flatnonzero(np.isin(keys, five)):
+            five_docs.append(np.unique(packed[starts[j] : starts[j] + counts[j]] & low))
     first = (
-        pl.concat(firsts).group_by("key").agg(pl.col("i").min())
+        pl.concat(firsts)
         if firsts
-        else pl.DataFrame(schema={"key": pl.UInt64, "i": pl.UInt32})
+        else pl.DataFrame(schema={"key": pl.UInt64, "first_doc": pl.UInt32})
     )
     top5 = len(np.unique(np.concatenate(five_docs))) if five_docs else 0
     return top, per_group, first, top5
@@ -620,36 +608,70 @@ def _merge_group_lists(
 
 
 def _recover_strings(
-    store: Store, need: pl.DataFrame, doc_index: pl.DataFrame, config: Config
+    store: Store,
+    need: pl.DataFrame,
+    doc_index: pl.DataFrame,
+    stop: pl.Series,
+    doc_bits: int,
+    config: Config,
 ) -> dict[tuple[int, int], str]:
-    """(n, first token index) → the n-gram's text, re-tokenising only the documents needed."""
+    """(n, key) → the n-gram's text at its first occurrence: the first position of the key
+    in its first document (``first_doc``). Only those documents are re-tokenised; their
+    n-gram keys are computed again exactly as in the count."""
     import polars as pl
 
     if need.is_empty():
         return {}
-    starts = doc_index.select(
-        "doc", "doc_id", (pl.col("n_tok").cum_sum() - pl.col("n_tok")).alias("start")
+    docs = (
+        need.select(pl.col("first_doc").alias("doc"))
+        .unique()
+        .join(doc_index.select("doc", "doc_id"), on="doc")
+        .sort("doc")
     )
-    located = (
-        need.with_columns(pl.col("i").cast(pl.UInt32))
-        .sort("i")
-        .join_asof(
-            starts.sort("start").with_columns(pl.col("start").cast(pl.UInt32)),
-            left_on="i",
-            right_on="start",
-            strategy="backward",
-        )
-    )
-    ids = located["doc_id"].unique().to_list()
     texts = store.query(
         "SELECT doc_id, text FROM documents WHERE doc_id IN (SELECT unnest($ids))",
-        {"ids": ids},
-    ).select("doc_id", tokenize(pl.col("text")).alias("tok"))
-    tokens = dict(zip(texts["doc_id"].to_list(), texts["tok"].to_list(), strict=True))
+        {"ids": docs["doc_id"].to_list()},
+    )
+    texts = docs.join(texts, on="doc_id", maintain_order="left")
+    tokens = dict(
+        zip(
+            texts["doc"].to_list(),
+            texts.select(tokenize(pl.col("text")))["text"].to_list(),
+            strict=True,
+        )
+    )
+    chunk = texts.select(
+        "doc_id",
+        pl.lit("").alias("concept"),
+        pl.lit("").alias("doc_type"),
+        pl.Series("h", _token_hashes(texts["text"])),
+    )
+    toks, _ = _hash_tokens(chunk, 0, {}, stop)
+    # the token rows number these documents 0, 1, ...: put back their numbers in the count
+    toks = toks.with_columns(
+        pl.col("doc").replace_strict(
+            list(range(texts.height)), texts["doc"].to_list(), return_dtype=pl.UInt32
+        )
+    )
+    offsets = toks.with_row_index("i").group_by("doc").agg(pl.col("i").min().alias("start"))
     out: dict[tuple[int, int], str] = {}
-    for n, i, doc_id, start in located.select("n", "i", "doc_id", "start").iter_rows():
-        pos = i - start
-        out[(n, i)] = " ".join(tokens[doc_id][pos : pos + n])
+    mask = (1 << doc_bits) - 1
+    for (n,), wanted in need.group_by("n"):
+        found = (
+            _ngram_keys(toks, int(n), config.skip_function_words, doc_bits, index=True)
+            .select(
+                (pl.col("packed") // (1 << doc_bits)).alias("key"),
+                (pl.col("packed") & mask).cast(pl.UInt32).alias("first_doc"),
+                "i",
+            )
+            .join(wanted.select("key", "first_doc"), on=["key", "first_doc"])
+            .group_by("key", "first_doc")
+            .agg(pl.col("i").min())
+            .join(offsets, left_on="first_doc", right_on="doc")
+        )
+        for key, doc, i, start in found.select("key", "first_doc", "i", "start").iter_rows():
+            pos = i - start
+            out[(int(n), key)] = " ".join(tokens[doc][pos : pos + int(n)])
     return out
 
 
@@ -720,7 +742,6 @@ def _run(
     doc_frames: list[pl.DataFrame] = []
     n_docs = 0
     spill: _Spill | None = None
-    start = 0
     doc_bits = max(1, (selected.height - 1).bit_length())
     sizes = list(dict.fromkeys(config.n))  # each size once: its files are its own
     with counter("n-grams: read tokens", total=selected.height, unit="docs") as tick:
@@ -731,13 +752,12 @@ def _run(
                 spill = _Spill(spill_root, min(10, max(0, (parts - 1).bit_length())))
             toks, lens = _hash_tokens(chunk, n_docs, strata, stop)
 
-            def add(n: int, toks: pl.DataFrame = toks, start: int = start) -> None:
+            def add(n: int, toks: pl.DataFrame = toks) -> None:
                 assert spill is not None
-                spill.add(n, _ngram_keys(toks, n, start, config.skip_function_words, doc_bits))
+                spill.add(n, _ngram_keys(toks, n, config.skip_function_words, doc_bits))
 
             for _ in pool.map(add, sizes):
                 pass
-            start += toks.height
             del toks
             doc_frames.append(lens)
             n_docs += chunk.height
@@ -814,17 +834,18 @@ def _run(
 
     top = pl.concat(tops) if tops else _empty_top()
     groups = {k: pl.concat(v) if v else None for k, v in by_group.items()}
+    cols = ["n", "key", "first_doc"]
     need = pl.concat(
-        [top.select("n", "i")] + [g.select("n", "i") for g in groups.values() if g is not None]
+        [top.select(cols)] + [g.select(cols) for g in groups.values() if g is not None]
     ).unique()
     t_r = time.perf_counter()
-    text = _recover_strings(store, need, doc_index, config)
+    text = _recover_strings(store, need, doc_index, stop, doc_bits, config)
     timings["recover_strings"] = time.perf_counter() - t_r
 
     def _with_text(df: pl.DataFrame) -> pl.DataFrame:
         return df.with_columns(
             pl.Series(
-                "ngram", [text[(n, i)] for n, i in df.select("n", "i").iter_rows()], pl.String
+                "ngram", [text[(n, k)] for n, k in df.select("n", "key").iter_rows()], pl.String
             )
         )
 
@@ -907,7 +928,7 @@ def _empty_top() -> pl.DataFrame:
             "key": pl.UInt64,
             "count": pl.UInt32,
             "documents": pl.UInt32,
-            "i": pl.UInt32,
+            "first_doc": pl.UInt32,
             "n": pl.UInt32,
             "share": pl.Float64,
             "top_by_documents": pl.Boolean,
