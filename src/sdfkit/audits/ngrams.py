@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -108,7 +108,13 @@ def tokenize(texts: pl.Expr) -> pl.Expr:
 
 def _token_hashes(texts: pl.Series) -> pa.Array:
     """Each text's tokens as 64-bit hashes in order (an Arrow list array); sentence
-    punctuation is null (a break). Hashing runs on the flat column of every token."""
+    punctuation is null (a break). What the cached stage computes."""
+    return _hash_texts(texts)
+
+
+def _hash_texts(texts: pl.Series) -> pa.Array:
+    """``_token_hashes``; also used directly to key again the few documents whose words
+    are recovered. Hashing runs on the flat column of every token."""
     import numpy as np
     import polars as pl
     import pyarrow as pa
@@ -522,6 +528,10 @@ def _add(total: np.ndarray, part: np.ndarray) -> np.ndarray:
     return out
 
 
+#: Most (n-gram, group) cells counted at once by ``_group_lists`` (two int64 arrays each).
+_GROUP_CELLS = 1 << 22
+
+
 def _group_lists(
     packed: np.ndarray,
     keys: np.ndarray,
@@ -533,40 +543,53 @@ def _group_lists(
     config: Config,
 ) -> dict[str, pl.DataFrame]:
     """Per-group top lists over the n-grams of one partition in >= ``threshold``
-    documents."""
+    documents.
+
+    No sort: the candidate rows are already sorted by n-gram, then document, so a row
+    starts a new document of its n-gram when it differs from the row before, and each
+    (n-gram, group) cell's occurrences and documents are two ``bincount``s over a dense
+    cell index, for blocks of n-grams of at most ``_GROUP_CELLS`` cells."""
     import numpy as np
     import polars as pl
 
-    shift = np.uint64(doc_bits)
     keep = docs >= threshold
     cand_keys = keys[keep]
-    rows = np.repeat(keep, counts)
-    cand_docs = packed[rows] & np.uint64((1 << doc_bits) - 1)
-    del rows
-    run = np.repeat(np.arange(len(cand_keys), dtype=np.uint64), counts[keep])
+    cand_counts = counts[keep].astype(np.int64)
+    cand = packed[np.repeat(keep, counts)]
+    new_doc = np.empty(len(cand), dtype=bool)
+    new_doc[:1] = True
+    np.not_equal(cand[1:], cand[:-1], out=new_doc[1:])
+    cand_docs = (cand & np.uint64((1 << doc_bits) - 1)).astype(np.intp)
+    del cand
+    ends = np.cumsum(cand_counts)
+    run = np.repeat(np.arange(len(cand_keys), dtype=np.int64), cand_counts)
+    empty = {"gid": pl.UInt32, "key": pl.UInt64, "count": pl.UInt32, "documents": pl.UInt32}
     lists: dict[str, pl.DataFrame] = {}
-    for name, (gid_of_doc, gid_bits) in groups.items():
-        if len(cand_keys).bit_length() + gid_bits + doc_bits > 64:
-            from sdfkit.errors import SdfError
-
-            raise SdfError(f"too many distinct n-grams to rank per {name} in one pass")
-        gid = gid_of_doc[cand_docs].astype(np.uint64)
-        packed2 = (run << np.uint64(gid_bits + doc_bits)) | (gid << shift) | cand_docs
-        packed2.sort()
-        st, cn, dc = _runs(packed2, doc_bits)
-        head = packed2[st] >> shift
-        del packed2
-        mask = np.uint64((1 << gid_bits) - 1)
+    for name, (gid_of_doc, _) in groups.items():
+        n_groups = int(gid_of_doc.max()) + 1 if len(gid_of_doc) else 1
+        gid = gid_of_doc[cand_docs].astype(np.int64)
+        block = max(1, _GROUP_CELLS // n_groups)
+        found = []
+        for lo in range(0, len(cand_keys), block):
+            hi = min(lo + block, len(cand_keys))
+            a, b = int(ends[lo] - cand_counts[lo]), int(ends[hi - 1])
+            cell = (run[a:b] - lo) * n_groups + gid[a:b]
+            size = (hi - lo) * n_groups
+            in_docs = np.bincount(cell[new_doc[a:b]], minlength=size)
+            (hit,) = np.nonzero(in_docs >= 2)
+            occurrences = np.bincount(cell, minlength=size)
+            found.append(
+                pl.DataFrame(
+                    {
+                        "gid": (hit % n_groups).astype(np.uint32),
+                        "key": cand_keys[lo + hit // n_groups],
+                        "count": occurrences[hit].astype(np.uint32),
+                        "documents": in_docs[hit].astype(np.uint32),
+                    }
+                )
+            )
         lists[name] = _group_head(
-            pl.DataFrame(
-                {
-                    "gid": (head & mask).astype(np.uint32),
-                    "key": cand_keys[(head >> np.uint64(gid_bits)).astype(np.int64)],
-                    "count": cn.astype(np.uint32),
-                    "documents": dc.astype(np.uint32),
-                }
-            ).filter(pl.col("documents") >= 2),
-            config,
+            pl.concat(found) if found else pl.DataFrame(schema=empty), config
         )
     return lists
 
@@ -644,7 +667,7 @@ def _recover_strings(
         "doc_id",
         pl.lit("").alias("concept"),
         pl.lit("").alias("doc_type"),
-        pl.Series("h", _token_hashes(texts["text"])),
+        pl.Series("h", _hash_texts(texts["text"])),
     )
     toks, _ = _hash_tokens(chunk, 0, {}, stop)
     # the token rows number these documents 0, 1, ...: put back their numbers in the count
@@ -744,6 +767,11 @@ def _run(
     spill: _Spill | None = None
     doc_bits = max(1, (selected.height - 1).bit_length())
     sizes = list(dict.fromkeys(config.n))  # each size once: its files are its own
+    jobs: list[Future] = []
+
+    def add(n: int, toks: pl.DataFrame) -> None:
+        assert spill is not None
+        spill.add(n, _ngram_keys(toks, n, config.skip_function_words, doc_bits))
     with counter("n-grams: read tokens", total=selected.height, unit="docs") as tick:
         for chunk, tokens in _token_chunks(store, stage, selected, config):
             if spill is None:
@@ -751,17 +779,17 @@ def _run(
                 parts = -(-tokens // config.partition_rows)
                 spill = _Spill(spill_root, min(10, max(0, (parts - 1).bit_length())))
             toks, lens = _hash_tokens(chunk, n_docs, strata, stop)
-
-            def add(n: int, toks: pl.DataFrame = toks) -> None:
-                assert spill is not None
-                spill.add(n, _ngram_keys(toks, n, config.skip_function_words, doc_bits))
-
-            for _ in pool.map(add, sizes):
-                pass
+            # This chunk's tokens were prepared while the last chunk's sizes were keyed;
+            # one chunk at a time appends to a size's files.
+            for job in jobs:
+                job.result()
+            jobs = [pool.submit(add, n, toks) for n in sizes]
             del toks
             doc_frames.append(lens)
             n_docs += chunk.height
             tick(chunk.height)
+        for job in jobs:
+            job.result()
     timings = {"tokenise": time.perf_counter() - t0}
     doc_index = (
         pl.concat(doc_frames)
