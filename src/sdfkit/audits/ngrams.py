@@ -357,7 +357,6 @@ class _Spill:
                 yield p, np.fromfile(path, dtype=np.uint64)
 
 
-
 def _ranked(overall: pl.DataFrame | pl.LazyFrame, config: Config) -> list[pl.DataFrame]:
     """The top ``top_k`` by documents and by count (ties broken on the key: arbitrary but
     deterministic, and a total order, so tops of partitions merge exactly)."""
@@ -435,10 +434,13 @@ def _aggregate(
         )
     )
 
-    def partitions():
+    def partitions(mmap: bool = False):
+        # mapped: only the pages touched are read (a few rows per partition)
         for p in done:
             yield tuple(
-                np.load(_npy(spill, n, p, what), allow_pickle=False)
+                np.load(
+                    _npy(spill, n, p, what), allow_pickle=False, mmap_mode="r" if mmap else None
+                )
                 for what in ("packed", "keys", "counts", "docs")
             )
 
@@ -495,15 +497,15 @@ def _aggregate(
     firsts: list[pl.DataFrame] = []
     five_docs: list[np.ndarray] = []
     low = np.uint64((1 << doc_bits) - 1)
-    for packed, keys, counts, _ in partitions():
+    for packed, keys, counts, _ in partitions(mmap=True):
         starts = np.cumsum(counts, dtype=np.int64) - counts
-        hit = np.isin(keys, needed, kind="sort")
+        hit = _found(keys, needed)
         firsts.append(
             pl.DataFrame(
                 {"key": keys[hit], "first_doc": (packed[starts[hit]] & low).astype(np.uint32)}
             )
         )
-        for j in np.flatnonzero(np.isin(keys, five)):
+        for j in _found(keys, np.sort(five)):
             five_docs.append(np.unique(packed[starts[j] : starts[j] + counts[j]] & low))
     first = (
         pl.concat(firsts)
@@ -512,6 +514,17 @@ def _aggregate(
     )
     top5 = len(np.unique(np.concatenate(five_docs))) if five_docs else 0
     return top, per_group, first, top5
+
+
+def _found(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Indexes in ``keys`` (sorted, distinct) of the values of ``wanted`` (sorted) found
+    there, ascending: a binary search per wanted key, not a pass over ``keys``."""
+    import numpy as np
+
+    at = np.searchsorted(keys, wanted)
+    ok = at < len(keys)
+    ok[ok] = keys[at[ok]] == wanted[ok]
+    return at[ok]
 
 
 def _npy(spill: _Spill, n: int, p: int, what: str) -> Path:
@@ -588,9 +601,7 @@ def _group_lists(
                     }
                 )
             )
-        lists[name] = _group_head(
-            pl.concat(found) if found else pl.DataFrame(schema=empty), config
-        )
+        lists[name] = _group_head(pl.concat(found) if found else pl.DataFrame(schema=empty), config)
     return lists
 
 
@@ -772,6 +783,7 @@ def _run(
     def add(n: int, toks: pl.DataFrame) -> None:
         assert spill is not None
         spill.add(n, _ngram_keys(toks, n, config.skip_function_words, doc_bits))
+
     with counter("n-grams: read tokens", total=selected.height, unit="docs") as tick:
         for chunk, tokens in _token_chunks(store, stage, selected, config):
             if spill is None:
