@@ -6,6 +6,7 @@ import random
 import re
 from collections import Counter
 
+import polars as pl
 import pytest
 
 from sdfkit.audits import ngrams, save
@@ -321,3 +322,27 @@ def test_spilled_partitions_are_removed_even_when_the_audit_fails(store, monkeyp
     from pathlib import Path
 
     assert not Path(made[0]).exists()
+
+
+def test_threads_and_group_cell_blocks_do_not_change_results(tmp_path, monkeypatch):
+    from sdfkit.store.catalog import Store
+
+    records = _records(8, 90)
+    store = Store(tmp_path / "c")
+    store.append("documents_raw", build_documents(records))
+    one = ngrams.run(store, ngrams.Config(**CFG, threads=1))
+    spread = ngrams.run(store, ngrams.Config(**CFG, threads=3, partition_rows=50))
+    monkeypatch.setattr(ngrams, "_GROUP_CELLS", 1)  # one n-gram per block of group cells
+    blocked = ngrams.run(store, ngrams.Config(**CFG, threads=2))
+    for other in (spread, blocked):
+        assert _comparable(other) == _comparable(one)
+        for name, table in one.tables.items():
+            assert table.equals(other.tables[name]), name
+    # and the per-concept lists are right, not merely the same three times
+    by_concept = one.tables["by_concept"].filter(pl.col("n") == 3)
+    assert by_concept.height
+    for concept in ("a", "b"):
+        texts = [r["text"] for r in records if r["concept"] == concept]
+        counts, docs = _reference(texts, 3)
+        for row in by_concept.filter(pl.col("concept") == concept).iter_rows(named=True):
+            assert (row["count"], row["documents"]) == (counts[row["ngram"]], docs[row["ngram"]])
