@@ -346,3 +346,23 @@ def test_threads_and_group_cell_blocks_do_not_change_results(tmp_path, monkeypat
         counts, docs = _reference(texts, 3)
         for row in by_concept.filter(pl.col("concept") == concept).iter_rows(named=True):
             assert (row["count"], row["documents"]) == (counts[row["ngram"]], docs[row["ngram"]])
+
+
+def test_cold_run_keeps_the_hashes_it_computed_instead_of_reading_them_back(store, monkeypatch):
+    store.append("documents_raw", build_documents(_records(9, 30)))
+    read: list[object] = []
+    real = pl.scan_parquet
+
+    def recording(*args, **kwargs):
+        read.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pl, "scan_parquet", recording)
+    cold = ngrams.run(store, ngrams.Config(**CFG))
+    assert read == []  # every document was tokenised in this process
+    assert ngrams.TokenHashStage().table in {p.parent.name for p in store.root.rglob("*.parquet")}
+    warm = ngrams.run(store, ngrams.Config(**CFG))
+    assert len(read) == 1  # the cache, read back
+    assert _comparable(cold) == _comparable(warm)
+    for name, table in cold.tables.items():
+        assert table.equals(warm.tables[name]), name

@@ -159,6 +159,10 @@ class TokenHashStage(Stage):
         #: Threads per batch (slices of the batch are tokenised at once; the result is the
         #: same as in one piece).
         self.threads = threads
+        #: Batches computed in this process (the local engine's single process), so a cold
+        #: audit reads them from memory rather than back from the cache it just wrote.
+        #: Underscored: never shipped to worker processes.
+        self._computed: list[pa.RecordBatch] = []
 
     @property
     def output_schema(self) -> pa.Schema:
@@ -183,10 +187,25 @@ class TokenHashStage(Stage):
             with ThreadPoolExecutor(self.threads, thread_name_prefix="ngram-tokens") as pool:
                 pieces = [texts.slice(lo, step) for lo in range(0, len(texts), step)]
                 hashes = pa.concat_arrays(list(pool.map(_token_hashes, pieces)))
-        return pa.record_batch(
+        out = pa.record_batch(
             [batch.column(batch.schema.get_field_index("doc_id")), hashes],
             schema=self.output_schema,
         )
+        if hasattr(self, "_computed"):  # absent in a worker process (not pickled)
+            self._computed.append(out)
+        return out
+
+    def computed(self) -> pl.DataFrame | None:
+        """The (doc_id, h) rows computed in this process since the last call, or None."""
+        import polars as pl
+        import pyarrow as pa
+
+        batches, self._computed = getattr(self, "_computed", []), []
+        if not batches:
+            return None
+        frame = pl.from_arrow(pa.Table.from_batches(batches, schema=self.output_schema))
+        assert isinstance(frame, pl.DataFrame)
+        return frame
 
 
 def _selected_documents(store: Store, config: Config) -> pl.DataFrame:
@@ -205,12 +224,20 @@ def _token_chunks(store: Store, stage: TokenHashStage, selected: pl.DataFrame, c
     import polars as pl
 
     parts = [str(p) for p in store.parts(stage.table)]
+    fresh = stage.computed()
     if not parts or selected.is_empty():
         return
-    cached = pl.scan_parquet(parts)
-    if config.where:
-        cached = cached.filter(pl.col("doc_id").is_in(selected["doc_id"].implode()))
-    ordered = selected.join(cached.collect(), on="doc_id", how="inner", maintain_order="left")
+    ordered = None
+    if fresh is not None:  # a cold run: the stage computed every selected document here
+        ordered = selected.join(fresh, on="doc_id", how="inner", maintain_order="left")
+        if ordered.height != selected.height:
+            ordered = None  # some came from the cache: read them all from it
+        del fresh
+    if ordered is None:
+        cached = pl.scan_parquet(parts)
+        if config.where:
+            cached = cached.filter(pl.col("doc_id").is_in(selected["doc_id"].implode()))
+        ordered = selected.join(cached.collect(), on="doc_id", how="inner", maintain_order="left")
     if ordered.height != selected.height:
         from sdfkit.errors import SdfError
 
