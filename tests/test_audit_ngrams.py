@@ -366,3 +366,43 @@ def test_cold_run_keeps_the_hashes_it_computed_instead_of_reading_them_back(stor
     assert _comparable(cold) == _comparable(warm)
     for name, table in cold.tables.items():
         assert table.equals(warm.tables[name]), name
+
+
+def test_ngrams_in_one_document_keep_their_words_and_top5_share(store):
+    # every n-gram is in one document only: none reaches a per-group list, all the top one
+    store.append(
+        "documents_raw",
+        build_documents(
+            [
+                {"text": "Alpha beta gamma. Delta epsilon zeta eta.", "concept": "a"},
+                {"text": "Theta iota kappa lambda.", "concept": "b"},
+            ]
+        ),
+    )
+    result = ngrams.run(store, ngrams.Config(n=(2, 3), min_stratum_docs=1))
+    two = {r["ngram"]: (r["count"], r["documents"]) for r in result.figures["top"]["2"]}
+    assert two == {
+        g: (1, 1)
+        for g in (
+            "alpha beta",
+            "beta gamma",
+            "delta epsilon",
+            "epsilon zeta",
+            "zeta eta",
+            "theta iota",
+            "iota kappa",
+            "kappa lambda",
+        )
+    }
+    assert [r["ngram"] for r in result.figures["top"]["3"]] == sorted(
+        [
+            "alpha beta gamma",
+            "delta epsilon zeta",
+            "epsilon zeta eta",
+            "theta iota kappa",
+            "iota kappa lambda",
+        ]
+    )
+    # the five 2-grams in most documents (ties broken on the key) are in 1 or 2 documents
+    assert result.figures["top5_doc_share"]["2"] in (0.5, 1.0)
+    assert result.tables["by_concept"].is_empty()

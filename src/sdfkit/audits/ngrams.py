@@ -427,24 +427,32 @@ def _aggregate(
     hist = np.zeros(1, dtype=np.int64)
     hist_rows = np.zeros(1, dtype=np.int64)
     done: list[int] = []
+    low = np.uint64((1 << doc_bits) - 1)
     for p, packed in spill.keys(n):
         packed.sort(kind="stable")  # merges the file's sorted runs
         starts, counts, docs = _runs(packed, doc_bits)
         keys = packed[starts] >> shift
         counts, docs = counts.astype(np.uint32), docs.astype(np.uint32)
-        for what, arr in (("packed", packed), ("keys", keys), ("counts", counts), ("docs", docs)):
+        for ranked in _ranked(
+            pl.DataFrame({"key": keys, "count": counts, "documents": docs}), config
+        ):
+            # a key's run starts at its first document: its words are recovered from there
+            at = np.searchsorted(keys, ranked["key"].to_numpy())
+            first_doc = (packed[starts[at]] & low).astype(np.uint32)
+            tops.append(ranked.with_columns(pl.Series("first_doc", first_doc)))
+        # Only n-grams in two documents or more can enter a per-group list: the rest (most
+        # 4- and 5-grams) are not kept for the passes below.
+        multi = docs >= 2
+        if not multi.all():
+            packed = packed[np.repeat(multi, counts)]
+        for what, arr in (
+            ("packed", packed),
+            ("keys", keys[multi]),
+            ("counts", counts[multi]),
+            ("docs", docs[multi]),
+        ):
             np.save(_npy(spill, n, p, what), arr, allow_pickle=False)
         del packed, starts
-        tops += _ranked(
-            pl.DataFrame(
-                {
-                    "key": keys,
-                    "count": counts.astype(np.uint32),
-                    "documents": docs.astype(np.uint32),
-                }
-            ),
-            config,
-        )
         h = np.bincount(docs)
         hw = np.bincount(docs, weights=counts).round().astype(np.int64)
         hist = _add(hist, h)
@@ -509,17 +517,19 @@ def _aggregate(
     # Pass 2, per partition (its sorted rows, read back): the first document carrying each
     # listed n-gram (to recover its words later) and the documents carrying the five
     # n-grams in most documents.
+    # (The overall top's first documents were found in pass 1.)
     needed = np.unique(
-        pl.concat([top.select("key")] + [d.select("key") for d in per_group.values()])[
-            "key"
-        ].to_numpy()
+        np.concatenate(
+            [np.zeros(0, dtype=np.uint64)] + [d["key"].to_numpy() for d in per_group.values()]
+        )
     )
-    five = (
+    five_top = (
         top.filter(pl.col("top_by_documents"))
         .sort(["documents", "count", "key"], descending=[True, True, False])
-        .head(5)["key"]
-        .to_numpy()
+        .head(5)
     )
+    single = five_top.filter(pl.col("documents") < 2)  # its only document is its first
+    five = five_top.filter(pl.col("documents") >= 2)["key"].to_numpy()
     # In the sorted rows a key's run starts at its first document.
     firsts: list[pl.DataFrame] = []
     five_docs: list[np.ndarray] = []
@@ -534,13 +544,10 @@ def _aggregate(
         )
         for j in _found(keys, np.sort(five)):
             five_docs.append(np.unique(packed[starts[j] : starts[j] + counts[j]] & low))
-    first = (
-        pl.concat(firsts)
-        if firsts
-        else pl.DataFrame(schema={"key": pl.UInt64, "first_doc": pl.UInt32})
-    )
-    top5 = len(np.unique(np.concatenate(five_docs))) if five_docs else 0
-    return top, per_group, first, top5
+    five_docs.append(single["first_doc"].to_numpy().astype(np.uint64))
+    first = pl.concat([top.select("key", "first_doc"), *firsts]).unique("key")
+    top5 = len(np.unique(np.concatenate(five_docs)))
+    return top.drop("first_doc"), per_group, first, top5
 
 
 def _found(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
