@@ -406,3 +406,26 @@ def test_ngrams_in_one_document_keep_their_words_and_top5_share(store):
     # the five 2-grams in most documents (ties broken on the key) are in 1 or 2 documents
     assert result.figures["top5_doc_share"]["2"] in (0.5, 1.0)
     assert result.tables["by_concept"].is_empty()
+
+
+def test_cold_run_past_the_memory_limit_reads_the_cache_back(tmp_path, monkeypatch):
+    from sdfkit.store.catalog import Store
+
+    records = _records(10, 30)
+    kept = Store(tmp_path / "kept")
+    kept.append("documents_raw", build_documents(records))
+    expected = ngrams.run(kept, ngrams.Config(**CFG))
+    read: list[object] = []
+    real = pl.scan_parquet
+
+    def recording(*args, **kwargs):
+        read.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pl, "scan_parquet", recording)
+    monkeypatch.setattr(ngrams, "_KEEP_BYTES", 1)  # the first batch is already too much
+    store = Store(tmp_path / "limited")
+    store.append("documents_raw", build_documents(records))
+    got = ngrams.run(store, ngrams.Config(**CFG))
+    assert len(read) == 1
+    assert _comparable(got) == _comparable(expected)

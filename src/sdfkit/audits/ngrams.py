@@ -12,7 +12,8 @@ lower-cases and splits each document into word tokens once and keeps each token 
 in doc_id order, chunk by chunk, and marks function words by hash. Each n-gram
 is then the hash of n consecutive token hashes (never a string), counted per document and
 per stratum (concept × doc type) chunk by chunk, and the chunk counts are summed. Strings are
-recovered only for the n-grams that make a top list, from one remembered occurrence.
+recovered only for the n-grams that make a top list, from the first document carrying
+each (keyed again).
 N-grams never span sentence punctuation (. ! ? ; :), and n-grams made only of function words
 ("of the", "at the end of" is kept: "end" is a content word) are skipped by default.
 """
@@ -145,6 +146,11 @@ def _hash_signature() -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
+#: Most bytes of token hashes a cold run keeps in memory for itself (see ``TokenHashStage``):
+#: about 30M tokens (the seed's scale is 20M).
+_KEEP_BYTES = 256 << 20
+
+
 class TokenHashStage(Stage):
     """Per-document stage: the audit's tokens of each document as 64-bit hashes (``h``, a
     list with null at sentence punctuation), cached by doc_id so a re-audit tokenises only
@@ -160,9 +166,10 @@ class TokenHashStage(Stage):
         #: same as in one piece).
         self.threads = threads
         #: Batches computed in this process (the local engine's single process), so a cold
-        #: audit reads them from memory rather than back from the cache it just wrote.
-        #: Underscored: never shipped to worker processes.
-        self._computed: list[pa.RecordBatch] = []
+        #: audit reads them from memory rather than back from the cache it just wrote; None
+        #: once they pass ``_KEEP_BYTES`` (a large corpus reads the cache back, as memory
+        #: must not hold them twice). Underscored: never shipped to worker processes.
+        self._computed: list[pa.RecordBatch] | None = []
 
     @property
     def output_schema(self) -> pa.Schema:
@@ -191,8 +198,11 @@ class TokenHashStage(Stage):
             [batch.column(batch.schema.get_field_index("doc_id")), hashes],
             schema=self.output_schema,
         )
-        if hasattr(self, "_computed"):  # absent in a worker process (not pickled)
-            self._computed.append(out)
+        kept = getattr(self, "_computed", None)  # absent in a worker process (not pickled)
+        if kept is not None:
+            kept.append(out)
+            if sum(b.nbytes for b in kept) > _KEEP_BYTES:
+                self._computed = None
         return out
 
     def computed(self) -> pl.DataFrame | None:
@@ -200,7 +210,7 @@ class TokenHashStage(Stage):
         import polars as pl
         import pyarrow as pa
 
-        batches, self._computed = getattr(self, "_computed", []), []
+        batches, self._computed = getattr(self, "_computed", None), []
         if not batches:
             return None
         frame = pl.from_arrow(pa.Table.from_batches(batches, schema=self.output_schema))
