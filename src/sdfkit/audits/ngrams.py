@@ -229,33 +229,48 @@ def _selected_documents(store: Store, config: Config) -> pl.DataFrame:
 
 def _token_chunks(store: Store, stage: TokenHashStage, selected: pl.DataFrame, config: Config):
     """The selected documents' cached token hashes as (doc_id, concept, doc_type, h) frames
-    of ``chunk_docs`` documents with the total number of tokens, in doc_id order (the order fixes the order of tied rows in
-    the tables, so a warm run lists exactly what a cold one does)."""
+    of ``chunk_docs`` documents with the total number of tokens, in doc_id order (the order
+    fixes the order of tied rows in the tables, so a warm run lists exactly what a cold one
+    does). The hashes are held once: each chunk gathers its rows from them."""
     import polars as pl
 
     parts = [str(p) for p in store.parts(stage.table)]
     fresh = stage.computed()
     if not parts or selected.is_empty():
         return
-    ordered = None
+    table, rows = None, None
     if fresh is not None:  # a cold run: the stage computed every selected document here
-        ordered = selected.join(fresh, on="doc_id", how="inner", maintain_order="left")
-        if ordered.height != selected.height:
-            ordered = None  # some came from the cache: read them all from it
+        table, rows = fresh, _rows_of(selected, fresh)
+        if rows.null_count():
+            table = rows = None  # some came from the cache: read them all from it
         del fresh
-    if ordered is None:
+    if table is None:
         cached = pl.scan_parquet(parts)
         if config.where:
             cached = cached.filter(pl.col("doc_id").is_in(selected["doc_id"].implode()))
-        ordered = selected.join(cached.collect(), on="doc_id", how="inner", maintain_order="left")
-    if ordered.height != selected.height:
+        table = cached.collect()
+        rows = _rows_of(selected, table)
+    assert rows is not None
+    if rows.null_count():
         from sdfkit.errors import SdfError
 
-        missing = selected.join(ordered, on="doc_id", how="anti")["doc_id"].head(3).to_list()
+        missing = selected.filter(rows.is_null())["doc_id"].head(3).to_list()
         raise SdfError(f"n-gram token cache {stage.table} lacks documents {missing}")
-    tokens = int(ordered["h"].list.len().sum() or 0)
-    for lo in range(0, ordered.height, config.chunk_docs):
-        yield ordered.slice(lo, config.chunk_docs), tokens
+    hashes = table["h"]
+    del table
+    tokens = int(hashes.list.len().gather(rows).sum() or 0)
+    for lo in range(0, selected.height, config.chunk_docs):
+        chunk = selected.slice(lo, config.chunk_docs)
+        yield chunk.with_columns(hashes.gather(rows.slice(lo, config.chunk_docs))), tokens
+
+
+def _rows_of(selected: pl.DataFrame, table: pl.DataFrame) -> pl.Series:
+    """Row of each selected document in ``table`` (null where it has none)."""
+
+    index = table.select("doc_id").with_row_index("row")
+    return selected.select("doc_id").join(index, on="doc_id", how="left", maintain_order="left")[
+        "row"
+    ]
 
 
 def _hash_tokens(
