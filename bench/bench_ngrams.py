@@ -9,7 +9,7 @@ Routes: this checkout on every core (default threads), on one thread, and with
 ``--baseline REF`` the code of a git revision (its ``src/`` extracted with ``git archive``
 into a temporary folder; the repository is not touched), e.g. the commit before a change.
 
-Usage: ``python bench/bench_ngrams.py [--corpus DIR | --docs 9600] [--baseline REF]``.
+Usage: ``python bench/bench_ngrams.py [--corpus DIR | --docs 9600 | --quick] [--baseline REF]``.
 Other engineers may share the cores: compare CPU seconds back to back, and read the load
 average printed before and after.
 """
@@ -95,7 +95,10 @@ def main() -> None:
     ap.add_argument("--corpus", type=Path, help="a bench/synth.py corpus (only read)")
     ap.add_argument("--docs", type=int, default=9600, help="without --corpus: synthesise")
     ap.add_argument("--baseline", help="git revision whose src/ is the baseline route")
-    args = ap.parse_args()
+    ap.add_argument("--quick", action="store_true", help="1,200 documents")
+    args, _ = ap.parse_known_args()  # `make bench` passes the same arguments to every bench
+    if args.quick:
+        args.docs = 1200
 
     tmp = Path(tempfile.mkdtemp(prefix="sdf-bench-ngrams-"))
     try:
