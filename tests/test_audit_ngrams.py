@@ -6,6 +6,7 @@ import random
 import re
 from collections import Counter
 
+import polars as pl
 import pytest
 
 from sdfkit.audits import ngrams, save
@@ -321,3 +322,110 @@ def test_spilled_partitions_are_removed_even_when_the_audit_fails(store, monkeyp
     from pathlib import Path
 
     assert not Path(made[0]).exists()
+
+
+def test_threads_and_group_cell_blocks_do_not_change_results(tmp_path, monkeypatch):
+    from sdfkit.store.catalog import Store
+
+    records = _records(8, 90)
+    store = Store(tmp_path / "c")
+    store.append("documents_raw", build_documents(records))
+    one = ngrams.run(store, ngrams.Config(**CFG, threads=1))
+    spread = ngrams.run(store, ngrams.Config(**CFG, threads=3, partition_rows=50))
+    monkeypatch.setattr(ngrams, "_GROUP_CELLS", 1)  # one n-gram per block of group cells
+    blocked = ngrams.run(store, ngrams.Config(**CFG, threads=2))
+    for other in (spread, blocked):
+        assert _comparable(other) == _comparable(one)
+        for name, table in one.tables.items():
+            assert table.equals(other.tables[name]), name
+    # and the per-concept lists are right, not merely the same three times
+    by_concept = one.tables["by_concept"].filter(pl.col("n") == 3)
+    assert by_concept.height
+    for concept in ("a", "b"):
+        texts = [r["text"] for r in records if r["concept"] == concept]
+        counts, docs = _reference(texts, 3)
+        for row in by_concept.filter(pl.col("concept") == concept).iter_rows(named=True):
+            assert (row["count"], row["documents"]) == (counts[row["ngram"]], docs[row["ngram"]])
+
+
+def test_cold_run_keeps_the_hashes_it_computed_instead_of_reading_them_back(store, monkeypatch):
+    store.append("documents_raw", build_documents(_records(9, 30)))
+    read: list[object] = []
+    real = pl.scan_parquet
+
+    def recording(*args, **kwargs):
+        read.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pl, "scan_parquet", recording)
+    cold = ngrams.run(store, ngrams.Config(**CFG))
+    assert read == []  # every document was tokenised in this process
+    assert ngrams.TokenHashStage().table in {p.parent.name for p in store.root.rglob("*.parquet")}
+    warm = ngrams.run(store, ngrams.Config(**CFG))
+    assert len(read) == 1  # the cache, read back
+    assert _comparable(cold) == _comparable(warm)
+    for name, table in cold.tables.items():
+        assert table.equals(warm.tables[name]), name
+
+
+def test_ngrams_in_one_document_keep_their_words_and_top5_share(store):
+    # every n-gram is in one document only: none reaches a per-group list, all the top one
+    store.append(
+        "documents_raw",
+        build_documents(
+            [
+                {"text": "Alpha beta gamma. Delta epsilon zeta eta.", "concept": "a"},
+                {"text": "Theta iota kappa lambda.", "concept": "b"},
+            ]
+        ),
+    )
+    result = ngrams.run(store, ngrams.Config(n=(2, 3), min_stratum_docs=1))
+    two = {r["ngram"]: (r["count"], r["documents"]) for r in result.figures["top"]["2"]}
+    assert two == {
+        g: (1, 1)
+        for g in (
+            "alpha beta",
+            "beta gamma",
+            "delta epsilon",
+            "epsilon zeta",
+            "zeta eta",
+            "theta iota",
+            "iota kappa",
+            "kappa lambda",
+        )
+    }
+    assert [r["ngram"] for r in result.figures["top"]["3"]] == sorted(
+        [
+            "alpha beta gamma",
+            "delta epsilon zeta",
+            "epsilon zeta eta",
+            "theta iota kappa",
+            "iota kappa lambda",
+        ]
+    )
+    # the five 2-grams in most documents (ties broken on the key) are in 1 or 2 documents
+    assert result.figures["top5_doc_share"]["2"] in (0.5, 1.0)
+    assert result.tables["by_concept"].is_empty()
+
+
+def test_cold_run_past_the_memory_limit_reads_the_cache_back(tmp_path, monkeypatch):
+    from sdfkit.store.catalog import Store
+
+    records = _records(10, 30)
+    kept = Store(tmp_path / "kept")
+    kept.append("documents_raw", build_documents(records))
+    expected = ngrams.run(kept, ngrams.Config(**CFG))
+    read: list[object] = []
+    real = pl.scan_parquet
+
+    def recording(*args, **kwargs):
+        read.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pl, "scan_parquet", recording)
+    monkeypatch.setattr(ngrams, "_KEEP_BYTES", 1)  # the first batch is already too much
+    store = Store(tmp_path / "limited")
+    store.append("documents_raw", build_documents(records))
+    got = ngrams.run(store, ngrams.Config(**CFG))
+    assert len(read) == 1
+    assert _comparable(got) == _comparable(expected)

@@ -12,15 +12,18 @@ lower-cases and splits each document into word tokens once and keeps each token 
 in doc_id order, chunk by chunk, and marks function words by hash. Each n-gram
 is then the hash of n consecutive token hashes (never a string), counted per document and
 per stratum (concept × doc type) chunk by chunk, and the chunk counts are summed. Strings are
-recovered only for the n-grams that make a top list, from one remembered occurrence.
+recovered only for the n-grams that make a top list, from the first document carrying
+each (keyed again).
 N-grams never span sentence punctuation (. ! ? ; :), and n-grams made only of function words
 ("of the", "at the end of" is kept: "end" is a content word) are skipped by default.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -90,6 +93,9 @@ class Config(Checked):
     where: str | None = None
     #: Most flag sentences per n (the tables hold every flagged n-gram).
     max_flags_per_n: int = field(default=10, metadata=at_least(0))
+    #: Threads for tokenising, hashing and counting (default: every core). polars and numpy
+    #: release the GIL in this work; the figures do not depend on it.
+    threads: int | None = field(default=None, metadata=at_least(1))
 
     def threshold(self, n: int) -> float:
         # construction turned the keys into ints (YAML/JSON may give "5")
@@ -103,7 +109,13 @@ def tokenize(texts: pl.Expr) -> pl.Expr:
 
 def _token_hashes(texts: pl.Series) -> pa.Array:
     """Each text's tokens as 64-bit hashes in order (an Arrow list array); sentence
-    punctuation is null (a break). Hashing runs on the flat column of every token."""
+    punctuation is null (a break). What the cached stage computes."""
+    return _hash_texts(texts)
+
+
+def _hash_texts(texts: pl.Series) -> pa.Array:
+    """``_token_hashes``; also used directly to key again the few documents whose words
+    are recovered. Hashing runs on the flat column of every token."""
     import numpy as np
     import polars as pl
     import pyarrow as pa
@@ -134,6 +146,11 @@ def _hash_signature() -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:10]
 
 
+#: Most bytes of token hashes a cold run keeps in memory for itself (see ``TokenHashStage``):
+#: about 30M tokens (the seed's scale is 20M).
+_KEEP_BYTES = 256 << 20
+
+
 class TokenHashStage(Stage):
     """Per-document stage: the audit's tokens of each document as 64-bit hashes (``h``, a
     list with null at sentence punctuation), cached by doc_id so a re-audit tokenises only
@@ -143,8 +160,16 @@ class TokenHashStage(Stage):
     name: ClassVar[str] = "ngram_tokens"
     columns: ClassVar[tuple[str, ...]] = ("doc_id", "text")
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int = 1) -> None:
         self.signature = _hash_signature()
+        #: Threads per batch (slices of the batch are tokenised at once; the result is the
+        #: same as in one piece).
+        self.threads = threads
+        #: Batches computed in this process (the local engine's single process), so a cold
+        #: audit reads them from memory rather than back from the cache it just wrote; None
+        #: once they pass ``_KEEP_BYTES`` (a large corpus reads the cache back, as memory
+        #: must not hold them twice). Underscored: never shipped to worker processes.
+        self._computed: list[pa.RecordBatch] | None = []
 
     @property
     def output_schema(self) -> pa.Schema:
@@ -162,10 +187,35 @@ class TokenHashStage(Stage):
 
         texts = pl.from_arrow(batch.column(batch.schema.get_field_index("text")))
         assert isinstance(texts, pl.Series)
-        return pa.record_batch(
-            [batch.column(batch.schema.get_field_index("doc_id")), _token_hashes(texts)],
+        step = -(-len(texts) // max(1, 2 * self.threads))
+        if self.threads <= 1 or len(texts) < 2 * self.threads:
+            hashes = _token_hashes(texts)
+        else:
+            with ThreadPoolExecutor(self.threads, thread_name_prefix="ngram-tokens") as pool:
+                pieces = [texts.slice(lo, step) for lo in range(0, len(texts), step)]
+                hashes = pa.concat_arrays(list(pool.map(_token_hashes, pieces)))
+        out = pa.record_batch(
+            [batch.column(batch.schema.get_field_index("doc_id")), hashes],
             schema=self.output_schema,
         )
+        kept = getattr(self, "_computed", None)  # absent in a worker process (not pickled)
+        if kept is not None:
+            kept.append(out)
+            if sum(b.nbytes for b in kept) > _KEEP_BYTES:
+                self._computed = None
+        return out
+
+    def computed(self) -> pl.DataFrame | None:
+        """The (doc_id, h) rows computed in this process since the last call, or None."""
+        import polars as pl
+        import pyarrow as pa
+
+        batches, self._computed = getattr(self, "_computed", None), []
+        if not batches:
+            return None
+        frame = pl.from_arrow(pa.Table.from_batches(batches, schema=self.output_schema))
+        assert isinstance(frame, pl.DataFrame)
+        return frame
 
 
 def _selected_documents(store: Store, config: Config) -> pl.DataFrame:
@@ -179,25 +229,48 @@ def _selected_documents(store: Store, config: Config) -> pl.DataFrame:
 
 def _token_chunks(store: Store, stage: TokenHashStage, selected: pl.DataFrame, config: Config):
     """The selected documents' cached token hashes as (doc_id, concept, doc_type, h) frames
-    of ``chunk_docs`` documents with the total number of tokens, in doc_id order (the order fixes the order of tied rows in
-    the tables, so a warm run lists exactly what a cold one does)."""
+    of ``chunk_docs`` documents with the total number of tokens, in doc_id order (the order
+    fixes the order of tied rows in the tables, so a warm run lists exactly what a cold one
+    does). The hashes are held once: each chunk gathers its rows from them."""
     import polars as pl
 
     parts = [str(p) for p in store.parts(stage.table)]
+    fresh = stage.computed()
     if not parts or selected.is_empty():
         return
-    cached = pl.scan_parquet(parts)
-    if config.where:
-        cached = cached.filter(pl.col("doc_id").is_in(selected["doc_id"].implode()))
-    ordered = selected.join(cached.collect(), on="doc_id", how="inner", maintain_order="left")
-    if ordered.height != selected.height:
+    table, rows = None, None
+    if fresh is not None:  # a cold run: the stage computed every selected document here
+        table, rows = fresh, _rows_of(selected, fresh)
+        if rows.null_count():
+            table = rows = None  # some came from the cache: read them all from it
+        del fresh
+    if table is None:
+        cached = pl.scan_parquet(parts)
+        if config.where:
+            cached = cached.filter(pl.col("doc_id").is_in(selected["doc_id"].implode()))
+        table = cached.collect()
+        rows = _rows_of(selected, table)
+    assert rows is not None
+    if rows.null_count():
         from sdfkit.errors import SdfError
 
-        missing = selected.join(ordered, on="doc_id", how="anti")["doc_id"].head(3).to_list()
+        missing = selected.filter(rows.is_null())["doc_id"].head(3).to_list()
         raise SdfError(f"n-gram token cache {stage.table} lacks documents {missing}")
-    tokens = int(ordered["h"].list.len().sum() or 0)
-    for lo in range(0, ordered.height, config.chunk_docs):
-        yield ordered.slice(lo, config.chunk_docs), tokens
+    hashes = table["h"]
+    del table
+    tokens = int(hashes.list.len().gather(rows).sum() or 0)
+    for lo in range(0, selected.height, config.chunk_docs):
+        chunk = selected.slice(lo, config.chunk_docs)
+        yield chunk.with_columns(hashes.gather(rows.slice(lo, config.chunk_docs))), tokens
+
+
+def _rows_of(selected: pl.DataFrame, table: pl.DataFrame) -> pl.Series:
+    """Row of each selected document in ``table`` (null where it has none)."""
+
+    index = table.select("doc_id").with_row_index("row")
+    return selected.select("doc_id").join(index, on="doc_id", how="left", maintain_order="left")[
+        "row"
+    ]
 
 
 def _hash_tokens(
@@ -241,8 +314,11 @@ _MIX = (
 )
 
 
-def _ngram_keys(toks: pl.DataFrame, n: int, start: int, skip_function_words: bool) -> pl.DataFrame:
-    """The valid n-grams of a chunk as rows (g: 64-bit key, doc, i: first token's index)."""
+def _ngram_keys(
+    toks: pl.DataFrame, n: int, skip_function_words: bool, doc_bits: int, index: bool = False
+) -> pl.DataFrame:
+    """The valid n-grams of a chunk as rows (packed: the n-gram's 64-bit hash with its low
+    ``doc_bits`` bits replaced by the document; with ``index``, i: the first token's row)."""
     import polars as pl
 
     def mix(k: int) -> pl.Expr:
@@ -258,12 +334,16 @@ def _ngram_keys(toks: pl.DataFrame, n: int, start: int, skip_function_words: boo
     )
     if skip_function_words:
         valid = valid & ~pl.all_horizontal([pl.col("stop").shift(-k) for k in range(n)])
+    # key << doc_bits | doc, with key = the top 64 - doc_bits bits of the hash: sorting
+    # these groups rows by n-gram and, within one, by document.
+    high = pl.lit(~((1 << doc_bits) - 1) & 0xFFFFFFFFFFFFFFFF, dtype=pl.UInt64)
+    packed = (g & high) | pl.col("doc").cast(pl.UInt64)
+    rows = toks.lazy().with_row_index("i") if index else toks.lazy()
+    cols = ["packed", "i"] if index else ["packed"]
     return (
-        toks.lazy()
-        .with_row_index("i", offset=start)
-        .select(g.alias("g"), valid.alias("ok"), "doc", "i")
+        rows.select(packed.alias("packed"), valid.alias("ok"), *cols[1:])
         .filter(pl.col("ok"))
-        .select("g", "doc", "i")
+        .select(cols)
         .collect()
     )
 
@@ -288,13 +368,12 @@ def _runs(values: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarray, np.nd
     return starts, counts, docs
 
 
-_ROW = [("g", "<u8"), ("doc", "<u4"), ("i", "<u4")]
-
-
 class _Spill:
-    """The n-gram rows (g, doc, i) of every size, split into ``2**bits`` partitions by the
-    top bits of the n-gram hash and appended to one file per (n, partition): each n-gram's
-    occurrences all land in one partition, in token order."""
+    """The n-gram rows (packed n-gram key and document, u64) of every size, split into
+    ``2**bits`` partitions by the top bits of the n-gram hash and appended to one raw file
+    per (n, partition): each n-gram's occurrences all land in one partition. Each chunk's
+    rows are sorted before they are split, so a partition file is a series of sorted runs
+    (which the counting pass merges)."""
 
     def __init__(self, root: Path, bits: int) -> None:
         self.root, self.bits = root, bits
@@ -309,31 +388,25 @@ class _Spill:
         self.rows[n] = self.rows.get(n, 0) + keys.height
         if keys.is_empty():
             return
-        rows = np.empty(keys.height, dtype=_ROW)
-        rows["g"] = keys["g"].to_numpy()
-        rows["doc"] = keys["doc"].to_numpy()
-        rows["i"] = keys["i"].to_numpy()
-        if self.bits:
-            part = (rows["g"] >> np.uint64(64 - self.bits)).astype(np.uint16)
-            # stable (keeps token order within a partition); a radix sort for 16-bit keys
-            order = np.argsort(part, kind="stable")
-            rows = rows[order]
-            bounds = np.searchsorted(part[order], np.arange((1 << self.bits) + 1))
-        else:
-            bounds = np.array([0, len(rows)])
+        # a SIMD sort of u64 beats gathering rows by partition (argsort + take)
+        packed = np.sort(keys["packed"].to_numpy())
+        edges = np.arange(1 << self.bits, dtype=np.uint64) << np.uint64(64 - self.bits)
+        bounds = np.append(np.searchsorted(packed, edges), len(packed)) if self.bits else None
+        if bounds is None:
+            bounds = np.array([0, len(packed)])
         for p in range(len(bounds) - 1):
             if bounds[p + 1] > bounds[p]:
                 with open(self.path(n, p), "ab") as f:
-                    rows[bounds[p] : bounds[p + 1]].tofile(f)
+                    packed[bounds[p] : bounds[p + 1]].tofile(f)
 
-    def parts(self, n: int):
-        """(partition, its rows) of size ``n``, one partition in memory at a time."""
+    def keys(self, n: int):
+        """(partition, its packed rows) of size ``n``, one partition in memory at a time."""
         import numpy as np
 
         for p in range(1 << self.bits):
             path = self.path(n, p)
             if path.exists():
-                yield p, np.fromfile(path, dtype=_ROW)
+                yield p, np.fromfile(path, dtype=np.uint64)
 
 
 def _ranked(overall: pl.DataFrame | pl.LazyFrame, config: Config) -> list[pl.DataFrame]:
@@ -366,8 +439,8 @@ def _aggregate(
     Returns the overall top candidates (key, count, documents), per grouping
     (``groups[name] = (group id of each document, bits)``) the per-group candidates
     (gid, key, count, documents) among n-grams in at least two documents, the first
-    occurrence (key, i) of every listed n-gram and the number of documents carrying any of
-    the five n-grams in most documents.
+    document (key, first_doc) of every listed n-gram and the number of documents carrying
+    any of the five n-grams in most documents.
     """
     import numpy as np
     import polars as pl
@@ -379,26 +452,32 @@ def _aggregate(
     hist = np.zeros(1, dtype=np.int64)
     hist_rows = np.zeros(1, dtype=np.int64)
     done: list[int] = []
-    for p, rows in spill.parts(n):
-        packed = ((rows["g"] >> shift) << shift) | rows["doc"].astype(np.uint64)
-        del rows
-        packed.sort()
+    low = np.uint64((1 << doc_bits) - 1)
+    for p, packed in spill.keys(n):
+        packed.sort(kind="stable")  # merges the file's sorted runs
         starts, counts, docs = _runs(packed, doc_bits)
         keys = packed[starts] >> shift
         counts, docs = counts.astype(np.uint32), docs.astype(np.uint32)
-        for what, arr in (("packed", packed), ("keys", keys), ("counts", counts), ("docs", docs)):
+        for ranked in _ranked(
+            pl.DataFrame({"key": keys, "count": counts, "documents": docs}), config
+        ):
+            # a key's run starts at its first document: its words are recovered from there
+            at = np.searchsorted(keys, ranked["key"].to_numpy())
+            first_doc = (packed[starts[at]] & low).astype(np.uint32)
+            tops.append(ranked.with_columns(pl.Series("first_doc", first_doc)))
+        # Only n-grams in two documents or more can enter a per-group list: the rest (most
+        # 4- and 5-grams) are not kept for the passes below.
+        multi = docs >= 2
+        if not multi.all():
+            packed = packed[np.repeat(multi, counts)]
+        for what, arr in (
+            ("packed", packed),
+            ("keys", keys[multi]),
+            ("counts", counts[multi]),
+            ("docs", docs[multi]),
+        ):
             np.save(_npy(spill, n, p, what), arr, allow_pickle=False)
         del packed, starts
-        tops += _ranked(
-            pl.DataFrame(
-                {
-                    "key": keys,
-                    "count": counts.astype(np.uint32),
-                    "documents": docs.astype(np.uint32),
-                }
-            ),
-            config,
-        )
         h = np.bincount(docs)
         hw = np.bincount(docs, weights=counts).round().astype(np.int64)
         hist = _add(hist, h)
@@ -415,10 +494,13 @@ def _aggregate(
         )
     )
 
-    def partitions():
+    def partitions(mmap: bool = False):
+        # mapped: only the pages touched are read (a few rows per partition)
         for p in done:
             yield tuple(
-                np.load(_npy(spill, n, p, what), allow_pickle=False)
+                np.load(
+                    _npy(spill, n, p, what), allow_pickle=False, mmap_mode="r" if mmap else None
+                )
                 for what in ("packed", "keys", "counts", "docs")
             )
 
@@ -457,39 +539,51 @@ def _aggregate(
         t, pending = lower, retry
     top = top.with_columns(pl.lit(",".join(approximate)).alias("approximate_groups"))
 
-    # Pass 2, per partition: the first occurrence of each listed n-gram (to recover its
-    # words later) and the documents carrying the five n-grams in most documents.
+    # Pass 2, per partition (its sorted rows, read back): the first document carrying each
+    # listed n-gram (to recover its words later) and the documents carrying the five
+    # n-grams in most documents.
+    # (The overall top's first documents were found in pass 1.)
     needed = np.unique(
-        pl.concat([top.select("key")] + [d.select("key") for d in per_group.values()])[
-            "key"
-        ].to_numpy()
+        np.concatenate(
+            [np.zeros(0, dtype=np.uint64)] + [d["key"].to_numpy() for d in per_group.values()]
+        )
     )
-    five = (
+    five_top = (
         top.filter(pl.col("top_by_documents"))
         .sort(["documents", "count", "key"], descending=[True, True, False])
-        .head(5)["key"]
-        .to_numpy()
+        .head(5)
     )
-    maybe = np.zeros(1 << 16, dtype=bool)
-    maybe[(needed & np.uint64(0xFFFF)).astype(np.intp)] = True
+    single = five_top.filter(pl.col("documents") < 2)  # its only document is its first
+    five = five_top.filter(pl.col("documents") >= 2)["key"].to_numpy()
+    # In the sorted rows a key's run starts at its first document.
     firsts: list[pl.DataFrame] = []
     five_docs: list[np.ndarray] = []
-    for _, rows in spill.parts(n):
-        key = rows["g"] >> shift
-        # a 16-bit filter first, then a binary search for the few rows that pass it
-        hit = maybe[(key & np.uint64(0xFFFF)).astype(np.intp)]
-        (rows_hit,) = np.nonzero(hit)
-        at = np.minimum(np.searchsorted(needed, key[rows_hit]), max(len(needed) - 1, 0))
-        hit[rows_hit] = needed[at] == key[rows_hit]
-        firsts.append(pl.DataFrame({"key": key[hit], "i": rows["i"][hit]}))
-        five_docs.append(np.unique(rows["doc"][np.isin(key, five)]))
-    first = (
-        pl.concat(firsts).group_by("key").agg(pl.col("i").min())
-        if firsts
-        else pl.DataFrame(schema={"key": pl.UInt64, "i": pl.UInt32})
-    )
-    top5 = len(np.unique(np.concatenate(five_docs))) if five_docs else 0
-    return top, per_group, first, top5
+    low = np.uint64((1 << doc_bits) - 1)
+    for packed, keys, counts, _ in partitions(mmap=True):
+        starts = np.cumsum(counts, dtype=np.int64) - counts
+        hit = _found(keys, needed)
+        firsts.append(
+            pl.DataFrame(
+                {"key": keys[hit], "first_doc": (packed[starts[hit]] & low).astype(np.uint32)}
+            )
+        )
+        for j in _found(keys, np.sort(five)):
+            five_docs.append(np.unique(packed[starts[j] : starts[j] + counts[j]] & low))
+    five_docs.append(single["first_doc"].to_numpy().astype(np.uint64))
+    first = pl.concat([top.select("key", "first_doc"), *firsts]).unique("key")
+    top5 = len(np.unique(np.concatenate(five_docs)))
+    return top.drop("first_doc"), per_group, first, top5
+
+
+def _found(keys: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Indexes in ``keys`` (sorted, distinct) of the values of ``wanted`` (sorted) found
+    there, ascending: a binary search per wanted key, not a pass over ``keys``."""
+    import numpy as np
+
+    at = np.searchsorted(keys, wanted)
+    ok = at < len(keys)
+    ok[ok] = keys[at[ok]] == wanted[ok]
+    return at[ok]
 
 
 def _npy(spill: _Spill, n: int, p: int, what: str) -> Path:
@@ -506,6 +600,10 @@ def _add(total: np.ndarray, part: np.ndarray) -> np.ndarray:
     return out
 
 
+#: Most (n-gram, group) cells counted at once by ``_group_lists`` (two int64 arrays each).
+_GROUP_CELLS = 1 << 22
+
+
 def _group_lists(
     packed: np.ndarray,
     keys: np.ndarray,
@@ -517,41 +615,52 @@ def _group_lists(
     config: Config,
 ) -> dict[str, pl.DataFrame]:
     """Per-group top lists over the n-grams of one partition in >= ``threshold``
-    documents."""
+    documents.
+
+    No sort: the candidate rows are already sorted by n-gram, then document, so a row
+    starts a new document of its n-gram when it differs from the row before, and each
+    (n-gram, group) cell's occurrences and documents are two ``bincount``s over a dense
+    cell index, for blocks of n-grams of at most ``_GROUP_CELLS`` cells."""
     import numpy as np
     import polars as pl
 
-    shift = np.uint64(doc_bits)
     keep = docs >= threshold
     cand_keys = keys[keep]
-    rows = np.repeat(keep, counts)
-    cand_docs = packed[rows] & np.uint64((1 << doc_bits) - 1)
-    del rows
-    run = np.repeat(np.arange(len(cand_keys), dtype=np.uint64), counts[keep])
+    cand_counts = counts[keep].astype(np.int64)
+    cand = packed[np.repeat(keep, counts)]
+    new_doc = np.empty(len(cand), dtype=bool)
+    new_doc[:1] = True
+    np.not_equal(cand[1:], cand[:-1], out=new_doc[1:])
+    cand_docs = (cand & np.uint64((1 << doc_bits) - 1)).astype(np.intp)
+    del cand
+    ends = np.cumsum(cand_counts)
+    run = np.repeat(np.arange(len(cand_keys), dtype=np.int64), cand_counts)
+    empty = {"gid": pl.UInt32, "key": pl.UInt64, "count": pl.UInt32, "documents": pl.UInt32}
     lists: dict[str, pl.DataFrame] = {}
-    for name, (gid_of_doc, gid_bits) in groups.items():
-        if len(cand_keys).bit_length() + gid_bits + doc_bits > 64:
-            from sdfkit.errors import SdfError
-
-            raise SdfError(f"too many distinct n-grams to rank per {name} in one pass")
-        gid = gid_of_doc[cand_docs].astype(np.uint64)
-        packed2 = (run << np.uint64(gid_bits + doc_bits)) | (gid << shift) | cand_docs
-        packed2.sort()
-        st, cn, dc = _runs(packed2, doc_bits)
-        head = packed2[st] >> shift
-        del packed2
-        mask = np.uint64((1 << gid_bits) - 1)
-        lists[name] = _group_head(
-            pl.DataFrame(
-                {
-                    "gid": (head & mask).astype(np.uint32),
-                    "key": cand_keys[(head >> np.uint64(gid_bits)).astype(np.int64)],
-                    "count": cn.astype(np.uint32),
-                    "documents": dc.astype(np.uint32),
-                }
-            ).filter(pl.col("documents") >= 2),
-            config,
-        )
+    for name, (gid_of_doc, _) in groups.items():
+        n_groups = int(gid_of_doc.max()) + 1 if len(gid_of_doc) else 1
+        gid = gid_of_doc[cand_docs].astype(np.int64)
+        block = max(1, _GROUP_CELLS // n_groups)
+        found = []
+        for lo in range(0, len(cand_keys), block):
+            hi = min(lo + block, len(cand_keys))
+            a, b = int(ends[lo] - cand_counts[lo]), int(ends[hi - 1])
+            cell = (run[a:b] - lo) * n_groups + gid[a:b]
+            size = (hi - lo) * n_groups
+            in_docs = np.bincount(cell[new_doc[a:b]], minlength=size)
+            (hit,) = np.nonzero(in_docs >= 2)
+            occurrences = np.bincount(cell, minlength=size)
+            found.append(
+                pl.DataFrame(
+                    {
+                        "gid": (hit % n_groups).astype(np.uint32),
+                        "key": cand_keys[lo + hit // n_groups],
+                        "count": occurrences[hit].astype(np.uint32),
+                        "documents": in_docs[hit].astype(np.uint32),
+                    }
+                )
+            )
+        lists[name] = _group_head(pl.concat(found) if found else pl.DataFrame(schema=empty), config)
     return lists
 
 
@@ -592,37 +701,75 @@ def _merge_group_lists(
 
 
 def _recover_strings(
-    store: Store, need: pl.DataFrame, doc_index: pl.DataFrame, config: Config
+    store: Store,
+    need: pl.DataFrame,
+    doc_index: pl.DataFrame,
+    stop: pl.Series,
+    doc_bits: int,
+    config: Config,
 ) -> dict[tuple[int, int], str]:
-    """(n, first token index) → the n-gram's text, re-tokenising only the documents needed."""
+    """(n, key) → the n-gram's text at its first occurrence: the first position of the key
+    in its first document (``first_doc``). Only those documents are re-tokenised; their
+    n-gram keys are computed again exactly as in the count."""
     import polars as pl
 
     if need.is_empty():
         return {}
-    starts = doc_index.select(
-        "doc", "doc_id", (pl.col("n_tok").cum_sum() - pl.col("n_tok")).alias("start")
+    docs = (
+        need.select(pl.col("first_doc").alias("doc"))
+        .unique()
+        .join(doc_index.select("doc", "doc_id"), on="doc")
+        .sort("doc")
     )
-    located = (
-        need.with_columns(pl.col("i").cast(pl.UInt32))
-        .sort("i")
-        .join_asof(
-            starts.sort("start").with_columns(pl.col("start").cast(pl.UInt32)),
-            left_on="i",
-            right_on="start",
-            strategy="backward",
-        )
-    )
-    ids = located["doc_id"].unique().to_list()
     texts = store.query(
         "SELECT doc_id, text FROM documents WHERE doc_id IN (SELECT unnest($ids))",
-        {"ids": ids},
-    ).select("doc_id", tokenize(pl.col("text")).alias("tok"))
-    tokens = dict(zip(texts["doc_id"].to_list(), texts["tok"].to_list(), strict=True))
+        {"ids": docs["doc_id"].to_list()},
+    )
+    texts = docs.join(texts, on="doc_id", maintain_order="left")
+    tokens = dict(
+        zip(
+            texts["doc"].to_list(),
+            texts.select(tokenize(pl.col("text")))["text"].to_list(),
+            strict=True,
+        )
+    )
+    chunk = texts.select(
+        "doc_id",
+        pl.lit("").alias("concept"),
+        pl.lit("").alias("doc_type"),
+        pl.Series("h", _hash_texts(texts["text"])),
+    )
+    toks, _ = _hash_tokens(chunk, 0, {}, stop)
+    # the token rows number these documents 0, 1, ...: put back their numbers in the count
+    toks = toks.with_columns(
+        pl.col("doc").replace_strict(
+            list(range(texts.height)), texts["doc"].to_list(), return_dtype=pl.UInt32
+        )
+    )
+    offsets = toks.with_row_index("i").group_by("doc").agg(pl.col("i").min().alias("start"))
     out: dict[tuple[int, int], str] = {}
-    for n, i, doc_id, start in located.select("n", "i", "doc_id", "start").iter_rows():
-        pos = i - start
-        out[(n, i)] = " ".join(tokens[doc_id][pos : pos + n])
+    mask = (1 << doc_bits) - 1
+    for (n,), wanted in need.group_by("n"):
+        found = (
+            _ngram_keys(toks, int(n), config.skip_function_words, doc_bits, index=True)
+            .select(
+                (pl.col("packed") // (1 << doc_bits)).alias("key"),
+                (pl.col("packed") & mask).cast(pl.UInt32).alias("first_doc"),
+                "i",
+            )
+            .join(wanted.select("key", "first_doc"), on=["key", "first_doc"])
+            .group_by("key", "first_doc")
+            .agg(pl.col("i").min())
+            .join(offsets, left_on="first_doc", right_on="doc")
+        )
+        for key, doc, i, start in found.select("key", "first_doc", "i", "start").iter_rows():
+            pos = i - start
+            out[(int(n), key)] = " ".join(tokens[doc][pos : pos + int(n)])
     return out
+
+
+def _threads(config: Config) -> int:
+    return config.threads or os.cpu_count() or 1
 
 
 def run(store: Store, config: Config | None = None, engine: str | None = None) -> AuditResult:
@@ -638,16 +785,19 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     config = config or Config()
     t0 = time.perf_counter()
     selected = _selected_documents(store, config)
-    stage = TokenHashStage()
-    # One local process: tokenising is seconds even cold, and forking a process pool after
-    # polars has started its threads (as here) can deadlock the workers.
+    threads = _threads(config)
+    stage = TokenHashStage(threads)
+    # One local process on ``threads`` threads: tokenising is seconds even cold, and forking
+    # a process pool after polars has started its threads (as here) can deadlock the workers.
     run_stage(
         store,
         stage,
         engine=engine,
         workers=1,
+        batch_rows=512 * threads,
         where=set(selected["doc_id"].to_list()) if config.where else None,
     )
+    t_cache = time.perf_counter() - t0
     stop = pl.Series(sorted(FUNCTION_WORDS)).hash(_SEED)
     for n in config.n:
         if n < 1:
@@ -658,9 +808,13 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     # directory is removed on every exit, errors and Ctrl-C included.
     spill_dir = tempfile.TemporaryDirectory(prefix="sdf-ngrams-")
     try:
-        return _run(store, config, stage, selected, stop, Path(spill_dir.name), t0)
+        with ThreadPoolExecutor(threads, thread_name_prefix="ngrams") as pool:
+            result = _run(store, config, stage, selected, stop, Path(spill_dir.name), t0, pool)
     finally:
         spill_dir.cleanup()
+    # the token cache's share of "tokenise" (all of it is tokenising only on a cold run)
+    result.figures["timings"]["token_cache"] = round(t_cache, 3)
+    return result
 
 
 def _run(
@@ -671,8 +825,11 @@ def _run(
     stop: pl.Series,
     spill_root: Path,
     t0: float,
+    pool: ThreadPoolExecutor,
 ) -> AuditResult:
-    """``run`` once the token cache is filled, spilling n-gram rows under ``spill_root``."""
+    """``run`` once the token cache is filled, spilling n-gram rows under ``spill_root``.
+    The sizes n are keyed, spilled and counted on ``pool``'s threads (each size writes and
+    reads only its own files)."""
     import numpy as np
     import polars as pl
 
@@ -682,7 +839,14 @@ def _run(
     doc_frames: list[pl.DataFrame] = []
     n_docs = 0
     spill: _Spill | None = None
-    start = 0
+    doc_bits = max(1, (selected.height - 1).bit_length())
+    sizes = list(dict.fromkeys(config.n))  # each size once: its files are its own
+    jobs: list[Future] = []
+
+    def add(n: int, toks: pl.DataFrame) -> None:
+        assert spill is not None
+        spill.add(n, _ngram_keys(toks, n, config.skip_function_words, doc_bits))
+
     with counter("n-grams: read tokens", total=selected.height, unit="docs") as tick:
         for chunk, tokens in _token_chunks(store, stage, selected, config):
             if spill is None:
@@ -690,13 +854,17 @@ def _run(
                 parts = -(-tokens // config.partition_rows)
                 spill = _Spill(spill_root, min(10, max(0, (parts - 1).bit_length())))
             toks, lens = _hash_tokens(chunk, n_docs, strata, stop)
-            for n in config.n:
-                spill.add(n, _ngram_keys(toks, n, start, config.skip_function_words))
-            start += toks.height
+            # This chunk's tokens were prepared while the last chunk's sizes were keyed;
+            # one chunk at a time appends to a size's files.
+            for job in jobs:
+                job.result()
+            jobs = [pool.submit(add, n, toks) for n in sizes]
             del toks
             doc_frames.append(lens)
             n_docs += chunk.height
             tick(chunk.height)
+        for job in jobs:
+            job.result()
     timings = {"tokenise": time.perf_counter() - t0}
     doc_index = (
         pl.concat(doc_frames)
@@ -726,7 +894,6 @@ def _run(
             }
         )
 
-    doc_bits = max(1, (n_docs - 1).bit_length())
     groups = {
         key: (group_of_doc[key], max(1, (len(group_names[key]) - 1).bit_length()))
         for key in group_of_doc
@@ -734,17 +901,22 @@ def _run(
     tops: list[pl.DataFrame] = []
     top5_docs: dict[str, int] = {}
     by_group: dict[str, list[pl.DataFrame]] = {"concept": [], "doc_type": []}
+
+    def count(n: int) -> tuple | None:
+        t_n = time.perf_counter()
+        if spill is None or not spill.rows.get(n):
+            return None
+        got = _aggregate(spill, n, doc_bits, groups, config)
+        for old in spill.root.glob(f"n{n}_p*"):
+            old.unlink()  # this size is counted: free its disk space
+        return got, time.perf_counter() - t_n
+
     with counter("n-grams: count", total=len(config.n), unit="sizes") as tick:
-        for n in config.n:
-            t_n = time.perf_counter()
-            if spill is None or not spill.rows.get(n):
+        for n, counted in zip(sizes, pool.map(count, sizes), strict=True):
+            if counted is None:
                 tick(1)
                 continue
-            top, per_group, first, top5_docs[str(n)] = _aggregate(
-                spill, n, doc_bits, groups, config
-            )
-            for old in spill.root.glob(f"n{n}_p*"):
-                old.unlink()  # this size is counted: free its disk space
+            (top, per_group, first, top5_docs[str(n)]), timings[f"count_{n}"] = counted
             tops.append(
                 top.join(first, on="key").with_columns(
                     pl.lit(n, dtype=pl.UInt32).alias("n"),
@@ -761,22 +933,22 @@ def _run(
                         pl.lit(n, dtype=pl.UInt32).alias("n"),
                     )
                 )
-            timings[f"count_{n}"] = time.perf_counter() - t_n
             tick(1)
 
     top = pl.concat(tops) if tops else _empty_top()
     groups = {k: pl.concat(v) if v else None for k, v in by_group.items()}
+    cols = ["n", "key", "first_doc"]
     need = pl.concat(
-        [top.select("n", "i")] + [g.select("n", "i") for g in groups.values() if g is not None]
+        [top.select(cols)] + [g.select(cols) for g in groups.values() if g is not None]
     ).unique()
     t_r = time.perf_counter()
-    text = _recover_strings(store, need, doc_index, config)
+    text = _recover_strings(store, need, doc_index, stop, doc_bits, config)
     timings["recover_strings"] = time.perf_counter() - t_r
 
     def _with_text(df: pl.DataFrame) -> pl.DataFrame:
         return df.with_columns(
             pl.Series(
-                "ngram", [text[(n, i)] for n, i in df.select("n", "i").iter_rows()], pl.String
+                "ngram", [text[(n, k)] for n, k in df.select("n", "key").iter_rows()], pl.String
             )
         )
 
@@ -859,7 +1031,7 @@ def _empty_top() -> pl.DataFrame:
             "key": pl.UInt64,
             "count": pl.UInt32,
             "documents": pl.UInt32,
-            "i": pl.UInt32,
+            "first_doc": pl.UInt32,
             "n": pl.UInt32,
             "share": pl.Float64,
             "top_by_documents": pl.Boolean,

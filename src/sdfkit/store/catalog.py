@@ -182,6 +182,16 @@ def wait_for_catalog(open_: Callable[[], T], db_path: Path) -> T:
             delay = min(delay * 2, 0.25)
 
 
+def _stored_fingerprint(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The fingerprint of the parts the views were last refreshed for (``Store.connect``),
+    kept as the comment of the ``documents`` view; None when there is none."""
+    rows = con.execute(
+        "SELECT comment FROM duckdb_views() WHERE view_name = 'documents' "
+        "AND database_name = current_database() AND schema_name = 'main'"
+    ).fetchall()
+    return rows[0][0] if rows else None
+
+
 def _sql_str(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -283,7 +293,9 @@ class Store:
         try:
             con.execute(f"SET file_search_path = {_sql_str(self.search_path())}")
             if not read_only:
-                self._refresh_views(con)
+                fingerprint = self._views_fingerprint()
+                if _stored_fingerprint(con) != fingerprint:
+                    self._refresh_views(con, fingerprint)
             yield con
         finally:
             con.close()
@@ -375,7 +387,26 @@ class Store:
     def _relative_glob(self, name: str) -> str:
         return f"{self.table_dir(name).name}/{PART_GLOB}"
 
-    def _refresh_views(self, con: duckdb.DuckDBPyConnection) -> None:
+    def _views_fingerprint(self) -> str:
+        """What the views depend on: the Parquet tables present, each part of each (name,
+        size, modification time: parts are written once, so a new, removed or replaced
+        part changes it) and the statements that create the tables and views."""
+        import hashlib
+
+        from sdfkit.store import schema as _schema
+
+        digest = hashlib.sha256(_schema.VERSION.encode())
+        for name in self.parquet_tables():
+            digest.update(f"\0{name}".encode())
+            for part in self.parts(name):
+                try:
+                    st = part.stat()
+                except FileNotFoundError:  # moved aside meanwhile: the next open sees it
+                    continue
+                digest.update(f"\0{part.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+        return "sdf-views:" + digest.hexdigest()[:32]
+
+    def _refresh_views(self, con: duckdb.DuckDBPyConnection, fingerprint: str = "") -> None:
         from sdfkit.store import schema as _schema
 
         con.execute("BEGIN")
@@ -400,6 +431,8 @@ class Store:
                 if name not in present:
                     con.execute(f"DROP VIEW IF EXISTS {_ident(name)}")
             _schema.create_views(con, present)
+            if fingerprint:  # the next open skips this refresh while nothing changed
+                con.execute(f"COMMENT ON VIEW documents IS {_sql_str(fingerprint)}")
             con.execute("COMMIT")
         except Exception:
             con.execute("ROLLBACK")

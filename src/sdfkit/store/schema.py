@@ -57,6 +57,18 @@ LEFT JOIN (
 """
 
 
+def _version() -> str:
+    """The statements above and the views' template: a change refreshes every catalog's
+    views on its next open (``Store.connect`` skips the refresh while parts are unchanged)."""
+    import hashlib
+
+    text = "\n".join([*TABLES, DOCUMENTS_VIEW, "read_parquet(glob, union_by_name = true)"])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+VERSION = _version()
+
+
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     """Create the tables every corpus has (``TABLES``) if missing, on an open connection."""
     for stmt in TABLES:
