@@ -114,3 +114,24 @@ def test_routes_are_checked():
 
     with pytest.raises(ConfigError, match="audits.dedup.route"):
         dedup.Config(route="fast")
+
+
+def test_kernels_loaded_in_the_background_are_then_used(monkeypatch):
+    """dedup starts loading the kernels on a thread while it reads the catalog; once that
+    thread is done, "auto" hashes with them (a failure there would recur in the caller)."""
+    texts = _texts(20, seed=2)
+    want = sh.signatures(texts, route="numpy")
+    thread = sh.warm_in_background()
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    used: list[int] = []
+    kernels = sh.compiled_kernels("auto")
+    real = kernels.signatures
+
+    def spy(buf, *args):
+        used.append(len(buf))
+        return real(buf, *args)
+
+    monkeypatch.setattr(kernels, "signatures", spy)
+    got = sh.signatures(texts)
+    assert used and np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])

@@ -48,7 +48,7 @@ from sdfkit.audits.shingles import (
     shingle_sets,
     signatures,
     sorted_distinct,
-    warm_kernels,
+    warm_in_background,
 )
 from sdfkit.engine.local import Stage
 from sdfkit.settings import Checked, at_least, between, one_of
@@ -215,13 +215,6 @@ class MinHashStage(Stage):
         parts = char_slices(texts, self.threads)
         done = list(self._pool.map(one, parts))
         return np.concatenate([s for s, _ in done]), np.concatenate([d for _, d in done])
-
-
-def _quietly(fn: Any) -> None:
-    try:
-        fn()
-    except Exception:  # noqa: BLE001 - the same failure surfaces where the kernels run
-        pass
 
 
 def char_slices(texts: list[str], n: int) -> list[list[str]]:
@@ -455,14 +448,11 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
 
     config = config or Config()
     t0 = time.perf_counter()
-    kernels = compiled_kernels(config.route)
-    if kernels is not None:
-        # numba's first kernel load initialises LLVM (~0.3 s, mostly without the GIL): done
-        # on a thread while the catalog is read. A failure there recurs, and is reported,
-        # where the kernels are used.
-        import threading
-
-        threading.Thread(target=_quietly, args=(warm_kernels,), daemon=True).start()
+    if config.route != "numpy":
+        # Importing numba and its first kernel load (~0.4 CPU-s, mostly LLVM without the
+        # GIL) happen on a thread while the catalog is read; signatures hashed meanwhile
+        # take the numpy route (the same values).
+        warm_in_background()
     where = where_clause(store, config.where)
     with store.connect() as con:  # one catalog connection for what is read up front
         docs = pl.from_arrow(
@@ -505,6 +495,7 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
         else (np.zeros(0, np.int64), np.zeros(0, np.int64))
     )
     n_cands = len(a_idx)
+    kernels = compiled_kernels(config.route)
     estimates = estimated_jaccard(sig_matrix, a_idx, b_idx, threads, config.route)
     t_lsh = time.perf_counter()
 

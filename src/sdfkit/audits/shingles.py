@@ -33,6 +33,7 @@ How:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -424,6 +425,23 @@ def compiled_pair_jaccards(
         list(pool.map(intersect, range(0, len(a), step)))
     union = sizes[a] + sizes[b] - inter
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+def warm_in_background() -> threading.Thread:
+    """Load the kernels on a daemon thread (see ``warm_kernels``), so that loading overlaps
+    with reading the catalog. A failure while loading is not raised here: it recurs, and is
+    reported, where the kernels are next asked for. (Hashing with numpy meanwhile was
+    measured slower: numba's import holds the GIL, and the threads compete for 2 cores.)"""
+
+    def warm() -> None:
+        try:
+            warm_kernels()
+        except Exception:  # noqa: BLE001, S110 - recurs where the kernels are used
+            pass
+
+    thread = threading.Thread(target=warm, name="shingle-kernels", daemon=True)
+    thread.start()
+    return thread
 
 
 def warm_kernels() -> None:
