@@ -330,14 +330,35 @@ def test_a_task_inspect_cannot_start_is_a_one_line_error(store, trained, monkeyp
     assert trained.calls[-1][0] == "close"
 
 
-def test_ctrl_c_mid_task_keeps_every_completion_received(store, trained):
+def test_ctrl_c_mid_task_keeps_every_completion_received(store, trained, monkeypatch):
+    import threading
+
+    from sdfkit.evaluate import capabilities
     from sdfkit.evaluate.capabilities import run
 
     prompts: list[str] = []
     answer = arithmetic_sampler(prompts)
+    # inspect sends the six requests at once, each on its own thread: the sixth to arrive is
+    # interrupted, once the other five are answered and kept (not "when five prompts were
+    # seen", which threads under load could all check before any of them answered).
+    lock, arrived, added, kept = threading.Lock(), [], [], threading.Event()
+    real_add = capabilities.SampleCache.add
+
+    def add(self, *args, **kw):
+        real_add(self, *args, **kw)
+        with lock:
+            added.append(1)
+            if len(added) == 5:
+                kept.set()
+
+    monkeypatch.setattr(capabilities.SampleCache, "add", add)
 
     def interrupted(model, prompt, n, params, kw):
-        if len(prompts) == 5:  # the last of six requests: Ctrl-C while it is awaited
+        with lock:
+            arrived.append(prompt)
+            sixth = len(arrived) == 6
+        if sixth:  # Ctrl-C while the last request is awaited
+            assert kept.wait(timeout=120), "the other five requests were never answered"
             prompts.append("interrupted")
             raise KeyboardInterrupt
         return answer(model, prompt, n, params, kw)
