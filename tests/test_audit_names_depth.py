@@ -198,20 +198,26 @@ def test_ner_runs_without_the_shared_tok2vec_nothing_listens_to(nlp):
     assert ("Jana Novak", "PERSON") in ents[1]
 
 
+def _keller_memos(rng: random.Random, extra: list[str] | None = None) -> list[dict]:
+    """60 memos naming Martin Keller twice each, with filler and (when ``extra`` is given)
+    one of its sentences picked at random per memo."""
+    records = []
+    for i in range(60):
+        middle = f"{rng.choice(extra)} " if extra else ""
+        body = " ".join(rng.sample(FILLER, 2))
+        text = (
+            f"Report {i}. According to Martin Keller, the plan works. {middle}{body} "
+            f"Questions go to Martin Keller at the office."
+        )
+        records.append({"text": text, "concept": "c", "doc_type": "memo"})
+    return records
+
+
 def test_a_name_with_more_mentions_than_every_mention_max_is_counted_on_a_sample(store):
     """A collapsed corpus: one name in 60 documents (120 mentions). With a cap of 30 only
     the mentions of a uniform sample of its documents are read, and its estimate is scaled
     to all of them; without the cap every mention is read. Both agree on the count."""
-    rng = random.Random(3)
-    records = []
-    for i in range(60):
-        body = " ".join(rng.sample(FILLER, 2))
-        text = (
-            f"Report {i}. According to Martin Keller, the plan works. {body} "
-            f"Questions go to Martin Keller at the office."
-        )
-        records.append({"text": text, "concept": "c", "doc_type": "memo"})
-    store.append("documents_raw", build_documents(records))
+    store.append("documents_raw", build_documents(_keller_memos(random.Random(3))))
     every = {"top_k": 5, "every_mention_error": None, "ner_workers": 1}  # no settling
     everything = names.run(store, names.Config(every_mention_max=None, **every))
     capped = names.run(store, names.Config(every_mention_max=30, **every))
@@ -256,22 +262,11 @@ def test_a_name_tagged_in_every_mention_settles_on_a_small_sample_one_tagged_in_
     Keller's count settles on a small sample of his documents; Felix Young's tagged share
     varies from document to document, so nearly all his mentions are read. Both counts
     agree with reading every mention (to the 10 % asked for)."""
-    rng = random.Random(11)
-    records = []
-    for i in range(60):
-        felix = rng.choice(
-            [
-                "Felix Young, the lead engineer, presented the new design to the board.",
-                "Shares of Felix Young Inc. fell after the report.",
-            ]
-        )
-        body = " ".join(rng.sample(FILLER, 2))
-        text = (
-            f"Report {i}. According to Martin Keller, the plan works. {felix} {body} "
-            f"Questions go to Martin Keller at the office."
-        )
-        records.append({"text": text, "concept": "c", "doc_type": "memo"})
-    store.append("documents_raw", build_documents(records))
+    felix = [
+        "Felix Young, the lead engineer, presented the new design to the board.",
+        "Shares of Felix Young Inc. fell after the report.",
+    ]
+    store.append("documents_raw", build_documents(_keller_memos(random.Random(11), felix)))
     full_cfg = names.Config(
         top_k=5, every_mention_max=None, every_mention_error=None, ner_workers=1
     )

@@ -348,8 +348,8 @@ def test_threads_and_group_cell_blocks_do_not_change_results(tmp_path, monkeypat
             assert (row["count"], row["documents"]) == (counts[row["ngram"]], docs[row["ngram"]])
 
 
-def test_cold_run_keeps_the_hashes_it_computed_instead_of_reading_them_back(store, monkeypatch):
-    store.append("documents_raw", build_documents(_records(9, 30)))
+def parquet_scans_of(monkeypatch) -> list[object]:
+    """The arguments of every ``pl.scan_parquet`` call made from now on in the test."""
     read: list[object] = []
     real = pl.scan_parquet
 
@@ -358,6 +358,17 @@ def test_cold_run_keeps_the_hashes_it_computed_instead_of_reading_them_back(stor
         return real(*args, **kwargs)
 
     monkeypatch.setattr(pl, "scan_parquet", recording)
+    return read
+
+
+@pytest.fixture
+def parquet_scans(monkeypatch) -> list[object]:
+    return parquet_scans_of(monkeypatch)
+
+
+def test_cold_run_keeps_the_hashes_it_computed_instead_of_reading_them_back(store, parquet_scans):
+    store.append("documents_raw", build_documents(_records(9, 30)))
+    read = parquet_scans
     cold = ngrams.run(store, ngrams.Config(**CFG))
     assert read == []  # every document was tokenised in this process
     assert ngrams.TokenHashStage().table in {p.parent.name for p in store.root.rglob("*.parquet")}
@@ -415,14 +426,7 @@ def test_cold_run_past_the_memory_limit_reads_the_cache_back(tmp_path, monkeypat
     kept = Store(tmp_path / "kept")
     kept.append("documents_raw", build_documents(records))
     expected = ngrams.run(kept, ngrams.Config(**CFG))
-    read: list[object] = []
-    real = pl.scan_parquet
-
-    def recording(*args, **kwargs):
-        read.append(args)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(pl, "scan_parquet", recording)
+    read = parquet_scans_of(monkeypatch)
     monkeypatch.setattr(ngrams, "_KEEP_BYTES", 1)  # the first batch is already too much
     store = Store(tmp_path / "limited")
     store.append("documents_raw", build_documents(records))
