@@ -162,3 +162,23 @@ def test_name_breach_names_the_share_holder_not_the_first_listed():
     assert [(v.check, v.subject, v.status) for v in res.verdicts] == [
         ("max_name_share", "Felix Young", "fail")
     ]
+
+
+def test_unmeasured_says_why_a_check_has_nothing_to_compare():
+    """One helper for every audit's first question: figures of no documents, no figures
+    at all (the audit is not in the report), or figures to judge (None)."""
+    from sdfkit.report.verdicts import unmeasured
+
+    empty = unmeasured({"documents": 0}, "max_near_duplicate_fraction", "dedup", 0.05, "corpus")
+    missing = unmeasured(None, "max_near_duplicate_fraction", "dedup", 0.05, "corpus")
+    assert empty is not None and missing is not None
+    assert (empty.check, empty.subject, empty.status) == (
+        "max_near_duplicate_fraction",
+        "corpus",
+        "not run",
+    )
+    assert "no documents" in empty.detail
+    assert (missing.subject, missing.status) == ("dedup", "not run")
+    assert "dedup audit is not in the report" in missing.detail
+    assert unmeasured({"documents": 3}, "max_name_share", "names", 0.1) is None
+    assert unmeasured({"documents": 0}, "max_name_share", "names", 0.1).subject == "names"

@@ -728,16 +728,15 @@ class Gates(Checked):
 
 def verdicts(report: dict[str, Any], thresholds: Any) -> list[Verdict]:
     """The near-duplicate fraction of the corpus."""
-    from sdfkit.report.verdicts import max_verdict, measured_nothing, not_run, nothing_measured
+    from sdfkit.report.verdicts import max_verdict, unmeasured
 
     limit = thresholds.max_near_duplicate_fraction
     if limit is None:
         return []
     dups = report.get(JSON_KEY)
-    if measured_nothing(dups):
-        return [nothing_measured("max_near_duplicate_fraction", "corpus", limit)]
-    if not isinstance(dups, dict):
-        return [not_run("max_near_duplicate_fraction", "dedup", limit)]
+    early = unmeasured(dups, "max_near_duplicate_fraction", "dedup", limit, subject="corpus")
+    if early is not None:
+        return [early]
     n_clusters = len(dups.get("clusters") or [])
     return [
         max_verdict(

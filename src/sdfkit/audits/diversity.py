@@ -521,16 +521,15 @@ class Gates(Checked):
 
 def verdicts(report: dict[str, Any], thresholds: Any) -> list[Verdict]:
     """The mean pairwise cosine of each concept."""
-    from sdfkit.report.verdicts import max_verdict, measured_nothing, not_run, nothing_measured
+    from sdfkit.report.verdicts import max_verdict, nothing_measured, unmeasured
 
     limit = thresholds.max_mean_pairwise_cosine
     if limit is None:
         return []
     div = report.get(JSON_KEY)
-    if measured_nothing(div):
-        return [nothing_measured("max_mean_pairwise_cosine", "diversity", limit)]
-    if not isinstance(div, dict):
-        return [not_run("max_mean_pairwise_cosine", "diversity", limit)]
+    early = unmeasured(div, "max_mean_pairwise_cosine", "diversity", limit)
+    if early is not None:
+        return [early]
     if not div.get("per_concept"):
         return [nothing_measured("max_mean_pairwise_cosine", "diversity", limit)]
     return [

@@ -1682,15 +1682,14 @@ class Gates(Checked):
 
 def verdicts(report: dict[str, Any], thresholds: Any) -> list[Verdict]:
     """The top name's share of mentions, and the top names' shares of documents."""
-    from sdfkit.report.verdicts import max_verdict, measured_nothing, not_run, nothing_measured
+    from sdfkit.report.verdicts import max_verdict, not_run, unmeasured
 
     out: list[Verdict] = []
     names = report.get(JSON_KEY)
     limit = thresholds.max_name_share
-    if limit is not None and measured_nothing(names):
-        out.append(nothing_measured("max_name_share", "names", limit))
-    elif limit is not None and not isinstance(names, dict):
-        out.append(not_run("max_name_share", "names", limit))
+    early = unmeasured(names, "max_name_share", "names", limit) if limit is not None else None
+    if early is not None:
+        out.append(early)
     elif limit is not None:
         top = names.get("top") or []
         who = names.get("top_share_name") or (

@@ -1166,15 +1166,18 @@ class Gates(Checked):
 
 def verdicts(report: dict[str, Any], thresholds: Any) -> list[Verdict]:
     """Any n-gram's and the five top n-grams' share of documents, per n."""
-    from sdfkit.report.verdicts import max_verdict, measured_nothing, not_run, nothing_measured
+    from sdfkit.report.verdicts import max_verdict, not_run, unmeasured
 
     out: list[Verdict] = []
     ngrams = report.get(JSON_KEY)
     limit_of = thresholds.max_ngram_doc_share
-    if limit_of is not None and measured_nothing(ngrams):
-        out.append(nothing_measured("max_ngram_doc_share", "ngrams", limit_of))
-    elif limit_of is not None and not isinstance(ngrams, dict):
-        out.append(not_run("max_ngram_doc_share", "ngrams", limit_of))
+    early = (
+        unmeasured(ngrams, "max_ngram_doc_share", "ngrams", limit_of)
+        if limit_of is not None
+        else None
+    )
+    if early is not None:
+        out.append(early)
     elif limit_of is not None:
         shares = ngrams.get("max_doc_share") or {}
         limits = limit_of if isinstance(limit_of, dict) else {n: limit_of for n in shares}

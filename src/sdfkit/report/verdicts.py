@@ -108,3 +108,16 @@ def nothing_measured(check: str, subject: str, threshold: Any) -> Verdict:
 def measured_nothing(figures: Any) -> bool:
     """The audit's figures say it saw no documents."""
     return isinstance(figures, dict) and figures.get("documents") == 0
+
+
+def unmeasured(
+    figures: Any, check: str, audit: str, threshold: Any, subject: str | None = None
+) -> Verdict | None:
+    """The verdict of ``check`` when its audit gives nothing to compare: NOT RUN because it
+    saw no documents (``subject``: what the line names, default the audit) or because it is
+    not in the report. None when there are figures to judge."""
+    if measured_nothing(figures):
+        return nothing_measured(check, subject or audit, threshold)
+    if not isinstance(figures, dict):
+        return not_run(check, audit, threshold)
+    return None
