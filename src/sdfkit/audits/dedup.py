@@ -356,28 +356,16 @@ def estimated_jaccard(
 
     out = np.empty(len(a), np.float64)
     kernels = compiled_kernels(route)
-    if kernels is not None and len(a):
-        rows = np.ascontiguousarray(matrix)
-        agree = np.zeros(len(a), np.int64)
-        cut = -(-len(a) // max(1, threads))
-
-        def count(lo: int) -> None:
-            kernels.agreeing_bins(rows, a[lo : lo + cut], b[lo : lo + cut], agree[lo : lo + cut])
-
-        if threads <= 1:
-            count(0)
-        else:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(threads, thread_name_prefix="estimate") as pool:
-                list(pool.map(count, range(0, len(a), cut)))
-        out[:] = agree / matrix.shape[1]
-        return out
-    step = max(1, 4_000_000 // max(matrix.shape[1], 1))
+    rows = np.ascontiguousarray(matrix)
+    step = max(1, 4_000_000 // max(matrix.shape[1], 1))  # bounds numpy's gathered copies
 
     def one(lo: int) -> None:
         hi = lo + step
-        agree = np.count_nonzero(matrix[a[lo:hi]] == matrix[b[lo:hi]], axis=1)
+        if kernels is not None:
+            agree = np.zeros(len(a[lo:hi]), np.int64)
+            kernels.agreeing_bins(rows, a[lo:hi], b[lo:hi], agree)
+        else:
+            agree = np.count_nonzero(rows[a[lo:hi]] == rows[b[lo:hi]], axis=1)
         out[lo:hi] = agree / matrix.shape[1]
 
     starts = range(0, len(a), step)
@@ -450,8 +438,7 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     t0 = time.perf_counter()
     if config.route != "numpy":
         # Importing numba and its first kernel load (~0.4 CPU-s, mostly LLVM without the
-        # GIL) happen on a thread while the catalog is read; signatures hashed meanwhile
-        # take the numpy route (the same values).
+        # GIL) happen on a thread while the catalog is read.
         warm_in_background()
     where = where_clause(store, config.where)
     with store.connect() as con:  # one catalog connection for what is read up front

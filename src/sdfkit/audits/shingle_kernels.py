@@ -154,6 +154,15 @@ def _count_distinct(values, n, table):
 
 
 @njit(inline="always")
+def _longest(bounds):
+    """The most bytes of one document."""
+    longest = 0
+    for d in range(len(bounds) - 1):
+        longest = max(longest, bounds[d + 1] - bounds[d])
+    return longest
+
+
+@njit(inline="always")
 def _densify(row, out):
     """``out`` = ``row`` with each empty bin filled as shingles.densify does: from the
     nearest non-empty bin to its right (circularly), plus a step per bin of distance."""
@@ -173,9 +182,7 @@ def signatures(buf, bounds, table, k, seed_key, sigs, distinct):
     """Densified one-permutation MinHash signatures (``sigs``: one ``uint32`` row of
     num_perm bins per document) and the distinct shingles of each document."""
     n = len(bounds) - 1
-    longest = 0
-    for d in range(n):
-        longest = max(longest, bounds[d + 1] - bounds[d])
+    longest = _longest(bounds)
     words = np.empty(longest // 2 + 2, np.uint64)
     shingles = np.empty(longest // 2 + 2, np.uint64)
     room = 2
@@ -204,9 +211,7 @@ def count_words(buf, bounds, table):
     """Words of each document (an upper bound of its shingles once at least one)."""
     n = len(bounds) - 1
     out = np.zeros(n, np.int64)
-    longest = 0
-    for d in range(n):
-        longest = max(longest, bounds[d + 1] - bounds[d])
+    longest = _longest(bounds)
     words = np.empty(longest // 2 + 2, np.uint64)
     for d in range(n):
         out[d] = _doc_words(buf, bounds[d], bounds[d + 1], table, words)
@@ -218,9 +223,7 @@ def shingle_sets(buf, bounds, table, k, starts, flat, sizes):
     """Sorted distinct shingle hashes of each document, written to ``flat[starts[d]:]``
     (room for max(1, words) values); ``sizes[d]`` receives their number."""
     n = len(bounds) - 1
-    longest = 0
-    for d in range(n):
-        longest = max(longest, bounds[d + 1] - bounds[d])
+    longest = _longest(bounds)
     words = np.empty(longest // 2 + 2, np.uint64)
     for d in range(n):
         n_words = _doc_words(buf, bounds[d], bounds[d + 1], table, words)

@@ -488,10 +488,7 @@ def signatures(
     short = [i for i, t in enumerate(texts) if len(t) <= chunk_chars]
     distinct = np.zeros(n, np.int64)
     sigs = np.empty((n, num_perm), np.uint32)
-    if len(short) == n and n:
-        buf, bounds, table = utf8_batch(texts)
-        kernels.signatures(buf, bounds, table, k, _seed_key(seed), sigs, distinct)
-    elif short:
+    if short:
         buf, bounds, table = utf8_batch([texts[i] for i in short])
         part = np.empty((len(short), num_perm), np.uint32)
         found = np.zeros(len(short), np.int64)
