@@ -135,3 +135,40 @@ def test_kernels_loaded_in_the_background_are_then_used(monkeypatch):
     monkeypatch.setattr(kernels, "signatures", spy)
     got = sh.signatures(texts)
     assert used and np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+
+
+def test_a_damaged_numba_cache_is_one_warning_and_compiled_again():
+    """A cache file cut short (a kill mid-write, a bad disk) is not a traceback: the kernels'
+    cache files are removed with a one-line warning naming their folder, the kernels are
+    compiled again, and the results are the same."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from sdfkit.audits import shingle_kernels
+
+    sh.warm_kernels()  # the cache exists
+    folder = Path(shingle_kernels.signatures._cache._cache_path)
+    data = sorted(folder.glob("shingle_kernels.signatures-*.nbc"))
+    index = sorted(folder.glob("shingle_kernels.intersections-*.nbi"))
+    assert data and index
+    for path in data:
+        path.write_bytes(b"\xb3 not a pickle")
+    for path in index:
+        path.write_bytes(path.read_bytes()[:7])
+    code = (
+        "from sdfkit.audits import shingles as sh; "
+        "s, d = sh.signatures(['one two three four five six', ''], route='compiled'); "
+        "print(d.tolist())"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == str(
+        sh.signatures(["one two three four five six", ""], route="numpy")[1].tolist()
+    )
+    lines = [x for x in run.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1 and "Traceback" not in run.stderr
+    assert str(folder) in lines[0] and "compiling again" in lines[0]
+    # the cache was written again: a second process loads it without a warning
+    again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert again.returncode == 0 and again.stderr.strip() == ""

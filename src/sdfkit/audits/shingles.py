@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -305,6 +307,7 @@ def _numpy_shingle_sets(texts: Sequence[str], k: int, chunk_chars: int) -> list[
 
 ROUTES = ("auto", "compiled", "numpy")
 _KERNELS: dict[str, object] = {}
+_LOADING = threading.Lock()
 
 
 def compiled_kernels(route: str = "auto") -> object | None:
@@ -315,12 +318,9 @@ def compiled_kernels(route: str = "auto") -> object | None:
     if route == "numpy":
         return None
     if "module" not in _KERNELS:
-        try:
-            from sdfkit.audits import shingle_kernels
-        except ImportError:  # numba missing or broken: the numpy route gives the same values
-            _KERNELS["module"] = None
-        else:
-            _KERNELS["module"] = shingle_kernels
+        with _LOADING:  # one thread loads; the others wait for it
+            if "module" not in _KERNELS:
+                _KERNELS["module"] = _load_kernels()
     module = _KERNELS["module"]
     if module is None and route == "compiled":
         raise ImportError("the compiled shingle route needs numba (pip install numba)")
@@ -445,13 +445,42 @@ def warm_in_background() -> threading.Thread:
 
 
 def warm_kernels() -> None:
-    """Import numba and load (or compile) every kernel on a tiny input, so a later call
-    does not pay it. Meant for a background thread: most of the work is in LLVM, which
-    runs without the GIL."""
-    kernels = compiled_kernels("auto")
-    if kernels is None:
-        return
-    signatures(["warm up the kernels"], route="compiled")
+    """Import numba and load (or compile) every kernel, so a later call does not pay it.
+    Meant for a background thread: most of the work is in LLVM, which runs without the
+    GIL."""
+    compiled_kernels("auto")
+
+
+def _load_kernels() -> Any:
+    """The kernels module with every kernel loaded from numba's cache (or compiled), or None
+    without numba. A damaged cache file (an interrupted write, a bad disk) is not a
+    traceback: the module's cache files are removed, with a one-line warning naming their
+    folder, and the kernels compiled again."""
+    try:
+        from sdfkit.audits import shingle_kernels
+    except ImportError:  # numba missing or broken: the numpy route gives the same values
+        return None
+    try:
+        _run_each_kernel(shingle_kernels)
+    except Exception as exc:  # noqa: BLE001 - only a cache load fails on these inputs
+        import sys
+
+        folder = Path(shingle_kernels.signatures._cache._cache_path)
+        damaged = [p for p in folder.glob("shingle_kernels.*") if p.suffix in (".nbi", ".nbc")]
+        for path in damaged:
+            path.unlink(missing_ok=True)
+        print(
+            f"warning: {folder}: numba cache of the shingle kernels unreadable "
+            f"({type(exc).__name__}); {len(damaged)} files removed, compiling again",
+            file=sys.stderr,
+        )
+        _run_each_kernel(shingle_kernels)
+    return shingle_kernels
+
+
+def _run_each_kernel(kernels: Any) -> None:
+    """Every kernel once on a tiny input, with the argument types the audit passes."""
+    _compiled_signatures(["warm up the kernels"], 5, 128, 1, DEFAULT_CHUNK_CHARS, kernels)
     compiled_pair_jaccards(
         ["warm up the kernels", "warm the kernels up"],
         np.array([0]),
@@ -484,6 +513,12 @@ def signatures(
     kernels = compiled_kernels(route)
     if kernels is None or hasher is not None:
         return _numpy_signatures(texts, k, num_perm, seed, chunk_chars, hasher)
+    return _compiled_signatures(texts, k, num_perm, seed, chunk_chars, kernels)
+
+
+def _compiled_signatures(
+    texts: Sequence[str], k: int, num_perm: int, seed: int, chunk_chars: int, kernels: Any
+) -> tuple[np.ndarray, np.ndarray]:
     n = len(texts)
     short = [i for i, t in enumerate(texts) if len(t) <= chunk_chars]
     distinct = np.zeros(n, np.int64)
@@ -495,7 +530,7 @@ def signatures(
         kernels.signatures(buf, bounds, table, k, _seed_key(seed), part, found)
         sigs[short], distinct[short] = part, found
     for i in sorted(set(range(n)) - set(short)):  # long texts: streamed in chunks
-        one, count = _numpy_signatures([texts[i]], k, num_perm, seed, chunk_chars, hasher)
+        one, count = _numpy_signatures([texts[i]], k, num_perm, seed, chunk_chars, None)
         sigs[i], distinct[i] = one[0], count[0]
     return sigs, distinct
 
