@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.parquet
 import pytest
 
 from sdfkit.engine.local import EngineError, Stage, read_results, run_stage
@@ -54,6 +55,33 @@ def test_stage_results_are_cached_by_content(store):
         "SELECT count(*) AS n FROM documents JOIN test_wordcount USING (doc_id)"
     ).item()
     assert joined == 51
+
+
+def test_pending_documents_come_in_full_batches_after_filtering(store):
+    # A sample (``where``) or cached results thin out each Parquet batch; the rows left are
+    # gathered into full batches, so a stage that pads its batches (the embeddings) pads
+    # only the last one. Every pending document comes once, in storage order.
+    from sdfkit.engine.stage import pending_documents
+
+    _docs(store, [f"document number {i}" for i in range(100)])
+    _docs(store, [f"a later part {i}" for i in range(30)])  # a second Parquet part
+    ids = store.query("SELECT doc_id FROM documents")["doc_id"].to_list()
+    every_third = set(ids[::3])
+    run_stage(store, WordCount(), where=set(ids[1::3]))  # some are done already
+    batches = list(
+        pending_documents(store, WordCount(), batch_rows=8, where=every_third | set(ids[1::3]))
+    )
+    sizes = [b.num_rows for b in batches]
+    assert sizes[:-1] == [8] * (len(sizes) - 1) and 0 < sizes[-1] <= 8
+    got = [d for b in batches for d in b.column("doc_id").to_pylist()]
+    assert len(got) == len(set(got)) and set(got) == every_third
+    order = [
+        d
+        for part in store.parts("documents")
+        for d in pa.parquet.read_table(part, columns=["doc_id"]).column("doc_id").to_pylist()
+        if d in every_third
+    ]
+    assert got == order
 
 
 def test_process_pool_gives_the_same_results(store, tmp_path):

@@ -47,13 +47,14 @@ FORWARDS = ("auto", "fused", "transformers")
 #: more than the batch size does (fp32: < 1e-6; bf16: 1 - cosine < 1e-4, as batches that pad).
 TABLE_TAGS = {"fp32": "fp32", "bf16": "bf16w"}
 #: Default documents per forward pass, per (precision, forward). Measured on 2 cores
-#: (bench/bench_diversity.py): the fused pass is fastest at 16 (its matrices stay in
-#: cache), transformers' bf16 pass at 32.
+#: (bench/bench_diversity.py, 960 documents, alternating runs): the fused bf16 pass is as
+#: fast in batches of 8 as of 16 or 32 (134-147 docs/s) and peaks lower (550 MB against
+#: 620 and 730); transformers' bf16 pass is fastest at 32.
 DEFAULT_BATCH = {
     ("fp32", "transformers"): 16,
     ("fp32", "fused"): 16,
     ("bf16", "transformers"): 32,
-    ("bf16", "fused"): 16,
+    ("bf16", "fused"): 8,
 }
 #: A batch's rows are padded up to a multiple of this (see EmbeddingStage.encode).
 SHAPE_STEP = 16
@@ -77,9 +78,9 @@ class Config(Checked):
     #: linear+residual kernels: ~1.5x faster in bf16); ``transformers`` is BertModel's;
     #: ``auto`` is fused where this torch has the oneDNN kernels, else transformers.
     forward: str = field(default="auto", metadata=one_of(*FORWARDS))
-    #: Documents per forward pass (None: 16, or 32 for transformers' pass in bf16). Larger
-    #: batches raise the peak: at seed scale transformers' bf16 audit peaked at 961 MB in
-    #: batches of 32 and 1,304 MB in batches of 64.
+    #: Documents per forward pass (None: 8 on the fused pass in bf16, 32 on transformers'
+    #: pass in bf16, 16 in fp32). Larger batches raise the peak: at seed scale transformers'
+    #: bf16 audit peaked at 961 MB in batches of 32 and 1,304 MB in batches of 64.
     batch_size: int | None = field(default=None, metadata=at_least(1))
     #: Local process-pool size for embedding (None: $SDF_WORKERS or 1).
     workers: int | None = field(default=None, metadata=at_least(1))

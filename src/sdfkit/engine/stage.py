@@ -75,7 +75,9 @@ def pending_documents(
     batch_rows: int = 1024,
     where: set[str] | None = None,
 ) -> Iterator[pa.RecordBatch]:
-    """Documents whose result is not stored yet, as record batches of the stage's columns.
+    """Documents whose result is not stored yet, as record batches of the stage's columns,
+    each of ``batch_rows`` rows but the last: rows left after filtering are gathered into
+    full batches (a stage that pads its batches, like the embeddings, wastes less work).
 
     ``where``: restrict to these doc ids (e.g. a selection).
     """
@@ -83,6 +85,8 @@ def pending_documents(
 
     done = store.keys(stage.table) if stage.table in store.parquet_tables() else set()
     seen: set[str] = set()
+    held: list[pa.RecordBatch] = []
+    rows = 0
     for part in store.parts(DOCUMENTS):
         pf = pq.ParquetFile(part)
         for batch in pf.iter_batches(batch_size=batch_rows, columns=list(stage.columns)):
@@ -97,7 +101,15 @@ def pending_documents(
                 continue
             if len(keep) != batch.num_rows:
                 batch = batch.take(pa.array(keep, type=pa.int64()))
-            yield batch
+            held.append(batch)
+            rows += batch.num_rows
+            if rows >= batch_rows:
+                whole = pa.concat_batches(held) if len(held) > 1 else held[0]
+                yield whole.slice(0, batch_rows)
+                rest = whole.slice(batch_rows)
+                held, rows = ([rest] if rest.num_rows else []), rest.num_rows
+    if held:
+        yield pa.concat_batches(held) if len(held) > 1 else held[0]
 
 
 def document_texts(store: Store, doc_ids: list[str]) -> dict[str, str]:
