@@ -364,3 +364,10 @@ def torch_bf16():
     import torch
 
     return torch.bfloat16
+
+
+def test_cli_forward_option_is_checked_before_any_work(cli, store):
+    # A wrong --forward is one line naming the option, before the model loads.
+    out = cli("audit", "diversity", "--forward", "onnx", "--corpus", store.root, expect=2).output
+    assert "forward" in out and "onnx" in out and "Traceback" not in out
+    assert "--forward" in cli("audit", "diversity", "--help").output

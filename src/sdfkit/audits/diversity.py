@@ -563,7 +563,10 @@ COMMAND = Command(
     options={
         "max_seq_length": "Word pieces of each document embedded.",
         "precision": "auto, fp32 or bf16 (weights in bf16; auto: bf16 on CPUs with native bf16).",
-        "batch_size": "Encoder batch size (default 32 in bf16, 16 in fp32).",
+        "forward": "auto, fused or transformers: the encoder's forward pass (auto: fused where "
+        "torch has oneDNN's fused kernels).",
+        "batch_size": "Encoder batch size (default 8 fused in bf16, 32 on transformers in bf16, "
+        "16 in fp32).",
         "workers": "Local embedding processes (default $SDF_WORKERS or 1).",
     },
     engine=True,
