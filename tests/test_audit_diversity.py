@@ -371,3 +371,47 @@ def test_cli_forward_option_is_checked_before_any_work(cli, store):
     out = cli("audit", "diversity", "--forward", "onnx", "--corpus", store.root, expect=2).output
     assert "forward" in out and "onnx" in out and "Traceback" not in out
     assert "--forward" in cli("audit", "diversity", "--help").output
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_lanes_encode_batches_side_by_side_with_the_same_vectors(precision, bf16_stage, embedder):
+    # Two lanes run batches on two threads of one process (one torch thread each on 2
+    # cores): the same vectors, in the same order, and the process keeps its thread count.
+    import threading
+
+    import torch
+
+    stage = bf16_stage if precision == "bf16" else embedder
+    texts = REAL_TEXTS * 5 + [f"{t} Seen by lane {i}." for i, t in enumerate(TOPICS)]
+    saved = (stage.batch_size, stage.lanes)
+    threads_before = torch.get_num_threads()
+    seen: set[str] = set()
+    hidden = stage._hidden
+
+    def spy(*args):
+        seen.add(threading.current_thread().name)
+        return hidden(*args)
+
+    try:
+        stage.batch_size, stage.lanes = 3, 1
+        one = stage.encode(texts)
+        stage.lanes = 2
+        stage._hidden = spy
+        two = stage.encode(texts)
+    finally:
+        stage.batch_size, stage.lanes = saved
+        del stage._hidden
+    assert any(name.startswith("sdf-embed-lane") for name in seen)
+    assert 1 - (one * two).sum(axis=1).min() < (1e-6 if precision == "fp32" else 2e-4)
+    assert torch.get_num_threads() == threads_before
+
+
+def test_stage_for_gives_one_process_two_lanes_and_workers_one_each(monkeypatch):
+    monkeypatch.setattr(diversity.os, "cpu_count", lambda: 2)
+    one = diversity.stage_for(diversity.Config(workers=1))
+    assert (one.lanes, one.threads) == (2, None)
+    pool = diversity.stage_for(diversity.Config(workers=2))
+    assert (pool.lanes, pool.threads) == (1, 1)
+    assert diversity.stage_for(diversity.Config(workers=1, lanes=3)).lanes == 3
+    monkeypatch.setattr(diversity.os, "cpu_count", lambda: 1)
+    assert diversity.stage_for(diversity.Config(workers=1)).lanes == 1
