@@ -16,7 +16,8 @@ Speed ratios are against ``--baseline`` (default ``bf16-b32``: the stage's defau
 with native bf16 before the fused pass). CPU seconds move less than wall seconds
 with the load of a shared machine; both are printed.
 
-Routes, ``KIND-bN[-tT]`` (batch N, T torch threads; default threads: torch's own):
+Routes, ``KIND-bN[-tT][-lL]`` (batch N, T torch threads, L lanes: batches encoded at once
+on threads; default threads: torch's own, one lane):
 
 - ``fp32``: sdfkit's EmbeddingStage on transformers' BertModel (forward ``transformers``);
 - ``bf16``: the same with its weights in bf16 (precision ``bf16``);
@@ -53,8 +54,11 @@ ROUTES = (
     "fused16-b16",
     "fused16-b32",
     "fused16-b16-t1",
+    "fused16-b8-l2",
 )
-ROUTE = re.compile(r"(fp32|bf16|fused32|fused16|autocast|int8|seq128|static)-b(\d+)(?:-t(\d+))?")
+ROUTE = re.compile(
+    r"(fp32|bf16|fused32|fused16|autocast|int8|seq128|static)-b(\d+)(?:-t(\d+))?(?:-l(\d+))?"
+)
 
 
 def _texts(corpus: str, n: int) -> tuple[list[str], list[str]]:
@@ -94,14 +98,15 @@ def _child_route(corpus: str, n: int, route: str, out: str) -> dict:
 
         m = ROUTE.fullmatch(route)
         if m is None:
-            raise SystemExit(f"unknown route {route!r}: use reference or KIND-bN[-tT]")
-        kind, batch, threads = m.group(1), int(m.group(2)), m.group(3)
+            raise SystemExit(f"unknown route {route!r}: use reference or KIND-bN[-tT][-lL]")
+        kind, batch, threads, lanes = m.group(1), int(m.group(2)), m.group(3), m.group(4)
         stage = EmbeddingStage(
             max_seq_length=128 if kind == "seq128" else 256,
             precision="bf16" if kind in ("bf16", "fused16") else "fp32",
             batch_size=batch,
             threads=int(threads) if threads else None,
             forward="fused" if kind.startswith("fused") else "transformers",
+            lanes=int(lanes) if lanes else 1,
         )
         stage.setup()
         if kind == "int8":
