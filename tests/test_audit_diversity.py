@@ -415,3 +415,22 @@ def test_stage_for_gives_one_process_two_lanes_and_workers_one_each(monkeypatch)
     assert diversity.stage_for(diversity.Config(workers=1, lanes=3)).lanes == 3
     monkeypatch.setattr(diversity.os, "cpu_count", lambda: 1)
     assert diversity.stage_for(diversity.Config(workers=1)).lanes == 1
+
+
+def test_never_more_lanes_than_torch_threads(embedder, monkeypatch):
+    # A process allowed one torch thread (a Ray actor of one CPU, a worker of a pool) encodes
+    # in one lane whatever `lanes` says: two lanes there would only take turns on one core.
+    import torch
+
+    saved = embedder.lanes
+    try:
+        embedder.lanes = 2
+        monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+        assert embedder._lane_pool() is None
+        monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+        pool = embedder._lane_pool()
+        assert pool is not None and pool._max_workers == 2
+        embedder.lanes = 3
+        assert embedder._lane_pool()._max_workers == 3  # a new pool for a new lane count
+    finally:
+        embedder.lanes = saved

@@ -258,9 +258,10 @@ class EmbeddingStage(Stage):
             out[rows] = vec.numpy()
 
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        if self.lanes > 1 and len(batches) > 1:
+        pool = self._lane_pool() if len(batches) > 1 else None
+        if pool is not None:
             # Each lane's torch ops release the GIL: the lanes run at once, on their cores.
-            for _ in self._lane_pool().map(encode_batch, batches):
+            for _ in pool.map(encode_batch, batches):
                 pass
         else:
             for rows in batches:
@@ -268,21 +269,29 @@ class EmbeddingStage(Stage):
         return out
 
     def _lane_pool(self) -> Any:
-        """Threads that encode batches side by side, each with cores / lanes torch threads
-        (torch's thread count is per OS thread: set once in each lane)."""
-        if getattr(self, "_lanes_pool", None) is None:
+        """Threads that encode batches side by side, each with its share of this process's
+        torch threads (torch's thread count is per OS thread: set once in each lane); None
+        for one lane. Never more lanes than threads: a Ray actor of one CPU gets one."""
+        import torch
+
+        threads = self.threads or torch.get_num_threads()
+        lanes = max(1, min(self.lanes, threads))
+        if lanes == 1:
+            return None
+        held = getattr(self, "_lanes_pool", None)
+        if held is None or held[0] != lanes:
             from concurrent.futures import ThreadPoolExecutor
 
-            import torch
-
-            share = max(1, (self.threads or torch.get_num_threads()) // self.lanes)
-            self._lanes_pool = ThreadPoolExecutor(
-                self.lanes,
+            if held is not None:
+                held[1].shutdown()
+            pool = ThreadPoolExecutor(
+                lanes,
                 thread_name_prefix="sdf-embed-lane",
                 initializer=torch.set_num_threads,
-                initargs=(share,),
+                initargs=(max(1, threads // lanes),),
             )
-        return self._lanes_pool
+            self._lanes_pool = held = (lanes, pool)
+        return held[1]
 
     def _hidden(self, input_ids: Any, attention_mask: Any) -> Any:
         if self.forward == "fused":
