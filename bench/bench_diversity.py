@@ -43,7 +43,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _runner import in_child, load_average  # noqa: E402
+from _runner import in_child, load_average, machine_speed  # noqa: E402
 
 ROUTES = (
     "reference",
@@ -195,6 +195,7 @@ def main() -> int:
     from sdfkit.store.catalog import Store
 
     print(f"cpus {os.cpu_count()}, load average {load_average()} at start")
+    print(f"machine speed at start: {machine_speed()}")
     with tempfile.TemporaryDirectory(prefix="sdf-bench-diversity-") as tmp:
         corpus = args.corpus
         if corpus is None:
@@ -242,6 +243,7 @@ def main() -> int:
             )
         print(line)
     print(f"load average {load_average()} at end")
+    print(f"machine speed at end: {machine_speed()}")
     return 0
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _runner import in_child, measure  # noqa: E402
+from _runner import in_child, machine_speed, measure  # noqa: E402
 
 os.environ.setdefault("SDF_PROGRESS", "0")
 AUDITS = ("shape", "keywords", "ngrams", "names", "dedup", "diversity")
@@ -111,6 +111,7 @@ def main() -> None:
 
     n = sum(pq.ParquetFile(p).metadata.num_rows for p in (src / "documents").glob("*.parquet"))
     print(f"corpus: {n:,} documents; load average {os.getloadavg()[0]:.1f} at start (2 cores)")
+    print(f"machine speed at start: {machine_speed()}")
     head = f"  {'audit (cold, own process)':<28} {'seconds':>9} {'cpu s':>8}"
     print(f"{head} {'peak RSS':>10} {'imports':>9}")
     for name in args.audits.split(","):
@@ -129,6 +130,7 @@ def main() -> None:
             f"   (target <= 1,536 MB; exit {rep['exit']}; {rep['timings']})"
         )
     print(f"load average {os.getloadavg()[0]:.1f} at end")
+    print(f"machine speed at end: {machine_speed()}")
     shutil.rmtree(tmp, ignore_errors=True)
 
 

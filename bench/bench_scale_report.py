@@ -31,7 +31,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _runner import in_child, load_average, measure  # noqa: E402
+from _runner import in_child, load_average, machine_speed, measure  # noqa: E402
 
 STAGES = ("ingest", "report cold", "report warm", "select", "export")
 SOURCE_COLUMNS = ("text", "universe", "concept", "fact", "doc_type", "idea")
@@ -104,6 +104,7 @@ def main() -> int:
     scales = [float(s) for s in args.scales.split(",") if s.strip()]
     root = args.keep or Path(tempfile.mkdtemp(prefix="sdf-bench-scale-"))
     print(f"cpus {os.cpu_count()}, load average {load_average()} at start (1, 5, 15 min)")
+    print(f"machine speed at start: {machine_speed()}")
     results: dict[float, tuple[dict, dict[str, dict]]] = {}
     try:
         for scale in scales:
@@ -136,6 +137,7 @@ def main() -> int:
     peak = max(r["peak_mb"] for _, runs in results.values() for r in runs.values())
     print(f"\n  largest peak: {peak:,.0f} MB (target at 10×: <= 6,144 MB); ! = command failed")
     print(f"load average {load_average()} at end")
+    print(f"machine speed at end: {machine_speed()}")
     failed = any(not r["ok"] for _, runs in results.values() for r in runs.values())
     return 1 if failed else 0
 
