@@ -196,7 +196,7 @@ def test_encoder_matches_sentence_transformers(
     # the reference. Texts of very different lengths share a batch (padding), and one is
     # longer than max_seq_length.
     stage = embedder if forward == "fused" else transformers_stage
-    assert stage.forward == forward
+    assert stage._forward == forward
     texts = [TOPICS[0], "Short.", " ".join(TOPICS * 12), TOPICS[5] + " " + TOPICS[6]]
     ref = _reference(reference_model, texts, stage.max_seq_length)
     ours = stage.encode(texts)
@@ -226,17 +226,22 @@ def test_forward_auto_falls_back_to_transformers_without_the_fused_kernels(monke
 
     assert minilm.fused_kernels_work()  # this torch has them: the default is the fused pass
     assert diversity.resolve_forward("auto") == "fused"
-    monkeypatch.setattr(minilm, "fused_kernels_work", lambda: False)
+    monkeypatch.setattr(minilm, "fused_kernels_work", lambda dtype=None: False)
     assert diversity.resolve_forward("auto") == "transformers"
     assert diversity.resolve_forward("transformers") == "transformers"
-    with pytest.raises(SdfError, match="forward 'fused' needs torch with oneDNN"):
+    with pytest.raises(
+        SdfError, match="forward 'fused' needs oneDNN's fused linear kernels in fp32"
+    ):
         diversity.resolve_forward("fused")
     with pytest.raises(SdfError, match="unknown forward 'onnx'"):
         diversity.EmbeddingStage(forward="onnx")
-    # a stage set up under "auto" then runs transformers' pass
-    stage = diversity.EmbeddingStage(precision="fp32", max_seq_length=32)
+    # a stage set up under "auto" then runs transformers' pass, in that pass's default batch
+    stage = diversity.EmbeddingStage(precision="bf16", max_seq_length=32)
+    assert stage.batch_size == 8  # taken to be fused until set up
     stage.setup()
-    assert stage.forward == "transformers" and stage.encode(["Short."]).shape == (1, 384)
+    assert stage._forward == "transformers" and stage.batch_size == 32
+    assert stage.forward == "auto"  # the setting stays: a copy sent elsewhere resolves again
+    assert stage.encode(["Short."]).shape == (1, 384)
 
 
 def test_fused_kernels_are_checked_not_assumed(monkeypatch):
@@ -244,6 +249,28 @@ def test_fused_kernels_are_checked_not_assumed(monkeypatch):
 
     from sdfkit.audits import minilm
 
+    assert minilm.fused_kernels_work(torch.float32) and minilm.fused_kernels_work(torch.bfloat16)
+    # kernels that compute something else are refused, in either precision
+    lin, pack = minilm._kernels()
+
+    class Wrong:
+        def __call__(self, x, w, b, attr, scalars, algorithm):
+            return lin(x, w, b, "none", [], "")  # no GELU
+
+        binary = staticmethod(lin.binary)
+
+    monkeypatch.setattr(minilm, "_kernels", lambda: (Wrong(), pack))
+    assert not minilm.fused_kernels_work(torch.float32)
+    assert not minilm.fused_kernels_work(torch.bfloat16)
+
+    # kernels that raise (bf16 on a CPU without AVX-512: "bf16 path needs the cpu support")
+    def broken():
+        raise RuntimeError("bf16 path needs the cpu support avx_ne_convert")
+
+    monkeypatch.setattr(minilm, "_kernels", broken)
+    assert not minilm.fused_kernels_work(torch.bfloat16)
+    assert diversity.resolve_forward("auto", "bf16") == "transformers"
+    monkeypatch.undo()
     monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
     assert not minilm.fused_kernels_work()
 
@@ -253,6 +280,9 @@ def test_a_bad_forward_setting_names_the_key():
 
     with pytest.raises(ConfigError, match="forward"):
         diversity.Config(forward="fast")
+    # fewer than 3 word pieces cannot hold [CLS], a piece and [SEP]: every vector the same
+    with pytest.raises(ConfigError, match="max_seq_length"):
+        diversity.Config(max_seq_length=2)
 
 
 def test_cut_at_space_keeps_whole_words():
@@ -351,7 +381,7 @@ def test_batch_size_does_not_change_vectors(precision, bf16_stage, embedder):
 def test_fused_bf16_rounds_like_transformers_bf16(bf16_stage, embedder):
     # The fused pass in bf16 shares the cache table with transformers' bf16 pass: its vectors
     # must stay as close to fp32's as that pass's, and to that pass's own.
-    assert bf16_stage.forward == "fused"
+    assert bf16_stage._forward == "fused"
     other = diversity.EmbeddingStage(precision="bf16", forward="transformers")
     other.setup()
     fused, plain, ref = (s.encode(REAL_TEXTS) for s in (bf16_stage, other, embedder))
@@ -383,7 +413,7 @@ def test_lanes_encode_batches_side_by_side_with_the_same_vectors(precision, bf16
 
     stage = bf16_stage if precision == "bf16" else embedder
     texts = REAL_TEXTS * 5 + [f"{t} Seen by lane {i}." for i, t in enumerate(TOPICS)]
-    saved = (stage.batch_size, stage.lanes)
+    saved = (stage.batch_size, stage.lanes, stage.threads)
     threads_before = torch.get_num_threads()
     seen: set[str] = set()
     hidden = stage._hidden
@@ -395,15 +425,21 @@ def test_lanes_encode_batches_side_by_side_with_the_same_vectors(precision, bf16
     try:
         stage.batch_size, stage.lanes = 3, 1
         one = stage.encode(texts)
-        stage.lanes = 2
+        stage.lanes, stage.threads = 2, 2  # two lanes even on a one-core runner
         stage._hidden = spy
         two = stage.encode(texts)
     finally:
-        stage.batch_size, stage.lanes = saved
+        stage.batch_size, stage.lanes, stage.threads = saved
         del stage._hidden
     assert any(name.startswith("sdf-embed-lane") for name in seen)
     assert 1 - (one * two).sum(axis=1).min() < (1e-6 if precision == "fp32" else 2e-4)
+    # neither this thread's torch threads nor those of a thread started later changed
     assert torch.get_num_threads() == threads_before
+    later: list[int] = []
+    probe = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+    probe.start()
+    probe.join()
+    assert later == [threads_before]
 
 
 def test_stage_for_gives_one_process_two_lanes_and_workers_one_each(monkeypatch):
@@ -434,3 +470,5 @@ def test_never_more_lanes_than_torch_threads(embedder, monkeypatch):
         assert embedder._lane_pool()._max_workers == 3  # a new pool for a new lane count
     finally:
         embedder.lanes = saved
+        embedder._lanes_pool[1].shutdown()
+        del embedder._lanes_pool

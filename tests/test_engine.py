@@ -84,6 +84,30 @@ def test_pending_documents_come_in_full_batches_after_filtering(store):
     assert got == order
 
 
+def test_pending_documents_join_parts_of_other_string_types(store):
+    # A part written elsewhere (polars, DuckDB) may hold string where sdfkit writes
+    # large_string: gathering rows across parts casts them to one schema, not an error.
+    import pyarrow.parquet as pq
+
+    from sdfkit.engine.stage import pending_documents
+
+    _docs(store, [f"document number {i}" for i in range(5)])
+    foreign = build_documents([{"text": f"from elsewhere {i}", "concept": "c"} for i in range(5)])
+    foreign = foreign.cast(
+        pa.schema(
+            [
+                f.with_type(pa.string()) if pa.types.is_large_string(f.type) else f
+                for f in foreign.schema
+            ]
+        )
+    )
+    pq.write_table(foreign, store.root / "documents" / "part-foreign-strings.parquet")
+    batches = list(pending_documents(store, WordCount(), batch_rows=4))
+    assert [b.num_rows for b in batches] == [4, 4, 2]
+    assert len({d for b in batches for d in b.column("doc_id").to_pylist()}) == 10
+    assert run_stage(store, WordCount()).processed == 10
+
+
 def test_process_pool_gives_the_same_results(store, tmp_path):
     from sdfkit.store.catalog import Store
 

