@@ -210,8 +210,7 @@ class EmbeddingStage(Stage):
         # was ~2× slower for nearly the same vectors (bench/bench_diversity.py).
         dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         if self._forward == "fused":
-            pieces = minilm.WordPieces(path, self.max_seq_length)
-            self._ids = pieces
+            self._ids = minilm.WordPieces(path, self.max_seq_length)
             self._model = minilm.FusedMiniLM.load(
                 path, dtype, self.batch_size * self.max_seq_length
             )
@@ -251,7 +250,7 @@ class EmbeddingStage(Stage):
         # fragmented and the audit's peak grew with each new shape (1.9 GB at seed scale in
         # bf16 in batches of 64, against 1.3 GB with shapes that repeat).
         step = min(SHAPE_STEP, self.batch_size)
-        multiple = math.gcd(32, self.max_seq_length)
+        multiple = math.gcd(32, self.max_seq_length)  # never pads past max_seq_length
         empty = self._ids([""])[0]  # [CLS] [SEP]
 
         def encode_batch(rows: list[int]) -> None:
