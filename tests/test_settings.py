@@ -92,7 +92,7 @@ def test_bad_ngram_share_through_set_names_the_command_line(cli, store):
         ("audits: {dedup: {workers: 0}}", "audits.dedup.workers: must be at least 1, got 0"),
         (
             "audits: {diversity: {max_seq_length: 4096}}",
-            "audits.diversity.max_seq_length: must be between 1 and 512",
+            "audits.diversity.max_seq_length: must be between 3 and 512",
         ),
         (
             "audits: {diversity: {batch_size: 2.5}}",

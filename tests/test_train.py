@@ -665,6 +665,37 @@ def test_a_deadline_says_whether_the_service_queued_failed_or_was_silent(
     assert logging.getLogger("tinker._base_client").level == logging.NOTSET
 
 
+def test_an_sdk_record_made_in_a_watch_but_handled_after_it_stays_with_us(caplog):
+    # The SDK's poll thread can make a DEBUG record while we watch (the logger at DEBUG) and
+    # hand it to the logger's handlers only after the watch ended: it must not reach the
+    # user's handlers then either (it did, now and then, in the deadline test above).
+    import logging
+
+    from sdfkit.train.tinker_watch import HTTP_LOGGER, watch
+
+    logger = logging.getLogger(HTTP_LOGGER)
+    with watch() as seen:
+        assert logger.isEnabledFor(logging.DEBUG)
+        late = logger.makeRecord(
+            HTTP_LOGGER,
+            logging.DEBUG,
+            __file__,
+            1,
+            'HTTP Response: %s %s "%i %s" %s',
+            ("POST", "https://t", 503, "No", {}),
+            None,
+        )
+        logger.debug('HTTP Response: %s %s "%i %s" %s', "POST", "https://t", 503, "No", {})
+    assert seen.last_status == 503 and seen.server_errors == 1
+    logger.handle(late)  # the SDK's thread loses the race
+    assert not [r for r in caplog.records if r.name == HTTP_LOGGER]
+    logger.warning("the user's level lets this through")
+    assert [r.getMessage() for r in caplog.records if r.name == HTTP_LOGGER] == [
+        "the user's level lets this through"
+    ]
+    assert logger.level == logging.NOTSET
+
+
 def _store_login_key(home: Path, key: str) -> None:
     """What `tinker auth login` leaves behind, written by the SDK's own credential store."""
     from tinker.lib import credentials

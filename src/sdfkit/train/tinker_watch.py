@@ -11,7 +11,7 @@ listens to while a call runs, so a deadline's message can say which it was:
   arrives, without waiting out the grace period;
 - HTTP answers: the SDK's client logs each response at DEBUG on ``tinker._base_client``;
   we lower that logger to DEBUG while watching and drop what we read, so nothing new
-  reaches the user's log handlers.
+  reaches the user's log handlers (a filter kept on that logger judges late records too).
 """
 
 from __future__ import annotations
@@ -61,11 +61,15 @@ _saved: dict[str, Any] = {}
 
 
 class _HttpFilter(logging.Filter):
-    """Reads the SDK's response records; passes on only what the logger passed before."""
+    """Reads the SDK's response records; passes on only what the logger passed before.
 
-    def __init__(self, level: int) -> None:
+    Installed once and kept: a record the SDK made while we watched (the logger at DEBUG)
+    may reach the logger's handlers only after the watch ended, on another thread. It is
+    judged then by the logger's own level, so it does not leak to the user's handlers."""
+
+    def __init__(self) -> None:
         super().__init__()
-        self.level = level
+        self.level = logging.NOTSET  # the logger's effective level before the watch
 
     def filter(self, record: logging.LogRecord) -> bool:
         status = None
@@ -73,13 +77,18 @@ class _HttpFilter(logging.Filter):
             status = record.args[2]  # type: ignore[index]
         elif record.msg.startswith("Retrying due to status code") and record.args:
             status = record.args[0]  # type: ignore[index]
-        if isinstance(status, int):
-            with _lock:
+        with _lock:
+            watching = bool(_watchers)
+            if isinstance(status, int):
                 for seen in _watchers:
                     seen.last_status = status
                     if status >= 500:
                         seen.server_errors += 1
-        return record.levelno >= self.level
+        level = self.level if watching else logging.getLogger(HTTP_LOGGER).getEffectiveLevel()
+        return record.levelno >= level
+
+
+_filter = _HttpFilter()
 
 
 def _on_queue_state(state: Any, reason: str | None) -> None:
@@ -96,10 +105,9 @@ def _on_queue_state(state: Any, reason: str | None) -> None:
 
 def _install() -> None:
     logger = logging.getLogger(HTTP_LOGGER)
-    filt = _HttpFilter(logger.getEffectiveLevel())
+    _filter.level = logger.getEffectiveLevel()
     _saved["level"] = logger.level
-    _saved["filter"] = filt
-    logger.addFilter(filt)
+    logger.addFilter(_filter)  # once: a logger holds a filter at most once
     logger.setLevel(logging.DEBUG)
     patched = []
     for cls in _observers():
@@ -134,8 +142,7 @@ def _observers() -> list[type]:
 
 def _uninstall() -> None:
     logger = logging.getLogger(HTTP_LOGGER)
-    logger.removeFilter(_saved.pop("filter"))
-    logger.setLevel(_saved.pop("level"))
+    logger.setLevel(_saved.pop("level"))  # the filter stays (see _HttpFilter)
     for cls, original in _saved.pop("queue", []):
         cls.on_queue_state_change = original
 
