@@ -12,6 +12,11 @@ Peak RSS is ``ru_maxrss``: the largest single process of the tree (worker pools 
 summed). ``measure`` reads it in a watcher whose only child is the command, because a
 process's ``RUSAGE_CHILDREN`` is the maximum over every child it has ever waited for: read
 in the bench itself, a second command would report the first one's peak when that was larger.
+
+``TreeSampler`` adds what ``ru_maxrss`` leaves out: the peak of the *summed* resident memory
+of a process and all its descendants (worker pools, forkserver children, alive at once),
+and their CPU seconds, read from ``/proc`` every 0.1 s on a thread. ``measure`` reports both
+(``tree_peak_mb``, ``tree_cpu``).
 """
 
 from __future__ import annotations
@@ -54,19 +59,115 @@ def in_child(module: str, fn: str, *args: object, check: bool = True) -> dict[st
     return json.loads(line[len(MARK) :])
 
 
+class TreeSampler:
+    """The peak of the summed RSS of ``pid`` and its descendants, and their CPU seconds,
+    sampled every ``interval`` seconds on a thread (Linux ``/proc``; elsewhere zeros).
+
+    CPU is each process's own user + system time (``/proc/PID/stat``), the last value seen
+    before it exited: at most ``interval`` of a short-lived process's time is missed."""
+
+    def __init__(self, pid: int, interval: float = 0.1) -> None:
+        import threading
+
+        self.pid, self.interval = pid, interval
+        self.peak_bytes = 0
+        self._cpu: dict[tuple[int, str], float] = {}  # (pid, start time) -> CPU seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        self._tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def __enter__(self) -> TreeSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _stats(self) -> dict[int, list[str]]:
+        out = {}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as fh:
+                    raw = fh.read()
+            except OSError:
+                continue
+            # fields after "(comm)", which may hold spaces: state, ppid, ...
+            out[int(entry.name)] = raw[raw.rfind(")") + 2 :].split()
+        return out
+
+    def sample(self) -> None:
+        stats = self._stats()
+        kids: dict[int, list[int]] = {}
+        for pid, f in stats.items():
+            kids.setdefault(int(f[1]), []).append(pid)
+        tree, todo = [], [self.pid]
+        while todo:
+            pid = todo.pop()
+            if pid in stats:
+                tree.append(pid)
+                todo.extend(kids.get(pid, []))
+        total = 0
+        for pid in tree:
+            f = stats[pid]
+            # utime, stime: fields 14 and 15 of stat (11 and 12 after the comm); start: 22
+            self._cpu[(pid, f[19])] = (int(f[11]) + int(f[12])) / self._tick
+            try:
+                with open(f"/proc/{pid}/statm", encoding="ascii") as fh:
+                    total += int(fh.read().split()[1]) * self._page
+            except (OSError, IndexError, ValueError):
+                continue
+        self.peak_bytes = max(self.peak_bytes, total)
+
+    def _run(self) -> None:
+        if not os.path.isdir("/proc"):
+            return
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak_bytes / 2**20
+
+    @property
+    def cpu(self) -> float:
+        return sum(self._cpu.values())
+
+
+def _watch(cmd: list[str]) -> None:
+    """``measure``'s watcher: run ``cmd``, print its figures as one JSON line."""
+    t = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with TreeSampler(p.pid) as tree:
+        out, err = p.communicate()
+    s = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    print(
+        json.dumps(
+            {
+                "seconds": s,
+                "peak_mb": peak,
+                "tree_peak_mb": tree.peak_mb,
+                "tree_cpu": tree.cpu,
+                "exit": p.returncode,
+                "stdout": out[-20000:],
+                "stderr": err[-20000:],
+            }
+        )
+    )
+
+
 def measure(
     cmd: list[str], cwd: str | Path | None = None, env: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    """Run ``cmd``; return ``{"seconds", "peak_mb", "exit", "stdout", "stderr"}``."""
-    watcher = (
-        "import json, resource, subprocess, sys, time; "
-        "t = time.perf_counter(); "
-        "p = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
-        "s = time.perf_counter() - t; "
-        "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024; "
-        "print(json.dumps({'seconds': s, 'peak_mb': peak, 'exit': p.returncode, "
-        "'stdout': p.stdout[-20000:], 'stderr': p.stderr[-20000:]}))"
-    )
+    """Run ``cmd``; return ``{"seconds", "peak_mb", "tree_peak_mb", "tree_cpu", "exit",
+    "stdout", "stderr"}`` (``peak_mb``: the largest process; ``tree_peak_mb``: the peak of
+    the tree's summed memory; ``tree_cpu``: the tree's CPU seconds)."""
+    watcher = f"import sys; sys.path.insert(0, {str(HERE)!r}); import _runner; _runner._watch(sys.argv[1:])"
     proc = subprocess.run(
         [sys.executable, "-c", watcher, *map(str, cmd)],
         cwd=cwd,
