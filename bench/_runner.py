@@ -100,6 +100,9 @@ class TreeSampler:
         return out
 
     def sample(self) -> None:
+        """One look at the tree (nothing where there is no ``/proc``)."""
+        if not os.path.isdir("/proc"):
+            return
         stats = self._stats()
         kids: dict[int, list[int]] = {}
         for pid, f in stats.items():
@@ -123,9 +126,7 @@ class TreeSampler:
         self.peak_bytes = max(self.peak_bytes, total)
 
     def _run(self) -> None:
-        if not os.path.isdir("/proc"):
-            return
-        while not self._stop.is_set():
+        while not self._stop.is_set() and os.path.isdir("/proc"):
             self.sample()
             self._stop.wait(self.interval)
 
