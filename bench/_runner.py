@@ -64,7 +64,9 @@ class TreeSampler:
     sampled every ``interval`` seconds on a thread (Linux ``/proc``; elsewhere zeros).
 
     CPU is each process's own user + system time (``/proc/PID/stat``), the last value seen
-    before it exited: at most ``interval`` of a short-lived process's time is missed."""
+    before it exited: at most ``interval`` of a short-lived process's time is missed. The
+    memory is the sum of each process's RSS, which counts pages processes share (libraries,
+    a forkserver's copy-on-write pages) once per process: an upper bound of what they hold."""
 
     def __init__(self, pid: int, interval: float = 0.1) -> None:
         import threading
