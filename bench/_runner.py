@@ -128,7 +128,7 @@ class TreeSampler:
         self.peak_bytes = max(self.peak_bytes, total)
 
     def _run(self) -> None:
-        while not self._stop.is_set() and os.path.isdir("/proc"):
+        while not self._stop.is_set():
             self.sample()
             self._stop.wait(self.interval)
 
