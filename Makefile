@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 	# torch first and pinned: the CPU build (see DEPS.md); the rest resolves around it
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev,ray,evals]'
-	# compile the near-duplicate kernels once (numba caches them): ~6 s here, not in a run
+	# compile the near-duplicate and NER kernels once (numba caches them): ~8 s here, not in a run
 	$(PY) -c "from sdfkit.audits.shingles import warm_kernels; warm_kernels()"
+	$(PY) -c "from sdfkit.audits.ner_kernels import warm_kernel; warm_kernel()"
 	touch $(STAMP)
 
 install: $(STAMP)

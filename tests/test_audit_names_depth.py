@@ -331,19 +331,22 @@ def test_cold_audit_of_a_large_corpus_starts_the_ner_workers_before_the_candidat
 
 def test_ner_worker_loads_spacy_without_torch():
     """An NER worker process never imports torch (thinc would, for nothing: 1.7 s and some
-    300 MB per worker), and its verdicts are those of a process that has torch."""
+    300 MB per worker), loads the compiled NER decoding without it, and its verdicts are
+    those of a process that has torch."""
     import subprocess
     import sys
 
     code = (
         "import sys\n"
         "from sdfkit.audits import names\n"
-        "names._init_ner_worker(names.DEFAULT_MODEL, 64, names.STOP_WORDS)\n"
+        "names._init_ner_worker(names.DEFAULT_MODEL, 64, names.STOP_WORDS, 'auto')\n"
         "text = 'The memo was signed by Martin Keller of Acme Corp in Berlin.'\n"
         "s = text.index('Martin')\n"
-        "print(sys.modules.get('torch') is None, names._ner_chunk([(text, s, s + 13)]))\n"
+        "nlp = names._WORKER_NLP[0]\n"
+        "print(sys.modules.get('torch') is None, names._compiled_ner(nlp, 'auto') is not None,\n"
+        "      names._ner_chunk([(text, s, s + 13)]))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split("\n")[0]
-    assert out == "True [('Martin Keller', False, False)]"
+    assert out == "True True [('Martin Keller', False, False)]"

