@@ -350,3 +350,51 @@ def test_ner_worker_loads_spacy_without_torch():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split("\n")[0]
     assert out == "True True [('Martin Keller', False, False)]"
+
+
+def test_workers_prepared_ahead_are_taken_by_the_audit_and_the_rest_released(store, monkeypatch):
+    """``prepare`` (which ``sdf report`` calls before its first audit) starts the NER
+    workers of a cold audit of at least ``EARLY_WORKERS_DOCS`` documents; ``run`` with the
+    same NER settings takes them, with the figures of a run that started its own; workers
+    of other settings are left to ``release``; a warm or small corpus starts none."""
+    import shutil
+
+    records = [
+        {"text": f"Memo {i}. Martin Keller signed it. {FILLER[i % 4]}", "concept": "c"}
+        for i in range(12)
+    ]
+    store.append("documents_raw", build_documents(records))
+    monkeypatch.setattr(names, "EARLY_WORKERS_DOCS", 12)
+    config = names.Config(top_k=5, ner_workers=2)
+    own = names.run(store, config).figures
+    shutil.rmtree(store.root / names._window_table(names.DEFAULT_MODEL))  # cold again
+
+    names.prepare(store, config)
+    (ahead,) = names._PREPARED
+    assert ahead.pool is not None  # started: its processes load spaCy now
+    made = []
+    init = names._Ner.__init__
+    monkeypatch.setattr(
+        names._Ner, "__init__", lambda self, *a: made.append(self) or init(self, *a)
+    )
+    taken = names.run(store, config).figures
+    assert names._PREPARED == [] and made == [] and ahead.pool is None  # taken, then closed
+    drop = ("timings", "documents_processed")  # the candidate stage was cached by then
+    assert {k: v for k, v in taken.items() if k not in drop} == {
+        k: v for k, v in own.items() if k not in drop
+    }
+    monkeypatch.undo()
+
+    monkeypatch.setattr(names, "EARLY_WORKERS_DOCS", 12)
+    names.prepare(store, config)  # warm: verdicts cached
+    assert names._PREPARED == []
+    shutil.rmtree(store.root / names._window_table(names.DEFAULT_MODEL))
+    monkeypatch.setattr(names, "EARLY_WORKERS_DOCS", 13)
+    names.prepare(store, config)  # too few documents
+    assert names._PREPARED == []
+    monkeypatch.setattr(names, "EARLY_WORKERS_DOCS", 12)
+    names.prepare(store, names.Config(top_k=5, ner_workers=2, batch_size=16))
+    (other,) = names._PREPARED
+    assert names._take_prepared(config) is None  # other NER settings: not taken
+    names.release()
+    assert names._PREPARED == [] and other.pool is None

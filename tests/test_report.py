@@ -504,3 +504,59 @@ def test_report_gains_evaluation_curves(corpus, tmp_path, cli, example_universe,
     assert "evaluation" not in bad.data and "no_such_column" in bad.data["evaluation_error"]
     assert "could not be computed" in Path(bad.html_path).read_text()
     assert bad.data["audits"]["shape"]["status"] == "ok"
+
+
+def test_report_lets_audits_start_work_ahead_and_releases_it_whatever_happens(
+    corpus, tmp_path, monkeypatch
+):
+    """An audit module with ``prepare(store, config)`` is prepared before the first audit
+    runs, and its ``release()`` is called when the report ends, also when an audit fails or
+    the report stops on a setting error; a failing ``prepare`` loses nothing."""
+    from sdfkit.errors import ConfigError
+
+    store, uni = corpus
+    fake_get = audits.get
+    events: list[str] = []
+
+    def get(name):
+        mod = fake_get(name)
+        run = mod.run
+
+        def logged(*args, **kwargs):
+            events.append(f"run {name}")
+            if name == "ngrams" and "ngrams fails" in events:
+                raise RuntimeError("boom")
+            if name == "dedup" and "dedup stops" in events:
+                raise ConfigError("audits.dedup: bad")
+            return run(*args, **kwargs)
+
+        extra = {}
+        if name == "names":
+            extra = {
+                "prepare": lambda store, config: events.append("prepare names"),
+                "release": lambda: events.append("release names"),
+            }
+        if name == "dedup":
+            extra = {
+                "prepare": lambda store, config: (_ for _ in ()).throw(OSError("no workers")),
+                "release": lambda: events.append("release dedup"),
+            }
+        return types.SimpleNamespace(Config=mod.Config, run=logged, **extra)
+
+    monkeypatch.setattr(audits, "get", get)
+    cfg = _config(tmp_path, uni, skip=["diversity"])
+    rep = report.build(store, cfg)
+    assert events[:2] == ["prepare names", "run shape"]
+    assert events[-2:] == ["release names", "release dedup"]
+    assert rep.data["audits"]["dedup"]["status"] == "ok"  # its failed prepare lost nothing
+    events[:] = ["ngrams fails"]
+    rep = report.build(store, cfg)
+    assert rep.data["audits"]["ngrams"]["status"] == "failed"
+    assert events[-2:] == ["release names", "release dedup"]
+    events[:] = ["dedup stops"]
+    with pytest.raises(ConfigError):
+        report.build(store, cfg)
+    assert events[-2:] == ["release names", "release dedup"]
+    events.clear()
+    report.build(store, _config(tmp_path, uni, skip=["diversity", "names"]))
+    assert "prepare names" not in events and "release names" not in events

@@ -1147,11 +1147,56 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     """Count person names by mentions and documents; suggest an anti-universe block."""
     config = config or Config()
     # NER workers (if any) are started once for every window read by the audit
-    ner = _Ner(config, STOP_WORDS | frozenset(config.extra_stop_words))
+    ner = _take_prepared(config) or _Ner(config, _stop_words(config))
     try:
         return _run(store, config, engine, ner)
     finally:
         ner.close()
+
+
+def _stop_words(config: Config) -> frozenset[str]:
+    return STOP_WORDS | frozenset(config.extra_stop_words)
+
+
+#: NER workers started ahead of the audit by ``prepare``, until ``run`` takes them.
+_PREPARED: list[_Ner] = []
+
+
+def prepare(store: Store, config: Config) -> None:
+    """Start the NER worker processes of a cold fast audit now, before the audits that run
+    ahead of this one (``sdf report`` calls it first): they load spaCy and the compiled
+    decoder (~2.4 CPU-s each) in the cores' idle moments of those audits instead of beside
+    the candidate stage; ``run`` with the same settings takes them. A corpus whose window
+    verdicts are cached (a warm re-audit) or smaller than ``EARLY_WORKERS_DOCS`` documents
+    starts none, as ``run`` would not. ``release`` stops workers no audit took."""
+    if config.mode != "fast" or _window_table(config.model) in store.parquet_tables():
+        return
+    if store.query("SELECT count(*) AS n FROM documents")["n"][0] < EARLY_WORKERS_DOCS:
+        return
+    ner = _Ner(config, _stop_words(config))
+    if ner.workers > 1:
+        ner.start()
+        _PREPARED.append(ner)
+
+
+def release() -> None:
+    """Stop the workers ``prepare`` started that no audit took (e.g. the audit failed first)."""
+    while _PREPARED:
+        _PREPARED.pop().close()
+
+
+def _take_prepared(config: Config) -> _Ner | None:
+    """Workers ``prepare`` started for the same NER settings as ``config`` (else None)."""
+    key = (config.model, config.batch_size, config.ner_decoder, config.ner_workers)
+    for ner in _PREPARED:
+        c = ner.config
+        if (c.model, c.batch_size, c.ner_decoder, c.ner_workers) == key and ner.stop == _stop_words(
+            config
+        ):
+            _PREPARED.remove(ner)
+            ner.config = config
+            return ner
+    return None
 
 
 def _run(store: Store, config: Config, engine: str | None, ner: _Ner) -> AuditResult:

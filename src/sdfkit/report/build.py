@@ -240,6 +240,51 @@ def build(
         "audits": {},
     }
     results: dict[str, AuditResult] = {}
+    prepared = _prepare(store, wanted, config)
+    try:
+        _run_audits(store, wanted, config, data, results)
+    finally:
+        for module in prepared:
+            module.release()
+    for part in report_parts():
+        part.add(store, data)
+    verdicts = run_checks(data, config.thresholds).verdicts
+    data["thresholds"] = config.thresholds.to_dict()
+    data["checks"] = [dataclasses.asdict(v) for v in verdicts]
+    html_path = json_path = None
+    if write:
+        text = json.dumps(_finite(data), indent=2, default=_json_default, allow_nan=False)
+        json_path = write_text_atomic(config.json, text)
+        html_path = write_text_atomic(config.html, render_html(data))
+    return Report(data, results, verdicts, html_path, json_path)
+
+
+def _prepare(store: Store, wanted: list[str], config: ReportConfig) -> list[Any]:
+    """Let each wanted audit that can start slow work ahead (``prepare(store, config)``: the
+    names audit's NER workers) do so before the first audit; the modules that did, whose
+    ``release()`` the report calls at its end. A failure here is left to the audit's turn."""
+    from sdfkit.audits import get
+
+    prepared = []
+    for name in wanted:
+        try:
+            module = get(name)
+            if hasattr(module, "prepare"):
+                prepared.append(module)  # released even if prepare fails midway
+                module.prepare(store, audit_config(name, module, config))
+        except Exception:  # noqa: BLE001, S112 - the audit's own run reports it
+            continue
+    return prepared
+
+
+def _run_audits(
+    store: Store,
+    wanted: list[str],
+    config: ReportConfig,
+    data: dict[str, Any],
+    results: dict[str, AuditResult],
+) -> None:
+    """Run each wanted audit in order, recording its status, time and figures in ``data``."""
     for name in AUDITS:
         entry: dict[str, Any] = {"status": "skipped", "seconds": 0.0, "flags": [], "notes": []}
         if name in wanted:
@@ -258,17 +303,6 @@ def build(
                 entry.update(status="ok", flags=result.flags, notes=result.notes)
             entry["seconds"] = round(time.perf_counter() - started, 2)
         data["audits"][name] = entry
-    for part in report_parts():
-        part.add(store, data)
-    verdicts = run_checks(data, config.thresholds).verdicts
-    data["thresholds"] = config.thresholds.to_dict()
-    data["checks"] = [dataclasses.asdict(v) for v in verdicts]
-    html_path = json_path = None
-    if write:
-        text = json.dumps(_finite(data), indent=2, default=_json_default, allow_nan=False)
-        json_path = write_text_atomic(config.json, text)
-        html_path = write_text_atomic(config.html, render_html(data))
-    return Report(data, results, verdicts, html_path, json_path)
 
 
 def _finite(value: Any) -> Any:
