@@ -183,3 +183,15 @@ def test_a_decoder_that_fails_to_load_falls_back_with_one_warning(nlp, monkeypat
     assert err.count("warning: compiled NER decoding unavailable (OSError") == 1
     with pytest.raises(SdfError, match="compiled failed to load: numba cache unreadable"):
         list(names._hits(nlp, windows, 8, names.STOP_WORDS, "compiled"))
+
+
+def test_documents_with_preset_entities_are_refused_not_decoded_differently(nlp, decoder):
+    """spaCy's moves keep preset entities; the compiled loop copies the moves for fresh
+    documents only, so a document that has entities already is an error, never a guess."""
+    from spacy.tokens import Span
+
+    doc = nlp.make_doc("Ada Lovelace met Charles Babbage in London.")
+    doc.ents = [Span(doc, 0, 2, label="ORG")]
+    with pytest.raises(ValueError, match="preset entities"):
+        decoder.entities([nlp.make_doc("A fresh one."), doc])
+    assert decoder.entities([nlp.make_doc("Ada Lovelace met Charles Babbage.")])[0]

@@ -154,7 +154,7 @@ class CompiledNer:
     """The NER of a loaded spaCy pipeline, decoded by ``decode``."""
 
     def __init__(self, nlp: Any) -> None:
-        from spacy.attrs import IS_SPACE, SENT_START
+        from spacy.attrs import ENT_IOB, IS_SPACE, SENT_START
 
         self.nlp = nlp
         ner = nlp.get_pipe("ner")
@@ -169,11 +169,12 @@ class CompiledNer:
         self.bias = np.ascontiguousarray(self.lower.get_param("b"), np.float32)
         self.weights = np.ascontiguousarray(self.upper.get_param("W"), np.float32)
         self.out_bias = np.ascontiguousarray(self.upper.get_param("b"), np.float32)
-        self._attrs = [IS_SPACE, SENT_START]
+        self._attrs = [IS_SPACE, SENT_START, ENT_IOB]
 
     def entities(self, docs: list[Any]) -> list[list[tuple[int, int, str]]]:
         """Per document: its entities as (start token, end token, label), as ``doc.ents``
-        after ``nlp.pipe`` gives them."""
+        after ``nlp.pipe`` gives them. The documents must be fresh (``nlp.make_doc``): a
+        document with preset entities is a ValueError."""
         out: list[list[tuple[int, int, str]]] = []
         for lo in range(0, len(docs), BATCH):
             out.extend(self._batch(docs[lo : lo + BATCH]))
@@ -189,6 +190,11 @@ class CompiledNer:
         np.cumsum(lengths[:-1], out=offsets[1:])
         cached = self.lower.predict(self.tok2vec.predict(docs))
         flags = np.concatenate([doc.to_array(self._attrs) for doc in docs if len(doc)])
+        if flags[:, 2].any():
+            raise ValueError(
+                "documents with preset entities (ent_iob set): the compiled decoding copies "
+                "spaCy's moves for fresh documents only; use nlp.pipe"
+            )
         space = np.append(flags[:, 0] != 0, False)  # one past the end: never read as a token
         sent_start = np.append(flags[:, 1].astype(np.int64), 0)
         rows = np.empty((total, 4), np.int64)
