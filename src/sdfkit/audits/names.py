@@ -1187,16 +1187,23 @@ def release() -> None:
 
 def _take_prepared(config: Config) -> _Ner | None:
     """Workers ``prepare`` started for the same NER settings as ``config`` (else None)."""
-    key = (config.model, config.batch_size, config.ner_decoder, config.ner_workers)
     for ner in _PREPARED:
-        c = ner.config
-        if (c.model, c.batch_size, c.ner_decoder, c.ner_workers) == key and ner.stop == _stop_words(
-            config
-        ):
+        if _ner_settings(ner.config) == _ner_settings(config):
             _PREPARED.remove(ner)
             ner.config = config
             return ner
     return None
+
+
+def _ner_settings(config: Config) -> tuple:
+    """What an NER worker is started with: workers with equal settings give equal verdicts."""
+    return (
+        config.model,
+        config.batch_size,
+        config.ner_decoder,
+        config.ner_workers,
+        _stop_words(config),
+    )
 
 
 def _run(store: Store, config: Config, engine: str | None, ner: _Ner) -> AuditResult:
