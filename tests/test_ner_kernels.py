@@ -195,3 +195,18 @@ def test_documents_with_preset_entities_are_refused_not_decoded_differently(nlp,
     with pytest.raises(ValueError, match="preset entities"):
         decoder.entities([nlp.make_doc("A fresh one."), doc])
     assert decoder.entities([nlp.make_doc("Ada Lovelace met Charles Babbage.")])[0]
+
+
+def test_a_decoder_lives_no_longer_than_its_pipeline():
+    """Decoders are kept per pipeline in a weak mapping: one that referred back to its
+    pipeline would keep both alive for good (a notebook loading models again and again)."""
+    import gc
+
+    import spacy
+
+    nlp = spacy.load(names.DEFAULT_MODEL, exclude=["parser", "lemmatizer", "tagger"])
+    assert ner_kernels.decoder_for(nlp) is not None
+    held = len(ner_kernels._DECODERS)
+    del nlp
+    gc.collect()
+    assert len(ner_kernels._DECODERS) == held - 1

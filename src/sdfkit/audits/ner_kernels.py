@@ -156,8 +156,7 @@ class CompiledNer:
     def __init__(self, nlp: Any) -> None:
         from spacy.attrs import ENT_IOB, IS_SPACE, SENT_START
 
-        self.nlp = nlp
-        ner = nlp.get_pipe("ner")
+        ner = nlp.get_pipe("ner")  # no reference to nlp kept: it keys _DECODERS weakly
         self.tok2vec, self.lower, self.upper = ner.model.layers
         moves = ner.moves
         names = [moves.get_class_name(i) for i in range(moves.n_moves)]
@@ -188,13 +187,13 @@ class CompiledNer:
             return found
         offsets = np.zeros(len(docs), np.int64)
         np.cumsum(lengths[:-1], out=offsets[1:])
-        cached = self.lower.predict(self.tok2vec.predict(docs))
         flags = np.concatenate([doc.to_array(self._attrs) for doc in docs if len(doc)])
         if flags[:, 2].any():
             raise ValueError(
                 "documents with preset entities (ent_iob set): the compiled decoding copies "
                 "spaCy's moves for fresh documents only; use nlp.pipe"
             )
+        cached = self.lower.predict(self.tok2vec.predict(docs))
         space = np.append(flags[:, 0] != 0, False)  # one past the end: never read as a token
         sent_start = np.append(flags[:, 1].astype(np.int64), 0)
         rows = np.empty((total, 4), np.int64)
