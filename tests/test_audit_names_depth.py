@@ -3,6 +3,7 @@ whole document (real spaCy model, as in test_audit_names.py)."""
 
 from __future__ import annotations
 
+import os
 import random
 import re
 
@@ -337,9 +338,9 @@ def test_ner_worker_loads_spacy_without_torch():
     import sys
 
     code = (
-        "import sys\n"
+        "import os, sys\n"
         "from sdfkit.audits import names\n"
-        "names._init_ner_worker(names.DEFAULT_MODEL, 64, names.STOP_WORDS, 'auto')\n"
+        "names._init_ner_worker(names.DEFAULT_MODEL, 64, names.STOP_WORDS, 'auto', os.getpid())\n"
         "text = 'The memo was signed by Martin Keller of Acme Corp in Berlin.'\n"
         "s = text.index('Martin')\n"
         "nlp = names._WORKER_NLP[0]\n"
@@ -420,3 +421,44 @@ def test_a_missing_model_is_named_in_one_line_before_workers_start(store, tmp_pa
     assert names._PREPARED == []
     for fine in (names.DEFAULT_MODEL, str(tmp_path), "blank:en"):
         names._check_model(fine)  # a package, a folder, a blank pipeline: no error
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads process states in /proc")
+def test_ner_workers_end_when_the_audit_process_is_killed(tmp_path):
+    """kill -9 of a report leaves no NER worker behind: the workers are the forkserver's
+    children, never told of the pool's end, and used to wait on their queue for good."""
+    import subprocess
+    import sys
+    import time
+
+    code = (
+        "import os, sys\n"
+        "from sdfkit.audits import names\n"
+        "ner = names._Ner(names.Config(ner_workers=2), names.STOP_WORDS)\n"
+        "ner.start()\n"
+        "pids = {ner.pool.submit(os.getpid).result() for _ in range(8)}\n"
+        "print(*sorted(ner.pool._processes), flush=True)\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    # Output to a file, not a pipe: workers that outlive the process would hold a pipe open.
+    out = tmp_path / "workers.txt"
+    with out.open("w") as f:
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=f, stderr=subprocess.STDOUT)
+        assert proc.wait(timeout=120) == -9, out.read_text()[-2000:]
+    workers = [int(p) for p in out.read_text().split()]
+    assert len(workers) == 2
+
+    def running(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 30 * names.OWNER_CHECK_SECONDS
+    while any(running(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = [p for p in workers if running(p)]
+    for pid in left:  # never leave them to later tests
+        os.kill(pid, 9)
+    assert not left, "NER workers outlived the killed audit process"

@@ -863,18 +863,55 @@ def _part_at(text: str, start: int, end: int) -> str:
 _WORKER_NLP: tuple[Any, int, frozenset[str], str] | None = None
 
 
-def _init_ner_worker(model: str, batch_size: int, stop: frozenset[str], decoder: str) -> None:
+def _init_ner_worker(
+    model: str, batch_size: int, stop: frozenset[str], decoder: str, owner: int
+) -> None:
     """Load spaCy in a worker process, which only ever runs NER windows. thinc imports
     torch whenever it is installed (1.7 s and some 300 MB per worker); the NER of a spaCy
     pipeline runs on thinc's own numpy ops and never uses it, so the worker tells Python
-    torch is absent (``sys.modules["torch"] = None``: an import raises ImportError)."""
+    torch is absent (``sys.modules["torch"] = None``: an import raises ImportError). The
+    worker ends itself once ``owner``, the audit's process, is gone (``_exit_without``)."""
     import sys
 
     global _WORKER_NLP
+    _exit_without(owner)
     sys.modules.setdefault("torch", None)  # type: ignore[arg-type]
     nlp = load_nlp(model)
     _compiled_ner(nlp, decoder)  # load (or compile) the decoder before the first task
     _WORKER_NLP = (nlp, batch_size, stop, decoder)
+
+
+#: Seconds between a worker's looks at whether the audit's process still runs.
+OWNER_CHECK_SECONDS = 1.0
+
+
+def _exit_without(owner: int) -> None:
+    """End this process once process ``owner`` has ended. A report killed with SIGKILL
+    never shuts its pool down, and its workers, children of the forkserver rather than of
+    the report, would wait on their queue for good (~290 MB each): a daemon thread looks
+    every ``OWNER_CHECK_SECONDS`` and exits when the owner is gone or a zombie."""
+    import os
+    import threading
+
+    def alive() -> bool:
+        try:
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        try:  # a killed process stays a zombie until its parent reaps it
+            with open(f"/proc/{owner}/stat", "rb") as f:
+                return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+        except OSError:
+            return True  # no /proc (not Linux): the signal probe decides
+
+    def watch() -> None:
+        while alive():
+            time.sleep(OWNER_CHECK_SECONDS)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="sdf-ner-owner", daemon=True).start()
 
 
 def _ner_chunk(windows: list[tuple[str, int, int]]) -> list[tuple[str | None, bool, bool]]:
@@ -927,6 +964,7 @@ class _Ner:
         if self._pool is not None or self.workers <= 1:
             return
         import multiprocessing
+        import os
         from concurrent.futures import ProcessPoolExecutor
 
         cfg = self.config
@@ -935,7 +973,7 @@ class _Ner:
             self.workers,
             mp_context=multiprocessing.get_context("forkserver"),
             initializer=_init_ner_worker,
-            initargs=(cfg.model, cfg.batch_size, self.stop, cfg.ner_decoder),
+            initargs=(cfg.model, cfg.batch_size, self.stop, cfg.ner_decoder, os.getpid()),
         )
         for _ in range(self.workers):  # a process is started per task waiting, up to workers
             self._pool.submit(_worker_ready)
