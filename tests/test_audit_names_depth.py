@@ -418,9 +418,50 @@ def test_a_missing_model_is_named_in_one_line_before_workers_start(store, tmp_pa
         names.run(store, bad)
     with pytest.raises(SdfError, match="no_such_model"):
         names.prepare(store, bad)
+    # a blank pipeline has no NER: refused before anything is read, cached verdicts included
+    with pytest.raises(SdfError, match="'blank:en' finds no entities"):
+        names.run(store, names.Config(top_k=5, model="blank:en"))
     assert names._PREPARED == []
-    for fine in (names.DEFAULT_MODEL, str(tmp_path), "blank:en"):
-        names._check_model(fine)  # a package, a folder, a blank pipeline: no error
+    (tmp_path / "config.cfg").write_text("[nlp]\n")
+    for fine in (names.DEFAULT_MODEL, str(tmp_path)):
+        names._check_model(fine)  # an installed package, a folder with a config: no error
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for bad, why in (
+        (str(empty), "cannot be loaded: the folder has no config.cfg"),
+        ("blank:zz", "cannot be loaded: spaCy has no language 'zz'"),
+        ("blank:en", "finds no entities"),
+    ):
+        with pytest.raises(SdfError, match=rf"spaCy model '{re.escape(bad)}' {why}"):
+            names._check_model(bad)
+
+
+def test_a_pipeline_that_cannot_serve_is_one_line_in_workers_and_in_process(tmp_path, monkeypatch):
+    """What only loading reveals (a pipeline without NER, a folder whose config is
+    damaged) is the same one-line error in the NER workers as in this process. An
+    initializer that raised used to break the pool (``BrokenProcessPool``), and a pipeline
+    without NER used to pass every candidate as "not a person": zero names, exit 0."""
+    from sdfkit.errors import SdfError
+
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "config.cfg").write_text("[nlp\nlang = en\n")
+    windows = [(f"On day {i}, Jane Doe wrote it.", 11, 19) for i in range(24)]
+    monkeypatch.setattr(names, "POOL_MIN_WINDOWS", 10)
+    ruler = tmp_path / "ruler"  # a pipeline that loads but sets no entity
+    import spacy
+
+    blank = spacy.blank("en")
+    blank.add_pipe("sentencizer")
+    blank.to_disk(ruler)
+    for model, why in (
+        (str(ruler), r"finds no entities \(none of its components \['sentencizer'\]"),
+        (str(damaged), r"cannot be loaded: "),
+    ):
+        for workers in (1, 2):
+            config = names.Config(model=model, ner_workers=workers, batch_size=8)
+            with pytest.raises(SdfError, match=rf"spaCy model '{re.escape(model)}' {why}"):
+                list(names.window_hits(None, windows, config, names.STOP_WORDS))
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads process states in /proc")

@@ -408,8 +408,14 @@ def load_nlp(model: str) -> Any:
         nlp = spacy.load(
             model, exclude=["parser", "lemmatizer", "attribute_ruler", "tagger", "senter"]
         )
-    except OSError as e:
-        raise SdfError(_missing_model(model)) from e
+    except Exception as e:  # noqa: BLE001 - whatever spaCy raises, name the model in one line
+        if isinstance(e, OSError) and not _is_folder(model) and not model.startswith("blank:"):
+            raise SdfError(_missing_model(model)) from e
+        raise SdfError(_unloadable(model, e)) from e
+    if not any("doc.ents" in nlp.get_pipe_meta(name).assigns for name in nlp.pipe_names):
+        # a blank pipeline finds no entity: every candidate would be rejected, and a corpus
+        # that names the same person everywhere would pass the collapse gate
+        raise SdfError(_no_entities(model, nlp.pipe_names))
     # The shared tok2vec feeds only the tagger and parser of the small/medium/large models;
     # their NER embeds tokens itself. Nothing left listens to it: a fifth of NER's time, for
     # nothing (the entities are the same without it).
@@ -425,14 +431,50 @@ def _missing_model(model: str) -> str:
     )
 
 
+def _no_entities(model: str, components: list[str]) -> str:
+    return (
+        f"spaCy model {model!r} finds no entities (none of its components {components} "
+        "sets doc.ents, as 'ner' does): the names audit needs a pipeline with NER"
+    )
+
+
+def _unloadable(model: str, exc: BaseException) -> str:
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return f"spaCy model {model!r} cannot be loaded: {first}"
+
+
+def _is_folder(model: str) -> bool:
+    from pathlib import Path
+
+    return Path(model).is_dir()
+
+
 def _check_model(model: str) -> None:
-    """``load_nlp``'s one-line error for a model that is neither an installed package nor a
-    folder, raised before worker processes start: in a worker it only broke the pool
-    (``BrokenProcessPool``, a traceback that never named the model)."""
+    """``load_nlp``'s one-line errors that need no spaCy, raised before worker processes
+    start: a model that is neither an installed package nor a folder, a folder without
+    spaCy's ``config.cfg``, a blank pipeline (it has no NER). (Anything else a
+    worker meets while loading reaches the audit as the same one-line error: see
+    ``_init_ner_worker``.)"""
     import importlib.util
     from pathlib import Path
 
-    if model.startswith("blank:") or Path(model).is_dir():
+    if model.startswith("blank:"):
+        lang = model.split(":", 1)[1]
+        try:
+            found = bool(lang) and importlib.util.find_spec(f"spacy.lang.{lang}") is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            raise SdfError(
+                f"spaCy model {model!r} cannot be loaded: spaCy has no language {lang!r}"
+            )
+        raise SdfError(_no_entities(model, []))
+    if _is_folder(model):
+        if not (Path(model) / "config.cfg").is_file():
+            raise SdfError(
+                f"spaCy model {model!r} cannot be loaded: the folder has no config.cfg "
+                "(not a spaCy pipeline)"
+            )
         return
     try:
         found = importlib.util.find_spec(model) is not None
@@ -861,6 +903,8 @@ def _part_at(text: str, start: int, end: int) -> str:
 
 
 _WORKER_NLP: tuple[Any, int, frozenset[str], str] | None = None
+#: Why this worker could not load its pipeline (one line), raised by each of its tasks.
+_WORKER_ERROR: str | None = None
 
 
 def _init_ner_worker(
@@ -870,14 +914,25 @@ def _init_ner_worker(
     torch whenever it is installed (1.7 s and some 300 MB per worker); the NER of a spaCy
     pipeline runs on thinc's own numpy ops and never uses it, so the worker tells Python
     torch is absent (``sys.modules["torch"] = None``: an import raises ImportError). The
-    worker ends itself once ``owner``, the audit's process, is gone (``_exit_without``)."""
+    worker ends itself once ``owner``, the audit's process, is gone (``_exit_without``).
+
+    It never raises: an initializer's error only breaks the pool (``BrokenProcessPool``, a
+    traceback that never says why). A failure to load is kept and raised by every task as
+    the one-line ``SdfError`` the audit would give in its own process."""
     import sys
 
-    global _WORKER_NLP
+    global _WORKER_NLP, _WORKER_ERROR
     _exit_without(owner)
     sys.modules.setdefault("torch", None)  # type: ignore[arg-type]
-    nlp = load_nlp(model)
-    _compiled_ner(nlp, decoder)  # load (or compile) the decoder before the first task
+    try:
+        nlp = load_nlp(model)
+        _compiled_ner(nlp, decoder)  # load (or compile) the decoder before the first task
+    except SdfError as exc:
+        _WORKER_ERROR = str(exc)
+        return
+    except Exception as exc:  # noqa: BLE001 - carried to the audit in one line
+        _WORKER_ERROR = f"the NER worker could not load {model!r}: {type(exc).__name__}: {exc}"
+        return
     _WORKER_NLP = (nlp, batch_size, stop, decoder)
 
 
@@ -915,6 +970,8 @@ def _exit_without(owner: int) -> None:
 
 
 def _ner_chunk(windows: list[tuple[str, int, int]]) -> list[tuple[str | None, bool, bool]]:
+    if _WORKER_ERROR is not None:
+        raise SdfError(_WORKER_ERROR)
     assert _WORKER_NLP is not None
     nlp, batch_size, stop, decoder = _WORKER_NLP
     return list(_results(nlp, windows, batch_size, stop, decoder))
@@ -1206,6 +1263,9 @@ EARLY_WORKERS_DOCS = 2000
 def run(store: Store, config: Config | None = None, engine: str | None = None) -> AuditResult:
     """Count person names by mentions and documents; suggest an anti-universe block."""
     config = config or Config()
+    # before anything is read: a verdict cached under a model that cannot serve (a blank
+    # pipeline) must not pass as "no person here"
+    _check_model(config.model)
     # NER workers (if any) are started once for every window read by the audit
     ner = _take_prepared(config) or _Ner(config, _stop_words(config))
     try:
