@@ -103,6 +103,8 @@ def test_bad_ngram_share_through_set_names_the_command_line(cli, store):
             "audits.ngrams.n[1]: must be a whole number, got 'three'",
         ),
         ("audits: {ngrams: {n: 0}}", "audits.ngrams.n: must be a list of whole numbers, got 0"),
+        # no size counted would pass the n-gram gate without a word
+        ("audits: {ngrams: {n: []}}", "audits.ngrams.n: must list at least 1 value, got []"),
         ("audits: {ngrams: {topk: 5}}", "audits.ngrams.topk: unknown setting (known: chunk_docs, "),
         (
             "audits: {ngrams: {skip_function_words: maybe}}",

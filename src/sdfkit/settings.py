@@ -54,6 +54,12 @@ def one_of(*choices: str) -> dict[str, Any]:
     return {"choices": tuple(choices)}
 
 
+def items_at_least(count: int) -> dict[str, Any]:
+    """A list field holds at least ``count`` items (an empty list would switch a check off
+    without a word)."""
+    return {"min_items": count}
+
+
 def keys_at_least(low: int) -> dict[str, Any]:
     """A dict field's keys are whole numbers of at least ``low`` (e.g. n-gram sizes)."""
     return {"key_min": low}
@@ -129,6 +135,12 @@ def check_value(hint: Any, value: Any, where: str, limits: Mapping[str, Any] = {
         if not isinstance(value, (list, tuple)):
             raise ConfigError(
                 f"{where}: must be a list of {_describe(args[0], plural=True)}, got {value!r}"
+            )
+        fewest = limits.get("min_items", 0)
+        if len(value) < fewest:
+            raise ConfigError(
+                f"{where}: must list at least {fewest} value{'s' if fewest > 1 else ''}, "
+                f"got {list(value)!r}"
             )
         if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
             if len(value) != len(args):

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from sdfkit.audits import AuditResult, where_clause
 from sdfkit.engine.local import Stage
-from sdfkit.settings import Checked, at_least, between, keys_at_least
+from sdfkit.settings import Checked, at_least, between, items_at_least, keys_at_least
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -63,7 +63,7 @@ class Config(Checked):
     where_: ClassVar[str] = "audits.ngrams"
 
     #: n-gram sizes to count.
-    n: tuple[int, ...] = field(default=(2, 3, 4, 5), metadata=at_least(1))
+    n: tuple[int, ...] = field(default=(2, 3, 4, 5), metadata=at_least(1) | items_at_least(1))
     #: Entries per n in the overall top list, and per concept / doc type.
     top_k: int = field(default=50, metadata=at_least(1))
     top_k_stratum: int = field(default=20, metadata=at_least(1))
