@@ -394,6 +394,9 @@ def test_workers_prepared_ahead_are_taken_by_the_audit_and_the_rest_released(sto
     names.prepare(store, config)  # too few documents
     assert names._PREPARED == []
     monkeypatch.setattr(names, "EARLY_WORKERS_DOCS", 12)
+    few = names.Config(top_k=5, ner_workers=2, where="text LIKE 'Memo 1%'")
+    names.prepare(store, few)  # the audit's `where` reads fewer documents than 12
+    assert names._PREPARED == []
     names.prepare(store, names.Config(top_k=5, ner_workers=2, batch_size=16))
     (other,) = names._PREPARED
     assert names._take_prepared(config) is None  # other NER settings: not taken

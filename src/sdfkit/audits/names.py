@@ -1291,7 +1291,11 @@ def prepare(store: Store, config: Config) -> None:
     starts none, as ``run`` would not. ``release`` stops workers no audit took."""
     if config.mode != "fast" or _window_table(config.model) in store.parquet_tables():
         return
-    if store.query("SELECT count(*) AS n FROM documents")["n"][0] < EARLY_WORKERS_DOCS:
+    # the documents the audit reads (its ``where``), counted as ``run`` counts them
+    where = where_clause(store, config.where)
+    if store.query(f"SELECT count(DISTINCT doc_id) AS n FROM documents {where}")["n"][0] < (
+        EARLY_WORKERS_DOCS
+    ):
         return
     ner = _Ner(config, _stop_words(config))
     if ner.workers > 1:
