@@ -164,6 +164,111 @@ def test_pipelines_the_loop_does_not_copy_fall_back_or_say_why(tmp_path):
         list(names._hits(blank, windows, 8, names.STOP_WORDS, "compiled"))
 
 
+#: What the small model runs besides its NER (which embeds tokens itself).
+_ALL_BUT_NER = ["tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer", "senter"]
+
+
+def test_a_pipeline_running_more_than_its_ner_is_left_to_nlp_pipe(nlp):
+    """make_doc then NER is what nlp.pipe does only when nothing else runs: a ruler before
+    the NER presets entities, a sentencizer sets sentence starts, a listener reads a
+    shared tok2vec that only nlp.pipe fills (zeros otherwise: made-up entities)."""
+    import spacy
+
+    text = "Ada Lovelace met Charles Babbage in London. Acme Corp paid Jane Roe."
+    ruled = spacy.load(names.DEFAULT_MODEL, exclude=_ALL_BUT_NER)
+    ruled.add_pipe("entity_ruler", before="ner").add_patterns(
+        [{"label": "ORG", "pattern": "Ada Lovelace"}]
+    )
+    split = spacy.load(names.DEFAULT_MODEL, exclude=_ALL_BUT_NER)
+    split.add_pipe("sentencizer", first=True)
+    for pipeline, why in ((ruled, "entity_ruler"), (split, "sentencizer")):
+        assert ner_kernels.unsupported(pipeline) == (
+            f"the pipeline runs other components than its NER: {why}"
+        )
+        assert ner_kernels.decoder_for(pipeline) is None
+        ents = next(names._entities(pipeline, [text], 8, "auto"))[1]
+        assert [(e.start, e.end, e.label_) for e in ents] == _spacy(pipeline, [text])[0]
+    assert _spacy(ruled, [text])[0][0] == (0, 2, "ORG")  # the ruler's entity, kept
+
+    listening = spacy.blank("en")
+    listening.add_pipe("tok2vec")
+    listening.add_pipe(
+        "ner",
+        config={"model": {"tok2vec": {"@architectures": "spacy.Tok2VecListener.v1", "width": 96}}},
+    )
+    listening.get_pipe("ner").add_label("PERSON")
+    listening.initialize()
+    assert "listener" in ner_kernels.unsupported(listening)
+    with pytest.raises(SdfError, match="compiled cannot decode .*listener"):
+        list(
+            names._hits(listening, [("Jane Doe wrote it.", 0, 8)], 8, names.STOP_WORDS, "compiled")
+        )
+    assert ner_kernels.unsupported(nlp) is None  # the audit's pipeline: the NER alone
+
+
+def test_a_state_with_no_valid_move_ends_its_document_as_spacy_does():
+    """spaCy ends a state that has no valid move (``force_final``), keeping no open entity;
+    the kernel used to read move -1 (the last) and apply it. Moves B-X and U-X only, on one
+    space token: begin needs two tokens left, unit a non-space token."""
+    import numpy as np
+
+    f32, i64 = np.float32, np.int64
+    rows = np.zeros((1, 4), i64)
+    found = ner_kernels.decode(
+        np.zeros((2, 3, 1, 1), f32),
+        np.zeros((1, 1), f32),
+        np.zeros((2, 1), f32),
+        np.zeros(2, f32),
+        np.zeros(1, i64),
+        np.ones(1, i64),
+        np.array([True, False]),
+        np.zeros(2, i64),
+        np.array([ner_kernels._MOVES["B"], ner_kernels._MOVES["U"]], np.int32),
+        np.ones(2, np.int32),
+        rows,
+    )
+    assert found == 0
+
+
+def test_move_sets_the_loop_cannot_finish_are_refused(nlp):
+    moves = nlp.get_pipe("ner").moves
+    real = [moves.get_class_name(i) for i in range(moves.n_moves)]
+    assert ner_kernels.moves_problem(real) is None and "L-PERSON" in real
+    lacking = "its NER lacks the O move or one of B, I, L and U for a label"
+    assert ner_kernels.moves_problem([n for n in real if n != "L-PERSON"]) == lacking
+    assert ner_kernels.moves_problem([n for n in real if n != "O"]) == lacking
+    assert ner_kernels.moves_problem([*real, "X-PERSON"]) == (
+        "its NER has moves other than B, I, L, U and O"
+    )
+
+
+def test_a_kernel_module_that_fails_to_import_falls_back_with_one_warning(nlp, monkeypatch, capsys):
+    """numba raises RuntimeError at import where it finds no folder to cache a kernel in
+    (a read-only install, an unwritable HOME): ``auto`` falls back to nlp.pipe with one
+    warning, ``compiled`` is one line."""
+    import importlib.abc
+
+    import sdfkit.audits as audits
+
+    class Refuse(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name == "sdfkit.audits.ner_kernels":
+                raise RuntimeError("cannot cache function 'decode': no locator available")
+            return None
+
+    monkeypatch.delitem(sys.modules, "sdfkit.audits.ner_kernels")
+    monkeypatch.delattr(audits, "ner_kernels")
+    monkeypatch.setattr(sys, "meta_path", [Refuse(), *sys.meta_path])
+    monkeypatch.setattr(names, "_DECODER_WARNED", [])
+    windows = [("As Jane Doe noted, Git failed.", 3, 11)] * 3
+    for _ in range(2):
+        assert list(names._hits(nlp, windows, 8, names.STOP_WORDS, "auto")) == ["Jane Doe"] * 3
+    err = capsys.readouterr().err
+    assert err.count("warning: compiled NER decoding unavailable (RuntimeError") == 1
+    with pytest.raises(SdfError, match="compiled failed to load: cannot cache function"):
+        list(names._hits(nlp, windows, 8, names.STOP_WORDS, "compiled"))
+
+
 def test_the_setting_takes_only_known_decoders():
     assert names.Config().ner_decoder == "auto"
     with pytest.raises(SdfError, match="ner_decoder"):
@@ -204,7 +309,7 @@ def test_a_decoder_lives_no_longer_than_its_pipeline():
 
     import spacy
 
-    nlp = spacy.load(names.DEFAULT_MODEL, exclude=["parser", "lemmatizer", "tagger"])
+    nlp = spacy.load(names.DEFAULT_MODEL, exclude=_ALL_BUT_NER)
     assert ner_kernels.decoder_for(nlp) is not None
     held = len(ner_kernels._DECODERS)
     del nlp

@@ -172,3 +172,36 @@ def test_a_damaged_numba_cache_is_one_warning_and_compiled_again():
     # the cache was written again: a second process loads it without a warning
     again = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert again.returncode == 0 and again.stderr.strip() == ""
+
+
+def test_kernels_that_fail_to_import_are_one_warning_and_the_numpy_route(monkeypatch, capsys):
+    """numba raises RuntimeError at import where it finds no folder to cache a kernel in
+    (a read-only install, an unwritable HOME); that used to be a traceback. "auto" takes
+    the numpy route (the same values) with one warning; "compiled" is one line."""
+    import importlib.abc
+    import sys
+
+    import sdfkit.audits as audits
+    from sdfkit.errors import SdfError
+
+    class Refuse(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name == "sdfkit.audits.shingle_kernels":
+                raise RuntimeError("cannot cache function 'signatures': no locator available")
+            return None
+
+    texts = _texts(12, seed=5)
+    want = sh.signatures(texts, route="numpy")
+    monkeypatch.delitem(sys.modules, "sdfkit.audits.shingle_kernels", raising=False)
+    monkeypatch.delattr(audits, "shingle_kernels", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [Refuse(), *sys.meta_path])
+    monkeypatch.setattr(sh, "_KERNELS", {})
+    sh.warm_kernels()  # the background load says nothing: the route that uses it does
+    assert capsys.readouterr().err == ""
+    for _ in range(2):
+        got = sh.signatures(texts)
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    err = capsys.readouterr().err
+    assert err.count("warning: compiled shingle kernels failed to load (RuntimeError") == 1
+    with pytest.raises(SdfError, match=r"audits.dedup.route: compiled failed to load .*locator"):
+        sh.signatures(texts, route="compiled")

@@ -409,8 +409,9 @@ def load_nlp(model: str) -> Any:
             model, exclude=["parser", "lemmatizer", "attribute_ruler", "tagger", "senter"]
         )
     except Exception as e:  # noqa: BLE001 - whatever spaCy raises, name the model in one line
-        if isinstance(e, OSError) and not _is_folder(model) and not model.startswith("blank:"):
-            raise SdfError(_missing_model(model)) from e
+        if isinstance(e, OSError) and not spacy.util.is_package(model):
+            if not _is_folder(model) and not model.startswith("blank:"):
+                raise SdfError(_missing_model(model)) from e
         raise SdfError(_unloadable(model, e)) from e
     if not any("doc.ents" in nlp.get_pipe_meta(name).assigns for name in nlp.pipe_names):
         # a blank pipeline finds no entity: every candidate would be rejected, and a corpus
@@ -458,6 +459,12 @@ def _check_model(model: str) -> None:
     import importlib.util
     from pathlib import Path
 
+    if not model.startswith("blank:"):
+        try:  # an installed package first, as spaCy looks (a folder of that name comes after)
+            if importlib.util.find_spec(model) is not None:
+                return
+        except (ImportError, ValueError):
+            pass
     if model.startswith("blank:"):
         lang = model.split(":", 1)[1]
         try:
@@ -476,12 +483,7 @@ def _check_model(model: str) -> None:
                 "(not a spaCy pipeline)"
             )
         return
-    try:
-        found = importlib.util.find_spec(model) is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
-        raise SdfError(_missing_model(model))
+    raise SdfError(_missing_model(model))
 
 
 #: Separators inside one PERSON entity that the small model spans over a list of people.
@@ -830,7 +832,13 @@ def _compiled_ner(nlp: Any, decoder: str) -> Any:
         if decoder == "compiled":
             raise SdfError(f"audits.names.ner_decoder: compiled needs numba ({exc})") from exc
         return None
+    except Exception as exc:  # noqa: BLE001 - e.g. numba finds no folder to cache it in
+        ner_kernels, failed = None, exc
+    else:
+        failed = None
     try:
+        if failed is not None:
+            raise failed
         found = ner_kernels.decoder_for(nlp)
     except Exception as exc:  # noqa: BLE001 - e.g. numba's cache of the kernel unreadable
         if decoder == "compiled":
@@ -919,9 +927,13 @@ def _init_ner_worker(
     It never raises: an initializer's error only breaks the pool (``BrokenProcessPool``, a
     traceback that never says why). A failure to load is kept and raised by every task as
     the one-line ``SdfError`` the audit would give in its own process."""
+    import signal
     import sys
 
     global _WORKER_NLP, _WORKER_ERROR
+    # Ctrl-C reaches the whole process group: the audit's process stops the pool, and a
+    # worker interrupted while it loads would print a traceback of its own
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _exit_without(owner)
     sys.modules.setdefault("torch", None)  # type: ignore[arg-type]
     try:

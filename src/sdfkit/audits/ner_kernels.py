@@ -27,7 +27,9 @@ those numbers into entities, one token at a time:
 windows, whole documents and edge cases (empty texts, spaces, newlines, entities at the
 end). ``decoder_for(nlp)`` gives None, with the reason, for pipelines this loop does not
 copy (a beam, extra state tokens, a model without an output layer, unseen classes, moves
-it does not know); the audit then uses ``nlp.pipe``. Import this module only where NER
+it does not know, a shared tok2vec, any component besides the NER); the audit then uses
+``nlp.pipe``. The scores equal blis's bit for bit where numba compiles the products with
+fused multiply-add, as on every x86 CPU with FMA (``NUMBA_CPU_NAME=generic`` would not). Import this module only where NER
 runs: importing numba costs ~0.3 s, and a fresh install compiles the kernel once (cached).
 """
 
@@ -128,6 +130,10 @@ def decode(cached, bias, weights, out_bias, offsets, lengths, space, sent_start,
                 if best == -1 or acc > best_score:
                     best = c
                     best_score = acc
+            if best == -1:
+                # no valid move (spaCy's move sets always have one): spaCy ends the state
+                # as it is (``force_final``), and an entity still open is not kept
+                break
             kind = move[best]
             if kind == 1:
                 is_open = True
@@ -237,6 +243,19 @@ def warm_kernel() -> None:
 _DECODERS: weakref.WeakKeyDictionary[Any, CompiledNer] = weakref.WeakKeyDictionary()
 
 
+def moves_problem(names: list[str]) -> str | None:
+    """Why the kernel cannot decode with these moves (spaCy's class names, "B-PERSON"...),
+    or None: only B, I, L, U and O, with O and all four of B, I, L, U for every label, so
+    that some move is always valid, as in every NER spaCy trains."""
+    if not names or any(n.split("-", 1)[0] not in _MOVES for n in names):
+        return "its NER has moves other than B, I, L, U and O"
+    # "U-" (no label) is spaCy's own and never valid: only named labels need their moves
+    labels = {n.split("-", 1)[1] for n in names if "-" in n} - {""}
+    if "O" not in names or any(f"{k}-{lab}" not in names for lab in labels for k in "BILU"):
+        return "its NER lacks the O move or one of B, I, L and U for a label"
+    return None
+
+
 def unsupported(nlp: Any) -> str | None:
     """Why ``decode`` cannot stand in for this pipeline's NER, or None when it can."""
     try:
@@ -253,9 +272,16 @@ def unsupported(nlp: Any) -> str | None:
         lower = model.layers[1]
         if lower.name != "precomputable_affine" or lower.get_dim("nF") != 3:
             return "its NER reads other state features than the next token and the entity"
-        names = [ner.moves.get_class_name(i) for i in range(ner.moves.n_moves)]
-        if not names or any(n.split("-", 1)[0] not in _MOVES for n in names):
-            return "its NER has moves other than B, I, L, U and O"
+        problem = moves_problem([ner.moves.get_class_name(i) for i in range(ner.moves.n_moves)])
+        if problem:
+            return problem
+        if any("listener" in node.name for node in model.walk()):
+            return "its NER reads a shared tok2vec (a listener), which nlp.pipe fills first"
+        others = [name for name in nlp.pipe_names if name != "ner"]
+        if others:
+            # make_doc then NER is what nlp.pipe does only when nothing else runs: another
+            # component may set entities, sentence starts or the features NER reads
+            return f"the pipeline runs other components than its NER: {', '.join(others)}"
     except Exception as exc:  # noqa: BLE001 - anything not shaped like spaCy's NER
         return f"it is not a spaCy pipeline with an NER ({type(exc).__name__}: {exc})"
     return None

@@ -317,14 +317,30 @@ def compiled_kernels(route: str = "auto") -> object | None:
         raise ValueError(f"unknown shingle route {route!r}: use one of {', '.join(ROUTES)}")
     if route == "numpy":
         return None
+    module = _loaded()
+    if module is None and route == "compiled":
+        from sdfkit.errors import SdfError
+
+        why = _KERNELS.get("why") or "needs numba (pip install numba)"
+        raise SdfError(f"audits.dedup.route: compiled {why}; use auto or numpy")
+    if module is None and _KERNELS.pop("warn", False):  # once per process
+        import sys
+
+        print(
+            f"warning: compiled shingle kernels {_KERNELS['why']}; using the numpy route "
+            "(the same values, slower)",
+            file=sys.stderr,
+        )
+    return module
+
+
+def _loaded() -> Any:
+    """The kernels module (loaded once per process), or None."""
     if "module" not in _KERNELS:
         with _LOADING:  # one thread loads; the others wait for it
             if "module" not in _KERNELS:
                 _KERNELS["module"] = _load_kernels()
-    module = _KERNELS["module"]
-    if module is None and route == "compiled":
-        raise ImportError("the compiled shingle route needs numba (pip install numba)")
-    return module
+    return _KERNELS["module"]
 
 
 def utf8_batch(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -447,8 +463,8 @@ def warm_in_background() -> threading.Thread:
 def warm_kernels() -> None:
     """Import numba and load (or compile) every kernel, so a later call does not pay it.
     Meant for a background thread: most of the work is in LLVM, which runs without the
-    GIL."""
-    compiled_kernels("auto")
+    GIL. Silent: the route that uses them says what it found."""
+    _loaded()
 
 
 def _load_kernels() -> Any:
@@ -458,7 +474,12 @@ def _load_kernels() -> Any:
     folder, and the kernels compiled again."""
     try:
         from sdfkit.audits import shingle_kernels
-    except ImportError:  # numba missing or broken: the numpy route gives the same values
+    except ImportError as exc:  # numba missing or broken: the numpy route gives the same values
+        _KERNELS["why"] = f"needs numba (pip install numba; {exc})"
+        return None
+    except Exception as exc:  # noqa: BLE001 - e.g. numba finds no folder to cache them in
+        _KERNELS["why"] = f"failed to load ({type(exc).__name__}: {exc})"
+        _KERNELS["warn"] = True
         return None
     try:
         _run_each_kernel(shingle_kernels)
