@@ -61,6 +61,52 @@ CASES: dict[str, tuple[list[str], dict[str, str | bytes], dict[str, str], list[s
         {},
         ["COPY"],
     ),
+    # EXPLAIN ANALYZE runs what it wraps: it wrote over the corpus's own parts
+    "sql-explain-analyze-copy": (
+        ["sql", "EXPLAIN ANALYZE COPY (SELECT 1 AS doc_id) TO 'corpus/documents/part-x.parquet'"],
+        {},
+        {},
+        ["sdf sql only reads", "COPY (explained)"],
+    ),
+    "sql-explain-install": (
+        ["sql", "/* */ explain analyse -- x\n INSTALL httpfs"],
+        {},
+        {},
+        ["sdf sql", "EXPLAIN must wrap one query"],
+    ),
+    "sql-out-folder": (
+        ["sql", "SELECT 1", "--out", "out.csv"],
+        {"out.csv/keep": "x"},
+        {},
+        [
+            "out.csv",
+            "is a folder",
+        ],
+    ),
+    "report-json-folder": (
+        ["report", "--only", "shape", "--json", "rep.json"],
+        {"rep.json/keep": "x"},
+        {},
+        ["rep.json", "is a folder"],
+    ),
+    "report-html-under-a-file": (
+        ["report", "--only", "shape", "--html", "afile/report.html"],
+        {"afile": "x"},
+        {},
+        ["afile"],
+    ),
+    "report-html-over-the-catalog": (
+        ["report", "--only", "shape", "--html", "corpus/sdf.duckdb"],
+        {},
+        {},
+        ["--html corpus/sdf.duckdb", "inside the corpus folder"],
+    ),
+    "report-only-and-skip": (
+        ["report", "--only", "shape", "--skip", "shape"],
+        {},
+        {},
+        ["nothing to run", "shape"],
+    ),
     "sql-empty": (["sql", ""], {}, {}, ["sdf sql", "empty"]),
     "sql-two-statements": (["sql", "SELECT 1; SELECT 2"], {}, {}, ["2 statements"]),
     "sql-syntax": (["sql", "SELEC count(*) FROM documents"], {}, {}, ["syntax error"]),

@@ -2,6 +2,7 @@
 temporary file behind."""
 
 import json
+import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -75,3 +76,67 @@ def test_replacing_a_directory_is_all_or_nothing(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert {x.name: x.read_text() for x in out.iterdir()} == {"c.md": "C"}
     assert [x.name for x in tmp_path.iterdir()] == ["d"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_a_folder_a_device_or_a_pipe_is_never_replaced_by_a_file(tmp_path):
+    """A rename over /dev/full or /dev/stdout would replace the device for every program on
+    the machine (root may); over a folder it fails with a traceback. Each is one line, and
+    the target is left as it was."""
+    import stat
+
+    from sdfkit.errors import SdfError
+    from sdfkit.store.durable import check_writable, write_text_atomic
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    for target, why in (
+        (fifo, "not a regular file"),
+        (folder, "is a folder"),
+        (afile / "x.json", "afile is a file, not a folder"),
+    ):
+        with pytest.raises(SdfError, match=why):
+            check_writable(target)
+        with pytest.raises(
+            SdfError, match=r"not a regular file|is a folder|cannot make its folder"
+        ):
+            write_text_atomic(target, "new")
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and folder.is_dir() and afile.read_text() == "keep"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+    link = tmp_path / "link.json"
+    link.symlink_to(afile)  # a symlink to a file: the link is replaced, as before
+    write_text_atomic(link, "new")
+    assert link.read_text() == "new" and afile.read_text() == "keep"
+
+
+def test_an_os_error_escaping_a_command_is_one_line(store, tmp_path, monkeypatch):
+    """No space left, no permission: the system's refusal named in one line, exit 2 (with
+    SDF_TRACEBACK set, the traceback)."""
+    from typer.testing import CliRunner
+
+    from sdfkit.cli import app
+    from sdfkit.store import durable
+
+    def full(*_a, **_k):
+        raise OSError(28, "No space left on device", str(tmp_path / "q.csv"))
+
+    monkeypatch.setattr(durable, "publish", full)
+    from sdfkit.store.ingest import build_documents
+
+    store.append("documents_raw", build_documents([{"text": "one document", "concept": "c"}]))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SDF_CORPUS", str(store.root))
+    res = CliRunner().invoke(app, ["sql", "SELECT 1 AS x", "--out", "q.csv"])
+    assert res.exit_code == 2, res.output
+    assert (
+        res.output.strip().splitlines()[-1]
+        == f"error: {tmp_path / 'q.csv'}: No space left on device"
+    )
+    assert not (tmp_path / "q.csv").exists()
+    monkeypatch.setenv("SDF_TRACEBACK", "1")
+    res = CliRunner().invoke(app, ["sql", "SELECT 1 AS x", "--out", "q.csv"])
+    assert isinstance(res.exception, OSError)

@@ -77,6 +77,14 @@ class SdfGroup(TyperGroup):
                 message = in_flags(message, exc.settings, _command_flags(self, ctx))
             typer.echo(f"error: {message}", err=True)
             raise typer.Exit(exc.exit_code) from None
+        except OSError as exc:
+            # the system refused a file (no space left, no permission, a read-only disk):
+            # name it in one line; the writers leave no half-written file behind
+            if os.environ.get("SDF_TRACEBACK"):
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
+            raise typer.Exit(2) from None
 
 
 def library_default(source: str, setting: str) -> Any:

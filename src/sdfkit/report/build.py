@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from sdfkit.audits import AUDITS, AuditResult, json_key, save
 from sdfkit.audits import module as audit_module
+from sdfkit.errors import SdfError
 from sdfkit.report.check import ConfigError, Verdict, run_checks, thresholds_class
 from sdfkit.report.html import CSS, esc, fmt_num
 from sdfkit.report.parts import report_parts
@@ -223,6 +224,10 @@ def build(
 
     config = config or load_config()
     wanted = [n for n in AUDITS if n not in config.skip and (only is None or n in only)]
+    if only and not wanted:
+        raise SdfError(f"nothing to run: every audit of --only ({', '.join(only)}) is skipped too")
+    if write:  # before any audit runs: a bad output path must not cost the audits' minutes
+        _check_outputs(store, config)
     # A bad setting or environment variable stops the report before the first audit,
     # not midway through (nor as the same failure repeated by every audit).
     for name in wanted:
@@ -257,6 +262,22 @@ def build(
         json_path = write_text_atomic(config.json, text)
         html_path = write_text_atomic(config.html, render_html(data))
     return Report(data, results, verdicts, html_path, json_path)
+
+
+def _check_outputs(store: Store, config: ReportConfig) -> None:
+    """The report's two files may be written: each a file or nothing yet (never a folder,
+    a device such as /dev/full, or a path under a file), and never inside the corpus
+    folder, where ``--html corpus/sdf.duckdb`` replaced the catalog."""
+    from sdfkit.store.durable import check_writable
+
+    root = store.root.resolve()
+    for option, path in (("--json", config.json), ("--html", config.html)):
+        target = Path(path).resolve()
+        if target == root or root in target.parents:
+            raise SdfError(
+                f"{option} {path}: inside the corpus folder {store.root}; write reports elsewhere"
+            )
+        check_writable(path)
 
 
 def _prepare(store: Store, wanted: list[str], config: ReportConfig) -> list[Any]:

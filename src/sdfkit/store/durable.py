@@ -55,13 +55,58 @@ def temp_sibling(path: str | Path) -> Path:
     return p.with_name(f".tmp-{p.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}")
 
 
+def check_target(path: str | Path) -> Path:
+    """``path`` as a place a file may be written to, else a one-line ``SdfError``: never a
+    folder, and never something other than a regular file (a device such as /dev/full or
+    /dev/stdout, a pipe, a socket), which a rename would replace for every program on the
+    machine. A symlink is followed to what it names."""
+    import stat
+
+    from sdfkit.errors import SdfError
+
+    p = Path(path)
+    try:
+        mode = p.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):  # a new file (or a parent that is a file:
+        return p  # making the folder names it)
+    except OSError as exc:
+        raise SdfError(f"{p}: cannot write here: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        raise SdfError(f"{p}: is a folder; give a file path")
+    if not stat.S_ISREG(mode):
+        raise SdfError(
+            f"{p}: not a regular file (a device, pipe or socket); sdfkit writes files only"
+        )
+    return p
+
+
+def check_writable(path: str | Path) -> Path:
+    """``check_target``, and the nearest existing folder above ``path`` is a folder (not a
+    file): for commands that check their output paths before they do any work."""
+    from sdfkit.errors import SdfError
+
+    p = check_target(path)
+    for parent in p.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise SdfError(f"{p}: {parent} is a file, not a folder")
+            break
+    return p
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path to write ``path``'s new content to; when the block succeeds it is
     published over ``path``, when it fails (or is interrupted) ``path`` is left as it was
-    and the temporary file removed."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    and the temporary file removed. ``path`` must be a file or not exist yet
+    (``check_target``); a folder that cannot be made is a one-line error naming it."""
+    from sdfkit.errors import SdfError
+
+    p = check_target(path)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SdfError(f"{p}: cannot make its folder {p.parent}: {exc.strerror or exc}") from None
     tmp = temp_sibling(p)
     try:
         yield tmp

@@ -54,12 +54,46 @@ def check_read_query(sql: str, what: str = "sdf sql") -> str:
             f"{what}: {len(statements)} statements given; it runs one query at a time"
         )
     kind = statements[0].type.name
+    if kind == "EXPLAIN":
+        # EXPLAIN ANALYZE runs the statement it wraps: EXPLAIN ANALYZE COPY ... TO wrote over
+        # the corpus's own parts. Only a SELECT may be explained.
+        kind = _explained_kind(statements[0].query, what)
     if kind not in READ_STATEMENTS:
         raise SqlInputError(
             f"{what} only reads: a {kind} statement is refused (the corpus is changed only by "
             "sdf commands: ingest, exclude, select, grade, audit...)"
         )
     return sql
+
+
+def _explained_kind(query: str, what: str) -> str:
+    """The kind of the statement an EXPLAIN [ANALYZE] [(options)] wraps ("SELECT"...)."""
+    import duckdb
+
+    tokens = [(pos, kind.name) for pos, kind in duckdb.tokenize(query) if kind.name != "comment"]
+    ends = [pos for pos, _ in tokens[1:]] + [len(query)]
+    words = [
+        (pos, query[pos:end].strip(), kind) for (pos, kind), end in zip(tokens, ends, strict=True)
+    ]
+    i = 1  # past EXPLAIN
+    if i < len(words) and words[i][1].upper() in ("ANALYZE", "ANALYSE"):
+        i += 1
+    if i < len(words) and words[i][1] == "(":  # options: EXPLAIN (FORMAT json) ...
+        depth = 0
+        while i < len(words):
+            depth += words[i][1].count("(") - words[i][1].count(")")
+            i += 1
+            if depth <= 0:
+                break
+    inner = query[words[i][0] :] if i < len(words) else ""
+    try:
+        wrapped = duckdb.extract_statements(inner)
+    except duckdb.Error:
+        wrapped = []
+    if len(wrapped) != 1:
+        raise SqlInputError(f"{what}: EXPLAIN must wrap one query: {query.strip()[:80]!r}")
+    kind = wrapped[0].type.name
+    return "SELECT" if kind == "SELECT" else f"{kind} (explained)"
 
 
 def where_expression(text: str, option: str, error: type[SdfError] = SqlInputError) -> str:
