@@ -105,14 +105,33 @@ def test_no_universes_and_bad_paths(store, tmp_path):
         keywords.run(store, keywords.Config(universes=[str(tmp_path / "missing.md")]))
 
 
-def test_variant_pattern_is_whole_word_and_escaped():
-    import re
+def _matches(pattern: str, texts: list[str]) -> list[bool]:
+    """``pattern`` as the audit runs it: DuckDB's RE2, case-insensitive."""
+    import duckdb
 
-    pat = re.compile(keywords.keyword_pattern(["C++", "try/catch", "CRA"]), re.I)
-    assert pat.search("we write c++ daily")
-    assert pat.search("a try/catch block")
-    assert not pat.search("democracy")
-    assert not pat.search("tryxcatch")
+    con = duckdb.connect()
+    try:
+        rows = con.execute(
+            "SELECT regexp_matches(t, ?, 'i') FROM unnest(?) WITH ORDINALITY AS u(t, i) ORDER BY i",
+            [pattern, texts],
+        ).fetchall()
+    finally:
+        con.close()
+    return [r[0] for r in rows]
+
+
+def test_variant_pattern_is_whole_word_and_escaped():
+    pat = keywords.keyword_pattern(["C++", "try/catch", "CRA"])
+    assert _matches(pat, ["we write c++ daily", "a try/catch block", "CRA.", "(cra)"]) == [True] * 4
+    assert _matches(pat, ["democracy", "tryxcatch", "CRAB", "éCRA", "CRAé", "CRA_x"]) == [False] * 6
+
+
+def test_keywords_that_start_or_end_with_a_letter_outside_ascii_match_as_whole_words():
+    """RE2's \\b knows ASCII word characters only: "café" and "Zoë" never matched."""
+    pat = keywords.keyword_pattern(["café", "Zoë", "Müller", "東京"])
+    hits = ["au café.", "CAFÉ", "Zoë said", "(zoë)", "Herr Müller", "東京", "in 東京 today"]
+    assert _matches(pat, hits) == [True] * len(hits)
+    assert _matches(pat, ["cafés", "Zoëy", "xZoë", "Müllers", "cafe"]) == [False] * 5
 
 
 def test_cli_audit_keywords(store, cli, tmp_path):

@@ -63,16 +63,25 @@ def expand_paths(patterns: list[str] | tuple[str, ...]) -> list[Path]:
     return list(dict.fromkeys(out))
 
 
+#: A character that cannot continue a word, or the text's edge. RE2's ``\b`` knows ASCII
+#: word characters only: "café" and "Zoë" never matched (the boundary after "é" or "ë" is
+#: not one to RE2), and "CRA" matched inside "éCRA". The audit asks only whether a text
+#: carries a variant, so consuming the neighbouring character is harmless.
+_EDGE_BEFORE = r"(?:^|[^\p{L}\p{N}_])"
+_EDGE_AFTER = r"(?:$|[^\p{L}\p{N}_])"
+
+
 def variant_pattern(variant: str) -> str:
-    """An RE2 pattern matching ``variant`` as whole words, any whitespace between words."""
+    """An RE2 pattern matching ``variant`` as whole words (in any script), any whitespace
+    between words."""
     parts = []
     for word in variant.split():
         parts.append("".join(c if c.isalnum() or c == "_" else "\\" + c for c in word))
     body = r"\s+".join(parts)
     if variant[:1].isalnum() or variant[:1] == "_":
-        body = r"\b" + body
+        body = _EDGE_BEFORE + body
     if variant[-1:].isalnum() or variant[-1:] == "_":
-        body = body + r"\b"
+        body = body + _EDGE_AFTER
     return body
 
 
