@@ -402,3 +402,16 @@ def test_sdf_ray_tmp_that_is_a_file_is_a_clear_error(tmp_path, monkeypatch):
         _ray_tmp()
     monkeypatch.setenv("SDF_RAY_TMP", str(tmp_path / "ray" / "tmp"))
     assert _ray_tmp() == str(tmp_path / "ray" / "tmp") and (tmp_path / "ray" / "tmp").is_dir()
+
+
+def test_a_number_in_exponent_notation_is_a_number_in_yaml_too(tmp_path):
+    """YAML 1.1 reads 5e-2 as text (it wants 5.0e-2): a number field takes it as 0.05; text
+    that is no number is still refused."""
+    cfg = tmp_path / "proj" / "sdfkit.yaml"
+    cfg.parent.mkdir()
+    cfg.write_text("audits: {ngrams: {default_flag_share: 5e-2, flag_doc_share: {3: 2E-1}}}\n")
+    ngrams = report.load_config(cfg).audits["ngrams"]
+    assert ngrams["default_flag_share"] == 0.05 and ngrams["flag_doc_share"] == {3: 0.2}
+    cfg.write_text("audits: {ngrams: {default_flag_share: 5x-2}}\n")
+    with pytest.raises(ConfigError, match="must be a number, got '5x-2'"):
+        report.load_config(cfg)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -115,6 +116,10 @@ class Checked:
             )
 
 
+#: A number in exponent notation without a dot (5e-2, 1E3), which YAML 1.1 leaves as text.
+_EXPONENT = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
 def check_value(hint: Any, value: Any, where: str, limits: Mapping[str, Any] = {}) -> Any:
     """``value`` as the type ``hint`` says, within ``limits``; else a ``ConfigError``."""
     origin = typing.get_origin(hint)
@@ -172,6 +177,9 @@ def check_value(hint: Any, value: Any, where: str, limits: Mapping[str, Any] = {
             raise ConfigError(f"{where}: must be a whole number, got {value!r}")
         return _in_range(value, where, limits)
     if hint is float:
+        if isinstance(value, str) and _EXPONENT.match(value.strip()):
+            # YAML 1.1 (PyYAML) reads 5e-2 as text: it wants 5.0e-2
+            value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: must be a number, got {value!r}")
         if value != value:  # NaN passes every comparison
