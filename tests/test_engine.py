@@ -32,6 +32,21 @@ class Broken(WordCount):
         return super().process(batch).slice(0, 1)
 
 
+class InterruptState(WordCount):
+    """Each row: 1 where the process computing it ignores Ctrl-C."""
+
+    name = "test_interrupt_state"
+
+    def process(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        import signal
+
+        ignored = int(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)
+        return pa.RecordBatch.from_arrays(
+            [batch.column("doc_id"), pa.array([ignored] * batch.num_rows, pa.int64())],
+            schema=self.output_schema,
+        )
+
+
 def _docs(store, texts):
     store.append("documents_raw", build_documents([{"text": t, "concept": "c"} for t in texts]))
 
@@ -120,6 +135,14 @@ def test_process_pool_gives_the_same_results(store, tmp_path):
     a = read_results(store, WordCount()).sort_by("doc_id")
     b = read_results(other, WordCount()).sort_by("doc_id")
     assert a.equals(b)
+
+
+def test_pool_workers_leave_ctrl_c_to_the_command(store):
+    """A Ctrl-C reaches every process of the group: the workers ignore it (the command's
+    process stops the pool), where each used to print a KeyboardInterrupt traceback."""
+    _docs(store, [f"doc {i}" for i in range(12)])
+    run_stage(store, InterruptState(), workers=2, batch_rows=3)
+    assert read_results(store, InterruptState()).column("words").to_pylist() == [1] * 12
 
 
 def test_sdf_engine_chooses_the_engine(store, monkeypatch, cli):

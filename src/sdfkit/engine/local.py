@@ -48,7 +48,12 @@ _WORKER_STAGE: Stage | None = None
 
 
 def _init_worker(stage: Stage) -> None:
+    import signal
+
     global _WORKER_STAGE
+    # Ctrl-C reaches the whole process group: the command's process cancels what is queued
+    # and shuts the pool down; a worker interrupted on its own printed a traceback each
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER_STAGE = stage
 
 
