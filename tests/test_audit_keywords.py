@@ -98,6 +98,7 @@ def test_no_universes_and_bad_paths(store, tmp_path):
     _land(store, [{"text": "x", "concept": "ts"}])
     res = keywords.run(store, keywords.Config())
     assert res.figures["per_concept"] == {}
+    assert res.figures["documents"] == 1  # what sdf check reads to tell an empty corpus
     assert any("No universe files" in n for n in res.notes)
     with pytest.raises(SdfError, match=r"no universe file matches .*nothing\*\.md"):
         keywords.run(store, keywords.Config(universes=[str(tmp_path / "nothing*.md")]))

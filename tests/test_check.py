@@ -182,3 +182,57 @@ def test_unmeasured_says_why_a_check_has_nothing_to_compare():
     assert "dedup audit is not in the report" in missing.detail
     assert unmeasured({"documents": 3}, "max_name_share", "names", 0.1) is None
     assert unmeasured({"documents": 0}, "max_name_share", "names", 0.1).subject == "names"
+
+
+def test_gates_of_an_audit_that_saw_no_documents_are_not_run():
+    """An empty corpus (or a where that leaves nothing) gives shares of 0 and no violating
+    document: every gate that reads them, the defaults included, is NOT RUN, never a pass."""
+    empty = {
+        "names": {"documents": 0, "top_share": 0.0, "top_doc_share": 0.0, "top5_doc_share": 0.0},
+        "ngrams": {"documents": 0, "max_doc_share": {"4": 0.0}, "top5_doc_share": {"4": 0.0}},
+        "anti_universe": {"documents": 0, "violating_documents": 0, "universes": []},
+    }
+    t = Thresholds(max_top5_ngrams_doc_share=0.5)  # the gates by documents on by default
+    res = evaluate(empty, t)
+    assert [(v.check, v.status) for v in res.verdicts] == [
+        ("max_top5_ngrams_doc_share", "not run"),
+        ("max_name_doc_share", "not run"),
+        ("max_top5_names_doc_share", "not run"),
+        ("max_anti_universe_documents", "not run"),
+    ]
+    assert all("no documents to measure" in v.detail for v in res.verdicts) and not res.ok
+    full = {k: {**v, "documents": 4} for k, v in empty.items()}
+    assert [v.status for v in evaluate(full, t).verdicts] == ["pass"] * 4
+
+
+def test_cli_check_of_an_empty_or_wholly_excluded_corpus_breaches(cli, tmp_path):
+    (tmp_path / "blank.jsonl").write_text('{"text": ""}\n{"text": "   "}\n')
+    cli("ingest", "blank.jsonl", "--skip-bad")
+    skip = ["--skip", "dedup", "--skip", "diversity"]
+    cli("report", *skip)
+    out = cli("check", expect=1).output
+    assert "all 3 checks pass" not in out
+    for gate in ("max_name_doc_share", "max_top5_names_doc_share", "max_anti_universe_documents"):
+        assert f"NOT RUN  {gate}" in out
+    # documents that are all excluded, under the names where of the collapse loop
+    (tmp_path / "docs.jsonl").write_text(
+        "".join(json.dumps({"text": f"Note {i}: Ada Byron wrote it."}) + "\n" for i in range(3))
+    )
+    cli("ingest", "docs.jsonl", "--set", "concept=c")
+    cli("exclude", "--where", "true", "--reason", "all of them")
+    (tmp_path / "sdfkit.yaml").write_text("audits: {names: {where: NOT excluded}}\n")
+    cli("report", *skip)
+    out = cli("check", expect=1).output
+    assert "NOT RUN  max_name_doc_share (names): no documents to measure" in out
+    assert "NOT RUN  max_anti_universe_documents (corpus): no documents to measure" in out
+
+
+def test_a_capability_gate_with_only_base_model_scores_is_not_run():
+    base_only = {
+        "capabilities": [
+            {"run": "t", "step": 0, "task": "x", "metric": "accuracy", "model_label": "base"}
+        ]
+    }
+    (v,) = evaluate(base_only, Thresholds(**OFF, max_capability_drop=0.05)).verdicts
+    assert (v.check, v.status) == ("max_capability_drop", "not run")
+    assert "no checkpoint scores" in v.detail

@@ -148,11 +148,10 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     universes = load_universes(list(paths))
     required = required_table(universes, config.min_rate)
 
-    corpus_concepts = set(
-        store.query("SELECT DISTINCT coalesce(concept, '(none)') AS c FROM documents")[
-            "c"
-        ].to_list()
+    per_corpus_concept = store.query(
+        "SELECT coalesce(concept, '(none)') AS c, count(*) AS n FROM documents GROUP BY c"
     )
+    corpus_concepts = set(per_corpus_concept["c"].to_list())
     rates, hits = named_over_required(store, required, "keyword_rates", "keyword_hits")
     missing = (
         hits.filter(~pl.col("present"))
@@ -209,6 +208,8 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
             + ", ".join(no_universe)
         )
     figures = {
+        # every document is read (0: an empty corpus, whose gates are NOT RUN)
+        "documents": int(per_corpus_concept["n"].sum() or 0),
         "universes": [{"id": u.id, "concept": u.concept, "path": u.source_path} for u in universes],
         "per_concept": per_concept,
         "concepts_without_keywords": no_universe,

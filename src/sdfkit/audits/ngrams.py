@@ -1166,7 +1166,7 @@ class Gates(Checked):
 
 def verdicts(report: dict[str, Any], thresholds: Any) -> list[Verdict]:
     """Any n-gram's and the five top n-grams' share of documents, per n."""
-    from sdfkit.report.verdicts import max_verdict, not_run, unmeasured
+    from sdfkit.report.verdicts import max_verdict, unmeasured
 
     out: list[Verdict] = []
     ngrams = report.get(JSON_KEY)
@@ -1190,8 +1190,9 @@ def verdicts(report: dict[str, Any], thresholds: Any) -> list[Verdict]:
             )
     limit_of = thresholds.max_top5_ngrams_doc_share
     if limit_of is not None:
-        if not isinstance(ngrams, dict):
-            out.append(not_run("max_top5_ngrams_doc_share", "ngrams", limit_of))
+        early = unmeasured(ngrams, "max_top5_ngrams_doc_share", "ngrams", limit_of)
+        if early is not None:  # no documents: every share reads 0, which must not pass
+            out.append(early)
             return out
         shares = ngrams.get("top5_doc_share") or {}
         limits = limit_of if isinstance(limit_of, dict) else {n: limit_of for n in shares}
