@@ -48,6 +48,7 @@ from sdfkit.audits import module as audit_module
 from sdfkit.report.check import ConfigError, Verdict, run_checks, thresholds_class
 from sdfkit.report.html import CSS, esc, fmt_num
 from sdfkit.report.parts import report_parts
+from sdfkit.report.verdicts import shown_pair
 from sdfkit.settings import check_fields
 from sdfkit.store.durable import write_text_atomic
 
@@ -372,11 +373,14 @@ def render_html(report: dict[str, Any]) -> str:
         for c in checks:
             cls = {"pass": "pass", "fail": "fail"}.get(c["status"], "notrun")
             op = "≥" if c["check"].startswith("min_") else "≤"
+            figure, limit = fmt_num(c["figure"]), fmt_num(c["threshold"])
+            if figure == limit and c["figure"] != c["threshold"]:  # 0.66995 is not 0.67
+                figure, limit = shown_pair(c["figure"], c["threshold"])
             rows.append(
                 f'<tr><td><span class="badge {cls}">{esc(c["status"].upper())}</span></td>'
                 f"<td>{esc(c['check'])}</td><td>{esc(c['subject'])}</td>"
-                f'<td class="n">{esc(fmt_num(c["figure"]))}</td>'
-                f'<td class="n">{op} {esc(fmt_num(c["threshold"]))}</td><td>{esc(c["detail"])}</td></tr>'
+                f'<td class="n">{esc(figure)}</td>'
+                f'<td class="n">{op} {esc(limit)}</td><td>{esc(c["detail"])}</td></tr>'
             )
         parts.append(
             "<table><thead><tr><th>verdict</th><th>check</th><th>subject</th><th>figure</th>"
