@@ -236,3 +236,24 @@ def test_a_capability_gate_with_only_base_model_scores_is_not_run():
     (v,) = evaluate(base_only, Thresholds(**OFF, max_capability_drop=0.05)).verdicts
     assert (v.check, v.status) == ("max_capability_drop", "not run")
     assert "no checkpoint scores" in v.detail
+
+
+def test_a_keyword_minimum_with_no_keyword_to_hold_to_it_is_not_run(cli, tmp_path):
+    """`min_keyword_rate: 0.9` and no universes: the keyword audit had nothing to check, so
+    the gate is NOT RUN (it printed "no thresholds configured" and exited 0)."""
+    no_keywords = {"keywords": {"documents": 4, "universes": [], "per_concept": {}}}
+    (v,) = evaluate(no_keywords, Thresholds(**OFF, min_keyword_rate=0.9)).verdicts
+    assert (v.check, v.status) == ("min_keyword_rate", "not run")
+    assert "no required keywords to check" in v.detail
+    empty = {"keywords": {"documents": 0, "universes": [], "per_concept": {}}}
+    (v,) = evaluate(empty, Thresholds(**OFF, min_keyword_rate=0.9)).verdicts
+    assert (v.status, v.detail) == ("not run", "no documents to measure")
+    # each universe's own minimum (the default) with no universe asks for nothing
+    assert evaluate(no_keywords, Thresholds(**OFF)).verdicts == []
+    (tmp_path / "docs.jsonl").write_text('{"text": "one document"}\n')
+    cli("ingest", "docs.jsonl", "--set", "concept=c")
+    (tmp_path / "sdfkit.yaml").write_text("check:\n  min_keyword_rate: 0.9\n" + OFF_YAML)
+    cli("report", "--only", "keywords")
+    out = cli("check", expect=1).output
+    assert "nothing to check" not in out
+    assert "NOT RUN  min_keyword_rate (keywords): no required keywords to check" in out

@@ -285,18 +285,24 @@ class Gates(Checked):
 
 
 def verdicts(report: dict[str, Any], thresholds: Any) -> list[Verdict]:
-    """Each required keyword's rate per concept against its minimum."""
-    from sdfkit.report.verdicts import not_run
+    """Each required keyword's rate per concept against its minimum. A ``min_keyword_rate``
+    the project sets with no keyword to hold to it (no universes, an empty corpus, or no
+    keyword audit in the report) is NOT RUN: it measured nothing, so it must not pass."""
+    from sdfkit.report.verdicts import unmeasured
 
     if not thresholds.check_keywords:
         return []
     kw = report.get(JSON_KEY)
-    if not isinstance(kw, dict):
-        if thresholds.min_keyword_rate is not None:
-            return [not_run("min_keyword_rate", "keywords", thresholds.min_keyword_rate)]
-        return []
+    per_concept = (kw.get("per_concept") or {}) if isinstance(kw, dict) else {}
+    if not any(fig.get("keywords") for fig in per_concept.values()):
+        limit = thresholds.min_keyword_rate
+        if limit is None:  # each universe's own minimum, and there is none
+            return []
+        early = unmeasured(kw, "min_keyword_rate", "keywords", limit)
+        why = "no required keywords to check: give universe files (universes: or --universe)"
+        return [early or Verdict("min_keyword_rate", "keywords", None, limit, "not run", why)]
     out = []
-    for concept, fig in (kw.get("per_concept") or {}).items():
+    for concept, fig in per_concept.items():
         documents = int(fig.get("documents") or 0)
         for k in fig.get("keywords") or []:
             limit = thresholds.min_keyword_rate

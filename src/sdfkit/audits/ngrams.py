@@ -1137,19 +1137,23 @@ COMMAND = Command(
 )
 
 
+GATE_OFF = 'give one number, or {"4": 0.3}; null turns the check off'
+
+
 @dataclass
 class Gates(Checked):
     """The n-gram audit's thresholds of ``sdf check`` (``check:`` in sdfkit.yaml)."""
 
     where_: ClassVar[str] = "check"
 
-    #: Any n-gram's share of documents: one value for every n, or {"n": value} for some n.
+    #: Any n-gram's share of documents: one value for every n, or {"n": value} for some n
+    #: (an empty mapping is an error, not a gate switched off: null is that).
     max_ngram_doc_share: float | dict[str, float] | None = field(
-        default=None, metadata=between(0, 1)
+        default=None, metadata=between(0, 1) | items_at_least(1, GATE_OFF)
     )
     #: The share of documents carrying any of the five top n-grams, per n (or one number).
     max_top5_ngrams_doc_share: float | dict[str, float] | None = field(
-        default=None, metadata=between(0, 1)
+        default=None, metadata=between(0, 1) | items_at_least(1, GATE_OFF)
     )
 
     def __post_init__(self) -> None:
