@@ -101,9 +101,21 @@ def test_bad_thresholds_name_the_key():
         Thresholds.from_mapping({"max_ngram_doc_share": {4: "high"}}, "f.yaml")
 
 
+def _measured(tmp_path, report):
+    """``report`` as `sdf report` would have written it of the corpus ./corpus, made here."""
+    from sdfkit.report.freshness import corpus_state
+    from sdfkit.store.catalog import Store
+    from sdfkit.store.ingest import build_documents
+
+    store = Store(tmp_path / "corpus")
+    store.append("documents_raw", build_documents([{"text": "a document", "concept": "ts"}]))
+    state = {"corpus": str(store.root.resolve()), "corpus_state": corpus_state(store)}
+    return {**report, **state}
+
+
 def test_cli_check_passes_and_fails(cli, tmp_path):
     (tmp_path / "reports").mkdir()
-    (tmp_path / "reports" / "report.json").write_text(json.dumps(REPORT))
+    (tmp_path / "reports" / "report.json").write_text(json.dumps(_measured(tmp_path, REPORT)))
     (tmp_path / "sdfkit.yaml").write_text(
         "check:\n  max_name_share: 0.2\n  max_ngram_doc_share: {'4': 0.5}\n"
         "  min_keyword_rate: 0.8\n" + OFF_YAML
@@ -257,3 +269,83 @@ def test_a_keyword_minimum_with_no_keyword_to_hold_to_it_is_not_run(cli, tmp_pat
     out = cli("check", expect=1).output
     assert "nothing to check" not in out
     assert "NOT RUN  min_keyword_rate (keywords): no required keywords to check" in out
+
+
+def test_cli_check_refuses_a_report_of_another_or_a_changed_corpus(cli, tmp_path, monkeypatch):
+    """A report passes or fails only the corpus it measured, as it was: another corpus
+    (--corpus, $SDF_CORPUS), documents added since, exclusions changed since, or a report
+    that does not say what it measured are refused with one line (exit 2)."""
+    from sdfkit.store.catalog import Store, read_part
+
+    rows = "".join(json.dumps({"text": f"Note {i} about one thing."}) + "\n" for i in range(5))
+    (tmp_path / "a.jsonl").write_text(rows)
+    cli("ingest", "a.jsonl", "--set", "concept=c")
+    cli("--corpus", "other", "ingest", "a.jsonl", "--set", "concept=c")
+    skip = ["--skip", "dedup", "--skip", "diversity"]
+    cli("report", *skip)
+    assert "all 3 checks pass" in cli("check").output
+    here, other = (str((tmp_path / d).resolve()) for d in ("corpus", "other"))
+    refused = f"measured the corpus {here}, not {other} (--corpus or $SDF_CORPUS)"
+    assert refused in cli("check", "--corpus", "other", expect=2).output
+    monkeypatch.setenv("SDF_CORPUS", "other")
+    assert refused in cli("check", expect=2).output
+    monkeypatch.delenv("SDF_CORPUS")
+    # 3 documents more: the report is stale until it is written again
+    more = "".join(json.dumps({"text": f"Another note {i}."}) + "\n" for i in range(3))
+    (tmp_path / "b.jsonl").write_text(more)
+    cli("ingest", "b.jsonl", "--set", "concept=c")
+    out = cli("check", expect=2).output
+    assert f"report.json measured {here} before 3 documents were added: run `sdf report`" in out
+    assert "sdf check --run" in out and len(out.strip().splitlines()) == 1
+    assert "all 3 checks pass" in cli("check", "--run").output
+    assert "all 3 checks pass" in cli("check").output  # --run wrote a fresh report
+    # exclusions are read by the gates (the anti-universe gate counts documents not excluded)
+    cli("exclude", "--where", "doc_id IN (SELECT min(doc_id) FROM documents)", "--reason", "x")
+    out = cli("check", expect=2).output
+    assert "before its exclusions or grades changed" in out
+    cli("exclude", "--lift", "--reason", "x")
+    assert "all 3 checks pass" in cli("check").output  # the same exclusions as measured
+    # a part set aside (sdf doctor) is a change too
+    store = Store(tmp_path / "corpus")
+    (part,) = [p for p in store.parts("documents_raw") if read_part(p).num_rows == 3]
+    part.rename(tmp_path / part.name)
+    assert "before 3 documents were removed" in cli("check", expect=2).output
+    # a report that does not say what it measured (an older sdfkit's) is refused
+    path = tmp_path / "reports" / "report.json"
+    old = {k: v for k, v in json.loads(path.read_text()).items() if k != "corpus_state"}
+    path.write_text(json.dumps(old))
+    out = cli("check", expect=2).output
+    assert "does not record the corpus state it measured" in out
+
+
+def test_a_report_is_fresh_after_its_own_exclusions_and_stale_if_documents_land_during_it(
+    store, tmp_path, monkeypatch
+):
+    """The record is fingerprinted before the first audit and the exclusions after the last:
+    the anti-universe audit's own exclusions leave the report fresh, while a document that
+    lands as the audits run leaves it stale (it may not have been measured)."""
+    from sdfkit.audits import shape
+    from sdfkit.report.build import ReportConfig, build
+    from sdfkit.report.freshness import StaleReport, check_fresh
+    from sdfkit.store.ingest import build_documents
+
+    rows = [{"text": f"Memo {i}: Sarah Chen signs it.", "concept": "c"} for i in range(2)]
+    store.append("documents_raw", build_documents(rows + [{"text": "Clean.", "concept": "c"}]))
+    uni = tmp_path / "u.md"
+    uni.write_text("---\nid: u\nconcept: c\nanti_universe: {names: [Sarah Chen]}\n---\nA rule.\n")
+    cfg = ReportConfig(html=tmp_path / "r.html", json=tmp_path / "r.json", universes=[str(uni)])
+    rep = build(store, cfg, only=["anti_universe"])
+    assert rep.data["anti_universe"]["violating_documents"] == 2
+    assert store.query("SELECT count(*) FROM exclusions").item() == 2  # written by the report
+    check_fresh(rep.data, store, "r.json")  # measured as it is now
+
+    def landing(store, config=None, engine=None):
+        store.append("documents_raw", build_documents([{"text": "Late.", "concept": "c"}]))
+        return run(store, config, engine)
+
+    run = shape.run
+    monkeypatch.setattr(shape, "run", landing)
+    rep = build(store, cfg, only=["shape"])
+    assert rep.data["shape"]["documents"] == 4  # this audit saw it; an earlier one would not
+    with pytest.raises(StaleReport, match=r"r.json measured .* before 1 document was added"):
+        check_fresh(rep.data, store, "r.json")
