@@ -98,6 +98,7 @@ def test_no_universes_and_bad_paths(store, tmp_path):
     _land(store, [{"text": "x", "concept": "ts"}])
     res = keywords.run(store, keywords.Config())
     assert res.figures["per_concept"] == {}
+    assert res.figures["documents"] == 1  # what sdf check reads to tell an empty corpus
     assert any("No universe files" in n for n in res.notes)
     with pytest.raises(SdfError, match=r"no universe file matches .*nothing\*\.md"):
         keywords.run(store, keywords.Config(universes=[str(tmp_path / "nothing*.md")]))
@@ -138,8 +139,52 @@ def test_cli_audit_keywords(store, cli, tmp_path):
     _land(store, [{"text": f"doc {i} try-catch", "concept": "ts"} for i in range(3)])
     out = cli("--corpus", store.root, "audit", "keywords", "--universe", _universe(tmp_path))
     assert "ts: 3 docs, 3 missing a required keyword" in out.output
-    assert "ok  try-catch|try/catch: 100.0% (minimum 90%)" in out.output
-    assert "LOW CRA|Cyber Resilience Act: 0.0% (minimum 50%)" in out.output
+    assert "ok  try-catch|try/catch: 100.0%, 3 of 3 (minimum 90%)" in out.output
+    assert "LOW CRA|Cyber Resilience Act: 0.0%, 0 of 3 (minimum 50%)" in out.output
+
+
+@pytest.mark.parametrize(
+    ("hits", "documents", "min_rate", "meets"),
+    [
+        (136, 203, 0.67, False),  # 0.66995: rounded to 4 places it read 0.67 and passed
+        (7, 100, 0.07, True),  # exactly the minimum: 0.07 * 100 is 7.000000000000001
+        (67, 100, 0.67, True),
+        (2, 3, 0.6667, False),
+    ],
+)
+def test_the_gate_and_the_audit_compare_the_exact_rate(
+    store, tmp_path, hits, documents, min_rate, meets
+):
+    """The audit's meets_min, the named query's and the verdict of sdf check agree, on the
+    counts, at the edge of the minimum."""
+    from sdfkit.report.check import Thresholds, run_checks
+    from sdfkit.store.sql import named
+
+    _land(
+        store,
+        [
+            {"text": f"Doc {i}: " + ("try-catch" if i < hits else "nothing"), "concept": "ts"}
+            for i in range(documents)
+        ],
+    )
+    universe = tmp_path / "u.md"
+    universe.write_text(
+        "---\nid: u\nconcept: ts\nrequired_keywords:\n"
+        f"  - {{keyword: try-catch, min_rate: {min_rate}}}\n---\nA universe.\n"
+    )
+    res = keywords.run(store, keywords.Config(universes=[str(universe)]))
+    save(store, res)
+    (kw,) = res.figures["per_concept"]["ts"]["keywords"]
+    assert (kw["with_keyword"], kw["meets_min"]) == (hits, meets)
+    assert kw["rate"] == hits / documents  # exact: rounding is for display only
+    assert named("keyword_rates", store)["meets_min"].to_list() == [meets]
+    off = dict(max_anti_universe_documents=None, max_name_doc_share=None)
+    t = Thresholds(**off, max_top5_names_doc_share=None)
+    (v,) = run_checks({"keywords": res.figures}, t).verdicts
+    assert v.status == ("pass" if meets else "fail")
+    assert f"{hits} of {documents} documents" in v.line()
+    shown = v.line().split(": ", 1)[1].split(",")[0]
+    assert shown != f"{min_rate:.4g}" or meets  # a breach never reads as its own threshold
 
 
 # The statements of the keyword audit's save, in order; `run` itself writes nothing.

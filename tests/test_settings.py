@@ -114,6 +114,16 @@ def test_bad_ngram_share_through_set_names_the_command_line(cli, store):
             "check: {max_ngram_doc_share: {four: 0.3}}",
             "check.max_ngram_doc_share: key 'four' must be an n-gram size",
         ),
+        # an empty per-n mapping would switch the gate off without a word; null does that
+        (
+            "check: {max_ngram_doc_share: {}}",
+            "check.max_ngram_doc_share: must map at least 1 key, got {} (give one number, "
+            'or {"4": 0.3}; null turns the check off)',
+        ),
+        (
+            "check: {max_top5_ngrams_doc_share: {}}",
+            "check.max_top5_ngrams_doc_share: must map at least 1 key, got {}",
+        ),
         (
             "check: {max_near_duplicate_fraction: -1}",
             "check.max_near_duplicate_fraction: must be between 0 and 1",

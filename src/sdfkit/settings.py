@@ -55,10 +55,11 @@ def one_of(*choices: str) -> dict[str, Any]:
     return {"choices": tuple(choices)}
 
 
-def items_at_least(count: int) -> dict[str, Any]:
-    """A list field holds at least ``count`` items (an empty list would switch a check off
-    without a word)."""
-    return {"min_items": count}
+def items_at_least(count: int, instead: str = "") -> dict[str, Any]:
+    """A list field holds at least ``count`` items, a mapping field ``count`` keys (an empty
+    one would switch a check off without a word); ``instead`` ends the error with what to
+    write for what the empty value seemed to ask, e.g. "null turns the check off"."""
+    return {"min_items": count, "min_items_instead": instead}
 
 
 def keys_at_least(low: int) -> dict[str, Any]:
@@ -145,7 +146,7 @@ def check_value(hint: Any, value: Any, where: str, limits: Mapping[str, Any] = {
         if len(value) < fewest:
             raise ConfigError(
                 f"{where}: must list at least {fewest} value{'s' if fewest > 1 else ''}, "
-                f"got {list(value)!r}"
+                f"got {list(value)!r}" + _instead(limits)
             )
         if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
             if len(value) != len(args):
@@ -160,6 +161,12 @@ def check_value(hint: Any, value: Any, where: str, limits: Mapping[str, Any] = {
     if origin is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: must be a mapping, got {value!r}")
+        fewest = limits.get("min_items", 0)
+        if len(value) < fewest:
+            raise ConfigError(
+                f"{where}: must map at least {fewest} key{'s' if fewest > 1 else ''}, "
+                f"got {dict(value)!r}" + _instead(limits)
+            )
         key_type, value_type = args
         out = {}
         for k, v in value.items():
@@ -200,6 +207,11 @@ def check_value(hint: Any, value: Any, where: str, limits: Mapping[str, Any] = {
             raise ConfigError(f"{where}: must be a file path, got {value!r}")
         return Path(value)
     return value  # a type this checker does not know: the config's own code decides
+
+
+def _instead(limits: Mapping[str, Any]) -> str:
+    instead = limits.get("min_items_instead")
+    return f" ({instead})" if instead else ""
 
 
 def _shape_fits(hint: Any, value: Any) -> bool:

@@ -869,15 +869,17 @@ class Gates(Checked):
 
 
 def verdicts(report: dict[str, Any], thresholds: Any) -> list[Verdict]:
-    """Documents that carry a ban of their own universe."""
-    from sdfkit.report.verdicts import max_verdict, not_run
+    """Documents that carry a ban of their own universe; none audited (an empty corpus, or
+    every document excluded for another reason) is NOT RUN, not 0 violating documents."""
+    from sdfkit.report.verdicts import max_verdict, unmeasured
 
     limit = thresholds.max_anti_universe_documents
     if limit is None:
         return []
     au = report.get(JSON_KEY)
-    if not isinstance(au, dict):
-        return [not_run("max_anti_universe_documents", "anti_universe", limit)]
+    early = unmeasured(au, "max_anti_universe_documents", "anti_universe", limit, "corpus")
+    if early is not None:
+        return [early]
     worst = max(au.get("universes") or [{}], key=lambda u: u.get("violating_documents", 0))
     items = worst.get("items") or []
     detail = (

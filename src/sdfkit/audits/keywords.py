@@ -120,6 +120,18 @@ def required_table(universes: list[Universe], min_rate: float | None = None) -> 
     return pl.DataFrame(list(rows.values()), schema=schema)
 
 
+def meets_min(with_keyword: int, documents: int, min_rate: float) -> bool:
+    """Whether ``with_keyword`` of ``documents`` reach ``min_rate``: the audit's ``meets_min``
+    and the verdict of ``sdf check`` are both this, on the counts, never on a rounded rate
+    (136 of 203 documents is 0.66995: it shows as 0.67 and misses a minimum of 0.67).
+
+    ``with_keyword / documents`` is the double nearest the exact share, so for a minimum
+    written with a few decimals it compares as the fractions do (7 of 100 meet 0.07, which
+    ``with_keyword >= min_rate * documents`` misses: 0.07 * 100 is 7.000000000000001).
+    ``queries/keyword_rates.sql`` computes its ``meets_min`` the same way."""
+    return documents > 0 and with_keyword / documents >= min_rate
+
+
 def named_over_required(store: Store, required: pl.DataFrame, *queries: str) -> list[pl.DataFrame]:
     """Run named queries with ``required`` as ``audit_keywords_required``: a relation
     registered on the connection (it shadows the stored table), so nothing is written."""
@@ -157,11 +169,10 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     universes = load_universes(list(paths))
     required = required_table(universes, config.min_rate)
 
-    corpus_concepts = set(
-        store.query("SELECT DISTINCT coalesce(concept, '(none)') AS c FROM documents")[
-            "c"
-        ].to_list()
+    per_corpus_concept = store.query(
+        "SELECT coalesce(concept, '(none)') AS c, count(*) AS n FROM documents GROUP BY c"
     )
+    corpus_concepts = set(per_corpus_concept["c"].to_list())
     rates, hits = named_over_required(store, required, "keyword_rates", "keyword_hits")
     missing = (
         hits.filter(~pl.col("present"))
@@ -181,9 +192,9 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
                 {
                     "keyword": r["keyword"],
                     "min_rate": r["min_rate"],
-                    "rate": r["rate"],
+                    "rate": r["rate"],  # exact; rounded only where it is shown
                     "with_keyword": r["with_keyword"],
-                    "meets_min": bool(r["meets_min"]),
+                    "meets_min": meets_min(r["with_keyword"], r["documents"], r["min_rate"]),
                 }
                 for r in crates.iter_rows(named=True)
             ],
@@ -197,8 +208,8 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
         for kw in fig["keywords"]:
             if fig["documents"] and not kw["meets_min"]:
                 flags.append(
-                    f"{concept}: keyword {kw['keyword']!r} in {kw['rate']:.1%} of documents "
-                    f"(minimum {kw['min_rate']:.0%})"
+                    f"{concept}: keyword {kw['keyword']!r} in {kw['rate']:.1%} of documents, "
+                    f"{kw['with_keyword']} of {fig['documents']} (minimum {_pct(kw['min_rate'])})"
                 )
     no_universe = sorted(corpus_concepts - set(required["concept"].to_list()))
     notes = [
@@ -218,6 +229,8 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
             + ", ".join(no_universe)
         )
     figures = {
+        # every document is read (0: an empty corpus, whose gates are NOT RUN)
+        "documents": int(per_corpus_concept["n"].sum() or 0),
         "universes": [{"id": u.id, "concept": u.concept, "path": u.source_path} for u in universes],
         "per_concept": per_concept,
         "concepts_without_keywords": no_universe,
@@ -232,6 +245,11 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     )
 
 
+def _pct(share: float) -> str:
+    """A minimum as a percentage, every digit kept (0.675 is 67.5%, not 68%)."""
+    return f"{share * 100:g}%"
+
+
 def summary(result: AuditResult) -> list[str]:
     lines = []
     for concept, fig in result.figures["per_concept"].items():
@@ -242,7 +260,8 @@ def summary(result: AuditResult) -> list[str]:
         for kw in fig["keywords"]:
             mark = "ok  " if kw["meets_min"] else "LOW "
             lines.append(
-                f"  {mark}{kw['keyword']}: {kw['rate']:.1%} (minimum {kw['min_rate']:.0%})"
+                f"  {mark}{kw['keyword']}: {kw['rate']:.1%}, {kw['with_keyword']} of "
+                f"{fig['documents']} (minimum {_pct(kw['min_rate'])})"
             )
     if not result.figures["per_concept"]:
         lines.append("no required keywords checked (give --universe FILE)")
@@ -275,31 +294,40 @@ class Gates(Checked):
 
 
 def verdicts(report: dict[str, Any], thresholds: Any) -> list[Verdict]:
-    """Each required keyword's rate per concept against its minimum."""
-    from sdfkit.report.verdicts import not_run
+    """Each required keyword's rate per concept against its minimum. A ``min_keyword_rate``
+    the project sets with no keyword to hold to it (no universes, an empty corpus, or no
+    keyword audit in the report) is NOT RUN: it measured nothing, so it must not pass."""
+    from sdfkit.report.verdicts import unmeasured
 
     if not thresholds.check_keywords:
         return []
     kw = report.get(JSON_KEY)
-    if not isinstance(kw, dict):
-        if thresholds.min_keyword_rate is not None:
-            return [not_run("min_keyword_rate", "keywords", thresholds.min_keyword_rate)]
-        return []
+    per_concept = (kw.get("per_concept") or {}) if isinstance(kw, dict) else {}
+    if not any(fig.get("keywords") for fig in per_concept.values()):
+        limit = thresholds.min_keyword_rate
+        if limit is None:  # each universe's own minimum, and there is none
+            return []
+        early = unmeasured(kw, "min_keyword_rate", "keywords", limit)
+        why = "no required keywords to check: give universe files (universes: or --universe)"
+        return [early or Verdict("min_keyword_rate", "keywords", None, limit, "not run", why)]
     out = []
-    for concept, fig in (kw.get("per_concept") or {}).items():
+    for concept, fig in per_concept.items():
+        documents = int(fig.get("documents") or 0)
         for k in fig.get("keywords") or []:
             limit = thresholds.min_keyword_rate
-            limit = limit if limit is not None else k["min_rate"]
-            rate = float(k["rate"])
-            seen = fig.get("documents", 0) > 0
+            limit = float(limit if limit is not None else k["min_rate"])
+            hits = k.get("with_keyword")
+            if documents and hits is not None:  # the counts, as the audit's own meets_min
+                rate = hits / documents
+                status = "pass" if meets_min(hits, documents, limit) else "fail"
+                detail = f"{hits} of {documents} documents"
+            else:  # no documents (NOT RUN), or a report without the counts
+                rate = float(k["rate"])
+                status = ("pass" if rate >= limit else "fail") if documents else "not run"
+                detail = "" if documents else "no documents"
             out.append(
                 Verdict(
-                    "min_keyword_rate",
-                    f"{concept}: {k['keyword']}",
-                    rate,
-                    float(limit),
-                    ("pass" if rate >= limit else "fail") if seen else "not run",
-                    "" if fig.get("documents", 0) else "no documents",
+                    "min_keyword_rate", f"{concept}: {k['keyword']}", rate, limit, status, detail
                 )
             )
     return out

@@ -1947,7 +1947,7 @@ class Gates(Checked):
 
 def verdicts(report: dict[str, Any], thresholds: Any) -> list[Verdict]:
     """The top name's share of mentions, and the top names' shares of documents."""
-    from sdfkit.report.verdicts import max_verdict, not_run, unmeasured
+    from sdfkit.report.verdicts import max_verdict, unmeasured
 
     out: list[Verdict] = []
     names = report.get(JSON_KEY)
@@ -1968,8 +1968,9 @@ def verdicts(report: dict[str, Any], thresholds: Any) -> list[Verdict]:
         limit = getattr(thresholds, check)
         if limit is None:
             continue
-        if not isinstance(names, dict):
-            out.append(not_run(check, "names", limit))
+        early = unmeasured(names, check, "names", limit)
+        if early is not None:  # a share of no documents is 0: it must not pass
+            out.append(early)
             continue
         subject = str(names.get(who) or "top name") if who else "five top names"
         out.append(max_verdict(check, subject, names.get(key), limit))

@@ -1137,19 +1137,23 @@ COMMAND = Command(
 )
 
 
+GATE_OFF = 'give one number, or {"4": 0.3}; null turns the check off'
+
+
 @dataclass
 class Gates(Checked):
     """The n-gram audit's thresholds of ``sdf check`` (``check:`` in sdfkit.yaml)."""
 
     where_: ClassVar[str] = "check"
 
-    #: Any n-gram's share of documents: one value for every n, or {"n": value} for some n.
+    #: Any n-gram's share of documents: one value for every n, or {"n": value} for some n
+    #: (an empty mapping is an error, not a gate switched off: null is that).
     max_ngram_doc_share: float | dict[str, float] | None = field(
-        default=None, metadata=between(0, 1)
+        default=None, metadata=between(0, 1) | items_at_least(1, GATE_OFF)
     )
     #: The share of documents carrying any of the five top n-grams, per n (or one number).
     max_top5_ngrams_doc_share: float | dict[str, float] | None = field(
-        default=None, metadata=between(0, 1)
+        default=None, metadata=between(0, 1) | items_at_least(1, GATE_OFF)
     )
 
     def __post_init__(self) -> None:
@@ -1166,7 +1170,7 @@ class Gates(Checked):
 
 def verdicts(report: dict[str, Any], thresholds: Any) -> list[Verdict]:
     """Any n-gram's and the five top n-grams' share of documents, per n."""
-    from sdfkit.report.verdicts import max_verdict, not_run, unmeasured
+    from sdfkit.report.verdicts import max_verdict, unmeasured
 
     out: list[Verdict] = []
     ngrams = report.get(JSON_KEY)
@@ -1190,8 +1194,9 @@ def verdicts(report: dict[str, Any], thresholds: Any) -> list[Verdict]:
             )
     limit_of = thresholds.max_top5_ngrams_doc_share
     if limit_of is not None:
-        if not isinstance(ngrams, dict):
-            out.append(not_run("max_top5_ngrams_doc_share", "ngrams", limit_of))
+        early = unmeasured(ngrams, "max_top5_ngrams_doc_share", "ngrams", limit_of)
+        if early is not None:  # no documents: every share reads 0, which must not pass
+            out.append(early)
             return out
         shares = ngrams.get("top5_doc_share") or {}
         limits = limit_of if isinstance(limit_of, dict) else {n: limit_of for n in shares}

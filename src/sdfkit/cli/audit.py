@@ -288,9 +288,13 @@ def check(
     ray_address: RayAddressOpt = None,
     corpus: CorpusOpt = None,
 ) -> None:
-    """Evaluate the thresholds of the project file; exit 1 naming each breach."""
+    """Evaluate the thresholds of the project file; exit 1 naming each breach.
+
+    Without ``--run`` the report must have measured this corpus as it is now: one of
+    another corpus, or one older than its last change, is refused (exit 2)."""
     from sdfkit.report.build import build, load_config
     from sdfkit.report.check import check_report, load_report_json, run_checks
+    from sdfkit.report.freshness import check_fresh
 
     cfg = load_config(config)
     cfg.engine = engine or cfg.engine
@@ -303,6 +307,7 @@ def check(
             data = build(open_store(corpus), cfg).data
     else:
         data = load_report_json(cfg.json)
+        check_fresh(data, open_store(corpus), cfg.json)
     verdicts = run_checks(data, cfg.thresholds).verdicts
     if not verdicts:
         typer.echo(f"no thresholds configured ({cfg.source or 'no sdfkit.yaml'}): nothing to check")

@@ -143,4 +143,7 @@ def verdicts(report: dict[str, Any], thresholds: Any) -> list[Verdict]:
             f", stderr of the change {se:.3g}" if se is not None else ""
         )
         out.append(max_verdict(name, subject, -change, limit, detail))
+    if not out:  # only the base model was evaluated: no drop was measured, none may pass
+        why = "no checkpoint scores to compare with the base model's: evaluate a checkpoint"
+        out.append(Verdict(name, "capabilities", None, limit, "not run", why))
     return out

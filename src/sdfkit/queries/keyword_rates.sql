@@ -14,7 +14,10 @@ SELECT concept,
        min_rate,
        documents,
        with_keyword,
-       round(coalesce(with_keyword / nullif(documents, 0), 0), 4) AS rate,
-       documents > 0 AND with_keyword >= min_rate * documents     AS meets_min
+       coalesce(with_keyword / nullif(documents, 0), 0)             AS rate,
+       -- the exact share against the minimum, as sdfkit.audits.keywords.meets_min: never a
+       -- rounded rate (136 of 203 is 0.66995, below 0.67), nor min_rate * documents (0.07 *
+       -- 100 is 7.000000000000001, so 7 of 100 would miss a minimum of 0.07)
+       documents > 0 AND with_keyword / documents >= min_rate      AS meets_min
 FROM counts
 ORDER BY concept, keyword;

@@ -6,7 +6,9 @@ stores its tables in the corpus (``audit_<name>_<table>``), evaluates the thresh
 
 - ``report.json``: every figure, keyed by each audit module's ``JSON_KEY`` (``shape``,
   ``ngrams``, ``names``, ``near_duplicates``, ``diversity``, ``keywords``), plus ``audits`` (status,
-  seconds, flags, notes per audit) and ``checks`` (the verdicts);
+  seconds, flags, notes per audit), ``checks`` (the verdicts), and ``corpus`` and
+  ``corpus_state`` (what was measured: ``sdf check`` refuses the report once the corpus
+  changes, see ``sdfkit.report.freshness``);
 - ``report.html``: one self-contained page (inline CSS and SVG, no scripts, no network) that
   opens with the verdicts and flags, then each audit's plots and tables. It is rendered from
   the JSON alone (``render_html(report)``), so the two never disagree.
@@ -47,8 +49,10 @@ from sdfkit.audits import AUDITS, AuditResult, json_key, save
 from sdfkit.audits import module as audit_module
 from sdfkit.errors import SdfError
 from sdfkit.report.check import ConfigError, Verdict, run_checks, thresholds_class
+from sdfkit.report.freshness import marks_state, record_state
 from sdfkit.report.html import CSS, esc, fmt_num
 from sdfkit.report.parts import report_parts
+from sdfkit.report.verdicts import shown_pair
 from sdfkit.settings import check_fields
 from sdfkit.store.durable import write_text_atomic
 
@@ -237,6 +241,9 @@ def build(
             pass  # the audit's own turn reports it "not available" without losing the others
     if wanted:
         check_environment(config.engine)
+    # What the audits read, fingerprinted before the first one: a document landing while
+    # they run makes this report stale for `sdf check`, never fresh (sdfkit.report.freshness)
+    record = record_state(store)
     data: dict[str, Any] = {
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "sdfkit_version": __version__,
@@ -253,6 +260,8 @@ def build(
             module.release()
     for part in report_parts():
         part.add(store, data)
+    # exclusions and grades after the last audit: the dedup and anti-universe audits write them
+    data["corpus_state"] = {**record, "marks": marks_state(store)}
     verdicts = run_checks(data, config.thresholds).verdicts
     data["thresholds"] = config.thresholds.to_dict()
     data["checks"] = [dataclasses.asdict(v) for v in verdicts]
@@ -393,11 +402,14 @@ def render_html(report: dict[str, Any]) -> str:
         for c in checks:
             cls = {"pass": "pass", "fail": "fail"}.get(c["status"], "notrun")
             op = "≥" if c["check"].startswith("min_") else "≤"
+            figure, limit = fmt_num(c["figure"]), fmt_num(c["threshold"])
+            if figure == limit and c["figure"] != c["threshold"]:  # 0.66995 is not 0.67
+                figure, limit = shown_pair(c["figure"], c["threshold"])
             rows.append(
                 f'<tr><td><span class="badge {cls}">{esc(c["status"].upper())}</span></td>'
                 f"<td>{esc(c['check'])}</td><td>{esc(c['subject'])}</td>"
-                f'<td class="n">{esc(fmt_num(c["figure"]))}</td>'
-                f'<td class="n">{op} {esc(fmt_num(c["threshold"]))}</td><td>{esc(c["detail"])}</td></tr>'
+                f'<td class="n">{esc(figure)}</td>'
+                f'<td class="n">{op} {esc(limit)}</td><td>{esc(c["detail"])}</td></tr>'
             )
         parts.append(
             "<table><thead><tr><th>verdict</th><th>check</th><th>subject</th><th>figure</th>"

@@ -18,8 +18,10 @@ Thresholds live under ``check:`` in the project file (``sdfkit.yaml``, or ``--co
 A threshold left out (or ``null``, except ``min_keyword_rate``) is not checked, except the
 three gates by documents that have defaults (docs/collapse-loop.md): ``null`` turns them off. Each check
 is evaluated against the figures of a ``report.json``; the same verdicts head the HTML report.
-A configured threshold whose audit did not run is a breach too ("not run"): a pipeline must
-not pass a check it never made.
+A configured threshold whose audit did not run, or that had nothing to measure (no
+documents, no keyword to hold a minimum to), is a breach too ("not run"): a pipeline must
+not pass a check it never made. For the same reason ``sdf check`` judges a corpus only by a
+report of that corpus as it is now (``sdfkit.report.freshness``).
 
 Each threshold belongs to the audit that measures it: the audit module's ``Gates`` dataclass
 holds it with its default, and the module's ``verdicts(report, thresholds)`` reads it.

@@ -31,10 +31,19 @@ class Verdict:
         op = ">=" if self.check.startswith("min_") else "<="
         word = "ok     " if self.passed else "BREACH "
         extra = f"  [{self.detail}]" if self.detail else ""
-        return (
-            f"{word}  {self.check} ({self.subject}): {self.figure:.4g}, threshold {op} "
-            f"{self.threshold:.4g}{extra}"
-        )
+        figure, threshold = shown_pair(self.figure, self.threshold)
+        return f"{word}  {self.check} ({self.subject}): {figure}, threshold {op} {threshold}{extra}"
+
+
+def shown_pair(figure: float, threshold: float) -> tuple[str, str]:
+    """A figure and its threshold to 4 significant digits, or as many more as it takes to
+    tell them apart: a rate of 0.66995 against 0.67 must not read "0.67, threshold >= 0.67"
+    beside BREACH (the verdict compares the numbers; rounding is for display only)."""
+    for digits in (4, 6, 8, 12, 17):
+        shown = f"{figure:.{digits}g}", f"{threshold:.{digits}g}"
+        if shown[0] != shown[1] or figure == threshold:
+            break
+    return shown
 
 
 @dataclass
