@@ -14,6 +14,10 @@ Every audit module is the whole of its audit; it exposes::
 ``sdf report``, ``sdf check`` and ``sdf audit`` loop over ``AUDITS``: adding an audit is one
 module and one line there.
 
+An audit's ``where`` (a condition on ``documents``) is checked before any audit runs
+(``check_where``) and evaluated once as ``sdf sql`` runs queries, read-only and without
+DuckDB extensions (``where_ids``); one that selects no document is refused.
+
 Per-document work (signatures, name candidates, embeddings, keyword hits) runs as
 ``sdfkit.engine.local.Stage`` objects, cached by content hash in the store; corpus-wide steps
 (counting, clustering, aggregation) run in DuckDB/polars over those results.
@@ -25,6 +29,8 @@ writes (``result.writes``, e.g. the dedup audit's exclusions) in the same transa
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -186,18 +192,66 @@ def _rollback(con: Any) -> None:
         pass
 
 
-def where_clause(store: Store, where: str | None) -> str:
-    """``WHERE <where>`` for an audit's ``where`` setting (a condition on ``documents``), or
-    "" without one; a condition DuckDB cannot bind is a clear error, not a traceback."""
-    if where is None:
-        return ""
-    from sdfkit.store.sqlguard import where_expression
-    from sdfkit.store.sqlguard import where_sql as checked
+def where_option(name: str, source: str | None) -> str:
+    """How errors name an audit's ``where``: ``source`` (the file and key, or the option),
+    else the key."""
+    return source or f"audits.{name}.where"
 
-    option = "where"  # --where, --set where=..., or audits.<name>.where
-    where_expression(where, option)  # before anything opens
-    with store.connect() as con:
-        return "WHERE " + checked(con, where, option)
+
+@contextmanager
+def _where_reader(store: Store, name: str) -> Iterator[Any]:
+    """The connection an audit's ``where`` is evaluated on: ``sdf sql``'s (``Store.reader``:
+    the catalog attached read-only, no extension installed or loaded, configuration locked)."""
+    with store.reader() as con:
+        yield con
+
+
+def check_where(store: Store, name: str, where: str | None, source: str | None = None) -> None:
+    """Refuse an audit's ``where`` before any audit runs: empty, not exactly one SQL
+    expression, or not a condition DuckDB can bind over ``documents`` (an unknown column, a
+    file it cannot read, a function it does not have). One line naming ``source``."""
+    if where is None:
+        return
+    from sdfkit.store.sqlguard import check_boolean, where_expression
+
+    option = where_option(name, source)
+    expression = where_expression(where, option)  # before anything opens
+    with _where_reader(store, name) as con:
+        check_boolean(con, expression, option, where)
+
+
+def where_ids(
+    store: Store, name: str, where: str | None, source: str | None = None
+) -> set[str] | None:
+    """The doc ids an audit's ``where`` selects (None without one: every document).
+
+    Evaluated once, up front, as ``sdf sql`` runs queries (``_where_reader``); the audit then
+    reads its documents by these ids. A condition that selects no document is refused: the
+    audit would replace its stored tables (the last full results) with empty ones."""
+    if where is None:
+        return None
+    import duckdb
+
+    from sdfkit.errors import SdfError
+    from sdfkit.store.sqlguard import _first_line, check_boolean, where_expression
+
+    option = where_option(name, source)
+    expression = where_expression(where, option)
+    with _where_reader(store, name) as con:
+        check_boolean(con, expression, option, where)
+        try:
+            rows = con.execute(
+                f"SELECT DISTINCT doc_id FROM documents WHERE {expression}"
+            ).fetchall()
+        except duckdb.Error as exc:
+            raise SdfError(f"{option} {where!r}: failed on documents: {_first_line(exc)}") from None
+    ids = {r[0] for r in rows}
+    if not ids:
+        raise SdfError(
+            f"{option} {where!r}: selects no documents; the stored audit_{name}_* tables are "
+            "left as they were"
+        )
+    return ids
 
 
 def get(name: str) -> Any:

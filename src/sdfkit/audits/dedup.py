@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 
-from sdfkit.audits import AuditResult, CatalogWrite, save, where_clause
+from sdfkit.audits import AuditResult, CatalogWrite, save, where_ids
 from sdfkit.audits.shingles import (
     DEFAULT_CHUNK_CHARS,
     ROUTES,
@@ -51,7 +51,7 @@ from sdfkit.audits.shingles import (
     warm_in_background,
 )
 from sdfkit.engine.local import Stage
-from sdfkit.settings import Checked, at_least, between, one_of
+from sdfkit.settings import Checked, at_least, between, one_of, sql_condition
 from sdfkit.store.catalog import numpy_array
 from sdfkit.store.duplicates import figures as exact_duplicate_figures
 
@@ -96,7 +96,7 @@ class Config(Checked):
     #: Write keep-one-per-cluster exclusions (source 'dedup') for selection to respect.
     write_exclusions: bool = True
     #: SQL condition on the ``documents`` view selecting the documents to compare.
-    where: str | None = None
+    where: str | None = field(default=None, metadata=sql_condition())
     #: Processes computing signatures (None: $SDF_WORKERS or 1).
     workers: int | None = field(default=None, metadata=at_least(1))
     #: Threads computing signatures in each process (None: every core, shared among the
@@ -440,15 +440,17 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
         # Importing numba and its first kernel load (~0.4 CPU-s, mostly LLVM without the
         # GIL) happen on a thread while the catalog is read.
         warm_in_background()
-    where = where_clause(store, config.where)
+    chosen = where_ids(store, "dedup", config.where)
     with store.connect() as con:  # one catalog connection for what is read up front
         docs = pl.from_arrow(
             con.sql(
-                f"SELECT doc_id, created_at, chars FROM documents {where} ORDER BY doc_id"
+                "SELECT doc_id, created_at, chars FROM documents ORDER BY doc_id"
             ).to_arrow_table()
         )
         duplicate_figures = exact_duplicate_figures(store, con)
     assert isinstance(docs, pl.DataFrame)
+    if chosen is not None:
+        docs = docs.filter(pl.col("doc_id").is_in(sorted(chosen)))
     docs = docs.unique("doc_id", keep="first", maintain_order=True)
     ids = docs["doc_id"].to_list()
     workers = config.workers or env_workers()
@@ -461,7 +463,7 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
         threads=threads,
         route=config.route,
     )
-    subset = set(ids) if where else None
+    subset = set(ids) if chosen is not None else None
     stage_run = run_stage(store, stage, engine=engine, workers=workers, where=subset)
     t_sig = time.perf_counter()
     sigs_tbl = read_results(store, stage, set(ids))

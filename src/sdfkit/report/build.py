@@ -73,6 +73,13 @@ class ReportConfig:
     engine: str | None = None
     #: The project file these settings came from (None: defaults only).
     source: str | None = None
+    #: Where each audit setting came from, for errors found once the corpus is open (an
+    #: audit's ``where``): "<audit>.<key>" -> the file and key, or the option.
+    origins: dict[str, str] = field(default_factory=dict)
+
+    def origin(self, name: str, key: str) -> str:
+        """How errors name an audit setting: its file and key, or the option that set it."""
+        return self.origins.get(f"{name}.{key}") or f"audits.{name}.{key}"
 
 
 def load_config(path: str | Path | None = None) -> ReportConfig:
@@ -131,6 +138,11 @@ def load_config(path: str | Path | None = None) -> ReportConfig:
         if not isinstance(settings, dict):
             raise ConfigError(f"{p}: audits.{name}: must be a mapping of settings")
     cfg.audits = {name: dict(settings) for name, settings in audits.items()}
+    cfg.origins = {
+        f"{name}.{key}": f"{p}: audits.{name}.{key}"
+        for name, settings in cfg.audits.items()
+        for key in settings
+    }
     for name in cfg.audits:  # every setting checked now, not when its audit's turn comes
         try:
             cfg.audits[name] = _checked_settings(name, cfg.audits[name], f"{p}: audits.{name}")
@@ -147,13 +159,36 @@ def _relative_to(base: Path, value: str) -> Path:
 
 
 def set_audit_settings(
-    config: ReportConfig, name: str, settings: dict[str, Any], origin: str = "command line"
+    config: ReportConfig,
+    name: str,
+    settings: dict[str, Any],
+    origin: str = "command line",
+    options: dict[str, str] | None = None,
 ) -> None:
     """Lay ``settings`` (e.g. ``--set FIELD=VALUE``) over the project file's settings of one
-    audit, checked first so an error names where the bad value came from."""
+    audit, checked first so an error names where the bad value came from; ``options`` names
+    the option that gave each setting (``--where``), for errors found later."""
     checked = _checked_settings(name, settings, f"{origin}: audits.{name}")
     config.audits[name] = {**(config.audits.get(name) or {}), **checked}
+    for key in checked:
+        config.origins[f"{name}.{key}"] = (options or {}).get(key) or (
+            f"{origin}: audits.{name}.{key}"
+        )
     audit_config(name, None, config)
+
+
+def check_wheres(store: Store, names: list[str], config: ReportConfig) -> None:
+    """Refuse a bad ``where`` of any of these audits before the first one runs (an unknown
+    column, a file DuckDB cannot read...): one line naming the file and key, or the option.
+    Checked on the connection ``sdf sql`` uses (``sdfkit.audits.check_where``)."""
+    from sdfkit.audits import check_where
+
+    for name in names:
+        try:
+            where = getattr(audit_config(name, None, config), "where", None)
+        except ModuleNotFoundError:
+            continue  # the audit's own turn reports it "not available"
+        check_where(store, name, where, config.origin(name, "where"))
 
 
 def _checked_settings(name: str, settings: dict[str, Any], where: str) -> dict[str, Any]:
@@ -232,6 +267,7 @@ def build(
             pass  # the audit's own turn reports it "not available" without losing the others
     if wanted:
         check_environment(config.engine)
+        check_wheres(store, wanted, config)
     data: dict[str, Any] = {
         "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "sdfkit_version": __version__,
