@@ -1,12 +1,14 @@
-"""An audit's ``where``: how it is checked, and what one that selects nothing leaves
+"""An audit's ``where``: what ``excluded`` means in it, what it replaces, how it is checked
 (network access through a ``where``: tests/test_safety.py).
 
 A corpus of 60 near-copies (memos and essays naming Sarah Chen) and 40 distinct memos, four
-of which name a person their universe bans.
+of which name a person their universe bans. With ``where: NOT excluded`` every report must
+give the same exclusions, figures and verdicts as the one before it, from the first on.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -84,6 +86,103 @@ def _runs(store, audit: str | None = None) -> int:
         return 0
     where, params = ("WHERE audit = ?", [audit]) if audit else ("", None)
     return store.query(f"SELECT count(*) AS n FROM audit_runs {where}", params)["n"][0]
+
+
+# --------------------------------------------------- 1. what `excluded` means in a where
+def test_dedup_with_where_not_excluded_excludes_the_same_copies_every_run(store, copies, cli):
+    tmp_path = _project(
+        store,
+        f"audits: {{dedup: {{{NOT_EXCLUDED}}}}}\ncheck: {{max_near_duplicate_fraction: 0.5}}\n",
+    )
+    runs = []
+    for _ in range(3):
+        cli("--corpus", store.root, "report", "--only", "dedup", "--only", "anti_universe")
+        check = cli("--corpus", store.root, "check", expect=None)
+        report = json.loads((tmp_path / "reports" / "report.json").read_text())
+        runs.append((_excluded(store), report["near_duplicates"]["excluded"], check.exit_code))
+    # it does not skip the copies it excluded last time (and then release them)
+    assert len(runs[0][0]) == runs[0][1] == 59 and runs[0][2] == 1
+    assert runs[1] == runs[0] and runs[2] == runs[0]
+
+
+def test_dedup_with_a_narrower_where_replaces_only_the_exclusions_of_what_it_compared(
+    store, copies, cli
+):
+    cli("--corpus", store.root, "audit", "dedup")
+    everything = _excluded(store)
+    assert len(everything) == 59
+    # the essays' exclusions stay: dedup compared only the memos this time
+    cli("--corpus", store.root, "audit", "dedup", "--set", "where=doc_type = 'memo'")
+    assert _excluded(store) == everything
+    eligible = store.query("SELECT count(*) AS n FROM documents WHERE NOT excluded")["n"][0]
+    assert eligible == 41
+    cli("--corpus", store.root, "select", "--name", "s", "--docs", "41")
+    taken = store.query("SELECT doc_id FROM selections WHERE name = 's'")["doc_id"].to_list()
+    assert copies in taken and not set(taken) & set(everything)
+
+
+def test_excluded_in_dedups_where_is_what_it_does_not_derive(store, copies):
+    """Its own exclusions and anti_universe's (which follow from its result: that audit
+    reads the documents dedup keeps) are not ``excluded`` for it; anyone else's are."""
+    from sdfkit.audits import dedup
+    from sdfkit.export.selection import exclude_where
+
+    not_excluded = dedup.Config(where="NOT excluded")
+    with store.connect() as con:  # the kept copy carries a banned name, say
+        con.execute(
+            "INSERT INTO exclusions VALUES (?, 'anti-universe violation', 'anti_universe', now())",
+            [copies],
+        )
+    for _ in range(2):
+        assert dedup.run(store, not_excluded).figures["kept"] == [copies]
+    exclude_where(store, f"doc_id = '{copies}'", "mine")  # a person's: the copy is gone
+    (kept,) = dedup.run(store, not_excluded).figures["kept"]
+    assert kept != copies and kept not in _excluded(store)
+
+
+def _comparable(report: dict) -> dict:
+    """The figures and verdicts of a report, without timings and the work a cache saved."""
+    work = ("timings", "seconds", "signatures_computed", "documents_processed")
+
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k not in work}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    keys = ("ngrams", "names", "near_duplicates", "anti_universe", "checks")
+    return {k: strip(report[k]) for k in keys}
+
+
+def test_repeated_reports_on_an_unchanged_corpus_give_the_same_verdicts(store, copies, cli):
+    tmp_path = _project(
+        store,
+        "universes: [c.md]\n"
+        "report: {skip: [diversity, keywords, shape]}\n"
+        f"audits: {{dedup: {{{NOT_EXCLUDED}}}, ngrams: {{{NOT_EXCLUDED}}}, "
+        f"names: {{{NOT_EXCLUDED}}}}}\n"
+        "check: {max_name_doc_share: 0.3, max_anti_universe_documents: null}\n",
+    )
+    reports = []
+    for _ in range(3):
+        cli("--corpus", store.root, "report")
+        reports.append(json.loads((tmp_path / "reports" / "report.json").read_text()))
+    first = _comparable(reports[0])
+    assert _comparable(reports[1]) == first and _comparable(reports[2]) == first
+    # the first report already audited what selection sees: one copy, no banned name
+    eligible = 100 - 59 - 4  # Anna Novak is banned
+    assert reports[0]["anti_universe"]["violating_documents"] == 4
+    assert reports[0]["names"]["documents"] == eligible
+    assert {c["check"]: c["status"] for c in first["checks"]}["max_name_doc_share"] == "pass"
+    # the anti-universe audit ran first, yet proposes from this report's names table, and
+    # its stored figures are those of the report
+    (proposed,) = reports[0]["anti_universe"]["proposed"]
+    assert "Boris Okafor" in [n["text"] for n in proposed["names"]]
+    stored = store.query(
+        "SELECT figures FROM audit_runs WHERE audit = 'anti_universe' ORDER BY created_at DESC"
+    )["figures"][0]
+    assert json.loads(stored)["proposed"] == reports[-1]["anti_universe"]["proposed"]
 
 
 # ------------------------------------------------- 2. checked before any audit, never empty

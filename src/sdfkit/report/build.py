@@ -43,7 +43,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sdfkit.audits import AUDITS, AuditResult, json_key, save
+from sdfkit.audits import AUDITS, AuditResult, json_key, run_order, save
 from sdfkit.audits import module as audit_module
 from sdfkit.report.check import ConfigError, Verdict, run_checks, thresholds_class
 from sdfkit.report.html import CSS, esc, fmt_num
@@ -320,25 +320,41 @@ def _run_audits(
     data: dict[str, Any],
     results: dict[str, AuditResult],
 ) -> None:
-    """Run each wanted audit in order, recording its status, time and figures in ``data``."""
+    """Run each wanted audit, recording its status, time and figures in ``data`` (in registry
+    order). The audits that write exclusions run first (``sdfkit.audits.run_order``), so a
+    ``where`` reading ``excluded`` sees this report's exclusions and a second report on an
+    unchanged corpus gives the same figures; an audit module's ``finish(store, result,
+    config)`` then completes figures drawn from the tables the others stored."""
+    from sdfkit.audits import get
+
     for name in AUDITS:
-        entry: dict[str, Any] = {"status": "skipped", "seconds": 0.0, "flags": [], "notes": []}
-        if name in wanted:
+        data["audits"][name] = {"status": "skipped", "seconds": 0.0, "flags": [], "notes": []}
+    for name in run_order(wanted):
+        entry = data["audits"][name]
+        started = time.perf_counter()
+        try:
+            result = run_audit(store, name, config)
+        except ModuleNotFoundError as exc:
+            entry.update(status="not available", error=str(exc))
+        except ConfigError:
+            raise
+        except Exception as exc:  # one broken audit must not lose the others' findings
+            entry.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        else:
+            results[name] = result
+            data[json_key(name)] = result.figures
+            entry.update(status="ok", flags=result.flags, notes=result.notes)
+        entry["seconds"] = round(time.perf_counter() - started, 2)
+    for name, result in results.items():
+        module = get(name)
+        if hasattr(module, "finish"):
             started = time.perf_counter()
             try:
-                result = run_audit(store, name, config)
-            except ModuleNotFoundError as exc:
-                entry.update(status="not available", error=str(exc))
-            except ConfigError:
-                raise
-            except Exception as exc:  # one broken audit must not lose the others' findings
-                entry.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-            else:
-                results[name] = result
-                data[json_key(name)] = result.figures
-                entry.update(status="ok", flags=result.flags, notes=result.notes)
-            entry["seconds"] = round(time.perf_counter() - started, 2)
-        data["audits"][name] = entry
+                module.finish(store, result, audit_config(name, module, config))
+            except Exception as exc:  # noqa: BLE001 - as a failure of the audit itself
+                data["audits"][name].update(status="failed", error=f"{type(exc).__name__}: {exc}")
+                data.pop(json_key(name), None)
+            data["audits"][name]["seconds"] += round(time.perf_counter() - started, 2)
 
 
 def _finite(value: Any) -> Any:
