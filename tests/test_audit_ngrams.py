@@ -164,7 +164,7 @@ def test_bad_where_is_one_error_line(store, corpus, cli):
     with pytest.raises(SdfError, match="where 'no_such_column = 1': not a valid condition"):
         ngrams.run(store, ngrams.Config(where="no_such_column = 1"))
     out = cli("--corpus", store.root, "audit", "dedup", "--set", "where=nope > 1", expect=2)
-    assert out.output.startswith("error: where 'nope > 1': not a valid condition")
+    assert out.output.startswith("error: --set where 'nope > 1': not a valid condition")
 
 
 def test_empty_corpus(store):

@@ -145,6 +145,58 @@ CASES: dict[str, tuple[list[str], dict[str, str | bytes], dict[str, str], list[s
         ["where 'no_such_column > 1'", "not a valid condition"],
     ),
     "exclude-no-reason": (["exclude", "--where", "true"], {}, {}, ["--reason"]),
+    # an audit's where: checked before any audit runs, never empty, never the network
+    "report-where-in-config": (
+        ["report", "--config", "w.yaml"],
+        {
+            "w.yaml": 'audits: {ngrams: {where: "1=1) ; DROP TABLE grades; --"}, '
+            'names: {where: "no_such_column = 1"}}\n'
+        },
+        {},
+        ["w.yaml: audits.ngrams.where '1=1) ; DROP TABLE grades; --'", "not one SQL expression"],
+    ),
+    "check-run-where-in-config": (
+        ["check", "--run", "--config", "w.yaml"],
+        {"w.yaml": 'audits: {names: {where: "no_such_column = 1"}}\n'},
+        {},
+        ["w.yaml: audits.names.where 'no_such_column = 1'", "no_such_column"],
+    ),
+    "audit-where-empty-in-config": (
+        ["audit", "names", "--config", "w.yaml"],
+        {"w.yaml": 'audits: {names: {where: "  "}}\n'},
+        {},
+        ["w.yaml: audits.names.where", "empty"],
+    ),
+    "audit-set-where-nothing": (
+        ["audit", "dedup", "--set", "where="],
+        {},
+        {},
+        ["--set 'where='", "no value"],
+    ),
+    "audit-where-blank": (["audit", "ngrams", "--where", " "], {}, {}, ["where", "empty"]),
+    "audit-where-url": (
+        [
+            "audit",
+            "ngrams",
+            "--where",
+            "(SELECT count(*) FROM read_text('https://x.invalid/a')) > 0",
+        ],
+        {},
+        {},
+        ["--where", "requires the extension httpfs", "neither installs nor loads"],
+    ),
+    "audit-where-selects-nothing": (
+        ["audit", "ngrams", "--where", "concept = 'nope'"],
+        {},
+        {},
+        ["--where \"concept = 'nope'\": selects no documents"],
+    ),
+    "sql-url": (
+        ["sql", "SELECT count(*) FROM read_text('https://x.invalid/a')"],
+        {},
+        {},
+        ["requires the extension httpfs", "neither installs nor loads"],
+    ),
     # selection and export options
     "select-docs": (["select", "--name", "x", "--docs", "many"], {}, {}, ["--docs", "many"]),
     "select-exists": (["select", "--name", "n", "--docs", "2"], {}, {}, ["'n'", "--replace"]),

@@ -546,7 +546,8 @@ def test_report_lets_audits_start_work_ahead_and_releases_it_whatever_happens(
     monkeypatch.setattr(audits, "get", get)
     cfg = _config(tmp_path, uni, skip=["diversity"])
     rep = report.build(store, cfg)
-    assert events[:2] == ["prepare names", "run shape"]
+    # the audits that write exclusions run first: the others' `where` reads them
+    assert events[:4] == ["prepare names", "run dedup", "run anti_universe", "run shape"]
     assert events[-2:] == ["release names", "release dedup"]
     assert rep.data["audits"]["dedup"]["status"] == "ok"  # its failed prepare lost nothing
     events[:] = ["ngrams fails"]

@@ -80,6 +80,47 @@ def test_the_reader_connection_itself_refuses_writes(made):
         assert con.execute("SELECT count(*) FROM documents").fetchall()[0][0] == 20
 
 
+URL = "(SELECT count(*) FROM read_text('https://example.invalid/x')) >= 0"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["sql", f"SELECT {URL}"],
+        ["exclude", "--reason", "x", "--where", URL],
+        ["audit", "ngrams", "--where", URL],
+        ["audit", "dedup", "--set", f"where={URL}"],
+    ],
+)
+def test_no_sql_reaches_the_network_through_an_extension(cli, made, args):
+    """DuckDB would install and load httpfs to read a URL: no connection sdfkit opens lets it
+    (not only sdf sql's), so the query is refused in one line and nothing is downloaded."""
+    before = fingerprint(made)
+    res = cli(*args, expect=2)
+    line = one_error(res)
+    assert "requires the extension httpfs" in line and "no network access" in line
+    assert "automatically install" not in res.output  # DuckDB never tried
+    assert fingerprint(made) == before
+
+
+def test_no_connection_installs_or_loads_extensions_on_demand(made):
+    from sdfkit.store.catalog import Store
+    from sdfkit.train.run import train_catalog
+
+    def settings(con) -> tuple:
+        return con.execute(
+            "SELECT current_setting('autoinstall_known_extensions'), "
+            "current_setting('autoload_known_extensions')"
+        ).fetchone()
+
+    store = Store(made)
+    for opened in (store.connect(), store.connect(read_only=True), store.reader()):
+        with opened as con:
+            assert settings(con) == (False, False)
+    with train_catalog(store) as con:
+        assert settings(con) == (False, False)
+
+
 def test_sdf_sql_still_reads_local_files_and_answers(cli, made, tmp_path):
     import duckdb
 

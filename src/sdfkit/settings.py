@@ -62,6 +62,12 @@ def items_at_least(count: int, instead: str = "") -> dict[str, Any]:
     return {"min_items": count, "min_items_instead": instead}
 
 
+def sql_condition() -> dict[str, Any]:
+    """A text field holding a SQL condition (an audit's ``where``): empty text is an error,
+    never "every document" (leaving the setting out, or null, is that)."""
+    return {"condition": True}
+
+
 def keys_at_least(low: int) -> dict[str, Any]:
     """A dict field's keys are whole numbers of at least ``low`` (e.g. n-gram sizes)."""
     return {"key_min": low}
@@ -198,6 +204,11 @@ def check_value(hint: Any, value: Any, where: str, limits: Mapping[str, Any] = {
             value = str(value)
         if not isinstance(value, str):
             raise ConfigError(f"{where}: must be text, got {value!r}")
+        if limits.get("condition") and not value.strip():
+            raise ConfigError(
+                f'{where}: empty; give one SQL condition, e.g. "n_tokens > 800" '
+                "(or leave the setting out for every document)"
+            )
         choices = limits.get("choices")
         if choices and value not in choices:
             raise ConfigError(f"{where}: must be one of {', '.join(choices)}, got {value!r}")

@@ -11,8 +11,17 @@ Every audit module is the whole of its audit; it exposes::
     def verdicts(report, thresholds) -> list[Verdict]   # those gates against its figures
     def summary(result) -> list[str]     # the lines `sdf audit <name>` prints
 
+and may provide ``prepare(store, config)``/``release()`` (slow work started before the first
+audit of a report) and ``finish(store, result, config)`` (figures drawn from the tables other
+audits store, completed once every audit of a report ran).
+
 ``sdf report``, ``sdf check`` and ``sdf audit`` loop over ``AUDITS``: adding an audit is one
-module and one line there.
+module and one line there. An audit that writes exclusions is also one line of
+``EXCLUDERS``; a report runs those first.
+
+An audit's ``where`` (a condition on ``documents``) is checked before any audit runs
+(``check_where``) and evaluated once as ``sdf sql`` runs queries, read-only and without
+DuckDB extensions (``where_ids``); one that selects no document is refused.
 
 Per-document work (signatures, name candidates, embeddings, keyword hits) runs as
 ``sdfkit.engine.local.Stage`` objects, cached by content hash in the store; corpus-wide steps
@@ -25,6 +34,8 @@ writes (``result.writes``, e.g. the dedup audit's exclusions) in the same transa
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
@@ -45,6 +56,12 @@ AUDITS: dict[str, str] = {
     # last: it proposes bans from the names and n-gram tables the audits above just stored
     "anti_universe": "sdfkit.audits.anti_universe",
 }
+
+#: Audits that write exclusions -> the ``exclusions.source`` they write, in the order their
+#: exclusions are derived. ``sdf report`` runs them before every other audit (``run_order``),
+#: so an audit whose ``where`` reads ``excluded`` sees the exclusions this very report
+#: derives: a second report on an unchanged corpus gives the same figures as the first.
+EXCLUDERS: dict[str, str] = {"dedup": "dedup", "anti_universe": "anti_universe"}
 
 
 def _register_table_makers() -> None:
@@ -98,6 +115,8 @@ class AuditResult:
     #: is a no-op (an audit whose ``run`` saves, like dedup's, is then saved once by
     #: ``sdf report``, not twice).
     saved_in: set[str] = field(default_factory=set, init=False, repr=False, compare=False)
+    #: ``created_at`` of its ``audit_runs`` row, once saved (``save_figures`` rewrites it).
+    saved_at: datetime | None = field(default=None, init=False, repr=False, compare=False)
 
 
 #: One row per saved audit result; ``figures`` and ``flags`` are JSON text.
@@ -173,6 +192,19 @@ def save(store: Store, result: AuditResult) -> None:
             for view in [*incoming, *relations]:
                 con.unregister(view)
     result.saved_in.add(catalog_key)
+    result.saved_at = run_row[4]
+
+
+def save_figures(store: Store, result: AuditResult) -> None:
+    """Write ``result.figures`` again into its ``audit_runs`` row (``save`` made it), after a
+    module's ``finish`` completed them in ``sdf report``."""
+    if result.saved_at is None:
+        return
+    with store.connect() as con:
+        con.execute(
+            "UPDATE audit_runs SET figures = ? WHERE audit = ? AND created_at = ?",
+            [json.dumps(result.figures, default=str), result.name, result.saved_at],
+        )
 
 
 def _rollback(con: Any) -> None:
@@ -186,18 +218,97 @@ def _rollback(con: Any) -> None:
         pass
 
 
-def where_clause(store: Store, where: str | None) -> str:
-    """``WHERE <where>`` for an audit's ``where`` setting (a condition on ``documents``), or
-    "" without one; a condition DuckDB cannot bind is a clear error, not a traceback."""
-    if where is None:
-        return ""
-    from sdfkit.store.sqlguard import where_expression
-    from sdfkit.store.sqlguard import where_sql as checked
+def run_order(names: Iterable[str]) -> list[str]:
+    """The order ``sdf report`` runs these audits in: those that write exclusions
+    (``EXCLUDERS``) first, then the others, each group in registry order."""
+    chosen = set(names)
+    first = [n for n in EXCLUDERS if n in chosen]
+    return first + [n for n in AUDITS if n in chosen and n not in EXCLUDERS]
 
-    option = "where"  # --where, --set where=..., or audits.<name>.where
-    where_expression(where, option)  # before anything opens
-    with store.connect() as con:
-        return "WHERE " + checked(con, where, option)
+
+def unseen_sources(name: str) -> tuple[str, ...]:
+    """The exclusion sources an audit's ``where`` does not see (through ``excluded``,
+    ``exclusion_reason`` or ``exclusions``): its own, which it is deriving again, and those of
+    the excluders after it, which are derived from its result. Seeing them, dedup with
+    ``where: NOT excluded`` would skip the copies it excluded last time and release them the
+    time after."""
+    order = list(EXCLUDERS)
+    return tuple(EXCLUDERS[n] for n in order[order.index(name) :]) if name in order else ()
+
+
+def where_option(name: str, source: str | None) -> str:
+    """How errors name an audit's ``where``: ``source`` (the file and key, or the option),
+    else the key."""
+    return source or f"audits.{name}.where"
+
+
+@contextmanager
+def _where_reader(store: Store, name: str) -> Iterator[Any]:
+    """The connection an audit's ``where`` is evaluated on: ``sdf sql``'s (``Store.reader``:
+    the catalog attached read-only, no extension installed or loaded, configuration locked),
+    with ``documents`` and ``exclusions`` leaving out the sources the audit does not see
+    (``unseen_sources``), as temporary views that shadow the catalog's."""
+    from sdfkit.store.catalog import _sql_str
+    from sdfkit.store.schema import DOCUMENTS_SELECT
+
+    unseen = unseen_sources(name)
+    with store.reader() as con:
+        if unseen:
+            sources = ", ".join(_sql_str(s) for s in unseen)
+            con.execute(
+                "CREATE TEMP VIEW exclusions AS SELECT * FROM corpus.main.exclusions "
+                f"WHERE source NOT IN ({sources})"
+            )
+            con.execute(f"CREATE TEMP VIEW documents AS {DOCUMENTS_SELECT}")
+        yield con
+
+
+def check_where(store: Store, name: str, where: str | None, source: str | None = None) -> None:
+    """Refuse an audit's ``where`` before any audit runs: empty, not exactly one SQL
+    expression, or not a condition DuckDB can bind over ``documents`` (an unknown column, a
+    file it cannot read, a function it does not have). One line naming ``source``."""
+    if where is None:
+        return
+    from sdfkit.store.sqlguard import check_boolean, where_expression
+
+    option = where_option(name, source)
+    expression = where_expression(where, option)  # before anything opens
+    with _where_reader(store, name) as con:
+        check_boolean(con, expression, option, where)
+
+
+def where_ids(
+    store: Store, name: str, where: str | None, source: str | None = None
+) -> set[str] | None:
+    """The doc ids an audit's ``where`` selects (None without one: every document).
+
+    Evaluated once, up front, as ``sdf sql`` runs queries (``_where_reader``); the audit then
+    reads its documents by these ids. A condition that selects no document is refused: the
+    audit would replace its stored tables (the last full results) with empty ones."""
+    if where is None:
+        return None
+    import duckdb
+
+    from sdfkit.errors import SdfError
+    from sdfkit.store.sqlguard import _first_line, check_boolean, where_expression
+
+    option = where_option(name, source)
+    expression = where_expression(where, option)
+    with _where_reader(store, name) as con:
+        check_boolean(con, expression, option, where)
+        try:
+            rows = con.execute(
+                f"SELECT DISTINCT doc_id FROM documents WHERE {expression}"
+            ).fetchall()
+        except duckdb.Error as exc:
+            raise SdfError(f"{option} {where!r}: failed on documents: {_first_line(exc)}") from None
+    ids = {r[0] for r in rows}
+    if not ids:
+        raise SdfError(
+            f"{option} {where!r}: selects no documents; the stored audit_{name}_* tables are "
+            "left as they were"
+        )
+    return ids
 
 
 def get(name: str) -> Any:

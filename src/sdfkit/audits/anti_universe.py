@@ -414,6 +414,16 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     return result
 
 
+def finish(store: Store, result: AuditResult, config: Config) -> None:
+    """In ``sdf report`` this audit runs before the names and n-gram audits (its exclusions
+    are read by their ``where``): its proposals, drawn from their tables, are made again
+    once those audits stored this report's."""
+    from sdfkit.audits import save_figures
+
+    result.figures["proposed"] = propose(store, load_configured(store, config.universes), config)
+    save_figures(store, result)
+
+
 def exclusion_writes(doc_ids: list[str]) -> list[CatalogWrite]:
     """Replace the anti-universe exclusions with these documents' (others are left alone)."""
     import pyarrow as pa

@@ -18,7 +18,10 @@ How:
 4. Verified pairs are joined into clusters (union-find); in each cluster one document is
    kept (the earliest created, then the longest, then the smallest doc id) and the others go
    to the ``exclusions`` table with source ``dedup`` and reason ``near-duplicate of <doc_id>``.
-   A re-run replaces the previous dedup exclusions, so it is idempotent.
+   A re-run replaces the previous dedup exclusions (with a ``where``, those of the documents
+   it compared; the others keep theirs), so it is idempotent. In the ``where``, ``excluded``
+   leaves out dedup's own exclusions and anti_universe's (``sdfkit.audits.unseen_sources``):
+   ``NOT excluded`` compares the same documents every run.
 
 With ``write_exclusions`` on (the default), ``run`` saves its result itself: the exclusions
 are ``CatalogWrite``s of the result, run by ``sdfkit.audits.save`` in the one transaction
@@ -38,7 +41,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 
-from sdfkit.audits import AuditResult, CatalogWrite, save, where_clause
+from sdfkit.audits import AuditResult, CatalogWrite, save, where_ids
 from sdfkit.audits.shingles import (
     DEFAULT_CHUNK_CHARS,
     ROUTES,
@@ -51,7 +54,7 @@ from sdfkit.audits.shingles import (
     warm_in_background,
 )
 from sdfkit.engine.local import Stage
-from sdfkit.settings import Checked, at_least, between, one_of
+from sdfkit.settings import Checked, at_least, between, one_of, sql_condition
 from sdfkit.store.catalog import numpy_array
 from sdfkit.store.duplicates import figures as exact_duplicate_figures
 
@@ -96,7 +99,7 @@ class Config(Checked):
     #: Write keep-one-per-cluster exclusions (source 'dedup') for selection to respect.
     write_exclusions: bool = True
     #: SQL condition on the ``documents`` view selecting the documents to compare.
-    where: str | None = None
+    where: str | None = field(default=None, metadata=sql_condition())
     #: Processes computing signatures (None: $SDF_WORKERS or 1).
     workers: int | None = field(default=None, metadata=at_least(1))
     #: Threads computing signatures in each process (None: every core, shared among the
@@ -440,15 +443,19 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
         # Importing numba and its first kernel load (~0.4 CPU-s, mostly LLVM without the
         # GIL) happen on a thread while the catalog is read.
         warm_in_background()
-    where = where_clause(store, config.where)
+    # ``excluded`` in the where leaves out dedup's own exclusions (and anti_universe's, which
+    # follow from them): the audit derives them again, whatever it excluded last time
+    chosen = where_ids(store, "dedup", config.where)
     with store.connect() as con:  # one catalog connection for what is read up front
         docs = pl.from_arrow(
             con.sql(
-                f"SELECT doc_id, created_at, chars FROM documents {where} ORDER BY doc_id"
+                "SELECT doc_id, created_at, chars FROM documents ORDER BY doc_id"
             ).to_arrow_table()
         )
         duplicate_figures = exact_duplicate_figures(store, con)
     assert isinstance(docs, pl.DataFrame)
+    if chosen is not None:
+        docs = docs.filter(pl.col("doc_id").is_in(sorted(chosen)))
     docs = docs.unique("doc_id", keep="first", maintain_order=True)
     ids = docs["doc_id"].to_list()
     workers = config.workers or env_workers()
@@ -461,7 +468,7 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
         threads=threads,
         route=config.route,
     )
-    subset = set(ids) if where else None
+    subset = set(ids) if chosen is not None else None
     stage_run = run_stage(store, stage, engine=engine, workers=workers, where=subset)
     t_sig = time.perf_counter()
     sigs_tbl = read_results(store, stage, set(ids))
@@ -656,7 +663,10 @@ def run(store: Store, config: Config | None = None, engine: str | None = None) -
     )
     if config.write_exclusions:
         # The exclusions land in one transaction with the clusters that explain them.
-        result.writes = exclusion_writes(excluded.select("doc_id", "kept_doc_id").rows())
+        result.writes = exclusion_writes(
+            excluded.select("doc_id", "kept_doc_id").rows(),
+            judged=ids if chosen is not None else None,
+        )
         save(store, result)
     return result
 
@@ -671,17 +681,30 @@ def _keep_order(row: dict[str, Any] | None, doc_id: str, rule: str) -> tuple:
     return (ts, chars, doc_id) if rule == "earliest" else (chars, ts, doc_id)
 
 
-def exclusion_writes(excluded: list[tuple[str, str]]) -> list[CatalogWrite]:
+def exclusion_writes(
+    excluded: list[tuple[str, str]], judged: list[str] | None = None
+) -> list[CatalogWrite]:
     """The catalog statements replacing the dedup exclusions with ``(doc_id, kept_doc_id)``
-    rows (other sources' exclusions are left alone)."""
+    rows (other sources' exclusions are left alone).
+
+    ``judged``: the documents an audit with a ``where`` compared (None: every document). Only
+    their exclusions are replaced; a document outside the ``where`` keeps its own."""
     incoming = pa.table(
         {
             "doc_id": pa.array([d for d, _ in excluded], pa.string()),
             "reason": pa.array([f"near-duplicate of {kept}" for _, kept in excluded], pa.string()),
         }
     )
+    if judged is None:
+        replaced = CatalogWrite("DELETE FROM exclusions WHERE source = 'dedup'")
+    else:
+        replaced = CatalogWrite(
+            "DELETE FROM exclusions WHERE source = 'dedup' "
+            "AND doc_id IN (SELECT doc_id FROM _dedup_judged)",
+            relations={"_dedup_judged": pa.table({"doc_id": pa.array(judged, pa.string())})},
+        )
     return [
-        CatalogWrite("DELETE FROM exclusions WHERE source = 'dedup'"),
+        replaced,
         CatalogWrite(
             "INSERT INTO exclusions (doc_id, reason, source, created_at) "
             "SELECT DISTINCT doc_id, reason, 'dedup', ? FROM _dedup_excluded",

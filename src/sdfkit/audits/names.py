@@ -45,10 +45,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyarrow as pa
 
-from sdfkit.audits import AuditResult, where_clause
+from sdfkit.audits import AuditResult, where_ids
 from sdfkit.engine.local import Stage
 from sdfkit.errors import ConfigError, SdfError
-from sdfkit.settings import Checked, at_least, between, one_of
+from sdfkit.settings import Checked, at_least, between, one_of, sql_condition
 
 if TYPE_CHECKING:  # pragma: no cover
     import polars as pl
@@ -204,7 +204,7 @@ class Config(Checked):
     #: Names suggested for the anti-universe: flagged ones, at most this many.
     suggest_max: int = field(default=20, metadata=at_least(0))
     #: SQL condition on the ``documents`` view selecting the documents to audit.
-    where: str | None = None
+    where: str | None = field(default=None, metadata=sql_condition())
     #: Processes for the per-document stage (None: $SDF_WORKERS or 1).
     workers: int | None = field(default=None, metadata=at_least(1))
     #: Fast mode: processes running NER on the windows (None: every core, once there are
@@ -1304,10 +1304,13 @@ def prepare(store: Store, config: Config) -> None:
     if config.mode != "fast" or _window_table(config.model) in store.parquet_tables():
         return
     # the documents the audit reads (its ``where``), counted as ``run`` counts them
-    where = where_clause(store, config.where)
-    if store.query(f"SELECT count(DISTINCT doc_id) AS n FROM documents {where}")["n"][0] < (
-        EARLY_WORKERS_DOCS
-    ):
+    chosen = where_ids(store, "names", config.where)
+    n = (
+        len(chosen)
+        if chosen is not None
+        else store.query("SELECT count(DISTINCT doc_id) AS n FROM documents")["n"][0]
+    )
+    if n < EARLY_WORKERS_DOCS:
         return
     ner = _Ner(config, _stop_words(config))
     if ner.workers > 1:
@@ -1349,11 +1352,13 @@ def _run(store: Store, config: Config, engine: str | None, ner: _Ner) -> AuditRe
 
     t0 = time.perf_counter()
     stop = ner.stop
-    where = where_clause(store, config.where)
+    chosen = where_ids(store, "names", config.where)
     docs = store.query(
         "SELECT doc_id, any_value(coalesce(concept, '')) AS concept, "
-        f"any_value(coalesce(doc_type, '')) AS doc_type FROM documents {where} GROUP BY doc_id"
+        "any_value(coalesce(doc_type, '')) AS doc_type FROM documents GROUP BY doc_id"
     )
+    if chosen is not None:
+        docs = docs.filter(pl.col("doc_id").is_in(sorted(chosen)))
     ids = set(docs["doc_id"].to_list())
     # cold (no window verdicts cached yet) and large: start the workers while the stage runs
     if (
@@ -1370,7 +1375,11 @@ def _run(store: Store, config: Config, engine: str | None, ner: _Ner) -> AuditRe
     else:
         stage = PersonEntitiesStage(config.model, batch_size=config.batch_size)
     stage_run = run_stage(
-        store, stage, engine=engine, workers=config.workers, where=ids if where else None
+        store,
+        stage,
+        engine=engine,
+        workers=config.workers,
+        where=ids if chosen is not None else None,
     )
     t_stage = time.perf_counter()
     per_doc = _per_doc_counts(store, stage.table, docs)

@@ -28,9 +28,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from sdfkit.audits import AuditResult, where_clause
+from sdfkit.audits import AuditResult, where_ids
 from sdfkit.engine.local import Stage
-from sdfkit.settings import Checked, at_least, between, items_at_least, keys_at_least
+from sdfkit.settings import (
+    Checked,
+    at_least,
+    between,
+    items_at_least,
+    keys_at_least,
+    sql_condition,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -90,7 +97,7 @@ class Config(Checked):
     #: memory does not grow with the corpus (the results are identical).
     partition_rows: int = field(default=2_000_000, metadata=at_least(1))
     #: SQL condition on the ``documents`` view selecting the documents to audit.
-    where: str | None = None
+    where: str | None = field(default=None, metadata=sql_condition())
     #: Most flag sentences per n (the tables hold every flagged n-gram).
     max_flags_per_n: int = field(default=10, metadata=at_least(0))
     #: Threads for tokenising, hashing and counting (default: every core). polars and numpy
@@ -220,11 +227,14 @@ class TokenHashStage(Stage):
 
 def _selected_documents(store: Store, config: Config) -> pl.DataFrame:
     """(doc_id, concept, doc_type) of the audited documents, in doc_id order."""
-    where = where_clause(store, config.where)
-    return store.query(
+    import polars as pl
+
+    chosen = where_ids(store, "ngrams", config.where)
+    docs = store.query(
         "SELECT doc_id, coalesce(concept, '') AS concept, coalesce(doc_type, '') AS doc_type "
-        f"FROM documents {where} ORDER BY doc_id"
+        "FROM documents ORDER BY doc_id"
     )
+    return docs if chosen is None else docs.filter(pl.col("doc_id").is_in(sorted(chosen)))
 
 
 def _token_chunks(store: Store, stage: TokenHashStage, selected: pl.DataFrame, config: Config):

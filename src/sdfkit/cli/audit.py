@@ -18,6 +18,7 @@ from sdfkit.cli import (
     RayAddressOpt,
     SdfGroup,
     app,
+    flag_for,
     given,
     library_default,
     new_app,
@@ -56,19 +57,27 @@ UniverseOpt = Annotated[
 ]
 
 
-def _settings(set_: list[str] | None, **explicit: Any) -> dict[str, Any]:
+def _settings(set_: list[str] | None, **explicit: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """The settings of ``--set FIELD=VALUE`` and of the audit's own options, and the option
+    that gave each (``--set where``, ``--where``) for errors found once the corpus is open."""
     import yaml
 
     from sdfkit.errors import SdfError
 
     out: dict[str, Any] = {}
+    options: dict[str, str] = {}
     for item in set_ or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise SdfError(f"--set {item!r}: write FIELD=VALUE")
+        if not value.strip():  # YAML reads nothing as null: "every document" for a where
+            raise SdfError(f"--set {item!r}: no value; write {key.strip()}=null for none")
         out[key.strip()] = yaml.safe_load(value)
-    out.update({k: v for k, v in explicit.items() if v is not None})
-    return out
+        options[key.strip()] = f"--set {key.strip()}"
+    given = {k: v for k, v in explicit.items() if v is not None}
+    out.update(given)
+    options.update({k: flag_for(k) for k in given})
+    return out, options
 
 
 def _run_one(
@@ -76,12 +85,12 @@ def _run_one(
     corpus: Path | None,
     config_file: Path | None,
     engine: str | None,
-    settings: dict[str, Any],
+    settings: tuple[dict[str, Any], dict[str, str]],
     universes: list[Path] | None = None,
     ray_address: str | None = None,
     flags: dict[str, bool] | None = None,
 ) -> None:
-    from sdfkit.audits import module
+    from sdfkit.audits import module, where_ids
     from sdfkit.report.build import audit_config, load_config, run_audit, set_audit_settings
 
     audit = module(name)
@@ -90,10 +99,14 @@ def _run_one(
         audit.check_flags(flags)
     config = load_config(config_file)
     config.engine = engine or config.engine
-    set_audit_settings(config, name, settings, origin="command line")
+    values, options = settings
+    set_audit_settings(config, name, values, origin="command line", options=options)
     if universes:
         config.universes = [str(u) for u in universes]
     store = open_store(corpus)
+    # a bad `where`, or one that selects nothing, stops here, naming where it came from
+    where = getattr(audit_config(name, audit, config), "where", None)
+    where_ids(store, name, where, config.origin(name, "where"))
     with ray_address_env(ray_address):
         result = run_audit(store, name, config)
     for line in audit.summary(result):
@@ -292,7 +305,7 @@ def check(
 
     Without ``--run`` the report must have measured this corpus as it is now: one of
     another corpus, or one older than its last change, is refused (exit 2)."""
-    from sdfkit.report.build import build, load_config
+    from sdfkit.report.build import build, load_config, verdict_errors
     from sdfkit.report.check import check_report, load_report_json, run_checks
     from sdfkit.report.freshness import check_fresh
 
@@ -305,6 +318,8 @@ def check(
     if run:
         with ray_address_env(ray_address):
             data = build(open_store(corpus), cfg).data
+        for line in verdict_errors(data):  # why an audit's gate is "not in the report"
+            typer.echo(f"error: {line}", err=True)
     else:
         data = load_report_json(cfg.json)
         check_fresh(data, open_store(corpus), cfg.json)

@@ -45,7 +45,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sdfkit.audits import AUDITS, AuditResult, json_key, save
+from sdfkit.audits import AUDITS, AuditResult, json_key, run_order, save
 from sdfkit.audits import module as audit_module
 from sdfkit.errors import SdfError
 from sdfkit.report.check import ConfigError, Verdict, run_checks, thresholds_class
@@ -78,6 +78,13 @@ class ReportConfig:
     engine: str | None = None
     #: The project file these settings came from (None: defaults only).
     source: str | None = None
+    #: Where each audit setting came from, for errors found once the corpus is open (an
+    #: audit's ``where``): "<audit>.<key>" -> the file and key, or the option.
+    origins: dict[str, str] = field(default_factory=dict)
+
+    def origin(self, name: str, key: str) -> str:
+        """How errors name an audit setting: its file and key, or the option that set it."""
+        return self.origins.get(f"{name}.{key}") or f"audits.{name}.{key}"
 
 
 def load_config(path: str | Path | None = None) -> ReportConfig:
@@ -136,6 +143,11 @@ def load_config(path: str | Path | None = None) -> ReportConfig:
         if not isinstance(settings, dict):
             raise ConfigError(f"{p}: audits.{name}: must be a mapping of settings")
     cfg.audits = {name: dict(settings) for name, settings in audits.items()}
+    cfg.origins = {
+        f"{name}.{key}": f"{p}: audits.{name}.{key}"
+        for name, settings in cfg.audits.items()
+        for key in settings
+    }
     for name in cfg.audits:  # every setting checked now, not when its audit's turn comes
         try:
             cfg.audits[name] = _checked_settings(name, cfg.audits[name], f"{p}: audits.{name}")
@@ -152,13 +164,36 @@ def _relative_to(base: Path, value: str) -> Path:
 
 
 def set_audit_settings(
-    config: ReportConfig, name: str, settings: dict[str, Any], origin: str = "command line"
+    config: ReportConfig,
+    name: str,
+    settings: dict[str, Any],
+    origin: str = "command line",
+    options: dict[str, str] | None = None,
 ) -> None:
     """Lay ``settings`` (e.g. ``--set FIELD=VALUE``) over the project file's settings of one
-    audit, checked first so an error names where the bad value came from."""
+    audit, checked first so an error names where the bad value came from; ``options`` names
+    the option that gave each setting (``--where``), for errors found later."""
     checked = _checked_settings(name, settings, f"{origin}: audits.{name}")
     config.audits[name] = {**(config.audits.get(name) or {}), **checked}
+    for key in checked:
+        config.origins[f"{name}.{key}"] = (options or {}).get(key) or (
+            f"{origin}: audits.{name}.{key}"
+        )
     audit_config(name, None, config)
+
+
+def check_wheres(store: Store, names: list[str], config: ReportConfig) -> None:
+    """Refuse a bad ``where`` of any of these audits before the first one runs (an unknown
+    column, a file DuckDB cannot read...): one line naming the file and key, or the option.
+    Checked on the connection ``sdf sql`` uses (``sdfkit.audits.check_where``)."""
+    from sdfkit.audits import check_where
+
+    for name in names:
+        try:
+            where = getattr(audit_config(name, None, config), "where", None)
+        except ModuleNotFoundError:
+            continue  # the audit's own turn reports it "not available"
+        check_where(store, name, where, config.origin(name, "where"))
 
 
 def _checked_settings(name: str, settings: dict[str, Any], where: str) -> dict[str, Any]:
@@ -241,6 +276,7 @@ def build(
             pass  # the audit's own turn reports it "not available" without losing the others
     if wanted:
         check_environment(config.engine)
+        check_wheres(store, wanted, config)
     # What the audits read, fingerprinted before the first one: a document landing while
     # they run makes this report stale for `sdf check`, never fresh (sdfkit.report.freshness)
     record = record_state(store)
@@ -314,25 +350,41 @@ def _run_audits(
     data: dict[str, Any],
     results: dict[str, AuditResult],
 ) -> None:
-    """Run each wanted audit in order, recording its status, time and figures in ``data``."""
+    """Run each wanted audit, recording its status, time and figures in ``data`` (in registry
+    order). The audits that write exclusions run first (``sdfkit.audits.run_order``), so a
+    ``where`` reading ``excluded`` sees this report's exclusions and a second report on an
+    unchanged corpus gives the same figures; an audit module's ``finish(store, result,
+    config)`` then completes figures drawn from the tables the others stored."""
+    from sdfkit.audits import get
+
     for name in AUDITS:
-        entry: dict[str, Any] = {"status": "skipped", "seconds": 0.0, "flags": [], "notes": []}
-        if name in wanted:
+        data["audits"][name] = {"status": "skipped", "seconds": 0.0, "flags": [], "notes": []}
+    for name in run_order(wanted):
+        entry = data["audits"][name]
+        started = time.perf_counter()
+        try:
+            result = run_audit(store, name, config)
+        except ModuleNotFoundError as exc:
+            entry.update(status="not available", error=str(exc))
+        except ConfigError:
+            raise
+        except Exception as exc:  # one broken audit must not lose the others' findings
+            entry.update(status="failed", error=f"{type(exc).__name__}: {exc}")
+        else:
+            results[name] = result
+            data[json_key(name)] = result.figures
+            entry.update(status="ok", flags=result.flags, notes=result.notes)
+        entry["seconds"] = round(time.perf_counter() - started, 2)
+    for name, result in results.items():
+        module = get(name)
+        if hasattr(module, "finish"):
             started = time.perf_counter()
             try:
-                result = run_audit(store, name, config)
-            except ModuleNotFoundError as exc:
-                entry.update(status="not available", error=str(exc))
-            except ConfigError:
-                raise
-            except Exception as exc:  # one broken audit must not lose the others' findings
-                entry.update(status="failed", error=f"{type(exc).__name__}: {exc}")
-            else:
-                results[name] = result
-                data[json_key(name)] = result.figures
-                entry.update(status="ok", flags=result.flags, notes=result.notes)
-            entry["seconds"] = round(time.perf_counter() - started, 2)
-        data["audits"][name] = entry
+                module.finish(store, result, audit_config(name, module, config))
+            except Exception as exc:  # noqa: BLE001 - as a failure of the audit itself
+                data["audits"][name].update(status="failed", error=f"{type(exc).__name__}: {exc}")
+                data.pop(json_key(name), None)
+            data["audits"][name]["seconds"] += round(time.perf_counter() - started, 2)
 
 
 def _finite(value: Any) -> Any:

@@ -48,6 +48,13 @@ TMP_DIR = ".tmp"
 QUARANTINE = "quarantine"
 #: Seconds a command waits for another process's hold on ``sdf.duckdb`` (``SDF_LOCK_TIMEOUT``).
 DEFAULT_LOCK_TIMEOUT = 120.0
+#: Settings of every DuckDB connection sdfkit opens: no extension is installed or loaded on
+#: demand, so no SQL it runs (a user's ``where``, a view, ``sdf sql``) reaches the network
+#: through ``httpfs``. Parquet and JSON, the formats sdfkit reads, are built into DuckDB.
+CONNECTION_CONFIG = {
+    "autoinstall_known_extensions": "false",
+    "autoload_known_extensions": "false",
+}
 
 #: The columns of a stored document, in order. ``meta`` holds ingested fields that map to no
 #: column (a JSON object as text).
@@ -279,7 +286,8 @@ class Store:
         """A DuckDB connection on the catalog, with every Parquet table's view refreshed.
 
         The ``documents`` view is the record joined with grades and exclusions. Waits (up to
-        ``SDF_LOCK_TIMEOUT`` seconds) while another process holds the catalog.
+        ``SDF_LOCK_TIMEOUT`` seconds) while another process holds the catalog. Extensions are
+        neither installed nor loaded on demand (``CONNECTION_CONFIG``).
         """
         import duckdb
 
@@ -288,7 +296,10 @@ class Store:
             read_only = False
         self.check_parts()
         con = wait_for_catalog(
-            lambda: duckdb.connect(str(self.db_path), read_only=read_only), self.db_path
+            lambda: duckdb.connect(
+                str(self.db_path), read_only=read_only, config=dict(CONNECTION_CONFIG)
+            ),
+            self.db_path,
         )
         try:
             con.execute(f"SET file_search_path = {_sql_str(self.search_path())}")
@@ -330,11 +341,7 @@ class Store:
     def _attach_read_only(self) -> duckdb.DuckDBPyConnection:
         import duckdb
 
-        config = {
-            "autoinstall_known_extensions": "false",
-            "autoload_known_extensions": "false",
-        }
-        con = duckdb.connect(":memory:", config=config)
+        con = duckdb.connect(":memory:", config=dict(CONNECTION_CONFIG))
         try:
             wait_for_catalog(
                 lambda: con.execute(

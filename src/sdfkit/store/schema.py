@@ -38,9 +38,8 @@ TABLES: list[str] = [
         seconds DOUBLE, created_at TIMESTAMPTZ)""",
 ]
 
-DOCUMENTS_VIEW = """
-CREATE OR REPLACE VIEW documents AS
-SELECT d.*,
+#: The ``documents`` view's query: the record with its newest grade and its exclusions.
+DOCUMENTS_SELECT = """SELECT d.*,
        g.passed AS grade_passed,
        g.verdict AS grade,
        x.exclusion_reason,
@@ -55,6 +54,7 @@ LEFT JOIN (
     FROM exclusions GROUP BY doc_id
 ) AS x USING (doc_id)
 """
+DOCUMENTS_VIEW = "\nCREATE OR REPLACE VIEW documents AS\n" + DOCUMENTS_SELECT
 
 
 def _version() -> str:

@@ -130,9 +130,15 @@ def register_table_maker(prefix: str, command: str) -> None:
 
 
 def _explain(message: str) -> str:
-    """Add the command that creates a missing table to DuckDB's message."""
+    """Add the command that creates a missing table to DuckDB's message; a query that needs
+    an extension (httpfs for a URL) is one line, without DuckDB's advice to switch on the
+    automatic installs this connection refuses."""
     import re
 
+    from sdfkit.store.sqlguard import _first_line
+
+    if "requires the extension" in message.splitlines()[0]:
+        return _first_line(Exception(message))
     m = re.search(r"Table with name (\w+) does not exist", message)
     if not m:
         return message

@@ -34,6 +34,8 @@ def _first_line(exc: BaseException) -> str:
     first = text.splitlines()[0] if text else type(exc).__name__
     for prefix in ("Parser Error: ", "Invalid Input Error: "):
         first = first.replace(prefix, "")
+    if "requires the extension" in first:  # e.g. httpfs for a URL: never installed here
+        first += " (sdfkit neither installs nor loads DuckDB extensions: no network access)"
     return first
 
 
@@ -103,6 +105,8 @@ def where_expression(text: str, option: str, error: type[SdfError] = SqlInputErr
     a syntax error, several expressions, an alias, or a whole statement."""
     import duckdb
 
+    from sdfkit.store.catalog import CONNECTION_CONFIG
+
     if not text or not text.strip():
         raise error(f'{option}: empty; give one SQL condition, e.g. "n_tokens > 800"')
     try:
@@ -111,7 +115,7 @@ def where_expression(text: str, option: str, error: type[SdfError] = SqlInputErr
         raise error(f"{option} {text!r}: not one SQL expression ({_first_line(exc)})") from None
     if count != 1:
         raise error(f"{option} {text!r}: holds {count} SQL statements; give exactly one condition")
-    con = duckdb.connect()
+    con = duckdb.connect(config=dict(CONNECTION_CONFIG))
     try:
         raw = con.execute("SELECT json_serialize_sql(?)", ["SELECT " + text]).fetchone()
         tree = json.loads(raw[0]) if raw else {"error": True, "error_message": "no result"}

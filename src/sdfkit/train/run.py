@@ -417,11 +417,13 @@ def train_catalog(store: Store) -> Iterator[duckdb.DuckDBPyConnection]:
     """
     import duckdb
 
+    from sdfkit.store.catalog import CONNECTION_CONFIG
+
     store.root.mkdir(parents=True, exist_ok=True)
     con = None
     for attempt in range(50):
         try:
-            con = duckdb.connect(str(store.db_path))
+            con = duckdb.connect(str(store.db_path), config=dict(CONNECTION_CONFIG))
             break
         except duckdb.IOException:
             if attempt == 49:
