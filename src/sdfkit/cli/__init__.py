@@ -37,6 +37,7 @@ FLAGS = {
     "universes": "--universe",
     "concepts": "--concept",
     "overrides": "--concept-target",
+    "doc_id": "--id",
 }
 
 
