@@ -259,6 +259,25 @@ CASES: dict[str, tuple[list[str], dict[str, str | bytes], dict[str, str], list[s
     ),
     # the corpus itself
     "corpus-missing": (["--corpus", "corpsu", "sql", "SELECT 1"], {}, {}, ["corpsu", "--corpus"]),
+    # an empty corpus path is an error, never the current folder (nor a guess)
+    "corpus-empty-option": (
+        ["--corpus", "", "ingest", "docs.jsonl"],
+        {"docs.jsonl": '{"text": "one"}\n'},
+        {},
+        ["corpus directory ''", "empty"],
+    ),
+    "corpus-empty-command-option": (
+        ["ingest", "docs.jsonl", "--corpus", ""],
+        {"docs.jsonl": '{"text": "one"}\n'},
+        {},
+        ["corpus directory ''", "empty"],
+    ),
+    "corpus-empty-variable": (
+        ["ingest", "docs.jsonl"],
+        {"docs.jsonl": '{"text": "one"}\n'},
+        {"SDF_CORPUS": ""},
+        ["corpus directory '' ($SDF_CORPUS)", "empty"],
+    ),
     "corpus-is-a-file": (
         ["--corpus", "afile", "show"],
         {"afile": "x"},
@@ -290,7 +309,9 @@ def test_bad_input_is_one_line_and_changes_nothing(case, template, tmp_path, mon
     for part in wanted:
         assert part in line, (part, line)
     monkeypatch.delenv("SDF_LOCK_TIMEOUT", raising=False)
+    monkeypatch.delenv("SDF_CORPUS", raising=False)
     assert fingerprint(corpus) == before
+    assert not (tmp_path / "sdf.duckdb").exists() and not (tmp_path / "documents").exists()
     for name, data in files.items():  # the user's own files are untouched too
         if isinstance(data, str):
             assert (tmp_path / name).read_text(encoding="utf-8") == data
