@@ -119,6 +119,48 @@ CASES: dict[str, tuple[list[str], dict[str, str | bytes], dict[str, str], list[s
         ["--out", "corpus"],
     ),
     "sql-out-type": (["sql", "SELECT 1", "--out", "result.txt"], {}, {}, ["result.txt", ".csv"]),
+    # --out is checked before the query runs, and never replaces a file unasked
+    "sql-out-proc": (
+        ["sql", "SELECT 1", "--out", "/proc/x.csv"],
+        {},
+        {},
+        ["--out /proc/x.csv", "cannot write in /proc"],
+    ),
+    "sql-out-under-a-file": (
+        ["sql", "SELECT 1", "--out", "in/a.jsonl/x.csv"],
+        {"in/a.jsonl": '{"text": "mine"}\n'},
+        {},
+        ["--out in/a.jsonl/x.csv", "is a file, not a folder"],
+    ),
+    "sql-out-over-the-input": (
+        ["sql", "SELECT 1 AS x", "--out", "in/a.jsonl"],
+        {"in/a.jsonl": '{"text": "mine"}\n'},
+        {},
+        ["--out in/a.jsonl", "exists", "--overwrite"],
+    ),
+    "queries-not-utf8": (
+        ["queries"],
+        {"queries/latin.sql": b"-- caf\xe9\nSELECT 1\n"},
+        {},
+        ["queries/latin.sql", "not UTF-8"],
+    ),
+    # show: a count of at least 1, an id that is not empty
+    "show-negative-limit": (["show", "--limit", "-1"], {}, {}, ["--limit must be at least 1"]),
+    "show-empty-id": (["show", "--id", ""], {}, {}, ["--id is empty"]),
+    # exclude --lift says which exclusions, and checks its --where
+    "exclude-lift-no-reason": (["exclude", "--lift"], {}, {}, ["--reason", "'long' ("]),
+    "exclude-lift-bad-where": (
+        ["exclude", "--lift", "--reason", "long", "--where", "nope > 1"],
+        {},
+        {},
+        ["--where 'nope > 1'"],
+    ),
+    "tokens-negative-workers": (
+        ["tokens", "--tokenizer", "o200k_harmony", "--workers", "-1"],
+        {},
+        {},
+        ["--workers must be at least 1, got -1"],
+    ),
     # a SQL fragment is one expression
     "select-where-injection": (
         ["select", "--name", "x", "--docs", "2", "--where", "1=1) ; DROP TABLE grades; --"],
@@ -311,6 +353,25 @@ CASES: dict[str, tuple[list[str], dict[str, str | bytes], dict[str, str], list[s
     ),
     # the corpus itself
     "corpus-missing": (["--corpus", "corpsu", "sql", "SELECT 1"], {}, {}, ["corpsu", "--corpus"]),
+    # an empty corpus path is an error, never the current folder (nor a guess)
+    "corpus-empty-option": (
+        ["--corpus", "", "ingest", "docs.jsonl"],
+        {"docs.jsonl": '{"text": "one"}\n'},
+        {},
+        ["corpus directory ''", "empty"],
+    ),
+    "corpus-empty-command-option": (
+        ["ingest", "docs.jsonl", "--corpus", ""],
+        {"docs.jsonl": '{"text": "one"}\n'},
+        {},
+        ["corpus directory ''", "empty"],
+    ),
+    "corpus-empty-variable": (
+        ["ingest", "docs.jsonl"],
+        {"docs.jsonl": '{"text": "one"}\n'},
+        {"SDF_CORPUS": ""},
+        ["corpus directory '' ($SDF_CORPUS)", "empty"],
+    ),
     "corpus-is-a-file": (
         ["--corpus", "afile", "show"],
         {"afile": "x"},
@@ -342,7 +403,9 @@ def test_bad_input_is_one_line_and_changes_nothing(case, template, tmp_path, mon
     for part in wanted:
         assert part in line, (part, line)
     monkeypatch.delenv("SDF_LOCK_TIMEOUT", raising=False)
+    monkeypatch.delenv("SDF_CORPUS", raising=False)
     assert fingerprint(corpus) == before
+    assert not (tmp_path / "sdf.duckdb").exists() and not (tmp_path / "documents").exists()
     for name, data in files.items():  # the user's own files are untouched too
         if isinstance(data, str):
             assert (tmp_path / name).read_text(encoding="utf-8") == data

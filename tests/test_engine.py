@@ -164,6 +164,25 @@ def test_bad_sdf_workers_is_a_clear_error(store, monkeypatch):
     assert "test_wordcount" not in store.parquet_tables()
 
 
+@pytest.mark.parametrize("workers", [-1, 0, True])
+def test_workers_below_one_are_refused_as_sdf_workers_is(store, monkeypatch, workers):
+    """`sdf tokens --workers -1` ran in-process without a word (0 fell back to
+    $SDF_WORKERS), while SDF_WORKERS=-1 was refused."""
+    _docs(store, ["one two"])
+    with pytest.raises(EngineError, match=f"workers must be at least 1, got {workers}") as err:
+        run_stage(store, WordCount(), workers=workers)
+    assert err.value.settings == ("workers",)
+    assert "test_wordcount" not in store.parquet_tables()
+
+
+def test_sdf_workers_is_checked_even_when_nothing_is_pending(store, monkeypatch):
+    _docs(store, ["one two"])
+    assert run_stage(store, WordCount()).processed == 1
+    monkeypatch.setenv("SDF_WORKERS", "-1")
+    with pytest.raises(EngineError, match="SDF_WORKERS must be at least 1, got '-1'"):
+        run_stage(store, WordCount())
+
+
 def test_stage_must_return_one_row_per_document(store):
     _docs(store, ["one two", "three four five"])
     with pytest.raises(EngineError, match="returned 1 rows for 2 documents"):

@@ -142,6 +142,27 @@ def test_show_filters_by_concept_doc_type_run_and_id(generated):
     assert [g["doc_id"] for g in by_id] == [pick["doc_id"]]
 
 
+def test_show_takes_an_id_prefix_literally_and_checks_its_limit(generated, cli):
+    """`--id _` and `--id %` matched every document (an unescaped LIKE); `--limit -1` and
+    `--limit 99999999999999999999` were DuckDB tracebacks."""
+    from sdfkit.errors import SdfError
+    from sdfkit.generate.documents import show_documents
+
+    store = generated[0]
+    ids = store.query("SELECT doc_id FROM documents ORDER BY doc_id")["doc_id"].to_list()
+    for wild in ("_", "%", "%%", ids[0][:3] + "_"):
+        assert show_documents(store, doc_id=wild, limit=1000) == []
+        res = cli("--corpus", store.root, "show", "--id", wild, expect=1)
+        assert res.output == "no documents match\n"
+    assert [d["doc_id"] for d in show_documents(store, doc_id=ids[0][:10])] == [ids[0]]
+    out = cli("--corpus", store.root, "show", "--limit", "99999999999999999999").output
+    assert out.count("=" * 100) == len(ids)
+    for limit in (0, -1):
+        with pytest.raises(SdfError, match=f"limit must be at least 1, got {limit}") as err:
+            show_documents(store, limit=limit)
+        assert err.value.settings == ("limit",)
+
+
 def test_limit_then_extend(tmp_path):
     store = Store(tmp_path / "c")
     client = make_client("offline", state_dir=store.root / ".offline-standin")

@@ -285,6 +285,37 @@ def test_user_sql_exclusions_are_left_out_and_can_be_lifted(cli, tmp_path):
     assert "error: --where 'nope > 1'" in bad.output
 
 
+def test_lift_needs_a_reason_and_with_where_lifts_only_those_documents(cli, tmp_path):
+    """`--lift` without `--reason` said "lifted 0" (exit 0), and `--lift --where` ignored the
+    --where and lifted every exclusion of the reason."""
+    store = Store(tmp_path / "corpus")
+    store.append("documents_raw", build_documents(make_records()))
+    cli("exclude", "--where", "n_tokens > 100", "--reason", "long")
+
+    def long_ones(where: str = "true") -> int:
+        return store.query(
+            f"SELECT count(*) AS n FROM documents WHERE exclusion_reason = 'long' AND {where}"
+        )["n"][0]
+
+    total, beta = long_ones(), long_ones("concept = 'beta'")
+    assert 0 < beta < total
+    res = cli("exclude", "--lift", expect=2)
+    assert (
+        res.output
+        == f"error: give --reason: --lift removes the exclusions recorded with it (reasons: 'long' ({total:,}))\n"
+    )  # noqa: E501
+    out = cli("exclude", "--lift", "--reason", "long", "--where", "concept = 'beta'").output
+    assert (
+        out == f"lifted {beta:,} exclusions ('long') of documents matching \"concept = 'beta'\"\n"
+    )
+    assert long_ones() == total - beta and long_ones("concept = 'beta'") == 0
+    out = cli("exclude", "--lift", "--reason", "lnog").output  # a typo is named, not silent
+    assert out == f"lifted 0 exclusions ('lnog'); recorded reasons: 'long' ({total - beta:,})\n"
+    assert lift_exclusions(store, "long", where="concept = 'alpha'") == total - beta
+    with pytest.raises(SelectionError, match="give --reason"):
+        lift_exclusions(store, " ")
+
+
 # ------------------------------------------------- atomic writes: a failure changes nothing
 
 SMALL = {"alpha": {"blog": (12, 30), "memo": (8, 20)}, "beta": {"faq": (10, 25)}}

@@ -37,6 +37,7 @@ FLAGS = {
     "universes": "--universe",
     "concepts": "--concept",
     "overrides": "--concept-target",
+    "doc_id": "--id",
 }
 
 
@@ -163,11 +164,22 @@ def new_app(help: str) -> typer.Typer:
 
 app = new_app("sdfkit: build, audit and export Synthetic Document Finetuning corpora.")
 
+#: What an empty ``--corpus ""`` parses to: this very object (``Path("")`` is the current
+#: folder, which ``sdf ingest`` then made a corpus of), refused by ``corpus_path``.
+EMPTY_CORPUS = Path("")
+
+
+def parse_corpus(value: str) -> Path:
+    return Path(value) if value.strip() else EMPTY_CORPUS
+
+
 CorpusOpt = Annotated[
     Path | None,
     typer.Option(
         "--corpus",
         envvar="SDF_CORPUS",
+        parser=parse_corpus,
+        metavar="<path>",
         help="Corpus workspace directory (default ./corpus, or $SDF_CORPUS).",
         show_default=False,
     ),
@@ -219,12 +231,27 @@ def engine_options(engine: str | None, ray_address: str | None) -> dict[str, Any
     return opts
 
 
+def corpus_path(corpus: Path | None) -> Path:
+    """The corpus folder of ``--corpus``, else ``$SDF_CORPUS``, else ``./corpus``. An empty
+    ``--corpus ""`` is an error, as an empty ``SDF_CORPUS`` is (``default_corpus_dir``): it
+    is most often an unset shell variable, and no guess (the current folder, ./corpus) is
+    safe to write to or read from."""
+    from sdfkit.store.catalog import default_corpus_dir
+
+    if corpus is EMPTY_CORPUS:
+        raise SdfError(
+            "corpus directory '' (--corpus or $SDF_CORPUS): empty; give a folder, or leave "
+            "both unset for ./corpus"
+        )
+    return corpus if corpus is not None else default_corpus_dir()
+
+
 def open_store(corpus: Path | None):  # noqa: ANN201 - returns sdfkit.Store
     """The existing corpus of ``--corpus`` / ``$SDF_CORPUS`` / ``./corpus``: a missing one is
     a one-line error, never a fresh empty workspace that answers 0 (see ``creating_store``)."""
-    from sdfkit.store.catalog import Store, default_corpus_dir
+    from sdfkit.store.catalog import Store
 
-    path = corpus if corpus is not None else default_corpus_dir()
+    path = corpus_path(corpus)
     check_existing_corpus(path)
     return Store(path)
 
@@ -232,9 +259,9 @@ def open_store(corpus: Path | None):  # noqa: ANN201 - returns sdfkit.Store
 def creating_store(corpus: Path | None):  # noqa: ANN201 - returns (sdfkit.Store, bool)
     """For the commands that add to a corpus (ingest, generate, train): the store, made if
     missing, and whether it is new (``announce_new`` says where, once the command worked)."""
-    from sdfkit.store.catalog import Store, default_corpus_dir
+    from sdfkit.store.catalog import Store
 
-    path = corpus if corpus is not None else default_corpus_dir()
+    path = corpus_path(corpus)
     fresh = not is_corpus(path)
     check_corpus_dir(path)
     return Store(path), fresh
@@ -315,6 +342,7 @@ def _root(
 ) -> None:
     """sdfkit: build, audit and export Synthetic Document Finetuning corpora."""
     if corpus is not None:
+        corpus_path(corpus)  # an empty --corpus "" stops here
         # `sdf --corpus DIR cmd` acts like SDF_CORPUS=DIR for this one command.
         before = os.environ.get("SDF_CORPUS")
         os.environ["SDF_CORPUS"] = str(corpus)

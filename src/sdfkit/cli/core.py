@@ -93,24 +93,52 @@ def ingest(
 @app.command()
 def sql(
     query: Annotated[str, typer.Argument(help="SQL text, a .sql file, or a named query.")],
-    format: Annotated[str, typer.Option("--format", "-f", help="table, csv or json.")] = "table",
+    format: Annotated[
+        str,
+        typer.Option("--format", "-f", help="table (the first 200 rows), csv or json (every row)."),
+    ] = "table",
     out: Annotated[
-        Path | None, typer.Option(help="Write to a .csv, .parquet, .json or .jsonl file instead.")
+        Path | None,
+        typer.Option(help="Write every row to a .csv, .parquet, .json or .jsonl file instead."),
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Let --out replace an existing file.")
+    ] = False,
     corpus: CorpusOpt = None,
 ) -> None:
     """Query the corpus (views: documents, documents_raw, grades, exclusions, ...)."""
-    from sdfkit.store.sql import FORMATS, QueryError, run_sql, to_text, write_out
+    from sdfkit.store.sql import (
+        FORMATS,
+        SHOWN_ROWS,
+        QueryError,
+        check_out,
+        format_table,
+        open_query,
+        text_chunks,
+        write_out,
+    )
 
     if format not in FORMATS:
         raise QueryError(f"unknown --format {format!r}: use one of {', '.join(FORMATS)}")
     store = open_store(corpus)
-    df = run_sql(query, store)
     if out is not None:
-        write_out(df, out, store)
-        typer.echo(f"wrote {df.height} rows to {out}")
+        check_out(out, store, overwrite)  # before the query: a bad --out costs no query time
+        with open_query(query, store) as result:
+            rows = write_out(result, out, store, overwrite)
+        typer.echo(f"wrote {rows} rows to {out}")
+    elif format == "table":
+        # the rows shown and one more (to know there are more), never the whole result
+        with open_query(query, store) as result:
+            head = result.head(SHOWN_ROWS + 1)
+        typer.echo(format_table(head, max_rows=SHOWN_ROWS, cut=True))
     else:
-        typer.echo(to_text(df, format))
+        with open_query(query, store) as result:
+            last = ""
+            for chunk in text_chunks(result.frames(), format):
+                typer.echo(chunk, nl=False)
+                last = chunk or last
+        if not last.endswith("\n"):
+            typer.echo("")
 
 
 @app.command()

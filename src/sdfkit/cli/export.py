@@ -348,20 +348,41 @@ def export_verify(
 @app.command()
 def exclude(
     where: Annotated[
-        str | None, typer.Option(help="SQL condition over the documents view.")
+        str | None,
+        typer.Option(help="SQL condition over the documents view (with --lift: whose to lift)."),
     ] = None,
-    reason: Annotated[str, typer.Option(help="Why: shown in documents.exclusion_reason.")] = "",
+    reason: Annotated[
+        str,
+        typer.Option(
+            help="Why: shown in documents.exclusion_reason (with --lift: which to remove)."
+        ),
+    ] = "",
     lift: Annotated[
-        bool, typer.Option("--lift", help="Remove the exclusions of --reason instead.")
+        bool,
+        typer.Option(
+            "--lift",
+            help="Remove the exclusions of --reason instead (with --where: only of those "
+            "documents).",
+        ),
     ] = False,
     corpus: CorpusOpt = None,
 ) -> None:
     """Exclude documents from selections by SQL (or --lift a reason's exclusions)."""
-    from sdfkit.export.selection import SelectionError, exclude_where, lift_exclusions
+    from sdfkit.export.selection import (
+        SelectionError,
+        exclude_where,
+        lift_exclusions,
+        recorded_reasons,
+    )
 
     store = open_store(corpus)
     if lift:
-        typer.echo(f"lifted {lift_exclusions(store, reason):,} exclusions ({reason!r})")
+        n = lift_exclusions(store, reason, where)
+        which = f" of documents matching {where!r}" if where is not None else ""
+        line = f"lifted {n:,} exclusions ({reason!r}){which}"
+        if n == 0 and where is None:  # a mistyped reason: say which there are
+            line += f"; recorded reasons: {recorded_reasons(store)}"
+        typer.echo(line)
         return
     if not where:
         raise SelectionError('give --where SQL (e.g. --where "n_tokens > 8000")')

@@ -291,7 +291,10 @@ def show(
     concept: Annotated[str | None, typer.Option(help="Only this concept.")] = None,
     doc_type: Annotated[str | None, typer.Option(help="Only this document type.")] = None,
     run: Annotated[str | None, typer.Option(help="Only this run.")] = None,
-    doc_id: Annotated[str | None, typer.Option("--id", help="A doc_id (or its prefix).")] = None,
+    doc_id: Annotated[
+        str | None,
+        typer.Option("--id", help="A doc_id (or its first characters, taken literally)."),
+    ] = None,
     limit: Annotated[
         int | None,
         opt(

@@ -108,7 +108,14 @@ def run_stage(
     where: set[str] | None = None,
     **engine_options: Any,
 ) -> RunResult:
-    """Compute ``stage`` for every stored document that has no result yet; store results."""
+    """Compute ``stage`` for every stored document that has no result yet; store results.
+
+    ``workers`` (else ``$SDF_WORKERS``, else 1) must be a whole number of at least 1, as the
+    variable and the audits' ``workers`` must: ``sdf tokens --workers -1`` ran in-process
+    without a word while ``SDF_WORKERS=-1`` was refused. Both are checked before any work,
+    even when no document is pending."""
+    if workers is not None and (isinstance(workers, bool) or workers < 1):
+        raise EngineError(f"workers must be at least 1, got {workers}", settings=("workers",))
     engine = resolve_engine(engine)
     if engine == "ray":
         from sdfkit.engine.ray_data import run_stage_ray
@@ -118,10 +125,10 @@ def run_stage(
         )
         return RunResult(stage.name, stage.table, processed, "ray")
 
+    workers = workers or env_workers()
     total = count_pending(store, stage, where)
     if total == 0:
         return RunResult(stage.name, stage.table, 0, "local")
-    workers = workers or env_workers()
     batches = pending_documents(store, stage, batch_rows, where)
     processed = 0
     with counter(f"{stage.name}", total=total, unit="docs") as tick:

@@ -821,13 +821,44 @@ def exclude_where(store: Store, where: str, reason: str, source: str = "user") -
     return int(after - before)
 
 
-def lift_exclusions(store: Store, reason: str) -> int:
-    """Remove the exclusions recorded with ``reason``; returns how many were removed. The
-    count and the delete are one transaction, so the number is what was removed."""
-    with store.connect() as con, _transaction(con):
-        n = con.execute("SELECT count(*) FROM exclusions WHERE reason = ?", [reason]).fetchall()
-        con.execute("DELETE FROM exclusions WHERE reason = ?", [reason])
+def lift_exclusions(store: Store, reason: str, where: str | None = None) -> int:
+    """Remove the exclusions recorded with ``reason`` (only those of the documents matching
+    ``where``, SQL over ``documents``, when given); returns how many were removed. The count
+    and the delete are one transaction, so the number is what was removed. An empty reason
+    is an error naming the reasons recorded (it had lifted nothing and said "lifted 0")."""
+    import duckdb
+
+    from sdfkit.store.sqlguard import where_expression, where_sql
+
+    if not reason.strip():
+        raise SelectionError(
+            "give --reason: --lift removes the exclusions recorded with it (reasons: "
+            f"{recorded_reasons(store)})"
+        )
+    if where is not None:
+        where_expression(where, "--where", SelectionError)  # before anything opens
+    with store.connect() as con:
+        match = "reason = ?"
+        if where is not None:
+            condition = where_sql(con, where, "--where", error=SelectionError)
+            match += f" AND doc_id IN (SELECT doc_id FROM documents WHERE {condition})"
+        try:
+            with _transaction(con):
+                n = con.execute(
+                    f"SELECT count(*) FROM exclusions WHERE {match}", [reason]
+                ).fetchall()
+                con.execute(f"DELETE FROM exclusions WHERE {match}", [reason])
+        except duckdb.Error as exc:
+            raise SelectionError(f"--where {where!r}: {str(exc).strip()}") from None
     return int(n[0][0])
+
+
+def recorded_reasons(store: Store) -> str:
+    """The exclusion reasons recorded, with their counts, for a message ("none")."""
+    rows = store.query(
+        "SELECT reason, count(*) AS n FROM exclusions GROUP BY reason ORDER BY n DESC, reason"
+    ).rows()
+    return ", ".join(f"{r!r} ({n:,})" for r, n in rows) or "none"
 
 
 # ------------------------------------------------------------------ loading for export

@@ -633,22 +633,32 @@ def show_documents(
     doc_id: str | None = None,
     limit: int = 3,
 ) -> list[dict[str, Any]]:
-    """The newest documents matching the filters, with their provenance, for reading."""
+    """The newest documents matching the filters, with their provenance, for reading.
+
+    ``doc_id`` is a prefix taken literally (``_`` and ``%`` are characters, not LIKE
+    wildcards that matched every document); ``limit`` is at least 1, and one larger than
+    any corpus means all of them."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise GenerateError(f"limit must be at least 1, got {limit!r}", settings=("limit",))
+    if doc_id is not None and not doc_id.strip():
+        raise GenerateError(
+            "doc_id is empty: give a document id or its first characters", settings=("doc_id",)
+        )
     where, params = [], []
     for col, val in (("concept", concept), ("doc_type", doc_type), ("run", run)):
         if val is not None:
             where.append(f"{col} = ?")
             params.append(val)
-    if doc_id:
-        where.append("doc_id LIKE ?")
-        params.append(doc_id + "%")
+    if doc_id is not None:
+        where.append("starts_with(doc_id, ?)")
+        params.append(doc_id)
     sql = (
         "SELECT doc_id, concept, universe, doc_type, run, model, n_tokens, tokenizer, "
         "seed_names, fact, idea, grade_passed, exclusion_reason, text FROM documents"
         + (" WHERE " + " AND ".join(where) if where else "")
         + " ORDER BY created_at DESC, doc_id LIMIT ?"
     )
-    return store.query(sql, [*params, int(limit)]).to_dicts()
+    return store.query(sql, [*params, min(limit, 2**63 - 1)]).to_dicts()  # a BIGINT
 
 
 def format_document(doc: dict[str, Any], width: int = 100) -> str:

@@ -85,8 +85,17 @@ DOCUMENT_COLUMNS = [f.name for f in DOCUMENT_SCHEMA]
 
 
 def default_corpus_dir() -> Path:
-    """``$SDF_CORPUS`` if set, else ``./corpus`` under the current directory."""
-    return Path(os.environ.get("SDF_CORPUS") or "corpus")
+    """``$SDF_CORPUS`` if set, else ``./corpus`` under the current directory. Set but empty
+    is an error, as ``--corpus ""`` is: most often an unset shell variable, and neither the
+    current folder nor ./corpus is a safe guess."""
+    value = os.environ.get("SDF_CORPUS")
+    if value is None:
+        return Path("corpus")
+    if not value.strip():
+        raise ConfigError(
+            "corpus directory '' ($SDF_CORPUS): empty; set it to a folder, or unset it for ./corpus"
+        )
+    return Path(value)
 
 
 def doc_id_for(text: str) -> str:
