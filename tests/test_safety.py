@@ -117,6 +117,10 @@ def test_no_connection_installs_or_loads_extensions_on_demand(made):
     for opened in (store.connect(), store.connect(read_only=True), store.reader()):
         with opened as con:
             assert settings(con) == (False, False)
+            # nor does DuckDB draw its own progress bar on stderr (SDF_PROGRESS=0 included)
+            assert con.execute("SELECT current_setting('enable_progress_bar')").fetchone() == (
+                False,
+            )
     with train_catalog(store) as con:
         assert settings(con) == (False, False)
 

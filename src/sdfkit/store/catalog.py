@@ -312,6 +312,7 @@ class Store:
         )
         try:
             con.execute(f"SET file_search_path = {_sql_str(self.search_path())}")
+            con.execute("SET enable_progress_bar = false")  # commands show their own
             if not read_only:
                 fingerprint = self._views_fingerprint()
                 if _stored_fingerprint(con) != fingerprint:
@@ -360,6 +361,8 @@ class Store:
             )
             con.execute("USE corpus")
             con.execute(f"SET file_search_path = {_sql_str(self.search_path())}")
+            # DuckDB's own bar drew on stderr during long queries even with SDF_PROGRESS=0
+            con.execute("SET enable_progress_bar = false")
         except BaseException:
             con.close()
             raise
