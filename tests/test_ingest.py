@@ -185,3 +185,32 @@ def test_cli_ingest_and_errors(cli, tmp_path):
     bad = _write_jsonl(tmp_path / "b.jsonl", ["{nope"])
     res = cli("ingest", bad, expect=2)
     assert "b.jsonl:1: malformed JSON" in res.output
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_an_ingest_stopped_around_publishing_its_part_leaves_nothing(
+    store, tmp_path, monkeypatch, when
+):
+    """The part is published inside the catalog transaction that logs the ingest: stopped
+    just before or just after the rename, neither the part nor its log row remains."""
+    from sdfkit.store.catalog import PartWriter
+
+    first = _write_jsonl(tmp_path / "first.jsonl", [_row(i) for i in range(3)])
+    ingest_files([first], store=store)
+    parts = store.parts(DOCUMENTS)
+    more = _write_jsonl(tmp_path / "more.jsonl", [_row(i) for i in range(3, 8)])
+    real = PartWriter.publish
+
+    def interrupted(self):
+        if when == "after":
+            real(self)
+            assert self.final.exists()  # it was in place...
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(PartWriter, "publish", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ingest_files([more], store=store)
+    monkeypatch.setattr(PartWriter, "publish", real)
+    assert store.parts(DOCUMENTS) == parts  # ...and is taken back
+    assert store.query("SELECT count(*) FROM ingests").item() == 1
+    assert ingest_files([more], store=store).added == 5

@@ -393,6 +393,45 @@ def test_a_catalog_held_past_the_timeout_is_one_line_naming_sdf_lock_timeout(
         holder.wait(timeout=60)
 
 
+@pytest.mark.parametrize("catalog", ["damaged", "held"])
+def test_an_ingest_that_cannot_record_itself_in_the_catalog_stores_nothing(
+    cli, made, tmp_path, monkeypatch, catalog
+):
+    """The catalog is opened before the new part is published: an ingest stopped by a
+    catalog that cannot be opened, or that another process holds past SDF_LOCK_TIMEOUT,
+    leaves no part behind, and the next ingest adds its documents (not "re-read")."""
+    (tmp_path / "more.jsonl").write_text(
+        "".join(json.dumps({"text": f"one more document {i}"}) + "\n" for i in range(3))
+    )
+    db = made / "sdf.duckdb"
+    parts = sorted(p.name for p in (made / "documents").glob("part-*.parquet"))
+    good = db.read_bytes()
+    holder = None
+    release = tmp_path / "release"
+    try:
+        if catalog == "damaged":
+            db.write_bytes(b"junk\n")
+            wanted = "the catalog cannot be opened"
+        else:
+            holder = _hold_catalog(db, release)
+            monkeypatch.setenv("SDF_LOCK_TIMEOUT", "0.3")
+            wanted = "held the catalog for more than 0.3 s"
+        line = one_error(cli("ingest", "more.jsonl", expect=2))
+        assert wanted in line and "sdf.duckdb" in line
+        assert sorted(p.name for p in (made / "documents").glob("part-*.parquet")) == parts
+        assert not list(made.rglob(".tmp-*"))
+    finally:
+        release.touch()
+        if holder is not None:
+            holder.wait(timeout=60)
+    monkeypatch.delenv("SDF_LOCK_TIMEOUT", raising=False)
+    if catalog == "damaged":
+        db.write_bytes(good)  # restored from a copy, as the error says
+    assert "added 3 documents" in cli("ingest", "more.jsonl").output
+    logged = cli("sql", "SELECT added FROM ingests ORDER BY created_at", "-f", "json").output
+    assert [r["added"] for r in json.loads(logged)] == [20, 3]
+
+
 def test_version(cli):
     from sdfkit import __version__
 

@@ -652,6 +652,9 @@ class PartWriter:
         self.rows = 0
         self._writer: pq.ParquetWriter | None = None
         self._closed = False
+        #: Where ``part_file`` renames the finished part to, and whether it has.
+        self.final: Path | None = None
+        self.published = False
 
     def write(self, batch: pa.RecordBatch | pa.Table) -> None:
         if batch.num_rows == 0:
@@ -672,6 +675,23 @@ class PartWriter:
         if not self._closed and self._writer is not None:
             self._writer.close()
         self._closed = True
+
+    def publish(self) -> None:
+        """Close the part and rename it into place now (when it holds rows), rather than at
+        the end of the ``part_file`` block: for a caller that must record the part in the
+        catalog in the same step (``sdf ingest``). Idempotent."""
+        self.close()
+        if self.rows and not self.published and self.final is not None:
+            publish(self.path, self.final)
+            self.published = True
+
+    def unpublish(self) -> None:
+        """Take back a part published by ``publish`` (its catalog record failed): the
+        table is as it was before this writer."""
+        if self.published and self.final is not None:
+            self.final.unlink(missing_ok=True)
+            fsync_dir(self.final.parent)
+            self.published = False
 
 
 def _conform(batch: pa.RecordBatch | pa.Table, schema: pa.Schema) -> pa.RecordBatch | pa.Table:
@@ -708,11 +728,10 @@ def part_file(
     tmp_dir.mkdir(parents=True, exist_ok=True)
     tmp = tmp_dir / f".tmp-{temp_owner()}@{name}"
     writer = PartWriter(tmp, schema, dictionary)
+    writer.final = final
     try:
         yield writer
-        writer.close()
-        if writer.rows:
-            publish(tmp, final)
+        writer.publish()
     finally:
         writer.close()
         tmp.unlink(missing_ok=True)

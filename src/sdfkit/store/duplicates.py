@@ -82,9 +82,11 @@ def pa_array(values: set[str]):  # noqa: ANN201 - a pyarrow string array
     return pa.array(sorted(values), pa.string())
 
 
-def record(store: Store, rows: list[dict[str, Any]]) -> int:
+def record(store: Store, rows: list[dict[str, Any]], con: Any = None) -> int:
     """Add duplicate arrivals (each (doc_id, source, line, custom_id) once); returns how many
-    were new."""
+    were new. On ``con``, a catalog connection the caller holds with its transaction open
+    (``sdf ingest`` records them in the step that publishes its part), else in a
+    transaction of its own."""
     import pyarrow as pa
 
     if not rows:
@@ -96,11 +98,13 @@ def record(store: Store, rows: list[dict[str, Any]]) -> int:
             "line": pa.array([r.get("line") for r in rows], pa.int64()),
         }
     )
-    with _catalog(store) as con:
+    own = con is None
+    with _catalog(store) if own else nullcontext(con) as con:
         ensure_tables(con)
         con.register("_dups", table)
         try:
-            con.execute("BEGIN")
+            if own:
+                con.execute("BEGIN")
             before = con.execute("SELECT count(*) FROM duplicates").fetchall()[0][0]
             con.execute(
                 "INSERT INTO duplicates SELECT DISTINCT ON (doc_id, source, line, custom_id) "
@@ -111,9 +115,11 @@ def record(store: Store, rows: list[dict[str, Any]]) -> int:
                 [now],
             )
             after = con.execute("SELECT count(*) FROM duplicates").fetchall()[0][0]
-            con.execute("COMMIT")
+            if own:
+                con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            if own:
+                con.execute("ROLLBACK")
             raise
         finally:
             con.unregister("_dups")

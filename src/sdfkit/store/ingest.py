@@ -338,25 +338,53 @@ def ingest_files(
         if chunk:
             result.tokens_added += _flush(chunk, writer, tok)
         result.added = writer.rows
-    # Already stored texts: a duplicate unless this same source stored them (a re-read).
-    prov = stored_provenance(store, [r["doc_id"] for r in stored_arrivals])
-    for row in stored_arrivals:
-        if prov.get(row["doc_id"], (None, None))[0] == row["source"]:
-            result.reingested += 1
-        else:
-            dups.append(row)
-            result.already_stored += 1
-    result.duplicates_within_input = sum(r["kind"] == "within_input" for r in dups)
-    record_duplicates(store, dups)
-    result.seconds = time.perf_counter() - t0
+        # Already stored texts: a duplicate unless this same source stored them (a re-read).
+        # Read from the parts stored before: the new part is not published yet.
+        prov = stored_provenance(store, [r["doc_id"] for r in stored_arrivals])
+        for row in stored_arrivals:
+            if prov.get(row["doc_id"], (None, None))[0] == row["source"]:
+                result.reingested += 1
+            else:
+                dups.append(row)
+                result.already_stored += 1
+        result.duplicates_within_input = sum(r["kind"] == "within_input" for r in dups)
+        result.seconds = time.perf_counter() - t0
+        _commit(store, writer, dups, result)
     if no_concept:
         result.warnings.append(
             f"{no_concept:,} rows have no concept (nor universe): they are grouped as concept "
             "'(none)' in audits and selections; give one with --set concept=NAME "
             "(or --map concept=FIELD) when ingesting"
         )
-    _log(store, result)
     return result
+
+
+def _commit(store: Store, writer: Any, dups: list[dict[str, Any]], result: IngestResult) -> None:
+    """Publish the new part and record the ingest (its duplicates, its ``ingests`` row) as
+    one step. The catalog is opened first, waiting up to ``SDF_LOCK_TIMEOUT`` for another
+    process: a catalog that cannot be opened, or that stays held, stops the ingest with
+    nothing stored (a part published before would be stored with no ``ingests`` row, and a
+    re-run would call its documents re-reads). The part is renamed into place inside the
+    catalog transaction, and taken back if the commit fails."""
+    import duckdb
+
+    from sdfkit.store import schema
+
+    with store.connect() as con:
+        con.execute("BEGIN")
+        try:
+            schema.ensure_tables(con)
+            record_duplicates(store, dups, con=con)
+            _log(con, result)
+            writer.publish()
+            con.execute("COMMIT")
+        except BaseException:
+            writer.unpublish()
+            try:
+                con.execute("ROLLBACK")
+            except duckdb.Error:  # DuckDB already ended it (a failed COMMIT)
+                pass
+            raise
 
 
 def _normalise(rec: dict[str, Any], now: datetime, path: Path, line: int) -> dict[str, Any]:
@@ -430,22 +458,21 @@ def build_documents(records: list[dict[str, Any]], tokenizer: str | None = None)
     return pa.Table.from_pylist(out, schema=DOCUMENT_SCHEMA)
 
 
-def _log(store: Store, result: IngestResult) -> None:
-    store.save_table(
-        "ingests",
+def _log(con: Any, result: IngestResult) -> None:
+    """The ingest's row of the ``ingests`` table, on the caller's open transaction."""
+    con.execute(
+        "INSERT INTO ingests (ingest_id, files, rows_read, added, already_present, skipped, "
+        "skip_reasons, tokenizer, seconds, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
-            {
-                "ingest_id": uuid.uuid4().hex[:12],
-                "files": result.files,
-                "rows_read": result.rows_read,
-                "added": result.added,
-                "already_present": result.already_present,
-                "skipped": result.skipped,
-                "skip_reasons": json.dumps(dict(result.skip_reasons)),
-                "tokenizer": canonical_name(result.tokenizer),
-                "seconds": result.seconds,
-                "created_at": utc_now(),
-            }
+            uuid.uuid4().hex[:12],
+            result.files,
+            result.rows_read,
+            result.added,
+            result.already_present,
+            result.skipped,
+            json.dumps(dict(result.skip_reasons)),
+            canonical_name(result.tokenizer),
+            result.seconds,
+            utc_now(),
         ],
-        mode="append",
     )
