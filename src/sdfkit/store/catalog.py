@@ -106,11 +106,17 @@ _checked: dict[tuple[str, int, int], str | None] = {}
 def part_problem(path: Path) -> str | None:
     """Why ``path`` is not a whole Parquet file (magic bytes and footer length), or None.
 
-    Remembered per (path, size, mtime), so checking every part on every open stays cheap."""
+    A symbolic link to a missing file is damage (DuckDB's glob passes over it: a count
+    would silently leave its documents out). Remembered per (path, size, mtime), so
+    checking every part on every open stays cheap."""
     try:
         st = path.stat()
     except FileNotFoundError:
+        if path.is_symlink():
+            return f"a symbolic link to a missing file, {os.readlink(path)}"
         return None  # moved aside or replaced meanwhile
+    except OSError as exc:  # a loop of symbolic links, no permission
+        return f"unreadable: {exc.strerror or exc}"
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key in _checked:
         return _checked[key]
@@ -132,6 +138,100 @@ def part_problem(path: Path) -> str | None:
         problem = f"unreadable: {exc.strerror}"
     _checked[key] = problem
     return problem
+
+
+def damaged_part(part: Path, problem: str) -> DamagedPartError:
+    """The one line a command stops with at a damaged part: the file, what is wrong, and
+    ``sdf doctor`` (which moves it aside into the corpus's quarantine)."""
+    root = part.parent.parent
+    return DamagedPartError(
+        f"{part}: damaged Parquet part ({problem}); run `sdf doctor` to move it into "
+        f"{root / QUARANTINE} and list the documents affected"
+    )
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+_read_checked: dict[tuple[str, int, int], str | None] = {}
+
+
+def read_problem(part: Path) -> str | None:
+    """Why ``part`` cannot be read through (frame, footer, every page, every string valid
+    UTF-8, as DuckDB checks), or None. Reads the whole file (remembered per path, size and
+    mtime): for ``sdf doctor`` and for finding the part behind a failed read, not for
+    every open."""
+    problem = part_problem(part)
+    if problem:
+        return problem
+    try:
+        st = part.stat()
+    except OSError:
+        return None  # moved aside meanwhile
+    key = (str(part), st.st_size, st.st_mtime_ns)
+    if key not in _read_checked:
+        try:
+            with pq.ParquetFile(part) as pf:
+                for batch in pf.iter_batches(batch_size=4096):
+                    batch.validate(full=True)
+            _read_checked[key] = None
+        except Exception as exc:  # noqa: BLE001 - any failure to read is damage to report
+            _read_checked[key] = first_line(exc)
+    return _read_checked[key]
+
+
+def is_read_failure(exc: BaseException) -> bool:
+    """Whether an error may come of reading a damaged part rather than of a query's own
+    mistake: DuckDB's bare errors (its Parquet reader's Thrift messages, such as
+    "Variable-length int over 10 bytes", name no file), input, I/O, internal and
+    serialization errors; Arrow's. Never a parser, binder or catalog error, nor a file the
+    query named that is not there."""
+    import sys
+
+    duckdb = sys.modules.get("duckdb")
+    if duckdb is not None and isinstance(exc, duckdb.Error):
+        if "No files found" in str(exc):
+            return False
+        return type(exc) is duckdb.Error or isinstance(
+            exc,
+            (
+                duckdb.IOException,
+                duckdb.InvalidInputException,
+                duckdb.InternalException,
+                duckdb.SerializationException,
+            ),
+        )
+    return isinstance(exc, pa.ArrowException)
+
+
+def damage_named_in(text: str, root: Path | None = None) -> DamagedPartError | None:
+    """The damaged part behind an error message, or None: a corpus part that the message
+    names (DuckDB's ``Failed to read file "…/documents/part-….parquet"``) and that does not
+    read back whole, so that a mistake in a query is never called damage. ``root``: only
+    parts of that corpus (shown under its path as given); else of any corpus (a folder
+    holding ``sdf.duckdb``)."""
+    import re
+
+    for named in re.findall(r"[\"']([^\"']+\.parquet)[\"']", text):
+        path = Path(named)
+        if not path.match(PART_GLOB):
+            continue
+        try:
+            folder = path.parent.resolve()
+        except OSError:
+            continue
+        if root is not None:
+            if folder.parent != root.resolve():
+                continue
+            path = root / folder.name / path.name
+        elif not (folder.parent / DB_NAME).is_file():
+            continue
+        problem = read_problem(path)
+        if problem:
+            return damaged_part(path, problem)
+    return None
 
 
 def lock_timeout() -> float:
@@ -226,8 +326,29 @@ def string_array(values: Iterable[str]) -> pa.Array:
 def read_part(path: Path, columns: list[str] | None = None) -> pa.Table:
     """One Parquet part (some columns): ``pq.ParquetFile`` rather than ``pq.read_table``,
     which imports ``pyarrow.dataset`` and with it pandas (0.2 s on a cold start)."""
-    with pq.ParquetFile(path) as pf:
-        return pf.read(columns=columns)
+    try:
+        with pq.ParquetFile(path) as pf:
+            return pf.read(columns=columns)
+    except (OSError, pa.ArrowException) as exc:  # a page that does not decode, a lost file
+        raise damaged_part(path, first_line(exc)) from None
+
+
+def iter_part(
+    path: Path, batch_size: int, columns: list[str] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """The record batches of one part; a page that does not decode is ``damaged_part``."""
+    try:
+        batches = pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns)
+    except (OSError, pa.ArrowException) as exc:
+        raise damaged_part(path, first_line(exc)) from None
+    while True:
+        try:
+            batch = next(batches, None)
+        except (OSError, pa.ArrowException) as exc:
+            raise damaged_part(path, first_line(exc)) from None
+        if batch is None:
+            return
+        yield batch
 
 
 @dataclass
@@ -297,6 +418,11 @@ class Store:
                 if _stored_fingerprint(con) != fingerprint:
                     self._refresh_views(con, fingerprint)
             yield con
+        except duckdb.Error as exc:
+            damage = self.damage_behind(exc)
+            if damage is None:
+                raise
+            raise damage from None
         finally:
             con.close()
 
@@ -310,6 +436,7 @@ class Store:
         locked. Local files stay readable. ``sqlguard.check_read_query`` refuses every
         statement but a query before it gets here.
         """
+        import duckdb
 
         self.check_parts()
         if not self.db_path.exists():
@@ -324,6 +451,11 @@ class Store:
         try:
             con.execute("SET lock_configuration = true")
             yield con
+        except duckdb.Error as exc:
+            damage = self.damage_behind(exc)
+            if damage is None:
+                raise
+            raise damage from None
         finally:
             con.close()
 
@@ -439,6 +571,27 @@ class Store:
             raise
 
     # ---------------------------------------------------------------- health
+    def damage_behind(self, exc: BaseException) -> DamagedPartError | None:
+        """The damaged part of this corpus behind a failed read, or None: the part the
+        error names (``damage_named_in``), else, for an error that may come of damage
+        (``is_read_failure``), the first part that does not read back whole
+        (``find_damage``)."""
+        named = damage_named_in(str(exc), self.root)
+        if named is not None or not is_read_failure(exc):
+            return named
+        return self.find_damage()
+
+    def find_damage(self) -> DamagedPartError | None:
+        """The first part (documents first) that does not read back whole, or None. Reads
+        every part through once per process: only after a read failed."""
+        tables = sorted(self.parquet_tables(), key=lambda name: name != DOCUMENTS)
+        for name in tables:
+            for part in self.parts(name):
+                problem = read_problem(part)
+                if problem:
+                    return damaged_part(part, problem)
+        return None
+
     def check_parts(self) -> None:
         """Check every part's Parquet frame (cheap: two small reads, remembered per file).
 
@@ -456,10 +609,7 @@ class Store:
                 if problem is None:
                     continue
                 if name in RECORD_TABLES:
-                    raise DamagedPartError(
-                        f"{part}: damaged Parquet part ({problem}); run `sdf doctor` to move "
-                        f"it into {self.root / QUARANTINE} and list the documents affected"
-                    )
+                    raise damaged_part(part, problem)
                 moved = self.quarantine(part)
                 import sys
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sdfkit.errors import SdfError
-from sdfkit.store.catalog import DOCUMENTS, PART_GLOB, QUARANTINE, TMP_DIR, Store, part_problem
+from sdfkit.store.catalog import DOCUMENTS, PART_GLOB, QUARANTINE, TMP_DIR, Store, read_problem
 
 
 @dataclass
@@ -56,23 +56,6 @@ class DoctorReport:
         return out
 
 
-def _read_problem(part: Path) -> str | None:
-    """Why ``part`` cannot be read through (frame, footer, every page), or None."""
-    problem = part_problem(part)
-    if problem:
-        return problem
-    import pyarrow.parquet as pq
-
-    try:
-        pf = pq.ParquetFile(part)
-        for _ in pf.iter_batches(batch_size=4096):
-            pass
-    except Exception as exc:  # noqa: BLE001 - any failure to read is damage to report
-        text = str(exc).strip()
-        return text.splitlines()[0] if text else type(exc).__name__
-    return None
-
-
 def doctor(store: Store) -> DoctorReport:
     """Check ``store`` through; move damaged parts aside; list the documents affected."""
     import duckdb
@@ -84,7 +67,7 @@ def doctor(store: Store) -> DoctorReport:
             continue
         for part in sorted(d.glob(PART_GLOB)):
             report.parts_checked += 1
-            problem = _read_problem(part)
+            problem = read_problem(part)
             if problem:
                 report.moved.append((part, store.quarantine(part), problem))
     report.temporaries_removed = store.clean_temporaries()

@@ -59,9 +59,8 @@ def arrival(rec: dict[str, Any], kind: str, line: int | None = None) -> dict[str
 def stored_provenance(store: Store, doc_ids: list[str]) -> dict[str, tuple[str | None, str | None]]:
     """doc_id -> (source, custom_id) of the stored row of each of ``doc_ids``."""
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    from sdfkit.store.catalog import DOCUMENTS
+    from sdfkit.store.catalog import DOCUMENTS, read_part
 
     wanted = set(doc_ids)
     out: dict[str, tuple[str | None, str | None]] = {}
@@ -69,7 +68,7 @@ def stored_provenance(store: Store, doc_ids: list[str]) -> dict[str, tuple[str |
         return out
     # straight from the Parquet parts: no catalog connection (another process may hold it)
     for part in store.parts(DOCUMENTS):
-        t = pq.read_table(part, columns=["doc_id", "source", "custom_id"])
+        t = read_part(part, ["doc_id", "source", "custom_id"])
         t = t.filter(pc.is_in(t.column("doc_id"), value_set=pa_array(wanted)))
         for d, src, cid in zip(*(t.column(c).to_pylist() for c in t.column_names), strict=True):
             out.setdefault(d, (src, cid))
