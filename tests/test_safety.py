@@ -261,6 +261,68 @@ def test_doctor_moves_damaged_parts_aside_and_lists_the_documents_affected(cli, 
     assert cli("doctor", expect=1).output.count("documents affected") == 1
 
 
+def _counts(cli, view: str) -> list[int]:
+    out = cli("sql", f"SELECT count(*) AS n, count(DISTINCT doc_id) AS d FROM {view}", "-f", "json")
+    row = json.loads(out.output)[0]
+    return [row["n"], row["d"]]
+
+
+def test_following_the_doctors_advice_never_leaves_a_document_stored_twice(cli, made, tmp_path):
+    """Set aside a damaged part, re-ingest its source, then put the repaired part back (the
+    two things the doctor names): the next ingest warns, and the doctor keeps the first
+    copy of each document and moves the part of second copies into quarantine."""
+    made_earlier = next((made / "documents").glob("part-*.parquet"))
+    part = made_earlier.with_name("part-20250101T000000-0123456789ab.parquet")
+    made_earlier.rename(part)  # written a while ago (a part's name starts with its time)
+    whole = part.read_bytes()  # the part as a repair would give it back
+    _truncate(part)
+    res = cli("doctor", expect=1)
+    assert "EITHER put the part back once repaired, OR re-ingest" in res.output
+    assert "not both" in res.output
+    assert "added 20 documents" in cli("ingest", "docs.jsonl", "--set", "concept=alpha").output
+    again = next((made / "documents").glob("part-*.parquet"))
+    part.write_bytes(whole)
+    assert _counts(cli, "documents") == [40, 20]
+    res = cli("ingest", "docs.jsonl")
+    assert "warning: 20 stored documents are second copies" in res.output
+    assert "`sdf doctor`" in res.output
+    res = cli("doctor", expect=1)
+    assert (
+        f"stored twice: corpus/documents/{again.name}: all 20 of its documents are stored "
+        f"before it (20 in {part.name}); moved to corpus/quarantine/documents/{again.name}"
+    ) in res.output
+    assert _counts(cli, "documents") == _counts(cli, "documents_raw") == [20, 20]
+    assert sorted(p.name for p in (made / "documents").glob("part-*.parquet")) == [part.name]
+    assert "all parts and tables read back whole" in cli("doctor").output
+
+
+def test_the_doctor_rewrites_a_part_that_holds_some_second_copies(cli, made):
+    """A part with some documents stored before it and some of its own: the others are
+    kept in a new part, the part itself goes to quarantine (nothing is lost)."""
+    import pyarrow.parquet as pq
+
+    from sdfkit.store.ingest import build_documents
+
+    first = next((made / "documents").glob("part-*.parquet"))
+    table = pq.read_table(first)
+    mixed = pa_concat(table.slice(0, 8), build_documents([{"text": f"new {i}"} for i in range(5)]))
+    late = made / "documents" / "part-99990101T000000-000000000000.parquet"
+    pq.write_table(mixed, late)
+    assert _counts(cli, "documents_raw") == [33, 25]
+    res = cli("doctor", expect=1)
+    assert f"stored twice: corpus/documents/{late.name}: 8 of its 13 documents" in res.output
+    assert f"(8 in {first.name}); its other 5 rewritten to" in res.output
+    assert (made / "quarantine" / "documents" / late.name).exists() and not late.exists()
+    assert _counts(cli, "documents_raw") == [25, 25]
+    assert "all parts and tables read back whole" in cli("doctor").output
+
+
+def pa_concat(*tables):
+    import pyarrow as pa
+
+    return pa.concat_tables([t.cast(tables[0].schema) for t in tables])
+
+
 def test_a_damaged_cache_part_is_set_aside_and_recomputed(cli, made):
     cli("tokens", "--tokenizer", "cl100k_base")
     part = next((made / "token_counts_cl100k_base").glob("part-*.parquet"))

@@ -5,6 +5,13 @@ Every command already checks each part's Parquet frame when it opens the corpus 
 too, moves each damaged part into ``quarantine/<table>/`` (never deleting anything), counts
 every catalog table and view, removes temporaries of dead writers, and lists the documents
 affected: ids the catalog or a cache still names that no readable documents part holds.
+
+A document stored twice (the same ``doc_id`` in two documents parts: a part set aside put
+back after its documents were ingested again) is set aside too: the first copy of each
+document (parts in the order they were written) stays, a part holding only second copies
+is moved into quarantine, and a part holding some is rewritten without them (the original
+moved into quarantine). The views do not de-duplicate: that would cost every query a pass
+over every row, and plain Parquet readers of ``documents/`` would still count twice.
 """
 
 from __future__ import annotations
@@ -24,13 +31,15 @@ class DoctorReport:
     tables_checked: int = 0
     moved: list[tuple[Path, Path, str]] = field(default_factory=list)
     table_problems: list[str] = field(default_factory=list)
+    #: Lines on documents stored twice, each naming the parts and what was done.
+    doubles: list[str] = field(default_factory=list)
     affected: dict[str, list[str]] = field(default_factory=dict)
     affected_file: Path | None = None
     temporaries_removed: int = 0
 
     @property
     def healthy(self) -> bool:
-        return not self.moved and not self.table_problems and not self.affected
+        return not (self.moved or self.table_problems or self.affected or self.doubles)
 
     def lines(self) -> list[str]:
         out = [
@@ -40,6 +49,7 @@ class DoctorReport:
         for part, dest, problem in self.moved:
             out.append(f"damaged: {part} ({problem}); moved to {dest}")
         out += [f"damaged: {p}" for p in self.table_problems]
+        out += [f"stored twice: {line}" for line in self.doubles]
         if self.temporaries_removed:
             out.append(f"removed {self.temporaries_removed} temporary files of dead writers")
         if self.affected:
@@ -48,8 +58,13 @@ class DoctorReport:
             out.append(
                 f"{len(self.affected)} documents affected (named by the catalog or a cache, held "
                 f"by no readable documents part): {first}{more}; all listed in "
-                f"{self.affected_file}. Re-ingest or re-generate them; a moved part can be "
-                "put back once repaired"
+                f"{self.affected_file}"
+            )
+        if any(part.parent.name == "documents" for part, _, _ in self.moved):
+            out.append(
+                "to get the documents of a part set aside back: EITHER put the part back once "
+                "repaired, OR re-ingest (re-generate) them, not both (a document then stored "
+                "twice is set aside by the next `sdf doctor`)"
             )
         if self.healthy:
             out.append("all parts and tables read back whole")
@@ -71,6 +86,7 @@ def doctor(store: Store) -> DoctorReport:
             if problem:
                 report.moved.append((part, store.quarantine(part), problem))
     report.temporaries_removed = store.clean_temporaries()
+    _set_aside_second_copies(store, report)
 
     named: dict[str, list[str]] = {}
     try:
@@ -126,3 +142,53 @@ def doctor(store: Store) -> DoctorReport:
         ]
         report.affected_file.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return report
+
+
+def _set_aside_second_copies(store: Store, report: DoctorReport) -> None:
+    """Keep one copy of each document: the first, in the order the parts were written
+    (their names begin with the time). A part holding only second copies is moved into
+    quarantine; one holding some is rewritten without them, then moved there itself (a
+    new part is published first: stopped between the two steps, the next doctor finds the
+    copies again, and nothing is ever missing). Under the documents' append lock, so no
+    ingest publishes a part meanwhile."""
+    from collections import Counter
+
+    import pyarrow as pa
+
+    from sdfkit.store.catalog import read_part
+
+    with store.append_lock(DOCUMENTS):
+        first: dict[str, str] = {}  # doc_id -> the part holding its first copy
+        for part in store.parts(DOCUMENTS):
+            ids = read_part(part, ["doc_id"]).column("doc_id").to_pylist()
+            held: Counter[str] = Counter()  # earlier part -> copies of its documents here
+            keep = []
+            for i, doc_id in enumerate(ids):
+                if doc_id in first:
+                    held[first[doc_id]] += 1
+                else:
+                    first[doc_id] = part.name
+                    keep.append(i)
+            if len(keep) == len(ids):
+                continue
+            where = ", ".join(
+                f"{n} in {'this part itself' if name == part.name else name}"
+                for name, n in held.most_common()
+            )
+            copies = len(ids) - len(keep)
+            if not keep:
+                dest = store.quarantine(part)
+                report.doubles.append(
+                    f"{part}: all {len(ids)} of its documents are stored before it ({where}); "
+                    f"moved to {dest}"
+                )
+                continue
+            table = read_part(part)
+            rest = table.take(pa.array(keep, type=pa.int64()))
+            with store.part_writer(DOCUMENTS, schema=rest.schema) as writer:
+                writer.write(rest)
+            dest = store.quarantine(part)
+            report.doubles.append(
+                f"{part}: {copies} of its {len(ids)} documents are stored before it ({where}); "
+                f"its other {len(keep)} rewritten to {writer.final}, the part moved to {dest}"
+            )

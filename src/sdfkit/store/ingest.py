@@ -29,6 +29,7 @@ from sdfkit.store.catalog import (
     Store,
     doc_id_for,
     meta_json,
+    read_part,
 )
 from sdfkit.store.duplicates import arrival, stored_provenance
 from sdfkit.store.duplicates import record as record_duplicates
@@ -309,7 +310,14 @@ def ingest_files(
     # Under the append lock from reading the stored ids to publishing the part: two ingests
     # of the same file at once store each document once.
     with store.append_lock(DOCUMENTS), store.part_writer(DOCUMENTS) as writer:
-        existing = store.keys(DOCUMENTS)
+        existing, stored_rows = _stored_ids(store)
+        if stored_rows > len(existing):
+            result.warnings.append(
+                f"{stored_rows - len(existing):,} stored documents are second copies (the "
+                f"same doc_id in two parts of {store.table_dir(DOCUMENTS)}, as when a part "
+                "set aside is put back after its documents were ingested again): run "
+                "`sdf doctor` to set them aside"
+            )
         stored_before = set(existing)
         seen_here: set[str] = set()
         dups: list[dict[str, Any]] = []
@@ -357,6 +365,18 @@ def ingest_files(
             "(or --map concept=FIELD) when ingesting"
         )
     return result
+
+
+def _stored_ids(store: Store) -> tuple[set[str], int]:
+    """The doc_ids stored, and how many rows hold them (more when a document is stored
+    twice, which only the doctor mends)."""
+    ids: set[str] = set()
+    rows = 0
+    for part in store.parts(DOCUMENTS):
+        column = read_part(part, ["doc_id"]).column("doc_id").to_pylist()
+        rows += len(column)
+        ids.update(column)
+    return ids, rows
 
 
 def _commit(store: Store, writer: Any, dups: list[dict[str, Any]], result: IngestResult) -> None:
