@@ -440,6 +440,49 @@ def test_a_copied_or_moved_corpus_reads_itself(cli, made, tmp_path, how):
     os.chdir(tmp_path)
 
 
+@pytest.mark.parametrize("cwd", ["inside the comma", "elsewhere"])
+def test_a_corpus_whose_path_holds_a_comma_works(cli, tmp_path, monkeypatch, cwd):
+    """DuckDB splits file_search_path at commas: the corpus folder is named by its path
+    relative to the working directory, or through /proc/self/fd, never cut in two."""
+    import duckdb
+
+    (tmp_path / "com,ma").mkdir()
+    corpus = tmp_path / "com,ma" / "corpus"
+    (tmp_path / "docs.jsonl").write_text(
+        "".join(
+            json.dumps({"text": f"comma document {i}", "concept": "c"}) + "\n" for i in range(7)
+        )
+    )
+    duckdb.sql(f"COPY (SELECT 5 AS mine) TO '{tmp_path / 'com,ma' / 'mine.parquet'}'")
+    if cwd == "inside the comma":
+        monkeypatch.chdir(tmp_path / "com,ma")
+    monkeypatch.setenv("SDF_CORPUS", str(corpus))
+    assert "added 7 documents" in cli("ingest", tmp_path / "docs.jsonl").output
+    res = cli("sql", "SELECT count(*) AS n FROM documents", "-f", "json")
+    assert json.loads(res.output) == [{"n": 7}]
+    if cwd == "inside the comma":  # the working directory's own files stay readable
+        res = cli("sql", "SELECT mine FROM 'mine.parquet'", "-f", "json")
+        assert json.loads(res.output) == [{"mine": 5}]
+    assert "all parts and tables read back whole" in cli("doctor").output
+    part = next((corpus / "documents").glob("part-*.parquet"))
+    _overwrite_pages(part)  # damage is named under the corpus's own path
+    line = one_error(cli("sql", "SELECT count(*) FROM documents", expect=2))
+    assert line.startswith(f"error: {part}: damaged Parquet part")
+
+
+def test_a_comma_duckdb_cannot_take_is_refused_before_anything_is_written(
+    cli, tmp_path, monkeypatch
+):
+    from sdfkit.store import catalog
+
+    monkeypatch.setattr(catalog, "PROC_FD", str(tmp_path / "no-proc"))  # not Linux
+    corpus = tmp_path / "com,ma" / "corpus"
+    (tmp_path / "docs.jsonl").write_text(json.dumps({"text": "a document"}) + "\n")
+    line = one_error(cli("--corpus", corpus, "ingest", "docs.jsonl", expect=2))
+    assert str(corpus) in line and "comma" in line
+    assert not (tmp_path / "com,ma").exists()
+
+
 def _hold_catalog(db: Path, release: Path):
     """A process holding the catalog (as a long write would) until ``release`` exists."""
     import subprocess

@@ -267,6 +267,7 @@ def open_store(corpus: Path | None):  # noqa: ANN201 - returns sdfkit.Store
 
     path = corpus if corpus is not None else default_corpus_dir()
     check_existing_corpus(path)
+    Store(path).check_path()
     _opened.append(path)
     return Store(path)
 
@@ -278,6 +279,7 @@ def creating_store(corpus: Path | None):  # noqa: ANN201 - returns (sdfkit.Store
 
     path = corpus if corpus is not None else default_corpus_dir()
     fresh = not is_corpus(path)
+    Store(path).check_path()
     check_corpus_dir(path)
     _opened.append(path)
     return Store(path), fresh

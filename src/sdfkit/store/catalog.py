@@ -13,7 +13,8 @@ place, so a crash leaves either the whole part or nothing. Small mutable tables 
 ledger, audit results, selections) live inside ``sdf.duckdb`` where a transaction makes each
 write atomic. Views hold paths relative to the corpus folder and every connection sets
 DuckDB's ``file_search_path`` to it, so a copied or moved corpus reads its own parts, never
-the original's. Opening waits (bounded, ``SDF_LOCK_TIMEOUT``) while another process holds the
+the original's (a folder whose path holds a comma, which that setting cannot, is named by a
+relative path or a descriptor: ``Store.search_path``). Opening waits (bounded, ``SDF_LOCK_TIMEOUT``) while another process holds the
 catalog, and every part's Parquet frame is checked first: a damaged part is named (documents)
 or set aside into ``quarantine/`` (caches, which are recomputed).
 """
@@ -46,6 +47,9 @@ DOCUMENTS = "documents_raw"
 PART_GLOB = "part-*.parquet"
 TMP_DIR = ".tmp"
 QUARANTINE = "quarantine"
+#: A process's open files by number (Linux): names a corpus folder whose path DuckDB's
+#: comma-separated ``file_search_path`` cannot hold (``Store.search_path``).
+PROC_FD = "/proc/self/fd"
 #: Seconds a command waits for another process's hold on ``sdf.duckdb`` (``SDF_LOCK_TIMEOUT``).
 DEFAULT_LOCK_TIMEOUT = 120.0
 
@@ -408,23 +412,24 @@ class Store:
         if read_only and not self.db_path.exists():
             read_only = False
         self.check_parts()
-        con = wait_for_catalog(
-            lambda: duckdb.connect(str(self.db_path), read_only=read_only), self.db_path
-        )
-        try:
-            con.execute(f"SET file_search_path = {_sql_str(self.search_path())}")
-            if not read_only:
-                fingerprint = self._views_fingerprint()
-                if _stored_fingerprint(con) != fingerprint:
-                    self._refresh_views(con, fingerprint)
-            yield con
-        except duckdb.Error as exc:
-            damage = self.damage_behind(exc)
-            if damage is None:
-                raise
-            raise damage from None
-        finally:
-            con.close()
+        with self.search_path() as search:
+            con = wait_for_catalog(
+                lambda: duckdb.connect(str(self.db_path), read_only=read_only), self.db_path
+            )
+            try:
+                con.execute(f"SET file_search_path = {_sql_str(search)}")
+                if not read_only:
+                    fingerprint = self._views_fingerprint()
+                    if _stored_fingerprint(con) != fingerprint:
+                        self._refresh_views(con, fingerprint)
+                yield con
+            except duckdb.Error as exc:
+                damage = self.damage_behind(exc)
+                if damage is None:
+                    raise
+                raise damage from None
+            finally:
+                con.close()
 
     @contextmanager
     def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -442,24 +447,25 @@ class Store:
         if not self.db_path.exists():
             with self.connect():
                 pass
-        con = self._attach_read_only()
-        if self._views_stale(con):  # parts of a new table, or views of an older sdfkit
-            con.close()
-            with self.connect():
-                pass
-            con = self._attach_read_only()
-        try:
-            con.execute("SET lock_configuration = true")
-            yield con
-        except duckdb.Error as exc:
-            damage = self.damage_behind(exc)
-            if damage is None:
-                raise
-            raise damage from None
-        finally:
-            con.close()
+        with self.search_path() as search:
+            con = self._attach_read_only(search)
+            if self._views_stale(con):  # parts of a new table, or views of an older sdfkit
+                con.close()
+                with self.connect():
+                    pass
+                con = self._attach_read_only(search)
+            try:
+                con.execute("SET lock_configuration = true")
+                yield con
+            except duckdb.Error as exc:
+                damage = self.damage_behind(exc)
+                if damage is None:
+                    raise
+                raise damage from None
+            finally:
+                con.close()
 
-    def _attach_read_only(self) -> duckdb.DuckDBPyConnection:
+    def _attach_read_only(self, search: str) -> duckdb.DuckDBPyConnection:
         import duckdb
 
         config = {
@@ -475,7 +481,7 @@ class Store:
                 self.db_path,
             )
             con.execute("USE corpus")
-            con.execute(f"SET file_search_path = {_sql_str(self.search_path())}")
+            con.execute(f"SET file_search_path = {_sql_str(search)}")
         except BaseException:
             con.close()
             raise
@@ -493,10 +499,48 @@ class Store:
             ).fetchall()
         return bool(rows[0][0])
 
-    def search_path(self) -> str:
-        """DuckDB's ``file_search_path`` for this corpus: its folder first (the views' relative
-        paths resolve there), then the working directory (a user's own relative files)."""
-        return f"{self.root.resolve()},{Path.cwd()}"
+    @contextmanager
+    def search_path(self) -> Iterator[str]:
+        """DuckDB's ``file_search_path`` for this corpus, for the length of a connection: its
+        folder first (the views' relative paths resolve there), then the working directory
+        (a user's own relative files).
+
+        DuckDB splits the setting at commas and has no way to quote one, so a folder whose
+        path holds a comma is named another way: by its path relative to the working
+        directory when that holds none, else as ``/proc/self/fd/N``, a descriptor of the
+        folder held open while the connection is (a working directory with a comma is
+        ``.``). Where neither works, ``check_path`` refuses the corpus before any work."""
+        root = str(self.root.resolve())
+        cwd = str(Path.cwd())
+        if "," in cwd:
+            cwd = "."
+        fd = None
+        if "," in root:
+            relative = os.path.relpath(root)
+            if "," not in relative:
+                root = relative
+            else:
+                self.check_path()
+                fd = os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+                root = f"{PROC_FD}/{fd}"
+        try:
+            yield f"{root},{cwd}"
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def check_path(self) -> None:
+        """A one-line error, before anything is written, for a corpus folder DuckDB cannot be
+        pointed at: one whose path holds a comma, run from a working directory that does
+        not hold the same comma, where ``/proc/self/fd`` is missing (not Linux)."""
+        root = str(self.root.resolve())
+        if "," not in root or "," not in os.path.relpath(root) or Path(PROC_FD).is_dir():
+            return
+        raise SdfError(
+            f"corpus directory {str(self.root)!r} (--corpus or $SDF_CORPUS): its path holds "
+            "a comma, which DuckDB cannot take in a search path on this system; run sdf "
+            "from inside the folder that holds the comma, or rename the folder"
+        )
 
     def _views_stale(self, con: duckdb.DuckDBPyConnection) -> bool:
         """Whether the attached catalog lacks a view for a Parquet table present (or has one
