@@ -49,6 +49,25 @@ def _write(path: Path, data: str | bytes) -> None:
 
 DEEP = "---\nid: deep\nconcept: c\nkey_facts: " + "[" * 500 + "]" * 500 + "\n---\nbody\n"
 
+
+def _damaged_parquet() -> bytes:
+    """A Parquet file whose frame is whole but whose first page's first value claims 2 GB."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    texts = [f"document number {i} " + "w " * 20 for i in range(10)]
+    pq.write_table(
+        pa.table({"text": texts}), buf, compression="none", row_group_size=5, use_dictionary=False
+    )
+    data = bytearray(buf.getvalue())
+    at = data.index(b"document number 0 ")
+    data[at - 4 : at] = b"\xff\xff\xff\x7f"
+    return bytes(data)
+
+
 #: id -> (command line, files to create in the working directory, environment, what the one
 #: error line must contain). Every case exits 2.
 CASES: dict[str, tuple[list[str], dict[str, str | bytes], dict[str, str], list[str]]] = {
@@ -217,6 +236,29 @@ CASES: dict[str, tuple[list[str], dict[str, str | bytes], dict[str, str], list[s
         {"ok.jsonl": '{"text": "fine"}\n'},
         {},
         ["--map", "COLUMN=VALUE"],
+    ),
+    "ingest-json-nested-too-deep": (
+        ["ingest", "deep.jsonl"],
+        {
+            "deep.jsonl": '{"text": "fine"}\n{"text": "x", "y": '
+            + "[" * 100_000
+            + "]" * 100_000
+            + "}\n"
+        },
+        {},
+        ["deep.jsonl:2", "nested too deeply"],
+    ),
+    "ingest-integer-of-5000-digits": (
+        ["ingest", "long.jsonl"],
+        {"long.jsonl": '{"text": "x", "n": ' + "7" * 5000 + "}\n"},
+        {},
+        ["long.jsonl:1", "number too long", "4300 digits"],
+    ),
+    "ingest-parquet-page-damaged": (
+        ["ingest", "broken.parquet"],
+        {"broken.parquet": _damaged_parquet()},
+        {},
+        ["broken.parquet: row 1", "rows 1-5 (row group 1) cannot be read"],
     ),
     "ingest-file-type": (
         ["ingest", "notes.txt"],

@@ -22,6 +22,7 @@ or set aside into ``quarantine/`` (caches, which are recomputed).
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 import uuid
@@ -932,10 +933,31 @@ def part_file(
 
 
 def meta_json(fields: dict[str, Any]) -> str | None:
-    """Serialise unmapped fields to the ``meta`` column (None when there are none)."""
+    """Serialise unmapped fields to the ``meta`` column (None when there are none), as
+    standard JSON (``json_text``)."""
     if not fields:
         return None
-    return json.dumps(fields, ensure_ascii=False, sort_keys=True, default=str)
+    return json_text(fields, sort_keys=True)
+
+
+def json_text(value: Any, **options: Any) -> str:
+    """``value`` as standard JSON text. JSON has no NaN nor Infinity (Python writes them as
+    bare ``NaN``, which strict readers refuse): they are written as ``null``, as
+    JavaScript's JSON.stringify and pandas do; objects JSON has no type for, as strings."""
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str, allow_nan=False, **options)
+    except ValueError:
+        return json.dumps(_finite(value), ensure_ascii=False, default=str, **options)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def temp_owner() -> str:

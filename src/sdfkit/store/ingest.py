@@ -9,6 +9,7 @@ added again, so re-running an ingest adds nothing.
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from collections import Counter
@@ -28,6 +29,7 @@ from sdfkit.store.catalog import (
     DOCUMENTS,
     Store,
     doc_id_for,
+    json_text,
     meta_json,
     read_part,
 )
@@ -156,10 +158,19 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any, int] | _RowError]:
             except json.JSONDecodeError as exc:
                 yield _RowError(lineno, "malformed_json", f"malformed JSON: {exc.msg}")
                 continue
+            except RecursionError:  # Python's parser recurses once per level
+                yield _RowError(lineno, "too_deep", TOO_DEEP)
+                continue
+            except ValueError as exc:  # an integer past Python's 4,300 digits
+                first = str(exc).split(";")[0]
+                yield _RowError(lineno, "number_too_long", f"a number too long to read: {first}")
+                continue
             yield lineno, obj, len(raw)
 
 
-def _iter_parquet(path: Path) -> Iterator[tuple[int, Any, int]]:
+def _iter_parquet(path: Path) -> Iterator[tuple[int, Any, int] | _RowError]:
+    """Rows of a Parquet file, a row group at a time: a row group whose pages do not
+    decode is one ``_RowError`` for the rows it held that were not read."""
     import pyarrow.parquet as pq
 
     try:
@@ -167,16 +178,34 @@ def _iter_parquet(path: Path) -> Iterator[tuple[int, Any, int]]:
     except Exception as exc:
         raise IngestError(f"{path}: not a readable Parquet file ({exc})") from None
     row = 0
-    for batch in pf.iter_batches(batch_size=CHUNK_ROWS):
-        for obj in batch.to_pylist():
-            row += 1
-            yield row, obj, 0
+    for group in range(pf.num_row_groups):
+        end = row + pf.metadata.row_group(group).num_rows
+        try:
+            for batch in pf.iter_batches(batch_size=CHUNK_ROWS, row_groups=[group]):
+                for obj in batch.to_pylist():
+                    row += 1
+                    yield row, obj, 0
+        except (OSError, pa.ArrowException) as exc:
+            text = str(exc).strip().splitlines()
+            yield _RowError(
+                row + 1,
+                "unreadable_parquet",
+                f"rows {row + 1:,}-{end:,} (row group {group + 1}) cannot be read: "
+                f"{text[0] if text else type(exc).__name__}",
+                rows=end - row,
+            )
+            row = end
+
+
+TOO_DEEP = "JSON nested too deeply to read (more levels than Python's recursion limit)"
 
 
 class _RowError(Exception):
-    def __init__(self, line: int, reason: str, message: str):
+    """A bad row (or ``rows`` rows: a Parquet row group that cannot be read)."""
+
+    def __init__(self, line: int, reason: str, message: str, rows: int = 1):
         super().__init__(message)
-        self.line, self.reason, self.message = line, reason, message
+        self.line, self.reason, self.message, self.rows = line, reason, message, rows
 
 
 def _records(path: Path) -> Iterator[tuple[int, Any, int] | _RowError]:
@@ -228,12 +257,12 @@ def ingest_files(
     mapper = _Mapper(mapping, constants)
     now = utc_now()
 
-    def bad(path: Path, line: int, reason: str, message: str) -> None:
+    def bad(path: Path, line: int, reason: str, message: str, rows: int = 1) -> None:
         where = f"{path}:{line}" if path.suffix.lower() != ".parquet" else f"{path}: row {line}"
         if not skip_bad:
             raise IngestError(f"{where}: {message}")
-        result.skipped += 1
-        result.skip_reasons[reason] += 1
+        result.skipped += rows
+        result.skip_reasons[reason] += rows
         if len(result.skip_examples) < 20:
             result.skip_examples.append(f"{where}: {message}")
 
@@ -246,8 +275,8 @@ def ingest_files(
             before = result.rows_read
             for item in _records(path):
                 if isinstance(item, _RowError):
-                    result.rows_read += 1
-                    bad(path, item.line, item.reason, item.message)
+                    result.rows_read += item.rows
+                    bad(path, item.line, item.reason, item.message, item.rows)
                     continue
                 line, obj, nbytes = item
                 result.rows_read += 1
@@ -293,9 +322,13 @@ def ingest_files(
                     rec[col] = obj[fld]
                 rec.update(constants)
                 rec["text"] = text
-                rec["meta"] = meta_json({k: v for k, v in obj.items() if k not in used})
-                rec.setdefault("source", source)
-                rec = _normalise(rec, now, path, line)
+                try:
+                    rec["meta"] = meta_json({k: v for k, v in obj.items() if k not in used})
+                    rec.setdefault("source", source)
+                    rec = _normalise(rec, now, path, line)
+                except RecursionError:  # deep, yet read: written back from a deeper stack
+                    bad(path, line, "too_deep", TOO_DEEP)
+                    continue
                 if rec.get("concept") is None:
                     no_concept += 1
                 rec["_line"] = line
@@ -422,8 +455,10 @@ def _normalise(rec: dict[str, Any], now: datetime, path: Path, line: int) -> dic
         "source",
     ):
         v = rec.get(col)
-        if v is not None and not isinstance(v, str):
-            rec[col] = json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else str(v)
+        if isinstance(v, float) and not math.isfinite(v):
+            rec[col] = None  # NaN, Infinity: as in meta (``meta_json``)
+        elif v is not None and not isinstance(v, str):
+            rec[col] = json_text(v) if isinstance(v, (dict, list)) else str(v)
     if rec.get("concept") is None:
         rec["concept"] = rec.get("universe")
     names = rec.get("seed_names")
