@@ -323,6 +323,24 @@ def pa_concat(*tables):
     return pa.concat_tables([t.cast(tables[0].schema) for t in tables])
 
 
+def test_the_doctor_names_a_users_folder_of_parts_not_the_catalog(cli, made, tmp_path):
+    """A folder of Parquet parts named like a catalog table cannot be a view: every
+    command names the folder, and the doctor says so too (the catalog is whole)."""
+    import shutil
+
+    grades = made / "grades"
+    grades.mkdir()
+    shutil.copy(next((made / "documents").glob("part-*.parquet")), grades / "part-1.parquet")
+    line = one_error(cli("select", "list", expect=2))
+    assert "corpus/grades: a folder of Parquet parts" in line
+    res = cli("doctor", expect=1)
+    assert "problem: corpus/grades: a folder of Parquet parts" in res.output
+    assert "sdf.duckdb" not in res.output
+    assert (grades / "part-1.parquet").exists()  # the user's, left where it is
+    shutil.move(grades, tmp_path / "grades")
+    assert "all parts and tables read back whole" in cli("doctor").output
+
+
 def test_a_damaged_cache_part_is_set_aside_and_recomputed(cli, made):
     cli("tokens", "--tokenizer", "cl100k_base")
     part = next((made / "token_counts_cl100k_base").glob("part-*.parquet"))

@@ -102,6 +102,55 @@ class CatalogBusyError(SdfError):
     """Another process held ``sdf.duckdb`` for longer than ``SDF_LOCK_TIMEOUT``."""
 
 
+class CorpusLayoutError(SdfError):
+    """Something in the corpus folder is not what sdfkit keeps there (a file where it keeps
+    a folder, a folder where it keeps a file, a folder of parts it cannot show as a table);
+    the message names the path and what to do."""
+
+
+def make_folder(path: Path, what: str) -> Path:
+    """``path`` as a folder, made if missing. A file (or a link to nothing) in the way, at
+    ``path`` or above it, is a ``CorpusLayoutError`` naming it: never a traceback, and
+    never removed (it may be the user's)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    except (FileExistsError, NotADirectoryError):
+        pass
+    blocker = next(
+        (
+            p
+            for p in [*reversed(path.parents), path]
+            if (p.exists() or p.is_symlink()) and not p.is_dir()
+        ),
+        path,
+    )
+    raise CorpusLayoutError(
+        f"{blocker}: a file where sdf keeps a folder ({what}); move it out of the corpus folder"
+    )
+
+
+def table_folder_problem(folder: Path) -> str | None:
+    """Why a folder of Parquet parts in the corpus cannot be a table (a view of the catalog
+    named after it), or None: a name no table can have, or the name of a table the catalog
+    keeps itself (``grades``, ``exclusions``...: its view would replace the table)."""
+    from sdfkit.store import schema
+
+    name = folder.name
+    if not (name.isascii() and name.replace("_", "").isalnum()):
+        return "a name no table can have (letters, digits and _ only)"
+    if name.lower() in schema.reserved_names():
+        return f"the name of a table the catalog keeps itself ({name.lower()})"
+    return None
+
+
+def _table_folder_error(folder: Path, why: str) -> CorpusLayoutError:
+    return CorpusLayoutError(
+        f"{folder}: a folder of Parquet parts with {why}, so sdf cannot make it a table; "
+        "move it out of the corpus folder, or rename it"
+    )
+
+
 #: Tables whose parts are the record: never moved aside silently (caches are recomputable).
 RECORD_TABLES = frozenset({DOCUMENTS, "gen_results"})
 
@@ -396,6 +445,10 @@ class Store:
             if d.name in (TMP_DIR, QUARANTINE):
                 continue
             if d.is_dir() and any(d.glob(PART_GLOB)):
+                if d.name != "documents":
+                    why = table_folder_problem(d)
+                    if why:
+                        raise _table_folder_error(d, why)
                 names.append(DOCUMENTS if d.name == "documents" else d.name)
         return names
 
@@ -590,6 +643,18 @@ class Store:
         try:
             _schema.ensure_tables(con)
             present = set(self.parquet_tables())
+            tables = {
+                name.lower()
+                for (name,) in con.execute(
+                    "SELECT table_name FROM duckdb_tables() WHERE NOT internal "
+                    "AND database_name = current_database()"
+                ).fetchall()
+            }
+            for name in sorted(present - {DOCUMENTS}):
+                if name.lower() in tables:  # a stage's table: its view would replace it
+                    raise _table_folder_error(
+                        self.table_dir(name), f"the name of a table of the catalog ({name})"
+                    )
             for name in sorted(present | {DOCUMENTS}):
                 if name in present:
                     # Relative to the corpus folder (``file_search_path``): a copy reads itself.
@@ -666,8 +731,9 @@ class Store:
 
     def quarantine(self, part: Path) -> Path:
         """Move a part aside into ``quarantine/<table>/`` (never deleted)."""
-        dest_dir = self.root / QUARANTINE / part.parent.name
-        dest_dir.mkdir(parents=True, exist_ok=True)
+        dest_dir = make_folder(
+            self.root / QUARANTINE / part.parent.name, "the parts sdf doctor sets aside"
+        )
         dest = dest_dir / part.name
         if dest.exists():
             dest = dest_dir / f"{part.stem}-{uuid.uuid4().hex[:6]}{part.suffix}"
@@ -762,14 +828,21 @@ class Store:
         a part, no other process (two ``sdf ingest`` at once, a generation landing results)
         can publish one, so concurrent appends of the same rows never store them twice.
         Not re-entrant: take it once per process."""
-        d = self.table_dir(name)
-        d.mkdir(parents=True, exist_ok=True)
+        d = make_folder(self.table_dir(name), f"the parts of {self.table_dir(name).name}")
         try:
             import fcntl
         except ImportError:  # pragma: no cover - not POSIX
             yield
             return
-        with open(d / ".append.lock", "a+b") as fh:
+        lock = d / ".append.lock"
+        try:
+            fh = open(lock, "a+b")
+        except IsADirectoryError:
+            raise CorpusLayoutError(
+                f"{lock}: a folder where sdf keeps the append lock file of {d.name}; "
+                "remove it (sdf makes the file again)"
+            ) from None
+        with fh:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             try:
                 yield
@@ -783,8 +856,7 @@ class Store:
         """Stream record batches into one new part; it appears only if the block succeeds."""
         if schema is None and name == DOCUMENTS:
             schema = DOCUMENT_SCHEMA
-        d = self.table_dir(name)
-        d.mkdir(parents=True, exist_ok=True)
+        d = make_folder(self.table_dir(name), f"the parts of {self.table_dir(name).name}")
         with part_file(d, schema, dictionary=dictionary) as writer:
             yield writer
 
@@ -919,8 +991,7 @@ def part_file(
     final = directory / name
     # Beside the table folder, not in it: plain readers (``documents/*.parquet``) never see it;
     # same file system, so the rename stays atomic.
-    tmp_dir = directory.parent / TMP_DIR / directory.name
-    tmp_dir.mkdir(parents=True, exist_ok=True)
+    tmp_dir = make_folder(directory.parent / TMP_DIR / directory.name, "parts being written")
     tmp = tmp_dir / f".tmp-{temp_owner()}@{name}"
     writer = PartWriter(tmp, schema, dictionary)
     writer.final = final

@@ -21,7 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sdfkit.errors import SdfError
-from sdfkit.store.catalog import DOCUMENTS, PART_GLOB, QUARANTINE, TMP_DIR, Store, read_problem
+from sdfkit.store.catalog import (
+    DOCUMENTS,
+    PART_GLOB,
+    QUARANTINE,
+    TMP_DIR,
+    CorpusLayoutError,
+    Store,
+    make_folder,
+    read_part,
+    read_problem,
+)
 
 
 @dataclass
@@ -31,6 +41,9 @@ class DoctorReport:
     tables_checked: int = 0
     moved: list[tuple[Path, Path, str]] = field(default_factory=list)
     table_problems: list[str] = field(default_factory=list)
+    #: Things in the corpus folder that are not sdf's (a user's folder of parts named like
+    #: a catalog table): named, never moved.
+    layout_problems: list[str] = field(default_factory=list)
     #: Lines on documents stored twice, each naming the parts and what was done.
     doubles: list[str] = field(default_factory=list)
     affected: dict[str, list[str]] = field(default_factory=dict)
@@ -39,7 +52,13 @@ class DoctorReport:
 
     @property
     def healthy(self) -> bool:
-        return not (self.moved or self.table_problems or self.affected or self.doubles)
+        return not (
+            self.moved
+            or self.table_problems
+            or self.layout_problems
+            or self.affected
+            or self.doubles
+        )
 
     def lines(self) -> list[str]:
         out = [
@@ -49,6 +68,7 @@ class DoctorReport:
         for part, dest, problem in self.moved:
             out.append(f"damaged: {part} ({problem}); moved to {dest}")
         out += [f"damaged: {p}" for p in self.table_problems]
+        out += [f"problem: {p}" for p in self.layout_problems]
         out += [f"stored twice: {line}" for line in self.doubles]
         if self.temporaries_removed:
             out.append(f"removed {self.temporaries_removed} temporary files of dead writers")
@@ -114,18 +134,21 @@ def doctor(store: Store) -> DoctorReport:
                 except duckdb.Error as exc:
                     first = str(exc).strip().splitlines()[0]
                     report.table_problems.append(f"{kind} {name} in {store.db_path}: {first}")
+    except CorpusLayoutError as exc:  # a folder not sdf's: named, left in place
+        report.layout_problems.append(str(exc))
     except SdfError as exc:  # the catalog itself cannot be opened: named, left in place
         report.table_problems.append(str(exc))
     except duckdb.Error as exc:
         first = str(exc).strip().splitlines()[0]
         report.table_problems.append(f"{store.db_path}: {first}")
-    for name in store.parquet_tables():
-        if name == DOCUMENTS:
-            continue
+    try:
+        caches = [name for name in store.parquet_tables() if name != DOCUMENTS]
+    except CorpusLayoutError:  # named above, when the catalog was opened
+        caches = []
+    for name in caches:
         for part in store.parts(name):
-            schema = pq.read_schema(part)
-            if "doc_id" in schema.names:
-                for doc_id in pq.read_table(part, columns=["doc_id"]).column("doc_id").to_pylist():
+            if "doc_id" in pq.read_schema(part).names:
+                for doc_id in read_part(part, ["doc_id"]).column("doc_id").to_pylist():
                     if doc_id is not None:
                         named.setdefault(str(doc_id), []).append(name)
     present = store.keys(DOCUMENTS)
@@ -133,8 +156,7 @@ def doctor(store: Store) -> DoctorReport:
         k: sorted(set(v)) for k, v in named.items() if k not in present and len(k) == 32
     }
     if report.affected:
-        qdir = store.root / QUARANTINE
-        qdir.mkdir(parents=True, exist_ok=True)
+        qdir = make_folder(store.root / QUARANTINE, "the parts sdf doctor sets aside")
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         report.affected_file = qdir / f"affected-{stamp}.tsv"
         lines = ["doc_id\tnamed_by"] + [
@@ -154,8 +176,6 @@ def _set_aside_second_copies(store: Store, report: DoctorReport) -> None:
     from collections import Counter
 
     import pyarrow as pa
-
-    from sdfkit.store.catalog import read_part
 
     with store.append_lock(DOCUMENTS):
         first: dict[str, str] = {}  # doc_id -> the part holding its first copy
