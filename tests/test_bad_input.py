@@ -49,6 +49,41 @@ def _write(path: Path, data: str | bytes) -> None:
 
 DEEP = "---\nid: deep\nconcept: c\nkey_facts: " + "[" * 500 + "]" * 500 + "\n---\nbody\n"
 
+
+def _parquet() -> bytes:
+    """A whole Parquet file of two documents (as a user's own folder of parts holds)."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"doc_id": ["a", "b"], "text": ["one", "two"]}), buf)
+    return buf.getvalue()
+
+
+#: In ``files``: make a folder here (replacing what the corpus has at that path).
+FOLDER = object()
+
+
+def _damaged_parquet() -> bytes:
+    """A Parquet file whose frame is whole but whose first page's first value claims 2 GB."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    texts = [f"document number {i} " + "w " * 20 for i in range(10)]
+    pq.write_table(
+        pa.table({"text": texts}), buf, compression="none", row_group_size=5, use_dictionary=False
+    )
+    data = bytearray(buf.getvalue())
+    at = data.index(b"document number 0 ")
+    data[at - 4 : at] = b"\xff\xff\xff\x7f"
+    return bytes(data)
+
+
 #: id -> (command line, files to create in the working directory, environment, what the one
 #: error line must contain). Every case exits 2.
 CASES: dict[str, tuple[list[str], dict[str, str | bytes], dict[str, str], list[str]]] = {
@@ -312,6 +347,29 @@ CASES: dict[str, tuple[list[str], dict[str, str | bytes], dict[str, str], list[s
         {},
         ["--map", "COLUMN=VALUE"],
     ),
+    "ingest-json-nested-too-deep": (
+        ["ingest", "deep.jsonl"],
+        {
+            "deep.jsonl": '{"text": "fine"}\n{"text": "x", "y": '
+            + "[" * 100_000
+            + "]" * 100_000
+            + "}\n"
+        },
+        {},
+        ["deep.jsonl:2", "nested too deeply"],
+    ),
+    "ingest-integer-of-5000-digits": (
+        ["ingest", "long.jsonl"],
+        {"long.jsonl": '{"text": "x", "n": ' + "7" * 5000 + "}\n"},
+        {},
+        ["long.jsonl:1", "number too long", "4300 digits"],
+    ),
+    "ingest-parquet-page-damaged": (
+        ["ingest", "broken.parquet"],
+        {"broken.parquet": _damaged_parquet()},
+        {},
+        ["broken.parquet: row 1", "rows 1-5 (row group 1) cannot be read"],
+    ),
     "ingest-file-type": (
         ["ingest", "notes.txt"],
         {"notes.txt": "hello"},
@@ -350,6 +408,46 @@ CASES: dict[str, tuple[list[str], dict[str, str | bytes], dict[str, str], list[s
         {},
         {},
         ["nothing.json", "sdf report"],
+    ),
+    # the corpus folder holds something sdf does not keep there
+    "corpus-tmp-is-a-file": (
+        ["ingest", "ok.jsonl"],
+        {"ok.jsonl": '{"text": "fine"}\n', "corpus/.tmp": "mine"},
+        {},
+        ["corpus/.tmp: a file where sdf keeps a folder", "move it out"],
+    ),
+    "corpus-append-lock-is-a-folder": (
+        ["ingest", "ok.jsonl"],
+        {"ok.jsonl": '{"text": "fine"}\n', "corpus/documents/.append.lock": FOLDER},
+        {},
+        ["corpus/documents/.append.lock: a folder where sdf keeps the append lock file"],
+    ),
+    "doctor-quarantine-table-is-a-file": (
+        ["doctor"],
+        {
+            "corpus/quarantine/documents": "mine",
+            "corpus/documents/part-20990101T000000-000000000000.parquet": b"not parquet",
+        },
+        {},
+        ["corpus/quarantine/documents: a file where sdf keeps a folder"],
+    ),
+    "corpus-user-folder-named-grades": (
+        ["sql", "SELECT count(*) FROM documents"],
+        {"corpus/grades/part-1.parquet": _parquet()},
+        {},
+        ["corpus/grades: a folder of Parquet parts", "(grades)", "move it out"],
+    ),
+    "corpus-user-folder-named-like-a-stage-table": (
+        ["show"],
+        {"corpus/selections/part-1.parquet": _parquet()},
+        {},
+        ["corpus/selections: a folder of Parquet parts", "(selections)"],
+    ),
+    "corpus-user-folder-no-table-name": (
+        ["select", "list"],
+        {"corpus/my-data/part-1.parquet": _parquet()},
+        {},
+        ["corpus/my-data: a folder of Parquet parts", "a name no table can have"],
     ),
     # the corpus itself
     "corpus-missing": (["--corpus", "corpsu", "sql", "SELECT 1"], {}, {}, ["corpsu", "--corpus"]),
@@ -391,8 +489,16 @@ def test_bad_input_is_one_line_and_changes_nothing(case, template, tmp_path, mon
     corpus = tmp_path / "corpus"
     shutil.copytree(template, corpus, symlinks=True)  # a copy reads itself (portable corpus)
     for name, data in files.items():
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        _write(tmp_path / name, data)
+        target = tmp_path / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if data is FOLDER:
+            target.mkdir()
+        else:
+            _write(target, data)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)

@@ -185,3 +185,75 @@ def test_cli_ingest_and_errors(cli, tmp_path):
     bad = _write_jsonl(tmp_path / "b.jsonl", ["{nope"])
     res = cli("ingest", bad, expect=2)
     assert "b.jsonl:1: malformed JSON" in res.output
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_an_ingest_stopped_around_publishing_its_part_leaves_nothing(
+    store, tmp_path, monkeypatch, when
+):
+    """The part is published inside the catalog transaction that logs the ingest: stopped
+    just before or just after the rename, neither the part nor its log row remains."""
+    from sdfkit.store.catalog import PartWriter
+
+    first = _write_jsonl(tmp_path / "first.jsonl", [_row(i) for i in range(3)])
+    ingest_files([first], store=store)
+    parts = store.parts(DOCUMENTS)
+    more = _write_jsonl(tmp_path / "more.jsonl", [_row(i) for i in range(3, 8)])
+    real = PartWriter.publish
+
+    def interrupted(self):
+        if when == "after":
+            real(self)
+            assert self.final.exists()  # it was in place...
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(PartWriter, "publish", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ingest_files([more], store=store)
+    monkeypatch.setattr(PartWriter, "publish", real)
+    assert store.parts(DOCUMENTS) == parts  # ...and is taken back
+    assert store.query("SELECT count(*) FROM ingests").item() == 1
+    assert ingest_files([more], store=store).added == 5
+
+
+def test_skip_bad_passes_over_rows_python_cannot_read(store, tmp_path):
+    """Nested past the recursion limit, an integer past 4,300 digits, a Parquet row group
+    whose pages do not decode: named by file and line (or row), skipped with --skip-bad."""
+    from test_bad_input import _damaged_parquet
+
+    f = tmp_path / "hostile.jsonl"
+    deep = '{"content": "x", "y": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    f.write_text(
+        "\n".join([json.dumps(_row(1)), deep, '{"content": "y", "n": ' + "9" * 5000 + "}"])
+    )
+    p = tmp_path / "broken.parquet"
+    p.write_bytes(_damaged_parquet())
+    with pytest.raises(IngestError, match=r"hostile\.jsonl:2: JSON nested too deeply"):
+        ingest_files([f], store=store)
+    with pytest.raises(IngestError, match=r"broken\.parquet: row 1: rows 1-5 \(row group 1\)"):
+        ingest_files([p], store=store)
+    res = ingest_files([f, p], store=store, skip_bad=True)
+    assert (res.rows_read, res.added, res.skipped) == (13, 6, 7)
+    assert dict(res.skip_reasons) == {"too_deep": 1, "number_too_long": 1, "unreadable_parquet": 5}
+
+
+def test_nan_and_infinity_are_stored_as_null(store, tmp_path):
+    """JSON has no NaN nor Infinity: Python's reader takes them, a strict one does not; meta
+    stays standard JSON (and a column given one is empty)."""
+    f = tmp_path / "floats.jsonl"
+    f.write_text(
+        '{"text": "a", "score": NaN, "hi": Infinity, "ends": [-Infinity, 1.5], "concept": NaN}\n'
+    )
+    p = tmp_path / "floats.parquet"
+    pq.write_table(pa.table({"text": ["b"], "score": [float("nan")], "w": [float("inf")]}), p)
+    ingest_files([f, p], store=store)
+    rows = store.query("SELECT text, concept, meta FROM documents ORDER BY text").to_dicts()
+
+    def strict(text):
+        return json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in {text}"))
+
+    assert [strict(r["meta"]) for r in rows] == [
+        {"score": None, "hi": None, "ends": [None, 1.5]},
+        {"score": None, "w": None},
+    ]
+    assert rows[0]["concept"] is None

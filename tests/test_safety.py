@@ -226,6 +226,25 @@ def _truncate(part: Path) -> None:
     part.write_bytes(data[: len(data) // 2])
 
 
+def _overwrite_pages(part: Path) -> None:
+    """Every page overwritten, the frame (PAR1 markers, footer) intact: only a read of
+    the data finds it."""
+    data = part.read_bytes()
+    footer = int.from_bytes(data[-8:-4], "little")
+    body = len(data) - footer - 8
+    part.write_bytes(data[:4] + b"\xab" * (body - 4) + data[body:])
+
+
+def _dangle(part: Path) -> None:
+    """The part a symbolic link to a file that is gone (DuckDB's glob passes over it)."""
+    part.unlink()
+    part.symlink_to(part.parent / "gone.parquet")
+
+
+DAMAGE = {"truncated": _truncate, "pages overwritten": _overwrite_pages, "dangling": _dangle}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
 @pytest.mark.parametrize(
     "args",
     [
@@ -240,14 +259,30 @@ def _truncate(part: Path) -> None:
     ],
     ids=lambda a: "-".join(a[:2]),
 )
-def test_a_damaged_documents_part_is_named_by_every_command(cli, made, tmp_path, args):
+def test_a_damaged_documents_part_is_named_by_every_command(cli, made, tmp_path, args, damage):
+    if damage == "pages overwritten" and args == ["select", "list"]:
+        pytest.skip("lists selections: reads no document, so meets no page")
     (tmp_path / "more.jsonl").write_text(json.dumps({"text": "another document"}) + "\n")
     part = next((made / "documents").glob("part-*.parquet"))
-    _truncate(part)
+    DAMAGE[damage](part)
     before = fingerprint(made)
     line = one_error(cli(*args, expect=2))
-    assert part.name in line and "sdf doctor" in line
+    assert part.name in line and "sdf doctor" in line and "damaged Parquet part" in line
     assert fingerprint(made) == before
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_doctor_sets_aside_every_kind_of_damage(cli, made, damage):
+    part = next((made / "documents").glob("part-*.parquet"))
+    DAMAGE[damage](part)
+    res = cli("doctor", expect=1)
+    assert f"damaged: corpus/documents/{part.name}" in res.output
+    moved = made / "quarantine" / "documents" / part.name
+    assert moved.is_symlink() if damage == "dangling" else moved.is_file()
+    assert not part.is_symlink() and not part.exists()
+    assert json.loads(cli("sql", "SELECT count(*) AS n FROM documents", "-f", "json").output) == [
+        {"n": 0}
+    ]
 
 
 def test_doctor_moves_damaged_parts_aside_and_lists_the_documents_affected(cli, made):
@@ -269,6 +304,86 @@ def test_doctor_moves_damaged_parts_aside_and_lists_the_documents_affected(cli, 
         {"n": 0}
     ]
     assert cli("doctor", expect=1).output.count("documents affected") == 1
+
+
+def _counts(cli, view: str) -> list[int]:
+    out = cli("sql", f"SELECT count(*) AS n, count(DISTINCT doc_id) AS d FROM {view}", "-f", "json")
+    row = json.loads(out.output)[0]
+    return [row["n"], row["d"]]
+
+
+def test_following_the_doctors_advice_never_leaves_a_document_stored_twice(cli, made, tmp_path):
+    """Set aside a damaged part, re-ingest its source, then put the repaired part back (the
+    two things the doctor names): the next ingest warns, and the doctor keeps the first
+    copy of each document and moves the part of second copies into quarantine."""
+    made_earlier = next((made / "documents").glob("part-*.parquet"))
+    part = made_earlier.with_name("part-20250101T000000-0123456789ab.parquet")
+    made_earlier.rename(part)  # written a while ago (a part's name starts with its time)
+    whole = part.read_bytes()  # the part as a repair would give it back
+    _truncate(part)
+    res = cli("doctor", expect=1)
+    assert "EITHER put the part back once repaired, OR re-ingest" in res.output
+    assert "not both" in res.output
+    assert "added 20 documents" in cli("ingest", "docs.jsonl", "--set", "concept=alpha").output
+    again = next((made / "documents").glob("part-*.parquet"))
+    part.write_bytes(whole)
+    assert _counts(cli, "documents") == [40, 20]
+    res = cli("ingest", "docs.jsonl")
+    assert "warning: 20 stored documents are second copies" in res.output
+    assert "`sdf doctor`" in res.output
+    res = cli("doctor", expect=1)
+    assert (
+        f"stored twice: corpus/documents/{again.name}: all 20 of its documents are stored "
+        f"before it (20 in {part.name}); moved to corpus/quarantine/documents/{again.name}"
+    ) in res.output
+    assert _counts(cli, "documents") == _counts(cli, "documents_raw") == [20, 20]
+    assert sorted(p.name for p in (made / "documents").glob("part-*.parquet")) == [part.name]
+    assert "all parts and tables read back whole" in cli("doctor").output
+
+
+def test_the_doctor_rewrites_a_part_that_holds_some_second_copies(cli, made):
+    """A part with some documents stored before it and some of its own: the others are
+    kept in a new part, the part itself goes to quarantine (nothing is lost)."""
+    import pyarrow.parquet as pq
+
+    from sdfkit.store.ingest import build_documents
+
+    first = next((made / "documents").glob("part-*.parquet"))
+    table = pq.read_table(first)
+    mixed = pa_concat(table.slice(0, 8), build_documents([{"text": f"new {i}"} for i in range(5)]))
+    late = made / "documents" / "part-99990101T000000-000000000000.parquet"
+    pq.write_table(mixed, late)
+    assert _counts(cli, "documents_raw") == [33, 25]
+    res = cli("doctor", expect=1)
+    assert f"stored twice: corpus/documents/{late.name}: 8 of its 13 documents" in res.output
+    assert f"(8 in {first.name}); its other 5 rewritten to" in res.output
+    assert (made / "quarantine" / "documents" / late.name).exists() and not late.exists()
+    assert _counts(cli, "documents_raw") == [25, 25]
+    assert "all parts and tables read back whole" in cli("doctor").output
+
+
+def pa_concat(*tables):
+    import pyarrow as pa
+
+    return pa.concat_tables([t.cast(tables[0].schema) for t in tables])
+
+
+def test_the_doctor_names_a_users_folder_of_parts_not_the_catalog(cli, made, tmp_path):
+    """A folder of Parquet parts named like a catalog table cannot be a view: every
+    command names the folder, and the doctor says so too (the catalog is whole)."""
+    import shutil
+
+    grades = made / "grades"
+    grades.mkdir()
+    shutil.copy(next((made / "documents").glob("part-*.parquet")), grades / "part-1.parquet")
+    line = one_error(cli("select", "list", expect=2))
+    assert "corpus/grades: a folder of Parquet parts" in line
+    res = cli("doctor", expect=1)
+    assert "problem: corpus/grades: a folder of Parquet parts" in res.output
+    assert "sdf.duckdb" not in res.output
+    assert (grades / "part-1.parquet").exists()  # the user's, left where it is
+    shutil.move(grades, tmp_path / "grades")
+    assert "all parts and tables read back whole" in cli("doctor").output
 
 
 def test_a_damaged_cache_part_is_set_aside_and_recomputed(cli, made):
@@ -388,6 +503,49 @@ def test_a_copied_or_moved_corpus_reads_itself(cli, made, tmp_path, how):
     os.chdir(tmp_path)
 
 
+@pytest.mark.parametrize("cwd", ["inside the comma", "elsewhere"])
+def test_a_corpus_whose_path_holds_a_comma_works(cli, tmp_path, monkeypatch, cwd):
+    """DuckDB splits file_search_path at commas: the corpus folder is named by its path
+    relative to the working directory, or through /proc/self/fd, never cut in two."""
+    import duckdb
+
+    (tmp_path / "com,ma").mkdir()
+    corpus = tmp_path / "com,ma" / "corpus"
+    (tmp_path / "docs.jsonl").write_text(
+        "".join(
+            json.dumps({"text": f"comma document {i}", "concept": "c"}) + "\n" for i in range(7)
+        )
+    )
+    duckdb.sql(f"COPY (SELECT 5 AS mine) TO '{tmp_path / 'com,ma' / 'mine.parquet'}'")
+    if cwd == "inside the comma":
+        monkeypatch.chdir(tmp_path / "com,ma")
+    monkeypatch.setenv("SDF_CORPUS", str(corpus))
+    assert "added 7 documents" in cli("ingest", tmp_path / "docs.jsonl").output
+    res = cli("sql", "SELECT count(*) AS n FROM documents", "-f", "json")
+    assert json.loads(res.output) == [{"n": 7}]
+    if cwd == "inside the comma":  # the working directory's own files stay readable
+        res = cli("sql", "SELECT mine FROM 'mine.parquet'", "-f", "json")
+        assert json.loads(res.output) == [{"mine": 5}]
+    assert "all parts and tables read back whole" in cli("doctor").output
+    part = next((corpus / "documents").glob("part-*.parquet"))
+    _overwrite_pages(part)  # damage is named under the corpus's own path
+    line = one_error(cli("sql", "SELECT count(*) FROM documents", expect=2))
+    assert line.startswith(f"error: {part}: damaged Parquet part")
+
+
+def test_a_comma_duckdb_cannot_take_is_refused_before_anything_is_written(
+    cli, tmp_path, monkeypatch
+):
+    from sdfkit.store import catalog
+
+    monkeypatch.setattr(catalog, "PROC_FD", str(tmp_path / "no-proc"))  # not Linux
+    corpus = tmp_path / "com,ma" / "corpus"
+    (tmp_path / "docs.jsonl").write_text(json.dumps({"text": "a document"}) + "\n")
+    line = one_error(cli("--corpus", corpus, "ingest", "docs.jsonl", expect=2))
+    assert str(corpus) in line and "comma" in line
+    assert not (tmp_path / "com,ma").exists()
+
+
 def _hold_catalog(db: Path, release: Path):
     """A process holding the catalog (as a long write would) until ``release`` exists."""
     import subprocess
@@ -436,6 +594,45 @@ def test_a_catalog_held_past_the_timeout_is_one_line_naming_sdf_lock_timeout(
     finally:
         release.touch()
         holder.wait(timeout=60)
+
+
+@pytest.mark.parametrize("catalog", ["damaged", "held"])
+def test_an_ingest_that_cannot_record_itself_in_the_catalog_stores_nothing(
+    cli, made, tmp_path, monkeypatch, catalog
+):
+    """The catalog is opened before the new part is published: an ingest stopped by a
+    catalog that cannot be opened, or that another process holds past SDF_LOCK_TIMEOUT,
+    leaves no part behind, and the next ingest adds its documents (not "re-read")."""
+    (tmp_path / "more.jsonl").write_text(
+        "".join(json.dumps({"text": f"one more document {i}"}) + "\n" for i in range(3))
+    )
+    db = made / "sdf.duckdb"
+    parts = sorted(p.name for p in (made / "documents").glob("part-*.parquet"))
+    good = db.read_bytes()
+    holder = None
+    release = tmp_path / "release"
+    try:
+        if catalog == "damaged":
+            db.write_bytes(b"junk\n")
+            wanted = "the catalog cannot be opened"
+        else:
+            holder = _hold_catalog(db, release)
+            monkeypatch.setenv("SDF_LOCK_TIMEOUT", "0.3")
+            wanted = "held the catalog for more than 0.3 s"
+        line = one_error(cli("ingest", "more.jsonl", expect=2))
+        assert wanted in line and "sdf.duckdb" in line
+        assert sorted(p.name for p in (made / "documents").glob("part-*.parquet")) == parts
+        assert not list(made.rglob(".tmp-*"))
+    finally:
+        release.touch()
+        if holder is not None:
+            holder.wait(timeout=60)
+    monkeypatch.delenv("SDF_LOCK_TIMEOUT", raising=False)
+    if catalog == "damaged":
+        db.write_bytes(good)  # restored from a copy, as the error says
+    assert "added 3 documents" in cli("ingest", "more.jsonl").output
+    logged = cli("sql", "SELECT added FROM ingests ORDER BY created_at", "-f", "json").output
+    assert [r["added"] for r in json.loads(logged)] == [20, 3]
 
 
 def test_version(cli):

@@ -70,22 +70,63 @@ class SdfGroup(TyperGroup):
     """Turns ``SdfError`` into a one-line message and its exit code, never a traceback."""
 
     def invoke(self, ctx: Any) -> Any:
+        _opened.clear()
         try:
             return super().invoke(ctx)
         except SdfError as exc:
+            damage = _damage_behind(exc)
+            if damage is not None:
+                exc = damage
             message = str(exc)
             if exc.settings:
                 message = in_flags(message, exc.settings, _command_flags(self, ctx))
             typer.echo(f"error: {message}", err=True)
             raise typer.Exit(exc.exit_code) from None
-        except OSError as exc:
+        except (typer.Exit, typer.Abort):
+            raise  # a command's own exit, or an error an inner group already reported
+        except Exception as exc:
+            # a read of a damaged part that a stage reported in its own words (a --where
+            # that could not be checked, a query of its own): the part and `sdf doctor`
+            damage = _damage_behind(exc)
+            if os.environ.get("SDF_TRACEBACK") or (damage is None and not isinstance(exc, OSError)):
+                raise
+            if damage is not None:
+                typer.echo(f"error: {damage}", err=True)
+                raise typer.Exit(damage.exit_code) from None
             # the system refused a file (no space left, no permission, a read-only disk):
             # name it in one line; the writers leave no half-written file behind
-            if os.environ.get("SDF_TRACEBACK"):
-                raise
             where = f"{exc.filename}: " if exc.filename else ""
             typer.echo(f"error: {where}{exc.strerror or exc}", err=True)
             raise typer.Exit(2) from None
+
+
+#: The corpus the running command opened (``open_store``, ``creating_store``): where to
+#: look for the damaged part behind a read that failed without naming it.
+_opened: list[Path] = []
+
+
+def _damage_behind(exc: BaseException) -> SdfError | None:
+    """The damaged corpus part behind an error, else None: one the error (or the DuckDB or
+    Arrow error it was raised from, which a stage may have put in its own words) names,
+    or, for an error that may come of damage, the first part of the command's corpus that
+    does not read back whole."""
+    from sdfkit.store.catalog import DamagedPartError, Store, damage_named_in, is_read_failure
+
+    if isinstance(exc, DamagedPartError):
+        return None
+    chain: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and len(chain) < 8:
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    for err in chain:
+        if ".parquet" in str(err):
+            named = damage_named_in(str(err))
+            if named is not None:
+                return named
+    if _opened and any(is_read_failure(err) for err in chain):
+        return Store(_opened[-1]).find_damage()
+    return None
 
 
 def library_default(source: str, setting: str) -> Any:
@@ -253,6 +294,8 @@ def open_store(corpus: Path | None):  # noqa: ANN201 - returns sdfkit.Store
 
     path = corpus_path(corpus)
     check_existing_corpus(path)
+    Store(path).check_path()
+    _opened.append(path)
     return Store(path)
 
 
@@ -263,7 +306,9 @@ def creating_store(corpus: Path | None):  # noqa: ANN201 - returns (sdfkit.Store
 
     path = corpus_path(corpus)
     fresh = not is_corpus(path)
+    Store(path).check_path()
     check_corpus_dir(path)
+    _opened.append(path)
     return Store(path), fresh
 
 

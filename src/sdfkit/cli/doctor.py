@@ -11,7 +11,8 @@ from sdfkit.cli import CorpusOpt, app, open_store
 def doctor(corpus: CorpusOpt = None) -> None:
     """Read every part and table; move damaged parts into quarantine/; list affected documents.
 
-    Exits 0 when everything reads back whole, 1 when something was damaged (and set aside).
+    Documents stored twice keep their first copy; second copies are set aside too. Exits 0
+    when everything reads back whole, 1 when something was damaged (and set aside).
     """
     from sdfkit.store.doctor import doctor as run_doctor
 

@@ -16,7 +16,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from sdfkit.errors import SdfError
-from sdfkit.store.catalog import DOCUMENT_SCHEMA, DOCUMENTS, Store, read_part, string_array
+from sdfkit.store.catalog import (
+    DOCUMENT_SCHEMA,
+    DOCUMENTS,
+    Store,
+    iter_part,
+    read_part,
+    string_array,
+)
 
 
 class EngineError(SdfError):
@@ -81,7 +88,6 @@ def pending_documents(
 
     ``where``: restrict to these doc ids (e.g. a selection).
     """
-    import pyarrow.parquet as pq
 
     done = store.keys(stage.table) if stage.table in store.parquet_tables() else set()
     seen: set[str] = set()
@@ -93,8 +99,7 @@ def pending_documents(
     held: list[pa.RecordBatch] = []
     rows = 0
     for part in store.parts(DOCUMENTS):
-        pf = pq.ParquetFile(part)
-        for batch in pf.iter_batches(batch_size=batch_rows, columns=list(stage.columns)):
+        for batch in iter_part(part, batch_rows, list(stage.columns)):
             ids = batch.column("doc_id").to_pylist()
             keep = [
                 i

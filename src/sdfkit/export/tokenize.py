@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from sdfkit.engine.stage import EngineError, Stage
 from sdfkit.errors import SdfError
 from sdfkit.llm.tokens import Tokenizer, get_tokenizer
-from sdfkit.store.catalog import DOCUMENTS, Store
+from sdfkit.store.catalog import DOCUMENTS, Store, damaged_part, first_line
 
 TOKENIZE_CHUNK = 256  # documents per tokenization task of the uncached route
 
@@ -215,9 +215,7 @@ def read_cached(store: Store, stage: DocumentTokensStage, doc_ids: list[str]) ->
                 continue
             t = pf.read(columns=["doc_id", "tokens"]).filter(mask).combine_chunks()
         except (pa.ArrowException, OSError) as exc:
-            raise TokenizeError(
-                f"{part}: cannot read this part of the token cache ({exc})"
-            ) from None
+            raise damaged_part(part, first_line(exc)) from None
         if not t.num_rows:
             continue
         values, offsets = token_ids(t.column("tokens").chunk(0))
@@ -261,7 +259,7 @@ def read_and_tokenize(store: Store, doc_ids: list[str], tok: Tokenizer) -> list[
                 return "read", [], []
             t = pf.read(columns=["doc_id", "text"]).filter(mask)
         except (pa.ArrowException, OSError) as exc:
-            raise TokenizeError(f"{path}: cannot read this part of the record ({exc})") from None
+            raise damaged_part(path, first_line(exc)) from None
         return "read", t.column(0).to_pylist(), t.column(1).to_pylist()
 
     def encode(ids: list[str], texts: list[str]) -> tuple[str, list[str], np.ndarray, np.ndarray]:

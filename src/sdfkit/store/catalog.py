@@ -13,7 +13,8 @@ place, so a crash leaves either the whole part or nothing. Small mutable tables 
 ledger, audit results, selections) live inside ``sdf.duckdb`` where a transaction makes each
 write atomic. Views hold paths relative to the corpus folder and every connection sets
 DuckDB's ``file_search_path`` to it, so a copied or moved corpus reads its own parts, never
-the original's. Opening waits (bounded, ``SDF_LOCK_TIMEOUT``) while another process holds the
+the original's (a folder whose path holds a comma, which that setting cannot, is named by a
+relative path or a descriptor: ``Store.search_path``). Opening waits (bounded, ``SDF_LOCK_TIMEOUT``) while another process holds the
 catalog, and every part's Parquet frame is checked first: a damaged part is named (documents)
 or set aside into ``quarantine/`` (caches, which are recomputed).
 """
@@ -21,6 +22,7 @@ or set aside into ``quarantine/`` (caches, which are recomputed).
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 import uuid
@@ -46,6 +48,9 @@ DOCUMENTS = "documents_raw"
 PART_GLOB = "part-*.parquet"
 TMP_DIR = ".tmp"
 QUARANTINE = "quarantine"
+#: A process's open files by number (Linux): names a corpus folder whose path DuckDB's
+#: comma-separated ``file_search_path`` cannot hold (``Store.search_path``).
+PROC_FD = "/proc/self/fd"
 #: Seconds a command waits for another process's hold on ``sdf.duckdb`` (``SDF_LOCK_TIMEOUT``).
 DEFAULT_LOCK_TIMEOUT = 120.0
 #: Settings of every DuckDB connection sdfkit opens: no extension is installed or loaded on
@@ -113,6 +118,55 @@ class CatalogBusyError(SdfError):
     """Another process held ``sdf.duckdb`` for longer than ``SDF_LOCK_TIMEOUT``."""
 
 
+class CorpusLayoutError(SdfError):
+    """Something in the corpus folder is not what sdfkit keeps there (a file where it keeps
+    a folder, a folder where it keeps a file, a folder of parts it cannot show as a table);
+    the message names the path and what to do."""
+
+
+def make_folder(path: Path, what: str) -> Path:
+    """``path`` as a folder, made if missing. A file (or a link to nothing) in the way, at
+    ``path`` or above it, is a ``CorpusLayoutError`` naming it: never a traceback, and
+    never removed (it may be the user's)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    except (FileExistsError, NotADirectoryError):
+        pass
+    blocker = next(
+        (
+            p
+            for p in [*reversed(path.parents), path]
+            if (p.exists() or p.is_symlink()) and not p.is_dir()
+        ),
+        path,
+    )
+    raise CorpusLayoutError(
+        f"{blocker}: a file where sdf keeps a folder ({what}); move it out of the corpus folder"
+    )
+
+
+def table_folder_problem(folder: Path) -> str | None:
+    """Why a folder of Parquet parts in the corpus cannot be a table (a view of the catalog
+    named after it), or None: a name no table can have, or the name of a table the catalog
+    keeps itself (``grades``, ``exclusions``...: its view would replace the table)."""
+    from sdfkit.store import schema
+
+    name = folder.name
+    if not (name.isascii() and name.replace("_", "").isalnum()):
+        return "a name no table can have (letters, digits and _ only)"
+    if name.lower() in schema.reserved_names():
+        return f"the name of a table the catalog keeps itself ({name.lower()})"
+    return None
+
+
+def _table_folder_error(folder: Path, why: str) -> CorpusLayoutError:
+    return CorpusLayoutError(
+        f"{folder}: a folder of Parquet parts with {why}, so sdf cannot make it a table; "
+        "move it out of the corpus folder, or rename it"
+    )
+
+
 #: Tables whose parts are the record: never moved aside silently (caches are recomputable).
 RECORD_TABLES = frozenset({DOCUMENTS, "gen_results"})
 
@@ -122,11 +176,17 @@ _checked: dict[tuple[str, int, int], str | None] = {}
 def part_problem(path: Path) -> str | None:
     """Why ``path`` is not a whole Parquet file (magic bytes and footer length), or None.
 
-    Remembered per (path, size, mtime), so checking every part on every open stays cheap."""
+    A symbolic link to a missing file is damage (DuckDB's glob passes over it: a count
+    would silently leave its documents out). Remembered per (path, size, mtime), so
+    checking every part on every open stays cheap."""
     try:
         st = path.stat()
     except FileNotFoundError:
+        if path.is_symlink():
+            return f"a symbolic link to a missing file, {os.readlink(path)}"
         return None  # moved aside or replaced meanwhile
+    except OSError as exc:  # a loop of symbolic links, no permission
+        return f"unreadable: {exc.strerror or exc}"
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key in _checked:
         return _checked[key]
@@ -148,6 +208,100 @@ def part_problem(path: Path) -> str | None:
         problem = f"unreadable: {exc.strerror}"
     _checked[key] = problem
     return problem
+
+
+def damaged_part(part: Path, problem: str) -> DamagedPartError:
+    """The one line a command stops with at a damaged part: the file, what is wrong, and
+    ``sdf doctor`` (which moves it aside into the corpus's quarantine)."""
+    root = part.parent.parent
+    return DamagedPartError(
+        f"{part}: damaged Parquet part ({problem}); run `sdf doctor` to move it into "
+        f"{root / QUARANTINE} and list the documents affected"
+    )
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+_read_checked: dict[tuple[str, int, int], str | None] = {}
+
+
+def read_problem(part: Path) -> str | None:
+    """Why ``part`` cannot be read through (frame, footer, every page, every string valid
+    UTF-8, as DuckDB checks), or None. Reads the whole file (remembered per path, size and
+    mtime): for ``sdf doctor`` and for finding the part behind a failed read, not for
+    every open."""
+    problem = part_problem(part)
+    if problem:
+        return problem
+    try:
+        st = part.stat()
+    except OSError:
+        return None  # moved aside meanwhile
+    key = (str(part), st.st_size, st.st_mtime_ns)
+    if key not in _read_checked:
+        try:
+            with pq.ParquetFile(part) as pf:
+                for batch in pf.iter_batches(batch_size=4096):
+                    batch.validate(full=True)
+            _read_checked[key] = None
+        except Exception as exc:  # noqa: BLE001 - any failure to read is damage to report
+            _read_checked[key] = first_line(exc)
+    return _read_checked[key]
+
+
+def is_read_failure(exc: BaseException) -> bool:
+    """Whether an error may come of reading a damaged part rather than of a query's own
+    mistake: DuckDB's bare errors (its Parquet reader's Thrift messages, such as
+    "Variable-length int over 10 bytes", name no file), input, I/O, internal and
+    serialization errors; Arrow's. Never a parser, binder or catalog error, nor a file the
+    query named that is not there."""
+    import sys
+
+    duckdb = sys.modules.get("duckdb")
+    if duckdb is not None and isinstance(exc, duckdb.Error):
+        if "No files found" in str(exc):
+            return False
+        return type(exc) is duckdb.Error or isinstance(
+            exc,
+            (
+                duckdb.IOException,
+                duckdb.InvalidInputException,
+                duckdb.InternalException,
+                duckdb.SerializationException,
+            ),
+        )
+    return isinstance(exc, pa.ArrowException)
+
+
+def damage_named_in(text: str, root: Path | None = None) -> DamagedPartError | None:
+    """The damaged part behind an error message, or None: a corpus part that the message
+    names (DuckDB's ``Failed to read file "…/documents/part-….parquet"``) and that does not
+    read back whole, so that a mistake in a query is never called damage. ``root``: only
+    parts of that corpus (shown under its path as given); else of any corpus (a folder
+    holding ``sdf.duckdb``)."""
+    import re
+
+    for named in re.findall(r"[\"']([^\"']+\.parquet)[\"']", text):
+        path = Path(named)
+        if not path.match(PART_GLOB):
+            continue
+        try:
+            folder = path.parent.resolve()
+        except OSError:
+            continue
+        if root is not None:
+            if folder.parent != root.resolve():
+                continue
+            path = root / folder.name / path.name
+        elif not (folder.parent / DB_NAME).is_file():
+            continue
+        problem = read_problem(path)
+        if problem:
+            return damaged_part(path, problem)
+    return None
 
 
 def lock_timeout() -> float:
@@ -242,8 +396,29 @@ def string_array(values: Iterable[str]) -> pa.Array:
 def read_part(path: Path, columns: list[str] | None = None) -> pa.Table:
     """One Parquet part (some columns): ``pq.ParquetFile`` rather than ``pq.read_table``,
     which imports ``pyarrow.dataset`` and with it pandas (0.2 s on a cold start)."""
-    with pq.ParquetFile(path) as pf:
-        return pf.read(columns=columns)
+    try:
+        with pq.ParquetFile(path) as pf:
+            return pf.read(columns=columns)
+    except (OSError, pa.ArrowException) as exc:  # a page that does not decode, a lost file
+        raise damaged_part(path, first_line(exc)) from None
+
+
+def iter_part(
+    path: Path, batch_size: int, columns: list[str] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """The record batches of one part; a page that does not decode is ``damaged_part``."""
+    try:
+        batches = pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns)
+    except (OSError, pa.ArrowException) as exc:
+        raise damaged_part(path, first_line(exc)) from None
+    while True:
+        try:
+            batch = next(batches, None)
+        except (OSError, pa.ArrowException) as exc:
+            raise damaged_part(path, first_line(exc)) from None
+        if batch is None:
+            return
+        yield batch
 
 
 @dataclass
@@ -286,6 +461,10 @@ class Store:
             if d.name in (TMP_DIR, QUARANTINE):
                 continue
             if d.is_dir() and any(d.glob(PART_GLOB)):
+                if d.name != "documents":
+                    why = table_folder_problem(d)
+                    if why:
+                        raise _table_folder_error(d, why)
                 names.append(DOCUMENTS if d.name == "documents" else d.name)
         return names
 
@@ -304,22 +483,28 @@ class Store:
         if read_only and not self.db_path.exists():
             read_only = False
         self.check_parts()
-        con = wait_for_catalog(
-            lambda: duckdb.connect(
-                str(self.db_path), read_only=read_only, config=dict(CONNECTION_CONFIG)
-            ),
-            self.db_path,
-        )
-        try:
-            con.execute(f"SET file_search_path = {_sql_str(self.search_path())}")
-            con.execute("SET enable_progress_bar = false")  # commands show their own
-            if not read_only:
-                fingerprint = self._views_fingerprint()
-                if _stored_fingerprint(con) != fingerprint:
-                    self._refresh_views(con, fingerprint)
-            yield con
-        finally:
-            con.close()
+        with self.search_path() as search:
+            con = wait_for_catalog(
+                lambda: duckdb.connect(
+                    str(self.db_path), read_only=read_only, config=dict(CONNECTION_CONFIG)
+                ),
+                self.db_path,
+            )
+            try:
+                con.execute(f"SET file_search_path = {_sql_str(search)}")
+                con.execute("SET enable_progress_bar = false")  # commands show their own
+                if not read_only:
+                    fingerprint = self._views_fingerprint()
+                    if _stored_fingerprint(con) != fingerprint:
+                        self._refresh_views(con, fingerprint)
+                yield con
+            except duckdb.Error as exc:
+                damage = self.damage_behind(exc)
+                if damage is None:
+                    raise
+                raise damage from None
+            finally:
+                con.close()
 
     @contextmanager
     def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -331,24 +516,31 @@ class Store:
         locked. Local files stay readable. ``sqlguard.check_read_query`` refuses every
         statement but a query before it gets here.
         """
+        import duckdb
 
         self.check_parts()
         if not self.db_path.exists():
             with self.connect():
                 pass
-        con = self._attach_read_only()
-        if self._views_stale(con):  # parts of a new table, or views of an older sdfkit
-            con.close()
-            with self.connect():
-                pass
-            con = self._attach_read_only()
-        try:
-            con.execute("SET lock_configuration = true")
-            yield con
-        finally:
-            con.close()
+        with self.search_path() as search:
+            con = self._attach_read_only(search)
+            if self._views_stale(con):  # parts of a new table, or views of an older sdfkit
+                con.close()
+                with self.connect():
+                    pass
+                con = self._attach_read_only(search)
+            try:
+                con.execute("SET lock_configuration = true")
+                yield con
+            except duckdb.Error as exc:
+                damage = self.damage_behind(exc)
+                if damage is None:
+                    raise
+                raise damage from None
+            finally:
+                con.close()
 
-    def _attach_read_only(self) -> duckdb.DuckDBPyConnection:
+    def _attach_read_only(self, search: str) -> duckdb.DuckDBPyConnection:
         import duckdb
 
         con = duckdb.connect(":memory:", config=dict(CONNECTION_CONFIG))
@@ -360,7 +552,7 @@ class Store:
                 self.db_path,
             )
             con.execute("USE corpus")
-            con.execute(f"SET file_search_path = {_sql_str(self.search_path())}")
+            con.execute(f"SET file_search_path = {_sql_str(search)}")
             # DuckDB's own bar drew on stderr during long queries even with SDF_PROGRESS=0
             con.execute("SET enable_progress_bar = false")
         except BaseException:
@@ -380,10 +572,48 @@ class Store:
             ).fetchall()
         return bool(rows[0][0])
 
-    def search_path(self) -> str:
-        """DuckDB's ``file_search_path`` for this corpus: its folder first (the views' relative
-        paths resolve there), then the working directory (a user's own relative files)."""
-        return f"{self.root.resolve()},{Path.cwd()}"
+    @contextmanager
+    def search_path(self) -> Iterator[str]:
+        """DuckDB's ``file_search_path`` for this corpus, for the length of a connection: its
+        folder first (the views' relative paths resolve there), then the working directory
+        (a user's own relative files).
+
+        DuckDB splits the setting at commas and has no way to quote one, so a folder whose
+        path holds a comma is named another way: by its path relative to the working
+        directory when that holds none, else as ``/proc/self/fd/N``, a descriptor of the
+        folder held open while the connection is (a working directory with a comma is
+        ``.``). Where neither works, ``check_path`` refuses the corpus before any work."""
+        root = str(self.root.resolve())
+        cwd = str(Path.cwd())
+        if "," in cwd:
+            cwd = "."
+        fd = None
+        if "," in root:
+            relative = os.path.relpath(root)
+            if "," not in relative:
+                root = relative
+            else:
+                self.check_path()
+                fd = os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+                root = f"{PROC_FD}/{fd}"
+        try:
+            yield f"{root},{cwd}"
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def check_path(self) -> None:
+        """A one-line error, before anything is written, for a corpus folder DuckDB cannot be
+        pointed at: one whose path holds a comma, run from a working directory that does
+        not hold the same comma, where ``/proc/self/fd`` is missing (not Linux)."""
+        root = str(self.root.resolve())
+        if "," not in root or "," not in os.path.relpath(root) or Path(PROC_FD).is_dir():
+            return
+        raise SdfError(
+            f"corpus directory {str(self.root)!r} (--corpus or $SDF_CORPUS): its path holds "
+            "a comma, which DuckDB cannot take in a search path on this system; run sdf "
+            "from inside the folder that holds the comma, or rename the folder"
+        )
 
     def _views_stale(self, con: duckdb.DuckDBPyConnection) -> bool:
         """Whether the attached catalog lacks a view for a Parquet table present (or has one
@@ -432,6 +662,18 @@ class Store:
         try:
             _schema.ensure_tables(con)
             present = set(self.parquet_tables())
+            tables = {
+                name.lower()
+                for (name,) in con.execute(
+                    "SELECT table_name FROM duckdb_tables() WHERE NOT internal "
+                    "AND database_name = current_database()"
+                ).fetchall()
+            }
+            for name in sorted(present - {DOCUMENTS}):
+                if name.lower() in tables:  # a stage's table: its view would replace it
+                    raise _table_folder_error(
+                        self.table_dir(name), f"the name of a table of the catalog ({name})"
+                    )
             for name in sorted(present | {DOCUMENTS}):
                 if name in present:
                     # Relative to the corpus folder (``file_search_path``): a copy reads itself.
@@ -458,6 +700,27 @@ class Store:
             raise
 
     # ---------------------------------------------------------------- health
+    def damage_behind(self, exc: BaseException) -> DamagedPartError | None:
+        """The damaged part of this corpus behind a failed read, or None: the part the
+        error names (``damage_named_in``), else, for an error that may come of damage
+        (``is_read_failure``), the first part that does not read back whole
+        (``find_damage``)."""
+        named = damage_named_in(str(exc), self.root)
+        if named is not None or not is_read_failure(exc):
+            return named
+        return self.find_damage()
+
+    def find_damage(self) -> DamagedPartError | None:
+        """The first part (documents first) that does not read back whole, or None. Reads
+        every part through once per process: only after a read failed."""
+        tables = sorted(self.parquet_tables(), key=lambda name: name != DOCUMENTS)
+        for name in tables:
+            for part in self.parts(name):
+                problem = read_problem(part)
+                if problem:
+                    return damaged_part(part, problem)
+        return None
+
     def check_parts(self) -> None:
         """Check every part's Parquet frame (cheap: two small reads, remembered per file).
 
@@ -475,10 +738,7 @@ class Store:
                 if problem is None:
                     continue
                 if name in RECORD_TABLES:
-                    raise DamagedPartError(
-                        f"{part}: damaged Parquet part ({problem}); run `sdf doctor` to move "
-                        f"it into {self.root / QUARANTINE} and list the documents affected"
-                    )
+                    raise damaged_part(part, problem)
                 moved = self.quarantine(part)
                 import sys
 
@@ -490,8 +750,9 @@ class Store:
 
     def quarantine(self, part: Path) -> Path:
         """Move a part aside into ``quarantine/<table>/`` (never deleted)."""
-        dest_dir = self.root / QUARANTINE / part.parent.name
-        dest_dir.mkdir(parents=True, exist_ok=True)
+        dest_dir = make_folder(
+            self.root / QUARANTINE / part.parent.name, "the parts sdf doctor sets aside"
+        )
         dest = dest_dir / part.name
         if dest.exists():
             dest = dest_dir / f"{part.stem}-{uuid.uuid4().hex[:6]}{part.suffix}"
@@ -586,14 +847,21 @@ class Store:
         a part, no other process (two ``sdf ingest`` at once, a generation landing results)
         can publish one, so concurrent appends of the same rows never store them twice.
         Not re-entrant: take it once per process."""
-        d = self.table_dir(name)
-        d.mkdir(parents=True, exist_ok=True)
+        d = make_folder(self.table_dir(name), f"the parts of {self.table_dir(name).name}")
         try:
             import fcntl
         except ImportError:  # pragma: no cover - not POSIX
             yield
             return
-        with open(d / ".append.lock", "a+b") as fh:
+        lock = d / ".append.lock"
+        try:
+            fh = open(lock, "a+b")
+        except IsADirectoryError:
+            raise CorpusLayoutError(
+                f"{lock}: a folder where sdf keeps the append lock file of {d.name}; "
+                "remove it (sdf makes the file again)"
+            ) from None
+        with fh:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             try:
                 yield
@@ -607,8 +875,7 @@ class Store:
         """Stream record batches into one new part; it appears only if the block succeeds."""
         if schema is None and name == DOCUMENTS:
             schema = DOCUMENT_SCHEMA
-        d = self.table_dir(name)
-        d.mkdir(parents=True, exist_ok=True)
+        d = make_folder(self.table_dir(name), f"the parts of {self.table_dir(name).name}")
         with part_file(d, schema, dictionary=dictionary) as writer:
             yield writer
 
@@ -671,6 +938,9 @@ class PartWriter:
         self.rows = 0
         self._writer: pq.ParquetWriter | None = None
         self._closed = False
+        #: Where ``part_file`` renames the finished part to, and whether it has.
+        self.final: Path | None = None
+        self.published = False
 
     def write(self, batch: pa.RecordBatch | pa.Table) -> None:
         if batch.num_rows == 0:
@@ -691,6 +961,23 @@ class PartWriter:
         if not self._closed and self._writer is not None:
             self._writer.close()
         self._closed = True
+
+    def publish(self) -> None:
+        """Close the part and rename it into place now (when it holds rows), rather than at
+        the end of the ``part_file`` block: for a caller that must record the part in the
+        catalog in the same step (``sdf ingest``). Idempotent."""
+        self.close()
+        if self.rows and not self.published and self.final is not None:
+            publish(self.path, self.final)
+            self.published = True
+
+    def unpublish(self) -> None:
+        """Take back a part published by ``publish`` (its catalog record failed): the
+        table is as it was before this writer."""
+        if self.published and self.final is not None:
+            self.final.unlink(missing_ok=True)
+            fsync_dir(self.final.parent)
+            self.published = False
 
 
 def _conform(batch: pa.RecordBatch | pa.Table, schema: pa.Schema) -> pa.RecordBatch | pa.Table:
@@ -723,25 +1010,44 @@ def part_file(
     final = directory / name
     # Beside the table folder, not in it: plain readers (``documents/*.parquet``) never see it;
     # same file system, so the rename stays atomic.
-    tmp_dir = directory.parent / TMP_DIR / directory.name
-    tmp_dir.mkdir(parents=True, exist_ok=True)
+    tmp_dir = make_folder(directory.parent / TMP_DIR / directory.name, "parts being written")
     tmp = tmp_dir / f".tmp-{temp_owner()}@{name}"
     writer = PartWriter(tmp, schema, dictionary)
+    writer.final = final
     try:
         yield writer
-        writer.close()
-        if writer.rows:
-            publish(tmp, final)
+        writer.publish()
     finally:
         writer.close()
         tmp.unlink(missing_ok=True)
 
 
 def meta_json(fields: dict[str, Any]) -> str | None:
-    """Serialise unmapped fields to the ``meta`` column (None when there are none)."""
+    """Serialise unmapped fields to the ``meta`` column (None when there are none), as
+    standard JSON (``json_text``)."""
     if not fields:
         return None
-    return json.dumps(fields, ensure_ascii=False, sort_keys=True, default=str)
+    return json_text(fields, sort_keys=True)
+
+
+def json_text(value: Any, **options: Any) -> str:
+    """``value`` as standard JSON text. JSON has no NaN nor Infinity (Python writes them as
+    bare ``NaN``, which strict readers refuse): they are written as ``null``, as
+    JavaScript's JSON.stringify and pandas do; objects JSON has no type for, as strings."""
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str, allow_nan=False, **options)
+    except ValueError:
+        return json.dumps(_finite(value), ensure_ascii=False, default=str, **options)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def temp_owner() -> str:

@@ -59,9 +59,8 @@ def arrival(rec: dict[str, Any], kind: str, line: int | None = None) -> dict[str
 def stored_provenance(store: Store, doc_ids: list[str]) -> dict[str, tuple[str | None, str | None]]:
     """doc_id -> (source, custom_id) of the stored row of each of ``doc_ids``."""
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    from sdfkit.store.catalog import DOCUMENTS
+    from sdfkit.store.catalog import DOCUMENTS, read_part
 
     wanted = set(doc_ids)
     out: dict[str, tuple[str | None, str | None]] = {}
@@ -69,7 +68,7 @@ def stored_provenance(store: Store, doc_ids: list[str]) -> dict[str, tuple[str |
         return out
     # straight from the Parquet parts: no catalog connection (another process may hold it)
     for part in store.parts(DOCUMENTS):
-        t = pq.read_table(part, columns=["doc_id", "source", "custom_id"])
+        t = read_part(part, ["doc_id", "source", "custom_id"])
         t = t.filter(pc.is_in(t.column("doc_id"), value_set=pa_array(wanted)))
         for d, src, cid in zip(*(t.column(c).to_pylist() for c in t.column_names), strict=True):
             out.setdefault(d, (src, cid))
@@ -82,9 +81,11 @@ def pa_array(values: set[str]):  # noqa: ANN201 - a pyarrow string array
     return pa.array(sorted(values), pa.string())
 
 
-def record(store: Store, rows: list[dict[str, Any]]) -> int:
+def record(store: Store, rows: list[dict[str, Any]], con: Any = None) -> int:
     """Add duplicate arrivals (each (doc_id, source, line, custom_id) once); returns how many
-    were new."""
+    were new. On ``con``, a catalog connection the caller holds with its transaction open
+    (``sdf ingest`` records them in the step that publishes its part), else in a
+    transaction of its own."""
     import pyarrow as pa
 
     if not rows:
@@ -96,11 +97,13 @@ def record(store: Store, rows: list[dict[str, Any]]) -> int:
             "line": pa.array([r.get("line") for r in rows], pa.int64()),
         }
     )
-    with _catalog(store) as con:
+    own = con is None
+    with _catalog(store) if own else nullcontext(con) as con:
         ensure_tables(con)
         con.register("_dups", table)
         try:
-            con.execute("BEGIN")
+            if own:
+                con.execute("BEGIN")
             before = con.execute("SELECT count(*) FROM duplicates").fetchall()[0][0]
             con.execute(
                 "INSERT INTO duplicates SELECT DISTINCT ON (doc_id, source, line, custom_id) "
@@ -111,9 +114,11 @@ def record(store: Store, rows: list[dict[str, Any]]) -> int:
                 [now],
             )
             after = con.execute("SELECT count(*) FROM duplicates").fetchall()[0][0]
-            con.execute("COMMIT")
+            if own:
+                con.execute("COMMIT")
         except BaseException:
-            con.execute("ROLLBACK")
+            if own:
+                con.execute("ROLLBACK")
             raise
         finally:
             con.unregister("_dups")

@@ -9,6 +9,7 @@ added again, so re-running an ingest adds nothing.
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from collections import Counter
@@ -28,7 +29,9 @@ from sdfkit.store.catalog import (
     DOCUMENTS,
     Store,
     doc_id_for,
+    json_text,
     meta_json,
+    read_part,
 )
 from sdfkit.store.duplicates import arrival, stored_provenance
 from sdfkit.store.duplicates import record as record_duplicates
@@ -155,10 +158,19 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any, int] | _RowError]:
             except json.JSONDecodeError as exc:
                 yield _RowError(lineno, "malformed_json", f"malformed JSON: {exc.msg}")
                 continue
+            except RecursionError:  # Python's parser recurses once per level
+                yield _RowError(lineno, "too_deep", TOO_DEEP)
+                continue
+            except ValueError as exc:  # an integer past Python's 4,300 digits
+                first = str(exc).split(";")[0]
+                yield _RowError(lineno, "number_too_long", f"a number too long to read: {first}")
+                continue
             yield lineno, obj, len(raw)
 
 
-def _iter_parquet(path: Path) -> Iterator[tuple[int, Any, int]]:
+def _iter_parquet(path: Path) -> Iterator[tuple[int, Any, int] | _RowError]:
+    """Rows of a Parquet file, a row group at a time: a row group whose pages do not
+    decode is one ``_RowError`` for the rows it held that were not read."""
     import pyarrow.parquet as pq
 
     try:
@@ -166,16 +178,34 @@ def _iter_parquet(path: Path) -> Iterator[tuple[int, Any, int]]:
     except Exception as exc:
         raise IngestError(f"{path}: not a readable Parquet file ({exc})") from None
     row = 0
-    for batch in pf.iter_batches(batch_size=CHUNK_ROWS):
-        for obj in batch.to_pylist():
-            row += 1
-            yield row, obj, 0
+    for group in range(pf.num_row_groups):
+        end = row + pf.metadata.row_group(group).num_rows
+        try:
+            for batch in pf.iter_batches(batch_size=CHUNK_ROWS, row_groups=[group]):
+                for obj in batch.to_pylist():
+                    row += 1
+                    yield row, obj, 0
+        except (OSError, pa.ArrowException) as exc:
+            text = str(exc).strip().splitlines()
+            yield _RowError(
+                row + 1,
+                "unreadable_parquet",
+                f"rows {row + 1:,}-{end:,} (row group {group + 1}) cannot be read: "
+                f"{text[0] if text else type(exc).__name__}",
+                rows=end - row,
+            )
+            row = end
+
+
+TOO_DEEP = "JSON nested too deeply to read (more levels than Python's recursion limit)"
 
 
 class _RowError(Exception):
-    def __init__(self, line: int, reason: str, message: str):
+    """A bad row (or ``rows`` rows: a Parquet row group that cannot be read)."""
+
+    def __init__(self, line: int, reason: str, message: str, rows: int = 1):
         super().__init__(message)
-        self.line, self.reason, self.message = line, reason, message
+        self.line, self.reason, self.message, self.rows = line, reason, message, rows
 
 
 def _records(path: Path) -> Iterator[tuple[int, Any, int] | _RowError]:
@@ -227,12 +257,12 @@ def ingest_files(
     mapper = _Mapper(mapping, constants)
     now = utc_now()
 
-    def bad(path: Path, line: int, reason: str, message: str) -> None:
+    def bad(path: Path, line: int, reason: str, message: str, rows: int = 1) -> None:
         where = f"{path}:{line}" if path.suffix.lower() != ".parquet" else f"{path}: row {line}"
         if not skip_bad:
             raise IngestError(f"{where}: {message}")
-        result.skipped += 1
-        result.skip_reasons[reason] += 1
+        result.skipped += rows
+        result.skip_reasons[reason] += rows
         if len(result.skip_examples) < 20:
             result.skip_examples.append(f"{where}: {message}")
 
@@ -245,8 +275,8 @@ def ingest_files(
             before = result.rows_read
             for item in _records(path):
                 if isinstance(item, _RowError):
-                    result.rows_read += 1
-                    bad(path, item.line, item.reason, item.message)
+                    result.rows_read += item.rows
+                    bad(path, item.line, item.reason, item.message, item.rows)
                     continue
                 line, obj, nbytes = item
                 result.rows_read += 1
@@ -292,9 +322,13 @@ def ingest_files(
                     rec[col] = obj[fld]
                 rec.update(constants)
                 rec["text"] = text
-                rec["meta"] = meta_json({k: v for k, v in obj.items() if k not in used})
-                rec.setdefault("source", source)
-                rec = _normalise(rec, now, path, line)
+                try:
+                    rec["meta"] = meta_json({k: v for k, v in obj.items() if k not in used})
+                    rec.setdefault("source", source)
+                    rec = _normalise(rec, now, path, line)
+                except RecursionError:  # deep, yet read: written back from a deeper stack
+                    bad(path, line, "too_deep", TOO_DEEP)
+                    continue
                 if rec.get("concept") is None:
                     no_concept += 1
                 rec["_line"] = line
@@ -309,7 +343,14 @@ def ingest_files(
     # Under the append lock from reading the stored ids to publishing the part: two ingests
     # of the same file at once store each document once.
     with store.append_lock(DOCUMENTS), store.part_writer(DOCUMENTS) as writer:
-        existing = store.keys(DOCUMENTS)
+        existing, stored_rows = _stored_ids(store)
+        if stored_rows > len(existing):
+            result.warnings.append(
+                f"{stored_rows - len(existing):,} stored documents are second copies (the "
+                f"same doc_id in two parts of {store.table_dir(DOCUMENTS)}, as when a part "
+                "set aside is put back after its documents were ingested again): run "
+                "`sdf doctor` to set them aside"
+            )
         stored_before = set(existing)
         seen_here: set[str] = set()
         dups: list[dict[str, Any]] = []
@@ -338,25 +379,65 @@ def ingest_files(
         if chunk:
             result.tokens_added += _flush(chunk, writer, tok)
         result.added = writer.rows
-    # Already stored texts: a duplicate unless this same source stored them (a re-read).
-    prov = stored_provenance(store, [r["doc_id"] for r in stored_arrivals])
-    for row in stored_arrivals:
-        if prov.get(row["doc_id"], (None, None))[0] == row["source"]:
-            result.reingested += 1
-        else:
-            dups.append(row)
-            result.already_stored += 1
-    result.duplicates_within_input = sum(r["kind"] == "within_input" for r in dups)
-    record_duplicates(store, dups)
-    result.seconds = time.perf_counter() - t0
+        # Already stored texts: a duplicate unless this same source stored them (a re-read).
+        # Read from the parts stored before: the new part is not published yet.
+        prov = stored_provenance(store, [r["doc_id"] for r in stored_arrivals])
+        for row in stored_arrivals:
+            if prov.get(row["doc_id"], (None, None))[0] == row["source"]:
+                result.reingested += 1
+            else:
+                dups.append(row)
+                result.already_stored += 1
+        result.duplicates_within_input = sum(r["kind"] == "within_input" for r in dups)
+        result.seconds = time.perf_counter() - t0
+        _commit(store, writer, dups, result)
     if no_concept:
         result.warnings.append(
             f"{no_concept:,} rows have no concept (nor universe): they are grouped as concept "
             "'(none)' in audits and selections; give one with --set concept=NAME "
             "(or --map concept=FIELD) when ingesting"
         )
-    _log(store, result)
     return result
+
+
+def _stored_ids(store: Store) -> tuple[set[str], int]:
+    """The doc_ids stored, and how many rows hold them (more when a document is stored
+    twice, which only the doctor mends)."""
+    ids: set[str] = set()
+    rows = 0
+    for part in store.parts(DOCUMENTS):
+        column = read_part(part, ["doc_id"]).column("doc_id").to_pylist()
+        rows += len(column)
+        ids.update(column)
+    return ids, rows
+
+
+def _commit(store: Store, writer: Any, dups: list[dict[str, Any]], result: IngestResult) -> None:
+    """Publish the new part and record the ingest (its duplicates, its ``ingests`` row) as
+    one step. The catalog is opened first, waiting up to ``SDF_LOCK_TIMEOUT`` for another
+    process: a catalog that cannot be opened, or that stays held, stops the ingest with
+    nothing stored (a part published before would be stored with no ``ingests`` row, and a
+    re-run would call its documents re-reads). The part is renamed into place inside the
+    catalog transaction, and taken back if the commit fails."""
+    import duckdb
+
+    from sdfkit.store import schema
+
+    with store.connect() as con:
+        con.execute("BEGIN")
+        try:
+            schema.ensure_tables(con)
+            record_duplicates(store, dups, con=con)
+            _log(con, result)
+            writer.publish()
+            con.execute("COMMIT")
+        except BaseException:
+            writer.unpublish()
+            try:
+                con.execute("ROLLBACK")
+            except duckdb.Error:  # DuckDB already ended it (a failed COMMIT)
+                pass
+            raise
 
 
 def _normalise(rec: dict[str, Any], now: datetime, path: Path, line: int) -> dict[str, Any]:
@@ -374,8 +455,10 @@ def _normalise(rec: dict[str, Any], now: datetime, path: Path, line: int) -> dic
         "source",
     ):
         v = rec.get(col)
-        if v is not None and not isinstance(v, str):
-            rec[col] = json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else str(v)
+        if isinstance(v, float) and not math.isfinite(v):
+            rec[col] = None  # NaN, Infinity: as in meta (``meta_json``)
+        elif v is not None and not isinstance(v, str):
+            rec[col] = json_text(v) if isinstance(v, (dict, list)) else str(v)
     if rec.get("concept") is None:
         rec["concept"] = rec.get("universe")
     names = rec.get("seed_names")
@@ -430,22 +513,21 @@ def build_documents(records: list[dict[str, Any]], tokenizer: str | None = None)
     return pa.Table.from_pylist(out, schema=DOCUMENT_SCHEMA)
 
 
-def _log(store: Store, result: IngestResult) -> None:
-    store.save_table(
-        "ingests",
+def _log(con: Any, result: IngestResult) -> None:
+    """The ingest's row of the ``ingests`` table, on the caller's open transaction."""
+    con.execute(
+        "INSERT INTO ingests (ingest_id, files, rows_read, added, already_present, skipped, "
+        "skip_reasons, tokenizer, seconds, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
-            {
-                "ingest_id": uuid.uuid4().hex[:12],
-                "files": result.files,
-                "rows_read": result.rows_read,
-                "added": result.added,
-                "already_present": result.already_present,
-                "skipped": result.skipped,
-                "skip_reasons": json.dumps(dict(result.skip_reasons)),
-                "tokenizer": canonical_name(result.tokenizer),
-                "seconds": result.seconds,
-                "created_at": utc_now(),
-            }
+            uuid.uuid4().hex[:12],
+            result.files,
+            result.rows_read,
+            result.added,
+            result.already_present,
+            result.skipped,
+            json.dumps(dict(result.skip_reasons)),
+            canonical_name(result.tokenizer),
+            result.seconds,
+            utc_now(),
         ],
-        mode="append",
     )

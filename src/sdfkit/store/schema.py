@@ -6,6 +6,7 @@ every table a query may name (empty until the stage runs).
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from sdfkit.store import duplicates as _duplicates
@@ -67,6 +68,16 @@ def _version() -> str:
 
 
 VERSION = _version()
+
+
+@functools.cache
+def reserved_names() -> frozenset[str]:
+    """Names no folder of Parquet parts may have: the tables every catalog keeps (its view
+    would replace one of them) and the record's own views."""
+    import re
+
+    made = {m.group(1).lower() for m in re.finditer(r"TABLE IF NOT EXISTS (\w+)", "".join(TABLES))}
+    return frozenset(made | {"documents", "documents_raw"})
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
