@@ -138,6 +138,19 @@ CASES: dict[str, tuple[list[str], dict[str, str | bytes], dict[str, str], list[s
         {},
         ["--where", "not a condition"],
     ),
+    # --limit 0 used to grade (and pay for) every document; -1 blamed --where
+    "grade-limit-zero": (
+        ["grade", "--backend", "offline", "--limit", "0"],
+        {},
+        {},
+        ["--limit 0", "at least 1"],
+    ),
+    "grade-limit-negative": (
+        ["grade", "--backend", "offline", "--limit", "-1"],
+        {},
+        {},
+        ["--limit -1", "at least 1"],
+    ),
     "audit-where-unknown-column": (
         ["audit", "ngrams", "--where", "no_such_column > 1"],
         {},

@@ -245,7 +245,9 @@ def grade_cmd(
         str | None,
         typer.Option(help="SQL condition on the documents view, e.g. \"run = 'pilot'\"."),
     ] = None,
-    limit: Annotated[int | None, typer.Option(help="Grade at most N documents.")] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Grade at most N documents (at least 1; default: all).")
+    ] = None,
     run: Annotated[
         str | None, opt(GRADE, "run", help="Name of the grading run (resumable).")
     ] = None,
