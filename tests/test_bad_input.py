@@ -160,6 +160,39 @@ CASES: dict[str, tuple[list[str], dict[str, str | bytes], dict[str, str], list[s
     "exclude-no-reason": (["exclude", "--where", "true"], {}, {}, ["--reason"]),
     # selection and export options
     "select-docs": (["select", "--name", "x", "--docs", "many"], {}, {}, ["--docs", "many"]),
+    # a part of the request that used to be dropped silently (or misread)
+    "select-docs-zero": (["select", "--name", "x", "--docs", "0"], {}, {}, ["--docs '0'"]),
+    "select-tokens-zero": (
+        ["select", "--name", "x", "--docs", "2", "--tokens", "0"],
+        {},
+        {},
+        ["--tokens '0'", "at least 1"],
+    ),
+    "select-tokens-decimal-comma": (
+        ["select", "--name", "x", "--docs", "2", "--tokens", "5,1M"],
+        {},
+        {},
+        ["--tokens '5,1M'", "expected a number"],
+    ),
+    "select-concept-target-tokens-zero": (
+        ["select", "--name", "x", "--concept-target", "alpha=2:0"],
+        {},
+        {},
+        ["--concept-target 'alpha=2:0'", "at least 1"],
+    ),
+    "select-concept-target-twice": (
+        ["select", "--name", "x", "--concept-target", "alpha=2", "--concept-target", "alpha=3"],
+        {},
+        {},
+        ["--concept-target 'alpha=3'", "has a target already"],
+    ),
+    "select-concept-target-outside-concept": (
+        ["select", "--name", "x", "--docs", "2", "--concept", "alpha"]
+        + ["--concept-target", "beta=1"],
+        {},
+        {},
+        ["--concept-target 'beta'", "not among --concept (alpha)"],
+    ),
     "select-exists": (["select", "--name", "n", "--docs", "2"], {}, {}, ["'n'", "--replace"]),
     "export-out-under-file": (
         ["export", "--out", "afile/shards", "--selection", "n"],
