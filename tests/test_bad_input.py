@@ -296,6 +296,21 @@ CASES: dict[str, tuple[list[str], dict[str, str | bytes], dict[str, str], list[s
         {"SDF_LOCK_TIMEOUT": "soon"},
         ["SDF_LOCK_TIMEOUT"],
     ),
+    # generate: every option before the first (paid) batch
+    "generate-tokenizer": (
+        ["generate", str(ROOT / "examples/universes/eu_ts_trycatch.md"), "--backend", "offline"]
+        + ["--limit", "2", "--tokenizer", "nosuch"],
+        {},
+        {},
+        ["unknown --tokenizer 'nosuch'"],
+    ),
+    "generate-max-tokens-zero": (
+        ["generate", str(ROOT / "examples/universes/eu_ts_trycatch.md"), "--backend", "offline"]
+        + ["--max-tokens", "0"],
+        {},
+        {},
+        ["--max-tokens must be at least 1"],
+    ),
     "ledger-unknown-run": (["ledger", "--run", "UNKNOWN"], {}, {}, ["--run 'UNKNOWN'"]),
     "check-missing-report": (
         ["check", "--report", "nothing.json"],

@@ -3,6 +3,8 @@ interval or deadline is refused in one line before anything is pinned, contacted
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from fake_tinker import FakeTinkerWorld
 from test_train import write_export
@@ -11,6 +13,7 @@ from sdfkit.llm.batches import BatchError, run_requests
 from sdfkit.store.catalog import Store
 
 ANTHROPIC_KEY = "sk-ant-api03-TESTKEY-hostile"
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "universes" / "eu_ts_trycatch.md"
 
 
 def _one_line_error(res, *needles: str) -> None:
@@ -58,6 +61,47 @@ def test_generate_refuses_a_negative_retry_count_or_poll_interval_before_pinning
     assert _pinned_runs(tmp_path) == []
     cli(*args)  # the same run with sane options is untouched by the refusal
     assert _pinned_runs(tmp_path) == ["h"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--tokenizer", "nosuch"], "--tokenizer 'nosuch'"),  # found after two paid batches
+        (["--name-max-uses", "0"], "--name-max-uses must be at least 1"),
+        (["--max-tokens", "0"], "--max-tokens must be at least 1"),
+        (["--max-tokens", "-5"], "--max-tokens must be at least 1"),
+        (["--names-per-doc", "-1"], "--names-per-doc must be at least 0"),
+        (["--ideas", "0"], "--ideas must be at least 1"),
+        (["--model", ""], "--model ''"),
+        (["--words", "10-20"], "--words 10-20"),
+        # more seed names than the source holds at the cap: found at the documents stage
+        (["--limit", "100000", "--docs-per-idea", "5000"], "--name-max-uses"),
+        (["--max-rounds", "2"], "--replace-excluded"),
+        (["--replace-excluded", "--max-rounds", "0"], "--max-rounds 0"),
+        (["--replace-excluded", "--limit", "3"], "--limit: not used by --replace-excluded"),
+        (["--replace-excluded", "--grade"], "--grade: not used by --replace-excluded"),
+        (["--config", "sdfkit.yaml"], "--config"),
+    ],
+)
+def test_generate_checks_every_option_before_the_first_batch(
+    cli, example_universe, tmp_path, extra, needle
+):
+    """Nothing is made, pinned or submitted: not even the corpus folder."""
+    args = ["generate", example_universe, "--backend", "offline", "--run", "h"]
+    res = cli(*args, *(["--limit", "2"] if "--limit" not in extra else []), *extra, expect=None)
+    _one_line_error(res, needle)
+    assert not (tmp_path / "corpus").exists()
+
+
+def test_generate_in_python_loads_the_tokenizer_before_any_request(tmp_path):
+    from sdfkit.generate.documents import GenerateConfig, GenerateError, generate
+    from sdfkit.generate.universe import load_universes
+
+    universes = load_universes([EXAMPLE])
+    store = Store(tmp_path / "corpus")
+    with pytest.raises(GenerateError, match="unknown tokenizer 'nosuch'"):
+        generate(universes, store, GenerateConfig(tokenizer="nosuch"), backend="offline")
+    assert not (tmp_path / "corpus" / ".offline-standin").exists() and not _pinned_runs(tmp_path)
 
 
 def test_the_library_refuses_a_negative_retry_count_before_submitting(tmp_path):
