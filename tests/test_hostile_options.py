@@ -134,6 +134,59 @@ def test_train_refuses_a_deadline_it_cannot_wait_for_before_contacting_tinker(
     assert world.calls == []
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "needle"),
+    [
+        ("--lr", "inf", "--lr must be a finite number"),  # printed "lr at steps 0: inf"
+        ("--lr", "nan", "--lr must be a finite number"),
+        ("--lr", "0", "--lr must be positive"),
+        ("--beta1", "1", "--beta1 must be at least 0 and below 1"),
+        ("--beta1", "-0.1", "--beta1 must be at least 0 and below 1"),
+        ("--beta2", "1.5", "--beta2 must be at least 0 and below 1"),
+        ("--eps", "-1", "--eps must be a positive number"),
+        ("--eps", "0", "--eps must be a positive number"),
+        ("--eps", "inf", "--eps must be a positive number"),
+        ("--weight-decay", "inf", "--weight-decay must be a number of 0 or more"),
+        ("--grad-clip-norm", "nan", "--grad-clip-norm must be a number of 0 or more"),
+        ("--grad-clip-norm", "-1", "--grad-clip-norm must be a number of 0 or more"),
+        ("--min-lr-ratio", "nan", "--min-lr-ratio must be between 0 and 1"),
+        ("--lora-seed", "-1", "--lora-seed must be a whole number from 0"),
+    ],
+)
+def test_train_refuses_a_number_out_of_range_even_in_a_dry_run(
+    tmp_path, cli, option, value, needle
+):
+    export = write_export(tmp_path / "exp", [[0, 1, 2, 3]])
+    res = cli("train", export, "--dry-run", option, value, expect=None)
+    _one_line_error(res, needle)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "needle"),
+    [
+        ("--temperature", "nan", "--temperature nan"),
+        ("--temperature", "inf", "--temperature inf"),
+        ("--temperature", "-1", "--temperature -1.0"),
+        ("--lda", "nan", "--lda nan"),
+        ("--lda", "0", "--lda 0.0"),
+        ("--lda-top-k", "0", "--lda-top-k must be at least 1"),
+    ],
+)
+def test_eval_refuses_a_number_out_of_range_before_any_work(cli, option, value, needle):
+    res = cli("eval", "some-run", "--backend", "offline", option, value, expect=None)
+    _one_line_error(res, needle)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--temperature", "nan"), ("--deadline", "1e12"), ("--deadline", "inf")]
+)
+def test_sample_refuses_a_number_out_of_range_before_any_work(cli, tmp_path, option, value):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    res = cli("sample", "some-run", "--prompts", prompts, option, value, expect=None)
+    _one_line_error(res, option)
+
+
 @pytest.mark.parametrize("value", ["abc", "1.5", ""])
 def test_train_refuses_a_checkpoint_ttl_that_is_not_a_number_as_a_usage_error(
     tmp_path, cli, monkeypatch, value
