@@ -278,6 +278,25 @@ CASES: dict[str, tuple[list[str], dict[str, str | bytes], dict[str, str], list[s
         {},
         ["broken.md", "line"],
     ),
+    "universe-key-twice": (
+        ["universe", "check", "twice.md"],
+        {"twice.md": "---\nid: a\nconcept: c\nid: b\n---\nbody\n"},
+        {},
+        ["twice.md: line 4", "key 'id' is given twice (first on line 2)"],
+    ),
+    "report-key-twice": (
+        ["report", "--config", "twice.yaml"],
+        {"twice.yaml": "html: a.html\njson: a.json\nhtml: b.html\n"},
+        {},
+        ["twice.yaml:3", "key 'html' is given twice"],
+    ),
+    "prices-key-twice": (
+        ["generate", str(ROOT / "examples/universes/eu_ts_trycatch.md"), "--backend", "offline"]
+        + ["--limit", "1", "--prices", "p.json"],
+        {"p.json": '{"m": {"input": 1, "output": 2},\n "m": {"input": 3, "output": 4}}'},
+        {},
+        ["p.json: line 2", "key 'm' is given twice"],
+    ),
     "report-deep-yaml": (
         ["report", "--config", "deep.yaml"],
         {"deep.yaml": "audits: " + "[" * 500 + "]" * 500 + "\n"},

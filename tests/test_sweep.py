@@ -298,6 +298,18 @@ def test_a_sweep_never_replaces_a_selection_or_folder_it_did_not_make(corpus, tm
     assert [s for s in list_selections(corpus) if s.startswith("mine-")] == []
 
 
+def test_a_key_given_twice_names_the_line(tmp_path, cli):
+    """The last one used to win: a sweep trained with half of what its file says."""
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nselection: main\nvariants: [{name: a}]\ntrain: {rank: 8}\n"
+                    "train: {rank: 16}\n")  # fmt: skip
+    res = cli("sweep", str(path), "--dry-run", expect=2)
+    assert (
+        res.output
+        == f"error: {path}:5: invalid YAML: key 'train' is given twice (first on line 4)\n"
+    )
+
+
 def test_malformed_yaml_names_the_line(tmp_path, cli):
     path = tmp_path / "s.yaml"
     path.write_text("name: s\nselection: main\nvariants: [\n  {name: a\n")

@@ -211,8 +211,10 @@ def load_prices(path: str | Path | None = None) -> PriceTable:
         raise SdfError(f"{where}: the price file is not UTF-8 text") from None
     import yaml
 
+    from sdfkit.settings import load_yaml
+
     try:
-        data = yaml.safe_load(raw) or {}
+        data = load_yaml(raw) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}:" if mark is not None else ""
