@@ -81,6 +81,8 @@ def test_generate_refuses_a_negative_retry_count_or_poll_interval_before_pinning
         (["--replace-excluded", "--limit", "3"], "--limit: not used by --replace-excluded"),
         (["--replace-excluded", "--grade"], "--grade: not used by --replace-excluded"),
         (["--config", "sdfkit.yaml"], "--config"),
+        (["--backend", "foo"], "unknown backend 'foo'"),  # made an empty corpus first
+        (["--backend", "anthropic"], "needs ANTHROPIC_API_KEY"),
     ],
 )
 def test_generate_checks_every_option_before_the_first_batch(

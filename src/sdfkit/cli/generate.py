@@ -139,7 +139,7 @@ def generate(
     from sdfkit.generate.documents import GenerateConfig
     from sdfkit.generate.documents import generate as run_generate
     from sdfkit.generate.universe import load_universes
-    from sdfkit.llm.batches import load_prices
+    from sdfkit.llm.batches import load_prices, resolve_backend
     from sdfkit.settings import env_url
 
     backend = _backend(backend)
@@ -189,6 +189,7 @@ def generate(
             )
     if backend != "offline":
         env_url("ANTHROPIC_BASE_URL")
+    resolve_backend(backend)  # an unknown one, or no key: before the corpus is made
     universes = load_universes(universe_files)
     cfg.preflight([] if replace_excluded else universes)
     table = load_prices(prices)
