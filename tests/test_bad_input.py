@@ -215,6 +215,19 @@ CASES: dict[str, tuple[list[str], dict[str, str | bytes], dict[str, str], list[s
         {},
         ["--where", "not a condition"],
     ),
+    # --limit 0 used to grade (and pay for) every document; -1 blamed --where
+    "grade-limit-zero": (
+        ["grade", "--backend", "offline", "--limit", "0"],
+        {},
+        {},
+        ["--limit 0", "at least 1"],
+    ),
+    "grade-limit-negative": (
+        ["grade", "--backend", "offline", "--limit", "-1"],
+        {},
+        {},
+        ["--limit -1", "at least 1"],
+    ),
     "audit-where-unknown-column": (
         ["audit", "ngrams", "--where", "no_such_column > 1"],
         {},
@@ -276,6 +289,39 @@ CASES: dict[str, tuple[list[str], dict[str, str | bytes], dict[str, str], list[s
     ),
     # selection and export options
     "select-docs": (["select", "--name", "x", "--docs", "many"], {}, {}, ["--docs", "many"]),
+    # a part of the request that used to be dropped silently (or misread)
+    "select-docs-zero": (["select", "--name", "x", "--docs", "0"], {}, {}, ["--docs '0'"]),
+    "select-tokens-zero": (
+        ["select", "--name", "x", "--docs", "2", "--tokens", "0"],
+        {},
+        {},
+        ["--tokens '0'", "at least 1"],
+    ),
+    "select-tokens-decimal-comma": (
+        ["select", "--name", "x", "--docs", "2", "--tokens", "5,1M"],
+        {},
+        {},
+        ["--tokens '5,1M'", "expected a number"],
+    ),
+    "select-concept-target-tokens-zero": (
+        ["select", "--name", "x", "--concept-target", "alpha=2:0"],
+        {},
+        {},
+        ["--concept-target 'alpha=2:0'", "at least 1"],
+    ),
+    "select-concept-target-twice": (
+        ["select", "--name", "x", "--concept-target", "alpha=2", "--concept-target", "alpha=3"],
+        {},
+        {},
+        ["--concept-target 'alpha=3'", "has a target already"],
+    ),
+    "select-concept-target-outside-concept": (
+        ["select", "--name", "x", "--docs", "2", "--concept", "alpha"]
+        + ["--concept-target", "beta=1"],
+        {},
+        {},
+        ["--concept-target 'beta'", "not among --concept (alpha)"],
+    ),
     "select-exists": (["select", "--name", "n", "--docs", "2"], {}, {}, ["'n'", "--replace"]),
     "export-out-under-file": (
         ["export", "--out", "afile/shards", "--selection", "n"],
@@ -384,6 +430,25 @@ CASES: dict[str, tuple[list[str], dict[str, str | bytes], dict[str, str], list[s
         {},
         ["broken.md", "line"],
     ),
+    "universe-key-twice": (
+        ["universe", "check", "twice.md"],
+        {"twice.md": "---\nid: a\nconcept: c\nid: b\n---\nbody\n"},
+        {},
+        ["twice.md: line 4", "key 'id' is given twice (first on line 2)"],
+    ),
+    "report-key-twice": (
+        ["report", "--config", "twice.yaml"],
+        {"twice.yaml": "html: a.html\njson: a.json\nhtml: b.html\n"},
+        {},
+        ["twice.yaml:3", "key 'html' is given twice"],
+    ),
+    "prices-key-twice": (
+        ["generate", str(ROOT / "examples/universes/eu_ts_trycatch.md"), "--backend", "offline"]
+        + ["--limit", "1", "--prices", "p.json"],
+        {"p.json": '{"m": {"input": 1, "output": 2},\n "m": {"input": 3, "output": 4}}'},
+        {},
+        ["p.json: line 2", "key 'm' is given twice"],
+    ),
     "report-deep-yaml": (
         ["report", "--config", "deep.yaml"],
         {"deep.yaml": "audits: " + "[" * 500 + "]" * 500 + "\n"},
@@ -401,6 +466,21 @@ CASES: dict[str, tuple[list[str], dict[str, str | bytes], dict[str, str], list[s
         {},
         {"SDF_LOCK_TIMEOUT": "soon"},
         ["SDF_LOCK_TIMEOUT"],
+    ),
+    # generate: every option before the first (paid) batch
+    "generate-tokenizer": (
+        ["generate", str(ROOT / "examples/universes/eu_ts_trycatch.md"), "--backend", "offline"]
+        + ["--limit", "2", "--tokenizer", "nosuch"],
+        {},
+        {},
+        ["unknown --tokenizer 'nosuch'"],
+    ),
+    "generate-max-tokens-zero": (
+        ["generate", str(ROOT / "examples/universes/eu_ts_trycatch.md"), "--backend", "offline"]
+        + ["--max-tokens", "0"],
+        {},
+        {},
+        ["--max-tokens must be at least 1"],
     ),
     "ledger-unknown-run": (["ledger", "--run", "UNKNOWN"], {}, {}, ["--run 'UNKNOWN'"]),
     "check-missing-report": (

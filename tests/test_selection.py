@@ -10,6 +10,7 @@ import pytest
 from crash_points import catalog, crash_at
 
 from sdfkit.export.selection import (
+    ConceptTarget,
     SelectionConfig,
     SelectionError,
     SelectionShortError,
@@ -66,8 +67,23 @@ def test_parse_count_suffixes():
     assert parse_count("20k") == 20_000
     assert parse_count("2,400") == 2_400
     assert parse_count("1_000") == 1_000
+    assert parse_count("1,234,567") == 1_234_567
+    assert parse_count("2,400.5k") == 2_400_500
     with pytest.raises(SelectionError, match="5.1X"):
         parse_count("5.1X", "--tokens")
+
+
+@pytest.mark.parametrize("text", ["5,1M", "2,40", "1,2345", ",400", "5__1", "_5", "5_"])
+def test_parse_count_refuses_separators_it_would_have_to_guess(text):
+    """A comma is a decimal mark in many locales: 5,1M was read as 51M."""
+    with pytest.raises(SelectionError, match="--tokens"):
+        parse_count(text, "--tokens")
+
+
+@pytest.mark.parametrize("text", ["0", "0k", "0.0001k", 0])
+def test_parse_count_refuses_zero_which_meant_no_target(text):
+    with pytest.raises(SelectionError, match="at least 1"):
+        parse_count(text, "--tokens")
 
 
 def test_largest_remainder_is_exact_and_proportional():
@@ -261,6 +277,39 @@ def test_cli_select_show_list_diff(cli, tmp_path):
     assert "error:" in bad.output and "short by" in bad.output
     cli("select", "drop", "c2")
     assert "c2" not in cli("select", "list").output
+
+
+@pytest.mark.parametrize(
+    ("cfg", "wanted"),
+    [
+        (dict(docs=0), "docs 0: must be at least 1"),
+        (dict(docs=10, tokens=0), "tokens 0: must be at least 1"),
+        (dict(docs=10, overrides={"beta": ConceptTarget(5, 0)}), "overrides 'beta'"),
+        (dict(overrides={"beta": ConceptTarget(0)}), "overrides 'beta'"),
+        (
+            dict(docs=10, concepts=["alpha"], overrides={"beta": ConceptTarget(7)}),
+            "'beta': not among concepts",
+        ),
+    ],
+)
+def test_a_target_the_selection_would_drop_is_refused_before_any_work(corpus, cfg, wanted):
+    """A target of 0, or one for a concept outside ``concepts``, used to be ignored."""
+    with pytest.raises(SelectionError, match=wanted):
+        select(corpus, SelectionConfig(name="refused", **cfg))
+    assert "refused" not in list_selections(corpus)
+
+
+def test_a_repeated_concept_is_selected_once(corpus, cli, tmp_path):
+    """``--concept a --concept a`` stored every document twice: a duplicate-key traceback."""
+    report = select(
+        corpus, SelectionConfig(name="twice", docs=10, concepts=["beta", "beta"]), save=False
+    )
+    assert [c.concept for c in report.concepts] == ["beta"] and report.docs == 10
+    store = Store(tmp_path / "corpus")
+    store.append("documents_raw", build_documents(make_records(SMALL)))
+    out = cli("select", "--name", "t", "--docs", "5", "--concept", "beta", "--concept", "beta")
+    assert "selection 't'" in out.output
+    assert store.query("SELECT count(*) AS n FROM selections WHERE name = 't'")["n"][0] == 5
 
 
 def test_user_sql_exclusions_are_left_out_and_can_be_lifted(cli, tmp_path):

@@ -139,6 +139,29 @@ def test_every_bad_setting_is_named_when_the_file_is_loaded(tmp_path, yaml_text,
     assert str(err.value).startswith(f"{cfg}: {message}"), str(err.value)
 
 
+def test_a_key_given_twice_in_the_project_file_names_its_line(tmp_path):
+    cfg = tmp_path / "sdfkit.yaml"
+    cfg.write_text("audits:\n  ngrams: {top_k: 5}\ncheck: {}\naudits:\n  shape: {}\n")
+    with pytest.raises(ConfigError) as err:
+        report.load_config(cfg)
+    assert str(err.value) == (
+        f"{cfg}:4: invalid YAML: key 'audits' is given twice (first on line 1)"
+    )
+
+
+def test_load_yaml_refuses_duplicates_at_any_depth_but_keeps_merge_keys():
+    import yaml
+
+    from sdfkit.settings import load_yaml
+
+    text = "base: &b {p: 1, q: 2}\nd:\n  <<: *b\n  p: 3\n"
+    assert load_yaml(text) == {"base": {"p": 1, "q": 2}, "d": {"p": 3, "q": 2}}
+    for bad, line in [("a: 1\na: 2\n", 2), ("x:\n  - {k: 1, k: 2}\n", 2), ("1: a\n1.0: b\n", 2)]:
+        with pytest.raises(yaml.YAMLError) as err:
+            load_yaml(bad)
+        assert err.value.problem_mark.line + 1 == line and "given twice" in err.value.problem
+
+
 def test_a_bad_setting_stops_the_report_before_the_first_audit(store, tmp_path):
     _docs(store)
     cfg = report.ReportConfig(

@@ -220,6 +220,19 @@ def test_rerun_reuses_exports_until_the_base_selection_changes(corpus, tmp_path)
         ({"train": {"learning_rate": "fast"}}, "field 'variants[a].train.learning_rate': expected a number, got 'fast'"),
         ({"export": {"eos": 1}}, "field 'variants[a].export.eos': expected true or false, got 1"),
         ({"eval": {"checkpoints": "sometimes"}}, "field 'eval.checkpoints': 'sometimes': use all, last"),
+        # every number has its range, inf and nan included, before any work
+        ({"eval": {"temperature": float("nan")}}, "field 'eval': temperature nan: give a number of 0 or more"),
+        ({"eval": {"temperature": -1}}, "field 'eval': temperature -1: give a number of 0 or more"),
+        ({"eval": {"lda_alpha": float("inf")}}, "field 'eval': lda_alpha inf: give an amplification"),
+        ({"eval": {"lda_top_k": 0}}, "field 'eval': lda_top_k must be at least 1"),
+        ({"train": {"learning_rate": float("inf")}}, "'variants[a].train': learning_rate must be a finite number"),
+        ({"train": {"beta1": 1}}, "'variants[a].train': beta1 must be at least 0 and below 1"),
+        ({"train": {"beta2": float("nan")}}, "'variants[a].train': beta2 must be at least 0 and below 1"),
+        ({"train": {"eps": -1}}, "'variants[a].train': eps must be a positive number"),
+        ({"train": {"weight_decay": float("inf")}}, "'variants[a].train': weight_decay must be a number"),
+        ({"train": {"grad_clip_norm": float("nan")}}, "'variants[a].train': grad_clip_norm must be a number"),
+        ({"train": {"min_lr_ratio": float("nan")}}, "'variants[a].train': min_lr_ratio must be between"),
+        ({"train": {"lora_seed": -1}}, "'variants[a].train': lora_seed must be a whole number from 0"),
         ({"variants": [{"name": "a", "epochs": 100}]}, "field 'variants[0].epochs': 100 epochs over 1/100 of selection 'main' miss the budget: concept '"),
     ],
 )  # fmt: skip
@@ -283,6 +296,18 @@ def test_a_sweep_never_replaces_a_selection_or_folder_it_did_not_make(corpus, tm
     out = refused(write_spec(tmp_path, "mine", VARIANTS[1:2], out="/proc/sdfkit-no-such/o"))
     assert "field 'out': cannot make /proc/sdfkit-no-such/o" in out
     assert [s for s in list_selections(corpus) if s.startswith("mine-")] == []
+
+
+def test_a_key_given_twice_names_the_line(tmp_path, cli):
+    """The last one used to win: a sweep trained with half of what its file says."""
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nselection: main\nvariants: [{name: a}]\ntrain: {rank: 8}\n"
+                    "train: {rank: 16}\n")  # fmt: skip
+    res = cli("sweep", str(path), "--dry-run", expect=2)
+    assert (
+        res.output
+        == f"error: {path}:5: invalid YAML: key 'train' is given twice (first on line 4)\n"
+    )
 
 
 def test_malformed_yaml_names_the_line(tmp_path, cli):

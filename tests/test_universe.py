@@ -67,6 +67,31 @@ def test_yaml_syntax_error_names_the_line(tmp_path):
         load_universe(p)
 
 
+def test_a_byte_order_mark_before_the_front_matter_is_read_past(tmp_path):
+    """Some editors start a UTF-8 file with a BOM; it was "no YAML front matter"."""
+    p = tmp_path / "bom.md"
+    p.write_bytes(b"\xef\xbb\xbf" + GOOD.encode("utf-8"))
+    u = load_universe(p)
+    assert u.id == "u1" and u.content_hash == load_universe(_write(tmp_path, GOOD)).content_hash
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("concept: c1", "concept: c1\nconcept: c2"), "line 4: invalid YAML front matter: key "
+         "'concept' is given twice (first on line 3)"),
+        (("{names: [Sarah Chen]}", "{names: [Sarah Chen], names: [Bo]}"), "line 5: invalid YAML "
+         "front matter: key 'names' is given twice (first on line 5)"),
+    ],
+)  # fmt: skip
+def test_a_key_given_twice_is_an_error_naming_the_line(tmp_path, change, message):
+    """PyYAML keeps the last of two equal keys: one of them was dropped without a word."""
+    p = _write(tmp_path, GOOD.replace(*change))
+    with pytest.raises(UniverseError) as err:
+        load_universe(p)
+    assert str(err.value) == f"{p}: {message}"
+
+
 def test_missing_front_matter(tmp_path):
     with pytest.raises(UniverseError, match="no YAML front matter"):
         load_universe(_write(tmp_path, "Just a description."))

@@ -369,3 +369,48 @@ def env_url(name: str, error: type[SdfError] = ConfigError) -> str | None:
     if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in raw):
         raise error(f"{name}={raw!r} is not a valid URL: use http(s)://host[:port][/path]")
     return raw
+
+
+# ---------------------------------------------------------------- YAML files
+def load_yaml(text: str, first_line: int = 1) -> Any:
+    """``yaml.safe_load`` of a file a person wrote, refusing a key given twice in one mapping.
+
+    PyYAML keeps the last of two equal keys without a word, so a setting written twice (say a
+    universe's ``key_facts``, or a sweep's ``train``) silently lost one of them. A duplicate
+    is a ``yaml.YAMLError`` with ``problem_mark`` at the second key, which every reader
+    already turns into one line naming the file and line. ``first_line`` is the file line of
+    the text's first line (front matter starts on line 2)."""
+    import yaml
+
+    return yaml.load(text, Loader=_unique_key_loader(first_line))  # noqa: S506 - a SafeLoader
+
+
+@cache
+def _unique_key_loader(first_line: int) -> type:
+    import yaml
+
+    # the pure-Python loader, as yaml.safe_load: its messages, and its RecursionError on
+    # absurd nesting, which the readers name as such
+    class UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            if isinstance(node, yaml.MappingNode):
+                seen: dict[Any, int] = {}
+                for key_node, _ in node.value:
+                    if key_node.tag == "tag:yaml.org,2002:merge":
+                        continue  # `<<: *anchor` merges; explicit keys may override it
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        first = seen.get(key)
+                        seen.setdefault(key, key_node.start_mark.line)
+                    except TypeError:  # an unhashable key: the base class says so
+                        continue
+                    if first is not None:
+                        raise yaml.constructor.ConstructorError(
+                            None,
+                            None,
+                            f"key {key!r} is given twice (first on line {first + first_line})",
+                            key_node.start_mark,
+                        )
+            return super().construct_mapping(node, deep=deep)
+
+    return UniqueKeyLoader

@@ -139,7 +139,7 @@ def generate(
     from sdfkit.generate.documents import GenerateConfig
     from sdfkit.generate.documents import generate as run_generate
     from sdfkit.generate.universe import load_universes
-    from sdfkit.llm.batches import load_prices
+    from sdfkit.llm.batches import load_prices, resolve_backend
     from sdfkit.settings import env_url
 
     backend = _backend(backend)
@@ -164,15 +164,38 @@ def generate(
         )
     )
     run = cfg.run
-    if backend != "offline":
-        env_url("ANTHROPIC_BASE_URL")
-    universes = load_universes(universe_files)
-    store, fresh = creating_store(corpus)
-    table = load_prices(prices)
-    if backend == "offline":
-        _log("backend: offline stand-in (templated text, no model, no key, no cost)")
+    # every option is checked before the corpus is made or anything is pinned or paid
     if max_rounds is not None and not replace_excluded:
         raise SdfError("--max-rounds repeats --replace-excluded: give --replace-excluded too")
+    if max_rounds is not None and max_rounds < 1:
+        raise SdfError(f"--max-rounds {max_rounds}: must be at least 1")
+    if config is not None and max_rounds is None:
+        raise SdfError("--config holds the checks of --max-rounds: give --max-rounds too")
+    if replace_excluded:
+        unused = given(
+            **{
+                "--limit": limit,
+                "--facts": facts,
+                "--doc-types": doc_types,
+                "--ideas": ideas,
+                "--docs-per-idea": docs_per_idea,
+                "--grade": grade or None,
+            }
+        )
+        if unused:  # replacements follow the excluded documents, one each, ungraded
+            raise SdfError(
+                f"{', '.join(unused)}: not used by --replace-excluded (it writes one "
+                f"replacement per excluded document); leave {'them' if len(unused) > 1 else 'it'} out"
+            )
+    if backend != "offline":
+        env_url("ANTHROPIC_BASE_URL")
+    resolve_backend(backend)  # an unknown one, or no key: before the corpus is made
+    universes = load_universes(universe_files)
+    cfg.preflight([] if replace_excluded else universes)
+    table = load_prices(prices)
+    store, fresh = creating_store(corpus)
+    if backend == "offline":
+        _log("backend: offline stand-in (templated text, no model, no key, no cost)")
     if replace_excluded:
         from sdfkit.generate.loop import replace_loop
         from sdfkit.report.build import load_config
@@ -184,7 +207,7 @@ def generate(
             store,
             cfg,
             rcfg,
-            max_rounds or 1,
+            max_rounds if max_rounds is not None else 1,
             audit=max_rounds is not None,
             backend=backend,
             prices=table,
@@ -245,7 +268,9 @@ def grade_cmd(
         str | None,
         typer.Option(help="SQL condition on the documents view, e.g. \"run = 'pilot'\"."),
     ] = None,
-    limit: Annotated[int | None, typer.Option(help="Grade at most N documents.")] = None,
+    limit: Annotated[
+        int | None, typer.Option(help="Grade at most N documents (at least 1; default: all).")
+    ] = None,
     run: Annotated[
         str | None, opt(GRADE, "run", help="Name of the grading run (resumable).")
     ] = None,

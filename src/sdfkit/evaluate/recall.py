@@ -28,6 +28,7 @@ dropped). ``queries/eval_curves.sql`` turns them into rates per step and concept
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -270,6 +271,22 @@ class EvalConfig:
                 "belief_questions_per_fact must be at least 1",
                 settings=("belief_questions_per_fact",),
             )
+        # inf and nan pass a plain comparison (nan: some of them), and reach Tinker unchecked
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise EvalError(
+                f"temperature {self.temperature}: give a number of 0 or more",
+                settings=("temperature",),
+            )
+        if self.lda_alpha is not None and not (
+            math.isfinite(self.lda_alpha) and self.lda_alpha > 0
+        ):
+            raise EvalError(
+                f"lda_alpha {self.lda_alpha}: give an amplification above 0 (leave it out "
+                "for plain sampling)",
+                settings=("lda_alpha",),
+            )
+        if self.lda_top_k < 1:
+            raise EvalError("lda_top_k must be at least 1", settings=("lda_top_k",))
         from sdfkit.llm.batches import batch_option_problem
         from sdfkit.train.service import MAX_DEADLINE
 

@@ -72,9 +72,18 @@ class SampleConfig:
                 f"temperature {self.temperature}: give a number of 0 or more",
                 settings=("temperature",),
             )
+        from sdfkit.train.service import MAX_DEADLINE
+
         for name, v in (("deadline", self.deadline), ("health_timeout", self.health_timeout)):
-            if not math.isfinite(v) or v <= 0:
-                raise SampleError(f"{name} {v}: give a number of seconds above 0", settings=(name,))
+            if not math.isfinite(v) or not 0 < v <= MAX_DEADLINE:
+                raise SampleError(
+                    f"{name} {v}: give a number of seconds above 0 and at most {MAX_DEADLINE:.0f}",
+                    settings=(name,),
+                )
+        if self.max_retries < 0:
+            raise SampleError(
+                f"max_retries {self.max_retries}: give 0 or more", settings=("max_retries",)
+            )
 
 
 @dataclass

@@ -70,19 +70,35 @@ class SelectionShortError(SelectionError):
 # ---------------------------------------------------------------- config
 
 
+#: A count as written: digits with commas only between groups of three (``5,100,000``; a
+#: comma is a decimal mark in many locales, so ``5,1M`` must not read as 51M) or underscores
+#: between digits (``5_100_000``), an optional fraction, an optional k/M/B suffix.
+COUNT = re.compile(r"(\d{1,3}(?:,\d{3})+|\d+(?:_\d+)*)(\.\d+)?([kKmMbBgG]?)")
+
+
 def parse_count(text: str | int | None, what: str = "count") -> int | None:
-    """``5.1M`` -> 5_100_000; also ``20k``, ``2.5B``, ``5_100_000``, ``5,100,000``."""
-    if text is None or isinstance(text, int):
-        return text
-    s = str(text).strip().replace("_", "").replace(",", "")
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)([kKmMbBgG]?)", s)
-    if not m:
-        raise SelectionError(f"{what} {text!r}: expected a number like 2400, 20k or 5.1M")
-    mult = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9}[m.group(2).lower()]
-    value = float(m.group(1)) * mult
-    if value != int(value) and mult == 1:
-        raise SelectionError(f"{what} {text!r}: must be a whole number")
-    return int(round(value))
+    """``5.1M`` -> 5_100_000; also ``20k``, ``2.5B``, ``5_100_000``, ``5,100,000``.
+
+    A count is a target, so it is at least 1: 0 would silently mean "no target"."""
+    if text is None:
+        return None
+    if isinstance(text, int):
+        value = text
+    else:
+        m = COUNT.fullmatch(str(text).strip())
+        if not m:
+            raise SelectionError(
+                f"{what} {text!r}: expected a number like 2400, 2,400, 20k or 5.1M"
+            )
+        digits = m.group(1).replace(",", "").replace("_", "") + (m.group(2) or "")
+        mult = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9}[m.group(3).lower()]
+        exact = float(digits) * mult
+        if exact != int(exact) and mult == 1:
+            raise SelectionError(f"{what} {text!r}: must be a whole number")
+        value = int(round(exact))
+    if value < 1:
+        raise SelectionError(f"{what} {text!r}: must be at least 1")
+    return value
 
 
 @dataclass
@@ -95,15 +111,22 @@ def parse_concept_targets(items: list[str] | None) -> dict[str, ConceptTarget]:
     """``CONCEPT=DOCS[:TOKENS]`` items (``--concept-target eu=2400:5.1M``)."""
     out: dict[str, ConceptTarget] = {}
     for item in items or []:
-        if "=" not in item:
+        concept, eq, spec = item.partition("=")
+        concept = concept.strip()
+        if not eq or not concept:
             raise SelectionError(f"--concept-target {item!r}: expected CONCEPT=DOCS[:TOKENS]")
-        concept, spec = item.split("=", 1)
-        docs, _, tokens = spec.partition(":")
+        if concept in out:  # the last one would win silently
+            raise SelectionError(
+                f"--concept-target {item!r}: {concept!r} has a target already; give one each"
+            )
+        docs, colon, tokens = spec.partition(":")
         d = parse_count(docs, f"--concept-target {item!r}: docs")
-        t = parse_count(tokens, f"--concept-target {item!r}: tokens") if tokens else None
-        if not d or d <= 0:
-            raise SelectionError(f"--concept-target {item!r}: docs must be positive")
-        out[concept.strip()] = ConceptTarget(docs=d, tokens=t)
+        if colon and not tokens.strip():
+            raise SelectionError(
+                f"--concept-target {item!r}: no tokens after ':'; write CONCEPT=DOCS[:TOKENS]"
+            )
+        t = parse_count(tokens, f"--concept-target {item!r}: tokens") if colon else None
+        out[concept] = ConceptTarget(docs=d or 0, tokens=t)
     return out
 
 
@@ -130,6 +153,33 @@ class SelectionConfig:
     def unit(self) -> str:
         """What one target is for, as messages name it."""
         return "section" if self.balance_by == "section" else "concept"
+
+    def check_targets(self) -> None:
+        """Every target is at least 1 and every named concept is one the selection covers:
+        a target of 0 or one outside ``concepts`` would otherwise be dropped silently."""
+        for setting in ("docs", "tokens"):
+            value = getattr(self, setting)
+            if value is not None and value < 1:
+                raise SelectionError(
+                    f"{setting} {value}: must be at least 1 (leave it out for no target)",
+                    settings=(setting,),
+                )
+        for concept, t in self.overrides.items():
+            if t.docs < 1 or (t.tokens is not None and t.tokens < 1):
+                raise SelectionError(
+                    f"overrides {concept!r}: docs and tokens must be at least 1",
+                    settings=("overrides",),
+                )
+        if self.concepts is not None:
+            self.concepts = list(dict.fromkeys(self.concepts))  # a repeated one is one
+            outside = [c for c in self.overrides if c not in self.concepts]
+            if outside:
+                raise SelectionError(
+                    f"overrides {', '.join(map(repr, outside))}: not among concepts "
+                    f"({', '.join(self.concepts)}); add {outside[0]} to concepts or drop its "
+                    "target",
+                    settings=("overrides", "concepts"),
+                )
 
     def target_for(self, concept: str) -> ConceptTarget:
         if concept in self.overrides:
@@ -477,6 +527,7 @@ def select(store: Store, cfg: SelectionConfig, save: bool = True) -> SelectionRe
         raise SelectionError(f"tolerance {cfg.tolerance}: must be between 0 and 1")
     if cfg.balance_by not in BALANCE_BY:
         raise SelectionError(f"--balance-by {cfg.balance_by!r}: use one of {', '.join(BALANCE_BY)}")
+    cfg.check_targets()
     if save and not cfg.replace and cfg.name in list_selections(store):
         raise SelectionError(
             f"a selection named {cfg.name!r} exists; pick another --name or pass --replace"

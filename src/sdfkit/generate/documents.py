@@ -95,15 +95,62 @@ class GenerateConfig:
             raise GenerateError(
                 f"run {self.run!r}: use 1-64 letters, digits, . _ -", settings=("run",)
             )
-        for name in ("facts", "doc_types", "ideas", "docs_per_idea", "names_per_doc"):
-            least = 0 if name == "names_per_doc" else 1
+        for name, least in LEAST.items():
             if getattr(self, name) < least:
                 raise GenerateError(f"{name} must be at least {least}", settings=(name,))
         if self.limit is not None and self.limit < 1:
             raise GenerateError("limit must be at least 1", settings=("limit",))
+        if self.model is not None and (not self.model.strip() or self.model.strip() != self.model):
+            raise GenerateError(
+                f"model {self.model!r}: must be a name without spaces around it",
+                settings=("model",),
+            )
         problem = batch_option_problem(self.max_retries, self.poll_interval)
         if problem:
             raise GenerateError(problem)
+
+    def preflight(self, universes: list[Universe]) -> None:
+        """Everything about the run that can be known before its first batch: the settings,
+        the tokenizer the documents are counted with (loaded now: an unknown name used to
+        fail after the doc_types and ideas batches were paid) and enough seed names for
+        every document asked for."""
+        from sdfkit.generate.seednames import all_names
+        from sdfkit.llm.tokens import TokenizerError, get_tokenizer
+
+        self.check()
+        try:
+            get_tokenizer(self.tokenizer)
+        except TokenizerError as exc:
+            named = ("tokenizer",) if self.tokenizer else ()  # else it came from SDF_TOKENIZER
+            raise GenerateError(str(exc), settings=named) from None
+        slots = sum(
+            (len(u.key_facts) or self.facts) * self.doc_types * self.ideas * self.docs_per_idea
+            for u in universes
+        )
+        if self.limit is not None:
+            slots = min(slots, self.limit)
+        names = len(all_names())
+        if self.names_per_doc * slots > names * self.name_max_uses:
+            raise GenerateError(
+                f"names_per_doc {self.names_per_doc} for up to {slots:,} documents needs "
+                f"{self.names_per_doc * slots:,} seed names, but the {names:,} names may each "
+                f"be used name_max_uses {self.name_max_uses} time(s): raise name_max_uses, "
+                "lower names_per_doc or set limit",
+                settings=("names_per_doc", "name_max_uses", "limit"),
+            )
+
+
+#: The least value of each whole-number setting of ``GenerateConfig`` (names_per_doc 0: none).
+LEAST = {
+    "facts": 1,
+    "doc_types": 1,
+    "ideas": 1,
+    "docs_per_idea": 1,
+    "names_per_doc": 0,
+    "name_max_uses": 1,
+    "max_tokens": 1,
+    "brainstorm_max_tokens": 1,
+}
 
 
 @dataclass
@@ -281,9 +328,9 @@ def generate(
     from sdfkit.llm.pins import first_model, pin_run
 
     cfg = config or GenerateConfig()
-    cfg.check()
     if not universes:
         raise GenerateError("no universe files given")
+    cfg.preflight(universes)
     if client is None:
         client = client_for_store(store, backend)
     with store.connect() as con:
@@ -737,9 +784,9 @@ def replace_excluded(
     from sdfkit.store.catalog import doc_id_for
 
     cfg = config or GenerateConfig()
-    cfg.check()
     if not universes:
         raise GenerateError("no universe files given")
+    cfg.preflight([])  # settings and tokenizer; the names needed depend on the exclusions
     log = log or (lambda m: None)
     ids = [u.id for u in universes]
     excluded = store.query(

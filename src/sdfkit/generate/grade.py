@@ -131,6 +131,8 @@ def grade(
     from sdfkit.llm.batches import batch_option_problem
     from sdfkit.llm.pins import first_model, pin_run
 
+    if limit is not None and limit < 1:  # LIMIT 0 used to mean "all": every document paid for
+        raise GradeError(f"limit {limit}: must be at least 1", settings=("limit",))
     condition = _condition(store, where, params)  # a bad --where stops before anything is written
     cfg = config or GradeConfig()
     problem = batch_option_problem(cfg.max_retries, cfg.poll_interval)
@@ -190,7 +192,7 @@ def _grade(
     if condition:
         sql += f" WHERE {condition}"
     sql += " ORDER BY doc_id"
-    if limit:
+    if limit is not None:
         sql += f" LIMIT {int(limit)}"
     try:
         docs = store.query(sql, params or None).to_dicts()

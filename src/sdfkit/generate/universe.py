@@ -145,6 +145,9 @@ def parse_universe(text: str, source: str = "<string>") -> Universe:
     """Parse the text of a universe file. ``source`` names it in errors."""
     import yaml
 
+    from sdfkit.settings import load_yaml
+
+    text = text.removeprefix("\ufeff")  # a byte order mark some editors write first
     m = FRONT_MATTER.match(text)
     if not m:
         raise UniverseError(
@@ -153,7 +156,7 @@ def parse_universe(text: str, source: str = "<string>") -> Universe:
         )
     head, body = m.group(1), m.group(2).strip()
     try:
-        data = yaml.safe_load(head) or {}
+        data = load_yaml(head, first_line=2) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 2}" if mark is not None else ""  # +1 for '---', +1 base

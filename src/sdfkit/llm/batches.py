@@ -211,8 +211,10 @@ def load_prices(path: str | Path | None = None) -> PriceTable:
         raise SdfError(f"{where}: the price file is not UTF-8 text") from None
     import yaml
 
+    from sdfkit.settings import load_yaml
+
     try:
-        data = yaml.safe_load(raw) or {}
+        data = load_yaml(raw) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" line {mark.line + 1}:" if mark is not None else ""
@@ -327,29 +329,37 @@ def _exec(
 
 
 # --------------------------------------------------------------------------- client
-def make_client(backend: str = "auto", **kw: Any) -> anthropic.Anthropic:
-    """The official SDK client: "anthropic" (real; ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL as
-    the SDK reads them), "offline" (the same client over the local stand-in transport), or
-    "auto" (anthropic when ANTHROPIC_API_KEY is set)."""
+def resolve_backend(backend: str, have_key: bool = False) -> str:
+    """ "anthropic" or "offline" for ``backend``, or a ``BatchError`` saying why it cannot be
+    used (an unknown name, no key): a command asks this before it makes a corpus."""
     import os
 
+    key = have_key or bool(os.environ.get("ANTHROPIC_API_KEY"))
     if backend == "auto":
-        if not os.environ.get("ANTHROPIC_API_KEY"):
+        if not key:
             raise BatchError(
                 "no ANTHROPIC_API_KEY in the environment: set it to use the Anthropic API, "
                 "or pass --backend offline to use the offline stand-in (no key, no cost)"
             )
-        backend = "anthropic"
+        return "anthropic"
+    if backend not in ("anthropic", "offline"):
+        raise BatchError(f"unknown backend {backend!r}: use anthropic, offline or auto")
+    if backend == "anthropic" and not key:
+        raise BatchError("backend anthropic needs ANTHROPIC_API_KEY in the environment")
+    return backend
+
+
+def make_client(backend: str = "auto", **kw: Any) -> anthropic.Anthropic:
+    """The official SDK client: "anthropic" (real; ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL as
+    the SDK reads them), "offline" (the same client over the local stand-in transport), or
+    "auto" (anthropic when ANTHROPIC_API_KEY is set)."""
+    backend = resolve_backend(backend, have_key=bool(kw.get("api_key")))
     if backend == "offline":
         from sdfkit.llm.offline import offline_client
 
         return offline_client(**kw)
-    if backend != "anthropic":
-        raise BatchError(f"unknown backend {backend!r}: use anthropic, offline or auto")
     import anthropic
 
-    if not kw.get("api_key") and not os.environ.get("ANTHROPIC_API_KEY"):
-        raise BatchError("backend anthropic needs ANTHROPIC_API_KEY in the environment")
     kw.setdefault("timeout", api_timeout())
     try:
         return anthropic.Anthropic(**kw)

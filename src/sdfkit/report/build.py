@@ -91,6 +91,8 @@ def load_config(path: str | Path | None = None) -> ReportConfig:
     """Settings from ``path``, else ``./sdfkit.yaml`` when present, else the defaults."""
     import yaml
 
+    from sdfkit.settings import load_yaml
+
     if path is None:
         if not Path(DEFAULT_CONFIG_FILE).is_file():
             return ReportConfig()
@@ -101,7 +103,7 @@ def load_config(path: str | Path | None = None) -> ReportConfig:
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text) or {}
+        data = load_yaml(text) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{mark.line + 1}:" if mark is not None else ""

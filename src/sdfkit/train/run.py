@@ -114,13 +114,30 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
+        finite = math.isfinite  # inf and nan pass a plain comparison (nan: some of them)
         checks = [
             (self.rank >= 1, "rank must be at least 1"),
+            (finite(self.learning_rate), "learning_rate must be a finite number"),
             (self.learning_rate > 0, "learning_rate must be positive"),
             (self.warmup_steps >= 0, "warmup_steps must be 0 or more"),
             (0 <= self.min_lr_ratio <= 1, "min_lr_ratio must be between 0 and 1"),
             (self.batch_size >= 1, "batch_size must be at least 1"),
-            (self.weight_decay >= 0, "weight_decay must be 0 or more"),
+            (
+                finite(self.weight_decay) and self.weight_decay >= 0,
+                "weight_decay must be a number of 0 or more",
+            ),
+            # Adam's moment decays: 1 never forgets the first gradient, above 1 diverges
+            (0 <= self.beta1 < 1, "beta1 must be at least 0 and below 1"),
+            (0 <= self.beta2 < 1, "beta2 must be at least 0 and below 1"),
+            (finite(self.eps) and self.eps > 0, "eps must be a positive number"),
+            (
+                finite(self.grad_clip_norm) and self.grad_clip_norm >= 0,
+                "grad_clip_norm must be a number of 0 or more (0: off)",
+            ),
+            (
+                self.lora_seed is None or 0 <= self.lora_seed < 2**63,
+                "lora_seed must be a whole number from 0 to 2**63 - 1",
+            ),
             (self.save_every >= 0, "save_every must be 0 or more"),
             (
                 0 < self.deadline <= MAX_DEADLINE,

@@ -98,6 +98,8 @@ def load_spec(path: str | Path) -> SweepSpec:
     (``ExportConfig``, ``TrainConfig``, ``EvalConfig``) with the file and field named."""
     import yaml
 
+    from sdfkit.settings import load_yaml
+
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -106,7 +108,7 @@ def load_spec(path: str | Path) -> SweepSpec:
     except (OSError, UnicodeDecodeError) as exc:
         raise SweepError(f"{p}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
