@@ -142,6 +142,12 @@ CASES: dict[str, tuple[list[str], dict[str, str | bytes], dict[str, str], list[s
         {},
         ["nothing to run", "shape"],
     ),
+    "audit-set-unclosed-list": (
+        ["audit", "ngrams", "--set", "n=["],
+        {},
+        {},
+        ["--set 'n=['", "not a value"],
+    ),
     "sql-empty": (["sql", ""], {}, {}, ["sdf sql", "empty"]),
     "sql-two-statements": (["sql", "SELECT 1; SELECT 2"], {}, {}, ["2 statements"]),
     "sql-syntax": (["sql", "SELEC count(*) FROM documents"], {}, {}, ["syntax error"]),

@@ -72,7 +72,11 @@ def _settings(set_: list[str] | None, **explicit: Any) -> tuple[dict[str, Any], 
             raise SdfError(f"--set {item!r}: write FIELD=VALUE")
         if not value.strip():  # YAML reads nothing as null: "every document" for a where
             raise SdfError(f"--set {item!r}: no value; write {key.strip()}=null for none")
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:  # "n=[": a traceback before
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise SdfError(f"--set {item!r}: not a value ({problem})") from None
         options[key.strip()] = f"--set {key.strip()}"
     given = {k: v for k, v in explicit.items() if v is not None}
     out.update(given)
