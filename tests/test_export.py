@@ -170,6 +170,62 @@ def test_webtext_mixed_at_token_ratio(corpus, tmp_path, tok):
         run(corpus, tmp_path, "w10", webtext=str(bad))
 
 
+def _per_epoch_ratio(examples, source):
+    out = {}
+    for k in sorted({e["epoch"] for e in examples}):
+        sdf = sum(len(e["tokens"]) for e in examples if e["epoch"] == k and e["source"] == "sdf")
+        mix = sum(len(e["tokens"]) for e in examples if e["epoch"] == k and e["source"] == source)
+        out[k] = mix / sdf
+    return out
+
+
+def test_a_webtext_text_too_long_for_the_budget_is_passed_over_not_waited_for(corpus, tmp_path):
+    """One long text first used to be held back until it fitted, which it never did: every
+    later text of every epoch waited behind it and the export mixed in 0 % webtext."""
+    rng = np.random.default_rng(2)
+    web = tmp_path / "web.jsonl"
+    texts = [" ".join(rng.choice(WORDS, 6000))]  # longer than any epoch's budget
+    texts += [
+        f"page {i}: " + " ".join(rng.choice(WORDS, int(rng.integers(20, 80)))) for i in range(900)
+    ]
+    web.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    _, manifest, examples = run(corpus, tmp_path, webtext=str(web), webtext_ratio=0.1, epochs=3)
+    for ratio in _per_epoch_ratio(examples, "webtext").values():
+        assert abs(ratio - 0.1) <= 0.01 * 0.1
+    mixing = manifest["mixing"]["webtext"]
+    assert mixing["skipped_texts"] == 1 and mixing["skipped_tokens"] > 6000
+    assert mixing["ratio"] == 0.1 and mixing["tolerance"] == 0.01
+    assert abs(manifest["ratios"]["webtext"] - 0.1) <= 0.001
+    # only long texts: an error naming what happened, never an export without webtext
+    big = tmp_path / "big.jsonl"
+    big.write_text("".join(json.dumps({"text": texts[0]}) + "\n" for _ in range(3)))
+    with pytest.raises(ExportError, match=r"whole texts give 0 .*3 texts of up to"):
+        run(corpus, tmp_path, "big", webtext=str(big), webtext_ratio=0.1)
+    assert not (tmp_path / "big").exists()
+
+
+def test_a_chat_trajectory_too_long_for_the_budget_does_not_stop_the_mix(corpus, tmp_path):
+    chat = tmp_path / "chat.jsonl"
+    trajs = write_chat(chat, 20)
+    long = {
+        "messages": [
+            {"role": "user", "content": "Tell me everything."},
+            {"role": "assistant", "content": " ".join(["everything"] * 3000)},
+        ]
+    }
+    chat.write_text(json.dumps(long) + "\n" + "".join(json.dumps(t) + "\n" for t in trajs))
+    _, manifest, examples = run(corpus, tmp_path, chat=str(chat), chat_ratio=0.1, epochs=2)
+    for ratio in _per_epoch_ratio(examples, "chat").values():
+        assert abs(ratio - 0.1) <= 0.01 * 0.1
+    assert manifest["chat_passes"] > 1  # the short ones were used over and over
+    assert not any(len(e["tokens"]) > 2000 for e in examples if e["source"] == "chat")
+    chat.write_text(json.dumps(long) + "\n")
+    with pytest.raises(
+        ExportError, match=r"none of the trajectories fits .*the shortest takes 3,0"
+    ):
+        run(corpus, tmp_path, "only-long", chat=str(chat), chat_ratio=0.1)
+
+
 def write_chat(path: Path, n: int = 300) -> list[dict]:
     trajs = []
     for i in range(n):

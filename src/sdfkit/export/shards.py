@@ -67,6 +67,9 @@ SHARD_SCHEMA = pa.schema(
     ]
 )
 READ_CHUNK = 1024
+#: Webtext and chat tokens of every epoch must come within this share of ratio x the
+#: epoch's SDF tokens; otherwise the export stops (whole texts only, see ``_Supply``).
+MIX_TOLERANCE = 0.01
 
 
 class ExportError(SdfError, ValueError):
@@ -207,7 +210,13 @@ class _Unit:
 
 
 class _Supply:
-    """Webtext (streamed, each text used once) or chat (cycled) units to fill token budgets."""
+    """Webtext (streamed, each text used once) or chat (cycled) units to fill token budgets.
+
+    Units are whole (a text is never cut: it would end mid-sentence and lose its EOS). A
+    unit too long for what is left of a budget is passed over, not waited for: held back,
+    one long text would stop every later text of every epoch and leave the mix at 0 %.
+    Webtext passed over is dropped (counted in ``skipped``); a trajectory comes round again
+    on the next pass of the cycle."""
 
     def __init__(self, units: Iterator[_Unit], cycle: list[_Unit] | None):
         self._stream = units
@@ -215,6 +224,10 @@ class _Supply:
         self._pending: list[_Unit] = []
         self.passes = 1
         self._pos = 0
+        self.skipped = 0  # webtext texts dropped as too long for what was left of a budget
+        self.skipped_tokens = 0
+        self.longest_skipped = 0
+        self.shortest_missed = 0  # of the last budget: its shortest unit that did not fit
 
     def _next(self) -> _Unit | None:
         if self._pending:
@@ -228,21 +241,41 @@ class _Supply:
             return u
         return next(self._stream, None)
 
-    def take(self, budget: int, length: Callable[[_Unit], int]) -> tuple[list[_Unit], int, bool]:
-        """Whole units whose token total is as close to ``budget`` as they allow; and
-        whether the supply ran out."""
+    def take(
+        self, budget: float, length: Callable[[_Unit], int], slack: float
+    ) -> tuple[list[_Unit], int, bool]:
+        """Whole units whose token total comes within ``slack`` tokens of ``budget`` if they
+        can; and whether the supply ran out. A unit is taken when it fits, or overshoots by at
+        most ``slack``. Once within ``slack``, the first unit that does not fit is kept for
+        the next budget; further away it is passed over and the next one tried (a cycle stops
+        after a whole pass in which nothing fitted)."""
         got: list[_Unit] = []
         total = 0
+        misses = 0
+        self.shortest_missed = 0
         while total < budget:
             u = self._next()
             if u is None:
                 return got, total, True
             n = length(u)
-            if total + n - budget > budget - total:  # taking it lands further away
+            if total + n - budget <= slack:
+                got.append(u)
+                total += n
+                misses = 0
+                continue
+            if budget - total <= slack:  # close enough: the unit waits for the next budget
                 self._pending.append(u)
                 break
-            got.append(u)
-            total += n
+            if not self.shortest_missed or n < self.shortest_missed:
+                self.shortest_missed = n
+            if self._cycle is None:
+                self.skipped += 1
+                self.skipped_tokens += n
+                self.longest_skipped = max(self.longest_skipped, n)
+            else:
+                misses += 1
+                if misses >= len(self._cycle):
+                    break
         return got, total, False
 
 
@@ -457,6 +490,13 @@ class ExportResult:
         text += f"\ntokenized {self.tokenized:,} documents ({cached:,} from the token cache)"
         for source, ratio in m["ratios"].items():
             text += f"\n{source}: {ratio:.4f} tokens per SDF token"
+            skipped = m.get("mixing", {}).get(source, {}).get("skipped_texts")
+            if skipped:
+                text += (
+                    f" ({skipped:,} text{'s' if skipped != 1 else ''} of "
+                    f"{m['mixing'][source]['skipped_tokens']:,} tokens passed over: longer than "
+                    "what was left of an epoch's budget)"
+                )
         if m["chat_passes"] > 1:
             text += f" (the trajectories were used {m['chat_passes']} times over)"
         return text
@@ -585,6 +625,7 @@ def export(
     split_docs: set[str] = set()
     webtext = _Supply(_webtext_units(webtext_path, cfg, tok), None) if webtext_path else None
     chat = _Supply(iter(()), chat_units) if chat_units else None
+    mixes = [(s, m) for s, m in (("webtext", webtext), ("chat", chat)) if m is not None]
     add, count = writer.add, counts.add
 
     def length(u: _Unit) -> int:
@@ -630,18 +671,28 @@ def export(
                     )
                 )
             sdf_tokens = sum(length(u) for u in units)
-            if webtext is not None:
-                budget = int(round(cfg.webtext_ratio * sdf_tokens))
-                got, n, ran_out = webtext.take(budget, length)
-                if ran_out and n < budget * 0.99:
+            for source, supply in mixes:
+                ratio = cfg.webtext_ratio if source == "webtext" else cfg.chat_ratio
+                wanted = ratio * sdf_tokens
+                slack = MIX_TOLERANCE * wanted
+                got, n, ran_out = [], 0, False
+                if wanted >= 1:  # (under one token nothing can come close: read nothing)
+                    got, n, ran_out = supply.take(wanted, length, slack)
+                if abs(n - wanted) > slack:
                     raise ExportError(
-                        f"{webtext_path}: ran out of text in epoch {epoch}: "
-                        f"--webtext-ratio {cfg.webtext_ratio} needs {budget:,} tokens, "
-                        f"got {n:,}; supply more webtext or lower the ratio"
+                        _mix_miss(
+                            inputs[source]["file"],
+                            source,
+                            ratio,
+                            epoch,
+                            wanted,
+                            n,
+                            sdf_tokens,
+                            ran_out,
+                            supply,
+                        ),
+                        settings=(f"{source}_ratio",),
                     )
-                units += got
-            if chat is not None:
-                got, _, _ = chat.take(int(round(cfg.chat_ratio * sdf_tokens)), length)
                 units += got
             order = _rng(cfg.seed, "order", epoch).permutation(len(units)).tolist()
             for ui in order:
@@ -697,6 +748,16 @@ def export(
                 if per_source[s]["examples"]
             },
             "chat_passes": chat.passes if chat is not None else 0,
+            "mixing": {
+                source: {
+                    "ratio": cfg.webtext_ratio if source == "webtext" else cfg.chat_ratio,
+                    "achieved": per_source[source]["tokens"] / sdf_total if sdf_total else None,
+                    "tolerance": MIX_TOLERANCE,
+                    "skipped_texts": supply.skipped,
+                    "skipped_tokens": supply.skipped_tokens,
+                }
+                for source, supply in mixes
+            },
             "counts": counts.to_list(),
             "shards": [{k: v for k, v in s.items() if k != "loss_tokens"} for s in writer.shards],
         }
@@ -708,6 +769,40 @@ def export(
         if tmp.exists():
             shutil.rmtree(tmp)
     return ExportResult(out, manifest, time.perf_counter() - t0, timings, tokenized.tokenized)
+
+
+def _mix_miss(
+    file: str,
+    source: str,
+    ratio: float,
+    epoch: int,
+    wanted: float,
+    got: int,
+    sdf_tokens: int,
+    ran_out: bool,
+    supply: _Supply,
+) -> str:
+    """Why an epoch's webtext or chat tokens miss ``ratio`` by more than the tolerance."""
+    what = "texts" if source == "webtext" else "trajectories"
+    text = (
+        f"{file}: {source}_ratio {ratio} asks for {wanted:,.0f} {source} tokens in epoch {epoch} "
+        f"({sdf_tokens:,} SDF tokens); whole {what} give {got:,} ({got / sdf_tokens:.4f} per "
+        f"SDF token), more than {MIX_TOLERANCE:.0%} off: "
+    )
+    if wanted < 1:
+        return text + f"that is less than one token; raise the ratio or leave the {what} out"
+    if source == "webtext" and ran_out:
+        text += "the file ran out of text (each text is used once"
+        if supply.skipped:
+            text += (
+                f"; {supply.skipped:,} texts of up to {supply.longest_skipped:,} tokens were "
+                "passed over as longer than what was left of a budget"
+            )
+        return text + "); supply more (or shorter) webtext or lower the ratio"
+    return text + (
+        f"none of the {what} fits the {wanted - got:,.0f} tokens left (the shortest takes "
+        f"{supply.shortest_missed:,}); give shorter {what}, or mix them into a larger selection"
+    )
 
 
 def _piece_bounds(n: int, plen: int, max_len: int) -> list[tuple[int, int]]:
