@@ -172,6 +172,32 @@ CASES: dict[str, tuple[list[str], dict[str, str | bytes], dict[str, str], list[s
         {},
         ["unknown engine 'spark'"],
     ),
+    # an export's size is bounded before any work (one ran 10 minutes into 39 GB)
+    "export-epochs-unbounded": (
+        ["export", "--out", "s", "--selection", "n", "--epochs", "99999999999999999999"],
+        {},
+        {},
+        ["--epochs 99999999999999999999", "between 1 and 100"],
+    ),
+    "export-webtext-ratio-unbounded": (
+        ["export", "--out", "s", "--selection", "n", "--webtext-ratio", "1e6"],
+        {},
+        {},
+        ["--webtext-ratio 1000000.0", "at most 10"],
+    ),
+    "export-chat-ratio-over-one": (
+        ["export", "--out", "s", "--selection", "n", "--chat-ratio", "1.5"],
+        {},
+        {},
+        ["--chat-ratio 1.5", "at most 1"],
+    ),
+    "export-shard-too-large": (
+        ["export", "--out", "s", "--selection", "n", "--shard-size", "100000"]
+        + ["--max-seq-len", "65536"],
+        {},
+        {},
+        ["--shard-size 100,000 x --max-seq-len 65,536", "2**31 - 1 tokens"],
+    ),
     "export-unknown-selection": (
         ["export", "--out", "s", "--selection", "nope"],
         {},

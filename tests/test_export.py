@@ -493,6 +493,36 @@ def test_export_refuses_existing_output_and_bad_switches(corpus, tmp_path):
         export(corpus, ExportConfig(selection="sel", eval_prompts="sometimes"), tmp_path / "y")
 
 
+def test_an_export_that_cannot_fit_is_refused_before_any_work(corpus, tmp_path, monkeypatch):
+    """--epochs 99999999999999999999 once wrote 39 GB before anyone stopped it: the size is
+    estimated from the selection's tokens and checked against the free space first."""
+    import shutil
+
+    import sdfkit.export.shards as ex
+
+    seen = _spy_tokenized(monkeypatch)
+    free = shutil.disk_usage(tmp_path)._replace(free=1_000_000)  # 1 MB left
+    monkeypatch.setattr(ex.shutil, "disk_usage", lambda path: free)
+    cfg = ExportConfig(selection="sel", epochs=100, webtext="unused.jsonl", webtext_ratio=0)
+    with pytest.raises(ExportError, match=r"needs about .* MB .* 100 epochs.* has 1.0 MB free"):
+        export(corpus, cfg, tmp_path / "out")
+    assert seen == [] and os.listdir(tmp_path) == []  # nothing tokenized, nothing written
+    export(corpus, ExportConfig(selection="sel", epochs=1), tmp_path / "out")  # ~25 kB fits
+
+
+def test_switches_that_multiply_the_size_have_upper_bounds(corpus, tmp_path):
+    for kw, message in (
+        ({"epochs": 101}, "epochs 101: must be between 1 and 100"),
+        ({"webtext_ratio": 10.5}, "webtext_ratio 10.5: at most 10"),
+        ({"chat_ratio": 1.01}, "chat_ratio 1.01: at most 1"),
+        ({"shard_size": 100_001}, "shard_size 100001: must be between 1 and 100,000"),
+        ({"max_seq_len": 2**21}, "max_seq_len 2097152: must be between 2 and 1,048,576"),
+    ):
+        with pytest.raises(ExportError, match=message):
+            export(corpus, ExportConfig(selection="sel", **kw), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_export_and_verify(corpus, cli, tmp_path):
     out = tmp_path / "shards"
     res = cli(

@@ -842,6 +842,7 @@ class SelectedDocuments:
     concepts: list[str | None]
     doc_types: list[str | None]
     universes: list[str | None]
+    tokens: int = 0  # their n_tokens summed (under the selection's tokenizer)
 
 
 def load_selected(
@@ -885,6 +886,9 @@ def load_selected(
             "ORDER BY doc_id",
             [name],
         ).fetchall()
+        tokens = con.execute(
+            "SELECT coalesce(sum(n_tokens), 0) FROM selections WHERE name = ?", [name]
+        ).fetchall()[0][0]
         if any(r[3] is None for r in meta):  # such rows take their stored document's universe
             stored = dict(
                 con.execute(
@@ -901,4 +905,6 @@ def load_selected(
     if not meta:
         raise error(f"selection {name!r} holds no documents")
     cols = list(zip(*meta, strict=True))
-    return SelectedDocuments(list(cols[0]), list(cols[1]), list(cols[2]), list(cols[3]))
+    return SelectedDocuments(
+        list(cols[0]), list(cols[1]), list(cols[2]), list(cols[3]), int(tokens)
+    )

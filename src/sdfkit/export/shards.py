@@ -70,6 +70,18 @@ READ_CHUNK = 1024
 #: Webtext and chat tokens of every epoch must come within this share of ratio x the
 #: epoch's SDF tokens; otherwise the export stops (whole texts only, see ``_Supply``).
 MIX_TOLERANCE = 0.01
+#: Upper bounds of the switches that multiply an export's size. The seed write-up trains 1-7
+#: epochs (sweeps allow 100); Slocum et al. mix webtext 1:1, and 10:1 already leaves SDF 9 %
+#: of the tokens; chat trajectories are "a small amount": at most as many tokens as SDF.
+MAX_EPOCHS = 100
+MAX_RATIOS = {"webtext_ratio": 10.0, "chat_ratio": 1.0}
+MAX_SHARD_SIZE = 100_000
+MAX_SEQ_LEN = 1 << 20
+SHARD_MAX_TOKENS = (1 << 31) - 1  # a shard's list offsets are int32
+#: Bytes a token takes in a shard (its id and weight) by codec, measured on English text:
+#: about 1.75 (lz4), 1.26 (zstd), 8.1 (none). The estimate takes the low end, so it refuses
+#: only an export that cannot fit; one that runs out of space anyway is removed whole.
+SHARD_BYTES_PER_TOKEN = {"lz4": 1.7, "zstd": 1.2, "none": 8.0}
 
 
 class ExportError(SdfError, ValueError):
@@ -113,25 +125,36 @@ class ExportConfig:
                 "eval_prompts needs the universe files holding the prompts: name them in universes",
                 settings=("eval_prompts", "universes"),
             )
-        if self.epochs < 1:
-            raise ExportError(f"epochs {self.epochs}: must be at least 1", settings=("epochs",))
-        if self.max_seq_len < 2:
+        for name, low, high in (
+            ("epochs", 1, MAX_EPOCHS),
+            ("max_seq_len", 2, MAX_SEQ_LEN),
+            ("shard_size", 1, MAX_SHARD_SIZE),
+        ):
+            v = getattr(self, name)
+            if not low <= v <= high:
+                raise ExportError(
+                    f"{name} {v}: must be between {low} and {high:,}", settings=(name,)
+                )
+        if self.shard_size * self.max_seq_len > SHARD_MAX_TOKENS:
             raise ExportError(
-                f"max_seq_len {self.max_seq_len}: must be at least 2", settings=("max_seq_len",)
-            )
-        if self.shard_size < 1:
-            raise ExportError(
-                f"shard_size {self.shard_size}: must be at least 1", settings=("shard_size",)
+                f"shard_size {self.shard_size:,} x max_seq_len {self.max_seq_len:,}: a shard "
+                "holds at most 2**31 - 1 tokens; lower shard_size",
+                settings=("shard_size", "max_seq_len"),
             )
         if self.compression not in COMPRESSIONS:
             raise ExportError(
                 f"compression {self.compression!r}: use one of {', '.join(COMPRESSIONS)}",
                 settings=("compression",),
             )
-        for name in ("webtext_ratio", "chat_ratio"):
+        for name, high in MAX_RATIOS.items():
             v = getattr(self, name)
             if not (v >= 0 and math.isfinite(v)):
                 raise ExportError(f"{name} {v}: must be a number >= 0", settings=(name,))
+            if v > high:
+                raise ExportError(
+                    f"{name} {v}: at most {high:g} ({name.split('_')[0]} tokens per SDF token)",
+                    settings=(name,),
+                )
         if self.doctag is not None and not self.doctag:
             raise ExportError("doctag: give the tag text, e.g. '<DOCTAG>'", settings=("doctag",))
 
@@ -604,6 +627,14 @@ def export(
         position_in_concept[i] = seen.get(c, 0)
         seen[c] = position_in_concept[i] + 1
 
+    # The size it will take, before any work: an export that cannot fit is refused here.
+    prefix_tokens = len(doctag) + (
+        sum(len(x) for x in prompt_ids) / len(prompt_ids) if prompt_ids else 0
+    )
+    per_epoch = sel.tokens + n_docs * (prefix_tokens + (1 if cfg.eos else 0))
+    mixed = (cfg.webtext_ratio if webtext_path else 0) + (cfg.chat_ratio if chat_units else 0)
+    check_free_space(out, cfg, int(cfg.epochs * per_epoch * (1 + mixed)))
+
     # The documents themselves: tokenized by the engine stage (only those not cached yet).
     t1 = time.perf_counter()
     tokenized = tokenize_documents(store, doc_ids, tok, cache, engine, **engine_options)
@@ -637,10 +668,10 @@ def export(
         return sum(b - a for a, b in bounds) + plen * len(bounds)
 
     doctag_w = np.zeros(len(doctag), dtype=np.float32)
-    occurrences: dict[tuple[str, str, int], int] = {}  # the same text twice in one epoch
     try:
         for epoch in range(cfg.epochs):
             units: list[_Unit] = []
+            occurrences: dict[tuple[str, str, int], int] = {}  # a text twice in this epoch
             if cfg.eval_prompts == "random":
                 draws = _rng(cfg.seed, "eval-prompts", epoch).random(n_docs)
             for i in range(n_docs):
@@ -892,6 +923,27 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
         raise ExportError(
             f"{named}: cannot write in {parent}: {exc.strerror or exc}; choose another --out"
         ) from None
+
+
+def check_free_space(out: Path, cfg: ExportConfig, tokens: int) -> None:
+    """Refuse, in one line, an export of about ``tokens`` tokens whose shards cannot fit in
+    the free space of ``out``'s filesystem (an export being replaced stays until the end)."""
+    need = tokens * SHARD_BYTES_PER_TOKEN[cfg.compression]
+    free = shutil.disk_usage(out.parent).free
+    if need > free:
+        raise ExportError(
+            f"--out {out}: the export needs about {_bytes(need)} ({tokens:,} tokens over "
+            f"{cfg.epochs} epochs, {cfg.compression}) but {out.parent} has {_bytes(free)} "
+            "free; free some space, lower --epochs or the mixing ratios, or choose another --out"
+        )
+
+
+def _bytes(n: float) -> str:
+    for unit in ("bytes", "kB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n:,.1f} PB"  # pragma: no cover - the loop returns
 
 
 def _is_export(d: Path) -> bool:
