@@ -198,6 +198,20 @@ CASES: dict[str, tuple[list[str], dict[str, str | bytes], dict[str, str], list[s
         {},
         ["--shard-size 100,000 x --max-seq-len 65,536", "2**31 - 1 tokens"],
     ),
+    # --eos-token: only the tokenizer's special tokens (an unknown one was a KeyError
+    # traceback; a word such as hello ended every document with the word's id)
+    "export-eos-token-unknown": (
+        ["export", "--out", "s", "--selection", "n", "--eos-token", "<|nosuch|>"],
+        {},
+        {},
+        ["--eos-token '<|nosuch|>' is not a special token of o200k_harmony", "<|endoftext|>"],
+    ),
+    "export-eos-token-word": (
+        ["export", "--out", "s", "--selection", "n", "--eos-token", "hello"],
+        {},
+        {},
+        ["--eos-token 'hello' is not a special token", "<|return|>", "reserved tokens"],
+    ),
     "export-unknown-selection": (
         ["export", "--out", "s", "--selection", "nope"],
         {},

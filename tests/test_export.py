@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +105,24 @@ def test_eos_switch(corpus, tmp_path, tok, texts):
     assert not any((e["tokens"] == tok.eos_id).any() for e in examples)
     short = [e for e in examples if len(e["tokens"]) < 1000]
     assert all(tok.decode(e["tokens"].tolist()) == texts[e["doc_id"]] for e in short)
+
+
+def test_eos_token_must_be_a_special_token(corpus, tmp_path, tok, monkeypatch):
+    import sdfkit.export.shards as ex
+
+    _, manifest, examples = run(corpus, tmp_path, "ret", eos_token="<|return|>")
+    ret = tok.special_token("<|return|>")
+    assert manifest["eos_id"] == ret and all(e["tokens"][-1] == ret for e in examples)
+    for word in ("hello", "<|nosuch|>"):
+        with pytest.raises(ExportError, match=f"eos_token '{re.escape(word)}' is not a special"):
+            run(corpus, tmp_path, "word", eos_token=word)
+    assert not (tmp_path / "word").exists()
+    # an export that ended its documents with a word (as sdfkit once wrote) fails verify
+    monkeypatch.setattr(ex, "eos_token_id", lambda t, text: t.encode(text)[0])
+    out, _, _ = run(corpus, tmp_path, "hello", eos_token="hello")
+    monkeypatch.undo()
+    with pytest.raises(VerifyError, match=r"eos_id \d+ \('hello'\) is not a special token"):
+        verify(out, build_datums=False)
 
 
 def test_eval_prompts_round_robin_random_and_masking(corpus, tmp_path, tok, texts):

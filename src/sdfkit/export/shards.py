@@ -155,11 +155,31 @@ class ExportConfig:
                     f"{name} {v}: at most {high:g} ({name.split('_')[0]} tokens per SDF token)",
                     settings=(name,),
                 )
+        if self.eos_token is not None and not self.eos_token:
+            raise ExportError(
+                "eos_token: give a special token, e.g. '<|endoftext|>' (or leave it out)",
+                settings=("eos_token",),
+            )
         if self.doctag is not None and not self.doctag:
             raise ExportError("doctag: give the tag text, e.g. '<DOCTAG>'", settings=("doctag",))
 
 
 # ------------------------------------------------------------------ inputs
+
+
+def eos_token_id(tok: Tokenizer, eos_token: str | None) -> int:
+    """The id appended after each document: ``eos_token``, which must be one of the
+    tokenizer's special tokens (an ordinary word has an id too, and would pass for an end of
+    document that no model stops at), else the model family's end of document."""
+    from sdfkit.llm.chat import document_end_id
+    from sdfkit.llm.tokens import TokenizerError
+
+    if eos_token is None:
+        return document_end_id(tok)
+    try:
+        return tok.special_token(eos_token)
+    except TokenizerError as exc:
+        raise ExportError(f"eos_token {exc}", settings=("eos_token",)) from None
 
 
 def file_sha256(path: str | Path) -> str:
@@ -553,9 +573,7 @@ def export(
     check_out_dir(out, overwrite)
     tok = get_tokenizer(cfg.tokenizer)
     cfg = replace(cfg, tokenizer=tok.name)
-    from sdfkit.llm.chat import document_end_id
-
-    eos_id = tok.special_token(cfg.eos_token) if cfg.eos_token else document_end_id(tok)
+    eos_id = eos_token_id(tok, cfg.eos_token)
 
     # Read and check every input before any heavy work.
     timings: dict[str, float] = {}

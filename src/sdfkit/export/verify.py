@@ -24,6 +24,7 @@ from sdfkit.export.shards import (
     SHARD_SCHEMA,
     SOURCES,
     StratumCounts,
+    eos_token_id,
     file_sha256,
 )
 from sdfkit.llm.tokens import get_tokenizer
@@ -233,6 +234,25 @@ class VerifyReport:
         return "\n".join(lines)
 
 
+def _eos_problems(tok: Any, eos_id: Any, eos_token: str | None) -> list[str]:
+    """An EOS id that is no special token (an ordinary word's id passed for one), or not
+    the one the manifest's switches give."""
+    if not isinstance(eos_id, int) or not 0 <= eos_id < tok.n_vocab:
+        return [f"eos_id {eos_id!r} is not a token id of {tok.name}"]
+    out = []
+    if eos_id not in tok.special_ids:
+        out.append(
+            f"eos_id {eos_id} ({tok.decode([eos_id])!r}) is not a special token of {tok.name}"
+        )
+    try:
+        expected = eos_token_id(tok, eos_token)
+    except SdfError as exc:
+        return [*out, f"the manifest's {exc}"]
+    if eos_id != expected:
+        out.append(f"eos_id {eos_id} differs from the {expected} its switches give")
+    return out
+
+
 def verify(
     directory: str | Path,
     build_datums: bool = True,
@@ -258,6 +278,9 @@ def verify(
         )
     n_vocab, max_len = tok.n_vocab, int(manifest["max_seq_len"])
     eos_id = manifest.get("eos_id")
+    config = manifest.get("config") or {}
+    if eos_id is not None:
+        problems += _eos_problems(tok, eos_id, config.get("eos_token"))
     counts = StratumCounts()
     examples = tokens = datums = 0
     ids: set[str] = set()
