@@ -147,6 +147,18 @@ CASES: dict[str, tuple[list[str], dict[str, str | bytes], dict[str, str], list[s
     "exclude-no-reason": (["exclude", "--where", "true"], {}, {}, ["--reason"]),
     # selection and export options
     "select-docs": (["select", "--name", "x", "--docs", "many"], {}, {}, ["--docs", "many"]),
+    "select-seed-past-32-bits": (
+        ["select", "--name", "x", "--docs", "2", "--seed", "4294967296"],
+        {},
+        {},
+        ["--seed 4294967296", "0 to 4294967295"],
+    ),
+    "export-seed-negative": (
+        ["export", "--out", "s", "--selection", "n", "--seed", "-1"],
+        {},
+        {},
+        ["--seed -1", "0 to 4294967295"],
+    ),
     "select-exists": (["select", "--name", "n", "--docs", "2"], {}, {}, ["'n'", "--replace"]),
     "export-out-under-file": (
         ["export", "--out", "afile/shards", "--selection", "n"],

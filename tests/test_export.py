@@ -415,6 +415,16 @@ def test_reexport_is_byte_identical(corpus, tmp_path):
     assert (a / "shard-00000.parquet").read_bytes() != (c / "shard-00000.parquet").read_bytes()
 
 
+def test_seeds_outside_32_bits_are_refused_not_wrapped(corpus, tmp_path):
+    """--seed 4294967296 wrote seed 0's shards under a manifest saying 4294967296."""
+    out, manifest, _ = run(corpus, tmp_path, "top", seed=2**32 - 1)
+    assert manifest["seed"] == 2**32 - 1
+    for seed in (2**32, -1):
+        with pytest.raises(ExportError, match=f"seed {seed}: must be a whole number"):
+            run(corpus, tmp_path, "wrapped", seed=seed)
+    assert not (tmp_path / "wrapped").exists()
+
+
 def test_verify_builds_tinker_datums_and_prints_the_table(corpus, tmp_path, tok):
     from tinker import types
 

@@ -136,6 +136,15 @@ def test_deterministic_under_seed(corpus):
     assert (d["only_b"] > 0).all()
 
 
+def test_seeds_outside_32_bits_are_refused_not_wrapped(corpus):
+    """4294967296 sampled exactly as 0 while the catalog recorded 4294967296."""
+    top = select(corpus, SelectionConfig(name="x", docs=50, seed=2**32 - 1), save=False)
+    assert top.seed == 2**32 - 1
+    for seed in (2**32, -1, 10**20):
+        with pytest.raises(SelectionError, match=f"seed {seed}: must be a whole number from 0"):
+            select(corpus, SelectionConfig(name="x", docs=50, seed=seed), save=False)
+
+
 def test_respects_exclusions_failed_grades_and_where(tmp_path):
     store = Store(tmp_path / "corpus")
     store.append("documents_raw", build_documents(make_records()))

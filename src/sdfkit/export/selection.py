@@ -53,6 +53,8 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 NO_DOC_TYPE = "(none)"
 #: What the targets are per: the concept, or the section (universe) of a split source.
 BALANCE_BY = ("concept", "section")
+#: The largest seed: the generators are seeded with 32-bit words, so 2**32 would sample as 0.
+SEED_MAX = 2**32 - 1
 
 
 class SelectionError(SdfError, ValueError):
@@ -68,6 +70,16 @@ class SelectionShortError(SelectionError):
 
 
 # ---------------------------------------------------------------- config
+
+
+def check_seed(seed: Any, error: type[SdfError] = SelectionError) -> None:
+    """A seed of ``sdf select`` or ``sdf export``: a whole number in [0, 2**32 - 1]. Past it,
+    the seed would wrap round (4294967296 gave seed 0's shards under its own name)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise error(
+            f"seed {seed!r}: must be a whole number from 0 to {SEED_MAX} (2**32 - 1)",
+            settings=("seed",),
+        )
 
 
 def parse_count(text: str | int | None, what: str = "count") -> int | None:
@@ -473,6 +485,7 @@ def select(store: Store, cfg: SelectionConfig, save: bool = True) -> SelectionRe
     naming each short concept and stratum unless ``cfg.allow_short``."""
     if not NAME_PATTERN.match(cfg.name):
         raise SelectionError(f"selection name {cfg.name!r}: use letters, digits, - _ .")
+    check_seed(cfg.seed)
     if not 0 < cfg.tolerance < 1:
         raise SelectionError(f"tolerance {cfg.tolerance}: must be between 0 and 1")
     if cfg.balance_by not in BALANCE_BY:

@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sdfkit.errors import SdfError
-from sdfkit.export.selection import load_selected
+from sdfkit.export.selection import check_seed, load_selected
 from sdfkit.export.tokenize import as_int32, tokenize_documents
 from sdfkit.llm.tokens import Tokenizer, get_tokenizer
 from sdfkit.store.catalog import Store, doc_id_for, temp_owner, temp_writer_alive
@@ -115,6 +115,7 @@ class ExportConfig:
     allow_excluded: bool = False  # export documents excluded after the selection was made
 
     def check(self) -> None:
+        check_seed(self.seed, ExportError)
         if self.eval_prompts not in EVAL_PROMPT_MODES:
             raise ExportError(
                 f"eval_prompts {self.eval_prompts!r}: use one of {', '.join(EVAL_PROMPT_MODES)}",
