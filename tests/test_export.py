@@ -669,6 +669,72 @@ def test_verify_recomputes_counts_weights_and_token_ranges(corpus, tmp_path, tok
     assert "per-stratum counts recomputed from the shards differ" in msg
 
 
+def _reweigh(out: Path, change) -> None:
+    """Rewrite shard 0's weights with ``change(tokens, weights)`` per row and vouch for the
+    new file in the manifest (as a tamperer who knows the format would)."""
+    import hashlib
+
+    import pyarrow as pa
+
+    shard = out / "shard-00000.parquet"
+    table = pq.read_table(shard)
+    toks = table.column("tokens").to_pylist()
+    wts = [change(t, w) for t, w in zip(toks, table.column("weights").to_pylist(), strict=True)]
+    table = table.set_column(1, "weights", pa.array(wts, pa.list_(pa.float32())))
+    pq.write_table(table, shard)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["shards"][0]["sha256"] = hashlib.sha256(shard.read_bytes()).hexdigest()
+    (out / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _swap_masked_weights(tokens, weights):
+    """Weight 1 on an example's masked tokens (its leading 0s but the first), weight 0 on as
+    many of its last tokens: its loss-token total is kept, so counts and totals agree."""
+    n = next((i for i, w in enumerate(weights) if w), len(weights))
+    k = n - 1
+    if k < 1 or len(weights) < 2 * n:
+        return weights
+    return [0.0] + [1.0] * k + weights[n:-k] + [0.0] * k
+
+
+@pytest.mark.parametrize(
+    "switches",
+    [
+        {"doctag": "<DOCTAG>"},
+        {"eval_prompts": "round-robin", "universes": UNIVERSES},
+        {"eval_prompts": "random", "universes": UNIVERSES, "doctag": "<DOCTAG>"},
+    ],
+    ids=["doctag", "eval-prompts", "both"],
+)
+def test_verify_catches_reweighted_doctag_and_eval_prompt_tokens(corpus, tmp_path, tok, switches):
+    """verify recomputes each example's weights from the manifest's switches and its own
+    tokens: moving weight onto masked tokens, totals kept, once passed as ok."""
+    out, manifest, examples = run(corpus, tmp_path, max_seq_len=256, epochs=2, **switches)
+    assert manifest["split_documents"] > 0  # pieces repeat the prefix: checked too
+    verify(out, build_datums=False)
+    _reweigh(out, _swap_masked_weights)
+    with pytest.raises(VerifyError, match="examples have weights other than the manifest's"):
+        verify(out, build_datums=False)
+
+
+def test_verify_checks_unmasked_prompts_and_what_the_manifest_says_they_are(corpus, tmp_path):
+    kw = {"eval_prompts": "round-robin", "universes": UNIVERSES, "mask_eval_prompts": False}
+    out, manifest, _ = run(corpus, tmp_path, **kw)
+    verify(out, build_datums=False)  # prompts trained on: weight 1 is right
+    manifest["config"]["mask_eval_prompts"] = True  # a manifest claiming they were masked
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(VerifyError, match="weights other than the manifest's switches give"):
+        verify(out, build_datums=False)
+    out, manifest, _ = run(corpus, tmp_path, "old", **kw)
+    del manifest["eval_prompt_texts"]  # the prompts were never recorded: say so, never "ok"
+    manifest["doctag_tokens"] = [1, 2]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(VerifyError) as exc:
+        verify(out, build_datums=False)
+    assert "eval-prompt weights cannot be checked" in str(exc.value)
+    assert "do not start with the DOCTAG" in str(exc.value)
+
+
 @pytest.mark.parametrize("codec", ["zstd", "none"])
 def test_compression_switch_changes_the_codec_not_the_examples(corpus, tmp_path, codec):
     _, manifest, default = run(corpus, tmp_path, name="lz4")

@@ -618,6 +618,7 @@ def export(
     if cfg.doctag:
         doctag = np.asarray(tok.encode(cfg.doctag), dtype=np.int32)
     prompt_ids: list[np.ndarray] = []
+    prompt_texts: list[str] = []  # each with its separator, as tokenized
     doc_prompts: list[list[int]] = [[] for _ in range(n_docs)]  # indexes into prompt_ids
     if cfg.eval_prompts != "none":
         by_universe, by_concept = _eval_prompt_lists(cfg)
@@ -636,6 +637,7 @@ def export(
                     texts.append(p + cfg.eval_prompt_separator)
             doc_prompts[i] = [index[p] for p in plist]
         inputs["universes"] = [{"file": str(u), "sha256": file_sha256(u)} for u in cfg.universes]
+        prompt_texts = texts
         pf, po = tok.encode_batch(texts)
         pf = as_int32(pf)
         prompt_ids = [pf[po[k] : po[k + 1]] for k in range(len(texts))]
@@ -776,6 +778,8 @@ def export(
             "n_vocab": tok.n_vocab,
             "eos_id": int(eos_id) if cfg.eos else None,
             "doctag_tokens": doctag.tolist(),
+            # what verify needs to recompute every weight: the prompts an example may start with
+            "eval_prompt_texts": prompt_texts,
             "max_seq_len": cfg.max_seq_len,
             "selection": cfg.selection,
             "seed": cfg.seed,
