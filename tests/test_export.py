@@ -552,6 +552,59 @@ def test_switches_that_multiply_the_size_have_upper_bounds(corpus, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_another_tokenizer_that_breaks_the_balance_is_a_warning_in_the_manifest(tmp_path, cli):
+    """A selection balanced in o200k tokens, exported for qwen3 (which splits every digit):
+    the concepts drift apart past the selection's tolerance. The export says so and records
+    it; a selection balanced in qwen3 counts (sdf tokens, sdf select --tokenizer) does not."""
+    from sdfkit.engine.local import run_stage
+    from sdfkit.engine.token_counts import TokenCountStage
+
+    store = Store(tmp_path / "corpus")
+    rng = np.random.default_rng(3)
+
+    def text(numbers: bool) -> str:
+        words = list(rng.choice(WORDS, int(rng.integers(20, 250))))
+        if numbers:  # one six-digit number every 30 words: ~13 % more tokens in qwen3
+            words = [
+                w if i % 30 else str(rng.integers(100_000, 999_999)) for i, w in enumerate(words)
+            ]
+        return " ".join(words)
+
+    recs = [{"text": text(c == "numbers"), "concept": c} for c in ("words", "numbers") * 80]
+    store.append("documents_raw", build_documents(recs))
+    select(store, SelectionConfig(name="o200k", docs=30, tokens=3000))
+    res = export(store, ExportConfig(selection="o200k", tokenizer="qwen3"), tmp_path / "a")
+    balance = res.manifest["balance"]
+    assert balance["selection_tokenizer"] == "o200k_harmony" and balance["tokenizer"] == "qwen3"
+    assert balance["spread"] > 0.01 and set(balance["tokens"]) == {"numbers", "words"}
+    assert res.warnings == [balance["warning"]]
+    assert "balanced in o200k_harmony tokens" in res.warnings[0]
+    assert "sdf select ... --tokenizer qwen3" in res.warnings[0]
+    # the same through the CLI: one warning line on stderr, exit 0
+    out = cli(
+        "--corpus",
+        store.root,
+        "export",
+        "--selection",
+        "o200k",
+        "--out",
+        tmp_path / "b",
+        "--tokenizer",
+        "qwen3",
+    )
+    assert "warning: selection 'o200k' was balanced in o200k_harmony tokens" in out.output
+    # balanced in the export's own tokens: no warning, the spread within the tolerance
+    run_stage(store, TokenCountStage("qwen3"), workers=1)
+    select(store, SelectionConfig(name="qwen3", docs=30, tokens=3000, tokenizer="qwen3"))
+    res = export(store, ExportConfig(selection="qwen3", tokenizer="qwen3"), tmp_path / "c")
+    assert res.warnings == [] and res.manifest["balance"]["spread"] <= 0.01
+    assert "warning" not in res.manifest["balance"]
+    # a selection with no token target has no balance to keep
+    select(store, SelectionConfig(name="docs", docs=30))
+    res = export(store, ExportConfig(selection="docs", tokenizer="qwen3"), tmp_path / "d")
+    assert res.manifest["balance"] is None and res.warnings == []
+
+
 def test_cli_export_and_verify(corpus, cli, tmp_path):
     out = tmp_path / "shards"
     res = cli(

@@ -41,7 +41,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sdfkit.errors import SdfError
-from sdfkit.export.selection import check_seed, load_selected
+from sdfkit.export.selection import (
+    SelectedDocuments,
+    SelectionBalance,
+    check_seed,
+    load_balance,
+    load_selected,
+)
 from sdfkit.export.tokenize import as_int32, tokenize_documents
 from sdfkit.llm.tokens import Tokenizer, get_tokenizer
 from sdfkit.store.catalog import Store, doc_id_for, temp_owner, temp_writer_alive
@@ -519,6 +525,7 @@ class ExportResult:
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
     tokenized: int = 0  # documents tokenized by this export (the others came from the cache)
+    warnings: list[str] = field(default_factory=list)  # the CLI prints them on stderr
 
     def summary(self) -> str:
         m = self.manifest
@@ -661,6 +668,9 @@ def export(
     tokenized = tokenize_documents(store, doc_ids, tok, cache, engine, **engine_options)
     doc_tokens = tokenized.tokens
     timings["tokenize"] = time.perf_counter() - t1
+    balance = token_balance(
+        cfg.selection, load_balance(store, cfg.selection), sel, doc_tokens, tok.name
+    )
     t1 = time.perf_counter()
 
     # Leftovers of an export of this directory that was killed (kill -9, power loss); one
@@ -802,6 +812,7 @@ def export(
                 if per_source[s]["examples"]
             },
             "chat_passes": chat.passes if chat is not None else 0,
+            "balance": balance,
             "mixing": {
                 source: {
                     "ratio": cfg.webtext_ratio if source == "webtext" else cfg.chat_ratio,
@@ -822,7 +833,54 @@ def export(
         writer.abort()  # no writer thread may still be writing into tmp
         if tmp.exists():
             shutil.rmtree(tmp)
-    return ExportResult(out, manifest, time.perf_counter() - t0, timings, tokenized.tokenized)
+    warnings = [balance["warning"]] if balance and balance.get("warning") else []
+    return ExportResult(
+        out, manifest, time.perf_counter() - t0, timings, tokenized.tokenized, warnings
+    )
+
+
+def token_balance(
+    name: str,
+    bal: SelectionBalance,
+    sel: SelectedDocuments,
+    doc_tokens: list[np.ndarray],
+    tokenizer: str,
+) -> dict[str, Any] | None:
+    """The selection's token balance in the export's tokens: each concept's (or section's)
+    document tokens against its token target, and their spread (highest share of its target
+    minus lowest, over the mean). A selection balanced in another tokenizer's counts can
+    spread past its tolerance here; then ``warning`` says so and what to do. None when the
+    selection set no token target."""
+    if not bal.targets:
+        return None
+    by_section = bal.balance_by == "section"
+    tokens: dict[str, int] = {}
+    for i, ids in enumerate(doc_tokens):
+        unit = (sel.universes[i] or sel.concepts[i]) if by_section else sel.concepts[i]
+        tokens[unit or "(none)"] = tokens.get(unit or "(none)", 0) + len(ids)
+    share = {u: tokens.get(u, 0) / t for u, t in sorted(bal.targets.items())}
+    low, high = min(share, key=share.__getitem__), max(share, key=share.__getitem__)
+    mean = sum(share.values()) / len(share)
+    spread = (share[high] - share[low]) / mean if mean else 0.0
+    out: dict[str, Any] = {
+        "selection_tokenizer": bal.tokenizer,
+        "tokenizer": tokenizer,
+        "tolerance": bal.tolerance,
+        "spread": spread,
+        "tokens": dict(sorted(tokens.items())),
+        "targets": dict(sorted(bal.targets.items())),
+    }
+    if bal.tokenizer != tokenizer and spread > bal.tolerance:
+        unit = "section" if by_section else "concept"
+        out["warning"] = (
+            f"selection {name!r} was balanced in {bal.tokenizer or 'unknown'} tokens; in "
+            f"{tokenizer} tokens its {unit}s hold from {share[low]:.1%} ({low!r}, "
+            f"{tokens.get(low, 0):,} tokens) to {share[high]:.1%} ({high!r}, "
+            f"{tokens.get(high, 0):,}) of their token targets, a {spread:.1%} spread over its "
+            f"{bal.tolerance:.0%} tolerance; to balance in {tokenizer} tokens run `sdf tokens "
+            f"--tokenizer {tokenizer}`, then `sdf select ... --tokenizer {tokenizer}`"
+        )
+    return out
 
 
 def _mix_miss(

@@ -179,6 +179,16 @@ def canonical_name(name: str | None) -> str:
     return canonical
 
 
+def checked_name(name: str) -> str:
+    """The canonical form of a tokenizer name given explicitly, checked without loading the
+    tokenizer (an unknown name is a ``TokenizerError`` listing the known ones)."""
+    canonical = ALIASES.get(name.strip(), name.strip())
+    problem = _name_problem(canonical)
+    if problem:
+        raise TokenizerError(problem)
+    return canonical
+
+
 def _name_problem(name: str) -> str | None:
     """Why ``name`` (canonical) is not a tokenizer name, or None (without loading anything)."""
     if name in QUICKTOK_ENCODINGS:
