@@ -166,6 +166,12 @@ CASES: dict[str, tuple[list[str], dict[str, str | bytes], dict[str, str], list[s
         {},
         ["--out afile/shards", "afile"],
     ),
+    "export-out-empty": (
+        ["export", "--out", "", "--selection", "n"],
+        {},
+        {},
+        ["--out", "the path is empty"],
+    ),
     "export-overwrite-foreign": (
         ["export", "--out", "mine", "--selection", "n", "--overwrite"],
         {"mine/notes.txt": "keep me"},

@@ -512,6 +512,74 @@ def test_interrupted_export_leaves_nothing_the_manifest_does_not_vouch_for(
         verify(out)
 
 
+def test_overwrite_through_a_symbolic_link_replaces_what_it_points_at(corpus, tmp_path):
+    """The link stays and leads to the new export; nothing is left beside it (the link was
+    once replaced by a folder and a stray .lnk.old-* link stayed behind)."""
+    real, link = tmp_path / "real", tmp_path / "lnk"
+    export(corpus, ExportConfig(selection="sel"), real)
+    link.symlink_to("real")
+    res = export(corpus, ExportConfig(selection="sel", seed=3), link, overwrite=True)
+    assert res.out == link and link.is_symlink() and os.readlink(link) == "real"
+    assert json.loads((real / "manifest.json").read_text())["seed"] == 3
+    assert sorted(os.listdir(tmp_path)) == ["lnk", "real"]
+    verify(link, build_datums=False)
+    with pytest.raises(ExportError, match="--overwrite"):
+        export(corpus, ExportConfig(selection="sel"), link)
+    (tmp_path / "dangling").symlink_to("nowhere")
+    with pytest.raises(ExportError, match=r"dangling: a symbolic link to .*nowhere, which does"):
+        export(corpus, ExportConfig(selection="sel"), tmp_path / "dangling", overwrite=True)
+    assert not (tmp_path / "nowhere").exists()
+    with pytest.raises(ExportError, match="--out: the path is empty"):
+        export(corpus, ExportConfig(selection="sel"), "")
+
+
+def test_ctrl_c_says_what_out_holds(corpus, tmp_path, cli, monkeypatch):
+    import sdfkit.export.shards as ex
+
+    out = tmp_path / "out"
+    export(corpus, ExportConfig(selection="sel"), out)
+    before = _files(out)
+    real_write, real_replace, real_fsync = ex._write_shard, os.replace, ex._fsync_dir
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    base = ["export", "--corpus", corpus.root, "--selection", "sel", "--seed", "5"]
+    monkeypatch.setattr(ex, "_write_shard", ctrl_c)
+    res = cli(*base, "--out", out, "--overwrite", expect=130)
+    assert res.output == (
+        f"error: interrupted: nothing was written to {out}; the previous export there is "
+        "unchanged\n"
+    )
+    res = cli(*base, "--out", tmp_path / "new", expect=130)
+    assert res.output == f"error: interrupted: nothing was written to {tmp_path / 'new'}\n"
+    monkeypatch.setattr(ex, "_write_shard", real_write)
+
+    def between_the_renames(src, dst):  # the earlier export is already set aside
+        if ".tmp-" in str(src):
+            raise KeyboardInterrupt
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", between_the_renames)
+    with pytest.raises(ex.ExportInterrupted, match="the previous export there is unchanged"):
+        export(corpus, ExportConfig(selection="sel", seed=5), out, overwrite=True)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert _files(out) == before and sorted(os.listdir(tmp_path)) == ["out"]
+
+    def after_publishing(path):
+        if path == tmp_path:
+            raise KeyboardInterrupt
+        return real_fsync(path)
+
+    monkeypatch.setattr(ex, "_fsync_dir", after_publishing)
+    with pytest.raises(ex.ExportInterrupted, match=f"after the export was written: {out} is"):
+        export(corpus, ExportConfig(selection="sel", seed=5), out, overwrite=True)
+    monkeypatch.setattr(ex, "_fsync_dir", real_fsync)
+    assert json.loads((out / "manifest.json").read_text())["seed"] == 5
+    assert sorted(os.listdir(tmp_path)) == ["out"]  # the earlier export set aside is gone
+    verify(out, build_datums=False)
+
+
 def test_export_refuses_existing_output_and_bad_switches(corpus, tmp_path):
     out, _, _ = run(corpus, tmp_path)
     with pytest.raises(ExportError, match="--overwrite"):

@@ -183,7 +183,7 @@ def select_drop(
 @export_app.callback(invoke_without_command=True)
 def export(
     ctx: typer.Context,
-    out: Annotated[Path | None, typer.Option(help="Output directory (created).")] = None,
+    out: Annotated[str | None, typer.Option(help="Output directory (created).")] = None,
     selection: Annotated[str | None, opt(EXPORT, "selection", help="Selection to export.")] = None,
     tokenizer: Annotated[
         str | None,

@@ -94,6 +94,12 @@ class ExportError(SdfError, ValueError):
     """The export could not be made as asked; nothing was written to the output directory."""
 
 
+class ExportInterrupted(ExportError, KeyboardInterrupt):
+    """Ctrl-C during an export; the message says what ``--out`` holds (exit code 130)."""
+
+    exit_code = 130
+
+
 @dataclass
 class ExportConfig:
     """Every switch of an export. Defaults follow the seed write-up's saliency advice:
@@ -568,7 +574,43 @@ def export(
     The selected documents are tokenized by ``DocumentTokensStage`` on ``engine`` (local or
     ray; ``engine_options`` as for ``run_stage``) and cached in the store, so a second export
     tokenizes only documents it has not seen; ``cache=False`` tokenizes in memory and writes
-    nothing to the store. Both give byte-identical shards."""
+    nothing to the store. Both give byte-identical shards.
+
+    ``out`` may be a symbolic link to an earlier export: the export replaces the folder it
+    points at (with ``overwrite``) and the link stays. Ctrl-C raises ``ExportInterrupted``
+    saying whether anything was written to ``out``."""
+    if isinstance(out, str) and not out.strip():
+        raise ExportError("--out: the path is empty; give the output directory")
+    state = {"existed": False, "published": False}
+    try:
+        return _export(
+            store, cfg, Path(out), overwrite, progress, cache, engine, state, **engine_options
+        )
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, ExportInterrupted):
+            raise
+        if state["published"]:
+            raise ExportInterrupted(
+                f"interrupted after the export was written: {out} is complete "
+                f"(sdf export verify {out} checks it)"
+            ) from None
+        raise ExportInterrupted(
+            f"interrupted: nothing was written to {out}"
+            + ("; the previous export there is unchanged" if state["existed"] else "")
+        ) from None
+
+
+def _export(
+    store: Store,
+    cfg: ExportConfig,
+    given: Path,
+    overwrite: bool,
+    progress: Callable[[int], None] | None,
+    cache: bool,
+    engine: str | None,
+    state: dict[str, bool],
+    **engine_options: Any,
+) -> ExportResult:
     import time
 
     t0 = time.perf_counter()
@@ -577,8 +619,9 @@ def export(
         from sdfkit.engine.local import check_environment
 
         engine = check_environment(engine)
-    out = Path(out)
+    out = _followed(given)
     check_out_dir(out, overwrite)
+    state["existed"] = out.exists()
     tok = get_tokenizer(cfg.tokenizer)
     cfg = replace(cfg, tokenizer=tok.name)
     eos_id = eos_token_id(tok, cfg.eos_token)
@@ -828,14 +871,14 @@ def export(
         }
         _write_json(tmp / MANIFEST, manifest)
         _fsync_dir(tmp)
-        _publish(tmp, out, overwrite)
+        _publish(tmp, out, overwrite, state)
     finally:
         writer.abort()  # no writer thread may still be writing into tmp
         if tmp.exists():
             shutil.rmtree(tmp)
     warnings = [balance["warning"]] if balance and balance.get("warning") else []
     return ExportResult(
-        out, manifest, time.perf_counter() - t0, timings, tokenized.tokenized, warnings
+        given, manifest, time.perf_counter() - t0, timings, tokenized.tokenized, warnings
     )
 
 
@@ -1036,22 +1079,56 @@ def _is_export(d: Path) -> bool:
     return isinstance(m, dict) and "version" in m and isinstance(m.get("shards"), list)
 
 
-def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
+def _followed(out: Path) -> Path:
+    """``--out`` itself, or the folder a symbolic link there points at: the export takes its
+    place, so the link keeps leading to the export (renaming the link aside, as the export
+    once did, replaced it with a folder and left a stray ``.NAME.old-*`` link behind)."""
+    if not out.is_symlink():
+        return out
+    target = Path(os.path.realpath(out))
+    if not target.exists():
+        raise ExportError(
+            f"--out {out}: a symbolic link to {target}, which does not exist; point it at a "
+            "folder or choose another --out"
+        )
+    return target
+
+
+def _publish(tmp: Path, out: Path, overwrite: bool, state: dict[str, bool] | None = None) -> None:
     """Rename the finished temporary directory into place (replacing ``out`` if asked)."""
     old = None
-    if out.exists():
+    if out.exists() or out.is_symlink():
         if not overwrite:
             raise ExportError(f"{out} exists; pass --overwrite to replace it")
         if any(out.iterdir()) and not _is_export(out):  # appeared while this export ran
             raise ExportError(f"--out {out}: is not an sdf export; it was left alone")
         old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
         os.replace(out, old)
-    os.replace(tmp, out)
-    _fsync_dir(out.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    # Earlier exports an interrupted overwrite left aside (killed between the two renames):
-    # the new export is in place, so they go too.
-    for left in out.parent.glob(f".{out.name}.old-*"):
-        if left.is_dir() and _is_export(left):
-            shutil.rmtree(left, ignore_errors=True)
+    try:
+        os.replace(tmp, out)
+    except BaseException:  # Ctrl-C between the two renames: the earlier export goes back
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if state is not None:
+        state["published"] = True
+    try:
+        _fsync_dir(out.parent)
+    finally:  # the new export is in place: the one set aside goes even after a Ctrl-C
+        if old is not None:
+            _remove(old)
+        # Earlier exports an interrupted overwrite left aside (killed between the two
+        # renames): the new export is in place, so they go too.
+        for left in out.parent.glob(f".{out.name}.old-*"):
+            if left.is_symlink():
+                left.unlink()
+            elif left.is_dir() and _is_export(left):
+                shutil.rmtree(left, ignore_errors=True)
+
+
+def _remove(path: Path) -> None:
+    """A folder set aside, or a symbolic link (removed itself, never what it points at)."""
+    if path.is_symlink():
+        path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
