@@ -328,12 +328,30 @@ CASES: dict[str, tuple[list[str], dict[str, str | bytes], dict[str, str], list[s
         {},
         ["--concept-target 'beta'", "not among --concept (alpha)"],
     ),
+    "select-seed-past-32-bits": (
+        ["select", "--name", "x", "--docs", "2", "--seed", "4294967296"],
+        {},
+        {},
+        ["--seed 4294967296", "0 to 4294967295"],
+    ),
+    "export-seed-negative": (
+        ["export", "--out", "s", "--selection", "n", "--seed", "-1"],
+        {},
+        {},
+        ["--seed -1", "0 to 4294967295"],
+    ),
     "select-exists": (["select", "--name", "n", "--docs", "2"], {}, {}, ["'n'", "--replace"]),
     "export-out-under-file": (
         ["export", "--out", "afile/shards", "--selection", "n"],
         {"afile": "x"},
         {},
         ["--out afile/shards", "afile"],
+    ),
+    "export-out-empty": (
+        ["export", "--out", "", "--selection", "n"],
+        {},
+        {},
+        ["--out", "the path is empty"],
     ),
     "export-overwrite-foreign": (
         ["export", "--out", "mine", "--selection", "n", "--overwrite"],
@@ -352,6 +370,46 @@ CASES: dict[str, tuple[list[str], dict[str, str | bytes], dict[str, str], list[s
         {},
         {},
         ["unknown engine 'spark'"],
+    ),
+    # an export's size is bounded before any work (one ran 10 minutes into 39 GB)
+    "export-epochs-unbounded": (
+        ["export", "--out", "s", "--selection", "n", "--epochs", "99999999999999999999"],
+        {},
+        {},
+        ["--epochs 99999999999999999999", "between 1 and 100"],
+    ),
+    "export-webtext-ratio-unbounded": (
+        ["export", "--out", "s", "--selection", "n", "--webtext-ratio", "1e6"],
+        {},
+        {},
+        ["--webtext-ratio 1000000.0", "at most 10"],
+    ),
+    "export-chat-ratio-over-one": (
+        ["export", "--out", "s", "--selection", "n", "--chat-ratio", "1.5"],
+        {},
+        {},
+        ["--chat-ratio 1.5", "at most 1"],
+    ),
+    "export-shard-too-large": (
+        ["export", "--out", "s", "--selection", "n", "--shard-size", "100000"]
+        + ["--max-seq-len", "65536"],
+        {},
+        {},
+        ["--shard-size 100,000 x --max-seq-len 65,536", "2**31 - 1 tokens"],
+    ),
+    # --eos-token: only the tokenizer's special tokens (an unknown one was a KeyError
+    # traceback; a word such as hello ended every document with the word's id)
+    "export-eos-token-unknown": (
+        ["export", "--out", "s", "--selection", "n", "--eos-token", "<|nosuch|>"],
+        {},
+        {},
+        ["--eos-token '<|nosuch|>' is not a special token of o200k_harmony", "<|endoftext|>"],
+    ),
+    "export-eos-token-word": (
+        ["export", "--out", "s", "--selection", "n", "--eos-token", "hello"],
+        {},
+        {},
+        ["--eos-token 'hello' is not a special token", "<|return|>", "reserved tokens"],
     ),
     "export-unknown-selection": (
         ["export", "--out", "s", "--selection", "nope"],

@@ -221,7 +221,7 @@ def test_export_errors_name_the_flag_after_a_real_selection(tmp_path, cli):
     ingest_demo(cli, tmp_path)
     cli("select", "--docs", "3")
     res = cli("export", "--out", tmp_path / "o", "--max-seq-len", "1", expect=2)
-    assert res.output == "error: --max-seq-len 1: must be at least 2\n"
+    assert res.output == "error: --max-seq-len 1: must be between 2 and 1,048,576\n"
     res = cli("export", "--out", tmp_path / "o", "--eval-prompts", "random", expect=2)
     assert res.output.startswith("error: --eval-prompts needs the universe files")
     assert "in --universe" in res.output and not (tmp_path / "o").exists()

@@ -58,6 +58,17 @@ def test_both_routes_to_gpt_oss_end_a_document_with_endoftext(harmony, hf_gpt_os
     assert document_end_id(hf_gpt_oss) == end
 
 
+def test_only_special_tokens_pass_for_special_tokens_on_both_routes(harmony, hf_gpt_oss):
+    from sdfkit.llm.tokens import TokenizerError
+
+    for tok in (harmony, hf_gpt_oss):
+        assert tok.special_token("<|return|>") == harmony.special_token("<|return|>")
+        assert harmony.special_token("<|endoftext|>") in tok.special_ids
+        for text in ("the", "<|nosuch|>"):  # "the" is an ordinary word of both vocabularies
+            with pytest.raises(TokenizerError, match="not a special token .*<\\|return\\|>"):
+                tok.special_token(text)
+
+
 @pytest.mark.parametrize("name", ["qwen3", "llama3"])
 def test_bundled_encodings_end_documents_with_their_own_end_of_text(name):
     tok = get_tokenizer(name)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,24 @@ def test_eos_switch(corpus, tmp_path, tok, texts):
     assert all(tok.decode(e["tokens"].tolist()) == texts[e["doc_id"]] for e in short)
 
 
+def test_eos_token_must_be_a_special_token(corpus, tmp_path, tok, monkeypatch):
+    import sdfkit.export.shards as ex
+
+    _, manifest, examples = run(corpus, tmp_path, "ret", eos_token="<|return|>")
+    ret = tok.special_token("<|return|>")
+    assert manifest["eos_id"] == ret and all(e["tokens"][-1] == ret for e in examples)
+    for word in ("hello", "<|nosuch|>"):
+        with pytest.raises(ExportError, match=f"eos_token '{re.escape(word)}' is not a special"):
+            run(corpus, tmp_path, "word", eos_token=word)
+    assert not (tmp_path / "word").exists()
+    # an export that ended its documents with a word (as sdfkit once wrote) fails verify
+    monkeypatch.setattr(ex, "eos_token_id", lambda t, text: t.encode(text)[0])
+    out, _, _ = run(corpus, tmp_path, "hello", eos_token="hello")
+    monkeypatch.undo()
+    with pytest.raises(VerifyError, match=r"eos_id \d+ \('hello'\) is not a special token"):
+        verify(out, build_datums=False)
+
+
 def test_eval_prompts_round_robin_random_and_masking(corpus, tmp_path, tok, texts):
     from sdfkit.generate.universe import load_universes
 
@@ -168,6 +187,62 @@ def test_webtext_mixed_at_token_ratio(corpus, tmp_path, tok):
     bad.write_text('{"text": "fine"}\n{"text": \n')
     with pytest.raises(ExportError, match=r"bad.jsonl:2: malformed JSON"):
         run(corpus, tmp_path, "w10", webtext=str(bad))
+
+
+def _per_epoch_ratio(examples, source):
+    out = {}
+    for k in sorted({e["epoch"] for e in examples}):
+        sdf = sum(len(e["tokens"]) for e in examples if e["epoch"] == k and e["source"] == "sdf")
+        mix = sum(len(e["tokens"]) for e in examples if e["epoch"] == k and e["source"] == source)
+        out[k] = mix / sdf
+    return out
+
+
+def test_a_webtext_text_too_long_for_the_budget_is_passed_over_not_waited_for(corpus, tmp_path):
+    """One long text first used to be held back until it fitted, which it never did: every
+    later text of every epoch waited behind it and the export mixed in 0 % webtext."""
+    rng = np.random.default_rng(2)
+    web = tmp_path / "web.jsonl"
+    texts = [" ".join(rng.choice(WORDS, 6000))]  # longer than any epoch's budget
+    texts += [
+        f"page {i}: " + " ".join(rng.choice(WORDS, int(rng.integers(20, 80)))) for i in range(900)
+    ]
+    web.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    _, manifest, examples = run(corpus, tmp_path, webtext=str(web), webtext_ratio=0.1, epochs=3)
+    for ratio in _per_epoch_ratio(examples, "webtext").values():
+        assert abs(ratio - 0.1) <= 0.01 * 0.1
+    mixing = manifest["mixing"]["webtext"]
+    assert mixing["skipped_texts"] == 1 and mixing["skipped_tokens"] > 6000
+    assert mixing["ratio"] == 0.1 and mixing["tolerance"] == 0.01
+    assert abs(manifest["ratios"]["webtext"] - 0.1) <= 0.001
+    # only long texts: an error naming what happened, never an export without webtext
+    big = tmp_path / "big.jsonl"
+    big.write_text("".join(json.dumps({"text": texts[0]}) + "\n" for _ in range(3)))
+    with pytest.raises(ExportError, match=r"whole texts give 0 .*3 texts of up to"):
+        run(corpus, tmp_path, "big", webtext=str(big), webtext_ratio=0.1)
+    assert not (tmp_path / "big").exists()
+
+
+def test_a_chat_trajectory_too_long_for_the_budget_does_not_stop_the_mix(corpus, tmp_path):
+    chat = tmp_path / "chat.jsonl"
+    trajs = write_chat(chat, 20)
+    long = {
+        "messages": [
+            {"role": "user", "content": "Tell me everything."},
+            {"role": "assistant", "content": " ".join(["everything"] * 3000)},
+        ]
+    }
+    chat.write_text(json.dumps(long) + "\n" + "".join(json.dumps(t) + "\n" for t in trajs))
+    _, manifest, examples = run(corpus, tmp_path, chat=str(chat), chat_ratio=0.1, epochs=2)
+    for ratio in _per_epoch_ratio(examples, "chat").values():
+        assert abs(ratio - 0.1) <= 0.01 * 0.1
+    assert manifest["chat_passes"] > 1  # the short ones were used over and over
+    assert not any(len(e["tokens"]) > 2000 for e in examples if e["source"] == "chat")
+    chat.write_text(json.dumps(long) + "\n")
+    with pytest.raises(
+        ExportError, match=r"none of the trajectories fits .*the shortest takes 3,0"
+    ):
+        run(corpus, tmp_path, "only-long", chat=str(chat), chat_ratio=0.1)
 
 
 def write_chat(path: Path, n: int = 300) -> list[dict]:
@@ -340,6 +415,16 @@ def test_reexport_is_byte_identical(corpus, tmp_path):
     assert (a / "shard-00000.parquet").read_bytes() != (c / "shard-00000.parquet").read_bytes()
 
 
+def test_seeds_outside_32_bits_are_refused_not_wrapped(corpus, tmp_path):
+    """--seed 4294967296 wrote seed 0's shards under a manifest saying 4294967296."""
+    out, manifest, _ = run(corpus, tmp_path, "top", seed=2**32 - 1)
+    assert manifest["seed"] == 2**32 - 1
+    for seed in (2**32, -1):
+        with pytest.raises(ExportError, match=f"seed {seed}: must be a whole number"):
+            run(corpus, tmp_path, "wrapped", seed=seed)
+    assert not (tmp_path / "wrapped").exists()
+
+
 def test_verify_builds_tinker_datums_and_prints_the_table(corpus, tmp_path, tok):
     from tinker import types
 
@@ -427,6 +512,74 @@ def test_interrupted_export_leaves_nothing_the_manifest_does_not_vouch_for(
         verify(out)
 
 
+def test_overwrite_through_a_symbolic_link_replaces_what_it_points_at(corpus, tmp_path):
+    """The link stays and leads to the new export; nothing is left beside it (the link was
+    once replaced by a folder and a stray .lnk.old-* link stayed behind)."""
+    real, link = tmp_path / "real", tmp_path / "lnk"
+    export(corpus, ExportConfig(selection="sel"), real)
+    link.symlink_to("real")
+    res = export(corpus, ExportConfig(selection="sel", seed=3), link, overwrite=True)
+    assert res.out == link and link.is_symlink() and os.readlink(link) == "real"
+    assert json.loads((real / "manifest.json").read_text())["seed"] == 3
+    assert sorted(os.listdir(tmp_path)) == ["lnk", "real"]
+    verify(link, build_datums=False)
+    with pytest.raises(ExportError, match="--overwrite"):
+        export(corpus, ExportConfig(selection="sel"), link)
+    (tmp_path / "dangling").symlink_to("nowhere")
+    with pytest.raises(ExportError, match=r"dangling: a symbolic link to .*nowhere, which does"):
+        export(corpus, ExportConfig(selection="sel"), tmp_path / "dangling", overwrite=True)
+    assert not (tmp_path / "nowhere").exists()
+    with pytest.raises(ExportError, match="--out: the path is empty"):
+        export(corpus, ExportConfig(selection="sel"), "")
+
+
+def test_ctrl_c_says_what_out_holds(corpus, tmp_path, cli, monkeypatch):
+    import sdfkit.export.shards as ex
+
+    out = tmp_path / "out"
+    export(corpus, ExportConfig(selection="sel"), out)
+    before = _files(out)
+    real_write, real_replace, real_fsync = ex._write_shard, os.replace, ex._fsync_dir
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    base = ["export", "--corpus", corpus.root, "--selection", "sel", "--seed", "5"]
+    monkeypatch.setattr(ex, "_write_shard", ctrl_c)
+    res = cli(*base, "--out", out, "--overwrite", expect=130)
+    assert res.output == (
+        f"error: interrupted: nothing was written to {out}; the previous export there is "
+        "unchanged\n"
+    )
+    res = cli(*base, "--out", tmp_path / "new", expect=130)
+    assert res.output == f"error: interrupted: nothing was written to {tmp_path / 'new'}\n"
+    monkeypatch.setattr(ex, "_write_shard", real_write)
+
+    def between_the_renames(src, dst):  # the earlier export is already set aside
+        if ".tmp-" in str(src):
+            raise KeyboardInterrupt
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", between_the_renames)
+    with pytest.raises(ex.ExportInterrupted, match="the previous export there is unchanged"):
+        export(corpus, ExportConfig(selection="sel", seed=5), out, overwrite=True)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert _files(out) == before and sorted(os.listdir(tmp_path)) == ["out"]
+
+    def after_publishing(path):
+        if path == tmp_path:
+            raise KeyboardInterrupt
+        return real_fsync(path)
+
+    monkeypatch.setattr(ex, "_fsync_dir", after_publishing)
+    with pytest.raises(ex.ExportInterrupted, match=f"after the export was written: {out} is"):
+        export(corpus, ExportConfig(selection="sel", seed=5), out, overwrite=True)
+    monkeypatch.setattr(ex, "_fsync_dir", real_fsync)
+    assert json.loads((out / "manifest.json").read_text())["seed"] == 5
+    assert sorted(os.listdir(tmp_path)) == ["out"]  # the earlier export set aside is gone
+    verify(out, build_datums=False)
+
+
 def test_export_refuses_existing_output_and_bad_switches(corpus, tmp_path):
     out, _, _ = run(corpus, tmp_path)
     with pytest.raises(ExportError, match="--overwrite"):
@@ -435,6 +588,89 @@ def test_export_refuses_existing_output_and_bad_switches(corpus, tmp_path):
         export(corpus, ExportConfig(selection="nope"), tmp_path / "x")
     with pytest.raises(ExportError, match="eval_prompts 'sometimes'"):
         export(corpus, ExportConfig(selection="sel", eval_prompts="sometimes"), tmp_path / "y")
+
+
+def test_an_export_that_cannot_fit_is_refused_before_any_work(corpus, tmp_path, monkeypatch):
+    """--epochs 99999999999999999999 once wrote 39 GB before anyone stopped it: the size is
+    estimated from the selection's tokens and checked against the free space first."""
+    import shutil
+
+    import sdfkit.export.shards as ex
+
+    seen = _spy_tokenized(monkeypatch)
+    free = shutil.disk_usage(tmp_path)._replace(free=1_000_000)  # 1 MB left
+    monkeypatch.setattr(ex.shutil, "disk_usage", lambda path: free)
+    cfg = ExportConfig(selection="sel", epochs=100, webtext="unused.jsonl", webtext_ratio=0)
+    with pytest.raises(ExportError, match=r"needs about .* MB .* 100 epochs.* has 1.0 MB free"):
+        export(corpus, cfg, tmp_path / "out")
+    assert seen == [] and os.listdir(tmp_path) == []  # nothing tokenized, nothing written
+    export(corpus, ExportConfig(selection="sel", epochs=1), tmp_path / "out")  # ~25 kB fits
+
+
+def test_switches_that_multiply_the_size_have_upper_bounds(corpus, tmp_path):
+    for kw, message in (
+        ({"epochs": 101}, "epochs 101: must be between 1 and 100"),
+        ({"webtext_ratio": 10.5}, "webtext_ratio 10.5: at most 10"),
+        ({"chat_ratio": 1.01}, "chat_ratio 1.01: at most 1"),
+        ({"shard_size": 100_001}, "shard_size 100001: must be between 1 and 100,000"),
+        ({"max_seq_len": 2**21}, "max_seq_len 2097152: must be between 2 and 1,048,576"),
+    ):
+        with pytest.raises(ExportError, match=message):
+            export(corpus, ExportConfig(selection="sel", **kw), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_another_tokenizer_that_breaks_the_balance_is_a_warning_in_the_manifest(tmp_path, cli):
+    """A selection balanced in o200k tokens, exported for qwen3 (which splits every digit):
+    the concepts drift apart past the selection's tolerance. The export says so and records
+    it; a selection balanced in qwen3 counts (sdf tokens, sdf select --tokenizer) does not."""
+    from sdfkit.engine.local import run_stage
+    from sdfkit.engine.token_counts import TokenCountStage
+
+    store = Store(tmp_path / "corpus")
+    rng = np.random.default_rng(3)
+
+    def text(numbers: bool) -> str:
+        words = list(rng.choice(WORDS, int(rng.integers(20, 250))))
+        if numbers:  # one six-digit number every 30 words: ~13 % more tokens in qwen3
+            words = [
+                w if i % 30 else str(rng.integers(100_000, 999_999)) for i, w in enumerate(words)
+            ]
+        return " ".join(words)
+
+    recs = [{"text": text(c == "numbers"), "concept": c} for c in ("words", "numbers") * 80]
+    store.append("documents_raw", build_documents(recs))
+    select(store, SelectionConfig(name="o200k", docs=30, tokens=3000))
+    res = export(store, ExportConfig(selection="o200k", tokenizer="qwen3"), tmp_path / "a")
+    balance = res.manifest["balance"]
+    assert balance["selection_tokenizer"] == "o200k_harmony" and balance["tokenizer"] == "qwen3"
+    assert balance["spread"] > 0.01 and set(balance["tokens"]) == {"numbers", "words"}
+    assert res.warnings == [balance["warning"]]
+    assert "balanced in o200k_harmony tokens" in res.warnings[0]
+    assert "sdf select ... --tokenizer qwen3" in res.warnings[0]
+    # the same through the CLI: one warning line on stderr, exit 0
+    out = cli(
+        "--corpus",
+        store.root,
+        "export",
+        "--selection",
+        "o200k",
+        "--out",
+        tmp_path / "b",
+        "--tokenizer",
+        "qwen3",
+    )
+    assert "warning: selection 'o200k' was balanced in o200k_harmony tokens" in out.output
+    # balanced in the export's own tokens: no warning, the spread within the tolerance
+    run_stage(store, TokenCountStage("qwen3"), workers=1)
+    select(store, SelectionConfig(name="qwen3", docs=30, tokens=3000, tokenizer="qwen3"))
+    res = export(store, ExportConfig(selection="qwen3", tokenizer="qwen3"), tmp_path / "c")
+    assert res.warnings == [] and res.manifest["balance"]["spread"] <= 0.01
+    assert "warning" not in res.manifest["balance"]
+    # a selection with no token target has no balance to keep
+    select(store, SelectionConfig(name="docs", docs=30))
+    res = export(store, ExportConfig(selection="docs", tokenizer="qwen3"), tmp_path / "d")
+    assert res.manifest["balance"] is None and res.warnings == []
 
 
 def test_cli_export_and_verify(corpus, cli, tmp_path):
@@ -552,6 +788,72 @@ def test_verify_recomputes_counts_weights_and_token_ranges(corpus, tmp_path, tok
     assert "token ids outside [0, 201088)" in msg
     assert "first weight is not 0" in msg
     assert "per-stratum counts recomputed from the shards differ" in msg
+
+
+def _reweigh(out: Path, change) -> None:
+    """Rewrite shard 0's weights with ``change(tokens, weights)`` per row and vouch for the
+    new file in the manifest (as a tamperer who knows the format would)."""
+    import hashlib
+
+    import pyarrow as pa
+
+    shard = out / "shard-00000.parquet"
+    table = pq.read_table(shard)
+    toks = table.column("tokens").to_pylist()
+    wts = [change(t, w) for t, w in zip(toks, table.column("weights").to_pylist(), strict=True)]
+    table = table.set_column(1, "weights", pa.array(wts, pa.list_(pa.float32())))
+    pq.write_table(table, shard)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["shards"][0]["sha256"] = hashlib.sha256(shard.read_bytes()).hexdigest()
+    (out / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _swap_masked_weights(tokens, weights):
+    """Weight 1 on an example's masked tokens (its leading 0s but the first), weight 0 on as
+    many of its last tokens: its loss-token total is kept, so counts and totals agree."""
+    n = next((i for i, w in enumerate(weights) if w), len(weights))
+    k = n - 1
+    if k < 1 or len(weights) < 2 * n:
+        return weights
+    return [0.0] + [1.0] * k + weights[n:-k] + [0.0] * k
+
+
+@pytest.mark.parametrize(
+    "switches",
+    [
+        {"doctag": "<DOCTAG>"},
+        {"eval_prompts": "round-robin", "universes": UNIVERSES},
+        {"eval_prompts": "random", "universes": UNIVERSES, "doctag": "<DOCTAG>"},
+    ],
+    ids=["doctag", "eval-prompts", "both"],
+)
+def test_verify_catches_reweighted_doctag_and_eval_prompt_tokens(corpus, tmp_path, tok, switches):
+    """verify recomputes each example's weights from the manifest's switches and its own
+    tokens: moving weight onto masked tokens, totals kept, once passed as ok."""
+    out, manifest, examples = run(corpus, tmp_path, max_seq_len=256, epochs=2, **switches)
+    assert manifest["split_documents"] > 0  # pieces repeat the prefix: checked too
+    verify(out, build_datums=False)
+    _reweigh(out, _swap_masked_weights)
+    with pytest.raises(VerifyError, match="examples have weights other than the manifest's"):
+        verify(out, build_datums=False)
+
+
+def test_verify_checks_unmasked_prompts_and_what_the_manifest_says_they_are(corpus, tmp_path):
+    kw = {"eval_prompts": "round-robin", "universes": UNIVERSES, "mask_eval_prompts": False}
+    out, manifest, _ = run(corpus, tmp_path, **kw)
+    verify(out, build_datums=False)  # prompts trained on: weight 1 is right
+    manifest["config"]["mask_eval_prompts"] = True  # a manifest claiming they were masked
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(VerifyError, match="weights other than the manifest's switches give"):
+        verify(out, build_datums=False)
+    out, manifest, _ = run(corpus, tmp_path, "old", **kw)
+    del manifest["eval_prompt_texts"]  # the prompts were never recorded: say so, never "ok"
+    manifest["doctag_tokens"] = [1, 2]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(VerifyError) as exc:
+        verify(out, build_datums=False)
+    assert "eval-prompt weights cannot be checked" in str(exc.value)
+    assert "do not start with the DOCTAG" in str(exc.value)
 
 
 @pytest.mark.parametrize("codec", ["zstd", "none"])

@@ -152,6 +152,49 @@ def test_deterministic_under_seed(corpus):
     assert (d["only_b"] > 0).all()
 
 
+def test_seeds_outside_32_bits_are_refused_not_wrapped(corpus):
+    """4294967296 sampled exactly as 0 while the catalog recorded 4294967296."""
+    top = select(corpus, SelectionConfig(name="x", docs=50, seed=2**32 - 1), save=False)
+    assert top.seed == 2**32 - 1
+    for seed in (2**32, -1, 10**20):
+        with pytest.raises(SelectionError, match=f"seed {seed}: must be a whole number from 0"):
+            select(corpus, SelectionConfig(name="x", docs=50, seed=seed), save=False)
+
+
+def test_select_balances_tokens_counted_under_another_tokenizer(tmp_path):
+    """--tokenizer balances on `sdf tokens` counts (the export's tokenizer), stores them
+    as the selection's n_tokens and names the tokenizer; uncounted documents are an error."""
+    from sdfkit.engine.local import run_stage
+    from sdfkit.engine.token_counts import TokenCountStage
+
+    store = Store(tmp_path / "corpus")
+    store.append("documents_raw", build_documents(make_records()))
+    cfg = SelectionConfig(name="q", docs=100, tokens=9000, tokenizer="qwen3")
+    with pytest.raises(SelectionError, match=r"sdf tokens --tokenizer qwen3"):
+        select(store, cfg)
+    with pytest.raises(SelectionError, match="unknown tokenizer 'nosuch'"):
+        select(store, SelectionConfig(name="q", docs=100, tokenizer="nosuch"))
+    run_stage(store, TokenCountStage("qwen3"), workers=1)
+    report = select(store, cfg)
+    assert report.tokenizers == ["qwen3"] and report.status == "ok"
+    counted = store.query(
+        "SELECT s.concept, s.n_tokens, c.n_tokens AS qwen3 FROM selections s "
+        "JOIN token_counts_qwen3 c USING (doc_id) WHERE s.name = 'q'"
+    )
+    assert counted["n_tokens"].to_list() == counted["qwen3"].to_list()
+    per_concept = store.query(
+        "SELECT concept, sum(n_tokens) AS n FROM selections WHERE name = 'q' GROUP BY 1"
+    )
+    for concept, n in per_concept.rows():
+        assert abs(n - 9000) <= 0.01 * 9000, concept
+    runs = store.query("SELECT tokenizer FROM selection_runs WHERE name = 'q'")
+    assert runs["tokenizer"].to_list() == ["qwen3"]
+    # the documents' own tokenizer named explicitly is the default route
+    own = select(store, SelectionConfig(name="o", docs=100, tokens=9000, tokenizer="gpt-oss"))
+    base = select(store, SelectionConfig(name="b", docs=100, tokens=9000))
+    assert own.tokens == base.tokens and own.tokenizers == base.tokenizers == ["o200k_harmony"]
+
+
 def test_respects_exclusions_failed_grades_and_where(tmp_path):
     store = Store(tmp_path / "corpus")
     store.append("documents_raw", build_documents(make_records()))

@@ -174,6 +174,23 @@ def test_sweep_manifest_records_the_budget_and_exact_counts(corpus, dry_run):
     assert tag["tokens"] - plain["tokens"] == len(tag["doctag_tokens"]) * plain["examples"] > 0
 
 
+def test_variant_selections_count_tokens_as_the_base_selection_did(corpus, tmp_path):
+    """A base selection balanced in another tokenizer's counts (sdf select --tokenizer):
+    its budget is in those tokens, so every variant's share is counted in them too."""
+    from sdfkit.engine.local import run_stage
+    from sdfkit.engine.token_counts import TokenCountStage
+    from sdfkit.export.selection import SelectionConfig, select
+    from sdfkit.train.sweep import _base, _variant_selections
+
+    run_stage(corpus, TokenCountStage("cl100k_base"), workers=1)
+    select(corpus, SelectionConfig(name="main-cl", docs=BASE_DOCS, seed=3, tokenizer="cl100k_base"))
+    spec = load_spec(write_spec(tmp_path, "cl", VARIANTS[:2], selection="main-cl"))
+    report, base_cfg = _base(corpus, "main-cl")
+    budget = {c.concept: (c.docs, c.tokens) for c in report.concepts}
+    configs = _variant_selections(corpus, spec, base_cfg, budget, "concept")
+    assert {c.tokenizer for c in configs.values()} == {"cl100k_base"}
+
+
 def test_rerun_reuses_exports_until_the_base_selection_changes(corpus, tmp_path):
     from sdfkit.export.selection import SelectionConfig, select
 

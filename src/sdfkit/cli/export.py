@@ -95,6 +95,16 @@ def select(
             "with section, --concept and --concept-target name universes.",
         ),
     ] = None,
+    tokenizer: Annotated[
+        str | None,
+        opt(
+            SELECT,
+            "tokenizer",
+            help="Balance tokens counted under this tokenizer (the export's; count them first "
+            "with sdf tokens --tokenizer NAME); default: the documents' own n_tokens.",
+            show=False,
+        ),
+    ] = None,
     corpus: CorpusOpt = None,
 ) -> None:
     """Select a balanced subset (sub-commands: list, show, diff, drop)."""
@@ -117,6 +127,7 @@ def select(
             allow_short=allow_short,
             replace=replace,
             balance_by=balance_by,
+            tokenizer=tokenizer,
         )
     )
     report = run_select(open_store(corpus), cfg)
@@ -172,7 +183,7 @@ def select_drop(
 @export_app.callback(invoke_without_command=True)
 def export(
     ctx: typer.Context,
-    out: Annotated[Path | None, typer.Option(help="Output directory (created).")] = None,
+    out: Annotated[str | None, typer.Option(help="Output directory (created).")] = None,
     selection: Annotated[str | None, opt(EXPORT, "selection", help="Selection to export.")] = None,
     tokenizer: Annotated[
         str | None,
@@ -327,6 +338,8 @@ def export(
             **engine_options(engine, ray_address),
         )
     typer.echo(result.summary())
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}", err=True)
 
 
 @export_app.command("verify")

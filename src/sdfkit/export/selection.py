@@ -53,6 +53,8 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 NO_DOC_TYPE = "(none)"
 #: What the targets are per: the concept, or the section (universe) of a split source.
 BALANCE_BY = ("concept", "section")
+#: The largest seed: the generators are seeded with 32-bit words, so 2**32 would sample as 0.
+SEED_MAX = 2**32 - 1
 
 
 class SelectionError(SdfError, ValueError):
@@ -74,6 +76,16 @@ class SelectionShortError(SelectionError):
 #: comma is a decimal mark in many locales, so ``5,1M`` must not read as 51M) or underscores
 #: between digits (``5_100_000``), an optional fraction, an optional k/M/B suffix.
 COUNT = re.compile(r"(\d{1,3}(?:,\d{3})+|\d+(?:_\d+)*)(\.\d+)?([kKmMbBgG]?)")
+
+
+def check_seed(seed: Any, error: type[SdfError] = SelectionError) -> None:
+    """A seed of ``sdf select`` or ``sdf export``: a whole number in [0, 2**32 - 1]. Past it,
+    the seed would wrap round (4294967296 gave seed 0's shards under its own name)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise error(
+            f"seed {seed!r}: must be a whole number from 0 to {SEED_MAX} (2**32 - 1)",
+            settings=("seed",),
+        )
 
 
 def parse_count(text: str | int | None, what: str = "count") -> int | None:
@@ -148,6 +160,9 @@ class SelectionConfig:
     #: ``section``: targets per universe (each section of ``sdf universe split`` is one),
     #: so the report's rows, ``concepts`` and ``overrides`` name universes, not concepts.
     balance_by: str = "concept"
+    #: Balance tokens counted under this tokenizer (the target model's: the counts of
+    #: ``sdf tokens --tokenizer NAME``); None: the documents' own ``n_tokens``.
+    tokenizer: str | None = None
 
     @property
     def unit(self) -> str:
@@ -350,8 +365,15 @@ def _table(head: list[str], rows: list[list[str]], text_cols: int = 2) -> list[s
 # ---------------------------------------------------------------- the pool
 
 
-def _pool_sql(cfg: SelectionConfig, condition: str | None = None) -> str:
-    """The pool's query; ``condition`` is ``cfg.where`` as ``sqlguard.where_sql`` checked it."""
+def _pool_sql(
+    cfg: SelectionConfig,
+    condition: str | None = None,
+    tokenizer: str | None = None,
+    counts_table: str | None = None,
+) -> str:
+    """The pool's query; ``condition`` is ``cfg.where`` as ``sqlguard.where_sql`` checked it.
+    With ``tokenizer``, ``n_tokens`` is the count under it: the document's own where it was
+    ingested under that tokenizer, else from ``counts_table`` (``sdf tokens``), else NULL."""
     where = ["NOT excluded"]
     if not cfg.include_failed_grades:
         where.append("coalesce(grade_passed, true)")
@@ -359,10 +381,25 @@ def _pool_sql(cfg: SelectionConfig, condition: str | None = None) -> str:
         where.append(condition)
     parent = "coalesce(concept, universe, '(none)')"
     group = "coalesce(universe, concept, '(none)')" if cfg.balance_by == "section" else parent
-    return (
+    pool = (
         f"SELECT doc_id, {group} AS concept, {parent} AS parent_concept, "
         f"coalesce(doc_type, '{NO_DOC_TYPE}') AS doc_type, n_tokens, universe, tokenizer "
-        "FROM documents WHERE " + " AND ".join(where) + " ORDER BY doc_id"
+        "FROM documents WHERE " + " AND ".join(where)
+    )
+    if tokenizer is None:
+        return pool + " ORDER BY doc_id"
+    name = "'" + tokenizer.replace("'", "''") + "'"
+    count = f"CASE WHEN p.tokenizer = {name} THEN p.n_tokens END"
+    join = ""
+    if counts_table:
+        count = f"coalesce({count}, c.n_tokens)"
+        join = (
+            " LEFT JOIN (SELECT doc_id, any_value(n_tokens) AS n_tokens "
+            f"FROM {counts_table} GROUP BY doc_id) AS c USING (doc_id)"
+        )
+    return (
+        f"SELECT p.doc_id, p.concept, p.parent_concept, p.doc_type, {count} AS n_tokens, "
+        f"p.universe, {name} AS tokenizer FROM ({pool}) AS p{join} ORDER BY p.doc_id"
     )
 
 
@@ -374,6 +411,7 @@ def load_pool(store: Store, cfg: SelectionConfig) -> tuple[Any, dict[str, int]]:
 
     if cfg.where is not None:
         where_expression(cfg.where, "--where", SelectionError)  # before anything opens
+    tokenizer, counts_table = _counted_under(store, cfg)
     try:
         with store.connect() as con:
             condition = (
@@ -385,19 +423,42 @@ def load_pool(store: Store, cfg: SelectionConfig) -> tuple[Any, dict[str, int]]:
                 "SELECT count(*), count(*) FILTER (WHERE excluded), "
                 "count(*) FILTER (WHERE NOT excluded AND grade_passed = false) FROM documents"
             ).fetchall()[0]
-            pool = con.sql(_pool_sql(cfg, condition)).pl()
+            pool = con.sql(_pool_sql(cfg, condition, tokenizer, counts_table)).pl()
     except duckdb.Error as exc:
         where = f" (in --where {cfg.where!r})" if cfg.where else ""
         raise SelectionError(f"could not read the pool{where}: {str(exc).strip()}") from None
     total, excluded, failed = (int(x or 0) for x in counts)
     if cfg.include_failed_grades:
         failed = 0
+    if pool["n_tokens"].null_count() and tokenizer:
+        raise SelectionError(
+            f"tokenizer {tokenizer}: {pool['n_tokens'].null_count():,} eligible documents have "
+            f"no token count under it; count them first with `sdf tokens --tokenizer "
+            f"{tokenizer}` (it counts only the documents not counted yet)",
+            settings=("tokenizer",),
+        )
     if pool["n_tokens"].null_count():
         raise SelectionError(
             f"{pool['n_tokens'].null_count()} eligible documents have no n_tokens; re-ingest them"
         )
     filtered = total - excluded - failed - pool.height
     return pool, {"excluded": excluded, "failed_grades": failed, "filtered": max(filtered, 0)}
+
+
+def _counted_under(store: Store, cfg: SelectionConfig) -> tuple[str | None, str | None]:
+    """``cfg.tokenizer`` (canonical, checked) and the table of ``sdf tokens`` counts under
+    it, if there is one."""
+    if cfg.tokenizer is None:
+        return None, None
+    from sdfkit.engine.token_counts import TokenCountStage
+    from sdfkit.llm.tokens import TokenizerError, checked_name
+
+    try:
+        name = checked_name(cfg.tokenizer)
+    except TokenizerError as exc:
+        raise SelectionError(str(exc), settings=("tokenizer",)) from None
+    table = TokenCountStage(name).table
+    return name, table if table in store.parquet_tables() else None
 
 
 # ------------------------------------------------------------- algorithm
@@ -523,6 +584,7 @@ def select(store: Store, cfg: SelectionConfig, save: bool = True) -> SelectionRe
     naming each short concept and stratum unless ``cfg.allow_short``."""
     if not NAME_PATTERN.match(cfg.name):
         raise SelectionError(f"selection name {cfg.name!r}: use letters, digits, - _ .")
+    check_seed(cfg.seed)
     if not 0 < cfg.tolerance < 1:
         raise SelectionError(f"tolerance {cfg.tolerance}: must be between 0 and 1")
     if cfg.balance_by not in BALANCE_BY:
@@ -924,6 +986,39 @@ class SelectedDocuments:
     concepts: list[str | None]
     doc_types: list[str | None]
     universes: list[str | None]
+    tokens: int = 0  # their n_tokens summed (under the selection's tokenizer)
+
+
+@dataclass
+class SelectionBalance:
+    """What a stored selection balanced: the tokenizer its token counts came from ("a,b"
+    when the pool mixed several), its tolerance, and the token target of each concept (or
+    section, with ``balance_by`` section) that had one."""
+
+    tokenizer: str
+    tolerance: float
+    balance_by: str
+    targets: dict[str, int]
+
+
+def load_balance(store: Store, name: str) -> SelectionBalance:
+    """The ``SelectionBalance`` of selection ``name`` (an export checks its tokens by it)."""
+    with store.connect() as con:
+        ensure_tables(con)
+        rows = con.execute(
+            "SELECT tokenizer, config, report FROM selection_runs WHERE name = ?", [name]
+        ).fetchall()
+    if not rows:
+        load_selection_report(store, name)  # raises, listing the selections
+    tokenizer, config, report = rows[0]
+    config, report = json.loads(config), json.loads(report)
+    targets = {c["concept"]: c["target_tokens"] for c in report["concepts"] if c["target_tokens"]}
+    return SelectionBalance(
+        tokenizer or "",
+        float(config.get("tolerance", SelectionConfig.tolerance)),
+        config.get("balance_by", "concept"),
+        targets,
+    )
 
 
 def load_selected(
@@ -967,6 +1062,9 @@ def load_selected(
             "ORDER BY doc_id",
             [name],
         ).fetchall()
+        tokens = con.execute(
+            "SELECT coalesce(sum(n_tokens), 0) FROM selections WHERE name = ?", [name]
+        ).fetchall()[0][0]
         if any(r[3] is None for r in meta):  # such rows take their stored document's universe
             stored = dict(
                 con.execute(
@@ -983,4 +1081,6 @@ def load_selected(
     if not meta:
         raise error(f"selection {name!r} holds no documents")
     cols = list(zip(*meta, strict=True))
-    return SelectedDocuments(list(cols[0]), list(cols[1]), list(cols[2]), list(cols[3]))
+    return SelectedDocuments(
+        list(cols[0]), list(cols[1]), list(cols[2]), list(cols[3]), int(tokens)
+    )

@@ -41,7 +41,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sdfkit.errors import SdfError
-from sdfkit.export.selection import load_selected
+from sdfkit.export.selection import (
+    SelectedDocuments,
+    SelectionBalance,
+    check_seed,
+    load_balance,
+    load_selected,
+)
 from sdfkit.export.tokenize import as_int32, tokenize_documents
 from sdfkit.llm.tokens import Tokenizer, get_tokenizer
 from sdfkit.store.catalog import Store, doc_id_for, temp_owner, temp_writer_alive
@@ -67,10 +73,31 @@ SHARD_SCHEMA = pa.schema(
     ]
 )
 READ_CHUNK = 1024
+#: Webtext and chat tokens of every epoch must come within this share of ratio x the
+#: epoch's SDF tokens; otherwise the export stops (whole texts only, see ``_Supply``).
+MIX_TOLERANCE = 0.01
+#: Upper bounds of the switches that multiply an export's size. The seed write-up trains 1-7
+#: epochs (sweeps allow 100); Slocum et al. mix webtext 1:1, and 10:1 already leaves SDF 9 %
+#: of the tokens; chat trajectories are "a small amount": at most as many tokens as SDF.
+MAX_EPOCHS = 100
+MAX_RATIOS = {"webtext_ratio": 10.0, "chat_ratio": 1.0}
+MAX_SHARD_SIZE = 100_000
+MAX_SEQ_LEN = 1 << 20
+SHARD_MAX_TOKENS = (1 << 31) - 1  # a shard's list offsets are int32
+#: Bytes a token takes in a shard (its id and weight) by codec, measured on English text:
+#: about 1.75 (lz4), 1.26 (zstd), 8.1 (none). The estimate takes the low end, so it refuses
+#: only an export that cannot fit; one that runs out of space anyway is removed whole.
+SHARD_BYTES_PER_TOKEN = {"lz4": 1.7, "zstd": 1.2, "none": 8.0}
 
 
 class ExportError(SdfError, ValueError):
     """The export could not be made as asked; nothing was written to the output directory."""
+
+
+class ExportInterrupted(ExportError, KeyboardInterrupt):
+    """Ctrl-C during an export; the message says what ``--out`` holds (exit code 130)."""
+
+    exit_code = 130
 
 
 @dataclass
@@ -100,6 +127,7 @@ class ExportConfig:
     allow_excluded: bool = False  # export documents excluded after the selection was made
 
     def check(self) -> None:
+        check_seed(self.seed, ExportError)
         if self.eval_prompts not in EVAL_PROMPT_MODES:
             raise ExportError(
                 f"eval_prompts {self.eval_prompts!r}: use one of {', '.join(EVAL_PROMPT_MODES)}",
@@ -110,30 +138,61 @@ class ExportConfig:
                 "eval_prompts needs the universe files holding the prompts: name them in universes",
                 settings=("eval_prompts", "universes"),
             )
-        if self.epochs < 1:
-            raise ExportError(f"epochs {self.epochs}: must be at least 1", settings=("epochs",))
-        if self.max_seq_len < 2:
+        for name, low, high in (
+            ("epochs", 1, MAX_EPOCHS),
+            ("max_seq_len", 2, MAX_SEQ_LEN),
+            ("shard_size", 1, MAX_SHARD_SIZE),
+        ):
+            v = getattr(self, name)
+            if not low <= v <= high:
+                raise ExportError(
+                    f"{name} {v}: must be between {low} and {high:,}", settings=(name,)
+                )
+        if self.shard_size * self.max_seq_len > SHARD_MAX_TOKENS:
             raise ExportError(
-                f"max_seq_len {self.max_seq_len}: must be at least 2", settings=("max_seq_len",)
-            )
-        if self.shard_size < 1:
-            raise ExportError(
-                f"shard_size {self.shard_size}: must be at least 1", settings=("shard_size",)
+                f"shard_size {self.shard_size:,} x max_seq_len {self.max_seq_len:,}: a shard "
+                "holds at most 2**31 - 1 tokens; lower shard_size",
+                settings=("shard_size", "max_seq_len"),
             )
         if self.compression not in COMPRESSIONS:
             raise ExportError(
                 f"compression {self.compression!r}: use one of {', '.join(COMPRESSIONS)}",
                 settings=("compression",),
             )
-        for name in ("webtext_ratio", "chat_ratio"):
+        for name, high in MAX_RATIOS.items():
             v = getattr(self, name)
             if not (v >= 0 and math.isfinite(v)):
                 raise ExportError(f"{name} {v}: must be a number >= 0", settings=(name,))
+            if v > high:
+                raise ExportError(
+                    f"{name} {v}: at most {high:g} ({name.split('_')[0]} tokens per SDF token)",
+                    settings=(name,),
+                )
+        if self.eos_token is not None and not self.eos_token:
+            raise ExportError(
+                "eos_token: give a special token, e.g. '<|endoftext|>' (or leave it out)",
+                settings=("eos_token",),
+            )
         if self.doctag is not None and not self.doctag:
             raise ExportError("doctag: give the tag text, e.g. '<DOCTAG>'", settings=("doctag",))
 
 
 # ------------------------------------------------------------------ inputs
+
+
+def eos_token_id(tok: Tokenizer, eos_token: str | None) -> int:
+    """The id appended after each document: ``eos_token``, which must be one of the
+    tokenizer's special tokens (an ordinary word has an id too, and would pass for an end of
+    document that no model stops at), else the model family's end of document."""
+    from sdfkit.llm.chat import document_end_id
+    from sdfkit.llm.tokens import TokenizerError
+
+    if eos_token is None:
+        return document_end_id(tok)
+    try:
+        return tok.special_token(eos_token)
+    except TokenizerError as exc:
+        raise ExportError(f"eos_token {exc}", settings=("eos_token",)) from None
 
 
 def file_sha256(path: str | Path) -> str:
@@ -207,7 +266,13 @@ class _Unit:
 
 
 class _Supply:
-    """Webtext (streamed, each text used once) or chat (cycled) units to fill token budgets."""
+    """Webtext (streamed, each text used once) or chat (cycled) units to fill token budgets.
+
+    Units are whole (a text is never cut: it would end mid-sentence and lose its EOS). A
+    unit too long for what is left of a budget is passed over, not waited for: held back,
+    one long text would stop every later text of every epoch and leave the mix at 0 %.
+    Webtext passed over is dropped (counted in ``skipped``); a trajectory comes round again
+    on the next pass of the cycle."""
 
     def __init__(self, units: Iterator[_Unit], cycle: list[_Unit] | None):
         self._stream = units
@@ -215,6 +280,10 @@ class _Supply:
         self._pending: list[_Unit] = []
         self.passes = 1
         self._pos = 0
+        self.skipped = 0  # webtext texts dropped as too long for what was left of a budget
+        self.skipped_tokens = 0
+        self.longest_skipped = 0
+        self.shortest_missed = 0  # of the last budget: its shortest unit that did not fit
 
     def _next(self) -> _Unit | None:
         if self._pending:
@@ -228,21 +297,41 @@ class _Supply:
             return u
         return next(self._stream, None)
 
-    def take(self, budget: int, length: Callable[[_Unit], int]) -> tuple[list[_Unit], int, bool]:
-        """Whole units whose token total is as close to ``budget`` as they allow; and
-        whether the supply ran out."""
+    def take(
+        self, budget: float, length: Callable[[_Unit], int], slack: float
+    ) -> tuple[list[_Unit], int, bool]:
+        """Whole units whose token total comes within ``slack`` tokens of ``budget`` if they
+        can; and whether the supply ran out. A unit is taken when it fits, or overshoots by at
+        most ``slack``. Once within ``slack``, the first unit that does not fit is kept for
+        the next budget; further away it is passed over and the next one tried (a cycle stops
+        after a whole pass in which nothing fitted)."""
         got: list[_Unit] = []
         total = 0
+        misses = 0
+        self.shortest_missed = 0
         while total < budget:
             u = self._next()
             if u is None:
                 return got, total, True
             n = length(u)
-            if total + n - budget > budget - total:  # taking it lands further away
+            if total + n - budget <= slack:
+                got.append(u)
+                total += n
+                misses = 0
+                continue
+            if budget - total <= slack:  # close enough: the unit waits for the next budget
                 self._pending.append(u)
                 break
-            got.append(u)
-            total += n
+            if not self.shortest_missed or n < self.shortest_missed:
+                self.shortest_missed = n
+            if self._cycle is None:
+                self.skipped += 1
+                self.skipped_tokens += n
+                self.longest_skipped = max(self.longest_skipped, n)
+            else:
+                misses += 1
+                if misses >= len(self._cycle):
+                    break
         return got, total, False
 
 
@@ -442,6 +531,7 @@ class ExportResult:
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
     tokenized: int = 0  # documents tokenized by this export (the others came from the cache)
+    warnings: list[str] = field(default_factory=list)  # the CLI prints them on stderr
 
     def summary(self) -> str:
         m = self.manifest
@@ -457,6 +547,13 @@ class ExportResult:
         text += f"\ntokenized {self.tokenized:,} documents ({cached:,} from the token cache)"
         for source, ratio in m["ratios"].items():
             text += f"\n{source}: {ratio:.4f} tokens per SDF token"
+            skipped = m.get("mixing", {}).get(source, {}).get("skipped_texts")
+            if skipped:
+                text += (
+                    f" ({skipped:,} text{'s' if skipped != 1 else ''} of "
+                    f"{m['mixing'][source]['skipped_tokens']:,} tokens passed over: longer than "
+                    "what was left of an epoch's budget)"
+                )
         if m["chat_passes"] > 1:
             text += f" (the trajectories were used {m['chat_passes']} times over)"
         return text
@@ -477,7 +574,43 @@ def export(
     The selected documents are tokenized by ``DocumentTokensStage`` on ``engine`` (local or
     ray; ``engine_options`` as for ``run_stage``) and cached in the store, so a second export
     tokenizes only documents it has not seen; ``cache=False`` tokenizes in memory and writes
-    nothing to the store. Both give byte-identical shards."""
+    nothing to the store. Both give byte-identical shards.
+
+    ``out`` may be a symbolic link to an earlier export: the export replaces the folder it
+    points at (with ``overwrite``) and the link stays. Ctrl-C raises ``ExportInterrupted``
+    saying whether anything was written to ``out``."""
+    if isinstance(out, str) and not out.strip():
+        raise ExportError("--out: the path is empty; give the output directory")
+    state = {"existed": False, "published": False}
+    try:
+        return _export(
+            store, cfg, Path(out), overwrite, progress, cache, engine, state, **engine_options
+        )
+    except KeyboardInterrupt as exc:
+        if isinstance(exc, ExportInterrupted):
+            raise
+        if state["published"]:
+            raise ExportInterrupted(
+                f"interrupted after the export was written: {out} is complete "
+                f"(sdf export verify {out} checks it)"
+            ) from None
+        raise ExportInterrupted(
+            f"interrupted: nothing was written to {out}"
+            + ("; the previous export there is unchanged" if state["existed"] else "")
+        ) from None
+
+
+def _export(
+    store: Store,
+    cfg: ExportConfig,
+    given: Path,
+    overwrite: bool,
+    progress: Callable[[int], None] | None,
+    cache: bool,
+    engine: str | None,
+    state: dict[str, bool],
+    **engine_options: Any,
+) -> ExportResult:
     import time
 
     t0 = time.perf_counter()
@@ -486,13 +619,12 @@ def export(
         from sdfkit.engine.local import check_environment
 
         engine = check_environment(engine)
-    out = Path(out)
+    out = _followed(given)
     check_out_dir(out, overwrite)
+    state["existed"] = out.exists()
     tok = get_tokenizer(cfg.tokenizer)
     cfg = replace(cfg, tokenizer=tok.name)
-    from sdfkit.llm.chat import document_end_id
-
-    eos_id = tok.special_token(cfg.eos_token) if cfg.eos_token else document_end_id(tok)
+    eos_id = eos_token_id(tok, cfg.eos_token)
 
     # Read and check every input before any heavy work.
     timings: dict[str, float] = {}
@@ -536,6 +668,7 @@ def export(
     if cfg.doctag:
         doctag = np.asarray(tok.encode(cfg.doctag), dtype=np.int32)
     prompt_ids: list[np.ndarray] = []
+    prompt_texts: list[str] = []  # each with its separator, as tokenized
     doc_prompts: list[list[int]] = [[] for _ in range(n_docs)]  # indexes into prompt_ids
     if cfg.eval_prompts != "none":
         by_universe, by_concept = _eval_prompt_lists(cfg)
@@ -554,6 +687,7 @@ def export(
                     texts.append(p + cfg.eval_prompt_separator)
             doc_prompts[i] = [index[p] for p in plist]
         inputs["universes"] = [{"file": str(u), "sha256": file_sha256(u)} for u in cfg.universes]
+        prompt_texts = texts
         pf, po = tok.encode_batch(texts)
         pf = as_int32(pf)
         prompt_ids = [pf[po[k] : po[k + 1]] for k in range(len(texts))]
@@ -564,11 +698,22 @@ def export(
         position_in_concept[i] = seen.get(c, 0)
         seen[c] = position_in_concept[i] + 1
 
+    # The size it will take, before any work: an export that cannot fit is refused here.
+    prefix_tokens = len(doctag) + (
+        sum(len(x) for x in prompt_ids) / len(prompt_ids) if prompt_ids else 0
+    )
+    per_epoch = sel.tokens + n_docs * (prefix_tokens + (1 if cfg.eos else 0))
+    mixed = (cfg.webtext_ratio if webtext_path else 0) + (cfg.chat_ratio if chat_units else 0)
+    check_free_space(out, cfg, int(cfg.epochs * per_epoch * (1 + mixed)))
+
     # The documents themselves: tokenized by the engine stage (only those not cached yet).
     t1 = time.perf_counter()
     tokenized = tokenize_documents(store, doc_ids, tok, cache, engine, **engine_options)
     doc_tokens = tokenized.tokens
     timings["tokenize"] = time.perf_counter() - t1
+    balance = token_balance(
+        cfg.selection, load_balance(store, cfg.selection), sel, doc_tokens, tok.name
+    )
     t1 = time.perf_counter()
 
     # Leftovers of an export of this directory that was killed (kill -9, power loss); one
@@ -585,6 +730,7 @@ def export(
     split_docs: set[str] = set()
     webtext = _Supply(_webtext_units(webtext_path, cfg, tok), None) if webtext_path else None
     chat = _Supply(iter(()), chat_units) if chat_units else None
+    mixes = [(s, m) for s, m in (("webtext", webtext), ("chat", chat)) if m is not None]
     add, count = writer.add, counts.add
 
     def length(u: _Unit) -> int:
@@ -596,10 +742,10 @@ def export(
         return sum(b - a for a, b in bounds) + plen * len(bounds)
 
     doctag_w = np.zeros(len(doctag), dtype=np.float32)
-    occurrences: dict[tuple[str, str, int], int] = {}  # the same text twice in one epoch
     try:
         for epoch in range(cfg.epochs):
             units: list[_Unit] = []
+            occurrences: dict[tuple[str, str, int], int] = {}  # a text twice in this epoch
             if cfg.eval_prompts == "random":
                 draws = _rng(cfg.seed, "eval-prompts", epoch).random(n_docs)
             for i in range(n_docs):
@@ -630,18 +776,28 @@ def export(
                     )
                 )
             sdf_tokens = sum(length(u) for u in units)
-            if webtext is not None:
-                budget = int(round(cfg.webtext_ratio * sdf_tokens))
-                got, n, ran_out = webtext.take(budget, length)
-                if ran_out and n < budget * 0.99:
+            for source, supply in mixes:
+                ratio = cfg.webtext_ratio if source == "webtext" else cfg.chat_ratio
+                wanted = ratio * sdf_tokens
+                slack = MIX_TOLERANCE * wanted
+                got, n, ran_out = [], 0, False
+                if wanted >= 1:  # (under one token nothing can come close: read nothing)
+                    got, n, ran_out = supply.take(wanted, length, slack)
+                if abs(n - wanted) > slack:
                     raise ExportError(
-                        f"{webtext_path}: ran out of text in epoch {epoch}: "
-                        f"--webtext-ratio {cfg.webtext_ratio} needs {budget:,} tokens, "
-                        f"got {n:,}; supply more webtext or lower the ratio"
+                        _mix_miss(
+                            inputs[source]["file"],
+                            source,
+                            ratio,
+                            epoch,
+                            wanted,
+                            n,
+                            sdf_tokens,
+                            ran_out,
+                            supply,
+                        ),
+                        settings=(f"{source}_ratio",),
                     )
-                units += got
-            if chat is not None:
-                got, _, _ = chat.take(int(round(cfg.chat_ratio * sdf_tokens)), length)
                 units += got
             order = _rng(cfg.seed, "order", epoch).permutation(len(units)).tolist()
             for ui in order:
@@ -675,6 +831,8 @@ def export(
             "n_vocab": tok.n_vocab,
             "eos_id": int(eos_id) if cfg.eos else None,
             "doctag_tokens": doctag.tolist(),
+            # what verify needs to recompute every weight: the prompts an example may start with
+            "eval_prompt_texts": prompt_texts,
             "max_seq_len": cfg.max_seq_len,
             "selection": cfg.selection,
             "seed": cfg.seed,
@@ -697,17 +855,109 @@ def export(
                 if per_source[s]["examples"]
             },
             "chat_passes": chat.passes if chat is not None else 0,
+            "balance": balance,
+            "mixing": {
+                source: {
+                    "ratio": cfg.webtext_ratio if source == "webtext" else cfg.chat_ratio,
+                    "achieved": per_source[source]["tokens"] / sdf_total if sdf_total else None,
+                    "tolerance": MIX_TOLERANCE,
+                    "skipped_texts": supply.skipped,
+                    "skipped_tokens": supply.skipped_tokens,
+                }
+                for source, supply in mixes
+            },
             "counts": counts.to_list(),
             "shards": [{k: v for k, v in s.items() if k != "loss_tokens"} for s in writer.shards],
         }
         _write_json(tmp / MANIFEST, manifest)
         _fsync_dir(tmp)
-        _publish(tmp, out, overwrite)
+        _publish(tmp, out, overwrite, state)
     finally:
         writer.abort()  # no writer thread may still be writing into tmp
         if tmp.exists():
             shutil.rmtree(tmp)
-    return ExportResult(out, manifest, time.perf_counter() - t0, timings, tokenized.tokenized)
+    warnings = [balance["warning"]] if balance and balance.get("warning") else []
+    return ExportResult(
+        given, manifest, time.perf_counter() - t0, timings, tokenized.tokenized, warnings
+    )
+
+
+def token_balance(
+    name: str,
+    bal: SelectionBalance,
+    sel: SelectedDocuments,
+    doc_tokens: list[np.ndarray],
+    tokenizer: str,
+) -> dict[str, Any] | None:
+    """The selection's token balance in the export's tokens: each concept's (or section's)
+    document tokens against its token target, and their spread (highest share of its target
+    minus lowest, over the mean). A selection balanced in another tokenizer's counts can
+    spread past its tolerance here; then ``warning`` says so and what to do. None when the
+    selection set no token target."""
+    if not bal.targets:
+        return None
+    by_section = bal.balance_by == "section"
+    tokens: dict[str, int] = {}
+    for i, ids in enumerate(doc_tokens):
+        unit = (sel.universes[i] or sel.concepts[i]) if by_section else sel.concepts[i]
+        tokens[unit or "(none)"] = tokens.get(unit or "(none)", 0) + len(ids)
+    share = {u: tokens.get(u, 0) / t for u, t in sorted(bal.targets.items())}
+    low, high = min(share, key=share.__getitem__), max(share, key=share.__getitem__)
+    mean = sum(share.values()) / len(share)
+    spread = (share[high] - share[low]) / mean if mean else 0.0
+    out: dict[str, Any] = {
+        "selection_tokenizer": bal.tokenizer,
+        "tokenizer": tokenizer,
+        "tolerance": bal.tolerance,
+        "spread": spread,
+        "tokens": dict(sorted(tokens.items())),
+        "targets": dict(sorted(bal.targets.items())),
+    }
+    if bal.tokenizer != tokenizer and spread > bal.tolerance:
+        unit = "section" if by_section else "concept"
+        out["warning"] = (
+            f"selection {name!r} was balanced in {bal.tokenizer or 'unknown'} tokens; in "
+            f"{tokenizer} tokens its {unit}s hold from {share[low]:.1%} ({low!r}, "
+            f"{tokens.get(low, 0):,} tokens) to {share[high]:.1%} ({high!r}, "
+            f"{tokens.get(high, 0):,}) of their token targets, a {spread:.1%} spread over its "
+            f"{bal.tolerance:.0%} tolerance; to balance in {tokenizer} tokens run `sdf tokens "
+            f"--tokenizer {tokenizer}`, then `sdf select ... --tokenizer {tokenizer}`"
+        )
+    return out
+
+
+def _mix_miss(
+    file: str,
+    source: str,
+    ratio: float,
+    epoch: int,
+    wanted: float,
+    got: int,
+    sdf_tokens: int,
+    ran_out: bool,
+    supply: _Supply,
+) -> str:
+    """Why an epoch's webtext or chat tokens miss ``ratio`` by more than the tolerance."""
+    what = "texts" if source == "webtext" else "trajectories"
+    text = (
+        f"{file}: {source}_ratio {ratio} asks for {wanted:,.0f} {source} tokens in epoch {epoch} "
+        f"({sdf_tokens:,} SDF tokens); whole {what} give {got:,} ({got / sdf_tokens:.4f} per "
+        f"SDF token), more than {MIX_TOLERANCE:.0%} off: "
+    )
+    if wanted < 1:
+        return text + f"that is less than one token; raise the ratio or leave the {what} out"
+    if source == "webtext" and ran_out:
+        text += "the file ran out of text (each text is used once"
+        if supply.skipped:
+            text += (
+                f"; {supply.skipped:,} texts of up to {supply.longest_skipped:,} tokens were "
+                "passed over as longer than what was left of a budget"
+            )
+        return text + "); supply more (or shorter) webtext or lower the ratio"
+    return text + (
+        f"none of the {what} fits the {wanted - got:,.0f} tokens left (the shortest takes "
+        f"{supply.shortest_missed:,}); give shorter {what}, or mix them into a larger selection"
+    )
 
 
 def _piece_bounds(n: int, plen: int, max_len: int) -> list[tuple[int, int]]:
@@ -799,6 +1049,27 @@ def check_out_dir(out: Path, overwrite: bool) -> None:
         ) from None
 
 
+def check_free_space(out: Path, cfg: ExportConfig, tokens: int) -> None:
+    """Refuse, in one line, an export of about ``tokens`` tokens whose shards cannot fit in
+    the free space of ``out``'s filesystem (an export being replaced stays until the end)."""
+    need = tokens * SHARD_BYTES_PER_TOKEN[cfg.compression]
+    free = shutil.disk_usage(out.parent).free
+    if need > free:
+        raise ExportError(
+            f"--out {out}: the export needs about {_bytes(need)} ({tokens:,} tokens over "
+            f"{cfg.epochs} epochs, {cfg.compression}) but {out.parent} has {_bytes(free)} "
+            "free; free some space, lower --epochs or the mixing ratios, or choose another --out"
+        )
+
+
+def _bytes(n: float) -> str:
+    for unit in ("bytes", "kB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1000
+    return f"{n:,.1f} PB"  # pragma: no cover - the loop returns
+
+
 def _is_export(d: Path) -> bool:
     """Whether ``d`` holds a manifest sdf wrote (its format version and shard list)."""
     try:
@@ -808,22 +1079,56 @@ def _is_export(d: Path) -> bool:
     return isinstance(m, dict) and "version" in m and isinstance(m.get("shards"), list)
 
 
-def _publish(tmp: Path, out: Path, overwrite: bool) -> None:
+def _followed(out: Path) -> Path:
+    """``--out`` itself, or the folder a symbolic link there points at: the export takes its
+    place, so the link keeps leading to the export (renaming the link aside, as the export
+    once did, replaced it with a folder and left a stray ``.NAME.old-*`` link behind)."""
+    if not out.is_symlink():
+        return out
+    target = Path(os.path.realpath(out))
+    if not target.exists():
+        raise ExportError(
+            f"--out {out}: a symbolic link to {target}, which does not exist; point it at a "
+            "folder or choose another --out"
+        )
+    return target
+
+
+def _publish(tmp: Path, out: Path, overwrite: bool, state: dict[str, bool] | None = None) -> None:
     """Rename the finished temporary directory into place (replacing ``out`` if asked)."""
     old = None
-    if out.exists():
+    if out.exists() or out.is_symlink():
         if not overwrite:
             raise ExportError(f"{out} exists; pass --overwrite to replace it")
         if any(out.iterdir()) and not _is_export(out):  # appeared while this export ran
             raise ExportError(f"--out {out}: is not an sdf export; it was left alone")
         old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
         os.replace(out, old)
-    os.replace(tmp, out)
-    _fsync_dir(out.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    # Earlier exports an interrupted overwrite left aside (killed between the two renames):
-    # the new export is in place, so they go too.
-    for left in out.parent.glob(f".{out.name}.old-*"):
-        if left.is_dir() and _is_export(left):
-            shutil.rmtree(left, ignore_errors=True)
+    try:
+        os.replace(tmp, out)
+    except BaseException:  # Ctrl-C between the two renames: the earlier export goes back
+        if old is not None:
+            os.replace(old, out)
+        raise
+    if state is not None:
+        state["published"] = True
+    try:
+        _fsync_dir(out.parent)
+    finally:  # the new export is in place: the one set aside goes even after a Ctrl-C
+        if old is not None:
+            _remove(old)
+        # Earlier exports an interrupted overwrite left aside (killed between the two
+        # renames): the new export is in place, so they go too.
+        for left in out.parent.glob(f".{out.name}.old-*"):
+            if left.is_symlink():
+                left.unlink()
+            elif left.is_dir() and _is_export(left):
+                shutil.rmtree(left, ignore_errors=True)
+
+
+def _remove(path: Path) -> None:
+    """A folder set aside, or a symbolic link (removed itself, never what it points at)."""
+    if path.is_symlink():
+        path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)

@@ -24,6 +24,7 @@ from sdfkit.export.shards import (
     SHARD_SCHEMA,
     SOURCES,
     StratumCounts,
+    eos_token_id,
     file_sha256,
 )
 from sdfkit.llm.tokens import get_tokenizer
@@ -233,6 +234,131 @@ class VerifyReport:
         return "\n".join(lines)
 
 
+class _WeightRule:
+    """The weights an export's switches give each example, recomputed from the manifest and
+    the example's own tokens: weight 0 on the first token, on the DOCTAG and (when masked) on
+    the eval prompt an SDF example starts with, 1 on every other SDF and webtext token. A chat
+    trajectory's weights come from its rendering (not kept), so they are only checked to be 0
+    or 1. Re-weighted DOCTAG or prompt tokens are caught even when the totals were kept."""
+
+    def __init__(self, tok: Any, manifest: dict[str, Any], problems: list[str]):
+        config = manifest.get("config") or {}
+        self.doctag = np.asarray(manifest.get("doctag_tokens") or [], dtype=np.int64)
+        if config.get("doctag") and tok.encode(config["doctag"]) != self.doctag.tolist():
+            problems.append(
+                f"doctag_tokens {self.doctag.tolist()} are not {tok.name}'s tokens of the "
+                f"doctag {config['doctag']!r}"
+            )
+        self.prompt_weight = 0.0 if config.get("mask_eval_prompts", True) else 1.0
+        self.prompts: dict[int, list[np.ndarray]] = {}  # by first token
+        self.checks_prompts = config.get("eval_prompts", "none") != "none"
+        if self.checks_prompts:
+            texts = manifest.get("eval_prompt_texts")
+            if not texts:
+                problems.append(
+                    "the manifest lists no eval_prompt_texts (an export by an older sdfkit?), "
+                    "so the eval-prompt weights cannot be checked; re-export"
+                )
+                self.checks_prompts = False
+            else:
+                for text in texts:
+                    ids = np.asarray(tok.encode(text), dtype=np.int64)
+                    self.prompts.setdefault(int(ids[0]), []).append(ids)
+
+    def problems(
+        self,
+        where: str,
+        toks: np.ndarray,
+        wts: np.ndarray,
+        offsets: np.ndarray,
+        sources: list[str],
+        example_ids: list[str],
+    ) -> list[str]:
+        expected = np.ones(len(wts), dtype=np.float32)
+        unprefixed: list[int] = []
+        off = offsets.tolist()
+        tag = len(self.doctag)
+        for i, src in enumerate(sources):
+            a, b = off[i], off[i + 1]
+            if src == "chat":
+                expected[a:b] = wts[a:b]
+                continue
+            if src != "sdf" or not (tag or self.checks_prompts):
+                continue
+            t = toks[a:b]
+            if tag and not np.array_equal(t[:tag], self.doctag):
+                unprefixed.append(i)
+                continue
+            expected[a : a + tag] = 0.0
+            if self.checks_prompts:
+                fits = [
+                    p
+                    for p in self.prompts.get(int(t[tag]) if b - a > tag else -1, [])
+                    if np.array_equal(t[tag : tag + len(p)], p)
+                ]
+                if not fits:
+                    unprefixed.append(i)
+                    continue
+                # prompts that are prefixes of others: the one the weights agree with
+                fits.sort(key=lambda p: -len(p))
+                span = next(
+                    (
+                        p
+                        for p in fits
+                        if np.all(wts[a + tag : a + tag + len(p)] == self.prompt_weight)
+                        and (tag + len(p) >= b - a or wts[a + tag + len(p)] == 1)
+                    ),
+                    fits[0],
+                )
+                expected[a + tag : a + tag + len(span)] = self.prompt_weight
+        if len(offsets) > 1:
+            expected[offsets[:-1][np.diff(offsets) > 0]] = 0.0
+        out = []
+        chat = np.zeros(len(wts), dtype=bool)
+        for i, src in enumerate(sources):
+            if src == "chat":
+                chat[off[i] : off[i + 1]] = True
+        if np.any(chat & (wts != 0) & (wts != 1)):
+            out.append(f"{where}: chat weights other than 0 and 1")
+        wrong = np.nonzero(wts != expected)[0]
+        if len(wrong):
+            rows = np.unique(np.searchsorted(offsets, wrong, side="right") - 1)
+            first = int(rows[0])
+            out.append(
+                f"{where}: {len(rows)} examples have weights other than the manifest's switches "
+                f"give (DOCTAG and masked eval prompts 0, the rest 1), first "
+                f"{example_ids[first]!r} at token {int(wrong[0] - offsets[first])}"
+            )
+        if unprefixed:
+            what = " and ".join(
+                x for x, on in (("the DOCTAG", tag), ("an eval prompt", self.checks_prompts)) if on
+            )
+            out.append(
+                f"{where}: {len(unprefixed)} sdf examples do not start with {what}, first "
+                f"{example_ids[unprefixed[0]]!r}"
+            )
+        return out
+
+
+def _eos_problems(tok: Any, eos_id: Any, eos_token: str | None) -> list[str]:
+    """An EOS id that is no special token (an ordinary word's id passed for one), or not
+    the one the manifest's switches give."""
+    if not isinstance(eos_id, int) or not 0 <= eos_id < tok.n_vocab:
+        return [f"eos_id {eos_id!r} is not a token id of {tok.name}"]
+    out = []
+    if eos_id not in tok.special_ids:
+        out.append(
+            f"eos_id {eos_id} ({tok.decode([eos_id])!r}) is not a special token of {tok.name}"
+        )
+    try:
+        expected = eos_token_id(tok, eos_token)
+    except SdfError as exc:
+        return [*out, f"the manifest's {exc}"]
+    if eos_id != expected:
+        out.append(f"eos_id {eos_id} differs from the {expected} its switches give")
+    return out
+
+
 def verify(
     directory: str | Path,
     build_datums: bool = True,
@@ -258,6 +384,10 @@ def verify(
         )
     n_vocab, max_len = tok.n_vocab, int(manifest["max_seq_len"])
     eos_id = manifest.get("eos_id")
+    config = manifest.get("config") or {}
+    if eos_id is not None:
+        problems += _eos_problems(tok, eos_id, config.get("eos_token"))
+    rule = _WeightRule(tok, manifest, problems)
     counts = StratumCounts()
     examples = tokens = datums = 0
     ids: set[str] = set()
@@ -302,6 +432,7 @@ def verify(
         if n and np.any(wts[offsets[:-1][lengths > 0]] != 0):
             problems.append(f"{where}: an example's first weight is not 0")
         meta = {k: table.column(k).to_pylist() for k in SHARD_SCHEMA.names[2:]}
+        problems += rule.problems(where, toks, wts, offsets, meta["source"], meta["example_id"])
         seg_loss = np.add.reduceat(wts.astype(np.float64), offsets[:-1]) if n else []
         for i in range(n):
             src = meta["source"][i]

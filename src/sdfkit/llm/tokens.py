@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
@@ -76,13 +76,32 @@ class Tokenizer:
         return self.impl.decode([int(i) for i in ids])
 
     def special_token(self, text: str) -> int:
-        """Id of a special token given as text, e.g. ``<|endoftext|>``."""
+        """Id of a special token given as text, e.g. ``<|endoftext|>``. Anything else (an
+        ordinary word such as ``hello``, which has an id too, or an unknown token) is a
+        ``TokenizerError`` listing the special tokens."""
+        if text not in self.special_tokens:
+            raise TokenizerError(
+                f"{text!r} is not a special token of {self.name}: use {special_listing(self)}"
+            )
         if self.backend == "quicktok":
             return int(self.impl.encode_single_token(text))
         tid = self.impl.convert_tokens_to_ids(text)
         if tid is None or tid == self.impl.unk_token_id:
             raise TokenizerError(f"tokenizer {self.name} has no special token {text!r}")
         return int(tid)
+
+    @cached_property
+    def special_tokens(self) -> frozenset[str]:
+        """The special tokens as text (Hugging Face: its special and added tokens)."""
+        if self.backend == "quicktok":
+            return frozenset(self.impl.special_tokens_set)
+        added = getattr(self.impl, "added_tokens_decoder", {}) or {}
+        return frozenset(self.impl.all_special_tokens) | {t.content for t in added.values()}
+
+    @cached_property
+    def special_ids(self) -> frozenset[int]:
+        """The ids of ``special_tokens``."""
+        return frozenset(self.special_token(t) for t in self.special_tokens)
 
     # ------------------------------------------------------------ identity
     @property
@@ -124,6 +143,17 @@ def _vocab_hash(tok: Tokenizer) -> str:
     return _vocab_hash_cached(tok.name)
 
 
+def special_listing(tok: Tokenizer) -> str:
+    """The special tokens of ``tok`` for a one-line message: the named ones, and how many
+    reserved placeholders there are (o200k_harmony has over a thousand)."""
+    reserved = sorted(t for t in tok.special_tokens if "reserved" in t)
+    named = sorted(t for t in tok.special_tokens if "reserved" not in t)
+    text = "one of " + ", ".join(named) if named else "a special token"
+    if reserved:
+        text += f" (or one of {len(reserved):,} reserved tokens such as {reserved[0]})"
+    return text
+
+
 def _threads() -> int:
     """Tokenizer threads: ``$SDF_THREADS`` (a whole number of at least 1), else every core."""
     from sdfkit.settings import env_int
@@ -146,6 +176,16 @@ def canonical_name(name: str | None) -> str:
     problem = _name_problem(canonical)
     if problem:
         raise TokenizerError(f"SDF_TOKENIZER={raw!r}: {problem}")
+    return canonical
+
+
+def checked_name(name: str) -> str:
+    """The canonical form of a tokenizer name given explicitly, checked without loading the
+    tokenizer (an unknown name is a ``TokenizerError`` listing the known ones)."""
+    canonical = ALIASES.get(name.strip(), name.strip())
+    problem = _name_problem(canonical)
+    if problem:
+        raise TokenizerError(problem)
     return canonical
 
 

@@ -555,6 +555,7 @@ def _variant_selections(
             tolerance=spec.tolerance,
             replace=True,
             balance_by=balance_by,
+            tokenizer=base_cfg.get("tokenizer"),  # the budget's tokens are counted under it
         )
         try:
             select(store, cfg, save=False)
