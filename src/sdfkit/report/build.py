@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -54,6 +53,7 @@ from sdfkit.report.html import CSS, esc, fmt_num
 from sdfkit.report.parts import report_parts
 from sdfkit.report.verdicts import shown_pair
 from sdfkit.settings import check_fields
+from sdfkit.store.catalog import finite
 from sdfkit.store.durable import write_text_atomic
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -389,15 +389,8 @@ def _run_audits(
             data["audits"][name]["seconds"] += round(time.perf_counter() - started, 2)
 
 
-def _finite(value: Any) -> Any:
-    """NaN/inf become null: report.json must parse in strict JSON readers (browsers, jq)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
+#: NaN/inf become null: report.json must parse in strict JSON readers (browsers, jq).
+_finite = finite
 
 
 def _json_default(value: Any) -> Any:

@@ -491,20 +491,30 @@ class Store:
                 self.db_path,
             )
             try:
-                con.execute(f"SET file_search_path = {_sql_str(search)}")
-                con.execute("SET enable_progress_bar = false")  # commands show their own
-                if not read_only:
-                    fingerprint = self._views_fingerprint()
-                    if _stored_fingerprint(con) != fingerprint:
-                        self._refresh_views(con, fingerprint)
-                yield con
-            except duckdb.Error as exc:
-                damage = self.damage_behind(exc)
-                if damage is None:
-                    raise
-                raise damage from None
+                with self._damage_named():
+                    con.execute(f"SET file_search_path = {_sql_str(search)}")
+                    con.execute("SET enable_progress_bar = false")  # commands show their own
+                    if not read_only:
+                        fingerprint = self._views_fingerprint()
+                        if _stored_fingerprint(con) != fingerprint:
+                            self._refresh_views(con, fingerprint)
+                    yield con
             finally:
                 con.close()
+
+    @contextmanager
+    def _damage_named(self) -> Iterator[None]:
+        """A DuckDB error that a damaged part is behind becomes the one line naming that
+        part (``damage_behind``); any other error passes unchanged."""
+        import duckdb
+
+        try:
+            yield
+        except duckdb.Error as exc:
+            damage = self.damage_behind(exc)
+            if damage is None:
+                raise
+            raise damage from None
 
     @contextmanager
     def reader(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -516,7 +526,6 @@ class Store:
         locked. Local files stay readable. ``sqlguard.check_read_query`` refuses every
         statement but a query before it gets here.
         """
-        import duckdb
 
         self.check_parts()
         if not self.db_path.exists():
@@ -530,13 +539,9 @@ class Store:
                     pass
                 con = self._attach_read_only(search)
             try:
-                con.execute("SET lock_configuration = true")
-                yield con
-            except duckdb.Error as exc:
-                damage = self.damage_behind(exc)
-                if damage is None:
-                    raise
-                raise damage from None
+                with self._damage_named():
+                    con.execute("SET lock_configuration = true")
+                    yield con
             finally:
                 con.close()
 
@@ -1037,16 +1042,18 @@ def json_text(value: Any, **options: Any) -> str:
     try:
         return json.dumps(value, ensure_ascii=False, default=str, allow_nan=False, **options)
     except ValueError:
-        return json.dumps(_finite(value), ensure_ascii=False, default=str, **options)
+        return json.dumps(finite(value), ensure_ascii=False, default=str, **options)
 
 
-def _finite(value: Any) -> Any:
+def finite(value: Any) -> Any:
+    """``value`` with every NaN and infinity (in dicts and lists too) made None: what strict
+    JSON readers (browsers, jq, DuckDB's JSON functions) can parse."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [finite(v) for v in value]
     return value
 
 
