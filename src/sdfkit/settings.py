@@ -148,12 +148,7 @@ def check_value(hint: Any, value: Any, where: str, limits: Mapping[str, Any] = {
             raise ConfigError(
                 f"{where}: must be a list of {_describe(args[0], plural=True)}, got {value!r}"
             )
-        fewest = limits.get("min_items", 0)
-        if len(value) < fewest:
-            raise ConfigError(
-                f"{where}: must list at least {fewest} value{'s' if fewest > 1 else ''}, "
-                f"got {list(value)!r}" + _instead(limits)
-            )
+        _enough(list(value), where, limits, "list", "value")
         if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
             if len(value) != len(args):
                 raise ConfigError(f"{where}: must be a list of {len(args)} values, got {value!r}")
@@ -167,12 +162,7 @@ def check_value(hint: Any, value: Any, where: str, limits: Mapping[str, Any] = {
     if origin is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: must be a mapping, got {value!r}")
-        fewest = limits.get("min_items", 0)
-        if len(value) < fewest:
-            raise ConfigError(
-                f"{where}: must map at least {fewest} key{'s' if fewest > 1 else ''}, "
-                f"got {dict(value)!r}" + _instead(limits)
-            )
+        _enough(dict(value), where, limits, "map", "key")
         key_type, value_type = args
         out = {}
         for k, v in value.items():
@@ -220,9 +210,17 @@ def check_value(hint: Any, value: Any, where: str, limits: Mapping[str, Any] = {
     return value  # a type this checker does not know: the config's own code decides
 
 
-def _instead(limits: Mapping[str, Any]) -> str:
-    instead = limits.get("min_items_instead")
-    return f" ({instead})" if instead else ""
+def _enough(
+    value: list | dict, where: str, limits: Mapping[str, Any], verb: str, noun: str
+) -> None:
+    """A list or mapping with fewer items than ``items_at_least`` asks is an error."""
+    fewest = limits.get("min_items", 0)
+    if len(value) < fewest:
+        instead = limits.get("min_items_instead")
+        raise ConfigError(
+            f"{where}: must {verb} at least {fewest} {noun}{'s' if fewest > 1 else ''}, "
+            f"got {value!r}" + (f" ({instead})" if instead else "")
+        )
 
 
 def _shape_fits(hint: Any, value: Any) -> bool:

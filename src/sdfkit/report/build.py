@@ -317,10 +317,8 @@ def _check_outputs(store: Store, config: ReportConfig) -> None:
     folder, where ``--html corpus/sdf.duckdb`` replaced the catalog."""
     from sdfkit.store.durable import check_writable
 
-    root = store.root.resolve()
     for option, path in (("--json", config.json), ("--html", config.html)):
-        target = Path(path).resolve()
-        if target == root or root in target.parents:
+        if store.holds(path):
             raise SdfError(
                 f"{option} {path}: inside the corpus folder {store.root}; write reports elsewhere"
             )

@@ -443,6 +443,14 @@ class Store:
         """Where the table's parts are written before their rename (see ``part_file``)."""
         return self.root / TMP_DIR / self.table_dir(name).name
 
+    def holds(self, path: str | Path) -> bool:
+        """Whether ``path`` is the corpus folder or inside it (links followed): where no
+        result or report may be written, as a file there could join the record or replace
+        the catalog."""
+        root = self.root.resolve()
+        target = Path(path).resolve()
+        return target == root or root in target.parents
+
     def parts(self, name: str) -> list[Path]:
         """The table's parts, each checked (see ``check_parts``)."""
         d = self.table_dir(name)

@@ -503,13 +503,10 @@ def check_out(path: str | Path, store: Store | None = None, overwrite: bool = Fa
     existing file unless ``overwrite`` (``--out in/a.jsonl`` had replaced the user's own
     input); and under a folder this user can create a file in (``/proc`` is not)."""
     p = Path(path)
-    if store is not None:
-        root = store.root.resolve()
-        target = p.resolve()
-        if target == root or root in target.parents:
-            raise QueryError(
-                f"--out {p}: inside the corpus folder {store.root}; write results elsewhere"
-            )
+    if store is not None and store.holds(p):
+        raise QueryError(
+            f"--out {p}: inside the corpus folder {store.root}; write results elsewhere"
+        )
     suffix = p.suffix.lower()
     if suffix not in OUT_TYPES:
         raise QueryError(
